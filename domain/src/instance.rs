@@ -1,0 +1,458 @@
+//! The Instance aggregate: one managed-service instance, from provision to deprovision.
+
+mod commands;
+mod events;
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+
+use cqrs_es::{Aggregate, event_sink::EventSink};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+pub use self::{
+    commands::{InstanceCommand, ProvisionInstance, UpdateInstance},
+    events::{EVENT_VERSION, InstanceEvent, InstanceProvisioned},
+};
+use crate::{
+    catalog::{Catalog, Config, ConfigValue, Resources, ServiceOffering, ServiceType, UpgradePath, Version},
+    names::{NameRegistry, NameReservationError},
+};
+
+/// Largest volume an instance may ask for, in GiB.
+pub const MAX_STORAGE_GIB: u32 = 65_536;
+/// Longest description, in characters.
+pub const MAX_DESCRIPTION_CHARS: usize = 256;
+
+/// The desired state of a provisioned instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceSpec {
+    /// instance id
+    pub id: Uuid,
+    /// owning project
+    pub project: String,
+    /// name, unique in the project
+    pub name: String,
+    /// service type
+    pub service: ServiceType,
+    /// service version
+    pub version: String,
+    /// plan name
+    pub plan: String,
+    /// resources per replica, from the plan
+    pub resources: Resources,
+    /// storage in GiB
+    pub storage_gib: u32,
+    /// configuration
+    pub config: Config,
+    /// description
+    pub description: String,
+    /// whether Deprovision is refused
+    pub deletion_protection: bool,
+    /// cluster the instance is placed on
+    pub cluster: String,
+}
+
+/// Where an instance is in its life.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Lifecycle {
+    /// not provisioned
+    #[default]
+    Absent,
+    /// provisioned; accepts updates
+    Active,
+    /// deprovisioning began; accepts only Deprovision
+    Deprovisioning,
+}
+
+/// The Instance aggregate.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Instance {
+    spec: Option<InstanceSpec>,
+    lifecycle: Lifecycle,
+}
+
+/// What the aggregate needs from outside: the name registry.
+#[derive(Clone)]
+pub struct InstanceServices {
+    /// reserves names across instances
+    pub names: Arc<dyn NameRegistry>,
+}
+
+impl std::fmt::Debug for InstanceServices {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InstanceServices").finish_non_exhaustive()
+    }
+}
+
+/// Why a command was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InstanceError {
+    /// a field breaks a rule
+    #[error("{field}: {message}")]
+    Invalid {
+        /// JSON pointer of the field, e.g. `/config/max_connections`
+        field: String,
+        /// machine name of the rule, e.g. `no_downgrade`
+        rule: &'static str,
+        /// what is wrong, for people
+        message: String,
+    },
+    /// the name is held by another instance of the project
+    #[error("name {name:?} is already used in this project by instance {holder}")]
+    NameTaken {
+        /// the requested name
+        name: String,
+        /// instance holding it
+        holder: Uuid,
+    },
+    /// the instance does not exist
+    #[error("instance not found")]
+    NotFound,
+    /// provision of an id that exists with a different spec
+    #[error("instance already exists with a different specification")]
+    AlreadyExists,
+    /// the instance is being deprovisioned; only Deprovision is accepted
+    #[error("instance is being deprovisioned; only deprovision is accepted")]
+    Deprovisioning,
+    /// deletion protection is on
+    #[error("deletion protection is enabled; disable it first")]
+    DeletionProtected,
+    /// the name registry could not be reached; retryable
+    #[error("name registry unavailable: {0}")]
+    RegistryUnavailable(String),
+}
+
+fn invalid(field: impl Into<String>, rule: &'static str, message: impl Into<String>) -> InstanceError {
+    InstanceError::Invalid { field: field.into(), rule, message: message.into() }
+}
+
+/// Checks a DNS-1123 label (RFC 1123): 1–63 of `a-z`, `0-9`, `-`, starting and ending alphanumeric.
+pub fn check_dns_label(field: &str, value: &str) -> Result<(), InstanceError> {
+    let ok = (1..=63).contains(&value.len())
+        && value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !value.starts_with('-')
+        && !value.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            format!("/{field}"),
+            "dns1123_label",
+            format!(
+                "{value:?} is not a DNS-1123 label: 1 to 63 lowercase letters, digits or '-', starting and ending with a letter or digit"
+            ),
+        ))
+    }
+}
+
+fn check_description(description: &str) -> Result<(), InstanceError> {
+    if description.chars().count() > MAX_DESCRIPTION_CHARS {
+        return Err(invalid(
+            "/description",
+            "max_length",
+            format!("must be at most {MAX_DESCRIPTION_CHARS} characters"),
+        ));
+    }
+    if description.chars().any(char::is_control) {
+        return Err(invalid("/description", "no_control_characters", "must not contain control characters"));
+    }
+    Ok(())
+}
+
+fn check_version(offering: &ServiceOffering, version: &str) -> Result<(), InstanceError> {
+    if offering.offers_version(version) {
+        Ok(())
+    } else {
+        Err(invalid(
+            "/version",
+            "offered_version",
+            format!("{} offers versions {}, not {version:?}", offering.service, offering.versions.join(", ")),
+        ))
+    }
+}
+
+fn lookup_plan(offering: &ServiceOffering, plan: &str) -> Result<&'static crate::Plan, InstanceError> {
+    offering.plan(plan).ok_or_else(|| {
+        let names: Vec<_> = offering.plans.iter().map(|p| p.name).collect();
+        invalid(
+            "/plan",
+            "offered_plan",
+            format!("{} offers plans {}, not {plan:?}", offering.service, names.join(", ")),
+        )
+    })
+}
+
+fn check_storage(storage_gib: u32, plan: &crate::Plan) -> Result<(), InstanceError> {
+    if storage_gib < plan.storage_gib {
+        return Err(invalid(
+            "/storage_gib",
+            "storage_at_least_plan",
+            format!("plan {} needs at least {} GiB", plan.name, plan.storage_gib),
+        ));
+    }
+    if storage_gib > MAX_STORAGE_GIB {
+        return Err(invalid(
+            "/storage_gib",
+            "storage_at_most",
+            format!("must be at most {MAX_STORAGE_GIB} GiB"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_config(offering: &ServiceOffering, config: &Config) -> Result<(), InstanceError> {
+    for (key, value) in config {
+        let field = format!("/config/{key}");
+        let Some(spec) = offering.config_key(key) else {
+            let known: Vec<_> = offering.config_keys.iter().map(|k| k.name).collect();
+            return Err(invalid(
+                field,
+                "known_config_key",
+                format!("{} accepts the keys {}", offering.service, known.join(", ")),
+            ));
+        };
+        spec.kind.check(value).map_err(|rule| invalid(field, "config_value", rule))?;
+    }
+    Ok(())
+}
+
+fn check_upgrade(offering: &ServiceOffering, from: &str, to: &str) -> Result<(), InstanceError> {
+    check_version(offering, to)?;
+    // Offered versions always parse (a catalog test keeps it so); a stored version that no longer parses
+    // compares as the oldest, which only ever allows moving forward.
+    let parse = |v: &str| v.parse::<Version>().unwrap_or(Version { major: 0, minor: 0 });
+    let (old, new) = (parse(from), parse(to));
+    if new < old {
+        return Err(invalid("/version", "no_downgrade", format!("cannot downgrade from {from} to {to}")));
+    }
+    if offering.upgrade_path == UpgradePath::OneMajorAtATime {
+        let next_major =
+            offering.versions.iter().filter_map(|v| v.parse::<Version>().ok()).find(|v| v.major > old.major);
+        if let Some(next) = next_major
+            && new.major > next.major
+        {
+            return Err(invalid(
+                "/version",
+                "one_major_at_a_time",
+                format!(
+                    "{} upgrades one major version at a time: upgrade {from} to {}.{} first",
+                    offering.service, next.major, next.minor
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl Instance {
+    /// The desired state, once provisioned.
+    pub fn spec(&self) -> Option<&InstanceSpec> {
+        self.spec.as_ref()
+    }
+
+    /// Where the instance is in its life.
+    pub fn lifecycle(&self) -> Lifecycle {
+        self.lifecycle
+    }
+
+    async fn provision(
+        &self,
+        cmd: ProvisionInstance,
+        services: &InstanceServices,
+    ) -> Result<Vec<InstanceEvent>, InstanceError> {
+        check_dns_label("project", &cmd.project)?;
+        check_dns_label("name", &cmd.name)?;
+        let offering = Catalog::offering(cmd.service);
+        check_version(offering, &cmd.version)?;
+        let plan = lookup_plan(offering, &cmd.plan)?;
+        let storage_gib = cmd.storage_gib.unwrap_or(plan.storage_gib);
+        check_storage(storage_gib, plan)?;
+        check_config(offering, &cmd.config)?;
+        check_description(&cmd.description)?;
+        check_dns_label("cluster", &cmd.cluster)?;
+        let provisioned = InstanceProvisioned {
+            instance_id: cmd.instance_id,
+            project: cmd.project,
+            name: cmd.name,
+            service: cmd.service,
+            version: cmd.version,
+            plan: cmd.plan,
+            resources: plan.resources,
+            storage_gib,
+            config: cmd.config,
+            description: cmd.description,
+            deletion_protection: cmd.deletion_protection,
+            cluster: cmd.cluster,
+        };
+        if let Some(existing) = &self.spec {
+            // A retried provision of the same instance changes nothing; anything else is a conflict.
+            let mut same = provisioned.clone();
+            same.resources = existing.resources;
+            return if spec_of(&same) == *existing { Ok(vec![]) } else { Err(InstanceError::AlreadyExists) };
+        }
+        services
+            .names
+            .reserve(&provisioned.project, &provisioned.name, provisioned.instance_id)
+            .await
+            .map_err(|e| match e {
+                NameReservationError::Taken { holder } => {
+                    InstanceError::NameTaken { name: provisioned.name.clone(), holder }
+                }
+                NameReservationError::Unavailable(why) => InstanceError::RegistryUnavailable(why),
+            })?;
+        Ok(vec![InstanceEvent::InstanceProvisioned(provisioned)])
+    }
+
+    fn update(&self, cmd: UpdateInstance) -> Result<Vec<InstanceEvent>, InstanceError> {
+        let spec = self.active_spec()?;
+        let offering = Catalog::offering(spec.service);
+        let mut events = Vec::new();
+        if let Some(version) = cmd.version.filter(|v| *v != spec.version) {
+            check_upgrade(offering, &spec.version, &version)?;
+            events.push(InstanceEvent::VersionUpgraded { from: spec.version.clone(), to: version });
+        }
+        let mut storage_gib = spec.storage_gib;
+        let mut plan = lookup_plan(offering, &spec.plan).ok();
+        if let Some(name) = cmd.plan.filter(|p| *p != spec.plan) {
+            let new_plan = lookup_plan(offering, &name)?;
+            // Storage never shrinks: a smaller plan keeps the volume it has.
+            storage_gib = storage_gib.max(new_plan.storage_gib);
+            plan = Some(new_plan);
+            events.push(InstanceEvent::PlanChanged {
+                from: spec.plan.clone(),
+                to: name,
+                resources: new_plan.resources,
+                storage_gib,
+            });
+        }
+        if let Some(requested) = cmd.storage_gib.filter(|s| *s != storage_gib) {
+            if requested < storage_gib {
+                return Err(invalid(
+                    "/storage_gib",
+                    "storage_never_shrinks",
+                    format!("storage is {storage_gib} GiB and can only grow"),
+                ));
+            }
+            if let Some(plan) = plan {
+                check_storage(requested, plan)?;
+            }
+            events.push(InstanceEvent::StorageExpanded { from_gib: storage_gib, to_gib: requested });
+        }
+        if let Some(changes) = cmd.config {
+            let mut config = spec.config.clone();
+            for (key, value) in changes {
+                match value {
+                    Some(value) => config.insert(key, value),
+                    None => config.remove(&key),
+                };
+            }
+            check_config(offering, &config)?;
+            if config != spec.config {
+                events.push(InstanceEvent::ConfigurationChanged { config });
+            }
+        }
+        if let Some(description) = cmd.description.filter(|d| *d != spec.description) {
+            check_description(&description)?;
+            events.push(InstanceEvent::DescriptionChanged { description });
+        }
+        if let Some(enabled) = cmd.deletion_protection.filter(|e| *e != spec.deletion_protection) {
+            events.push(InstanceEvent::DeletionProtectionChanged { enabled });
+        }
+        Ok(events)
+    }
+
+    fn deprovision(&self) -> Result<Vec<InstanceEvent>, InstanceError> {
+        match self.lifecycle {
+            Lifecycle::Absent => Err(InstanceError::NotFound),
+            Lifecycle::Deprovisioning => Ok(vec![]),
+            Lifecycle::Active if self.spec.as_ref().is_some_and(|s| s.deletion_protection) => {
+                Err(InstanceError::DeletionProtected)
+            }
+            Lifecycle::Active => Ok(vec![InstanceEvent::DeprovisioningStarted {}]),
+        }
+    }
+
+    fn active_spec(&self) -> Result<&InstanceSpec, InstanceError> {
+        match (self.lifecycle, &self.spec) {
+            (Lifecycle::Active, Some(spec)) => Ok(spec),
+            (Lifecycle::Deprovisioning, _) => Err(InstanceError::Deprovisioning),
+            _ => Err(InstanceError::NotFound),
+        }
+    }
+}
+
+fn spec_of(p: &InstanceProvisioned) -> InstanceSpec {
+    InstanceSpec {
+        id: p.instance_id,
+        project: p.project.clone(),
+        name: p.name.clone(),
+        service: p.service,
+        version: p.version.clone(),
+        plan: p.plan.clone(),
+        resources: p.resources,
+        storage_gib: p.storage_gib,
+        config: p.config.clone(),
+        description: p.description.clone(),
+        deletion_protection: p.deletion_protection,
+        cluster: p.cluster.clone(),
+    }
+}
+
+impl Aggregate for Instance {
+    const TYPE: &'static str = "instance";
+    type Command = InstanceCommand;
+    type Event = InstanceEvent;
+    type Error = InstanceError;
+    type Services = InstanceServices;
+
+    async fn handle(
+        &mut self,
+        command: InstanceCommand,
+        services: &InstanceServices,
+        sink: &EventSink<Self>,
+    ) -> Result<(), InstanceError> {
+        let events = match command {
+            InstanceCommand::Provision(cmd) => self.provision(cmd, services).await?,
+            InstanceCommand::Update(cmd) => self.update(cmd)?,
+            InstanceCommand::Deprovision => self.deprovision()?,
+        };
+        for event in events {
+            sink.write(event, self).await;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, event: InstanceEvent) {
+        if let InstanceEvent::InstanceProvisioned(p) = &event {
+            self.spec = Some(spec_of(p));
+            self.lifecycle = Lifecycle::Active;
+            return;
+        }
+        let Some(spec) = self.spec.as_mut() else {
+            // Events never precede provisioning in a stream the aggregate wrote; ignore rather than panic.
+            return;
+        };
+        match event {
+            InstanceEvent::InstanceProvisioned(_) => {}
+            InstanceEvent::VersionUpgraded { to, .. } => spec.version = to,
+            InstanceEvent::PlanChanged { to, resources, storage_gib, .. } => {
+                spec.plan = to;
+                spec.resources = resources;
+                spec.storage_gib = storage_gib;
+            }
+            InstanceEvent::StorageExpanded { to_gib, .. } => spec.storage_gib = to_gib,
+            InstanceEvent::ConfigurationChanged { config } => spec.config = config,
+            InstanceEvent::DescriptionChanged { description } => spec.description = description,
+            InstanceEvent::DeletionProtectionChanged { enabled } => spec.deletion_protection = enabled,
+            InstanceEvent::DeprovisioningStarted {} => self.lifecycle = Lifecycle::Deprovisioning,
+        }
+    }
+}
+
+/// Convenience for building configuration maps in code and tests.
+pub fn config<const N: usize>(entries: [(&str, ConfigValue); N]) -> Config {
+    entries.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+}

@@ -1,0 +1,63 @@
+//! Commands: what a client asks of an instance. Imperative names; checked by the aggregate.
+
+use std::collections::BTreeMap;
+
+use uuid::Uuid;
+
+use crate::catalog::{Config, ConfigValue, ServiceType};
+
+/// Every command the Instance aggregate accepts.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InstanceCommand {
+    /// create the instance
+    Provision(ProvisionInstance),
+    /// change version, plan, storage, configuration, description or deletion protection
+    Update(UpdateInstance),
+    /// start removing the instance
+    Deprovision,
+}
+
+/// Create an instance. Its id is assigned by the caller (the API) so retries address the same aggregate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProvisionInstance {
+    /// server-assigned id
+    pub instance_id: Uuid,
+    /// owning project (a DNS-1123 label)
+    pub project: String,
+    /// name, unique within the project (a DNS-1123 label)
+    pub name: String,
+    /// service type
+    pub service: ServiceType,
+    /// service version, from the catalog
+    pub version: String,
+    /// plan name, from the catalog
+    pub plan: String,
+    /// storage in GiB; the plan's when absent
+    pub storage_gib: Option<u32>,
+    /// service configuration
+    pub config: Config,
+    /// free text
+    pub description: String,
+    /// whether Deprovision is refused
+    pub deletion_protection: bool,
+    /// cluster the instance is placed on
+    pub cluster: String,
+}
+
+/// Change an instance. Absent fields are left as they are; `config` is merged (a `None` value removes a
+/// key), so applying the same update twice changes nothing the second time.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UpdateInstance {
+    /// new version (upgrade only)
+    pub version: Option<String>,
+    /// new plan
+    pub plan: Option<String>,
+    /// new storage in GiB (grow only)
+    pub storage_gib: Option<u32>,
+    /// configuration changes: `Some` sets, `None` removes
+    pub config: Option<BTreeMap<String, Option<ConfigValue>>>,
+    /// new description
+    pub description: Option<String>,
+    /// new deletion protection
+    pub deletion_protection: Option<bool>,
+}

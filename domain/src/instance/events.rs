@@ -1,0 +1,119 @@
+//! Events: facts about an instance, named in the past tense. They are a wire format: each variant's
+//! `event_type` and `event_version` are frozen, and a change of payload gets a new version.
+//!
+//! Events are "fat": they carry the resulting state of what they change (the plan's resources, the
+//! whole configuration), so readers never recompute it from the catalog.
+
+use cqrs_es::DomainEvent;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::catalog::{Config, Resources, ServiceType};
+
+/// Schema version of every instance event payload defined here.
+pub const EVENT_VERSION: &str = "1";
+
+/// Every event of the Instance aggregate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data")]
+pub enum InstanceEvent {
+    /// the instance was created
+    InstanceProvisioned(InstanceProvisioned),
+    /// the service version was raised
+    VersionUpgraded {
+        /// previous version
+        from: String,
+        /// new version
+        to: String,
+    },
+    /// the plan changed; carries the resulting resources and storage
+    PlanChanged {
+        /// previous plan
+        from: String,
+        /// new plan
+        to: String,
+        /// resources of the new plan
+        resources: Resources,
+        /// storage after the change (never less than before)
+        storage_gib: u32,
+    },
+    /// storage grew
+    StorageExpanded {
+        /// previous size
+        from_gib: u32,
+        /// new size
+        to_gib: u32,
+    },
+    /// configuration changed; carries the whole resulting configuration
+    ConfigurationChanged {
+        /// configuration after the change
+        config: Config,
+    },
+    /// the description changed
+    DescriptionChanged {
+        /// new description
+        description: String,
+    },
+    /// deletion protection was switched on or off
+    DeletionProtectionChanged {
+        /// whether protection is on
+        enabled: bool,
+    },
+    /// deprovisioning began; from now on only Deprovision is accepted
+    DeprovisioningStarted {},
+}
+
+/// Payload of [`InstanceEvent::InstanceProvisioned`]: the whole desired state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceProvisioned {
+    /// instance id
+    pub instance_id: Uuid,
+    /// owning project
+    pub project: String,
+    /// name
+    pub name: String,
+    /// service type
+    pub service: ServiceType,
+    /// service version
+    pub version: String,
+    /// plan name
+    pub plan: String,
+    /// resources of the plan
+    pub resources: Resources,
+    /// storage in GiB
+    pub storage_gib: u32,
+    /// configuration
+    pub config: Config,
+    /// description
+    pub description: String,
+    /// deletion protection
+    pub deletion_protection: bool,
+    /// cluster the instance is placed on
+    pub cluster: String,
+}
+
+impl InstanceEvent {
+    /// The frozen type name, as stored in headers and payloads.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::InstanceProvisioned(_) => "InstanceProvisioned",
+            Self::VersionUpgraded { .. } => "VersionUpgraded",
+            Self::PlanChanged { .. } => "PlanChanged",
+            Self::StorageExpanded { .. } => "StorageExpanded",
+            Self::ConfigurationChanged { .. } => "ConfigurationChanged",
+            Self::DescriptionChanged { .. } => "DescriptionChanged",
+            Self::DeletionProtectionChanged { .. } => "DeletionProtectionChanged",
+            Self::DeprovisioningStarted {} => "DeprovisioningStarted",
+        }
+    }
+}
+
+impl DomainEvent for InstanceEvent {
+    fn event_type(&self) -> String {
+        self.type_name().to_owned()
+    }
+
+    fn event_version(&self) -> String {
+        EVENT_VERSION.to_owned()
+    }
+}
