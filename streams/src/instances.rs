@@ -1,0 +1,112 @@
+//! The Instance aggregate on JetStream: its subjects, its store, and the after-commit duties of its
+//! commands.
+
+use domain::{Instance, InstanceCommand, InstanceError, InstanceEvent, InstanceServices};
+use uuid::Uuid;
+
+use crate::{
+    envelope::CommandMetadata,
+    names::KvNameRegistry,
+    store::{Committed, ExecuteError, JetStreamStore, StreamAggregate},
+    topology::{INSTANCE_EVENT_PREFIX, Topology},
+};
+
+impl StreamAggregate for Instance {
+    const SNAPSHOT_VERSION: u32 = 1;
+
+    fn partition(&self) -> Option<&str> {
+        self.spec().map(|spec| spec.cluster.as_str())
+    }
+}
+
+/// The event store of instances.
+pub type InstanceStore = JetStreamStore<Instance>;
+
+/// Aggregate id of an instance: `<project>.<instance-id>`, so its subject is
+/// `cp.evt.<cluster>.<project>.<instance-id>`.
+pub fn aggregate_id(project: &str, instance_id: Uuid) -> String {
+    format!("{project}.{instance_id}")
+}
+
+/// Subject filter of every instance event placed on `cluster` (what that cluster's agent consumes).
+pub fn cluster_filter(cluster: &str) -> String {
+    format!("{INSTANCE_EVENT_PREFIX}.{cluster}.>")
+}
+
+/// Subject filter of every instance event of `project`.
+pub fn project_filter(project: &str) -> String {
+    format!("{INSTANCE_EVENT_PREFIX}.*.{project}.>")
+}
+
+/// Subject filter of every instance event.
+pub fn all_instances_filter() -> String {
+    format!("{INSTANCE_EVENT_PREFIX}.>")
+}
+
+/// Default number of instances whose state is cached per process.
+pub const DEFAULT_CACHE_CAPACITY: usize = 100_000;
+
+/// Runs instance commands: the store plus the duties that follow a commit.
+#[derive(Clone)]
+pub struct InstanceCommands {
+    store: InstanceStore,
+    names: KvNameRegistry,
+    services: InstanceServices,
+}
+
+impl std::fmt::Debug for InstanceCommands {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InstanceCommands").finish_non_exhaustive()
+    }
+}
+
+impl InstanceCommands {
+    /// Commands over `topology`, caching up to `cache_capacity` instances.
+    pub fn new(topology: &Topology, cache_capacity: usize) -> Self {
+        let store = JetStreamStore::new(
+            topology.jetstream.clone(),
+            topology.events.clone(),
+            INSTANCE_EVENT_PREFIX,
+            cache_capacity,
+        );
+        let names = KvNameRegistry::new(topology.names.clone(), store.clone());
+        let services = InstanceServices { names: std::sync::Arc::new(names.clone()) };
+        Self { store, names, services }
+    }
+
+    /// The underlying store.
+    pub fn store(&self) -> &InstanceStore {
+        &self.store
+    }
+
+    /// Runs `command` on instance `instance_id` of `project`.
+    pub async fn execute(
+        &self,
+        project: &str,
+        instance_id: Uuid,
+        command: InstanceCommand,
+        expected_version: Option<u64>,
+        metadata: CommandMetadata,
+    ) -> Result<Committed<Instance>, ExecuteError<InstanceError>> {
+        let id = aggregate_id(project, instance_id);
+        let committed = self.store.execute(&id, command, &self.services, expected_version, metadata).await?;
+        if committed.events.iter().any(|e| matches!(e, InstanceEvent::DeprovisioningStarted {}))
+            && let Some(spec) = committed.aggregate.spec()
+        {
+            // Best effort: a reservation left behind is taken over by the next provision of the name,
+            // because its holder is deprovisioning (see `KvNameRegistry`).
+            if let Err(e) = self.names.release(project, &spec.name, instance_id).await {
+                tracing::warn!(error = %e, project, name = %spec.name, "name not released; it will be taken over");
+            }
+        }
+        Ok(committed)
+    }
+
+    /// The instance and its version (0 when it does not exist).
+    pub async fn load(&self, project: &str, instance_id: Uuid) -> Result<(Instance, u64), ExecuteError<InstanceError>> {
+        self.store.load(&aggregate_id(project, instance_id)).await.map_err(|e| match e {
+            cqrs_es::AggregateError::DatabaseConnectionError(e) => ExecuteError::Unavailable(e.to_string()),
+            other => ExecuteError::Corrupt(other.to_string()),
+        })
+    }
+}

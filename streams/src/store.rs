@@ -1,0 +1,495 @@
+//! A cqrs-es event store on JetStream.
+//!
+//! * One subject per aggregate: `<prefix>.<partition>.<aggregate-id>`; the partition (for instances, the
+//!   cluster) lets consumers filter on the server.
+//! * One message per command, carrying all its events: atomic without batch publish.
+//! * Optimistic concurrency: every publish carries `Nats-Expected-Last-Subject-Sequence`; a mismatch is
+//!   cqrs-es's [`AggregateError::AggregateConflict`].
+//! * `Nats-Msg-Id` is the command id, so a re-sent publish is dropped by JetStream.
+//! * Loading never replays: each message carries a snapshot, so a cold load is one direct get of the
+//!   subject's last message (~0.15 ms), and a warm load is a cache hit. The cache is kept honest by the
+//!   expected-sequence check: a stale entry makes the publish fail, the entry is dropped and reloaded.
+//! * Commands on one aggregate are serialized in-process by the cache slot's lock, so concurrent requests
+//!   in one process queue instead of conflicting; conflicts remain only between processes.
+
+use std::{
+    collections::HashMap,
+    marker::PhantomData,
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
+
+use async_nats::{
+    jetstream::{
+        self,
+        consumer::pull::OrderedConfig,
+        context::PublishErrorKind,
+        message::PublishMessage,
+        stream::DirectGetErrorKind,
+    },
+    connection::State,
+};
+use bytes::Bytes;
+use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventEnvelope, EventStore, event_sink::EventSink};
+use futures::StreamExt as _;
+use tokio::sync::OwnedMutexGuard;
+
+use crate::envelope::{CommandMetadata, DecodeError, EventBatch, Snapshot};
+
+/// An aggregate that can live in a [`JetStreamStore`].
+pub trait StreamAggregate: Aggregate + Clone + 'static {
+    /// Version of the snapshot format (the aggregate's serde form). Bump it on an incompatible change:
+    /// snapshots of another version are ignored and the aggregate's events replayed instead.
+    const SNAPSHOT_VERSION: u32;
+
+    /// Subject token the aggregate's events are partitioned by (for instances, the cluster). Known once
+    /// the aggregate's first event is applied; it must never change afterwards.
+    fn partition(&self) -> Option<&str>;
+}
+
+/// The result of a command that went through [`JetStreamStore::execute`].
+#[derive(Debug, Clone)]
+pub struct Committed<A: Aggregate> {
+    /// aggregate version after the command (events since creation)
+    pub version: u64,
+    /// stream sequence of the message holding the command's events; `None` when it emitted none
+    pub stream_sequence: Option<u64>,
+    /// the events the command emitted
+    pub events: Vec<<A as Aggregate>::Event>,
+    /// JetStream had already stored this command id: nothing new was written
+    pub duplicate: bool,
+    /// the aggregate after the command
+    pub aggregate: A,
+}
+
+/// Why [`JetStreamStore::execute`] did not commit.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecuteError<E: std::error::Error> {
+    /// the aggregate refused the command
+    #[error(transparent)]
+    Rejected(E),
+    /// the caller's expected version is not the current one
+    #[error("expected version {expected}, current version is {current}")]
+    VersionMismatch {
+        /// what the caller expected
+        expected: u64,
+        /// what it is
+        current: u64,
+    },
+    /// other writers kept winning the race; retryable
+    #[error("concurrent modification; retry")]
+    Conflict,
+    /// NATS unreachable or slow; retryable. The command may or may not have been stored: retrying with
+    /// the same command id is safe.
+    #[error("event store unavailable: {0}")]
+    Unavailable(String),
+    /// stored data could not be read back; not retryable
+    #[error("event store data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// What the cache remembers of one aggregate.
+#[derive(Debug, Clone)]
+struct Loaded<A> {
+    aggregate: A,
+    version: u64,
+    /// stream sequence of the subject's last message; 0 when the aggregate has none
+    last_sequence: u64,
+    subject: Option<String>,
+}
+
+type Slot<A> = Arc<tokio::sync::Mutex<Option<Loaded<A>>>>;
+
+/// Per-aggregate slots: a lock (serializing commands on one aggregate) around the cached state.
+struct Cache<A> {
+    slots: Mutex<HashMap<String, Slot<A>>>,
+    capacity: usize,
+}
+
+impl<A> Cache<A> {
+    fn slot(&self, id: &str) -> Slot<A> {
+        let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(slot) = slots.get(id) {
+            return slot.clone();
+        }
+        if slots.len() >= self.capacity {
+            // Drop a tenth of the idle slots. Which ones matters little: a miss costs one direct get.
+            let evict = self.capacity / 10 + 1;
+            let idle: Vec<String> =
+                slots.iter().filter(|(_, s)| Arc::strong_count(s) == 1).map(|(k, _)| k.clone()).take(evict).collect();
+            for key in idle {
+                slots.remove(&key);
+            }
+        }
+        slots.entry(id.to_owned()).or_default().clone()
+    }
+}
+
+/// The aggregate as loaded for one command; holds the aggregate's lock until committed or dropped.
+pub struct JetStreamContext<A: StreamAggregate> {
+    aggregate_id: String,
+    aggregate: A,
+    version: u64,
+    last_sequence: u64,
+    subject: Option<String>,
+    guard: OwnedMutexGuard<Option<Loaded<A>>>,
+}
+
+impl<A: StreamAggregate> JetStreamContext<A> {
+    /// Aggregate version as loaded.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+}
+
+impl<A: StreamAggregate> AggregateContext<A> for JetStreamContext<A> {
+    fn aggregate(&mut self) -> &mut A {
+        &mut self.aggregate
+    }
+}
+
+struct Inner<A> {
+    jetstream: jetstream::Context,
+    stream: jetstream::stream::Stream,
+    prefix: String,
+    cache: Cache<A>,
+}
+
+/// Event store for aggregates of type `A` on one JetStream stream. Cheap to clone.
+pub struct JetStreamStore<A: StreamAggregate> {
+    inner: Arc<Inner<A>>,
+    _aggregate: PhantomData<fn() -> A>,
+}
+
+impl<A: StreamAggregate> Clone for JetStreamStore<A> {
+    fn clone(&self) -> Self {
+        Self { inner: self.inner.clone(), _aggregate: PhantomData }
+    }
+}
+
+/// How often a command is retried after losing a race with another process.
+const CONFLICT_RETRIES: usize = 8;
+/// How often a publish whose acknowledgement timed out is re-sent (same message id, so never twice stored).
+const PUBLISH_RETRIES: usize = 2;
+
+type StoreError<A> = AggregateError<<A as Aggregate>::Error>;
+
+fn unavailable<A: Aggregate>(e: impl std::fmt::Display) -> StoreError<A> {
+    AggregateError::DatabaseConnectionError(e.to_string().into())
+}
+
+fn corrupt<A: Aggregate>(e: impl std::fmt::Display) -> StoreError<A> {
+    AggregateError::DeserializationError(e.to_string().into())
+}
+
+impl<A: StreamAggregate> JetStreamStore<A> {
+    /// A store over `stream`, writing subjects under `prefix`, caching up to `cache_capacity` aggregates.
+    pub fn new(
+        jetstream: jetstream::Context,
+        stream: jetstream::stream::Stream,
+        prefix: impl Into<String>,
+        cache_capacity: usize,
+    ) -> Self {
+        let cache = Cache { slots: Mutex::default(), capacity: cache_capacity.max(1) };
+        Self {
+            inner: Arc::new(Inner { jetstream, stream, prefix: prefix.into(), cache }),
+            _aggregate: PhantomData,
+        }
+    }
+
+    /// Subject of an aggregate in a partition.
+    pub fn subject(&self, partition: &str, aggregate_id: &str) -> String {
+        format!("{}.{partition}.{aggregate_id}", self.inner.prefix)
+    }
+
+    fn ensure_connected(&self) -> Result<(), StoreError<A>> {
+        // Fail fast while disconnected instead of queueing requests until they time out.
+        match self.inner.jetstream.client().connection_state() {
+            State::Connected => Ok(()),
+            state => Err(unavailable::<A>(format!("NATS connection is {state}"))),
+        }
+    }
+
+    /// Reads an aggregate from the stream: the last message of its subject, then its snapshot (or, when
+    /// the snapshot is of another format, a replay of its subject).
+    async fn fetch(&self, aggregate_id: &str) -> Result<Loaded<A>, StoreError<A>> {
+        self.ensure_connected()?;
+        let pattern = format!("{}.*.{aggregate_id}", self.inner.prefix);
+        let last = match self.inner.stream.direct_get_last_for_subject(pattern).await {
+            Ok(message) => message,
+            Err(e) if e.kind() == DirectGetErrorKind::NotFound => {
+                return Ok(Loaded { aggregate: A::default(), version: 0, last_sequence: 0, subject: None });
+            }
+            Err(e) => return Err(unavailable::<A>(e)),
+        };
+        let batch = EventBatch::from_slice(&last.payload).map_err(corrupt::<A>)?;
+        let subject = last.subject.to_string();
+        let snapshot = batch.snapshot.as_ref().filter(|s| s.version == A::SNAPSHOT_VERSION);
+        let aggregate = match snapshot {
+            Some(snapshot) => serde_json::from_value(snapshot.state.clone()).map_err(corrupt::<A>)?,
+            None => self.replay(&subject).await?.0,
+        };
+        Ok(Loaded { aggregate, version: batch.last_version(), last_sequence: last.sequence, subject: Some(subject) })
+    }
+
+    /// Folds every event of one subject, in order. Returns the aggregate and each event with its version.
+    async fn replay(&self, subject: &str) -> Result<(A, Vec<(u64, A::Event, CommandMetadata)>), StoreError<A>> {
+        let consumer = self
+            .inner
+            .stream
+            .create_consumer(OrderedConfig { filter_subject: subject.to_owned(), ..Default::default() })
+            .await
+            .map_err(unavailable::<A>)?;
+        let pending = consumer.cached_info().num_pending;
+        let mut messages = consumer.messages().await.map_err(unavailable::<A>)?;
+        let mut aggregate = A::default();
+        let mut events = Vec::new();
+        let mut remaining = pending;
+        while remaining > 0 {
+            let message = tokio::time::timeout(Duration::from_secs(10), messages.next())
+                .await
+                .map_err(|_| unavailable::<A>("replay timed out"))?
+                .ok_or_else(|| unavailable::<A>("replay ended early"))?
+                .map_err(unavailable::<A>)?;
+            remaining -= 1;
+            let batch = EventBatch::from_slice(&message.payload).map_err(corrupt::<A>)?;
+            for (offset, event) in batch.decode_events::<A>().map_err(corrupt::<A>)?.into_iter().enumerate() {
+                aggregate.apply(event.clone());
+                events.push((batch.first_version + offset as u64, event, batch.metadata.clone()));
+            }
+        }
+        Ok((aggregate, events))
+    }
+
+    async fn lock(&self, aggregate_id: &str) -> Result<JetStreamContext<A>, StoreError<A>> {
+        let mut guard = self.inner.cache.slot(aggregate_id).lock_owned().await;
+        let loaded = match guard.as_ref() {
+            Some(loaded) => loaded.clone(),
+            None => {
+                let loaded = self.fetch(aggregate_id).await?;
+                *guard = Some(loaded.clone());
+                loaded
+            }
+        };
+        Ok(JetStreamContext {
+            aggregate_id: aggregate_id.to_owned(),
+            aggregate: loaded.aggregate,
+            version: loaded.version,
+            last_sequence: loaded.last_sequence,
+            subject: loaded.subject,
+            guard,
+        })
+    }
+
+    /// The current state of an aggregate and its version (0: no events). Reads through the cache.
+    pub async fn load(&self, aggregate_id: &str) -> Result<(A, u64), StoreError<A>> {
+        let context = self.lock(aggregate_id).await?;
+        Ok((context.aggregate, context.version))
+    }
+
+    /// Appends `events` as one message. On success the cache holds the new state; on a conflict or an
+    /// unknown outcome the cache entry is dropped so the next load reads the stream.
+    async fn append(
+        &self,
+        events: &[A::Event],
+        mut context: JetStreamContext<A>,
+        metadata: CommandMetadata,
+    ) -> Result<(u64, bool), StoreError<A>> {
+        let partition = context
+            .aggregate
+            .partition()
+            .ok_or_else(|| AggregateError::UnexpectedError("aggregate has no partition after its events".into()))?
+            .to_owned();
+        let subject = context.subject.clone().unwrap_or_else(|| self.subject(&partition, &context.aggregate_id));
+        let batch = EventBatch {
+            aggregate_type: A::TYPE.to_owned(),
+            aggregate_id: context.aggregate_id.clone(),
+            first_version: context.version + 1,
+            events: EventBatch::encode_events::<A>(events).map_err(corrupt::<A>)?,
+            metadata,
+            snapshot: Some(Snapshot {
+                version: A::SNAPSHOT_VERSION,
+                state: serde_json::to_value(&context.aggregate).map_err(corrupt::<A>)?,
+            }),
+        };
+        let payload = Bytes::from(serde_json::to_vec(&batch).map_err(corrupt::<A>)?);
+        let headers = batch.headers();
+        let result = self.publish(&subject, payload, headers, context.last_sequence).await;
+        match result {
+            Ok((sequence, duplicate)) => {
+                *context.guard = (!duplicate).then(|| Loaded {
+                    aggregate: context.aggregate.clone(),
+                    version: batch.last_version(),
+                    last_sequence: sequence,
+                    subject: Some(subject),
+                });
+                Ok((sequence, duplicate))
+            }
+            Err(e) => {
+                *context.guard = None;
+                Err(e)
+            }
+        }
+    }
+
+    async fn publish(
+        &self,
+        subject: &str,
+        payload: Bytes,
+        headers: async_nats::HeaderMap,
+        expected: u64,
+    ) -> Result<(u64, bool), StoreError<A>> {
+        self.ensure_connected()?;
+        let mut attempt = 0;
+        loop {
+            let message = PublishMessage::build()
+                .payload(payload.clone())
+                .headers(headers.clone())
+                .expected_last_subject_sequence(expected);
+            let outcome = match self.inner.jetstream.send_publish(subject.to_owned(), message).await {
+                Ok(ack) => ack.await,
+                Err(e) => Err(e),
+            };
+            match outcome {
+                Ok(ack) => return Ok((ack.sequence, ack.duplicate)),
+                Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
+                    return Err(AggregateError::AggregateConflict);
+                }
+                // The outcome is unknown: re-send. A message that did land is never stored twice: the
+                // re-send fails the expected-sequence check (or is dropped by its message id), and the
+                // command is then re-run on fresh state, where it finds nothing left to change.
+                Err(e) if e.kind() == PublishErrorKind::TimedOut && attempt < PUBLISH_RETRIES => attempt += 1,
+                Err(e) => return Err(unavailable::<A>(e)),
+            }
+        }
+    }
+
+    /// Runs a command: loads the aggregate, checks `expected_version`, lets the aggregate handle the
+    /// command and appends its events as one message. Races with other processes are retried; a
+    /// caller-supplied expected version is never retried.
+    pub async fn execute(
+        &self,
+        aggregate_id: &str,
+        command: A::Command,
+        services: &A::Services,
+        expected_version: Option<u64>,
+        metadata: CommandMetadata,
+    ) -> Result<Committed<A>, ExecuteError<A::Error>>
+    where
+        A::Command: Clone,
+    {
+        let mut conflicts = 0;
+        loop {
+            let mut context = self.lock(aggregate_id).await.map_err(execute_error)?;
+            if let Some(expected) = expected_version
+                && expected != context.version
+            {
+                return Err(ExecuteError::VersionMismatch { expected, current: context.version });
+            }
+            let sink = EventSink::default();
+            context.aggregate.handle(command.clone(), services, &sink).await.map_err(ExecuteError::Rejected)?;
+            let events = sink.collect().await;
+            if events.is_empty() {
+                return Ok(Committed {
+                    version: context.version,
+                    stream_sequence: None,
+                    events,
+                    duplicate: false,
+                    aggregate: context.aggregate.clone(),
+                });
+            }
+            let version = context.version + events.len() as u64;
+            let aggregate = context.aggregate.clone();
+            match self.append(&events, context, metadata.clone()).await {
+                Ok((sequence, duplicate)) => {
+                    return Ok(Committed { version, stream_sequence: Some(sequence), events, duplicate, aggregate });
+                }
+                Err(AggregateError::AggregateConflict) if expected_version.is_some() => {
+                    // Another process moved the aggregate between our load and our publish.
+                    let current = self.load(aggregate_id).await.map_err(execute_error)?.1;
+                    return Err(ExecuteError::VersionMismatch { expected: version - 1, current });
+                }
+                Err(AggregateError::AggregateConflict) if conflicts < CONFLICT_RETRIES => conflicts += 1,
+                Err(e) => return Err(execute_error(e)),
+            }
+        }
+    }
+
+    /// Every event of an aggregate with its version and metadata, in order (for audits and tests).
+    pub async fn history(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<Vec<(u64, A::Event, CommandMetadata)>, StoreError<A>> {
+        self.ensure_connected()?;
+        let pattern = format!("{}.*.{aggregate_id}", self.inner.prefix);
+        match self.inner.stream.direct_get_last_for_subject(pattern).await {
+            Ok(last) => Ok(self.replay(last.subject.as_str()).await?.1),
+            Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(vec![]),
+            Err(e) => Err(unavailable::<A>(e)),
+        }
+    }
+}
+
+fn execute_error<E: std::error::Error>(e: AggregateError<E>) -> ExecuteError<E> {
+    match e {
+        AggregateError::UserError(e) => ExecuteError::Rejected(e),
+        AggregateError::AggregateConflict => ExecuteError::Conflict,
+        AggregateError::DatabaseConnectionError(e) => ExecuteError::Unavailable(e.to_string()),
+        AggregateError::DeserializationError(e) | AggregateError::UnexpectedError(e) => {
+            ExecuteError::Corrupt(e.to_string())
+        }
+    }
+}
+
+impl From<DecodeError> for ExecuteError<std::convert::Infallible> {
+    fn from(e: DecodeError) -> Self {
+        Self::Corrupt(e.to_string())
+    }
+}
+
+impl<A: StreamAggregate> EventStore<A> for JetStreamStore<A> {
+    type AC = JetStreamContext<A>;
+
+    async fn load_events(&self, aggregate_id: &str) -> Result<Vec<EventEnvelope<A>>, StoreError<A>> {
+        Ok(self
+            .history(aggregate_id)
+            .await?
+            .into_iter()
+            .map(|(version, payload, metadata)| EventEnvelope {
+                aggregate_id: aggregate_id.to_owned(),
+                sequence: version as usize,
+                payload,
+                metadata: metadata.to_map(),
+            })
+            .collect())
+    }
+
+    async fn load_aggregate(&self, aggregate_id: &str) -> Result<JetStreamContext<A>, StoreError<A>> {
+        self.lock(aggregate_id).await
+    }
+
+    async fn commit(
+        &self,
+        events: Vec<A::Event>,
+        context: JetStreamContext<A>,
+        metadata: HashMap<String, String>,
+    ) -> Result<Vec<EventEnvelope<A>>, StoreError<A>> {
+        if events.is_empty() {
+            return Ok(vec![]);
+        }
+        let first = context.version + 1;
+        let aggregate_id = context.aggregate_id.clone();
+        let meta = CommandMetadata::from_map(&metadata);
+        self.append(&events, context, meta.clone()).await?;
+        Ok(events
+            .into_iter()
+            .enumerate()
+            .map(|(i, payload)| EventEnvelope {
+                aggregate_id: aggregate_id.clone(),
+                sequence: (first + i as u64) as usize,
+                payload,
+                metadata: meta.to_map(),
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,148 @@
+//! Every JetStream name and setting of the control plane, in one place, applied idempotently at start.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv, stream};
+
+/// Prefix of every instance event subject: `cp.evt.<cluster>.<project>.<instance-id>`.
+///
+/// The cluster comes first so that a cluster agent's consumer filters `cp.evt.<cluster>.>` on the server;
+/// the project second so that per-project feeds filter `cp.evt.*.<project>.>`.
+pub const INSTANCE_EVENT_PREFIX: &str = "cp.evt";
+
+/// Settings of the control plane's streams and buckets.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// name of the event stream
+    pub events_stream: String,
+    /// replicas of every stream and bucket (1 locally; 3 in production, see ARCHITECTURE.md)
+    pub replicas: usize,
+    /// window in which JetStream drops a message whose `Nats-Msg-Id` it has seen
+    pub duplicate_window: Duration,
+    /// largest message the event stream accepts, in bytes
+    pub max_message_bytes: i32,
+    /// how long idempotency keys are remembered
+    pub idempotency_ttl: Duration,
+    /// name of the bucket reserving instance names per project
+    pub names_bucket: String,
+    /// name of the bucket remembering idempotency keys
+    pub idempotency_bucket: String,
+    /// name of the bucket registering clusters
+    pub clusters_bucket: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            events_stream: "CP_EVENTS".to_owned(),
+            replicas: 1,
+            duplicate_window: Duration::from_secs(120),
+            max_message_bytes: 1024 * 1024,
+            idempotency_ttl: Duration::from_secs(30 * 24 * 3600),
+            names_bucket: "cp-instance-names".to_owned(),
+            idempotency_bucket: "cp-idempotency".to_owned(),
+            clusters_bucket: "cp-clusters".to_owned(),
+        }
+    }
+}
+
+/// Why the topology could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum TopologyError {
+    /// creating or updating the event stream failed
+    #[error("cannot create or update stream {name}: {source}")]
+    Stream {
+        /// stream name
+        name: String,
+        /// cause
+        #[source]
+        source: async_nats::Error,
+    },
+    /// creating or updating a bucket failed
+    #[error("cannot create or update bucket {name}: {source}")]
+    Bucket {
+        /// bucket name
+        name: String,
+        /// cause
+        #[source]
+        source: async_nats::Error,
+    },
+}
+
+/// Handles to the applied topology.
+#[derive(Debug, Clone)]
+pub struct Topology {
+    /// settings it was built from
+    pub settings: Settings,
+    /// JetStream context
+    pub jetstream: jetstream::Context,
+    /// the event stream
+    pub events: stream::Stream,
+    /// name reservations
+    pub names: kv::Store,
+    /// idempotency keys
+    pub idempotency: kv::Store,
+    /// registered clusters
+    pub clusters: kv::Store,
+}
+
+impl Settings {
+    /// Configuration of the event stream.
+    pub fn events_stream_config(&self) -> stream::Config {
+        stream::Config {
+            name: self.events_stream.clone(),
+            description: Some("Control-plane events, one message per command, one subject per instance".into()),
+            subjects: vec![format!("{INSTANCE_EVENT_PREFIX}.>")],
+            storage: stream::StorageType::File,
+            num_replicas: self.replicas,
+            duplicate_window: self.duplicate_window,
+            max_message_size: self.max_message_bytes,
+            // Direct gets serve the last message of an instance's subject: the aggregate load path.
+            allow_direct: true,
+            // The log is the source of truth; nothing may rewrite history.
+            deny_delete: true,
+            deny_purge: true,
+            ..Default::default()
+        }
+    }
+
+    fn bucket(&self, bucket: &str, description: &str, max_age: Duration) -> kv::Config {
+        kv::Config {
+            bucket: bucket.to_owned(),
+            description: description.to_owned(),
+            history: 1,
+            max_age,
+            storage: stream::StorageType::File,
+            num_replicas: self.replicas,
+            ..Default::default()
+        }
+    }
+
+    /// Creates or updates the stream and buckets so that they match these settings. Safe to run from
+    /// every process at every start.
+    pub async fn apply(&self, jetstream: &jetstream::Context) -> Result<Topology, TopologyError> {
+        jetstream
+            .create_or_update_stream(self.events_stream_config())
+            .await
+            .map_err(|e| TopologyError::Stream { name: self.events_stream.clone(), source: e.into() })?;
+        let events = jetstream
+            .get_stream(&self.events_stream)
+            .await
+            .map_err(|e| TopologyError::Stream { name: self.events_stream.clone(), source: e.into() })?;
+        let bucket = |name: &str, description: &str, max_age: Duration| {
+            let config = self.bucket(name, description, max_age);
+            let name = name.to_owned();
+            async move {
+                jetstream
+                    .create_or_update_key_value(config)
+                    .await
+                    .map_err(|e| TopologyError::Bucket { name, source: e.into() })
+            }
+        };
+        let names = bucket(&self.names_bucket, "Instance names reserved per project", Duration::ZERO).await?;
+        let idempotency =
+            bucket(&self.idempotency_bucket, "Idempotency-Key records of API writes", self.idempotency_ttl).await?;
+        let clusters = bucket(&self.clusters_bucket, "Registered Kubernetes clusters", Duration::ZERO).await?;
+        Ok(Topology { settings: self.clone(), jetstream: jetstream.clone(), events, names, idempotency, clusters })
+    }
+}

@@ -1,0 +1,185 @@
+//! The JetStream event store against a real nats-server.
+
+use std::sync::Arc;
+
+use domain::{
+    Instance, InstanceCommand, InstanceError, InstanceEvent, Lifecycle, ProvisionInstance, ServiceType,
+    UpdateInstance,
+};
+use futures::future::join_all;
+use streams::{
+    CommandMetadata, EventBatch, ExecuteError, Settings,
+    envelope::headers,
+    instances::{InstanceCommands, aggregate_id},
+};
+use testkit::NatsServer;
+use uuid::Uuid;
+
+async fn commands(server: &NatsServer) -> (InstanceCommands, streams::Topology) {
+    let client = async_nats::connect(server.url()).await.expect("connect to nats-server");
+    let topology = Settings::default().apply(&async_nats::jetstream::new(client)).await.expect("topology");
+    (InstanceCommands::new(&topology, 1000), topology)
+}
+
+fn provision(id: Uuid, name: &str) -> InstanceCommand {
+    InstanceCommand::Provision(ProvisionInstance {
+        instance_id: id,
+        project: "acme".into(),
+        name: name.into(),
+        service: ServiceType::Postgresql,
+        version: "16".into(),
+        plan: "starter".into(),
+        storage_gib: None,
+        config: Default::default(),
+        description: String::new(),
+        deletion_protection: false,
+        cluster: "eu-1".into(),
+    })
+}
+
+fn upgrade(to: &str) -> InstanceCommand {
+    InstanceCommand::Update(UpdateInstance { version: Some(to.into()), ..Default::default() })
+}
+
+fn meta(op: &str) -> CommandMetadata {
+    CommandMetadata::new(op, "tester")
+}
+
+#[tokio::test]
+async fn a_command_is_one_message_on_the_instance_subject_with_its_headers() {
+    let server = NatsServer::start();
+    let (commands, topology) = commands(&server).await;
+    let id = Uuid::now_v7();
+    let m = meta("provision");
+    let committed = commands.execute("acme", id, provision(id, "db"), None, m.clone()).await.unwrap();
+    assert_eq!(committed.version, 1);
+    let update = InstanceCommand::Update(UpdateInstance {
+        version: Some("17".into()),
+        description: Some("two events".into()),
+        ..Default::default()
+    });
+    let committed = commands.execute("acme", id, update, Some(1), meta("update")).await.unwrap();
+    assert_eq!((committed.version, committed.stream_sequence), (3, Some(2)));
+
+    let message = topology.events.direct_get(1).await.unwrap();
+    assert_eq!(message.subject.as_str(), format!("cp.evt.eu-1.acme.{id}"));
+    let header = |name: &str| message.headers.get(name).map(|v| v.as_str().to_owned());
+    assert_eq!(header(headers::EVENT_TYPE).as_deref(), Some("InstanceProvisioned"));
+    assert_eq!(header(headers::SCHEMA_VERSION).as_deref(), Some("1"));
+    assert_eq!(header(headers::MSG_ID), Some(m.command_id.to_string()));
+    assert_eq!(header(headers::AGGREGATE_VERSION).as_deref(), Some("1"));
+    assert_eq!(header(headers::ACTOR).as_deref(), Some("tester"));
+    let second = topology.events.direct_get(2).await.unwrap();
+    assert_eq!(
+        second.headers.get(headers::EVENT_TYPE).map(|v| v.as_str()),
+        Some("VersionUpgraded,DescriptionChanged")
+    );
+    let batch = EventBatch::from_slice(&second.payload).unwrap();
+    assert_eq!(batch.first_version, 2);
+    assert_eq!(batch.decode_events::<Instance>().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_cold_store_loads_the_state_a_warm_one_wrote() {
+    let server = NatsServer::start();
+    let (writer, _) = commands(&server).await;
+    let id = Uuid::now_v7();
+    writer.execute("acme", id, provision(id, "db"), None, meta("provision")).await.unwrap();
+    writer.execute("acme", id, upgrade("17"), None, meta("update")).await.unwrap();
+    let (reader, _) = commands(&server).await;
+    let (instance, version) = reader.load("acme", id).await.unwrap();
+    assert_eq!(version, 2);
+    assert_eq!(instance.spec().unwrap().version, "17");
+    let history = reader.store().history(&aggregate_id("acme", id)).await.unwrap();
+    let versions: Vec<u64> = history.iter().map(|(v, _, _)| *v).collect();
+    assert_eq!(versions, [1, 2]);
+    assert!(matches!(history[1].1, InstanceEvent::VersionUpgraded { .. }));
+}
+
+#[tokio::test]
+async fn a_stale_cache_in_another_process_is_caught_by_the_expected_sequence() {
+    let server = NatsServer::start();
+    let (a, _) = commands(&server).await;
+    let (b, _) = commands(&server).await;
+    let id = Uuid::now_v7();
+    a.execute("acme", id, provision(id, "db"), None, meta("provision")).await.unwrap();
+    b.load("acme", id).await.unwrap(); // b caches version 1
+    a.execute("acme", id, upgrade("17"), None, meta("update")).await.unwrap();
+    // b's cache says version 1; its conditional write must be refused, not applied on stale state
+    let stale = b.execute("acme", id, InstanceCommand::Deprovision, Some(1), meta("deprovision")).await;
+    assert!(matches!(stale, Err(ExecuteError::VersionMismatch { expected: 1, current: 2 })), "{stale:?}");
+    // and an unconditional write is retried on fresh state
+    let committed = b.execute("acme", id, InstanceCommand::Deprovision, None, meta("deprovision")).await.unwrap();
+    assert_eq!(committed.version, 3);
+    assert_eq!(committed.aggregate.lifecycle(), Lifecycle::Deprovisioning);
+}
+
+#[tokio::test]
+async fn a_resent_command_id_is_stored_once() {
+    let server = NatsServer::start();
+    let (a, topology) = commands(&server).await;
+    let (b, _) = commands(&server).await;
+    let id = Uuid::now_v7();
+    a.execute("acme", id, provision(id, "db"), None, meta("provision")).await.unwrap();
+    b.load("acme", id).await.unwrap();
+    let m = meta("update");
+    a.execute("acme", id, upgrade("17"), None, m.clone()).await.unwrap();
+    // b re-sends the same command on its stale state: JetStream refuses the stale publish, the retry on
+    // fresh state finds nothing to change, and the command is stored once
+    let again = b.execute("acme", id, upgrade("17"), None, m).await.unwrap();
+    assert_eq!((again.version, again.stream_sequence), (2, None));
+    let mut info = topology.events.clone();
+    assert_eq!(info.info().await.unwrap().state.messages, 2);
+}
+
+#[tokio::test]
+async fn of_two_concurrent_provisions_of_one_name_exactly_one_wins() {
+    let server = NatsServer::start();
+    let (a, _) = commands(&server).await;
+    let (b, _) = commands(&server).await;
+    for round in 0..10 {
+        let name = format!("db-{round}");
+        let (x, y) = (Uuid::now_v7(), Uuid::now_v7());
+        let (rx, ry) = tokio::join!(
+            a.execute("acme", x, provision(x, &name), None, meta("provision")),
+            b.execute("acme", y, provision(y, &name), None, meta("provision")),
+        );
+        let won = [rx.is_ok(), ry.is_ok()];
+        assert_eq!(won.iter().filter(|w| **w).count(), 1, "round {round}: {rx:?} {ry:?}");
+        let loser = if rx.is_ok() { ry } else { rx };
+        assert!(matches!(loser, Err(ExecuteError::Rejected(InstanceError::NameTaken { .. }))));
+    }
+}
+
+#[tokio::test]
+async fn a_deprovisioned_instance_releases_its_name() {
+    let server = NatsServer::start();
+    let (commands, _) = commands(&server).await;
+    let first = Uuid::now_v7();
+    commands.execute("acme", first, provision(first, "db"), None, meta("provision")).await.unwrap();
+    commands.execute("acme", first, InstanceCommand::Deprovision, None, meta("deprovision")).await.unwrap();
+    let second = Uuid::now_v7();
+    commands.execute("acme", second, provision(second, "db"), None, meta("provision")).await.unwrap();
+}
+
+#[tokio::test]
+async fn concurrent_commands_on_one_aggregate_in_one_process_all_apply() {
+    let server = NatsServer::start();
+    let (commands, _) = commands(&server).await;
+    let commands = Arc::new(commands);
+    let id = Uuid::now_v7();
+    commands.execute("acme", id, provision(id, "db"), None, meta("provision")).await.unwrap();
+    let results = join_all((0..20).map(|i| {
+        let commands = commands.clone();
+        async move {
+            let update = InstanceCommand::Update(UpdateInstance {
+                description: Some(format!("change {i}")),
+                ..Default::default()
+            });
+            commands.execute("acme", id, update, None, meta("update")).await
+        }
+    }))
+    .await;
+    assert!(results.iter().all(Result::is_ok));
+    assert_eq!(commands.load("acme", id).await.unwrap().1, 21);
+}
