@@ -1,1 +1,17 @@
+//! The control plane's REST API.
+//!
+//! Architecture invariant: this is the only crate that knows HTTP — status codes, headers, problem+json
+//! and the OpenAPI document. Handlers turn requests into domain commands, run them through
+//! `streams::instances::InstanceCommands`, and read from the `projections` read model; they never touch
+//! JetStream directly.
 
+pub mod dto;
+pub mod error;
+pub mod extract;
+pub mod openapi;
+pub mod routes;
+pub mod state;
+
+pub use error::ApiError;
+pub use routes::app;
+pub use state::{AppState, StartupError};

@@ -1,1 +1,75 @@
-fn main() {}
+//! `cp-api`: the control plane's HTTP API process. Wires configuration, NATS, the event store and the
+//! router together; everything else lives in the library.
+
+use std::{net::SocketAddr, time::Duration};
+
+use anyhow::Context as _;
+use api::{AppState, app};
+use clap::Parser;
+use streams::Settings;
+use tracing_subscriber::{EnvFilter, layer::SubscriberExt as _, util::SubscriberInitExt as _};
+
+/// Managed-services control plane: REST API.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Config {
+    /// NATS server URL(s), comma separated
+    #[arg(long, env = "CP_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    nats_url: String,
+    /// NATS credentials file
+    #[arg(long, env = "CP_NATS_CREDS")]
+    nats_creds: Option<std::path::PathBuf>,
+    /// address to serve HTTP on
+    #[arg(long, env = "CP_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// clusters to register at start, as `name=region` pairs, comma separated
+    #[arg(long, env = "CP_CLUSTERS", value_delimiter = ',')]
+    clusters: Vec<String>,
+    /// replicas of the JetStream stream and buckets (1 for one server, 3 in production)
+    #[arg(long, env = "CP_JETSTREAM_REPLICAS", default_value_t = 1)]
+    replicas: usize,
+    /// log as JSON lines
+    #[arg(long, env = "CP_LOG_JSON")]
+    log_json: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,async_nats=warn"));
+    let registry = tracing_subscriber::registry().with(filter);
+    if config.log_json {
+        registry.with(tracing_subscriber::fmt::layer().json()).init();
+    } else {
+        registry.with(tracing_subscriber::fmt::layer()).init();
+    }
+
+    let mut options = async_nats::ConnectOptions::new()
+        .name("cp-api")
+        .retry_on_initial_connect()
+        .reconnect_delay_callback(|attempts| Duration::from_millis((attempts as u64 * 100).min(1000)))
+        .event_callback(|event| async move { tracing::info!(%event, "nats connection event") });
+    if let Some(creds) = &config.nats_creds {
+        options = options.credentials_file(creds).await.context("reading NATS credentials")?;
+    }
+    let nats = options.connect(config.nats_url.as_str()).await.context("connecting to NATS")?;
+    let settings = Settings { replicas: config.replicas, ..Settings::default() };
+    let state = AppState::start(nats, &settings).await.context("starting the control plane")?;
+    for pair in &config.clusters {
+        let (name, region) =
+            pair.split_once('=').with_context(|| format!("CP_CLUSTERS entry {pair:?} is not name=region"))?;
+        let cluster = domain::Cluster { name: name.trim().to_owned(), region: region.trim().to_owned() };
+        domain::instance::check_dns_label("cluster", &cluster.name)?;
+        state.clusters.register(&cluster).await?;
+    }
+
+    let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+    tracing::info!(address = %config.listen, "serving");
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+            tracing::info!("shutting down");
+        })
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,25 @@
+//! The OpenAPI document's frame; paths and schemas are collected from the handlers.
+
+use crate::error::{FieldError, Problem};
+
+/// OpenAPI 3.1 document of the API.
+#[derive(Debug, utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "Managed services control plane",
+        version = "v1",
+        description = "Provision, change and remove managed PostgreSQL, MongoDB, InfluxDB and Grafana instances.\n\n\
+            Writes answer 202 with an operation; poll `GET /v1/projects/{project}/operations/{id}`. \
+            Reads return an `ETag` (the instance version); send it as `If-Match` to make a write conditional \
+            (412 when it moved). Send `Idempotency-Key` on any write to make retries safe. \
+            Errors are RFC 9457 `application/problem+json`."
+    ),
+    components(schemas(Problem, FieldError)),
+    tags(
+        (name = "instances", description = "Managed-service instances"),
+        (name = "operations", description = "Asynchronous operations"),
+        (name = "admin", description = "Operator endpoints"),
+        (name = "health", description = "Probes"),
+    )
+)]
+pub struct ApiDoc;

@@ -1,0 +1,68 @@
+//! The router: every route, its OpenAPI entry, and the middleware around them.
+
+mod admin;
+mod health;
+mod instances;
+mod operations;
+mod write;
+
+use axum::{
+    Json, Router,
+    extract::{DefaultBodyLimit, MatchedPath, Request},
+    http::HeaderName,
+    response::{IntoResponse, Response},
+};
+use tower::ServiceBuilder;
+use tower_http::{
+    catch_panic::CatchPanicLayer,
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    trace::TraceLayer,
+};
+use utoipa::OpenApi as _;
+use utoipa_axum::{router::OpenApiRouter, routes};
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::{ApiError, AppState, extract::BODY_LIMIT, openapi::ApiDoc};
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The API's router and its OpenAPI document.
+pub fn router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(instances::create_instance, instances::list_instances))
+        .routes(routes!(instances::get_instance, instances::update_instance, instances::delete_instance))
+        .routes(routes!(operations::get_operation))
+        .routes(routes!(admin::list_clusters))
+        .routes(routes!(admin::register_cluster))
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .split_for_parts()
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    ApiError::Internal("handler panicked".into()).into_response()
+}
+
+/// The whole application: routes, `/openapi.json`, `/docs`, and middleware (request ids, tracing, body
+/// limit, panic to 500).
+pub fn app(state: AppState) -> Router {
+    let (router, openapi) = router();
+    let spec = openapi.clone();
+    router
+        .route("/openapi.json", axum::routing::get(move || async move { Json(spec) }))
+        .merge(SwaggerUi::new("/docs").url("/docs/openapi.json", openapi))
+        .fallback(|| async { ApiError::NotFound("route") })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+                .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
+                    let route = request.extensions().get::<MatchedPath>().map(MatchedPath::as_str);
+                    let id = request.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok());
+                    tracing::info_span!("request", method = %request.method(), route, request_id = id)
+                }))
+                .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+                .layer(CatchPanicLayer::custom(panic_response)),
+        )
+        .with_state(state)
+}

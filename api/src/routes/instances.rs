@@ -1,0 +1,284 @@
+//! Instances: provision, read, list, update, deprovision.
+
+use std::collections::BTreeMap;
+
+use axum::{
+    Json,
+    extract::{Path, Query, State, rejection::QueryRejection},
+    http::{HeaderMap, HeaderValue, Method, Uri, header},
+    response::{IntoResponse, Response},
+};
+use domain::{
+    InstanceCommand, ProvisionInstance, UpdateInstance, instance::check_dns_label, placement,
+};
+use projections::OperationKind;
+use serde::Deserialize;
+use utoipa::IntoParams;
+use uuid::Uuid;
+
+use super::write::{self, Write};
+use crate::{
+    ApiError, AppState,
+    dto::{Instance, InstanceList, Operation, ProvisionRequest, UpdateRequest, config_value},
+    error::Problem,
+    extract::{JsonBody, etag, if_match},
+};
+
+const DEFAULT_PAGE_SIZE: usize = 100;
+const MAX_PAGE_SIZE: usize = 500;
+
+fn instance_id(raw: &str) -> Result<Uuid, ApiError> {
+    raw.parse().map_err(|_| ApiError::NotFound("instance"))
+}
+
+/// Provisions an instance.
+#[utoipa::path(
+    post,
+    path = "/v1/projects/{project}/instances",
+    tag = "instances",
+    params(
+        ("project" = String, Path, description = "project, a DNS-1123 label"),
+        ("Idempotency-Key" = Option<String>, Header, description = "makes retries safe: the same key and body returns the first operation"),
+    ),
+    request_body = ProvisionRequest,
+    responses(
+        (status = 202, description = "accepted; poll the operation in `Location`", body = Operation,
+            headers(("Location" = String), ("ETag" = String), ("Retry-After" = u32))),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "name taken", body = Problem, content_type = "application/problem+json"),
+        (status = 413, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn create_instance(
+    State(state): State<AppState>,
+    Path(project): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: JsonBody<ProvisionRequest>,
+) -> Result<Response, ApiError> {
+    check_dns_label("project", &project)?;
+    let request = body.value;
+    let config = request.config.iter().map(|(k, v)| Ok((k.clone(), config_value(k, v)?))).collect::<Result<_, ApiError>>()?;
+    let clusters = state.clusters.list();
+    let cluster = match &request.cluster {
+        Some(name) => clusters.iter().find(|c| c.name == *name).ok_or_else(|| {
+            ApiError::field("/cluster", "registered_cluster", format!("no cluster {name:?} is registered"))
+        })?,
+        None => placement::place(&clusters, request.region.as_deref(), &project, &request.name).ok_or_else(|| {
+            match &request.region {
+                Some(region) => {
+                    ApiError::field("/region", "registered_region", format!("no cluster is registered in {region:?}"))
+                }
+                None => ApiError::Unavailable("no cluster is registered; ask an operator to register one".into()),
+            }
+        })?,
+    };
+    let id = Uuid::now_v7();
+    let command = InstanceCommand::Provision(ProvisionInstance {
+        instance_id: id,
+        project: project.clone(),
+        name: request.name,
+        service: request.service.into(),
+        version: request.version,
+        plan: request.plan,
+        storage_gib: request.storage_gib,
+        config,
+        description: request.description,
+        deletion_protection: request.deletion_protection,
+        cluster: cluster.name.clone(),
+    });
+    let write = Write {
+        project: &project,
+        kind: OperationKind::Provision,
+        instance_id: id,
+        expected_version: None,
+        headers: &headers,
+        fingerprint: [Method::POST.as_str().as_bytes(), uri.path().as_bytes(), &body.raw],
+    };
+    write::execute(&state, write, command).await
+}
+
+/// Query of the instance list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ListParams {
+    /// page size, 1 to 500 (default 100)
+    limit: Option<usize>,
+    /// `next_page_token` of the previous page
+    page_token: Option<String>,
+    /// only the instance with this name
+    name: Option<String>,
+}
+
+/// Lists a project's instances in creation order.
+#[utoipa::path(
+    get,
+    path = "/v1/projects/{project}/instances",
+    tag = "instances",
+    params(("project" = String, Path, description = "project"), ListParams),
+    responses(
+        (status = 200, body = InstanceList),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn list_instances(
+    State(state): State<AppState>,
+    Path(project): Path<String>,
+    query: Result<Query<ListParams>, QueryRejection>,
+) -> Result<Json<InstanceList>, ApiError> {
+    let Query(params) = query.map_err(|e| ApiError::BadRequest {
+        code: "invalid_query",
+        detail: e.body_text(),
+        errors: vec![],
+    })?;
+    let limit = params.limit.unwrap_or(DEFAULT_PAGE_SIZE);
+    if !(1..=MAX_PAGE_SIZE).contains(&limit) {
+        return Err(ApiError::BadRequest {
+            code: "invalid_query",
+            detail: format!("limit must be from 1 to {MAX_PAGE_SIZE}"),
+            errors: vec![crate::error::FieldError {
+                field: "limit".into(),
+                rule: "range".into(),
+                detail: format!("from 1 to {MAX_PAGE_SIZE}"),
+            }],
+        });
+    }
+    let after = match params.page_token.as_deref() {
+        Some(token) => Some(token.parse::<Uuid>().map_err(|_| ApiError::BadRequest {
+            code: "invalid_query",
+            detail: "page_token is not one this API returned".into(),
+            errors: vec![],
+        })?),
+        None => None,
+    };
+    let model = state.projection.read();
+    // One extra tells whether another page follows.
+    let mut page = model.list(&project, after, limit + 1, params.name.as_deref());
+    let next_page_token = (page.len() > limit).then(|| {
+        page.truncate(limit);
+        page.last().map(|v| v.spec().id.to_string()).unwrap_or_default()
+    });
+    Ok(Json(InstanceList { items: page.into_iter().map(Instance::from).collect(), next_page_token }))
+}
+
+/// Gets an instance: its full desired specification plus computed fields.
+#[utoipa::path(
+    get,
+    path = "/v1/projects/{project}/instances/{id}",
+    tag = "instances",
+    params(("project" = String, Path, description = "project"), ("id" = String, Path, description = "instance id")),
+    responses(
+        (status = 200, body = Instance, headers(("ETag" = String, description = "instance version"))),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn get_instance(
+    State(state): State<AppState>,
+    Path((project, id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let id = instance_id(&id)?;
+    let model = state.projection.read();
+    let view = model.instance(&project, id).ok_or(ApiError::NotFound("instance"))?;
+    let mut response = Json(Instance::from(view)).into_response();
+    if let Ok(tag) = HeaderValue::from_str(&etag(view.version)) {
+        response.headers_mut().insert(header::ETAG, tag);
+    }
+    Ok(response)
+}
+
+/// Changes an instance (JSON merge patch).
+#[utoipa::path(
+    patch,
+    path = "/v1/projects/{project}/instances/{id}",
+    tag = "instances",
+    params(
+        ("project" = String, Path, description = "project"),
+        ("id" = String, Path, description = "instance id"),
+        ("If-Match" = Option<String>, Header, description = "ETag the change is based on; 412 when the instance moved"),
+        ("Idempotency-Key" = Option<String>, Header, description = "makes retries safe"),
+    ),
+    request_body(content = UpdateRequest, content_type = "application/merge-patch+json"),
+    responses(
+        (status = 202, body = Operation, headers(("Location" = String), ("ETag" = String), ("Retry-After" = u32))),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json"),
+        (status = 412, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn update_instance(
+    State(state): State<AppState>,
+    Path((project, id)): Path<(String, String)>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: JsonBody<UpdateRequest>,
+) -> Result<Response, ApiError> {
+    let id = instance_id(&id)?;
+    let expected_version = if_match(&headers)?;
+    let request = body.value;
+    request.check_immutable()?;
+    let config = match &request.config {
+        Some(changes) => Some(
+            changes
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), if v.is_null() { None } else { Some(config_value(k, v)?) })))
+                .collect::<Result<BTreeMap<_, _>, ApiError>>()?,
+        ),
+        None => None,
+    };
+    let command = InstanceCommand::Update(UpdateInstance {
+        version: request.version,
+        plan: request.plan,
+        storage_gib: request.storage_gib,
+        config,
+        description: request.description,
+        deletion_protection: request.deletion_protection,
+    });
+    let write = Write {
+        project: &project,
+        kind: OperationKind::Update,
+        instance_id: id,
+        expected_version,
+        headers: &headers,
+        fingerprint: [Method::PATCH.as_str().as_bytes(), uri.path().as_bytes(), &body.raw],
+    };
+    write::execute(&state, write, command).await
+}
+
+/// Deprovisions an instance. Repeating it answers with the operation that started it.
+#[utoipa::path(
+    delete,
+    path = "/v1/projects/{project}/instances/{id}",
+    tag = "instances",
+    params(
+        ("project" = String, Path, description = "project"),
+        ("id" = String, Path, description = "instance id"),
+        ("If-Match" = Option<String>, Header, description = "ETag the deletion is based on"),
+        ("Idempotency-Key" = Option<String>, Header, description = "makes retries safe"),
+    ),
+    responses(
+        (status = 202, body = Operation, headers(("Location" = String), ("ETag" = String), ("Retry-After" = u32))),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "deletion protection is on", body = Problem, content_type = "application/problem+json"),
+        (status = 412, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn delete_instance(
+    State(state): State<AppState>,
+    Path((project, id)): Path<(String, String)>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let id = instance_id(&id)?;
+    let write = Write {
+        project: &project,
+        kind: OperationKind::Deprovision,
+        instance_id: id,
+        expected_version: if_match(&headers)?,
+        headers: &headers,
+        fingerprint: [Method::DELETE.as_str().as_bytes(), uri.path().as_bytes(), b""],
+    };
+    write::execute(&state, write, InstanceCommand::Deprovision).await
+}

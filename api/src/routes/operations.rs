@@ -1,0 +1,31 @@
+//! Operations: what a write started, fetchable again by a client that lost the response.
+
+use axum::{
+    Json,
+    extract::{Path, State},
+};
+
+use crate::{ApiError, AppState, dto::Operation, error::Problem};
+
+/// Gets an operation.
+#[utoipa::path(
+    get,
+    path = "/v1/projects/{project}/operations/{operation_id}",
+    tag = "operations",
+    params(
+        ("project" = String, Path, description = "project"),
+        ("operation_id" = String, Path, description = "operation id"),
+    ),
+    responses(
+        (status = 200, body = Operation),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn get_operation(
+    State(state): State<AppState>,
+    Path((project, operation_id)): Path<(String, String)>,
+) -> Result<Json<Operation>, ApiError> {
+    let id = operation_id.parse().map_err(|_| ApiError::NotFound("operation"))?;
+    let model = state.projection.read();
+    model.operation(&project, id).map(|op| Json(op.into())).ok_or(ApiError::NotFound("operation"))
+}

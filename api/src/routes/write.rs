@@ -1,0 +1,175 @@
+//! The write path every mutating endpoint shares: Idempotency-Key, command execution, waiting until the
+//! read model shows the write, and the 202 + operation response.
+
+use axum::{
+    Json,
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use chrono::Utc;
+use domain::InstanceCommand;
+use projections::OperationKind;
+use streams::{
+    CommandMetadata, ExecuteError,
+    idempotency::{Claim, IdempotencyKeys, IdempotencyRecord, digest},
+};
+use uuid::Uuid;
+
+use crate::{
+    ApiError, AppState,
+    dto::{Operation, OperationStatus},
+    error::FieldError,
+    extract::{self, etag},
+};
+
+/// Header carrying the stream sequence of a write's events (a read-your-writes token).
+pub(super) const STREAM_SEQUENCE: &str = "cp-stream-sequence";
+
+/// Who is recorded as the actor of commands. Authentication is not part of this API yet; when it is,
+/// the authenticated principal goes here.
+const ACTOR: &str = "anonymous";
+
+/// One write request.
+pub(super) struct Write<'a> {
+    pub(super) project: &'a str,
+    pub(super) kind: OperationKind,
+    /// the instance addressed; fresh for provisions
+    pub(super) instance_id: Uuid,
+    pub(super) expected_version: Option<u64>,
+    pub(super) headers: &'a HeaderMap,
+    /// method, path and body: what an Idempotency-Key is bound to
+    pub(super) fingerprint: [&'a [u8]; 3],
+}
+
+/// Runs `command` as `write` describes and answers 202 with the operation.
+pub(super) async fn execute(
+    state: &AppState,
+    write: Write<'_>,
+    mut command: InstanceCommand,
+) -> Result<Response, ApiError> {
+    let Write { project, kind, mut instance_id, expected_version, headers, fingerprint } = write;
+    let mut operation_id = Uuid::now_v7();
+    let mut claimed = None;
+    if let Some(key) = extract::idempotency_key(headers)? {
+        let bucket_key = IdempotencyKeys::key(project, &key);
+        let record = IdempotencyRecord {
+            fingerprint: digest(&fingerprint),
+            operation_id,
+            instance_id,
+            created_at: Utc::now(),
+        };
+        let claim = state.idempotency.claim(&bucket_key, &record).await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        match claim {
+            Claim::Fresh => claimed = Some((bucket_key, record)),
+            Claim::Mismatch(_) => {
+                return Err(ApiError::Unprocessable {
+                    code: "idempotency_key_reused",
+                    detail: "this Idempotency-Key was already used for a different request".into(),
+                    errors: vec![FieldError {
+                        field: "Idempotency-Key".into(),
+                        rule: "same_request".into(),
+                        detail: "a key may only be reused with the same method, path and body".into(),
+                    }],
+                });
+            }
+            Claim::Replay(first) => {
+                // The first request may still be running: wait for its operation to show.
+                let shown = state
+                    .projection
+                    .wait_until(state.write_visibility_wait, |m| m.operation(project, first.operation_id).is_some())
+                    .await;
+                if shown {
+                    return Ok(existing_operation(state, project, first.operation_id).into_response());
+                }
+                // It never landed (refused, or lost before its publish): run it again under the same ids.
+                // The command id is the message id, so a first attempt that did land is not stored twice.
+                operation_id = first.operation_id;
+                instance_id = first.instance_id;
+                if let InstanceCommand::Provision(provision) = &mut command {
+                    provision.instance_id = instance_id;
+                }
+            }
+        }
+    }
+
+    let mut metadata = CommandMetadata::new(kind.as_str(), ACTOR);
+    metadata.command_id = operation_id;
+    metadata.correlation_id = headers.get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    metadata.idempotency_key = claimed.as_ref().map(|(key, _)| key.clone());
+    let created_at = metadata.time;
+    let result = state.commands.execute(project, instance_id, command, expected_version, metadata).await;
+    let committed = match result {
+        Ok(committed) => committed,
+        Err(e) => {
+            // A refusal is final, so a retry with the same key should be judged again; an unknown outcome
+            // keeps the key, so the retry re-runs under the same ids.
+            let refused = !matches!(e, ExecuteError::Unavailable(_));
+            if let (true, Some((key, record))) = (refused, &claimed)
+                && let Err(forget) = state.idempotency.forget(key, record).await
+            {
+                tracing::warn!(error = %forget, "idempotency key of a refused request not forgotten");
+            }
+            return Err(e.into());
+        }
+    };
+
+    if let Some(sequence) = committed.stream_sequence
+        && !state.projection.wait_for(sequence, state.write_visibility_wait).await
+    {
+        tracing::warn!(sequence, "read model did not show the write in time; answering anyway");
+    }
+    let shown = state.projection.read().operation(project, operation_id).map(Operation::from);
+    let operation = match shown {
+        Some(op) => op,
+        // Deprovisioning again: answer with the operation that started it.
+        None if kind == OperationKind::Deprovision && committed.events.is_empty() => {
+            let model = state.projection.read();
+            let first = model.instance(project, instance_id).and_then(|v| v.deprovision_operation);
+            match first.and_then(|id| model.operation(project, id)) {
+                Some(op) => op.into(),
+                None => no_op(operation_id, kind, instance_id, committed.version, created_at),
+            }
+        }
+        // Nothing changed (or the read model is late): the operation is done as of this version.
+        None => no_op(operation_id, kind, instance_id, committed.version, created_at),
+    };
+    Ok(accepted(project, operation, committed.version, committed.stream_sequence))
+}
+
+fn no_op(id: Uuid, kind: OperationKind, instance_id: Uuid, version: u64, created_at: chrono::DateTime<Utc>) -> Operation {
+    Operation {
+        id,
+        operation_type: kind.into(),
+        state: OperationStatus::Succeeded,
+        instance_id,
+        instance_version: version,
+        created_at,
+        error: None,
+    }
+}
+
+fn existing_operation(state: &AppState, project: &str, id: Uuid) -> Response {
+    let model = state.projection.read();
+    match model.operation(project, id) {
+        Some(op) => accepted(project, op.into(), op.instance_version, Some(op.sequence)),
+        None => ApiError::NotFound("operation").into_response(),
+    }
+}
+
+/// 202 with the operation, where to poll it, and the instance version it produced.
+fn accepted(project: &str, operation: Operation, version: u64, sequence: Option<u64>) -> Response {
+    let location = format!("/v1/projects/{project}/operations/{}", operation.id);
+    let mut response = (StatusCode::ACCEPTED, Json(operation)).into_response();
+    let headers = response.headers_mut();
+    if let Ok(location) = HeaderValue::from_str(&location) {
+        headers.insert(header::LOCATION, location);
+    }
+    if let Ok(tag) = HeaderValue::from_str(&etag(version)) {
+        headers.insert(header::ETAG, tag);
+    }
+    headers.insert(header::RETRY_AFTER, HeaderValue::from(1));
+    if let Some(sequence) = sequence {
+        headers.insert(STREAM_SEQUENCE, HeaderValue::from(sequence));
+    }
+    response
+}

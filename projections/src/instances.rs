@@ -1,0 +1,202 @@
+//! Instance and operation views: the desired state of every instance and the operations that changed it.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+use cqrs_es::Aggregate;
+use domain::{Instance, InstanceEvent, instance::InstanceSpec};
+use streams::{DecodeError, EventBatch};
+use uuid::Uuid;
+
+/// One instance as the API shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceView {
+    /// the folded aggregate (desired state and lifecycle)
+    pub instance: Instance,
+    /// aggregate version (number of events)
+    pub version: u64,
+    /// stream sequence of the last event applied
+    pub sequence: u64,
+    /// when it was provisioned
+    pub created_at: DateTime<Utc>,
+    /// when it last changed
+    pub updated_at: DateTime<Utc>,
+    /// the operation that started deprovisioning, once it did
+    pub deprovision_operation: Option<Uuid>,
+}
+
+impl InstanceView {
+    /// The desired state. Views exist only for provisioned instances, so this is always there.
+    pub fn spec(&self) -> &InstanceSpec {
+        self.instance.spec().expect("views are created by InstanceProvisioned")
+    }
+}
+
+/// What an operation did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OperationKind {
+    /// created the instance
+    Provision,
+    /// changed the instance
+    Update,
+    /// started removing the instance
+    Deprovision,
+}
+
+impl OperationKind {
+    /// From the `operation` metadata the API records.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "provision" => Some(Self::Provision),
+            "update" => Some(Self::Update),
+            "deprovision" => Some(Self::Deprovision),
+            _ => None,
+        }
+    }
+
+    /// The metadata form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Provision => "provision",
+            Self::Update => "update",
+            Self::Deprovision => "deprovision",
+        }
+    }
+}
+
+/// Where an operation is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OperationState {
+    /// its events are stored. Until agents report observed state (a later change), this is final.
+    Succeeded,
+}
+
+/// One operation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OperationView {
+    /// operation id (the command id)
+    pub id: Uuid,
+    /// what it did
+    pub kind: OperationKind,
+    /// where it is
+    pub state: OperationState,
+    /// project
+    pub project: String,
+    /// instance
+    pub instance_id: Uuid,
+    /// instance version it produced
+    pub instance_version: u64,
+    /// stream sequence of its events
+    pub sequence: u64,
+    /// when it was committed
+    pub created_at: DateTime<Utc>,
+}
+
+/// Why a batch was not applied. The runner reports and skips it; it never stops on one.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// the payload could not be decoded (unknown event type or schema version, or garbage)
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// the aggregate id is not `<project>.<uuid>`
+    #[error("unexpected aggregate id {0:?}")]
+    AggregateId(String),
+}
+
+/// All instance and operation views.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReadModel {
+    instances: BTreeMap<(String, Uuid), InstanceView>,
+    operations: HashMap<Uuid, OperationView>,
+    last_sequence: u64,
+}
+
+impl ReadModel {
+    /// Stream sequence of the last message applied (or skipped).
+    pub fn last_sequence(&self) -> u64 {
+        self.last_sequence
+    }
+
+    /// Applies the message at `sequence`. Messages at or below the last applied sequence are ignored, so
+    /// redelivery is harmless. The sequence counts as applied even when the batch is refused, so one
+    /// undecodable message never blocks the ones after it.
+    pub fn apply(&mut self, sequence: u64, payload: &[u8]) -> Result<bool, ApplyError> {
+        if sequence <= self.last_sequence {
+            return Ok(false);
+        }
+        self.last_sequence = sequence;
+        let batch = EventBatch::from_slice(payload)?;
+        if batch.aggregate_type != <Instance as Aggregate>::TYPE {
+            return Ok(false);
+        }
+        let events = batch.decode_events::<Instance>()?;
+        let (project, id) = batch
+            .aggregate_id
+            .split_once('.')
+            .and_then(|(p, id)| Some((p.to_owned(), id.parse::<Uuid>().ok()?)))
+            .ok_or_else(|| ApplyError::AggregateId(batch.aggregate_id.clone()))?;
+        let time = batch.metadata.time;
+        let view = self.instances.entry((project.clone(), id)).or_insert_with(|| InstanceView {
+            instance: Instance::default(),
+            version: 0,
+            sequence: 0,
+            created_at: time,
+            updated_at: time,
+            deprovision_operation: None,
+        });
+        for event in events {
+            if matches!(event, InstanceEvent::DeprovisioningStarted {}) {
+                view.deprovision_operation = Some(batch.metadata.command_id);
+            }
+            view.instance.apply(event);
+        }
+        view.version = batch.last_version();
+        view.sequence = sequence;
+        view.updated_at = time;
+        if view.instance.spec().is_none() {
+            // Events of an instance whose provisioning we never saw: nothing to show.
+            self.instances.remove(&(project, id));
+            return Ok(true);
+        }
+        if let Some(kind) = OperationKind::parse(&batch.metadata.operation) {
+            self.operations.insert(
+                batch.metadata.command_id,
+                OperationView {
+                    id: batch.metadata.command_id,
+                    kind,
+                    state: OperationState::Succeeded,
+                    project,
+                    instance_id: id,
+                    instance_version: batch.last_version(),
+                    sequence,
+                    created_at: time,
+                },
+            );
+        }
+        Ok(true)
+    }
+
+    /// One instance.
+    pub fn instance(&self, project: &str, id: Uuid) -> Option<&InstanceView> {
+        self.instances.get(&(project.to_owned(), id))
+    }
+
+    /// Instances of a project in id order (UUIDv7: creation order), after `after`, at most `limit`,
+    /// optionally only the one called `name`.
+    pub fn list(&self, project: &str, after: Option<Uuid>, limit: usize, name: Option<&str>) -> Vec<&InstanceView> {
+        let start = (project.to_owned(), after.unwrap_or(Uuid::nil()));
+        self.instances
+            .range(start..)
+            .take_while(|((p, _), _)| p == project)
+            .filter(|((_, id), _)| after.is_none_or(|a| *id != a))
+            .map(|(_, view)| view)
+            .filter(|view| name.is_none_or(|n| view.spec().name == n))
+            .take(limit)
+            .collect()
+    }
+
+    /// One operation of a project.
+    pub fn operation(&self, project: &str, id: Uuid) -> Option<&OperationView> {
+        self.operations.get(&id).filter(|op| op.project == project)
+    }
+}
