@@ -128,7 +128,9 @@ impl UpdateRequest {
             Some((field, _)) => Err(ApiError::field(
                 format!("/{field}"),
                 "immutable",
-                format!("{field} is fixed when the instance is provisioned; provision a new instance to change it"),
+                format!(
+                    "{field} is fixed when the instance is provisioned; provision a new instance to change it"
+                ),
             )),
             None => Ok(()),
         }

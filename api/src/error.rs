@@ -119,7 +119,9 @@ impl ApiError {
 
     fn parts(&self) -> (StatusCode, &'static str, &'static str, Vec<FieldError>) {
         match self {
-            Self::BadRequest { code, errors, .. } => (StatusCode::BAD_REQUEST, code, "Bad request", errors.clone()),
+            Self::BadRequest { code, errors, .. } => {
+                (StatusCode::BAD_REQUEST, code, "Bad request", errors.clone())
+            }
             Self::Unprocessable { code, errors, .. } => {
                 (StatusCode::UNPROCESSABLE_ENTITY, code, "Request breaks a rule", errors.clone())
             }
@@ -136,9 +138,12 @@ impl ApiError {
             Self::PayloadTooLarge { .. } => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "Payload too large", vec![])
             }
-            Self::UnsupportedMediaType => {
-                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "Unsupported media type", vec![])
-            }
+            Self::UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "Unsupported media type",
+                vec![],
+            ),
             Self::Unavailable(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service temporarily unavailable", vec![])
             }
@@ -233,7 +238,9 @@ impl From<ExecuteError<InstanceError>> for ApiError {
     fn from(e: ExecuteError<InstanceError>) -> Self {
         match e {
             ExecuteError::Rejected(e) => e.into(),
-            ExecuteError::VersionMismatch { expected, current } => Self::PreconditionFailed { expected, current },
+            ExecuteError::VersionMismatch { expected, current } => {
+                Self::PreconditionFailed { expected, current }
+            }
             ExecuteError::Conflict => Self::Conflict {
                 code: "concurrent_modification",
                 detail: "the instance was changed concurrently by another writer; retry".into(),

@@ -73,8 +73,8 @@ pub fn json_error(error: &serde_path_to_error::Error<serde_json::Error>) -> ApiE
             errors: vec![],
         },
         Category::Data => {
+            // serde_path_to_error's path already ends at an unknown field, but stops before a missing one.
             let rule = if message.starts_with("unknown field") {
-                field = format!("{field}/{}", quoted(&message).unwrap_or("?"));
                 "unknown_field"
             } else if message.starts_with("missing field") {
                 field = format!("{field}/{}", quoted(&message).unwrap_or("?"));
@@ -107,7 +107,11 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::PayloadTooLarge { limit: BODY_LIMIT }
             } else {
-                ApiError::BadRequest { code: "unreadable_body", detail: rejection.body_text(), errors: vec![] }
+                ApiError::BadRequest {
+                    code: "unreadable_body",
+                    detail: rejection.body_text(),
+                    errors: vec![],
+                }
             }
         })?;
         let mut deserializer = serde_json::Deserializer::from_slice(&raw);
@@ -149,7 +153,11 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> 
     let Some(value) = headers.get("idempotency-key") else { return Ok(None) };
     let text = value.to_str().unwrap_or_default();
     if text.is_empty() || text.len() > 255 || !text.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(header_error("Idempotency-Key", "visible_ascii_1_to_255", "must be 1 to 255 visible ASCII characters"));
+        return Err(header_error(
+            "Idempotency-Key",
+            "visible_ascii_1_to_255",
+            "must be 1 to 255 visible ASCII characters",
+        ));
     }
     Ok(Some(text.to_owned()))
 }

@@ -63,7 +63,9 @@ async fn main() -> anyhow::Result<()> {
         state.clusters.register(&cluster).await?;
     }
 
-    let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
     tracing::info!(address = %config.listen, "serving");
     axum::serve(listener, app(state))
         .with_graceful_shutdown(async {

@@ -57,7 +57,8 @@ impl AppState {
         let commands = InstanceCommands::new(&topology, DEFAULT_CACHE_CAPACITY);
         let projection = Projection::spawn(topology.events.clone(), all_instances_filter());
         let mut events = topology.events.clone();
-        let last = events.info().await.map_err(|e| StartupError::Projection(e.to_string()))?.state.last_sequence;
+        let last =
+            events.info().await.map_err(|e| StartupError::Projection(e.to_string()))?.state.last_sequence;
         if !projection.wait_for(last, CATCH_UP_TIMEOUT).await {
             return Err(StartupError::Projection(format!(
                 "applied {} of {last} messages in {CATCH_UP_TIMEOUT:?}",

@@ -29,7 +29,12 @@ fn fnv1a(parts: &[&str]) -> u64 {
 }
 
 /// The cluster for a new instance, or `None` when no registered cluster matches.
-pub fn place<'a>(clusters: &'a [Cluster], region: Option<&str>, project: &str, name: &str) -> Option<&'a Cluster> {
+pub fn place<'a>(
+    clusters: &'a [Cluster],
+    region: Option<&str>,
+    project: &str,
+    name: &str,
+) -> Option<&'a Cluster> {
     clusters
         .iter()
         .filter(|c| region.is_none_or(|r| c.region == r))
@@ -41,7 +46,9 @@ mod tests {
     use super::*;
 
     fn clusters() -> Vec<Cluster> {
-        (0..4).map(|i| Cluster { name: format!("c{i}"), region: if i < 2 { "eu" } else { "us" }.into() }).collect()
+        (0..4)
+            .map(|i| Cluster { name: format!("c{i}"), region: if i < 2 { "eu" } else { "us" }.into() })
+            .collect()
     }
 
     #[test]

@@ -183,7 +183,13 @@ impl ReadModel {
 
     /// Instances of a project in id order (UUIDv7: creation order), after `after`, at most `limit`,
     /// optionally only the one called `name`.
-    pub fn list(&self, project: &str, after: Option<Uuid>, limit: usize, name: Option<&str>) -> Vec<&InstanceView> {
+    pub fn list(
+        &self,
+        project: &str,
+        after: Option<Uuid>,
+        limit: usize,
+        name: Option<&str>,
+    ) -> Vec<&InstanceView> {
         let start = (project.to_owned(), after.unwrap_or(Uuid::nil()));
         self.instances
             .range(start..)

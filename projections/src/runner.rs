@@ -125,7 +125,10 @@ async fn follow(
             };
             let Ok(info) = message.info() else { continue };
             let sequence = info.stream_sequence;
-            let result = model.write().unwrap_or_else(std::sync::PoisonError::into_inner).apply(sequence, &message.payload);
+            let result = model
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .apply(sequence, &message.payload);
             if let Err(e) = result {
                 skipped.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(sequence, error = %e, "event batch skipped by the projection");

@@ -33,7 +33,7 @@ impl ClusterRegistry {
     /// Reads the registry and keeps following it in a background task.
     pub async fn open(kv: kv::Store) -> Result<Self, ClusterRegistryError> {
         let registry = Self { kv, known: Arc::default() };
-        let mut watch = registry.kv.watch_all().await.map_err(unavailable)?;
+        let mut watch = registry.kv.watch_with_history(">").await.map_err(unavailable)?;
         // The watch first delivers every current key, then changes; `seen_current` flips after the
         // initial values, so `open` returns with a complete view.
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
@@ -69,7 +69,8 @@ impl ClusterRegistry {
 
     /// Registers or updates a cluster, and waits until this process sees it.
     pub async fn register(&self, cluster: &Cluster) -> Result<(), ClusterRegistryError> {
-        let record = serde_json::to_vec(&ClusterRecord { region: cluster.region.clone() }).map_err(unavailable)?;
+        let record =
+            serde_json::to_vec(&ClusterRecord { region: cluster.region.clone() }).map_err(unavailable)?;
         self.kv.put(&cluster.name, record.into()).await.map_err(unavailable)?;
         let mut clusters = self.known.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         clusters.retain(|c| c.name != cluster.name);

@@ -103,7 +103,11 @@ impl InstanceCommands {
     }
 
     /// The instance and its version (0 when it does not exist).
-    pub async fn load(&self, project: &str, instance_id: Uuid) -> Result<(Instance, u64), ExecuteError<InstanceError>> {
+    pub async fn load(
+        &self,
+        project: &str,
+        instance_id: Uuid,
+    ) -> Result<(Instance, u64), ExecuteError<InstanceError>> {
         self.store.load(&aggregate_id(project, instance_id)).await.map_err(|e| match e {
             cqrs_es::AggregateError::DatabaseConnectionError(e) => ExecuteError::Unavailable(e.to_string()),
             other => ExecuteError::Corrupt(other.to_string()),

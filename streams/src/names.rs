@@ -50,7 +50,11 @@ impl KvNameRegistry {
         Self { kv, instances }
     }
 
-    async fn holder_is_gone(&self, project: &str, holder: &Reservation) -> Result<bool, NameReservationError> {
+    async fn holder_is_gone(
+        &self,
+        project: &str,
+        holder: &Reservation,
+    ) -> Result<bool, NameReservationError> {
         let (instance, version) =
             self.instances.load(&aggregate_id(project, holder.instance_id)).await.map_err(unavailable)?;
         Ok(match instance.lifecycle() {
@@ -65,7 +69,12 @@ impl KvNameRegistry {
     }
 
     /// Frees `name` if `instance` holds it.
-    pub async fn release(&self, project: &str, name: &str, instance: Uuid) -> Result<(), NameReservationError> {
+    pub async fn release(
+        &self,
+        project: &str,
+        name: &str,
+        instance: Uuid,
+    ) -> Result<(), NameReservationError> {
         let key = key(project, name);
         let Some(entry) = self.kv.entry(&key).await.map_err(unavailable)? else { return Ok(()) };
         let holder: Option<Reservation> = serde_json::from_slice(&entry.value).ok();
@@ -81,7 +90,8 @@ impl NameRegistry for KvNameRegistry {
     async fn reserve(&self, project: &str, name: &str, instance: Uuid) -> Result<(), NameReservationError> {
         let key = key(project, name);
         let value = Bytes::from(
-            serde_json::to_vec(&Reservation { instance_id: instance, reserved_at: Utc::now() }).map_err(unavailable)?,
+            serde_json::to_vec(&Reservation { instance_id: instance, reserved_at: Utc::now() })
+                .map_err(unavailable)?,
         );
         // A few rounds: each lost race means someone else changed the key, so look again.
         for _ in 0..4 {

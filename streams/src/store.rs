@@ -20,17 +20,16 @@ use std::{
 };
 
 use async_nats::{
+    connection::State,
     jetstream::{
-        self,
-        consumer::pull::OrderedConfig,
-        context::PublishErrorKind,
-        message::PublishMessage,
+        self, consumer::pull::OrderedConfig, context::PublishErrorKind, message::PublishMessage,
         stream::DirectGetErrorKind,
     },
-    connection::State,
 };
 use bytes::Bytes;
-use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventEnvelope, EventStore, event_sink::EventSink};
+use cqrs_es::{
+    Aggregate, AggregateContext, AggregateError, EventEnvelope, EventStore, event_sink::EventSink,
+};
 use futures::StreamExt as _;
 use tokio::sync::OwnedMutexGuard;
 
@@ -115,8 +114,12 @@ impl<A> Cache<A> {
         if slots.len() >= self.capacity {
             // Drop a tenth of the idle slots. Which ones matters little: a miss costs one direct get.
             let evict = self.capacity / 10 + 1;
-            let idle: Vec<String> =
-                slots.iter().filter(|(_, s)| Arc::strong_count(s) == 1).map(|(k, _)| k.clone()).take(evict).collect();
+            let idle: Vec<String> = slots
+                .iter()
+                .filter(|(_, s)| Arc::strong_count(s) == 1)
+                .map(|(k, _)| k.clone())
+                .take(evict)
+                .collect();
             for key in idle {
                 slots.remove(&key);
             }
@@ -229,11 +232,19 @@ impl<A: StreamAggregate> JetStreamStore<A> {
             Some(snapshot) => serde_json::from_value(snapshot.state.clone()).map_err(corrupt::<A>)?,
             None => self.replay(&subject).await?.0,
         };
-        Ok(Loaded { aggregate, version: batch.last_version(), last_sequence: last.sequence, subject: Some(subject) })
+        Ok(Loaded {
+            aggregate,
+            version: batch.last_version(),
+            last_sequence: last.sequence,
+            subject: Some(subject),
+        })
     }
 
     /// Folds every event of one subject, in order. Returns the aggregate and each event with its version.
-    async fn replay(&self, subject: &str) -> Result<(A, Vec<(u64, A::Event, CommandMetadata)>), StoreError<A>> {
+    async fn replay(
+        &self,
+        subject: &str,
+    ) -> Result<(A, Vec<(u64, A::Event, CommandMetadata)>), StoreError<A>> {
         let consumer = self
             .inner
             .stream
@@ -298,9 +309,12 @@ impl<A: StreamAggregate> JetStreamStore<A> {
         let partition = context
             .aggregate
             .partition()
-            .ok_or_else(|| AggregateError::UnexpectedError("aggregate has no partition after its events".into()))?
+            .ok_or_else(|| {
+                AggregateError::UnexpectedError("aggregate has no partition after its events".into())
+            })?
             .to_owned();
-        let subject = context.subject.clone().unwrap_or_else(|| self.subject(&partition, &context.aggregate_id));
+        let subject =
+            context.subject.clone().unwrap_or_else(|| self.subject(&partition, &context.aggregate_id));
         let batch = EventBatch {
             aggregate_type: A::TYPE.to_owned(),
             aggregate_id: context.aggregate_id.clone(),
@@ -387,7 +401,11 @@ impl<A: StreamAggregate> JetStreamStore<A> {
                 return Err(ExecuteError::VersionMismatch { expected, current: context.version });
             }
             let sink = EventSink::default();
-            context.aggregate.handle(command.clone(), services, &sink).await.map_err(ExecuteError::Rejected)?;
+            context
+                .aggregate
+                .handle(command.clone(), services, &sink)
+                .await
+                .map_err(ExecuteError::Rejected)?;
             let events = sink.collect().await;
             if events.is_empty() {
                 return Ok(Committed {
@@ -402,7 +420,13 @@ impl<A: StreamAggregate> JetStreamStore<A> {
             let aggregate = context.aggregate.clone();
             match self.append(&events, context, metadata.clone()).await {
                 Ok((sequence, duplicate)) => {
-                    return Ok(Committed { version, stream_sequence: Some(sequence), events, duplicate, aggregate });
+                    return Ok(Committed {
+                        version,
+                        stream_sequence: Some(sequence),
+                        events,
+                        duplicate,
+                        aggregate,
+                    });
                 }
                 Err(AggregateError::AggregateConflict) if expected_version.is_some() => {
                     // Another process moved the aggregate between our load and our publish.

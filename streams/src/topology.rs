@@ -91,7 +91,9 @@ impl Settings {
     pub fn events_stream_config(&self) -> stream::Config {
         stream::Config {
             name: self.events_stream.clone(),
-            description: Some("Control-plane events, one message per command, one subject per instance".into()),
+            description: Some(
+                "Control-plane events, one message per command, one subject per instance".into(),
+            ),
             subjects: vec![format!("{INSTANCE_EVENT_PREFIX}.>")],
             storage: stream::StorageType::File,
             num_replicas: self.replicas,
@@ -141,8 +143,17 @@ impl Settings {
         };
         let names = bucket(&self.names_bucket, "Instance names reserved per project", Duration::ZERO).await?;
         let idempotency =
-            bucket(&self.idempotency_bucket, "Idempotency-Key records of API writes", self.idempotency_ttl).await?;
-        let clusters = bucket(&self.clusters_bucket, "Registered Kubernetes clusters", Duration::ZERO).await?;
-        Ok(Topology { settings: self.clone(), jetstream: jetstream.clone(), events, names, idempotency, clusters })
+            bucket(&self.idempotency_bucket, "Idempotency-Key records of API writes", self.idempotency_ttl)
+                .await?;
+        let clusters =
+            bucket(&self.clusters_bucket, "Registered Kubernetes clusters", Duration::ZERO).await?;
+        Ok(Topology {
+            settings: self.clone(),
+            jetstream: jetstream.clone(),
+            events,
+            names,
+            idempotency,
+            clusters,
+        })
     }
 }

@@ -109,7 +109,8 @@ async fn a_stale_cache_in_another_process_is_caught_by_the_expected_sequence() {
     let stale = b.execute("acme", id, InstanceCommand::Deprovision, Some(1), meta("deprovision")).await;
     assert!(matches!(stale, Err(ExecuteError::VersionMismatch { expected: 1, current: 2 })), "{stale:?}");
     // and an unconditional write is retried on fresh state
-    let committed = b.execute("acme", id, InstanceCommand::Deprovision, None, meta("deprovision")).await.unwrap();
+    let committed =
+        b.execute("acme", id, InstanceCommand::Deprovision, None, meta("deprovision")).await.unwrap();
     assert_eq!(committed.version, 3);
     assert_eq!(committed.aggregate.lifecycle(), Lifecycle::Deprovisioning);
 }

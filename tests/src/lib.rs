@@ -1,1 +1,118 @@
+//! Harness for end-to-end tests: a real nats-server, the API's state on it, and in-process HTTP calls
+//! through the router (`tower::ServiceExt::oneshot`).
 
+use std::time::Duration;
+
+use api::{AppState, app};
+use axum::{
+    Router,
+    body::Body,
+    http::{HeaderMap, Method, Request, StatusCode},
+};
+use http_body_util::BodyExt as _;
+use serde_json::{Value, json};
+pub use testkit::{NatsServer, Sync};
+use tower::ServiceExt as _;
+
+/// A control plane on its own nats-server.
+pub struct TestApi {
+    /// the server; kill and restart it to inject faults
+    pub nats_server: NatsServer,
+    /// the API's state
+    pub state: AppState,
+    router: Router,
+}
+
+/// One HTTP response, body parsed as JSON (or `Null`).
+#[derive(Debug)]
+pub struct Reply {
+    /// status
+    pub status: StatusCode,
+    /// headers
+    pub headers: HeaderMap,
+    /// body
+    pub body: Value,
+}
+
+impl Reply {
+    /// A header as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The `ETag` as a number.
+    pub fn version(&self) -> u64 {
+        self.header("etag")
+            .and_then(|t| t.trim_matches('"').parse().ok())
+            .expect("response has a numeric ETag")
+    }
+}
+
+impl TestApi {
+    /// A fresh control plane with two clusters registered (`eu-1`, `eu-2` in `eu-central`).
+    pub async fn start() -> Self {
+        Self::start_with(Sync::Default).await
+    }
+
+    /// The same, with a chosen JetStream sync policy.
+    pub async fn start_with(sync: Sync) -> Self {
+        let nats_server = NatsServer::start_with(sync);
+        let nats = async_nats::ConnectOptions::new()
+            .retry_on_initial_connect()
+            .reconnect_delay_callback(|attempts| Duration::from_millis((attempts as u64 * 50).min(500)))
+            .connect(nats_server.url())
+            .await
+            .expect("connect to the test nats-server");
+        let state = AppState::start(nats, &streams::Settings::default()).await.expect("start the API state");
+        for name in ["eu-1", "eu-2"] {
+            let cluster = domain::Cluster { name: name.into(), region: "eu-central".into() };
+            state.clusters.register(&cluster).await.expect("register cluster");
+        }
+        let router = app(state.clone());
+        Self { nats_server, state, router }
+    }
+
+    /// Sends a request with optional JSON body and extra headers.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut request = Request::builder().method(method).uri(path);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let body = match body {
+            Some(json) => {
+                request = request.header("content-type", "application/json");
+                Body::from(serde_json::to_vec(json).expect("serialize body"))
+            }
+            None => Body::empty(),
+        };
+        self.send(request.body(body).expect("valid request")).await
+    }
+
+    /// Sends a prepared request.
+    pub async fn send(&self, request: Request<Body>) -> Reply {
+        let response = self.router.clone().oneshot(request).await.expect("router is infallible");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.into_body().collect().await.expect("read body").to_bytes();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Reply { status, headers, body }
+    }
+
+    /// POSTs a PostgreSQL 16 instance called `name` in `project` and returns the reply.
+    pub async fn provision(&self, project: &str, name: &str) -> Reply {
+        let body = json!({"name": name, "service": "postgresql", "version": "16", "plan": "starter"});
+        self.call(Method::POST, &format!("/v1/projects/{project}/instances"), Some(&body), &[]).await
+    }
+
+    /// Number of messages in the event stream.
+    pub async fn stream_messages(&self) -> u64 {
+        let mut events = self.state.events.clone();
+        events.info().await.expect("stream info").state.messages
+    }
+}

@@ -8,9 +8,7 @@ use axum::{
     http::{HeaderMap, HeaderValue, Method, Uri, header},
     response::{IntoResponse, Response},
 };
-use domain::{
-    InstanceCommand, ProvisionInstance, UpdateInstance, instance::check_dns_label, placement,
-};
+use domain::{InstanceCommand, ProvisionInstance, UpdateInstance, instance::check_dns_label, placement};
 use projections::OperationKind;
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -60,20 +58,28 @@ pub(super) async fn create_instance(
 ) -> Result<Response, ApiError> {
     check_dns_label("project", &project)?;
     let request = body.value;
-    let config = request.config.iter().map(|(k, v)| Ok((k.clone(), config_value(k, v)?))).collect::<Result<_, ApiError>>()?;
+    let config = request
+        .config
+        .iter()
+        .map(|(k, v)| Ok((k.clone(), config_value(k, v)?)))
+        .collect::<Result<_, ApiError>>()?;
     let clusters = state.clusters.list();
     let cluster = match &request.cluster {
         Some(name) => clusters.iter().find(|c| c.name == *name).ok_or_else(|| {
             ApiError::field("/cluster", "registered_cluster", format!("no cluster {name:?} is registered"))
         })?,
-        None => placement::place(&clusters, request.region.as_deref(), &project, &request.name).ok_or_else(|| {
-            match &request.region {
-                Some(region) => {
-                    ApiError::field("/region", "registered_region", format!("no cluster is registered in {region:?}"))
+        None => placement::place(&clusters, request.region.as_deref(), &project, &request.name).ok_or_else(
+            || match &request.region {
+                Some(region) => ApiError::field(
+                    "/region",
+                    "registered_region",
+                    format!("no cluster is registered in {region:?}"),
+                ),
+                None => {
+                    ApiError::Unavailable("no cluster is registered; ask an operator to register one".into())
                 }
-                None => ApiError::Unavailable("no cluster is registered; ask an operator to register one".into()),
-            }
-        })?,
+            },
+        )?,
     };
     let id = Uuid::now_v7();
     let command = InstanceCommand::Provision(ProvisionInstance {

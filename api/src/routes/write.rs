@@ -58,7 +58,11 @@ pub(super) async fn execute(
             instance_id,
             created_at: Utc::now(),
         };
-        let claim = state.idempotency.claim(&bucket_key, &record).await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        let claim = state
+            .idempotency
+            .claim(&bucket_key, &record)
+            .await
+            .map_err(|e| ApiError::Unavailable(e.to_string()))?;
         match claim {
             Claim::Fresh => claimed = Some((bucket_key, record)),
             Claim::Mismatch(_) => {
@@ -76,7 +80,9 @@ pub(super) async fn execute(
                 // The first request may still be running: wait for its operation to show.
                 let shown = state
                     .projection
-                    .wait_until(state.write_visibility_wait, |m| m.operation(project, first.operation_id).is_some())
+                    .wait_until(state.write_visibility_wait, |m| {
+                        m.operation(project, first.operation_id).is_some()
+                    })
                     .await;
                 if shown {
                     return Ok(existing_operation(state, project, first.operation_id).into_response());
@@ -136,7 +142,13 @@ pub(super) async fn execute(
     Ok(accepted(project, operation, committed.version, committed.stream_sequence))
 }
 
-fn no_op(id: Uuid, kind: OperationKind, instance_id: Uuid, version: u64, created_at: chrono::DateTime<Utc>) -> Operation {
+fn no_op(
+    id: Uuid,
+    kind: OperationKind,
+    instance_id: Uuid,
+    version: u64,
+    created_at: chrono::DateTime<Utc>,
+) -> Operation {
     Operation {
         id,
         operation_type: kind.into(),

@@ -61,7 +61,8 @@ impl NatsServer {
 
     /// Starts a server with the given sync policy.
     pub fn start_with(sync: Sync) -> Self {
-        let dir = tempfile::Builder::new().prefix("cp-nats-").tempdir().expect("create temp dir for nats-server");
+        let dir =
+            tempfile::Builder::new().prefix("cp-nats-").tempdir().expect("create temp dir for nats-server");
         let mut server = Self { child: None, dir, port: 0, sync };
         server.spawn();
         server
@@ -135,8 +136,11 @@ impl NatsServer {
             Ok(Some(port)) => self.port = port,
             other => {
                 let _ = child.kill();
-                let log = std::fs::read_to_string(self.dir.path().join("nats-server.log")).unwrap_or_default();
-                panic!("nats-server did not become ready within {START_TIMEOUT:?} ({other:?}); its log:\n{log}");
+                let log =
+                    std::fs::read_to_string(self.dir.path().join("nats-server.log")).unwrap_or_default();
+                panic!(
+                    "nats-server did not become ready within {START_TIMEOUT:?} ({other:?}); its log:\n{log}"
+                );
             }
         }
         self.child = Some(child);

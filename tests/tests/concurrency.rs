@@ -1,0 +1,127 @@
+//! Concurrent writers: If-Match, plain races, and Idempotency-Key.
+
+use std::sync::Arc;
+
+use axum::http::{Method, StatusCode};
+use futures::future::join_all;
+use serde_json::json;
+use streams::instances::aggregate_id;
+use system_tests::TestApi;
+
+#[tokio::test]
+async fn of_fifty_patches_with_the_same_if_match_exactly_one_succeeds() {
+    let api = Arc::new(TestApi::start().await);
+    let created = api.provision("acme", "db").await;
+    let path = format!("/v1/projects/acme/instances/{}", created.body["instance_id"].as_str().unwrap());
+    let replies = join_all((0..50).map(|i| {
+        let (api, path) = (api.clone(), path.clone());
+        async move {
+            let body = json!({"description": format!("writer {i}")});
+            api.call(Method::PATCH, &path, Some(&body), &[("if-match", "\"1\"")]).await
+        }
+    }))
+    .await;
+    let accepted = replies.iter().filter(|r| r.status == StatusCode::ACCEPTED).count();
+    let failed = replies.iter().filter(|r| r.status == StatusCode::PRECONDITION_FAILED).count();
+    assert_eq!((accepted, failed), (1, 49), "{:?}", replies.iter().map(|r| r.status).collect::<Vec<_>>());
+    let problem = replies.iter().find(|r| r.status == StatusCode::PRECONDITION_FAILED).unwrap();
+    assert_eq!(problem.header("content-type"), Some("application/problem+json"));
+    assert_eq!(problem.body["errors"][0]["field"], "If-Match");
+    assert_eq!(api.call(Method::GET, &path, None, &[]).await.version(), 2);
+}
+
+#[tokio::test]
+async fn fifty_unconditional_patches_each_apply_once_or_conflict() {
+    let api = Arc::new(TestApi::start().await);
+    let created = api.provision("acme", "db").await;
+    let id = created.body["instance_id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/projects/acme/instances/{id}");
+    let replies = join_all((0..50).map(|i| {
+        let (api, path) = (api.clone(), path.clone());
+        async move {
+            api.call(Method::PATCH, &path, Some(&json!({"description": format!("writer {i}")})), &[]).await
+        }
+    }))
+    .await;
+    let accepted = replies.iter().filter(|r| r.status == StatusCode::ACCEPTED).count();
+    let conflicts = replies.iter().filter(|r| r.status == StatusCode::CONFLICT).count();
+    assert_eq!(accepted + conflicts, 50, "{:?}", replies.iter().map(|r| r.status).collect::<Vec<_>>());
+    let version = api.call(Method::GET, &path, None, &[]).await.version();
+    let history =
+        api.state.commands.store().history(&aggregate_id("acme", id.parse().unwrap())).await.unwrap();
+    assert_eq!(version, history.len() as u64, "the final version is the number of events in the stream");
+    assert_eq!(version, 1 + accepted as u64, "each accepted PATCH is applied exactly once");
+    let mut versions: Vec<u64> =
+        replies.iter().filter(|r| r.status == StatusCode::ACCEPTED).map(|r| r.version()).collect();
+    versions.sort_unstable();
+    assert_eq!(versions, (2..=version).collect::<Vec<_>>(), "every accepted PATCH produced its own version");
+}
+
+#[tokio::test]
+async fn twenty_identical_posts_with_one_idempotency_key_create_one_instance() {
+    let api = Arc::new(TestApi::start().await);
+    let body = json!({"name": "db", "service": "influxdb", "version": "2.7", "plan": "starter"});
+    let replies = join_all((0..20).map(|_| {
+        let (api, body) = (api.clone(), body.clone());
+        async move {
+            api.call(
+                Method::POST,
+                "/v1/projects/acme/instances",
+                Some(&body),
+                &[("idempotency-key", "create-db-1")],
+            )
+            .await
+        }
+    }))
+    .await;
+    assert!(
+        replies.iter().all(|r| r.status == StatusCode::ACCEPTED),
+        "{:?}",
+        replies.iter().map(|r| &r.body).collect::<Vec<_>>()
+    );
+    let operation = &replies[0].body["id"];
+    assert!(replies.iter().all(|r| r.body["id"] == *operation), "every reply names the same operation");
+    let list = api.call(Method::GET, "/v1/projects/acme/instances", None, &[]).await;
+    assert_eq!(list.body["items"].as_array().unwrap().len(), 1);
+    assert_eq!(api.stream_messages().await, 1);
+
+    // Later, the same key and body still returns the original operation; another body is refused.
+    let again = api
+        .call(Method::POST, "/v1/projects/acme/instances", Some(&body), &[("idempotency-key", "create-db-1")])
+        .await;
+    assert_eq!(again.body["id"], *operation);
+    let other = json!({"name": "db2", "service": "influxdb", "version": "2.7", "plan": "starter"});
+    let reused = api
+        .call(
+            Method::POST,
+            "/v1/projects/acme/instances",
+            Some(&other),
+            &[("idempotency-key", "create-db-1")],
+        )
+        .await;
+    assert_eq!(reused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(reused.body["code"], "idempotency_key_reused");
+}
+
+#[tokio::test]
+async fn an_idempotency_key_survives_a_restart_of_the_api() {
+    let api = TestApi::start().await;
+    let body = json!({"name": "db", "service": "postgresql", "version": "16", "plan": "starter"});
+    let first =
+        api.call(Method::POST, "/v1/projects/acme/instances", Some(&body), &[("idempotency-key", "k")]).await;
+    // A second API process on the same NATS: it knows the key from the bucket, not from memory.
+    let nats = async_nats::connect(api.nats_server.url()).await.unwrap();
+    let state = api::AppState::start(nats, &streams::Settings::default()).await.unwrap();
+    let router = api::app(state);
+    let request = axum::http::Request::post("/v1/projects/acme/instances")
+        .header("content-type", "application/json")
+        .header("idempotency-key", "k")
+        .body(axum::body::Body::from(serde_json::to_vec(&body).unwrap()))
+        .unwrap();
+    let response = tower::ServiceExt::oneshot(router, request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let bytes = http_body_util::BodyExt::collect(response.into_body()).await.unwrap().to_bytes();
+    let second: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(second["id"], first.body["id"]);
+    assert_eq!(api.stream_messages().await, 1);
+}
