@@ -247,7 +247,10 @@ impl From<ExecuteError<InstanceError>> for ApiError {
                 errors: vec![],
                 retry_after: Some(1),
             },
-            ExecuteError::Unavailable(why) => Self::Unavailable(format!("event store unavailable: {why}")),
+            ExecuteError::Unavailable(why) => Self::Unavailable(format!(
+                "event store unavailable ({why}); the change may or may not have been stored: retry with the \
+                 same Idempotency-Key, or read the instance before retrying"
+            )),
             ExecuteError::Corrupt(why) => Self::Internal(why),
         }
     }

@@ -16,7 +16,8 @@ pub struct Cluster {
     pub region: String,
 }
 
-/// FNV-1a, 64 bit: stable across builds and platforms, unlike `std`'s hasher.
+/// FNV-1a, 64 bit, then MurmurHash3's finalizer for avalanche: stable across builds and platforms,
+/// unlike `std`'s hasher, and even for names that differ in one character.
 fn fnv1a(parts: &[&str]) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for part in parts {
@@ -25,7 +26,11 @@ fn fnv1a(parts: &[&str]) -> u64 {
             hash = hash.wrapping_mul(0x0100_0000_01b3);
         }
     }
-    hash
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    hash ^ (hash >> 33)
 }
 
 /// The cluster for a new instance, or `None` when no registered cluster matches.

@@ -18,6 +18,9 @@ use tokio::sync::watch;
 
 use crate::instances::ReadModel;
 
+/// How long the consumer may stay quiet before the runner checks that it is not stuck behind the stream.
+const STALL_CHECK: Duration = Duration::from_secs(1);
+
 /// Why a projection could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {
@@ -115,12 +118,25 @@ async fn follow(
             }
         };
         backoff = Duration::from_millis(50);
-        while let Some(message) = messages.next().await {
-            let message = match message {
-                Ok(message) => message,
-                Err(e) => {
+        loop {
+            let message = match tokio::time::timeout(STALL_CHECK, messages.next()).await {
+                Ok(Some(Ok(message))) => message,
+                Ok(Some(Err(e))) => {
                     tracing::warn!(error = %e, "projection consumer failed; resuming");
                     break;
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    // Quiet for a while: make sure it is because nothing happened, not because the
+                    // consumer was lost (a server restart can leave it silent). Resume if behind.
+                    let mut stream = stream.clone();
+                    match stream.info().await {
+                        Ok(info) if info.state.last_sequence > *applied.borrow() => {
+                            tracing::warn!("projection consumer stalled behind the stream; resuming");
+                            break;
+                        }
+                        _ => continue,
+                    }
                 }
             };
             let Ok(info) = message.info() else { continue };

@@ -372,7 +372,11 @@ impl<A: StreamAggregate> JetStreamStore<A> {
                 // The outcome is unknown: re-send. A message that did land is never stored twice: the
                 // re-send fails the expected-sequence check (or is dropped by its message id), and the
                 // command is then re-run on fresh state, where it finds nothing left to change.
-                Err(e) if e.kind() == PublishErrorKind::TimedOut && attempt < PUBLISH_RETRIES => attempt += 1,
+                Err(e) if e.kind() == PublishErrorKind::TimedOut && attempt < PUBLISH_RETRIES => {
+                    // Re-sending while disconnected only queues another copy in the client.
+                    self.ensure_connected()?;
+                    attempt += 1;
+                }
                 Err(e) => return Err(unavailable::<A>(e)),
             }
         }

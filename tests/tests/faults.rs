@@ -1,0 +1,80 @@
+//! Faults: nats-server killed with SIGKILL loses nothing acknowledged; the API answers 503 while NATS is
+//! down and recovers by itself.
+
+use std::time::Duration;
+
+use axum::http::{Method, StatusCode};
+use serde_json::json;
+use system_tests::{Sync, TestApi};
+
+/// How long NATS and the API get to recover after a restart.
+const RECOVERY: Duration = Duration::from_secs(30);
+
+#[tokio::test]
+async fn acknowledged_commands_survive_sigkill_and_the_api_recovers() {
+    let mut api = TestApi::start_with(Sync::Always).await;
+    let mut instances = Vec::new();
+    for i in 0..10 {
+        let reply = api.provision("acme", &format!("db-{i}")).await;
+        assert_eq!(reply.status, StatusCode::ACCEPTED);
+        instances.push(reply.body["instance_id"].as_str().unwrap().to_owned());
+    }
+    // 1,000 acknowledged commands, each remembered by its operation id and stream sequence.
+    let mut acknowledged = Vec::new();
+    for n in 0..1000 {
+        let id = &instances[n % instances.len()];
+        let path = format!("/v1/projects/acme/instances/{id}");
+        let reply =
+            api.call(Method::PATCH, &path, Some(&json!({"description": format!("change {n}")})), &[]).await;
+        assert_eq!(reply.status, StatusCode::ACCEPTED, "command {n}: {}", reply.body);
+        let sequence: u64 = reply.header("cp-stream-sequence").unwrap().parse().unwrap();
+        acknowledged.push((sequence, reply.body["id"].as_str().unwrap().to_owned()));
+    }
+
+    api.nats_server.kill();
+    // The client notices the lost connection within moments; from then on writes are refused at once.
+    let deadline = tokio::time::Instant::now() + RECOVERY;
+    while api.call(Method::GET, "/readyz", None, &[]).await.status != StatusCode::SERVICE_UNAVAILABLE {
+        assert!(tokio::time::Instant::now() < deadline, "API still ready {RECOVERY:?} after NATS died");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let path = format!("/v1/projects/acme/instances/{}", instances[0]);
+    let started = tokio::time::Instant::now();
+    let down = api.call(Method::PATCH, &path, Some(&json!({"description": "while down"})), &[]).await;
+    assert_eq!(down.status, StatusCode::SERVICE_UNAVAILABLE, "{}", down.body);
+    assert_eq!(down.header("content-type"), Some("application/problem+json"));
+    assert!(down.header("retry-after").is_some());
+    assert!(started.elapsed() < Duration::from_secs(2), "503 is immediate, not a timeout");
+
+    api.nats_server.restart();
+    let deadline = tokio::time::Instant::now() + RECOVERY;
+    loop {
+        let ready = api.call(Method::GET, "/readyz", None, &[]).await;
+        if ready.status == StatusCode::OK {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "API not ready {RECOVERY:?} after NATS came back: {}",
+            ready.body
+        );
+        // Waiting on an external process to come back: there is no event to await, so poll.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    for (sequence, operation) in &acknowledged {
+        let message = api
+            .state
+            .events
+            .direct_get(*sequence)
+            .await
+            .unwrap_or_else(|e| panic!("sequence {sequence} lost: {e}"));
+        assert_eq!(message.headers.get("Nats-Msg-Id").map(|v| v.as_str()), Some(operation.as_str()));
+    }
+    assert_eq!(api.stream_messages().await, 1010);
+    let after = api.call(Method::PATCH, &path, Some(&json!({"description": "after restart"})), &[]).await;
+    assert_eq!(after.status, StatusCode::ACCEPTED, "{}", after.body);
+    assert_eq!(after.version(), 102, "the instance continues from its 101 stored events");
+    let got = api.call(Method::GET, &path, None, &[]).await;
+    assert_eq!(got.body["description"], "after restart", "the read model resumed after the restart");
+}
