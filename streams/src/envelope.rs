@@ -128,17 +128,18 @@ pub struct StoredEvent {
     pub data: Value,
 }
 
-/// The aggregate's state after the message's events, in its serde form.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// The aggregate's state after the message's events, in its serde form. Kept as raw JSON: readers that
+/// do not need it (projections, auditors) skip it without building a tree.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Snapshot {
     /// format version; see [`crate::StreamAggregate::SNAPSHOT_VERSION`]
     pub version: u32,
     /// the aggregate
-    pub state: Value,
+    pub state: Box<serde_json::value::RawValue>,
 }
 
 /// The payload of one event-stream message.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EventBatch {
     /// aggregate type
     pub aggregate_type: String,

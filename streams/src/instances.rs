@@ -90,6 +90,29 @@ impl InstanceCommands {
     ) -> Result<Committed<Instance>, ExecuteError<InstanceError>> {
         let id = aggregate_id(project, instance_id);
         let committed = self.store.execute(&id, command, &self.services, expected_version, metadata).await?;
+        self.after_commit(project, instance_id, committed).await
+    }
+
+    /// Provisions an instance whose id was generated for this request (see
+    /// [`JetStreamStore::execute_new`]); saves loading an aggregate that cannot exist.
+    pub async fn provision_new(
+        &self,
+        project: &str,
+        instance_id: Uuid,
+        command: InstanceCommand,
+        metadata: CommandMetadata,
+    ) -> Result<Committed<Instance>, ExecuteError<InstanceError>> {
+        let id = aggregate_id(project, instance_id);
+        let committed = self.store.execute_new(&id, command, &self.services, metadata).await?;
+        self.after_commit(project, instance_id, committed).await
+    }
+
+    async fn after_commit(
+        &self,
+        project: &str,
+        instance_id: Uuid,
+        committed: Committed<Instance>,
+    ) -> Result<Committed<Instance>, ExecuteError<InstanceError>> {
         if committed.events.iter().any(|e| matches!(e, InstanceEvent::DeprovisioningStarted {}))
             && let Some(spec) = committed.aggregate.spec()
         {

@@ -229,7 +229,7 @@ impl<A: StreamAggregate> JetStreamStore<A> {
         let subject = last.subject.to_string();
         let snapshot = batch.snapshot.as_ref().filter(|s| s.version == A::SNAPSHOT_VERSION);
         let aggregate = match snapshot {
-            Some(snapshot) => serde_json::from_value(snapshot.state.clone()).map_err(corrupt::<A>)?,
+            Some(snapshot) => serde_json::from_str(snapshot.state.get()).map_err(corrupt::<A>)?,
             None => self.replay(&subject).await?.0,
         };
         Ok(Loaded {
@@ -273,9 +273,23 @@ impl<A: StreamAggregate> JetStreamStore<A> {
     }
 
     async fn lock(&self, aggregate_id: &str) -> Result<JetStreamContext<A>, StoreError<A>> {
+        self.lock_with(aggregate_id, false).await
+    }
+
+    /// Locks an aggregate's slot and loads it. With `assume_new`, a cache miss is taken to be an aggregate
+    /// without events, saving the direct get; the publish's expected sequence 0 still refuses the
+    /// command if the subject does have events.
+    async fn lock_with(
+        &self,
+        aggregate_id: &str,
+        assume_new: bool,
+    ) -> Result<JetStreamContext<A>, StoreError<A>> {
         let mut guard = self.inner.cache.slot(aggregate_id).lock_owned().await;
         let loaded = match guard.as_ref() {
             Some(loaded) => loaded.clone(),
+            None if assume_new => {
+                Loaded { aggregate: A::default(), version: 0, last_sequence: 0, subject: None }
+            }
             None => {
                 let loaded = self.fetch(aggregate_id).await?;
                 *guard = Some(loaded.clone());
@@ -323,7 +337,7 @@ impl<A: StreamAggregate> JetStreamStore<A> {
             metadata,
             snapshot: Some(Snapshot {
                 version: A::SNAPSHOT_VERSION,
-                state: serde_json::to_value(&context.aggregate).map_err(corrupt::<A>)?,
+                state: serde_json::value::to_raw_value(&context.aggregate).map_err(corrupt::<A>)?,
             }),
         };
         let payload = Bytes::from(serde_json::to_vec(&batch).map_err(corrupt::<A>)?);
@@ -396,9 +410,41 @@ impl<A: StreamAggregate> JetStreamStore<A> {
     where
         A::Command: Clone,
     {
+        self.run(aggregate_id, command, services, expected_version, metadata, false).await
+    }
+
+    /// [`Self::execute`] for an aggregate whose id the caller has just generated, so it cannot have
+    /// events: skips loading it. Only for ids that are new beyond doubt (a retried command must use
+    /// `execute`): the expected-sequence check covers the subject the command is published to, not other
+    /// partitions.
+    pub async fn execute_new(
+        &self,
+        aggregate_id: &str,
+        command: A::Command,
+        services: &A::Services,
+        metadata: CommandMetadata,
+    ) -> Result<Committed<A>, ExecuteError<A::Error>>
+    where
+        A::Command: Clone,
+    {
+        self.run(aggregate_id, command, services, Some(0), metadata, true).await
+    }
+
+    async fn run(
+        &self,
+        aggregate_id: &str,
+        command: A::Command,
+        services: &A::Services,
+        expected_version: Option<u64>,
+        metadata: CommandMetadata,
+        assume_new: bool,
+    ) -> Result<Committed<A>, ExecuteError<A::Error>>
+    where
+        A::Command: Clone,
+    {
         let mut conflicts = 0;
         loop {
-            let mut context = self.lock(aggregate_id).await.map_err(execute_error)?;
+            let mut context = self.lock_with(aggregate_id, assume_new).await.map_err(execute_error)?;
             if let Some(expected) = expected_version
                 && expected != context.version
             {

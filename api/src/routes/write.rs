@@ -50,6 +50,7 @@ pub(super) async fn execute(
     let Write { project, kind, mut instance_id, expected_version, headers, fingerprint } = write;
     let mut operation_id = Uuid::now_v7();
     let mut claimed = None;
+    let mut retried = false;
     if let Some(key) = extract::idempotency_key(headers)? {
         let bucket_key = IdempotencyKeys::key(project, &key);
         let record = IdempotencyRecord {
@@ -91,6 +92,7 @@ pub(super) async fn execute(
                 // The command id is the message id, so a first attempt that did land is not stored twice.
                 operation_id = first.operation_id;
                 instance_id = first.instance_id;
+                retried = true;
                 if let InstanceCommand::Provision(provision) = &mut command {
                     provision.instance_id = instance_id;
                 }
@@ -103,7 +105,12 @@ pub(super) async fn execute(
     metadata.correlation_id = headers.get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
     metadata.idempotency_key = claimed.as_ref().map(|(key, _)| key.clone());
     let created_at = metadata.time;
-    let result = state.commands.execute(project, instance_id, command, expected_version, metadata).await;
+    let result = if kind == OperationKind::Provision && !retried {
+        // The instance id was generated for this request: nothing to load.
+        state.commands.provision_new(project, instance_id, command, metadata).await
+    } else {
+        state.commands.execute(project, instance_id, command, expected_version, metadata).await
+    };
     let committed = match result {
         Ok(committed) => committed,
         Err(e) => {

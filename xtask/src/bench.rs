@@ -1,0 +1,457 @@
+//! Write-path benchmarks.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use async_nats::jetstream::{self, context::PublishErrorKind, message::PublishMessage};
+use bytes::Bytes;
+use domain::{
+    Instance, InstanceCommand, InstanceServices, ProvisionInstance, ServiceType, UpdateInstance,
+    names::InMemoryNameRegistry,
+};
+use futures::future::join_all;
+use serde_json::json;
+use streams::{
+    CommandMetadata, JetStreamStore, Settings, Topology,
+    instances::{InstanceCommands, aggregate_id},
+};
+use testkit::{NatsServer, Sync};
+use uuid::Uuid;
+
+/// Benchmark options.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Options {
+    /// runs per figure (the median is reported)
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// seconds per run
+    #[arg(long, default_value_t = 3.0)]
+    seconds: f64,
+    /// deep aggregates prepared for the deep scenarios
+    #[arg(long, default_value_t = 2000)]
+    deep_instances: usize,
+    /// events each deep aggregate holds before measuring
+    #[arg(long, default_value_t = 10)]
+    deep_events: usize,
+    /// only this durability setting: `default` or `always`
+    #[arg(long)]
+    sync: Option<String>,
+}
+
+struct Figure {
+    name: String,
+    in_flight: usize,
+    rate: f64,
+    latency: Option<(f64, f64)>,
+    baseline: Option<f64>,
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index].as_secs_f64() * 1000.0
+}
+
+/// Runs `op(worker, n)` from `workers` tasks for `duration`; returns ops/s and sorted latencies.
+async fn drive<F, Fut>(workers: usize, duration: Duration, op: F) -> anyhow::Result<(f64, Vec<Duration>)>
+where
+    F: Fn(usize, u64) -> Fut + Send + std::marker::Sync + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
+    let op = Arc::new(op);
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let tasks = (0..workers).map(|worker| {
+        let (op, stop, done) = (op.clone(), stop.clone(), done.clone());
+        tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                op(worker, n).await?;
+                latencies.push(t.elapsed());
+                done.fetch_add(1, Ordering::Relaxed);
+                n += 1;
+            }
+            anyhow::Ok(latencies)
+        })
+    });
+    let tasks: Vec<_> = tasks.collect();
+    tokio::time::sleep(duration).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut latencies = Vec::new();
+    for task in join_all(tasks).await {
+        latencies.extend(task??);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort_unstable();
+    Ok((done.load(Ordering::Relaxed) as f64 / elapsed, latencies))
+}
+
+async fn repeat<F, Fut>(options: &Options, mut run: F) -> anyhow::Result<(f64, Option<(f64, f64)>)>
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<(f64, Vec<Duration>)>>,
+{
+    let mut rates = Vec::new();
+    let mut p50s = Vec::new();
+    let mut p99s = Vec::new();
+    for r in 0..options.runs {
+        let (rate, latencies) = run(r).await?;
+        rates.push(rate);
+        p50s.push(percentile(&latencies, 0.50));
+        p99s.push(percentile(&latencies, 0.99));
+    }
+    Ok((median(rates), Some((median(p50s), median(p99s)))))
+}
+
+fn provision(id: Uuid, name: String, cluster: &str) -> InstanceCommand {
+    InstanceCommand::Provision(ProvisionInstance {
+        instance_id: id,
+        project: "bench".into(),
+        name,
+        service: ServiceType::Postgresql,
+        version: "16".into(),
+        plan: "starter".into(),
+        storage_gib: None,
+        config: Default::default(),
+        description: String::new(),
+        deletion_protection: false,
+        cluster: cluster.into(),
+    })
+}
+
+fn describe(text: String) -> InstanceCommand {
+    InstanceCommand::Update(UpdateInstance { description: Some(text), ..Default::default() })
+}
+
+fn meta(op: &str) -> CommandMetadata {
+    CommandMetadata::new(op, "bench")
+}
+
+/// The event store with in-memory name reservations: measures the store, not the KV.
+fn bare_store(topology: &Topology, capacity: usize) -> (JetStreamStore<Instance>, InstanceServices) {
+    let store = JetStreamStore::new(topology.jetstream.clone(), topology.events.clone(), "cp.evt", capacity);
+    (store, InstanceServices { names: Arc::new(InMemoryNameRegistry::default()) })
+}
+
+/// Size of a typical stored command (an update of a provisioned instance), for a fair raw baseline.
+fn typical_payload() -> Bytes {
+    let sample = json!({
+        "aggregate_type": "instance", "aggregate_id": format!("bench.{}", Uuid::now_v7()), "first_version": 5,
+        "events": [{"type": "DescriptionChanged", "schema": "1", "data": {"description": "change 123456"}}],
+        "metadata": {"command_id": Uuid::now_v7(), "operation": "update", "actor": "bench", "time": "2026-11-25T00:00:00Z"},
+        "snapshot": {"version": 1, "state": {"spec": {"id": Uuid::now_v7(), "project": "bench", "name": "db-00001",
+            "service": "postgresql", "version": "16", "plan": "starter",
+            "resources": {"cpu_millis": 500, "memory_mib": 1024, "replicas": 1}, "storage_gib": 10, "config": {},
+            "description": "change 123456", "deletion_protection": false, "cluster": "c1"}, "lifecycle": "active"}}
+    });
+    Bytes::from(serde_json::to_vec(&sample).expect("json"))
+}
+
+async fn raw(
+    js: &jetstream::Context,
+    workers: usize,
+    duration: Duration,
+    run: usize,
+) -> anyhow::Result<(f64, Vec<Duration>)> {
+    let payload = typical_payload();
+    let js = js.clone();
+    // Each worker cycles over its own 16 subjects, tracking their last sequence like the store does.
+    let state: Arc<Vec<tokio::sync::Mutex<Vec<u64>>>> =
+        Arc::new((0..workers).map(|_| tokio::sync::Mutex::new(vec![0; 16])).collect());
+    drive(workers, duration, move |worker, n| {
+        let (js, payload, state) = (js.clone(), payload.clone(), state.clone());
+        async move {
+            let slot = (n % 16) as usize;
+            let subject = format!("cp.evt.raw.bench.c{workers}r{run}w{worker}s{slot}");
+            let mut last = state[worker].lock().await;
+            let message = PublishMessage::build()
+                .payload(payload)
+                .message_id(Uuid::now_v7().to_string())
+                .expected_last_subject_sequence(last[slot]);
+            let ack = js.send_publish(subject, message).await?.await;
+            match ack {
+                Ok(ack) => last[slot] = ack.sequence,
+                Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
+                    anyhow::bail!("raw baseline conflict")
+                }
+                Err(e) => return Err(e.into()),
+            }
+            Ok(())
+        }
+    })
+    .await
+}
+
+async fn prepare_deep(topology: &Topology, options: &Options) -> anyhow::Result<Vec<String>> {
+    let (store, services) = bare_store(topology, 1_000_000);
+    let ids: Vec<Uuid> = (0..options.deep_instances).map(|_| Uuid::now_v7()).collect();
+    let store = Arc::new(store);
+    let services = Arc::new(services);
+    // Round-robin over instances, 64 at a time, so each instance's events are spread over the whole
+    // stream, among thousands of other instances' events.
+    for round in 0..=options.deep_events {
+        for chunk in ids.chunks(64) {
+            join_all(chunk.iter().enumerate().map(|(i, id)| {
+                let (store, services) = (store.clone(), services.clone());
+                let command = if round == 0 {
+                    provision(*id, format!("deep-{id}"), &format!("c{}", i % 10))
+                } else {
+                    describe(format!("round {round}"))
+                };
+                async move {
+                    store.execute(&aggregate_id("bench", *id), command, &services, None, meta("update")).await
+                }
+            }))
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| anyhow::anyhow!("preparing deep aggregates: {e}"))?;
+        }
+    }
+    Ok(ids.iter().map(|id| aggregate_id("bench", *id)).collect())
+}
+
+async fn store_scenario(
+    topology: &Topology,
+    workers: usize,
+    duration: Duration,
+    deep: Option<(Arc<Vec<String>>, usize)>,
+    run: usize,
+) -> anyhow::Result<(f64, Vec<Duration>)> {
+    let capacity = match deep {
+        Some((_, capacity)) => capacity,
+        None => 1_000_000,
+    };
+    let (store, services) = bare_store(topology, capacity);
+    let (store, services) = (Arc::new(store), Arc::new(services));
+    drive(workers, duration, move |worker, n| {
+        let (store, services, deep) = (store.clone(), services.clone(), deep.clone());
+        async move {
+            let is_deep = deep.is_some();
+            let (id, command) = match deep {
+                // Each worker owns a disjoint slice of the deep aggregates and walks it.
+                Some((ids, _)) => {
+                    let per_worker = ids.len() / workers;
+                    let id = ids[worker * per_worker + (n as usize % per_worker)].clone();
+                    (id, describe(format!("run {run} worker {worker} n {n}")))
+                }
+                None => {
+                    let id = Uuid::now_v7();
+                    (aggregate_id("bench", id), provision(id, format!("f{workers}-{run}-{worker}-{n}"), "c0"))
+                }
+            };
+            let result = match is_deep {
+                true => store.execute(&id, command, &services, None, meta("update")).await,
+                // Fresh ids, as the API provisions them: nothing to load.
+                false => store.execute_new(&id, command, &services, meta("provision")).await,
+            };
+            result.map_err(|e| anyhow::anyhow!("{e}"))?;
+            Ok(())
+        }
+    })
+    .await
+}
+
+async fn provision_scenario(
+    commands: &InstanceCommands,
+    workers: usize,
+    duration: Duration,
+    run: usize,
+) -> anyhow::Result<(f64, Vec<Duration>)> {
+    let commands = Arc::new(commands.clone());
+    drive(workers, duration, move |worker, n| {
+        let commands = commands.clone();
+        async move {
+            let id = Uuid::now_v7();
+            let command = provision(id, format!("p{workers}-{run}-{worker}-{n}"), "c1");
+            commands
+                .provision_new("bench", id, command, meta("provision"))
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            Ok(())
+        }
+    })
+    .await
+}
+
+async fn http_scenario(
+    base: &str,
+    client: &reqwest::Client,
+    workers: usize,
+    duration: Duration,
+    run: usize,
+) -> anyhow::Result<(f64, Vec<Duration>)> {
+    let mut paths = Vec::new();
+    for worker in 0..workers {
+        let body = json!({"name": format!("http-{run}-{worker}"), "service": "postgresql", "version": "16", "plan": "starter", "cluster": "c1"});
+        let reply = client.post(format!("{base}/v1/projects/bench/instances")).json(&body).send().await?;
+        anyhow::ensure!(
+            reply.status() == 202,
+            "provision for the HTTP benchmark failed: {}",
+            reply.text().await?
+        );
+        let operation: serde_json::Value = reply.json().await?;
+        paths.push(format!(
+            "{base}/v1/projects/bench/instances/{}",
+            operation["instance_id"].as_str().unwrap_or_default()
+        ));
+    }
+    let paths = Arc::new(paths);
+    let client = client.clone();
+    drive(workers, duration, move |worker, n| {
+        let (client, paths) = (client.clone(), paths.clone());
+        async move {
+            let reply = client
+                .patch(&paths[worker])
+                .header("content-type", "application/merge-patch+json")
+                .body(format!("{{\"description\": \"n{n}\"}}"))
+                .send()
+                .await?;
+            anyhow::ensure!(reply.status() == 202, "PATCH answered {}", reply.status());
+            Ok(())
+        }
+    })
+    .await
+}
+
+async fn bench_sync(sync: Sync, options: &Options) -> anyhow::Result<Vec<Figure>> {
+    let server = NatsServer::start_with(sync);
+    let client =
+        async_nats::connect(server.url()).await.context("connecting to the benchmark nats-server")?;
+    let topology = Settings::default().apply(&jetstream::new(client.clone())).await?;
+    let duration = Duration::from_secs_f64(options.seconds);
+    let mut figures = Vec::new();
+    let mut raw_at = std::collections::HashMap::new();
+    for workers in [1, 64] {
+        let (rate, latency) = repeat(options, |r| raw(&topology.jetstream, workers, duration, r)).await?;
+        raw_at.insert(workers, rate);
+        figures.push(Figure {
+            name: "raw publish, expected-seq (baseline)".into(),
+            in_flight: workers,
+            rate,
+            latency,
+            baseline: None,
+        });
+    }
+    eprintln!(
+        "  preparing {} deep aggregates of {} events each…",
+        options.deep_instances,
+        options.deep_events + 1
+    );
+    let deep = Arc::new(prepare_deep(&topology, options).await?);
+    for workers in [1, 64] {
+        let baseline = raw_at.get(&workers).copied();
+        let (rate, latency) =
+            repeat(options, |r| store_scenario(&topology, workers, duration, None, r)).await?;
+        figures.push(Figure {
+            name: "event store, fresh aggregates".into(),
+            in_flight: workers,
+            rate,
+            latency,
+            baseline,
+        });
+        let (rate, latency) = repeat(options, |r| {
+            store_scenario(&topology, workers, duration, Some((deep.clone(), 1_000_000)), r)
+        })
+        .await?;
+        figures.push(Figure {
+            name: "event store, deep aggregates (warm cache)".into(),
+            in_flight: workers,
+            rate,
+            latency,
+            baseline,
+        });
+        let (rate, latency) =
+            repeat(options, |r| store_scenario(&topology, workers, duration, Some((deep.clone(), 1)), r))
+                .await?;
+        figures.push(Figure {
+            name: "event store, deep aggregates (no cache)".into(),
+            in_flight: workers,
+            rate,
+            latency,
+            baseline,
+        });
+    }
+    let commands = InstanceCommands::new(&topology, 100_000);
+    for workers in [1, 64] {
+        let baseline = raw_at.get(&workers).copied();
+        let (rate, latency) =
+            repeat(options, |r| provision_scenario(&commands, workers, duration, r)).await?;
+        figures.push(Figure {
+            name: "provision incl. KV name reservation".into(),
+            in_flight: workers,
+            rate,
+            latency,
+            baseline,
+        });
+    }
+
+    // The HTTP API over real TCP, served from this process.
+    let state = api::AppState::start(client.clone(), &Settings::default()).await?;
+    state.clusters.register(&domain::Cluster { name: "c1".into(), region: "r".into() }).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, api::app(state)).await });
+    let http = reqwest::Client::builder().pool_max_idle_per_host(128).build()?;
+    let (rate, latency) = repeat(options, |r| http_scenario(&base, &http, 64, duration, r)).await?;
+    figures.push(Figure {
+        name: "HTTP API, PATCH".into(),
+        in_flight: 64,
+        rate,
+        latency,
+        baseline: raw_at.get(&64).copied(),
+    });
+    Ok(figures)
+}
+
+fn print(title: &str, figures: &[Figure]) {
+    println!("\n== {title} ==");
+    println!(
+        "{:<44} {:>9} {:>12} {:>9} {:>9} {:>8}",
+        "scenario", "in-flight", "commands/s", "p50 ms", "p99 ms", "vs raw"
+    );
+    for f in figures {
+        let (p50, p99) = f.latency.unwrap_or((0.0, 0.0));
+        let ratio = f.baseline.map(|b| format!("{:.2}", f.rate / b)).unwrap_or_else(|| "-".into());
+        println!("{:<44} {:>9} {:>12.0} {:>9.2} {:>9.2} {:>8}", f.name, f.in_flight, f.rate, p50, p99, ratio);
+    }
+}
+
+pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
+    println!(
+        "write-path benchmark: medians of {} runs of {}s; nats-server {}; ratios against raw publish measured in this run",
+        options.runs,
+        options.seconds,
+        testkit::nats_server_binary().map(|p| p.display().to_string()).unwrap_or_default()
+    );
+    let modes: Vec<(Sync, &str)> = match options.sync.as_deref() {
+        Some("default") => vec![(Sync::Default, "sync: NATS default (fsync every 2 min)")],
+        Some("always") => vec![(Sync::Always, "sync_interval: always")],
+        _ => vec![
+            (Sync::Default, "sync: NATS default (fsync every 2 min)"),
+            (Sync::Always, "sync_interval: always"),
+        ],
+    };
+    for (sync, title) in modes {
+        eprintln!("{title}…");
+        let figures = bench_sync(sync, &options).await?;
+        print(title, &figures);
+    }
+    Ok(())
+}
