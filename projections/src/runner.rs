@@ -99,16 +99,11 @@ async fn follow(
             deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: start },
             ..Default::default()
         };
-        let consumer = match stream.create_consumer(config).await {
-            Ok(consumer) => consumer,
-            Err(e) => {
-                tracing::warn!(error = %e, "projection consumer not created; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
-                continue;
-            }
+        let started = match stream.create_consumer(config).await {
+            Ok(consumer) => consumer.messages().await.map_err(async_nats::Error::from),
+            Err(e) => Err(e.into()),
         };
-        let mut messages = match consumer.messages().await {
+        let mut messages = match started {
             Ok(messages) => messages,
             Err(e) => {
                 tracing::warn!(error = %e, "projection consumer not started; retrying");
