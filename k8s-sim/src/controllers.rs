@@ -1,0 +1,108 @@
+//! Simulated controllers: StatefulSets and CloudNativePG clusters become ready a configurable delay after
+//! each change, unless a fault says otherwise.
+
+use serde_json::{Value, json};
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::server::Simulator;
+
+const STATEFULSETS: &str = "statefulsets.apps";
+const CNPG_CLUSTERS: &str = "clusters.postgresql.cnpg.io";
+
+pub(crate) fn spawn(sim: Simulator) {
+    let mut changes = sim.inner.changes.subscribe();
+    tokio::spawn(async move {
+        loop {
+            match changes.recv().await {
+                Ok(change)
+                    if change.kind != "DELETED"
+                        && [STATEFULSETS, CNPG_CLUSTERS].contains(&change.resource.as_str()) =>
+                {
+                    let name = change.object["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+                    settle(&sim, &change.resource, &change.namespace, &name, false);
+                    schedule(sim.clone(), change.resource, change.namespace, name);
+                }
+                Ok(_) => {}
+                Err(RecvError::Lagged(_)) => resync(&sim),
+                Err(RecvError::Closed) => return,
+            }
+        }
+    });
+}
+
+fn schedule(sim: Simulator, resource: String, namespace: String, name: String) {
+    tokio::spawn(async move {
+        tokio::time::sleep(sim.inner.options.ready_delay).await;
+        settle(&sim, &resource, &namespace, &name, true);
+    });
+}
+
+/// Re-evaluates every workload (after faults change).
+pub(crate) fn resync(sim: &Simulator) {
+    let targets: Vec<(String, String, String)> = {
+        let store = sim.store();
+        let mut targets = Vec::new();
+        for resource in [STATEFULSETS, CNPG_CLUSTERS] {
+            if let Some(ty) = store.types().iter().find(|t| t.key() == resource) {
+                for o in store.list(ty, None, None) {
+                    let ns = o["metadata"]["namespace"].as_str().unwrap_or_default().to_owned();
+                    let name = o["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+                    targets.push((resource.to_owned(), ns, name));
+                }
+            }
+        }
+        targets
+    };
+    for (resource, namespace, name) in targets {
+        schedule(sim.clone(), resource, namespace, name);
+    }
+}
+
+fn desired_status(resource: &str, object: &Value, failure: Option<&str>, settled: bool) -> Value {
+    let generation = object["metadata"]["generation"].as_i64().unwrap_or(1);
+    let name = object["metadata"]["name"].as_str().unwrap_or_default();
+    if resource == STATEFULSETS {
+        let replicas = object["spec"]["replicas"].as_i64().unwrap_or(1);
+        let ready = if settled && failure.is_none() { replicas } else { 0 };
+        let conditions: Vec<Value> = failure
+            .filter(|_| settled)
+            .map(|reason| json!({"type": "PodsReady", "status": "False", "reason": reason, "message": format!("pods of {name} are in {reason}")}))
+            .into_iter()
+            .collect();
+        json!({"observedGeneration": generation, "replicas": replicas, "readyReplicas": ready, "availableReplicas": ready,
+               "currentReplicas": replicas, "updatedReplicas": if settled { replicas } else { 0 },
+               "currentRevision": format!("{name}-{generation}"), "updateRevision": format!("{name}-{generation}"),
+               "conditions": conditions})
+    } else {
+        let instances = object["spec"]["instances"].as_i64().unwrap_or(1);
+        let ready = if settled && failure.is_none() { instances } else { 0 };
+        let (phase, reason) = match (settled, failure) {
+            (false, _) => ("Setting up primary", String::new()),
+            (true, None) => ("Cluster in healthy state", String::new()),
+            (true, Some(reason)) => ("Failed", reason.to_owned()),
+        };
+        json!({"phase": phase, "phaseReason": reason, "instances": instances, "readyInstances": ready,
+               "image": object["spec"]["imageName"].clone(), "observedGeneration": generation})
+    }
+}
+
+fn settle(sim: &Simulator, resource: &str, namespace: &str, name: &str, settled: bool) {
+    let failure =
+        sim.inner.faults.lock().unwrap_or_else(std::sync::PoisonError::into_inner).workload_failure(name);
+    let mut store = sim.store();
+    let Some(ty) = store.types().iter().find(|t| t.key() == resource).cloned() else { return };
+    let Some(object) = store.get(&ty, namespace, name) else { return };
+    if !object["metadata"]["deletionTimestamp"].is_null() {
+        return;
+    }
+    let generation = object["metadata"]["generation"].as_i64().unwrap_or(1);
+    let current = &object["status"];
+    // Before the delay, only mark a new generation as in progress; never undo a settled status of it.
+    if !settled && current["observedGeneration"].as_i64() == Some(generation) {
+        return;
+    }
+    let status = desired_status(resource, &object, failure, settled);
+    if *current != status {
+        let _ = store.merge_patch(&ty, namespace, name, &json!({"status": status}), true);
+    }
+}

@@ -1,0 +1,621 @@
+//! Objects, resource versions, watch history and the semantics of writes.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use serde_json::{Map, Value, json};
+use tokio::sync::broadcast;
+
+/// How many past changes a watch can resume from; older resourceVersions get 410 Gone.
+pub const HISTORY: usize = 20_000;
+
+/// A kind of resource the simulator serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceType {
+    /// API group ("" for the core group)
+    pub group: String,
+    /// version
+    pub version: String,
+    /// plural resource name
+    pub plural: String,
+    /// kind
+    pub kind: String,
+    /// namespaced or cluster-scoped
+    pub namespaced: bool,
+    /// whether it has a status subresource
+    pub status: bool,
+}
+
+impl ResourceType {
+    fn new(group: &str, version: &str, plural: &str, kind: &str, namespaced: bool) -> Self {
+        let status = !matches!(plural, "configmaps" | "secrets" | "customresourcedefinitions");
+        Self {
+            group: group.into(),
+            version: version.into(),
+            plural: plural.into(),
+            kind: kind.into(),
+            namespaced,
+            status,
+        }
+    }
+
+    /// `apiVersion` of its objects.
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() { self.version.clone() } else { format!("{}/{}", self.group, self.version) }
+    }
+
+    /// Key used in request counts and the object map: `plural.group`.
+    pub fn key(&self) -> String {
+        if self.group.is_empty() { self.plural.clone() } else { format!("{}.{}", self.plural, self.group) }
+    }
+}
+
+/// Built-in resource types.
+pub fn builtin_types() -> Vec<ResourceType> {
+    vec![
+        ResourceType::new("", "v1", "namespaces", "Namespace", false),
+        ResourceType::new("", "v1", "configmaps", "ConfigMap", true),
+        ResourceType::new("", "v1", "secrets", "Secret", true),
+        ResourceType::new("", "v1", "services", "Service", true),
+        ResourceType::new("", "v1", "pods", "Pod", true),
+        ResourceType::new("apps", "v1", "statefulsets", "StatefulSet", true),
+        ResourceType::new(
+            "apiextensions.k8s.io",
+            "v1",
+            "customresourcedefinitions",
+            "CustomResourceDefinition",
+            false,
+        ),
+        ResourceType::new("postgresql.cnpg.io", "v1", "clusters", "Cluster", true),
+    ]
+}
+
+/// A change, as a watch reports it.
+#[derive(Debug, Clone)]
+pub struct Change {
+    /// resourceVersion of the change
+    pub rv: u64,
+    /// ADDED, MODIFIED or DELETED
+    pub kind: &'static str,
+    /// `ResourceType::key` of the object
+    pub resource: String,
+    /// namespace ("" when cluster-scoped)
+    pub namespace: String,
+    /// the object after the change (before, for DELETED)
+    pub object: Value,
+}
+
+/// Why a write failed, as a Kubernetes Status.
+#[derive(Debug, Clone)]
+pub struct StatusError {
+    /// HTTP code
+    pub code: u16,
+    /// reason, e.g. NotFound
+    pub reason: &'static str,
+    /// message
+    pub message: String,
+}
+
+impl StatusError {
+    fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
+        Self { code, reason, message: message.into() }
+    }
+
+    /// The Status object.
+    pub fn body(&self) -> Value {
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+               "message": self.message, "reason": self.reason, "code": self.code})
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Stored {
+    object: Value,
+    /// last configuration applied by each field manager (server-side apply)
+    applied: HashMap<String, Value>,
+}
+
+type Key = (String, String, String);
+
+/// All objects.
+#[derive(Debug)]
+pub struct Store {
+    rv: u64,
+    types: Vec<ResourceType>,
+    objects: BTreeMap<Key, Stored>,
+    history: VecDeque<Change>,
+    changes: broadcast::Sender<Change>,
+}
+
+fn meta(object: &Value) -> &Value {
+    &object["metadata"]
+}
+
+fn name_of(object: &Value) -> Option<String> {
+    meta(object)["name"].as_str().map(str::to_owned)
+}
+
+/// Deep merge (JSON merge patch, RFC 7386): objects merge, `null` removes, anything else replaces.
+pub fn merge(target: &mut Value, patch: &Value) {
+    match (target.as_object_mut(), patch.as_object()) {
+        (Some(target), Some(patch)) => {
+            for (key, value) in patch {
+                if value.is_null() {
+                    target.remove(key);
+                } else {
+                    merge(target.entry(key.clone()).or_insert(Value::Null), value);
+                }
+            }
+        }
+        _ => *target = patch.clone(),
+    }
+}
+
+/// Removes from `target` the fields a manager applied before (`previous`) but no longer applies (`now`).
+fn prune(target: &mut Value, previous: &Value, now: &Value) {
+    let (Some(target), Some(previous)) = (target.as_object_mut(), previous.as_object()) else { return };
+    for (key, old) in previous {
+        match now.get(key) {
+            None => {
+                target.remove(key);
+            }
+            Some(new) => {
+                if let Some(child) = target.get_mut(key) {
+                    prune(child, old, new);
+                }
+            }
+        }
+    }
+}
+
+fn without_volatile(object: &Value) -> Value {
+    let mut copy = object.clone();
+    if let Some(meta) = copy["metadata"].as_object_mut() {
+        for key in ["resourceVersion", "generation", "managedFields"] {
+            meta.remove(key);
+        }
+    }
+    copy
+}
+
+fn spec_part(object: &Value) -> Value {
+    let mut copy = object.clone();
+    if let Some(map) = copy.as_object_mut() {
+        map.remove("metadata");
+        map.remove("status");
+    }
+    copy
+}
+
+/// Whether `labels` satisfy a Kubernetes label selector (`a=b,c!=d,e in (x,y),f,!g`).
+pub fn selector_matches(selector: &str, labels: &Map<String, Value>) -> bool {
+    let label = |k: &str| labels.get(k.trim()).and_then(Value::as_str);
+    let mut terms = Vec::new();
+    let mut depth = 0;
+    let mut start = 0;
+    for (i, c) in selector.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                terms.push(&selector[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    terms.push(&selector[start..]);
+    terms.into_iter().map(str::trim).filter(|t| !t.is_empty()).all(|term| {
+        if let Some((k, v)) = term.split_once("!=") {
+            label(k) != Some(v.trim())
+        } else if let Some((k, v)) = term.split_once("==").or_else(|| term.split_once('=')) {
+            label(k) == Some(v.trim())
+        } else if let Some((k, set)) = term.split_once(" notin ") {
+            let set: Vec<&str> =
+                set.trim().trim_matches(|c| c == '(' || c == ')').split(',').map(str::trim).collect();
+            label(k).is_none_or(|v| !set.contains(&v))
+        } else if let Some((k, set)) = term.split_once(" in ") {
+            let set: Vec<&str> =
+                set.trim().trim_matches(|c| c == '(' || c == ')').split(',').map(str::trim).collect();
+            label(k).is_some_and(|v| set.contains(&v))
+        } else if let Some(k) = term.strip_prefix('!') {
+            label(k).is_none()
+        } else {
+            label(term).is_some()
+        }
+    })
+}
+
+impl Store {
+    /// An empty store with the built-in types.
+    pub fn new(changes: broadcast::Sender<Change>) -> Self {
+        Self { rv: 1, types: builtin_types(), objects: BTreeMap::new(), history: VecDeque::new(), changes }
+    }
+
+    /// Current resourceVersion.
+    pub fn resource_version(&self) -> u64 {
+        self.rv
+    }
+
+    /// Served types.
+    pub fn types(&self) -> &[ResourceType] {
+        &self.types
+    }
+
+    /// The type served at `group/version/plural`.
+    pub fn resource_type(&self, group: &str, version: &str, plural: &str) -> Option<ResourceType> {
+        self.types.iter().find(|t| t.group == group && t.version == version && t.plural == plural).cloned()
+    }
+
+    fn record(&mut self, kind: &'static str, ty: &ResourceType, namespace: &str, object: Value) {
+        let change =
+            Change { rv: self.rv, kind, resource: ty.key(), namespace: namespace.to_owned(), object };
+        if self.history.len() >= HISTORY {
+            self.history.pop_front();
+        }
+        self.history.push_back(change.clone());
+        let _ = self.changes.send(change);
+    }
+
+    /// Oldest resourceVersion a watch may resume from.
+    pub fn oldest_resumable(&self) -> u64 {
+        self.history.front().map_or(self.rv, |c| c.rv.saturating_sub(1))
+    }
+
+    /// Changes after `rv` of `resource` in `namespace` (all namespaces when `None`).
+    pub fn changes_since(&self, rv: u64, resource: &str, namespace: Option<&str>) -> Vec<Change> {
+        self.history
+            .iter()
+            .filter(|c| c.rv > rv && c.resource == resource && namespace.is_none_or(|ns| c.namespace == ns))
+            .cloned()
+            .collect()
+    }
+
+    /// One object.
+    pub fn get(&self, ty: &ResourceType, namespace: &str, name: &str) -> Option<Value> {
+        self.objects.get(&(ty.key(), namespace.to_owned(), name.to_owned())).map(|s| s.object.clone())
+    }
+
+    /// Objects of a type, optionally in one namespace, matching a label selector.
+    pub fn list(&self, ty: &ResourceType, namespace: Option<&str>, selector: Option<&str>) -> Vec<Value> {
+        let key = ty.key();
+        self.objects
+            .iter()
+            .filter(|((k, ns, _), _)| *k == key && namespace.is_none_or(|n| n == ns))
+            .map(|(_, s)| &s.object)
+            .filter(|o| {
+                selector.is_none_or(|sel| {
+                    selector_matches(sel, meta(o)["labels"].as_object().unwrap_or(&Map::new()))
+                })
+            })
+            .cloned()
+            .collect()
+    }
+
+    fn stamp(&mut self, ty: &ResourceType, namespace: &str, object: &mut Value, previous: Option<&Value>) {
+        self.rv += 1;
+        let changed = previous.is_some_and(|p| spec_part(p) != spec_part(object));
+        object["apiVersion"] = json!(ty.api_version());
+        object["kind"] = json!(ty.kind);
+        let meta = object["metadata"].as_object_mut().expect("metadata is an object");
+        meta.insert("resourceVersion".into(), json!(self.rv.to_string()));
+        if ty.namespaced {
+            meta.insert("namespace".into(), json!(namespace));
+        }
+        match previous {
+            Some(previous) => {
+                for key in ["uid", "creationTimestamp"] {
+                    if let Some(v) = previous["metadata"].get(key) {
+                        meta.insert(key.into(), v.clone());
+                    }
+                }
+                let generation = previous["metadata"]["generation"].as_i64().unwrap_or(1);
+                meta.insert("generation".into(), json!(if changed { generation + 1 } else { generation }));
+            }
+            None => {
+                meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+                meta.insert(
+                    "creationTimestamp".into(),
+                    json!(chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()),
+                );
+                meta.insert("generation".into(), json!(1));
+            }
+        }
+    }
+
+    fn check_namespace(&self, ty: &ResourceType, namespace: &str) -> Result<(), StatusError> {
+        if ty.namespaced
+            && !self.objects.contains_key(&("namespaces".into(), String::new(), namespace.to_owned()))
+        {
+            return Err(StatusError::new(404, "NotFound", format!("namespaces \"{namespace}\" not found")));
+        }
+        Ok(())
+    }
+
+    /// Creates an object.
+    pub fn create(
+        &mut self,
+        ty: &ResourceType,
+        namespace: &str,
+        mut object: Value,
+    ) -> Result<Value, StatusError> {
+        let name =
+            name_of(&object).ok_or_else(|| StatusError::new(422, "Invalid", "metadata.name is required"))?;
+        self.check_namespace(ty, namespace)?;
+        let key = (ty.key(), namespace.to_owned(), name.clone());
+        if self.objects.contains_key(&key) {
+            return Err(StatusError::new(
+                409,
+                "AlreadyExists",
+                format!("{} \"{name}\" already exists", ty.plural),
+            ));
+        }
+        self.stamp(ty, namespace, &mut object, None);
+        self.after_write(ty, &key, object.clone(), HashMap::new(), "ADDED");
+        Ok(object)
+    }
+
+    fn after_write(
+        &mut self,
+        ty: &ResourceType,
+        key: &Key,
+        object: Value,
+        applied: HashMap<String, Value>,
+        kind: &'static str,
+    ) {
+        if ty.plural == "customresourcedefinitions" {
+            self.register_crd(&object);
+        }
+        self.objects.insert(key.clone(), Stored { object: object.clone(), applied });
+        self.record(kind, ty, &key.1, object);
+    }
+
+    fn register_crd(&mut self, crd: &Value) {
+        let spec = &crd["spec"];
+        let group = spec["group"].as_str().unwrap_or_default();
+        let plural = spec["names"]["plural"].as_str().unwrap_or_default();
+        let kind = spec["names"]["kind"].as_str().unwrap_or_default();
+        let namespaced = spec["scope"].as_str() != Some("Cluster");
+        for version in spec["versions"].as_array().into_iter().flatten() {
+            let version = version["name"].as_str().unwrap_or_default();
+            let ty = ResourceType::new(group, version, plural, kind, namespaced);
+            if !self.types.contains(&ty) && !group.is_empty() {
+                self.types.push(ty);
+            }
+        }
+    }
+
+    /// Server-side apply by `manager`: creates the object, or merges the applied configuration into it
+    /// and removes the fields this manager applied before but no longer does. A no-op apply changes
+    /// nothing (no new resourceVersion, no watch event), as on a real apiserver.
+    pub fn apply(
+        &mut self,
+        ty: &ResourceType,
+        namespace: &str,
+        name: &str,
+        manager: &str,
+        applied: Value,
+        subresource_status: bool,
+    ) -> Result<Value, StatusError> {
+        if !applied.is_object() {
+            return Err(StatusError::new(400, "BadRequest", "apply body must be an object"));
+        }
+        self.check_namespace(ty, namespace)?;
+        let key = (ty.key(), namespace.to_owned(), name.to_owned());
+        let applied = if subresource_status {
+            json!({"status": applied["status"].clone()})
+        } else {
+            let mut a = applied;
+            if let Some(map) = a.as_object_mut() {
+                map.remove("status");
+            }
+            a
+        };
+        let Some(stored) = self.objects.get(&key).cloned() else {
+            if subresource_status {
+                return Err(StatusError::new(404, "NotFound", format!("{} \"{name}\" not found", ty.plural)));
+            }
+            let mut object = applied.clone();
+            object["metadata"]["name"] = json!(name);
+            self.stamp(ty, namespace, &mut object, None);
+            let managers = HashMap::from([(manager.to_owned(), applied)]);
+            self.after_write(ty, &key, object.clone(), managers, "ADDED");
+            return Ok(object);
+        };
+        let mut object = stored.object.clone();
+        let mut managers = stored.applied.clone();
+        let manager_key = if subresource_status { format!("{manager}/status") } else { manager.to_owned() };
+        if let Some(previous) = managers.get(&manager_key) {
+            prune(&mut object, previous, &applied);
+        }
+        merge(&mut object, &applied);
+        managers.insert(manager_key, applied);
+        self.write_if_changed(ty, &key, stored, object, managers)
+    }
+
+    fn write_if_changed(
+        &mut self,
+        ty: &ResourceType,
+        key: &Key,
+        stored: Stored,
+        mut object: Value,
+        managers: HashMap<String, Value>,
+    ) -> Result<Value, StatusError> {
+        if without_volatile(&object) == without_volatile(&stored.object) {
+            self.objects.insert(key.clone(), Stored { object: stored.object.clone(), applied: managers });
+            return Ok(stored.object);
+        }
+        let deleting = !object["metadata"]["deletionTimestamp"].is_null();
+        let finalizers = object["metadata"]["finalizers"].as_array().is_some_and(|f| !f.is_empty());
+        self.stamp(ty, &key.1, &mut object, Some(&stored.object));
+        if deleting && !finalizers {
+            self.objects.remove(key);
+            self.record("DELETED", ty, &key.1, object.clone());
+            self.collect_garbage(&object);
+            return Ok(object);
+        }
+        self.after_write(ty, key, object.clone(), managers, "MODIFIED");
+        Ok(object)
+    }
+
+    /// JSON merge patch (also used for strategic merge patches, which agree on what we serve).
+    pub fn merge_patch(
+        &mut self,
+        ty: &ResourceType,
+        namespace: &str,
+        name: &str,
+        patch: &Value,
+        subresource_status: bool,
+    ) -> Result<Value, StatusError> {
+        let key = (ty.key(), namespace.to_owned(), name.to_owned());
+        let stored = self.objects.get(&key).cloned().ok_or_else(|| {
+            StatusError::new(404, "NotFound", format!("{} \"{name}\" not found", ty.plural))
+        })?;
+        let mut object = stored.object.clone();
+        if subresource_status {
+            merge(&mut object["status"], &patch["status"]);
+        } else {
+            let mut patch = patch.clone();
+            if let Some(map) = patch.as_object_mut() {
+                map.remove("status");
+            }
+            merge(&mut object, &patch);
+        }
+        let managers = stored.applied.clone();
+        self.write_if_changed(ty, &key, stored, object, managers)
+    }
+
+    /// Replaces an object (PUT).
+    pub fn replace(
+        &mut self,
+        ty: &ResourceType,
+        namespace: &str,
+        name: &str,
+        object: Value,
+        subresource_status: bool,
+    ) -> Result<Value, StatusError> {
+        let key = (ty.key(), namespace.to_owned(), name.to_owned());
+        let stored = self.objects.get(&key).cloned().ok_or_else(|| {
+            StatusError::new(404, "NotFound", format!("{} \"{name}\" not found", ty.plural))
+        })?;
+        let mut new = if subresource_status {
+            let mut o = stored.object.clone();
+            o["status"] = object["status"].clone();
+            o
+        } else {
+            let mut o = object;
+            o["status"] = stored.object["status"].clone();
+            o
+        };
+        new["metadata"]["name"] = json!(name);
+        let managers = stored.applied.clone();
+        self.write_if_changed(ty, &key, stored, new, managers)
+    }
+
+    /// Deletes an object; with finalizers it is only marked (deletionTimestamp) until they are removed.
+    pub fn delete(&mut self, ty: &ResourceType, namespace: &str, name: &str) -> Result<Value, StatusError> {
+        let key = (ty.key(), namespace.to_owned(), name.to_owned());
+        let stored = self.objects.get(&key).cloned().ok_or_else(|| {
+            StatusError::new(404, "NotFound", format!("{} \"{name}\" not found", ty.plural))
+        })?;
+        let finalizers = stored.object["metadata"]["finalizers"].as_array().is_some_and(|f| !f.is_empty());
+        if finalizers {
+            if stored.object["metadata"]["deletionTimestamp"].is_null() {
+                let mut object = stored.object.clone();
+                object["metadata"]["deletionTimestamp"] =
+                    json!(chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string());
+                let managers = stored.applied.clone();
+                return self.write_if_changed(ty, &key, stored, object, managers);
+            }
+            return Ok(stored.object);
+        }
+        self.objects.remove(&key);
+        self.rv += 1;
+        let mut object = stored.object;
+        object["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+        self.record("DELETED", ty, namespace, object.clone());
+        self.collect_garbage(&object);
+        if ty.plural == "namespaces" {
+            let doomed: Vec<Key> = self.objects.keys().filter(|(_, ns, _)| ns == name).cloned().collect();
+            for (resource, ns, n) in doomed {
+                if let Some(t) = self.types.iter().find(|t| t.key() == resource).cloned() {
+                    let _ = self.delete(&t, &ns, &n);
+                }
+            }
+        }
+        Ok(object)
+    }
+
+    /// Background garbage collection: deletes objects owned by `owner`.
+    fn collect_garbage(&mut self, owner: &Value) {
+        let Some(uid) = owner["metadata"]["uid"].as_str() else { return };
+        let owned: Vec<Key> = self
+            .objects
+            .iter()
+            .filter(|(_, s)| {
+                s.object["metadata"]["ownerReferences"]
+                    .as_array()
+                    .is_some_and(|refs| refs.iter().any(|r| r["uid"] == uid))
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for (resource, ns, name) in owned {
+            if let Some(t) = self.types.iter().find(|t| t.key() == resource).cloned() {
+                let _ = self.delete(&t, &ns, &name);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> Map<String, Value> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), json!(v))).collect()
+    }
+
+    #[test]
+    fn label_selectors_follow_kubernetes_syntax() {
+        let l = labels(&[("app", "db"), ("tier", "data")]);
+        assert!(selector_matches("app=db", &l));
+        assert!(selector_matches("app==db,tier", &l));
+        assert!(selector_matches("app in (db, web),!missing", &l));
+        assert!(!selector_matches("app!=db", &l));
+        assert!(!selector_matches("tier notin (data)", &l));
+        assert!(selector_matches("", &l));
+    }
+
+    #[test]
+    fn apply_removes_fields_the_manager_stopped_applying_and_a_noop_changes_nothing() {
+        let (tx, _) = broadcast::channel(16);
+        let mut store = Store::new(tx);
+        let ns = store.resource_type("", "v1", "namespaces").unwrap();
+        store.apply(&ns, "", "a", "m", json!({"metadata": {"name": "a"}}), false).unwrap();
+        let cm = store.resource_type("", "v1", "configmaps").unwrap();
+        let first = store
+            .apply(
+                &cm,
+                "a",
+                "c",
+                "m",
+                json!({"metadata": {"name": "c"}, "data": {"x": "1", "y": "2"}}),
+                false,
+            )
+            .unwrap();
+        let again = store
+            .apply(
+                &cm,
+                "a",
+                "c",
+                "m",
+                json!({"metadata": {"name": "c"}, "data": {"x": "1", "y": "2"}}),
+                false,
+            )
+            .unwrap();
+        assert_eq!(first["metadata"]["resourceVersion"], again["metadata"]["resourceVersion"]);
+        let second = store
+            .apply(&cm, "a", "c", "m", json!({"metadata": {"name": "c"}, "data": {"x": "3"}}), false)
+            .unwrap();
+        assert_eq!(second["data"], json!({"x": "3"}));
+    }
+}
