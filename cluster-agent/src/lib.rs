@@ -1,1 +1,118 @@
+//! The cluster agent: one per Kubernetes cluster.
+//!
+//! Two halves, connected only through the cluster's API server:
+//! * [`mirror`]: consumes the cluster's instance events from JetStream (a durable consumer filtered on
+//!   the server to `cp.evt.<cluster>.>`), folds them into desired state with the domain's own `apply`,
+//!   and mirrors each instance into a `ManagedInstance` custom resource.
+//! * [`controller`]: a kube-runtime `Controller` that reconciles each `ManagedInstance` into the workload
+//!   objects it owns (server-side apply, one field manager), watches them, writes conditions into the
+//!   resource's status, and publishes observed-state events to `cp.obs.<cluster>.…`.
+//!
+//! Architecture invariant: the agent never reads or writes another cluster's subjects, and never puts a
+//! credential into an event: secrets are generated in the cluster.
 
+pub mod controller;
+pub mod crd;
+pub mod metrics;
+pub mod mirror;
+pub mod render;
+
+use std::{sync::Arc, time::Duration};
+
+use kube::Client;
+
+pub use metrics::Metrics;
+
+/// Why an agent operation failed. All variants are retried with backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// the Kubernetes API refused or failed a request
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    /// the finalizer helper failed (boxed: it contains this type)
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    /// NATS refused or failed a request
+    #[error("nats: {0}")]
+    Nats(String),
+    /// an object could not be (de)serialized
+    #[error("serialization: {0}")]
+    Serde(#[from] serde_json::Error),
+    /// a stored event could not be decoded
+    #[error("event decoding: {0}")]
+    Decode(#[from] streams::DecodeError),
+    /// not done yet (deleted objects still present); retried, not a failure
+    #[error("waiting: {0}")]
+    Waiting(String),
+}
+
+impl Error {
+    /// Low-cardinality label for metrics and logs.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Self::Kube(_) => "kube",
+            Self::Finalizer(_) => "finalizer",
+            Self::Nats(_) => "nats",
+            Self::Serde(_) => "serde",
+            Self::Decode(_) => "decode",
+            Self::Waiting(_) => "waiting",
+        }
+    }
+}
+
+/// Result with the agent's error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What an agent needs to run.
+#[derive(Clone)]
+pub struct AgentConfig {
+    /// the cluster this agent serves
+    pub cluster: String,
+    /// Kubernetes client
+    pub client: Client,
+    /// NATS connection
+    pub nats: async_nats::Client,
+    /// JetStream settings (stream names)
+    pub settings: streams::Settings,
+    /// reconciles in flight at most
+    pub concurrency: u16,
+    /// whether to install the ManagedInstance CRD at start (the simulator and dev clusters; production
+    /// installs it from `deploy/crds/`)
+    pub install_crd: bool,
+    /// metrics
+    pub metrics: Metrics,
+}
+
+impl std::fmt::Debug for AgentConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentConfig").field("cluster", &self.cluster).finish_non_exhaustive()
+    }
+}
+
+/// Builds a Kubernetes client that counts its requests into `metrics`.
+pub fn counting_client(config: kube::Config, metrics: &Metrics) -> Result<Client> {
+    let counter = metrics.kube_requests.clone();
+    let layer = tower::util::MapRequestLayer::new(move |request: axum::http::Request<kube::client::Body>| {
+        counter.inc();
+        request
+    });
+    Ok(kube::client::ClientBuilder::try_from(config)?.with_layer(&layer).build())
+}
+
+/// Runs the agent until the mirror or the controller stops (they run until cancelled).
+pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
+    if config.install_crd {
+        controller::install_crd(&config.client).await?;
+    }
+    let config = Arc::new(config);
+    let mirror = tokio::spawn(mirror::run(config.clone()));
+    let controller = tokio::spawn(controller::run(config.clone()));
+    tokio::select! {
+        result = mirror => result??,
+        result = controller => result??,
+    }
+    Ok(())
+}
+
+/// Backoff for retried reconciles.
+pub(crate) const RETRY_AFTER: Duration = Duration::from_secs(2);

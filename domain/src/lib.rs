@@ -8,6 +8,7 @@
 pub mod catalog;
 pub mod instance;
 pub mod names;
+pub mod observed;
 pub mod placement;
 
 pub use catalog::{Catalog, ConfigValue, Plan, Resources, ServiceType, Version};

@@ -134,6 +134,27 @@ impl Simulator {
         crate::controllers::resync(self);
     }
 
+    /// Every change from now on, in resourceVersion order.
+    pub fn changes(&self) -> broadcast::Receiver<Change> {
+        self.inner.changes.subscribe()
+    }
+
+    /// Waits until `ready` holds for the objects, at most `timeout`; re-checks after every change.
+    pub async fn wait_until(&self, timeout: Duration, ready: impl Fn(&Store) -> bool) -> bool {
+        let mut changes = self.changes();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if ready(&self.store()) {
+                return true;
+            }
+            match tokio::time::timeout_at(deadline, changes.recv()).await {
+                Err(_) => return ready(&self.store()),
+                Ok(Err(broadcast::error::RecvError::Closed)) => return false,
+                Ok(_) => {}
+            }
+        }
+    }
+
     /// Direct access to the objects (for tests and simulated controllers).
     pub fn store(&self) -> MutexGuard<'_, Store> {
         lock(&self.inner.store)
@@ -361,12 +382,7 @@ async fn resource(
                     sim.store().apply(&target.ty, &namespace, name, manager, patch, target.status)
                 }
                 Ok(patch) if content_type.starts_with("application/json-patch") => {
-                    let _ = patch;
-                    Err(StatusError {
-                        code: 415,
-                        reason: "UnsupportedMediaType",
-                        message: "JSON patch is not simulated".into(),
-                    })
+                    sim.store().json_patch(&target.ty, &namespace, name, patch, target.status)
                 }
                 Ok(patch) => sim.store().merge_patch(&target.ty, &namespace, name, &patch, target.status),
             }

@@ -33,6 +33,16 @@ pub fn cluster_filter(cluster: &str) -> String {
     format!("{INSTANCE_EVENT_PREFIX}.{cluster}.>")
 }
 
+/// Subject of the observed-state events of an instance.
+pub fn observed_subject(cluster: &str, project: &str, instance_id: Uuid) -> String {
+    format!("{}.{cluster}.{project}.{instance_id}", crate::topology::OBSERVED_PREFIX)
+}
+
+/// Subject filter of the observed-state events of `cluster`.
+pub fn observed_cluster_filter(cluster: &str) -> String {
+    format!("{}.{cluster}.>", crate::topology::OBSERVED_PREFIX)
+}
+
 /// Subject filter of every instance event of `project`.
 pub fn project_filter(project: &str) -> String {
     format!("{INSTANCE_EVENT_PREFIX}.*.{project}.>")

@@ -10,6 +10,10 @@ use async_nats::jetstream::{self, kv, stream};
 /// the project second so that per-project feeds filter `cp.evt.*.<project>.>`.
 pub const INSTANCE_EVENT_PREFIX: &str = "cp.evt";
 
+/// Prefix of observed-state subjects: `cp.obs.<cluster>.<project>.<instance-id>`, written by cluster
+/// agents. Separate from `cp.evt` so that an instance's event subject holds only its aggregate's events.
+pub const OBSERVED_PREFIX: &str = "cp.obs";
+
 /// Settings of the control plane's streams and buckets.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -94,7 +98,7 @@ impl Settings {
             description: Some(
                 "Control-plane events, one message per command, one subject per instance".into(),
             ),
-            subjects: vec![format!("{INSTANCE_EVENT_PREFIX}.>")],
+            subjects: vec![format!("{INSTANCE_EVENT_PREFIX}.>"), format!("{OBSERVED_PREFIX}.>")],
             storage: stream::StorageType::File,
             num_replicas: self.replicas,
             duplicate_window: self.duplicate_window,

@@ -1,0 +1,58 @@
+//! Agent metrics (OpenMetrics text at `/metrics`).
+
+use prometheus_client::{
+    metrics::{counter::Counter, histogram::Histogram},
+    registry::Registry,
+};
+
+/// Counters and histograms of one agent.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    /// reconciles run
+    pub reconciles: Counter,
+    /// reconciles that failed
+    pub reconcile_errors: Counter,
+    /// Kubernetes API requests made by the agent (all, including watches)
+    pub kube_requests: Counter,
+    /// Kubernetes API requests made by one reconcile (writes and deletes; reads come from watch caches)
+    pub requests_per_reconcile: Histogram,
+    /// ManagedInstance writes by the mirror
+    pub mirror_writes: Counter,
+    /// observed-state events published
+    pub observed_events: Counter,
+    /// instance events received from NATS
+    pub events_received: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            reconciles: Counter::default(),
+            reconcile_errors: Counter::default(),
+            kube_requests: Counter::default(),
+            requests_per_reconcile: Histogram::new([0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 12.0]),
+            mirror_writes: Counter::default(),
+            observed_events: Counter::default(),
+            events_received: Counter::default(),
+        }
+    }
+}
+
+impl Metrics {
+    /// Registers every metric under the `cp_agent` prefix.
+    pub fn register(self, registry: &mut Registry) -> Self {
+        let r = registry.sub_registry_with_prefix("cp_agent");
+        r.register("reconciles", "Reconciles run", self.reconciles.clone());
+        r.register("reconcile_errors", "Reconciles that failed", self.reconcile_errors.clone());
+        r.register("kube_requests", "Kubernetes API requests made", self.kube_requests.clone());
+        r.register(
+            "requests_per_reconcile",
+            "Kubernetes API writes per reconcile",
+            self.requests_per_reconcile.clone(),
+        );
+        r.register("mirror_writes", "ManagedInstance writes by the mirror", self.mirror_writes.clone());
+        r.register("observed_events", "Observed-state events published", self.observed_events.clone());
+        r.register("events_received", "Instance event messages received", self.events_received.clone());
+        self
+    }
+}

@@ -1,0 +1,239 @@
+//! The mirror half: the cluster's instance events (JetStream) → `ManagedInstance` resources.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
+
+use async_nats::jetstream::{
+    self, AckKind,
+    consumer::{AckPolicy, DeliverPolicy, pull},
+};
+use cqrs_es::Aggregate as _;
+use domain::{Instance, Lifecycle};
+use futures::StreamExt as _;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::{
+    Api,
+    api::{DeleteParams, Patch},
+};
+use serde_json::{Value, json};
+use streams::{EventBatch, instances::cluster_filter};
+use uuid::Uuid;
+
+use crate::{
+    AgentConfig, Error, Result,
+    crd::ManagedInstance,
+    render::{INSTANCE_LABEL, PROJECT_LABEL, apply_params, namespace},
+};
+
+/// Messages handled at once. Each instance is still handled by one at a time (see `Desired::lock`).
+const IN_FLIGHT: usize = 64;
+
+/// Name of a cluster's durable consumer.
+pub fn durable_name(cluster: &str) -> String {
+    format!("cp-agent-{cluster}")
+}
+
+#[derive(Default)]
+struct Desired {
+    /// latest known state and version of each instance
+    instances: Mutex<HashMap<Uuid, (Instance, u64)>>,
+    /// version last mirrored into the cluster
+    mirrored: Mutex<HashMap<Uuid, u64>>,
+    /// one mirror at a time per instance
+    locks: Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<()>>>>,
+    namespaces: Mutex<HashSet<String>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Desired {
+    /// Takes a batch's resulting state if it is newer than what is known. Returns the instance id.
+    fn learn(&self, batch: &EventBatch) -> Result<Option<Uuid>> {
+        let version = batch.last_version();
+        let instance: Instance = match batch.snapshot.as_ref() {
+            Some(snapshot) => serde_json::from_str(snapshot.state.get())?,
+            None => {
+                // Without a snapshot only a complete history can be folded; that needs the
+                // instance's earlier events, which this message does not carry.
+                let mut instance = Instance::default();
+                for event in batch.decode_events::<Instance>()? {
+                    instance.apply(event);
+                }
+                instance
+            }
+        };
+        let Some(spec) = instance.spec() else { return Ok(None) };
+        let id = spec.id;
+        let mut instances = lock(&self.instances);
+        if instances.get(&id).is_none_or(|(_, known)| *known < version) {
+            instances.insert(id, (instance, version));
+        }
+        Ok(Some(id))
+    }
+
+    fn lock(&self, id: Uuid) -> Arc<tokio::sync::Mutex<()>> {
+        lock(&self.locks).entry(id).or_default().clone()
+    }
+}
+
+/// Runs the mirror until cancelled: a resync from the last message of every instance subject of the
+/// cluster, then the durable consumer.
+pub async fn run(config: Arc<AgentConfig>) -> anyhow::Result<()> {
+    let js = jetstream::new(config.nats.clone());
+    let stream = js.get_stream(&config.settings.events_stream).await?;
+    let desired = Arc::new(Desired::default());
+
+    // 1. Rebuild desired state from the newest message (with its snapshot) of each instance subject.
+    let filter = cluster_filter(&config.cluster);
+    let ordered = stream
+        .create_consumer(pull::OrderedConfig {
+            filter_subject: filter.clone(),
+            deliver_policy: DeliverPolicy::LastPerSubject,
+            ..Default::default()
+        })
+        .await?;
+    let mut pending = ordered.cached_info().num_pending;
+    let mut messages = ordered.messages().await?;
+    let mut ids = Vec::new();
+    while pending > 0 {
+        let Some(message) =
+            tokio::time::timeout(Duration::from_secs(30), messages.next()).await?.transpose()?
+        else {
+            break;
+        };
+        pending -= 1;
+        let batch = EventBatch::from_slice(&message.payload)?;
+        ids.extend(desired.learn(&batch)?);
+    }
+    drop(messages);
+    futures::stream::iter(ids)
+        .for_each_concurrent(IN_FLIGHT, |id| {
+            let (config, desired) = (config.clone(), desired.clone());
+            async move {
+                if let Err(e) = mirror(&config, &desired, id).await {
+                    tracing::warn!(%id, error = %e, "initial mirror failed; the consumer will retry");
+                }
+            }
+        })
+        .await;
+    tracing::info!(cluster = %config.cluster, instances = lock(&desired.instances).len(), "desired state rebuilt");
+
+    // 2. Follow the cluster's subjects with a durable consumer; ack once mirrored.
+    let consumer = stream
+        .get_or_create_consumer(
+            &durable_name(&config.cluster),
+            pull::Config {
+                durable_name: Some(durable_name(&config.cluster)),
+                description: Some(format!("cluster agent of {}", config.cluster)),
+                filter_subject: filter,
+                ack_policy: AckPolicy::Explicit,
+                ack_wait: Duration::from_secs(30),
+                max_ack_pending: 1000,
+                ..Default::default()
+            },
+        )
+        .await?;
+    let messages = consumer.messages().await?;
+    messages
+        .for_each_concurrent(IN_FLIGHT, |message| {
+            let (config, desired) = (config.clone(), desired.clone());
+            async move {
+                let message = match message {
+                    Ok(message) => message,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "consumer error");
+                        return;
+                    }
+                };
+                config.metrics.events_received.inc();
+                let outcome = match EventBatch::from_slice(&message.payload)
+                    .map_err(Error::from)
+                    .and_then(|b| desired.learn(&b))
+                {
+                    Ok(Some(id)) => mirror(&config, &desired, id).await,
+                    Ok(None) => Ok(()),
+                    Err(e) => {
+                        // Undecodable: redelivering will not help. Report and move on.
+                        tracing::error!(subject = %message.subject, error = %e, "instance event skipped");
+                        Ok(())
+                    }
+                };
+                let ack = match outcome {
+                    Ok(()) => message.ack().await,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "mirror failed; redelivering");
+                        message.ack_with(AckKind::Nak(Some(crate::RETRY_AFTER))).await
+                    }
+                };
+                if let Err(e) = ack {
+                    tracing::warn!(error = %e, "ack failed; the message will be redelivered");
+                }
+            }
+        })
+        .await;
+    Ok(())
+}
+
+/// Makes the cluster's ManagedInstance match the newest desired state of `id` (level-triggered: whatever
+/// message triggered it, the latest known state is what gets written).
+async fn mirror(config: &AgentConfig, desired: &Desired, id: Uuid) -> Result<()> {
+    let instance_lock = desired.lock(id);
+    let _guard = instance_lock.lock().await;
+    let Some((instance, version)) = lock(&desired.instances).get(&id).cloned() else { return Ok(()) };
+    if lock(&desired.mirrored).get(&id) == Some(&version) {
+        return Ok(());
+    }
+    let Some(spec) = instance.spec() else { return Ok(()) };
+    let ns = namespace(&spec.project);
+    let api: Api<ManagedInstance> = Api::namespaced(config.client.clone(), &ns);
+    match instance.lifecycle() {
+        Lifecycle::Active => {
+            ensure_namespace(config, desired, &ns).await?;
+            let config_json: serde_json::Map<String, Value> = spec
+                .config
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), serde_json::to_value(v)?)))
+                .collect::<Result<_>>()?;
+            let object = json!({
+                "apiVersion": "cp.example.com/v1alpha1",
+                "kind": "ManagedInstance",
+                "metadata": {"name": spec.name, "namespace": ns,
+                    "labels": {INSTANCE_LABEL: spec.id.to_string(), PROJECT_LABEL: spec.project,
+                               "app.kubernetes.io/managed-by": "cp-cluster-agent"}},
+                "spec": {
+                    "instanceId": spec.id.to_string(), "project": spec.project, "service": spec.service.as_str(),
+                    "version": spec.version, "plan": spec.plan, "cpuMillis": spec.resources.cpu_millis,
+                    "memoryMib": spec.resources.memory_mib, "replicas": spec.resources.replicas,
+                    "storageGib": spec.storage_gib, "config": config_json, "generation": version,
+                },
+            });
+            api.patch(&spec.name, &apply_params(), &Patch::Apply(&object)).await?;
+        }
+        Lifecycle::Deprovisioning => match api.delete(&spec.name, &DeleteParams::background()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        },
+        Lifecycle::Absent => return Ok(()),
+    }
+    config.metrics.mirror_writes.inc();
+    lock(&desired.mirrored).insert(id, version);
+    Ok(())
+}
+
+async fn ensure_namespace(config: &AgentConfig, desired: &Desired, ns: &str) -> Result<()> {
+    if lock(&desired.namespaces).contains(ns) {
+        return Ok(());
+    }
+    let api: Api<Namespace> = Api::all(config.client.clone());
+    let object = json!({"apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": ns, "labels": {"app.kubernetes.io/managed-by": "cp-cluster-agent"}}});
+    api.patch(ns, &apply_params(), &Patch::Apply(&object)).await?;
+    lock(&desired.namespaces).insert(ns.to_owned());
+    Ok(())
+}

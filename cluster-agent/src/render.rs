@@ -1,0 +1,265 @@
+//! Rendering: the Kubernetes objects an instance needs, as pure functions of its ManagedInstance.
+//!
+//! PostgreSQL is a CloudNativePG `postgresql.cnpg.io/v1` `Cluster` (CloudNativePG 1.25); MongoDB, InfluxDB
+//! and Grafana are a StatefulSet, a headless Service and a ConfigMap, plus a Secret with generated
+//! credentials that the agent creates once in the cluster and never overwrites (credentials never enter
+//! an event). All objects live in the ManagedInstance's namespace (one per project), are named after the
+//! instance, carry the instance's labels, and are owned by the ManagedInstance.
+
+use std::collections::BTreeMap;
+
+use kube::{Resource as _, ResourceExt as _};
+use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
+
+use crate::crd::{MANAGER, ManagedInstance};
+
+/// Label holding the instance id; selects everything the agent owns for one instance.
+pub const INSTANCE_LABEL: &str = "cp.example.com/instance-id";
+/// Label holding the project.
+pub const PROJECT_LABEL: &str = "cp.example.com/project";
+/// Label holding the desired generation at which the object's content last changed.
+pub const GENERATION_LABEL: &str = "cp.example.com/generation";
+/// Selector of everything the agent manages.
+pub const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=cp-cluster-agent";
+
+/// Namespace of a project's instances.
+pub fn namespace(project: &str) -> String {
+    format!("cp-{project}")
+}
+
+/// Hash of a configuration, as reported in observed state and pod-template annotations.
+pub fn config_hash(config: &BTreeMap<String, Value>) -> String {
+    let canonical = serde_json::to_vec(config).unwrap_or_default();
+    hex::encode(&Sha256::digest(&canonical)[..8])
+}
+
+/// The kind of child object, for lookups and request accounting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ChildKind {
+    /// apps/v1 StatefulSet
+    StatefulSet,
+    /// v1 Service
+    Service,
+    /// v1 ConfigMap
+    ConfigMap,
+    /// v1 Secret (created once, never updated)
+    Secret,
+    /// postgresql.cnpg.io/v1 Cluster
+    PostgresCluster,
+}
+
+impl ChildKind {
+    /// The kind name.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Self::StatefulSet => "StatefulSet",
+            Self::Service => "Service",
+            Self::ConfigMap => "ConfigMap",
+            Self::Secret => "Secret",
+            Self::PostgresCluster => "Cluster",
+        }
+    }
+}
+
+/// One object to apply.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Child {
+    /// its kind
+    pub kind: ChildKind,
+    /// its name
+    pub name: String,
+    /// the object
+    pub object: Value,
+}
+
+fn labels(mi: &ManagedInstance) -> Value {
+    json!({
+        "app.kubernetes.io/name": mi.spec.service,
+        "app.kubernetes.io/instance": mi.name_any(),
+        "app.kubernetes.io/managed-by": "cp-cluster-agent",
+        "app.kubernetes.io/part-of": "cp",
+        INSTANCE_LABEL: mi.spec.instance_id,
+        PROJECT_LABEL: mi.spec.project,
+        GENERATION_LABEL: mi.spec.generation.to_string(),
+    })
+}
+
+fn selector(mi: &ManagedInstance) -> Value {
+    json!({"app.kubernetes.io/instance": mi.name_any(), INSTANCE_LABEL: mi.spec.instance_id})
+}
+
+fn metadata(mi: &ManagedInstance, name: &str) -> Value {
+    let owner = mi.controller_owner_ref(&()).map(|r| serde_json::to_value(r).unwrap_or(Value::Null));
+    json!({"name": name, "namespace": mi.namespace(), "labels": labels(mi), "ownerReferences": owner.into_iter().collect::<Vec<_>>()})
+}
+
+fn resources(mi: &ManagedInstance) -> Value {
+    let cpu = format!("{}m", mi.spec.cpu_millis);
+    let memory = format!("{}Mi", mi.spec.memory_mib);
+    json!({"requests": {"cpu": cpu, "memory": memory}, "limits": {"cpu": cpu, "memory": memory}})
+}
+
+fn scalar(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+struct Workload {
+    image: String,
+    port: u16,
+    config_file: &'static str,
+    config_text: String,
+    credentials_env: &'static str,
+    data_path: &'static str,
+    config_path: &'static str,
+}
+
+fn workload(mi: &ManagedInstance) -> Workload {
+    let config = &mi.spec.config;
+    let lines = |fmt: fn(&str, String) -> String| -> String {
+        config.iter().map(|(k, v)| fmt(k, scalar(v))).collect::<Vec<_>>().join("\n")
+    };
+    match mi.spec.service.as_str() {
+        "mongodb" => Workload {
+            image: format!("mongo:{}", mi.spec.version),
+            port: 27017,
+            config_file: "mongod.conf",
+            config_text: lines(|k, v| format!("{k}: {v}")),
+            credentials_env: "MONGO_INITDB_ROOT_PASSWORD",
+            data_path: "/data/db",
+            config_path: "/etc/mongo",
+        },
+        "influxdb" => Workload {
+            image: format!("influxdb:{}", mi.spec.version),
+            port: 8086,
+            config_file: "config.yml",
+            config_text: lines(|k, v| format!("{}: {v}", k.replace('_', "-"))),
+            credentials_env: "DOCKER_INFLUXDB_INIT_ADMIN_TOKEN",
+            data_path: "/var/lib/influxdb2",
+            config_path: "/etc/influxdb2",
+        },
+        _ => Workload {
+            image: format!("grafana/grafana:{}", mi.spec.version),
+            port: 3000,
+            config_file: "grafana.ini",
+            config_text: lines(|k, v| format!("{k} = {v}")),
+            credentials_env: "GF_SECURITY_ADMIN_PASSWORD",
+            data_path: "/var/lib/grafana",
+            config_path: "/etc/grafana",
+        },
+    }
+}
+
+/// Name of the generated credentials Secret.
+pub fn credentials_name(mi: &ManagedInstance) -> String {
+    format!("{}-credentials", mi.name_any())
+}
+
+/// The objects `mi` needs, except the credentials Secret (see [`credentials`]).
+pub fn render(mi: &ManagedInstance) -> Vec<Child> {
+    let name = mi.name_any();
+    let hash = config_hash(&mi.spec.config);
+    if mi.spec.service == "postgresql" {
+        let parameters: BTreeMap<String, String> =
+            mi.spec.config.iter().map(|(k, v)| (k.clone(), scalar(v))).collect();
+        let mut object = json!({
+            "apiVersion": "postgresql.cnpg.io/v1",
+            "kind": "Cluster",
+            "metadata": metadata(mi, &name),
+            "spec": {
+                "instances": mi.spec.replicas,
+                "imageName": format!("ghcr.io/cloudnative-pg/postgresql:{}", mi.spec.version),
+                "storage": {"size": format!("{}Gi", mi.spec.storage_gib)},
+                "resources": resources(mi),
+                "postgresql": {"parameters": parameters},
+                "inheritedMetadata": {"labels": selector(mi)},
+            }
+        });
+        object["metadata"]["annotations"] = json!({"cp.example.com/config-hash": hash});
+        return vec![Child { kind: ChildKind::PostgresCluster, name, object }];
+    }
+    let w = workload(mi);
+    let config_map = json!({
+        "apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata(mi, &format!("{name}-config")),
+        "data": {w.config_file: w.config_text},
+    });
+    let service = json!({
+        "apiVersion": "v1", "kind": "Service", "metadata": metadata(mi, &name),
+        "spec": {"clusterIP": "None", "selector": selector(mi), "ports": [{"name": mi.spec.service, "port": w.port, "targetPort": w.port}]},
+    });
+    let statefulset = json!({
+        "apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": metadata(mi, &name),
+        "spec": {
+            "replicas": mi.spec.replicas,
+            "serviceName": name,
+            "selector": {"matchLabels": selector(mi)},
+            "template": {
+                "metadata": {"labels": selector(mi), "annotations": {"cp.example.com/config-hash": hash}},
+                "spec": {
+                    "containers": [{
+                        "name": mi.spec.service,
+                        "image": w.image,
+                        "ports": [{"containerPort": w.port, "name": mi.spec.service}],
+                        "resources": resources(mi),
+                        "env": [{"name": w.credentials_env, "valueFrom": {"secretKeyRef": {"name": credentials_name(mi), "key": "password"}}}],
+                        "volumeMounts": [
+                            {"name": "data", "mountPath": w.data_path},
+                            {"name": "config", "mountPath": w.config_path},
+                        ],
+                    }],
+                    "volumes": [{"name": "config", "configMap": {"name": format!("{name}-config")}}],
+                },
+            },
+            "volumeClaimTemplates": [{
+                "metadata": {"name": "data"},
+                "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": format!("{}Gi", mi.spec.storage_gib)}}},
+            }],
+        },
+    });
+    vec![
+        Child { kind: ChildKind::ConfigMap, name: format!("{name}-config"), object: config_map },
+        Child { kind: ChildKind::Service, name: name.clone(), object: service },
+        Child { kind: ChildKind::StatefulSet, name, object: statefulset },
+    ]
+}
+
+/// The credentials Secret with a fresh random password, for services that need one. Created only when
+/// absent; never updated, so the password stays what the workload was initialised with.
+pub fn credentials(mi: &ManagedInstance, password: &str) -> Option<Child> {
+    if mi.spec.service == "postgresql" {
+        return None; // CloudNativePG generates its own secrets
+    }
+    let name = credentials_name(mi);
+    let mut object = json!({"apiVersion": "v1", "kind": "Secret", "metadata": metadata(mi, &name), "type": "Opaque",
+        "stringData": {"password": password}});
+    // The generation label would change on every update; a Secret is written once.
+    object["metadata"]["labels"].as_object_mut().map(|l| l.remove(GENERATION_LABEL));
+    Some(Child { kind: ChildKind::Secret, name, object })
+}
+
+/// Whether `actual` already holds everything in `desired` (server-added fields are ignored; the
+/// generation label is ignored, so unaffected objects are not rewritten on every change).
+pub fn is_applied(desired: &Value, actual: &Value) -> bool {
+    fn subset(desired: &Value, actual: &Value, path: &str) -> bool {
+        match (desired, actual) {
+            (Value::Object(d), Value::Object(a)) => d.iter().all(|(k, v)| {
+                let path = format!("{path}/{k}");
+                path == format!("/metadata/labels/{GENERATION_LABEL}")
+                    || a.get(k).is_some_and(|av| subset(v, av, &path))
+            }),
+            (Value::Array(d), Value::Array(a)) => {
+                d.len() == a.len() && d.iter().zip(a).all(|(dv, av)| subset(dv, av, path))
+            }
+            (d, a) => d == a,
+        }
+    }
+    subset(desired, actual, "")
+}
+
+/// The field manager's apply parameters.
+pub fn apply_params() -> kube::api::PatchParams {
+    kube::api::PatchParams::apply(MANAGER).force()
+}

@@ -1,0 +1,162 @@
+//! The agent converges instances in a simulated cluster.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use domain::{ConfigValue, ServiceType, UpdateInstance};
+
+#[tokio::test]
+async fn every_service_type_converges_and_reports_ready() {
+    let world = World::start(&["c1"]).await;
+    let services = [
+        ("pg", ServiceType::Postgresql, "16"),
+        ("mongo", ServiceType::Mongodb, "7.0"),
+        ("influx", ServiceType::Influxdb, "2.7"),
+        ("grafana", ServiceType::Grafana, "11.6"),
+    ];
+    for (name, service, version) in services {
+        world.provision("c1", name, service, version).await;
+    }
+    let sim = world.sim("c1");
+    let converged =
+        sim.wait_until(CONVERGE, |s| services.iter().all(|(name, _, _)| ready_at(s, name, 1))).await;
+    assert!(
+        converged,
+        "not all ready: {:?}",
+        services.iter().map(|(n, _, _)| phase(&sim.store(), n)).collect::<Vec<_>>()
+    );
+    {
+        let store = sim.store();
+        assert!(object(&store, "postgresql.cnpg.io", "v1", "clusters", "pg").is_some());
+        for name in ["mongo", "influx", "grafana"] {
+            assert!(object(&store, "apps", "v1", "statefulsets", name).is_some(), "{name} statefulset");
+            assert!(object(&store, "", "v1", "services", name).is_some(), "{name} service");
+            assert!(
+                object(&store, "", "v1", "configmaps", &format!("{name}-config")).is_some(),
+                "{name} configmap"
+            );
+            let secret = object(&store, "", "v1", "secrets", &format!("{name}-credentials"))
+                .expect("credentials generated in the cluster");
+            assert_eq!(secret["stringData"]["password"].as_str().map(str::len), Some(32));
+        }
+    }
+    let observed = world.observed("c1").await;
+    let ready = observed
+        .iter()
+        .filter(|e| e["event"]["type"] == "InstanceObserved" && e["event"]["data"]["phase"] == "ready")
+        .count();
+    assert_eq!(ready, 4, "{observed:#?}");
+    assert!(!serde_json::to_string(&observed).unwrap().contains("password"), "no credential in an event");
+}
+
+#[tokio::test]
+async fn an_update_writes_exactly_the_affected_objects_and_deprovision_removes_everything() {
+    let world = World::start(&["c1"]).await;
+    let id = world.provision("c1", "mongo", ServiceType::Mongodb, "6.0").await;
+    let sim = world.sim("c1");
+    assert!(sim.wait_until(CONVERGE, |s| ready_at(s, "mongo", 1)).await);
+
+    let before = writes(sim);
+    let version =
+        world.update(id, UpdateInstance { version: Some("7.0".into()), ..Default::default() }).await;
+    assert!(sim.wait_until(CONVERGE, |s| ready_at(s, "mongo", version)).await);
+    let changed = delta(&before, &writes(sim));
+    assert_eq!(changed.get("patch statefulsets.apps"), Some(&1), "{changed:?}");
+    assert_eq!(changed.get("patch configmaps"), None, "{changed:?}");
+    assert_eq!(changed.get("patch services"), None, "{changed:?}");
+
+    let before = writes(sim);
+    let config = [("slow_op_threshold_ms".to_owned(), Some(ConfigValue::Int(250)))].into();
+    let version = world.update(id, UpdateInstance { config: Some(config), ..Default::default() }).await;
+    assert!(sim.wait_until(CONVERGE, |s| ready_at(s, "mongo", version)).await);
+    let changed = delta(&before, &writes(sim));
+    assert_eq!(changed.get("patch configmaps"), Some(&1), "{changed:?}");
+    assert_eq!(
+        changed.get("patch statefulsets.apps"),
+        Some(&1),
+        "the pod template's config hash rolls the pods: {changed:?}"
+    );
+    assert_eq!(changed.get("patch services"), None, "{changed:?}");
+
+    let before = writes(sim);
+    let version = world.update(id, UpdateInstance { plan: Some("ha".into()), ..Default::default() }).await;
+    assert!(sim.wait_until(CONVERGE, |s| ready_at(s, "mongo", version)).await);
+    let changed = delta(&before, &writes(sim));
+    assert_eq!(changed.get("patch statefulsets.apps"), Some(&1), "{changed:?}");
+    assert_eq!(changed.get("patch configmaps"), None, "{changed:?}");
+    let sts = object(&sim.store(), "apps", "v1", "statefulsets", "mongo").unwrap();
+    assert_eq!(sts["spec"]["replicas"], 3);
+
+    world.deprovision(id).await;
+    assert!(
+        sim.wait_until(CONVERGE, |s| count_owned(s, id) == 0 && managed_instance(s, "mongo").is_none()).await,
+        "everything removed"
+    );
+    let observed = world.observed("c1").await;
+    assert!(
+        observed.iter().any(|e| e["event"]["type"] == "InstanceRemoved"),
+        "removal reported: {:?} {:?}",
+        observed.iter().map(|e| e["event"]["type"].clone()).collect::<Vec<_>>(),
+        sim.request_counts()
+    );
+}
+
+#[tokio::test]
+async fn a_hand_edited_statefulset_is_healed_and_the_drift_recorded() {
+    let world = World::start(&["c1"]).await;
+    world.provision("c1", "grafana", ServiceType::Grafana, "11.6").await;
+    let sim = world.sim("c1");
+    assert!(sim.wait_until(CONVERGE, |s| ready_at(s, "grafana", 1)).await);
+    {
+        let mut store = sim.store();
+        let ty = store.resource_type("apps", "v1", "statefulsets").unwrap();
+        store
+            .merge_patch(&ty, "cp-acme", "grafana", &serde_json::json!({"spec": {"replicas": 5}}), false)
+            .unwrap();
+    }
+    let healed = sim
+        .wait_until(CONVERGE, |s| {
+            object(s, "apps", "v1", "statefulsets", "grafana").is_some_and(|o| o["spec"]["replicas"] == 1)
+        })
+        .await;
+    assert!(healed, "replicas put back");
+    let deadline = tokio::time::Instant::now() + CONVERGE;
+    loop {
+        let observed = world.observed("c1").await;
+        if let Some(drift) = observed.iter().find(|e| e["event"]["type"] == "DriftHealed") {
+            assert_eq!(drift["event"]["data"]["objects"], serde_json::json!(["StatefulSet/grafana"]));
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no drift event: {observed:#?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_agent_receives_only_its_own_clusters_events() {
+    let world = World::start(&["a", "b"]).await;
+    for i in 0..5 {
+        world.provision("a", &format!("a{i}"), ServiceType::Grafana, "11.6").await;
+    }
+    for i in 0..7 {
+        world.provision("b", &format!("b{i}"), ServiceType::Grafana, "11.6").await;
+    }
+    assert!(world.sim("a").wait_until(CONVERGE, |s| (0..5).all(|i| ready_at(s, &format!("a{i}"), 1))).await);
+    assert!(world.sim("b").wait_until(CONVERGE, |s| (0..7).all(|i| ready_at(s, &format!("b{i}"), 1))).await);
+    let stream = world.topology.events.clone();
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer =
+        stream.get_consumer(&cluster_agent::mirror::durable_name("a")).await.unwrap();
+    let info = consumer.info().await.unwrap();
+    assert_eq!(info.config.filter_subject, "cp.evt.a.>", "filtered on the server");
+    assert_eq!(
+        info.delivered.consumer_sequence + info.num_pending,
+        5,
+        "only cluster a's 5 messages reach agent a"
+    );
+    let store = world.sim("a").store();
+    let statefulsets = store.list(&store.resource_type("apps", "v1", "statefulsets").unwrap(), None, None);
+    assert_eq!(statefulsets.len(), 5);
+    assert!(statefulsets.iter().all(|o| o["metadata"]["name"].as_str().unwrap().starts_with('a')));
+}

@@ -1,0 +1,75 @@
+//! Observed-state events: what a cluster agent saw of an instance in its cluster. Facts from the
+//! cluster, not decisions: no aggregate checks them. A wire format like the instance events: type names
+//! and the schema version are frozen.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Schema version of the payloads defined here.
+pub const OBSERVED_EVENT_VERSION: &str = "1";
+
+/// How an instance looks in its cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ObservedPhase {
+    /// objects are being created or rolled out
+    Progressing,
+    /// everything desired is applied and ready
+    Ready,
+    /// a workload fails (see `reason`)
+    Failed,
+}
+
+/// The observed state of one instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObservedState {
+    /// instance
+    pub instance_id: Uuid,
+    /// the desired generation (instance version) the cluster has fully applied and made ready, if any
+    pub observed_generation: Option<u64>,
+    /// the desired generation the agent was working towards
+    pub desired_generation: u64,
+    /// phase
+    pub phase: ObservedPhase,
+    /// replicas ready
+    pub ready_replicas: u32,
+    /// replicas desired
+    pub desired_replicas: u32,
+    /// service version running, once a rollout completed
+    pub running_version: Option<String>,
+    /// hash of the configuration applied, once a rollout completed
+    pub config_hash: Option<String>,
+    /// why it fails, when it does
+    pub reason: Option<String>,
+}
+
+/// Every observed-state event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data")]
+pub enum ObservedEvent {
+    /// the observed state changed
+    InstanceObserved(ObservedState),
+    /// objects edited outside the control plane were put back
+    DriftHealed {
+        /// instance
+        instance_id: Uuid,
+        /// the objects that had drifted (`Kind/name`)
+        objects: Vec<String>,
+    },
+    /// every object of a deprovisioned instance is gone from the cluster
+    InstanceRemoved {
+        /// instance
+        instance_id: Uuid,
+    },
+}
+
+impl ObservedEvent {
+    /// The frozen type name.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::InstanceObserved(_) => "InstanceObserved",
+            Self::DriftHealed { .. } => "DriftHealed",
+            Self::InstanceRemoved { .. } => "InstanceRemoved",
+        }
+    }
+}
