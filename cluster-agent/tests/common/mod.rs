@@ -37,6 +37,14 @@ impl World {
     }
 
     pub async fn start_with(names: &[&str], ready_delay: Duration) -> Self {
+        let mut world = Self::without_agents(names, ready_delay).await;
+        for i in 0..world.clusters.len() {
+            world.start_agent(i);
+        }
+        world
+    }
+
+    pub async fn without_agents(names: &[&str], ready_delay: Duration) -> Self {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
@@ -61,11 +69,7 @@ impl World {
                 metrics: Metrics::default(),
             });
         }
-        let mut world = Self { nats_server, nats, topology, commands, clusters };
-        for i in 0..world.clusters.len() {
-            world.start_agent(i);
-        }
-        world
+        Self { nats_server, nats, topology, commands, clusters }
     }
 
     pub fn start_agent(&mut self, i: usize) {

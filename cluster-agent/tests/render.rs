@@ -1,0 +1,82 @@
+//! Golden files of the rendered objects per service type, and the committed CRD.
+//!
+//! On an intended change, regenerate with `UPDATE_GOLDEN=1 cargo test -p cluster-agent --test render`
+//! and review the diff.
+
+use std::path::PathBuf;
+
+use cluster_agent::{
+    crd::{ManagedInstance, ManagedInstanceSpec},
+    render,
+};
+use kube::{CustomResourceExt as _, api::ObjectMeta};
+use serde_json::json;
+
+fn fixture(service: &str, version: &str, config: serde_json::Value) -> ManagedInstance {
+    let mut mi = ManagedInstance::new(
+        "orders",
+        ManagedInstanceSpec {
+            instance_id: "0193a0b0-0000-7000-8000-000000000001".into(),
+            project: "acme".into(),
+            service: service.into(),
+            version: version.into(),
+            plan: "standard".into(),
+            cpu_millis: 2000,
+            memory_mib: 8192,
+            replicas: 3,
+            storage_gib: 50,
+            config: serde_json::from_value(config).unwrap(),
+            generation: 4,
+        },
+    );
+    mi.metadata = ObjectMeta {
+        name: Some("orders".into()),
+        namespace: Some("cp-acme".into()),
+        uid: Some("7d1c2a52-0000-4000-8000-000000000001".into()),
+        ..Default::default()
+    };
+    mi
+}
+
+fn check(path: PathBuf, actual: &str) {
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|_| panic!("{} missing; run with UPDATE_GOLDEN=1", path.display()));
+    assert_eq!(expected, actual, "{} differs; run with UPDATE_GOLDEN=1 and review the diff", path.display());
+}
+
+#[test]
+fn rendered_objects_match_the_golden_files() {
+    let cases = [
+        ("postgresql", "16", json!({"max_connections": 200, "wal_level": "logical"})),
+        ("mongodb", "7.0", json!({"slow_op_threshold_ms": 250})),
+        ("influxdb", "2.7", json!({"log_level": "info"})),
+        ("grafana", "11.6", json!({"allow_sign_up": false})),
+    ];
+    for (service, version, config) in cases {
+        let mi = fixture(service, version, config);
+        let mut objects: Vec<_> = render::render(&mi).into_iter().map(|c| c.object).collect();
+        objects.extend(render::credentials(&mi, "<generated in the cluster>").map(|c| c.object));
+        let text = serde_json::to_string_pretty(&objects).unwrap() + "\n";
+        check(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/golden/{service}.json")), &text);
+    }
+}
+
+#[test]
+fn the_committed_crd_matches_the_rust_types() {
+    let yaml = serde_saphyr::to_string(&ManagedInstance::crd()).unwrap();
+    check(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/crds/managedinstances.yaml"), &yaml);
+}
+
+#[test]
+fn applied_means_every_desired_field_is_present_whatever_the_server_added() {
+    let desired = json!({"metadata": {"labels": {"a": "1", "cp.example.com/generation": "4"}}, "spec": {"replicas": 3, "ports": [{"port": 1}]}});
+    let actual = json!({"metadata": {"labels": {"a": "1", "cp.example.com/generation": "2"}, "uid": "x"}, "spec": {"replicas": 3, "ports": [{"port": 1, "protocol": "TCP"}]}, "status": {}});
+    assert!(render::is_applied(&desired, &actual), "server defaults and an older generation label are fine");
+    let drifted =
+        json!({"metadata": {"labels": {"a": "1"}}, "spec": {"replicas": 5, "ports": [{"port": 1}]}});
+    assert!(!render::is_applied(&desired, &drifted));
+}
