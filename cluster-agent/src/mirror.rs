@@ -85,7 +85,8 @@ impl Desired {
 /// cluster, then the durable consumer.
 pub async fn run(config: Arc<AgentConfig>) -> anyhow::Result<()> {
     let js = jetstream::new(config.nats.clone());
-    let stream = js.get_stream(&config.settings.events_stream).await?;
+    // Idempotent: the agent may start before the API has created the stream.
+    let stream = config.settings.apply(&js).await?.events;
     let desired = Arc::new(Desired::default());
 
     // 1. Rebuild desired state from the newest message (with its snapshot) of each instance subject.
