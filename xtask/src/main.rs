@@ -3,6 +3,7 @@
 //! nats-server per durability setting. Medians of several runs; the machine is small and noisy.
 
 mod bench;
+mod bench_agents;
 
 use clap::{Parser, Subcommand};
 
@@ -20,6 +21,8 @@ struct Cli {
 enum Command {
     /// Benchmarks of the write path.
     Bench(bench::Options),
+    /// Benchmark of the cluster agents: command acknowledged to objects applied.
+    BenchAgents(bench_agents::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -27,5 +30,6 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
         Command::Bench(options) => runtime.block_on(bench::run(options)),
+        Command::BenchAgents(options) => runtime.block_on(bench_agents::run(options)),
     }
 }
