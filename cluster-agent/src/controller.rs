@@ -146,6 +146,14 @@ pub async fn run(config: Arc<AgentConfig>) -> anyhow::Result<()> {
     });
     let mut controller = Controller::new(Api::<ManagedInstance>::all(client), watcher::Config::default())
         .with_config(controller::Config::default().concurrency(config.concurrency));
+    // Level-triggered safety net: re-check every instance periodically. Reconciles read the watch caches,
+    // so a converged cluster sees no requests from it.
+    let period = config.resync;
+    let resync = futures::stream::unfold((), move |()| async move {
+        tokio::time::sleep(period).await;
+        Some(((), ()))
+    });
+    controller = controller.reconcile_all_on(resync);
     for (stream, resource) in triggers {
         // Triggers come from the reflected streams, so a reconcile always sees the change that caused it.
         controller = controller.owns_stream_with(stream, resource);

@@ -76,6 +76,9 @@ pub struct AgentConfig {
     pub settings: streams::Settings,
     /// reconciles in flight at most
     pub concurrency: u16,
+    /// period of the resync that re-checks every instance against the watch caches (no requests unless
+    /// something drifted); drift is normally caught at once through the watches
+    pub resync: Duration,
     /// whether to install the ManagedInstance CRD at start (the simulator and dev clusters; production
     /// installs it from `deploy/crds/`)
     pub install_crd: bool,

@@ -31,6 +31,9 @@ struct Options {
     /// reconciles in flight at most
     #[arg(long, env = "CP_AGENT_CONCURRENCY", default_value_t = 32)]
     concurrency: u16,
+    /// seconds between resyncs of every instance against the watch caches
+    #[arg(long, env = "CP_AGENT_RESYNC_SECONDS", default_value_t = 300)]
+    resync_seconds: u64,
     /// install the ManagedInstance CRD at start (simulators, dev clusters)
     #[arg(long, env = "CP_INSTALL_CRD")]
     install_crd: bool,
@@ -86,6 +89,7 @@ async fn main() -> anyhow::Result<()> {
         nats,
         settings: streams::Settings::default(),
         concurrency: options.concurrency,
+        resync: Duration::from_secs(options.resync_seconds),
         install_crd: options.install_crd,
         metrics,
     })

@@ -160,3 +160,38 @@ async fn an_agent_receives_only_its_own_clusters_events() {
     assert_eq!(statefulsets.len(), 5);
     assert!(statefulsets.iter().all(|o| o["metadata"]["name"].as_str().unwrap().starts_with('a')));
 }
+
+#[tokio::test]
+async fn an_injected_fault_is_reported_with_its_reason_and_clearing_it_recovers() {
+    let world = World::start(&["c1"]).await;
+    world.provision("c1", "influx", ServiceType::Influxdb, "2.7").await;
+    let sim = world.sim("c1");
+    assert!(sim.wait_until(CONVERGE, |s| ready_at(s, "influx", 1)).await);
+    sim.set_faults(k8s_sim::server::Faults { crash_loop: vec!["influx".into()], ..Default::default() });
+    let failed = sim
+        .wait_until(CONVERGE, |s| {
+            managed_instance(s, "influx").is_some_and(|mi| {
+                mi["status"]["phase"] == "Failed" && mi["status"]["reason"] == "CrashLoopBackOff"
+            })
+        })
+        .await;
+    assert!(failed, "fault not reported: {:?}", phase(&sim.store(), "influx"));
+    sim.set_faults(k8s_sim::server::Faults::default());
+    assert!(sim.wait_until(CONVERGE, |s| ready_at(s, "influx", 1)).await, "did not recover");
+    let observed = world.observed("c1").await;
+    let phases: Vec<String> = observed
+        .iter()
+        .filter(|e| e["event"]["type"] == "InstanceObserved")
+        .map(|e| {
+            format!(
+                "{}{}",
+                e["event"]["data"]["phase"].as_str().unwrap(),
+                e["event"]["data"]["reason"].as_str().map(|r| format!(":{r}")).unwrap_or_default()
+            )
+        })
+        .collect();
+    assert!(
+        phases.ends_with(&["ready".to_owned(), "failed:CrashLoopBackOff".to_owned(), "ready".to_owned()]),
+        "{phases:?}"
+    );
+}

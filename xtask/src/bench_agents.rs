@@ -86,6 +86,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
             nats: nats.clone(),
             settings: Settings::default(),
             concurrency: 32,
+            resync: Duration::from_secs(300),
             install_crd: true,
             metrics: agent_metrics.clone(),
         };

@@ -83,6 +83,7 @@ impl World {
             nats: self.nats.clone(),
             settings: Settings::default(),
             concurrency: 16,
+            resync: Duration::from_secs(300),
             install_crd: true,
             metrics: cluster.metrics.clone(),
         };
