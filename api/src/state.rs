@@ -8,7 +8,7 @@ use streams::{
     Settings, TopologyError,
     clusters::{ClusterRegistry, ClusterRegistryError},
     idempotency::IdempotencyKeys,
-    instances::{DEFAULT_CACHE_CAPACITY, InstanceCommands, all_instances_filter},
+    instances::{DEFAULT_CACHE_CAPACITY, InstanceCommands},
 };
 
 /// How long a write waits for this replica's read model to include it, so that the client's next read
@@ -55,7 +55,8 @@ impl AppState {
     pub async fn start(nats: async_nats::Client, settings: &Settings) -> Result<Self, StartupError> {
         let topology = settings.apply(&jetstream::new(nats.clone())).await?;
         let commands = InstanceCommands::new(&topology, DEFAULT_CACHE_CAPACITY);
-        let projection = Projection::spawn(topology.events.clone(), all_instances_filter());
+        // The whole stream: instance events and the agents' observed-state events.
+        let projection = Projection::spawn(topology.events.clone(), String::new());
         let mut events = topology.events.clone();
         let last =
             events.info().await.map_err(|e| StartupError::Projection(e.to_string()))?.state.last_sequence;

@@ -10,7 +10,6 @@ use std::collections::BTreeMap;
 
 use kube::{Resource as _, ResourceExt as _};
 use serde_json::{Value, json};
-use sha2::{Digest as _, Sha256};
 
 use crate::crd::{MANAGER, ManagedInstance};
 
@@ -30,8 +29,7 @@ pub fn namespace(project: &str) -> String {
 
 /// Hash of a configuration, as reported in observed state and pod-template annotations.
 pub fn config_hash(config: &BTreeMap<String, Value>) -> String {
-    let canonical = serde_json::to_vec(config).unwrap_or_default();
-    hex::encode(&Sha256::digest(&canonical)[..8])
+    domain::observed::config_hash(config)
 }
 
 /// The kind of child object, for lookups and request accounting.

@@ -73,3 +73,11 @@ impl ObservedEvent {
         }
     }
 }
+
+/// Hash of a configuration as agents report it (`config_hash`): the first 8 bytes of the SHA-256 of its
+/// canonical JSON (keys sorted, as `BTreeMap` serializes them), hex encoded.
+pub fn config_hash<T: Serialize>(config: &std::collections::BTreeMap<String, T>) -> String {
+    use sha2::Digest as _;
+    let canonical = serde_json::to_vec(config).unwrap_or_default();
+    hex::encode(&sha2::Sha256::digest(&canonical)[..8])
+}

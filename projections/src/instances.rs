@@ -4,9 +4,25 @@ use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate;
-use domain::{Instance, InstanceEvent, instance::InstanceSpec};
+use domain::{
+    Instance, InstanceEvent,
+    instance::InstanceSpec,
+    observed::{ObservedEvent, ObservedState},
+};
+use serde::Deserialize;
 use streams::{DecodeError, EventBatch};
 use uuid::Uuid;
+
+use crate::status::{self, Aspect, Health, Inputs, Status};
+
+/// An observed-state message as cluster agents write it.
+#[derive(Debug, Deserialize)]
+struct ObservedMessage {
+    project: String,
+    instance_id: Uuid,
+    time: DateTime<Utc>,
+    event: ObservedEvent,
+}
 
 /// One instance as the API shows it.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,9 +39,32 @@ pub struct InstanceView {
     pub updated_at: DateTime<Utc>,
     /// the operation that started deprovisioning, once it did
     pub deprovision_operation: Option<Uuid>,
+    /// generation that last changed each cluster-relevant aspect
+    pub changed_at: [(Aspect, u64); 3],
+    /// generation at which deprovisioning began
+    pub deprovisioning: Option<u64>,
+    /// the agent reported every object gone
+    pub removed: bool,
+    /// latest observed state reported by the cluster's agent
+    pub observed: Option<ObservedState>,
+    /// when the agent last reported
+    pub observed_at: Option<DateTime<Utc>>,
+    /// desired compared with observed
+    pub status: Status,
 }
 
 impl InstanceView {
+    fn refresh_status(&mut self, now: DateTime<Utc>) {
+        let inputs = Inputs {
+            generation: self.version,
+            changed_at: self.changed_at,
+            deprovisioning: self.deprovisioning,
+            removed: self.removed,
+            observed: self.observed.as_ref(),
+        };
+        self.status = status::compute(inputs, Some(&self.status), now);
+    }
+
     /// The desired state. Views exist only for provisioned instances, so this is always there.
     pub fn spec(&self) -> &InstanceSpec {
         self.instance.spec().expect("views are created by InstanceProvisioned")
@@ -143,14 +182,51 @@ impl ReadModel {
             created_at: time,
             updated_at: time,
             deprovision_operation: None,
+            changed_at: [(Aspect::Version, 0), (Aspect::Resources, 0), (Aspect::Configuration, 0)],
+            deprovisioning: None,
+            removed: false,
+            observed: None,
+            observed_at: None,
+            status: status::compute(
+                Inputs {
+                    generation: 0,
+                    changed_at: [(Aspect::Version, 0), (Aspect::Resources, 0), (Aspect::Configuration, 0)],
+                    deprovisioning: None,
+                    removed: false,
+                    observed: None,
+                },
+                None,
+                time,
+            ),
         });
+        let generation = batch.last_version();
         for event in events {
-            if matches!(event, InstanceEvent::DeprovisioningStarted {}) {
-                view.deprovision_operation = Some(batch.metadata.command_id);
+            let touched: &[Aspect] = match &event {
+                InstanceEvent::InstanceProvisioned(_) => {
+                    &[Aspect::Version, Aspect::Resources, Aspect::Configuration]
+                }
+                InstanceEvent::VersionUpgraded { .. } => &[Aspect::Version],
+                InstanceEvent::PlanChanged { .. } | InstanceEvent::StorageExpanded { .. } => {
+                    &[Aspect::Resources]
+                }
+                InstanceEvent::ConfigurationChanged { .. } => &[Aspect::Configuration],
+                InstanceEvent::DeprovisioningStarted {} => {
+                    view.deprovision_operation = Some(batch.metadata.command_id);
+                    view.deprovisioning = Some(generation);
+                    &[]
+                }
+                InstanceEvent::DescriptionChanged { .. }
+                | InstanceEvent::DeletionProtectionChanged { .. } => &[],
+            };
+            for (aspect, changed) in &mut view.changed_at {
+                if touched.contains(aspect) {
+                    *changed = generation;
+                }
             }
             view.instance.apply(event);
         }
-        view.version = batch.last_version();
+        view.version = generation;
+        view.refresh_status(time);
         view.sequence = sequence;
         view.updated_at = time;
         if view.instance.spec().is_none() {
@@ -176,6 +252,35 @@ impl ReadModel {
         Ok(true)
     }
 
+    /// Applies the message at `sequence` on `subject`: an instance event batch or an observed-state event.
+    pub fn apply_message(
+        &mut self,
+        sequence: u64,
+        subject: &str,
+        payload: &[u8],
+    ) -> Result<bool, ApplyError> {
+        if !subject.starts_with(streams::topology::OBSERVED_PREFIX) {
+            return self.apply(sequence, payload);
+        }
+        if sequence <= self.last_sequence {
+            return Ok(false);
+        }
+        self.last_sequence = sequence;
+        let message: ObservedMessage =
+            serde_json::from_slice(payload).map_err(|e| ApplyError::Decode(DecodeError::Malformed(e)))?;
+        let Some(view) = self.instances.get_mut(&(message.project, message.instance_id)) else {
+            return Ok(false);
+        };
+        match message.event {
+            ObservedEvent::InstanceObserved(state) => view.observed = Some(state),
+            ObservedEvent::InstanceRemoved { .. } => view.removed = true,
+            ObservedEvent::DriftHealed { .. } => return Ok(true),
+        }
+        view.observed_at = Some(message.time);
+        view.refresh_status(message.time);
+        Ok(true)
+    }
+
     /// One instance.
     pub fn instance(&self, project: &str, id: Uuid) -> Option<&InstanceView> {
         self.instances.get(&(project.to_owned(), id))
@@ -189,6 +294,7 @@ impl ReadModel {
         after: Option<Uuid>,
         limit: usize,
         name: Option<&str>,
+        state: Option<Health>,
     ) -> Vec<&InstanceView> {
         let start = (project.to_owned(), after.unwrap_or(Uuid::nil()));
         self.instances
@@ -197,6 +303,7 @@ impl ReadModel {
             .filter(|((_, id), _)| after.is_none_or(|a| *id != a))
             .map(|(_, view)| view)
             .filter(|view| name.is_none_or(|n| view.spec().name == n))
+            .filter(|view| state.is_none_or(|s| view.status.state == s))
             .take(limit)
             .collect()
     }

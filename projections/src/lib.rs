@@ -9,6 +9,8 @@
 
 pub mod instances;
 pub mod runner;
+pub mod status;
 
 pub use instances::{InstanceView, OperationKind, OperationState, OperationView, ReadModel};
 pub use runner::{Projection, ProjectionError};
+pub use status::{Aspect, Health, Status};

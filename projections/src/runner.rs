@@ -136,10 +136,11 @@ async fn follow(
             };
             let Ok(info) = message.info() else { continue };
             let sequence = info.stream_sequence;
-            let result = model
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .apply(sequence, &message.payload);
+            let result = model.write().unwrap_or_else(std::sync::PoisonError::into_inner).apply_message(
+                sequence,
+                message.subject.as_str(),
+                &message.payload,
+            );
             if let Err(e) = result {
                 skipped.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(sequence, error = %e, "event batch skipped by the projection");

@@ -116,6 +116,9 @@ pub(super) struct ListParams {
     page_token: Option<String>,
     /// only the instance with this name
     name: Option<String>,
+    /// only instances in this state
+    #[param(value_type = Option<crate::dto::Health>)]
+    state: Option<crate::dto::Health>,
 }
 
 /// Lists a project's instances in creation order.
@@ -161,7 +164,8 @@ pub(super) async fn list_instances(
     };
     let model = state.projection.read();
     // One extra tells whether another page follows.
-    let mut page = model.list(&project, after, limit + 1, params.name.as_deref());
+    let mut page =
+        model.list(&project, after, limit + 1, params.name.as_deref(), params.state.map(Into::into));
     let next_page_token = (page.len() > limit).then(|| {
         page.truncate(limit);
         page.last().map(|v| v.spec().id.to_string()).unwrap_or_default()

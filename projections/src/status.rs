@@ -1,0 +1,255 @@
+//! Instance status: desired state compared with what the cluster's agent observed, per aspect.
+//!
+//! An aspect is healthy once the agent has observed (fully applied and ready) a generation at least as new
+//! as the one that last changed the aspect; reconciling before that; error when the agent reports a
+//! failure. Comparisons are "at least": more ready replicas than desired is healthy.
+
+use chrono::{DateTime, Utc};
+use domain::observed::{ObservedPhase, ObservedState};
+
+/// Health of one aspect, or of the whole instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// desired equals observed
+    Healthy,
+    /// desired differs from observed; the agent is working on it
+    Reconciling,
+    /// the agent reports a failure
+    Error,
+}
+
+impl Health {
+    /// Wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Healthy => "healthy",
+            Self::Reconciling => "reconciling",
+            Self::Error => "error",
+        }
+    }
+}
+
+/// Aspects of an instance whose changes are tracked separately.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Aspect {
+    /// service version
+    Version,
+    /// plan: resources, replicas, storage
+    Resources,
+    /// configuration
+    Configuration,
+    /// deprovisioning
+    Deletion,
+}
+
+impl Aspect {
+    /// Condition type of the aspect.
+    pub fn condition_type(self) -> &'static str {
+        match self {
+            Self::Version => "VersionApplied",
+            Self::Resources => "ResourcesApplied",
+            Self::Configuration => "ConfigurationApplied",
+            Self::Deletion => "Deleted",
+        }
+    }
+
+    /// Wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Version => "version",
+            Self::Resources => "resources",
+            Self::Configuration => "configuration",
+            Self::Deletion => "deletion",
+        }
+    }
+}
+
+/// A Kubernetes-style condition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Condition {
+    /// type, e.g. Ready
+    pub condition_type: &'static str,
+    /// "True", "False" or "Unknown"
+    pub status: &'static str,
+    /// CamelCase reason
+    pub reason: String,
+    /// detail
+    pub message: String,
+    /// when `status` last flipped
+    pub last_transition_time: DateTime<Utc>,
+    /// the desired generation this condition describes
+    pub observed_generation: u64,
+}
+
+/// The status of an instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    /// overall
+    pub state: Health,
+    /// per aspect
+    pub aspects: Vec<(Aspect, Health)>,
+    /// failure reason reported by the agent
+    pub reason: Option<String>,
+    /// Ready plus one condition per aspect
+    pub conditions: Vec<Condition>,
+}
+
+/// What the read model knows of an instance for its status.
+#[derive(Debug, Clone, Copy)]
+pub struct Inputs<'a> {
+    /// current desired generation (instance version)
+    pub generation: u64,
+    /// generation that last changed each of version, resources, configuration
+    pub changed_at: [(Aspect, u64); 3],
+    /// deprovisioning began at this generation
+    pub deprovisioning: Option<u64>,
+    /// the agent reported every object gone
+    pub removed: bool,
+    /// latest observed state
+    pub observed: Option<&'a ObservedState>,
+}
+
+/// Computes the status; `previous` keeps condition transition times stable.
+pub fn compute(inputs: Inputs<'_>, previous: Option<&Status>, now: DateTime<Utc>) -> Status {
+    let observed_generation = inputs.observed.and_then(|o| o.observed_generation).unwrap_or(0);
+    let failed = inputs.observed.is_some_and(|o| o.phase == ObservedPhase::Failed);
+    let reason = inputs.observed.filter(|_| failed).and_then(|o| o.reason.clone());
+    let mut aspects: Vec<(Aspect, Health)> = inputs
+        .changed_at
+        .iter()
+        .map(|(aspect, changed)| {
+            let health = if failed && observed_generation < inputs.generation {
+                Health::Error
+            } else if observed_generation >= *changed {
+                Health::Healthy
+            } else {
+                Health::Reconciling
+            };
+            (*aspect, health)
+        })
+        .collect();
+    if inputs.deprovisioning.is_some() {
+        aspects.push((Aspect::Deletion, if inputs.removed { Health::Healthy } else { Health::Reconciling }));
+    }
+    let state = if failed {
+        Health::Error
+    } else if aspects.iter().all(|(_, h)| *h == Health::Healthy) {
+        Health::Healthy
+    } else {
+        Health::Reconciling
+    };
+    let transition = |condition_type: &str, status: &str| {
+        previous
+            .and_then(|p| p.conditions.iter().find(|c| c.condition_type == condition_type))
+            .filter(|c| c.status == status)
+            .map_or(now, |c| c.last_transition_time)
+    };
+    let mut conditions = Vec::new();
+    let (ready_status, ready_reason) = match state {
+        Health::Healthy => ("True", "Ready".to_owned()),
+        Health::Reconciling => ("False", "Reconciling".to_owned()),
+        Health::Error => ("False", reason.clone().unwrap_or_else(|| "Failed".into())),
+    };
+    conditions.push(Condition {
+        condition_type: "Ready",
+        status: ready_status,
+        reason: ready_reason,
+        message: format!(
+            "desired generation {}, observed generation {observed_generation}",
+            inputs.generation
+        ),
+        last_transition_time: transition("Ready", ready_status),
+        observed_generation: inputs.generation,
+    });
+    for (aspect, health) in &aspects {
+        let status = if *health == Health::Healthy { "True" } else { "False" };
+        let reason = match health {
+            Health::Healthy => "Applied".to_owned(),
+            Health::Reconciling => "Reconciling".to_owned(),
+            Health::Error => reason.clone().unwrap_or_else(|| "Failed".into()),
+        };
+        conditions.push(Condition {
+            condition_type: aspect.condition_type(),
+            status,
+            reason,
+            message: String::new(),
+            last_transition_time: transition(aspect.condition_type(), status),
+            observed_generation: inputs.generation,
+        });
+    }
+    Status { state, aspects, reason, conditions }
+}
+
+#[cfg(test)]
+mod tests {
+    use uuid::Uuid;
+
+    use super::*;
+
+    fn observed(generation: Option<u64>, phase: ObservedPhase) -> ObservedState {
+        ObservedState {
+            instance_id: Uuid::nil(),
+            observed_generation: generation,
+            desired_generation: 3,
+            phase,
+            ready_replicas: 3,
+            desired_replicas: 1,
+            running_version: None,
+            config_hash: None,
+            reason: (phase == ObservedPhase::Failed).then(|| "CrashLoopBackOff".into()),
+        }
+    }
+
+    fn inputs(observed: Option<&ObservedState>) -> Inputs<'_> {
+        Inputs {
+            generation: 3,
+            changed_at: [(Aspect::Version, 1), (Aspect::Resources, 3), (Aspect::Configuration, 1)],
+            deprovisioning: None,
+            removed: false,
+            observed,
+        }
+    }
+
+    #[test]
+    fn a_plan_change_reconciles_the_resources_aspect_only() {
+        let seen = observed(Some(2), ObservedPhase::Progressing);
+        let status = compute(inputs(Some(&seen)), None, Utc::now());
+        assert_eq!(status.state, Health::Reconciling);
+        assert_eq!(
+            status.aspects,
+            [
+                (Aspect::Version, Health::Healthy),
+                (Aspect::Resources, Health::Reconciling),
+                (Aspect::Configuration, Health::Healthy)
+            ]
+        );
+    }
+
+    #[test]
+    fn observed_generation_at_least_desired_is_healthy_and_failures_are_errors() {
+        let seen = observed(Some(3), ObservedPhase::Ready);
+        assert_eq!(compute(inputs(Some(&seen)), None, Utc::now()).state, Health::Healthy);
+        let failing = observed(Some(2), ObservedPhase::Failed);
+        let status = compute(inputs(Some(&failing)), None, Utc::now());
+        assert_eq!(status.state, Health::Error);
+        assert_eq!(status.reason.as_deref(), Some("CrashLoopBackOff"));
+        assert_eq!(
+            compute(inputs(None), None, Utc::now()).state,
+            Health::Reconciling,
+            "nothing observed yet"
+        );
+    }
+
+    #[test]
+    fn transition_times_move_only_when_a_condition_flips() {
+        let t0 = DateTime::from_timestamp(1_000, 0).unwrap();
+        let t1 = DateTime::from_timestamp(2_000, 0).unwrap();
+        let seen = observed(Some(3), ObservedPhase::Ready);
+        let first = compute(inputs(Some(&seen)), None, t0);
+        let again = compute(inputs(Some(&seen)), Some(&first), t1);
+        assert_eq!(again.conditions[0].last_transition_time, t0);
+        let failing = observed(Some(3), ObservedPhase::Failed);
+        let flipped = compute(inputs(Some(&failing)), Some(&again), t1);
+        assert_eq!(flipped.conditions[0].last_transition_time, t1);
+    }
+}

@@ -1,0 +1,82 @@
+//! Status over HTTP: desired state compared with what a cluster's agent observes in a simulated cluster.
+
+use std::time::Duration;
+
+use axum::http::{Method, StatusCode};
+use cluster_agent::{AgentConfig, Metrics, counting_client};
+use k8s_sim::{Simulator, SimulatorOptions, server::Faults};
+use projections::Health;
+use serde_json::json;
+use system_tests::TestApi;
+use uuid::Uuid;
+
+const CONVERGE: Duration = Duration::from_secs(30);
+
+async fn with_agent(api: &TestApi, cluster: &str, ready_delay: Duration) -> Simulator {
+    let sim = Simulator::new(SimulatorOptions { ready_delay, ..SimulatorOptions::default() });
+    let address = sim.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let metrics = Metrics::default();
+    let config = AgentConfig {
+        cluster: cluster.into(),
+        client: counting_client(kube::Config::new(format!("http://{address}").parse().unwrap()), &metrics)
+            .unwrap(),
+        nats: async_nats::connect(api.nats_server.url()).await.unwrap(),
+        settings: streams::Settings::default(),
+        concurrency: 8,
+        resync: Duration::from_secs(300),
+        install_crd: true,
+        metrics,
+    };
+    tokio::spawn(cluster_agent::run(config));
+    sim
+}
+
+async fn wait_for_state(api: &TestApi, id: Uuid, state: Health) -> bool {
+    api.state
+        .projection
+        .wait_until(CONVERGE, |m| m.instance("acme", id).is_some_and(|v| v.status.state == state))
+        .await
+}
+
+#[tokio::test]
+async fn status_goes_reconciling_healthy_error_healthy_and_a_plan_change_touches_resources_only() {
+    let api = TestApi::start().await;
+    let sim = with_agent(&api, "eu-1", Duration::from_millis(1500)).await;
+    let body =
+        json!({"name": "db", "service": "mongodb", "version": "7.0", "plan": "starter", "cluster": "eu-1"});
+    let created = api.call(Method::POST, "/v1/projects/acme/instances", Some(&body), &[]).await;
+    assert_eq!(created.status, StatusCode::ACCEPTED);
+    let id: Uuid = created.body["instance_id"].as_str().unwrap().parse().unwrap();
+    let path = format!("/v1/projects/acme/instances/{id}");
+
+    let got = api.call(Method::GET, &path, None, &[]).await;
+    assert_eq!(got.body["status"]["state"], "reconciling", "{}", got.body);
+
+    assert!(wait_for_state(&api, id, Health::Healthy).await, "never healthy");
+    let got = api.call(Method::GET, &path, None, &[]).await;
+    assert_eq!(got.body["status"]["state"], "healthy");
+    assert_eq!(got.body["observed"]["phase"], "ready");
+    assert_eq!(got.body["observed"]["running_version"], "7.0");
+    assert_eq!(got.body["status"]["conditions"][0]["type"], "Ready");
+    assert_eq!(got.body["status"]["conditions"][0]["status"], "True");
+    let listed = api.call(Method::GET, "/v1/projects/acme/instances?state=healthy", None, &[]).await;
+    assert_eq!(listed.body["items"].as_array().unwrap().len(), 1);
+
+    sim.set_faults(Faults { crash_loop: vec!["db".into()], ..Faults::default() });
+    assert!(wait_for_state(&api, id, Health::Error).await, "fault not reported");
+    let got = api.call(Method::GET, &path, None, &[]).await;
+    assert_eq!(got.body["status"]["reason"], "CrashLoopBackOff");
+    assert_eq!(got.body["status"]["conditions"][0]["reason"], "CrashLoopBackOff");
+    sim.set_faults(Faults::default());
+    assert!(wait_for_state(&api, id, Health::Healthy).await, "did not recover");
+
+    let changed = api.call(Method::PATCH, &path, Some(&json!({"plan": "standard"})), &[]).await;
+    assert_eq!(changed.status, StatusCode::ACCEPTED);
+    let got = api.call(Method::GET, &path, None, &[]).await;
+    assert_eq!(got.body["status"]["state"], "reconciling", "{}", got.body["status"]);
+    assert_eq!(
+        got.body["status"]["aspects"],
+        json!({"version": "healthy", "resources": "reconciling", "configuration": "healthy"})
+    );
+    assert!(wait_for_state(&api, id, Health::Healthy).await, "plan change never observed");
+}
