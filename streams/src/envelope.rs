@@ -14,22 +14,17 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-/// Header names. Frozen: consumers outside this workspace read them.
+/// Header names. Frozen: consumers outside this workspace read them. The aggregate's type and id are in
+/// the subject and the payload, and the operation id is `Nats-Msg-Id`, so they are not repeated here.
 pub mod headers {
     /// JetStream duplicate suppression; the command id
     pub const MSG_ID: &str = "Nats-Msg-Id";
-    /// aggregate type, e.g. `instance`
-    pub const AGGREGATE_TYPE: &str = "Cp-Aggregate-Type";
-    /// aggregate id
-    pub const AGGREGATE_ID: &str = "Cp-Aggregate-Id";
     /// aggregate version after this message's events
     pub const AGGREGATE_VERSION: &str = "Cp-Aggregate-Version";
     /// event types, comma separated, in order
     pub const EVENT_TYPE: &str = "Cp-Event-Type";
     /// schema versions of the events, comma separated, in order
     pub const SCHEMA_VERSION: &str = "Cp-Schema-Version";
-    /// the operation (command) id
-    pub const OPERATION_ID: &str = "Cp-Operation-Id";
     /// the operation kind, e.g. `provision`
     pub const OPERATION: &str = "Cp-Operation";
     /// correlation id (the request id of the API call that caused it)
@@ -225,12 +220,9 @@ impl EventBatch {
         let meta = &self.metadata;
         let mut map = HeaderMap::new();
         map.insert(headers::MSG_ID, meta.command_id.to_string().as_str());
-        map.insert(headers::AGGREGATE_TYPE, self.aggregate_type.as_str());
-        map.insert(headers::AGGREGATE_ID, self.aggregate_id.as_str());
         map.insert(headers::AGGREGATE_VERSION, self.last_version().to_string().as_str());
         map.insert(headers::EVENT_TYPE, join(|e| &e.event_type).as_str());
         map.insert(headers::SCHEMA_VERSION, join(|e| &e.schema).as_str());
-        map.insert(headers::OPERATION_ID, meta.command_id.to_string().as_str());
         map.insert(headers::OPERATION, meta.operation.as_str());
         map.insert(headers::ACTOR, meta.actor.as_str());
         map.insert(headers::TIME, meta.time.to_rfc3339_opts(SecondsFormat::Micros, true).as_str());

@@ -57,8 +57,8 @@ pub struct Committed<A: Aggregate> {
     pub events: Vec<<A as Aggregate>::Event>,
     /// JetStream had already stored this command id: nothing new was written
     pub duplicate: bool,
-    /// the aggregate after the command
-    pub aggregate: A,
+    /// the aggregate after the command (shared with the cache)
+    pub aggregate: Arc<A>,
 }
 
 /// Why [`JetStreamStore::execute`] did not commit.
@@ -90,7 +90,7 @@ pub enum ExecuteError<E: std::error::Error> {
 /// What the cache remembers of one aggregate.
 #[derive(Debug, Clone)]
 struct Loaded<A> {
-    aggregate: A,
+    aggregate: Arc<A>,
     version: u64,
     /// stream sequence of the subject's last message; 0 when the aggregate has none
     last_sequence: u64,
@@ -221,19 +221,19 @@ impl<A: StreamAggregate> JetStreamStore<A> {
         let last = match self.inner.stream.direct_get_last_for_subject(pattern).await {
             Ok(message) => message,
             Err(e) if e.kind() == DirectGetErrorKind::NotFound => {
-                return Ok(Loaded { aggregate: A::default(), version: 0, last_sequence: 0, subject: None });
+                return Ok(Loaded { aggregate: Arc::default(), version: 0, last_sequence: 0, subject: None });
             }
             Err(e) => return Err(unavailable::<A>(e)),
         };
         let batch = EventBatch::from_slice(&last.payload).map_err(corrupt::<A>)?;
         let subject = last.subject.to_string();
         let snapshot = batch.snapshot.as_ref().filter(|s| s.version == A::SNAPSHOT_VERSION);
-        let aggregate = match snapshot {
+        let aggregate: A = match snapshot {
             Some(snapshot) => serde_json::from_str(snapshot.state.get()).map_err(corrupt::<A>)?,
             None => self.replay(&subject).await?.0,
         };
         Ok(Loaded {
-            aggregate,
+            aggregate: Arc::new(aggregate),
             version: batch.last_version(),
             last_sequence: last.sequence,
             subject: Some(subject),
@@ -288,7 +288,7 @@ impl<A: StreamAggregate> JetStreamStore<A> {
         let loaded = match guard.as_ref() {
             Some(loaded) => loaded.clone(),
             None if assume_new => {
-                Loaded { aggregate: A::default(), version: 0, last_sequence: 0, subject: None }
+                Loaded { aggregate: Arc::default(), version: 0, last_sequence: 0, subject: None }
             }
             None => {
                 let loaded = self.fetch(aggregate_id).await?;
@@ -298,7 +298,8 @@ impl<A: StreamAggregate> JetStreamStore<A> {
         };
         Ok(JetStreamContext {
             aggregate_id: aggregate_id.to_owned(),
-            aggregate: loaded.aggregate,
+            // The one copy per command: the command mutates it, the cache keeps the original until commit.
+            aggregate: A::clone(&loaded.aggregate),
             version: loaded.version,
             last_sequence: loaded.last_sequence,
             subject: loaded.subject,
@@ -317,9 +318,9 @@ impl<A: StreamAggregate> JetStreamStore<A> {
     async fn append(
         &self,
         events: &[A::Event],
-        mut context: JetStreamContext<A>,
+        context: JetStreamContext<A>,
         metadata: CommandMetadata,
-    ) -> Result<(u64, bool), StoreError<A>> {
+    ) -> Result<(u64, bool, Arc<A>), StoreError<A>> {
         let partition = context
             .aggregate
             .partition()
@@ -343,18 +344,20 @@ impl<A: StreamAggregate> JetStreamStore<A> {
         let payload = Bytes::from(serde_json::to_vec(&batch).map_err(corrupt::<A>)?);
         let headers = batch.headers();
         let result = self.publish(&subject, payload, headers, context.last_sequence).await;
+        let JetStreamContext { aggregate, mut guard, .. } = context;
         match result {
             Ok((sequence, duplicate)) => {
-                *context.guard = (!duplicate).then(|| Loaded {
-                    aggregate: context.aggregate.clone(),
+                let aggregate = Arc::new(aggregate);
+                *guard = (!duplicate).then(|| Loaded {
+                    aggregate: aggregate.clone(),
                     version: batch.last_version(),
                     last_sequence: sequence,
                     subject: Some(subject),
                 });
-                Ok((sequence, duplicate))
+                Ok((sequence, duplicate, aggregate))
             }
             Err(e) => {
-                *context.guard = None;
+                *guard = None;
                 Err(e)
             }
         }
@@ -463,13 +466,12 @@ impl<A: StreamAggregate> JetStreamStore<A> {
                     stream_sequence: None,
                     events,
                     duplicate: false,
-                    aggregate: context.aggregate.clone(),
+                    aggregate: Arc::new(context.aggregate),
                 });
             }
             let version = context.version + events.len() as u64;
-            let aggregate = context.aggregate.clone();
             match self.append(&events, context, metadata.clone()).await {
-                Ok((sequence, duplicate)) => {
+                Ok((sequence, duplicate, aggregate)) => {
                     return Ok(Committed {
                         version,
                         stream_sequence: Some(sequence),
