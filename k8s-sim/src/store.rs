@@ -322,6 +322,26 @@ impl Store {
         }
     }
 
+    fn existing(&self, ty: &ResourceType, namespace: &str, name: &str) -> Result<(Key, Stored), StatusError> {
+        let key = (ty.key(), namespace.to_owned(), name.to_owned());
+        let stored = self.objects.get(&key).cloned().ok_or_else(|| {
+            StatusError::new(404, "NotFound", format!("{} \"{name}\" not found", ty.plural))
+        })?;
+        Ok((key, stored))
+    }
+
+    /// Writes through the main resource never change `status`; writes through `/status` change only it.
+    fn confine(stored: &Value, mut changed: Value, subresource_status: bool) -> Value {
+        if subresource_status {
+            let status = changed["status"].take();
+            changed = stored.clone();
+            changed["status"] = status;
+        } else {
+            changed["status"] = stored["status"].clone();
+        }
+        changed
+    }
+
     fn check_namespace(&self, ty: &ResourceType, namespace: &str) -> Result<(), StatusError> {
         if ty.namespaced
             && !self.objects.contains_key(&("namespaces".into(), String::new(), namespace.to_owned()))
@@ -466,20 +486,10 @@ impl Store {
         patch: &Value,
         subresource_status: bool,
     ) -> Result<Value, StatusError> {
-        let key = (ty.key(), namespace.to_owned(), name.to_owned());
-        let stored = self.objects.get(&key).cloned().ok_or_else(|| {
-            StatusError::new(404, "NotFound", format!("{} \"{name}\" not found", ty.plural))
-        })?;
+        let (key, stored) = self.existing(ty, namespace, name)?;
         let mut object = stored.object.clone();
-        if subresource_status {
-            merge(&mut object["status"], &patch["status"]);
-        } else {
-            let mut patch = patch.clone();
-            if let Some(map) = patch.as_object_mut() {
-                map.remove("status");
-            }
-            merge(&mut object, &patch);
-        }
+        merge(&mut object, patch);
+        let object = Self::confine(&stored.object, object, subresource_status);
         let managers = stored.applied.clone();
         self.write_if_changed(ty, &key, stored, object, managers)
     }
@@ -493,10 +503,7 @@ impl Store {
         patch: Value,
         subresource_status: bool,
     ) -> Result<Value, StatusError> {
-        let key = (ty.key(), namespace.to_owned(), name.to_owned());
-        let stored = self.objects.get(&key).cloned().ok_or_else(|| {
-            StatusError::new(404, "NotFound", format!("{} \"{name}\" not found", ty.plural))
-        })?;
+        let (key, stored) = self.existing(ty, namespace, name)?;
         // As on the apiserver, testing a missing path against null succeeds (the json-patch crate says the
         // path is invalid); the finalizer helpers rely on that for their first finalizer.
         let mut patch = patch;
@@ -512,13 +519,7 @@ impl Store {
         let mut object = stored.object.clone();
         json_patch::patch(&mut object, &patch)
             .map_err(|e| StatusError::new(422, "Invalid", e.to_string()))?;
-        if subresource_status {
-            let status = object["status"].clone();
-            object = stored.object.clone();
-            object["status"] = status;
-        } else {
-            object["status"] = stored.object["status"].clone();
-        }
+        let object = Self::confine(&stored.object, object, subresource_status);
         let managers = stored.applied.clone();
         self.write_if_changed(ty, &key, stored, object, managers)
     }
@@ -532,19 +533,8 @@ impl Store {
         object: Value,
         subresource_status: bool,
     ) -> Result<Value, StatusError> {
-        let key = (ty.key(), namespace.to_owned(), name.to_owned());
-        let stored = self.objects.get(&key).cloned().ok_or_else(|| {
-            StatusError::new(404, "NotFound", format!("{} \"{name}\" not found", ty.plural))
-        })?;
-        let mut new = if subresource_status {
-            let mut o = stored.object.clone();
-            o["status"] = object["status"].clone();
-            o
-        } else {
-            let mut o = object;
-            o["status"] = stored.object["status"].clone();
-            o
-        };
+        let (key, stored) = self.existing(ty, namespace, name)?;
+        let mut new = Self::confine(&stored.object, object, subresource_status);
         new["metadata"]["name"] = json!(name);
         let managers = stored.applied.clone();
         self.write_if_changed(ty, &key, stored, new, managers)
@@ -552,10 +542,7 @@ impl Store {
 
     /// Deletes an object; with finalizers it is only marked (deletionTimestamp) until they are removed.
     pub fn delete(&mut self, ty: &ResourceType, namespace: &str, name: &str) -> Result<Value, StatusError> {
-        let key = (ty.key(), namespace.to_owned(), name.to_owned());
-        let stored = self.objects.get(&key).cloned().ok_or_else(|| {
-            StatusError::new(404, "NotFound", format!("{} \"{name}\" not found", ty.plural))
-        })?;
+        let (key, stored) = self.existing(ty, namespace, name)?;
         let finalizers = stored.object["metadata"]["finalizers"].as_array().is_some_and(|f| !f.is_empty());
         if finalizers {
             if stored.object["metadata"]["deletionTimestamp"].is_null() {
