@@ -166,3 +166,15 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> 
 pub fn etag(version: u64) -> String {
     format!("\"{version}\"")
 }
+
+/// Header on reads: the `Cp-Stream-Sequence` a write returned. The read waits (bounded) until this API
+/// replica's read model has applied it, so a client reads its own writes through any replica.
+pub const MIN_SEQUENCE: &str = "cp-min-sequence";
+
+/// The `Cp-Min-Sequence` header, if present.
+pub fn min_sequence(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    let Some(value) = headers.get(MIN_SEQUENCE) else { return Ok(None) };
+    value.to_str().ok().and_then(|v| v.trim().parse().ok()).map(Some).ok_or_else(|| {
+        header_error("Cp-Min-Sequence", "stream_sequence", "must be a Cp-Stream-Sequence returned by a write")
+    })
+}

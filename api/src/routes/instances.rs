@@ -126,7 +126,8 @@ pub(super) struct ListParams {
     get,
     path = "/v1/projects/{project}/instances",
     tag = "instances",
-    params(("project" = String, Path, description = "project"), ListParams),
+    params(("project" = String, Path, description = "project"), ListParams,
+        ("Cp-Min-Sequence" = Option<u64>, Header, description = "read-your-writes: the Cp-Stream-Sequence of a write; the read waits until it is visible (503 after 5 s)")),
     responses(
         (status = 200, body = InstanceList),
         (status = 400, body = Problem, content_type = "application/problem+json"),
@@ -135,8 +136,10 @@ pub(super) struct ListParams {
 pub(super) async fn list_instances(
     State(state): State<AppState>,
     Path(project): Path<String>,
+    headers: HeaderMap,
     query: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Json<InstanceList>, ApiError> {
+    write::read_your_writes(&state, &headers).await?;
     let Query(params) = query.map_err(|e| ApiError::BadRequest {
         code: "invalid_query",
         detail: e.body_text(),
@@ -178,7 +181,8 @@ pub(super) async fn list_instances(
     get,
     path = "/v1/projects/{project}/instances/{id}",
     tag = "instances",
-    params(("project" = String, Path, description = "project"), ("id" = String, Path, description = "instance id")),
+    params(("project" = String, Path, description = "project"), ("id" = String, Path, description = "instance id"),
+        ("Cp-Min-Sequence" = Option<u64>, Header, description = "read-your-writes: the Cp-Stream-Sequence of a write; the read waits until it is visible (503 after 5 s)")),
     responses(
         (status = 200, body = Instance, headers(("ETag" = String, description = "instance version"))),
         (status = 404, body = Problem, content_type = "application/problem+json"),
@@ -187,8 +191,10 @@ pub(super) async fn list_instances(
 pub(super) async fn get_instance(
     State(state): State<AppState>,
     Path((project, id)): Path<(String, String)>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let id = instance_id(&id)?;
+    write::read_your_writes(&state, &headers).await?;
     let model = state.projection.read();
     let view = model.instance(&project, id).ok_or(ApiError::NotFound("instance"))?;
     let mut response = Json(Instance::from(view)).into_response();

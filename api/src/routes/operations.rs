@@ -24,8 +24,10 @@ use crate::{ApiError, AppState, dto::Operation, error::Problem};
 pub(super) async fn get_operation(
     State(state): State<AppState>,
     Path((project, operation_id)): Path<(String, String)>,
+    headers: axum::http::HeaderMap,
 ) -> Result<Json<Operation>, ApiError> {
     let id = operation_id.parse().map_err(|_| ApiError::NotFound("operation"))?;
+    super::write::read_your_writes(&state, &headers).await?;
     let model = state.projection.read();
     model.operation(&project, id).map(|op| Json(op.into())).ok_or(ApiError::NotFound("operation"))
 }

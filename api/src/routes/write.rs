@@ -25,6 +25,20 @@ use crate::{
 /// Header carrying the stream sequence of a write's events (a read-your-writes token).
 pub(super) const STREAM_SEQUENCE: &str = "cp-stream-sequence";
 
+/// Waits until the read model has applied the `Cp-Min-Sequence` a read carries, if any.
+pub(super) async fn read_your_writes(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(sequence) = extract::min_sequence(headers)? else { return Ok(()) };
+    if state.projection.wait_for(sequence, state.write_visibility_wait).await {
+        return Ok(());
+    }
+    Err(ApiError::Unavailable(format!(
+        "this replica's read model has applied stream sequence {} of the {sequence} asked for in Cp-Min-Sequence \
+         within {:?}; retry",
+        state.projection.applied(),
+        state.write_visibility_wait
+    )))
+}
+
 /// Who is recorded as the actor of commands. Authentication is not part of this API yet; when it is,
 /// the authenticated principal goes here.
 const ACTOR: &str = "anonymous";

@@ -1,0 +1,52 @@
+//! Read-your-writes across API replicas: a read carrying a write's Cp-Stream-Sequence sees that write.
+
+use std::time::Duration;
+
+use axum::{
+    body::Body,
+    http::{Method, Request, StatusCode},
+};
+use http_body_util::BodyExt as _;
+use serde_json::{Value, json};
+use system_tests::TestApi;
+use tower::ServiceExt as _;
+
+async fn get(router: &axum::Router, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+    let mut request = Request::builder().method(Method::GET).uri(path);
+    if let Some(token) = token {
+        request = request.header("cp-min-sequence", token);
+    }
+    let response = router.clone().oneshot(request.body(Body::empty()).unwrap()).await.unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn a_read_on_another_replica_with_the_token_always_sees_the_write() {
+    let api = TestApi::start().await;
+    let nats = async_nats::connect(api.nats_server.url()).await.unwrap();
+    let replica = api::AppState::start(nats, &streams::Settings::default()).await.unwrap();
+    let other = api::app(replica.clone());
+    let created = api.provision("acme", "db").await;
+    let path = format!("/v1/projects/acme/instances/{}", created.body["instance_id"].as_str().unwrap());
+    for n in 0..1000 {
+        let description = format!("change {n}");
+        let written = api.call(Method::PATCH, &path, Some(&json!({"description": description})), &[]).await;
+        assert_eq!(written.status, StatusCode::ACCEPTED);
+        let token = written.header("cp-stream-sequence").unwrap();
+        let (status, body) = get(&other, &path, Some(token)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["description"], description, "try {n}: the other replica did not show the write");
+    }
+
+    // A token the stream has not reached yet: the read says so instead of answering stale data.
+    let mut impatient = replica;
+    impatient.write_visibility_wait = Duration::from_millis(100);
+    let (status, body) = get(&api::app(impatient), &path, Some("999999")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(body["detail"].as_str().unwrap().contains("999999"), "{body}");
+    let (status, body) = get(&other, &path, Some("soon")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["errors"][0]["field"], "Cp-Min-Sequence");
+}
