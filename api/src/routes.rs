@@ -1,6 +1,7 @@
 //! The router: every route, its OpenAPI entry, and the middleware around them.
 
 mod admin;
+mod feed;
 mod health;
 mod instances;
 mod operations;
@@ -32,6 +33,7 @@ pub fn router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(instances::create_instance, instances::list_instances))
         .routes(routes!(instances::get_instance, instances::update_instance, instances::delete_instance))
         .routes(routes!(operations::get_operation))
+        .routes(routes!(feed::events))
         .routes(routes!(admin::list_clusters))
         .routes(routes!(admin::register_cluster))
         .routes(routes!(health::healthz))

@@ -94,6 +94,11 @@ impl TestApi {
         self.send(request.body(body).expect("valid request")).await
     }
 
+    /// The router (for requests whose response is a stream).
+    pub fn router(&self) -> Router {
+        self.router.clone()
+    }
+
     /// Sends a prepared request.
     pub async fn send(&self, request: Request<Body>) -> Reply {
         let response = self.router.clone().oneshot(request).await.expect("router is infallible");
