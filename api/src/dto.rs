@@ -441,6 +441,8 @@ pub struct OperationError {
     pub code: String,
     /// what happened
     pub detail: String,
+    /// the reason the cluster's agent reported (e.g. CrashLoopBackOff)
+    pub reason: String,
     /// whether the instance can still be used
     pub instance_usable: bool,
     /// whether repeating the update may succeed
@@ -474,12 +476,25 @@ impl From<&OperationView> for Operation {
             id: op.id,
             operation_type: op.kind.into(),
             state: match op.state {
+                OperationState::InProgress => OperationStatus::InProgress,
                 OperationState::Succeeded => OperationStatus::Succeeded,
+                OperationState::Failed { .. } => OperationStatus::Failed,
             },
             instance_id: op.instance_id,
             instance_version: op.instance_version,
             created_at: op.created_at,
-            error: None,
+            error: match &op.state {
+                OperationState::Failed { reason, instance_usable, update_repeatable } => {
+                    Some(OperationError {
+                        code: "apply_failed".into(),
+                        detail: format!("the cluster reports {reason}"),
+                        reason: reason.clone(),
+                        instance_usable: *instance_usable,
+                        update_repeatable: *update_repeatable,
+                    })
+                }
+                _ => None,
+            },
         }
     }
 }

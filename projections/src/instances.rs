@@ -104,10 +104,22 @@ impl OperationKind {
 }
 
 /// Where an operation is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OperationState {
-    /// its events are stored. Until agents report observed state (a later change), this is final.
+    /// its events are stored; the cluster has not yet observed the generation it produced
+    InProgress,
+    /// the cluster's agent observed the generation it produced (or, for a deprovision, that everything
+    /// is gone); a newer change that superseded it before it was applied also completes it
     Succeeded,
+    /// the cluster's agent reports a failure while applying it
+    Failed {
+        /// the agent's reason
+        reason: String,
+        /// whether an older generation is still running and usable
+        instance_usable: bool,
+        /// whether repeating the change may succeed
+        update_repeatable: bool,
+    },
 }
 
 /// One operation.
@@ -140,6 +152,28 @@ pub enum ApplyError {
     /// the aggregate id is not `<project>.<uuid>`
     #[error("unexpected aggregate id {0:?}")]
     AggregateId(String),
+}
+
+/// Where an operation is, given what the cluster's agent last reported.
+fn operation_state(op: &OperationView, observed: Option<&ObservedState>, removed: bool) -> OperationState {
+    if op.kind == OperationKind::Deprovision {
+        return if removed { OperationState::Succeeded } else { OperationState::InProgress };
+    }
+    let Some(observed) = observed else { return OperationState::InProgress };
+    let applied = observed.observed_generation.unwrap_or(0);
+    if applied >= op.instance_version {
+        return OperationState::Succeeded;
+    }
+    if observed.phase == domain::observed::ObservedPhase::Failed
+        && observed.desired_generation >= op.instance_version
+    {
+        return OperationState::Failed {
+            reason: observed.reason.clone().unwrap_or_else(|| "Failed".into()),
+            instance_usable: observed.observed_generation.is_some(),
+            update_repeatable: true,
+        };
+    }
+    OperationState::InProgress
 }
 
 /// All instance and operation views.
@@ -240,7 +274,7 @@ impl ReadModel {
                 OperationView {
                     id: batch.metadata.command_id,
                     kind,
-                    state: OperationState::Succeeded,
+                    state: OperationState::InProgress,
                     project,
                     instance_id: id,
                     instance_version: batch.last_version(),
@@ -278,6 +312,10 @@ impl ReadModel {
         }
         view.observed_at = Some(message.time);
         view.refresh_status(message.time);
+        let (observed, removed) = (view.observed.clone(), view.removed);
+        for op in self.operations.values_mut().filter(|op| op.instance_id == message.instance_id) {
+            op.state = operation_state(op, observed.as_ref(), removed);
+        }
         Ok(true)
     }
 
