@@ -174,6 +174,21 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    report(&options, &ids, &progress, &healthy_at, &sims, &metrics, offered, before);
+    rebuild(&topology.events, &projection).await
+}
+
+#[allow(clippy::too_many_arguments)] // a one-off printer of the benchmark's figures
+fn report(
+    options: &Options,
+    ids: &[Uuid],
+    progress: &Mutex<Progress>,
+    healthy_at: &Mutex<HashMap<Uuid, Instant>>,
+    sims: &[Simulator],
+    metrics: &[Metrics],
+    offered: Duration,
+    before: u64,
+) {
     let p = progress.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let healthy = healthy_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
     let mut to_healthy: Vec<f64> = ids
@@ -232,8 +247,6 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
         writes as f64 / ids.len() as f64,
         reconcile_writes
     );
-    drop(p);
-    rebuild(&topology.events, &projection).await
 }
 
 /// Replays the whole stream into a fresh read model, checks it equals the live one, and compares the rate
