@@ -2,8 +2,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
 use domain::{ConfigValue, ServiceType, UpdateInstance};
 
@@ -109,6 +107,8 @@ async fn a_hand_edited_statefulset_is_healed_and_the_drift_recorded() {
     world.provision("c1", "grafana", ServiceType::Grafana, "11.6").await;
     let sim = world.sim("c1");
     assert!(sim.wait_until(CONVERGE, |s| ready_at(s, "grafana", 1)).await);
+    // Every observed-state event from now on, as it is published.
+    let mut observed = world.nats.subscribe(streams::instances::observed_cluster_filter("c1")).await.unwrap();
     {
         let mut store = sim.store();
         let ty = store.resource_type("apps", "v1", "statefulsets").unwrap();
@@ -122,16 +122,18 @@ async fn a_hand_edited_statefulset_is_healed_and_the_drift_recorded() {
         })
         .await;
     assert!(healed, "replicas put back");
-    let deadline = tokio::time::Instant::now() + CONVERGE;
-    loop {
-        let observed = world.observed("c1").await;
-        if let Some(drift) = observed.iter().find(|e| e["event"]["type"] == "DriftHealed") {
-            assert_eq!(drift["event"]["data"]["objects"], serde_json::json!(["StatefulSet/grafana"]));
-            break;
+    let drift = loop {
+        use futures::StreamExt as _;
+        let message =
+            tokio::time::timeout(CONVERGE, observed.next()).await.expect("a drift event in time").unwrap();
+        let event: serde_json::Value = serde_json::from_slice(&message.payload).unwrap();
+        if event["event"]["type"] == "DriftHealed" {
+            break event;
         }
-        assert!(tokio::time::Instant::now() < deadline, "no drift event: {observed:#?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    };
+    assert_eq!(drift["event"]["data"]["objects"], serde_json::json!(["StatefulSet/grafana"]));
+    let stored = world.observed("c1").await;
+    assert!(stored.iter().any(|e| e["event"]["type"] == "DriftHealed"), "the drift event is in the stream");
 }
 
 #[tokio::test]
