@@ -158,14 +158,6 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
     loop {
         let done = {
             let p = progress.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let healthy = healthy_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-            let mut to_healthy: Vec<f64> = ids
-                .iter()
-                .filter_map(|id| {
-                    Some(healthy.get(id)?.saturating_duration_since(*p.acked.get(id)?).as_secs_f64() * 1000.0)
-                })
-                .collect();
-            to_healthy.sort_by(f64::total_cmp);
             ids.iter().all(|id| p.created.get(id).is_some_and(|(_, t)| t.is_some()))
         };
         let healthy = healthy_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len() == ids.len();
