@@ -22,19 +22,15 @@ async fn commands(server: &NatsServer) -> (InstanceCommands, streams::Topology) 
 }
 
 fn provision(id: Uuid, name: &str) -> InstanceCommand {
-    InstanceCommand::Provision(ProvisionInstance {
-        instance_id: id,
-        project: "acme".into(),
-        name: name.into(),
-        service: ServiceType::Postgresql,
-        version: "16".into(),
-        plan: "starter".into(),
-        storage_gib: None,
-        config: Default::default(),
-        description: String::new(),
-        deletion_protection: false,
-        cluster: "eu-1".into(),
-    })
+    InstanceCommand::Provision(ProvisionInstance::new(
+        id,
+        "acme",
+        name,
+        ServiceType::Postgresql,
+        "16",
+        "starter",
+        "eu-1",
+    ))
 }
 
 fn upgrade(to: &str) -> InstanceCommand {

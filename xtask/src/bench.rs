@@ -120,19 +120,15 @@ where
 }
 
 fn provision(id: Uuid, name: String, cluster: &str) -> InstanceCommand {
-    InstanceCommand::Provision(ProvisionInstance {
-        instance_id: id,
-        project: "bench".into(),
+    InstanceCommand::Provision(ProvisionInstance::new(
+        id,
+        "bench",
         name,
-        service: ServiceType::Postgresql,
-        version: "16".into(),
-        plan: "starter".into(),
-        storage_gib: None,
-        config: Default::default(),
-        description: String::new(),
-        deletion_protection: false,
-        cluster: cluster.into(),
-    })
+        ServiceType::Postgresql,
+        "16",
+        "starter",
+        cluster,
+    ))
 }
 
 fn describe(text: String) -> InstanceCommand {

@@ -118,19 +118,15 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
         let (service, version, objects) = SERVICES[n % SERVICES.len()];
         let id = Uuid::now_v7();
         progress.lock().unwrap_or_else(std::sync::PoisonError::into_inner).expected.insert(id, objects);
-        let command = InstanceCommand::Provision(ProvisionInstance {
-            instance_id: id,
-            project: "bench".into(),
-            name: format!("db-{n}"),
+        let command = InstanceCommand::Provision(ProvisionInstance::new(
+            id,
+            "bench",
+            format!("db-{n}"),
             service,
-            version: version.into(),
-            plan: "starter".into(),
-            storage_gib: None,
-            config: Default::default(),
-            description: String::new(),
-            deletion_protection: false,
-            cluster: format!("c{}", n % options.clusters),
-        });
+            version,
+            "starter",
+            format!("c{}", n % options.clusters),
+        ));
         commands
             .provision_new("bench", id, command, CommandMetadata::new("provision", "bench"))
             .await

@@ -96,19 +96,9 @@ impl World {
 
     pub async fn provision(&self, cluster: &str, name: &str, service: ServiceType, version: &str) -> Uuid {
         let id = Uuid::now_v7();
-        let command = InstanceCommand::Provision(ProvisionInstance {
-            instance_id: id,
-            project: "acme".into(),
-            name: name.into(),
-            service,
-            version: version.into(),
-            plan: "starter".into(),
-            storage_gib: None,
-            config: Default::default(),
-            description: String::new(),
-            deletion_protection: false,
-            cluster: cluster.into(),
-        });
+        let command = InstanceCommand::Provision(ProvisionInstance::new(
+            id, "acme", name, service, version, "starter", cluster,
+        ));
         self.commands
             .execute("acme", id, command, None, CommandMetadata::new("provision", "test"))
             .await

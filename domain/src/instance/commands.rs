@@ -44,6 +44,34 @@ pub struct ProvisionInstance {
     pub cluster: String,
 }
 
+impl ProvisionInstance {
+    /// A provision with the plan's storage, no configuration, no description and no deletion protection;
+    /// set the other fields afterwards where needed.
+    pub fn new(
+        instance_id: Uuid,
+        project: impl Into<String>,
+        name: impl Into<String>,
+        service: ServiceType,
+        version: impl Into<String>,
+        plan: impl Into<String>,
+        cluster: impl Into<String>,
+    ) -> Self {
+        Self {
+            instance_id,
+            project: project.into(),
+            name: name.into(),
+            service,
+            version: version.into(),
+            plan: plan.into(),
+            storage_gib: None,
+            config: Config::new(),
+            description: String::new(),
+            deletion_protection: false,
+            cluster: cluster.into(),
+        }
+    }
+}
+
 /// Change an instance. Absent fields are left as they are; `config` is merged (a `None` value removes a
 /// key), so applying the same update twice changes nothing the second time.
 #[derive(Debug, Clone, Default, PartialEq)]
