@@ -21,6 +21,7 @@ pub struct TestApi {
     /// the API's state
     pub state: AppState,
     router: Router,
+    connected: tokio::sync::watch::Receiver<bool>,
 }
 
 /// One HTTP response, body parsed as JSON (or `Null`).
@@ -57,7 +58,18 @@ impl TestApi {
     /// The same, with a chosen JetStream sync policy.
     pub async fn start_with(sync: Sync) -> Self {
         let nats_server = NatsServer::start_with(sync);
+        let (connected_tx, connected) = tokio::sync::watch::channel(false);
         let nats = async_nats::ConnectOptions::new()
+            .event_callback(move |event| {
+                let connected_tx = connected_tx.clone();
+                async move {
+                    match event {
+                        async_nats::Event::Connected => connected_tx.send_replace(true),
+                        async_nats::Event::Disconnected => connected_tx.send_replace(false),
+                        _ => return,
+                    };
+                }
+            })
             .retry_on_initial_connect()
             .reconnect_delay_callback(|attempts| Duration::from_millis((attempts as u64 * 50).min(500)))
             .connect(nats_server.url())
@@ -69,7 +81,14 @@ impl TestApi {
             state.clusters.register(&cluster).await.expect("register cluster");
         }
         let router = app(state.clone());
-        Self { nats_server, state, router }
+        Self { nats_server, state, router, connected }
+    }
+
+    /// Waits until the API's NATS client reports itself connected (`true`) or disconnected (`false`), at
+    /// most `timeout`. Returns whether it did.
+    pub async fn wait_for_connection(&self, connected: bool, timeout: Duration) -> bool {
+        let mut state = self.connected.clone();
+        tokio::time::timeout(timeout, state.wait_for(|c| *c == connected)).await.is_ok_and(|r| r.is_ok())
     }
 
     /// Sends a request with optional JSON body and extra headers.
