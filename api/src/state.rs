@@ -3,27 +3,28 @@
 use std::time::Duration;
 
 use async_nats::jetstream::{self, stream::Stream};
-use projections::Projection;
+use projections::ReadModels;
 use streams::{
     Settings, TopologyError,
     clusters::{ClusterRegistry, ClusterRegistryError},
     idempotency::IdempotencyKeys,
     instances::{DEFAULT_CACHE_CAPACITY, InstanceCommands},
+    read_models::ReadModelBucket,
 };
 
-/// How long a write waits for this replica's read model to include it, so that the client's next read
-/// sees it. The write is durable either way; past this, the response is sent regardless.
+/// How long a read waits for the read models to include what it must see (its `Cp-Min-Sequence`, or the
+/// end of the stream before it answers 404).
 pub const DEFAULT_WRITE_VISIBILITY_WAIT: Duration = Duration::from_secs(5);
-/// How long start-up may take to fold the existing stream.
-const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long start-up may take to load the read models.
+const LOAD_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Shared state of the API.
 #[derive(Clone, Debug)]
 pub struct AppState {
     /// runs instance commands
     pub commands: InstanceCommands,
-    /// desired-state read model
-    pub projection: Projection,
+    /// the read models the projector writes
+    pub read_models: ReadModels,
     /// Idempotency-Key records
     pub idempotency: IdempotencyKeys,
     /// registered clusters
@@ -45,31 +46,22 @@ pub enum StartupError {
     /// the cluster registry could not be read
     #[error(transparent)]
     Clusters(#[from] ClusterRegistryError),
-    /// the read model could not catch up with the stream
-    #[error("read model did not catch up: {0}")]
-    Projection(String),
+    /// the read models could not be loaded
+    #[error(transparent)]
+    ReadModels(#[from] projections::ProjectionError),
 }
 
 impl AppState {
-    /// Applies the topology, starts the read model and waits until it has folded the existing stream.
+    /// Applies the topology and loads the read models. The projector (`cp-projector run`) keeps them
+    /// current; this process only reads them.
     pub async fn start(nats: async_nats::Client, settings: &Settings) -> Result<Self, StartupError> {
         let topology = settings.apply(&jetstream::new(nats.clone())).await?;
         let commands = InstanceCommands::new(&topology, DEFAULT_CACHE_CAPACITY);
-        // The whole stream: instance events and the agents' observed-state events.
-        let projection = Projection::spawn(topology.events.clone(), String::new());
-        let mut events = topology.events.clone();
-        let last =
-            events.info().await.map_err(|e| StartupError::Projection(e.to_string()))?.state.last_sequence;
-        if !projection.wait_for(last, CATCH_UP_TIMEOUT).await {
-            return Err(StartupError::Projection(format!(
-                "applied {} of {last} messages in {CATCH_UP_TIMEOUT:?}",
-                projection.applied()
-            )));
-        }
+        let read_models = ReadModels::start(ReadModelBucket::new(&topology), LOAD_TIMEOUT).await?;
         let clusters = ClusterRegistry::open(topology.clusters.clone()).await?;
         Ok(Self {
             commands,
-            projection,
+            read_models,
             idempotency: IdempotencyKeys::new(topology.idempotency.clone()),
             clusters,
             nats,

@@ -1,16 +1,25 @@
 //! Read models folded from the event stream.
 //!
-//! * [`instances`]: the pure fold from event batches to instance and operation views.
-//! * [`runner`]: keeps a read model current from JetStream and tells waiters how far it has applied.
+//! * [`instances`]: the pure fold from stream messages to instance and operation records.
+//! * [`status`]: desired compared with observed, per aspect.
+//! * [`projector`]: folds the stream into the read-model bucket (the `cp-projector` process).
+//! * [`runner`]: the read models as an API replica sees them, following the bucket.
+//! * [`rebuild`]: folding the whole stream from scratch and comparing with the live read models.
 //!
-//! Architecture invariant: folds are pure and idempotent per stream sequence (a read model remembers the
-//! last sequence it applied and ignores anything at or below it). Folding reuses the domain's own
+//! Architecture invariant: folds are pure and idempotent per stream sequence (every record remembers the
+//! last sequence folded into it and ignores anything at or below it). Folding reuses the domain's own
 //! `Aggregate::apply`, so the read side can never disagree with the write side about what an event means.
+//! Only the projector writes read models; API replicas only read them.
 
 pub mod instances;
+pub mod projector;
+pub mod rebuild;
 pub mod runner;
 pub mod status;
 
-pub use instances::{InstanceView, OperationKind, OperationState, OperationView, ReadModel};
-pub use runner::{Projection, ProjectionError};
+pub use instances::{
+    Checkpoint, InstanceView, OperationKind, OperationRecord, OperationState, OperationView, ReadModel,
+};
+pub use projector::{Projector, ProjectorMetrics};
+pub use runner::{ProjectionError, ReadModels};
 pub use status::{Aspect, Health, Status};

@@ -1,50 +1,61 @@
-//! Keeps a [`ReadModel`] current: an ordered consumer over the instance subjects, resumed from the last
-//! applied sequence whenever it fails, and a watch channel of the applied sequence for readers that need
-//! to see their own writes.
+//! The read models as one API replica sees them: a local copy of the read-model bucket, kept current by a
+//! watch, and the checkpoint it has reached, for readers that need to see their own writes.
+//!
+//! Replicas never fold events themselves: the projector does, once, and every replica loads records
+//! (one per instance and operation) instead of replaying the stream at start.
 
 use std::{
     sync::{Arc, RwLock, RwLockReadGuard},
     time::Duration,
 };
 
-use async_nats::jetstream::{
-    consumer::{DeliverPolicy, pull::OrderedConfig},
-    stream::Stream,
-};
+use async_nats::jetstream::kv::Operation;
 use futures::StreamExt as _;
-use std::sync::atomic::{AtomicU64, Ordering};
-
+use streams::read_models::{ReadModelBucket, RecordKey};
 use tokio::sync::watch;
 
 use crate::instances::ReadModel;
 
-/// How long the consumer may stay quiet before the runner checks that it is not stuck behind the stream.
+/// How long the watch may stay quiet before the follower checks that it is not stuck behind the bucket.
 const STALL_CHECK: Duration = Duration::from_secs(1);
 
-/// Why a projection could not start.
+/// Why the read models could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {
-    /// the stream could not be read
-    #[error("cannot read the event stream: {0}")]
-    Stream(String),
+    /// the bucket could not be read in time
+    #[error("cannot load the read models: {0}")]
+    Load(String),
 }
 
-/// A read model kept current by a background task. Cheap to clone.
+/// The read models, kept current by a background task. Cheap to clone.
 #[derive(Debug, Clone)]
-pub struct Projection {
+pub struct ReadModels {
     model: Arc<RwLock<ReadModel>>,
+    /// the projector checkpoint seen so far
     applied: watch::Receiver<u64>,
-    skipped: Arc<AtomicU64>,
+    /// the bucket revision seen so far
+    revision: watch::Receiver<u64>,
+    bucket: ReadModelBucket,
 }
 
-impl Projection {
-    /// Starts following `stream` (subjects matching `filter`) from its beginning.
-    pub fn spawn(stream: Stream, filter: String) -> Self {
+impl ReadModels {
+    /// Starts following `bucket` and waits, at most `timeout`, until everything it held at the call is
+    /// loaded.
+    pub async fn start(bucket: ReadModelBucket, timeout: Duration) -> Result<Self, ProjectionError> {
         let model = Arc::new(RwLock::new(ReadModel::default()));
         let (applied_tx, applied) = watch::channel(0);
-        let skipped = Arc::new(AtomicU64::new(0));
-        tokio::spawn(follow(stream, filter, model.clone(), applied_tx, skipped.clone()));
-        Self { model, applied, skipped }
+        let (revision_tx, revision) = watch::channel(0);
+        let last = bucket.last_revision().await.map_err(|e| ProjectionError::Load(e.to_string()))?;
+        tokio::spawn(follow(bucket.clone(), model.clone(), applied_tx, revision_tx));
+        let models = Self { model, applied, revision, bucket };
+        let mut seen = models.revision.clone();
+        match tokio::time::timeout(timeout, seen.wait_for(|r| *r >= last)).await {
+            Ok(Ok(_)) => Ok(models),
+            _ => Err(ProjectionError::Load(format!(
+                "loaded up to revision {} of {last} in {timeout:?}",
+                *models.revision.borrow()
+            ))),
+        }
     }
 
     /// Read access to the model.
@@ -52,32 +63,38 @@ impl Projection {
         self.model.read().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// How many messages could not be applied (unknown event type or schema version) and were skipped.
+    /// How many messages the projector could not apply and skipped.
     pub fn skipped(&self) -> u64 {
-        self.skipped.load(Ordering::Relaxed)
+        self.read().skipped()
     }
 
-    /// The last applied stream sequence.
+    /// The last stream sequence the read models are known to include.
     pub fn applied(&self) -> u64 {
         *self.applied.borrow()
     }
 
+    /// The bucket this follows.
+    pub fn bucket(&self) -> &ReadModelBucket {
+        &self.bucket
+    }
+
     /// Waits until `ready` holds for the model, at most `timeout`. Returns whether it did.
     pub async fn wait_until(&self, timeout: Duration, ready: impl Fn(&ReadModel) -> bool) -> bool {
-        let mut applied = self.applied.clone();
+        let mut revision = self.revision.clone();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            applied.mark_unchanged();
+            revision.mark_unchanged();
             if ready(&self.read()) {
                 return true;
             }
-            if tokio::time::timeout_at(deadline, applied.changed()).await.is_err() {
+            if tokio::time::timeout_at(deadline, revision.changed()).await.is_err() {
                 return ready(&self.read());
             }
         }
     }
 
-    /// Waits until the model has applied `sequence`, at most `timeout`. Returns whether it has.
+    /// Waits until the read models include stream sequence `sequence`, at most `timeout`. Returns whether
+    /// they do.
     pub async fn wait_for(&self, sequence: u64, timeout: Duration) -> bool {
         let mut applied = self.applied.clone();
         tokio::time::timeout(timeout, applied.wait_for(|s| *s >= sequence)).await.is_ok_and(|r| r.is_ok())
@@ -85,28 +102,18 @@ impl Projection {
 }
 
 async fn follow(
-    stream: Stream,
-    filter: String,
+    bucket: ReadModelBucket,
     model: Arc<RwLock<ReadModel>>,
     applied: watch::Sender<u64>,
-    skipped: Arc<AtomicU64>,
+    revision: watch::Sender<u64>,
 ) {
     let mut backoff = Duration::from_millis(50);
     loop {
-        let start = applied.borrow().saturating_add(1);
-        let config = OrderedConfig {
-            filter_subject: filter.clone(),
-            deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: start },
-            ..Default::default()
-        };
-        let started = match stream.create_consumer(config).await {
-            Ok(consumer) => consumer.messages().await.map_err(async_nats::Error::from),
-            Err(e) => Err(e.into()),
-        };
-        let mut messages = match started {
-            Ok(messages) => messages,
+        let seen = *revision.borrow();
+        let mut entries = match bucket.watch(if seen == 0 { 0 } else { seen + 1 }).await {
+            Ok(entries) => entries,
             Err(e) => {
-                tracing::warn!(error = %e, "projection consumer not started; retrying");
+                tracing::warn!(error = %e, "read-model watch not started; retrying");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(2));
                 continue;
@@ -114,38 +121,35 @@ async fn follow(
         };
         backoff = Duration::from_millis(50);
         loop {
-            let message = match tokio::time::timeout(STALL_CHECK, messages.next()).await {
-                Ok(Some(Ok(message))) => message,
+            let entry = match tokio::time::timeout(STALL_CHECK, entries.next()).await {
+                Ok(Some(Ok(entry))) => entry,
                 Ok(Some(Err(e))) => {
-                    tracing::warn!(error = %e, "projection consumer failed; resuming");
+                    tracing::warn!(error = %e, "read-model watch failed; resuming");
                     break;
                 }
                 Ok(None) => break,
                 Err(_) => {
-                    // Quiet for a while: make sure it is because nothing happened, not because the
-                    // consumer was lost (a server restart can leave it silent). Resume if behind.
-                    let mut stream = stream.clone();
-                    match stream.info().await {
-                        Ok(info) if info.state.last_sequence > *applied.borrow() => {
-                            tracing::warn!("projection consumer stalled behind the stream; resuming");
+                    // Quiet: make sure it is because nothing was written, not because the watch was lost.
+                    match bucket.last_revision().await {
+                        Ok(last) if last > *revision.borrow() => {
+                            tracing::warn!("read-model watch stalled behind the bucket; resuming");
                             break;
                         }
                         _ => continue,
                     }
                 }
             };
-            let Ok(info) = message.info() else { continue };
-            let sequence = info.stream_sequence;
-            let result = model.write().unwrap_or_else(std::sync::PoisonError::into_inner).apply_message(
-                sequence,
-                message.subject.as_str(),
-                &message.payload,
-            );
-            if let Err(e) = result {
-                skipped.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(sequence, error = %e, "event batch skipped by the projection");
+            if let (Some(key), Operation::Put) = (RecordKey::parse(&entry.key), entry.operation) {
+                let mut model = model.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+                match model.load_record(&key, &entry.value) {
+                    Ok(()) if key == RecordKey::Checkpoint => {
+                        applied.send_replace(model.last_sequence());
+                    }
+                    Ok(()) => {}
+                    Err(e) => tracing::error!(error = %e, "read-model record skipped"),
+                }
             }
-            applied.send_replace(sequence);
+            revision.send_replace(entry.revision);
         }
     }
 }

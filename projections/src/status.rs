@@ -6,9 +6,11 @@
 
 use chrono::{DateTime, Utc};
 use domain::observed::{ObservedPhase, ObservedState};
+use serde::{Deserialize, Serialize};
 
 /// Health of one aspect, or of the whole instance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Health {
     /// desired equals observed
     Healthy,
@@ -30,7 +32,8 @@ impl Health {
 }
 
 /// Aspects of an instance whose changes are tracked separately.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Aspect {
     /// service version
     Version,
@@ -65,12 +68,12 @@ impl Aspect {
 }
 
 /// A Kubernetes-style condition.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Condition {
     /// type, e.g. Ready
-    pub condition_type: &'static str,
+    pub condition_type: String,
     /// "True", "False" or "Unknown"
-    pub status: &'static str,
+    pub status: String,
     /// CamelCase reason
     pub reason: String,
     /// detail
@@ -82,7 +85,7 @@ pub struct Condition {
 }
 
 /// The status of an instance.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
     /// overall
     pub state: Health,
@@ -151,8 +154,8 @@ pub fn compute(inputs: Inputs<'_>, previous: Option<&Status>, now: DateTime<Utc>
         Health::Error => ("False", reason.clone().unwrap_or_else(|| "Failed".into())),
     };
     conditions.push(Condition {
-        condition_type: "Ready",
-        status: ready_status,
+        condition_type: "Ready".into(),
+        status: ready_status.into(),
         reason: ready_reason,
         message: format!(
             "desired generation {}, observed generation {observed_generation}",
@@ -169,8 +172,8 @@ pub fn compute(inputs: Inputs<'_>, previous: Option<&Status>, now: DateTime<Utc>
             Health::Error => reason.clone().unwrap_or_else(|| "Failed".into()),
         };
         conditions.push(Condition {
-            condition_type: aspect.condition_type(),
-            status,
+            condition_type: aspect.condition_type().into(),
+            status: status.into(),
             reason,
             message: String::new(),
             last_transition_time: transition(aspect.condition_type(), status),

@@ -4,6 +4,7 @@
 //!   [`StreamAggregate`] — the crate a cqrs-es user could pick instead of `postgres-es`.
 //! * [`topology`]: every stream, bucket and subject name, and every setting, created or updated idempotently.
 //! * [`instances`], [`names`], [`idempotency`], [`clusters`]: the instance-specific parts of the write path.
+//! * [`read_models`]: the bucket the projector writes read models to and API replicas follow.
 //!
 //! Architecture invariant: this is the only crate that knows JetStream names, subjects and settings.
 //! It knows nothing about HTTP.
@@ -13,6 +14,7 @@ pub mod envelope;
 pub mod idempotency;
 pub mod instances;
 pub mod names;
+pub mod read_models;
 pub mod store;
 pub mod topology;
 

@@ -33,6 +33,8 @@ pub struct Settings {
     pub idempotency_bucket: String,
     /// name of the bucket registering clusters
     pub clusters_bucket: String,
+    /// name of the bucket holding the read models (see [`crate::read_models`])
+    pub read_models_bucket: String,
 }
 
 impl Default for Settings {
@@ -46,6 +48,7 @@ impl Default for Settings {
             names_bucket: "cp-instance-names".to_owned(),
             idempotency_bucket: "cp-idempotency".to_owned(),
             clusters_bucket: "cp-clusters".to_owned(),
+            read_models_bucket: "cp-read-models".to_owned(),
         }
     }
 }
@@ -88,6 +91,10 @@ pub struct Topology {
     pub idempotency: kv::Store,
     /// registered clusters
     pub clusters: kv::Store,
+    /// read models written by the projector, read by every API replica
+    pub read_models: kv::Store,
+    /// the stream behind `read_models`
+    pub read_models_stream: stream::Stream,
 }
 
 impl Settings {
@@ -151,6 +158,16 @@ impl Settings {
                 .await?;
         let clusters =
             bucket(&self.clusters_bucket, "Registered Kubernetes clusters", Duration::ZERO).await?;
+        let read_models = bucket(
+            &self.read_models_bucket,
+            "Read models folded from the event stream by the projector",
+            Duration::ZERO,
+        )
+        .await?;
+        let read_models_stream = jetstream
+            .get_stream(format!("KV_{}", self.read_models_bucket))
+            .await
+            .map_err(|e| TopologyError::Bucket { name: self.read_models_bucket.clone(), source: e.into() })?;
         Ok(Topology {
             settings: self.clone(),
             jetstream: jetstream.clone(),
@@ -158,6 +175,8 @@ impl Settings {
             names,
             idempotency,
             clusters,
+            read_models,
+            read_models_stream,
         })
     }
 }

@@ -75,7 +75,16 @@ impl TestApi {
             .connect(nats_server.url())
             .await
             .expect("connect to the test nats-server");
-        let state = AppState::start(nats, &streams::Settings::default()).await.expect("start the API state");
+        let state =
+            AppState::start(nats.clone(), &streams::Settings::default()).await.expect("start the API state");
+        // The projector runs beside the API, as `cp-projector run` does in a deployment.
+        let topology = streams::Settings::default()
+            .apply(&async_nats::jetstream::new(nats))
+            .await
+            .expect("topology for the projector");
+        let bucket = streams::read_models::ReadModelBucket::new(&topology);
+        projections::Projector::new(topology.events, bucket, projections::ProjectorMetrics::default())
+            .spawn();
         for name in ["eu-1", "eu-2"] {
             let cluster = domain::Cluster { name: name.into(), region: "eu-central".into() };
             state.clusters.register(&cluster).await.expect("register cluster");
@@ -111,6 +120,18 @@ impl TestApi {
             None => Body::empty(),
         };
         self.send(request.body(body).expect("valid request")).await
+    }
+
+    /// GETs `path` as a client that made `writes` does: passing the newest write's `Cp-Stream-Sequence`
+    /// back as `Cp-Min-Sequence`, so that the read shows those writes.
+    pub async fn get_after<'a>(&self, path: &str, writes: impl IntoIterator<Item = &'a Reply>) -> Reply {
+        let newest = writes
+            .into_iter()
+            .filter_map(|w| w.header("cp-stream-sequence")?.parse::<u64>().ok())
+            .max()
+            .expect("at least one write with a Cp-Stream-Sequence")
+            .to_string();
+        self.call(Method::GET, path, None, &[("cp-min-sequence", &newest)]).await
     }
 
     /// The router (for requests whose response is a stream).

@@ -12,6 +12,8 @@ const RECOVERY: Duration = Duration::from_secs(30);
 
 #[tokio::test]
 async fn acknowledged_commands_survive_sigkill_and_the_api_recovers() {
+    // Shown when the test fails.
+    let _ = tracing_subscriber::fmt().with_env_filter("info").with_test_writer().try_init();
     let mut api = TestApi::start_with(Sync::Always).await;
     let mut instances = Vec::new();
     for i in 0..10 {
@@ -63,6 +65,14 @@ async fn acknowledged_commands_survive_sigkill_and_the_api_recovers() {
     let after = api.call(Method::PATCH, &path, Some(&json!({"description": "after restart"})), &[]).await;
     assert_eq!(after.status, StatusCode::ACCEPTED, "{}", after.body);
     assert_eq!(after.version(), 102, "the instance continues from its 101 stored events");
-    let got = api.call(Method::GET, &path, None, &[]).await;
-    assert_eq!(got.body["description"], "after restart", "the read model resumed after the restart");
+    // The projector's write in flight when NATS died times out (JetStream's 5 s ack timeout) before it
+    // reloads and catches up: wait for that, bounded, rather than for one read's 5 s.
+    let written: u64 = after.header("cp-stream-sequence").unwrap().parse().unwrap();
+    assert!(api.state.read_models.wait_for(written, RECOVERY).await, "the read models never caught up");
+    let got = api.get_after(&path, [&after]).await;
+    assert_eq!(
+        got.body["description"], "after restart",
+        "the read model resumed after the restart: {}",
+        got.body
+    );
 }

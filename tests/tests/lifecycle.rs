@@ -38,14 +38,14 @@ async fn an_instance_lives_through_create_get_update_list_and_delete() {
     let updated = api.call(Method::PATCH, &path, Some(&patch), &[("if-match", "\"1\"")]).await;
     assert_eq!(updated.status, StatusCode::ACCEPTED, "{:?}", updated.body);
     assert_eq!(updated.version(), 4);
-    let got = api.call(Method::GET, &path, None, &[]).await;
+    let got = api.get_after(&path, [&updated]).await;
     assert_eq!((got.body["version"].as_str(), got.body["plan"].as_str()), (Some("17"), Some("standard")));
     assert_eq!(got.body["storage_gib"], 50);
     assert_eq!(got.body["config"]["max_connections"], 300);
 
     let second = api.provision("acme", "metrics-db").await;
     assert_eq!(second.status, StatusCode::ACCEPTED);
-    let list = api.call(Method::GET, "/v1/projects/acme/instances?limit=1", None, &[]).await;
+    let list = api.get_after("/v1/projects/acme/instances?limit=1", [&second]).await;
     assert_eq!(list.body["items"].as_array().unwrap().len(), 1);
     assert_eq!(list.body["items"][0]["id"], id.as_str());
     let token = list.body["next_page_token"].as_str().unwrap();
@@ -63,7 +63,7 @@ async fn an_instance_lives_through_create_get_update_list_and_delete() {
     let again = api.call(Method::DELETE, &path, None, &[]).await;
     assert_eq!(again.status, StatusCode::ACCEPTED);
     assert_eq!(again.body["id"], deleted.body["id"], "a repeated DELETE answers with the first operation");
-    let got = api.call(Method::GET, &path, None, &[]).await;
+    let got = api.get_after(&path, [&deleted]).await;
     assert_eq!(got.body["lifecycle"], "deprovisioning");
     let refused = api.call(Method::PATCH, &path, Some(&json!({"description": "x"})), &[]).await;
     assert_eq!(refused.status, StatusCode::CONFLICT);

@@ -33,7 +33,7 @@ async fn with_agent(api: &TestApi, cluster: &str, ready_delay: Duration) -> Simu
 
 async fn wait_for_state(api: &TestApi, id: Uuid, state: Health) -> bool {
     api.state
-        .projection
+        .read_models
         .wait_until(CONVERGE, |m| m.instance("acme", id).is_some_and(|v| v.status.state == state))
         .await
 }
@@ -72,7 +72,7 @@ async fn status_goes_reconciling_healthy_error_healthy_and_a_plan_change_touches
 
     let changed = api.call(Method::PATCH, &path, Some(&json!({"plan": "standard"})), &[]).await;
     assert_eq!(changed.status, StatusCode::ACCEPTED);
-    let got = api.call(Method::GET, &path, None, &[]).await;
+    let got = api.get_after(&path, [&changed]).await;
     assert_eq!(got.body["status"]["state"], "reconciling", "{}", got.body["status"]);
     assert_eq!(
         got.body["status"]["aspects"],

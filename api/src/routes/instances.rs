@@ -165,7 +165,7 @@ pub(super) async fn list_instances(
         })?),
         None => None,
     };
-    let model = state.projection.read();
+    let model = state.read_models.read();
     // One extra tells whether another page follows.
     let mut page =
         model.list(&project, after, limit + 1, params.name.as_deref(), params.state.map(Into::into));
@@ -195,7 +195,10 @@ pub(super) async fn get_instance(
 ) -> Result<Response, ApiError> {
     let id = instance_id(&id)?;
     write::read_your_writes(&state, &headers).await?;
-    let model = state.projection.read();
+    if state.read_models.read().instance(&project, id).is_none() {
+        write::catch_up(&state).await?;
+    }
+    let model = state.read_models.read();
     let view = model.instance(&project, id).ok_or(ApiError::NotFound("instance"))?;
     let mut response = Json(Instance::from(view)).into_response();
     if let Ok(tag) = HeaderValue::from_str(&etag(view.version)) {

@@ -28,6 +28,9 @@ pub(super) async fn get_operation(
 ) -> Result<Json<Operation>, ApiError> {
     let id = operation_id.parse().map_err(|_| ApiError::NotFound("operation"))?;
     super::write::read_your_writes(&state, &headers).await?;
-    let model = state.projection.read();
-    model.operation(&project, id).map(|op| Json(op.into())).ok_or(ApiError::NotFound("operation"))
+    if state.read_models.read().operation(&project, id).is_none() {
+        super::write::catch_up(&state).await?;
+    }
+    let operation = state.read_models.read().operation(&project, id);
+    operation.map(|op| Json((&op).into())).ok_or(ApiError::NotFound("operation"))
 }

@@ -1,5 +1,9 @@
-//! The write path every mutating endpoint shares: Idempotency-Key, command execution, waiting until the
-//! read model shows the write, and the 202 + operation response.
+//! The write path every mutating endpoint shares: Idempotency-Key, command execution and the 202 +
+//! operation response; and the waits reads use to see writes.
+//!
+//! A write never waits for the read models: they are written by another process (the projector), and a
+//! projector outage must not hold up writes. The response carries the write's stream sequence; reads that
+//! carry it back wait until the read models include it.
 
 use axum::{
     Json,
@@ -25,16 +29,34 @@ use crate::{
 /// Header carrying the stream sequence of a write's events (a read-your-writes token).
 pub(super) const STREAM_SEQUENCE: &str = "cp-stream-sequence";
 
-/// Waits until the read model has applied the `Cp-Min-Sequence` a read carries, if any.
+/// Waits until the read models include the `Cp-Min-Sequence` a read carries, if any.
 pub(super) async fn read_your_writes(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(sequence) = extract::min_sequence(headers)? else { return Ok(()) };
-    if state.projection.wait_for(sequence, state.write_visibility_wait).await {
+    wait_for(state, sequence, "asked for in Cp-Min-Sequence").await
+}
+
+/// Waits until the read models include everything the stream holds now. A read runs this before it
+/// answers 404, so a client that just wrote (without passing the token back) is never told that what it
+/// created does not exist.
+pub(super) async fn catch_up(state: &AppState) -> Result<(), ApiError> {
+    let mut events = state.events.clone();
+    let last = events
+        .info()
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("event stream unavailable: {e}")))?
+        .state
+        .last_sequence;
+    wait_for(state, last, "at the end of the event stream").await
+}
+
+async fn wait_for(state: &AppState, sequence: u64, what: &str) -> Result<(), ApiError> {
+    if state.read_models.wait_for(sequence, state.write_visibility_wait).await {
         return Ok(());
     }
     Err(ApiError::Unavailable(format!(
-        "this replica's read model has applied stream sequence {} of the {sequence} asked for in Cp-Min-Sequence \
-         within {:?}; retry",
-        state.projection.applied(),
+        "the read models include stream sequence {} but not {sequence} {what} after {:?}; the projector is \
+         behind or down; retry",
+        state.read_models.applied(),
         state.write_visibility_wait
     )))
 }
@@ -94,7 +116,7 @@ pub(super) async fn execute(
             Claim::Replay(first) => {
                 // The first request may still be running: wait for its operation to show.
                 let shown = state
-                    .projection
+                    .read_models
                     .wait_until(state.write_visibility_wait, |m| {
                         m.operation(project, first.operation_id).is_some()
                     })
@@ -140,25 +162,31 @@ pub(super) async fn execute(
         }
     };
 
-    if let Some(sequence) = committed.stream_sequence
-        && !state.projection.wait_for(sequence, state.write_visibility_wait).await
-    {
-        tracing::warn!(sequence, "read model did not show the write in time; answering anyway");
-    }
-    let shown = state.projection.read().operation(project, operation_id).map(Operation::from);
-    let operation = match shown {
-        Some(op) => op,
-        // Deprovisioning again: answer with the operation that started it.
-        None if kind == OperationKind::Deprovision && committed.events.is_empty() => {
-            let model = state.projection.read();
-            let first = model.instance(project, instance_id).and_then(|v| v.deprovision_operation);
-            match first.and_then(|id| model.operation(project, id)) {
-                Some(op) => op.into(),
-                None => no_op(operation_id, kind, instance_id, committed.version, created_at),
-            }
+    let operation = if !committed.events.is_empty() {
+        Operation {
+            id: operation_id,
+            operation_type: kind.into(),
+            state: OperationStatus::InProgress,
+            instance_id,
+            instance_version: committed.version,
+            created_at,
+            error: None,
         }
-        // Nothing changed (or the read model is late): the operation is done as of this version.
-        None => no_op(operation_id, kind, instance_id, committed.version, created_at),
+    } else if kind == OperationKind::Deprovision {
+        // Deprovisioning again: answer with the operation that started it, once the read models show it.
+        if let Err(e) = catch_up(state).await {
+            tracing::warn!(error = %e, "answering a repeated deprovision without the first operation");
+        }
+        let first =
+            state.read_models.read().instance(project, instance_id).and_then(|v| v.deprovision_operation);
+        let first = first.and_then(|id| state.read_models.read().operation(project, id));
+        match first {
+            Some(op) => (&op).into(),
+            None => no_op(operation_id, kind, instance_id, committed.version, created_at),
+        }
+    } else {
+        // Nothing changed: the operation is done as of this version.
+        no_op(operation_id, kind, instance_id, committed.version, created_at)
     };
     Ok(accepted(project, operation, committed.version, committed.stream_sequence))
 }
@@ -182,9 +210,9 @@ fn no_op(
 }
 
 fn existing_operation(state: &AppState, project: &str, id: Uuid) -> Response {
-    let model = state.projection.read();
-    match model.operation(project, id) {
-        Some(op) => accepted(project, op.into(), op.instance_version, Some(op.sequence)),
+    let operation = state.read_models.read().operation(project, id);
+    match operation {
+        Some(op) => accepted(project, (&op).into(), op.instance_version, Some(op.sequence)),
         None => ApiError::NotFound("operation").into_response(),
     }
 }

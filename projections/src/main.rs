@@ -1,0 +1,124 @@
+//! `cp-projector`: folds the event stream into the read-model bucket (`run`), or folds it from scratch
+//! and compares with the live read models (`rebuild`). Wiring only; the work lives in the library.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use projections::{Projector, ProjectorMetrics, rebuild};
+use prometheus_client::registry::Registry;
+use streams::{Settings, read_models::ReadModelBucket};
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Managed-services control plane: read-model projector.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Options {
+    /// NATS server URL(s), comma separated
+    #[arg(long, env = "CP_NATS_URL", default_value = "nats://127.0.0.1:4222", global = true)]
+    nats_url: String,
+    /// NATS credentials file
+    #[arg(long, env = "CP_NATS_CREDS", global = true)]
+    nats_creds: Option<std::path::PathBuf>,
+    /// replicas of the JetStream stream and buckets (1 for one server, 3 in production)
+    #[arg(long, env = "CP_JETSTREAM_REPLICAS", default_value_t = 1, global = true)]
+    replicas: usize,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Keep the read models current (one process per deployment; a second one is safe but idle work)
+    Run {
+        /// address of /metrics and /healthz
+        #[arg(long, env = "CP_PROJECTOR_LISTEN", default_value = "127.0.0.1:9464")]
+        listen: SocketAddr,
+    },
+    /// Fold the whole stream into fresh read models, compare them with the live ones and print the rates;
+    /// exits 1 when they differ
+    Rebuild,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,async_nats=warn")),
+        )
+        .init();
+    let options = Options::parse();
+    let mut connect = async_nats::ConnectOptions::new()
+        .name("cp-projector")
+        .retry_on_initial_connect()
+        .reconnect_delay_callback(|attempts| Duration::from_millis((attempts as u64 * 100).min(1000)));
+    if let Some(creds) = &options.nats_creds {
+        connect = connect.credentials_file(creds).await.context("reading NATS credentials")?;
+    }
+    let nats = connect.connect(options.nats_url.as_str()).await.context("connecting to NATS")?;
+    let settings = Settings { replicas: options.replicas, ..Settings::default() };
+    let topology = settings.apply(&async_nats::jetstream::new(nats)).await?;
+    let bucket = ReadModelBucket::new(&topology);
+    match options.command {
+        Command::Run { listen } => {
+            let mut registry = Registry::default();
+            let metrics = ProjectorMetrics::default().register(&mut registry);
+            let registry = Arc::new(registry);
+            let listener =
+                tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+            tracing::info!(address = %listener.local_addr()?, "projector serving /metrics");
+            let app = axum::Router::new().route("/healthz", axum::routing::get(|| async { "ok" })).route(
+                "/metrics",
+                axum::routing::get(move || {
+                    let registry = registry.clone();
+                    async move {
+                        let mut text = String::new();
+                        let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
+                        (
+                            [("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+                            text,
+                        )
+                    }
+                }),
+            );
+            tokio::spawn(async move { axum::serve(listener, app).await });
+            let (checkpoint, _) = tokio::sync::watch::channel(0);
+            tokio::select! {
+                () = Projector::new(topology.events, bucket, metrics).run(checkpoint) => {}
+                _ = tokio::signal::ctrl_c() => tracing::info!("shutting down"),
+            }
+            Ok(())
+        }
+        Command::Rebuild => {
+            let mut events = topology.events.clone();
+            let last = events.info().await?.state.last_sequence;
+            let raw = rebuild::fold_stream(&topology.events, last, false).await?;
+            println!("raw read: {} messages in {:.2?}: {:.0} msg/s", raw.messages, raw.elapsed, raw.rate());
+            let verification = rebuild::verify(&topology.events, &bucket).await?;
+            let rebuilt = &verification.rebuilt;
+            let (instances, operations) = rebuilt.model.len();
+            println!(
+                "rebuild: {} messages folded in {:.2?}: {:.0} events/s ({:.2} of the raw read); {instances} instances, {operations} operations, {} skipped",
+                rebuilt.messages,
+                rebuilt.elapsed,
+                rebuilt.rate(),
+                rebuilt.rate() / raw.rate(),
+                rebuilt.model.skipped()
+            );
+            if verification.differences.is_empty() {
+                println!("equal to the live read models at checkpoint {}", verification.checkpoint);
+                Ok(())
+            } else {
+                println!(
+                    "DIFFERENT from the live read models at checkpoint {}: {}",
+                    verification.checkpoint,
+                    verification.differences.join(", ")
+                );
+                std::process::exit(1);
+            }
+        }
+    }
+}
