@@ -80,3 +80,68 @@ async fn status_goes_reconciling_healthy_error_healthy_and_a_plan_change_touches
     );
     assert!(wait_for_state(&api, id, Health::Healthy).await, "plan change never observed");
 }
+
+/// Waits until the operation shows `state` in the read models.
+async fn wait_for_operation(api: &TestApi, id: Uuid, state: &str) -> bool {
+    api.state
+        .read_models
+        .wait_until(CONVERGE, |m| {
+            m.operation("acme", id).is_some_and(|op| {
+                let current = match op.state {
+                    projections::OperationState::InProgress => "in_progress",
+                    projections::OperationState::Succeeded => "succeeded",
+                    projections::OperationState::Failed { .. } => "failed",
+                };
+                current == state
+            })
+        })
+        .await
+}
+
+#[tokio::test]
+async fn an_operation_succeeds_only_once_observed_and_a_failed_one_carries_the_agents_reason() {
+    let api = TestApi::start().await;
+    let sim = with_agent(&api, "eu-1", Duration::from_millis(1000)).await;
+    let body =
+        json!({"name": "db", "service": "mongodb", "version": "7.0", "plan": "starter", "cluster": "eu-1"});
+    let created = api.call(Method::POST, "/v1/projects/acme/instances", Some(&body), &[]).await;
+    let id: Uuid = created.body["instance_id"].as_str().unwrap().parse().unwrap();
+    let path = format!("/v1/projects/acme/instances/{id}");
+    assert!(wait_for_state(&api, id, Health::Healthy).await, "never healthy");
+
+    // A plan change: in progress until the agent has observed its generation (workloads take 1 s to be
+    // ready in this simulator), then succeeded.
+    let changed = api.call(Method::PATCH, &path, Some(&json!({"plan": "standard"})), &[]).await;
+    assert_eq!(changed.status, StatusCode::ACCEPTED);
+    assert_eq!(changed.body["state"], "in_progress");
+    let operation: Uuid = changed.body["id"].as_str().unwrap().parse().unwrap();
+    let operation_path = format!("/v1/projects/acme/operations/{operation}");
+    let polled = api.get_after(&operation_path, [&changed]).await;
+    assert_eq!(polled.body["state"], "in_progress", "{}", polled.body);
+    assert!(wait_for_operation(&api, operation, "succeeded").await, "plan change never succeeded");
+    let instance = api.call(Method::GET, &path, None, &[]).await;
+    let observed = instance.body["observed"]["observed_generation"].as_u64().unwrap();
+    assert!(
+        observed >= changed.version(),
+        "succeeded while the agent had observed generation {observed} of {}",
+        changed.version()
+    );
+    assert_eq!(api.call(Method::GET, &operation_path, None, &[]).await.body["state"], "succeeded");
+
+    // An upgrade while every workload crash-loops: failed with the agent's reason; the instance (an older
+    // generation) is still usable and the change may be repeated. It succeeds once the fault clears.
+    sim.set_faults(Faults { crash_loop: vec!["db".into()], ..Faults::default() });
+    let upgrade = api.call(Method::PATCH, &path, Some(&json!({"version": "8.0"})), &[]).await;
+    let operation: Uuid = upgrade.body["id"].as_str().unwrap().parse().unwrap();
+    assert!(wait_for_operation(&api, operation, "failed").await, "the upgrade never failed");
+    let failed = api.call(Method::GET, &format!("/v1/projects/acme/operations/{operation}"), None, &[]).await;
+    assert_eq!(failed.body["state"], "failed", "{}", failed.body);
+    assert_eq!(failed.body["error"]["reason"], "CrashLoopBackOff", "{}", failed.body);
+    assert_eq!(failed.body["error"]["instance_usable"], true);
+    assert_eq!(failed.body["error"]["update_repeatable"], true);
+    sim.set_faults(Faults::default());
+    assert!(
+        wait_for_operation(&api, operation, "succeeded").await,
+        "the upgrade never succeeded after the fault"
+    );
+}
