@@ -14,7 +14,7 @@ use streams::{
 
 /// How long a read waits for the read models to include what it must see (its `Cp-Min-Sequence`, or the
 /// end of the stream before it answers 404).
-pub const DEFAULT_WRITE_VISIBILITY_WAIT: Duration = Duration::from_secs(5);
+pub const DEFAULT_READ_WAIT: Duration = Duration::from_secs(5);
 /// How long start-up may take to load the read models.
 const LOAD_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -33,8 +33,8 @@ pub struct AppState {
     pub nats: async_nats::Client,
     /// the event stream (for readiness)
     pub events: Stream,
-    /// see [`DEFAULT_WRITE_VISIBILITY_WAIT`]
-    pub write_visibility_wait: Duration,
+    /// see [`DEFAULT_READ_WAIT`]
+    pub read_wait: Duration,
 }
 
 /// Why the API could not start.
@@ -66,7 +66,7 @@ impl AppState {
             clusters,
             nats,
             events: topology.events,
-            write_visibility_wait: DEFAULT_WRITE_VISIBILITY_WAIT,
+            read_wait: DEFAULT_READ_WAIT,
         })
     }
 }

@@ -159,13 +159,44 @@ fn typical_payload() -> Bytes {
     Bytes::from(serde_json::to_vec(&sample).expect("json"))
 }
 
+/// A provision's message as the store writes it: the whole spec in the event and again in the snapshot.
+fn provision_payload() -> Bytes {
+    let spec = json!({"id": Uuid::now_v7(), "project": "bench", "name": "f64-0-12-123456",
+        "service": "postgresql", "version": "16", "plan": "starter",
+        "resources": {"cpu_millis": 500, "memory_mib": 1024, "replicas": 1}, "storage_gib": 10, "config": {},
+        "description": "", "deletion_protection": false, "cluster": "c0"});
+    let mut event = spec.clone();
+    event["instance_id"] = spec["id"].clone();
+    let sample = json!({
+        "aggregate_type": "instance", "aggregate_id": format!("bench.{}", Uuid::now_v7()), "first_version": 1,
+        "events": [{"type": "InstanceProvisioned", "schema": "1", "data": event}],
+        "metadata": {"command_id": Uuid::now_v7(), "operation": "provision", "actor": "bench", "time": "2026-11-25T00:00:00Z"},
+        "snapshot": {"version": 1, "state": {"spec": spec, "lifecycle": "active"}}
+    });
+    Bytes::from(serde_json::to_vec(&sample).expect("json"))
+}
+
+/// What the raw baseline publishes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RawSubjects {
+    /// each worker cycles over 16 subjects with an update-sized payload (the baseline for deep aggregates)
+    Existing,
+    /// every publish creates a subject (expected sequence 0) with a provision-sized payload (the baseline
+    /// for fresh aggregates, which do exactly that)
+    New,
+}
+
 async fn raw(
     js: &jetstream::Context,
     workers: usize,
     duration: Duration,
     run: usize,
+    subjects: RawSubjects,
 ) -> anyhow::Result<(f64, Vec<Duration>)> {
-    let payload = typical_payload();
+    let payload = match subjects {
+        RawSubjects::Existing => typical_payload(),
+        RawSubjects::New => provision_payload(),
+    };
     let js = js.clone();
     // Each worker cycles over its own 16 subjects, tracking their last sequence like the store does.
     let state: Arc<Vec<tokio::sync::Mutex<Vec<u64>>>> =
@@ -174,8 +205,14 @@ async fn raw(
         let (js, payload, state) = (js.clone(), payload.clone(), state.clone());
         async move {
             let slot = (n % 16) as usize;
-            let subject = format!("cp.evt.raw.bench.c{workers}r{run}w{worker}s{slot}");
+            let subject = match subjects {
+                RawSubjects::Existing => format!("cp.evt.raw.bench.c{workers}r{run}w{worker}s{slot}"),
+                RawSubjects::New => format!("cp.evt.raw.bench.n{workers}r{run}w{worker}n{n}"),
+            };
             let mut last = state[worker].lock().await;
+            if subjects == RawSubjects::New {
+                last[slot] = 0;
+            }
             let message = PublishMessage::build()
                 .payload(payload)
                 .message_id(Uuid::now_v7().to_string())
@@ -334,11 +371,24 @@ async fn bench_sync(sync: Sync, options: &Options) -> anyhow::Result<Vec<Figure>
     let duration = Duration::from_secs_f64(options.seconds);
     let mut figures = Vec::new();
     let mut raw_at = std::collections::HashMap::new();
+    let mut raw_new_at = std::collections::HashMap::new();
     for workers in [1, 64] {
-        let (rate, latency) = repeat(options, |r| raw(&topology.jetstream, workers, duration, r)).await?;
+        let (rate, latency) =
+            repeat(options, |r| raw(&topology.jetstream, workers, duration, r, RawSubjects::Existing))
+                .await?;
         raw_at.insert(workers, rate);
         figures.push(Figure {
             name: "raw publish, expected-seq (baseline)".into(),
+            in_flight: workers,
+            rate,
+            latency,
+            baseline: None,
+        });
+        let (rate, latency) =
+            repeat(options, |r| raw(&topology.jetstream, workers, duration, r, RawSubjects::New)).await?;
+        raw_new_at.insert(workers, rate);
+        figures.push(Figure {
+            name: "raw publish, new subject (fresh baseline)".into(),
             in_flight: workers,
             rate,
             latency,
@@ -361,6 +411,13 @@ async fn bench_sync(sync: Sync, options: &Options) -> anyhow::Result<Vec<Figure>
             rate,
             latency,
             baseline,
+        });
+        figures.push(Figure {
+            name: "  same, vs raw publish to new subjects".into(),
+            in_flight: workers,
+            rate,
+            latency,
+            baseline: raw_new_at.get(&workers).copied(),
         });
         let (rate, latency) = repeat(options, |r| {
             store_scenario(&topology, workers, duration, Some((deep.clone(), 1_000_000)), r)
@@ -398,22 +455,56 @@ async fn bench_sync(sync: Sync, options: &Options) -> anyhow::Result<Vec<Figure>
         });
     }
 
-    // The HTTP API over real TCP, served from this process.
+    // The HTTP API over real TCP, served from this process; each variant on a server of its own with the
+    // same settings, so that a projector folds only the API's traffic, not the scenarios above.
+    drop(server);
+    for with_projector in [false, true] {
+        let server = NatsServer::start_with(sync);
+        figures
+            .push(http_figure(&server, options, duration, raw_at.get(&64).copied(), with_projector).await?);
+    }
+    Ok(figures)
+}
+
+/// PATCHes through the HTTP API with 64 clients; with the projector keeping the read models current in
+/// this process (as `./dev up` runs them: on this machine they share the same two cores) or without.
+async fn http_figure(
+    server: &NatsServer,
+    options: &Options,
+    duration: Duration,
+    baseline: Option<f64>,
+    with_projector: bool,
+) -> anyhow::Result<Figure> {
+    let client =
+        async_nats::connect(server.url()).await.context("connecting to the HTTP benchmark's server")?;
+    let topology = Settings::default().apply(&jetstream::new(client.clone())).await?;
+    let projector_metrics = projections::ProjectorMetrics::default();
+    if with_projector {
+        let bucket = streams::read_models::ReadModelBucket::new(&topology);
+        projections::Projector::new(topology.events.clone(), bucket, projector_metrics.clone()).spawn();
+    }
     let state = api::AppState::start(client.clone(), &Settings::default()).await?;
+    let read_models = state.read_models.clone();
     state.clusters.register(&domain::Cluster { name: "c1".into(), region: "r".into() }).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     tokio::spawn(async move { axum::serve(listener, api::app(state)).await });
     let http = reqwest::Client::builder().pool_max_idle_per_host(128).build()?;
     let (rate, latency) = repeat(options, |r| http_scenario(&base, &http, 64, duration, r)).await?;
-    figures.push(Figure {
-        name: "HTTP API, PATCH".into(),
-        in_flight: 64,
-        rate,
-        latency,
-        baseline: raw_at.get(&64).copied(),
-    });
-    Ok(figures)
+    if with_projector {
+        let last = topology.events.clone().info().await?.state.last_sequence;
+        let caught_up = Instant::now();
+        anyhow::ensure!(read_models.wait_for(last, Duration::from_secs(120)).await, "read models behind");
+        eprintln!(
+            "  projector: {} messages, {} records written in {} flushes; caught up {:.0} ms after the last HTTP run",
+            projector_metrics.applied.get(),
+            projector_metrics.records_written.get(),
+            projector_metrics.flushes.get(),
+            caught_up.elapsed().as_secs_f64() * 1000.0
+        );
+    }
+    let name = if with_projector { "HTTP API, PATCH (+ projector)" } else { "HTTP API, PATCH (API alone)" };
+    Ok(Figure { name: name.into(), in_flight: 64, rate, latency, baseline })
 }
 
 fn print(title: &str, figures: &[Figure]) {

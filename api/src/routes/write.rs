@@ -50,14 +50,14 @@ pub(super) async fn catch_up(state: &AppState) -> Result<(), ApiError> {
 }
 
 async fn wait_for(state: &AppState, sequence: u64, what: &str) -> Result<(), ApiError> {
-    if state.read_models.wait_for(sequence, state.write_visibility_wait).await {
+    if state.read_models.wait_for(sequence, state.read_wait).await {
         return Ok(());
     }
     Err(ApiError::Unavailable(format!(
         "the read models include stream sequence {} but not {sequence} {what} after {:?}; the projector is \
          behind or down; retry",
         state.read_models.applied(),
-        state.write_visibility_wait
+        state.read_wait
     )))
 }
 
@@ -117,9 +117,7 @@ pub(super) async fn execute(
                 // The first request may still be running: wait for its operation to show.
                 let shown = state
                     .read_models
-                    .wait_until(state.write_visibility_wait, |m| {
-                        m.operation(project, first.operation_id).is_some()
-                    })
+                    .wait_until(state.read_wait, |m| m.operation(project, first.operation_id).is_some())
                     .await;
                 if shown {
                     return Ok(existing_operation(state, project, first.operation_id).into_response());
