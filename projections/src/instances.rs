@@ -2,8 +2,9 @@
 //!
 //! Each record remembers the last stream sequence folded into it, so a message is applied to a record at
 //! most once even when a projector that died between writing some records and writing its checkpoint
-//! replays messages. Operation records are immutable; an operation's state is derived, when it is read,
-//! from its instance's observed state, so it never needs a write of its own.
+//! replays messages. Operation records are immutable and written in pages, several per write; an
+//! operation's state is derived, when it is read, from its instance's observed state, so it never needs
+//! a write of its own.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -206,7 +207,10 @@ fn operation_state(op: &OperationRecord, observed: Option<&ObservedState>, remov
 
 /// Version of the stored record formats. A projector finding another version in the checkpoint folds
 /// the stream again from the start: read models are derived data.
-pub const RECORD_SCHEMA: u32 = 1;
+pub const RECORD_SCHEMA: u32 = 2;
+
+/// Most operations in one page (about 250 bytes each: a page stays far below NATS' 1 MiB payload limit).
+const OPERATIONS_PER_PAGE: usize = 1000;
 
 /// How far the read models go: written after the records it covers.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -237,8 +241,10 @@ pub struct ReadModel {
     operations: HashMap<Uuid, OperationRecord>,
     last_sequence: u64,
     skipped: u64,
-    /// records changed since [`Self::take_changes`]
+    /// instance records changed since [`Self::take_changes`]
     changed: BTreeSet<RecordKey>,
+    /// operations created since [`Self::take_changes`], in stream order
+    new_operations: Vec<Uuid>,
 }
 
 /// Equal content; what changed since the last write does not count.
@@ -338,7 +344,7 @@ impl ReadModel {
                     created_at: time,
                 },
             );
-            self.changed.insert(RecordKey::Operation { project, id: command_id });
+            self.new_operations.push(command_id);
         }
         Ok(true)
     }
@@ -365,28 +371,32 @@ impl ReadModel {
         Ok(true)
     }
 
-    /// The records changed since the last call, encoded for the read-model bucket. The checkpoint is not
-    /// among them: it must be written after them.
+    /// The records changed since the last call, encoded for the read-model bucket: every changed instance,
+    /// and the new operations in pages. The checkpoint is not among them: it must be written after them.
     pub fn take_changes(&mut self) -> Vec<(RecordKey, Vec<u8>)> {
         let changed = std::mem::take(&mut self.changed);
-        changed
+        let mut records: Vec<_> = changed
             .into_iter()
             .filter_map(|key| {
-                let encoded = match &key {
-                    RecordKey::Instance { project, id } => {
-                        serde_json::to_vec(self.instances.get(&(project.clone(), *id))?)
-                    }
-                    RecordKey::Operation { id, .. } => serde_json::to_vec(self.operations.get(id)?),
-                    RecordKey::Checkpoint => return None,
-                };
-                Some((key, encoded.expect("read models serialize")))
+                let RecordKey::Instance { project, id } = &key else { return None };
+                let view = self.instances.get(&(project.clone(), *id))?;
+                Some((key, serde_json::to_vec(view).expect("read models serialize")))
             })
-            .collect()
+            .collect();
+        let new_operations = std::mem::take(&mut self.new_operations);
+        for page in new_operations.chunks(OPERATIONS_PER_PAGE) {
+            let operations: Vec<&OperationRecord> =
+                page.iter().filter_map(|id| self.operations.get(id)).collect();
+            let Some(first) = operations.first() else { continue };
+            let key = RecordKey::OperationPage { first_sequence: first.sequence };
+            records.push((key, serde_json::to_vec(&operations).expect("read models serialize")));
+        }
+        records
     }
 
-    /// How many records changed since the last [`Self::take_changes`].
+    /// How many records changed since the last [`Self::take_changes`] (operations counted one by one).
     pub fn changed_records(&self) -> usize {
-        self.changed.len()
+        self.changed.len() + self.new_operations.len()
     }
 
     /// Loads one stored record (as written from [`Self::take_changes`] or the checkpoint).
@@ -397,9 +407,9 @@ impl ReadModel {
                 let view: InstanceView = serde_json::from_slice(value).map_err(error)?;
                 self.instances.insert((project.clone(), *id), view);
             }
-            RecordKey::Operation { id, .. } => {
-                let record: OperationRecord = serde_json::from_slice(value).map_err(error)?;
-                self.operations.insert(*id, record);
+            RecordKey::OperationPage { .. } => {
+                let page: Vec<OperationRecord> = serde_json::from_slice(value).map_err(error)?;
+                self.operations.extend(page.into_iter().map(|op| (op.id, op)));
             }
             RecordKey::Checkpoint => {
                 let checkpoint: Checkpoint = serde_json::from_slice(value).map_err(error)?;
@@ -426,7 +436,7 @@ impl ReadModel {
         }
         for (id, op) in self.operations.iter().chain(other.operations.iter()) {
             if self.operations.get(id) != other.operations.get(id) {
-                keys.insert(RecordKey::Operation { project: op.project.clone(), id: *id }.key());
+                keys.insert(format!("operation {}.{id}", op.project));
             }
         }
         if self.checkpoint() != other.checkpoint() {
@@ -690,6 +700,30 @@ mod tests {
         let loaded = store(&model.take_changes(), model.checkpoint());
         assert_eq!(loaded, model);
         assert_eq!(loaded.instance("acme", log.id).unwrap().status.state, Health::Healthy);
+    }
+
+    #[test]
+    fn a_backlog_is_written_as_one_record_per_instance_and_operations_in_pages() {
+        let mut log = Log::new();
+        log.provision();
+        for n in 0..2_499 {
+            log.describe(&format!("change {n}"));
+        }
+        let mut model = ReadModel::default();
+        log.fold(&mut model, 0, log.messages.len());
+        let records = model.take_changes();
+        let keys: Vec<String> = records.iter().map(|(key, _)| key.key()).collect();
+        assert_eq!(
+            keys,
+            [
+                format!("instance.acme.{}", log.id),
+                format!("operations.{:020}", 1),
+                format!("operations.{:020}", 1001),
+                format!("operations.{:020}", 2001)
+            ]
+        );
+        assert_eq!(store(&records, model.checkpoint()), model);
+        assert_eq!(model.take_changes(), Vec::new(), "nothing changed since");
     }
 
     #[test]

@@ -6,7 +6,10 @@
 //!
 //! Keys:
 //! * `instance.<project>.<instance-id>`: an instance's desired spec, observed state and status
-//! * `operation.<project>.<operation-id>`: an operation (immutable once written)
+//! * `operations.<first-sequence>`: a page of operations created by one flush, keyed by the stream sequence
+//!   of its first operation (zero-padded); immutable once written. Pages, not one key per operation: under
+//!   write load every command creates an operation, and one write per operation would double the
+//!   projector's writes (instance records coalesce; operations cannot)
 //! * `projector.checkpoint`: the last event-stream sequence whose effects are all written
 //!
 //! Every write is conditional on the revision the writer last saw (`Nats-Expected-Last-Subject-Sequence`;
@@ -37,12 +40,10 @@ pub enum RecordKey {
         /// instance id
         id: Uuid,
     },
-    /// an operation
-    Operation {
-        /// project
-        project: String,
-        /// operation id
-        id: Uuid,
+    /// a page of operations
+    OperationPage {
+        /// stream sequence of the page's first operation
+        first_sequence: u64,
     },
     /// the projector's checkpoint
     Checkpoint,
@@ -53,7 +54,7 @@ impl RecordKey {
     pub fn key(&self) -> String {
         match self {
             Self::Instance { project, id } => format!("instance.{project}.{id}"),
-            Self::Operation { project, id } => format!("operation.{project}.{id}"),
+            Self::OperationPage { first_sequence } => format!("operations.{first_sequence:020}"),
             Self::Checkpoint => CHECKPOINT_KEY.to_owned(),
         }
     }
@@ -63,12 +64,14 @@ impl RecordKey {
         if key == CHECKPOINT_KEY {
             return Some(Self::Checkpoint);
         }
+        if let Some(sequence) = key.strip_prefix("operations.") {
+            return Some(Self::OperationPage { first_sequence: sequence.parse().ok()? });
+        }
         let mut parts = key.splitn(3, '.');
         let (kind, project, id) = (parts.next()?, parts.next()?, parts.next()?);
         let (project, id) = (project.to_owned(), id.parse().ok()?);
         match kind {
             "instance" => Some(Self::Instance { project, id }),
-            "operation" => Some(Self::Operation { project, id }),
             _ => None,
         }
     }
@@ -176,7 +179,7 @@ mod tests {
         let id = Uuid::now_v7();
         for key in [
             RecordKey::Instance { project: "acme".into(), id },
-            RecordKey::Operation { project: "acme".into(), id },
+            RecordKey::OperationPage { first_sequence: 42 },
             RecordKey::Checkpoint,
         ] {
             assert_eq!(RecordKey::parse(&key.key()), Some(key));
