@@ -170,8 +170,25 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
     }
     report(&options, &ids, &progress, &healthy_at, &sims, &metrics, offered, before);
     grow_stream(&commands, &topology.events, &ids, options.rebuild_messages).await?;
-    let mut events = topology.events.clone();
-    let last = events.info().await?.state.last_sequence;
+    // Let the agents finish the grown stream (and the observations they publish) before reading it again:
+    // otherwise the rebuild and its raw baseline compete with them, unevenly.
+    let mut last = 0;
+    for _ in 0..600 {
+        let mut pending = 0;
+        for c in 0..options.clusters {
+            let name = cluster_agent::mirror::durable_name(&format!("c{c}"));
+            let mut consumer: async_nats::jetstream::consumer::PullConsumer =
+                topology.events.get_consumer(&name).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            let info = consumer.info().await?;
+            pending += info.num_pending + info.num_ack_pending as u64;
+        }
+        let now = topology.events.clone().info().await?.state.last_sequence;
+        if pending == 0 && now == last {
+            break;
+        }
+        last = now;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     anyhow::ensure!(
         projection.wait_for(last, Duration::from_secs(120)).await,
         "read models behind the stream"
