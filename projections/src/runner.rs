@@ -35,7 +35,6 @@ pub struct ReadModels {
     applied: watch::Receiver<u64>,
     /// the bucket revision seen so far
     revision: watch::Receiver<u64>,
-    bucket: ReadModelBucket,
 }
 
 impl ReadModels {
@@ -46,8 +45,8 @@ impl ReadModels {
         let (applied_tx, applied) = watch::channel(0);
         let (revision_tx, revision) = watch::channel(0);
         let last = bucket.last_revision().await.map_err(|e| ProjectionError::Load(e.to_string()))?;
-        tokio::spawn(follow(bucket.clone(), model.clone(), applied_tx, revision_tx));
-        let models = Self { model, applied, revision, bucket };
+        tokio::spawn(follow(bucket, model.clone(), applied_tx, revision_tx));
+        let models = Self { model, applied, revision };
         let mut seen = models.revision.clone();
         match tokio::time::timeout(timeout, seen.wait_for(|r| *r >= last)).await {
             Ok(Ok(_)) => Ok(models),
@@ -71,11 +70,6 @@ impl ReadModels {
     /// The last stream sequence the read models are known to include.
     pub fn applied(&self) -> u64 {
         *self.applied.borrow()
-    }
-
-    /// The bucket this follows.
-    pub fn bucket(&self) -> &ReadModelBucket {
-        &self.bucket
     }
 
     /// Waits until `ready` holds for the model, at most `timeout`. Returns whether it did.
