@@ -15,7 +15,7 @@ use domain::{
     observed::{ObservedEvent, ObservedPhase, ObservedState},
 };
 use futures::StreamExt as _;
-use projections::Checkpoint;
+use projections::{Checkpoint, Projector, ProjectorMetrics, ReadModels};
 use serde_json::json;
 use streams::{
     CommandMetadata, Settings,
@@ -231,5 +231,88 @@ async fn a_projector_killed_mid_stream_ends_equal_to_a_clean_rebuild() {
     assert!(
         report.contains(&format!("DIFFERENT from the live read models at checkpoint {last}: {key}")),
         "{report}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_projectors_at_once_never_interleave_stale_records() {
+    let server = NatsServer::start();
+    let nats = async_nats::connect(server.url()).await.unwrap();
+    let topology = Settings::default().apply(&async_nats::jetstream::new(nats.clone())).await.unwrap();
+    let commands = InstanceCommands::new(&topology, 10_000);
+    let bucket = ReadModelBucket::new(&topology);
+    // Two projectors on the same bucket, as after a botched deployment: each write is conditional on the
+    // revision its writer last saw, so the loser of each race reloads instead of overwriting newer records.
+    let (first, second) = (ProjectorMetrics::default(), ProjectorMetrics::default());
+    Projector::new(topology.events.clone(), bucket.clone(), first.clone()).spawn();
+    Projector::new(topology.events.clone(), bucket.clone(), second.clone()).spawn();
+    let read_models = ReadModels::start(bucket.clone(), WAIT).await.unwrap();
+    // What a reader sees: every write of every instance record, in bucket order. A record must never go
+    // back to an older stream sequence.
+    let mut writes = topology.read_models.watch_all().await.unwrap();
+    let (stop_at, mut stop) = tokio::sync::watch::channel(u64::MAX);
+    let regressions = tokio::spawn(async move {
+        let (mut newest, mut regressions, mut revision) = (std::collections::HashMap::new(), Vec::new(), 0);
+        while revision < *stop.borrow_and_update() {
+            let entry = tokio::select! {
+                entry = writes.next() => entry.expect("bucket watch ended").expect("bucket watch"),
+                _ = stop.changed() => continue,
+            };
+            revision = entry.revision;
+            let record: serde_json::Value = serde_json::from_slice(&entry.value).unwrap_or_default();
+            let Some(sequence) = record.get("sequence").and_then(serde_json::Value::as_u64) else { continue };
+            let seen = newest.entry(entry.key.clone()).or_insert(0);
+            if sequence < *seen {
+                regressions.push(format!("{} went from sequence {seen} back to {sequence}", entry.key));
+            }
+            *seen = sequence.max(*seen);
+        }
+        regressions
+    });
+
+    let ids: Vec<Uuid> = (0..20).map(|_| Uuid::now_v7()).collect();
+    for (n, id) in ids.iter().enumerate() {
+        let command = InstanceCommand::Provision(ProvisionInstance::new(
+            *id,
+            "acme",
+            format!("db-{n}"),
+            ServiceType::Postgresql,
+            "16",
+            "starter",
+            "eu-1",
+        ));
+        commands
+            .provision_new("acme", *id, command, CommandMetadata::new("provision", "test"))
+            .await
+            .unwrap();
+    }
+    futures::stream::iter(0..3_000)
+        .for_each_concurrent(16, |n| {
+            let (commands, id) = (commands.clone(), ids[n % ids.len()]);
+            async move {
+                let change =
+                    UpdateInstance { description: Some(format!("change {n}")), ..Default::default() };
+                let metadata = CommandMetadata::new("update", "test");
+                let _ = commands.execute("acme", id, InstanceCommand::Update(change), None, metadata).await;
+            }
+        })
+        .await;
+
+    let last = topology.events.clone().info().await.unwrap().state.last_sequence;
+    assert!(read_models.wait_for(last, WAIT).await, "the read models never reached the end of the stream");
+    let verification = projections::rebuild::verify(&topology.events, &bucket).await.unwrap();
+    assert!(
+        verification.differences.is_empty(),
+        "records differ from a clean rebuild: {:?}",
+        verification.differences
+    );
+    assert_eq!(verification.rebuilt.messages, last);
+    stop_at.send_replace(bucket.last_revision().await.unwrap());
+    let regressions =
+        tokio::time::timeout(WAIT, regressions).await.expect("watcher never caught up").unwrap();
+    assert!(regressions.is_empty(), "readers saw records go back in time: {regressions:?}");
+    assert!(
+        first.restarts.get() + second.restarts.get() > 0,
+        "the two projectors never raced, so this test showed nothing"
     );
 }
