@@ -45,13 +45,14 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     ApiError::Internal("handler panicked".into()).into_response()
 }
 
-/// The whole application: routes, `/openapi.json`, `/docs`, and middleware (request ids, tracing, body
-/// limit, panic to 500).
+/// The whole application: routes, `/openapi.json`, `/docs`, `/metrics`, and middleware (request ids,
+/// tracing, metrics, body limit, panic to 500).
 pub fn app(state: AppState) -> Router {
     let (router, openapi) = router();
     let spec = openapi.clone();
     router
         .route("/openapi.json", axum::routing::get(move || async move { Json(spec) }))
+        .route("/metrics", axum::routing::get(crate::metrics::serve))
         .merge(SwaggerUi::new("/docs").url("/docs/openapi.json", openapi))
         .fallback(|| async { ApiError::NotFound("route") })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -64,6 +65,7 @@ pub fn app(state: AppState) -> Router {
                     tracing::info_span!("request", method = %request.method(), route, request_id = id)
                 }))
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+                .layer(axum::middleware::from_fn_with_state(state.clone(), crate::metrics::track))
                 .layer(CatchPanicLayer::custom(panic_response)),
         )
         .with_state(state)

@@ -35,6 +35,8 @@ pub struct AppState {
     pub events: Stream,
     /// see [`DEFAULT_READ_WAIT`]
     pub read_wait: Duration,
+    /// what `/metrics` serves
+    pub metrics: crate::metrics::ApiMetrics,
 }
 
 /// Why the API could not start.
@@ -67,6 +69,7 @@ impl AppState {
             nats,
             events: topology.events,
             read_wait: DEFAULT_READ_WAIT,
+            metrics: crate::metrics::ApiMetrics::default(),
         })
     }
 }
