@@ -86,14 +86,10 @@ impl BucketWrites {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_projector_killed_mid_stream_ends_equal_to_a_clean_rebuild() {
-    let server = NatsServer::start();
-    let nats = async_nats::connect(server.url()).await.unwrap();
-    let topology = Settings::default().apply(&async_nats::jetstream::new(nats.clone())).await.unwrap();
-    let commands = InstanceCommands::new(&topology, 10_000);
+/// Provisions `count` PostgreSQL instances in project `acme` on cluster `eu-1`.
+async fn provision(commands: &InstanceCommands, count: usize) -> Vec<Uuid> {
     let mut ids = Vec::new();
-    for n in 0..INSTANCES {
+    for n in 0..count {
         let id = Uuid::now_v7();
         let command = InstanceCommand::Provision(ProvisionInstance::new(
             id,
@@ -107,6 +103,16 @@ async fn a_projector_killed_mid_stream_ends_equal_to_a_clean_rebuild() {
         commands.provision_new("acme", id, command, CommandMetadata::new("provision", "test")).await.unwrap();
         ids.push(id);
     }
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projector_killed_mid_stream_ends_equal_to_a_clean_rebuild() {
+    let server = NatsServer::start();
+    let nats = async_nats::connect(server.url()).await.unwrap();
+    let topology = Settings::default().apply(&async_nats::jetstream::new(nats.clone())).await.unwrap();
+    let commands = InstanceCommands::new(&topology, 10_000);
+    let ids = provision(&commands, INSTANCES).await;
 
     // The producer: description changes, and every tenth an observation like an agent's.
     let jetstream = topology.jetstream.clone();
@@ -270,22 +276,7 @@ async fn two_projectors_at_once_never_interleave_stale_records() {
         regressions
     });
 
-    let ids: Vec<Uuid> = (0..20).map(|_| Uuid::now_v7()).collect();
-    for (n, id) in ids.iter().enumerate() {
-        let command = InstanceCommand::Provision(ProvisionInstance::new(
-            *id,
-            "acme",
-            format!("db-{n}"),
-            ServiceType::Postgresql,
-            "16",
-            "starter",
-            "eu-1",
-        ));
-        commands
-            .provision_new("acme", *id, command, CommandMetadata::new("provision", "test"))
-            .await
-            .unwrap();
-    }
+    let ids = provision(&commands, 20).await;
     futures::stream::iter(0..3_000)
         .for_each_concurrent(16, |n| {
             let (commands, id) = (commands.clone(), ids[n % ids.len()]);
