@@ -88,7 +88,9 @@ async fn an_idle_agent_makes_no_requests_besides_its_watches() {
     let sim = world.sim("c1");
     assert!(sim.wait_until(CONVERGE, |s| (0..3).all(|i| ready_at(s, &format!("db-{i}"), 1))).await);
     let before = sim.request_counts();
-    // Measuring an absence: nothing can be awaited, so watch a window of several bookmark intervals.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Measuring an absence over a window that ends by an event: four more bookmark rounds span at least
+    // three bookmark intervals.
+    let window = sim.bookmark_rounds() + 4;
+    assert!(sim.wait_for_bookmark_round(window, CONVERGE).await, "the simulator sent no bookmarks");
     assert_eq!(sim.request_counts(), before, "requests made while idle");
 }

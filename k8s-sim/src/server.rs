@@ -76,6 +76,8 @@ pub(crate) struct Inner {
     pub(crate) faults: Mutex<Faults>,
     pub(crate) options: SimulatorOptions,
     requests: std::sync::atomic::AtomicU64,
+    /// the most bookmarks any one watch has sent (one per interval per watch, so this counts intervals)
+    bookmark_rounds: tokio::sync::watch::Sender<u64>,
 }
 
 /// A simulated cluster. Cheap to clone.
@@ -108,6 +110,7 @@ impl Simulator {
             faults: Mutex::default(),
             options,
             requests: Default::default(),
+            bookmark_rounds: tokio::sync::watch::Sender::new(0),
         };
         let sim = Self { inner: Arc::new(inner) };
         crate::controllers::spawn(sim.clone());
@@ -126,6 +129,20 @@ impl Simulator {
     /// Requests served, by `verb resource` (e.g. `patch statefulsets.apps`).
     pub fn request_counts(&self) -> BTreeMap<String, u64> {
         lock(&self.inner.counts).clone()
+    }
+
+    /// The most bookmarks any one watch has sent. A watch sends one per bookmark interval, so this grows by
+    /// at most one per interval.
+    pub fn bookmark_rounds(&self) -> u64 {
+        *self.inner.bookmark_rounds.borrow()
+    }
+
+    /// Waits until [`Self::bookmark_rounds`] reaches `round`, at most `timeout`; returns whether it did.
+    /// How a test lets time pass in the simulator's own terms (a quiet window) without sleeping: `n + 1`
+    /// more rounds span at least `n` bookmark intervals.
+    pub async fn wait_for_bookmark_round(&self, round: u64, timeout: Duration) -> bool {
+        let mut rounds = self.inner.bookmark_rounds.subscribe();
+        tokio::time::timeout(timeout, rounds.wait_for(|n| *n >= round)).await.is_ok_and(|r| r.is_ok())
     }
 
     /// Sets the injected faults.
@@ -462,7 +479,9 @@ fn watch(sim: &Simulator, target: &Target, params: &Params) -> Response {
     let timeout = Duration::from_secs(params.timeout_seconds.unwrap_or(1800).max(1));
     let api_version = target.ty.api_version();
     let kind = target.ty.kind.clone();
+    let sim = sim.clone();
     tokio::spawn(async move {
+        let mut sent = 0;
         for line in initial {
             if tx.send(Ok(line)).await.is_err() {
                 return;
@@ -494,6 +513,12 @@ fn watch(sim: &Simulator, target: &Target, params: &Params) -> Response {
                     if tx.send(Ok(watch_line("BOOKMARK", &bookmark))).await.is_err() {
                         return;
                     }
+                    sent += 1;
+                    sim.inner.bookmark_rounds.send_if_modified(|n| {
+                        let newer = sent > *n;
+                        *n = (*n).max(sent);
+                        newer
+                    });
                 }
                 () = &mut deadline => return,
             }
