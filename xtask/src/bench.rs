@@ -42,14 +42,37 @@ pub(crate) struct Options {
     /// only this durability setting: `default` or `always`
     #[arg(long)]
     sync: Option<String>,
+    /// only these scenarios (comma separated): fresh, deep, nocache, provision, http; the raw baselines
+    /// always run
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+}
+
+impl Options {
+    fn wants(&self, scenario: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|s| s == scenario)
+    }
+}
+
+/// Medians over the runs of one scenario.
+#[derive(Debug, Clone, Copy)]
+struct Stats {
+    rate: f64,
+    p50: f64,
+    p99: f64,
+    /// CPU time per command of this process (client, and the API when it is served in-process)
+    client_us: f64,
+    /// CPU time per command of the nats-server
+    server_us: f64,
 }
 
 struct Figure {
     name: String,
     in_flight: usize,
-    rate: f64,
-    latency: Option<(f64, f64)>,
-    baseline: Option<f64>,
+    stats: Stats,
+    /// the raw baseline measured in alternation with this scenario, and the median of the per-pair ratios
+    baseline: Stats,
+    ratio: f64,
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -102,21 +125,107 @@ where
     Ok((done.load(Ordering::Relaxed) as f64 / elapsed, latencies))
 }
 
-async fn repeat<F, Fut>(options: &Options, mut run: F) -> anyhow::Result<(f64, Option<(f64, f64)>)>
+/// CPU time (user + system) of a process so far, from `/proc` (Linux, 100 clock ticks per second).
+fn cpu_seconds(pid: Option<u32>) -> f64 {
+    let path = pid.map_or_else(|| "/proc/self/stat".to_owned(), |pid| format!("/proc/{pid}/stat"));
+    let Ok(stat) = std::fs::read_to_string(path) else { return f64::NAN };
+    // Fields after the command name (which may hold spaces): state is the 3rd field, utime the 14th.
+    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(f64::NAN);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// One timed run and the CPU it cost.
+struct Sample {
+    rate: f64,
+    latencies: Vec<Duration>,
+    client_us: f64,
+    server_us: f64,
+}
+
+async fn sample<Fut>(server_pid: Option<u32>, run: Fut) -> anyhow::Result<Sample>
 where
-    F: FnMut(usize) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<(f64, Vec<Duration>)>>,
 {
-    let mut rates = Vec::new();
-    let mut p50s = Vec::new();
-    let mut p99s = Vec::new();
-    for r in 0..options.runs {
-        let (rate, latencies) = run(r).await?;
-        rates.push(rate);
-        p50s.push(percentile(&latencies, 0.50));
-        p99s.push(percentile(&latencies, 0.99));
+    let (client, server) = (cpu_seconds(None), cpu_seconds(server_pid));
+    let (rate, latencies) = run.await?;
+    let per_command = |seconds: f64| seconds * 1e6 / latencies.len().max(1) as f64;
+    Ok(Sample {
+        rate,
+        client_us: per_command(cpu_seconds(None) - client),
+        server_us: per_command(cpu_seconds(server_pid) - server),
+        latencies,
+    })
+}
+
+fn stats(samples: &[Sample]) -> Stats {
+    let of = |f: fn(&Sample) -> f64| median(samples.iter().map(f).collect());
+    Stats {
+        rate: of(|s| s.rate),
+        p50: of(|s| percentile(&s.latencies, 0.50)),
+        p99: of(|s| percentile(&s.latencies, 0.99)),
+        client_us: of(|s| s.client_us),
+        server_us: of(|s| s.server_us),
     }
-    Ok((median(rates), Some((median(p50s), median(p99s)))))
+}
+
+/// Where the benchmark is: the server (for its CPU time), the raw baseline's stream, run length.
+struct Bench<'a> {
+    options: &'a Options,
+    server_pid: Option<u32>,
+    raw: jetstream::Context,
+    duration: Duration,
+}
+
+impl Bench<'_> {
+    /// Runs `scenario` and the raw baseline alternately (baseline first in even runs, last in odd ones),
+    /// so that drift on this noisy machine (other load, the stream growing) hits both alike; the ratio is
+    /// the median of the per-pair ratios.
+    async fn compare<S, Fut>(
+        &self,
+        name: &str,
+        in_flight: usize,
+        baseline: RawSubjects,
+        mut scenario: S,
+    ) -> anyhow::Result<Figure>
+    where
+        S: FnMut(usize) -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<(f64, Vec<Duration>)>>,
+    {
+        eprintln!("  {name}, {in_flight} in flight…");
+        let (mut raws, mut subjects, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        for r in 0..self.options.runs {
+            let raw = || sample(self.server_pid, raw(&self.raw, in_flight, self.duration, baseline));
+            let (raw_sample, subject) = if r % 2 == 0 {
+                let raw_sample = raw().await?;
+                (raw_sample, sample(self.server_pid, scenario(r)).await?)
+            } else {
+                let subject = sample(self.server_pid, scenario(r)).await?;
+                (raw().await?, subject)
+            };
+            ratios.push(subject.rate / raw_sample.rate);
+            raws.push(raw_sample);
+            subjects.push(subject);
+        }
+        Ok(Figure {
+            name: name.into(),
+            in_flight,
+            stats: stats(&subjects),
+            baseline: stats(&raws),
+            ratio: median(ratios),
+        })
+    }
+}
+
+/// A stream for the raw baseline with the event stream's settings, so that raw messages are stored
+/// alike but never reach the event stream's readers (the projector).
+async fn raw_stream(jetstream: &jetstream::Context) -> anyhow::Result<()> {
+    let mut config = Settings::default().events_stream_config();
+    config.name = "BENCH_RAW".into();
+    config.subjects = vec!["bench.raw.>".into()];
+    config.description = Some("raw publish baseline of the benchmark".into());
+    jetstream.create_or_update_stream(config).await.context("creating the raw baseline's stream")?;
+    Ok(())
 }
 
 fn provision(id: Uuid, name: String, cluster: &str) -> InstanceCommand {
@@ -190,9 +299,10 @@ async fn raw(
     js: &jetstream::Context,
     workers: usize,
     duration: Duration,
-    run: usize,
     subjects: RawSubjects,
 ) -> anyhow::Result<(f64, Vec<Duration>)> {
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    let call = CALLS.fetch_add(1, Ordering::Relaxed);
     let payload = match subjects {
         RawSubjects::Existing => typical_payload(),
         RawSubjects::New => provision_payload(),
@@ -206,8 +316,8 @@ async fn raw(
         async move {
             let slot = (n % 16) as usize;
             let subject = match subjects {
-                RawSubjects::Existing => format!("cp.evt.raw.bench.c{workers}r{run}w{worker}s{slot}"),
-                RawSubjects::New => format!("cp.evt.raw.bench.n{workers}r{run}w{worker}n{n}"),
+                RawSubjects::Existing => format!("bench.raw.{call}.w{worker}s{slot}"),
+                RawSubjects::New => format!("bench.raw.{call}.w{worker}n{n}"),
             };
             let mut last = state[worker].lock().await;
             if subjects == RawSubjects::New {
@@ -368,116 +478,91 @@ async fn bench_sync(sync: Sync, options: &Options) -> anyhow::Result<Vec<Figure>
     let client =
         async_nats::connect(server.url()).await.context("connecting to the benchmark nats-server")?;
     let topology = Settings::default().apply(&jetstream::new(client.clone())).await?;
-    let duration = Duration::from_secs_f64(options.seconds);
+    raw_stream(&topology.jetstream).await?;
+    let bench = Bench {
+        options,
+        server_pid: server.pid(),
+        raw: topology.jetstream.clone(),
+        duration: Duration::from_secs_f64(options.seconds),
+    };
+    let duration = bench.duration;
     let mut figures = Vec::new();
-    let mut raw_at = std::collections::HashMap::new();
-    let mut raw_new_at = std::collections::HashMap::new();
+    let deep = if options.wants("deep") || options.wants("nocache") {
+        eprintln!(
+            "  preparing {} deep aggregates of {} events each…",
+            options.deep_instances,
+            options.deep_events + 1
+        );
+        Arc::new(prepare_deep(&topology, options).await?)
+    } else {
+        Arc::default()
+    };
     for workers in [1, 64] {
-        let (rate, latency) =
-            repeat(options, |r| raw(&topology.jetstream, workers, duration, r, RawSubjects::Existing))
-                .await?;
-        raw_at.insert(workers, rate);
-        figures.push(Figure {
-            name: "raw publish, expected-seq (baseline)".into(),
-            in_flight: workers,
-            rate,
-            latency,
-            baseline: None,
-        });
-        let (rate, latency) =
-            repeat(options, |r| raw(&topology.jetstream, workers, duration, r, RawSubjects::New)).await?;
-        raw_new_at.insert(workers, rate);
-        figures.push(Figure {
-            name: "raw publish, new subject (fresh baseline)".into(),
-            in_flight: workers,
-            rate,
-            latency,
-            baseline: None,
-        });
-    }
-    eprintln!(
-        "  preparing {} deep aggregates of {} events each…",
-        options.deep_instances,
-        options.deep_events + 1
-    );
-    let deep = Arc::new(prepare_deep(&topology, options).await?);
-    for workers in [1, 64] {
-        let baseline = raw_at.get(&workers).copied();
-        let (rate, latency) =
-            repeat(options, |r| store_scenario(&topology, workers, duration, None, r)).await?;
-        figures.push(Figure {
-            name: "event store, fresh aggregates".into(),
-            in_flight: workers,
-            rate,
-            latency,
-            baseline,
-        });
-        figures.push(Figure {
-            name: "  same, vs raw publish to new subjects".into(),
-            in_flight: workers,
-            rate,
-            latency,
-            baseline: raw_new_at.get(&workers).copied(),
-        });
-        let (rate, latency) = repeat(options, |r| {
-            store_scenario(&topology, workers, duration, Some((deep.clone(), 1_000_000)), r)
-        })
-        .await?;
-        figures.push(Figure {
-            name: "event store, deep aggregates (warm cache)".into(),
-            in_flight: workers,
-            rate,
-            latency,
-            baseline,
-        });
-        let (rate, latency) =
-            repeat(options, |r| store_scenario(&topology, workers, duration, Some((deep.clone(), 1)), r))
-                .await?;
-        figures.push(Figure {
-            name: "event store, deep aggregates (no cache)".into(),
-            in_flight: workers,
-            rate,
-            latency,
-            baseline,
-        });
+        if options.wants("fresh") {
+            figures.push(
+                bench
+                    .compare("event store, fresh aggregates", workers, RawSubjects::New, |r| {
+                        store_scenario(&topology, workers, duration, None, r)
+                    })
+                    .await?,
+            );
+        }
+        if options.wants("deep") {
+            figures.push(
+                bench
+                    .compare(
+                        "event store, deep aggregates (warm cache)",
+                        workers,
+                        RawSubjects::Existing,
+                        |r| store_scenario(&topology, workers, duration, Some((deep.clone(), 1_000_000)), r),
+                    )
+                    .await?,
+            );
+        }
+        if options.wants("nocache") {
+            figures.push(
+                bench
+                    .compare("event store, deep aggregates (no cache)", workers, RawSubjects::Existing, |r| {
+                        store_scenario(&topology, workers, duration, Some((deep.clone(), 1)), r)
+                    })
+                    .await?,
+            );
+        }
     }
     let commands = InstanceCommands::new(&topology, 100_000);
-    for workers in [1, 64] {
-        let baseline = raw_at.get(&workers).copied();
-        let (rate, latency) =
-            repeat(options, |r| provision_scenario(&commands, workers, duration, r)).await?;
-        figures.push(Figure {
-            name: "provision incl. KV name reservation".into(),
-            in_flight: workers,
-            rate,
-            latency,
-            baseline,
-        });
+    for workers in [1, 64].into_iter().filter(|_| options.wants("provision")) {
+        figures.push(
+            bench
+                .compare("provision incl. KV name reservation", workers, RawSubjects::New, |r| {
+                    provision_scenario(&commands, workers, duration, r)
+                })
+                .await?,
+        );
     }
 
     // The HTTP API over real TCP, served from this process; each variant on a server of its own with the
     // same settings, so that a projector folds only the API's traffic, not the scenarios above.
     drop(server);
-    for with_projector in [false, true] {
+    for with_projector in [false, true].into_iter().filter(|_| options.wants("http")) {
         let server = NatsServer::start_with(sync);
-        figures
-            .push(http_figure(&server, options, duration, raw_at.get(&64).copied(), with_projector).await?);
+        figures.push(http_figure(&server, options, with_projector).await?);
     }
     Ok(figures)
 }
 
 /// PATCHes through the HTTP API with 64 clients; with the projector keeping the read models current in
 /// this process (as `./dev up` runs them: on this machine they share the same two cores) or without.
-async fn http_figure(
-    server: &NatsServer,
-    options: &Options,
-    duration: Duration,
-    baseline: Option<f64>,
-    with_projector: bool,
-) -> anyhow::Result<Figure> {
+async fn http_figure(server: &NatsServer, options: &Options, with_projector: bool) -> anyhow::Result<Figure> {
     let client =
         async_nats::connect(server.url()).await.context("connecting to the HTTP benchmark's server")?;
     let topology = Settings::default().apply(&jetstream::new(client.clone())).await?;
+    raw_stream(&topology.jetstream).await?;
+    let bench = Bench {
+        options,
+        server_pid: server.pid(),
+        raw: topology.jetstream.clone(),
+        duration: Duration::from_secs_f64(options.seconds),
+    };
     let projector_metrics = projections::ProjectorMetrics::default();
     if with_projector {
         let bucket = streams::read_models::ReadModelBucket::new(&topology);
@@ -490,7 +575,10 @@ async fn http_figure(
     let base = format!("http://{}", listener.local_addr()?);
     tokio::spawn(async move { axum::serve(listener, api::app(state)).await });
     let http = reqwest::Client::builder().pool_max_idle_per_host(128).build()?;
-    let (rate, latency) = repeat(options, |r| http_scenario(&base, &http, 64, duration, r)).await?;
+    let name = if with_projector { "HTTP API, PATCH (+ projector)" } else { "HTTP API, PATCH (API alone)" };
+    let figure = bench
+        .compare(name, 64, RawSubjects::Existing, |r| http_scenario(&base, &http, 64, bench.duration, r))
+        .await?;
     if with_projector {
         let last = topology.events.clone().info().await?.state.last_sequence;
         let caught_up = Instant::now();
@@ -503,21 +591,37 @@ async fn http_figure(
             caught_up.elapsed().as_secs_f64() * 1000.0
         );
     }
-    let name = if with_projector { "HTTP API, PATCH (+ projector)" } else { "HTTP API, PATCH (API alone)" };
-    Ok(Figure { name: name.into(), in_flight: 64, rate, latency, baseline })
+    Ok(figure)
 }
 
 fn print(title: &str, figures: &[Figure]) {
     println!("\n== {title} ==");
     println!(
-        "{:<44} {:>9} {:>12} {:>9} {:>9} {:>8}",
-        "scenario", "in-flight", "commands/s", "p50 ms", "p99 ms", "vs raw"
+        "{:<42} {:>4} {:>9} {:>7} {:>7} {:>8} {:>9} {:>8} {:>8} {:>7}",
+        "scenario", "in", "cmds/s", "p50 ms", "p99 ms", "CPU c+s", "raw/s", "raw p99", "raw c+s", "vs raw"
     );
     for f in figures {
-        let (p50, p99) = f.latency.unwrap_or((0.0, 0.0));
-        let ratio = f.baseline.map(|b| format!("{:.2}", f.rate / b)).unwrap_or_else(|| "-".into());
-        println!("{:<44} {:>9} {:>12.0} {:>9.2} {:>9.2} {:>8}", f.name, f.in_flight, f.rate, p50, p99, ratio);
+        let (s, b) = (&f.stats, &f.baseline);
+        println!(
+            "{:<42} {:>4} {:>9.0} {:>7.2} {:>7.2} {:>8} {:>9.0} {:>8.2} {:>8} {:>7.2}",
+            f.name,
+            f.in_flight,
+            s.rate,
+            s.p50,
+            s.p99,
+            format!("{:.0}+{:.0}", s.client_us, s.server_us),
+            b.rate,
+            b.p99,
+            format!("{:.0}+{:.0}", b.client_us, b.server_us),
+            f.ratio
+        );
     }
+    println!(
+        "CPU c+s: CPU microseconds per command of this process (client; with HTTP also the API) + of nats-server.\n\
+         raw: publish with an expected-sequence check to a stream of the same settings, measured alternately \
+         with each scenario\n(new subjects with a provision-sized payload for fresh aggregates and \
+         provisions, else existing subjects); vs raw: median of the per-pair ratios."
+    );
 }
 
 pub(crate) async fn run(options: Options) -> anyhow::Result<()> {

@@ -73,6 +73,11 @@ impl NatsServer {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
+    /// Process id of the running server (benchmarks read its CPU time).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// JetStream store directory, kept across [`Self::kill`] and [`Self::restart`].
     pub fn store_dir(&self) -> PathBuf {
         self.dir.path().join("jetstream")
