@@ -11,13 +11,13 @@ use futures::StreamExt as _;
 use k8s_openapi::{
     api::{
         apps::v1::StatefulSet,
-        core::v1::{ConfigMap, Secret, Service},
+        core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service},
     },
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
 use kube::{
     Api, Client, CustomResourceExt as _, ResourceExt as _,
-    api::{ApiResource, DeleteParams, DynamicObject, Patch, PostParams},
+    api::{ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams},
     runtime::{
         Controller, WatchStreamExt as _,
         controller::{self, Action},
@@ -69,6 +69,10 @@ pub struct Context {
     written: Mutex<HashMap<(ChildKind, String, String), Value>>,
     /// status last written per instance: the watch cache of ManagedInstances may not show it yet
     statuses: Mutex<HashMap<String, ManagedInstanceStatus>>,
+    /// the StatefulSets' volume claims (not owned by the instance: the StatefulSet controller makes them)
+    claims: Store<PersistentVolumeClaim>,
+    /// size last requested per claim uid, so a reconcile ahead of the claim watch does not patch again
+    requested: Mutex<HashMap<String, String>>,
     jetstream: async_nats::jetstream::Context,
 }
 
@@ -99,6 +103,18 @@ impl Context {
             .state()
             .into_iter()
             .filter(|o| o.labels().get(INSTANCE_LABEL).map(String::as_str) == Some(instance_id))
+            .collect()
+    }
+
+    /// The volume claims of an instance's StatefulSet (they carry its selector labels).
+    fn claims(&self, namespace: &str, instance_id: &str) -> Vec<Arc<PersistentVolumeClaim>> {
+        self.claims
+            .state()
+            .into_iter()
+            .filter(|c| {
+                c.namespace().as_deref() == Some(namespace)
+                    && c.labels().get(INSTANCE_LABEL).map(String::as_str) == Some(instance_id)
+            })
             .collect()
     }
 
@@ -136,12 +152,26 @@ pub async fn run(config: Arc<AgentConfig>) -> anyhow::Result<()> {
                 .touched_objects();
         triggers.push((stream, resource));
     }
+    // Claims made from volumeClaimTemplates carry the StatefulSet's selector, hence the instance label.
+    let claims_writer = reflector::store::Writer::default();
+    let claims = claims_writer.as_reader();
+    let claim_events = reflector::reflector(
+        claims_writer,
+        watcher(
+            Api::<PersistentVolumeClaim>::all(client.clone()),
+            watcher::Config::default().labels(INSTANCE_LABEL),
+        ),
+    )
+    .default_backoff()
+    .touched_objects();
     let jetstream = async_nats::jetstream::new(config.nats.clone());
     let context = Arc::new(Context {
         config: config.clone(),
         stores,
         written: Mutex::default(),
         statuses: Mutex::default(),
+        claims,
+        requested: Mutex::default(),
         jetstream,
     });
     let mut controller = Controller::new(Api::<ManagedInstance>::all(client), watcher::Config::default())
@@ -158,6 +188,11 @@ pub async fn run(config: Arc<AgentConfig>) -> anyhow::Result<()> {
         // Triggers come from the reflected streams, so a reconcile always sees the change that caused it.
         controller = controller.owns_stream_with(stream, resource);
     }
+    // A claim names its instance by the selector label the ManagedInstance's name is in.
+    controller = controller.watches_stream(claim_events, |claim: PersistentVolumeClaim| {
+        let instance = claim.labels().get("app.kubernetes.io/instance").cloned();
+        instance.map(|name| ObjectRef::new(&name).within(&claim.namespace().unwrap_or_default()))
+    });
     controller
         .shutdown_on_signal()
         .run(reconcile, error_policy, context)
@@ -199,7 +234,12 @@ async fn reconcile(mi: Arc<ManagedInstance>, ctx: Arc<Context>) -> Result<Action
 async fn apply(mi: Arc<ManagedInstance>, ctx: &Context) -> Result<Action> {
     let namespace = mi.namespace().unwrap_or_default();
     let mut writes = 0u32;
-    let desired = render::render(&mi);
+    let mut desired = render::render(&mi);
+    for child in &mut desired {
+        if let Some(current) = ctx.current(child.kind, &namespace, &child.name) {
+            render::keep_claim_templates(child, &current);
+        }
+    }
     let mut healed = Vec::new();
     let instance_id = mi.spec.instance_id.clone();
     let instance_id = instance_id.as_str();
@@ -269,12 +309,17 @@ async fn apply(mi: Arc<ManagedInstance>, ctx: &Context) -> Result<Action> {
             }
         }
     }
+    let storage_failure = expand_claims(&mi, ctx, &namespace, &mut writes).await?;
     if !healed.is_empty() {
         tracing::warn!(objects = ?healed, "drift healed");
         publish(ctx, &mi, ObservedEvent::DriftHealed { instance_id: instance_uuid(&mi), objects: healed })
             .await?;
     }
-    let observed = observe(&mi, ctx, &desired);
+    // A refused expansion is fixed outside our view (an admin allows expansion on the StorageClass), so
+    // nothing will trigger the retry: poll, slowly.
+    let next =
+        if storage_failure.is_some() { Action::requeue(EXPANSION_RETRY) } else { Action::await_change() };
+    let observed = observe(&mi, ctx, &desired, storage_failure);
     let status = status_of(&mi, &observed);
     if last.as_ref().is_none_or(|s| !same_status(s, &status)) {
         publish(ctx, &mi, ObservedEvent::InstanceObserved(observed)).await?;
@@ -288,7 +333,54 @@ async fn apply(mi: Arc<ManagedInstance>, ctx: &Context) -> Result<Action> {
     ctx.config.metrics.requests_per_reconcile.observe(f64::from(writes));
     // Level-triggered: every change of the instance or of an owned object triggers a reconcile; nothing
     // needs polling, so an idle cluster sees no requests but the watches.
-    Ok(Action::await_change())
+    Ok(next)
+}
+
+/// How soon a refused volume expansion is tried again.
+const EXPANSION_RETRY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Grows the instance's volume claims to the size it wants (one merge patch per claim; the cluster's
+/// volume expander does the rest). Returns why the cluster refused, if it did: a StorageClass without
+/// `allowVolumeExpansion` answers 403/422, which no retry fixes, so it is reported, not retried.
+async fn expand_claims(
+    mi: &ManagedInstance,
+    ctx: &Context,
+    namespace: &str,
+    writes: &mut u32,
+) -> Result<Option<String>> {
+    if !render::expands_claims(mi) {
+        return Ok(None);
+    }
+    let size = render::claim_size(mi);
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.config.client.clone(), namespace);
+    for claim in ctx.claims(namespace, &mi.spec.instance_id) {
+        let requested = claim
+            .spec
+            .as_ref()
+            .and_then(|s| s.resources.as_ref())
+            .and_then(|r| r.requests.as_ref())
+            .and_then(|r| r.get("storage"))
+            .map(|q| q.0.as_str())
+            .unwrap_or_default();
+        let uid = claim.uid().unwrap_or_default();
+        let already = ctx.requested.lock().unwrap_or_else(PoisonError::into_inner).get(&uid) == Some(&size);
+        if already || !render::claim_needs_expansion(mi, requested) {
+            continue;
+        }
+        let patch = json!({"spec": {"resources": {"requests": {"storage": size}}}});
+        match api.patch(&claim.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
+            Ok(_) => {
+                *writes += 1;
+                ctx.requested.lock().unwrap_or_else(PoisonError::into_inner).insert(uid, size.clone());
+            }
+            Err(kube::Error::Api(e)) if e.code == 403 || e.code == 422 => {
+                tracing::warn!(claim = %claim.name_any(), error = %e.message, "volume expansion refused");
+                return Ok(Some("VolumeExpansionFailed".into()));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(None)
 }
 
 async fn delete(ctx: &Context, kind: ChildKind, namespace: &str, name: &str) -> Result<()> {
@@ -313,6 +405,20 @@ async fn cleanup(mi: Arc<ManagedInstance>, ctx: &Context) -> Result<Action> {
             }
         }
     }
+    // The data volumes go too. The StatefulSet's retention policy has the cluster delete them; a cluster
+    // older than that keeps them, so once the set is gone (it would recreate them) they are deleted here.
+    let set_gone = remaining == 0;
+    for claim in ctx.claims(&namespace, &mi.spec.instance_id) {
+        remaining += 1;
+        if set_gone && claim.metadata.deletion_timestamp.is_none() {
+            let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.config.client.clone(), &namespace);
+            match api.delete(&claim.name_any(), &DeleteParams::background()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
     if remaining > 0 {
         // Not Ok: the finalizer helper would remove the finalizer. The deletions' watch events trigger the
         // next cleanup; the error policy's requeue only guards a lost event.
@@ -332,12 +438,30 @@ fn int(v: &Value) -> u32 {
 }
 
 /// What the cluster shows for the instance, from the watch caches.
-fn observe(mi: &ManagedInstance, ctx: &Context, desired: &[render::Child]) -> ObservedState {
+fn observe(
+    mi: &ManagedInstance,
+    ctx: &Context,
+    desired: &[render::Child],
+    storage_failure: Option<String>,
+) -> ObservedState {
     let namespace = mi.namespace().unwrap_or_default();
     let mut all_applied = true;
     let mut ready_replicas = 0;
     let mut rolled_out = true;
-    let mut reason = None;
+    let mut reason = storage_failure;
+    if render::expands_claims(mi) {
+        // Storage is there once every replica's claim holds the wanted size.
+        let expanded = ctx
+            .claims(&namespace, &mi.spec.instance_id)
+            .iter()
+            .filter(|c| {
+                let capacity =
+                    c.status.as_ref().and_then(|s| s.capacity.as_ref()).and_then(|c| c.get("storage"));
+                render::claim_is_expanded(mi, capacity.map(|q| q.0.as_str()))
+            })
+            .count();
+        rolled_out &= expanded >= mi.spec.replicas as usize;
+    }
     for child in desired {
         let Some(current) = ctx.current(child.kind, &namespace, &child.name) else {
             all_applied = false;

@@ -211,6 +211,9 @@ pub fn render(mi: &ManagedInstance) -> Vec<Child> {
                     "volumes": [{"name": "config", "configMap": {"name": format!("{name}-config")}}],
                 },
             },
+            // Deprovisioning deletes the data volumes with the set (GA in Kubernetes 1.32); scaling down
+            // keeps them, so scaling up again finds the data.
+            "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Delete", "whenScaled": "Retain"},
             "volumeClaimTemplates": [{
                 "metadata": {"name": "data"},
                 "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": format!("{}Gi", mi.spec.storage_gib)}}},
@@ -222,6 +225,70 @@ pub fn render(mi: &ManagedInstance) -> Vec<Child> {
         Child { kind: ChildKind::Service, name: name.clone(), object: service },
         Child { kind: ChildKind::StatefulSet, name, object: statefulset },
     ]
+}
+
+/// A StatefulSet's volumeClaimTemplates cannot change once it exists (the apiserver refuses the whole
+/// update), so the desired object keeps the templates the set was created with: storage grows by
+/// expanding each claim instead (see [`claim_needs_expansion`]). Applying the templates unchanged, rather
+/// than leaving them out, keeps this field manager from asking the apiserver to remove them.
+pub fn keep_claim_templates(desired: &mut Child, current: &Value) {
+    if desired.kind == ChildKind::StatefulSet
+        && let Some(templates) = current["spec"].get("volumeClaimTemplates")
+    {
+        desired.object["spec"]["volumeClaimTemplates"] = templates.clone();
+    }
+}
+
+/// Whether the instance's claims are grown by the agent (StatefulSet services; CloudNativePG resizes
+/// its own claims from the Cluster's storage size).
+pub fn expands_claims(mi: &ManagedInstance) -> bool {
+    mi.spec.service != "postgresql"
+}
+
+/// The claim size the instance wants, as applied to a claim's request.
+pub fn claim_size(mi: &ManagedInstance) -> String {
+    format!("{}Gi", mi.spec.storage_gib)
+}
+
+/// Whether a claim requesting `requested` must be grown for `mi`. An unreadable quantity is left alone
+/// (and reported by [`claim_is_expanded`] as not ready) rather than overwritten.
+pub fn claim_needs_expansion(mi: &ManagedInstance, requested: &str) -> bool {
+    quantity_bytes(requested).is_some_and(|bytes| bytes < gib_bytes(mi.spec.storage_gib))
+}
+
+/// Whether a claim with `capacity` holds the storage `mi` wants.
+pub fn claim_is_expanded(mi: &ManagedInstance, capacity: Option<&str>) -> bool {
+    capacity.and_then(quantity_bytes).is_some_and(|bytes| bytes >= gib_bytes(mi.spec.storage_gib))
+}
+
+fn gib_bytes(gib: u32) -> u128 {
+    u128::from(gib) << 30
+}
+
+/// Bytes of a Kubernetes quantity: `10Gi`, `500M`, `1.5Ti`, `1073741824`, `1e9`. `None` for anything
+/// else (milli-units and the like never describe storage).
+pub fn quantity_bytes(quantity: &str) -> Option<u128> {
+    let split = quantity.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(quantity.len());
+    let (number, suffix) = quantity.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let factor: f64 = match suffix {
+        "" => 1.0,
+        "Ki" => 1024f64,
+        "Mi" => 1024f64.powi(2),
+        "Gi" => 1024f64.powi(3),
+        "Ti" => 1024f64.powi(4),
+        "Pi" => 1024f64.powi(5),
+        "Ei" => 1024f64.powi(6),
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "E" => 1e18,
+        exponent => 10f64.powi(exponent.strip_prefix(['e', 'E'])?.parse().ok()?),
+    };
+    let bytes = (number * factor).ceil();
+    (bytes.is_finite() && bytes >= 0.0).then_some(bytes as u128)
 }
 
 /// The credentials Secret with a fresh random password, for services that need one. Created only when

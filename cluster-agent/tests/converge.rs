@@ -101,6 +101,83 @@ async fn an_update_writes_exactly_the_affected_objects_and_deprovision_removes_e
     );
 }
 
+fn claim_template_size(store: &k8s_sim::store::Store, name: &str) -> Option<serde_json::Value> {
+    object(store, "apps", "v1", "statefulsets", name)
+        .map(|o| o["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"].clone())
+}
+
+fn claim(store: &k8s_sim::store::Store, name: &str) -> Option<serde_json::Value> {
+    object(store, "", "v1", "persistentvolumeclaims", name)
+}
+
+/// On a real apiserver a StatefulSet's volumeClaimTemplates are immutable (the simulator refuses the
+/// update the same way), so growing storage must expand each replica's claim instead.
+#[tokio::test]
+async fn storage_grows_by_expanding_each_claim_and_the_claim_template_stays_as_created() {
+    let world = World::start(&["c1"]).await;
+    let id = world.provision("c1", "mongo", ServiceType::Mongodb, "7.0").await;
+    let sim = world.sim("c1");
+    assert!(sim.wait_until(CONVERGE, |s| ready_at(s, "mongo", 1)).await);
+    let created_with = claim_template_size(&sim.store(), "mongo").expect("statefulset with a claim template");
+    let initial = claim(&sim.store(), "data-mongo-0").expect("claim made from the template");
+    assert_eq!(initial["status"]["capacity"]["storage"], created_with);
+
+    let version = world.update(id, UpdateInstance { storage_gib: Some(120), ..Default::default() }).await;
+    let grown = sim.wait_until(CONVERGE, |s| ready_at(s, "mongo", version)).await;
+    {
+        let store = sim.store();
+        assert!(
+            grown,
+            "not ready at {version}: {:?}, claim {:?}",
+            phase(&store, "mongo"),
+            claim(&store, "data-mongo-0")
+        );
+        assert_eq!(claim_template_size(&store, "mongo"), Some(created_with), "the template is never updated");
+        let grown = claim(&store, "data-mongo-0").unwrap();
+        assert_eq!(grown["spec"]["resources"]["requests"]["storage"], "120Gi");
+        assert_eq!(grown["status"]["capacity"]["storage"], "120Gi", "ready only once the volume has grown");
+    }
+
+    // A plan with more replicas: the new replicas' claims come from the old template and are grown too.
+    let version = world.update(id, UpdateInstance { plan: Some("ha".into()), ..Default::default() }).await;
+    assert!(
+        sim.wait_until(CONVERGE, |s| ready_at(s, "mongo", version)).await,
+        "{:?}",
+        phase(&sim.store(), "mongo")
+    );
+    let store = sim.store();
+    let storage = managed_instance(&store, "mongo").unwrap()["spec"]["storageGib"].as_u64().unwrap();
+    for ordinal in 0..3 {
+        let replica = claim(&store, &format!("data-mongo-{ordinal}")).expect("a claim per replica");
+        assert_eq!(replica["status"]["capacity"]["storage"], format!("{storage}Gi"), "claim {ordinal}");
+    }
+}
+
+#[tokio::test]
+async fn a_storage_class_that_cannot_expand_fails_the_instance_until_it_can() {
+    let world = World::start(&["c1"]).await;
+    let id = world.provision("c1", "influx", ServiceType::Influxdb, "2.7").await;
+    let sim = world.sim("c1");
+    assert!(sim.wait_until(CONVERGE, |s| ready_at(s, "influx", 1)).await);
+    sim.set_faults(k8s_sim::server::Faults { volume_expansion_refused: true, ..Default::default() });
+    let version = world.update(id, UpdateInstance { storage_gib: Some(200), ..Default::default() }).await;
+    let reason = |s: &k8s_sim::store::Store| {
+        managed_instance(s, "influx").and_then(|mi| mi["status"]["reason"].as_str().map(str::to_owned))
+    };
+    let failed = sim.wait_until(CONVERGE, |s| reason(s).as_deref() == Some("VolumeExpansionFailed")).await;
+    assert!(failed, "reported: {:?} {:?}", phase(&sim.store(), "influx"), reason(&sim.store()));
+    assert_eq!(phase(&sim.store(), "influx").as_deref(), Some("Failed"));
+
+    // The administrator allows expansion: nothing in the cluster changes that the agent watches, yet it
+    // tries again by itself and the instance converges.
+    sim.set_faults(k8s_sim::server::Faults::default());
+    assert!(
+        sim.wait_until(CONVERGE, |s| ready_at(s, "influx", version)).await,
+        "{:?}",
+        phase(&sim.store(), "influx")
+    );
+}
+
 #[tokio::test]
 async fn a_hand_edited_statefulset_is_healed_and_the_drift_recorded() {
     let world = World::start(&["c1"]).await;

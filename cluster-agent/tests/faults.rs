@@ -67,8 +67,9 @@ async fn an_agent_killed_mid_converge_converges_after_restart_with_nothing_dupli
     assert!(converged, "not every instance converged after the restart");
     let store = cluster.sim.store();
     for (name, id) in names.iter().zip(&ids) {
-        // ManagedInstance, ConfigMap, Service, StatefulSet, Secret: each exactly once.
-        assert_eq!(count_owned(&store, *id), 5, "{name}");
+        // ManagedInstance, ConfigMap, Service, StatefulSet, Secret, and the data volume's claim that the
+        // StatefulSet controller made: each exactly once.
+        assert_eq!(count_owned(&store, *id), 6, "{name}");
     }
     for (name, before) in passwords {
         assert_eq!(

@@ -1,5 +1,7 @@
 //! Simulated controllers: StatefulSets and CloudNativePG clusters become ready a configurable delay after
-//! each change, unless a fault says otherwise.
+//! each change, unless a fault says otherwise. A StatefulSet's claims are created from its
+//! volumeClaimTemplates (`<template>-<set>-<ordinal>`, labelled with the set's selector, never deleted,
+//! as with the default retention policy), and a claim whose request grew is resized.
 
 use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
@@ -8,6 +10,7 @@ use crate::server::Simulator;
 
 const STATEFULSETS: &str = "statefulsets.apps";
 const CNPG_CLUSTERS: &str = "clusters.postgresql.cnpg.io";
+const CLAIMS: &str = "persistentvolumeclaims";
 
 pub(crate) fn spawn(sim: Simulator) {
     let mut changes = sim.inner.changes.subscribe();
@@ -21,6 +24,9 @@ pub(crate) fn spawn(sim: Simulator) {
                     let name = change.object["metadata"]["name"].as_str().unwrap_or_default().to_owned();
                     settle(&sim, &change.resource, &change.namespace, &name, false);
                     schedule(sim.clone(), change.resource, change.namespace, name);
+                }
+                Ok(change) if change.kind != "DELETED" && change.resource == CLAIMS => {
+                    resize(&sim, &change.namespace, &change.object);
                 }
                 Ok(_) => {}
                 Err(RecvError::Lagged(_)) => resync(&sim),
@@ -105,4 +111,53 @@ fn settle(sim: &Simulator, resource: &str, namespace: &str, name: &str, settled:
     if *current != status {
         let _ = store.merge_patch(&ty, namespace, name, &json!({"status": status}), true);
     }
+    if resource == STATEFULSETS {
+        create_claims(&mut store, namespace, &object);
+    }
+}
+
+/// Creates the claims of every replica that has none yet, bound at their requested size.
+fn create_claims(store: &mut crate::store::Store, namespace: &str, set: &Value) {
+    let Some(ty) = store.types().iter().find(|t| t.key() == CLAIMS).cloned() else { return };
+    let name = set["metadata"]["name"].as_str().unwrap_or_default();
+    let replicas = set["spec"]["replicas"].as_u64().unwrap_or(1);
+    for template in set["spec"]["volumeClaimTemplates"].as_array().into_iter().flatten() {
+        let mut labels = template["metadata"]["labels"].clone();
+        if !labels.is_object() {
+            labels = json!({});
+        }
+        crate::store::merge(&mut labels, &set["spec"]["selector"]["matchLabels"]);
+        // With `whenDeleted: Delete` the set owns its claims, so garbage collection removes them with it.
+        let owners = if set["spec"]["persistentVolumeClaimRetentionPolicy"]["whenDeleted"] == "Delete" {
+            json!([{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": name, "uid": set["metadata"]["uid"]}])
+        } else {
+            json!([])
+        };
+        for ordinal in 0..replicas {
+            let claim =
+                format!("{}-{name}-{ordinal}", template["metadata"]["name"].as_str().unwrap_or("data"));
+            if store.get(&ty, namespace, &claim).is_some() {
+                continue;
+            }
+            let object = json!({"metadata": {"name": claim, "labels": labels, "ownerReferences": owners},
+                "spec": template["spec"]});
+            if store.create(&ty, namespace, object).is_ok() {
+                let status = json!({"status": {"phase": "Bound", "capacity": template["spec"]["resources"]["requests"]}});
+                let _ = store.merge_patch(&ty, namespace, &claim, &status, true);
+            }
+        }
+    }
+}
+
+/// The volume expander: a claim whose request exceeds its capacity gets that capacity.
+fn resize(sim: &Simulator, namespace: &str, claim: &Value) {
+    let request = &claim["spec"]["resources"]["requests"]["storage"];
+    if claim["status"]["phase"] != "Bound" || claim["status"]["capacity"]["storage"] == *request {
+        return;
+    }
+    let mut store = sim.store();
+    let Some(ty) = store.types().iter().find(|t| t.key() == CLAIMS).cloned() else { return };
+    let name = claim["metadata"]["name"].as_str().unwrap_or_default();
+    let status = json!({"status": {"capacity": {"storage": request}}});
+    let _ = store.merge_patch(&ty, namespace, name, &status, true);
 }

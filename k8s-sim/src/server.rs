@@ -53,6 +53,9 @@ pub struct Faults {
     /// extra latency of every API request (not watches), in milliseconds
     #[serde(default)]
     pub latency_ms: u64,
+    /// the storage class cannot expand volumes: growing a claim's request is refused with 403
+    #[serde(default)]
+    pub volume_expansion_refused: bool,
 }
 
 impl Faults {
@@ -352,6 +355,14 @@ async fn resource(
                 code: 500,
                 reason: "InternalError",
                 message: "injected fault".into(),
+            });
+        }
+        if faults.volume_expansion_refused && verb == "patch" && resource == "persistentvolumeclaims" {
+            // What the apiserver's admission answers for a StorageClass without allowVolumeExpansion.
+            return status_response(&StatusError {
+                code: 403,
+                reason: "Forbidden",
+                message: "persistentvolumeclaims is forbidden: only dynamically provisioned pvc can be resized and the storageclass that provisions the pvc must support resize".into(),
             });
         }
     }

@@ -57,6 +57,7 @@ pub fn builtin_types() -> Vec<ResourceType> {
         ResourceType::new("", "v1", "secrets", "Secret", true),
         ResourceType::new("", "v1", "services", "Service", true),
         ResourceType::new("", "v1", "pods", "Pod", true),
+        ResourceType::new("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim", true),
         ResourceType::new("apps", "v1", "statefulsets", "StatefulSet", true),
         ResourceType::new(
             "apiextensions.k8s.io",
@@ -165,6 +166,75 @@ fn prune(target: &mut Value, previous: &Value, now: &Value) {
             }
         }
     }
+}
+
+/// The apiserver's update validation for the fields that cannot change, as far as the agent meets it.
+fn validate_update(ty: &ResourceType, old: &Value, new: &Value) -> Result<(), StatusError> {
+    let name = new["metadata"]["name"].as_str().unwrap_or_default();
+    match ty.key().as_str() {
+        "statefulsets.apps" => {
+            // apps/v1 validation: everything in spec but these is immutable (volumeClaimTemplates included).
+            let mutable = [
+                "replicas",
+                "ordinals",
+                "template",
+                "updateStrategy",
+                "persistentVolumeClaimRetentionPolicy",
+                "minReadySeconds",
+            ];
+            let fixed = |o: &Value| {
+                let mut spec = o["spec"].clone();
+                if let Some(spec) = spec.as_object_mut() {
+                    spec.retain(|k, _| !mutable.contains(&k.as_str()));
+                }
+                spec
+            };
+            if fixed(old) != fixed(new) {
+                return Err(StatusError::new(
+                    422,
+                    "Invalid",
+                    format!(
+                        "StatefulSet.apps \"{name}\" is invalid: spec: Forbidden: updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden"
+                    ),
+                ));
+            }
+        }
+        "persistentvolumeclaims" => {
+            let request = |o: &Value| {
+                quantity_bytes(o["spec"]["resources"]["requests"]["storage"].as_str().unwrap_or("0"))
+            };
+            if request(new) < request(old) {
+                return Err(StatusError::new(
+                    422,
+                    "Invalid",
+                    format!(
+                        "PersistentVolumeClaim \"{name}\" is invalid: spec.resources.requests.storage: Forbidden: field can not be less than status.capacity"
+                    ),
+                ));
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Bytes of a Kubernetes quantity such as `10Gi`, `500M` or `1073741824`; 0 when unreadable.
+pub fn quantity_bytes(quantity: &str) -> u128 {
+    let split = quantity.find(|c: char| !c.is_ascii_digit()).unwrap_or(quantity.len());
+    let (number, suffix) = quantity.split_at(split);
+    let factor: u128 = match suffix {
+        "" => 1,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        "k" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "T" => 1_000_000_000_000,
+        _ => return 0,
+    };
+    number.parse::<u128>().map_or(0, |n| n * factor)
 }
 
 fn without_volatile(object: &Value) -> Value {
@@ -464,6 +534,7 @@ impl Store {
             self.objects.insert(key.clone(), Stored { object: stored.object.clone(), applied: managers });
             return Ok(stored.object);
         }
+        validate_update(ty, &stored.object, &object)?;
         let deleting = !object["metadata"]["deletionTimestamp"].is_null();
         let finalizers = object["metadata"]["finalizers"].as_array().is_some_and(|f| !f.is_empty());
         self.stamp(ty, &key.1, &mut object, Some(&stored.object));
@@ -643,5 +714,32 @@ mod tests {
             .apply(&cm, "a", "c", "m", json!({"metadata": {"name": "c"}, "data": {"x": "3"}}), false)
             .unwrap();
         assert_eq!(second["data"], json!({"x": "3"}));
+    }
+
+    #[test]
+    fn claim_templates_cannot_change_and_claims_cannot_shrink() {
+        let (tx, _) = broadcast::channel(16);
+        let mut store = Store::new(tx);
+        let ns = store.resource_type("", "v1", "namespaces").unwrap();
+        store.apply(&ns, "", "a", "m", json!({"metadata": {"name": "a"}}), false).unwrap();
+        let sts = store.resource_type("apps", "v1", "statefulsets").unwrap();
+        let set = |replicas: u32, size: &str| {
+            json!({"metadata": {"name": "s"}, "spec": {"replicas": replicas, "volumeClaimTemplates": [
+                {"metadata": {"name": "data"}, "spec": {"resources": {"requests": {"storage": size}}}}]}})
+        };
+        store.apply(&sts, "a", "s", "m", set(1, "10Gi"), false).unwrap();
+        store.apply(&sts, "a", "s", "m", set(3, "10Gi"), false).expect("replicas may change");
+        let refused = store.apply(&sts, "a", "s", "m", set(3, "20Gi"), false).unwrap_err();
+        assert_eq!((refused.code, refused.reason), (422, "Invalid"));
+        assert!(refused.message.contains("Forbidden: updates to statefulset spec"), "{}", refused.message);
+
+        let pvc = store.resource_type("", "v1", "persistentvolumeclaims").unwrap();
+        let claim = |size: &str| json!({"metadata": {"name": "c"}, "spec": {"resources": {"requests": {"storage": size}}}});
+        store.create(&pvc, "a", claim("10Gi")).unwrap();
+        store.merge_patch(&pvc, "a", "c", &claim("20Gi"), false).expect("claims may grow");
+        let refused = store.merge_patch(&pvc, "a", "c", &claim("15Gi"), false).unwrap_err();
+        assert_eq!(refused.code, 422);
+        assert_eq!(quantity_bytes("2Gi"), 2 << 30);
+        assert_eq!(quantity_bytes("5G"), 5_000_000_000);
     }
 }
