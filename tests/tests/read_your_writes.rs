@@ -41,8 +41,7 @@ async fn a_read_on_another_replica_with_the_token_always_sees_the_write() {
     }
 
     // A token the stream has not reached yet: the read says so instead of answering stale data.
-    let mut impatient = replica;
-    impatient.read_wait = Duration::from_millis(100);
+    let impatient = replica.with_read_wait(Duration::from_millis(100));
     let (status, body) = get(&api::app(impatient), &path, Some("999999")).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(body["detail"].as_str().unwrap().contains("999999"), "{body}");
