@@ -410,6 +410,7 @@ async fn cleanup(mi: Arc<ManagedInstance>, ctx: &Context) -> Result<Action> {
     let set_gone = remaining == 0;
     for claim in ctx.claims(&namespace, &mi.spec.instance_id) {
         remaining += 1;
+        ctx.requested.lock().unwrap_or_else(PoisonError::into_inner).remove(&claim.uid().unwrap_or_default());
         if set_gone && claim.metadata.deletion_timestamp.is_none() {
             let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.config.client.clone(), &namespace);
             match api.delete(&claim.name_any(), &DeleteParams::background()).await {

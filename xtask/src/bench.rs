@@ -177,7 +177,25 @@ struct Bench<'a> {
     duration: Duration,
 }
 
-impl Bench<'_> {
+impl<'a> Bench<'a> {
+    /// Connects to `server` and creates the topology and the raw baseline's stream.
+    async fn start(
+        server: &NatsServer,
+        options: &'a Options,
+    ) -> anyhow::Result<(async_nats::Client, Topology, Self)> {
+        let client =
+            async_nats::connect(server.url()).await.context("connecting to the benchmark's nats-server")?;
+        let topology = Settings::default().apply(&jetstream::new(client.clone())).await?;
+        raw_stream(&topology.jetstream).await?;
+        let bench = Self {
+            options,
+            server_pid: server.pid(),
+            raw: topology.jetstream.clone(),
+            duration: Duration::from_secs_f64(options.seconds),
+        };
+        Ok((client, topology, bench))
+    }
+
     /// Runs `scenario` and the raw baseline alternately (baseline first in even runs, last in odd ones),
     /// so that drift on this noisy machine (other load, the stream growing) hits both alike; the ratio is
     /// the median of the per-pair ratios.
@@ -486,16 +504,7 @@ async fn http_scenario(
 
 async fn bench_sync(sync: Sync, options: &Options) -> anyhow::Result<Vec<Figure>> {
     let server = NatsServer::start_with(sync);
-    let client =
-        async_nats::connect(server.url()).await.context("connecting to the benchmark nats-server")?;
-    let topology = Settings::default().apply(&jetstream::new(client.clone())).await?;
-    raw_stream(&topology.jetstream).await?;
-    let bench = Bench {
-        options,
-        server_pid: server.pid(),
-        raw: topology.jetstream.clone(),
-        duration: Duration::from_secs_f64(options.seconds),
-    };
+    let (_, topology, bench) = Bench::start(&server, options).await?;
     let duration = bench.duration;
     let mut figures = Vec::new();
     let deep = if options.wants("deep") || options.wants("nocache") {
@@ -564,16 +573,7 @@ async fn bench_sync(sync: Sync, options: &Options) -> anyhow::Result<Vec<Figure>
 /// PATCHes through the HTTP API with 64 clients; with the projector keeping the read models current in
 /// this process (as `./dev up` runs them: on this machine they share the same two cores) or without.
 async fn http_figure(server: &NatsServer, options: &Options, with_projector: bool) -> anyhow::Result<Figure> {
-    let client =
-        async_nats::connect(server.url()).await.context("connecting to the HTTP benchmark's server")?;
-    let topology = Settings::default().apply(&jetstream::new(client.clone())).await?;
-    raw_stream(&topology.jetstream).await?;
-    let bench = Bench {
-        options,
-        server_pid: server.pid(),
-        raw: topology.jetstream.clone(),
-        duration: Duration::from_secs_f64(options.seconds),
-    };
+    let (client, topology, bench) = Bench::start(server, options).await?;
     let projector_metrics = projections::ProjectorMetrics::default();
     if with_projector {
         let bucket = streams::read_models::ReadModelBucket::new(&topology);
