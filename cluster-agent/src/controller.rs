@@ -235,11 +235,6 @@ async fn apply(mi: Arc<ManagedInstance>, ctx: &Context) -> Result<Action> {
     let namespace = mi.namespace().unwrap_or_default();
     let mut writes = 0u32;
     let mut desired = render::render(&mi);
-    for child in &mut desired {
-        if let Some(current) = ctx.current(child.kind, &namespace, &child.name) {
-            render::keep_claim_templates(child, &current);
-        }
-    }
     let mut healed = Vec::new();
     let instance_id = mi.spec.instance_id.clone();
     let instance_id = instance_id.as_str();
@@ -259,8 +254,11 @@ async fn apply(mi: Arc<ManagedInstance>, ctx: &Context) -> Result<Action> {
         mi
     };
     let converged = last.as_ref().and_then(|s| s.observed_generation) == Some(mi.spec.generation);
-    for child in &desired {
+    for child in &mut desired {
         let current = ctx.current(child.kind, &namespace, &child.name);
+        if let Some(current) = &current {
+            render::keep_claim_templates(child, current);
+        }
         if current.as_ref().is_some_and(|c| is_applied(&child.object, c)) {
             continue;
         }
