@@ -6,7 +6,7 @@ use std::{net::SocketAddr, time::Duration};
 use anyhow::Context as _;
 use api::{AppState, app};
 use clap::Parser;
-use streams::Settings;
+use streams::{CommitMode, Settings};
 use tracing_subscriber::{EnvFilter, layer::SubscriberExt as _, util::SubscriberInitExt as _};
 
 // glibc malloc showed up as the largest cost in profiles of the write path.
@@ -32,9 +32,20 @@ struct Config {
     /// replicas of the JetStream stream and buckets (1 for one server, 3 in production)
     #[arg(long, env = "CP_JETSTREAM_REPLICAS", default_value_t = 1)]
     replicas: usize,
+    /// how the event store sends commands' messages: `grouped` (concurrent commands share one atomic
+    /// batch and one fsync; for JetStream with `sync_interval: always`, the shipped setting) or
+    /// `one-by-one` (pipelined single publishes; faster when JetStream does not fsync every write)
+    #[arg(long, env = "CP_COMMIT_MODE", value_enum, default_value_t = CommitModeArg::Grouped)]
+    commit_mode: CommitModeArg,
     /// log as JSON lines
     #[arg(long, env = "CP_LOG_JSON")]
     log_json: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum CommitModeArg {
+    Grouped,
+    OneByOne,
 }
 
 #[tokio::main]
@@ -57,7 +68,11 @@ async fn main() -> anyhow::Result<()> {
         options = options.credentials_file(creds).await.context("reading NATS credentials")?;
     }
     let nats = options.connect(config.nats_url.as_str()).await.context("connecting to NATS")?;
-    let settings = Settings { replicas: config.replicas, ..Settings::default() };
+    let commit_mode = match config.commit_mode {
+        CommitModeArg::Grouped => CommitMode::Grouped,
+        CommitModeArg::OneByOne => CommitMode::OneByOne,
+    };
+    let settings = Settings { replicas: config.replicas, commit_mode, ..Settings::default() };
     let state = AppState::start(nats, &settings).await.context("starting the control plane")?;
     for pair in &config.clusters {
         let (name, region) =

@@ -1,9 +1,9 @@
 //! The wire form of the event log: one JetStream message per command, carrying that command's events,
 //! the metadata of the command, and a snapshot of the aggregate after it.
 //!
-//! One message per command makes a command's events atomic with a plain publish (JetStream's atomic batch
-//! publish is two orders of magnitude slower on file storage; see ARCHITECTURE.md). The snapshot makes
-//! loading an aggregate one direct get of its subject's last message instead of a replay.
+//! One message per command makes a command's events atomic with a plain publish, whether the message goes
+//! alone or in a group commit's batch with other aggregates' messages (see [`crate::group_commit`]). The
+//! snapshot makes loading an aggregate one direct get of its subject's last message instead of a replay.
 
 use std::collections::HashMap;
 
@@ -15,9 +15,12 @@ use serde_json::Value;
 use uuid::Uuid;
 
 /// Header names. Frozen: consumers outside this workspace read them. The aggregate's type and id are in
-/// the subject and the payload, and the operation id is `Nats-Msg-Id`, so they are not repeated here.
+/// the subject and the payload, so they are not repeated here.
 pub mod headers {
-    /// JetStream duplicate suppression; the command id
+    /// the command id, which is also the operation id
+    pub const COMMAND_ID: &str = "Cp-Command-Id";
+    /// JetStream duplicate suppression, the command id again; only on messages published alone (JetStream
+    /// refuses it inside the atomic batches of a group commit)
     pub const MSG_ID: &str = "Nats-Msg-Id";
     /// aggregate version after this message's events
     pub const AGGREGATE_VERSION: &str = "Cp-Aggregate-Version";
@@ -40,7 +43,7 @@ pub mod headers {
 /// What is recorded about the command that produced a message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommandMetadata {
-    /// command id; also the operation id and the `Nats-Msg-Id`
+    /// command id; also the operation id (`Cp-Command-Id`, and `Nats-Msg-Id` when published alone)
     pub command_id: Uuid,
     /// operation kind, e.g. `provision`, `update`, `deprovision`
     pub operation: String,
@@ -256,7 +259,7 @@ impl EventBatch {
 
 fn message_headers(meta: &CommandMetadata, last_version: u64, types: &str, schemas: &str) -> HeaderMap {
     // Static names: a `&str` name would be validated and copied on every message.
-    const MSG_ID: HeaderName = HeaderName::from_static(headers::MSG_ID);
+    const COMMAND_ID: HeaderName = HeaderName::from_static(headers::COMMAND_ID);
     const AGGREGATE_VERSION: HeaderName = HeaderName::from_static(headers::AGGREGATE_VERSION);
     const EVENT_TYPE: HeaderName = HeaderName::from_static(headers::EVENT_TYPE);
     const SCHEMA_VERSION: HeaderName = HeaderName::from_static(headers::SCHEMA_VERSION);
@@ -266,7 +269,7 @@ fn message_headers(meta: &CommandMetadata, last_version: u64, types: &str, schem
     const CORRELATION_ID: HeaderName = HeaderName::from_static(headers::CORRELATION_ID);
     const CAUSATION_ID: HeaderName = HeaderName::from_static(headers::CAUSATION_ID);
     let mut map = HeaderMap::new();
-    map.insert(MSG_ID, meta.command_id.to_string());
+    map.insert(COMMAND_ID, meta.command_id.to_string());
     map.insert(AGGREGATE_VERSION, last_version.to_string());
     map.insert(EVENT_TYPE, types);
     map.insert(SCHEMA_VERSION, schemas);
@@ -382,7 +385,7 @@ mod tests {
         let header = |name| headers.get(name).map(|v| v.as_str().to_owned());
         let expected_headers = expected.headers();
         for name in [
-            headers::MSG_ID,
+            headers::COMMAND_ID,
             headers::AGGREGATE_VERSION,
             headers::EVENT_TYPE,
             headers::SCHEMA_VERSION,

@@ -78,6 +78,7 @@ impl InstanceCommands {
             topology.events.clone(),
             INSTANCE_EVENT_PREFIX,
             cache_capacity,
+            topology.settings.commit_mode,
         );
         let names = KvNameRegistry::new(topology.names.clone(), store.clone());
         let services = InstanceServices { names: std::sync::Arc::new(names.clone()) };

@@ -11,6 +11,7 @@
 
 pub mod clusters;
 pub mod envelope;
+pub mod group_commit;
 pub mod idempotency;
 pub mod instances;
 pub mod names;
@@ -19,5 +20,5 @@ pub mod store;
 pub mod topology;
 
 pub use envelope::{CommandMetadata, DecodeError, EventBatch, headers};
-pub use store::{Committed, ExecuteError, JetStreamContext, JetStreamStore, StreamAggregate};
+pub use store::{CommitMode, Committed, ExecuteError, JetStreamContext, JetStreamStore, StreamAggregate};
 pub use topology::{Settings, Topology, TopologyError};

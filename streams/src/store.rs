@@ -5,7 +5,9 @@
 //! * One message per command, carrying all its events: atomic without batch publish.
 //! * Optimistic concurrency: every publish carries `Nats-Expected-Last-Subject-Sequence`; a mismatch is
 //!   cqrs-es's [`AggregateError::AggregateConflict`].
-//! * `Nats-Msg-Id` is the command id, so a re-sent publish is dropped by JetStream.
+//! * `Nats-Msg-Id` is the command id, so a re-sent publish is dropped by JetStream. With group commit
+//!   ([`CommitMode::Grouped`]) batch members carry none; a re-sent one is refused by its expected
+//!   sequence and then recognised by the command id of the subject's last message.
 //! * Loading never replays: each message carries a snapshot, so a cold load is one direct get of the
 //!   subject's last message (~0.15 ms), and a warm load is a cache hit. The cache is kept honest by the
 //!   expected-sequence check: a stale entry makes the publish fail, the entry is dropped and reloaded.
@@ -20,10 +22,10 @@ use std::{
 };
 
 use async_nats::{
+    HeaderValue,
     connection::State,
     jetstream::{
-        self, consumer::pull::OrderedConfig, context::PublishErrorKind, message::PublishMessage,
-        stream::DirectGetErrorKind,
+        self, consumer::pull::OrderedConfig, context::traits::TimeoutProvider, stream::DirectGetErrorKind,
     },
 };
 use bytes::Bytes;
@@ -33,7 +35,10 @@ use cqrs_es::{
 use futures::StreamExt as _;
 use tokio::sync::OwnedMutexGuard;
 
-use crate::envelope::{CommandMetadata, DecodeError, EventBatch};
+use crate::{
+    envelope::{CommandMetadata, DecodeError, EventBatch},
+    group_commit::{self, Append, GroupCommitter, Outcome},
+};
 
 /// An aggregate that can live in a [`JetStreamStore`].
 pub trait StreamAggregate: Aggregate + Clone + 'static {
@@ -157,6 +162,19 @@ struct Inner<A> {
     stream: jetstream::stream::Stream,
     prefix: String,
     cache: Cache<A>,
+    committer: Option<GroupCommitter>,
+}
+
+/// How a store sends its messages to JetStream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CommitMode {
+    /// every message is its own publish; they pipeline. Best when JetStream does not fsync every write
+    /// (the default `sync_interval`).
+    #[default]
+    OneByOne,
+    /// messages waiting at the same time go as one atomic batch, sharing one fsync; see
+    /// [`crate::group_commit`]. Best with `sync_interval: always`. The stream must allow atomic publish.
+    Grouped,
 }
 
 /// Event store for aggregates of type `A` on one JetStream stream. Cheap to clone.
@@ -188,15 +206,19 @@ fn corrupt<A: Aggregate>(e: impl std::fmt::Display) -> StoreError<A> {
 
 impl<A: StreamAggregate> JetStreamStore<A> {
     /// A store over `stream`, writing subjects under `prefix`, caching up to `cache_capacity` aggregates.
+    /// [`CommitMode::Grouped`] starts a task on the current tokio runtime.
     pub fn new(
         jetstream: jetstream::Context,
         stream: jetstream::stream::Stream,
         prefix: impl Into<String>,
         cache_capacity: usize,
+        mode: CommitMode,
     ) -> Self {
         let cache = Cache { slots: Mutex::default(), capacity: cache_capacity.max(1) };
+        let committer = (mode == CommitMode::Grouped)
+            .then(|| GroupCommitter::start(jetstream.clone(), TimeoutProvider::timeout(&jetstream)));
         Self {
-            inner: Arc::new(Inner { jetstream, stream, prefix: prefix.into(), cache }),
+            inner: Arc::new(Inner { jetstream, stream, prefix: prefix.into(), cache, committer }),
             _aggregate: PhantomData,
         }
     }
@@ -340,7 +362,14 @@ impl<A: StreamAggregate> JetStreamStore<A> {
         )
         .map_err(corrupt::<A>)?;
         let last_version = context.version + events.len() as u64;
-        let result = self.publish(&subject, Bytes::from(payload), headers, context.last_sequence).await;
+        let append = Append {
+            subject: subject.clone(),
+            payload: Bytes::from(payload),
+            headers,
+            message_id: HeaderValue::from(metadata.command_id.to_string().as_str()),
+            expected: context.last_sequence,
+        };
+        let result = self.publish(append, metadata.command_id).await;
         let JetStreamContext { aggregate, mut guard, .. } = context;
         match result {
             Ok((sequence, duplicate)) => {
@@ -360,40 +389,59 @@ impl<A: StreamAggregate> JetStreamStore<A> {
         }
     }
 
-    async fn publish(
-        &self,
-        subject: &str,
-        payload: Bytes,
-        headers: async_nats::HeaderMap,
-        expected: u64,
-    ) -> Result<(u64, bool), StoreError<A>> {
+    /// Publishes one command's message, through the group committer when there is one. Returns its
+    /// stream sequence and whether JetStream had already stored it.
+    async fn publish(&self, append: Append, command_id: uuid::Uuid) -> Result<(u64, bool), StoreError<A>> {
         self.ensure_connected()?;
+        let outcome = match &self.inner.committer {
+            Some(committer) => committer.commit(append.clone()).await,
+            None => group_commit::publish_alone(&self.inner.jetstream, append.clone()).await,
+        };
+        let mut outcome_unknown = false;
         let mut attempt = 0;
+        let mut outcome = outcome;
         loop {
-            let message = PublishMessage::build()
-                .payload(payload.clone())
-                .headers(headers.clone())
-                .expected_last_subject_sequence(expected);
-            let outcome = match self.inner.jetstream.send_publish(subject.to_owned(), message).await {
-                Ok(ack) => ack.await,
-                Err(e) => Err(e),
-            };
             match outcome {
-                Ok(ack) => return Ok((ack.sequence, ack.duplicate)),
-                Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
-                    return Err(AggregateError::AggregateConflict);
+                Outcome::Stored { sequence, duplicate } => return Ok((sequence, duplicate)),
+                // After an unknown outcome, the expected sequence may be refused because our own message
+                // did land (a batch member has no message id to be dropped by).
+                Outcome::Conflict if outcome_unknown => {
+                    return match self.last_message_of(&append.subject, command_id).await? {
+                        Some(sequence) => Ok((sequence, true)),
+                        None => Err(AggregateError::AggregateConflict),
+                    };
                 }
+                Outcome::Conflict => return Err(AggregateError::AggregateConflict),
+                // Nothing of the batch was stored: go alone.
+                Outcome::Refused => {}
                 // The outcome is unknown: re-send. A message that did land is never stored twice: the
-                // re-send fails the expected-sequence check (or is dropped by its message id), and the
-                // command is then re-run on fresh state, where it finds nothing left to change.
-                Err(e) if e.kind() == PublishErrorKind::TimedOut && attempt < PUBLISH_RETRIES => {
+                // re-send fails the expected-sequence check (or is dropped by its message id).
+                Outcome::Unknown if attempt < PUBLISH_RETRIES => {
+                    outcome_unknown = true;
+                    attempt += 1;
                     // Re-sending while disconnected only queues another copy in the client.
                     self.ensure_connected()?;
-                    attempt += 1;
                 }
-                Err(e) => return Err(unavailable::<A>(e)),
+                Outcome::Unknown => return Err(unavailable::<A>("no acknowledgement from JetStream")),
+                Outcome::Failed(e) => return Err(unavailable::<A>(e)),
             }
+            outcome = group_commit::publish_alone(&self.inner.jetstream, append.clone()).await;
         }
+    }
+
+    /// The sequence of `subject`'s last message if that message is command `command_id`'s.
+    async fn last_message_of(
+        &self,
+        subject: &str,
+        command_id: uuid::Uuid,
+    ) -> Result<Option<u64>, StoreError<A>> {
+        let last = match self.inner.stream.direct_get_last_for_subject(subject).await {
+            Ok(message) => message,
+            Err(e) if e.kind() == DirectGetErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(unavailable::<A>(e)),
+        };
+        let batch = EventBatch::from_slice(&last.payload).map_err(corrupt::<A>)?;
+        Ok((batch.metadata.command_id == command_id).then_some(last.sequence))
     }
 
     /// Runs a command: loads the aggregate, checks `expected_version`, lets the aggregate handle the

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, kv, stream};
 
+use crate::store::CommitMode;
+
 /// Prefix of every instance event subject: `cp.evt.<cluster>.<project>.<instance-id>`.
 ///
 /// The cluster comes first so that a cluster agent's consumer filters `cp.evt.<cluster>.>` on the server;
@@ -35,6 +37,9 @@ pub struct Settings {
     pub clusters_bucket: String,
     /// name of the bucket holding the read models (see [`crate::read_models`])
     pub read_models_bucket: String,
+    /// how the event store sends its messages; match it to the server's `sync_interval`
+    /// (see ARCHITECTURE.md, *Durability*)
+    pub commit_mode: CommitMode,
 }
 
 impl Default for Settings {
@@ -49,6 +54,7 @@ impl Default for Settings {
             idempotency_bucket: "cp-idempotency".to_owned(),
             clusters_bucket: "cp-clusters".to_owned(),
             read_models_bucket: "cp-read-models".to_owned(),
+            commit_mode: CommitMode::default(),
         }
     }
 }
@@ -115,6 +121,8 @@ impl Settings {
             // The log is the source of truth; nothing may rewrite history.
             deny_delete: true,
             deny_purge: true,
+            // Group commit sends concurrent commands' messages as one atomic batch (one fsync).
+            allow_atomic_publish: true,
             ..Default::default()
         }
     }

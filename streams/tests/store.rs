@@ -8,7 +8,7 @@ use domain::{
 };
 use futures::future::join_all;
 use streams::{
-    CommandMetadata, EventBatch, ExecuteError, Settings,
+    CommandMetadata, CommitMode, EventBatch, ExecuteError, Settings,
     envelope::headers,
     instances::{InstanceCommands, aggregate_id},
 };
@@ -16,8 +16,13 @@ use testkit::NatsServer;
 use uuid::Uuid;
 
 async fn commands(server: &NatsServer) -> (InstanceCommands, streams::Topology) {
+    commands_with(server, CommitMode::default()).await
+}
+
+async fn commands_with(server: &NatsServer, mode: CommitMode) -> (InstanceCommands, streams::Topology) {
     let client = async_nats::connect(server.url()).await.expect("connect to nats-server");
-    let topology = Settings::default().apply(&async_nats::jetstream::new(client)).await.expect("topology");
+    let settings = Settings { commit_mode: mode, ..Settings::default() };
+    let topology = settings.apply(&async_nats::jetstream::new(client)).await.expect("topology");
     (InstanceCommands::new(&topology, 1000), topology)
 }
 
@@ -62,7 +67,7 @@ async fn a_command_is_one_message_on_the_instance_subject_with_its_headers() {
     let header = |name: &str| message.headers.get(name).map(|v| v.as_str().to_owned());
     assert_eq!(header(headers::EVENT_TYPE).as_deref(), Some("InstanceProvisioned"));
     assert_eq!(header(headers::SCHEMA_VERSION).as_deref(), Some("1"));
-    assert_eq!(header(headers::MSG_ID), Some(m.command_id.to_string()));
+    assert_eq!(header(headers::COMMAND_ID), Some(m.command_id.to_string()));
     assert_eq!(header(headers::AGGREGATE_VERSION).as_deref(), Some("1"));
     assert_eq!(header(headers::ACTOR).as_deref(), Some("tester"));
     let second = topology.events.direct_get(2).await.unwrap();
@@ -179,4 +184,74 @@ async fn concurrent_commands_on_one_aggregate_in_one_process_all_apply() {
     .await;
     assert!(results.iter().all(Result::is_ok));
     assert_eq!(commands.load("acme", id).await.unwrap().1, 21);
+}
+
+/// Provisions `count` instances concurrently; returns each id with its command's metadata and result.
+async fn provision_concurrently(
+    commands: &InstanceCommands,
+    count: usize,
+) -> Vec<(Uuid, CommandMetadata, streams::Committed<Instance>)> {
+    join_all((0..count).map(|i| async move {
+        let id = Uuid::now_v7();
+        let m = meta("provision");
+        let committed = commands
+            .execute("acme", id, provision(id, &format!("db-{i}")), None, m.clone())
+            .await
+            .unwrap_or_else(|e| panic!("provision {i}: {e}"));
+        (id, m, committed)
+    }))
+    .await
+}
+
+#[tokio::test]
+async fn group_commit_stores_each_concurrent_command_at_the_sequence_it_reports() {
+    let server = NatsServer::start();
+    let (commands, topology) = commands_with(&server, CommitMode::Grouped).await;
+    let results = provision_concurrently(&commands, 64).await;
+    let mut batched = 0;
+    for (id, m, committed) in &results {
+        let sequence = committed.stream_sequence.expect("a provision emits events");
+        let message = topology.events.direct_get(sequence).await.unwrap();
+        assert!(message.subject.ends_with(&id.to_string()), "sequence {sequence} holds {}", message.subject);
+        let header = |name: &str| message.headers.get(name).map(|v| v.as_str().to_owned());
+        assert_eq!(header(headers::COMMAND_ID), Some(m.command_id.to_string()), "sequence {sequence}");
+        batched += usize::from(header("Nats-Batch-Id").is_some());
+    }
+    assert!(batched > 1, "64 concurrent commands should share batches; {batched} were batched");
+    let mut events = topology.events.clone();
+    assert_eq!(events.info().await.unwrap().state.messages, 64);
+}
+
+#[tokio::test]
+async fn a_batch_refused_for_one_stale_member_still_commits_every_command() {
+    let server = NatsServer::start();
+    let (a, topology) = commands_with(&server, CommitMode::Grouped).await;
+    let (b, _) = commands_with(&server, CommitMode::Grouped).await;
+    let ids: Vec<Uuid> = provision_concurrently(&a, 32).await.into_iter().map(|(id, ..)| id).collect();
+    for id in &ids {
+        b.load("acme", *id).await.unwrap();
+    }
+    // b's cache of the first instance goes stale: its message fails its batch's expectations.
+    a.execute("acme", ids[0], upgrade("17"), None, meta("update")).await.unwrap();
+    let results = join_all(ids.iter().map(|id| {
+        let b = &b;
+        async move {
+            let update = InstanceCommand::Update(UpdateInstance {
+                description: Some("b".into()),
+                ..Default::default()
+            });
+            b.execute("acme", *id, update, None, meta("update")).await
+        }
+    }))
+    .await;
+    let (cold, _) = commands_with(&server, CommitMode::Grouped).await;
+    for (id, result) in ids.iter().zip(results) {
+        let committed = result.unwrap_or_else(|e| panic!("update of {id}: {e}"));
+        let expected = if *id == ids[0] { 3 } else { 2 };
+        assert_eq!(committed.version, expected, "{id}");
+        let (stored, version) = cold.load("acme", *id).await.unwrap();
+        assert_eq!((stored.spec().unwrap().description.as_str(), version), ("b", expected), "{id}");
+    }
+    let mut events = topology.events.clone();
+    assert_eq!(events.info().await.unwrap().state.messages, 32 + 1 + 32);
 }

@@ -75,13 +75,16 @@ impl TestApi {
             .connect(nats_server.url())
             .await
             .expect("connect to the test nats-server");
-        let state =
-            AppState::start(nats.clone(), &streams::Settings::default()).await.expect("start the API state");
+        // The commit mode `./dev up` pairs with this sync policy.
+        let commit_mode = match sync {
+            Sync::Always => streams::CommitMode::Grouped,
+            Sync::Default => streams::CommitMode::OneByOne,
+        };
+        let settings = streams::Settings { commit_mode, ..streams::Settings::default() };
+        let state = AppState::start(nats.clone(), &settings).await.expect("start the API state");
         // The projector runs beside the API, as `cp-projector run` does in a deployment.
-        let topology = streams::Settings::default()
-            .apply(&async_nats::jetstream::new(nats))
-            .await
-            .expect("topology for the projector");
+        let topology =
+            settings.apply(&async_nats::jetstream::new(nats)).await.expect("topology for the projector");
         let bucket = streams::read_models::ReadModelBucket::new(&topology);
         projections::Projector::new(topology.events, bucket, projections::ProjectorMetrics::default())
             .spawn();

@@ -4,11 +4,25 @@
 use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
+use futures::future::join_all;
 use serde_json::json;
 use system_tests::{Sync, TestApi};
 
 /// How long NATS and the API get to recover after a restart.
 const RECOVERY: Duration = Duration::from_secs(30);
+
+/// Instances written to concurrently in the SIGKILL test.
+const INSTANCES: usize = 50;
+
+/// How many of the messages at `sequences` were stored as members of an atomic batch.
+async fn batched_messages(api: &TestApi, sequences: impl Iterator<Item = u64>) -> usize {
+    let mut batched = 0;
+    for sequence in sequences {
+        let message = api.state.events.direct_get(sequence).await.expect("an acknowledged message");
+        batched += usize::from(message.headers.get("Nats-Batch-Id").is_some());
+    }
+    batched
+}
 
 #[tokio::test]
 async fn acknowledged_commands_survive_sigkill_and_the_api_recovers() {
@@ -16,22 +30,30 @@ async fn acknowledged_commands_survive_sigkill_and_the_api_recovers() {
     let _ = tracing_subscriber::fmt().with_env_filter("info").with_test_writer().try_init();
     let mut api = TestApi::start_with(Sync::Always).await;
     let mut instances = Vec::new();
-    for i in 0..10 {
+    for i in 0..INSTANCES {
         let reply = api.provision("acme", &format!("db-{i}")).await;
         assert_eq!(reply.status, StatusCode::ACCEPTED);
         instances.push(reply.body["instance_id"].as_str().unwrap().to_owned());
     }
-    // 1,000 acknowledged commands, each remembered by its operation id and stream sequence.
+    // 1,000 acknowledged commands, each remembered by its operation id and stream sequence; sent in
+    // rounds of one command per instance at once, so that the API's group commit batches them.
     let mut acknowledged = Vec::new();
-    for n in 0..1000 {
-        let id = &instances[n % instances.len()];
-        let path = format!("/v1/projects/acme/instances/{id}");
-        let reply =
-            api.call(Method::PATCH, &path, Some(&json!({"description": format!("change {n}")})), &[]).await;
-        assert_eq!(reply.status, StatusCode::ACCEPTED, "command {n}: {}", reply.body);
-        let sequence: u64 = reply.header("cp-stream-sequence").unwrap().parse().unwrap();
-        acknowledged.push((sequence, reply.body["id"].as_str().unwrap().to_owned()));
+    for round in 0..1000 / INSTANCES {
+        let replies = join_all(instances.iter().map(|id| {
+            let path = format!("/v1/projects/acme/instances/{id}");
+            let body = json!({"description": format!("change {round}")});
+            let api = &api;
+            async move { api.call(Method::PATCH, &path, Some(&body), &[]).await }
+        }))
+        .await;
+        for reply in replies {
+            assert_eq!(reply.status, StatusCode::ACCEPTED, "round {round}: {}", reply.body);
+            let sequence: u64 = reply.header("cp-stream-sequence").unwrap().parse().unwrap();
+            acknowledged.push((sequence, reply.body["id"].as_str().unwrap().to_owned()));
+        }
     }
+    let batched = batched_messages(&api, acknowledged.iter().map(|(sequence, _)| *sequence)).await;
+    assert!(batched > 0, "the commands were meant to be group-committed; none were");
 
     api.nats_server.kill();
     // Once the client has noticed the lost connection, writes are refused at once.
@@ -59,12 +81,16 @@ async fn acknowledged_commands_survive_sigkill_and_the_api_recovers() {
             .direct_get(*sequence)
             .await
             .unwrap_or_else(|e| panic!("sequence {sequence} lost: {e}"));
-        assert_eq!(message.headers.get("Nats-Msg-Id").map(|v| v.as_str()), Some(operation.as_str()));
+        assert_eq!(
+            message.headers.get(streams::headers::COMMAND_ID).map(|v| v.as_str()),
+            Some(operation.as_str())
+        );
     }
-    assert_eq!(api.stream_messages().await, 1010);
+    assert_eq!(api.stream_messages().await, 1000 + INSTANCES as u64);
     let after = api.call(Method::PATCH, &path, Some(&json!({"description": "after restart"})), &[]).await;
     assert_eq!(after.status, StatusCode::ACCEPTED, "{}", after.body);
-    assert_eq!(after.version(), 102, "the instance continues from its 101 stored events");
+    let stored = 1 + 1000 / INSTANCES as u64;
+    assert_eq!(after.version(), stored + 1, "the instance continues from its {stored} stored events");
     // The projector's write in flight when NATS died times out (JetStream's 5 s ack timeout) before it
     // reloads and catches up: wait for that, bounded, rather than for one read's 5 s.
     let written: u64 = after.header("cp-stream-sequence").unwrap().parse().unwrap();

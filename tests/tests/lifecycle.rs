@@ -96,7 +96,7 @@ async fn an_instance_lives_through_create_get_update_list_and_delete() {
         Some("VersionUpgraded,PlanChanged,ConfigurationChanged")
     );
     assert_eq!(header(headers::SCHEMA_VERSION).as_deref(), Some("1,1,1"));
-    assert_eq!(header(headers::MSG_ID), Some(updated.body["id"].as_str().unwrap().to_owned()));
+    assert_eq!(header(headers::COMMAND_ID), Some(updated.body["id"].as_str().unwrap().to_owned()));
     assert_eq!(header(headers::OPERATION).as_deref(), Some("update"));
     assert_eq!(header(headers::AGGREGATE_VERSION).as_deref(), Some("4"));
     assert!(header(headers::CORRELATION_ID).is_some(), "the request id is the correlation id");

@@ -18,7 +18,7 @@ use domain::{
 use futures::future::join_all;
 use serde_json::json;
 use streams::{
-    CommandMetadata, JetStreamStore, Settings, Topology,
+    CommandMetadata, CommitMode, JetStreamStore, Settings, Topology,
     instances::{InstanceCommands, aggregate_id},
 };
 use testkit::{NatsServer, Sync};
@@ -42,6 +42,10 @@ pub(crate) struct Options {
     /// only this durability setting: `default` or `always`
     #[arg(long)]
     sync: Option<String>,
+    /// the event store's commit mode: `grouped`, `one-by-one`, or `both`; by default the one the API uses
+    /// with that sync setting (grouped with `always`, one by one with the default)
+    #[arg(long)]
+    commit: Option<String>,
     /// only these scenarios (comma separated): fresh, deep, nocache, provision, http; the raw baselines
     /// always run
     #[arg(long, value_delimiter = ',')]
@@ -182,10 +186,11 @@ impl<'a> Bench<'a> {
     async fn start(
         server: &NatsServer,
         options: &'a Options,
+        settings: &Settings,
     ) -> anyhow::Result<(async_nats::Client, Topology, Self)> {
         let client =
             async_nats::connect(server.url()).await.context("connecting to the benchmark's nats-server")?;
-        let topology = Settings::default().apply(&jetstream::new(client.clone())).await?;
+        let topology = settings.apply(&jetstream::new(client.clone())).await?;
         raw_stream(&topology.jetstream).await?;
         let bench = Self {
             options,
@@ -279,7 +284,13 @@ impl NameRegistry for UniqueNames {
 
 /// The event store with a registry that grants every name: measures the store, not the KV.
 fn bare_store(topology: &Topology, capacity: usize) -> (JetStreamStore<Instance>, InstanceServices) {
-    let store = JetStreamStore::new(topology.jetstream.clone(), topology.events.clone(), "cp.evt", capacity);
+    let store = JetStreamStore::new(
+        topology.jetstream.clone(),
+        topology.events.clone(),
+        "cp.evt",
+        capacity,
+        topology.settings.commit_mode,
+    );
     (store, InstanceServices { names: Arc::new(UniqueNames) })
 }
 
@@ -502,9 +513,10 @@ async fn http_scenario(
     .await
 }
 
-async fn bench_sync(sync: Sync, options: &Options) -> anyhow::Result<Vec<Figure>> {
+async fn bench_sync(sync: Sync, commit_mode: CommitMode, options: &Options) -> anyhow::Result<Vec<Figure>> {
+    let settings = Settings { commit_mode, ..Settings::default() };
     let server = NatsServer::start_with(sync);
-    let (_, topology, bench) = Bench::start(&server, options).await?;
+    let (_, topology, bench) = Bench::start(&server, options, &settings).await?;
     let duration = bench.duration;
     let mut figures = Vec::new();
     let deep = if options.wants("deep") || options.wants("nocache") {
@@ -565,21 +577,26 @@ async fn bench_sync(sync: Sync, options: &Options) -> anyhow::Result<Vec<Figure>
     drop(server);
     for with_projector in [false, true].into_iter().filter(|_| options.wants("http")) {
         let server = NatsServer::start_with(sync);
-        figures.push(http_figure(&server, options, with_projector).await?);
+        figures.push(http_figure(&server, options, &settings, with_projector).await?);
     }
     Ok(figures)
 }
 
 /// PATCHes through the HTTP API with 64 clients; with the projector keeping the read models current in
 /// this process (as `./dev up` runs them: on this machine they share the same two cores) or without.
-async fn http_figure(server: &NatsServer, options: &Options, with_projector: bool) -> anyhow::Result<Figure> {
-    let (client, topology, bench) = Bench::start(server, options).await?;
+async fn http_figure(
+    server: &NatsServer,
+    options: &Options,
+    settings: &Settings,
+    with_projector: bool,
+) -> anyhow::Result<Figure> {
+    let (client, topology, bench) = Bench::start(server, options, settings).await?;
     let projector_metrics = projections::ProjectorMetrics::default();
     if with_projector {
         let bucket = streams::read_models::ReadModelBucket::new(&topology);
         projections::Projector::new(topology.events.clone(), bucket, projector_metrics.clone()).spawn();
     }
-    let state = api::AppState::start(client.clone(), &Settings::default()).await?;
+    let state = api::AppState::start(client.clone(), settings).await?;
     let read_models = state.read_models.clone();
     state.clusters.register(&domain::Cluster { name: "c1".into(), region: "r".into() }).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -642,7 +659,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
         options.seconds,
         testkit::nats_server_binary().map(|p| p.display().to_string()).unwrap_or_default()
     );
-    let modes: Vec<(Sync, &str)> = match options.sync.as_deref() {
+    let syncs: Vec<(Sync, &str)> = match options.sync.as_deref() {
         Some("default") => vec![(Sync::Default, "sync: NATS default (fsync every 2 min)")],
         Some("always") => vec![(Sync::Always, "sync_interval: always")],
         _ => vec![
@@ -650,10 +667,26 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
             (Sync::Always, "sync_interval: always"),
         ],
     };
-    for (sync, title) in modes {
-        eprintln!("{title}…");
-        let figures = bench_sync(sync, &options).await?;
-        print(title, &figures);
+    for (sync, sync_title) in syncs {
+        let matched = match sync {
+            Sync::Always => CommitMode::Grouped,
+            Sync::Default => CommitMode::OneByOne,
+        };
+        let modes = match options.commit.as_deref() {
+            Some("grouped") => vec![CommitMode::Grouped],
+            Some("one-by-one") => vec![CommitMode::OneByOne],
+            Some("both") => vec![CommitMode::OneByOne, CommitMode::Grouped],
+            _ => vec![matched],
+        };
+        for mode in modes {
+            let title = format!(
+                "{sync_title}, commit {}",
+                if mode == CommitMode::Grouped { "grouped" } else { "one by one" }
+            );
+            eprintln!("{title}…");
+            let figures = bench_sync(sync, mode, &options).await?;
+            print(&title, &figures);
+        }
     }
     Ok(())
 }
