@@ -23,7 +23,7 @@
 //!   from other processes' writes.
 //! * JetStream refuses `Nats-Msg-Id` inside batches, so batch members have no message id; a re-sent
 //!   member is recognised by its command id instead (the expected-sequence check refuses the re-send, and
-//!   the subject's last message turns out to be the same command).
+//!   the subject's next message after the expected sequence turns out to be the same command).
 
 use std::time::Duration;
 

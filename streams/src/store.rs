@@ -7,7 +7,7 @@
 //!   cqrs-es's [`AggregateError::AggregateConflict`].
 //! * `Nats-Msg-Id` is the command id, so a re-sent publish is dropped by JetStream. With group commit
 //!   ([`CommitMode::Grouped`]) batch members carry none; a re-sent one is refused by its expected
-//!   sequence and then recognised by the command id of the subject's last message.
+//!   sequence and then recognised by the command id of the subject's next message after that sequence.
 //! * Loading never replays: each message carries a snapshot, so a cold load is one direct get of the
 //!   subject's last message (~0.15 ms), and a warm load is a cache hit. The cache is kept honest by the
 //!   expected-sequence check: a stale entry makes the publish fail, the entry is dropped and reloaded.
@@ -406,7 +406,7 @@ impl<A: StreamAggregate> JetStreamStore<A> {
                 // After an unknown outcome, the expected sequence may be refused because our own message
                 // did land (a batch member has no message id to be dropped by).
                 Outcome::Conflict if outcome_unknown => {
-                    return match self.last_message_of(&append.subject, command_id).await? {
+                    return match self.stored_after(&append.subject, append.expected, command_id).await? {
                         Some(sequence) => Ok((sequence, true)),
                         None => Err(AggregateError::AggregateConflict),
                     };
@@ -429,19 +429,23 @@ impl<A: StreamAggregate> JetStreamStore<A> {
         }
     }
 
-    /// The sequence of `subject`'s last message if that message is command `command_id`'s.
-    async fn last_message_of(
+    /// Where command `command_id`'s message is, if it was stored on `subject` after sequence `expected`.
+    /// Its expected-sequence check lets it land nowhere but as the subject's first message after
+    /// `expected`, so one direct get answers, however many messages other writers added since.
+    async fn stored_after(
         &self,
         subject: &str,
+        expected: u64,
         command_id: uuid::Uuid,
     ) -> Result<Option<u64>, StoreError<A>> {
-        let last = match self.inner.stream.direct_get_last_for_subject(subject).await {
+        let next = self.inner.stream.direct_get_next_for_subject(subject, Some(expected + 1)).await;
+        let message = match next {
             Ok(message) => message,
             Err(e) if e.kind() == DirectGetErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(unavailable::<A>(e)),
         };
-        let batch = EventBatch::from_slice(&last.payload).map_err(corrupt::<A>)?;
-        Ok((batch.metadata.command_id == command_id).then_some(last.sequence))
+        let batch = EventBatch::from_slice(&message.payload).map_err(corrupt::<A>)?;
+        Ok((batch.metadata.command_id == command_id).then_some(message.sequence))
     }
 
     /// Runs a command: loads the aggregate, checks `expected_version`, lets the aggregate handle the

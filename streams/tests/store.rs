@@ -255,3 +255,52 @@ async fn a_batch_refused_for_one_stale_member_still_commits_every_command() {
     let mut events = topology.events.clone();
     assert_eq!(events.info().await.unwrap().state.messages, 32 + 1 + 32);
 }
+
+#[tokio::test]
+async fn a_batch_whose_answer_was_lost_is_recognised_not_stored_twice() {
+    // A short acknowledgement timeout, so that freezing the server for a moment loses the batch's answer.
+    const ACK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+    let server = NatsServer::start();
+    let client = async_nats::connect(server.url()).await.expect("connect to nats-server");
+    let jetstream = async_nats::jetstream::ContextBuilder::new().timeout(ACK_TIMEOUT).build(client);
+    let settings = Settings { commit_mode: CommitMode::Grouped, ..Settings::default() };
+    let topology = settings.apply(&jetstream).await.expect("topology");
+    let commands = InstanceCommands::new(&topology, 1000);
+    let ids: Vec<Uuid> = provision_concurrently(&commands, 32).await.into_iter().map(|(id, ..)| id).collect();
+
+    // Frozen, the server buffers the batch and answers nothing; every command times out once and is
+    // re-sent alone. Thawed between the first and the second timeout, it stores the batch first, so each
+    // re-send meets its own message.
+    server.freeze();
+    let updates = join_all(ids.iter().map(|id| {
+        let commands = &commands;
+        async move {
+            let update = InstanceCommand::Update(UpdateInstance {
+                description: Some("while frozen".into()),
+                ..Default::default()
+            });
+            let m = meta("update");
+            (m.command_id, commands.execute("acme", *id, update, None, m).await)
+        }
+    }));
+    let thaw = async {
+        // The length of the fault, not a wait for an event: the server must stay silent past a timeout.
+        tokio::time::sleep(ACK_TIMEOUT * 3 / 2).await;
+        server.thaw();
+    };
+    let (results, ()) = tokio::join!(updates, thaw);
+
+    let mut recognised = 0;
+    for (id, (command_id, result)) in ids.iter().zip(results) {
+        let committed = result.unwrap_or_else(|e| panic!("update of {id}: {e}"));
+        assert_eq!(committed.version, 2, "{id}: applied once");
+        let sequence = committed.stream_sequence.expect("the update's message");
+        let message = topology.events.direct_get(sequence).await.unwrap();
+        let header = |name: &str| message.headers.get(name).map(|v| v.as_str().to_owned());
+        assert_eq!(header(headers::COMMAND_ID), Some(command_id.to_string()), "{id}: its own message");
+        recognised += usize::from(committed.duplicate && header("Nats-Batch-Id").is_some());
+    }
+    assert!(recognised > 0, "no batch member was re-sent and recognised by its command id");
+    let mut events = topology.events.clone();
+    assert_eq!(events.info().await.unwrap().state.messages, 32 + 32, "every update stored once");
+}
