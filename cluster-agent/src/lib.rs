@@ -15,6 +15,7 @@ pub mod controller;
 pub mod crd;
 pub mod metrics;
 pub mod mirror;
+pub mod rbac;
 pub mod render;
 
 use std::{sync::Arc, time::Duration};

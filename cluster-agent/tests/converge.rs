@@ -47,6 +47,7 @@ async fn every_service_type_converges_and_reports_ready() {
         .count();
     assert_eq!(ready, 4, "{observed:#?}");
     assert!(!serde_json::to_string(&observed).unwrap().contains("password"), "no credential in an event");
+    assert_permitted(sim);
 }
 
 #[tokio::test]
@@ -99,6 +100,7 @@ async fn an_update_writes_exactly_the_affected_objects_and_deprovision_removes_e
         observed.iter().map(|e| e["event"]["type"].clone()).collect::<Vec<_>>(),
         sim.request_counts()
     );
+    assert_permitted(sim);
 }
 
 fn claim_template_size(store: &k8s_sim::store::Store, name: &str) -> Option<serde_json::Value> {
@@ -151,6 +153,7 @@ async fn storage_grows_by_expanding_each_claim_and_the_claim_template_stays_as_c
         let replica = claim(&store, &format!("data-mongo-{ordinal}")).expect("a claim per replica");
         assert_eq!(replica["status"]["capacity"]["storage"], format!("{storage}Gi"), "claim {ordinal}");
     }
+    assert_permitted(sim);
 }
 
 #[tokio::test]
@@ -176,6 +179,7 @@ async fn a_storage_class_that_cannot_expand_fails_the_instance_until_it_can() {
         "{:?}",
         phase(&sim.store(), "influx")
     );
+    assert_permitted(sim);
 }
 
 #[tokio::test]
@@ -211,6 +215,7 @@ async fn a_hand_edited_statefulset_is_healed_and_the_drift_recorded() {
     assert_eq!(drift["event"]["data"]["objects"], serde_json::json!(["StatefulSet/grafana"]));
     let stored = world.observed("c1").await;
     assert!(stored.iter().any(|e| e["event"]["type"] == "DriftHealed"), "the drift event is in the stream");
+    assert_permitted(sim);
 }
 
 #[tokio::test]

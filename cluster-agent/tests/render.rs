@@ -66,6 +66,12 @@ fn rendered_objects_match_the_golden_files() {
 }
 
 #[test]
+fn the_committed_rbac_manifests_match_the_agents_rules() {
+    let yaml = cluster_agent::rbac::manifests_yaml().unwrap();
+    check(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/rbac/cluster-agent.yaml"), &yaml);
+}
+
+#[test]
 fn the_committed_crd_matches_the_rust_types() {
     let yaml = serde_saphyr::to_string(&ManagedInstance::crd()).unwrap();
     check(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/crds/managedinstances.yaml"), &yaml);

@@ -188,6 +188,30 @@ pub fn count_owned(store: &Store, instance: Uuid) -> usize {
     store.types().iter().map(|t| store.list(t, None, Some(&selector)).len()).sum()
 }
 
+/// Fails unless every request the simulated API server has seen so far is allowed by the agent's RBAC
+/// rules (`cluster_agent::rbac`, the source of `deploy/rbac/`): on a real cluster it would be a 403.
+pub fn assert_permitted(sim: &Simulator) {
+    let denied: Vec<String> = sim
+        .request_counts()
+        .into_keys()
+        .filter(|key| {
+            let (verb, resource) = key.split_once(' ').expect("counts are keyed `verb resource`");
+            // `plural.group/subresource`; core resources have no group.
+            let (base, subresource) = match resource.split_once('/') {
+                Some((base, sub)) => (base, Some(sub)),
+                None => (resource, None),
+            };
+            let (plural, group) = base.split_once('.').unwrap_or((base, ""));
+            let resource = match subresource {
+                Some(sub) => format!("{plural}/{sub}"),
+                None => plural.to_owned(),
+            };
+            !cluster_agent::rbac::permits(verb, group, &resource)
+        })
+        .collect();
+    assert!(denied.is_empty(), "requests the agent's RBAC rules do not allow: {denied:?}");
+}
+
 /// Writes (patch/create/update/delete) per resource, without watches, lists and gets.
 pub fn writes(sim: &Simulator) -> std::collections::BTreeMap<String, u64> {
     sim.request_counts()
