@@ -1,7 +1,10 @@
 //! API metrics (OpenMetrics text at `/metrics`): requests by method, route and status, their latency, and
 //! how far this replica's read models go.
 
-use std::{sync::Arc, time::Instant};
+use std::{
+    sync::{Arc, atomic::Ordering},
+    time::Instant,
+};
 
 use axum::{
     extract::{MatchedPath, Request, State},
@@ -50,6 +53,17 @@ pub struct ApiMetrics {
     latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
     read_model_sequence: Gauge,
     read_model_skipped: Gauge,
+    group_commit: GroupCommitCounters,
+}
+
+/// The event store's group committer, copied from its own counters at each scrape.
+#[derive(Debug, Clone, Default)]
+struct GroupCommitCounters {
+    batches: Counter,
+    batched_messages: Counter,
+    alone_messages: Counter,
+    refused_batches: Counter,
+    unanswered_batches: Counter,
 }
 
 impl Default for ApiMetrics {
@@ -76,7 +90,37 @@ impl Default for ApiMetrics {
             "Messages the projector could not apply (unknown event type or schema version)",
             read_model_skipped.clone(),
         );
-        Self { registry: Arc::new(registry), requests, latency, read_model_sequence, read_model_skipped }
+        let group_commit = GroupCommitCounters::default();
+        let g = &group_commit;
+        for (name, help, counter) in [
+            ("group_commit_batches", "Atomic batches the event store committed", &g.batches),
+            ("group_commit_batched_messages", "Commands' messages committed in batches", &g.batched_messages),
+            (
+                "group_commit_alone_messages",
+                "Messages published alone: too few waiting for a batch",
+                &g.alone_messages,
+            ),
+            (
+                "group_commit_refused_batches",
+                "Batches refused as a whole (members re-sent alone)",
+                &g.refused_batches,
+            ),
+            (
+                "group_commit_unanswered_batches",
+                "Batches without an answer (members re-sent alone)",
+                &g.unanswered_batches,
+            ),
+        ] {
+            r.register(name, help, counter.clone());
+        }
+        Self {
+            registry: Arc::new(registry),
+            requests,
+            latency,
+            read_model_sequence,
+            read_model_skipped,
+            group_commit,
+        }
     }
 }
 
@@ -103,6 +147,17 @@ pub(crate) async fn serve(State(state): State<AppState>) -> Response {
     let metrics = &state.metrics;
     metrics.read_model_sequence.set(i64::try_from(state.read_models.applied()).unwrap_or(i64::MAX));
     metrics.read_model_skipped.set(i64::try_from(state.read_models.skipped()).unwrap_or(i64::MAX));
+    if let Some(stats) = state.commands.store().commit_stats() {
+        let copy = |from: &std::sync::atomic::AtomicU64, to: &Counter| {
+            to.inner().store(from.load(Ordering::Relaxed), Ordering::Relaxed);
+        };
+        let to = &metrics.group_commit;
+        copy(&stats.batches, &to.batches);
+        copy(&stats.batched_messages, &to.batched_messages);
+        copy(&stats.alone_messages, &to.alone_messages);
+        copy(&stats.refused_batches, &to.refused_batches);
+        copy(&stats.unanswered_batches, &to.unanswered_batches);
+    }
     let mut text = String::new();
     if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &metrics.registry) {
         return crate::ApiError::Internal(format!("encoding metrics: {e}")).into_response();

@@ -25,7 +25,13 @@
 //!   member is recognised by its command id instead (the expected-sequence check refuses the re-send, and
 //!   the subject's next message after the expected sequence turns out to be the same command).
 
-use std::time::Duration;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use tokio::time::Instant;
 
@@ -78,18 +84,35 @@ pub(crate) enum Outcome {
     Failed(String),
 }
 
+/// What a group committer has done since it started, for metrics.
+#[derive(Debug, Default)]
+pub struct CommitStats {
+    /// batches committed
+    pub batches: AtomicU64,
+    /// messages committed in batches
+    pub batched_messages: AtomicU64,
+    /// messages the committer published alone (too few waiting for a batch)
+    pub alone_messages: AtomicU64,
+    /// batches refused as a whole (their members were then published alone)
+    pub refused_batches: AtomicU64,
+    /// batches that got no answer (their members were re-sent alone)
+    pub unanswered_batches: AtomicU64,
+}
+
 /// Handle to the committer task. Cheap to clone; the task ends when the last handle is dropped.
 #[derive(Clone)]
 pub(crate) struct GroupCommitter {
     queue: mpsc::UnboundedSender<(Append, oneshot::Sender<Outcome>)>,
+    pub(crate) stats: Arc<CommitStats>,
 }
 
 impl GroupCommitter {
     /// Starts the committer task on the current tokio runtime.
     pub(crate) fn start(jetstream: jetstream::Context, timeout: Duration) -> Self {
         let (queue, receiver) = mpsc::unbounded_channel();
-        tokio::spawn(Committer { jetstream, timeout, batching: true }.run(receiver));
-        Self { queue }
+        let stats = Arc::new(CommitStats::default());
+        tokio::spawn(Committer { jetstream, timeout, batching: true, stats: stats.clone() }.run(receiver));
+        Self { queue, stats }
     }
 
     /// Commits `append`, alone or in a batch with whatever else is waiting.
@@ -125,6 +148,7 @@ struct Committer {
     timeout: Duration,
     /// false once the stream turned out not to allow atomic batches: every append then goes alone
     batching: bool,
+    stats: Arc<CommitStats>,
 }
 
 type Waiting = (Append, oneshot::Sender<Outcome>);
@@ -164,6 +188,7 @@ impl Committer {
             if batch.len() < MIN_BATCH || !self.batching {
                 // Too few to pay for a batch (or batches unavailable): publish them concurrently.
                 last_batch = None;
+                self.stats.alone_messages.fetch_add(batch.len() as u64, Ordering::Relaxed);
                 let jetstream = &self.jetstream;
                 futures::future::join_all(batch.drain(..).map(|(append, done)| async move {
                     let _ = done.send(publish_alone(jetstream, append).await);
@@ -175,6 +200,15 @@ impl Committer {
             let outcome = self.send_batch(&mut batch).await;
             let count = batch.len();
             last_batch = Some(((count + queue.len()).min(MAX_BATCH), started.elapsed()));
+            let counter = match &outcome {
+                BatchResult::Stored(_) => {
+                    self.stats.batched_messages.fetch_add(count as u64, Ordering::Relaxed);
+                    &self.stats.batches
+                }
+                BatchResult::Refused => &self.stats.refused_batches,
+                BatchResult::Unknown => &self.stats.unanswered_batches,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
             for (index, (_, done)) in batch.drain(..).enumerate() {
                 let _ = done.send(match &outcome {
                     // Members are stored in order, contiguously, ending at the commit message's sequence.

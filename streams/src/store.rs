@@ -223,6 +223,11 @@ impl<A: StreamAggregate> JetStreamStore<A> {
         }
     }
 
+    /// What the group committer has done, when the store has one ([`CommitMode::Grouped`]).
+    pub fn commit_stats(&self) -> Option<&group_commit::CommitStats> {
+        self.inner.committer.as_ref().map(|c| &*c.stats)
+    }
+
     /// Subject of an aggregate in a partition.
     pub fn subject(&self, partition: &str, aggregate_id: &str) -> String {
         format!("{}.{partition}.{aggregate_id}", self.inner.prefix)

@@ -103,6 +103,15 @@ impl TestApi {
         tokio::time::timeout(timeout, state.wait_for(|c| *c == connected)).await.is_ok_and(|r| r.is_ok())
     }
 
+    /// The `/metrics` page as text (it is not JSON, so [`Self::call`] would not keep it).
+    pub async fn metrics_text(&self) -> String {
+        let request = Request::get("/metrics").body(Body::empty()).expect("valid request");
+        let response = self.router().oneshot(request).await.expect("infallible router");
+        assert_eq!(response.status(), StatusCode::OK);
+        let bytes = response.into_body().collect().await.expect("read body").to_bytes();
+        String::from_utf8(bytes.to_vec()).expect("metrics are text")
+    }
+
     /// Sends a request with optional JSON body and extra headers.
     pub async fn call(
         &self,

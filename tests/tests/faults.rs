@@ -54,6 +54,13 @@ async fn acknowledged_commands_survive_sigkill_and_the_api_recovers() {
     }
     let batched = batched_messages(&api, acknowledged.iter().map(|(sequence, _)| *sequence)).await;
     assert!(batched > 0, "the commands were meant to be group-committed; none were");
+    let text = api.metrics_text().await;
+    let reported = text.lines().find_map(|l| l.strip_prefix("cp_api_group_commit_batched_messages_total "));
+    assert_eq!(
+        reported.and_then(|n| n.parse().ok()),
+        Some(batched),
+        "the metric counts batched messages:\n{text}"
+    );
 
     api.nats_server.kill();
     // Once the client has noticed the lost connection, writes are refused at once.

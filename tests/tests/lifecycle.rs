@@ -178,17 +178,11 @@ async fn the_openapi_document_and_probes_are_served() {
 
 #[tokio::test]
 async fn metrics_count_requests_by_route_template_and_status() {
-    use http_body_util::BodyExt as _;
-    use tower::ServiceExt as _;
-
     let api = TestApi::start().await;
     let created = api.provision("acme", "db").await;
     let path = format!("/v1/projects/acme/instances/{}", created.body["instance_id"].as_str().unwrap());
     assert_eq!(api.get_after(&path, [&created]).await.status, StatusCode::OK);
-    let request = axum::http::Request::get("/metrics").body(axum::body::Body::empty()).unwrap();
-    let response = api.router().oneshot(request).await.unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    let text = String::from_utf8(response.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    let text = api.metrics_text().await;
     for line in [
         r#"cp_api_requests_total{method="POST",route="/v1/projects/{project}/instances",status="202"} 1"#,
         r#"cp_api_requests_total{method="GET",route="/v1/projects/{project}/instances/{id}",status="200"} 1"#,
