@@ -38,6 +38,10 @@ fn provision(id: Uuid, name: &str) -> InstanceCommand {
     ))
 }
 
+fn describe(text: &str) -> InstanceCommand {
+    InstanceCommand::Update(UpdateInstance { description: Some(text.into()), ..Default::default() })
+}
+
 fn upgrade(to: &str) -> InstanceCommand {
     InstanceCommand::Update(UpdateInstance { version: Some(to.into()), ..Default::default() })
 }
@@ -171,17 +175,14 @@ async fn concurrent_commands_on_one_aggregate_in_one_process_all_apply() {
     let commands = Arc::new(commands);
     let id = Uuid::now_v7();
     commands.execute("acme", id, provision(id, "db"), None, meta("provision")).await.unwrap();
-    let results = join_all((0..20).map(|i| {
-        let commands = commands.clone();
-        async move {
-            let update = InstanceCommand::Update(UpdateInstance {
-                description: Some(format!("change {i}")),
-                ..Default::default()
-            });
-            commands.execute("acme", id, update, None, meta("update")).await
-        }
-    }))
-    .await;
+    let results =
+        join_all((0..20).map(|i| {
+            let commands = commands.clone();
+            async move {
+                commands.execute("acme", id, describe(&format!("change {i}")), None, meta("update")).await
+            }
+        }))
+        .await;
     assert!(results.iter().all(Result::is_ok));
     assert_eq!(commands.load("acme", id).await.unwrap().1, 21);
 }
@@ -235,13 +236,7 @@ async fn a_batch_refused_for_one_stale_member_still_commits_every_command() {
     a.execute("acme", ids[0], upgrade("17"), None, meta("update")).await.unwrap();
     let results = join_all(ids.iter().map(|id| {
         let b = &b;
-        async move {
-            let update = InstanceCommand::Update(UpdateInstance {
-                description: Some("b".into()),
-                ..Default::default()
-            });
-            b.execute("acme", *id, update, None, meta("update")).await
-        }
+        async move { b.execute("acme", *id, describe("b"), None, meta("update")).await }
     }))
     .await;
     let (cold, _) = commands_with(&server, CommitMode::Grouped).await;
@@ -275,12 +270,8 @@ async fn a_batch_whose_answer_was_lost_is_recognised_not_stored_twice() {
     let updates = join_all(ids.iter().map(|id| {
         let commands = &commands;
         async move {
-            let update = InstanceCommand::Update(UpdateInstance {
-                description: Some("while frozen".into()),
-                ..Default::default()
-            });
             let m = meta("update");
-            (m.command_id, commands.execute("acme", *id, update, None, m).await)
+            (m.command_id, commands.execute("acme", *id, describe("while frozen"), None, m).await)
         }
     }));
     let thaw = async {
