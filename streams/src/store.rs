@@ -398,19 +398,18 @@ impl<A: StreamAggregate> JetStreamStore<A> {
     /// stream sequence and whether JetStream had already stored it.
     async fn publish(&self, append: Append, command_id: uuid::Uuid) -> Result<(u64, bool), StoreError<A>> {
         self.ensure_connected()?;
-        let outcome = match &self.inner.committer {
+        let mut outcome = match &self.inner.committer {
             Some(committer) => committer.commit(append.clone()).await,
             None => group_commit::publish_alone(&self.inner.jetstream, append.clone()).await,
         };
-        let mut outcome_unknown = false;
+        // Re-sends after an unknown outcome; a refused batch's member going alone is not one.
         let mut attempt = 0;
-        let mut outcome = outcome;
         loop {
             match outcome {
                 Outcome::Stored { sequence, duplicate } => return Ok((sequence, duplicate)),
                 // After an unknown outcome, the expected sequence may be refused because our own message
                 // did land (a batch member has no message id to be dropped by).
-                Outcome::Conflict if outcome_unknown => {
+                Outcome::Conflict if attempt > 0 => {
                     return match self.stored_after(&append.subject, append.expected, command_id).await? {
                         Some(sequence) => Ok((sequence, true)),
                         None => Err(AggregateError::AggregateConflict),
@@ -422,7 +421,6 @@ impl<A: StreamAggregate> JetStreamStore<A> {
                 // The outcome is unknown: re-send. A message that did land is never stored twice: the
                 // re-send fails the expected-sequence check (or is dropped by its message id).
                 Outcome::Unknown if attempt < PUBLISH_RETRIES => {
-                    outcome_unknown = true;
                     attempt += 1;
                     // Re-sending while disconnected only queues another copy in the client.
                     self.ensure_connected()?;
