@@ -263,9 +263,9 @@ async fn a_batch_whose_answer_was_lost_is_recognised_not_stored_twice() {
     let commands = InstanceCommands::new(&topology, 1000);
     let ids: Vec<Uuid> = provision_concurrently(&commands, 32).await.into_iter().map(|(id, ..)| id).collect();
 
-    // Frozen, the server buffers the batch and answers nothing; every command times out once and is
-    // re-sent alone. Thawed between the first and the second timeout, it stores the batch first, so each
-    // re-send meets its own message.
+    // Frozen, the server buffers the batch and answers nothing; the batch times out and its members are
+    // re-sent alone. Thawed once the committer has given the batch up, the server stores the batch first,
+    // so each re-send meets its own message.
     server.freeze();
     let updates = join_all(ids.iter().map(|id| {
         let commands = &commands;
@@ -274,10 +274,17 @@ async fn a_batch_whose_answer_was_lost_is_recognised_not_stored_twice() {
             (m.command_id, commands.execute("acme", *id, describe("while frozen"), None, m).await)
         }
     }));
+    let stats = commands.store().commit_stats().expect("a grouped store has a committer");
     let thaw = async {
-        // The length of the fault, not a wait for an event: the server must stay silent past a timeout.
-        tokio::time::sleep(ACK_TIMEOUT * 3 / 2).await;
+        // The committer's own count is the event: no notification exists, so poll it, bounded.
+        let given_up = tokio::time::timeout(ACK_TIMEOUT * 5, async {
+            while stats.unanswered_batches.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        })
+        .await;
         server.thaw();
+        assert!(given_up.is_ok(), "the frozen server's batch was never given up as unanswered");
     };
     let (results, ()) = tokio::join!(updates, thaw);
 
