@@ -9,7 +9,9 @@
 //! most [`MAX_BATCH`]) and waits for the answer before it takes the next ones, so the more appends arrive
 //! while one commit is in flight, the larger the next. Fewer than [`MIN_BATCH`] are published one by one
 //! (concurrently, each with its `Nats-Msg-Id`): a batch has a fixed cost that only pays off from about
-//! that many messages, so a store with few writers costs what it did without group commit. After a batch
+//! that many messages. Appends arriving while lone publishes are in flight join them at once as long as
+//! fewer than [`MIN_BATCH`] are outstanding, so a store with few writers pipelines its publishes as it
+//! would without group commit; beyond that they wait and go as the next batch. After a batch
 //! the committer lingers (at most [`MAX_LINGER`] or the batch's own time) until as many appends wait as
 //! there were writers (the batch's members plus those that queued meanwhile): otherwise the writers it
 //! just answered, busy preparing their next commands, miss the next batch, and the writers settle into
@@ -41,6 +43,7 @@ use async_nats::{
     jetstream::{self, ErrorCode, context::PublishErrorKind, message::PublishMessage, response::Response},
 };
 use bytes::Bytes;
+use futures::{StreamExt as _, future::BoxFuture, stream::FuturesUnordered};
 use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot};
 
@@ -167,10 +170,32 @@ struct BatchAck {
 impl Committer {
     async fn run(mut self, mut queue: mpsc::UnboundedReceiver<Waiting>) {
         let mut batch: Vec<Waiting> = Vec::with_capacity(MAX_BATCH);
+        // Publishes sent alone and not answered yet.
+        let mut alone: FuturesUnordered<BoxFuture<'static, ()>> = FuturesUnordered::new();
+        let mut open = true;
         // After a batch: how many writers there are (the batch's members plus those that queued while it
         // was in flight) and what a commit costs.
         let mut last_batch: Option<(usize, Duration)> = None;
-        while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        loop {
+            if !alone.is_empty() {
+                // Lone publishes in flight: newcomers join them while fewer than MIN_BATCH are outstanding
+                // (few writers: pipelined, as without group commit); the rest wait for them to be answered
+                // and then go together, as a batch if there are enough.
+                let room = MAX_BATCH - batch.len();
+                tokio::select! {
+                    _ = alone.next() => {}
+                    received = queue.recv_many(&mut batch, room), if open && room > 0 => {
+                        open = received > 0;
+                        if alone.len() + batch.len() < MIN_BATCH {
+                            self.send_alone(&mut batch, &alone);
+                        }
+                    }
+                }
+                continue;
+            }
+            if batch.is_empty() && !(open && queue.recv_many(&mut batch, MAX_BATCH).await > 0) {
+                break;
+            }
             if let Some((writers, took)) = last_batch
                 && batch.len() < writers
             {
@@ -188,12 +213,7 @@ impl Committer {
             if batch.len() < MIN_BATCH || !self.batching {
                 // Too few to pay for a batch (or batches unavailable): publish them concurrently.
                 last_batch = None;
-                self.stats.alone_messages.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                let jetstream = &self.jetstream;
-                futures::future::join_all(batch.drain(..).map(|(append, done)| async move {
-                    let _ = done.send(publish_alone(jetstream, append).await);
-                }))
-                .await;
+                self.send_alone(&mut batch, &alone);
                 continue;
             }
             let started = Instant::now();
@@ -219,6 +239,17 @@ impl Committer {
                     BatchResult::Unknown => Outcome::Unknown,
                 });
             }
+        }
+    }
+
+    /// Publishes every append of `batch` on its own, adding the publishes to `alone`.
+    fn send_alone(&self, batch: &mut Vec<Waiting>, alone: &FuturesUnordered<BoxFuture<'static, ()>>) {
+        self.stats.alone_messages.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        for (append, done) in batch.drain(..) {
+            let jetstream = self.jetstream.clone();
+            alone.push(Box::pin(async move {
+                let _ = done.send(publish_alone(&jetstream, append).await);
+            }));
         }
     }
 

@@ -249,6 +249,11 @@ async fn a_batch_refused_for_one_stale_member_still_commits_every_command() {
     }
     let mut events = topology.events.clone();
     assert_eq!(events.info().await.unwrap().state.messages, 32 + 1 + 32);
+    let stats = b.store().commit_stats().expect("a grouped store has a committer");
+    assert!(
+        stats.refused_batches.load(std::sync::atomic::Ordering::Relaxed) >= 1,
+        "the stale update was meant to be a batch member, refusing its batch; it was published alone"
+    );
 }
 
 #[tokio::test]

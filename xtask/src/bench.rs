@@ -50,6 +50,9 @@ pub(crate) struct Options {
     /// always run
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// concurrent clients of the HTTP scenarios (comma separated)
+    #[arg(long, value_delimiter = ',', default_value = "64")]
+    http_clients: Vec<usize>,
 }
 
 impl Options {
@@ -576,18 +579,21 @@ async fn bench_sync(sync: Sync, commit_mode: CommitMode, options: &Options) -> a
     // same settings, so that a projector folds only the API's traffic, not the scenarios above.
     drop(server);
     for with_projector in [false, true].into_iter().filter(|_| options.wants("http")) {
-        let server = NatsServer::start_with(sync);
-        figures.push(http_figure(&server, options, &settings, with_projector).await?);
+        for &clients in &options.http_clients {
+            let server = NatsServer::start_with(sync);
+            figures.push(http_figure(&server, options, &settings, clients, with_projector).await?);
+        }
     }
     Ok(figures)
 }
 
-/// PATCHes through the HTTP API with 64 clients; with the projector keeping the read models current in
+/// PATCHes through the HTTP API with `clients` concurrent clients; with the projector keeping the read models current in
 /// this process (as `./dev up` runs them: on this machine they share the same two cores) or without.
 async fn http_figure(
     server: &NatsServer,
     options: &Options,
     settings: &Settings,
+    clients: usize,
     with_projector: bool,
 ) -> anyhow::Result<Figure> {
     let (client, topology, bench) = Bench::start(server, options, settings).await?;
@@ -605,7 +611,9 @@ async fn http_figure(
     let http = reqwest::Client::builder().pool_max_idle_per_host(128).build()?;
     let name = if with_projector { "HTTP API, PATCH (+ projector)" } else { "HTTP API, PATCH (API alone)" };
     let figure = bench
-        .compare(name, 64, RawSubjects::Existing, |r| http_scenario(&base, &http, 64, bench.duration, r))
+        .compare(name, clients, RawSubjects::Existing, |r| {
+            http_scenario(&base, &http, clients, bench.duration, r)
+        })
         .await?;
     if with_projector {
         let last = topology.events.clone().info().await?.state.last_sequence;
