@@ -21,7 +21,7 @@ use streams::{
     CommandMetadata, CommitMode, JetStreamStore, Settings, Topology,
     instances::{InstanceCommands, aggregate_id},
 };
-use testkit::{NatsServer, Sync};
+use testkit::{NatsCluster, NatsServer, Sync};
 use uuid::Uuid;
 
 /// Benchmark options.
@@ -50,9 +50,20 @@ pub(crate) struct Options {
     /// always run
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// replicas of every stream: 1 (one nats-server) or 3 (a three-node cluster on this machine)
+    #[arg(long, default_value_t = 1, value_parser = parse_replicas)]
+    replicas: usize,
     /// concurrent clients of the HTTP scenarios (comma separated)
     #[arg(long, value_delimiter = ',', default_value = "64")]
     http_clients: Vec<usize>,
+}
+
+fn parse_replicas(value: &str) -> Result<usize, String> {
+    match value {
+        "1" => Ok(1),
+        "3" => Ok(3),
+        _ => Err("1 or 3".into()),
+    }
 }
 
 impl Options {
@@ -132,6 +143,40 @@ where
     Ok((done.load(Ordering::Relaxed) as f64 / elapsed, latencies))
 }
 
+/// The nats-server(s) a benchmark runs against: one server, or a three-node cluster for three replicas.
+enum Servers {
+    One(NatsServer),
+    Three(NatsCluster),
+}
+
+impl Servers {
+    fn start(sync: Sync, replicas: usize) -> Self {
+        match replicas {
+            3 => Self::Three(NatsCluster::start_with(sync)),
+            _ => Self::One(NatsServer::start_with(sync)),
+        }
+    }
+
+    fn url(&self) -> String {
+        match self {
+            Self::One(server) => server.url(),
+            Self::Three(cluster) => cluster.url(),
+        }
+    }
+
+    fn pids(&self) -> Vec<u32> {
+        match self {
+            Self::One(server) => server.pid().into_iter().collect(),
+            Self::Three(cluster) => cluster.pids(),
+        }
+    }
+}
+
+/// CPU time of the nats-server processes so far.
+fn servers_cpu_seconds(pids: &[u32]) -> f64 {
+    pids.iter().map(|pid| cpu_seconds(Some(*pid))).sum()
+}
+
 /// CPU time (user + system) of a process so far, from `/proc` (Linux, 100 clock ticks per second).
 fn cpu_seconds(pid: Option<u32>) -> f64 {
     let path = pid.map_or_else(|| "/proc/self/stat".to_owned(), |pid| format!("/proc/{pid}/stat"));
@@ -150,17 +195,17 @@ struct Sample {
     server_us: f64,
 }
 
-async fn sample<Fut>(server_pid: Option<u32>, run: Fut) -> anyhow::Result<Sample>
+async fn sample<Fut>(server_pids: &[u32], run: Fut) -> anyhow::Result<Sample>
 where
     Fut: std::future::Future<Output = anyhow::Result<(f64, Vec<Duration>)>>,
 {
-    let (client, server) = (cpu_seconds(None), cpu_seconds(server_pid));
+    let (client, server) = (cpu_seconds(None), servers_cpu_seconds(server_pids));
     let (rate, latencies) = run.await?;
     let per_command = |seconds: f64| seconds * 1e6 / latencies.len().max(1) as f64;
     Ok(Sample {
         rate,
         client_us: per_command(cpu_seconds(None) - client),
-        server_us: per_command(cpu_seconds(server_pid) - server),
+        server_us: per_command(servers_cpu_seconds(server_pids) - server),
         latencies,
     })
 }
@@ -179,7 +224,7 @@ fn stats(samples: &[Sample]) -> Stats {
 /// Where the benchmark is: the server (for its CPU time), the raw baseline's stream, run length.
 struct Bench<'a> {
     options: &'a Options,
-    server_pid: Option<u32>,
+    server_pids: Vec<u32>,
     raw: jetstream::Context,
     duration: Duration,
 }
@@ -187,17 +232,17 @@ struct Bench<'a> {
 impl<'a> Bench<'a> {
     /// Connects to `server` and creates the topology and the raw baseline's stream.
     async fn start(
-        server: &NatsServer,
+        server: &Servers,
         options: &'a Options,
         settings: &Settings,
     ) -> anyhow::Result<(async_nats::Client, Topology, Self)> {
         let client =
             async_nats::connect(server.url()).await.context("connecting to the benchmark's nats-server")?;
         let topology = settings.apply(&jetstream::new(client.clone())).await?;
-        raw_stream(&topology.jetstream).await?;
+        raw_stream(&topology.jetstream, settings).await?;
         let bench = Self {
             options,
-            server_pid: server.pid(),
+            server_pids: server.pids(),
             raw: topology.jetstream.clone(),
             duration: Duration::from_secs_f64(options.seconds),
         };
@@ -221,12 +266,12 @@ impl<'a> Bench<'a> {
         eprintln!("  {name}, {in_flight} in flight…");
         let (mut raws, mut subjects, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
         for r in 0..self.options.runs {
-            let raw = || sample(self.server_pid, raw(&self.raw, in_flight, self.duration, baseline));
+            let raw = || sample(&self.server_pids, raw(&self.raw, in_flight, self.duration, baseline));
             let (raw_sample, subject) = if r % 2 == 0 {
                 let raw_sample = raw().await?;
-                (raw_sample, sample(self.server_pid, scenario(r)).await?)
+                (raw_sample, sample(&self.server_pids, scenario(r)).await?)
             } else {
-                let subject = sample(self.server_pid, scenario(r)).await?;
+                let subject = sample(&self.server_pids, scenario(r)).await?;
                 (raw().await?, subject)
             };
             ratios.push(subject.rate / raw_sample.rate);
@@ -245,8 +290,8 @@ impl<'a> Bench<'a> {
 
 /// A stream for the raw baseline with the event stream's settings, so that raw messages are stored
 /// alike but never reach the event stream's readers (the projector).
-async fn raw_stream(jetstream: &jetstream::Context) -> anyhow::Result<()> {
-    let mut config = Settings::default().events_stream_config();
+async fn raw_stream(jetstream: &jetstream::Context, settings: &Settings) -> anyhow::Result<()> {
+    let mut config = settings.events_stream_config();
     config.name = "BENCH_RAW".into();
     config.subjects = vec!["bench.raw.>".into()];
     config.description = Some("raw publish baseline of the benchmark".into());
@@ -517,8 +562,8 @@ async fn http_scenario(
 }
 
 async fn bench_sync(sync: Sync, commit_mode: CommitMode, options: &Options) -> anyhow::Result<Vec<Figure>> {
-    let settings = Settings { commit_mode, ..Settings::default() };
-    let server = NatsServer::start_with(sync);
+    let settings = Settings { commit_mode, replicas: options.replicas, ..Settings::default() };
+    let server = Servers::start(sync, options.replicas);
     let (_, topology, bench) = Bench::start(&server, options, &settings).await?;
     let duration = bench.duration;
     let mut figures = Vec::new();
@@ -580,7 +625,7 @@ async fn bench_sync(sync: Sync, commit_mode: CommitMode, options: &Options) -> a
     drop(server);
     for with_projector in [false, true].into_iter().filter(|_| options.wants("http")) {
         for &clients in &options.http_clients {
-            let server = NatsServer::start_with(sync);
+            let server = Servers::start(sync, options.replicas);
             figures.push(http_figure(&server, options, &settings, clients, with_projector).await?);
         }
     }
@@ -590,7 +635,7 @@ async fn bench_sync(sync: Sync, commit_mode: CommitMode, options: &Options) -> a
 /// PATCHes through the HTTP API with `clients` concurrent clients; with the projector keeping the read models current in
 /// this process (as `./dev up` runs them: on this machine they share the same two cores) or without.
 async fn http_figure(
-    server: &NatsServer,
+    server: &Servers,
     options: &Options,
     settings: &Settings,
     clients: usize,
@@ -688,8 +733,13 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
         };
         for mode in modes {
             let title = format!(
-                "{sync_title}, commit {}",
-                if mode == CommitMode::Grouped { "grouped" } else { "one by one" }
+                "{sync_title}, commit {}, {}",
+                if mode == CommitMode::Grouped { "grouped" } else { "one by one" },
+                if options.replicas == 3 {
+                    "3 replicas (three nats-servers on this machine)"
+                } else {
+                    "1 replica"
+                }
             );
             eprintln!("{title}…");
             let figures = bench_sync(sync, mode, &options).await?;

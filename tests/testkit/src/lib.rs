@@ -1,4 +1,5 @@
-//! Test harness: an isolated `nats-server` per test (own temp store dir, own random port), killed on drop.
+//! Test harness: an isolated `nats-server` per test (own temp store dir, own random port), killed on drop;
+//! or an isolated three-node cluster ([`NatsCluster`]) for replicated streams.
 //!
 //! The binary is found in `$NATS_SERVER_BIN`, then in the project's `.tools/` (where `./dev` installs it),
 //! then on `PATH`. Tests fail with a clear message when none is found.
@@ -7,7 +8,7 @@ use std::{
     io::{BufRead, BufReader, Write},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::mpsc,
+    sync::{Mutex, mpsc},
     time::Duration,
 };
 
@@ -30,6 +31,21 @@ pub struct NatsServer {
     dir: tempfile::TempDir,
     port: u16,
     sync: Sync,
+    /// extra configuration (a cluster node's name and `cluster` block)
+    extra: String,
+    /// what the server has said since it became ready
+    news: Option<Mutex<mpsc::Receiver<News>>>,
+    /// it has logged a JetStream metadata leader
+    meta_leader: bool,
+}
+
+/// What a server's log says that the harness waits for.
+#[derive(Debug)]
+enum News {
+    /// ready for clients, on this port
+    Ready(Option<u16>),
+    /// a JetStream cluster metadata leader is known
+    MetaLeader,
 }
 
 /// Path of the nats-server binary, or a message saying how to get one.
@@ -63,7 +79,8 @@ impl NatsServer {
     pub fn start_with(sync: Sync) -> Self {
         let dir =
             tempfile::Builder::new().prefix("cp-nats-").tempdir().expect("create temp dir for nats-server");
-        let mut server = Self { child: None, dir, port: 0, sync };
+        let mut server =
+            Self { child: None, dir, port: 0, sync, extra: String::new(), news: None, meta_leader: false };
         server.spawn();
         server
     }
@@ -122,8 +139,9 @@ impl NatsServer {
             Sync::Always => "sync_interval: always",
         };
         let text = format!(
-            "listen: \"127.0.0.1:{port}\"\nmax_payload: 8MB\njetstream {{\n  store_dir: {:?}\n  {sync}\n}}\n",
-            self.store_dir()
+            "listen: \"127.0.0.1:{port}\"\nmax_payload: 8MB\njetstream {{\n  store_dir: {:?}\n  {sync}\n}}\n{}",
+            self.store_dir(),
+            self.extra
         );
         std::fs::write(&config, text).expect("write nats-server config");
         let mut child = Command::new(&binary)
@@ -149,12 +167,24 @@ impl NatsServer {
                     port = rest.rsplit(':').next().and_then(|p| p.trim().parse::<u16>().ok());
                 }
                 if line.contains("Server is ready") {
-                    let _ = tx.send(port);
+                    let _ = tx.send(News::Ready(port));
+                }
+                if line.contains("new JetStream cluster metadata leader")
+                    || line.contains("JetStream cluster new metadata leader")
+                {
+                    let _ = tx.send(News::MetaLeader);
                 }
             }
         });
-        match rx.recv_timeout(START_TIMEOUT) {
-            Ok(Some(port)) => self.port = port,
+        let ready = loop {
+            match rx.recv_timeout(START_TIMEOUT) {
+                Ok(News::MetaLeader) => self.meta_leader = true,
+                other => break other,
+            }
+        };
+        self.news = Some(Mutex::new(rx));
+        match ready {
+            Ok(News::Ready(Some(port))) => self.port = port,
             other => {
                 let _ = child.kill();
                 let log =
@@ -166,6 +196,90 @@ impl NatsServer {
         }
         self.child = Some(child);
     }
+}
+
+/// Three nats-servers forming one JetStream cluster on loopback, each with its own store directory, for
+/// streams with three replicas. Killed on drop.
+#[derive(Debug)]
+pub struct NatsCluster {
+    nodes: Vec<NatsServer>,
+}
+
+impl NatsCluster {
+    /// Starts three nodes and returns once each says it is ready and the cluster has elected its
+    /// JetStream metadata leader.
+    pub fn start_with(sync: Sync) -> Self {
+        let route_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let routes: Vec<String> = route_ports.iter().map(|p| format!("nats-route://127.0.0.1:{p}")).collect();
+        let nodes = route_ports
+            .iter()
+            .enumerate()
+            .map(|(i, port)| {
+                let dir = tempfile::Builder::new()
+                    .prefix("cp-nats-node-")
+                    .tempdir()
+                    .expect("create temp dir for nats-server");
+                let extra = format!(
+                    "server_name: n{i}\ncluster {{\n  name: cp-test\n  listen: \"127.0.0.1:{port}\"\n  routes: [{}]\n}}\n",
+                    routes.join(", ")
+                );
+                NatsServer { child: None, dir, port: 0, sync, extra, news: None, meta_leader: false }
+            })
+            .collect::<Vec<_>>();
+        // Started side by side: a node elects nothing until its peers are up.
+        let handles: Vec<_> = nodes
+            .into_iter()
+            .map(|mut node| {
+                std::thread::spawn(move || {
+                    node.spawn();
+                    node
+                })
+            })
+            .collect();
+        let nodes: Vec<NatsServer> =
+            handles.into_iter().map(|h| h.join().expect("a cluster node failed to start")).collect();
+        // Every node logs the election's outcome; the first node's log is enough.
+        let news = nodes[0].news.as_ref().expect("a started node has news").lock().expect("news lock");
+        let elected =
+            nodes[0].meta_leader || matches!(news.recv_timeout(START_TIMEOUT), Ok(News::MetaLeader));
+        drop(news);
+        if !elected {
+            let log =
+                std::fs::read_to_string(nodes[0].dir.path().join("nats-server.log")).unwrap_or_default();
+            panic!(
+                "the cluster elected no JetStream metadata leader within {START_TIMEOUT:?}; n0's log:\n{log}"
+            );
+        }
+        Self { nodes }
+    }
+
+    /// Client URL of the first node (clients learn the others from it).
+    pub fn url(&self) -> String {
+        self.nodes[0].url()
+    }
+
+    /// Client URLs of every node.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(NatsServer::url).collect()
+    }
+
+    /// Process ids of the running nodes (benchmarks add up their CPU time).
+    pub fn pids(&self) -> Vec<u32> {
+        self.nodes.iter().filter_map(NatsServer::pid).collect()
+    }
+
+    /// One node, to kill or restart.
+    pub fn node(&mut self, index: usize) -> &mut NatsServer {
+        &mut self.nodes[index]
+    }
+}
+
+/// A TCP port nothing listens on right now (a cluster's route ports must be known before it starts).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("find a free port")
 }
 
 impl Drop for NatsServer {
