@@ -33,8 +33,9 @@ struct Config {
     #[arg(long, env = "CP_JETSTREAM_REPLICAS", default_value_t = 1)]
     replicas: usize,
     /// how the event store sends commands' messages: `grouped` (concurrent commands share one atomic
-    /// batch and one fsync; for JetStream with `sync_interval: always`, the shipped setting) or
-    /// `one-by-one` (pipelined single publishes; faster when JetStream does not fsync every write)
+    /// batch and one fsync; for JetStream with `sync_interval: always`, the shipped setting, and for
+    /// streams with three replicas whatever the sync) or `one-by-one` (pipelined single publishes;
+    /// faster on one server that does not fsync every write)
     #[arg(long, env = "CP_COMMIT_MODE", value_enum, default_value_t = CommitModeArg::Grouped)]
     commit_mode: CommitModeArg,
     /// log as JSON lines

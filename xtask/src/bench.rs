@@ -221,6 +221,18 @@ fn stats(samples: &[Sample]) -> Stats {
     }
 }
 
+/// Applies the topology; a fresh cluster may time out the first requests while its meta layer settles.
+async fn apply_patiently(settings: &Settings, jetstream: &jetstream::Context) -> anyhow::Result<Topology> {
+    let started = Instant::now();
+    loop {
+        match settings.apply(jetstream).await {
+            Ok(topology) => return Ok(topology),
+            Err(e) if started.elapsed() < Duration::from_secs(60) => eprintln!("  ({e}; retrying)"),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// Where the benchmark is: the server (for its CPU time), the raw baseline's stream, run length.
 struct Bench<'a> {
     options: &'a Options,
@@ -238,7 +250,7 @@ impl<'a> Bench<'a> {
     ) -> anyhow::Result<(async_nats::Client, Topology, Self)> {
         let client =
             async_nats::connect(server.url()).await.context("connecting to the benchmark's nats-server")?;
-        let topology = settings.apply(&jetstream::new(client.clone())).await?;
+        let topology = apply_patiently(settings, &jetstream::new(client.clone())).await?;
         raw_stream(&topology.jetstream, settings).await?;
         let bench = Self {
             options,
