@@ -128,6 +128,60 @@ impl GroupCommitter {
     }
 }
 
+/// How often a message whose outcome is unknown (no acknowledgement) is re-sent, alone, with its message id
+/// and the same expected sequence (so never stored twice).
+pub(crate) const PUBLISH_RETRIES: usize = 2;
+
+/// What finally became of one append sent by [`send`].
+#[derive(Debug)]
+pub(crate) enum Sent {
+    /// stored at this stream sequence; `duplicate` when JetStream had already stored its message id
+    Stored { sequence: u64, duplicate: bool },
+    /// the subject's last sequence was not the expected one. `resent`: this was a re-send after an unknown
+    /// outcome, so the first send may be what moved the subject on (a batch member has no message id to be
+    /// recognised by).
+    Conflict { resent: bool },
+    /// still no answer after the re-sends: it may or may not be stored
+    Unknown,
+    /// anything else: nothing stored
+    Failed(String),
+}
+
+/// Sends `append` through `committer` when there is one (else alone) and follows it through: a member of a
+/// refused batch is published alone, and a message without an answer is re-sent alone up to
+/// [`PUBLISH_RETRIES`] times.
+pub(crate) async fn send(
+    jetstream: &jetstream::Context,
+    committer: Option<&GroupCommitter>,
+    append: Append,
+) -> Sent {
+    let mut outcome = match committer {
+        Some(committer) => committer.commit(append.clone()).await,
+        None => publish_alone(jetstream, append.clone()).await,
+    };
+    // Re-sends after an unknown outcome; a refused batch's member going alone is not one.
+    let mut attempt = 0;
+    loop {
+        match outcome {
+            Outcome::Stored { sequence, duplicate } => return Sent::Stored { sequence, duplicate },
+            Outcome::Conflict => return Sent::Conflict { resent: attempt > 0 },
+            // Nothing of the batch was stored: go alone.
+            Outcome::Refused => {}
+            Outcome::Unknown if attempt < PUBLISH_RETRIES => {
+                attempt += 1;
+                // Re-sending while disconnected only queues another copy in the client.
+                let state = jetstream.client().connection_state();
+                if state != async_nats::connection::State::Connected {
+                    return Sent::Failed(format!("NATS connection is {state}"));
+                }
+            }
+            Outcome::Unknown => return Sent::Unknown,
+            Outcome::Failed(e) => return Sent::Failed(e),
+        }
+        outcome = publish_alone(jetstream, append.clone()).await;
+    }
+}
+
 /// Publishes one message with its message id and expected sequence, outside any batch.
 pub(crate) async fn publish_alone(jetstream: &jetstream::Context, append: Append) -> Outcome {
     let Append { subject, payload, mut headers, message_id, expected } = append;

@@ -80,7 +80,12 @@ impl InstanceCommands {
             cache_capacity,
             topology.settings.commit_mode,
         );
-        let names = KvNameRegistry::new(topology.names.clone(), store.clone());
+        let names = KvNameRegistry::new(
+            topology.names.clone(),
+            store.clone(),
+            &topology.jetstream,
+            topology.settings.commit_mode,
+        );
         let services = InstanceServices { names: std::sync::Arc::new(names.clone()) };
         Self { store, names, services }
     }

@@ -37,7 +37,7 @@ use tokio::sync::OwnedMutexGuard;
 
 use crate::{
     envelope::{CommandMetadata, DecodeError, EventBatch},
-    group_commit::{self, Append, GroupCommitter, Outcome},
+    group_commit::{self, Append, GroupCommitter, Sent},
 };
 
 /// An aggregate that can live in a [`JetStreamStore`].
@@ -191,8 +191,6 @@ impl<A: StreamAggregate> Clone for JetStreamStore<A> {
 
 /// How often a command is retried after losing a race with another process.
 const CONFLICT_RETRIES: usize = 8;
-/// How often a publish whose acknowledgement timed out is re-sent (same message id, so never twice stored).
-const PUBLISH_RETRIES: usize = 2;
 
 type StoreError<A> = AggregateError<<A as Aggregate>::Error>;
 
@@ -398,37 +396,19 @@ impl<A: StreamAggregate> JetStreamStore<A> {
     /// stream sequence and whether JetStream had already stored it.
     async fn publish(&self, append: Append, command_id: uuid::Uuid) -> Result<(u64, bool), StoreError<A>> {
         self.ensure_connected()?;
-        let mut outcome = match &self.inner.committer {
-            Some(committer) => committer.commit(append.clone()).await,
-            None => group_commit::publish_alone(&self.inner.jetstream, append.clone()).await,
-        };
-        // Re-sends after an unknown outcome; a refused batch's member going alone is not one.
-        let mut attempt = 0;
-        loop {
-            match outcome {
-                Outcome::Stored { sequence, duplicate } => return Ok((sequence, duplicate)),
-                // After an unknown outcome, the expected sequence may be refused because our own message
-                // did land (a batch member has no message id to be dropped by).
-                Outcome::Conflict if attempt > 0 => {
-                    return match self.stored_after(&append.subject, append.expected, command_id).await? {
-                        Some(sequence) => Ok((sequence, true)),
-                        None => Err(AggregateError::AggregateConflict),
-                    };
-                }
-                Outcome::Conflict => return Err(AggregateError::AggregateConflict),
-                // Nothing of the batch was stored: go alone.
-                Outcome::Refused => {}
-                // The outcome is unknown: re-send. A message that did land is never stored twice: the
-                // re-send fails the expected-sequence check (or is dropped by its message id).
-                Outcome::Unknown if attempt < PUBLISH_RETRIES => {
-                    attempt += 1;
-                    // Re-sending while disconnected only queues another copy in the client.
-                    self.ensure_connected()?;
-                }
-                Outcome::Unknown => return Err(unavailable::<A>("no acknowledgement from JetStream")),
-                Outcome::Failed(e) => return Err(unavailable::<A>(e)),
-            }
-            outcome = group_commit::publish_alone(&self.inner.jetstream, append.clone()).await;
+        let (subject, expected) = (append.subject.clone(), append.expected);
+        match group_commit::send(&self.inner.jetstream, self.inner.committer.as_ref(), append).await {
+            Sent::Stored { sequence, duplicate } => Ok((sequence, duplicate)),
+            // After an unknown outcome, the expected sequence may be refused because our own message did
+            // land (a batch member has no message id to be dropped by).
+            Sent::Conflict { resent: true } => match self.stored_after(&subject, expected, command_id).await?
+            {
+                Some(sequence) => Ok((sequence, true)),
+                None => Err(AggregateError::AggregateConflict),
+            },
+            Sent::Conflict { resent: false } => Err(AggregateError::AggregateConflict),
+            Sent::Unknown => Err(unavailable::<A>("no acknowledgement from JetStream")),
+            Sent::Failed(e) => Err(unavailable::<A>(e)),
         }
     }
 

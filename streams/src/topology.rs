@@ -161,6 +161,24 @@ impl Settings {
             }
         };
         let names = bucket(&self.names_bucket, "Instance names reserved per project", Duration::ZERO).await?;
+        // Group commit sends concurrent reservations as one atomic batch, like the events.
+        let mut names_stream = jetstream
+            .get_stream(format!("KV_{}", self.names_bucket))
+            .await
+            .map_err(|e| TopologyError::Bucket { name: self.names_bucket.clone(), source: e.into() })?;
+        let mut config = names_stream
+            .info()
+            .await
+            .map_err(|e| TopologyError::Bucket { name: self.names_bucket.clone(), source: e.into() })?
+            .config
+            .clone();
+        if !config.allow_atomic_publish {
+            config.allow_atomic_publish = true;
+            jetstream
+                .update_stream(config)
+                .await
+                .map_err(|e| TopologyError::Bucket { name: self.names_bucket.clone(), source: e.into() })?;
+        }
         let idempotency =
             bucket(&self.idempotency_bucket, "Idempotency-Key records of API writes", self.idempotency_ttl)
                 .await?;

@@ -168,6 +168,48 @@ async fn a_deprovisioned_instance_releases_its_name() {
     commands.execute("acme", second, provision(second, "db"), None, meta("provision")).await.unwrap();
 }
 
+/// Provisions instances named `shared-0` to `shared-15` concurrently.
+async fn claim_shared_names(
+    commands: &InstanceCommands,
+) -> Vec<Result<streams::Committed<Instance>, ExecuteError<InstanceError>>> {
+    join_all((0..16).map(|i| {
+        let id = Uuid::now_v7();
+        let name = format!("shared-{i}");
+        async move { commands.execute("acme", id, provision(id, &name), None, meta("provision")).await }
+    }))
+    .await
+}
+
+#[tokio::test]
+async fn grouped_name_reservations_share_batches_and_each_name_still_has_one_holder() {
+    let server = NatsServer::start();
+    let (a, topology) = commands_with(&server, CommitMode::Grouped).await;
+    let (b, _) = commands_with(&server, CommitMode::Grouped).await;
+    // Distinct names from one process: the reservations are batched on the bucket's stream.
+    provision_concurrently(&a, 32).await;
+    let mut names = topology.names.stream.clone();
+    let last = names.info().await.unwrap().state.last_sequence;
+    let mut batched = 0;
+    for sequence in 1..=last {
+        let message = names.direct_get(sequence).await.unwrap();
+        batched += usize::from(message.headers.get("Nats-Batch-Id").is_some());
+    }
+    assert!(batched > 0, "32 concurrent reservations were meant to share atomic batches");
+    // The same names claimed from two processes at once: exactly one claimant wins each.
+    let (from_a, from_b) = tokio::join!(claim_shared_names(&a), claim_shared_names(&b));
+    for (i, (ra, rb)) in from_a.into_iter().zip(from_b).enumerate() {
+        assert_eq!(usize::from(ra.is_ok()) + usize::from(rb.is_ok()), 1, "shared-{i}: {ra:?} {rb:?}");
+        let loser = if ra.is_ok() { rb } else { ra };
+        assert!(matches!(loser, Err(ExecuteError::Rejected(InstanceError::NameTaken { .. }))), "{loser:?}");
+    }
+    // A released name is taken over through the grouped path too.
+    let first = Uuid::now_v7();
+    a.execute("acme", first, provision(first, "reused"), None, meta("provision")).await.unwrap();
+    a.execute("acme", first, InstanceCommand::Deprovision, None, meta("deprovision")).await.unwrap();
+    let second = Uuid::now_v7();
+    a.execute("acme", second, provision(second, "reused"), None, meta("provision")).await.unwrap();
+}
+
 #[tokio::test]
 async fn concurrent_commands_on_one_aggregate_in_one_process_all_apply() {
     let server = NatsServer::start();
