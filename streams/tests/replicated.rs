@@ -42,6 +42,22 @@ async fn execute_retrying(
     }
 }
 
+/// Sets the description of every instance in `ids`, concurrently.
+async fn describe_all(
+    commands: &InstanceCommands,
+    ids: &[Uuid],
+    description: &str,
+) -> Vec<Committed<domain::Instance>> {
+    join_all(ids.iter().map(|id| {
+        let command = InstanceCommand::Update(UpdateInstance {
+            description: Some(description.into()),
+            ..Default::default()
+        });
+        execute_retrying(commands, *id, command, CommandMetadata::new("update", "test"))
+    }))
+    .await
+}
+
 // One thread: every command of a `join_all` is queued before the committer runs, so batches form.
 #[tokio::test]
 async fn on_three_replicas_losing_the_stream_leader_loses_nothing_acknowledged() {
@@ -72,15 +88,7 @@ async fn on_three_replicas_losing_the_stream_leader_loses_nothing_acknowledged()
         acknowledged.push((committed.stream_sequence.expect("a provision emits events"), *id));
     }
     // Concurrent updates (no name reservation in front to spread them out) are group-committed.
-    let described = join_all(ids.iter().map(|id| {
-        let command = InstanceCommand::Update(UpdateInstance {
-            description: Some("before".into()),
-            ..Default::default()
-        });
-        execute_retrying(&commands, *id, command, CommandMetadata::new("update", "test"))
-    }))
-    .await;
-    for (committed, id) in described.iter().zip(&ids) {
+    for (committed, id) in describe_all(&commands, &ids, "before").await.iter().zip(&ids) {
         acknowledged.push((committed.stream_sequence.expect("an update emits events"), *id));
     }
     let stats = commands.store().commit_stats().expect("a grouped store has a committer");
@@ -97,15 +105,7 @@ async fn on_three_replicas_losing_the_stream_leader_loses_nothing_acknowledged()
     tracing::info!(%leader, "killing the event stream's leader");
     cluster.node(index).kill();
 
-    let updated = join_all(ids.iter().map(|id| {
-        let command = InstanceCommand::Update(UpdateInstance {
-            description: Some("after the leader was lost".into()),
-            ..Default::default()
-        });
-        execute_retrying(&commands, *id, command, CommandMetadata::new("update", "test"))
-    }))
-    .await;
-    for (committed, id) in updated.iter().zip(&ids) {
+    for (committed, id) in describe_all(&commands, &ids, "after the leader was lost").await.iter().zip(&ids) {
         // A command retried after it had landed finds itself applied: nothing new, no sequence.
         if let Some(sequence) = committed.stream_sequence {
             acknowledged.push((sequence, *id));
