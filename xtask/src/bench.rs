@@ -227,7 +227,10 @@ async fn apply_patiently(settings: &Settings, jetstream: &jetstream::Context) ->
     loop {
         match settings.apply(jetstream).await {
             Ok(topology) => return Ok(topology),
-            Err(e) if started.elapsed() < Duration::from_secs(60) => eprintln!("  ({e}; retrying)"),
+            Err(e) if started.elapsed() < Duration::from_secs(60) => {
+                eprintln!("  ({e}; retrying)");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
             Err(e) => return Err(e.into()),
         }
     }
