@@ -77,7 +77,11 @@ impl AppState {
         Ok(Self(Arc::new(Shared {
             commands,
             read_models,
-            idempotency: IdempotencyKeys::new(topology.idempotency.clone()),
+            idempotency: IdempotencyKeys::new(
+                topology.idempotency.clone(),
+                &topology.jetstream,
+                topology.settings.commit_mode,
+            ),
             clusters,
             nats,
             events: topology.events,

@@ -1,12 +1,17 @@
 //! `Idempotency-Key` records: which operation a key produced, and a fingerprint of the request that
 //! produced it. Kept in a KV bucket for the configured TTL (days), far beyond JetStream's duplicate window.
 
-use async_nats::jetstream::kv::{self, CreateErrorKind, Operation};
+use async_nats::jetstream::{
+    self,
+    kv::{self, Operation},
+};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
+
+use crate::{kv_create::KvCreates, store::CommitMode};
 
 /// What a key produced.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,7 +49,7 @@ fn unavailable(e: impl std::fmt::Display) -> IdempotencyError {
 /// The idempotency bucket.
 #[derive(Debug, Clone)]
 pub struct IdempotencyKeys {
-    kv: kv::Store,
+    kv: KvCreates,
 }
 
 /// Hex SHA-256 of the parts, NUL separated.
@@ -58,9 +63,10 @@ pub fn digest(parts: &[&[u8]]) -> String {
 }
 
 impl IdempotencyKeys {
-    /// Records in `kv`.
-    pub fn new(kv: kv::Store) -> Self {
-        Self { kv }
+    /// Records in `kv`; with [`CommitMode::Grouped`] concurrent claims share atomic batches (see
+    /// [`crate::kv_create`]).
+    pub fn new(kv: kv::Store, jetstream: &jetstream::Context, mode: CommitMode) -> Self {
+        Self { kv: KvCreates::new(kv, jetstream, mode) }
     }
 
     /// The bucket key for a client's key in a project (hashed: client keys are free text).
@@ -72,12 +78,10 @@ impl IdempotencyKeys {
     pub async fn claim(&self, key: &str, record: &IdempotencyRecord) -> Result<Claim, IdempotencyError> {
         let value = Bytes::from(serde_json::to_vec(record).map_err(unavailable)?);
         for _ in 0..3 {
-            match self.kv.create(key, value.clone()).await {
-                Ok(_) => return Ok(Claim::Fresh),
-                Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {}
-                Err(e) => return Err(unavailable(e)),
+            if self.kv.create(key, value.clone()).await.map_err(unavailable)? {
+                return Ok(Claim::Fresh);
             }
-            let Some(entry) = self.kv.entry(key).await.map_err(unavailable)? else { continue };
+            let Some(entry) = self.kv.kv().entry(key).await.map_err(unavailable)? else { continue };
             if entry.operation != Operation::Put {
                 continue;
             }
@@ -93,10 +97,11 @@ impl IdempotencyKeys {
 
     /// Forgets `key` if it still holds `record` (the request was refused, so a retry should run again).
     pub async fn forget(&self, key: &str, record: &IdempotencyRecord) -> Result<(), IdempotencyError> {
-        let Some(entry) = self.kv.entry(key).await.map_err(unavailable)? else { return Ok(()) };
+        let kv = self.kv.kv();
+        let Some(entry) = kv.entry(key).await.map_err(unavailable)? else { return Ok(()) };
         let ours = serde_json::from_slice::<IdempotencyRecord>(&entry.value).is_ok_and(|r| r == *record);
         if entry.operation == Operation::Put && ours {
-            self.kv.delete_expect_revision(key, Some(entry.revision)).await.map_err(unavailable)?;
+            kv.delete_expect_revision(key, Some(entry.revision)).await.map_err(unavailable)?;
         }
         Ok(())
     }

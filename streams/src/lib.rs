@@ -14,6 +14,7 @@ pub mod envelope;
 pub mod group_commit;
 pub mod idempotency;
 pub mod instances;
+mod kv_create;
 pub mod names;
 pub mod read_models;
 pub mod store;

@@ -1,17 +1,12 @@
 //! Instance names reserved per project in a KV bucket: the reservation is a KV create, which the server
-//! makes atomic (of two concurrent creates of one key, one fails). With group commit, concurrent
-//! reservations go through a group committer of their own, as one atomic batch on the bucket's stream
-//! (each create keeps its expected sequence 0), so that they share one fsync like the events do.
+//! makes atomic (of two concurrent creates of one key, one fails); grouped with other reservations in
+//! group commit mode ([`crate::kv_create`]).
 
 use std::time::Duration;
 
-use async_nats::{
-    HeaderMap, HeaderValue,
-    jetstream::{
-        self,
-        context::traits::TimeoutProvider,
-        kv::{self, CreateErrorKind, Operation},
-    },
+use async_nats::jetstream::{
+    self,
+    kv::{self, Operation},
 };
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -20,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::{
-    group_commit::{self, Append, GroupCommitter, Sent},
     instances::{InstanceStore, aggregate_id},
+    kv_create::KvCreates,
     store::CommitMode,
 };
 
@@ -39,10 +34,8 @@ struct Reservation {
 /// is taken over with a compare-and-set on its revision.
 #[derive(Clone)]
 pub struct KvNameRegistry {
-    kv: kv::Store,
+    kv: KvCreates,
     instances: InstanceStore,
-    /// with group commit: the context creates are sent on and their committer
-    grouped: Option<(jetstream::Context, GroupCommitter)>,
 }
 
 impl std::fmt::Debug for KvNameRegistry {
@@ -61,44 +54,14 @@ fn unavailable(e: impl std::fmt::Display) -> NameReservationError {
 
 impl KvNameRegistry {
     /// A registry on `kv` that checks holders in `instances`; with [`CommitMode::Grouped`] concurrent
-    /// reservations share atomic batches (the bucket's stream must allow atomic publish; `Settings::apply`
-    /// sets that) and a task is started on the current tokio runtime.
+    /// reservations share atomic batches (see [`crate::kv_create`]).
     pub fn new(
         kv: kv::Store,
         instances: InstanceStore,
         jetstream: &jetstream::Context,
         mode: CommitMode,
     ) -> Self {
-        // A domain prefix on KV subjects is not modelled here: such buckets create one by one.
-        let grouped = (mode == CommitMode::Grouped && !kv.use_jetstream_prefix).then(|| {
-            (jetstream.clone(), GroupCommitter::start(jetstream.clone(), TimeoutProvider::timeout(jetstream)))
-        });
-        Self { kv, instances, grouped }
-    }
-
-    /// Creates `key` if it does not exist (nor is a delete marker). `Ok(false)`: it exists.
-    async fn create(&self, key: &str, value: Bytes) -> Result<bool, NameReservationError> {
-        let Some((jetstream, committer)) = &self.grouped else {
-            return match self.kv.create(key, value).await {
-                Ok(_) => Ok(true),
-                Err(e) if e.kind() == CreateErrorKind::AlreadyExists => Ok(false),
-                Err(e) => Err(unavailable(e)),
-            };
-        };
-        let append = Append {
-            subject: format!("{}{key}", self.kv.put_prefix.as_ref().unwrap_or(&self.kv.prefix)),
-            payload: value,
-            headers: HeaderMap::new(),
-            message_id: HeaderValue::from(Uuid::now_v7().to_string().as_str()),
-            expected: 0,
-        };
-        match group_commit::send(jetstream, Some(committer), append).await {
-            Sent::Stored { .. } => Ok(true),
-            // Taken, a delete marker, or (after a re-send) our own create: the caller reads the entry.
-            Sent::Conflict { .. } => Ok(false),
-            Sent::Unknown => Err(unavailable("no acknowledgement from JetStream")),
-            Sent::Failed(e) => Err(unavailable(e)),
-        }
+        Self { kv: KvCreates::new(kv, jetstream, mode), instances }
     }
 
     async fn holder_is_gone(
@@ -127,10 +90,11 @@ impl KvNameRegistry {
         instance: Uuid,
     ) -> Result<(), NameReservationError> {
         let key = key(project, name);
-        let Some(entry) = self.kv.entry(&key).await.map_err(unavailable)? else { return Ok(()) };
+        let kv = self.kv.kv();
+        let Some(entry) = kv.entry(&key).await.map_err(unavailable)? else { return Ok(()) };
         let holder: Option<Reservation> = serde_json::from_slice(&entry.value).ok();
         if entry.operation == Operation::Put && holder.is_some_and(|h| h.instance_id == instance) {
-            self.kv.delete_expect_revision(&key, Some(entry.revision)).await.map_err(unavailable)?;
+            kv.delete_expect_revision(&key, Some(entry.revision)).await.map_err(unavailable)?;
         }
         Ok(())
     }
@@ -145,16 +109,13 @@ impl NameRegistry for KvNameRegistry {
                 .map_err(unavailable)?,
         );
         // A few rounds: each lost race means someone else changed the key, so look again.
+        let kv = self.kv.kv();
         for _ in 0..4 {
-            if self.create(&key, value.clone()).await? {
+            if self.kv.create(&key, value.clone()).await.map_err(unavailable)? {
                 return Ok(());
             }
-            let Some(entry) = self.kv.entry(&key).await.map_err(unavailable)? else { continue };
+            let Some(entry) = kv.entry(&key).await.map_err(unavailable)? else { continue };
             if entry.operation != Operation::Put {
-                // A released name (delete marker): take it over unless someone else does first.
-                if self.kv.update(&key, value.clone(), entry.revision).await.is_ok() {
-                    return Ok(());
-                }
                 continue;
             }
             let holder: Reservation = serde_json::from_slice(&entry.value).map_err(unavailable)?;
@@ -164,7 +125,7 @@ impl NameRegistry for KvNameRegistry {
             if !self.holder_is_gone(project, &holder).await? {
                 return Err(NameReservationError::Taken { holder: holder.instance_id });
             }
-            if self.kv.update(&key, value.clone(), entry.revision).await.is_ok() {
+            if kv.update(&key, value.clone(), entry.revision).await.is_ok() {
                 return Ok(());
             }
         }

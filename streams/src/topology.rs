@@ -161,27 +161,12 @@ impl Settings {
             }
         };
         let names = bucket(&self.names_bucket, "Instance names reserved per project", Duration::ZERO).await?;
-        // Group commit sends concurrent reservations as one atomic batch, like the events.
-        let mut names_stream = jetstream
-            .get_stream(format!("KV_{}", self.names_bucket))
-            .await
-            .map_err(|e| TopologyError::Bucket { name: self.names_bucket.clone(), source: e.into() })?;
-        let mut config = names_stream
-            .info()
-            .await
-            .map_err(|e| TopologyError::Bucket { name: self.names_bucket.clone(), source: e.into() })?
-            .config
-            .clone();
-        if !config.allow_atomic_publish {
-            config.allow_atomic_publish = true;
-            jetstream
-                .update_stream(config)
-                .await
-                .map_err(|e| TopologyError::Bucket { name: self.names_bucket.clone(), source: e.into() })?;
-        }
+        // Group commit sends concurrent reservations and claims as atomic batches, like the events.
+        allow_atomic_publish(jetstream, &self.names_bucket).await?;
         let idempotency =
             bucket(&self.idempotency_bucket, "Idempotency-Key records of API writes", self.idempotency_ttl)
                 .await?;
+        allow_atomic_publish(jetstream, &self.idempotency_bucket).await?;
         let clusters =
             bucket(&self.clusters_bucket, "Registered Kubernetes clusters", Duration::ZERO).await?;
         let read_models = bucket(
@@ -205,4 +190,16 @@ impl Settings {
             read_models_stream,
         })
     }
+}
+
+/// Lets the stream behind `bucket` take atomic batches (group-committed creates, `crate::kv_create`).
+async fn allow_atomic_publish(jetstream: &jetstream::Context, bucket: &str) -> Result<(), TopologyError> {
+    let failed = |e: async_nats::Error| TopologyError::Bucket { name: bucket.to_owned(), source: e };
+    let mut stream = jetstream.get_stream(format!("KV_{bucket}")).await.map_err(|e| failed(e.into()))?;
+    let mut config = stream.info().await.map_err(|e| failed(e.into()))?.config.clone();
+    if !config.allow_atomic_publish {
+        config.allow_atomic_publish = true;
+        jetstream.update_stream(config).await.map_err(|e| failed(e.into()))?;
+    }
+    Ok(())
 }

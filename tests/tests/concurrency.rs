@@ -6,7 +6,7 @@ use axum::http::{Method, StatusCode};
 use futures::future::join_all;
 use serde_json::json;
 use streams::instances::aggregate_id;
-use system_tests::TestApi;
+use system_tests::{Sync, TestApi};
 
 #[tokio::test]
 async fn of_fifty_patches_with_the_same_if_match_exactly_one_succeeds() {
@@ -59,7 +59,18 @@ async fn fifty_unconditional_patches_each_apply_once_or_conflict() {
 
 #[tokio::test]
 async fn twenty_identical_posts_with_one_idempotency_key_create_one_instance() {
-    let api = Arc::new(TestApi::start().await);
+    twenty_identical_posts(TestApi::start().await).await;
+}
+
+/// The same with `sync_interval: always`, where the API group-commits: the twenty claims of one key meet
+/// in one batch, which the server refuses (one subject twice), and are retried alone.
+#[tokio::test]
+async fn twenty_identical_posts_with_one_idempotency_key_create_one_instance_when_group_committing() {
+    twenty_identical_posts(TestApi::start_with(Sync::Always).await).await;
+}
+
+async fn twenty_identical_posts(api: TestApi) {
+    let api = Arc::new(api);
     let body = json!({"name": "db", "service": "influxdb", "version": "2.7", "plan": "starter"});
     let replies = join_all((0..20).map(|_| {
         let (api, body) = (api.clone(), body.clone());
@@ -124,4 +135,19 @@ async fn an_idempotency_key_survives_a_restart_of_the_api() {
     let second: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
     assert_eq!(second["id"], first.body["id"]);
     assert_eq!(api.stream_messages().await, 1);
+}
+
+/// A refused request forgets its key (a delete marker in the bucket), so the same key is judged afresh on
+/// retry; with group commit the marker is taken over through the grouped create.
+#[tokio::test]
+async fn a_refused_requests_key_is_judged_afresh_on_retry_when_group_committing() {
+    let api = TestApi::start_with(Sync::Always).await;
+    assert_eq!(api.provision("acme", "db").await.status, StatusCode::ACCEPTED);
+    let body = json!({"name": "db", "service": "postgresql", "version": "16", "plan": "starter"});
+    for attempt in 0..3 {
+        let reply = api
+            .call(Method::POST, "/v1/projects/acme/instances", Some(&body), &[("idempotency-key", "taken")])
+            .await;
+        assert_eq!(reply.status, StatusCode::CONFLICT, "attempt {attempt}: {}", reply.body);
+    }
 }
