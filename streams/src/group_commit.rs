@@ -59,13 +59,17 @@ pub const MIN_BATCH: usize = 16;
 /// Longest wait for the writers of the last batch to come back before the next batch goes without them.
 pub const MAX_LINGER: Duration = Duration::from_millis(10);
 
-/// One message waiting to be committed.
+/// Makes a message's headers (without `Nats-Msg-Id`) each time it is sent. A message may be sent more
+/// than once (a refused batch, a lost answer), and rebuilding its headers then is cheaper than keeping a
+/// copy of async-nats's `HeaderMap` for every message on the chance.
+pub(crate) type Headers = Arc<dyn Fn() -> HeaderMap + Send + Sync>;
+
+/// One message waiting to be committed. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Append {
     pub(crate) subject: String,
     pub(crate) payload: Bytes,
-    /// headers without `Nats-Msg-Id`
-    pub(crate) headers: HeaderMap,
+    pub(crate) headers: Headers,
     /// the `Nats-Msg-Id` to use if the message is published on its own
     pub(crate) message_id: HeaderValue,
     /// expected last sequence of the subject
@@ -184,7 +188,8 @@ pub(crate) async fn send(
 
 /// Publishes one message with its message id and expected sequence, outside any batch.
 pub(crate) async fn publish_alone(jetstream: &jetstream::Context, append: Append) -> Outcome {
-    let Append { subject, payload, mut headers, message_id, expected } = append;
+    let Append { subject, payload, headers, message_id, expected } = append;
+    let mut headers = headers();
     headers.insert(async_nats::header::NATS_MESSAGE_ID, message_id);
     let message =
         PublishMessage::build().payload(payload).headers(headers).expected_last_subject_sequence(expected);
@@ -315,7 +320,7 @@ impl Committer {
         let id = uuid::Uuid::now_v7().simple().to_string();
         let id_header = HeaderValue::from(id.as_str());
         let mut messages = batch.iter_mut().enumerate().map(|(index, (append, _))| {
-            let mut headers = std::mem::take(&mut append.headers);
+            let mut headers = (append.headers)();
             headers.insert(NATS_BATCH_ID, id_header.clone());
             headers.insert(NATS_BATCH_SEQUENCE, (index + 1).to_string());
             headers.insert(NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, append.expected.to_string());

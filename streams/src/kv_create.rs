@@ -3,6 +3,8 @@
 //! one atomic batch on the bucket's stream (each keeps its expected sequence 0), so that under
 //! `sync_interval: always` they share one fsync like the events do.
 
+use std::sync::Arc;
+
 use async_nats::{
     HeaderMap, HeaderValue,
     jetstream::{
@@ -64,7 +66,7 @@ impl KvCreates {
         let append = Append {
             subject: format!("{}{key}", self.kv.put_prefix.as_ref().unwrap_or(&self.kv.prefix)),
             payload: value.clone(),
-            headers: HeaderMap::new(),
+            headers: Arc::new(HeaderMap::new),
             message_id: HeaderValue::from(uuid::Uuid::now_v7().to_string().as_str()),
             expected: 0,
         };

@@ -20,6 +20,6 @@ pub mod read_models;
 pub mod store;
 pub mod topology;
 
-pub use envelope::{CommandMetadata, DecodeError, EventBatch, headers};
+pub use envelope::{CommandMetadata, DecodeError, EventBatch, MessageHeaders, headers};
 pub use store::{CommitMode, Committed, ExecuteError, JetStreamContext, JetStreamStore, StreamAggregate};
 pub use topology::{Settings, Topology, TopologyError};

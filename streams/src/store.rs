@@ -356,11 +356,12 @@ impl<A: StreamAggregate> JetStreamStore<A> {
             .to_owned();
         let subject =
             context.subject.clone().unwrap_or_else(|| self.subject(&partition, &context.aggregate_id));
+        let command_id = metadata.command_id;
         let (payload, headers) = EventBatch::encode(
             &context.aggregate_id,
             context.version + 1,
             events,
-            &metadata,
+            metadata,
             Some((A::SNAPSHOT_VERSION, &context.aggregate)),
         )
         .map_err(corrupt::<A>)?;
@@ -368,11 +369,11 @@ impl<A: StreamAggregate> JetStreamStore<A> {
         let append = Append {
             subject: subject.clone(),
             payload: Bytes::from(payload),
-            headers,
-            message_id: HeaderValue::from(metadata.command_id.to_string().as_str()),
+            headers: Arc::new(move || headers.build()),
+            message_id: HeaderValue::from(command_id.to_string().as_str()),
             expected: context.last_sequence,
         };
-        let result = self.publish(append, metadata.command_id).await;
+        let result = self.publish(append, command_id).await;
         let JetStreamContext { aggregate, mut guard, .. } = context;
         match result {
             Ok((sequence, duplicate)) => {
