@@ -15,6 +15,7 @@ pub mod controller;
 pub mod crd;
 pub mod metrics;
 pub mod mirror;
+mod publish;
 pub mod rbac;
 pub mod render;
 
@@ -73,7 +74,8 @@ pub struct AgentConfig {
     pub client: Client,
     /// NATS connection
     pub nats: async_nats::Client,
-    /// JetStream settings (stream names)
+    /// JetStream names (the event stream's). The agent never creates or changes streams: it looks the
+    /// event stream up and consumes its cluster's subjects; the API or an admin command owns the topology.
     pub settings: streams::Settings,
     /// reconciles in flight at most
     pub concurrency: u16,
@@ -109,8 +111,9 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         controller::install_crd(&config.client).await?;
     }
     let config = Arc::new(config);
-    let mirror = tokio::spawn(mirror::run(config.clone()));
-    let controller = tokio::spawn(controller::run(config.clone()));
+    let desired = Arc::new(mirror::Desired::default());
+    let mirror = tokio::spawn(mirror::run(config.clone(), desired.clone()));
+    let controller = tokio::spawn(controller::run(config.clone(), desired));
     tokio::select! {
         result = mirror => result??,
         result = controller => result??,

@@ -22,6 +22,12 @@ pub struct Metrics {
     pub observed_events: Counter,
     /// instance events received from NATS
     pub events_received: Counter,
+    /// instance event messages skipped because they could not be decoded (at start-up or from the consumer)
+    pub undecodable_events: Counter,
+    /// reconciles that put back objects edited or deleted outside the control plane
+    pub drift_healed: Counter,
+    /// ManagedInstances of active instances that were deleted and restored with their data untouched
+    pub mirrors_restored: Counter,
 }
 
 impl Default for Metrics {
@@ -34,6 +40,9 @@ impl Default for Metrics {
             mirror_writes: Counter::default(),
             observed_events: Counter::default(),
             events_received: Counter::default(),
+            undecodable_events: Counter::default(),
+            drift_healed: Counter::default(),
+            mirrors_restored: Counter::default(),
         }
     }
 }
@@ -53,6 +62,17 @@ impl Metrics {
         r.register("mirror_writes", "ManagedInstance writes by the mirror", self.mirror_writes.clone());
         r.register("observed_events", "Observed-state events published", self.observed_events.clone());
         r.register("events_received", "Instance event messages received", self.events_received.clone());
+        r.register(
+            "undecodable_events",
+            "Instance event messages skipped because they could not be decoded",
+            self.undecodable_events.clone(),
+        );
+        r.register("drift_healed", "Reconciles that put back objects changed outside the control plane", self.drift_healed.clone());
+        r.register(
+            "mirrors_restored",
+            "ManagedInstances of active instances deleted by hand and restored, data untouched",
+            self.mirrors_restored.clone(),
+        );
         self
     }
 }

@@ -2,7 +2,10 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::{Arc, Mutex, PoisonError},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -11,12 +14,13 @@ use async_nats::jetstream::{
     consumer::{AckPolicy, DeliverPolicy, pull},
 };
 use cqrs_es::Aggregate as _;
-use domain::{Instance, Lifecycle};
+use domain::{Instance, Lifecycle, observed::ObservedEvent};
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::{
-    Api,
+    Api, ResourceExt as _,
     api::{DeleteParams, Patch},
+    runtime::{WatchStreamExt as _, watcher},
 };
 use serde_json::{Value, json};
 use streams::{EventBatch, instances::cluster_filter};
@@ -25,6 +29,7 @@ use uuid::Uuid;
 use crate::{
     AgentConfig, Error, Result,
     crd::ManagedInstance,
+    publish::{About, publish},
     render::{INSTANCE_LABEL, PROJECT_LABEL, apply_params, namespace},
 };
 
@@ -36,8 +41,24 @@ pub fn durable_name(cluster: &str) -> String {
     format!("cp-agent-{cluster}")
 }
 
+/// What the controller may conclude about an instance from the control plane's desired state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DesiredLifecycle {
+    /// the start-up rebuild has not finished: nothing is known yet
+    NotYetKnown,
+    /// provisioned and not being deprovisioned: its data must stay
+    Active,
+    /// the control plane deprovisions it
+    Deprovisioning,
+    /// the cluster's subjects hold no such instance (a ManagedInstance made by hand)
+    Unknown,
+}
+
+/// The control plane's desired state of the cluster's instances, shared by the mirror and the controller.
 #[derive(Default)]
-struct Desired {
+pub(crate) struct Desired {
+    /// the start-up rebuild is done
+    rebuilt: AtomicBool,
     /// latest known state and version of each instance
     instances: Mutex<HashMap<Uuid, (Instance, u64)>>,
     /// version last mirrored into the cluster
@@ -79,15 +100,28 @@ impl Desired {
     fn lock(&self, id: Uuid) -> Arc<tokio::sync::Mutex<()>> {
         lock(&self.locks).entry(id).or_default().clone()
     }
+
+    /// Whether the control plane wants `id` to exist.
+    pub(crate) fn lifecycle(&self, id: Uuid) -> DesiredLifecycle {
+        if !self.rebuilt.load(Ordering::Acquire) {
+            return DesiredLifecycle::NotYetKnown;
+        }
+        match lock(&self.instances).get(&id).map(|(instance, _)| instance.lifecycle()) {
+            Some(Lifecycle::Active) => DesiredLifecycle::Active,
+            Some(Lifecycle::Deprovisioning) => DesiredLifecycle::Deprovisioning,
+            Some(Lifecycle::Absent) | None => DesiredLifecycle::Unknown,
+        }
+    }
 }
 
 /// Runs the mirror until cancelled: a resync from the last message of every instance subject of the
-/// cluster, then the durable consumer.
-pub async fn run(config: Arc<AgentConfig>) -> anyhow::Result<()> {
+/// cluster, then the durable consumer, and beside it a watch that restores deleted ManagedInstances of
+/// active instances.
+pub(crate) async fn run(config: Arc<AgentConfig>, desired: Arc<Desired>) -> anyhow::Result<()> {
     let js = jetstream::new(config.nats.clone());
-    // Idempotent: the agent may start before the API has created the stream.
-    let stream = config.settings.apply(&js).await?.events;
-    let desired = Arc::new(Desired::default());
+    // The agent never administers JetStream (the API or an admin command owns the topology): it only
+    // looks the stream up, and waits while it does not exist yet.
+    let stream = open_events_stream(&js, &config.settings.events_stream).await;
 
     // 1. Rebuild desired state from the newest message (with its snapshot) of each instance subject.
     let filter = cluster_filter(&config.cluster);
@@ -108,10 +142,15 @@ pub async fn run(config: Arc<AgentConfig>) -> anyhow::Result<()> {
             break;
         };
         pending -= 1;
-        let batch = EventBatch::from_slice(&message.payload)?;
-        ids.extend(desired.learn(&batch)?);
+        // One message this agent cannot read must not keep it from the rest of its cluster: count it,
+        // log it, skip it. (The durable consumer below skips it the same way.)
+        match EventBatch::from_slice(&message.payload).map_err(Error::from).and_then(|b| desired.learn(&b)) {
+            Ok(id) => ids.extend(id),
+            Err(e) => skip_undecodable(&config, &message.subject, &e),
+        }
     }
     drop(messages);
+    desired.rebuilt.store(true, Ordering::Release);
     futures::stream::iter(ids)
         .for_each_concurrent(IN_FLIGHT, |id| {
             let (config, desired) = (config.clone(), desired.clone());
@@ -123,6 +162,7 @@ pub async fn run(config: Arc<AgentConfig>) -> anyhow::Result<()> {
         })
         .await;
     tracing::info!(cluster = %config.cluster, instances = lock(&desired.instances).len(), "desired state rebuilt");
+    tokio::spawn(restore_deleted_mirrors(config.clone(), desired.clone()));
 
     // 2. Follow the cluster's subjects with a durable consumer; ack once mirrored.
     let consumer = stream
@@ -160,7 +200,7 @@ pub async fn run(config: Arc<AgentConfig>) -> anyhow::Result<()> {
                     Ok(None) => Ok(()),
                     Err(e) => {
                         // Undecodable: redelivering will not help. Report and move on.
-                        tracing::error!(subject = %message.subject, error = %e, "instance event skipped");
+                        skip_undecodable(&config, &message.subject, &e);
                         Ok(())
                     }
                 };
@@ -178,6 +218,54 @@ pub async fn run(config: Arc<AgentConfig>) -> anyhow::Result<()> {
         })
         .await;
     Ok(())
+}
+
+fn skip_undecodable(config: &AgentConfig, subject: &str, error: &Error) {
+    config.metrics.undecodable_events.inc();
+    tracing::error!(%subject, %error, "undecodable instance event skipped");
+}
+
+/// The event stream, once it exists. Looking it up needs no more than `STREAM.INFO`.
+async fn open_events_stream(js: &jetstream::Context, name: &str) -> jetstream::stream::Stream {
+    let mut wait = Duration::from_millis(100);
+    loop {
+        match js.get_stream(name).await {
+            Ok(stream) => return stream,
+            Err(e) => {
+                tracing::warn!(stream = name, error = %e, "event stream not available yet; waiting for the control plane to create it");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// A ManagedInstance deleted while its instance is active (by hand, or by a tool cleaning a namespace)
+/// is put back from the desired state, and the drift is recorded. The controller has let the deleted
+/// one go without touching its objects, claims or credentials (`controller::cleanup`), so the new one
+/// finds them all in place.
+async fn restore_deleted_mirrors(config: Arc<AgentConfig>, desired: Arc<Desired>) {
+    let api: Api<ManagedInstance> = Api::all(config.client.clone());
+    let js = jetstream::new(config.nats.clone());
+    let mut events = watcher(api, watcher::Config::default()).default_backoff().boxed();
+    while let Some(event) = events.next().await {
+        let Ok(watcher::Event::Delete(mi)) = event else { continue };
+        let Ok(id) = mi.spec.instance_id.parse::<Uuid>() else { continue };
+        if desired.lifecycle(id) != DesiredLifecycle::Active {
+            continue;
+        }
+        lock(&desired.mirrored).remove(&id);
+        if let Err(e) = mirror(&config, &desired, id).await {
+            tracing::warn!(%id, error = %e, "restoring a deleted ManagedInstance failed; the next event of the instance retries");
+            continue;
+        }
+        tracing::warn!(%id, name = %mi.name_any(), "ManagedInstance of an active instance was deleted; restored");
+        let about = About { project: &mi.spec.project, instance_id: id, desired_generation: mi.spec.generation };
+        let event = ObservedEvent::DriftHealed { instance_id: id, objects: vec![format!("ManagedInstance/{}", mi.name_any())] };
+        if let Err(e) = publish(&config, &js, about, event).await {
+            tracing::warn!(%id, error = %e, "publishing the drift event failed");
+        }
+    }
 }
 
 /// Makes the cluster's ManagedInstance match the newest desired state of `id` (level-triggered: whatever

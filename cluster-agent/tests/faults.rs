@@ -1,4 +1,4 @@
-//! The agent under faults: SIGKILL mid-converge, and an idle steady state.
+//! The agent under faults: SIGKILL mid-converge, an idle steady state, a message it cannot read.
 
 mod common;
 
@@ -11,16 +11,10 @@ use common::*;
 use domain::ServiceType;
 
 fn spawn_agent(world: &World, cluster: &Cluster) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_cluster-agent"))
-        .args([
-            "--cluster",
-            &cluster.name,
-            "--nats-url",
-            &world.nats_server.url(),
-            "--kube-url",
-            &cluster.url,
-            "--install-crd",
-        ])
+    let mut command = Command::new(env!("CARGO_BIN_EXE_cluster-agent"));
+    command.args(["--cluster", &cluster.name, "--nats-url", &world.nats_server.url()]);
+    cluster.kube.agent_process_args(&mut command);
+    command
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -28,70 +22,89 @@ fn spawn_agent(world: &World, cluster: &Cluster) -> std::process::Child {
         .expect("start the cluster-agent binary")
 }
 
-fn password(store: &k8s_sim::store::Store, name: &str) -> Option<String> {
-    object(store, "", "v1", "secrets", &format!("{name}-credentials"))
-        .and_then(|s| s["stringData"]["password"].as_str().map(str::to_owned))
-}
-
-#[tokio::test]
-async fn an_agent_killed_mid_converge_converges_after_restart_with_nothing_duplicated_or_missed() {
-    let world = World::without_agents(&["c1"], Duration::from_millis(50)).await;
+async fn an_agent_killed_mid_converge_converges_after_restart_with_nothing_duplicated_or_missed(backend: Backend) {
+    let world = World::without_agents(backend, &["c1"], Duration::from_millis(50)).await;
     let cluster = &world.clusters[0];
     let mut agent = spawn_agent(&world, cluster);
-    let names: Vec<String> = (0..40).map(|i| format!("db-{i}")).collect();
+    let count = if backend == Backend::Sim { 40 } else { 20 };
+    let names: Vec<String> = (0..count).map(|i| format!("db-{i}")).collect();
     let mut ids = Vec::new();
     for name in &names {
         ids.push(world.provision("c1", name, ServiceType::Grafana, "11.6").await);
     }
     // Kill it once some instances are mirrored but before all are ready.
-    let partial = cluster
-        .sim
-        .wait_until(CONVERGE, |s| names.iter().filter(|n| managed_instance(s, n).is_some()).count() >= 5)
+    cluster
+        .converges("agent started converging", |v| names.iter().filter(|n| v.managed_instance(n).is_some()).count() >= 5)
         .await;
-    assert!(partial, "agent never started converging");
     agent.kill().expect("SIGKILL the agent");
     agent.wait().unwrap();
-    let (ready_before, passwords) = {
-        let store = cluster.sim.store();
-        let ready = names.iter().filter(|n| ready_at(&store, n, 1)).count();
-        let passwords: Vec<(String, String)> =
-            names.iter().filter_map(|n| password(&store, n).map(|p| (n.clone(), p))).collect();
-        (ready, passwords)
-    };
+    let view = cluster.view().await;
+    let ready_before = names.iter().filter(|n| view.ready_at(n, 1)).count();
+    let passwords: Vec<(String, String)> = names.iter().filter_map(|n| view.password(n).map(|p| (n.clone(), p))).collect();
     assert!(ready_before < names.len(), "killed too late to test anything: all were ready");
 
     let mut agent = spawn_agent(&world, cluster);
-    let converged = cluster.sim.wait_until(CONVERGE, |s| names.iter().all(|n| ready_at(s, n, 1))).await;
+    let converged = cluster.wait_until(CONVERGE, |v| names.iter().all(|n| v.ready_at(n, 1))).await;
     agent.kill().unwrap();
     agent.wait().unwrap();
     assert!(converged, "not every instance converged after the restart");
-    let store = cluster.sim.store();
+    let view = cluster.view().await;
     for (name, id) in names.iter().zip(&ids) {
         // ManagedInstance, ConfigMap, Service, StatefulSet, Secret, and the data volume's claim that the
         // StatefulSet controller made: each exactly once.
-        assert_eq!(count_owned(&store, *id), 6, "{name}");
+        assert_eq!(view.owned(*id).len(), 6, "{name}: {:?}", view.owned(*id));
     }
     for (name, before) in passwords {
-        assert_eq!(
-            password(&store, &name).as_deref(),
-            Some(before.as_str()),
-            "{name}'s credentials were regenerated"
-        );
+        assert_eq!(view.password(&name).as_deref(), Some(before.as_str()), "{name}'s credentials were regenerated");
     }
 }
+on_both_backends!(an_agent_killed_mid_converge_converges_after_restart_with_nothing_duplicated_or_missed);
 
-#[tokio::test]
-async fn an_idle_agent_makes_no_requests_besides_its_watches() {
-    let world = World::start(&["c1"]).await;
+/// Idle: three rounds of the level-triggered resync re-check every instance, and none of them makes a
+/// request besides the watches.
+async fn an_idle_agent_makes_no_requests_besides_its_watches(backend: Backend) {
+    let mut world = World::without_agents(backend, &["c1"], Duration::from_millis(20)).await;
+    world.start_agent_with_resync(0, Duration::from_millis(500)).await;
     for i in 0..3 {
         world.provision("c1", &format!("db-{i}"), ServiceType::Mongodb, "7.0").await;
     }
-    let sim = world.sim("c1");
-    assert!(sim.wait_until(CONVERGE, |s| (0..3).all(|i| ready_at(s, &format!("db-{i}"), 1))).await);
-    let before = sim.request_counts();
-    // Measuring an absence over a window that ends by an event: four more bookmark rounds span at least
-    // three bookmark intervals.
-    let window = sim.bookmark_rounds() + 4;
-    assert!(sim.wait_for_bookmark_round(window, CONVERGE).await, "the simulator sent no bookmarks");
-    assert_eq!(sim.request_counts(), before, "requests made while idle");
+    world.provision("c1", "pg", ServiceType::Postgresql, "16").await;
+    let cluster = world.cluster("c1");
+    cluster.converges("ready", |v| (0..3).all(|i| v.ready_at(&format!("db-{i}"), 1)) && v.ready_at("pg", 1)).await;
+    // Settled: the controllers' own status updates have been seen (one more resync round with no write).
+    settled(cluster).await;
+    let before = cluster.requests.counts();
+    settled(cluster).await;
+    let after = cluster.requests.counts();
+    let made: Vec<_> = delta(&before, &after).into_keys().filter(|k| !k.starts_with("watch ")).collect();
+    assert!(made.is_empty(), "requests made while idle: {made:?}");
+}
+on_both_backends!(an_idle_agent_makes_no_requests_besides_its_watches);
+
+/// One message on the cluster's subjects that no agent can read: an agent (re)started afterwards counts
+/// it, skips it and converges everything else.
+#[tokio::test]
+async fn an_undecodable_message_is_counted_and_skipped_at_start() {
+    let mut world = World::without_agents(Backend::Sim, &["c1"], Duration::from_millis(20)).await;
+    world.provision("c1", "before", ServiceType::Grafana, "11.6").await;
+    let js = async_nats::jetstream::new(world.nats.clone());
+    let subject = format!("cp.evt.c1.acme.{}", uuid::Uuid::now_v7());
+    js.publish(subject, "not an event batch".into()).await.unwrap().await.expect("stored");
+    world.provision("c1", "after", ServiceType::Grafana, "11.6").await;
+    world.start_agent(0).await;
+    let cluster = world.cluster("c1");
+    cluster.converges("both instances ready", |v| v.ready_at("before", 1) && v.ready_at("after", 1)).await;
+    assert_eq!(cluster.metrics.undecodable_events.get(), 1);
+    let agent = world.clusters[0].agent.as_ref().unwrap();
+    assert!(!agent.is_finished(), "the agent is still running");
+}
+
+/// Waits for three more resync rounds over the four instances (bounded; fails if the agent stops).
+async fn settled(cluster: &Cluster) {
+    let before = cluster.metrics.reconciles.get();
+    let deadline = tokio::time::Instant::now() + CONVERGE;
+    while cluster.metrics.reconciles.get() < before + 4 * 3 {
+        assert!(tokio::time::Instant::now() < deadline, "no resync rounds");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

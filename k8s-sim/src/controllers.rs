@@ -1,5 +1,6 @@
 //! Simulated controllers: StatefulSets and CloudNativePG clusters become ready a configurable delay after
-//! each change, unless a fault says otherwise. A StatefulSet's claims are created from its
+//! each change, unless a fault says otherwise, which shows where Kubernetes shows it: in the container
+//! statuses of the set's pods, and in CloudNativePG's phase and Ready condition. A StatefulSet's claims are created from its
 //! volumeClaimTemplates (`<template>-<set>-<ordinal>`, labelled with the set's selector, never deleted,
 //! as with the default retention policy), and a claim whose request grew is resized.
 
@@ -11,6 +12,7 @@ use crate::server::Simulator;
 const STATEFULSETS: &str = "statefulsets.apps";
 const CNPG_CLUSTERS: &str = "clusters.postgresql.cnpg.io";
 const CLAIMS: &str = "persistentvolumeclaims";
+const PODS: &str = "pods";
 
 pub(crate) fn spawn(sim: Simulator) {
     let mut changes = sim.inner.changes.subscribe();
@@ -68,27 +70,88 @@ fn desired_status(resource: &str, object: &Value, failure: Option<&str>, settled
     let generation = object["metadata"]["generation"].as_i64().unwrap_or(1);
     let name = object["metadata"]["name"].as_str().unwrap_or_default();
     if resource == STATEFULSETS {
+        // As apps/v1 StatefulSetStatus: replica counts only. Why pods do not run is in the pods' container
+        // statuses (see `pod_status`), never in a condition of the set.
         let replicas = object["spec"]["replicas"].as_i64().unwrap_or(1);
         let ready = if settled && failure.is_none() { replicas } else { 0 };
-        let conditions: Vec<Value> = failure
-            .filter(|_| settled)
-            .map(|reason| json!({"type": "PodsReady", "status": "False", "reason": reason, "message": format!("pods of {name} are in {reason}")}))
-            .into_iter()
-            .collect();
         json!({"observedGeneration": generation, "replicas": replicas, "readyReplicas": ready, "availableReplicas": ready,
                "currentReplicas": replicas, "updatedReplicas": if settled { replicas } else { 0 },
-               "currentRevision": format!("{name}-{generation}"), "updateRevision": format!("{name}-{generation}"),
-               "conditions": conditions})
+               "currentRevision": format!("{name}-{generation}"), "updateRevision": format!("{name}-{generation}")})
     } else {
+        // As CloudNativePG v1.30.0 reports it (api/v1/cluster_types.go, pkg/resources/status/transactions.go):
+        // phase strings, a Ready condition that is True exactly in the healthy phase, no observedGeneration.
         let instances = object["spec"]["instances"].as_i64().unwrap_or(1);
         let ready = if settled && failure.is_none() { instances } else { 0 };
         let (phase, reason) = match (settled, failure) {
             (false, _) => ("Setting up primary", String::new()),
             (true, None) => ("Cluster in healthy state", String::new()),
-            (true, Some(reason)) => ("Failed", reason.to_owned()),
+            (true, Some(reason)) => ("Cluster is unrecoverable and needs manual intervention", reason.to_owned()),
+        };
+        let condition = if phase == "Cluster in healthy state" {
+            json!({"type": "Ready", "status": "True", "reason": "ClusterIsReady", "message": "Cluster is Ready"})
+        } else {
+            json!({"type": "Ready", "status": "False", "reason": "ClusterIsNotReady", "message": "Cluster Is Not Ready"})
         };
         json!({"phase": phase, "phaseReason": reason, "instances": instances, "readyInstances": ready,
-               "image": object["spec"]["imageName"].clone(), "observedGeneration": generation})
+               "image": if settled { object["spec"]["imageName"].clone() } else { object["status"]["image"].clone() },
+               "conditions": [condition]})
+    }
+}
+
+/// A pod's status as the kubelet reports it: Running and Ready once settled; a failure in the container's
+/// `waiting` state (`CrashLoopBackOff` while Running, `ImagePullBackOff` while Pending); before that
+/// `ContainerCreating`.
+fn pod_status(template: &Value, failure: Option<&str>, settled: bool) -> Value {
+    let containers = template["spec"]["containers"].as_array().cloned().unwrap_or_default();
+    let (phase, state, ready) = match (settled, failure) {
+        (true, None) => ("Running", json!({"running": {"startedAt": "2026-01-01T00:00:00Z"}}), true),
+        (true, Some(reason)) => (
+            if reason == "CrashLoopBackOff" { "Running" } else { "Pending" },
+            json!({"waiting": {"reason": reason, "message": format!("simulated {reason}")}}),
+            false,
+        ),
+        (false, _) => ("Pending", json!({"waiting": {"reason": "ContainerCreating"}}), false),
+    };
+    let statuses: Vec<Value> = containers
+        .iter()
+        .map(|c| json!({"name": c["name"], "image": c["image"], "ready": ready, "restartCount": 0, "state": state}))
+        .collect();
+    let flag = if ready { "True" } else { "False" };
+    json!({"phase": phase, "containerStatuses": statuses,
+           "conditions": [{"type": "Ready", "status": flag}, {"type": "ContainersReady", "status": flag}]})
+}
+
+/// The set's pods, one per ordinal, owned by the set (so deleting it collects them), with the status
+/// the kubelet would report; pods beyond `replicas` go.
+fn sync_pods(store: &mut crate::store::Store, namespace: &str, set: &Value, failure: Option<&str>, settled: bool) {
+    let Some(ty) = store.types().iter().find(|t| t.key() == PODS).cloned() else { return };
+    let name = set["metadata"]["name"].as_str().unwrap_or_default();
+    let replicas = set["spec"]["replicas"].as_u64().unwrap_or(1);
+    let template = &set["spec"]["template"];
+    let status = pod_status(template, failure, settled);
+    for ordinal in 0..replicas {
+        let pod = format!("{name}-{ordinal}");
+        if store.get(&ty, namespace, &pod).is_none() {
+            let object = json!({"metadata": {"name": pod, "labels": template["metadata"]["labels"],
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": name,
+                                     "uid": set["metadata"]["uid"], "controller": true}]},
+                "spec": template["spec"]});
+            if store.create(&ty, namespace, object).is_err() {
+                continue;
+            }
+        }
+        let _ = store.merge_patch(&ty, namespace, &pod, &json!({"status": status}), true);
+    }
+    let extra: Vec<String> = store
+        .list(&ty, Some(namespace), None)
+        .iter()
+        .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_owned))
+        .filter(|p| {
+            p.strip_prefix(&format!("{name}-")).and_then(|o| o.parse::<u64>().ok()).is_some_and(|o| o >= replicas)
+        })
+        .collect();
+    for pod in extra {
+        let _ = store.delete(&ty, namespace, &pod);
     }
 }
 
@@ -104,15 +167,23 @@ fn settle(sim: &Simulator, resource: &str, namespace: &str, name: &str, settled:
     let generation = object["metadata"]["generation"].as_i64().unwrap_or(1);
     let current = &object["status"];
     // Before the delay, only mark a new generation as in progress; never undo a settled status of it.
-    if !settled && current["observedGeneration"].as_i64() == Some(generation) {
+    // (CloudNativePG reports no observedGeneration, so the simulator remembers what it settled.)
+    let key = (resource.to_owned(), namespace.to_owned(), name.to_owned());
+    let mut settled_generations = sim.inner.settled.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !settled && settled_generations.get(&key) == Some(&generation) {
         return;
     }
+    if settled {
+        settled_generations.insert(key, generation);
+    }
+    drop(settled_generations);
     let status = desired_status(resource, &object, failure, settled);
     if *current != status {
         let _ = store.merge_patch(&ty, namespace, name, &json!({"status": status}), true);
     }
     if resource == STATEFULSETS {
         create_claims(&mut store, namespace, &object);
+        sync_pods(&mut store, namespace, &object, failure, settled);
     }
 }
 

@@ -78,6 +78,8 @@ pub(crate) struct Inner {
     counts: Mutex<BTreeMap<String, u64>>,
     pub(crate) faults: Mutex<Faults>,
     pub(crate) options: SimulatorOptions,
+    /// the generation each workload was last settled at, by (resource, namespace, name)
+    pub(crate) settled: Mutex<std::collections::HashMap<(String, String, String), i64>>,
     requests: std::sync::atomic::AtomicU64,
     /// the most bookmarks any one watch has sent (one per interval per watch, so this counts intervals)
     bookmark_rounds: tokio::sync::watch::Sender<u64>,
@@ -112,6 +114,7 @@ impl Simulator {
             counts: Mutex::default(),
             faults: Mutex::default(),
             options,
+            settled: Mutex::default(),
             requests: Default::default(),
             bookmark_rounds: tokio::sync::watch::Sender::new(0),
         };

@@ -1,26 +1,66 @@
-//! Harness: a real nats-server, the write path on it, simulated clusters, and agents.
+//! Harness: a real nats-server, the write path on it, clusters, and agents. A cluster is either the
+//! project's simulator (`k8s-sim`) or a real Kubernetes control plane built from upstream Go modules
+//! (`kubeenv`); the same scenarios run on both (see [`on_both_backends`]).
 
 #![allow(dead_code, unreachable_pub)]
 
-use std::{sync::Arc, time::Duration};
+pub mod kube_cluster;
+pub mod requests;
 
-use cluster_agent::{AgentConfig, Metrics, counting_client};
+use std::{collections::BTreeMap, time::Duration};
+
+use cluster_agent::{AgentConfig, Metrics};
 use domain::{InstanceCommand, ProvisionInstance, ServiceType, UpdateInstance};
-use k8s_sim::{Simulator, SimulatorOptions, store::Store};
+use k8s_sim::{Simulator, SimulatorOptions};
+use kubeenv::{ControlPlane, Identity};
 use serde_json::Value;
 use streams::{CommandMetadata, Settings, Topology, instances::InstanceCommands};
 use testkit::NatsServer;
 use uuid::Uuid;
 
+pub use kube_cluster::Kube;
+pub use requests::Requests;
+
 /// How long convergence may take in tests.
-pub const CONVERGE: Duration = Duration::from_secs(30);
+pub const CONVERGE: Duration = Duration::from_secs(60);
+
+/// The namespace of project `acme`, which every test uses.
+pub const NAMESPACE: &str = "cp-acme";
+
+/// Which API server a cluster is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// the project's simulator
+    Sim,
+    /// etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok, from upstream
+    Real,
+}
+
+/// Generates `simulator` and `kube_apiserver` tests for an `async fn scenario(Backend)`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($scenario:ident) => {
+        mod $scenario {
+            #[tokio::test]
+            async fn simulator() {
+                super::$scenario($crate::common::Backend::Sim).await
+            }
+
+            #[tokio::test]
+            async fn kube_apiserver() {
+                super::$scenario($crate::common::Backend::Real).await
+            }
+        }
+    };
+}
 
 pub struct Cluster {
     pub name: String,
-    pub sim: Simulator,
-    pub url: String,
+    pub kube: Kube,
     pub agent: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     pub metrics: Metrics,
+    /// every request the in-process agent made, by `verb resource`
+    pub requests: Requests,
 }
 
 pub struct World {
@@ -32,66 +72,98 @@ pub struct World {
 }
 
 impl World {
-    pub async fn start(clusters: &[&str]) -> Self {
-        Self::start_with(clusters, Duration::from_millis(20)).await
+    pub async fn start(backend: Backend, clusters: &[&str]) -> Self {
+        Self::start_with(backend, clusters, Duration::from_millis(20)).await
     }
 
-    pub async fn start_with(names: &[&str], ready_delay: Duration) -> Self {
-        let mut world = Self::without_agents(names, ready_delay).await;
+    pub async fn start_with(backend: Backend, names: &[&str], ready_delay: Duration) -> Self {
+        let mut world = Self::without_agents(backend, names, ready_delay).await;
         for i in 0..world.clusters.len() {
-            world.start_agent(i);
+            world.start_agent(i).await;
         }
         world
     }
 
-    pub async fn without_agents(names: &[&str], ready_delay: Duration) -> Self {
+    /// `ready_delay`: how long simulated workloads take to become ready (the real backend takes what it
+    /// takes).
+    pub async fn without_agents(backend: Backend, names: &[&str], ready_delay: Duration) -> Self {
+        let nats_server = NatsServer::start();
+        Self::on_nats(backend, names, ready_delay, nats_server).await
+    }
+
+    pub async fn on_nats(backend: Backend, names: &[&str], ready_delay: Duration, nats_server: NatsServer) -> Self {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
             .try_init();
-        let nats_server = NatsServer::start();
         let nats = async_nats::connect(nats_server.url()).await.expect("connect");
         let topology =
             Settings::default().apply(&async_nats::jetstream::new(nats.clone())).await.expect("topology");
         let commands = InstanceCommands::new(&topology, 10_000);
         let mut clusters = Vec::new();
         for name in names {
-            let sim = Simulator::new(SimulatorOptions {
-                ready_delay,
-                bookmark_interval: Duration::from_millis(500),
-            });
-            let address = sim.serve("127.0.0.1:0".parse().unwrap()).await.expect("serve simulator");
+            let kube = match backend {
+                Backend::Sim => {
+                    let sim = Simulator::new(SimulatorOptions {
+                        ready_delay,
+                        bookmark_interval: Duration::from_millis(500),
+                    });
+                    let address = sim.serve("127.0.0.1:0".parse().unwrap()).await.expect("serve simulator");
+                    Kube::Sim { sim, url: format!("http://{address}") }
+                }
+                Backend::Real => {
+                    let plane = ControlPlane::start().await;
+                    eprintln!("Kubernetes control plane ready in {:?}", plane.startup);
+                    let admin = plane.client(Identity::Admin).await.expect("admin client");
+                    Kube::Real { plane, admin }
+                }
+            };
             clusters.push(Cluster {
                 name: (*name).to_owned(),
-                sim,
-                url: format!("http://{address}"),
+                kube,
                 agent: None,
                 metrics: Metrics::default(),
+                requests: Requests::default(),
             });
         }
         Self { nats_server, nats, topology, commands, clusters }
     }
 
-    pub fn start_agent(&mut self, i: usize) {
+    /// Starts the agent of cluster `i` in this process, with its requests recorded.
+    pub async fn start_agent(&mut self, i: usize) {
+        self.start_agent_on(i, self.nats.clone()).await;
+    }
+
+    /// Starts the agent of cluster `i` with a resync period of the test's choosing.
+    pub async fn start_agent_with_resync(&mut self, i: usize, resync: Duration) {
+        self.start_agent_with(i, self.nats.clone(), resync).await;
+    }
+
+    /// Starts the agent of cluster `i` on a NATS connection of the test's choosing.
+    pub async fn start_agent_on(&mut self, i: usize, nats: async_nats::Client) {
+        self.start_agent_with(i, nats, Duration::from_secs(300)).await;
+    }
+
+    async fn start_agent_with(&mut self, i: usize, nats: async_nats::Client, resync: Duration) {
         let cluster = &mut self.clusters[i];
         cluster.metrics = Metrics::default();
-        let client = counting_client(kube::Config::new(cluster.url.parse().unwrap()), &cluster.metrics)
-            .expect("client");
+        let client = cluster.requests.client(cluster.kube.agent_config().await, &cluster.metrics);
         let config = AgentConfig {
             cluster: cluster.name.clone(),
             client,
-            nats: self.nats.clone(),
+            nats,
             settings: Settings::default(),
             concurrency: 16,
-            resync: Duration::from_secs(300),
-            install_crd: true,
+            resync,
+            // The real cluster has the CRD from deploy/crds/, as production does.
+            install_crd: cluster.kube.is_sim(),
             metrics: cluster.metrics.clone(),
         };
         cluster.agent = Some(tokio::spawn(cluster_agent::run(config)));
     }
 
-    pub fn sim(&self, cluster: &str) -> &Simulator {
-        &self.clusters.iter().find(|c| c.name == cluster).expect("cluster").sim
+    pub fn cluster(&self, name: &str) -> &Cluster {
+        self.clusters.iter().find(|c| c.name == name).expect("cluster")
     }
 
     pub async fn provision(&self, cluster: &str, name: &str, service: ServiceType, version: &str) -> Uuid {
@@ -109,13 +181,7 @@ impl World {
     pub async fn update(&self, id: Uuid, update: UpdateInstance) -> u64 {
         let committed = self
             .commands
-            .execute(
-                "acme",
-                id,
-                InstanceCommand::Update(update),
-                None,
-                CommandMetadata::new("update", "test"),
-            )
+            .execute("acme", id, InstanceCommand::Update(update), None, CommandMetadata::new("update", "test"))
             .await
             .expect("update");
         committed.version
@@ -123,13 +189,7 @@ impl World {
 
     pub async fn deprovision(&self, id: Uuid) {
         self.commands
-            .execute(
-                "acme",
-                id,
-                InstanceCommand::Deprovision,
-                None,
-                CommandMetadata::new("deprovision", "test"),
-            )
+            .execute("acme", id, InstanceCommand::Deprovision, None, CommandMetadata::new("deprovision", "test"))
             .await
             .expect("deprovision");
     }
@@ -159,71 +219,155 @@ impl World {
         }
         out
     }
+
+    /// Waits for the next observed-state event of `kind` on a live subscription.
+    pub async fn next_observed(subscription: &mut async_nats::Subscriber, kind: &str) -> Value {
+        use futures::StreamExt as _;
+        loop {
+            let message = tokio::time::timeout(CONVERGE, subscription.next())
+                .await
+                .unwrap_or_else(|_| panic!("no {kind} event within {CONVERGE:?}"))
+                .expect("subscription open");
+            let event: Value = serde_json::from_slice(&message.payload).unwrap();
+            if event["event"]["type"] == kind {
+                return event;
+            }
+        }
+    }
 }
 
-/// The ManagedInstance of `name` in project acme, if any.
-pub fn managed_instance(store: &Store, name: &str) -> Option<Value> {
-    let ty = store.resource_type("cp.example.com", "v1alpha1", "managedinstances")?;
-    store.get(&ty, "cp-acme", name)
+/// The objects of namespace `cp-acme`, by `resource key` (`statefulsets.apps`, `configmaps`,
+/// `managedinstances.cp.example.com`, …) and name, at one moment.
+#[derive(Debug, Default)]
+pub struct View {
+    pub objects: BTreeMap<(String, String), Value>,
 }
 
-pub fn phase(store: &Store, name: &str) -> Option<String> {
-    managed_instance(store, name).and_then(|mi| mi["status"]["phase"].as_str().map(str::to_owned))
-}
+impl View {
+    pub fn get(&self, resource: &str, name: &str) -> Option<&Value> {
+        self.objects.get(&(resource.to_owned(), name.to_owned()))
+    }
 
-/// Ready at generation `generation`.
-pub fn ready_at(store: &Store, name: &str, generation: u64) -> bool {
-    managed_instance(store, name).is_some_and(|mi| {
-        mi["status"]["phase"] == "Ready" && mi["status"]["observedGeneration"].as_u64() == Some(generation)
-    })
-}
+    pub fn managed_instance(&self, name: &str) -> Option<&Value> {
+        self.get("managedinstances.cp.example.com", name)
+    }
 
-pub fn object(store: &Store, group: &str, version: &str, plural: &str, name: &str) -> Option<Value> {
-    let ty = store.resource_type(group, version, plural)?;
-    store.get(&ty, "cp-acme", name)
-}
+    pub fn phase(&self, name: &str) -> Option<String> {
+        self.managed_instance(name).and_then(|mi| mi["status"]["phase"].as_str().map(str::to_owned))
+    }
 
-pub fn count_owned(store: &Store, instance: Uuid) -> usize {
-    let selector = format!("cp.example.com/instance-id={instance}");
-    store.types().iter().map(|t| store.list(t, None, Some(&selector)).len()).sum()
-}
+    pub fn reason(&self, name: &str) -> Option<String> {
+        self.managed_instance(name).and_then(|mi| mi["status"]["reason"].as_str().map(str::to_owned))
+    }
 
-/// Fails unless every request the simulated API server has seen so far is allowed by the agent's RBAC
-/// rules (`cluster_agent::rbac`, the source of `deploy/rbac/`): on a real cluster it would be a 403.
-pub fn assert_permitted(sim: &Simulator) {
-    let denied: Vec<String> = sim
-        .request_counts()
-        .into_keys()
-        .filter(|key| {
-            let (verb, resource) = key.split_once(' ').expect("counts are keyed `verb resource`");
-            // `plural.group/subresource`; core resources have no group.
-            let (base, subresource) = match resource.split_once('/') {
-                Some((base, sub)) => (base, Some(sub)),
-                None => (resource, None),
-            };
-            let (plural, group) = base.split_once('.').unwrap_or((base, ""));
-            let resource = match subresource {
-                Some(sub) => format!("{plural}/{sub}"),
-                None => plural.to_owned(),
-            };
-            !cluster_agent::rbac::permits(verb, group, &resource)
+    /// Ready at generation `generation`.
+    pub fn ready_at(&self, name: &str, generation: u64) -> bool {
+        self.managed_instance(name).is_some_and(|mi| {
+            mi["status"]["phase"] == "Ready" && mi["status"]["observedGeneration"].as_u64() == Some(generation)
         })
-        .collect();
-    assert!(denied.is_empty(), "requests the agent's RBAC rules do not allow: {denied:?}");
+    }
+
+    /// The agent's objects and claims of an instance (pods are the StatefulSet controller's).
+    pub fn owned(&self, instance: Uuid) -> Vec<String> {
+        let id = instance.to_string();
+        self.objects
+            .iter()
+            .filter(|((resource, _), o)| {
+                resource != "pods" && o["metadata"]["labels"]["cp.example.com/instance-id"] == id.as_str()
+            })
+            .map(|((resource, name), _)| format!("{resource}/{name}"))
+            .collect()
+    }
+
+    /// The generated password of an instance's credentials Secret (`data` on a real server, which keeps
+    /// `stringData` write-only; the simulator keeps it as written).
+    pub fn password(&self, name: &str) -> Option<String> {
+        use base64::Engine as _;
+        let secret = self.get("secrets", &format!("{name}-credentials"))?;
+        if let Some(p) = secret["stringData"]["password"].as_str() {
+            return Some(p.to_owned());
+        }
+        let encoded = secret["data"]["password"].as_str()?;
+        String::from_utf8(base64::engine::general_purpose::STANDARD.decode(encoded).ok()?).ok()
+    }
+
+    pub fn uid(&self, resource: &str, name: &str) -> Option<String> {
+        self.get(resource, name).and_then(|o| o["metadata"]["uid"].as_str().map(str::to_owned))
+    }
+
+    pub fn names(&self, resource: &str) -> Vec<String> {
+        self.objects.keys().filter(|(r, _)| r == resource).map(|(_, n)| n.clone()).collect()
+    }
 }
 
-/// Writes (patch/create/update/delete) per resource, without watches, lists and gets.
-pub fn writes(sim: &Simulator) -> std::collections::BTreeMap<String, u64> {
-    sim.request_counts()
-        .into_iter()
-        .filter(|(k, _)| !k.starts_with("watch ") && !k.starts_with("list ") && !k.starts_with("get "))
-        .collect()
+impl Cluster {
+    pub async fn view(&self) -> View {
+        self.kube.view().await
+    }
+
+    /// Polls the cluster until `ready` holds; false after `timeout`.
+    pub async fn wait_until(&self, timeout: Duration, ready: impl Fn(&View) -> bool) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if ready(&self.view().await) {
+                return true;
+            }
+            if tokio::time::Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(self.kube.poll_interval()).await;
+        }
+    }
+
+    /// Asserts that `ready` holds within [`CONVERGE`], printing what the cluster shows otherwise.
+    pub async fn converges(&self, what: &str, ready: impl Fn(&View) -> bool) {
+        if !self.wait_until(CONVERGE, &ready).await {
+            let view = self.view().await;
+            let instances: Vec<_> = view
+                .names("managedinstances.cp.example.com")
+                .iter()
+                .map(|n| (n.clone(), view.managed_instance(n).map(|mi| mi["status"].clone())))
+                .collect();
+            panic!("{what}: not within {CONVERGE:?}; instances: {instances:#?}\nrequests: {:?}", self.requests.counts());
+        }
+    }
+
+    /// Fails unless every request the agent has made is allowed by its RBAC rules
+    /// (`cluster_agent::rbac`, the source of `deploy/rbac/`). On the real backend the API server enforces
+    /// the same rules; this names the missing permission.
+    pub fn assert_permitted(&self) {
+        let denied: Vec<String> = self
+            .requests
+            .counts()
+            .into_keys()
+            .filter(|key| {
+                let (verb, resource) = key.split_once(' ').expect("counts are keyed `verb resource`");
+                let (base, subresource) = match resource.split_once('/') {
+                    Some((base, sub)) => (base, Some(sub)),
+                    None => (resource, None),
+                };
+                let (plural, group) = base.split_once('.').unwrap_or((base, ""));
+                let resource = match subresource {
+                    Some(sub) => format!("{plural}/{sub}"),
+                    None => plural.to_owned(),
+                };
+                !cluster_agent::rbac::permits(verb, group, &resource)
+            })
+            .collect();
+        assert!(denied.is_empty(), "requests the agent's RBAC rules do not allow: {denied:?}");
+    }
+
+    /// Writes (create/patch/update/delete) per resource so far, without watches, lists and gets.
+    pub fn writes(&self) -> BTreeMap<String, u64> {
+        self.requests
+            .counts()
+            .into_iter()
+            .filter(|(k, _)| !k.starts_with("watch ") && !k.starts_with("list ") && !k.starts_with("get "))
+            .collect()
+    }
 }
 
-pub fn delta(
-    before: &std::collections::BTreeMap<String, u64>,
-    after: &std::collections::BTreeMap<String, u64>,
-) -> std::collections::BTreeMap<String, u64> {
+pub fn delta(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
     after
         .iter()
         .filter_map(|(k, v)| {
@@ -232,5 +376,3 @@ pub fn delta(
         })
         .collect()
 }
-
-pub type Shared<T> = Arc<T>;

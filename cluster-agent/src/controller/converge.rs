@@ -1,0 +1,174 @@
+//! Converging one instance: apply what it renders to, create its credentials once, prune what it no
+//! longer needs, grow its claims, record drift, and report what the cluster shows.
+
+use std::sync::Arc;
+
+use domain::observed::ObservedEvent;
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use kube::{
+    Api, ResourceExt as _,
+    api::{DeleteParams, DynamicObject, Patch, PatchParams, PostParams},
+    runtime::controller::Action,
+};
+use rand::Rng as _;
+use serde_json::json;
+
+use super::{CHILD_KINDS, Context, about, lock, observe};
+use crate::{
+    Result,
+    crd::ManagedInstance,
+    publish::publish,
+    render::{self, ChildKind, apply_params, has_owner_references, is_applied},
+};
+
+/// How soon a refused volume expansion is tried again.
+const EXPANSION_RETRY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Makes the cluster hold exactly the objects `mi` renders to, and reports what it observes.
+pub(super) async fn apply(mi: Arc<ManagedInstance>, ctx: &Context) -> Result<Action> {
+    let namespace = mi.namespace().unwrap_or_default();
+    let mut writes = 0u32;
+    let mut desired = render::render(&mi);
+    let mut healed = Vec::new();
+    let instance_id = mi.spec.instance_id.clone();
+    let instance_id = instance_id.as_str();
+    let last = lock(&ctx.statuses).get(instance_id).cloned().or_else(|| mi.status.clone());
+    let mi = if last != mi.status {
+        // Observe against the status we last wrote, not the (older) one in the watch cache.
+        let mut newer = (*mi).clone();
+        newer.status = last.clone();
+        Arc::new(newer)
+    } else {
+        mi
+    };
+    let converged = last.as_ref().and_then(|s| s.observed_generation) == Some(mi.spec.generation);
+    for child in &mut desired {
+        let current = ctx.current(child.kind, &namespace, &child.name);
+        if let Some(current) = &current {
+            render::keep_claim_templates(child, current);
+        }
+        // An owner reference left by an older agent goes with the next apply (this manager owns it).
+        if current.as_ref().is_some_and(|c| is_applied(&child.object, c) && !has_owner_references(c)) {
+            continue;
+        }
+        let written = ctx
+            .api(child.kind, &namespace)
+            .patch(&child.name, &apply_params(), &Patch::Apply(&child.object))
+            .await?;
+        writes += 1;
+        ctx.remember(child.kind, &namespace, &child.name, Some(serde_json::to_value(&written)?));
+        // Converged before, and now missing or changed: someone else edited or deleted it.
+        let drifted = current.as_ref().is_none_or(|c| !is_applied(&child.object, c));
+        if converged && drifted {
+            healed.push(format!("{}/{}", child.kind.kind(), child.name));
+        }
+    }
+    if let Some(secret) = render::credentials(&mi, "")
+        && ctx.current(ChildKind::Secret, &namespace, &secret.name).is_none()
+    {
+        let password: String =
+            rand::rng().sample_iter(rand::distr::Alphanumeric).take(32).map(char::from).collect();
+        let secret = render::credentials(&mi, &password).expect("same service");
+        let object: DynamicObject = serde_json::from_value(secret.object)?;
+        match ctx.api(ChildKind::Secret, &namespace).create(&PostParams::default(), &object).await {
+            Ok(created) => {
+                ctx.remember(ChildKind::Secret, &namespace, &secret.name, Some(serde_json::to_value(&created)?))
+            }
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+        writes += 1;
+    }
+    // Prune what the instance no longer needs (for example after a change of service layout).
+    for kind in CHILD_KINDS {
+        for object in ctx.owned(kind, instance_id) {
+            let name = object.name_any();
+            let wanted = desired.iter().any(|c| c.kind == kind && c.name == name)
+                || (kind == ChildKind::Secret
+                    && name == render::credentials_name(&mi)
+                    && mi.spec.service != "postgresql");
+            if !wanted {
+                delete(ctx, kind, &namespace, &name).await?;
+                writes += 1;
+            }
+        }
+    }
+    let storage_failure = expand_claims(&mi, ctx, &namespace, &mut writes).await?;
+    if !healed.is_empty() {
+        tracing::warn!(objects = ?healed, "drift healed");
+        ctx.config.metrics.drift_healed.inc();
+        let event = ObservedEvent::DriftHealed { instance_id: super::instance_uuid(&mi), objects: healed };
+        publish(&ctx.config, &ctx.jetstream, about(&mi), event).await?;
+    }
+    // A refused expansion is fixed outside our view (an admin allows expansion on the StorageClass), so
+    // nothing will trigger the retry: poll, slowly.
+    let next =
+        if storage_failure.is_some() { Action::requeue(EXPANSION_RETRY) } else { Action::await_change() };
+    let observed = observe::observe(&mi, ctx, &desired, storage_failure);
+    let status = observe::status_of(&mi, &observed);
+    if last.as_ref().is_none_or(|s| !observe::same_status(s, &status)) {
+        publish(&ctx.config, &ctx.jetstream, about(&mi), ObservedEvent::InstanceObserved(observed)).await?;
+        let api: Api<ManagedInstance> = Api::namespaced(ctx.config.client.clone(), &namespace);
+        let patch =
+            json!({"apiVersion": "cp.example.com/v1alpha1", "kind": "ManagedInstance", "status": status});
+        api.patch_status(&mi.name_any(), &apply_params(), &Patch::Apply(&patch)).await?;
+        lock(&ctx.statuses).insert(instance_id.to_owned(), status);
+        writes += 1;
+    }
+    ctx.config.metrics.requests_per_reconcile.observe(f64::from(writes));
+    Ok(next)
+}
+
+/// Grows the instance's volume claims to the size it wants (one merge patch per claim; the cluster's
+/// volume expander does the rest). Returns why the cluster refused, if it did: a StorageClass without
+/// `allowVolumeExpansion` answers 403/422, which no retry fixes, so it is reported, not retried.
+async fn expand_claims(
+    mi: &ManagedInstance,
+    ctx: &Context,
+    namespace: &str,
+    writes: &mut u32,
+) -> Result<Option<String>> {
+    if !render::expands_claims(mi) {
+        return Ok(None);
+    }
+    let size = render::claim_size(mi);
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.config.client.clone(), namespace);
+    for claim in ctx.claims(namespace, &mi.spec.instance_id) {
+        let requested = claim
+            .spec
+            .as_ref()
+            .and_then(|s| s.resources.as_ref())
+            .and_then(|r| r.requests.as_ref())
+            .and_then(|r| r.get("storage"))
+            .map(|q| q.0.as_str())
+            .unwrap_or_default();
+        let uid = claim.uid().unwrap_or_default();
+        let already = lock(&ctx.requested).get(&uid) == Some(&size);
+        if already || !render::claim_needs_expansion(mi, requested) {
+            continue;
+        }
+        let patch = json!({"spec": {"resources": {"requests": {"storage": size}}}});
+        match api.patch(&claim.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
+            Ok(_) => {
+                *writes += 1;
+                lock(&ctx.requested).insert(uid, size.clone());
+            }
+            Err(kube::Error::Api(e)) if e.code == 403 || e.code == 422 => {
+                tracing::warn!(claim = %claim.name_any(), error = %e.message, "volume expansion refused");
+                return Ok(Some("VolumeExpansionFailed".into()));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(None)
+}
+
+pub(super) async fn delete(ctx: &Context, kind: ChildKind, namespace: &str, name: &str) -> Result<()> {
+    match ctx.api(kind, namespace).delete(name, &DeleteParams::background()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 404 => {}
+        Err(e) => return Err(e.into()),
+    }
+    ctx.remember(kind, namespace, name, None);
+    Ok(())
+}

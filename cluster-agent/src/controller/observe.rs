@@ -1,0 +1,206 @@
+//! What the cluster shows for an instance, read from the watch caches where Kubernetes and
+//! CloudNativePG report it, and the ManagedInstance status written from it.
+
+use chrono::{SecondsFormat, Utc};
+use domain::observed::{ObservedPhase, ObservedState};
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt as _;
+use serde_json::Value;
+
+use super::{Context, instance_uuid};
+use crate::{
+    crd::{Condition, ManagedInstance, ManagedInstanceStatus},
+    render::{self, ChildKind, is_applied},
+};
+
+fn int(v: &Value) -> u32 {
+    v.as_u64().unwrap_or(0).try_into().unwrap_or(u32::MAX)
+}
+
+/// Why a container of the pod cannot run, as the kubelet reports it in the container's `waiting` state.
+/// The reasons that no wait fixes, from k8s.io/kubernetes v1.36: `pkg/kubelet/container/sync_result.go`
+/// (`CrashLoopBackOff`, `RunContainerError`), `pkg/kubelet/images/types.go` (`ImagePullBackOff`,
+/// `ErrImagePull`, `InvalidImageName`) and `pkg/kubelet/kuberuntime/kuberuntime_container.go`
+/// (`CreateContainerConfigError`, `CreateContainerError`). `ContainerCreating` and `PodInitializing`
+/// are progress, not failures. StatefulSets carry no condition for any of this: their status only counts
+/// ready replicas.
+pub(super) fn pod_failure(pod: &Pod) -> Option<String> {
+    const FAILURES: [&str; 7] = [
+        "CrashLoopBackOff",
+        "RunContainerError",
+        "ImagePullBackOff",
+        "ErrImagePull",
+        "InvalidImageName",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+    ];
+    let status = pod.status.as_ref()?;
+    let containers =
+        status.init_container_statuses.iter().flatten().chain(status.container_statuses.iter().flatten());
+    containers
+        .filter_map(|c| c.state.as_ref()?.waiting.as_ref()?.reason.clone())
+        .find(|reason| FAILURES.contains(&reason.as_str()))
+}
+
+/// CloudNativePG's reading of a `Cluster`, from github.com/cloudnative-pg/cloudnative-pg v1.30.0
+/// `api/v1/cluster_types.go` and `pkg/resources/status/transactions.go`: the `Ready` condition is True
+/// exactly when `phase` is `PhaseHealthy`; phases that need someone's intervention are failures (there is
+/// no phase called `Failed`); every other phase is progress. CloudNativePG reports no observed
+/// generation, so the spec counts as rolled out when `status.image` is the spec's `imageName` and
+/// `status.instances` its `instances`.
+fn cnpg_failure(status: &Value) -> Option<String> {
+    let phase = status["phase"].as_str().unwrap_or_default();
+    let reason = match phase {
+        "Cluster is unrecoverable and needs manual intervention" => "Unrecoverable",
+        "Unable to create required cluster objects" => "CannotCreateClusterObjects",
+        "Invalid cluster definition" => "InvalidClusterDefinition",
+        "Cluster has incomplete or invalid image catalog" => "ImageCatalogError",
+        "Cluster cannot proceed to reconciliation due to an unknown plugin being required" => "UnknownPlugin",
+        "Cluster cannot proceed to reconciliation due to an error while interacting with plugins" => "PluginFailure",
+        "Cluster cannot execute instance online upgrade due to missing architecture binary" => {
+            "ArchitectureBinaryMissing"
+        }
+        "Waiting for user action" => "WaitingForUserAction",
+        _ => return None,
+    };
+    Some(reason.to_owned())
+}
+
+fn cnpg_ready(status: &Value) -> bool {
+    status["conditions"].as_array().into_iter().flatten().any(|c| c["type"] == "Ready" && c["status"] == "True")
+}
+
+/// What the cluster shows for the instance, from the watch caches.
+pub(super) fn observe(
+    mi: &ManagedInstance,
+    ctx: &Context,
+    desired: &[render::Child],
+    storage_failure: Option<String>,
+) -> ObservedState {
+    let namespace = mi.namespace().unwrap_or_default();
+    let mut all_applied = true;
+    let mut ready_replicas = 0;
+    let mut rolled_out = true;
+    let mut reason = storage_failure;
+    if render::expands_claims(mi) {
+        // Storage is there once every replica's claim holds the wanted size.
+        let expanded = ctx
+            .claims(&namespace, &mi.spec.instance_id)
+            .iter()
+            .filter(|c| {
+                let capacity =
+                    c.status.as_ref().and_then(|s| s.capacity.as_ref()).and_then(|c| c.get("storage"));
+                render::claim_is_expanded(mi, capacity.map(|q| q.0.as_str()))
+            })
+            .count();
+        rolled_out &= expanded >= mi.spec.replicas as usize;
+    }
+    for child in desired {
+        let Some(current) = ctx.current(child.kind, &namespace, &child.name) else {
+            all_applied = false;
+            continue;
+        };
+        all_applied &= is_applied(&child.object, &current);
+        let status = &current["status"];
+        let generation = current["metadata"]["generation"].as_u64();
+        match child.kind {
+            ChildKind::StatefulSet => {
+                ready_replicas = int(&status["readyReplicas"]);
+                rolled_out &= status["observedGeneration"].as_u64() == generation
+                    && int(&status["updatedReplicas"]) >= mi.spec.replicas;
+                reason = reason.or_else(|| {
+                    ctx.pods(&namespace, &mi.spec.instance_id).iter().find_map(|pod| pod_failure(pod))
+                });
+            }
+            ChildKind::PostgresCluster => {
+                ready_replicas = int(&status["readyInstances"]);
+                rolled_out &= cnpg_ready(status)
+                    && status["image"] == current["spec"]["imageName"]
+                    && status["instances"] == current["spec"]["instances"];
+                reason = reason.or_else(|| cnpg_failure(status));
+            }
+            _ => {}
+        }
+    }
+    let previous = mi.status.clone().unwrap_or_default();
+    // "At least" semantics: more ready replicas than desired is fine.
+    let ready = all_applied && rolled_out && ready_replicas >= mi.spec.replicas && reason.is_none();
+    let phase = match (&reason, ready) {
+        (Some(_), _) => ObservedPhase::Failed,
+        (None, true) => ObservedPhase::Ready,
+        (None, false) => ObservedPhase::Progressing,
+    };
+    ObservedState {
+        instance_id: instance_uuid(mi),
+        observed_generation: if ready { Some(mi.spec.generation) } else { previous.observed_generation },
+        desired_generation: mi.spec.generation,
+        phase,
+        ready_replicas,
+        desired_replicas: mi.spec.replicas,
+        running_version: if ready { Some(mi.spec.version.clone()) } else { previous.running_version },
+        config_hash: if ready { Some(render::config_hash(&mi.spec.config)) } else { previous.config_hash },
+        reason,
+    }
+}
+
+fn phase_name(phase: ObservedPhase) -> &'static str {
+    match phase {
+        ObservedPhase::Progressing => "Progressing",
+        ObservedPhase::Ready => "Ready",
+        ObservedPhase::Failed => "Failed",
+    }
+}
+
+pub(super) fn status_of(mi: &ManagedInstance, observed: &ObservedState) -> ManagedInstanceStatus {
+    let previous = mi.status.clone().unwrap_or_default();
+    let (status, reason) = match observed.phase {
+        ObservedPhase::Ready => ("True", "Ready".to_owned()),
+        ObservedPhase::Progressing => ("False", "Progressing".to_owned()),
+        ObservedPhase::Failed => ("False", observed.reason.clone().unwrap_or_else(|| "Failed".into())),
+    };
+    let old = previous.conditions.iter().find(|c| c.type_ == "Ready");
+    // lastTransitionTime moves only when the status flips.
+    let since = old
+        .filter(|c| c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or_else(|| Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true));
+    let message = match observed.phase {
+        ObservedPhase::Ready => format!(
+            "{} of {} replicas ready at generation {}",
+            observed.ready_replicas, observed.desired_replicas, mi.spec.generation
+        ),
+        _ => format!(
+            "{} of {} replicas ready; applying generation {}",
+            observed.ready_replicas, observed.desired_replicas, mi.spec.generation
+        ),
+    };
+    ManagedInstanceStatus {
+        observed_generation: observed.observed_generation,
+        phase: phase_name(observed.phase).to_owned(),
+        ready_replicas: observed.ready_replicas,
+        running_version: observed.running_version.clone(),
+        config_hash: observed.config_hash.clone(),
+        reason: observed.reason.clone(),
+        conditions: vec![Condition {
+            type_: "Ready".into(),
+            status: status.into(),
+            reason,
+            message,
+            last_transition_time: since,
+            observed_generation: mi.metadata.generation.unwrap_or_default(),
+        }],
+    }
+}
+
+pub(super) fn same_status(a: &ManagedInstanceStatus, b: &ManagedInstanceStatus) -> bool {
+    let strip = |s: &ManagedInstanceStatus| {
+        let mut s = s.clone();
+        for c in &mut s.conditions {
+            c.last_transition_time.clear();
+            c.message.clear();
+        }
+        s
+    };
+    strip(a) == strip(b)
+        && a.conditions.first().map(|c| &c.message) == b.conditions.first().map(|c| &c.message)
+}

@@ -1,0 +1,239 @@
+//! One cluster's API server, simulated or real, behind the few operations the scenarios need: a view of
+//! namespace `cp-acme`, hand edits and deletions as a person would make them, and pod faults.
+
+use std::{process::Command, time::Duration};
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_sim::Simulator;
+use kube::{
+    Api,
+    api::{ApiResource, DynamicObject, ListParams, Patch, PatchParams},
+};
+use kubeenv::{ControlPlane, Identity};
+use serde_json::{Value, json};
+
+use super::{NAMESPACE, View};
+
+/// The resources a [`View`] holds: (group, version, plural).
+const VIEWED: [(&str, &str, &str); 8] = [
+    ("", "v1", "configmaps"),
+    ("", "v1", "secrets"),
+    ("", "v1", "services"),
+    ("", "v1", "pods"),
+    ("", "v1", "persistentvolumeclaims"),
+    ("apps", "v1", "statefulsets"),
+    ("postgresql.cnpg.io", "v1", "clusters"),
+    ("cp.example.com", "v1alpha1", "managedinstances"),
+];
+
+fn resource_key(group: &str, plural: &str) -> String {
+    if group.is_empty() { plural.to_owned() } else { format!("{plural}.{group}") }
+}
+
+fn api_resource(resource: &str) -> ApiResource {
+    let (group, version, plural) = VIEWED
+        .iter()
+        .find(|(g, _, p)| resource_key(g, p) == resource)
+        .copied()
+        .unwrap_or_else(|| panic!("not a viewed resource: {resource}"));
+    ApiResource {
+        group: group.into(),
+        version: version.into(),
+        api_version: if group.is_empty() { version.into() } else { format!("{group}/{version}") },
+        kind: String::new(),
+        plural: plural.into(),
+    }
+}
+
+/// A pod fault the kubelet would report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PodFault {
+    /// the container keeps crashing: Running, container waiting in `CrashLoopBackOff`
+    CrashLoop,
+    /// the image cannot be pulled: Pending, container waiting in `ImagePullBackOff`
+    ImagePull,
+}
+
+impl PodFault {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::CrashLoop => "CrashLoopBackOff",
+            Self::ImagePull => "ImagePullBackOff",
+        }
+    }
+}
+
+pub enum Kube {
+    Sim { sim: Simulator, url: String },
+    Real { plane: ControlPlane, admin: kube::Client },
+}
+
+impl Kube {
+    pub fn is_sim(&self) -> bool {
+        matches!(self, Self::Sim { .. })
+    }
+
+    pub fn sim(&self) -> &Simulator {
+        match self {
+            Self::Sim { sim, .. } => sim,
+            Self::Real { .. } => panic!("this scenario needs the simulator"),
+        }
+    }
+
+    pub(super) fn poll_interval(&self) -> Duration {
+        match self {
+            Self::Sim { .. } => Duration::from_millis(20),
+            Self::Real { .. } => Duration::from_millis(150),
+        }
+    }
+
+    /// The agent's client configuration: on the real server, the agent's service account, held to the
+    /// ClusterRole of `deploy/rbac/`.
+    pub async fn agent_config(&self) -> kube::Config {
+        match self {
+            Self::Sim { url, .. } => kube::Config::new(url.parse().unwrap()),
+            Self::Real { plane, .. } => plane.config(Identity::Agent).await.expect("agent kubeconfig"),
+        }
+    }
+
+    /// How to start the agent binary against this cluster: extra arguments and environment.
+    pub fn agent_process_args(&self, command: &mut Command) {
+        match self {
+            Self::Sim { url, .. } => {
+                command.args(["--kube-url", url, "--install-crd"]);
+            }
+            Self::Real { plane, .. } => {
+                command.env("KUBECONFIG", plane.kubeconfig(Identity::Agent));
+            }
+        }
+    }
+
+    pub(super) async fn view(&self) -> View {
+        let mut view = View::default();
+        match self {
+            Self::Sim { sim, .. } => {
+                let store = sim.store();
+                for (group, version, plural) in VIEWED {
+                    let Some(ty) = store.resource_type(group, version, plural) else { continue };
+                    for object in store.list(&ty, Some(NAMESPACE), None) {
+                        let name = object["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+                        view.objects.insert((resource_key(group, plural), name), object);
+                    }
+                }
+            }
+            Self::Real { admin, .. } => {
+                for (group, _, plural) in VIEWED {
+                    let key = resource_key(group, plural);
+                    let api: Api<DynamicObject> =
+                        Api::namespaced_with(admin.clone(), NAMESPACE, &api_resource(&key));
+                    let Ok(list) = api.list(&ListParams::default()).await else { continue };
+                    for object in list {
+                        let name = object.metadata.name.clone().unwrap_or_default();
+                        view.objects.insert((key.clone(), name), serde_json::to_value(object).unwrap());
+                    }
+                }
+            }
+        }
+        view
+    }
+
+    /// A hand edit (JSON merge patch) of an object in `cp-acme`, as `kubectl edit` would make it.
+    pub async fn hand_edit(&self, resource: &str, name: &str, patch: Value) {
+        match self {
+            Self::Sim { sim, .. } => {
+                let mut store = sim.store();
+                let ty = store.types().iter().find(|t| t.key() == resource).cloned().expect("type");
+                store.merge_patch(&ty, NAMESPACE, name, &patch, false).expect("hand edit");
+            }
+            Self::Real { admin, .. } => {
+                let api: Api<DynamicObject> = Api::namespaced_with(admin.clone(), NAMESPACE, &api_resource(resource));
+                let params = PatchParams { field_manager: Some("kubectl-edit".into()), ..Default::default() };
+                api.patch(name, &params, &Patch::Merge(&patch)).await.expect("hand edit");
+            }
+        }
+    }
+
+    /// `kubectl delete <kind> <name> -n cp-acme` with upstream's kubectl, on either backend.
+    pub fn kubectl_delete(&self, kind: &str, name: &str) {
+        let mut command = match self {
+            Self::Sim { url, .. } => {
+                let mut command = Command::new(kubeenv::bin_dir().expect("kubectl").join("kube"));
+                command.args(["kubectl", "--server", url]);
+                command
+            }
+            Self::Real { plane, .. } => plane.kubectl(Identity::Admin),
+        };
+        // Returns once the deletion is accepted; what happens next is the scenario's to observe.
+        let output = command.args(["delete", kind, name, "-n", NAMESPACE, "--wait=false"]).output().expect("kubectl");
+        assert!(output.status.success(), "kubectl delete {kind} {name}: {}", String::from_utf8_lossy(&output.stderr));
+    }
+
+    /// Makes every pod of the StatefulSet `set` report `fault` (the simulator through its fault
+    /// injection; the real cluster through pod status written as the kubelet would, with the pods held
+    /// from kwok's pod-ready stage).
+    pub async fn inject_pod_fault(&self, set: &str, fault: PodFault) {
+        match self {
+            Self::Sim { sim, .. } => {
+                let mut faults = k8s_sim::server::Faults::default();
+                match fault {
+                    PodFault::CrashLoop => faults.crash_loop = vec![set.into()],
+                    PodFault::ImagePull => faults.image_pull_failure = vec![set.into()],
+                }
+                sim.set_faults(faults);
+            }
+            Self::Real { admin, .. } => {
+                let pods: Api<Pod> = Api::namespaced(admin.clone(), NAMESPACE);
+                for pod in self.pods_of(set).await {
+                    let hold = json!({"metadata": {"annotations": {"cp.example.com/test-hold": "true"}}});
+                    pods.patch(&pod, &PatchParams::default(), &Patch::Merge(&hold)).await.expect("hold pod");
+                    let current = pods.get(&pod).await.expect("pod");
+                    let containers = current.spec.as_ref().map(|s| s.containers.clone()).unwrap_or_default();
+                    let (phase, restarts) = match fault {
+                        PodFault::CrashLoop => ("Running", 5),
+                        PodFault::ImagePull => ("Pending", 0),
+                    };
+                    let statuses: Vec<Value> = containers
+                        .iter()
+                        .map(|c| json!({"name": c.name, "image": c.image, "imageID": "", "ready": false,
+                            "restartCount": restarts, "started": false,
+                            "state": {"waiting": {"reason": fault.reason(), "message": format!("test-injected {}", fault.reason())}}}))
+                        .collect();
+                    let status = json!({"status": {"phase": phase, "containerStatuses": statuses,
+                        "conditions": [{"type": "Ready", "status": "False", "reason": "ContainersNotReady"},
+                                       {"type": "ContainersReady", "status": "False", "reason": "ContainersNotReady"}]}});
+                    pods.patch_status(&pod, &PatchParams::default(), &Patch::Merge(&status)).await.expect("pod status");
+                }
+            }
+        }
+    }
+
+    /// Clears injected pod faults: the simulator's controllers settle again; on the real cluster the
+    /// pods are released to kwok (a Pending pod is made Running/Ready by its pod-ready stage) or, when
+    /// Running, deleted so the StatefulSet controller makes new ones that kwok readies.
+    pub async fn clear_pod_faults(&self, set: &str) {
+        match self {
+            Self::Sim { sim, .. } => sim.set_faults(k8s_sim::server::Faults::default()),
+            Self::Real { admin, .. } => {
+                let pods: Api<Pod> = Api::namespaced(admin.clone(), NAMESPACE);
+                for pod in self.pods_of(set).await {
+                    let current = pods.get(&pod).await.expect("pod");
+                    let phase = current.status.and_then(|s| s.phase).unwrap_or_default();
+                    if phase == "Pending" {
+                        let release = json!({"metadata": {"annotations": {"cp.example.com/test-hold": null}}});
+                        pods.patch(&pod, &PatchParams::default(), &Patch::Merge(&release)).await.expect("release pod");
+                    } else {
+                        pods.delete(&pod, &Default::default()).await.expect("delete pod");
+                    }
+                }
+            }
+        }
+    }
+
+    async fn pods_of(&self, set: &str) -> Vec<String> {
+        let view = self.view().await;
+        view.names("pods")
+            .into_iter()
+            .filter(|p| p.strip_prefix(&format!("{set}-")).is_some_and(|o| o.parse::<u32>().is_ok()))
+            .collect()
+    }
+}
