@@ -80,7 +80,7 @@ pub struct Context {
     stores: HashMap<ChildKind, Store<DynamicObject>>,
     /// responses of our own writes, newer than the watch caches until the watch catches up
     written: Mutex<HashMap<(ChildKind, String, String), Value>>,
-    /// status last written per instance: the watch cache of ManagedInstances may not show it yet
+    /// status last written per ManagedInstance uid: the watch cache of ManagedInstances may not show it yet
     statuses: Mutex<HashMap<String, ManagedInstanceStatus>>,
     /// the StatefulSets' volume claims (made by the StatefulSet controller)
     claims: Store<PersistentVolumeClaim>,

@@ -121,8 +121,8 @@ async fn a_deleted_managed_instance_of_an_active_instance_comes_back_with_its_da
     let mi_uid = before.uid("managedinstances.cp.example.com", "mongo").unwrap();
     let mut observed = world.nats.subscribe(streams::instances::observed_cluster_filter("c1")).await.unwrap();
 
-    cluster.kube.kubectl_delete("managedinstance", "mongo");
-    cluster.kube.kubectl_delete("managedinstance", "pg");
+    cluster.kube.kubectl_delete("managedinstance", "mongo").await;
+    cluster.kube.kubectl_delete("managedinstance", "pg").await;
     cluster
         .converges("both mirrors restored and ready", |v| {
             v.uid("managedinstances.cp.example.com", "mongo").is_some_and(|uid| uid != mi_uid)
@@ -160,7 +160,7 @@ async fn a_deleted_statefulset_comes_back_bound_to_the_same_claims(backend: Back
     let secret_uid = before.uid("secrets", "mongo-credentials").expect("credentials");
     let mut observed = world.nats.subscribe(streams::instances::observed_cluster_filter("c1")).await.unwrap();
 
-    cluster.kube.kubectl_delete("statefulset", "mongo");
+    cluster.kube.kubectl_delete("statefulset", "mongo").await;
     let drift = World::next_observed(&mut observed, "DriftHealed").await;
     assert_eq!(drift["event"]["data"]["objects"], serde_json::json!(["StatefulSet/mongo"]));
     cluster

@@ -132,10 +132,20 @@ fn sync_pods(store: &mut crate::store::Store, namespace: &str, set: &Value, fail
     for ordinal in 0..replicas {
         let pod = format!("{name}-{ordinal}");
         if store.get(&ty, namespace, &pod).is_none() {
+            // As the StatefulSet controller does: each claim template becomes a volume of the pod, bound to
+            // the ordinal's claim `<template>-<set>-<ordinal>`.
+            let mut spec = template["spec"].clone();
+            let mut volumes = spec["volumes"].as_array().cloned().unwrap_or_default();
+            for claim in set["spec"]["volumeClaimTemplates"].as_array().into_iter().flatten() {
+                let template_name = claim["metadata"]["name"].as_str().unwrap_or("data");
+                volumes.push(json!({"name": template_name,
+                    "persistentVolumeClaim": {"claimName": format!("{template_name}-{name}-{ordinal}")}}));
+            }
+            spec["volumes"] = json!(volumes);
             let object = json!({"metadata": {"name": pod, "labels": template["metadata"]["labels"],
                 "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": name,
                                      "uid": set["metadata"]["uid"], "controller": true}]},
-                "spec": template["spec"]});
+                "spec": spec});
             if store.create(&ty, namespace, object).is_err() {
                 continue;
             }

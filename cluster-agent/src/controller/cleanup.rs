@@ -47,6 +47,7 @@ async fn release(mi: Arc<ManagedInstance>, ctx: &Context) -> Result<Action> {
             }
         }
     }
+    lock(&ctx.statuses).remove(&mi.uid().unwrap_or_default());
     ctx.config.metrics.mirrors_restored.inc();
     Ok(Action::await_change())
 }
@@ -85,6 +86,6 @@ async fn remove(mi: Arc<ManagedInstance>, ctx: &Context) -> Result<Action> {
     }
     publish(&ctx.config, &ctx.jetstream, about(&mi), ObservedEvent::InstanceRemoved { instance_id: instance_uuid(&mi) })
         .await?;
-    lock(&ctx.statuses).remove(&mi.spec.instance_id);
+    lock(&ctx.statuses).remove(&mi.uid().unwrap_or_default());
     Ok(Action::await_change())
 }

@@ -32,7 +32,9 @@ pub(super) async fn apply(mi: Arc<ManagedInstance>, ctx: &Context) -> Result<Act
     let mut healed = Vec::new();
     let instance_id = mi.spec.instance_id.clone();
     let instance_id = instance_id.as_str();
-    let last = lock(&ctx.statuses).get(instance_id).cloned().or_else(|| mi.status.clone());
+    // Keyed by the object's uid: a ManagedInstance deleted and recreated starts without a status.
+    let uid = mi.uid().unwrap_or_default();
+    let last = lock(&ctx.statuses).get(&uid).cloned().or_else(|| mi.status.clone());
     let mi = if last != mi.status {
         // Observe against the status we last wrote, not the (older) one in the watch cache.
         let mut newer = (*mi).clone();
@@ -112,7 +114,7 @@ pub(super) async fn apply(mi: Arc<ManagedInstance>, ctx: &Context) -> Result<Act
         let patch =
             json!({"apiVersion": "cp.example.com/v1alpha1", "kind": "ManagedInstance", "status": status});
         api.patch_status(&mi.name_any(), &apply_params(), &Patch::Apply(&patch)).await?;
-        lock(&ctx.statuses).insert(instance_id.to_owned(), status);
+        lock(&ctx.statuses).insert(uid, status);
         writes += 1;
     }
     ctx.config.metrics.requests_per_reconcile.observe(f64::from(writes));

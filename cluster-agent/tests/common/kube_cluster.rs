@@ -153,9 +153,10 @@ impl Kube {
         }
     }
 
-    /// `kubectl delete <kind> <name> -n cp-acme` with upstream's kubectl, on either backend.
-    pub fn kubectl_delete(&self, kind: &str, name: &str) {
-        let mut command = match self {
+    /// `kubectl delete <kind> <name> -n cp-acme` with upstream's kubectl, on either backend. Run without
+    /// blocking: the simulator answers from this test's own runtime.
+    pub async fn kubectl_delete(&self, kind: &str, name: &str) {
+        let command = match self {
             Self::Sim { url, .. } => {
                 let mut command = Command::new(kubeenv::bin_dir().expect("kubectl").join("kube"));
                 command.args(["kubectl", "--server", url]);
@@ -163,8 +164,10 @@ impl Kube {
             }
             Self::Real { plane, .. } => plane.kubectl(Identity::Admin),
         };
+        let mut command = tokio::process::Command::from(command);
         // Returns once the deletion is accepted; what happens next is the scenario's to observe.
-        let output = command.args(["delete", kind, name, "-n", NAMESPACE, "--wait=false"]).output().expect("kubectl");
+        let output =
+            command.args(["delete", kind, name, "-n", NAMESPACE, "--wait=false"]).output().await.expect("kubectl");
         assert!(output.status.success(), "kubectl delete {kind} {name}: {}", String::from_utf8_lossy(&output.stderr));
     }
 
