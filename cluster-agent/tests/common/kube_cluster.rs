@@ -211,22 +211,15 @@ impl Kube {
     }
 
     /// Clears injected pod faults: the simulator's controllers settle again; on the real cluster the
-    /// pods are released to kwok (a Pending pod is made Running/Ready by its pod-ready stage) or, when
-    /// Running, deleted so the StatefulSet controller makes new ones that kwok readies.
+    /// failed pods are deleted, as an operator would after fixing the cause, and the StatefulSet
+    /// controller makes new ones that kwok's stages make Running and Ready.
     pub async fn clear_pod_faults(&self, set: &str) {
         match self {
             Self::Sim { sim, .. } => sim.set_faults(k8s_sim::server::Faults::default()),
             Self::Real { admin, .. } => {
                 let pods: Api<Pod> = Api::namespaced(admin.clone(), NAMESPACE);
                 for pod in self.pods_of(set).await {
-                    let current = pods.get(&pod).await.expect("pod");
-                    let phase = current.status.and_then(|s| s.phase).unwrap_or_default();
-                    if phase == "Pending" {
-                        let release = json!({"metadata": {"annotations": {"cp.example.com/test-hold": null}}});
-                        pods.patch(&pod, &PatchParams::default(), &Patch::Merge(&release)).await.expect("release pod");
-                    } else {
-                        pods.delete(&pod, &Default::default()).await.expect("delete pod");
-                    }
+                    pods.delete(&pod, &Default::default()).await.expect("delete pod");
                 }
             }
         }
