@@ -319,8 +319,11 @@ pub fn credentials(mi: &ManagedInstance, password: &str) -> Option<Child> {
 /// `8Gi`: k8s.io/apimachinery `pkg/api/resource/quantity.go`, `Quantity.String` writes
 /// `CanonicalizeBytes`), so quantity fields are compared by value, not by spelling; see
 /// [`quantities_equal`].
+///
+/// `apiVersion` and `kind` name the object rather than describe it, and a real API server leaves them
+/// out of the items of a built-in type's list, which is how a watch cache starts.
 pub fn is_applied(desired: &Value, actual: &Value) -> bool {
-    subset(desired, actual, "", &[GENERATION_PATH])
+    subset(desired, actual, "", &[GENERATION_PATH, "/apiVersion", "/kind"])
 }
 
 /// Whether an object still carries an owner reference (written by agents before objects stopped being

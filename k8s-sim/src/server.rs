@@ -377,7 +377,19 @@ async fn resource(
         ("watch", _) => return watch(&sim, &target, &params),
         ("list", _) => {
             let store = sim.store();
-            let items = store.list(&target.ty, target.namespace.as_deref(), params.label_selector.as_deref());
+            let mut items = store.list(&target.ty, target.namespace.as_deref(), params.label_selector.as_deref());
+            // As a real API server: items of a built-in type's list carry no apiVersion and kind (the
+            // list's own do); custom resources' items keep theirs (they are served unstructured).
+            let group = target.ty.group.as_str();
+            let built_in = group.is_empty() || group == "apps" || group.ends_with(".k8s.io");
+            if built_in {
+                for item in &mut items {
+                    if let Some(item) = item.as_object_mut() {
+                        item.remove("apiVersion");
+                        item.remove("kind");
+                    }
+                }
+            }
             return Json(
                 json!({"kind": format!("{}List", target.ty.kind), "apiVersion": target.ty.api_version(),
                 "metadata": {"resourceVersion": store.resource_version().to_string()}, "items": items}),

@@ -100,7 +100,10 @@ pub(super) fn observe(
             all_applied = false;
             continue;
         };
-        all_applied &= is_applied(&child.object, &current);
+        if !is_applied(&child.object, &current) {
+            tracing::debug!(kind = child.kind.kind(), name = %child.name, "not applied yet");
+            all_applied = false;
+        }
         let status = &current["status"];
         let generation = current["metadata"]["generation"].as_u64();
         match child.kind {
@@ -125,6 +128,7 @@ pub(super) fn observe(
     let previous = mi.status.clone().unwrap_or_default();
     // "At least" semantics: more ready replicas than desired is fine.
     let ready = all_applied && rolled_out && ready_replicas >= mi.spec.replicas && reason.is_none();
+    tracing::debug!(all_applied, rolled_out, ready_replicas, ?reason, ready, "observed");
     let phase = match (&reason, ready) {
         (Some(_), _) => ObservedPhase::Failed,
         (None, true) => ObservedPhase::Ready,
