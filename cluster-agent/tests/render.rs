@@ -86,3 +86,45 @@ fn applied_means_every_desired_field_is_present_whatever_the_server_added() {
         json!({"metadata": {"labels": {"a": "1"}}, "spec": {"replicas": 5, "ports": [{"port": 1}]}});
     assert!(!render::is_applied(&desired, &drifted));
 }
+
+/// A real API server returns quantities canonicalised; what the agent applied must still count as applied.
+#[test]
+fn quantities_compare_by_value_as_a_real_api_server_canonicalises_them() {
+    for (written, returned) in [("2000m", "2"), ("8192Mi", "8Gi"), ("1024Mi", "1Gi"), ("1.5Gi", "1536Mi"), ("1e3", "1k"), ("500m", "0.5")] {
+        assert!(render::quantities_equal(written, returned), "{written} = {returned}");
+    }
+    for (a, b) in [("1Gi", "1G"), ("2", "2001m"), ("10Gi", "100Gi"), ("x", "y")] {
+        assert!(!render::quantities_equal(a, b), "{a} != {b}");
+    }
+    let mi = fixture("mongodb", "7.0", json!({}));
+    let rendered = render::render(&mi);
+    let set = rendered.iter().find(|c| c.kind == render::ChildKind::StatefulSet).unwrap();
+    let mut canonical = set.object.clone();
+    let resources = &mut canonical["spec"]["template"]["spec"]["containers"][0]["resources"];
+    resources["requests"] = json!({"cpu": "2", "memory": "8Gi"});
+    resources["limits"] = json!({"cpu": "2", "memory": "8Gi"});
+    // ... and without apiVersion/kind, as the items of a list come.
+    canonical.as_object_mut().unwrap().remove("apiVersion");
+    canonical.as_object_mut().unwrap().remove("kind");
+    assert!(render::is_applied(&set.object, &canonical), "canonical quantities are the same amounts");
+    // Quantities are compared by value only where they are quantities: an image tag is a string.
+    let mut other_image = set.object.clone();
+    other_image["spec"]["template"]["spec"]["containers"][0]["image"] = json!("mongo:7");
+    assert!(!render::is_applied(&set.object, &other_image));
+    let mut fewer = canonical.clone();
+    fewer["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"] = json!("1999m");
+    assert!(!render::is_applied(&set.object, &fewer));
+}
+
+#[test]
+fn no_object_is_owned_by_the_managed_instance_and_claims_outlive_the_statefulset() {
+    for service in ["postgresql", "mongodb", "influxdb", "grafana"] {
+        let mi = fixture(service, "16", json!({}));
+        for child in render::render(&mi).into_iter().chain(render::credentials(&mi, "p")) {
+            assert!(child.object["metadata"].get("ownerReferences").is_none(), "{service}: {}", child.name);
+            if child.kind == render::ChildKind::StatefulSet {
+                assert_eq!(child.object["spec"]["persistentVolumeClaimRetentionPolicy"]["whenDeleted"], "Retain");
+            }
+        }
+    }
+}
