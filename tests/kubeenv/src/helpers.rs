@@ -2,7 +2,7 @@
 //! resizer for the default StorageClass (a CSI driver's external-provisioner and external-resizer), and
 //! the CloudNativePG operator's status reporting.
 
-use futures::{StreamExt as _, TryStreamExt as _};
+use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use kube::{
     Api, Client, ResourceExt as _,
@@ -36,7 +36,9 @@ async fn provision_volumes(admin: Client) {
     let claims: Api<PersistentVolumeClaim> = Api::all(admin.clone());
     let volumes: Api<PersistentVolume> = Api::all(admin.clone());
     let mut events = watcher(claims, watcher::Config::default()).default_backoff().applied_objects().boxed();
-    while let Ok(Some(claim)) = events.try_next().await {
+    // A watch error is retried with backoff by the stream itself; only its end stops the helper.
+    while let Some(claim) = events.next().await {
+        let Ok(claim) = claim else { continue };
         let annotations = claim.annotations();
         let ours = annotations.get("volume.kubernetes.io/storage-provisioner").map(String::as_str)
             == Some(PROVISIONER);
@@ -149,7 +151,8 @@ async fn report_cnpg_status(admin: Client) {
     let resource = cnpg_cluster_resource();
     let clusters: Api<DynamicObject> = Api::all_with(admin.clone(), &resource);
     let mut events = watcher(clusters, watcher::Config::default()).default_backoff().applied_objects().boxed();
-    while let Ok(Some(cluster)) = events.try_next().await {
+    while let Some(cluster) = events.next().await {
+        let Ok(cluster) = cluster else { continue };
         if cluster.metadata.deletion_timestamp.is_some() {
             continue;
         }
