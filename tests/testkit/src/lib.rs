@@ -85,6 +85,16 @@ impl NatsServer {
         server
     }
 
+    /// Starts a server with extra configuration appended (for example an `authorization` block).
+    pub fn start_with_config(sync: Sync, extra: &str) -> Self {
+        let dir =
+            tempfile::Builder::new().prefix("cp-nats-").tempdir().expect("create temp dir for nats-server");
+        let mut server =
+            Self { child: None, dir, port: 0, sync, extra: extra.to_owned(), news: None, meta_leader: false };
+        server.spawn();
+        server
+    }
+
     /// Client URL.
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
