@@ -169,7 +169,10 @@ pub async fn install_crd(client: &Client) -> Result<()> {
 }
 
 /// The ManagedInstance an object belongs to: its instance-name label, in its namespace.
-fn instance_of(labels: &std::collections::BTreeMap<String, String>, namespace: Option<String>) -> Option<ObjectRef<ManagedInstance>> {
+fn instance_of(
+    labels: &std::collections::BTreeMap<String, String>,
+    namespace: Option<String>,
+) -> Option<ObjectRef<ManagedInstance>> {
     labels.get(NAME_LABEL).map(|name| ObjectRef::new(name).within(&namespace.unwrap_or_default()))
 }
 
@@ -241,7 +244,9 @@ pub(crate) async fn run(config: Arc<AgentConfig>, desired: Arc<Desired>) -> anyh
         );
     }
     controller = controller
-        .watches_stream(claim_events, |claim: PersistentVolumeClaim| instance_of(claim.labels(), claim.namespace()))
+        .watches_stream(claim_events, |claim: PersistentVolumeClaim| {
+            instance_of(claim.labels(), claim.namespace())
+        })
         .watches_stream(pod_events, |pod: Pod| instance_of(pod.labels(), pod.namespace()));
     controller
         .shutdown_on_signal()

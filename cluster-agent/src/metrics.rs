@@ -67,7 +67,11 @@ impl Metrics {
             "Instance event messages skipped because they could not be decoded",
             self.undecodable_events.clone(),
         );
-        r.register("drift_healed", "Reconciles that put back objects changed outside the control plane", self.drift_healed.clone());
+        r.register(
+            "drift_healed",
+            "Reconciles that put back objects changed outside the control plane",
+            self.drift_healed.clone(),
+        );
         r.register(
             "mirrors_restored",
             "ManagedInstances of active instances deleted by hand and restored, data untouched",

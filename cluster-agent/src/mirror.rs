@@ -260,8 +260,12 @@ async fn restore_deleted_mirrors(config: Arc<AgentConfig>, desired: Arc<Desired>
             continue;
         }
         tracing::warn!(%id, name = %mi.name_any(), "ManagedInstance of an active instance was deleted; restored");
-        let about = About { project: &mi.spec.project, instance_id: id, desired_generation: mi.spec.generation };
-        let event = ObservedEvent::DriftHealed { instance_id: id, objects: vec![format!("ManagedInstance/{}", mi.name_any())] };
+        let about =
+            About { project: &mi.spec.project, instance_id: id, desired_generation: mi.spec.generation };
+        let event = ObservedEvent::DriftHealed {
+            instance_id: id,
+            objects: vec![format!("ManagedInstance/{}", mi.name_any())],
+        };
         if let Err(e) = publish(&config, &js, about, event).await {
             tracing::warn!(%id, error = %e, "publishing the drift event failed");
         }

@@ -25,7 +25,11 @@ async fn every_service_type_converges_and_reports_ready(backend: Backend) {
         assert_eq!(set["status"]["readyReplicas"], 1, "{name}: ready through the StatefulSet's pods");
         assert!(view.get("services", name).is_some(), "{name} service");
         assert!(view.get("configmaps", &format!("{name}-config")).is_some(), "{name} configmap");
-        assert_eq!(view.password(name).map(|p| p.len()), Some(32), "{name}: credentials generated in the cluster");
+        assert_eq!(
+            view.password(name).map(|p| p.len()),
+            Some(32),
+            "{name}: credentials generated in the cluster"
+        );
         assert!(view.get("pods", &format!("{name}-0")).is_some(), "{name}: a pod of the set");
     }
     let observed = world.observed("c1").await;
@@ -46,7 +50,8 @@ async fn an_update_writes_exactly_the_affected_objects_and_deprovision_removes_e
     cluster.converges("provisioned", |v| v.ready_at("mongo", 1)).await;
 
     let before = cluster.writes();
-    let version = world.update(id, UpdateInstance { version: Some("7.0".into()), ..Default::default() }).await;
+    let version =
+        world.update(id, UpdateInstance { version: Some("7.0".into()), ..Default::default() }).await;
     cluster.converges("version updated", |v| v.ready_at("mongo", version)).await;
     let changed = delta(&before, &cluster.writes());
     assert_eq!(changed.get("patch statefulsets.apps"), Some(&1), "{changed:?}");
@@ -59,7 +64,11 @@ async fn an_update_writes_exactly_the_affected_objects_and_deprovision_removes_e
     cluster.converges("configuration updated", |v| v.ready_at("mongo", version)).await;
     let changed = delta(&before, &cluster.writes());
     assert_eq!(changed.get("patch configmaps"), Some(&1), "{changed:?}");
-    assert_eq!(changed.get("patch statefulsets.apps"), Some(&1), "the pod template's config hash rolls the pods: {changed:?}");
+    assert_eq!(
+        changed.get("patch statefulsets.apps"),
+        Some(&1),
+        "the pod template's config hash rolls the pods: {changed:?}"
+    );
     assert_eq!(changed.get("patch services"), None, "{changed:?}");
 
     let before = cluster.writes();
@@ -92,7 +101,10 @@ async fn a_hand_edited_statefulset_is_healed_and_the_drift_recorded(backend: Bac
     let cluster = world.cluster("c1");
     cluster.converges("provisioned", |v| v.ready_at("grafana", 1)).await;
     let mut observed = world.nats.subscribe(streams::instances::observed_cluster_filter("c1")).await.unwrap();
-    cluster.kube.hand_edit("statefulsets.apps", "grafana", serde_json::json!({"spec": {"replicas": 5}})).await;
+    cluster
+        .kube
+        .hand_edit("statefulsets.apps", "grafana", serde_json::json!({"spec": {"replicas": 5}}))
+        .await;
     cluster
         .converges("replicas put back", |v| {
             v.get("statefulsets.apps", "grafana").is_some_and(|o| o["spec"]["replicas"] == 1)
@@ -136,12 +148,19 @@ async fn a_deleted_managed_instance_of_an_active_instance_comes_back_with_its_da
         named.extend(drift["event"]["data"]["objects"].as_array().unwrap().iter().cloned());
     }
     named.sort_by_key(|v| v.to_string());
-    assert_eq!(named, vec![serde_json::json!("ManagedInstance/mongo"), serde_json::json!("ManagedInstance/pg")]);
+    assert_eq!(
+        named,
+        vec![serde_json::json!("ManagedInstance/mongo"), serde_json::json!("ManagedInstance/pg")]
+    );
     let after = cluster.view().await;
     assert_eq!(after.uid("persistentvolumeclaims", "data-mongo-0"), Some(claim_uid), "the claim was kept");
     assert_eq!(after.uid("secrets", "mongo-credentials"), Some(secret_uid), "the credentials were kept");
     assert_eq!(after.password("mongo"), Some(password));
-    assert_eq!(after.uid("clusters.postgresql.cnpg.io", "pg"), Some(pg_cluster_uid), "the PostgreSQL cluster was kept");
+    assert_eq!(
+        after.uid("clusters.postgresql.cnpg.io", "pg"),
+        Some(pg_cluster_uid),
+        "the PostgreSQL cluster was kept"
+    );
     let deletes: Vec<_> = cluster.writes().into_keys().filter(|k| k.starts_with("delete ")).collect();
     assert!(deletes.is_empty(), "the agent deleted something: {deletes:?}");
     assert_eq!(world.cluster("c1").metrics.mirrors_restored.get(), 2);
@@ -193,7 +212,8 @@ async fn failing_pods_show_as_error_with_their_reason_and_recover(backend: Backe
     cluster.kube.inject_pod_fault("crashing", common::kube_cluster::PodFault::CrashLoop).await;
     cluster
         .converges("crash loop reported", |v| {
-            v.phase("crashing").as_deref() == Some("Failed") && v.reason("crashing").as_deref() == Some("CrashLoopBackOff")
+            v.phase("crashing").as_deref() == Some("Failed")
+                && v.reason("crashing").as_deref() == Some("CrashLoopBackOff")
         })
         .await;
     cluster.kube.clear_pod_faults("crashing").await;
@@ -253,7 +273,9 @@ async fn storage_grows_by_expanding_each_claim_and_the_claim_template_stays_as_c
     let view = cluster.view().await;
     let storage = view.managed_instance("mongo").unwrap()["spec"]["storageGib"].as_u64().unwrap();
     for ordinal in 0..3 {
-        let replica = view.get("persistentvolumeclaims", &format!("data-mongo-{ordinal}")).expect("a claim per replica");
+        let replica = view
+            .get("persistentvolumeclaims", &format!("data-mongo-{ordinal}"))
+            .expect("a claim per replica");
         assert_eq!(replica["status"]["capacity"]["storage"], format!("{storage}Gi"), "claim {ordinal}");
     }
     cluster.assert_permitted();
@@ -270,7 +292,9 @@ async fn a_storage_class_that_cannot_expand_fails_the_instance_until_it_can() {
     let sim = cluster.kube.sim();
     sim.set_faults(k8s_sim::server::Faults { volume_expansion_refused: true, ..Default::default() });
     let version = world.update(id, UpdateInstance { storage_gib: Some(200), ..Default::default() }).await;
-    cluster.converges("refusal reported", |v| v.reason("influx").as_deref() == Some("VolumeExpansionFailed")).await;
+    cluster
+        .converges("refusal reported", |v| v.reason("influx").as_deref() == Some("VolumeExpansionFailed"))
+        .await;
     assert_eq!(cluster.view().await.phase("influx").as_deref(), Some("Failed"));
 
     // The administrator allows expansion: nothing in the cluster changes that the agent watches, yet it
@@ -297,7 +321,11 @@ async fn an_agent_receives_only_its_own_clusters_events() {
         stream.get_consumer(&cluster_agent::mirror::durable_name("a")).await.unwrap();
     let info = consumer.info().await.unwrap();
     assert_eq!(info.config.filter_subject, "cp.evt.a.>", "filtered on the server");
-    assert_eq!(info.delivered.consumer_sequence + info.num_pending, 5, "only cluster a's 5 messages reach agent a");
+    assert_eq!(
+        info.delivered.consumer_sequence + info.num_pending,
+        5,
+        "only cluster a's 5 messages reach agent a"
+    );
     let sets = world.cluster("a").view().await.names("statefulsets.apps");
     assert_eq!(sets.len(), 5);
     assert!(sets.iter().all(|name| name.starts_with('a')));

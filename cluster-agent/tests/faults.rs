@@ -16,13 +16,19 @@ fn spawn_agent(world: &World, cluster: &Cluster) -> std::process::Child {
     cluster.kube.agent_process_args(&mut command);
     command
         .env("RUST_LOG", std::env::var("CP_TEST_AGENT_LOG").unwrap_or_else(|_| "warn".into()))
-        .stdout(if std::env::var_os("CP_TEST_AGENT_LOG").is_some() { Stdio::inherit() } else { Stdio::null() })
+        .stdout(if std::env::var_os("CP_TEST_AGENT_LOG").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
         .stderr(Stdio::null())
         .spawn()
         .expect("start the cluster-agent binary")
 }
 
-async fn an_agent_killed_mid_converge_converges_after_restart_with_nothing_duplicated_or_missed(backend: Backend) {
+async fn an_agent_killed_mid_converge_converges_after_restart_with_nothing_duplicated_or_missed(
+    backend: Backend,
+) {
     let world = World::without_agents(backend, &["c1"], Duration::from_millis(50)).await;
     let cluster = &world.clusters[0];
     let mut agent = spawn_agent(&world, cluster);
@@ -34,13 +40,16 @@ async fn an_agent_killed_mid_converge_converges_after_restart_with_nothing_dupli
     }
     // Kill it once some instances are mirrored but before all are ready.
     cluster
-        .converges("agent started converging", |v| names.iter().filter(|n| v.managed_instance(n).is_some()).count() >= 5)
+        .converges("agent started converging", |v| {
+            names.iter().filter(|n| v.managed_instance(n).is_some()).count() >= 5
+        })
         .await;
     agent.kill().expect("SIGKILL the agent");
     agent.wait().unwrap();
     let view = cluster.view().await;
     let ready_before = names.iter().filter(|n| view.ready_at(n, 1)).count();
-    let passwords: Vec<(String, String)> = names.iter().filter_map(|n| view.password(n).map(|p| (n.clone(), p))).collect();
+    let passwords: Vec<(String, String)> =
+        names.iter().filter_map(|n| view.password(n).map(|p| (n.clone(), p))).collect();
     assert!(ready_before < names.len(), "killed too late to test anything: all were ready");
 
     let mut agent = spawn_agent(&world, cluster);
@@ -49,11 +58,26 @@ async fn an_agent_killed_mid_converge_converges_after_restart_with_nothing_dupli
     agent.wait().unwrap();
     if !converged {
         let view = cluster.view().await;
-        let behind: Vec<_> = names.iter().filter(|n| !view.ready_at(n, 1)).map(|n| (n, view.phase(n))).collect();
-        let pods: Vec<_> = view.names("pods").iter().map(|p| (p.clone(), view.get("pods", p).unwrap()["status"]["phase"].clone())).collect();
-        let claims: Vec<_> = view.names("persistentvolumeclaims").iter().map(|p| (p.clone(), view.get("persistentvolumeclaims", p).unwrap()["status"]["phase"].clone())).collect();
-        let sets: Vec<_> = view.names("statefulsets.apps").iter().map(|p| (p.clone(), view.get("statefulsets.apps", p).unwrap()["status"].clone())).collect();
-        panic!("not every instance converged after the restart: {behind:?}\npods {pods:?}\nclaims {claims:?}\nsets {sets:?}");
+        let behind: Vec<_> =
+            names.iter().filter(|n| !view.ready_at(n, 1)).map(|n| (n, view.phase(n))).collect();
+        let pods: Vec<_> = view
+            .names("pods")
+            .iter()
+            .map(|p| (p.clone(), view.get("pods", p).unwrap()["status"]["phase"].clone()))
+            .collect();
+        let claims: Vec<_> = view
+            .names("persistentvolumeclaims")
+            .iter()
+            .map(|p| (p.clone(), view.get("persistentvolumeclaims", p).unwrap()["status"]["phase"].clone()))
+            .collect();
+        let sets: Vec<_> = view
+            .names("statefulsets.apps")
+            .iter()
+            .map(|p| (p.clone(), view.get("statefulsets.apps", p).unwrap()["status"].clone()))
+            .collect();
+        panic!(
+            "not every instance converged after the restart: {behind:?}\npods {pods:?}\nclaims {claims:?}\nsets {sets:?}"
+        );
     }
     let view = cluster.view().await;
     for (name, id) in names.iter().zip(&ids) {
@@ -62,7 +86,11 @@ async fn an_agent_killed_mid_converge_converges_after_restart_with_nothing_dupli
         assert_eq!(view.owned(*id).len(), 6, "{name}: {:?}", view.owned(*id));
     }
     for (name, before) in passwords {
-        assert_eq!(view.password(&name).as_deref(), Some(before.as_str()), "{name}'s credentials were regenerated");
+        assert_eq!(
+            view.password(&name).as_deref(),
+            Some(before.as_str()),
+            "{name}'s credentials were regenerated"
+        );
     }
 }
 on_both_backends!(an_agent_killed_mid_converge_converges_after_restart_with_nothing_duplicated_or_missed);
@@ -77,7 +105,9 @@ async fn an_idle_agent_makes_no_requests_besides_its_watches(backend: Backend) {
     }
     world.provision("c1", "pg", ServiceType::Postgresql, "16").await;
     let cluster = world.cluster("c1");
-    cluster.converges("ready", |v| (0..3).all(|i| v.ready_at(&format!("db-{i}"), 1)) && v.ready_at("pg", 1)).await;
+    cluster
+        .converges("ready", |v| (0..3).all(|i| v.ready_at(&format!("db-{i}"), 1)) && v.ready_at("pg", 1))
+        .await;
     // Settled: the controllers' own status updates have been seen (one more resync round with no write).
     settled(cluster).await;
     let before = cluster.requests.counts();

@@ -16,10 +16,12 @@ use uuid::Uuid;
 /// Starts an agent (with default settings: one replica) on `agent_nats`, provisions one instance through
 /// `topology` and waits until the agent reports it ready in its simulated cluster.
 async fn an_instance_converges(topology: &Topology, agent_nats: async_nats::Client) {
-    let sim = Simulator::new(SimulatorOptions { ready_delay: Duration::from_millis(20), ..Default::default() });
+    let sim =
+        Simulator::new(SimulatorOptions { ready_delay: Duration::from_millis(20), ..Default::default() });
     let address = sim.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let metrics = Metrics::default();
-    let client = Requests::default().client(kube::Config::new(format!("http://{address}").parse().unwrap()), &metrics);
+    let client =
+        Requests::default().client(kube::Config::new(format!("http://{address}").parse().unwrap()), &metrics);
     let agent = tokio::spawn(cluster_agent::run(AgentConfig {
         cluster: "c1".into(),
         client,
@@ -34,13 +36,20 @@ async fn an_instance_converges(topology: &Topology, agent_nats: async_nats::Clie
     let id = Uuid::now_v7();
     let provision = ProvisionInstance::new(id, "acme", "db", ServiceType::Grafana, "11.6", "starter", "c1");
     commands
-        .execute("acme", id, InstanceCommand::Provision(provision), None, CommandMetadata::new("provision", "test"))
+        .execute(
+            "acme",
+            id,
+            InstanceCommand::Provision(provision),
+            None,
+            CommandMetadata::new("provision", "test"),
+        )
         .await
         .expect("provision");
     let ready = sim
         .wait_until(CONVERGE, |store| {
             let ty = store.resource_type("cp.example.com", "v1alpha1", "managedinstances");
-            ty.and_then(|ty| store.get(&ty, "cp-acme", "db")).is_some_and(|mi| mi["status"]["phase"] == "Ready")
+            ty.and_then(|ty| store.get(&ty, "cp-acme", "db"))
+                .is_some_and(|mi| mi["status"]["phase"] == "Ready")
         })
         .await;
     assert!(!agent.is_finished(), "the agent stopped: {:?}", agent.await);

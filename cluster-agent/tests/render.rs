@@ -90,7 +90,14 @@ fn applied_means_every_desired_field_is_present_whatever_the_server_added() {
 /// A real API server returns quantities canonicalised; what the agent applied must still count as applied.
 #[test]
 fn quantities_compare_by_value_as_a_real_api_server_canonicalises_them() {
-    for (written, returned) in [("2000m", "2"), ("8192Mi", "8Gi"), ("1024Mi", "1Gi"), ("1.5Gi", "1536Mi"), ("1e3", "1k"), ("500m", "0.5")] {
+    for (written, returned) in [
+        ("2000m", "2"),
+        ("8192Mi", "8Gi"),
+        ("1024Mi", "1Gi"),
+        ("1.5Gi", "1536Mi"),
+        ("1e3", "1k"),
+        ("500m", "0.5"),
+    ] {
         assert!(render::quantities_equal(written, returned), "{written} = {returned}");
     }
     for (a, b) in [("1Gi", "1G"), ("2", "2001m"), ("10Gi", "100Gi"), ("x", "y")] {
@@ -123,7 +130,10 @@ fn no_object_is_owned_by_the_managed_instance_and_claims_outlive_the_statefulset
         for child in render::render(&mi).into_iter().chain(render::credentials(&mi, "p")) {
             assert!(child.object["metadata"].get("ownerReferences").is_none(), "{service}: {}", child.name);
             if child.kind == render::ChildKind::StatefulSet {
-                assert_eq!(child.object["spec"]["persistentVolumeClaimRetentionPolicy"]["whenDeleted"], "Retain");
+                assert_eq!(
+                    child.object["spec"]["persistentVolumeClaimRetentionPolicy"]["whenDeleted"],
+                    "Retain"
+                );
             }
         }
     }

@@ -85,7 +85,9 @@ fn desired_status(resource: &str, object: &Value, failure: Option<&str>, settled
         let (phase, reason) = match (settled, failure) {
             (false, _) => ("Setting up primary", String::new()),
             (true, None) => ("Cluster in healthy state", String::new()),
-            (true, Some(reason)) => ("Cluster is unrecoverable and needs manual intervention", reason.to_owned()),
+            (true, Some(reason)) => {
+                ("Cluster is unrecoverable and needs manual intervention", reason.to_owned())
+            }
         };
         let condition = if phase == "Cluster in healthy state" {
             json!({"type": "Ready", "status": "True", "reason": "ClusterIsReady", "message": "Cluster is Ready"})
@@ -123,7 +125,13 @@ fn pod_status(template: &Value, failure: Option<&str>, settled: bool) -> Value {
 
 /// The set's pods, one per ordinal, owned by the set (so deleting it collects them), with the status
 /// the kubelet would report; pods beyond `replicas` go.
-fn sync_pods(store: &mut crate::store::Store, namespace: &str, set: &Value, failure: Option<&str>, settled: bool) {
+fn sync_pods(
+    store: &mut crate::store::Store,
+    namespace: &str,
+    set: &Value,
+    failure: Option<&str>,
+    settled: bool,
+) {
     let Some(ty) = store.types().iter().find(|t| t.key() == PODS).cloned() else { return };
     let name = set["metadata"]["name"].as_str().unwrap_or_default();
     let replicas = set["spec"]["replicas"].as_u64().unwrap_or(1);
@@ -157,7 +165,9 @@ fn sync_pods(store: &mut crate::store::Store, namespace: &str, set: &Value, fail
         .iter()
         .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_owned))
         .filter(|p| {
-            p.strip_prefix(&format!("{name}-")).and_then(|o| o.parse::<u64>().ok()).is_some_and(|o| o >= replicas)
+            p.strip_prefix(&format!("{name}-"))
+                .and_then(|o| o.parse::<u64>().ok())
+                .is_some_and(|o| o >= replicas)
         })
         .collect();
     for pod in extra {

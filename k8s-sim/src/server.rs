@@ -377,7 +377,8 @@ async fn resource(
         ("watch", _) => return watch(&sim, &target, &params),
         ("list", _) => {
             let store = sim.store();
-            let mut items = store.list(&target.ty, target.namespace.as_deref(), params.label_selector.as_deref());
+            let mut items =
+                store.list(&target.ty, target.namespace.as_deref(), params.label_selector.as_deref());
             // As a real API server: items of a built-in type's list carry no apiVersion and kind (the
             // list's own do); custom resources' items keep theirs (they are served unstructured).
             let group = target.ty.group.as_str();

@@ -84,8 +84,13 @@ async fn remove(mi: Arc<ManagedInstance>, ctx: &Context) -> Result<Action> {
         // next cleanup; the error policy's requeue only guards a lost event.
         return Err(Error::Waiting(format!("{remaining} objects still present")));
     }
-    publish(&ctx.config, &ctx.jetstream, about(&mi), ObservedEvent::InstanceRemoved { instance_id: instance_uuid(&mi) })
-        .await?;
+    publish(
+        &ctx.config,
+        &ctx.jetstream,
+        about(&mi),
+        ObservedEvent::InstanceRemoved { instance_id: instance_uuid(&mi) },
+    )
+    .await?;
     lock(&ctx.statuses).remove(&mi.uid().unwrap_or_default());
     Ok(Action::await_change())
 }

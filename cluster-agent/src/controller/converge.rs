@@ -73,9 +73,12 @@ pub(super) async fn apply(mi: Arc<ManagedInstance>, ctx: &Context) -> Result<Act
         let secret = render::credentials(&mi, &password).expect("same service");
         let object: DynamicObject = serde_json::from_value(secret.object)?;
         match ctx.api(ChildKind::Secret, &namespace).create(&PostParams::default(), &object).await {
-            Ok(created) => {
-                ctx.remember(ChildKind::Secret, &namespace, &secret.name, Some(serde_json::to_value(&created)?))
-            }
+            Ok(created) => ctx.remember(
+                ChildKind::Secret,
+                &namespace,
+                &secret.name,
+                Some(serde_json::to_value(&created)?),
+            ),
             Err(kube::Error::Api(e)) if e.code == 409 => {}
             Err(e) => return Err(e.into()),
         }

@@ -56,7 +56,9 @@ fn cnpg_failure(status: &Value) -> Option<String> {
         "Invalid cluster definition" => "InvalidClusterDefinition",
         "Cluster has incomplete or invalid image catalog" => "ImageCatalogError",
         "Cluster cannot proceed to reconciliation due to an unknown plugin being required" => "UnknownPlugin",
-        "Cluster cannot proceed to reconciliation due to an error while interacting with plugins" => "PluginFailure",
+        "Cluster cannot proceed to reconciliation due to an error while interacting with plugins" => {
+            "PluginFailure"
+        }
         "Cluster cannot execute instance online upgrade due to missing architecture binary" => {
             "ArchitectureBinaryMissing"
         }
@@ -67,7 +69,11 @@ fn cnpg_failure(status: &Value) -> Option<String> {
 }
 
 fn cnpg_ready(status: &Value) -> bool {
-    status["conditions"].as_array().into_iter().flatten().any(|c| c["type"] == "Ready" && c["status"] == "True")
+    status["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Ready" && c["status"] == "True")
 }
 
 /// What the cluster shows for the instance, from the watch caches.

@@ -146,7 +146,8 @@ impl Kube {
                 store.merge_patch(&ty, NAMESPACE, name, &patch, false).expect("hand edit");
             }
             Self::Real { admin, .. } => {
-                let api: Api<DynamicObject> = Api::namespaced_with(admin.clone(), NAMESPACE, &api_resource(resource));
+                let api: Api<DynamicObject> =
+                    Api::namespaced_with(admin.clone(), NAMESPACE, &api_resource(resource));
                 let params = PatchParams { field_manager: Some("kubectl-edit".into()), ..Default::default() };
                 api.patch(name, &params, &Patch::Merge(&patch)).await.expect("hand edit");
             }
@@ -166,9 +167,16 @@ impl Kube {
         };
         let mut command = tokio::process::Command::from(command);
         // Returns once the deletion is accepted; what happens next is the scenario's to observe.
-        let output =
-            command.args(["delete", kind, name, "-n", NAMESPACE, "--wait=false"]).output().await.expect("kubectl");
-        assert!(output.status.success(), "kubectl delete {kind} {name}: {}", String::from_utf8_lossy(&output.stderr));
+        let output = command
+            .args(["delete", kind, name, "-n", NAMESPACE, "--wait=false"])
+            .output()
+            .await
+            .expect("kubectl");
+        assert!(
+            output.status.success(),
+            "kubectl delete {kind} {name}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
 
     /// Makes every pod of the StatefulSet `set` report `fault` (the simulator through its fault
@@ -204,7 +212,9 @@ impl Kube {
                     let status = json!({"status": {"phase": phase, "containerStatuses": statuses,
                         "conditions": [{"type": "Ready", "status": "False", "reason": "ContainersNotReady"},
                                        {"type": "ContainersReady", "status": "False", "reason": "ContainersNotReady"}]}});
-                    pods.patch_status(&pod, &PatchParams::default(), &Patch::Merge(&status)).await.expect("pod status");
+                    pods.patch_status(&pod, &PatchParams::default(), &Patch::Merge(&status))
+                        .await
+                        .expect("pod status");
                 }
             }
         }

@@ -91,7 +91,12 @@ impl World {
         Self::on_nats(backend, names, ready_delay, nats_server).await
     }
 
-    pub async fn on_nats(backend: Backend, names: &[&str], ready_delay: Duration, nats_server: NatsServer) -> Self {
+    pub async fn on_nats(
+        backend: Backend,
+        names: &[&str],
+        ready_delay: Duration,
+        nats_server: NatsServer,
+    ) -> Self {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
@@ -181,7 +186,13 @@ impl World {
     pub async fn update(&self, id: Uuid, update: UpdateInstance) -> u64 {
         let committed = self
             .commands
-            .execute("acme", id, InstanceCommand::Update(update), None, CommandMetadata::new("update", "test"))
+            .execute(
+                "acme",
+                id,
+                InstanceCommand::Update(update),
+                None,
+                CommandMetadata::new("update", "test"),
+            )
             .await
             .expect("update");
         committed.version
@@ -189,7 +200,13 @@ impl World {
 
     pub async fn deprovision(&self, id: Uuid) {
         self.commands
-            .execute("acme", id, InstanceCommand::Deprovision, None, CommandMetadata::new("deprovision", "test"))
+            .execute(
+                "acme",
+                id,
+                InstanceCommand::Deprovision,
+                None,
+                CommandMetadata::new("deprovision", "test"),
+            )
             .await
             .expect("deprovision");
     }
@@ -263,7 +280,8 @@ impl View {
     /// Ready at generation `generation`.
     pub fn ready_at(&self, name: &str, generation: u64) -> bool {
         self.managed_instance(name).is_some_and(|mi| {
-            mi["status"]["phase"] == "Ready" && mi["status"]["observedGeneration"].as_u64() == Some(generation)
+            mi["status"]["phase"] == "Ready"
+                && mi["status"]["observedGeneration"].as_u64() == Some(generation)
         })
     }
 
@@ -328,7 +346,10 @@ impl Cluster {
                 .iter()
                 .map(|n| (n.clone(), view.managed_instance(n).map(|mi| mi["status"].clone())))
                 .collect();
-            panic!("{what}: not within {CONVERGE:?}; instances: {instances:#?}\nrequests: {:?}", self.requests.counts());
+            panic!(
+                "{what}: not within {CONVERGE:?}; instances: {instances:#?}\nrequests: {:?}",
+                self.requests.counts()
+            );
         }
     }
 

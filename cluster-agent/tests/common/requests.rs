@@ -76,7 +76,10 @@ fn key(method: &http::Method, uri: &http::Uri) -> Option<String> {
 #[test]
 fn request_keys_name_verb_resource_group_and_subresource() {
     let k = |m: &str, u: &str| key(&m.parse().unwrap(), &u.parse().unwrap());
-    assert_eq!(k("PATCH", "/apis/apps/v1/namespaces/cp-acme/statefulsets/db?fieldManager=x").unwrap(), "patch statefulsets.apps");
+    assert_eq!(
+        k("PATCH", "/apis/apps/v1/namespaces/cp-acme/statefulsets/db?fieldManager=x").unwrap(),
+        "patch statefulsets.apps"
+    );
     assert_eq!(k("GET", "/api/v1/pods?labelSelector=a&watch=true").unwrap(), "watch pods");
     assert_eq!(k("GET", "/api/v1/persistentvolumeclaims").unwrap(), "list persistentvolumeclaims");
     assert_eq!(k("PATCH", "/api/v1/namespaces/cp-acme").unwrap(), "patch namespaces");

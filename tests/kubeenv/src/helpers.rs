@@ -52,7 +52,10 @@ async fn provision_volumes(admin: Client) {
             .unwrap_or_default();
         let namespace = claim.namespace().unwrap_or_default();
         let uid = claim.uid().unwrap_or_default();
-        if ours && spec.volume_name.is_none() && annotations.contains_key("volume.kubernetes.io/selected-node") {
+        if ours
+            && spec.volume_name.is_none()
+            && annotations.contains_key("volume.kubernetes.io/selected-node")
+        {
             let volume: PersistentVolume = serde_json::from_value(json!({
                 "metadata": {"name": format!("pvc-{uid}"),
                              "annotations": {"pv.kubernetes.io/provisioned-by": PROVISIONER}},
@@ -150,7 +153,8 @@ pub fn healthy_cnpg_status(cluster: &Value) -> Value {
 async fn report_cnpg_status(admin: Client) {
     let resource = cnpg_cluster_resource();
     let clusters: Api<DynamicObject> = Api::all_with(admin.clone(), &resource);
-    let mut events = watcher(clusters, watcher::Config::default()).default_backoff().applied_objects().boxed();
+    let mut events =
+        watcher(clusters, watcher::Config::default()).default_backoff().applied_objects().boxed();
     while let Some(cluster) = events.next().await {
         let Ok(cluster) = cluster else { continue };
         if cluster.metadata.deletion_timestamp.is_some() {
@@ -159,14 +163,17 @@ async fn report_cnpg_status(admin: Client) {
         let object = serde_json::to_value(&cluster).unwrap_or_default();
         let status = healthy_cnpg_status(&object);
         let current = &object["status"];
-        let unchanged = ["instances", "readyInstances", "phase", "image"].iter().all(|k| current[k] == status[k]);
+        let unchanged =
+            ["instances", "readyInstances", "phase", "image"].iter().all(|k| current[k] == status[k]);
         if unchanged {
             continue;
         }
         let api: Api<DynamicObject> =
             Api::namespaced_with(admin.clone(), &cluster.namespace().unwrap_or_default(), &resource);
         let patch = json!({"status": status});
-        if let Err(e) = api.patch_status(&cluster.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
+        if let Err(e) =
+            api.patch_status(&cluster.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await
+        {
             tracing::warn!(error = %e, "writing a CloudNativePG status failed");
         }
     }

@@ -94,7 +94,10 @@ fn manifests() -> Vec<PathBuf> {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free loopback port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
 }
 
 struct Process {
@@ -158,39 +161,75 @@ impl ControlPlane {
         for (identity, token) in [(Identity::Admin, &admin_token), (Identity::Agent, &agent_token)] {
             fs::write(path(identity.file()), kubeconfig(&url, &path("ca.crt"), token))?;
         }
-        let mut plane = Self { dir, bin, processes: Vec::new(), helpers: Vec::new(), url, startup: Duration::ZERO };
+        let mut plane =
+            Self { dir, bin, processes: Vec::new(), helpers: Vec::new(), url, startup: Duration::ZERO };
 
         let etcd_url = format!("http://127.0.0.1:{etcd_port}");
         let peer_url = format!("http://127.0.0.1:{peer_port}");
         let data = path("etcd");
-        plane.spawn("etcd", "etcd", &[
-            "--data-dir", data.to_str().unwrap_or_default(),
-            "--listen-client-urls", &etcd_url, "--advertise-client-urls", &etcd_url,
-            "--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url,
-            "--initial-cluster", &format!("default={peer_url}"),
-            // test data: durability across a machine crash is not needed, speed is
-            "--unsafe-no-fsync", "--log-level", "warn",
-        ])?;
+        plane.spawn(
+            "etcd",
+            "etcd",
+            &[
+                "--data-dir",
+                data.to_str().unwrap_or_default(),
+                "--listen-client-urls",
+                &etcd_url,
+                "--advertise-client-urls",
+                &etcd_url,
+                "--listen-peer-urls",
+                &peer_url,
+                "--initial-advertise-peer-urls",
+                &peer_url,
+                "--initial-cluster",
+                &format!("default={peer_url}"),
+                // test data: durability across a machine crash is not needed, speed is
+                "--unsafe-no-fsync",
+                "--log-level",
+                "warn",
+            ],
+        )?;
         let file = |name: &str| path(name).to_string_lossy().into_owned();
-        plane.spawn("kube-apiserver", "kube", &[
-            "apiserver",
-            "--etcd-servers", &etcd_url,
-            "--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1",
-            "--secure-port", &api_port.to_string(),
-            "--tls-cert-file", &file("apiserver.crt"), "--tls-private-key-file", &file("apiserver.key"),
-            "--client-ca-file", &file("ca.crt"),
-            "--token-auth-file", &file("tokens.csv"),
-            "--authorization-mode", "RBAC",
-            "--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
-            "--service-account-key-file", &file("service-account.pub"),
-            "--service-account-signing-key-file", &file("service-account.key"),
-            "--service-cluster-ip-range", "10.96.0.0/16",
-            // A loopback address cannot be the `kubernetes` service's endpoint; nothing here needs it.
-            "--endpoint-reconciler-type", "none",
-            // The node-lifecycle controller, which lifts the not-ready taint this plugin puts on new
-            // nodes, is not run: kwok's node has no kubelet heartbeat for it to judge.
-            "--disable-admission-plugins", "TaintNodesByCondition",
-        ])?;
+        plane.spawn(
+            "kube-apiserver",
+            "kube",
+            &[
+                "apiserver",
+                "--etcd-servers",
+                &etcd_url,
+                "--bind-address",
+                "127.0.0.1",
+                "--advertise-address",
+                "127.0.0.1",
+                "--secure-port",
+                &api_port.to_string(),
+                "--tls-cert-file",
+                &file("apiserver.crt"),
+                "--tls-private-key-file",
+                &file("apiserver.key"),
+                "--client-ca-file",
+                &file("ca.crt"),
+                "--token-auth-file",
+                &file("tokens.csv"),
+                "--authorization-mode",
+                "RBAC",
+                "--service-account-issuer",
+                "https://kubernetes.default.svc.cluster.local",
+                "--service-account-key-file",
+                &file("service-account.pub"),
+                "--service-account-signing-key-file",
+                &file("service-account.key"),
+                "--service-cluster-ip-range",
+                "10.96.0.0/16",
+                // A loopback address cannot be the `kubernetes` service's endpoint; nothing here needs it.
+                "--endpoint-reconciler-type",
+                "none",
+                // The node-lifecycle controller, which lifts the not-ready taint this plugin puts on new
+                // nodes, is not run: kwok's node has no kubelet heartbeat for it to judge.
+                "--disable-admission-plugins",
+                "TaintNodesByCondition",
+            ],
+        )?;
         let admin = plane.client(Identity::Admin).await?;
         plane.wait_ready(&admin).await?;
         let admin_kubeconfig = file(Identity::Admin.file());
@@ -207,17 +246,28 @@ impl ControlPlane {
             "--service-account-private-key-file", &file("service-account.key"),
             "--root-ca-file", &file("ca.crt"),
         ])?;
-        plane.spawn("kube-scheduler", "kube", &[
-            "scheduler", "--kubeconfig", &admin_kubeconfig, "--leader-elect=false", "--secure-port", "0",
-        ])?;
+        plane.spawn(
+            "kube-scheduler",
+            "kube",
+            &["scheduler", "--kubeconfig", &admin_kubeconfig, "--leader-elect=false", "--secure-port", "0"],
+        )?;
         let stages = repo_root().join("tests/kube-control-plane/kwok-stages.yaml");
-        plane.spawn("kwok", "kwok", &[
-            "--kubeconfig", &admin_kubeconfig,
-            "--manage-nodes-with-annotation-selector", "kwok.x-k8s.io/node=fake",
-            "--config", stages.to_str().unwrap_or_default(),
-            "--server-address", "",
-            "--node-lease-duration-seconds", "0",
-        ])?;
+        plane.spawn(
+            "kwok",
+            "kwok",
+            &[
+                "--kubeconfig",
+                &admin_kubeconfig,
+                "--manage-nodes-with-annotation-selector",
+                "kwok.x-k8s.io/node=fake",
+                "--config",
+                stages.to_str().unwrap_or_default(),
+                "--server-address",
+                "",
+                "--node-lease-duration-seconds",
+                "0",
+            ],
+        )?;
         plane.install_manifests()?;
         let node: Node = serde_json::from_value(serde_json::json!({
             "apiVersion": "v1", "kind": "Node",
@@ -287,15 +337,22 @@ impl ControlPlane {
         let nodes = Api::<Node>::all(admin.clone());
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            let ready = nodes.get(NODE).await.ok().and_then(|n| n.status).and_then(|s| s.conditions).is_some_and(|c| {
-                c.iter().any(|c| c.type_ == "Ready" && c.status == "True")
-            });
+            let ready = nodes
+                .get(NODE)
+                .await
+                .ok()
+                .and_then(|n| n.status)
+                .and_then(|s| s.conditions)
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
             if ready {
                 return Ok(());
             }
             self.check_running()?;
             if Instant::now() > deadline {
-                anyhow::bail!("kwok did not make node {NODE} Ready after {START_TIMEOUT:?}\n{}", self.diagnostics());
+                anyhow::bail!(
+                    "kwok did not make node {NODE} Ready after {START_TIMEOUT:?}\n{}",
+                    self.diagnostics()
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

@@ -41,7 +41,8 @@ async fn a_statefulset_with_a_claim_becomes_ready_and_the_agent_identity_is_conf
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     // The real API server canonicalises quantities.
-    let requests = ready.spec.template.spec.unwrap().containers[0].resources.clone().unwrap().requests.unwrap();
+    let requests =
+        ready.spec.template.spec.unwrap().containers[0].resources.clone().unwrap().requests.unwrap();
     assert_eq!(requests["cpu"].0, "2");
     assert_eq!(requests["memory"].0, "8Gi");
 
