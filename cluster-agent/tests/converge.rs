@@ -81,10 +81,22 @@ async fn an_update_writes_exactly_the_affected_objects_and_deprovision_removes_e
     assert_eq!(view.get("statefulsets.apps", "mongo").unwrap()["spec"]["replicas"], 3);
     assert_eq!(view.get("statefulsets.apps", "mongo").unwrap()["status"]["readyReplicas"], 3);
 
+    let before = cluster.writes();
     world.deprovision(id).await;
     cluster
         .converges("everything removed", |v| v.owned(id).is_empty() && v.managed_instance("mongo").is_none())
         .await;
+    // ARCHITECTURE.md's bound: the ManagedInstance, each object and each claim deleted once, the finalizer
+    // removed once.
+    let changed = delta(&before, &cluster.writes());
+    for kind in ["statefulsets.apps", "services", "configmaps", "secrets", "managedinstances.cp.example.com"]
+    {
+        assert_eq!(changed.get(&format!("delete {kind}")), Some(&1), "{kind}: {changed:?}");
+    }
+    assert_eq!(changed.get("delete persistentvolumeclaims"), Some(&3), "one per replica: {changed:?}");
+    assert!(changed.get("patch managedinstances.cp.example.com").is_some_and(|n| *n <= 1), "{changed:?}");
+    let total: u64 = changed.values().sum();
+    assert!(total <= 1 + 4 + 3 + 1, "deprovisioning wrote more than the bound: {changed:?}");
     let observed = world.observed("c1").await;
     assert!(
         observed.iter().any(|e| e["event"]["type"] == "InstanceRemoved"),
