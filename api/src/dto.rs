@@ -223,6 +223,9 @@ pub struct Instance {
     /// what the cluster's agent last reported, once it has
     #[serde(skip_serializing_if = "Option::is_none")]
     pub observed: Option<Observed>,
+    /// the last drift the cluster's agent healed, if any
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_drift: Option<Drift>,
     /// when it was provisioned
     pub created_at: DateTime<Utc>,
     /// when it last changed
@@ -270,6 +273,7 @@ impl From<&InstanceView> for Instance {
                 reason: o.reason.clone(),
                 reported_at: view.observed_at,
             }),
+            last_drift: view.last_drift.as_ref().map(|d| Drift { at: d.at, objects: d.objects.clone() }),
             created_at: view.created_at,
             updated_at: view.updated_at,
         }
@@ -360,6 +364,16 @@ impl From<&projections::Status> for InstanceStatus {
                 .collect(),
         }
     }
+}
+
+/// Objects of the instance that were changed or deleted in its cluster outside the control plane, and
+/// that the agent put back (a hand-edited StatefulSet, a deleted ManagedInstance).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Drift {
+    /// when the agent reported it
+    pub at: DateTime<Utc>,
+    /// the objects, as `Kind/name`
+    pub objects: Vec<String>,
 }
 
 /// What the cluster's agent last reported.

@@ -30,6 +30,15 @@ struct ObservedMessage {
     event: ObservedEvent,
 }
 
+/// Objects of an instance that were changed or deleted outside the control plane and put back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DriftRecord {
+    /// when the agent reported it
+    pub at: DateTime<Utc>,
+    /// the objects (`Kind/name`)
+    pub objects: Vec<String>,
+}
+
 /// One instance as the API shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InstanceView {
@@ -58,6 +67,9 @@ pub struct InstanceView {
     pub observed: Option<ObservedState>,
     /// when the agent last reported
     pub observed_at: Option<DateTime<Utc>>,
+    /// the last time the agent put back objects changed or deleted outside the control plane
+    #[serde(default)]
+    pub last_drift: Option<DriftRecord>,
     /// desired compared with observed
     pub status: Status,
 }
@@ -360,8 +372,14 @@ impl ReadModel {
         match message.event {
             ObservedEvent::InstanceObserved(state) => view.observed = Some(state),
             ObservedEvent::InstanceRemoved { .. } => view.removed = true,
-            // Nothing the read model shows; the feed and auditors see it in the stream.
-            ObservedEvent::DriftHealed { .. } => return Ok(true),
+            // Shown beside the status; it changes nothing the status is computed from.
+            ObservedEvent::DriftHealed { objects, .. } => {
+                view.last_drift = Some(DriftRecord { at: message.time, objects });
+                view.sequence = sequence;
+                view.messages += 1;
+                self.changed.insert(RecordKey::Instance { project: key.0, id: key.1 });
+                return Ok(true);
+            }
         }
         view.observed_at = Some(message.time);
         view.refresh_status(message.time);
@@ -519,6 +537,7 @@ impl InstanceView {
             removed: false,
             observed: None,
             observed_at: None,
+            last_drift: None,
             status: status::compute(inputs, None, time),
         }
     }

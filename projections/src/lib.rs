@@ -18,7 +18,8 @@ pub mod runner;
 pub mod status;
 
 pub use instances::{
-    Checkpoint, InstanceView, OperationKind, OperationRecord, OperationState, OperationView, ReadModel,
+    Checkpoint, DriftRecord, InstanceView, OperationKind, OperationRecord, OperationState, OperationView,
+    ReadModel,
 };
 pub use projector::{Projector, ProjectorMetrics};
 pub use runner::{ProjectionError, ReadModels};

@@ -145,3 +145,33 @@ async fn an_operation_succeeds_only_once_observed_and_a_failed_one_carries_the_a
         "the upgrade never succeeded after the fault"
     );
 }
+
+/// The ManagedInstance is a mirror: deleting it by hand in the cluster changes nothing the customer owns.
+/// The API shows the drift the agent healed beside a status that stays healthy.
+#[tokio::test]
+async fn a_hand_deleted_managed_instance_shows_as_healed_drift_and_the_instance_stays_healthy() {
+    let api = TestApi::start().await;
+    let sim = with_agent(&api, "eu-1", Duration::from_millis(50)).await;
+    let body =
+        json!({"name": "db", "service": "mongodb", "version": "7.0", "plan": "starter", "cluster": "eu-1"});
+    let created = api.call(Method::POST, "/v1/projects/acme/instances", Some(&body), &[]).await;
+    let id: Uuid = created.body["instance_id"].as_str().unwrap().parse().unwrap();
+    assert!(wait_for_state(&api, id, Health::Healthy).await, "never healthy");
+    {
+        let mut store = sim.store();
+        let ty = store.resource_type("cp.example.com", "v1alpha1", "managedinstances").unwrap();
+        store.delete(&ty, "cp-acme", "db").expect("delete the mirror");
+    }
+    let healed = api
+        .state
+        .read_models
+        .wait_until(CONVERGE, |m| m.instance("acme", id).is_some_and(|v| v.last_drift.is_some()))
+        .await;
+    assert!(healed, "no drift recorded");
+    let got = api.call(Method::GET, &format!("/v1/projects/acme/instances/{id}"), None, &[]).await;
+    assert_eq!(got.body["last_drift"]["objects"], json!(["ManagedInstance/db"]), "{}", got.body);
+    assert_eq!(got.body["status"]["state"], "healthy", "{}", got.body);
+    let store = sim.store();
+    let claims = store.resource_type("", "v1", "persistentvolumeclaims").unwrap();
+    assert!(store.get(&claims, "cp-acme", "data-db-0").is_some(), "the data volume is kept");
+}
