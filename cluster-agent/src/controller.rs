@@ -128,26 +128,12 @@ impl Context {
 
     /// The volume claims of an instance's StatefulSet (they carry its selector labels).
     fn claims(&self, namespace: &str, instance_id: &str) -> Vec<Arc<PersistentVolumeClaim>> {
-        self.claims
-            .state()
-            .into_iter()
-            .filter(|c| {
-                c.namespace().as_deref() == Some(namespace)
-                    && c.labels().get(INSTANCE_LABEL).map(String::as_str) == Some(instance_id)
-            })
-            .collect()
+        of_instance(&self.claims, namespace, instance_id)
     }
 
     /// The pods of an instance (they carry its selector labels).
     fn pods(&self, namespace: &str, instance_id: &str) -> Vec<Arc<Pod>> {
-        self.pods
-            .state()
-            .into_iter()
-            .filter(|p| {
-                p.namespace().as_deref() == Some(namespace)
-                    && p.labels().get(INSTANCE_LABEL).map(String::as_str) == Some(instance_id)
-            })
-            .collect()
+        of_instance(&self.pods, namespace, instance_id)
     }
 
     fn remember(&self, kind: ChildKind, namespace: &str, name: &str, object: Option<Value>) {
@@ -158,6 +144,21 @@ impl Context {
             None => written.remove(&key),
         };
     }
+}
+
+/// The objects of `store` in `namespace` labelled with `instance_id`.
+fn of_instance<K>(store: &Store<K>, namespace: &str, instance_id: &str) -> Vec<Arc<K>>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+{
+    store
+        .state()
+        .into_iter()
+        .filter(|o| {
+            o.namespace().as_deref() == Some(namespace)
+                && o.labels().get(INSTANCE_LABEL).map(String::as_str) == Some(instance_id)
+        })
+        .collect()
 }
 
 /// Installs (or updates) the ManagedInstance CRD.
