@@ -502,7 +502,8 @@ impl<A: StreamAggregate> JetStreamStore<A> {
                     aggregate: Arc::new(context.aggregate),
                 });
             }
-            let version = context.version + events.len() as u64;
+            let loaded = context.version;
+            let version = loaded + events.len() as u64;
             match self.append(&events, context, metadata.clone()).await {
                 Ok((sequence, duplicate, aggregate)) => {
                     return Ok(Committed {
@@ -516,7 +517,8 @@ impl<A: StreamAggregate> JetStreamStore<A> {
                 Err(AggregateError::AggregateConflict) if expected_version.is_some() => {
                     // Another process moved the aggregate between our load and our publish.
                     let current = self.load(aggregate_id).await.map_err(execute_error)?.1;
-                    return Err(ExecuteError::VersionMismatch { expected: version - 1, current });
+                    // The caller expected the version we loaded (checked above), whatever the command emits.
+                    return Err(ExecuteError::VersionMismatch { expected: loaded, current });
                 }
                 Err(AggregateError::AggregateConflict) if conflicts < CONFLICT_RETRIES => conflicts += 1,
                 Err(e) => return Err(execute_error(e)),

@@ -120,6 +120,26 @@ async fn a_stale_cache_in_another_process_is_caught_by_the_expected_sequence() {
     assert_eq!(committed.aggregate.lifecycle(), Lifecycle::Deprovisioning);
 }
 
+/// The refusal names the version the caller expected, also when its command would have emitted several
+/// events (a version upgrade and a plan change at once).
+#[tokio::test]
+async fn a_refused_conditional_write_of_several_events_reports_the_version_the_caller_expected() {
+    let server = NatsServer::start();
+    let (a, _) = commands(&server).await;
+    let (b, _) = commands(&server).await;
+    let id = Uuid::now_v7();
+    a.execute("acme", id, provision(id, "db"), None, meta("provision")).await.unwrap();
+    b.load("acme", id).await.unwrap(); // b caches version 1
+    a.execute("acme", id, upgrade("17"), None, meta("update")).await.unwrap();
+    let two_events = InstanceCommand::Update(UpdateInstance {
+        version: Some("17".into()),
+        plan: Some("ha".into()),
+        ..Default::default()
+    });
+    let stale = b.execute("acme", id, two_events, Some(1), meta("update")).await;
+    assert!(matches!(stale, Err(ExecuteError::VersionMismatch { expected: 1, current: 2 })), "{stale:?}");
+}
+
 #[tokio::test]
 async fn a_resent_command_id_is_stored_once() {
     let server = NatsServer::start();
