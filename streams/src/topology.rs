@@ -160,13 +160,24 @@ impl Settings {
                     .map_err(|e| TopologyError::Bucket { name, source: e.into() })
             }
         };
-        let names = bucket(&self.names_bucket, "Instance names reserved per project", Duration::ZERO).await?;
-        // Group commit sends concurrent reservations and claims as atomic batches, like the events.
-        allow_atomic_publish(jetstream, &self.names_bucket).await?;
-        let idempotency =
-            bucket(&self.idempotency_bucket, "Idempotency-Key records of API writes", self.idempotency_ttl)
-                .await?;
-        allow_atomic_publish(jetstream, &self.idempotency_bucket).await?;
+        // Group commit sends concurrent reservations and claims as atomic batches, like the events. These
+        // buckets are never passed through `create_or_update_key_value` once they exist: it knows nothing
+        // of atomic batches and would turn them off until the next step turned them on again, and a group
+        // committer refused in that window stops batching.
+        let names = atomic_bucket(
+            jetstream,
+            self.bucket(&self.names_bucket, "Instance names reserved per project", Duration::ZERO),
+        )
+        .await?;
+        let idempotency = atomic_bucket(
+            jetstream,
+            self.bucket(
+                &self.idempotency_bucket,
+                "Idempotency-Key records of API writes",
+                self.idempotency_ttl,
+            ),
+        )
+        .await?;
         let clusters =
             bucket(&self.clusters_bucket, "Registered Kubernetes clusters", Duration::ZERO).await?;
         let read_models = bucket(
@@ -190,6 +201,42 @@ impl Settings {
             read_models_stream,
         })
     }
+}
+
+/// A bucket whose stream takes atomic batches (group-committed creates, `crate::kv_create`). Created
+/// when absent; when present, the settings this module manages are updated on its stream in one step that
+/// keeps `allow_atomic_publish` on throughout.
+async fn atomic_bucket(
+    jetstream: &jetstream::Context,
+    config: kv::Config,
+) -> Result<kv::Store, TopologyError> {
+    let name = config.bucket.clone();
+    let failed = |e: async_nats::Error| TopologyError::Bucket { name: name.clone(), source: e };
+    match jetstream.get_stream(format!("KV_{name}")).await {
+        Ok(mut stream) => {
+            let current = stream.info().await.map_err(|e| failed(e.into()))?.config.clone();
+            let mut wanted = current.clone();
+            wanted.description = Some(config.description.clone());
+            wanted.max_age = config.max_age;
+            wanted.num_replicas = config.num_replicas.max(1);
+            wanted.max_messages_per_subject = config.history.max(1);
+            wanted.allow_atomic_publish = true;
+            if wanted != current {
+                jetstream.update_stream(wanted).await.map_err(|e| failed(e.into()))?;
+            }
+        }
+        Err(e) if !is_stream_not_found(&e) => return Err(failed(e.into())),
+        Err(_) => {
+            jetstream.create_key_value(config).await.map_err(|e| failed(e.into()))?;
+            allow_atomic_publish(jetstream, &name).await?;
+        }
+    }
+    jetstream.get_key_value(&name).await.map_err(|e| failed(e.into()))
+}
+
+fn is_stream_not_found(error: &jetstream::context::GetStreamError) -> bool {
+    matches!(error.kind(), jetstream::context::GetStreamErrorKind::JetStream(e)
+        if e.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND)
 }
 
 /// Lets the stream behind `bucket` take atomic batches (group-committed creates, `crate::kv_create`).
