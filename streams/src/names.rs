@@ -69,8 +69,13 @@ impl KvNameRegistry {
         project: &str,
         holder: &Reservation,
     ) -> Result<bool, NameReservationError> {
-        let (instance, version) =
-            self.instances.load(&aggregate_id(project, holder.instance_id)).await.map_err(unavailable)?;
+        // From the stream, not the process cache: the cache may have remembered the holder as absent from
+        // a look during its reserve → append window, and the holder would then lose a name it uses.
+        let (instance, version) = self
+            .instances
+            .load_fresh(&aggregate_id(project, holder.instance_id))
+            .await
+            .map_err(unavailable)?;
         Ok(match instance.lifecycle() {
             Lifecycle::Deprovisioning => true,
             Lifecycle::Absent => {

@@ -339,6 +339,18 @@ impl<A: StreamAggregate> JetStreamStore<A> {
         Ok((context.aggregate, context.version))
     }
 
+    /// The current state read from the stream, never from the cache: for decisions that another
+    /// process's recent write may have changed (is a name's holder still absent?). A found aggregate
+    /// refreshes the cache; an absent one is not cached, so it cannot linger as "absent" after it appears.
+    pub async fn load_fresh(&self, aggregate_id: &str) -> Result<(A, u64), StoreError<A>> {
+        let mut guard = self.inner.cache.slot(aggregate_id).lock_owned().await;
+        let loaded = self.fetch(aggregate_id).await?;
+        if loaded.version > 0 {
+            *guard = Some(loaded.clone());
+        }
+        Ok((A::clone(&loaded.aggregate), loaded.version))
+    }
+
     /// Appends `events` as one message. On success the cache holds the new state; on a conflict or an
     /// unknown outcome the cache entry is dropped so the next load reads the stream.
     async fn append(

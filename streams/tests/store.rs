@@ -177,6 +177,28 @@ async fn of_two_concurrent_provisions_of_one_name_exactly_one_wins() {
     }
 }
 
+/// A replica that looked at an instance during its reserve → append window (and so saw it absent) must
+/// not later treat that instance's reservation as abandoned: the holder is checked on the stream.
+#[tokio::test]
+async fn a_name_is_not_taken_over_from_a_live_holder_that_another_replica_once_saw_absent() {
+    let server = NatsServer::start();
+    let (a, topology) = commands(&server).await;
+    let (b, _) = commands(&server).await;
+    let x = Uuid::now_v7();
+    let (_, version) = b.load("acme", x).await.unwrap();
+    assert_eq!(version, 0, "b has seen x absent");
+    a.execute("acme", x, provision(x, "db"), None, meta("provision")).await.unwrap();
+    // The reservation as it looks long after it was made (older than the abandonment window).
+    let old = serde_json::json!({"instance_id": x, "reserved_at": chrono::Utc::now() - chrono::Duration::minutes(5)});
+    topology.names.put("acme.db", serde_json::to_vec(&old).unwrap().into()).await.unwrap();
+    let y = Uuid::now_v7();
+    let taken = b.execute("acme", y, provision(y, "db"), None, meta("provision")).await;
+    assert!(
+        matches!(taken, Err(ExecuteError::Rejected(InstanceError::NameTaken { .. }))),
+        "a live instance lost its name: {taken:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_deprovisioned_instance_releases_its_name() {
     let server = NatsServer::start();
