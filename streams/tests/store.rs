@@ -101,15 +101,21 @@ async fn a_cold_store_loads_the_state_a_warm_one_wrote() {
     assert!(matches!(history[1].1, InstanceEvent::VersionUpgraded { .. }));
 }
 
-#[tokio::test]
-async fn a_stale_cache_in_another_process_is_caught_by_the_expected_sequence() {
-    let server = NatsServer::start();
-    let (a, _) = commands(&server).await;
-    let (b, _) = commands(&server).await;
+/// Replica `b` has cached an instance at version 1; replica `a` has since moved it to version 2.
+async fn a_replica_with_a_stale_cache(server: &NatsServer) -> (InstanceCommands, Uuid) {
+    let (a, _) = commands(server).await;
+    let (b, _) = commands(server).await;
     let id = Uuid::now_v7();
     a.execute("acme", id, provision(id, "db"), None, meta("provision")).await.unwrap();
     b.load("acme", id).await.unwrap(); // b caches version 1
     a.execute("acme", id, upgrade("17"), None, meta("update")).await.unwrap();
+    (b, id)
+}
+
+#[tokio::test]
+async fn a_stale_cache_in_another_process_is_caught_by_the_expected_sequence() {
+    let server = NatsServer::start();
+    let (b, id) = a_replica_with_a_stale_cache(&server).await;
     // b's cache says version 1; its conditional write must be refused, not applied on stale state
     let stale = b.execute("acme", id, InstanceCommand::Deprovision, Some(1), meta("deprovision")).await;
     assert!(matches!(stale, Err(ExecuteError::VersionMismatch { expected: 1, current: 2 })), "{stale:?}");
@@ -125,12 +131,7 @@ async fn a_stale_cache_in_another_process_is_caught_by_the_expected_sequence() {
 #[tokio::test]
 async fn a_refused_conditional_write_of_several_events_reports_the_version_the_caller_expected() {
     let server = NatsServer::start();
-    let (a, _) = commands(&server).await;
-    let (b, _) = commands(&server).await;
-    let id = Uuid::now_v7();
-    a.execute("acme", id, provision(id, "db"), None, meta("provision")).await.unwrap();
-    b.load("acme", id).await.unwrap(); // b caches version 1
-    a.execute("acme", id, upgrade("17"), None, meta("update")).await.unwrap();
+    let (b, id) = a_replica_with_a_stale_cache(&server).await;
     let two_events = InstanceCommand::Update(UpdateInstance {
         version: Some("17".into()),
         plan: Some("ha".into()),
