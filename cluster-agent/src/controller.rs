@@ -249,13 +249,16 @@ pub(crate) async fn run(config: Arc<AgentConfig>, desired: Arc<Desired>) -> anyh
             instance_of(claim.labels(), claim.namespace())
         })
         .watches_stream(pod_events, |pod: Pod| instance_of(pod.labels(), pod.namespace()));
+    let reconciled = config.metrics.reconciled.clone();
     controller
         .shutdown_on_signal()
         .run(reconcile, error_policy, context)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "controller event");
+        .for_each(|result| {
+            match result {
+                Ok(_) => reconciled.send_modify(|n| *n += 1),
+                Err(e) => tracing::debug!(error = %e, "controller event"),
             }
+            futures::future::ready(())
         })
         .await;
     Ok(())

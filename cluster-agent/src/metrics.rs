@@ -8,6 +8,9 @@ use prometheus_client::{
 /// Counters and histograms of one agent.
 #[derive(Debug, Clone)]
 pub struct Metrics {
+    /// reconciles completed so far, as a value one can wait on (`subscribe().wait_for(..)`): progress
+    /// without polling a counter
+    pub reconciled: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
     /// reconciles run
     pub reconciles: Counter,
     /// reconciles that failed
@@ -33,6 +36,7 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self {
+            reconciled: std::sync::Arc::new(tokio::sync::watch::Sender::new(0)),
             reconciles: Counter::default(),
             reconcile_errors: Counter::default(),
             kube_requests: Counter::default(),

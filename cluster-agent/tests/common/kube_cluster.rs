@@ -3,11 +3,14 @@
 
 use std::{process::Command, time::Duration};
 
+use futures::{FutureExt as _, StreamExt as _};
+
 use k8s_openapi::api::core::v1::Pod;
 use k8s_sim::Simulator;
 use kube::{
     Api,
     api::{ApiResource, DynamicObject, ListParams, Patch, PatchParams},
+    runtime::{WatchStreamExt as _, reflector, watcher},
 };
 use kubeenv::{ControlPlane, Identity};
 use serde_json::{Value, json};
@@ -45,6 +48,18 @@ fn api_resource(resource: &str) -> ApiResource {
     }
 }
 
+fn sim_view(store: &k8s_sim::store::Store) -> View {
+    let mut view = View::default();
+    for (group, version, plural) in VIEWED {
+        let Some(ty) = store.resource_type(group, version, plural) else { continue };
+        for object in store.list(&ty, Some(NAMESPACE), None) {
+            let name = object["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+            view.objects.insert((resource_key(group, plural), name), object);
+        }
+    }
+    view
+}
+
 /// A pod fault the kubelet would report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PodFault {
@@ -80,13 +95,6 @@ impl Kube {
         }
     }
 
-    pub(super) fn poll_interval(&self) -> Duration {
-        match self {
-            Self::Sim { .. } => Duration::from_millis(20),
-            Self::Real { .. } => Duration::from_millis(150),
-        }
-    }
-
     /// The agent's client configuration: on the real server, the agent's service account, held to the
     /// ClusterRole of `deploy/rbac/`.
     pub async fn agent_config(&self) -> kube::Config {
@@ -109,19 +117,10 @@ impl Kube {
     }
 
     pub(super) async fn view(&self) -> View {
-        let mut view = View::default();
         match self {
-            Self::Sim { sim, .. } => {
-                let store = sim.store();
-                for (group, version, plural) in VIEWED {
-                    let Some(ty) = store.resource_type(group, version, plural) else { continue };
-                    for object in store.list(&ty, Some(NAMESPACE), None) {
-                        let name = object["metadata"]["name"].as_str().unwrap_or_default().to_owned();
-                        view.objects.insert((resource_key(group, plural), name), object);
-                    }
-                }
-            }
+            Self::Sim { sim, .. } => sim_view(&sim.store()),
             Self::Real { admin, .. } => {
+                let mut view = View::default();
                 for (group, _, plural) in VIEWED {
                     let key = resource_key(group, plural);
                     let api: Api<DynamicObject> =
@@ -132,9 +131,55 @@ impl Kube {
                         view.objects.insert((key.clone(), name), serde_json::to_value(object).unwrap());
                     }
                 }
+                view
             }
         }
-        view
+    }
+
+    /// Waits until `ready` holds, re-checking after every change the API server reports: the
+    /// simulator's change feed, or watches (reflectors) on every viewed resource of the real server.
+    pub(super) async fn wait_until(&self, timeout: Duration, ready: impl Fn(&View) -> bool) -> bool {
+        match self {
+            Self::Sim { sim, .. } => sim.wait_until(timeout, |store| ready(&sim_view(store))).await,
+            Self::Real { admin, .. } => {
+                let mut stores = Vec::new();
+                let mut changes = Vec::new();
+                for (group, _, plural) in VIEWED {
+                    let key = resource_key(group, plural);
+                    let resource = api_resource(&key);
+                    let writer = reflector::store::Writer::new(resource.clone());
+                    stores.push((key, writer.as_reader()));
+                    let api: Api<DynamicObject> = Api::namespaced_with(admin.clone(), NAMESPACE, &resource);
+                    let events = reflector::reflector(writer, watcher(api, watcher::Config::default()));
+                    changes.push(events.default_backoff().boxed());
+                }
+                let mut changes = futures::stream::select_all(changes);
+                let deadline = tokio::time::Instant::now() + timeout;
+                // The watches advance only while their stream is polled: drive it until every store has
+                // its initial list.
+                while !stores.iter().all(|(_, store)| store.wait_until_ready().now_or_never().is_some()) {
+                    if tokio::time::timeout_at(deadline, changes.next()).await.is_err() {
+                        return false;
+                    }
+                }
+                loop {
+                    let mut view = View::default();
+                    for (key, store) in &stores {
+                        for object in store.state() {
+                            let name = object.metadata.name.clone().unwrap_or_default();
+                            view.objects
+                                .insert((key.clone(), name), serde_json::to_value(object.as_ref()).unwrap());
+                        }
+                    }
+                    if ready(&view) {
+                        return true;
+                    }
+                    if tokio::time::timeout_at(deadline, changes.next()).await.is_err() {
+                        return false;
+                    }
+                }
+            }
+        }
     }
 
     /// A hand edit (JSON merge patch) of an object in `cp-acme`, as `kubectl edit` would make it.

@@ -323,18 +323,9 @@ impl Cluster {
         self.kube.view().await
     }
 
-    /// Polls the cluster until `ready` holds; false after `timeout`.
+    /// Waits until `ready` holds, re-checked after every change in the cluster; false after `timeout`.
     pub async fn wait_until(&self, timeout: Duration, ready: impl Fn(&View) -> bool) -> bool {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            if ready(&self.view().await) {
-                return true;
-            }
-            if tokio::time::Instant::now() > deadline {
-                return false;
-            }
-            tokio::time::sleep(self.kube.poll_interval()).await;
-        }
+        self.kube.wait_until(timeout, ready).await
     }
 
     /// Asserts that `ready` holds within [`CONVERGE`], printing what the cluster shows otherwise.

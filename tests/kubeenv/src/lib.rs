@@ -318,6 +318,8 @@ impl ControlPlane {
         out
     }
 
+    /// Polls `/readyz`: before the API server serves there is nothing to watch, and readiness (its
+    /// post-start hooks) has no event of its own.
     async fn wait_ready(&mut self, admin: &Client) -> anyhow::Result<()> {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
@@ -334,27 +336,21 @@ impl ControlPlane {
     }
 
     async fn wait_node_ready(&mut self, admin: &Client) -> anyhow::Result<()> {
-        let nodes = Api::<Node>::all(admin.clone());
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            let ready = nodes
-                .get(NODE)
-                .await
-                .ok()
-                .and_then(|n| n.status)
-                .and_then(|s| s.conditions)
-                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-            if ready {
-                return Ok(());
-            }
-            self.check_running()?;
-            if Instant::now() > deadline {
+        let ready = |node: Option<&Node>| {
+            node.and_then(|n| n.status.as_ref())
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        };
+        let waited = kube::runtime::wait::await_condition(Api::<Node>::all(admin.clone()), NODE, ready);
+        match tokio::time::timeout(START_TIMEOUT, waited).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => anyhow::bail!("watching node {NODE}: {e}\n{}", self.diagnostics()),
+            Err(_) => {
                 anyhow::bail!(
                     "kwok did not make node {NODE} Ready after {START_TIMEOUT:?}\n{}",
                     self.diagnostics()
-                );
+                )
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 

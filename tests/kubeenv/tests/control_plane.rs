@@ -1,12 +1,13 @@
 //! The harness itself: a StatefulSet with a volume claim becomes ready through the real controllers, and
 //! the agent's identity is held to its ClusterRole.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::{apps::v1::StatefulSet, core::v1::ConfigMap};
 use kube::{
     Api,
     api::{Patch, PatchParams, PostParams},
+    runtime::wait::await_condition,
 };
 use kubeenv::{ControlPlane, Identity};
 
@@ -30,16 +31,15 @@ async fn a_statefulset_with_a_claim_becomes_ready_and_the_agent_identity_is_conf
     }))
     .unwrap();
     sets.create(&PostParams::default(), &set).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let ready = loop {
-        let current = sets.get("web").await.unwrap();
-        let ready = current.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
-        if ready == 2 {
-            break current;
-        }
-        assert!(Instant::now() < deadline, "not ready: {:?}", current.status);
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    let two_ready = |set: Option<&StatefulSet>| {
+        set.and_then(|s| s.status.as_ref()).and_then(|s| s.ready_replicas) == Some(2)
     };
+    let ready =
+        tokio::time::timeout(Duration::from_secs(60), await_condition(sets.clone(), "web", two_ready))
+            .await
+            .expect("both replicas ready within 60 s")
+            .unwrap()
+            .expect("the set exists");
     // The real API server canonicalises quantities.
     let requests =
         ready.spec.template.spec.unwrap().containers[0].resources.clone().unwrap().requests.unwrap();
