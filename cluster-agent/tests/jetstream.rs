@@ -7,11 +7,10 @@ use std::time::{Duration, Instant};
 
 use cluster_agent::{AgentConfig, Metrics};
 use common::{CONVERGE, Requests};
-use domain::{InstanceCommand, ProvisionInstance, ServiceType};
+use domain::ServiceType;
 use k8s_sim::{Simulator, SimulatorOptions};
-use streams::{CommandMetadata, Settings, Topology, instances::InstanceCommands};
+use streams::{Settings, Topology, instances::InstanceCommands};
 use testkit::{NatsCluster, NatsServer, Sync};
-use uuid::Uuid;
 
 /// Starts an agent (with default settings: one replica) on `agent_nats`, provisions one instance through
 /// `topology` and waits until the agent reports it ready in its simulated cluster.
@@ -33,18 +32,7 @@ async fn an_instance_converges(topology: &Topology, agent_nats: async_nats::Clie
         metrics,
     }));
     let commands = InstanceCommands::new(topology, 100);
-    let id = Uuid::now_v7();
-    let provision = ProvisionInstance::new(id, "acme", "db", ServiceType::Grafana, "11.6", "starter", "c1");
-    commands
-        .execute(
-            "acme",
-            id,
-            InstanceCommand::Provision(provision),
-            None,
-            CommandMetadata::new("provision", "test"),
-        )
-        .await
-        .expect("provision");
+    common::provision(&commands, "c1", "db", ServiceType::Grafana, "11.6").await;
     let ready = sim
         .wait_until(CONVERGE, |store| {
             let ty = store.resource_type("cp.example.com", "v1alpha1", "managedinstances");

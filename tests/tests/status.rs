@@ -98,16 +98,22 @@ async fn wait_for_operation(api: &TestApi, id: Uuid, state: &str) -> bool {
         .await
 }
 
-#[tokio::test]
-async fn an_operation_succeeds_only_once_observed_and_a_failed_one_carries_the_agents_reason() {
-    let api = TestApi::start().await;
-    let sim = with_agent(&api, "eu-1", Duration::from_millis(1000)).await;
+/// Provisions MongoDB instance `db` on eu-1 through the API and waits until it is healthy.
+async fn provision_healthy_mongodb(api: &TestApi) -> Uuid {
     let body =
         json!({"name": "db", "service": "mongodb", "version": "7.0", "plan": "starter", "cluster": "eu-1"});
     let created = api.call(Method::POST, "/v1/projects/acme/instances", Some(&body), &[]).await;
     let id: Uuid = created.body["instance_id"].as_str().unwrap().parse().unwrap();
+    assert!(wait_for_state(api, id, Health::Healthy).await, "never healthy");
+    id
+}
+
+#[tokio::test]
+async fn an_operation_succeeds_only_once_observed_and_a_failed_one_carries_the_agents_reason() {
+    let api = TestApi::start().await;
+    let sim = with_agent(&api, "eu-1", Duration::from_millis(1000)).await;
+    let id = provision_healthy_mongodb(&api).await;
     let path = format!("/v1/projects/acme/instances/{id}");
-    assert!(wait_for_state(&api, id, Health::Healthy).await, "never healthy");
 
     // A plan change: in progress until the agent has observed its generation (workloads take 1 s to be
     // ready in this simulator), then succeeded.
@@ -152,11 +158,7 @@ async fn an_operation_succeeds_only_once_observed_and_a_failed_one_carries_the_a
 async fn a_hand_deleted_managed_instance_shows_as_healed_drift_and_the_instance_stays_healthy() {
     let api = TestApi::start().await;
     let sim = with_agent(&api, "eu-1", Duration::from_millis(50)).await;
-    let body =
-        json!({"name": "db", "service": "mongodb", "version": "7.0", "plan": "starter", "cluster": "eu-1"});
-    let created = api.call(Method::POST, "/v1/projects/acme/instances", Some(&body), &[]).await;
-    let id: Uuid = created.body["instance_id"].as_str().unwrap().parse().unwrap();
-    assert!(wait_for_state(&api, id, Health::Healthy).await, "never healthy");
+    let id = provision_healthy_mongodb(&api).await;
     {
         let mut store = sim.store();
         let ty = store.resource_type("cp.example.com", "v1alpha1", "managedinstances").unwrap();

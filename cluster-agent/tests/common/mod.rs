@@ -172,15 +172,7 @@ impl World {
     }
 
     pub async fn provision(&self, cluster: &str, name: &str, service: ServiceType, version: &str) -> Uuid {
-        let id = Uuid::now_v7();
-        let command = InstanceCommand::Provision(ProvisionInstance::new(
-            id, "acme", name, service, version, "starter", cluster,
-        ));
-        self.commands
-            .execute("acme", id, command, None, CommandMetadata::new("provision", "test"))
-            .await
-            .expect("provision");
-        id
+        provision(&self.commands, cluster, name, service, version).await
     }
 
     pub async fn update(&self, id: Uuid, update: UpdateInstance) -> u64 {
@@ -251,6 +243,25 @@ impl World {
             }
         }
     }
+}
+
+/// Provisions instance `name` (plan `starter`) in project acme on `cluster`.
+pub async fn provision(
+    commands: &InstanceCommands,
+    cluster: &str,
+    name: &str,
+    service: ServiceType,
+    version: &str,
+) -> Uuid {
+    let id = Uuid::now_v7();
+    let command = InstanceCommand::Provision(ProvisionInstance::new(
+        id, "acme", name, service, version, "starter", cluster,
+    ));
+    commands
+        .execute("acme", id, command, None, CommandMetadata::new("provision", "test"))
+        .await
+        .expect("provision");
+    id
 }
 
 /// The objects of namespace `cp-acme`, by `resource key` (`statefulsets.apps`, `configmaps`,
