@@ -49,8 +49,9 @@ pub(super) async fn apply(mi: Arc<ManagedInstance>, ctx: &Context) -> Result<Act
         if let Some(current) = &current {
             render::keep_claim_templates(child, current);
         }
+        let applied = current.as_ref().is_some_and(|c| is_applied(&child.object, c));
         // An owner reference left by an older agent goes with the next apply (this manager owns it).
-        if current.as_ref().is_some_and(|c| is_applied(&child.object, c) && !has_owner_references(c)) {
+        if applied && !current.as_ref().is_some_and(has_owner_references) {
             continue;
         }
         let written = ctx
@@ -60,8 +61,7 @@ pub(super) async fn apply(mi: Arc<ManagedInstance>, ctx: &Context) -> Result<Act
         writes += 1;
         ctx.remember(child.kind, &namespace, &child.name, Some(serde_json::to_value(&written)?));
         // Converged before, and now missing or changed: someone else edited or deleted it.
-        let drifted = current.as_ref().is_none_or(|c| !is_applied(&child.object, c));
-        if converged && drifted {
+        if converged && !applied {
             healed.push(format!("{}/{}", child.kind.kind(), child.name));
         }
     }

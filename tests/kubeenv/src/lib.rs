@@ -427,9 +427,8 @@ impl Drop for ControlPlane {
             let _ = process.child.wait();
         }
         if std::env::var_os("CP_KUBE_KEEP").is_some() {
-            let kept = self.dir.path().to_path_buf();
-            eprintln!("control plane directory kept: {}", kept.display());
-            let _ = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir")).keep();
+            eprintln!("control plane directory kept: {}", self.dir.path().display());
+            self.dir.disable_cleanup(true);
         }
     }
 }
