@@ -1,0 +1,125 @@
+//! Operations: what a command did (stored once, immutable) and where it is (derived when read from its
+//! instance's observed state).
+
+use chrono::{DateTime, Utc};
+use domain::observed::ObservedState;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// What an operation did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OperationKind {
+    /// created the instance
+    Provision,
+    /// changed the instance
+    Update,
+    /// started removing the instance
+    Deprovision,
+}
+
+impl OperationKind {
+    /// From the `operation` metadata the API records.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "provision" => Some(Self::Provision),
+            "update" => Some(Self::Update),
+            "deprovision" => Some(Self::Deprovision),
+            _ => None,
+        }
+    }
+
+    /// The metadata form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Provision => "provision",
+            Self::Update => "update",
+            Self::Deprovision => "deprovision",
+        }
+    }
+}
+
+/// Where an operation is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OperationState {
+    /// its events are stored; the cluster has not yet observed the generation it produced
+    InProgress,
+    /// the cluster's agent observed the generation it produced (or, for a deprovision, that everything
+    /// is gone); a newer change that superseded it before it was applied also completes it
+    Succeeded,
+    /// the cluster's agent reports a failure while applying it
+    Failed {
+        /// the agent's reason
+        reason: String,
+        /// whether an older generation is still running and usable
+        instance_usable: bool,
+        /// whether repeating the change may succeed
+        update_repeatable: bool,
+    },
+}
+
+/// An operation as stored: what it did, never where it is (that is derived from its instance).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperationRecord {
+    /// operation id (the command id)
+    pub id: Uuid,
+    /// what it did
+    pub kind: OperationKind,
+    /// project
+    pub project: String,
+    /// instance
+    pub instance_id: Uuid,
+    /// instance version it produced
+    pub instance_version: u64,
+    /// stream sequence of its events
+    pub sequence: u64,
+    /// when it was committed
+    pub created_at: DateTime<Utc>,
+}
+
+/// One operation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OperationView {
+    /// operation id (the command id)
+    pub id: Uuid,
+    /// what it did
+    pub kind: OperationKind,
+    /// where it is
+    pub state: OperationState,
+    /// project
+    pub project: String,
+    /// instance
+    pub instance_id: Uuid,
+    /// instance version it produced
+    pub instance_version: u64,
+    /// stream sequence of its events
+    pub sequence: u64,
+    /// when it was committed
+    pub created_at: DateTime<Utc>,
+}
+
+/// Where an operation is, given what the cluster's agent last reported.
+pub(crate) fn operation_state(
+    op: &OperationRecord,
+    observed: Option<&ObservedState>,
+    removed: bool,
+) -> OperationState {
+    if op.kind == OperationKind::Deprovision {
+        return if removed { OperationState::Succeeded } else { OperationState::InProgress };
+    }
+    let Some(observed) = observed else { return OperationState::InProgress };
+    let applied = observed.observed_generation.unwrap_or(0);
+    if applied >= op.instance_version {
+        return OperationState::Succeeded;
+    }
+    if observed.phase == domain::observed::ObservedPhase::Failed
+        && observed.desired_generation >= op.instance_version
+    {
+        return OperationState::Failed {
+            reason: observed.reason.clone().unwrap_or_else(|| "Failed".into()),
+            instance_usable: observed.observed_generation.is_some(),
+            update_repeatable: true,
+        };
+    }
+    OperationState::InProgress
+}

@@ -1,0 +1,205 @@
+//! Folding tests: messages as the store and agents write them, the records they make.
+
+use domain::{
+    InstanceEvent, ServiceType,
+    catalog::Resources,
+    instance::InstanceProvisioned,
+    observed::{ObservedPhase, ObservedState},
+};
+use serde_json::json;
+
+use super::*;
+
+/// A stream of messages as the store and agents write them: (subject, payload).
+struct Log {
+    id: Uuid,
+    version: u64,
+    messages: Vec<(String, Vec<u8>)>,
+}
+
+impl Log {
+    fn new() -> Self {
+        Self { id: Uuid::now_v7(), version: 0, messages: Vec::new() }
+    }
+
+    fn command(&mut self, operation: &str, events: Vec<InstanceEvent>) -> Uuid {
+        let mut metadata = streams::CommandMetadata::new(operation, "test");
+        metadata.time = DateTime::from_timestamp(1_000 + self.messages.len() as i64, 0).unwrap();
+        let batch = EventBatch {
+            aggregate_type: <Instance as Aggregate>::TYPE.to_owned(),
+            aggregate_id: format!("acme.{}", self.id),
+            first_version: self.version + 1,
+            events: EventBatch::encode_events::<Instance>(&events).unwrap(),
+            metadata: metadata.clone(),
+            snapshot: None,
+        };
+        self.version += events.len() as u64;
+        self.messages.push((format!("cp.evt.eu-1.acme.{}", self.id), serde_json::to_vec(&batch).unwrap()));
+        metadata.command_id
+    }
+
+    fn provision(&mut self) -> Uuid {
+        let provisioned = InstanceProvisioned {
+            instance_id: self.id,
+            project: "acme".into(),
+            name: "db".into(),
+            service: ServiceType::Postgresql,
+            version: "16".into(),
+            plan: "starter".into(),
+            resources: Resources { cpu_millis: 500, memory_mib: 1024, replicas: 1 },
+            storage_gib: 10,
+            config: Default::default(),
+            description: String::new(),
+            deletion_protection: false,
+            cluster: "eu-1".into(),
+        };
+        self.command("provision", vec![InstanceEvent::InstanceProvisioned(provisioned)])
+    }
+
+    fn describe(&mut self, text: &str) -> Uuid {
+        self.command("update", vec![InstanceEvent::DescriptionChanged { description: text.into() }])
+    }
+
+    fn observe(&mut self, observed: Option<u64>, phase: ObservedPhase) {
+        let state = ObservedState {
+            instance_id: self.id,
+            observed_generation: observed,
+            desired_generation: self.version,
+            phase,
+            ready_replicas: 1,
+            desired_replicas: 1,
+            running_version: None,
+            config_hash: None,
+            reason: (phase == ObservedPhase::Failed).then(|| "CrashLoopBackOff".into()),
+        };
+        let message = json!({"project": "acme", "instance_id": self.id,
+            "time": format!("2026-01-01T00:00:{:02}Z", self.messages.len() % 60),
+            "event": ObservedEvent::InstanceObserved(state)});
+        self.messages.push((format!("cp.obs.eu-1.acme.{}", self.id), serde_json::to_vec(&message).unwrap()));
+    }
+
+    fn fold(&self, model: &mut ReadModel, from: usize, to: usize) {
+        for (n, (subject, payload)) in self.messages.iter().enumerate().take(to).skip(from) {
+            let _ = model.apply_message(n as u64 + 1, subject, payload);
+        }
+    }
+}
+
+/// What a bucket holds: the records written, the checkpoint written after them.
+fn store(written: &[(RecordKey, Vec<u8>)], checkpoint: Checkpoint) -> ReadModel {
+    let mut loaded = ReadModel::default();
+    for (key, value) in written {
+        loaded.load_record(key, value).unwrap();
+    }
+    loaded.load_record(&RecordKey::Checkpoint, &serde_json::to_vec(&checkpoint).unwrap()).unwrap();
+    loaded
+}
+
+#[test]
+fn a_projector_that_died_between_records_and_checkpoint_applies_nothing_twice() {
+    // given a log of provision, observations and description changes
+    let mut log = Log::new();
+    log.provision();
+    log.observe(Some(1), ObservedPhase::Ready);
+    for n in 0..6 {
+        log.describe(&format!("change {n}"));
+    }
+    log.observe(Some(7), ObservedPhase::Ready);
+    let mut clean = ReadModel::default();
+    log.fold(&mut clean, 0, log.messages.len());
+
+    // when a projector flushed messages 1..=3 with their checkpoint, folded 4..=6, wrote only some of
+    // the changed records and died before the checkpoint
+    let mut dying = ReadModel::default();
+    log.fold(&mut dying, 0, 3);
+    let mut bucket = dying.take_changes();
+    let checkpoint = dying.checkpoint();
+    log.fold(&mut dying, 3, 6);
+    let partial = dying.take_changes();
+    bucket.retain(|(key, _)| !partial.iter().any(|(k, _)| k == key));
+    bucket.extend(partial.into_iter().filter(|(key, _)| matches!(key, RecordKey::Instance { .. })));
+
+    // then a new projector loads the bucket, replays from the checkpoint and equals a clean fold
+    let mut restarted = store(&bucket, checkpoint);
+    assert_eq!(restarted.last_sequence(), 3);
+    log.fold(&mut restarted, 3, log.messages.len());
+    assert_eq!(restarted.differences(&clean, 10), Vec::<String>::new());
+    assert_eq!(restarted.instance("acme", log.id).unwrap().messages, log.messages.len() as u64);
+}
+
+#[test]
+fn records_survive_the_round_trip_through_the_bucket() {
+    let mut log = Log::new();
+    log.provision();
+    log.observe(Some(1), ObservedPhase::Ready);
+    let mut model = ReadModel::default();
+    log.fold(&mut model, 0, log.messages.len());
+    let loaded = store(&model.take_changes(), model.checkpoint());
+    assert_eq!(loaded, model);
+    assert_eq!(loaded.instance("acme", log.id).unwrap().status.state, Health::Healthy);
+}
+
+#[test]
+fn a_backlog_is_written_as_one_record_per_instance_and_operations_in_pages() {
+    let mut log = Log::new();
+    log.provision();
+    for n in 0..2_499 {
+        log.describe(&format!("change {n}"));
+    }
+    let mut model = ReadModel::default();
+    log.fold(&mut model, 0, log.messages.len());
+    let records = model.take_changes();
+    let keys: Vec<String> = records.iter().map(|(key, _)| key.key()).collect();
+    assert_eq!(
+        keys,
+        [
+            format!("instance.acme.{}", log.id),
+            format!("operations.{:020}", 1),
+            format!("operations.{:020}", 1001),
+            format!("operations.{:020}", 2001)
+        ]
+    );
+    assert_eq!(store(&records, model.checkpoint()), model);
+    assert_eq!(model.take_changes(), Vec::new(), "nothing changed since");
+}
+
+#[test]
+fn an_operation_succeeds_once_its_generation_is_observed_and_fails_with_the_agents_reason() {
+    let mut log = Log::new();
+    log.provision();
+    let change = log.describe("x");
+    let mut model = ReadModel::default();
+    log.fold(&mut model, 0, log.messages.len());
+    assert_eq!(model.operation("acme", change).unwrap().state, OperationState::InProgress);
+    assert_eq!(model.operation("other", change), None, "operations are per project");
+
+    log.observe(Some(1), ObservedPhase::Failed);
+    log.fold(&mut model, 2, 3);
+    let OperationState::Failed { reason, instance_usable, .. } =
+        model.operation("acme", change).unwrap().state
+    else {
+        panic!("a failure at the operation's generation fails it")
+    };
+    assert_eq!((reason.as_str(), instance_usable), ("CrashLoopBackOff", true));
+
+    log.observe(Some(2), ObservedPhase::Ready);
+    log.fold(&mut model, 3, 4);
+    assert_eq!(model.operation("acme", change).unwrap().state, OperationState::Succeeded);
+}
+
+#[test]
+fn an_unknown_event_is_counted_and_skipped_and_the_next_one_applies() {
+    let mut log = Log::new();
+    log.provision();
+    let unknown = json!({"aggregate_type": "instance", "aggregate_id": format!("acme.{}", log.id),
+        "first_version": 2, "events": [{"type": "InstanceTeleported", "schema": "1", "data": {}}],
+        "metadata": {"command_id": Uuid::now_v7(), "operation": "update", "actor": "x",
+            "time": "2026-01-01T00:00:00Z"}});
+    log.messages.push((log.messages[0].0.clone(), serde_json::to_vec(&unknown).unwrap()));
+    log.version += 1;
+    log.describe("after");
+    let mut model = ReadModel::default();
+    log.fold(&mut model, 0, log.messages.len());
+    assert_eq!((model.skipped(), model.last_sequence()), (1, 3));
+    assert_eq!(model.instance("acme", log.id).unwrap().spec().description, "after");
+}
