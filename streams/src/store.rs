@@ -15,9 +15,8 @@
 //!   in one process queue instead of conflicting; conflicts remain only between processes.
 
 use std::{
-    collections::HashMap,
     marker::PhantomData,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -29,16 +28,20 @@ use async_nats::{
     },
 };
 use bytes::Bytes;
-use cqrs_es::{
-    Aggregate, AggregateContext, AggregateError, EventEnvelope, EventStore, event_sink::EventSink,
-};
+use cqrs_es::{Aggregate, AggregateContext, AggregateError};
 use futures::StreamExt as _;
 use tokio::sync::OwnedMutexGuard;
 
 use crate::{
-    envelope::{CommandMetadata, DecodeError, EventBatch},
+    envelope::{CommandMetadata, EventBatch},
     group_commit::{self, Append, GroupCommitter, Sent},
 };
+
+mod cache;
+mod cqrs;
+mod execute;
+
+use cache::{Cache, Loaded};
 
 /// An aggregate that can live in a [`JetStreamStore`].
 pub trait StreamAggregate: Aggregate + Clone + 'static {
@@ -90,48 +93,6 @@ pub enum ExecuteError<E: std::error::Error> {
     /// stored data could not be read back; not retryable
     #[error("event store data is corrupt: {0}")]
     Corrupt(String),
-}
-
-/// What the cache remembers of one aggregate.
-#[derive(Debug, Clone)]
-struct Loaded<A> {
-    aggregate: Arc<A>,
-    version: u64,
-    /// stream sequence of the subject's last message; 0 when the aggregate has none
-    last_sequence: u64,
-    subject: Option<String>,
-}
-
-type Slot<A> = Arc<tokio::sync::Mutex<Option<Loaded<A>>>>;
-
-/// Per-aggregate slots: a lock (serializing commands on one aggregate) around the cached state.
-struct Cache<A> {
-    // foldhash (seeded per process) rather than SipHash, which showed up in profiles of the write path.
-    slots: Mutex<HashMap<String, Slot<A>, foldhash::fast::RandomState>>,
-    capacity: usize,
-}
-
-impl<A> Cache<A> {
-    fn slot(&self, id: &str) -> Slot<A> {
-        let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(slot) = slots.get(id) {
-            return slot.clone();
-        }
-        if slots.len() >= self.capacity {
-            // Drop a tenth of the idle slots. Which ones matters little: a miss costs one direct get.
-            let evict = self.capacity / 10 + 1;
-            let idle: Vec<String> = slots
-                .iter()
-                .filter(|(_, s)| Arc::strong_count(s) == 1)
-                .map(|(k, _)| k.clone())
-                .take(evict)
-                .collect();
-            for key in idle {
-                slots.remove(&key);
-            }
-        }
-        slots.entry(id.to_owned()).or_default().clone()
-    }
 }
 
 /// The aggregate as loaded for one command; holds the aggregate's lock until committed or dropped.
@@ -444,100 +405,6 @@ impl<A: StreamAggregate> JetStreamStore<A> {
         Ok((batch.metadata.command_id == command_id).then_some(message.sequence))
     }
 
-    /// Runs a command: loads the aggregate, checks `expected_version`, lets the aggregate handle the
-    /// command and appends its events as one message. Races with other processes are retried; a
-    /// caller-supplied expected version is never retried.
-    pub async fn execute(
-        &self,
-        aggregate_id: &str,
-        command: A::Command,
-        services: &A::Services,
-        expected_version: Option<u64>,
-        metadata: CommandMetadata,
-    ) -> Result<Committed<A>, ExecuteError<A::Error>>
-    where
-        A::Command: Clone,
-    {
-        self.run(aggregate_id, command, services, expected_version, metadata, false).await
-    }
-
-    /// [`Self::execute`] for an aggregate whose id the caller has just generated, so it cannot have
-    /// events: skips loading it. Only for ids that are new beyond doubt (a retried command must use
-    /// `execute`): the expected-sequence check covers the subject the command is published to, not other
-    /// partitions.
-    pub async fn execute_new(
-        &self,
-        aggregate_id: &str,
-        command: A::Command,
-        services: &A::Services,
-        metadata: CommandMetadata,
-    ) -> Result<Committed<A>, ExecuteError<A::Error>>
-    where
-        A::Command: Clone,
-    {
-        self.run(aggregate_id, command, services, Some(0), metadata, true).await
-    }
-
-    async fn run(
-        &self,
-        aggregate_id: &str,
-        command: A::Command,
-        services: &A::Services,
-        expected_version: Option<u64>,
-        metadata: CommandMetadata,
-        assume_new: bool,
-    ) -> Result<Committed<A>, ExecuteError<A::Error>>
-    where
-        A::Command: Clone,
-    {
-        let mut conflicts = 0;
-        loop {
-            let mut context = self.lock_with(aggregate_id, assume_new).await.map_err(execute_error)?;
-            if let Some(expected) = expected_version
-                && expected != context.version
-            {
-                return Err(ExecuteError::VersionMismatch { expected, current: context.version });
-            }
-            let sink = EventSink::default();
-            context
-                .aggregate
-                .handle(command.clone(), services, &sink)
-                .await
-                .map_err(ExecuteError::Rejected)?;
-            let events = sink.collect().await;
-            if events.is_empty() {
-                return Ok(Committed {
-                    version: context.version,
-                    stream_sequence: None,
-                    events,
-                    duplicate: false,
-                    aggregate: Arc::new(context.aggregate),
-                });
-            }
-            let loaded = context.version;
-            let version = loaded + events.len() as u64;
-            match self.append(&events, context, metadata.clone()).await {
-                Ok((sequence, duplicate, aggregate)) => {
-                    return Ok(Committed {
-                        version,
-                        stream_sequence: Some(sequence),
-                        events,
-                        duplicate,
-                        aggregate,
-                    });
-                }
-                Err(AggregateError::AggregateConflict) if expected_version.is_some() => {
-                    // Another process moved the aggregate between our load and our publish.
-                    let current = self.load(aggregate_id).await.map_err(execute_error)?.1;
-                    // The caller expected the version we loaded (checked above), whatever the command emits.
-                    return Err(ExecuteError::VersionMismatch { expected: loaded, current });
-                }
-                Err(AggregateError::AggregateConflict) if conflicts < CONFLICT_RETRIES => conflicts += 1,
-                Err(e) => return Err(execute_error(e)),
-            }
-        }
-    }
-
     /// Every event of an aggregate with its version and metadata, in order (for audits and tests).
     pub async fn history(
         &self,
@@ -550,69 +417,5 @@ impl<A: StreamAggregate> JetStreamStore<A> {
             Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(vec![]),
             Err(e) => Err(unavailable::<A>(e)),
         }
-    }
-}
-
-fn execute_error<E: std::error::Error>(e: AggregateError<E>) -> ExecuteError<E> {
-    match e {
-        AggregateError::UserError(e) => ExecuteError::Rejected(e),
-        AggregateError::AggregateConflict => ExecuteError::Conflict,
-        AggregateError::DatabaseConnectionError(e) => ExecuteError::Unavailable(e.to_string()),
-        AggregateError::DeserializationError(e) | AggregateError::UnexpectedError(e) => {
-            ExecuteError::Corrupt(e.to_string())
-        }
-    }
-}
-
-impl From<DecodeError> for ExecuteError<std::convert::Infallible> {
-    fn from(e: DecodeError) -> Self {
-        Self::Corrupt(e.to_string())
-    }
-}
-
-impl<A: StreamAggregate> EventStore<A> for JetStreamStore<A> {
-    type AC = JetStreamContext<A>;
-
-    async fn load_events(&self, aggregate_id: &str) -> Result<Vec<EventEnvelope<A>>, StoreError<A>> {
-        Ok(self
-            .history(aggregate_id)
-            .await?
-            .into_iter()
-            .map(|(version, payload, metadata)| EventEnvelope {
-                aggregate_id: aggregate_id.to_owned(),
-                sequence: version as usize,
-                payload,
-                metadata: metadata.to_map(),
-            })
-            .collect())
-    }
-
-    async fn load_aggregate(&self, aggregate_id: &str) -> Result<JetStreamContext<A>, StoreError<A>> {
-        self.lock(aggregate_id).await
-    }
-
-    async fn commit(
-        &self,
-        events: Vec<A::Event>,
-        context: JetStreamContext<A>,
-        metadata: HashMap<String, String>,
-    ) -> Result<Vec<EventEnvelope<A>>, StoreError<A>> {
-        if events.is_empty() {
-            return Ok(vec![]);
-        }
-        let first = context.version + 1;
-        let aggregate_id = context.aggregate_id.clone();
-        let meta = CommandMetadata::from_map(&metadata);
-        self.append(&events, context, meta.clone()).await?;
-        Ok(events
-            .into_iter()
-            .enumerate()
-            .map(|(i, payload)| EventEnvelope {
-                aggregate_id: aggregate_id.clone(),
-                sequence: (first + i as u64) as usize,
-                payload,
-                metadata: meta.to_map(),
-            })
-            .collect())
     }
 }
