@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cluster_agent::{AgentConfig, Metrics};
 use common::{CONVERGE, Requests};
@@ -52,18 +52,7 @@ async fn an_agent_leaves_a_three_replica_topology_as_it_is() {
     let client = async_nats::connect(cluster.urls().as_slice()).await.unwrap();
     let js = async_nats::jetstream::new(client.clone());
     let settings = Settings { replicas: 3, ..Settings::default() };
-    // A fresh cluster may not place replicated streams at once: ask again for a while.
-    let started = Instant::now();
-    let topology = loop {
-        match settings.apply(&js).await {
-            Ok(topology) => break topology,
-            Err(e) if started.elapsed() < Duration::from_secs(30) => {
-                tracing::info!(error = %e, "the cluster cannot place the streams yet");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(e) => panic!("topology: {e}"),
-        }
-    };
+    let topology = settings.apply_when_placed(&js, Duration::from_secs(30)).await.expect("topology");
     let mut events = topology.events.clone();
     let before = events.info().await.unwrap().config.clone();
     assert_eq!(before.num_replicas, 3);

@@ -139,6 +139,27 @@ impl Settings {
         }
     }
 
+    /// [`Self::apply`], asked again a few times a second for at most `within` while it fails: right after
+    /// a JetStream cluster has elected its metadata leader, the leader may not yet count every peer as
+    /// online (it times out or answers "no suitable peers" for replicated streams), and a client can only
+    /// learn that by asking again.
+    pub async fn apply_when_placed(
+        &self,
+        jetstream: &jetstream::Context,
+        within: Duration,
+    ) -> Result<Topology, TopologyError> {
+        let started = std::time::Instant::now();
+        loop {
+            match self.apply(jetstream).await {
+                Err(e) if started.elapsed() < within => {
+                    tracing::info!(error = %e, "the cluster cannot place the streams yet");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                result => return result,
+            }
+        }
+    }
+
     /// Creates or updates the stream and buckets so that they match these settings. Safe to run from
     /// every process at every start.
     pub async fn apply(&self, jetstream: &jetstream::Context) -> Result<Topology, TopologyError> {

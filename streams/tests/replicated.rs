@@ -15,24 +15,15 @@ use uuid::Uuid;
 /// How long the cluster gets to elect leaders, at start and after a node is lost.
 const ELECTION: Duration = Duration::from_secs(30);
 
-/// Applies the topology with three replicas. Right after its election the metadata leader may not yet
-/// count every peer as online (it times out or answers "no suitable peers"), and a client can only learn
-/// that by asking again: so ask again, a few times a second, for at most [`ELECTION`].
+/// Applies the topology with three replicas, asking again while the fresh cluster cannot place it.
 async fn replicated_topology(cluster: &NatsCluster) -> Topology {
     let client = async_nats::connect(cluster.urls().as_slice()).await.expect("connect to the cluster");
     let jetstream = async_nats::jetstream::new(client);
     let settings = Settings { replicas: 3, commit_mode: CommitMode::Grouped, ..Settings::default() };
-    let started = Instant::now();
-    loop {
-        match settings.apply(&jetstream).await {
-            Ok(topology) => return topology,
-            Err(e) if started.elapsed() < ELECTION => {
-                tracing::info!(error = %e, "the cluster cannot place the streams yet");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(e) => panic!("the cluster did not accept the topology within {ELECTION:?}: {e}"),
-        }
-    }
+    settings
+        .apply_when_placed(&jetstream, ELECTION)
+        .await
+        .unwrap_or_else(|e| panic!("the cluster did not accept the topology within {ELECTION:?}: {e}"))
 }
 
 /// Runs a command, retrying (same command id) while the cluster is unavailable, as a client retries
