@@ -136,20 +136,12 @@ impl World {
 
     /// Starts the agent of cluster `i` in this process, with its requests recorded.
     pub async fn start_agent(&mut self, i: usize) {
-        self.start_agent_on(i, self.nats.clone()).await;
+        self.start_agent_with_resync(i, Duration::from_secs(300)).await;
     }
 
     /// Starts the agent of cluster `i` with a resync period of the test's choosing.
     pub async fn start_agent_with_resync(&mut self, i: usize, resync: Duration) {
-        self.start_agent_with(i, self.nats.clone(), resync).await;
-    }
-
-    /// Starts the agent of cluster `i` on a NATS connection of the test's choosing.
-    pub async fn start_agent_on(&mut self, i: usize, nats: async_nats::Client) {
-        self.start_agent_with(i, nats, Duration::from_secs(300)).await;
-    }
-
-    async fn start_agent_with(&mut self, i: usize, nats: async_nats::Client, resync: Duration) {
+        let nats = self.nats.clone();
         let cluster = &mut self.clusters[i];
         cluster.metrics = Metrics::default();
         let client = cluster.requests.client(cluster.kube.agent_config().await, &cluster.metrics);
