@@ -7,7 +7,7 @@ use uuid::Uuid;
 use crate::{
     envelope::CommandMetadata,
     names::KvNameRegistry,
-    store::{Committed, ExecuteError, JetStreamStore, StreamAggregate},
+    store::{Committed, Current, ExecuteError, JetStreamStore, Landed, StreamAggregate},
     topology::{INSTANCE_EVENT_PREFIX, Topology},
 };
 
@@ -141,15 +141,42 @@ impl InstanceCommands {
         Ok(committed)
     }
 
+    /// The instance as every write acknowledged before the call left it, from the stream (see
+    /// [`JetStreamStore::read_current`]); `None` when it was never provisioned.
+    pub async fn read_current(
+        &self,
+        project: &str,
+        instance_id: Uuid,
+    ) -> Result<Option<Current<Instance>>, ExecuteError<InstanceError>> {
+        self.store.read_current(&aggregate_id(project, instance_id)).await.map_err(store_error)
+    }
+
+    /// Where command `command_id` on the instance landed, if it did since `not_before` (see
+    /// [`JetStreamStore::find_command`]).
+    pub async fn find_command(
+        &self,
+        project: &str,
+        instance_id: Uuid,
+        command_id: Uuid,
+        not_before: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<Landed>, ExecuteError<InstanceError>> {
+        let id = aggregate_id(project, instance_id);
+        self.store.find_command(&id, command_id, not_before).await.map_err(store_error)
+    }
+
     /// The instance and its version (0 when it does not exist).
     pub async fn load(
         &self,
         project: &str,
         instance_id: Uuid,
     ) -> Result<(Instance, u64), ExecuteError<InstanceError>> {
-        self.store.load(&aggregate_id(project, instance_id)).await.map_err(|e| match e {
-            cqrs_es::AggregateError::DatabaseConnectionError(e) => ExecuteError::Unavailable(e.to_string()),
-            other => ExecuteError::Corrupt(other.to_string()),
-        })
+        self.store.load(&aggregate_id(project, instance_id)).await.map_err(store_error)
+    }
+}
+
+fn store_error(e: cqrs_es::AggregateError<InstanceError>) -> ExecuteError<InstanceError> {
+    match e {
+        cqrs_es::AggregateError::DatabaseConnectionError(e) => ExecuteError::Unavailable(e.to_string()),
+        other => ExecuteError::Corrupt(other.to_string()),
     }
 }

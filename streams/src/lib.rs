@@ -21,5 +21,7 @@ pub mod store;
 pub mod topology;
 
 pub use envelope::{CommandMetadata, DecodeError, EventBatch, MessageHeaders, headers};
-pub use store::{CommitMode, Committed, ExecuteError, JetStreamContext, JetStreamStore, StreamAggregate};
+pub use store::{
+    CommitMode, Committed, Current, ExecuteError, JetStreamContext, JetStreamStore, Landed, StreamAggregate,
+};
 pub use topology::{Settings, Topology, TopologyError};

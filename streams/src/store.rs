@@ -69,6 +69,30 @@ pub struct Committed<A: Aggregate> {
     pub aggregate: Arc<A>,
 }
 
+/// An aggregate as the stream holds it now ([`JetStreamStore::read_current`]).
+#[derive(Debug, Clone)]
+pub struct Current<A> {
+    /// the aggregate after its last event
+    pub aggregate: Arc<A>,
+    /// its version (events since creation)
+    pub version: u64,
+    /// stream sequence of its subject's last message
+    pub sequence: u64,
+    /// when that message's command ran
+    pub updated_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Where a command's message is ([`JetStreamStore::find_command`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Landed {
+    /// aggregate version after its events
+    pub version: u64,
+    /// its stream sequence
+    pub sequence: u64,
+    /// when the command ran
+    pub time: chrono::DateTime<chrono::Utc>,
+}
+
 /// Why [`JetStreamStore::execute`] did not commit.
 #[derive(Debug, thiserror::Error)]
 pub enum ExecuteError<E: std::error::Error> {
@@ -208,7 +232,7 @@ impl<A: StreamAggregate> JetStreamStore<A> {
         let last = match self.inner.stream.direct_get_last_for_subject(pattern).await {
             Ok(message) => message,
             Err(e) if e.kind() == DirectGetErrorKind::NotFound => {
-                return Ok(Loaded { aggregate: Arc::default(), version: 0, last_sequence: 0, subject: None });
+                return Ok(Loaded::absent());
             }
             Err(e) => return Err(unavailable::<A>(e)),
         };
@@ -224,6 +248,7 @@ impl<A: StreamAggregate> JetStreamStore<A> {
             version: batch.last_version(),
             last_sequence: last.sequence,
             subject: Some(subject),
+            updated_at: Some(batch.metadata.time),
         })
     }
 
@@ -274,9 +299,7 @@ impl<A: StreamAggregate> JetStreamStore<A> {
         let mut guard = self.inner.cache.slot(aggregate_id).lock_owned().await;
         let loaded = match guard.as_ref() {
             Some(loaded) => loaded.clone(),
-            None if assume_new => {
-                Loaded { aggregate: Arc::default(), version: 0, last_sequence: 0, subject: None }
-            }
+            None if assume_new => Loaded::absent(),
             None => {
                 let loaded = self.fetch(aggregate_id).await?;
                 *guard = Some(loaded.clone());
@@ -292,6 +315,18 @@ impl<A: StreamAggregate> JetStreamStore<A> {
             subject: loaded.subject,
             guard,
         })
+    }
+
+    /// Replaces a locked context's state with the stream's: when the caller's expected version differs
+    /// from the cached one, the cache may only lag another process's write.
+    async fn refresh(&self, context: &mut JetStreamContext<A>) -> Result<(), StoreError<A>> {
+        let loaded = self.fetch(&context.aggregate_id).await?;
+        context.aggregate = A::clone(&loaded.aggregate);
+        context.version = loaded.version;
+        context.last_sequence = loaded.last_sequence;
+        context.subject = loaded.subject.clone();
+        *context.guard = (loaded.version > 0).then_some(loaded);
+        Ok(())
     }
 
     /// The current state of an aggregate and its version (0: no events). Reads through the cache.
@@ -312,6 +347,23 @@ impl<A: StreamAggregate> JetStreamStore<A> {
         Ok((A::clone(&loaded.aggregate), loaded.version))
     }
 
+    /// The aggregate as every write acknowledged before this call left it, read from the stream (one
+    /// direct get of its subject's last message) without taking its lock or touching the cache: for reads
+    /// that must not lag the reader's own writes, such as a GET whose ETag feeds an `If-Match`. `None` when
+    /// the aggregate has no events.
+    pub async fn read_current(&self, aggregate_id: &str) -> Result<Option<Current<A>>, StoreError<A>> {
+        let loaded = self.fetch(aggregate_id).await?;
+        if loaded.version == 0 {
+            return Ok(None);
+        }
+        Ok(Some(Current {
+            aggregate: loaded.aggregate,
+            version: loaded.version,
+            sequence: loaded.last_sequence,
+            updated_at: loaded.updated_at,
+        }))
+    }
+
     /// Appends `events` as one message. On success the cache holds the new state; on a conflict or an
     /// unknown outcome the cache entry is dropped so the next load reads the stream.
     async fn append(
@@ -329,7 +381,7 @@ impl<A: StreamAggregate> JetStreamStore<A> {
             .to_owned();
         let subject =
             context.subject.clone().unwrap_or_else(|| self.subject(&partition, &context.aggregate_id));
-        let command_id = metadata.command_id;
+        let (command_id, time) = (metadata.command_id, metadata.time);
         let (payload, headers) = EventBatch::encode(
             &context.aggregate_id,
             context.version + 1,
@@ -356,6 +408,7 @@ impl<A: StreamAggregate> JetStreamStore<A> {
                     version: last_version,
                     last_sequence: sequence,
                     subject: Some(subject),
+                    updated_at: Some(time),
                 });
                 Ok((sequence, duplicate, aggregate))
             }
@@ -403,6 +456,64 @@ impl<A: StreamAggregate> JetStreamStore<A> {
         };
         let batch = EventBatch::from_slice(&message.payload).map_err(corrupt::<A>)?;
         Ok((batch.metadata.command_id == command_id).then_some(message.sequence))
+    }
+
+    /// Where command `command_id` landed on an aggregate's subject, if it did, looking no further back
+    /// than `not_before` (when the command was first asked for; a minute's clock skew is allowed). For
+    /// answering a retried request whose first attempt may have landed while the read models lag.
+    pub async fn find_command(
+        &self,
+        aggregate_id: &str,
+        command_id: uuid::Uuid,
+        not_before: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<Landed>, StoreError<A>> {
+        self.ensure_connected()?;
+        let pattern = format!("{}.*.{aggregate_id}", self.inner.prefix);
+        let last = match self.inner.stream.direct_get_last_for_subject(pattern).await {
+            Ok(last) => last,
+            Err(e) if e.kind() == DirectGetErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(unavailable::<A>(e)),
+        };
+        let landed = |batch: &EventBatch, sequence| Landed {
+            version: batch.last_version(),
+            sequence,
+            time: batch.metadata.time,
+        };
+        let batch = EventBatch::from_slice(&last.payload).map_err(corrupt::<A>)?;
+        if batch.metadata.command_id == command_id {
+            return Ok(Some(landed(&batch, last.sequence)));
+        }
+        let from = not_before - chrono::TimeDelta::minutes(1);
+        let start_time = time::OffsetDateTime::from_unix_timestamp_nanos(
+            from.timestamp_nanos_opt().unwrap_or_default().into(),
+        )
+        .map_err(unavailable::<A>)?;
+        let consumer = self
+            .inner
+            .stream
+            .create_consumer(OrderedConfig {
+                filter_subject: last.subject.to_string(),
+                deliver_policy: jetstream::consumer::DeliverPolicy::ByStartTime { start_time },
+                ..Default::default()
+            })
+            .await
+            .map_err(unavailable::<A>)?;
+        let mut remaining = consumer.cached_info().num_pending;
+        let mut messages = consumer.messages().await.map_err(unavailable::<A>)?;
+        while remaining > 0 {
+            let message = tokio::time::timeout(Duration::from_secs(10), messages.next())
+                .await
+                .map_err(|_| unavailable::<A>("scan timed out"))?
+                .ok_or_else(|| unavailable::<A>("scan ended early"))?
+                .map_err(unavailable::<A>)?;
+            remaining -= 1;
+            let batch = EventBatch::from_slice(&message.payload).map_err(corrupt::<A>)?;
+            if batch.metadata.command_id == command_id {
+                let sequence = message.info().map_err(unavailable::<A>)?.stream_sequence;
+                return Ok(Some(landed(&batch, sequence)));
+            }
+        }
+        Ok(None)
     }
 
     /// Every event of an aggregate with its version and metadata, in order (for audits and tests).

@@ -57,6 +57,19 @@ impl TestApi {
 
     /// The same, with a chosen JetStream sync policy.
     pub async fn start_with(sync: Sync) -> Self {
+        Self::start_with_projector(sync, true).await
+    }
+
+    /// The API without the projector: its read models never move, as when the projector is down. Reads
+    /// wait for them at most `read_wait`.
+    pub async fn start_without_projector(read_wait: Duration) -> Self {
+        let mut api = Self::start_with_projector(Sync::Default, false).await;
+        api.state = api.state.with_read_wait(read_wait);
+        api.router = app(api.state.clone());
+        api
+    }
+
+    async fn start_with_projector(sync: Sync, projector: bool) -> Self {
         let nats_server = NatsServer::start_with(sync);
         let (connected_tx, connected) = tokio::sync::watch::channel(false);
         let nats = async_nats::ConnectOptions::new()
@@ -82,12 +95,14 @@ impl TestApi {
         };
         let settings = streams::Settings { commit_mode, ..streams::Settings::default() };
         let state = AppState::start(nats.clone(), &settings).await.expect("start the API state");
-        // The projector runs beside the API, as `cp-projector run` does in a deployment.
-        let topology =
-            settings.apply(&async_nats::jetstream::new(nats)).await.expect("topology for the projector");
-        let bucket = streams::read_models::ReadModelBucket::new(&topology);
-        projections::Projector::new(topology.events, bucket, projections::ProjectorMetrics::default())
-            .spawn();
+        if projector {
+            // The projector runs beside the API, as `cp-projector run` does in a deployment.
+            let topology =
+                settings.apply(&async_nats::jetstream::new(nats)).await.expect("topology for the projector");
+            let bucket = streams::read_models::ReadModelBucket::new(&topology);
+            projections::Projector::new(topology.events, bucket, projections::ProjectorMetrics::default())
+                .spawn();
+        }
         for name in ["eu-1", "eu-2"] {
             let cluster = domain::Cluster { name: name.into(), region: "eu-central".into() };
             state.clusters.register(&cluster).await.expect("register cluster");
@@ -120,18 +135,7 @@ impl TestApi {
         body: Option<&Value>,
         headers: &[(&str, &str)],
     ) -> Reply {
-        let mut request = Request::builder().method(method).uri(path);
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        let body = match body {
-            Some(json) => {
-                request = request.header("content-type", "application/json");
-                Body::from(serde_json::to_vec(json).expect("serialize body"))
-            }
-            None => Body::empty(),
-        };
-        self.send(request.body(body).expect("valid request")).await
+        call(&self.router, method, path, body, headers).await
     }
 
     /// GETs `path` as a client that made `writes` does: passing the newest write's `Cp-Stream-Sequence`
@@ -153,12 +157,12 @@ impl TestApi {
 
     /// Sends a prepared request.
     pub async fn send(&self, request: Request<Body>) -> Reply {
-        let response = self.router.clone().oneshot(request).await.expect("router is infallible");
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = response.into_body().collect().await.expect("read body").to_bytes();
-        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Reply { status, headers, body }
+        send(&self.router, request).await
+    }
+
+    /// Another API replica on this control plane's NATS, serving `state`.
+    pub fn replica(&self, state: AppState) -> Replica {
+        Replica { router: app(state) }
     }
 
     /// POSTs a PostgreSQL 16 instance called `name` in `project` and returns the reply.
@@ -172,4 +176,52 @@ impl TestApi {
         let mut events = self.state.events.clone();
         events.info().await.expect("stream info").state.messages
     }
+}
+
+/// A second API process's router (see [`TestApi::replica`]).
+pub struct Replica {
+    router: Router,
+}
+
+impl Replica {
+    /// Sends a request with optional JSON body and extra headers.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        call(&self.router, method, path, body, headers).await
+    }
+}
+
+async fn call(
+    router: &Router,
+    method: Method,
+    path: &str,
+    body: Option<&Value>,
+    headers: &[(&str, &str)],
+) -> Reply {
+    let mut request = Request::builder().method(method).uri(path);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let body = match body {
+        Some(json) => {
+            request = request.header("content-type", "application/json");
+            Body::from(serde_json::to_vec(json).expect("serialize body"))
+        }
+        None => Body::empty(),
+    };
+    send(router, request.body(body).expect("valid request")).await
+}
+
+async fn send(router: &Router, request: Request<Body>) -> Reply {
+    let response = router.clone().oneshot(request).await.expect("router is infallible");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response.into_body().collect().await.expect("read body").to_bytes();
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    Reply { status, headers, body }
 }

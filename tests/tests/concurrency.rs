@@ -30,22 +30,35 @@ async fn of_fifty_patches_with_the_same_if_match_exactly_one_succeeds() {
     assert_eq!(api.get_after(&path, &replies).await.version(), 2);
 }
 
+/// Fifty unconditional PATCHes through two API replicas: within a replica they queue on the instance's
+/// lock; between replicas they race, and the loser retries on the fresh version. Each accepted PATCH is
+/// applied exactly once, at a version of its own; a 409 (retries exhausted) is allowed, but not for all.
 #[tokio::test]
 async fn fifty_unconditional_patches_each_apply_once_or_conflict() {
     let api = Arc::new(TestApi::start().await);
     let created = api.provision("acme", "db").await;
     let id = created.body["instance_id"].as_str().unwrap().to_owned();
     let path = format!("/v1/projects/acme/instances/{id}");
+    let nats = async_nats::connect(api.nats_server.url()).await.unwrap();
+    let other =
+        Arc::new(api.replica(api::AppState::start(nats, &streams::Settings::default()).await.unwrap()));
     let replies = join_all((0..50).map(|i| {
-        let (api, path) = (api.clone(), path.clone());
+        let (api, other, path) = (api.clone(), other.clone(), path.clone());
         async move {
-            api.call(Method::PATCH, &path, Some(&json!({"description": format!("writer {i}")})), &[]).await
+            let body = json!({"description": format!("writer {i}")});
+            if i % 2 == 0 {
+                api.call(Method::PATCH, &path, Some(&body), &[]).await
+            } else {
+                other.call(Method::PATCH, &path, Some(&body), &[]).await
+            }
         }
     }))
     .await;
+    let statuses = replies.iter().map(|r| r.status).collect::<Vec<_>>();
     let accepted = replies.iter().filter(|r| r.status == StatusCode::ACCEPTED).count();
     let conflicts = replies.iter().filter(|r| r.status == StatusCode::CONFLICT).count();
-    assert_eq!(accepted + conflicts, 50, "{:?}", replies.iter().map(|r| r.status).collect::<Vec<_>>());
+    assert_eq!(accepted + conflicts, 50, "{statuses:?}");
+    assert!(accepted >= 25, "at least one replica's writers all apply, queued on its lock: {statuses:?}");
     let version = api.get_after(&path, &replies).await.version();
     let history =
         api.state.commands.store().history(&aggregate_id("acme", id.parse().unwrap())).await.unwrap();
@@ -55,6 +68,28 @@ async fn fifty_unconditional_patches_each_apply_once_or_conflict() {
         replies.iter().filter(|r| r.status == StatusCode::ACCEPTED).map(|r| r.version()).collect();
     versions.sort_unstable();
     assert_eq!(versions, (2..=version).collect::<Vec<_>>(), "every accepted PATCH produced its own version");
+}
+
+/// A retry whose first attempt landed while the read models lag (the projector is down) answers the
+/// first attempt's operation, still in progress, rather than running the command again (which would
+/// emit nothing and report a made-up success).
+#[tokio::test]
+async fn a_replayed_key_answers_the_first_operation_while_the_read_models_lag() {
+    let api = TestApi::start_without_projector(std::time::Duration::from_millis(100)).await;
+    let created = api.provision("acme", "db").await;
+    let path = format!("/v1/projects/acme/instances/{}", created.body["instance_id"].as_str().unwrap());
+    let body = json!({"description": "resized"});
+    let key = [("idempotency-key", "patch-1")];
+    let first = api.call(Method::PATCH, &path, Some(&body), &key).await;
+    assert_eq!(first.status, StatusCode::ACCEPTED, "{}", first.body);
+    assert_eq!(first.body["state"], "in_progress");
+    let again = api.call(Method::PATCH, &path, Some(&body), &key).await;
+    assert_eq!(again.status, StatusCode::ACCEPTED, "{}", again.body);
+    assert_eq!(again.body["id"], first.body["id"], "the same operation");
+    assert_eq!(again.body["state"], "in_progress", "not a made-up success: {}", again.body);
+    assert_eq!(again.version(), first.version());
+    assert_eq!(again.header("cp-stream-sequence"), first.header("cp-stream-sequence"));
+    assert_eq!(api.stream_messages().await, 2, "the command is stored once");
 }
 
 #[tokio::test]

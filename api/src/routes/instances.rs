@@ -9,7 +9,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use domain::{InstanceCommand, ProvisionInstance, UpdateInstance, instance::check_dns_label, placement};
-use projections::OperationKind;
+use projections::{InstanceView, OperationKind};
 use serde::Deserialize;
 use utoipa::IntoParams;
 use uuid::Uuid;
@@ -184,7 +184,8 @@ pub(super) async fn list_instances(
     params(("project" = String, Path, description = "project"), ("id" = String, Path, description = "instance id"),
         ("Cp-Min-Sequence" = Option<u64>, Header, description = "read-your-writes: the Cp-Stream-Sequence of a write; the read waits until it is visible (503 after 5 s)")),
     responses(
-        (status = 200, body = Instance, headers(("ETag" = String, description = "instance version"))),
+        (status = 200, description = "desired state as of every write acknowledged before the request; status and observed state from the read models",
+            body = Instance, headers(("ETag" = String, description = "instance version"))),
         (status = 404, body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -195,13 +196,18 @@ pub(super) async fn get_instance(
 ) -> Result<Response, ApiError> {
     let id = instance_id(&id)?;
     write::read_your_writes(&state, &headers).await?;
-    if state.read_models.read().instance(&project, id).is_none() {
-        write::catch_up(&state).await?;
-    }
-    let model = state.read_models.read();
-    let view = model.instance(&project, id).ok_or(ApiError::NotFound("instance"))?;
-    let mut response = Json(Instance::from(view)).into_response();
-    if let Ok(tag) = HeaderValue::from_str(&etag(view.version)) {
+    // Desired state and ETag from the stream, so that a GET → PATCH with If-Match never builds on a
+    // version older than the client's own last write (the read models may lag it); the observed side
+    // from the read models beside it.
+    let current = state.commands.read_current(&project, id).await?.ok_or(ApiError::NotFound("instance"))?;
+    let view = {
+        let model = state.read_models.read();
+        let updated_at = current.updated_at.unwrap_or_else(chrono::Utc::now);
+        let instance = domain::Instance::clone(&current.aggregate);
+        InstanceView::with_desired(model.instance(&project, id), instance, current.version, updated_at)
+    };
+    let mut response = Json(Instance::from(&view)).into_response();
+    if let Ok(tag) = HeaderValue::from_str(&etag(current.version)) {
         response.headers_mut().insert(header::ETAG, tag);
     }
     Ok(response)

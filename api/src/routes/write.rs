@@ -122,8 +122,28 @@ pub(super) async fn execute(
                 if shown {
                     return Ok(existing_operation(state, project, first.operation_id).into_response());
                 }
+                // The read models may only lag: the stream says whether the first request's command landed.
+                // Running it again would then emit nothing and answer a made-up success.
+                if let Some(landed) = state
+                    .commands
+                    .find_command(project, first.instance_id, first.operation_id, first.created_at)
+                    .await
+                    .map_err(ApiError::from)?
+                {
+                    let operation = Operation {
+                        id: first.operation_id,
+                        operation_type: kind.into(),
+                        state: OperationStatus::InProgress,
+                        instance_id: first.instance_id,
+                        instance_version: landed.version,
+                        created_at: landed.time,
+                        error: None,
+                    };
+                    return Ok(accepted(project, operation, landed.version, Some(landed.sequence)));
+                }
                 // It never landed (refused, or lost before its publish): run it again under the same ids.
-                // The command id is the message id, so a first attempt that did land is not stored twice.
+                // The command id is the message id, so a first attempt that lands meanwhile is not stored
+                // twice.
                 operation_id = first.operation_id;
                 instance_id = first.instance_id;
                 retried = true;

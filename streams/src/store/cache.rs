@@ -14,6 +14,15 @@ pub(super) struct Loaded<A> {
     /// stream sequence of the subject's last message; 0 when the aggregate has none
     pub(super) last_sequence: u64,
     pub(super) subject: Option<String>,
+    /// when the last message's command ran; `None` when unknown or absent
+    pub(super) updated_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl<A: Default> Loaded<A> {
+    /// An aggregate without events.
+    pub(super) fn absent() -> Self {
+        Self { aggregate: Arc::default(), version: 0, last_sequence: 0, subject: None, updated_at: None }
+    }
 }
 
 pub(super) type Slot<A> = Arc<tokio::sync::Mutex<Option<Loaded<A>>>>;

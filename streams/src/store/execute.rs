@@ -61,7 +61,14 @@ impl<A: StreamAggregate> JetStreamStore<A> {
             if let Some(expected) = expected_version
                 && expected != context.version
             {
-                return Err(ExecuteError::VersionMismatch { expected, current: context.version });
+                // The cache may lag a write by another process that the caller has seen (a fresh GET's
+                // ETag): the stream decides.
+                if !assume_new {
+                    self.refresh(&mut context).await.map_err(execute_error)?;
+                }
+                if expected != context.version {
+                    return Err(ExecuteError::VersionMismatch { expected, current: context.version });
+                }
             }
             let sink = EventSink::default();
             context
