@@ -4,6 +4,8 @@
 
 mod bench;
 mod bench_agents;
+mod bench_reads;
+mod measure;
 
 use clap::{Parser, Subcommand};
 
@@ -23,6 +25,8 @@ enum Command {
     Bench(bench::Options),
     /// Benchmark of the cluster agents: command acknowledged to objects applied.
     BenchAgents(bench_agents::Options),
+    /// Read-modify-write through the HTTP API (GET, then PATCH with its ETag) and what a GET costs.
+    BenchReads(bench_reads::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -31,5 +35,6 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Bench(options) => runtime.block_on(bench::run(options)),
         Command::BenchAgents(options) => runtime.block_on(bench_agents::run(options)),
+        Command::BenchReads(options) => runtime.block_on(bench_reads::run(options)),
     }
 }
