@@ -13,7 +13,6 @@ use async_nats::jetstream::{
     self, AckKind,
     consumer::{AckPolicy, DeliverPolicy, pull},
 };
-use cqrs_es::Aggregate as _;
 use domain::{Instance, Lifecycle, observed::ObservedEvent};
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::Namespace;
@@ -76,18 +75,13 @@ impl Desired {
     /// Takes a batch's resulting state if it is newer than what is known. Returns the instance id.
     fn learn(&self, batch: &EventBatch) -> Result<Option<Uuid>> {
         let version = batch.last_version();
-        let instance: Instance = match batch.snapshot.as_ref() {
-            Some(snapshot) => serde_json::from_str(snapshot.state.get())?,
-            None => {
-                // Without a snapshot only a complete history can be folded; that needs the
-                // instance's earlier events, which this message does not carry.
-                let mut instance = Instance::default();
-                for event in batch.decode_events::<Instance>()? {
-                    instance.apply(event);
-                }
-                instance
-            }
-        };
+        // The agent holds no rights to replay a subject: a message whose snapshot it cannot read and
+        // whose events are not the whole history is refused (and counted) rather than misread.
+        let instance: Instance =
+            batch.aggregate::<Instance>().ok_or_else(|| streams::DecodeError::NoReadableSnapshot {
+                aggregate_id: batch.aggregate_id.clone(),
+                snapshot_version: <Instance as streams::StreamAggregate>::SNAPSHOT_VERSION,
+            })??;
         let Some(spec) = instance.spec() else { return Ok(None) };
         let id = spec.id;
         let mut instances = lock(&self.instances);

@@ -4,6 +4,7 @@ mod commands;
 mod events;
 #[cfg(test)]
 mod tests;
+mod upcasters;
 
 use std::sync::Arc;
 
@@ -13,7 +14,8 @@ use uuid::Uuid;
 
 pub use self::{
     commands::{InstanceCommand, ProvisionInstance, UpdateInstance},
-    events::{EVENT_VERSION, InstanceEvent, InstanceProvisioned},
+    events::{InstanceEvent, InstanceProvisioned},
+    upcasters::upcasters,
 };
 use crate::{
     catalog::{Catalog, Config, ConfigValue, Resources, ServiceOffering, ServiceType, UpgradePath, Version},
@@ -343,15 +345,20 @@ impl Instance {
         }
         if let Some(changes) = cmd.config {
             let mut config = spec.config.clone();
+            let mut changed = Vec::new();
             for (key, value) in changes {
-                match value {
-                    Some(value) => config.insert(key, value),
+                let before = match value {
+                    Some(value) => config.insert(key.clone(), value),
                     None => config.remove(&key),
                 };
+                if before.as_ref() != config.get(&key) {
+                    changed.push(key);
+                }
             }
             check_config(offering, &config)?;
-            if config != spec.config {
-                events.push(InstanceEvent::ConfigurationChanged { config });
+            if !changed.is_empty() {
+                // `changes` is a BTreeMap: `changed` is sorted.
+                events.push(InstanceEvent::ConfigurationChanged { config, changed });
             }
         }
         if let Some(description) = cmd.description.filter(|d| *d != spec.description) {
@@ -444,7 +451,7 @@ impl Aggregate for Instance {
                 spec.storage_gib = storage_gib;
             }
             InstanceEvent::StorageExpanded { to_gib, .. } => spec.storage_gib = to_gib,
-            InstanceEvent::ConfigurationChanged { config } => spec.config = config,
+            InstanceEvent::ConfigurationChanged { config, .. } => spec.config = config,
             InstanceEvent::DescriptionChanged { description } => spec.description = description,
             InstanceEvent::DeletionProtectionChanged { enabled } => spec.deletion_protection = enabled,
             InstanceEvent::DeprovisioningStarted {} => self.lifecycle = Lifecycle::Deprovisioning,

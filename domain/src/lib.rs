@@ -9,6 +9,7 @@ pub mod catalog;
 pub mod instance;
 pub mod names;
 pub mod observed;
+pub mod operation;
 pub mod placement;
 
 pub use catalog::{Catalog, ConfigValue, Plan, Resources, ServiceType, Version};
@@ -17,4 +18,5 @@ pub use instance::{
     UpdateInstance,
 };
 pub use names::{NameRegistry, NameReservationError};
+pub use operation::OperationKind;
 pub use placement::{Cluster, place};

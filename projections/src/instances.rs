@@ -167,22 +167,17 @@ impl ReadModel {
             }
             self.changed.insert(RecordKey::Instance { project: project.clone(), id });
         }
-        let command_id = batch.metadata.command_id;
-        if let Some(kind) = OperationKind::parse(&batch.metadata.operation)
-            && !self.operations.contains_key(&command_id)
-        {
-            self.operations.insert(
-                command_id,
-                OperationRecord {
-                    id: command_id,
-                    kind,
-                    project: project.clone(),
-                    instance_id: id,
-                    instance_version: batch.last_version(),
-                    sequence,
-                    created_at: time,
-                },
-            );
+        let (command_id, kind) = (batch.metadata.command_id, batch.metadata.operation);
+        if let std::collections::hash_map::Entry::Vacant(entry) = self.operations.entry(command_id) {
+            entry.insert(OperationRecord {
+                id: command_id,
+                kind,
+                project: project.clone(),
+                instance_id: id,
+                instance_version: batch.last_version(),
+                sequence,
+                created_at: time,
+            });
             self.new_operations.push(command_id);
         }
         Ok(true)

@@ -100,7 +100,15 @@ async fn provision(commands: &InstanceCommands, count: usize) -> Vec<Uuid> {
             "starter",
             "eu-1",
         ));
-        commands.provision_new("acme", id, command, CommandMetadata::new("provision", "test")).await.unwrap();
+        commands
+            .provision_new(
+                "acme",
+                id,
+                command,
+                CommandMetadata::new(domain::OperationKind::Provision, "test"),
+            )
+            .await
+            .unwrap();
         ids.push(id);
     }
     ids
@@ -125,7 +133,7 @@ async fn a_projector_killed_mid_stream_ends_equal_to_a_clean_rebuild() {
                     async move {
                         let change =
                             UpdateInstance { description: Some(format!("change {n}")), ..Default::default() };
-                        let metadata = CommandMetadata::new("update", "test");
+                        let metadata = CommandMetadata::new(domain::OperationKind::Update, "test");
                         // Concurrent changes of one instance may conflict; a conflict is simply not stored.
                         let _ = commands
                             .execute("acme", id, InstanceCommand::Update(change), None, metadata)
@@ -283,7 +291,7 @@ async fn two_projectors_at_once_never_interleave_stale_records() {
             async move {
                 let change =
                     UpdateInstance { description: Some(format!("change {n}")), ..Default::default() };
-                let metadata = CommandMetadata::new("update", "test");
+                let metadata = CommandMetadata::new(domain::OperationKind::Update, "test");
                 let _ = commands.execute("acme", id, InstanceCommand::Update(change), None, metadata).await;
             }
         })

@@ -9,10 +9,13 @@ use std::collections::HashMap;
 
 use async_nats::{HeaderMap, header::HeaderName};
 use chrono::{DateTime, SecondsFormat, Utc};
-use cqrs_es::{Aggregate, DomainEvent};
+use cqrs_es::{Aggregate, DomainEvent, persist::SerializedEvent};
+use domain::OperationKind;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
+
+use crate::store::StreamAggregate;
 
 /// Header names. Frozen: consumers outside this workspace read them. The aggregate's type and id are in
 /// the subject and the payload, so they are not repeated here.
@@ -45,8 +48,8 @@ pub mod headers {
 pub struct CommandMetadata {
     /// command id; also the operation id (`Cp-Command-Id`, and `Nats-Msg-Id` when published alone)
     pub command_id: Uuid,
-    /// operation kind, e.g. `provision`, `update`, `deprovision`
-    pub operation: String,
+    /// what the command does
+    pub operation: OperationKind,
     /// correlation id
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub correlation_id: Option<String>,
@@ -64,10 +67,10 @@ pub struct CommandMetadata {
 
 impl CommandMetadata {
     /// Metadata for a new command now.
-    pub fn new(operation: impl Into<String>, actor: impl Into<String>) -> Self {
+    pub fn new(operation: OperationKind, actor: impl Into<String>) -> Self {
         Self {
             command_id: Uuid::now_v7(),
-            operation: operation.into(),
+            operation,
             correlation_id: None,
             causation_id: None,
             actor: actor.into(),
@@ -78,7 +81,11 @@ impl CommandMetadata {
 
     /// Reads metadata from cqrs-es's string map (keys as the field names); missing fields get defaults.
     pub fn from_map(map: &HashMap<String, String>) -> Self {
-        let mut meta = Self::new(map.get("operation").cloned().unwrap_or_default(), "unknown");
+        let operation = map
+            .get("operation")
+            .and_then(|o| serde_json::from_value(Value::String(o.clone())).ok())
+            .unwrap_or(OperationKind::Update);
+        let mut meta = Self::new(operation, "unknown");
         if let Some(id) = map.get("command_id").and_then(|id| id.parse().ok()) {
             meta.command_id = id;
         }
@@ -95,7 +102,7 @@ impl CommandMetadata {
     pub fn to_map(&self) -> HashMap<String, String> {
         let mut map = HashMap::from([
             ("command_id".to_owned(), self.command_id.to_string()),
-            ("operation".to_owned(), self.operation.clone()),
+            ("operation".to_owned(), self.operation.as_str().to_owned()),
             ("actor".to_owned(), self.actor.clone()),
             ("time".to_owned(), self.time.to_rfc3339_opts(SecondsFormat::Micros, true)),
         ]);
@@ -171,6 +178,27 @@ pub enum DecodeError {
         #[source]
         source: serde_json::Error,
     },
+    /// a message whose snapshot is in another format and whose events are not the whole history, read
+    /// by a reader that cannot replay the subject
+    #[error("{aggregate_id}: no snapshot in format {snapshot_version} and not the whole history")]
+    NoReadableSnapshot {
+        /// aggregate id
+        aggregate_id: String,
+        /// the snapshot format this build reads
+        snapshot_version: u32,
+    },
+    /// an event in a schema this build neither writes nor can upcast from (written by a newer build?)
+    #[error(
+        "event {event_type} has schema {schema}; this build reads schema {known} (and upcasts older ones)"
+    )]
+    UnsupportedSchema {
+        /// event type
+        event_type: String,
+        /// schema version as stored (after any upcasting)
+        schema: String,
+        /// the schema this build writes for that type
+        known: String,
+    },
 }
 
 impl EventBatch {
@@ -184,19 +212,31 @@ impl EventBatch {
         events.iter().map(stored_event).collect()
     }
 
-    /// Decodes the events back into `A::Event`s.
-    pub fn decode_events<A: Aggregate>(&self) -> Result<Vec<A::Event>, DecodeError> {
-        self.events
-            .iter()
-            .map(|stored| {
-                let tagged = serde_json::json!({"type": stored.event_type, "data": stored.data});
-                serde_json::from_value(tagged).map_err(|source| DecodeError::UnknownEvent {
-                    event_type: stored.event_type.clone(),
-                    schema: stored.schema.clone(),
-                    source,
-                })
-            })
-            .collect()
+    /// Decodes the events back into `A::Event`s, upcasting those stored in an older schema
+    /// ([`StreamAggregate::upcasters`]). An event whose schema this build does not write even after
+    /// upcasting is refused rather than read with fields missing.
+    pub fn decode_events<A: StreamAggregate>(&self) -> Result<Vec<A::Event>, DecodeError> {
+        self.events.iter().map(|stored| decode_event::<A>(self, stored)).collect()
+    }
+
+    /// The aggregate after this batch, from its snapshot when the snapshot is in the format this build
+    /// reads ([`StreamAggregate::SNAPSHOT_VERSION`]); else, when the batch is the aggregate's whole
+    /// history (it starts at version 1), by folding its events. `None` when neither is possible: the
+    /// caller must replay the subject, or refuse.
+    pub fn aggregate<A: StreamAggregate>(&self) -> Option<Result<A, DecodeError>> {
+        match &self.snapshot {
+            Some(snapshot) if snapshot.version == A::SNAPSHOT_VERSION => {
+                Some(serde_json::from_str(snapshot.state.get()).map_err(DecodeError::Malformed))
+            }
+            _ if self.first_version == 1 => Some(self.decode_events::<A>().map(|events| {
+                let mut aggregate = A::default();
+                for event in events {
+                    aggregate.apply(event);
+                }
+                aggregate
+            })),
+            _ => None,
+        }
     }
 
     /// Parses a message payload.
@@ -255,6 +295,44 @@ impl EventBatch {
         let join = |f: fn(&StoredEvent) -> &str| self.events.iter().map(f).collect::<Vec<_>>().join(",");
         message_headers(&self.metadata, self.last_version(), &join(|e| &e.event_type), &join(|e| &e.schema))
     }
+}
+
+fn decode_event<A: StreamAggregate>(
+    batch: &EventBatch,
+    stored: &StoredEvent,
+) -> Result<A::Event, DecodeError> {
+    let upcasters = A::upcasters();
+    let (event_type, schema, data) =
+        if upcasters.iter().any(|u| u.can_upcast(&stored.event_type, &stored.schema)) {
+            let mut event = SerializedEvent::new(
+                batch.aggregate_id.clone(),
+                0,
+                batch.aggregate_type.clone(),
+                stored.event_type.clone(),
+                stored.schema.clone(),
+                stored.data.clone(),
+                Value::Null,
+            );
+            for upcaster in upcasters {
+                if upcaster.can_upcast(&event.event_type, &event.event_version) {
+                    event = upcaster.upcast(event);
+                }
+            }
+            (event.event_type, event.event_version, event.payload)
+        } else {
+            (stored.event_type.clone(), stored.schema.clone(), stored.data.clone())
+        };
+    let tagged = serde_json::json!({"type": event_type, "data": data});
+    let event: A::Event = serde_json::from_value(tagged).map_err(|source| DecodeError::UnknownEvent {
+        event_type: event_type.clone(),
+        schema: schema.clone(),
+        source,
+    })?;
+    let known = event.event_version();
+    if known != schema {
+        return Err(DecodeError::UnsupportedSchema { event_type, schema, known });
+    }
+    Ok(event)
 }
 
 /// What a message's headers are made of, from [`EventBatch::encode`]. They are built for each send
@@ -376,10 +454,65 @@ mod tests {
         (instance, events)
     }
 
+    /// Header names and the payload's field names are read by consumers outside this workspace: pinned
+    /// here as literals, not through the constants they would have to match.
+    #[test]
+    fn the_message_format_s_names_are_frozen() {
+        let (instance, events) = provisioned();
+        let mut metadata = CommandMetadata::new(domain::OperationKind::Provision, "alice");
+        metadata.correlation_id = Some("req-1".into());
+        metadata.causation_id = Some("cause-1".into());
+        let (payload, headers) =
+            EventBatch::encode::<Instance>("p.x", 1, &events, metadata.clone(), Some((1, &instance)))
+                .unwrap();
+        let headers = headers.build();
+        let mut names: Vec<String> = headers.iter().map(|(name, _)| name.to_string()).collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "Cp-Actor",
+                "Cp-Aggregate-Version",
+                "Cp-Causation-Id",
+                "Cp-Command-Id",
+                "Cp-Correlation-Id",
+                "Cp-Event-Type",
+                "Cp-Operation",
+                "Cp-Schema-Version",
+                "Cp-Time"
+            ]
+        );
+        let get = |name: &str| headers.get(name).map(|v| v.as_str().to_owned());
+        assert_eq!(
+            get("Cp-Event-Type").as_deref(),
+            Some("InstanceProvisioned,DescriptionChanged,DeprovisioningStarted")
+        );
+        assert_eq!(get("Cp-Schema-Version").as_deref(), Some("1,1,1"));
+        assert_eq!(get("Cp-Operation").as_deref(), Some("provision"));
+        assert_eq!(get("Cp-Aggregate-Version").as_deref(), Some("3"));
+        assert_eq!(headers::MSG_ID, "Nats-Msg-Id");
+
+        let body: Value = serde_json::from_slice(&payload).unwrap();
+        let mut fields: Vec<&str> = body.as_object().unwrap().keys().map(String::as_str).collect();
+        fields.sort_unstable();
+        assert_eq!(
+            fields,
+            ["aggregate_id", "aggregate_type", "events", "first_version", "metadata", "snapshot"]
+        );
+        let mut meta: Vec<&str> = body["metadata"].as_object().unwrap().keys().map(String::as_str).collect();
+        meta.sort_unstable();
+        assert_eq!(meta, ["actor", "causation_id", "command_id", "correlation_id", "operation", "time"]);
+        assert_eq!(
+            body["events"][1],
+            serde_json::json!({"type": "DescriptionChanged", "schema": "1", "data": {"description": "a \"quoted\" text"}})
+        );
+        assert_eq!(body["snapshot"]["version"], 1);
+    }
+
     #[test]
     fn the_direct_encoding_is_the_batch_s_json_form() {
         let (instance, events) = provisioned();
-        let mut metadata = CommandMetadata::new("provision", "alice");
+        let mut metadata = CommandMetadata::new(domain::OperationKind::Provision, "alice");
         metadata.correlation_id = Some("req-1".into());
         let (payload, headers) =
             EventBatch::encode::<Instance>("p.x", 4, &events, metadata.clone(), Some((7, &instance)))

@@ -14,6 +14,10 @@ use crate::{
 impl StreamAggregate for Instance {
     const SNAPSHOT_VERSION: u32 = 1;
 
+    fn upcasters() -> &'static [Box<dyn cqrs_es::persist::EventUpcaster>] {
+        domain::instance::upcasters()
+    }
+
     fn partition(&self) -> Option<&str> {
         self.spec().map(|spec| spec.cluster.as_str())
     }

@@ -49,6 +49,12 @@ pub trait StreamAggregate: Aggregate + Clone + 'static {
     /// snapshots of another version are ignored and the aggregate's events replayed instead.
     const SNAPSHOT_VERSION: u32;
 
+    /// Upcasters from every older schema of the aggregate's events to the current one, applied in order
+    /// (see [`crate::EventBatch::decode_events`]).
+    fn upcasters() -> &'static [Box<dyn cqrs_es::persist::EventUpcaster>] {
+        &[]
+    }
+
     /// Subject token the aggregate's events are partitioned by (for instances, the cluster). Known once
     /// the aggregate's first event is applied; it must never change afterwards.
     fn partition(&self) -> Option<&str>;
@@ -238,9 +244,8 @@ impl<A: StreamAggregate> JetStreamStore<A> {
         };
         let batch = EventBatch::from_slice(&last.payload).map_err(corrupt::<A>)?;
         let subject = last.subject.to_string();
-        let snapshot = batch.snapshot.as_ref().filter(|s| s.version == A::SNAPSHOT_VERSION);
-        let aggregate: A = match snapshot {
-            Some(snapshot) => serde_json::from_str(snapshot.state.get()).map_err(corrupt::<A>)?,
+        let aggregate: A = match batch.aggregate::<A>() {
+            Some(aggregate) => aggregate.map_err(corrupt::<A>)?,
             None => self.replay(&subject).await?.0,
         };
         Ok(Loaded {

@@ -58,7 +58,7 @@ async fn describe_all(
             description: Some(description.into()),
             ..Default::default()
         });
-        execute_retrying(commands, *id, command, CommandMetadata::new("update", "test"))
+        execute_retrying(commands, *id, command, CommandMetadata::new(domain::OperationKind::Update, "test"))
     }))
     .await
 }
@@ -85,7 +85,12 @@ async fn on_three_replicas_losing_the_stream_leader_loses_nothing_acknowledged()
             "starter",
             "eu-1",
         ));
-        execute_retrying(&commands, *id, command, CommandMetadata::new("provision", "test"))
+        execute_retrying(
+            &commands,
+            *id,
+            command,
+            CommandMetadata::new(domain::OperationKind::Provision, "test"),
+        )
     }))
     .await;
     let mut acknowledged: Vec<(u64, Uuid)> = Vec::new();

@@ -46,7 +46,7 @@ fn upgrade(to: &str) -> InstanceCommand {
     InstanceCommand::Update(UpdateInstance { version: Some(to.into()), ..Default::default() })
 }
 
-fn meta(op: &str) -> CommandMetadata {
+fn meta(op: domain::OperationKind) -> CommandMetadata {
     CommandMetadata::new(op, "tester")
 }
 
@@ -55,7 +55,7 @@ async fn a_command_is_one_message_on_the_instance_subject_with_its_headers() {
     let server = NatsServer::start();
     let (commands, topology) = commands(&server).await;
     let id = Uuid::now_v7();
-    let m = meta("provision");
+    let m = meta(domain::OperationKind::Provision);
     let committed = commands.execute("acme", id, provision(id, "db"), None, m.clone()).await.unwrap();
     assert_eq!(committed.version, 1);
     let update = InstanceCommand::Update(UpdateInstance {
@@ -63,7 +63,8 @@ async fn a_command_is_one_message_on_the_instance_subject_with_its_headers() {
         description: Some("two events".into()),
         ..Default::default()
     });
-    let committed = commands.execute("acme", id, update, Some(1), meta("update")).await.unwrap();
+    let committed =
+        commands.execute("acme", id, update, Some(1), meta(domain::OperationKind::Update)).await.unwrap();
     assert_eq!((committed.version, committed.stream_sequence), (3, Some(2)));
 
     let message = topology.events.direct_get(1).await.unwrap();
@@ -89,8 +90,11 @@ async fn a_cold_store_loads_the_state_a_warm_one_wrote() {
     let server = NatsServer::start();
     let (writer, _) = commands(&server).await;
     let id = Uuid::now_v7();
-    writer.execute("acme", id, provision(id, "db"), None, meta("provision")).await.unwrap();
-    writer.execute("acme", id, upgrade("17"), None, meta("update")).await.unwrap();
+    writer
+        .execute("acme", id, provision(id, "db"), None, meta(domain::OperationKind::Provision))
+        .await
+        .unwrap();
+    writer.execute("acme", id, upgrade("17"), None, meta(domain::OperationKind::Update)).await.unwrap();
     let (reader, _) = commands(&server).await;
     let (instance, version) = reader.load("acme", id).await.unwrap();
     assert_eq!(version, 2);
@@ -106,9 +110,9 @@ async fn a_replica_with_a_stale_cache(server: &NatsServer) -> (InstanceCommands,
     let (a, _) = commands(server).await;
     let (b, _) = commands(server).await;
     let id = Uuid::now_v7();
-    a.execute("acme", id, provision(id, "db"), None, meta("provision")).await.unwrap();
+    a.execute("acme", id, provision(id, "db"), None, meta(domain::OperationKind::Provision)).await.unwrap();
     b.load("acme", id).await.unwrap(); // b caches version 1
-    a.execute("acme", id, upgrade("17"), None, meta("update")).await.unwrap();
+    a.execute("acme", id, upgrade("17"), None, meta(domain::OperationKind::Update)).await.unwrap();
     (b, id)
 }
 
@@ -117,11 +121,15 @@ async fn a_stale_cache_in_another_process_is_caught_by_the_expected_sequence() {
     let server = NatsServer::start();
     let (b, id) = a_replica_with_a_stale_cache(&server).await;
     // b's cache says version 1; its conditional write must be refused, not applied on stale state
-    let stale = b.execute("acme", id, InstanceCommand::Deprovision, Some(1), meta("deprovision")).await;
+    let stale = b
+        .execute("acme", id, InstanceCommand::Deprovision, Some(1), meta(domain::OperationKind::Deprovision))
+        .await;
     assert!(matches!(stale, Err(ExecuteError::VersionMismatch { expected: 1, current: 2 })), "{stale:?}");
     // and an unconditional write is retried on fresh state
-    let committed =
-        b.execute("acme", id, InstanceCommand::Deprovision, None, meta("deprovision")).await.unwrap();
+    let committed = b
+        .execute("acme", id, InstanceCommand::Deprovision, None, meta(domain::OperationKind::Deprovision))
+        .await
+        .unwrap();
     assert_eq!(committed.version, 3);
     assert_eq!(committed.aggregate.lifecycle(), Lifecycle::Deprovisioning);
 }
@@ -137,7 +145,7 @@ async fn a_refused_conditional_write_of_several_events_reports_the_version_the_c
         plan: Some("ha".into()),
         ..Default::default()
     });
-    let stale = b.execute("acme", id, two_events, Some(1), meta("update")).await;
+    let stale = b.execute("acme", id, two_events, Some(1), meta(domain::OperationKind::Update)).await;
     assert!(matches!(stale, Err(ExecuteError::VersionMismatch { expected: 1, current: 2 })), "{stale:?}");
 }
 
@@ -147,9 +155,9 @@ async fn a_resent_command_id_is_stored_once() {
     let (a, topology) = commands(&server).await;
     let (b, _) = commands(&server).await;
     let id = Uuid::now_v7();
-    a.execute("acme", id, provision(id, "db"), None, meta("provision")).await.unwrap();
+    a.execute("acme", id, provision(id, "db"), None, meta(domain::OperationKind::Provision)).await.unwrap();
     b.load("acme", id).await.unwrap();
-    let m = meta("update");
+    let m = meta(domain::OperationKind::Update);
     a.execute("acme", id, upgrade("17"), None, m.clone()).await.unwrap();
     // b re-sends the same command on its stale state: JetStream refuses the stale publish, the retry on
     // fresh state finds nothing to change, and the command is stored once
@@ -168,8 +176,8 @@ async fn of_two_concurrent_provisions_of_one_name_exactly_one_wins() {
         let name = format!("db-{round}");
         let (x, y) = (Uuid::now_v7(), Uuid::now_v7());
         let (rx, ry) = tokio::join!(
-            a.execute("acme", x, provision(x, &name), None, meta("provision")),
-            b.execute("acme", y, provision(y, &name), None, meta("provision")),
+            a.execute("acme", x, provision(x, &name), None, meta(domain::OperationKind::Provision)),
+            b.execute("acme", y, provision(y, &name), None, meta(domain::OperationKind::Provision)),
         );
         let won = [rx.is_ok(), ry.is_ok()];
         assert_eq!(won.iter().filter(|w| **w).count(), 1, "round {round}: {rx:?} {ry:?}");
@@ -188,12 +196,12 @@ async fn a_name_is_not_taken_over_from_a_live_holder_that_another_replica_once_s
     let x = Uuid::now_v7();
     let (_, version) = b.load("acme", x).await.unwrap();
     assert_eq!(version, 0, "b has seen x absent");
-    a.execute("acme", x, provision(x, "db"), None, meta("provision")).await.unwrap();
+    a.execute("acme", x, provision(x, "db"), None, meta(domain::OperationKind::Provision)).await.unwrap();
     // The reservation as it looks long after it was made (older than the abandonment window).
     let old = serde_json::json!({"instance_id": x, "reserved_at": chrono::Utc::now() - chrono::Duration::minutes(5)});
     topology.names.put("acme.db", serde_json::to_vec(&old).unwrap().into()).await.unwrap();
     let y = Uuid::now_v7();
-    let taken = b.execute("acme", y, provision(y, "db"), None, meta("provision")).await;
+    let taken = b.execute("acme", y, provision(y, "db"), None, meta(domain::OperationKind::Provision)).await;
     assert!(
         matches!(taken, Err(ExecuteError::Rejected(InstanceError::NameTaken { .. }))),
         "a live instance lost its name: {taken:?}"
@@ -205,10 +213,19 @@ async fn a_deprovisioned_instance_releases_its_name() {
     let server = NatsServer::start();
     let (commands, _) = commands(&server).await;
     let first = Uuid::now_v7();
-    commands.execute("acme", first, provision(first, "db"), None, meta("provision")).await.unwrap();
-    commands.execute("acme", first, InstanceCommand::Deprovision, None, meta("deprovision")).await.unwrap();
+    commands
+        .execute("acme", first, provision(first, "db"), None, meta(domain::OperationKind::Provision))
+        .await
+        .unwrap();
+    commands
+        .execute("acme", first, InstanceCommand::Deprovision, None, meta(domain::OperationKind::Deprovision))
+        .await
+        .unwrap();
     let second = Uuid::now_v7();
-    commands.execute("acme", second, provision(second, "db"), None, meta("provision")).await.unwrap();
+    commands
+        .execute("acme", second, provision(second, "db"), None, meta(domain::OperationKind::Provision))
+        .await
+        .unwrap();
 }
 
 /// Provisions instances named `shared-0` to `shared-15` concurrently.
@@ -218,7 +235,11 @@ async fn claim_shared_names(
     join_all((0..16).map(|i| {
         let id = Uuid::now_v7();
         let name = format!("shared-{i}");
-        async move { commands.execute("acme", id, provision(id, &name), None, meta("provision")).await }
+        async move {
+            commands
+                .execute("acme", id, provision(id, &name), None, meta(domain::OperationKind::Provision))
+                .await
+        }
     }))
     .await
 }
@@ -247,10 +268,16 @@ async fn grouped_name_reservations_share_batches_and_each_name_still_has_one_hol
     }
     // A released name is taken over through the grouped path too.
     let first = Uuid::now_v7();
-    a.execute("acme", first, provision(first, "reused"), None, meta("provision")).await.unwrap();
-    a.execute("acme", first, InstanceCommand::Deprovision, None, meta("deprovision")).await.unwrap();
+    a.execute("acme", first, provision(first, "reused"), None, meta(domain::OperationKind::Provision))
+        .await
+        .unwrap();
+    a.execute("acme", first, InstanceCommand::Deprovision, None, meta(domain::OperationKind::Deprovision))
+        .await
+        .unwrap();
     let second = Uuid::now_v7();
-    a.execute("acme", second, provision(second, "reused"), None, meta("provision")).await.unwrap();
+    a.execute("acme", second, provision(second, "reused"), None, meta(domain::OperationKind::Provision))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -259,15 +286,25 @@ async fn concurrent_commands_on_one_aggregate_in_one_process_all_apply() {
     let (commands, _) = commands(&server).await;
     let commands = Arc::new(commands);
     let id = Uuid::now_v7();
-    commands.execute("acme", id, provision(id, "db"), None, meta("provision")).await.unwrap();
-    let results =
-        join_all((0..20).map(|i| {
-            let commands = commands.clone();
-            async move {
-                commands.execute("acme", id, describe(&format!("change {i}")), None, meta("update")).await
-            }
-        }))
-        .await;
+    commands
+        .execute("acme", id, provision(id, "db"), None, meta(domain::OperationKind::Provision))
+        .await
+        .unwrap();
+    let results = join_all((0..20).map(|i| {
+        let commands = commands.clone();
+        async move {
+            commands
+                .execute(
+                    "acme",
+                    id,
+                    describe(&format!("change {i}")),
+                    None,
+                    meta(domain::OperationKind::Update),
+                )
+                .await
+        }
+    }))
+    .await;
     assert!(results.iter().all(Result::is_ok));
     assert_eq!(commands.load("acme", id).await.unwrap().1, 21);
 }
@@ -279,7 +316,7 @@ async fn provision_concurrently(
 ) -> Vec<(Uuid, CommandMetadata, streams::Committed<Instance>)> {
     join_all((0..count).map(|i| async move {
         let id = Uuid::now_v7();
-        let m = meta("provision");
+        let m = meta(domain::OperationKind::Provision);
         let committed = commands
             .execute("acme", id, provision(id, &format!("db-{i}")), None, m.clone())
             .await
@@ -318,12 +355,17 @@ async fn a_batch_refused_for_one_stale_member_still_commits_every_command() {
         b.load("acme", *id).await.unwrap();
     }
     // b's cache of the first instance goes stale: its message fails its batch's expectations.
-    a.execute("acme", ids[0], upgrade("17"), None, meta("update")).await.unwrap();
-    let results = join_all(ids.iter().map(|id| {
-        let b = &b;
-        async move { b.execute("acme", *id, describe("b"), None, meta("update")).await }
-    }))
-    .await;
+    a.execute("acme", ids[0], upgrade("17"), None, meta(domain::OperationKind::Update)).await.unwrap();
+    let results =
+        join_all(
+            ids.iter().map(|id| {
+                let b = &b;
+                async move {
+                    b.execute("acme", *id, describe("b"), None, meta(domain::OperationKind::Update)).await
+                }
+            }),
+        )
+        .await;
     let (cold, _) = commands_with(&server, CommitMode::Grouped).await;
     for (id, result) in ids.iter().zip(results) {
         let committed = result.unwrap_or_else(|e| panic!("update of {id}: {e}"));
@@ -360,7 +402,7 @@ async fn a_batch_whose_answer_was_lost_is_recognised_not_stored_twice() {
     let updates = join_all(ids.iter().map(|id| {
         let commands = &commands;
         async move {
-            let m = meta("update");
+            let m = meta(domain::OperationKind::Update);
             (m.command_id, commands.execute("acme", *id, describe("while frozen"), None, m).await)
         }
     }));
@@ -391,4 +433,78 @@ async fn a_batch_whose_answer_was_lost_is_recognised_not_stored_twice() {
     assert!(recognised > 0, "no batch member was re-sent and recognised by its command id");
     let mut events = topology.events.clone();
     assert_eq!(events.info().await.unwrap().state.messages, 32 + 32, "every update stored once");
+}
+
+/// A stream written before `ConfigurationChanged` gained `changed` (schema 2) still reads: the store
+/// replays the old message through the upcaster, and readers see the current form.
+#[tokio::test]
+async fn a_stream_holding_schema_1_configuration_changes_still_reads() {
+    let server = NatsServer::start();
+    let (commands, topology) = commands(&server).await;
+    let id = Uuid::now_v7();
+    commands
+        .execute("acme", id, provision(id, "db"), None, meta(domain::OperationKind::Provision))
+        .await
+        .unwrap();
+    // As a build from before schema 2 wrote it, byte for byte in form: no `changed`, and no snapshot, so
+    // loading must replay (and so upcast) rather than read a snapshot.
+    let command_id = Uuid::now_v7();
+    let old = serde_json::json!({
+        "aggregate_type": "Instance",
+        "aggregate_id": format!("acme.{id}"),
+        "first_version": 2,
+        "events": [{"type": "ConfigurationChanged", "schema": "1",
+                    "data": {"config": {"max_connections": 300, "wal_level": "logical"}}}],
+        "metadata": {"command_id": command_id, "operation": "update", "actor": "tester",
+                     "time": "2025-01-01T00:00:00Z"},
+    });
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let jetstream = async_nats::jetstream::new(client);
+    let mut message_headers = async_nats::HeaderMap::new();
+    message_headers.insert(headers::EVENT_TYPE, "ConfigurationChanged");
+    message_headers.insert(headers::SCHEMA_VERSION, "1");
+    jetstream
+        .publish_with_headers(
+            format!("cp.evt.eu-1.acme.{id}"),
+            message_headers,
+            serde_json::to_vec(&old).unwrap().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+
+    let fresh = InstanceCommands::new(&topology, 10);
+    let (instance, version) = fresh.load("acme", id).await.unwrap();
+    assert_eq!(version, 2);
+    let config = &instance.spec().unwrap().config;
+    assert_eq!(config.get("max_connections"), Some(&domain::ConfigValue::Int(300)));
+    let history = fresh.store().history(&aggregate_id("acme", id)).await.unwrap();
+    let (_, event, _) = history.last().unwrap();
+    assert!(
+        matches!(event, InstanceEvent::ConfigurationChanged { changed, .. } if changed == &["max_connections", "wal_level"]),
+        "{event:?}"
+    );
+    // And the store writes on top of it in the current schema.
+    let update = InstanceCommand::Update(UpdateInstance {
+        config: Some([("wal_level".to_owned(), Some(domain::ConfigValue::Text("replica".into())))].into()),
+        ..Default::default()
+    });
+    let committed =
+        fresh.execute("acme", id, update, Some(2), meta(domain::OperationKind::Update)).await.unwrap();
+    let message = topology.events.direct_get(committed.stream_sequence.unwrap()).await.unwrap();
+    assert_eq!(message.headers.get(headers::SCHEMA_VERSION).map(|v| v.as_str()), Some("2"));
+}
+
+/// A schema newer than this build writes is refused, not read with its new fields dropped.
+#[test]
+fn an_event_in_a_newer_schema_is_refused() {
+    let batch: EventBatch = serde_json::from_value(serde_json::json!({
+        "aggregate_type": "Instance", "aggregate_id": "acme.x", "first_version": 2,
+        "events": [{"type": "VersionUpgraded", "schema": "2", "data": {"from": "16", "to": "17", "via": "x"}}],
+        "metadata": {"command_id": Uuid::nil(), "operation": "update", "actor": "a", "time": "2025-01-01T00:00:00Z"},
+    }))
+    .unwrap();
+    let error = batch.decode_events::<Instance>().unwrap_err();
+    assert!(matches!(error, streams::DecodeError::UnsupportedSchema { .. }), "{error}");
 }

@@ -168,7 +168,7 @@ fn describe(text: String) -> InstanceCommand {
     InstanceCommand::Update(UpdateInstance { description: Some(text), ..Default::default() })
 }
 
-fn meta(op: &str) -> CommandMetadata {
+fn meta(op: domain::OperationKind) -> CommandMetadata {
     CommandMetadata::new(op, "bench")
 }
 
@@ -313,7 +313,15 @@ async fn prepare_deep(topology: &Topology, options: &Options) -> anyhow::Result<
                     describe(format!("round {round}"))
                 };
                 async move {
-                    store.execute(&aggregate_id("bench", *id), command, services, None, meta("update")).await
+                    store
+                        .execute(
+                            &aggregate_id("bench", *id),
+                            command,
+                            services,
+                            None,
+                            meta(domain::OperationKind::Update),
+                        )
+                        .await
                 }
             }))
             .await
@@ -351,9 +359,13 @@ async fn store_scenario(
                 }
             };
             let result = match is_deep {
-                true => store.execute(&id, command, services, None, meta("update")).await,
+                true => {
+                    store.execute(&id, command, services, None, meta(domain::OperationKind::Update)).await
+                }
                 // Fresh ids, as the API provisions them: nothing to load.
-                false => store.execute_new(&id, command, services, meta("provision")).await,
+                false => {
+                    store.execute_new(&id, command, services, meta(domain::OperationKind::Provision)).await
+                }
             };
             result.map_err(|e| anyhow::anyhow!("{e}"))?;
             Ok(())
@@ -375,7 +387,7 @@ async fn provision_scenario(
             let id = Uuid::now_v7();
             let command = provision(id, format!("p{workers}-{run}-{worker}-{n}"), "c1");
             commands
-                .provision_new("bench", id, command, meta("provision"))
+                .provision_new("bench", id, command, meta(domain::OperationKind::Provision))
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             Ok(())

@@ -134,7 +134,12 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
             format!("c{}", n % options.clusters),
         ));
         commands
-            .provision_new("bench", id, command, CommandMetadata::new("provision", "bench"))
+            .provision_new(
+                "bench",
+                id,
+                command,
+                CommandMetadata::new(domain::OperationKind::Provision, "bench"),
+            )
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         progress.lock().unwrap_or_else(std::sync::PoisonError::into_inner).acked.insert(id, Instant::now());
@@ -221,7 +226,13 @@ async fn grow_stream(
                 description: Some(format!("change {n}")),
                 ..Default::default()
             });
-            commands.execute("bench", id, command, None, CommandMetadata::new("update", "bench"))
+            commands.execute(
+                "bench",
+                id,
+                command,
+                None,
+                CommandMetadata::new(domain::OperationKind::Update, "bench"),
+            )
         })
         .buffer_unordered(64)
         .map(|r| r.map_err(|e| anyhow::anyhow!("{e}")))

@@ -145,6 +145,15 @@ async fn races(http: &Client, url: &str, races: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Per-run figures of one kind of read.
+#[derive(Default)]
+struct Samples {
+    rate: Vec<f64>,
+    p50: Vec<f64>,
+    p99: Vec<f64>,
+    cpu_us: Vec<f64>,
+}
+
 /// GET of one instance (desired state from the stream) against the same instance through the list
 /// filtered by name (read models only: what the GET cost before), alternating, at 1 and 64 clients.
 async fn get_cost(http: &Client, stack: &Stack, project: &str, options: &Options) -> anyhow::Result<()> {
@@ -178,7 +187,7 @@ async fn get_cost(http: &Client, stack: &Stack, project: &str, options: &Options
     );
     let duration = Duration::from_secs_f64(options.seconds);
     for clients in [1, 64] {
-        let mut rows: [(Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>); 2] = Default::default();
+        let mut rows: [Samples; 2] = Default::default();
         let mut ratios = Vec::new();
         for _ in 0..options.runs {
             let mut rates = [0.0; 2];
@@ -197,16 +206,16 @@ async fn get_cost(http: &Client, stack: &Stack, project: &str, options: &Options
                 .await?;
                 let spent = cpu_seconds(None) - cpu.0 + (cpu_seconds(stack.server_pid) - cpu.1);
                 let row = &mut rows[which];
-                row.0.push(rate);
-                row.1.push(percentile(&latencies, 0.5));
-                row.2.push(percentile(&latencies, 0.99));
-                row.3.push(spent * 1e6 / latencies.len().max(1) as f64);
+                row.rate.push(rate);
+                row.p50.push(percentile(&latencies, 0.5));
+                row.p99.push(percentile(&latencies, 0.99));
+                row.cpu_us.push(spent * 1e6 / latencies.len().max(1) as f64);
                 rates[which] = rate;
             }
             ratios.push(rates[0] / rates[1]);
         }
         let ratio = median(ratios);
-        for (which, (rate, p50, p99, cpu)) in rows.into_iter().enumerate() {
+        for (which, Samples { rate, p50, p99, cpu_us: cpu }) in rows.into_iter().enumerate() {
             let name = ["GET /instances/{id} (stream + KV)", "GET /instances?name= (KV only)"][which];
             let shown_ratio = if which == 0 { format!("{ratio:.2}") } else { "1.00".into() };
             println!(

@@ -154,7 +154,7 @@ pub(super) async fn execute(
         }
     }
 
-    let mut metadata = CommandMetadata::new(kind.as_str(), ACTOR);
+    let mut metadata = CommandMetadata::new(kind, ACTOR);
     metadata.command_id = operation_id;
     metadata.correlation_id = headers.get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
     metadata.idempotency_key = claimed.as_ref().map(|(key, _)| key.clone());

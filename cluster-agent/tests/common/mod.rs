@@ -175,7 +175,7 @@ impl World {
                 id,
                 InstanceCommand::Update(update),
                 None,
-                CommandMetadata::new("update", "test"),
+                CommandMetadata::new(domain::OperationKind::Update, "test"),
             )
             .await
             .expect("update");
@@ -189,7 +189,7 @@ impl World {
                 id,
                 InstanceCommand::Deprovision,
                 None,
-                CommandMetadata::new("deprovision", "test"),
+                CommandMetadata::new(domain::OperationKind::Deprovision, "test"),
             )
             .await
             .expect("deprovision");
@@ -250,7 +250,7 @@ pub async fn provision(
         id, "acme", name, service, version, "starter", cluster,
     ));
     commands
-        .execute("acme", id, command, None, CommandMetadata::new("provision", "test"))
+        .execute("acme", id, command, None, CommandMetadata::new(domain::OperationKind::Provision, "test"))
         .await
         .expect("provision");
     id

@@ -1,5 +1,6 @@
 //! Events: facts about an instance, named in the past tense. They are a wire format: each variant's
-//! `event_type` and `event_version` are frozen, and a change of payload gets a new version.
+//! `event_type` and `event_version` are frozen, and a change of payload gets a new version and an
+//! upcaster from the old one (`upcasters.rs`), so a stream holding old events still reads.
 //!
 //! Events are "fat": they carry the resulting state of what they change (the plan's resources, the
 //! whole configuration), so readers never recompute it from the catalog.
@@ -9,9 +10,6 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::catalog::{Config, Resources, ServiceType};
-
-/// Schema version of every instance event payload defined here.
-pub const EVENT_VERSION: &str = "1";
 
 /// Every event of the Instance aggregate.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,10 +42,14 @@ pub enum InstanceEvent {
         /// new size
         to_gib: u32,
     },
-    /// configuration changed; carries the whole resulting configuration
+    /// configuration changed; carries the whole resulting configuration (schema 2; schema 1 had no
+    /// `changed`)
     ConfigurationChanged {
         /// configuration after the change
         config: Config,
+        /// the parameters the change set, changed or removed, sorted: what a reader must apply (some
+        /// take a restart). Events of schema 1 are read with every parameter of `config` here.
+        changed: Vec<String>,
     },
     /// the description changed
     DescriptionChanged {
@@ -106,6 +108,21 @@ impl InstanceEvent {
             Self::DeprovisioningStarted {} => "DeprovisioningStarted",
         }
     }
+
+    /// The schema version of the payload this build writes, frozen per variant; raised with each payload
+    /// change, beside an upcaster from the previous one.
+    pub fn schema(&self) -> &'static str {
+        match self {
+            Self::ConfigurationChanged { .. } => "2",
+            Self::InstanceProvisioned(_)
+            | Self::VersionUpgraded { .. }
+            | Self::PlanChanged { .. }
+            | Self::StorageExpanded { .. }
+            | Self::DescriptionChanged { .. }
+            | Self::DeletionProtectionChanged { .. }
+            | Self::DeprovisioningStarted {} => "1",
+        }
+    }
 }
 
 impl DomainEvent for InstanceEvent {
@@ -114,6 +131,6 @@ impl DomainEvent for InstanceEvent {
     }
 
     fn event_version(&self) -> String {
-        EVENT_VERSION.to_owned()
+        self.schema().to_owned()
     }
 }

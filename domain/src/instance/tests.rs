@@ -244,6 +244,40 @@ fn config_changes_merge_and_carry_the_whole_result() {
         }))
         .then_expect_events(vec![InstanceEvent::ConfigurationChanged {
             config: config([("track_io_timing", ConfigValue::Bool(true))]),
+            changed: vec!["max_connections".into(), "track_io_timing".into()],
+        }]);
+}
+
+#[test]
+fn a_config_change_names_only_the_parameters_whose_value_moved() {
+    let given = vec![pg16()];
+    let current = match &given[0] {
+        InstanceEvent::InstanceProvisioned(p) => p.config.clone(),
+        other => panic!("{other:?}"),
+    };
+    let (key, value) = current.iter().next().map(|(k, v)| (k.clone(), v.clone())).expect("pg16 has config");
+    InstanceTest::with(services())
+        .given(given.clone())
+        .when(update(|u| u.config = Some([(key.clone(), Some(value.clone()))].into())))
+        .then_expect_events(vec![]);
+    InstanceTest::with(services())
+        .given(given)
+        .when(update(|u| {
+            u.config = Some(
+                [
+                    (key.clone(), Some(value.clone())),
+                    ("track_io_timing".to_owned(), Some(ConfigValue::Bool(true))),
+                ]
+                .into(),
+            )
+        }))
+        .then_expect_events(vec![InstanceEvent::ConfigurationChanged {
+            config: {
+                let mut config = current.clone();
+                config.insert("track_io_timing".into(), ConfigValue::Bool(true));
+                config
+            },
+            changed: vec!["track_io_timing".into()],
         }]);
 }
 
@@ -320,6 +354,7 @@ fn events_round_trip_through_their_wire_form() {
         pg16(),
         InstanceEvent::ConfigurationChanged {
             config: config([("wal_level", ConfigValue::Text("logical".into()))]),
+            changed: vec!["wal_level".into()],
         },
         InstanceEvent::DeprovisioningStarted {},
     ];
@@ -327,5 +362,85 @@ fn events_round_trip_through_their_wire_form() {
         let json = serde_json::to_value(&event).unwrap();
         assert_eq!(json["type"], event.type_name());
         assert_eq!(serde_json::from_value::<InstanceEvent>(json).unwrap(), event);
+    }
+}
+
+/// Every event's type name, schema and wire form, as literals: renaming a variant or a field, or
+/// changing a payload without raising its schema, fails here rather than in a reader of old streams.
+#[test]
+fn every_event_s_name_schema_and_wire_form_are_frozen() {
+    let id = uuid::Uuid::nil();
+    let resources = Resources { cpu_millis: 500, memory_mib: 1024, replicas: 1 };
+    let cases = [
+        (
+            InstanceEvent::InstanceProvisioned(InstanceProvisioned {
+                instance_id: id,
+                project: "acme".into(),
+                name: "db".into(),
+                service: ServiceType::Postgresql,
+                version: "16".into(),
+                plan: "starter".into(),
+                resources,
+                storage_gib: 10,
+                config: config([("max_connections", ConfigValue::Int(100))]),
+                description: "d".into(),
+                deletion_protection: true,
+                cluster: "eu-1".into(),
+            }),
+            "1",
+            serde_json::json!({"type": "InstanceProvisioned", "data": {
+                "instance_id": id, "project": "acme", "name": "db", "service": "postgresql", "version": "16",
+                "plan": "starter", "resources": {"cpu_millis": 500, "memory_mib": 1024, "replicas": 1},
+                "storage_gib": 10, "config": {"max_connections": 100}, "description": "d",
+                "deletion_protection": true, "cluster": "eu-1"}}),
+        ),
+        (
+            InstanceEvent::VersionUpgraded { from: "16".into(), to: "17".into() },
+            "1",
+            serde_json::json!({"type": "VersionUpgraded", "data": {"from": "16", "to": "17"}}),
+        ),
+        (
+            InstanceEvent::PlanChanged { from: "a".into(), to: "b".into(), resources, storage_gib: 20 },
+            "1",
+            serde_json::json!({"type": "PlanChanged", "data": {"from": "a", "to": "b",
+                "resources": {"cpu_millis": 500, "memory_mib": 1024, "replicas": 1}, "storage_gib": 20}}),
+        ),
+        (
+            InstanceEvent::StorageExpanded { from_gib: 10, to_gib: 20 },
+            "1",
+            serde_json::json!({"type": "StorageExpanded", "data": {"from_gib": 10, "to_gib": 20}}),
+        ),
+        (
+            InstanceEvent::ConfigurationChanged {
+                config: config([("wal_level", ConfigValue::Text("logical".into()))]),
+                changed: vec!["wal_level".into()],
+            },
+            "2",
+            serde_json::json!({"type": "ConfigurationChanged",
+                "data": {"config": {"wal_level": "logical"}, "changed": ["wal_level"]}}),
+        ),
+        (
+            InstanceEvent::DescriptionChanged { description: "x".into() },
+            "1",
+            serde_json::json!({"type": "DescriptionChanged", "data": {"description": "x"}}),
+        ),
+        (
+            InstanceEvent::DeletionProtectionChanged { enabled: false },
+            "1",
+            serde_json::json!({"type": "DeletionProtectionChanged", "data": {"enabled": false}}),
+        ),
+        (
+            InstanceEvent::DeprovisioningStarted {},
+            "1",
+            serde_json::json!({"type": "DeprovisioningStarted", "data": {}}),
+        ),
+    ];
+    for (event, schema, wire) in cases {
+        let name = wire["type"].as_str().unwrap().to_owned();
+        assert_eq!(event.type_name(), name);
+        assert_eq!(cqrs_es::DomainEvent::event_type(&event), name);
+        assert_eq!(cqrs_es::DomainEvent::event_version(&event), schema, "{name}");
+        assert_eq!(serde_json::to_value(&event).unwrap(), wire, "{name}");
+        assert_eq!(serde_json::from_value::<InstanceEvent>(wire).unwrap(), event, "{name}");
     }
 }

@@ -6,38 +6,7 @@ use domain::observed::ObservedState;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// What an operation did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OperationKind {
-    /// created the instance
-    Provision,
-    /// changed the instance
-    Update,
-    /// started removing the instance
-    Deprovision,
-}
-
-impl OperationKind {
-    /// From the `operation` metadata the API records.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "provision" => Some(Self::Provision),
-            "update" => Some(Self::Update),
-            "deprovision" => Some(Self::Deprovision),
-            _ => None,
-        }
-    }
-
-    /// The metadata form.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Provision => "provision",
-            Self::Update => "update",
-            Self::Deprovision => "deprovision",
-        }
-    }
-}
+pub use domain::OperationKind;
 
 /// Where an operation is.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -22,7 +22,7 @@ impl Log {
         Self { id: Uuid::now_v7(), version: 0, messages: Vec::new() }
     }
 
-    fn command(&mut self, operation: &str, events: Vec<InstanceEvent>) -> Uuid {
+    fn command(&mut self, operation: OperationKind, events: Vec<InstanceEvent>) -> Uuid {
         let mut metadata = streams::CommandMetadata::new(operation, "test");
         metadata.time = DateTime::from_timestamp(1_000 + self.messages.len() as i64, 0).unwrap();
         let batch = EventBatch {
@@ -53,11 +53,14 @@ impl Log {
             deletion_protection: false,
             cluster: "eu-1".into(),
         };
-        self.command("provision", vec![InstanceEvent::InstanceProvisioned(provisioned)])
+        self.command(OperationKind::Provision, vec![InstanceEvent::InstanceProvisioned(provisioned)])
     }
 
     fn describe(&mut self, text: &str) -> Uuid {
-        self.command("update", vec![InstanceEvent::DescriptionChanged { description: text.into() }])
+        self.command(
+            OperationKind::Update,
+            vec![InstanceEvent::DescriptionChanged { description: text.into() }],
+        )
     }
 
     fn observe(&mut self, observed: Option<u64>, phase: ObservedPhase) {

@@ -1,0 +1,46 @@
+//! What a command does, as its operation: recorded with each command's events (`Cp-Operation` and the
+//! metadata's `operation`) and read back by projections into operations. One enum from the API to the read
+//! side; a new kind is deployed to readers before any writer uses it, as a new event type is.
+
+use serde::{Deserialize, Serialize};
+
+/// What an operation does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OperationKind {
+    /// creates the instance
+    Provision,
+    /// changes the instance
+    Update,
+    /// starts removing the instance
+    Deprovision,
+}
+
+impl OperationKind {
+    /// The frozen wire form (metadata and header).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Provision => "provision",
+            Self::Update => "update",
+            Self::Deprovision => "deprovision",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OperationKind;
+
+    #[test]
+    fn wire_forms_are_frozen() {
+        for (kind, wire) in [
+            (OperationKind::Provision, "provision"),
+            (OperationKind::Update, "update"),
+            (OperationKind::Deprovision, "deprovision"),
+        ] {
+            assert_eq!(kind.as_str(), wire);
+            assert_eq!(serde_json::to_value(kind).unwrap(), wire);
+            assert_eq!(serde_json::from_value::<OperationKind>(wire.into()).unwrap(), kind);
+        }
+    }
+}
