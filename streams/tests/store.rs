@@ -149,8 +149,10 @@ async fn a_refused_conditional_write_of_several_events_reports_the_version_the_c
     assert!(matches!(stale, Err(ExecuteError::VersionMismatch { expected: 1, current: 2 })), "{stale:?}");
 }
 
+/// A command re-sent on a stale cache: JetStream refuses the stale publish by its expected sequence, and
+/// the retry on fresh state finds nothing to change.
 #[tokio::test]
-async fn a_resent_command_id_is_stored_once() {
+async fn a_command_resent_on_stale_state_is_stored_once() {
     let server = NatsServer::start();
     let (a, topology) = commands(&server).await;
     let (b, _) = commands(&server).await;
@@ -165,6 +167,29 @@ async fn a_resent_command_id_is_stored_once() {
     assert_eq!((again.version, again.stream_sequence), (2, None));
     let mut info = topology.events.clone();
     assert_eq!(info.info().await.unwrap().state.messages, 2);
+}
+
+/// A command id that already landed, run again on fresh state where it would emit events again (as a
+/// command that is not idempotent does, e.g. after its first attempt's acknowledgement was lost): the
+/// expected sequence matches, so only JetStream's duplicate window (`Nats-Msg-Id` = command id) keeps it
+/// from being stored twice.
+#[tokio::test]
+async fn a_command_id_that_landed_is_not_stored_again_when_it_would_emit_again() {
+    let server = NatsServer::start();
+    let (a, topology) = commands(&server).await;
+    let (b, _) = commands(&server).await;
+    let id = Uuid::now_v7();
+    a.execute("acme", id, provision(id, "db"), None, meta(domain::OperationKind::Provision)).await.unwrap();
+    let m = meta(domain::OperationKind::Update);
+    let first = a.execute("acme", id, upgrade("17"), None, m.clone()).await.unwrap();
+    // b has no cache: it loads version 2, and the command (standing in for one that emits every time)
+    // changes something, so it is published with the right expected sequence and the same message id.
+    let again = b.execute("acme", id, describe("again"), None, m).await.unwrap();
+    assert!(again.duplicate, "JetStream reports the command id as already stored: {again:?}");
+    assert_eq!(again.stream_sequence, first.stream_sequence);
+    assert_eq!(again.version, 2, "the version the stream holds, not what the re-run would have made");
+    let mut info = topology.events.clone();
+    assert_eq!(info.info().await.unwrap().state.messages, 2, "stored once");
 }
 
 #[tokio::test]

@@ -89,13 +89,25 @@ impl<A: StreamAggregate> JetStreamStore<A> {
             let loaded = context.version;
             let version = loaded + events.len() as u64;
             match self.append(&events, context, metadata.clone()).await {
-                Ok((sequence, duplicate, aggregate)) => {
+                Ok((sequence, false, aggregate)) => {
                     return Ok(Committed {
                         version,
                         stream_sequence: Some(sequence),
                         events,
-                        duplicate,
+                        duplicate: false,
                         aggregate,
+                    });
+                }
+                Ok((sequence, true, _)) => {
+                    // This command id was stored before, by an earlier attempt: report the aggregate as the
+                    // stream has it, not as this attempt would have left it.
+                    let (aggregate, version) = self.load_fresh(aggregate_id).await.map_err(execute_error)?;
+                    return Ok(Committed {
+                        version,
+                        stream_sequence: Some(sequence),
+                        events,
+                        duplicate: true,
+                        aggregate: Arc::new(aggregate),
                     });
                 }
                 Err(AggregateError::AggregateConflict) if expected_version.is_some() => {
