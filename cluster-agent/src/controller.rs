@@ -89,6 +89,10 @@ pub struct Context {
     pods: Store<Pod>,
     /// size last requested per claim uid, so a reconcile ahead of the claim watch does not patch again
     requested: Mutex<HashMap<String, String>>,
+    /// claim uids whose deletion was asked for, per instance id, until the instance's cleanup ends: a
+    /// claim stays (terminating, held by `kubernetes.io/pvc-protection`) while a pod uses it, and a cleanup
+    /// ahead of the claim watch must not delete it again
+    deleting: Mutex<HashMap<String, std::collections::HashSet<String>>>,
     jetstream: async_nats::jetstream::Context,
 }
 
@@ -223,6 +227,7 @@ pub(crate) async fn run(config: Arc<AgentConfig>, desired: Arc<Desired>) -> anyh
         claims,
         pods,
         requested: Mutex::default(),
+        deleting: Mutex::default(),
         jetstream,
     });
     let mut controller = Controller::new(Api::<ManagedInstance>::all(client), watcher::Config::default())

@@ -45,9 +45,15 @@ on_both_backends!(every_service_type_converges_and_reports_ready);
 
 async fn an_update_writes_exactly_the_affected_objects_and_deprovision_removes_everything(backend: Backend) {
     let world = World::start(backend, &["c1"]).await;
-    let id = world.provision("c1", "mongo", ServiceType::Mongodb, "6.0").await;
     let cluster = world.cluster("c1");
+    let before = cluster.writes();
+    let id = world.provision("c1", "mongo", ServiceType::Mongodb, "6.0").await;
     cluster.converges("provisioned", |v| v.ready_at("mongo", 1)).await;
+    // ARCHITECTURE.md's bounds, in total per change (writes by the agent; reads come from watch caches).
+    let mut changed = delta(&before, &cluster.writes());
+    // Installing the CRD is the agent's start, not this instance's.
+    changed.retain(|k, _| !k.contains("customresourcedefinitions"));
+    assert!(writes(&changed) <= 9, "provisioning wrote more than the bound of 9: {changed:?}");
 
     let before = cluster.writes();
     let version =
@@ -57,6 +63,7 @@ async fn an_update_writes_exactly_the_affected_objects_and_deprovision_removes_e
     assert_eq!(changed.get("patch statefulsets.apps"), Some(&1), "{changed:?}");
     assert_eq!(changed.get("patch configmaps"), None, "{changed:?}");
     assert_eq!(changed.get("patch services"), None, "{changed:?}");
+    within_update_bound(&changed, 1, 0, 1, "an upgrade");
 
     let before = cluster.writes();
     let config = [("slow_op_threshold_ms".to_owned(), Some(ConfigValue::Int(250)))].into();
@@ -70,6 +77,7 @@ async fn an_update_writes_exactly_the_affected_objects_and_deprovision_removes_e
         "the pod template's config hash rolls the pods: {changed:?}"
     );
     assert_eq!(changed.get("patch services"), None, "{changed:?}");
+    within_update_bound(&changed, 2, 0, 1, "a configuration change");
 
     let before = cluster.writes();
     let version = world.update(id, UpdateInstance { plan: Some("ha".into()), ..Default::default() }).await;
@@ -77,6 +85,8 @@ async fn an_update_writes_exactly_the_affected_objects_and_deprovision_removes_e
     let changed = delta(&before, &cluster.writes());
     assert_eq!(changed.get("patch statefulsets.apps"), Some(&1), "{changed:?}");
     assert_eq!(changed.get("patch configmaps"), None, "{changed:?}");
+    // ha's storage is larger: each of the 3 claims is grown once, after it is bound.
+    within_update_bound(&changed, 1, 3, 3, "a plan change to 3 replicas");
     let view = cluster.view().await;
     assert_eq!(view.get("statefulsets.apps", "mongo").unwrap()["spec"]["replicas"], 3);
     assert_eq!(view.get("statefulsets.apps", "mongo").unwrap()["status"]["readyReplicas"], 3);
@@ -95,8 +105,7 @@ async fn an_update_writes_exactly_the_affected_objects_and_deprovision_removes_e
     }
     assert_eq!(changed.get("delete persistentvolumeclaims"), Some(&3), "one per replica: {changed:?}");
     assert!(changed.get("patch managedinstances.cp.example.com").is_some_and(|n| *n <= 1), "{changed:?}");
-    let total: u64 = changed.values().sum();
-    assert!(total <= 1 + 4 + 3 + 1, "deprovisioning wrote more than the bound: {changed:?}");
+    assert!(writes(&changed) <= 1 + 4 + 3 + 1, "deprovisioning wrote more than the bound: {changed:?}");
     let observed = world.observed("c1").await;
     assert!(
         observed.iter().any(|e| e["event"]["type"] == "InstanceRemoved"),
@@ -106,6 +115,32 @@ async fn an_update_writes_exactly_the_affected_objects_and_deprovision_removes_e
     cluster.assert_permitted();
 }
 on_both_backends!(an_update_writes_exactly_the_affected_objects_and_deprovision_removes_everything);
+
+/// ARCHITECTURE.md's bound of an update: the ManagedInstance, the affected objects, one patch per claim
+/// when storage grows, and a status write per observed step (progressing, each change of ready replicas
+/// as pods roll, ready): at most 2 + replicas.
+fn within_update_bound(
+    changed: &std::collections::BTreeMap<String, u64>,
+    affected: u64,
+    grown_claims: u64,
+    replicas: u64,
+    what: &str,
+) {
+    let status = changed.get("patch managedinstances.cp.example.com/status").copied().unwrap_or(0);
+    let claims = changed.get("patch persistentvolumeclaims").copied().unwrap_or(0);
+    assert!(
+        claims <= grown_claims,
+        "{what} patched claims {claims} times, bound {grown_claims}: {changed:?}"
+    );
+    let objects = writes(changed) - status - claims;
+    assert!(objects <= 1 + affected, "{what} wrote more objects than 1 + {affected}: {changed:?}");
+    assert!(status <= 2 + replicas, "{what} wrote status more than 2 + {replicas} times: {changed:?}");
+}
+
+/// All writes in a delta of request counts.
+fn writes(changed: &std::collections::BTreeMap<String, u64>) -> u64 {
+    changed.values().sum()
+}
 
 async fn a_hand_edited_statefulset_is_healed_and_the_drift_recorded(backend: Backend) {
     let world = World::start(backend, &["c1"]).await;

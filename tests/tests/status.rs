@@ -177,3 +177,53 @@ async fn a_hand_deleted_managed_instance_shows_as_healed_drift_and_the_instance_
     let claims = store.resource_type("", "v1", "persistentvolumeclaims").unwrap();
     assert!(store.get(&claims, "cp-acme", "data-db-0").is_some(), "the data volume is kept");
 }
+
+/// Deprovisioning end to end, as a customer sees it: DELETE answers an operation in progress; the agent
+/// deletes every object of the instance (workload, service, configuration, credentials, claims and the
+/// mirror) and reports `InstanceRemoved`; only then does the operation succeed, and the instance shows
+/// the `Deleted` condition.
+#[tokio::test]
+async fn a_deprovision_removes_every_object_then_succeeds_with_the_deleted_condition() {
+    let api = TestApi::start().await;
+    let sim = with_agent(&api, "eu-1", Duration::from_millis(50)).await;
+    let id = provision_healthy_mongodb(&api).await;
+    let path = format!("/v1/projects/acme/instances/{id}");
+    let owned = |store: &k8s_sim::store::Store| {
+        let mut found = Vec::new();
+        for (group, version, plural, name) in [
+            ("apps", "v1", "statefulsets", "db"),
+            ("", "v1", "services", "db"),
+            ("", "v1", "configmaps", "db-config"),
+            ("", "v1", "secrets", "db-credentials"),
+            ("", "v1", "persistentvolumeclaims", "data-db-0"),
+            ("cp.example.com", "v1alpha1", "managedinstances", "db"),
+        ] {
+            let ty = store.resource_type(group, version, plural).expect("known type");
+            if store.get(&ty, "cp-acme", name).is_some() {
+                found.push(format!("{plural}/{name}"));
+            }
+        }
+        found
+    };
+    assert_eq!(owned(&sim.store()).len(), 6, "every object exists before: {:?}", owned(&sim.store()));
+
+    let deleted = api.call(Method::DELETE, &path, None, &[]).await;
+    assert_eq!(deleted.status, StatusCode::ACCEPTED, "{}", deleted.body);
+    assert_eq!(deleted.body["type"], "deprovision");
+    assert_eq!(deleted.body["state"], "in_progress");
+    let operation: Uuid = deleted.body["id"].as_str().unwrap().parse().unwrap();
+
+    assert!(wait_for_operation(&api, operation, "succeeded").await, "the deprovision never succeeded");
+    assert!(owned(&sim.store()).is_empty(), "objects left after success: {:?}", owned(&sim.store()));
+    let view = api.state.read_models.read().instance("acme", id).cloned().expect("the record stays");
+    assert!(view.removed, "succeeded before the agent reported InstanceRemoved");
+    let got = api.call(Method::GET, &path, None, &[]).await;
+    assert_eq!(got.body["lifecycle"], "deprovisioning", "{}", got.body);
+    let conditions = got.body["status"]["conditions"].as_array().unwrap();
+    let deleted_condition = conditions.iter().find(|c| c["type"] == "Deleted").expect("a Deleted condition");
+    assert_eq!(deleted_condition["status"], "True", "{}", got.body["status"]);
+    // Repeating the DELETE answers the same operation, now succeeded.
+    let again = api.call(Method::DELETE, &path, None, &[]).await;
+    assert_eq!(again.body["id"], deleted.body["id"]);
+    assert_eq!(again.body["state"], "succeeded", "{}", again.body);
+}

@@ -69,14 +69,17 @@ async fn remove(mi: Arc<ManagedInstance>, ctx: &Context) -> Result<Action> {
     let set_gone = remaining == 0;
     for claim in ctx.claims(&namespace, &mi.spec.instance_id) {
         remaining += 1;
-        lock(&ctx.requested).remove(&claim.uid().unwrap_or_default());
-        if set_gone && claim.metadata.deletion_timestamp.is_none() {
+        let uid = claim.uid().unwrap_or_default();
+        lock(&ctx.requested).remove(&uid);
+        let asked = lock(&ctx.deleting).get(&mi.spec.instance_id).is_some_and(|uids| uids.contains(&uid));
+        if set_gone && claim.metadata.deletion_timestamp.is_none() && !asked {
             let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.config.client.clone(), &namespace);
             match api.delete(&claim.name_any(), &DeleteParams::background()).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(e)) if e.code == 404 => {}
                 Err(e) => return Err(e.into()),
             }
+            lock(&ctx.deleting).entry(mi.spec.instance_id.clone()).or_default().insert(uid);
         }
     }
     if remaining > 0 {
@@ -92,5 +95,6 @@ async fn remove(mi: Arc<ManagedInstance>, ctx: &Context) -> Result<Action> {
     )
     .await?;
     lock(&ctx.statuses).remove(&mi.uid().unwrap_or_default());
+    lock(&ctx.deleting).remove(&mi.spec.instance_id);
     Ok(Action::await_change())
 }

@@ -149,7 +149,13 @@ async fn expand_claims(
             .unwrap_or_default();
         let uid = claim.uid().unwrap_or_default();
         let already = lock(&ctx.requested).get(&uid) == Some(&size);
-        if already || !render::claim_needs_expansion(mi, requested) {
+        // Only a bound claim may change its requested size: Kubernetes v1.36.1
+        // `pkg/apis/core/validation/validation.go` (ValidatePersistentVolumeClaimUpdate) refuses any other
+        // spec change with 422 "spec is immutable after creation except resources.requests and
+        // volumeAttributesClassName for bound claims". A claim the StatefulSet just created from its
+        // (smaller, immutable) template is grown once it binds; the claims watch brings that change here.
+        let bound = claim.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound");
+        if already || !bound || !render::claim_needs_expansion(mi, requested) {
             continue;
         }
         let patch = json!({"spec": {"resources": {"requests": {"storage": size}}}});
