@@ -9,10 +9,7 @@ use std::{
     time::Duration,
 };
 
-use async_nats::jetstream::{
-    self, AckKind,
-    consumer::{AckPolicy, DeliverPolicy, pull},
-};
+use async_nats::jetstream::{self, AckKind};
 use domain::{Instance, Lifecycle, observed::ObservedEvent};
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::Namespace;
@@ -22,7 +19,10 @@ use kube::{
     runtime::{WatchStreamExt as _, watcher},
 };
 use serde_json::{Value, json};
-use streams::{EventBatch, instances::cluster_filter};
+use streams::{
+    EventBatch,
+    instances::{cluster_latest, follow_cluster},
+};
 use uuid::Uuid;
 
 use crate::{
@@ -34,11 +34,6 @@ use crate::{
 
 /// Messages handled at once. Each instance is still handled by one at a time (see `Desired::lock`).
 const IN_FLIGHT: usize = 64;
-
-/// Name of a cluster's durable consumer.
-pub fn durable_name(cluster: &str) -> String {
-    format!("cp-agent-{cluster}")
-}
 
 /// What the controller may conclude about an instance from the control plane's desired state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,16 +113,8 @@ pub(crate) async fn run(config: Arc<AgentConfig>, desired: Arc<Desired>) -> anyh
     let stream = open_events_stream(&js, &config.settings.events_stream).await;
 
     // 1. Rebuild desired state from the newest message (with its snapshot) of each instance subject.
-    let filter = cluster_filter(&config.cluster);
-    let ordered = stream
-        .create_consumer(pull::OrderedConfig {
-            filter_subject: filter.clone(),
-            deliver_policy: DeliverPolicy::LastPerSubject,
-            ..Default::default()
-        })
-        .await?;
-    let mut pending = ordered.cached_info().num_pending;
-    let mut messages = ordered.messages().await?;
+    let (mut messages, mut pending) =
+        cluster_latest(&stream, &config.cluster).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut ids = Vec::new();
     while pending > 0 {
         let Some(message) =
@@ -159,21 +146,7 @@ pub(crate) async fn run(config: Arc<AgentConfig>, desired: Arc<Desired>) -> anyh
     tokio::spawn(restore_deleted_mirrors(config.clone(), desired.clone()));
 
     // 2. Follow the cluster's subjects with a durable consumer; ack once mirrored.
-    let consumer = stream
-        .get_or_create_consumer(
-            &durable_name(&config.cluster),
-            pull::Config {
-                durable_name: Some(durable_name(&config.cluster)),
-                description: Some(format!("cluster agent of {}", config.cluster)),
-                filter_subject: filter,
-                ack_policy: AckPolicy::Explicit,
-                ack_wait: Duration::from_secs(30),
-                max_ack_pending: 1000,
-                ..Default::default()
-            },
-        )
-        .await?;
-    let messages = consumer.messages().await?;
+    let messages = follow_cluster(&stream, &config.cluster).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     messages
         .for_each_concurrent(IN_FLIGHT, |message| {
             let (config, desired) = (config.clone(), desired.clone());

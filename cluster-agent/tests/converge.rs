@@ -365,7 +365,7 @@ async fn an_agent_receives_only_its_own_clusters_events() {
     world.cluster("b").converges("b ready", |v| (0..7).all(|i| v.ready_at(&format!("b{i}"), 1))).await;
     let stream = world.topology.events.clone();
     let mut consumer: async_nats::jetstream::consumer::PullConsumer =
-        stream.get_consumer(&cluster_agent::mirror::durable_name("a")).await.unwrap();
+        stream.get_consumer(&streams::instances::agent_consumer_name("a")).await.unwrap();
     let info = consumer.info().await.unwrap();
     assert_eq!(info.config.filter_subject, "cp.evt.a.>", "filtered on the server");
     assert_eq!(

@@ -8,11 +8,10 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate;
 use domain::{Instance, observed::ObservedEvent};
 use serde::{Deserialize, Serialize};
-use streams::{DecodeError, EventBatch, read_models::RecordKey};
+use streams::{DecodeError, EventBatch, observed::ObservedMessage, read_models::RecordKey};
 use uuid::Uuid;
 
 mod operations;
@@ -23,15 +22,6 @@ pub use operations::{OperationKind, OperationRecord, OperationState, OperationVi
 pub use view::{DriftRecord, InstanceView};
 
 use crate::status::Health;
-
-/// An observed-state message as cluster agents write it.
-#[derive(Debug, Deserialize)]
-struct ObservedMessage {
-    project: String,
-    instance_id: Uuid,
-    time: DateTime<Utc>,
-    event: ObservedEvent,
-}
 
 /// Why a message was not applied. It is counted, reported and skipped; a projection never stops on one.
 #[derive(Debug, thiserror::Error)]
@@ -132,7 +122,7 @@ impl ReadModel {
             return Ok(false);
         }
         self.last_sequence = sequence;
-        let result = if subject.starts_with(streams::topology::OBSERVED_PREFIX) {
+        let result = if streams::observed::is_observed_subject(subject) {
             self.apply_observed(sequence, payload)
         } else {
             self.apply_batch(sequence, payload)
@@ -184,8 +174,7 @@ impl ReadModel {
     }
 
     fn apply_observed(&mut self, sequence: u64, payload: &[u8]) -> Result<bool, ApplyError> {
-        let message: ObservedMessage =
-            serde_json::from_slice(payload).map_err(|e| ApplyError::Decode(DecodeError::Malformed(e)))?;
+        let message = ObservedMessage::from_slice(payload)?;
         let key = (message.project, message.instance_id);
         let Some(view) = self.instances.get_mut(&key) else { return Ok(false) };
         if view.sequence >= sequence {

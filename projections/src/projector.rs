@@ -18,10 +18,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use async_nats::jetstream::{
-    consumer::{DeliverPolicy, pull::OrderedConfig},
-    stream::Stream,
-};
+use async_nats::jetstream::stream::Stream;
 use futures::StreamExt as _;
 use prometheus_client::{
     metrics::{counter::Counter, gauge::Gauge},
@@ -161,21 +158,10 @@ impl Projector {
         let mut last_flush = Instant::now();
         loop {
             let start_sequence = model.last_sequence() + 1;
-            let config = OrderedConfig {
-                deliver_policy: DeliverPolicy::ByStartSequence { start_sequence },
-                ..Default::default()
-            };
-            let mut messages = match self.events.create_consumer(config).await {
-                Ok(consumer) => match consumer.messages().await {
-                    Ok(messages) => messages,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "projector consumer not started; retrying");
-                        tokio::time::sleep(STALL_CHECK).await;
-                        continue;
-                    }
-                },
+            let mut messages = match streams::read_models::follow_stream(&self.events, start_sequence).await {
+                Ok(messages) => messages,
                 Err(e) => {
-                    tracing::warn!(error = %e, "projector consumer not created; retrying");
+                    tracing::warn!(error = %e, "projector consumer not started; retrying");
                     tokio::time::sleep(STALL_CHECK).await;
                     continue;
                 }

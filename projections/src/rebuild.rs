@@ -5,7 +5,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use async_nats::jetstream::{consumer::pull::OrderedConfig, kv::Operation, stream::Stream};
+use async_nats::jetstream::{kv::Operation, stream::Stream};
 use futures::StreamExt as _;
 use streams::read_models::{ReadModelBucket, RecordKey};
 
@@ -108,11 +108,9 @@ pub async fn fold_stream(events: &Stream, last: u64, fold: bool) -> Result<Folde
     let started = Instant::now();
     let mut count = 0;
     if last > 0 {
-        let consumer = events
-            .create_consumer(OrderedConfig::default())
+        let mut messages = streams::read_models::follow_stream(events, 1)
             .await
-            .map_err(|e| nats("the event stream")(&e))?;
-        let mut messages = consumer.messages().await.map_err(|e| nats("the event stream")(&e))?;
+            .map_err(|e| LoadError::Nats { what: "the event stream", detail: e })?;
         loop {
             let message = tokio::time::timeout(READ_TIMEOUT, messages.next())
                 .await

@@ -8,7 +8,6 @@ use std::{
     time::Duration,
 };
 
-use chrono::Utc;
 use domain::{
     InstanceCommand, ProvisionInstance, ServiceType,
     instance::UpdateInstance,
@@ -19,7 +18,8 @@ use projections::{Checkpoint, Projector, ProjectorMetrics, ReadModels};
 use serde_json::json;
 use streams::{
     CommandMetadata, Settings,
-    instances::{InstanceCommands, observed_subject},
+    instances::InstanceCommands,
+    observed::ObservedMessage,
     read_models::{CHECKPOINT_KEY, ReadModelBucket},
 };
 use testkit::NatsServer;
@@ -154,13 +154,15 @@ async fn a_projector_killed_mid_stream_ends_equal_to_a_clean_rebuild() {
                                 config_hash: None,
                                 reason: None,
                             };
-                            let payload = json!({"cluster": "eu-1", "project": "acme", "instance_id": id,
-                                "time": Utc::now(), "event": ObservedEvent::InstanceObserved(state)});
+                            let message = ObservedMessage::new(
+                                "eu-1",
+                                "acme",
+                                id,
+                                1,
+                                ObservedEvent::InstanceObserved(state),
+                            );
                             jetstream
-                                .publish(
-                                    observed_subject("eu-1", "acme", id),
-                                    serde_json::to_vec(&payload).unwrap().into(),
-                                )
+                                .publish(message.subject(), message.to_vec().unwrap().into())
                                 .await
                                 .unwrap()
                                 .await

@@ -11,11 +11,13 @@
 
 pub mod clusters;
 pub mod envelope;
+pub mod feed;
 pub mod group_commit;
 pub mod idempotency;
 pub mod instances;
 mod kv_create;
 pub mod names;
+pub mod observed;
 pub mod read_models;
 pub mod store;
 pub mod topology;

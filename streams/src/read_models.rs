@@ -170,6 +170,24 @@ impl ReadModelBucket {
     }
 }
 
+/// Reads the whole event stream in order from `start_sequence` with an ordered consumer (ephemeral;
+/// recreated by the client on a gap): how projectors and rebuilds fold it.
+pub async fn follow_stream(
+    events: &async_nats::jetstream::stream::Stream,
+    start_sequence: u64,
+) -> Result<async_nats::jetstream::consumer::pull::Ordered, String> {
+    use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
+    let deliver_policy = match start_sequence {
+        0 | 1 => DeliverPolicy::All,
+        start_sequence => DeliverPolicy::ByStartSequence { start_sequence },
+    };
+    let consumer = events
+        .create_consumer(OrderedConfig { deliver_policy, ..Default::default() })
+        .await
+        .map_err(|e| e.to_string())?;
+    consumer.messages().await.map_err(|e| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

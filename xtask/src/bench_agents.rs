@@ -181,7 +181,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
     for _ in 0..600 {
         let mut pending = 0;
         for c in 0..options.clusters {
-            let name = cluster_agent::mirror::durable_name(&format!("c{c}"));
+            let name = streams::instances::agent_consumer_name(&format!("c{c}"));
             let mut consumer: async_nats::jetstream::consumer::PullConsumer =
                 topology.events.get_consumer(&name).await.map_err(|e| anyhow::anyhow!("{e}"))?;
             let info = consumer.info().await?;

@@ -4,17 +4,22 @@
 
 use std::{convert::Infallible, time::Duration};
 
-use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
 use axum::{
     extract::{Path, Query, State},
     http::HeaderMap,
     response::sse::{Event, KeepAlive, Sse},
 };
+use chrono::{DateTime, Utc};
+use domain::{OperationKind, observed::ObservedEvent};
 use futures::{Stream, StreamExt as _};
-use serde::Deserialize;
-use serde_json::{Value, json};
-use streams::{EventBatch, instances::project_filter, topology::OBSERVED_PREFIX};
+use serde::{Deserialize, Serialize};
+use streams::{
+    EventBatch,
+    envelope::StoredEvent,
+    observed::{ObservedMessage, is_observed_subject},
+};
 use utoipa::IntoParams;
+use uuid::Uuid;
 
 use crate::{ApiError, AppState, error::Problem};
 
@@ -29,38 +34,86 @@ pub(super) struct FeedParams {
 /// CloudEvent `type` prefix.
 const TYPE_PREFIX: &str = "com.example.cp";
 
-/// The CloudEvent for one stored message, or `None` for messages the feed does not show.
-fn cloud_event(project: &str, subject: &str, sequence: u64, payload: &[u8]) -> Option<Value> {
-    if subject.starts_with(OBSERVED_PREFIX) {
-        let message: Value = serde_json::from_slice(payload).ok()?;
-        let instance = message["instance_id"].as_str()?.to_owned();
-        let kind = message["event"]["type"].as_str()?.to_owned();
-        return Some(json!({
-            "specversion": "1.0",
-            "id": format!("{sequence}"),
-            "source": format!("/v1/projects/{project}/instances/{instance}"),
-            "type": format!("{TYPE_PREFIX}.instance.observed.{kind}"),
-            "subject": instance,
-            "time": message["time"],
-            "datacontenttype": "application/json",
-            "data": {"cluster": message["cluster"], "desired_generation": message["desired_generation"],
-                     "schema": message["schema"], "event": message["event"]},
-        }));
+/// A CloudEvent 1.0 in structured JSON mode, as the feed sends it.
+#[derive(Debug, Serialize)]
+struct CloudEvent<T: Serialize> {
+    specversion: &'static str,
+    /// the stream sequence (also the SSE `id`)
+    id: String,
+    source: String,
+    #[serde(rename = "type")]
+    event_type: String,
+    /// the instance id
+    subject: String,
+    time: DateTime<Utc>,
+    datacontenttype: &'static str,
+    data: T,
+}
+
+/// `data` of `com.example.cp.instance.changed`: one command's events.
+#[derive(Debug, Serialize)]
+struct InstanceChanged {
+    instance_version: u64,
+    operation_id: Uuid,
+    operation: OperationKind,
+    events: Vec<StoredEvent>,
+}
+
+/// `data` of `com.example.cp.instance.observed.<type>`: what the cluster's agent observed.
+#[derive(Debug, Serialize)]
+struct InstanceObserved {
+    cluster: String,
+    desired_generation: u64,
+    schema: String,
+    event: ObservedEvent,
+}
+
+fn cloud_event<T: Serialize>(
+    project: &str,
+    sequence: u64,
+    instance: String,
+    kind: String,
+    time: DateTime<Utc>,
+    data: T,
+) -> CloudEvent<T> {
+    CloudEvent {
+        specversion: "1.0",
+        id: sequence.to_string(),
+        source: format!("/v1/projects/{project}/instances/{instance}"),
+        event_type: format!("{TYPE_PREFIX}.{kind}"),
+        subject: instance,
+        time,
+        datacontenttype: "application/json",
+        data,
+    }
+}
+
+/// The CloudEvent (as JSON text) for one stored message, or `None` for messages the feed does not show.
+fn cloud_event_json(project: &str, subject: &str, sequence: u64, payload: &[u8]) -> Option<String> {
+    if is_observed_subject(subject) {
+        let message = ObservedMessage::from_slice(payload).ok()?;
+        let kind = format!("instance.observed.{}", message.event.type_name());
+        let data = InstanceObserved {
+            cluster: message.cluster,
+            desired_generation: message.desired_generation,
+            schema: message.schema,
+            event: message.event,
+        };
+        let event = cloud_event(project, sequence, message.instance_id.to_string(), kind, message.time, data);
+        return serde_json::to_string(&event).ok();
     }
     let batch = EventBatch::from_slice(payload).ok()?;
     let instance = batch.aggregate_id.split_once('.').map(|(_, id)| id.to_owned())?;
     // The snapshot is internal to the event store; subscribers get the events.
-    Some(json!({
-        "specversion": "1.0",
-        "id": format!("{sequence}"),
-        "source": format!("/v1/projects/{project}/instances/{instance}"),
-        "type": format!("{TYPE_PREFIX}.instance.changed"),
-        "subject": instance,
-        "time": batch.metadata.time,
-        "datacontenttype": "application/json",
-        "data": {"instance_version": batch.last_version(), "operation_id": batch.metadata.command_id,
-                 "operation": batch.metadata.operation, "events": batch.events},
-    }))
+    let data = InstanceChanged {
+        instance_version: batch.last_version(),
+        operation_id: batch.metadata.command_id,
+        operation: batch.metadata.operation,
+        events: batch.events,
+    };
+    let event =
+        cloud_event(project, sequence, instance, "instance.changed".into(), batch.metadata.time, data);
+    serde_json::to_string(&event).ok()
 }
 
 /// Follows a project's events.
@@ -102,31 +155,16 @@ pub(super) async fn events(
         }
         None => None,
     };
-    let deliver_policy = match last_event_id.or(params.after) {
-        Some(after) => DeliverPolicy::ByStartSequence { start_sequence: after + 1 },
-        None => DeliverPolicy::New,
-    };
-    let observed = format!("{OBSERVED_PREFIX}.*.{project}.>");
-    let consumer = state
-        .events
-        .create_consumer(OrderedConfig {
-            filter_subjects: vec![project_filter(&project), observed],
-            deliver_policy,
-            ..Default::default()
-        })
+    let messages = streams::feed::follow_project(&state.events, &project, last_event_id.or(params.after))
         .await
-        .map_err(|e| ApiError::Unavailable(format!("event feed unavailable: {e}")))?;
-    let messages = consumer
-        .messages()
-        .await
-        .map_err(|e| ApiError::Unavailable(format!("event feed unavailable: {e}")))?;
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
     let stream = messages.filter_map(move |message| {
         let project = project.clone();
         async move {
             let message = message.ok()?;
             let sequence = message.info().ok()?.stream_sequence;
-            let event = cloud_event(&project, message.subject.as_str(), sequence, &message.payload)?;
-            Some(Ok(Event::default().id(sequence.to_string()).event("cloudevent").data(event.to_string())))
+            let event = cloud_event_json(&project, message.subject.as_str(), sequence, &message.payload)?;
+            Some(Ok(Event::default().id(sequence.to_string()).event("cloudevent").data(event)))
         }
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))

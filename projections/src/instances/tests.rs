@@ -1,5 +1,6 @@
 //! Folding tests: messages as the store and agents write them, the records they make.
 
+use chrono::DateTime;
 use domain::{
     InstanceEvent, ServiceType,
     catalog::Resources,
@@ -7,6 +8,7 @@ use domain::{
     observed::{ObservedPhase, ObservedState},
 };
 use serde_json::json;
+use streams::observed::ObservedMessage;
 
 use super::*;
 
@@ -27,14 +29,15 @@ impl Log {
         metadata.time = DateTime::from_timestamp(1_000 + self.messages.len() as i64, 0).unwrap();
         let batch = EventBatch {
             aggregate_type: <Instance as Aggregate>::TYPE.to_owned(),
-            aggregate_id: format!("acme.{}", self.id),
+            aggregate_id: streams::instances::aggregate_id("acme", self.id),
             first_version: self.version + 1,
             events: EventBatch::encode_events::<Instance>(&events).unwrap(),
             metadata: metadata.clone(),
             snapshot: None,
         };
         self.version += events.len() as u64;
-        self.messages.push((format!("cp.evt.eu-1.acme.{}", self.id), serde_json::to_vec(&batch).unwrap()));
+        let subject = streams::instances::instance_subject("eu-1", "acme", self.id);
+        self.messages.push((subject, serde_json::to_vec(&batch).unwrap()));
         metadata.command_id
     }
 
@@ -75,10 +78,15 @@ impl Log {
             config_hash: None,
             reason: (phase == ObservedPhase::Failed).then(|| "CrashLoopBackOff".into()),
         };
-        let message = json!({"project": "acme", "instance_id": self.id,
-            "time": format!("2026-01-01T00:00:{:02}Z", self.messages.len() % 60),
-            "event": ObservedEvent::InstanceObserved(state)});
-        self.messages.push((format!("cp.obs.eu-1.acme.{}", self.id), serde_json::to_vec(&message).unwrap()));
+        let mut message = ObservedMessage::new(
+            "eu-1",
+            "acme",
+            self.id,
+            self.version,
+            ObservedEvent::InstanceObserved(state),
+        );
+        message.time = DateTime::from_timestamp(1_000 + self.messages.len() as i64, 0).unwrap();
+        self.messages.push((message.subject(), message.to_vec().unwrap()));
     }
 
     fn fold(&self, model: &mut ReadModel, from: usize, to: usize) {
@@ -194,10 +202,18 @@ fn an_operation_succeeds_once_its_generation_is_observed_and_fails_with_the_agen
 fn an_unknown_event_is_counted_and_skipped_and_the_next_one_applies() {
     let mut log = Log::new();
     log.provision();
-    let unknown = json!({"aggregate_type": "instance", "aggregate_id": format!("acme.{}", log.id),
-        "first_version": 2, "events": [{"type": "InstanceTeleported", "schema": "1", "data": {}}],
-        "metadata": {"command_id": Uuid::now_v7(), "operation": "update", "actor": "x",
-            "time": "2026-01-01T00:00:00Z"}});
+    let unknown = EventBatch {
+        aggregate_type: <Instance as Aggregate>::TYPE.to_owned(),
+        aggregate_id: streams::instances::aggregate_id("acme", log.id),
+        first_version: 2,
+        events: vec![streams::envelope::StoredEvent {
+            event_type: "InstanceTeleported".into(),
+            schema: "1".into(),
+            data: json!({}),
+        }],
+        metadata: streams::CommandMetadata::new(OperationKind::Update, "x"),
+        snapshot: None,
+    };
     log.messages.push((log.messages[0].0.clone(), serde_json::to_vec(&unknown).unwrap()));
     log.version += 1;
     log.describe("after");

@@ -1,0 +1,292 @@
+//! Instances: what clients send to provision and change one, and what they read back.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use domain::{ConfigValue, ServiceType, instance::InstanceSpec};
+use projections::InstanceView;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+
+use super::{Drift, InstanceStatus, Observed};
+
+/// A managed service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Service {
+    /// PostgreSQL
+    Postgresql,
+    /// MongoDB
+    Mongodb,
+    /// InfluxDB
+    Influxdb,
+    /// Grafana
+    Grafana,
+}
+
+impl From<Service> for ServiceType {
+    fn from(s: Service) -> Self {
+        match s {
+            Service::Postgresql => Self::Postgresql,
+            Service::Mongodb => Self::Mongodb,
+            Service::Influxdb => Self::Influxdb,
+            Service::Grafana => Self::Grafana,
+        }
+    }
+}
+
+impl From<ServiceType> for Service {
+    fn from(s: ServiceType) -> Self {
+        match s {
+            ServiceType::Postgresql => Self::Postgresql,
+            ServiceType::Mongodb => Self::Mongodb,
+            ServiceType::Influxdb => Self::Influxdb,
+            ServiceType::Grafana => Self::Grafana,
+        }
+    }
+}
+
+/// Body of `POST /v1/projects/{project}/instances`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProvisionRequest {
+    /// name, unique in the project; a DNS-1123 label. Immutable.
+    #[schema(example = "orders-db")]
+    pub name: String,
+    /// service type. Immutable.
+    pub service: Service,
+    /// service version, from the catalog
+    #[schema(example = "16")]
+    pub version: String,
+    /// plan, from the catalog
+    #[schema(example = "standard")]
+    pub plan: String,
+    /// storage in GiB; defaults to the plan's. Grows only.
+    #[serde(default)]
+    pub storage_gib: Option<u32>,
+    /// service configuration: key to boolean, integer or string
+    #[serde(default)]
+    #[schema(value_type = BTreeMap<String, Object>)]
+    pub config: BTreeMap<String, Value>,
+    /// free text, at most 256 characters
+    #[serde(default)]
+    pub description: String,
+    /// when true, DELETE is refused with 409
+    #[serde(default)]
+    pub deletion_protection: bool,
+    /// cluster to place the instance on; chosen by the placement rule when absent. Immutable.
+    #[serde(default)]
+    pub cluster: Option<String>,
+    /// region to place the instance in, when `cluster` is absent
+    #[serde(default)]
+    pub region: Option<String>,
+}
+
+/// Body of `PATCH /v1/projects/{project}/instances/{id}`: a JSON merge patch. Absent (or null) fields are
+/// left as they are; within `config`, a null value removes the key.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateRequest {
+    /// new version (upgrade only)
+    #[serde(default)]
+    pub version: Option<String>,
+    /// new plan
+    #[serde(default)]
+    pub plan: Option<String>,
+    /// new storage in GiB (grow only)
+    #[serde(default)]
+    pub storage_gib: Option<u32>,
+    /// configuration changes; null removes a key
+    #[serde(default)]
+    #[schema(value_type = Option<BTreeMap<String, Object>>)]
+    pub config: Option<BTreeMap<String, Value>>,
+    /// new description
+    #[serde(default)]
+    pub description: Option<String>,
+    /// new deletion protection
+    #[serde(default)]
+    pub deletion_protection: Option<bool>,
+    #[serde(default)]
+    #[schema(ignore)]
+    name: Option<Value>,
+    #[serde(default)]
+    #[schema(ignore)]
+    service: Option<Value>,
+    #[serde(default)]
+    #[schema(ignore)]
+    cluster: Option<Value>,
+}
+
+impl UpdateRequest {
+    /// Refuses changes to fields that are fixed at provisioning.
+    pub fn check_immutable(&self) -> Result<(), ApiError> {
+        let named = [("name", &self.name), ("service", &self.service), ("cluster", &self.cluster)];
+        match named.into_iter().find(|(_, v)| v.is_some()) {
+            Some((field, _)) => Err(ApiError::field(
+                format!("/{field}"),
+                "immutable",
+                format!(
+                    "{field} is fixed when the instance is provisioned; provision a new instance to change it"
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Converts one configuration value, naming the key on failure.
+pub fn config_value(key: &str, value: &Value) -> Result<ConfigValue, ApiError> {
+    match value {
+        Value::Bool(b) => Ok(ConfigValue::Bool(*b)),
+        Value::Number(n) if n.is_i64() => Ok(ConfigValue::Int(n.as_i64().unwrap_or_default())),
+        Value::String(s) => Ok(ConfigValue::Text(s.clone())),
+        _ => Err(ApiError::field(
+            format!("/config/{key}"),
+            "scalar",
+            "configuration values are booleans, integers or strings",
+        )),
+    }
+}
+
+fn config_json(config: &BTreeMap<String, ConfigValue>) -> BTreeMap<String, Value> {
+    config
+        .iter()
+        .map(|(k, v)| {
+            let value = match v {
+                ConfigValue::Bool(b) => Value::Bool(*b),
+                ConfigValue::Int(i) => Value::from(*i),
+                ConfigValue::Text(s) => Value::String(s.clone()),
+            };
+            (k.clone(), value)
+        })
+        .collect()
+}
+
+/// Compute resources per replica.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Resources {
+    /// CPU in millicores
+    pub cpu_millis: u32,
+    /// memory in MiB
+    pub memory_mib: u32,
+    /// replicas
+    pub replicas: u32,
+}
+
+/// Where an instance is in its life.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Lifecycle {
+    /// provisioned
+    Active,
+    /// deprovisioning began
+    Deprovisioning,
+}
+
+/// An instance: everything that was set (so `terraform import` can rebuild it) plus computed fields.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Instance {
+    /// server-assigned id (UUIDv7)
+    pub id: Uuid,
+    /// project
+    pub project: String,
+    /// name
+    pub name: String,
+    /// service type
+    pub service: Service,
+    /// service version
+    pub version: String,
+    /// plan
+    pub plan: String,
+    /// resources of the plan (computed)
+    pub resources: Resources,
+    /// storage in GiB
+    pub storage_gib: u32,
+    /// configuration
+    #[schema(value_type = BTreeMap<String, Object>)]
+    pub config: BTreeMap<String, Value>,
+    /// description
+    pub description: String,
+    /// whether DELETE is refused
+    pub deletion_protection: bool,
+    /// cluster the instance is placed on
+    pub cluster: String,
+    /// lifecycle state
+    pub lifecycle: Lifecycle,
+    /// version of the instance's desired state; also its ETag
+    pub instance_version: u64,
+    /// desired state compared with what the cluster's agent observed
+    pub status: InstanceStatus,
+    /// what the cluster's agent last reported, once it has
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub observed: Option<Observed>,
+    /// the last drift the cluster's agent healed, if any
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_drift: Option<Drift>,
+    /// when it was provisioned
+    pub created_at: DateTime<Utc>,
+    /// when it last changed
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<&InstanceView> for Instance {
+    fn from(view: &InstanceView) -> Self {
+        let spec: &InstanceSpec = view.spec();
+        Self {
+            id: spec.id,
+            project: spec.project.clone(),
+            name: spec.name.clone(),
+            service: spec.service.into(),
+            version: spec.version.clone(),
+            plan: spec.plan.clone(),
+            resources: Resources {
+                cpu_millis: spec.resources.cpu_millis,
+                memory_mib: spec.resources.memory_mib,
+                replicas: spec.resources.replicas,
+            },
+            storage_gib: spec.storage_gib,
+            config: config_json(&spec.config),
+            description: spec.description.clone(),
+            deletion_protection: spec.deletion_protection,
+            cluster: spec.cluster.clone(),
+            lifecycle: match view.instance.lifecycle() {
+                domain::Lifecycle::Deprovisioning => Lifecycle::Deprovisioning,
+                _ => Lifecycle::Active,
+            },
+            instance_version: view.version,
+            status: InstanceStatus::from(&view.status),
+            observed: view.observed.as_ref().map(|o| Observed {
+                phase: match o.phase {
+                    domain::observed::ObservedPhase::Progressing => "progressing",
+                    domain::observed::ObservedPhase::Ready => "ready",
+                    domain::observed::ObservedPhase::Failed => "failed",
+                }
+                .to_owned(),
+                observed_generation: o.observed_generation,
+                ready_replicas: o.ready_replicas,
+                desired_replicas: o.desired_replicas,
+                running_version: o.running_version.clone(),
+                config_hash: o.config_hash.clone(),
+                reason: o.reason.clone(),
+                reported_at: view.observed_at,
+            }),
+            last_drift: view.last_drift.as_ref().map(|d| Drift { at: d.at, objects: d.objects.clone() }),
+            created_at: view.created_at,
+            updated_at: view.updated_at,
+        }
+    }
+}
+
+/// A page of instances.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct InstanceList {
+    /// instances in creation order
+    pub items: Vec<Instance>,
+    /// pass as `page_token` to get the next page; absent on the last page
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_page_token: Option<String>,
+}

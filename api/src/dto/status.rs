@@ -1,0 +1,129 @@
+//! Status: desired compared with what the cluster's agent observed, per aspect, with conditions.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Health of an instance or of one of its aspects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Health {
+    /// desired equals observed
+    Healthy,
+    /// desired differs from observed; being applied
+    Reconciling,
+    /// the cluster reports a failure; see `reason`
+    Error,
+}
+
+impl From<projections::Health> for Health {
+    fn from(h: projections::Health) -> Self {
+        match h {
+            projections::Health::Healthy => Self::Healthy,
+            projections::Health::Reconciling => Self::Reconciling,
+            projections::Health::Error => Self::Error,
+        }
+    }
+}
+
+impl From<Health> for projections::Health {
+    fn from(h: Health) -> Self {
+        match h {
+            Health::Healthy => Self::Healthy,
+            Health::Reconciling => Self::Reconciling,
+            Health::Error => Self::Error,
+        }
+    }
+}
+
+/// A Kubernetes-style condition.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Condition {
+    /// Ready, VersionApplied, ResourcesApplied, ConfigurationApplied or Deleted
+    #[serde(rename = "type")]
+    pub condition_type: String,
+    /// True, False or Unknown
+    pub status: String,
+    /// CamelCase reason
+    pub reason: String,
+    /// detail
+    pub message: String,
+    /// when `status` last changed
+    pub last_transition_time: DateTime<Utc>,
+    /// desired generation described
+    pub observed_generation: u64,
+}
+
+/// Desired compared with observed.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct InstanceStatus {
+    /// overall: error if the cluster reports a failure, reconciling if any aspect is, else healthy
+    pub state: Health,
+    /// per aspect: version, resources, configuration (and deletion while deprovisioning)
+    pub aspects: BTreeMap<String, Health>,
+    /// failure reason reported by the cluster
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Ready plus one condition per aspect
+    pub conditions: Vec<Condition>,
+}
+
+impl From<&projections::Status> for InstanceStatus {
+    fn from(s: &projections::Status) -> Self {
+        Self {
+            state: s.state.into(),
+            aspects: s.aspects.iter().map(|(a, h)| (a.as_str().to_owned(), (*h).into())).collect(),
+            reason: s.reason.clone(),
+            conditions: s
+                .conditions
+                .iter()
+                .map(|c| Condition {
+                    condition_type: c.condition_type.to_owned(),
+                    status: c.status.to_owned(),
+                    reason: c.reason.clone(),
+                    message: c.message.clone(),
+                    last_transition_time: c.last_transition_time,
+                    observed_generation: c.observed_generation,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Objects of the instance that were changed or deleted in its cluster outside the control plane, and
+/// that the agent put back (a hand-edited StatefulSet, a deleted ManagedInstance).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Drift {
+    /// when the agent reported it
+    pub at: DateTime<Utc>,
+    /// the objects, as `Kind/name`
+    pub objects: Vec<String>,
+}
+
+/// What the cluster's agent last reported.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Observed {
+    /// progressing, ready or failed
+    pub phase: String,
+    /// desired generation fully applied and ready
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<u64>,
+    /// replicas ready
+    pub ready_replicas: u32,
+    /// replicas desired
+    pub desired_replicas: u32,
+    /// service version running
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub running_version: Option<String>,
+    /// hash of the configuration applied
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config_hash: Option<String>,
+    /// failure reason
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// when the agent reported it
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reported_at: Option<DateTime<Utc>>,
+}

@@ -1,0 +1,80 @@
+//! The wire form of observed-state messages (`cp.obs.<cluster>.<project>.<instance-id>`): one type that
+//! agents write and projections and the feed read.
+
+use async_nats::HeaderMap;
+use chrono::{DateTime, Utc};
+use domain::observed::{OBSERVED_EVENT_VERSION, ObservedEvent};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::{DecodeError, envelope::headers, instances::observed_subject, topology::OBSERVED_PREFIX};
+
+/// One observed-state event of one instance, as a cluster's agent publishes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ObservedMessage {
+    /// the cluster whose agent observed it
+    pub cluster: String,
+    /// the instance's project
+    pub project: String,
+    /// the instance
+    pub instance_id: Uuid,
+    /// the desired generation (instance version) the agent was working towards
+    pub desired_generation: u64,
+    /// schema version of `event`
+    pub schema: String,
+    /// when the agent observed it
+    pub time: DateTime<Utc>,
+    /// what it observed
+    pub event: ObservedEvent,
+}
+
+impl ObservedMessage {
+    /// A message observed now, in the schema this build writes.
+    pub fn new(
+        cluster: &str,
+        project: &str,
+        instance_id: Uuid,
+        desired_generation: u64,
+        event: ObservedEvent,
+    ) -> Self {
+        Self {
+            cluster: cluster.to_owned(),
+            project: project.to_owned(),
+            instance_id,
+            desired_generation,
+            schema: OBSERVED_EVENT_VERSION.to_owned(),
+            time: Utc::now(),
+            event,
+        }
+    }
+
+    /// The subject it is published on.
+    pub fn subject(&self) -> String {
+        observed_subject(&self.cluster, &self.project, self.instance_id)
+    }
+
+    /// Its headers (the same names as instance events': type, schema, actor, time).
+    pub fn headers(&self) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        map.insert(headers::EVENT_TYPE, self.event.type_name());
+        map.insert(headers::SCHEMA_VERSION, self.schema.as_str());
+        map.insert(headers::ACTOR, format!("cluster-agent/{}", self.cluster).as_str());
+        map.insert(headers::TIME, self.time.to_rfc3339_opts(chrono::SecondsFormat::Micros, true).as_str());
+        map
+    }
+
+    /// The payload.
+    pub fn to_vec(&self) -> Result<Vec<u8>, serde_json::Error> {
+        serde_json::to_vec(self)
+    }
+
+    /// Parses a payload.
+    pub fn from_slice(payload: &[u8]) -> Result<Self, DecodeError> {
+        serde_json::from_slice(payload).map_err(DecodeError::Malformed)
+    }
+}
+
+/// Whether a subject of the event stream holds observed-state messages (else instance events).
+pub fn is_observed_subject(subject: &str) -> bool {
+    subject.strip_prefix(OBSERVED_PREFIX).is_some_and(|rest| rest.starts_with('.'))
+}
