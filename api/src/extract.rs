@@ -137,15 +137,24 @@ fn header_error(name: &str, rule: &str, detail: impl Into<String>) -> ApiError {
 /// `If-Match: "7"` → `Some(7)`; `*` or absent → `None`.
 pub fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
     let Some(value) = headers.get(header::IF_MATCH) else { return Ok(None) };
-    let text = value.to_str().unwrap_or_default().trim();
-    if text == "*" {
+    let text = value
+        .to_str()
+        .map_err(|_| header_error("If-Match", "etag", "must be an ETag returned by this API, such as \"3\""))?
+        .trim();
+    // RFC 9110: `If-Match = "*" / #entity-tag`; an empty list sets no condition.
+    if text == "*" || text.is_empty() {
         return Ok(None);
     }
-    text.trim_start_matches("W/")
-        .trim_matches('"')
-        .parse()
+    // RFC 9110 section 8.8.3: entity-tag = [ "W/" ] DQUOTE *etagc DQUOTE; ours hold the version.
+    text.strip_prefix("W/")
+        .unwrap_or(text)
+        .strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .and_then(|t| t.parse().ok())
         .map(Some)
-        .map_err(|_| header_error("If-Match", "etag", "must be an ETag returned by this API, such as \"3\""))
+        .ok_or_else(|| {
+            header_error("If-Match", "etag", "must be an ETag returned by this API, such as \"3\"")
+        })
 }
 
 /// The `Idempotency-Key` header: 1 to 255 visible ASCII characters.
@@ -173,8 +182,31 @@ pub const MIN_SEQUENCE: &str = "cp-min-sequence";
 
 /// The `Cp-Min-Sequence` header, if present.
 pub fn min_sequence(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
-    let Some(value) = headers.get(MIN_SEQUENCE) else { return Ok(None) };
-    value.to_str().ok().and_then(|v| v.trim().parse().ok()).map(Some).ok_or_else(|| {
-        header_error("Cp-Min-Sequence", "stream_sequence", "must be a Cp-Stream-Sequence returned by a write")
-    })
+    sequence_header(
+        headers,
+        MIN_SEQUENCE,
+        "Cp-Min-Sequence",
+        "must be a Cp-Stream-Sequence returned by a write",
+    )
+}
+
+/// Largest stream sequence a header may carry: JetStream's sequences are unsigned 64-bit, but the
+/// document states them as OpenAPI `int64`, which clients in most languages read as signed.
+pub const MAX_SEQUENCE: u64 = i64::MAX as u64;
+
+/// A header holding a stream sequence (`Cp-Min-Sequence`, `Last-Event-ID`): a decimal from 0 to
+/// [`MAX_SEQUENCE`].
+pub fn sequence_header(
+    headers: &HeaderMap,
+    header: &str,
+    name: &str,
+    rule: &str,
+) -> Result<Option<u64>, ApiError> {
+    let Some(value) = headers.get(header) else { return Ok(None) };
+    let parsed = value.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok());
+    match parsed {
+        Some(sequence) if sequence <= MAX_SEQUENCE => Ok(Some(sequence)),
+        Some(_) => Err(header_error(name, "stream_sequence", format!("must be at most {MAX_SEQUENCE}"))),
+        None => Err(header_error(name, "stream_sequence", rule)),
+    }
 }

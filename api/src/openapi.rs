@@ -1,4 +1,7 @@
-//! The OpenAPI document's frame; paths and schemas are collected from the handlers.
+//! The OpenAPI document's frame; paths and schemas are collected from the handlers, then the rules a
+//! schema can express are written in (`openapi/rules.rs`).
+
+mod rules;
 
 use crate::error::{FieldError, Problem};
 
@@ -23,3 +26,11 @@ use crate::error::{FieldError, Problem};
     )
 )]
 pub struct ApiDoc;
+
+/// The document as served: the generated one with every rule a schema can express, the registered
+/// clusters and regions among them.
+pub fn document(generated: &utoipa::openapi::OpenApi, clusters: &[domain::Cluster]) -> serde_json::Value {
+    let mut document = serde_json::to_value(generated).unwrap_or_default();
+    rules::apply(&mut document, clusters);
+    document
+}

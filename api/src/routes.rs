@@ -9,7 +9,7 @@ mod write;
 
 use axum::{
     Json, Router,
-    extract::{DefaultBodyLimit, MatchedPath, Request},
+    extract::{DefaultBodyLimit, MatchedPath, Request, State},
     http::HeaderName,
     response::{IntoResponse, Response},
 };
@@ -51,7 +51,12 @@ pub fn app(state: AppState) -> Router {
     let (router, openapi) = router();
     let spec = openapi.clone();
     router
-        .route("/openapi.json", axum::routing::get(move || async move { Json(spec) }))
+        .route(
+            "/openapi.json",
+            axum::routing::get(move |State(state): State<AppState>| async move {
+                Json(crate::openapi::document(&spec, &state.clusters.list()))
+            }),
+        )
         .route("/metrics", axum::routing::get(crate::metrics::serve))
         .merge(SwaggerUi::new("/docs").url("/docs/openapi.json", openapi))
         .fallback(|| async { ApiError::NotFound("route") })

@@ -40,12 +40,28 @@ async fn a_read_on_another_replica_with_the_token_always_sees_the_write() {
         assert_eq!(body["description"], description, "try {n}: the other replica did not show the write");
     }
 
-    // A token the stream has not reached yet: the read says so instead of answering stale data.
-    let impatient = replica.with_read_wait(Duration::from_millis(100));
+    // A token beyond the end of the stream was returned by no write here: refused at once (409), not
+    // waited for.
+    let impatient = replica.with_read_wait(Duration::from_secs(30));
+    let started = std::time::Instant::now();
     let (status, body) = get(&api::app(impatient), &path, Some("999999")).await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    assert!(body["detail"].as_str().unwrap().contains("999999"), "{body}");
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["code"], "sequence_ahead_of_stream");
+    assert!(started.elapsed() < Duration::from_secs(5), "answered without waiting out the read wait");
     let (status, body) = get(&other, &path, Some("soon")).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["errors"][0]["field"], "Cp-Min-Sequence");
+}
+
+/// A token the stream holds but the read models have not reached (the projector is down): the read says
+/// so with 503 after its bounded wait instead of answering stale data.
+#[tokio::test]
+async fn a_token_the_read_models_have_not_reached_is_a_503_not_stale_data() {
+    let api = TestApi::start_without_projector(Duration::from_millis(100)).await;
+    let created = api.provision("acme", "db").await;
+    let token = created.header("cp-stream-sequence").expect("a write returns its sequence").to_owned();
+    let path = "/v1/projects/acme/instances?name=db";
+    let (status, body) = get(&api.router(), path, Some(&token)).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body["detail"].as_str().unwrap().contains(&token), "{body}");
 }

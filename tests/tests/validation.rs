@@ -156,3 +156,38 @@ async fn bad_updates_name_the_field_and_leave_the_stream_alone() {
     assert_eq!(unchanged.status, StatusCode::ACCEPTED, "a PATCH that changes nothing is accepted");
     assert_eq!(api.stream_messages().await, before, "and emits no event");
 }
+
+/// Edges the OpenAPI document states, as the API enforces them: ETags are quoted (RFC 9110 entity-tags),
+/// an empty `If-Match` sets no condition, a whole number written as `20.0` is a number, sequences in
+/// headers stay within `int64`, and a project that is not a DNS-1123 label is refused on every route.
+#[tokio::test]
+async fn the_documented_edges_hold() {
+    let api = TestApi::start().await;
+    let body = json!({"name": "db", "service": "mongodb", "version": "7.0", "plan": "standard",
+                      "storage_gib": 80.0, "config": {"slow_op_threshold_ms": 250.0}});
+    let created = api.call(Method::POST, "/v1/projects/acme/instances", Some(&body), &[]).await;
+    assert_eq!(created.status, StatusCode::ACCEPTED, "{}", created.body);
+    let path = format!("/v1/projects/acme/instances/{}", created.body["instance_id"].as_str().unwrap());
+    let fraction = api.call(Method::PATCH, &path, Some(&json!({"storage_gib": 90.5})), &[]).await;
+    assert_problem(&fraction, StatusCode::UNPROCESSABLE_ENTITY, Some("/storage_gib"), Some("type"));
+
+    let unquoted =
+        api.call(Method::PATCH, &path, Some(&json!({"description": "x"})), &[("if-match", "1")]).await;
+    assert_problem(&unquoted, StatusCode::BAD_REQUEST, Some("If-Match"), Some("etag"));
+    let empty = api.call(Method::PATCH, &path, Some(&json!({"description": "y"})), &[("if-match", "")]).await;
+    assert_eq!(empty.status, StatusCode::ACCEPTED, "an empty If-Match sets no condition: {}", empty.body);
+    let weak =
+        api.call(Method::PATCH, &path, Some(&json!({"description": "z"})), &[("if-match", "W/\"2\"")]).await;
+    assert_eq!(weak.status, StatusCode::ACCEPTED, "{}", weak.body);
+
+    let huge = api.call(Method::GET, &path, None, &[("cp-min-sequence", "9223372036854775808")]).await;
+    assert_problem(&huge, StatusCode::BAD_REQUEST, Some("Cp-Min-Sequence"), Some("stream_sequence"));
+    for route in
+        ["/v1/projects/Acme/instances", "/v1/projects/-x/operations/0193a0b0-0000-7000-8000-000000000000"]
+    {
+        let reply = api.call(Method::GET, route, None, &[]).await;
+        assert_problem(&reply, StatusCode::UNPROCESSABLE_ENTITY, Some("/project"), Some("dns1123_label"));
+    }
+    let bad_name = api.call(Method::GET, "/v1/projects/acme/instances?name=Not_A_Label", None, &[]).await;
+    assert_problem(&bad_name, StatusCode::BAD_REQUEST, Some("name"), Some("dns1123_label"));
+}

@@ -66,7 +66,7 @@ pub struct ProvisionRequest {
     #[schema(example = "standard")]
     pub plan: String,
     /// storage in GiB; defaults to the plan's. Grows only.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "integral_u32")]
     pub storage_gib: Option<u32>,
     /// service configuration: key to boolean, integer or string
     #[serde(default)]
@@ -98,7 +98,7 @@ pub struct UpdateRequest {
     #[serde(default)]
     pub plan: Option<String>,
     /// new storage in GiB (grow only)
-    #[serde(default)]
+    #[serde(default, deserialize_with = "integral_u32")]
     pub storage_gib: Option<u32>,
     /// configuration changes; null removes a key
     #[serde(default)]
@@ -138,11 +138,31 @@ impl UpdateRequest {
     }
 }
 
+/// An optional `u32` that also accepts a number written with a zero fraction (`20.0`): JSON has one
+/// number type, and JSON Schema's `integer` includes such numbers.
+fn integral_u32<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<u32>, D::Error> {
+    use serde::de::Error as _;
+    let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else { return Ok(None) };
+    if let Some(n) = number.as_u64() {
+        return u32::try_from(n).map(Some).map_err(|_| D::Error::custom("must be at most 4294967295"));
+    }
+    match number.as_f64() {
+        Some(f) if f.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&f) => Ok(Some(f as u32)),
+        _ => Err(D::Error::custom(format!("must be a whole number from 0 to {}, not {number}", u32::MAX))),
+    }
+}
+
 /// Converts one configuration value, naming the key on failure.
 pub fn config_value(key: &str, value: &Value) -> Result<ConfigValue, ApiError> {
     match value {
         Value::Bool(b) => Ok(ConfigValue::Bool(*b)),
         Value::Number(n) if n.is_i64() => Ok(ConfigValue::Int(n.as_i64().unwrap_or_default())),
+        // JSON has one number type: 300.0 is the integer 300 (as JSON Schema's `integer` says).
+        Value::Number(n)
+            if n.as_f64().is_some_and(|f| f.fract() == 0.0 && f.abs() < 9_007_199_254_740_992.0) =>
+        {
+            Ok(ConfigValue::Int(n.as_f64().unwrap_or_default() as i64))
+        }
         Value::String(s) => Ok(ConfigValue::Text(s.clone())),
         _ => Err(ApiError::field(
             format!("/config/{key}"),

@@ -25,9 +25,11 @@ use crate::{ApiError, AppState, error::Problem};
 
 /// Query of the feed.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct FeedParams {
     /// start after this stream sequence (as `Last-Event-ID` does); without either, only new events
+    #[param(minimum = 0, maximum = 9_223_372_036_854_775_807_u64)]
     after: Option<u64>,
 }
 
@@ -143,18 +145,21 @@ pub(super) async fn events(
         detail: e.body_text(),
         errors: vec![],
     })?;
-    let last_event_id = match headers.get("last-event-id") {
-        Some(value) => {
-            Some(value.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok()).ok_or_else(|| {
-                ApiError::BadRequest {
-                    code: "invalid_header",
-                    detail: "Last-Event-ID must be an id this feed sent".into(),
-                    errors: vec![],
-                }
-            })?)
-        }
-        None => None,
-    };
+    let last_event_id = crate::extract::sequence_header(
+        &headers,
+        "last-event-id",
+        "Last-Event-ID",
+        "must be an id this feed sent",
+    )?;
+    if let Some(after) = params.after
+        && after > crate::extract::MAX_SEQUENCE
+    {
+        return Err(ApiError::BadRequest {
+            code: "invalid_query",
+            detail: format!("after must be at most {}", crate::extract::MAX_SEQUENCE),
+            errors: vec![],
+        });
+    }
     let messages = streams::feed::follow_project(&state.events, &project, last_event_id.or(params.after))
         .await
         .map_err(|e| ApiError::Unavailable(e.to_string()))?;

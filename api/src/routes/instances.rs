@@ -108,13 +108,17 @@ pub(super) async fn create_instance(
 
 /// Query of the instance list.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ListParams {
     /// page size, 1 to 500 (default 100)
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<usize>,
     /// `next_page_token` of the previous page
+    #[param(format = Uuid)]
     page_token: Option<String>,
-    /// only the instance with this name
+    /// only the instance with this name (a DNS-1123 label)
+    #[param(min_length = 1, max_length = 63, pattern = "^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")]
     name: Option<String>,
     /// only instances in this state
     #[param(value_type = Option<crate::dto::Health>)]
@@ -139,12 +143,28 @@ pub(super) async fn list_instances(
     headers: HeaderMap,
     query: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Json<InstanceList>, ApiError> {
+    check_dns_label("project", &project)?;
     write::read_your_writes(&state, &headers).await?;
     let Query(params) = query.map_err(|e| ApiError::BadRequest {
         code: "invalid_query",
         detail: e.body_text(),
         errors: vec![],
     })?;
+    if let Some(name) = &params.name
+        && check_dns_label("name", name).is_err()
+    {
+        return Err(ApiError::BadRequest {
+            code: "invalid_query",
+            detail: "name must be a DNS-1123 label".into(),
+            errors: vec![crate::error::FieldError {
+                field: "name".into(),
+                rule: "dns1123_label".into(),
+                detail:
+                    "1 to 63 lowercase letters, digits or '-', starting and ending with a letter or digit"
+                        .into(),
+            }],
+        });
+    }
     let limit = params.limit.unwrap_or(DEFAULT_PAGE_SIZE);
     if !(1..=MAX_PAGE_SIZE).contains(&limit) {
         return Err(ApiError::BadRequest {
@@ -194,6 +214,7 @@ pub(super) async fn get_instance(
     Path((project, id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    check_dns_label("project", &project)?;
     let id = instance_id(&id)?;
     write::read_your_writes(&state, &headers).await?;
     // Desired state and ETag from the stream, so that a GET → PATCH with If-Match never builds on a
@@ -240,6 +261,7 @@ pub(super) async fn update_instance(
     headers: HeaderMap,
     body: JsonBody<UpdateRequest>,
 ) -> Result<Response, ApiError> {
+    check_dns_label("project", &project)?;
     let id = instance_id(&id)?;
     let expected_version = if_match(&headers)?;
     let request = body.value;
@@ -296,6 +318,7 @@ pub(super) async fn delete_instance(
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    check_dns_label("project", &project)?;
     let id = instance_id(&id)?;
     let write = Write {
         project: &project,

@@ -26,6 +26,7 @@ pub(super) async fn get_operation(
     Path((project, operation_id)): Path<(String, String)>,
     headers: axum::http::HeaderMap,
 ) -> Result<Json<Operation>, ApiError> {
+    domain::instance::check_dns_label("project", &project)?;
     let id = operation_id.parse().map_err(|_| ApiError::NotFound("operation"))?;
     super::write::read_your_writes(&state, &headers).await?;
     if state.read_models.read().operation(&project, id).is_none() {

@@ -32,20 +32,45 @@ pub(super) const STREAM_SEQUENCE: &str = "cp-stream-sequence";
 /// Waits until the read models include the `Cp-Min-Sequence` a read carries, if any.
 pub(super) async fn read_your_writes(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(sequence) = extract::min_sequence(headers)? else { return Ok(()) };
+    if state.read_models.applied() >= sequence {
+        return Ok(());
+    }
+    // A sequence beyond the end of the stream is no token a write returned (every acknowledged write is
+    // in the stream): refuse it at once rather than wait for what cannot come.
+    let last = stream_end(state).await?;
+    if sequence > last {
+        return Err(ApiError::Conflict {
+            code: "sequence_ahead_of_stream",
+            detail: format!(
+                "Cp-Min-Sequence: {sequence} is beyond the end of the event stream ({last}); no write returned it \
+                 here (a token from another deployment, or a stream restored from an older backup?)"
+            ),
+            errors: vec![FieldError {
+                field: "Cp-Min-Sequence".into(),
+                rule: "written_sequence".into(),
+                detail: format!("at most the stream's last sequence, {last}"),
+            }],
+            retry_after: None,
+        });
+    }
     wait_for(state, sequence, "asked for in Cp-Min-Sequence").await
+}
+
+async fn stream_end(state: &AppState) -> Result<u64, ApiError> {
+    let mut events = state.events.clone();
+    Ok(events
+        .info()
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("event stream unavailable: {e}")))?
+        .state
+        .last_sequence)
 }
 
 /// Waits until the read models include everything the stream holds now. A read runs this before it
 /// answers 404, so a client that just wrote (without passing the token back) is never told that what it
 /// created does not exist.
 pub(super) async fn catch_up(state: &AppState) -> Result<(), ApiError> {
-    let mut events = state.events.clone();
-    let last = events
-        .info()
-        .await
-        .map_err(|e| ApiError::Unavailable(format!("event stream unavailable: {e}")))?
-        .state
-        .last_sequence;
+    let last = stream_end(state).await?;
     wait_for(state, last, "at the end of the event stream").await
 }
 
