@@ -1,0 +1,101 @@
+//! Reading aggregates without running a command: the current state for a reader that must not lag its
+//! own writes, where a command landed, and an aggregate's whole history.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::pull::OrderedConfig, stream::DirectGetErrorKind};
+use futures::StreamExt as _;
+
+use super::{Current, JetStreamStore, Landed, StoreError, StreamAggregate, corrupt, unavailable};
+use crate::envelope::{CommandMetadata, EventBatch};
+
+impl<A: StreamAggregate> JetStreamStore<A> {
+    /// The aggregate as every write acknowledged before this call left it, read from the stream (one
+    /// direct get of its subject's last message) without taking its lock or touching the cache: for reads
+    /// that must not lag the reader's own writes, such as a GET whose ETag feeds an `If-Match`. `None` when
+    /// the aggregate has no events.
+    pub async fn read_current(&self, aggregate_id: &str) -> Result<Option<Current<A>>, StoreError<A>> {
+        let loaded = self.fetch(aggregate_id).await?;
+        if loaded.version == 0 {
+            return Ok(None);
+        }
+        Ok(Some(Current {
+            aggregate: loaded.aggregate,
+            version: loaded.version,
+            sequence: loaded.last_sequence,
+            updated_at: loaded.updated_at,
+        }))
+    }
+
+    /// Where command `command_id` landed on an aggregate's subject, if it did, looking no further back
+    /// than `not_before` (when the command was first asked for; a minute's clock skew is allowed). For
+    /// answering a retried request whose first attempt may have landed while the read models lag.
+    pub async fn find_command(
+        &self,
+        aggregate_id: &str,
+        command_id: uuid::Uuid,
+        not_before: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<Landed>, StoreError<A>> {
+        self.ensure_connected()?;
+        let pattern = format!("{}.*.{aggregate_id}", self.inner.prefix);
+        let last = match self.inner.stream.direct_get_last_for_subject(pattern).await {
+            Ok(last) => last,
+            Err(e) if e.kind() == DirectGetErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(unavailable::<A>(e)),
+        };
+        let landed = |batch: &EventBatch, sequence| Landed {
+            version: batch.last_version(),
+            sequence,
+            time: batch.metadata.time,
+        };
+        let batch = EventBatch::from_slice(&last.payload).map_err(corrupt::<A>)?;
+        if batch.metadata.command_id == command_id {
+            return Ok(Some(landed(&batch, last.sequence)));
+        }
+        let from = not_before - chrono::TimeDelta::minutes(1);
+        let start_time = time::OffsetDateTime::from_unix_timestamp_nanos(
+            from.timestamp_nanos_opt().unwrap_or_default().into(),
+        )
+        .map_err(unavailable::<A>)?;
+        let consumer = self
+            .inner
+            .stream
+            .create_consumer(OrderedConfig {
+                filter_subject: last.subject.to_string(),
+                deliver_policy: jetstream::consumer::DeliverPolicy::ByStartTime { start_time },
+                ..Default::default()
+            })
+            .await
+            .map_err(unavailable::<A>)?;
+        let mut remaining = consumer.cached_info().num_pending;
+        let mut messages = consumer.messages().await.map_err(unavailable::<A>)?;
+        while remaining > 0 {
+            let message = tokio::time::timeout(Duration::from_secs(10), messages.next())
+                .await
+                .map_err(|_| unavailable::<A>("scan timed out"))?
+                .ok_or_else(|| unavailable::<A>("scan ended early"))?
+                .map_err(unavailable::<A>)?;
+            remaining -= 1;
+            let batch = EventBatch::from_slice(&message.payload).map_err(corrupt::<A>)?;
+            if batch.metadata.command_id == command_id {
+                let sequence = message.info().map_err(unavailable::<A>)?.stream_sequence;
+                return Ok(Some(landed(&batch, sequence)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Every event of an aggregate with its version and metadata, in order (for audits and tests).
+    pub async fn history(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<Vec<(u64, A::Event, CommandMetadata)>, StoreError<A>> {
+        self.ensure_connected()?;
+        let pattern = format!("{}.*.{aggregate_id}", self.inner.prefix);
+        match self.inner.stream.direct_get_last_for_subject(pattern).await {
+            Ok(last) => Ok(self.replay(last.subject.as_str()).await?.1),
+            Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(vec![]),
+            Err(e) => Err(unavailable::<A>(e)),
+        }
+    }
+}
