@@ -263,31 +263,44 @@ impl<A: StreamAggregate> JetStreamStore<A> {
         &self,
         subject: &str,
     ) -> Result<(A, Vec<(u64, A::Event, CommandMetadata)>), StoreError<A>> {
-        let consumer = self
-            .inner
-            .stream
-            .create_consumer(OrderedConfig { filter_subject: subject.to_owned(), ..Default::default() })
-            .await
-            .map_err(unavailable::<A>)?;
-        let pending = consumer.cached_info().num_pending;
-        let mut messages = consumer.messages().await.map_err(unavailable::<A>)?;
         let mut aggregate = A::default();
         let mut events = Vec::new();
-        let mut remaining = pending;
-        while remaining > 0 {
-            let message = tokio::time::timeout(Duration::from_secs(10), messages.next())
-                .await
-                .map_err(|_| unavailable::<A>("replay timed out"))?
-                .ok_or_else(|| unavailable::<A>("replay ended early"))?
-                .map_err(unavailable::<A>)?;
-            remaining -= 1;
-            let batch = EventBatch::from_slice(&message.payload).map_err(corrupt::<A>)?;
+        let config = OrderedConfig { filter_subject: subject.to_owned(), ..Default::default() };
+        self.scan(config, |_, batch| {
             for (offset, event) in batch.decode_events::<A>().map_err(corrupt::<A>)?.into_iter().enumerate() {
                 aggregate.apply(event.clone());
                 events.push((batch.first_version + offset as u64, event, batch.metadata.clone()));
             }
-        }
+            Ok(true)
+        })
+        .await?;
         Ok((aggregate, events))
+    }
+
+    /// Reads the messages an ordered consumer with `config` has pending when it starts, in order, each as
+    /// its stream sequence and batch, until `visit` answers `false`.
+    async fn scan(
+        &self,
+        config: OrderedConfig,
+        mut visit: impl FnMut(u64, EventBatch) -> Result<bool, StoreError<A>>,
+    ) -> Result<(), StoreError<A>> {
+        let consumer = self.inner.stream.create_consumer(config).await.map_err(unavailable::<A>)?;
+        let mut remaining = consumer.cached_info().num_pending;
+        let mut messages = consumer.messages().await.map_err(unavailable::<A>)?;
+        while remaining > 0 {
+            let message = tokio::time::timeout(Duration::from_secs(10), messages.next())
+                .await
+                .map_err(|_| unavailable::<A>("reading a subject timed out"))?
+                .ok_or_else(|| unavailable::<A>("reading a subject ended early"))?
+                .map_err(unavailable::<A>)?;
+            remaining -= 1;
+            let sequence = message.info().map_err(unavailable::<A>)?.stream_sequence;
+            let batch = EventBatch::from_slice(&message.payload).map_err(corrupt::<A>)?;
+            if !visit(sequence, batch)? {
+                break;
+            }
+        }
+        Ok(())
     }
 
     async fn lock(&self, aggregate_id: &str) -> Result<JetStreamContext<A>, StoreError<A>> {

@@ -1,10 +1,7 @@
 //! Reading aggregates without running a command: the current state for a reader that must not lag its
 //! own writes, where a command landed, and an aggregate's whole history.
 
-use std::time::Duration;
-
 use async_nats::jetstream::{self, consumer::pull::OrderedConfig, stream::DirectGetErrorKind};
-use futures::StreamExt as _;
 
 use super::{Current, JetStreamStore, Landed, StoreError, StreamAggregate, corrupt, unavailable};
 use crate::envelope::{CommandMetadata, EventBatch};
@@ -57,32 +54,20 @@ impl<A: StreamAggregate> JetStreamStore<A> {
             from.timestamp_nanos_opt().unwrap_or_default().into(),
         )
         .map_err(unavailable::<A>)?;
-        let consumer = self
-            .inner
-            .stream
-            .create_consumer(OrderedConfig {
-                filter_subject: last.subject.to_string(),
-                deliver_policy: jetstream::consumer::DeliverPolicy::ByStartTime { start_time },
-                ..Default::default()
-            })
-            .await
-            .map_err(unavailable::<A>)?;
-        let mut remaining = consumer.cached_info().num_pending;
-        let mut messages = consumer.messages().await.map_err(unavailable::<A>)?;
-        while remaining > 0 {
-            let message = tokio::time::timeout(Duration::from_secs(10), messages.next())
-                .await
-                .map_err(|_| unavailable::<A>("scan timed out"))?
-                .ok_or_else(|| unavailable::<A>("scan ended early"))?
-                .map_err(unavailable::<A>)?;
-            remaining -= 1;
-            let batch = EventBatch::from_slice(&message.payload).map_err(corrupt::<A>)?;
+        let config = OrderedConfig {
+            filter_subject: last.subject.to_string(),
+            deliver_policy: jetstream::consumer::DeliverPolicy::ByStartTime { start_time },
+            ..Default::default()
+        };
+        let mut found = None;
+        self.scan(config, |sequence, batch| {
             if batch.metadata.command_id == command_id {
-                let sequence = message.info().map_err(unavailable::<A>)?.stream_sequence;
-                return Ok(Some(landed(&batch, sequence)));
+                found = Some(landed(&batch, sequence));
             }
-        }
-        Ok(None)
+            Ok(found.is_none())
+        })
+        .await?;
+        Ok(found)
     }
 
     /// Every event of an aggregate with its version and metadata, in order (for audits and tests).
