@@ -48,8 +48,7 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
 /// The whole application: routes, `/openapi.json`, `/docs`, `/metrics`, and middleware (request ids,
 /// tracing, metrics, body limit, panic to 500).
 pub fn app(state: AppState) -> Router {
-    let (router, openapi) = router();
-    let spec = openapi.clone();
+    let (router, spec) = router();
     router
         .route(
             "/openapi.json",
@@ -58,7 +57,9 @@ pub fn app(state: AppState) -> Router {
             }),
         )
         .route("/metrics", axum::routing::get(crate::metrics::serve))
-        .merge(SwaggerUi::new("/docs").url("/docs/openapi.json", openapi))
+        // The UI reads the document as served (with the rules and the registered clusters), not the bare
+        // generated one.
+        .merge(SwaggerUi::new("/docs").config(utoipa_swagger_ui::Config::from("/openapi.json")))
         .fallback(|| async { ApiError::NotFound("route") })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(

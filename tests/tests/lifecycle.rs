@@ -169,6 +169,17 @@ async fn the_openapi_document_and_probes_are_served() {
     }
     let docs = api.call(Method::GET, "/docs/", None, &[]).await;
     assert_eq!(docs.status, StatusCode::OK);
+    let initializer = tower::ServiceExt::oneshot(
+        api.router(),
+        axum::http::Request::get("/docs/swagger-initializer.js").body(axum::body::Body::empty()).unwrap(),
+    );
+    let initializer = initializer.await.unwrap();
+    assert_eq!(initializer.status(), StatusCode::OK);
+    let script = http_body_util::BodyExt::collect(initializer.into_body()).await.unwrap().to_bytes();
+    assert!(
+        String::from_utf8_lossy(&script).contains("/openapi.json"),
+        "the UI reads the document as served"
+    );
     assert_eq!(api.call(Method::GET, "/healthz", None, &[]).await.status, StatusCode::OK);
     assert_eq!(api.call(Method::GET, "/readyz", None, &[]).await.status, StatusCode::OK);
     let missing = api.call(Method::GET, "/v1/nothing", None, &[]).await;
