@@ -4,11 +4,15 @@
 //! One file per resource; the types are re-exported here so handlers and the OpenAPI document name them
 //! from one place.
 
+mod catalog;
 mod clusters;
 mod instances;
 mod operations;
 mod status;
 
+pub use catalog::{
+    Apply, Catalog, CatalogParameter, CatalogPlan, CatalogVersion, ParameterType, ServiceCatalog,
+};
 pub use clusters::{Cluster, ClusterRequest};
 pub use instances::{
     Instance, InstanceList, Lifecycle, ProvisionRequest, Resources, Service, UpdateRequest, config_value,

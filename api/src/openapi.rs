@@ -21,6 +21,7 @@ use crate::error::{FieldError, Problem};
     tags(
         (name = "instances", description = "Managed-service instances"),
         (name = "operations", description = "Asynchronous operations"),
+        (name = "catalog", description = "What may be provisioned: services, versions, plans, parameters"),
         (name = "admin", description = "Operator endpoints"),
         (name = "health", description = "Probes"),
     )

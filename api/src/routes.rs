@@ -1,6 +1,7 @@
 //! The router: every route, its OpenAPI entry, and the middleware around them.
 
 mod admin;
+mod catalog;
 mod feed;
 mod health;
 mod instances;
@@ -34,6 +35,8 @@ pub fn router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(instances::get_instance, instances::update_instance, instances::delete_instance))
         .routes(routes!(operations::get_operation))
         .routes(routes!(feed::events))
+        .routes(routes!(catalog::get_catalog))
+        .routes(routes!(catalog::get_service_catalog))
         .routes(routes!(admin::list_clusters))
         .routes(routes!(admin::register_cluster))
         .routes(routes!(health::healthz))

@@ -128,6 +128,18 @@ pub enum ConfigKind {
     OneOf(&'static [&'static str]),
 }
 
+/// How a change of a configuration parameter reaches the running service, as the control plane applies it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApplyMode {
+    /// applied to the running service without restarting it
+    Dynamic,
+    /// applied by a rolling restart of the service's pods
+    Restart,
+    /// set at provision only; refused afterwards
+    Immutable,
+}
+
 /// A configuration key a service accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConfigKey {
@@ -135,6 +147,14 @@ pub struct ConfigKey {
     pub name: &'static str,
     /// value kind
     pub kind: ConfigKind,
+    /// how a change applies
+    pub apply: ApplyMode,
+    /// what it sets, for people
+    pub description: &'static str,
+}
+
+const fn key(name: &'static str, kind: ConfigKind, apply: ApplyMode, description: &'static str) -> ConfigKey {
+    ConfigKey { name, kind, apply, description }
 }
 
 /// A configuration value. Only scalars: services are configured by flat key/value settings.
@@ -180,6 +200,14 @@ const DATABASE_PLANS: &[Plan] = &[
 const GRAFANA_PLANS: &[Plan] = &[plan("starter", 250, 512, 1, 1), plan("ha", 1000, 2048, 2, 5)];
 const LOG_LEVELS: &[&str] = &["debug", "info", "warn", "error"];
 
+// Apply modes. PostgreSQL parameters go to CloudNativePG's `postgresql.parameters`: "the cluster instances
+// will immediately reload the configuration to apply the changes. If the change involves a parameter
+// requiring a restart, the operator will perform a rolling upgrade" (CloudNativePG v1.30.0,
+// docs/src/postgresql_conf.md, *Changing configuration*); which parameters need a restart is PostgreSQL's
+// `postmaster` context (PostgreSQL docs, *Server Configuration*: max_connections and wal_level are
+// postmaster; work_mem is user; log_min_duration_statement and track_io_timing are superuser). The other
+// services read their configuration file at start, and the agent rolls their pods when it changes (the
+// pod template carries the configuration's hash), so every change of theirs is a restart.
 const OFFERINGS: [ServiceOffering; 4] = [
     ServiceOffering {
         service: ServiceType::Postgresql,
@@ -187,14 +215,31 @@ const OFFERINGS: [ServiceOffering; 4] = [
         upgrade_path: UpgradePath::AnyNewer,
         plans: DATABASE_PLANS,
         config_keys: &[
-            ConfigKey { name: "max_connections", kind: ConfigKind::Integer { min: 10, max: 5000 } },
-            ConfigKey { name: "work_mem_kib", kind: ConfigKind::Integer { min: 64, max: 2_097_152 } },
-            ConfigKey {
-                name: "log_min_duration_statement_ms",
-                kind: ConfigKind::Integer { min: -1, max: 3_600_000 },
-            },
-            ConfigKey { name: "track_io_timing", kind: ConfigKind::Boolean },
-            ConfigKey { name: "wal_level", kind: ConfigKind::OneOf(&["replica", "logical"]) },
+            key(
+                "max_connections",
+                ConfigKind::Integer { min: 10, max: 5000 },
+                ApplyMode::Restart,
+                "maximum concurrent connections",
+            ),
+            key(
+                "work_mem_kib",
+                ConfigKind::Integer { min: 64, max: 2_097_152 },
+                ApplyMode::Dynamic,
+                "memory per sort or hash operation before spilling to disk, in KiB",
+            ),
+            key(
+                "log_min_duration_statement_ms",
+                ConfigKind::Integer { min: -1, max: 3_600_000 },
+                ApplyMode::Dynamic,
+                "log statements running at least this long, in ms (-1: off)",
+            ),
+            key("track_io_timing", ConfigKind::Boolean, ApplyMode::Dynamic, "collect timing of I/O calls"),
+            key(
+                "wal_level",
+                ConfigKind::OneOf(&["replica", "logical"]),
+                ApplyMode::Restart,
+                "how much information is written to the WAL",
+            ),
         ],
     },
     ServiceOffering {
@@ -203,9 +248,24 @@ const OFFERINGS: [ServiceOffering; 4] = [
         upgrade_path: UpgradePath::OneMajorAtATime,
         plans: DATABASE_PLANS,
         config_keys: &[
-            ConfigKey { name: "max_incoming_connections", kind: ConfigKind::Integer { min: 10, max: 65536 } },
-            ConfigKey { name: "slow_op_threshold_ms", kind: ConfigKind::Integer { min: 0, max: 3_600_000 } },
-            ConfigKey { name: "profiling_level", kind: ConfigKind::OneOf(&["off", "slow_op", "all"]) },
+            key(
+                "max_incoming_connections",
+                ConfigKind::Integer { min: 10, max: 65536 },
+                ApplyMode::Restart,
+                "maximum simultaneous connections",
+            ),
+            key(
+                "slow_op_threshold_ms",
+                ConfigKind::Integer { min: 0, max: 3_600_000 },
+                ApplyMode::Restart,
+                "operations slower than this are logged as slow, in ms",
+            ),
+            key(
+                "profiling_level",
+                ConfigKind::OneOf(&["off", "slow_op", "all"]),
+                ApplyMode::Restart,
+                "which operations the database profiler records",
+            ),
         ],
     },
     ServiceOffering {
@@ -214,9 +274,19 @@ const OFFERINGS: [ServiceOffering; 4] = [
         upgrade_path: UpgradePath::AnyNewer,
         plans: DATABASE_PLANS,
         config_keys: &[
-            ConfigKey { name: "query_concurrency", kind: ConfigKind::Integer { min: 0, max: 1024 } },
-            ConfigKey { name: "log_level", kind: ConfigKind::OneOf(LOG_LEVELS) },
-            ConfigKey { name: "reporting_disabled", kind: ConfigKind::Boolean },
+            key(
+                "query_concurrency",
+                ConfigKind::Integer { min: 0, max: 1024 },
+                ApplyMode::Restart,
+                "queries allowed to run at once (0: unlimited)",
+            ),
+            key("log_level", ConfigKind::OneOf(LOG_LEVELS), ApplyMode::Restart, "log verbosity"),
+            key(
+                "reporting_disabled",
+                ConfigKind::Boolean,
+                ApplyMode::Restart,
+                "stop sending usage statistics",
+            ),
         ],
     },
     ServiceOffering {
@@ -225,9 +295,14 @@ const OFFERINGS: [ServiceOffering; 4] = [
         upgrade_path: UpgradePath::AnyNewer,
         plans: GRAFANA_PLANS,
         config_keys: &[
-            ConfigKey { name: "log_level", kind: ConfigKind::OneOf(LOG_LEVELS) },
-            ConfigKey { name: "allow_sign_up", kind: ConfigKind::Boolean },
-            ConfigKey { name: "anonymous_enabled", kind: ConfigKind::Boolean },
+            key("log_level", ConfigKind::OneOf(LOG_LEVELS), ApplyMode::Restart, "log verbosity"),
+            key("allow_sign_up", ConfigKind::Boolean, ApplyMode::Restart, "let visitors create accounts"),
+            key(
+                "anonymous_enabled",
+                ConfigKind::Boolean,
+                ApplyMode::Restart,
+                "allow access without signing in",
+            ),
         ],
     },
 ];

@@ -249,6 +249,17 @@ fn check_upgrade(offering: &ServiceOffering, from: &str, to: &str) -> Result<(),
     Ok(())
 }
 
+/// The versions an instance of `offering` at `from` may be upgraded to, by the same rule a change is
+/// checked with.
+pub fn upgrade_targets(offering: &ServiceOffering, from: &str) -> Vec<&'static str> {
+    offering
+        .versions
+        .iter()
+        .copied()
+        .filter(|to| *to != from && check_upgrade(offering, from, to).is_ok())
+        .collect()
+}
+
 impl Instance {
     /// The desired state, once provisioned.
     pub fn spec(&self) -> Option<&InstanceSpec> {

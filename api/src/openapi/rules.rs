@@ -194,7 +194,8 @@ fn operation_rules(path: &str, operation: &mut Value) {
     if reads_after_a_write {
         add("409", "`Cp-Min-Sequence` is beyond the end of the event stream: no write returned it here");
     }
-    if path.starts_with("/v1/") {
+    // The catalog is served from memory; everything else under /v1 needs NATS or the read models.
+    if path.starts_with("/v1/") && !path.starts_with("/v1/catalog") {
         add("503", "NATS or the read models are unavailable; retry (see `Retry-After`)");
     }
 }

@@ -444,3 +444,12 @@ fn every_event_s_name_schema_and_wire_form_are_frozen() {
         assert_eq!(serde_json::from_value::<InstanceEvent>(wire).unwrap(), event, "{name}");
     }
 }
+
+#[test]
+fn upgrade_targets_follow_each_service_s_upgrade_path() {
+    let postgres = Catalog::offering(ServiceType::Postgresql);
+    assert_eq!(crate::instance::upgrade_targets(postgres, "15"), ["16", "17"]);
+    let mongo = Catalog::offering(ServiceType::Mongodb);
+    assert_eq!(crate::instance::upgrade_targets(mongo, "6.0"), ["7.0"], "one major version at a time");
+    assert!(crate::instance::upgrade_targets(mongo, "8.0").is_empty());
+}
