@@ -102,6 +102,23 @@ fn resources(mi: &ManagedInstance) -> Value {
     json!({"requests": {"cpu": cpu, "memory": memory}, "limits": {"cpu": cpu, "memory": memory}})
 }
 
+/// A catalog parameter as the PostgreSQL setting CloudNativePG writes into `postgresql.conf`. The catalog
+/// names carry their unit (`work_mem_kib`); PostgreSQL's settings do not, and refuse an unknown name at
+/// start, so each is renamed and given its unit explicitly (PostgreSQL docs, *Server Configuration*:
+/// `work_mem` is in kB, `log_min_duration_statement` in ms, -1 disables it).
+fn postgres_parameter(name: &str, value: &Value) -> (String, String) {
+    match name {
+        "work_mem_kib" => ("work_mem".into(), format!("{}kB", scalar(value))),
+        "log_min_duration_statement_ms" if value.as_i64() == Some(-1) => {
+            ("log_min_duration_statement".into(), "-1".into())
+        }
+        "log_min_duration_statement_ms" => {
+            ("log_min_duration_statement".into(), format!("{}ms", scalar(value)))
+        }
+        _ => (name.to_owned(), scalar(value)),
+    }
+}
+
 fn scalar(value: &Value) -> String {
     match value {
         Value::String(s) => s.clone(),
@@ -166,7 +183,7 @@ pub fn render(mi: &ManagedInstance) -> Vec<Child> {
     let hash = config_hash(&mi.spec.config);
     if mi.spec.service == "postgresql" {
         let parameters: BTreeMap<String, String> =
-            mi.spec.config.iter().map(|(k, v)| (k.clone(), scalar(v))).collect();
+            mi.spec.config.iter().map(|(k, v)| postgres_parameter(k, v)).collect();
         let mut object = json!({
             "apiVersion": "postgresql.cnpg.io/v1",
             "kind": "Cluster",
@@ -435,4 +452,37 @@ impl Quantity {
 /// The field manager's apply parameters.
 pub fn apply_params() -> kube::api::PatchParams {
     kube::api::PatchParams::apply(MANAGER).force()
+}
+
+#[cfg(test)]
+mod tests {
+    use domain::{Catalog, ServiceType, catalog::ConfigKind};
+    use serde_json::json;
+
+    use super::postgres_parameter;
+
+    /// PostgreSQL refuses to start on a setting it does not know, so every catalog parameter must render
+    /// to one of these (names confirmed in PostgreSQL's *Server Configuration* docs). A new catalog
+    /// parameter fails here until its PostgreSQL name is confirmed and added.
+    #[test]
+    fn every_postgresql_catalog_parameter_renders_to_a_postgresql_setting() {
+        let known =
+            ["max_connections", "work_mem", "log_min_duration_statement", "track_io_timing", "wal_level"];
+        for key in Catalog::offering(ServiceType::Postgresql).config_keys {
+            let value = match key.kind {
+                ConfigKind::Integer { max, .. } => json!(max),
+                ConfigKind::Boolean => json!(true),
+                ConfigKind::OneOf(values) => json!(values[0]),
+            };
+            let (name, _) = postgres_parameter(key.name, &value);
+            assert!(
+                known.contains(&name.as_str()),
+                "{} renders to {name}, not a known PostgreSQL setting",
+                key.name
+            );
+        }
+        assert_eq!(postgres_parameter("work_mem_kib", &json!(4096)), ("work_mem".into(), "4096kB".into()));
+        let off = postgres_parameter("log_min_duration_statement_ms", &json!(-1));
+        assert_eq!(off, ("log_min_duration_statement".into(), "-1".into()));
+    }
 }

@@ -51,7 +51,12 @@ fn check(path: PathBuf, actual: &str) {
 #[test]
 fn rendered_objects_match_the_golden_files() {
     let cases = [
-        ("postgresql", "16", json!({"max_connections": 200, "wal_level": "logical"})),
+        (
+            "postgresql",
+            "16",
+            json!({"max_connections": 200, "wal_level": "logical", "work_mem_kib": 8192,
+                   "log_min_duration_statement_ms": 500, "track_io_timing": true}),
+        ),
         ("mongodb", "7.0", json!({"slow_op_threshold_ms": 250})),
         ("influxdb", "2.7", json!({"log_level": "info"})),
         ("grafana", "11.6", json!({"allow_sign_up": false})),
