@@ -196,6 +196,18 @@ impl From<InstanceError> for ApiError {
     fn from(e: InstanceError) -> Self {
         match e {
             InstanceError::Invalid { field, rule, message } => Self::field(field, rule, message),
+            InstanceError::InvalidFields(violations) => Self::Unprocessable {
+                code: "validation_failed",
+                detail: format!(
+                    "{} fields break rules: {e_all}",
+                    violations.len(),
+                    e_all = violations.iter().map(|v| v.field.as_str()).collect::<Vec<_>>().join(", ")
+                ),
+                errors: violations
+                    .into_iter()
+                    .map(|v| FieldError { field: v.field, rule: v.rule.into(), detail: v.message })
+                    .collect(),
+            },
             InstanceError::NameTaken { name, holder } => Self::Conflict {
                 code: "name_taken",
                 detail: format!("the name {name:?} is used by instance {holder} in this project"),

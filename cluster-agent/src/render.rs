@@ -182,8 +182,16 @@ pub fn render(mi: &ManagedInstance) -> Vec<Child> {
     let name = mi.name_any();
     let hash = config_hash(&mi.spec.config);
     if mi.spec.service == "postgresql" {
-        let parameters: BTreeMap<String, String> =
-            mi.spec.config.iter().map(|(k, v)| postgres_parameter(k, v)).collect();
+        // `data_checksums` is chosen when the database is created: CloudNativePG's
+        // `bootstrap.initdb.dataChecksums` (v1.30.0 api/v1/cluster_types.go, BootstrapInitDB), not a
+        // setting. The catalog makes it immutable, so the bootstrap section never changes afterwards.
+        let parameters: BTreeMap<String, String> = mi
+            .spec
+            .config
+            .iter()
+            .filter(|(k, _)| k.as_str() != "data_checksums")
+            .map(|(k, v)| postgres_parameter(k, v))
+            .collect();
         let mut object = json!({
             "apiVersion": "postgresql.cnpg.io/v1",
             "kind": "Cluster",
@@ -197,6 +205,9 @@ pub fn render(mi: &ManagedInstance) -> Vec<Child> {
                 "inheritedMetadata": {"labels": selector(mi)},
             }
         });
+        if let Some(checksums) = mi.spec.config.get("data_checksums").and_then(Value::as_bool) {
+            object["spec"]["bootstrap"] = json!({"initdb": {"dataChecksums": checksums}});
+        }
         object["metadata"]["annotations"] = json!({"cp.example.com/config-hash": hash});
         return vec![Child { kind: ChildKind::PostgresCluster, name, object }];
     }
@@ -468,7 +479,11 @@ mod tests {
     fn every_postgresql_catalog_parameter_renders_to_a_postgresql_setting() {
         let known =
             ["max_connections", "work_mem", "log_min_duration_statement", "track_io_timing", "wal_level"];
-        for key in Catalog::offering(ServiceType::Postgresql).config_keys {
+        for key in Catalog::offering(ServiceType::Postgresql)
+            .config_keys
+            .iter()
+            .filter(|k| k.name != "data_checksums")
+        {
             let value = match key.kind {
                 ConfigKind::Integer { max, .. } => json!(max),
                 ConfigKind::Boolean => json!(true),

@@ -235,6 +235,12 @@ const OFFERINGS: [ServiceOffering; 4] = [
             ),
             key("track_io_timing", ConfigKind::Boolean, ApplyMode::Dynamic, "collect timing of I/O calls"),
             key(
+                "data_checksums",
+                ConfigKind::Boolean,
+                ApplyMode::Immutable,
+                "checksums on data pages, chosen when the database is created (initdb -k)",
+            ),
+            key(
                 "wal_level",
                 ConfigKind::OneOf(&["replica", "logical"]),
                 ApplyMode::Restart,

@@ -18,7 +18,10 @@ pub use self::{
     upcasters::upcasters,
 };
 use crate::{
-    catalog::{Catalog, Config, ConfigValue, Resources, ServiceOffering, ServiceType, UpgradePath, Version},
+    catalog::{
+        ApplyMode, Catalog, Config, ConfigValue, Resources, ServiceOffering, ServiceType, UpgradePath,
+        Version,
+    },
     names::{NameRegistry, NameReservationError},
 };
 
@@ -102,6 +105,10 @@ pub enum InstanceError {
         /// what is wrong, for people
         message: String,
     },
+    /// several fields break rules at once (configuration parameters are checked together, so that one
+    /// answer names every bad one)
+    #[error("{}", .0.iter().map(|v| format!("{}: {}", v.field, v.message)).collect::<Vec<_>>().join("; "))]
+    InvalidFields(Vec<Violation>),
     /// the name is held by another instance of the project
     #[error("name {name:?} is already used in this project by instance {holder}")]
     NameTaken {
@@ -125,6 +132,17 @@ pub enum InstanceError {
     /// the name registry could not be reached; retryable
     #[error("name registry unavailable: {0}")]
     RegistryUnavailable(String),
+}
+
+/// One field breaking one rule (see [`InstanceError::InvalidFields`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// JSON pointer of the field
+    pub field: String,
+    /// machine name of the rule
+    pub rule: &'static str,
+    /// what is wrong, for people
+    pub message: String,
 }
 
 fn invalid(field: impl Into<String>, rule: &'static str, message: impl Into<String>) -> InstanceError {
@@ -205,20 +223,49 @@ fn check_storage(storage_gib: u32, plan: &crate::Plan) -> Result<(), InstanceErr
     Ok(())
 }
 
-fn check_config(offering: &ServiceOffering, config: &Config) -> Result<(), InstanceError> {
+/// Checks a whole configuration, naming every bad parameter: unknown ones, values out of their range or
+/// type, and (with `before`, the configuration an update starts from) changes to immutable ones.
+fn check_config(
+    offering: &ServiceOffering,
+    config: &Config,
+    before: Option<&Config>,
+) -> Result<(), InstanceError> {
+    let mut violations = Vec::new();
+    let names = || offering.config_keys.iter().map(|k| k.name).collect::<Vec<_>>().join(", ");
     for (key, value) in config {
         let field = format!("/config/{key}");
         let Some(spec) = offering.config_key(key) else {
-            let known: Vec<_> = offering.config_keys.iter().map(|k| k.name).collect();
-            return Err(invalid(
-                field,
-                "known_config_key",
-                format!("{} accepts the keys {}", offering.service, known.join(", ")),
-            ));
+            let message = format!("{} accepts the keys {}", offering.service, names());
+            violations.push(Violation { field, rule: "known_config_key", message });
+            continue;
         };
-        spec.kind.check(value).map_err(|rule| invalid(field, "config_value", rule))?;
+        if let Err(message) = spec.kind.check(value) {
+            violations.push(Violation { field, rule: "config_value", message });
+        }
     }
-    Ok(())
+    if let Some(before) = before {
+        for key in offering.config_keys.iter().filter(|k| k.apply == ApplyMode::Immutable) {
+            if before.get(key.name) != config.get(key.name) {
+                violations.push(Violation {
+                    field: format!("/config/{}", key.name),
+                    rule: "immutable_parameter",
+                    message: format!(
+                        "{} is set at provision only; provision a new instance to change it",
+                        key.name
+                    ),
+                });
+            }
+        }
+    }
+    violations.sort_by(|a, b| a.field.cmp(&b.field));
+    match violations.len() {
+        0 => Ok(()),
+        1 => {
+            let Violation { field, rule, message } = violations.remove(0);
+            Err(InstanceError::Invalid { field, rule, message })
+        }
+        _ => Err(InstanceError::InvalidFields(violations)),
+    }
 }
 
 fn check_upgrade(offering: &ServiceOffering, from: &str, to: &str) -> Result<(), InstanceError> {
@@ -283,7 +330,7 @@ impl Instance {
         let plan = lookup_plan(offering, &cmd.plan)?;
         let storage_gib = cmd.storage_gib.unwrap_or(plan.storage_gib);
         check_storage(storage_gib, plan)?;
-        check_config(offering, &cmd.config)?;
+        check_config(offering, &cmd.config, None)?;
         check_description(&cmd.description)?;
         check_dns_label("cluster", &cmd.cluster)?;
         let provisioned = InstanceProvisioned {
@@ -366,7 +413,7 @@ impl Instance {
                     changed.push(key);
                 }
             }
-            check_config(offering, &config)?;
+            check_config(offering, &config, Some(&spec.config))?;
             if !changed.is_empty() {
                 // `changes` is a BTreeMap: `changed` is sorted.
                 events.push(InstanceEvent::ConfigurationChanged { config, changed });

@@ -25,6 +25,7 @@ async fn the_catalog_lists_versions_upgrade_paths_plans_and_each_parameter_s_app
     assert_eq!(parameter(postgres, "max_connections")["apply"], "restart");
     assert_eq!(parameter(postgres, "wal_level")["apply"], "restart");
     assert_eq!(parameter(postgres, "work_mem_kib")["apply"], "dynamic");
+    assert_eq!(parameter(postgres, "data_checksums")["apply"], "immutable");
     assert_eq!(parameter(postgres, "max_connections")["type"], "integer");
     assert_eq!(parameter(postgres, "max_connections")["minimum"], 10);
     assert_eq!(parameter(postgres, "wal_level")["values"], serde_json::json!(["replica", "logical"]));

@@ -191,3 +191,35 @@ async fn the_documented_edges_hold() {
     let bad_name = api.call(Method::GET, "/v1/projects/acme/instances?name=Not_A_Label", None, &[]).await;
     assert_problem(&bad_name, StatusCode::BAD_REQUEST, Some("name"), Some("dns1123_label"));
 }
+
+/// One PATCH with an out-of-range value, an unknown parameter and an immutable one: one 422 naming all
+/// three, and nothing reaches the stream.
+#[tokio::test]
+async fn one_configuration_change_names_every_bad_parameter() {
+    let api = TestApi::start().await;
+    let body = json!({"name": "db", "service": "postgresql", "version": "16", "plan": "starter",
+                      "config": {"data_checksums": true}});
+    let created = api.call(Method::POST, "/v1/projects/acme/instances", Some(&body), &[]).await;
+    assert_eq!(created.status, StatusCode::ACCEPTED, "{}", created.body);
+    let path = format!("/v1/projects/acme/instances/{}", created.body["instance_id"].as_str().unwrap());
+    let before = api.stream_messages().await;
+    let patch =
+        json!({"config": {"max_connections": 100000, "shared_buffers_mb": 512, "data_checksums": false}});
+    let reply = api.call(Method::PATCH, &path, Some(&patch), &[]).await;
+    assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", reply.body);
+    let named: Vec<(&str, &str)> = reply.body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["field"].as_str().unwrap(), e["rule"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        named,
+        [
+            ("/config/data_checksums", "immutable_parameter"),
+            ("/config/max_connections", "config_value"),
+            ("/config/shared_buffers_mb", "known_config_key"),
+        ]
+    );
+    assert_eq!(api.stream_messages().await, before, "nothing reached the stream");
+}

@@ -453,3 +453,47 @@ fn upgrade_targets_follow_each_service_s_upgrade_path() {
     assert_eq!(crate::instance::upgrade_targets(mongo, "6.0"), ["7.0"], "one major version at a time");
     assert!(crate::instance::upgrade_targets(mongo, "8.0").is_empty());
 }
+
+#[test]
+fn a_config_change_names_every_bad_parameter_at_once() {
+    InstanceTest::with(services())
+        .given(vec![pg16()])
+        .when(update(|u| {
+            u.config = Some(
+                [
+                    ("max_connections".to_owned(), Some(ConfigValue::Int(1_000_000))),
+                    ("shared_preload_libraries".to_owned(), Some(ConfigValue::Text("x".into()))),
+                    ("data_checksums".to_owned(), Some(ConfigValue::Bool(true))),
+                ]
+                .into(),
+            );
+        }))
+        .then_expect_error_message(
+            "/config/data_checksums: data_checksums is set at provision only; provision a new instance to \
+             change it; /config/max_connections: must be an integer from 10 to 5000; \
+             /config/shared_preload_libraries: postgresql accepts the keys max_connections, work_mem_kib, \
+             log_min_duration_statement_ms, track_io_timing, data_checksums, wal_level",
+        );
+}
+
+#[test]
+fn an_immutable_parameter_is_set_at_provision_and_kept() {
+    let mut provision = provision(ServiceType::Postgresql, "16");
+    provision.config.insert("data_checksums".into(), ConfigValue::Bool(true));
+    let result = InstanceTest::with(services())
+        .given_no_previous_events()
+        .when(InstanceCommand::Provision(provision))
+        .inspect_result();
+    assert!(result.is_ok(), "{result:?}");
+    // Setting it to the value it has changes nothing; other parameters still change.
+    let mut with_checksums = provisioned(ServiceType::Postgresql, "16");
+    if let InstanceEvent::InstanceProvisioned(p) = &mut with_checksums {
+        p.config.insert("data_checksums".into(), ConfigValue::Bool(true));
+    }
+    InstanceTest::with(services())
+        .given(vec![with_checksums])
+        .when(update(|u| {
+            u.config = Some([("data_checksums".to_owned(), Some(ConfigValue::Bool(true)))].into())
+        }))
+        .then_expect_events(vec![]);
+}
