@@ -26,9 +26,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::{
+    api::core::v1::Node, apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+};
 use kube::{
-    Api, Client,
+    Api, Client, ResourceExt as _,
     api::PostParams,
     config::{KubeConfigOptions, Kubeconfig},
 };
@@ -269,6 +271,7 @@ impl ControlPlane {
             ],
         )?;
         plane.install_manifests()?;
+        plane.wait_crds_established(&admin).await?;
         let node: Node = serde_json::from_value(serde_json::json!({
             "apiVersion": "v1", "kind": "Node",
             "metadata": {"name": NODE, "annotations": {"kwok.x-k8s.io/node": "fake"}, "labels": {"type": "kwok"}},
@@ -365,7 +368,30 @@ impl ControlPlane {
             args.extend(["-f".to_owned(), file.to_string_lossy().into_owned()]);
         }
         self.kubectl_checked(&args)?;
-        self.kubectl_checked(&["wait", "--for=condition=Established", "--timeout=60s", "crd", "--all"])?;
+        Ok(())
+    }
+
+    /// Waits (watching, bounded) until every installed CRD is Established. Not `kubectl wait
+    /// --for=condition=Established crd --all`: on a CRD whose status has no conditions yet it fails at
+    /// once ("status.conditions accessor error") instead of waiting.
+    async fn wait_crds_established(&mut self, admin: &Client) -> anyhow::Result<()> {
+        let crds: Api<CustomResourceDefinition> = Api::all(admin.clone());
+        for crd in crds.list(&Default::default()).await? {
+            let name = crd.name_any();
+            let established = kube::runtime::wait::await_condition(
+                crds.clone(),
+                &name,
+                kube::runtime::wait::conditions::is_crd_established(),
+            );
+            match tokio::time::timeout(START_TIMEOUT, established).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => anyhow::bail!("watching CRD {name}: {e}\n{}", self.diagnostics()),
+                Err(_) => anyhow::bail!(
+                    "CRD {name} not Established after {START_TIMEOUT:?}\n{}",
+                    self.diagnostics()
+                ),
+            }
+        }
         Ok(())
     }
 
