@@ -114,6 +114,12 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
                 }
             }
         })?;
+        // Every body of this API is a JSON object. serde would also build a struct from an array of its
+        // fields in order (`[null, null]` as an empty change), so anything else is refused first.
+        let first = raw.iter().find(|b| !b.is_ascii_whitespace());
+        if first.is_some_and(|b| *b != b'{') {
+            return Err(ApiError::field("", "type", "the body must be a JSON object"));
+        }
         let mut deserializer = serde_json::Deserializer::from_slice(&raw);
         let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| json_error(&e))?;
         deserializer.end().map_err(|e| ApiError::BadRequest {
