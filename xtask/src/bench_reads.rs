@@ -63,14 +63,19 @@ async fn in_process_stack() -> anyhow::Result<Stack> {
     Ok(Stack { base, _server: Some(server), server_pid })
 }
 
-/// Provisions an instance in `project`; returns its URL.
-async fn provision(http: &Client, base: &str, project: &str, name: &str) -> anyhow::Result<String> {
+/// Provisions an instance in `project`; returns its URL and the write's `Cp-Stream-Sequence`.
+async fn provision(http: &Client, base: &str, project: &str, name: &str) -> anyhow::Result<(String, u64)> {
     let body = json!({"name": name, "service": "postgresql", "version": "16", "plan": "starter"});
     let reply = http.post(format!("{base}/v1/projects/{project}/instances")).json(&body).send().await?;
     anyhow::ensure!(reply.status() == StatusCode::ACCEPTED, "provision failed: {}", reply.text().await?);
+    let sequence = reply
+        .headers()
+        .get("cp-stream-sequence")
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+        .context("Cp-Stream-Sequence")?;
     let operation: Value = reply.json().await?;
     let id = operation["instance_id"].as_str().context("instance_id")?;
-    Ok(format!("{base}/v1/projects/{project}/instances/{id}"))
+    Ok((format!("{base}/v1/projects/{project}/instances/{id}"), sequence))
 }
 
 async fn patch(
@@ -159,24 +164,23 @@ struct Samples {
 async fn get_cost(http: &Client, stack: &Stack, project: &str, options: &Options) -> anyhow::Result<()> {
     let instances = 64;
     let mut urls = Vec::new();
+    let mut last = 0;
     for i in 0..instances {
-        urls.push(provision(http, &stack.base, project, &format!("get-{i}")).await?);
+        let (url, sequence) = provision(http, &stack.base, project, &format!("get-{i}")).await?;
+        urls.push(url);
+        last = last.max(sequence);
     }
     let lists: Vec<String> = (0..instances)
         .map(|i| format!("{}/v1/projects/{project}/instances?name=get-{i}", stack.base))
         .collect();
     let (urls, lists) = (Arc::new(urls), Arc::new(lists));
-    // Let the projector show them all, so the list answers one item each.
+    // The read models must show them all, so that each list answers one item: read-your-writes with the
+    // last write's sequence (the API waits for the projector, bounded).
     for list in lists.iter() {
-        let started = Instant::now();
-        loop {
-            let page: Value = http.get(list).send().await?.json().await?;
-            if page["items"].as_array().is_some_and(|items| items.len() == 1) {
-                break;
-            }
-            anyhow::ensure!(started.elapsed() < Duration::from_secs(30), "read models never showed {list}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let reply = http.get(list).header("cp-min-sequence", last.to_string()).send().await?;
+        anyhow::ensure!(reply.status() == StatusCode::OK, "{list} answered {}", reply.status());
+        let page: Value = reply.json().await?;
+        anyhow::ensure!(page["items"].as_array().is_some_and(|items| items.len() == 1), "{list}: {page}");
     }
     println!(
         "\n== GET of one instance: from the stream (now) vs from the read models only (list by name) =="
@@ -250,7 +254,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
     );
     let http = Client::builder().pool_max_idle_per_host(128).build()?;
     let project = format!("bench-rmw-{}", &uuid::Uuid::now_v7().simple().to_string()[24..]);
-    let url = provision(&http, &stack.base, &project, "rmw").await?;
+    let (url, _) = provision(&http, &stack.base, &project, "rmw").await?;
     read_modify_write(&http, &url, options.rounds).await?;
     races(&http, &url, options.races).await?;
     get_cost(&http, &stack, &project, &options).await?;
