@@ -234,15 +234,7 @@ impl<A: StreamAggregate> JetStreamStore<A> {
     /// Reads an aggregate from the stream: the last message of its subject, then its snapshot (or, when
     /// the snapshot is of another format, a replay of its subject).
     async fn fetch(&self, aggregate_id: &str) -> Result<Loaded<A>, StoreError<A>> {
-        self.ensure_connected()?;
-        let pattern = format!("{}.*.{aggregate_id}", self.inner.prefix);
-        let last = match self.inner.stream.direct_get_last_for_subject(pattern).await {
-            Ok(message) => message,
-            Err(e) if e.kind() == DirectGetErrorKind::NotFound => {
-                return Ok(Loaded::absent());
-            }
-            Err(e) => return Err(unavailable::<A>(e)),
-        };
+        let Some(last) = self.last_message(aggregate_id).await? else { return Ok(Loaded::absent()) };
         let batch = EventBatch::from_slice(&last.payload).map_err(corrupt::<A>)?;
         let subject = last.subject.to_string();
         let aggregate: A = match batch.aggregate::<A>() {
@@ -256,6 +248,21 @@ impl<A: StreamAggregate> JetStreamStore<A> {
             subject: Some(subject),
             updated_at: Some(batch.metadata.time),
         })
+    }
+
+    /// The last message of an aggregate's subject, whatever its partition (one direct get); `None` when
+    /// the aggregate has no events.
+    async fn last_message(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<Option<jetstream::message::StreamMessage>, StoreError<A>> {
+        self.ensure_connected()?;
+        let pattern = format!("{}.*.{aggregate_id}", self.inner.prefix);
+        match self.inner.stream.direct_get_last_for_subject(pattern).await {
+            Ok(message) => Ok(Some(message)),
+            Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
+            Err(e) => Err(unavailable::<A>(e)),
+        }
     }
 
     /// Folds every event of one subject, in order. Returns the aggregate and each event with its version.

@@ -1,7 +1,7 @@
 //! Reading aggregates without running a command: the current state for a reader that must not lag its
 //! own writes, where a command landed, and an aggregate's whole history.
 
-use async_nats::jetstream::{self, consumer::pull::OrderedConfig, stream::DirectGetErrorKind};
+use async_nats::jetstream::{self, consumer::pull::OrderedConfig};
 
 use super::{Current, JetStreamStore, Landed, StoreError, StreamAggregate, corrupt, unavailable};
 use crate::envelope::{CommandMetadata, EventBatch};
@@ -33,13 +33,7 @@ impl<A: StreamAggregate> JetStreamStore<A> {
         command_id: uuid::Uuid,
         not_before: chrono::DateTime<chrono::Utc>,
     ) -> Result<Option<Landed>, StoreError<A>> {
-        self.ensure_connected()?;
-        let pattern = format!("{}.*.{aggregate_id}", self.inner.prefix);
-        let last = match self.inner.stream.direct_get_last_for_subject(pattern).await {
-            Ok(last) => last,
-            Err(e) if e.kind() == DirectGetErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(unavailable::<A>(e)),
-        };
+        let Some(last) = self.last_message(aggregate_id).await? else { return Ok(None) };
         let landed = |batch: &EventBatch, sequence| Landed {
             version: batch.last_version(),
             sequence,
@@ -75,12 +69,7 @@ impl<A: StreamAggregate> JetStreamStore<A> {
         &self,
         aggregate_id: &str,
     ) -> Result<Vec<(u64, A::Event, CommandMetadata)>, StoreError<A>> {
-        self.ensure_connected()?;
-        let pattern = format!("{}.*.{aggregate_id}", self.inner.prefix);
-        match self.inner.stream.direct_get_last_for_subject(pattern).await {
-            Ok(last) => Ok(self.replay(last.subject.as_str()).await?.1),
-            Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(vec![]),
-            Err(e) => Err(unavailable::<A>(e)),
-        }
+        let Some(last) = self.last_message(aggregate_id).await? else { return Ok(vec![]) };
+        Ok(self.replay(last.subject.as_str()).await?.1)
     }
 }
