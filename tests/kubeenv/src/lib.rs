@@ -334,6 +334,8 @@ impl ControlPlane {
             if Instant::now() > deadline {
                 anyhow::bail!("kube-apiserver not ready after {START_TIMEOUT:?}\n{}", self.diagnostics());
             }
+            // Nothing can be watched before the server serves: probing `/readyz` (bounded, and checking
+            // that the process still runs) is the only signal a starting kube-apiserver gives.
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
