@@ -24,7 +24,10 @@ use async_nats::{
     HeaderValue,
     connection::State,
     jetstream::{
-        self, consumer::pull::OrderedConfig, context::traits::TimeoutProvider, stream::DirectGetErrorKind,
+        self,
+        consumer::pull::OrderedConfig,
+        context::traits::TimeoutProvider,
+        stream::{DirectGetErrorKind, LastRawMessageErrorKind},
     },
 };
 use bytes::Bytes;
@@ -233,8 +236,8 @@ impl<A: StreamAggregate> JetStreamStore<A> {
 
     /// Reads an aggregate from the stream: the last message of its subject, then its snapshot (or, when
     /// the snapshot is of another format, a replay of its subject).
-    async fn fetch(&self, aggregate_id: &str) -> Result<Loaded<A>, StoreError<A>> {
-        let Some(last) = self.last_message(aggregate_id).await? else { return Ok(Loaded::absent()) };
+    async fn fetch(&self, aggregate_id: &str, from: Replica) -> Result<Loaded<A>, StoreError<A>> {
+        let Some(last) = self.last_message(aggregate_id, from).await? else { return Ok(Loaded::absent()) };
         let batch = EventBatch::from_slice(&last.payload).map_err(corrupt::<A>)?;
         let subject = last.subject.to_string();
         let aggregate: A = match batch.aggregate::<A>() {
@@ -250,19 +253,38 @@ impl<A: StreamAggregate> JetStreamStore<A> {
         })
     }
 
-    /// The last message of an aggregate's subject, whatever its partition (one direct get); `None` when
-    /// the aggregate has no events.
+    /// The last message of an aggregate's subject, whatever its partition; `None` when the aggregate has
+    /// no events. `from` says which server may answer; see [`Replica`].
     async fn last_message(
         &self,
         aggregate_id: &str,
+        from: Replica,
     ) -> Result<Option<jetstream::message::StreamMessage>, StoreError<A>> {
         self.ensure_connected()?;
         let pattern = format!("{}.*.{aggregate_id}", self.inner.prefix);
-        match self.inner.stream.direct_get_last_for_subject(pattern).await {
+        let stream = &self.inner.stream;
+        if self.direct_reads(from) {
+            match stream.direct_get_last_for_subject(pattern.as_str()).await {
+                Ok(message) => return Ok(Some(message)),
+                Err(e) if e.kind() == DirectGetErrorKind::NotFound => return Ok(None),
+                Err(e) if !no_direct_responder(&e) => return Err(unavailable::<A>(e)),
+                Err(_) => {}
+            }
+        }
+        match stream.get_last_raw_message_by_subject(&pattern).await {
             Ok(message) => Ok(Some(message)),
-            Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
             Err(e) => Err(unavailable::<A>(e)),
         }
+    }
+
+    /// Whether a read that `from` may answer can be a direct get. Direct gets are answered by any
+    /// replica that is current, which on a replicated stream may still miss the last few acknowledged
+    /// messages (nats-server `server/stream.go`, `processDirectGetRequest`; ADR-31 "Direct Get": "may
+    /// return stale data"); the leader's `STREAM.MSG.GET` cannot. With one replica the two are the same
+    /// server, and the direct get is the cheaper.
+    fn direct_reads(&self, from: Replica) -> bool {
+        from == Replica::Any || self.inner.stream.cached_info().config.num_replicas <= 1
     }
 
     /// Folds every event of one subject, in order. Returns the aggregate and each event with its version.
@@ -327,7 +349,7 @@ impl<A: StreamAggregate> JetStreamStore<A> {
             Some(loaded) => loaded.clone(),
             None if assume_new => Loaded::absent(),
             None => {
-                let loaded = self.fetch(aggregate_id).await?;
+                let loaded = self.fetch(aggregate_id, Replica::Any).await?;
                 *guard = Some(loaded.clone());
                 loaded
             }
@@ -346,7 +368,7 @@ impl<A: StreamAggregate> JetStreamStore<A> {
     /// Replaces a locked context's state with the stream's: when the caller's expected version differs
     /// from the cached one, the cache may only lag another process's write.
     async fn refresh(&self, context: &mut JetStreamContext<A>) -> Result<(), StoreError<A>> {
-        let loaded = self.fetch(&context.aggregate_id).await?;
+        let loaded = self.fetch(&context.aggregate_id, Replica::Leader).await?;
         context.aggregate = A::clone(&loaded.aggregate);
         context.version = loaded.version;
         context.last_sequence = loaded.last_sequence;
@@ -366,7 +388,7 @@ impl<A: StreamAggregate> JetStreamStore<A> {
     /// refreshes the cache; an absent one is not cached, so it cannot linger as "absent" after it appears.
     pub async fn load_fresh(&self, aggregate_id: &str) -> Result<(A, u64), StoreError<A>> {
         let mut guard = self.inner.cache.slot(aggregate_id).lock_owned().await;
-        let loaded = self.fetch(aggregate_id).await?;
+        let loaded = self.fetch(aggregate_id, Replica::Any).await?;
         if loaded.version > 0 {
             *guard = Some(loaded.clone());
         }
@@ -457,13 +479,46 @@ impl<A: StreamAggregate> JetStreamStore<A> {
         expected: u64,
         command_id: uuid::Uuid,
     ) -> Result<Option<u64>, StoreError<A>> {
-        let next = self.inner.stream.direct_get_next_for_subject(subject, Some(expected + 1)).await;
+        let stream = &self.inner.stream;
+        let direct = self.direct_reads(Replica::Leader);
+        let next = match direct {
+            true => match stream.direct_get_next_for_subject(subject, Some(expected + 1)).await {
+                Ok(message) => Some(message),
+                Err(e) if e.kind() == DirectGetErrorKind::NotFound => return Ok(None),
+                Err(e) if !no_direct_responder(&e) => return Err(unavailable::<A>(e)),
+                Err(_) => None,
+            },
+            false => None,
+        };
         let message = match next {
-            Ok(message) => message,
-            Err(e) if e.kind() == DirectGetErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(unavailable::<A>(e)),
+            Some(message) => message,
+            None => {
+                let request = stream.raw_message_builder().sequence(expected + 1).next_by_subject(subject);
+                match request.send().await {
+                    Ok(message) => message,
+                    Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(None),
+                    Err(e) => return Err(unavailable::<A>(e)),
+                }
+            }
         };
         let batch = EventBatch::from_slice(&message.payload).map_err(corrupt::<A>)?;
         Ok((batch.metadata.command_id == command_id).then_some(message.sequence))
     }
+}
+
+/// Which server may answer a read of the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Replica {
+    /// any current replica (a direct get): for loads a command's expected-sequence check guards, where
+    /// a stale read costs one retry.
+    Any,
+    /// the stream's leader: for reads that must see every acknowledged write.
+    Leader,
+}
+
+/// A direct get nobody answered: on a fresh or just-moved stream the replicas' direct-get
+/// subscriptions reach the client's server a moment after the stream does, while the JetStream API
+/// (which reaches the leader) answers at once.
+fn no_direct_responder(error: &jetstream::stream::DirectGetError) -> bool {
+    matches!(error.kind(), DirectGetErrorKind::ErrorResponse(status, _) if status == async_nats::StatusCode::NO_RESPONDERS)
 }

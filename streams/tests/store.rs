@@ -105,6 +105,34 @@ async fn a_cold_store_loads_the_state_a_warm_one_wrote() {
     assert!(matches!(history[1].1, InstanceEvent::VersionUpgraded { .. }));
 }
 
+#[tokio::test]
+async fn a_store_reads_through_the_jetstream_api_when_no_server_answers_direct_gets() {
+    // What a client meets for a moment on a fresh replicated stream, made lasting: no direct-get
+    // responder at all. Loads, fresh reads and a command still work, through the leader's API.
+    let server = NatsServer::start();
+    let (writer, topology) = commands(&server).await;
+    let (reader, _) = commands(&server).await; // applying the settings turns direct gets on
+    let id = Uuid::now_v7();
+    writer
+        .execute("acme", id, provision(id, "db"), None, meta(domain::OperationKind::Provision))
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    let mut config = topology.events.cached_info().config.clone();
+    config.allow_direct = false;
+    js.update_stream(config).await.expect("turn direct gets off");
+
+    let (instance, version) = reader.load("acme", id).await.expect("a load without direct gets");
+    assert_eq!((version, instance.spec().unwrap().name.as_str()), (1, "db"));
+    let current = reader.read_current("acme", id).await.expect("a fresh read").expect("the instance");
+    assert_eq!(current.version, 1);
+    reader.execute("acme", id, upgrade("17"), Some(1), meta(domain::OperationKind::Update)).await.unwrap();
+    assert_eq!(
+        reader.read_current("acme", Uuid::now_v7()).await.expect("an absent instance").map(|c| c.version),
+        None
+    );
+}
+
 /// Replica `b` has cached an instance at version 1; replica `a` has since moved it to version 2.
 async fn a_replica_with_a_stale_cache(server: &NatsServer) -> (InstanceCommands, Uuid) {
     let (a, _) = commands(server).await;

@@ -3,16 +3,16 @@
 
 use async_nats::jetstream::{self, consumer::pull::OrderedConfig};
 
-use super::{Current, JetStreamStore, Landed, StoreError, StreamAggregate, corrupt, unavailable};
+use super::{Current, JetStreamStore, Landed, Replica, StoreError, StreamAggregate, corrupt, unavailable};
 use crate::envelope::{CommandMetadata, EventBatch};
 
 impl<A: StreamAggregate> JetStreamStore<A> {
-    /// The aggregate as every write acknowledged before this call left it, read from the stream (one
-    /// direct get of its subject's last message) without taking its lock or touching the cache: for reads
+    /// The aggregate as every write acknowledged before this call left it, read from the stream (its
+    /// subject's last message, from the leader when the stream is replicated) without taking its lock or touching the cache: for reads
     /// that must not lag the reader's own writes, such as a GET whose ETag feeds an `If-Match`. `None` when
     /// the aggregate has no events.
     pub async fn read_current(&self, aggregate_id: &str) -> Result<Option<Current<A>>, StoreError<A>> {
-        let loaded = self.fetch(aggregate_id).await?;
+        let loaded = self.fetch(aggregate_id, Replica::Leader).await?;
         if loaded.version == 0 {
             return Ok(None);
         }
@@ -33,7 +33,7 @@ impl<A: StreamAggregate> JetStreamStore<A> {
         command_id: uuid::Uuid,
         not_before: chrono::DateTime<chrono::Utc>,
     ) -> Result<Option<Landed>, StoreError<A>> {
-        let Some(last) = self.last_message(aggregate_id).await? else { return Ok(None) };
+        let Some(last) = self.last_message(aggregate_id, Replica::Leader).await? else { return Ok(None) };
         let landed = |batch: &EventBatch, sequence| Landed {
             version: batch.last_version(),
             sequence,
@@ -69,7 +69,7 @@ impl<A: StreamAggregate> JetStreamStore<A> {
         &self,
         aggregate_id: &str,
     ) -> Result<Vec<(u64, A::Event, CommandMetadata)>, StoreError<A>> {
-        let Some(last) = self.last_message(aggregate_id).await? else { return Ok(vec![]) };
+        let Some(last) = self.last_message(aggregate_id, Replica::Leader).await? else { return Ok(vec![]) };
         Ok(self.replay(last.subject.as_str()).await?.1)
     }
 }
