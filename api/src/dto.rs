@@ -7,6 +7,7 @@
 mod catalog;
 mod clusters;
 mod instances;
+mod network;
 mod operations;
 mod status;
 
@@ -17,5 +18,6 @@ pub use clusters::{Cluster, ClusterRequest};
 pub use instances::{
     Instance, InstanceList, Lifecycle, ProvisionRequest, Resources, Service, UpdateRequest, config_value,
 };
+pub use network::{Acl, AclAddRequest, AclEntry, AclReplaceRequest, Connection};
 pub use operations::{Operation, OperationError, OperationStatus, OperationType};
 pub use status::{Condition, Drift, Health, InstanceStatus, Observed};

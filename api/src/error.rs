@@ -219,6 +219,7 @@ impl From<InstanceError> for ApiError {
                 retry_after: None,
             },
             InstanceError::NotFound => Self::NotFound("instance"),
+            InstanceError::AclEntryNotFound { .. } => Self::NotFound("ACL entry"),
             InstanceError::AlreadyExists => Self::Conflict {
                 code: "already_exists",
                 detail: e.to_string(),

@@ -5,6 +5,7 @@ mod catalog;
 mod feed;
 mod health;
 mod instances;
+mod network;
 mod operations;
 mod write;
 
@@ -33,6 +34,8 @@ pub fn router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(instances::create_instance, instances::list_instances))
         .routes(routes!(instances::get_instance, instances::update_instance, instances::delete_instance))
+        .routes(routes!(network::get_acl, network::replace_acl, network::add_acl_entry))
+        .routes(routes!(network::remove_acl_entry))
         .routes(routes!(operations::get_operation))
         .routes(routes!(feed::events))
         .routes(routes!(catalog::get_catalog))

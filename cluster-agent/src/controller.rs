@@ -20,6 +20,7 @@ use k8s_openapi::{
     api::{
         apps::v1::StatefulSet,
         core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service},
+        networking::v1::NetworkPolicy,
     },
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
@@ -50,6 +51,7 @@ pub fn api_resource(kind: ChildKind) -> ApiResource {
         ChildKind::Service => ApiResource::erase::<Service>(&()),
         ChildKind::ConfigMap => ApiResource::erase::<ConfigMap>(&()),
         ChildKind::Secret => ApiResource::erase::<Secret>(&()),
+        ChildKind::NetworkPolicy => ApiResource::erase::<NetworkPolicy>(&()),
         ChildKind::PostgresCluster => ApiResource {
             group: "postgresql.cnpg.io".into(),
             version: "v1".into(),
@@ -60,12 +62,13 @@ pub fn api_resource(kind: ChildKind) -> ApiResource {
     }
 }
 
-const CHILD_KINDS: [ChildKind; 5] = [
+const CHILD_KINDS: [ChildKind; 6] = [
     ChildKind::StatefulSet,
     ChildKind::Service,
     ChildKind::ConfigMap,
     ChildKind::Secret,
     ChildKind::PostgresCluster,
+    ChildKind::NetworkPolicy,
 ];
 
 /// Label every object of an instance carries with the ManagedInstance's name (also the selector label of

@@ -55,6 +55,62 @@ pub struct ManagedInstanceSpec {
     pub config: BTreeMap<String, serde_json::Value>,
     /// the instance version this spec corresponds to (the desired generation)
     pub generation: u64,
+    /// the instance version that last changed each aspect (absent from mirrors written before aspects
+    /// were tracked: every aspect then counts as changed at `generation`)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aspects: Option<AspectGenerations>,
+    /// source blocks allowed to connect (canonical CIDRs, sorted); empty: no access from outside the
+    /// instance
+    #[serde(default)]
+    pub acl: Vec<String>,
+}
+
+impl ManagedInstanceSpec {
+    /// The generation that last changed each aspect.
+    pub fn aspect_generations(&self) -> AspectGenerations {
+        self.aspects.unwrap_or(AspectGenerations {
+            version: self.generation,
+            resources: self.generation,
+            configuration: self.generation,
+            network_access: self.generation,
+        })
+    }
+}
+
+/// Per aspect, an instance version: the one that last changed it (spec) or the one applied (status).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AspectGenerations {
+    /// service version
+    pub version: u64,
+    /// resources and storage
+    pub resources: u64,
+    /// configuration
+    pub configuration: u64,
+    /// ACL and endpoint
+    pub network_access: u64,
+}
+
+impl From<AspectGenerations> for domain::instance::Generations {
+    fn from(g: AspectGenerations) -> Self {
+        Self {
+            version: g.version,
+            resources: g.resources,
+            configuration: g.configuration,
+            network_access: g.network_access,
+        }
+    }
+}
+
+impl From<domain::instance::Generations> for AspectGenerations {
+    fn from(g: domain::instance::Generations) -> Self {
+        Self {
+            version: g.version,
+            resources: g.resources,
+            configuration: g.configuration,
+            network_access: g.network_access,
+        }
+    }
 }
 
 /// A condition in the Kubernetes convention.
@@ -100,6 +156,15 @@ pub struct ManagedInstanceStatus {
     /// failure reason
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// per aspect, the generation applied
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied: Option<AspectGenerations>,
+    /// the source blocks the instance's NetworkPolicy admits
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acl: Option<Vec<String>>,
+    /// where clients connect (`host:port`), once the cluster assigned an address
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
     /// conditions: Ready
     #[serde(default)]
     pub conditions: Vec<Condition>,

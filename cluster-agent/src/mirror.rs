@@ -27,7 +27,7 @@ use uuid::Uuid;
 
 use crate::{
     AgentConfig, Error, Result,
-    crd::ManagedInstance,
+    crd::{AspectGenerations, ManagedInstance},
     publish::{About, publish},
     render::{INSTANCE_LABEL, PROJECT_LABEL, apply_params, namespace},
 };
@@ -270,6 +270,8 @@ async fn mirror(config: &AgentConfig, desired: &Desired, id: Uuid) -> Result<()>
                     "version": spec.version, "plan": spec.plan, "cpuMillis": spec.resources.cpu_millis,
                     "memoryMib": spec.resources.memory_mib, "replicas": spec.resources.replicas,
                     "storageGib": spec.storage_gib, "config": config_json, "generation": version,
+                    "aspects": AspectGenerations::from(instance.generations()),
+                    "acl": spec.acl.iter().map(|e| e.cidr.as_str()).collect::<Vec<_>>(),
                 },
             });
             api.patch(&spec.name, &apply_params(), &Patch::Apply(&object)).await?;

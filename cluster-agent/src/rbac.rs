@@ -45,6 +45,8 @@ pub fn rules() -> Vec<PolicyRule> {
         // Claims are made by the StatefulSet controller; the agent grows them and removes them after the set.
         rule("", &["persistentvolumeclaims"], &["get", "list", "watch", "patch", "delete"]),
         rule("postgresql.cnpg.io", &["clusters"], APPLY_AND_WATCH),
+        // Network access: each instance's NetworkPolicy admits its ACL.
+        rule("networking.k8s.io", &["networkpolicies"], APPLY_AND_WATCH),
         // Pods are only read: the kubelet reports there why a container does not run.
         rule("", &["pods"], &["get", "list", "watch"]),
         // `--install-crd` applies the ManagedInstance CRD.

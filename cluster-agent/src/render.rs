@@ -11,6 +11,8 @@ use std::collections::BTreeMap;
 use kube::ResourceExt as _;
 use serde_json::{Value, json};
 
+pub mod network;
+
 use crate::crd::{MANAGER, ManagedInstance};
 
 /// Label holding the instance id; selects everything the agent owns for one instance.
@@ -45,6 +47,8 @@ pub enum ChildKind {
     Secret,
     /// postgresql.cnpg.io/v1 Cluster
     PostgresCluster,
+    /// networking.k8s.io/v1 NetworkPolicy
+    NetworkPolicy,
 }
 
 impl ChildKind {
@@ -56,6 +60,7 @@ impl ChildKind {
             Self::ConfigMap => "ConfigMap",
             Self::Secret => "Secret",
             Self::PostgresCluster => "Cluster",
+            Self::NetworkPolicy => "NetworkPolicy",
         }
     }
 }
@@ -209,7 +214,9 @@ pub fn render(mi: &ManagedInstance) -> Vec<Child> {
             object["spec"]["bootstrap"] = json!({"initdb": {"dataChecksums": checksums}});
         }
         object["metadata"]["annotations"] = json!({"cp.example.com/config-hash": hash});
-        return vec![Child { kind: ChildKind::PostgresCluster, name, object }];
+        let mut children = vec![Child { kind: ChildKind::PostgresCluster, name, object }];
+        children.extend(network::render(mi, POSTGRES_PORT));
+        return children;
     }
     let w = workload(mi);
     let config_map = json!({
@@ -255,12 +262,17 @@ pub fn render(mi: &ManagedInstance) -> Vec<Child> {
             }],
         },
     });
-    vec![
+    let mut children = vec![
         Child { kind: ChildKind::ConfigMap, name: format!("{name}-config"), object: config_map },
         Child { kind: ChildKind::Service, name: name.clone(), object: service },
         Child { kind: ChildKind::StatefulSet, name, object: statefulset },
-    ]
+    ];
+    children.extend(network::render(mi, w.port));
+    children
 }
+
+/// PostgreSQL's port under CloudNativePG (v1.30.0 `pkg/postgres/configuration.go`: `ServerPort = 5432`).
+const POSTGRES_PORT: u16 = 5432;
 
 /// A StatefulSet's volumeClaimTemplates cannot change once it exists (the apiserver refuses the whole
 /// update), so the desired object keeps the templates the set was created with: storage grows by

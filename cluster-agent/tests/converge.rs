@@ -53,7 +53,11 @@ async fn an_update_writes_exactly_the_affected_objects_and_deprovision_removes_e
     let mut changed = delta(&before, &cluster.writes());
     // Installing the CRD is the agent's start, not this instance's.
     changed.retain(|k, _| !k.contains("customresourcedefinitions"));
-    assert!(writes(&changed) <= 9, "provisioning wrote more than the bound of 9: {changed:?}");
+    // The namespace, the ManagedInstance and its finalizer, the Secret, and four objects (StatefulSet,
+    // ConfigMap, headless Service, NetworkPolicy; no endpoint without an ACL); status as for any rollout.
+    assert_eq!(changed.get("patch networkpolicies.networking.k8s.io"), Some(&1), "{changed:?}");
+    assert_eq!(changed.get("patch services"), Some(&1), "no endpoint without an ACL: {changed:?}");
+    within_update_bound(&changed, 7, 0, 1, "provisioning");
 
     let before = cluster.writes();
     let version =
@@ -99,13 +103,19 @@ async fn an_update_writes_exactly_the_affected_objects_and_deprovision_removes_e
     // ARCHITECTURE.md's bound: the ManagedInstance, each object and each claim deleted once, the finalizer
     // removed once.
     let changed = delta(&before, &cluster.writes());
-    for kind in ["statefulsets.apps", "services", "configmaps", "secrets", "managedinstances.cp.example.com"]
-    {
+    for kind in [
+        "statefulsets.apps",
+        "services",
+        "configmaps",
+        "secrets",
+        "networkpolicies.networking.k8s.io",
+        "managedinstances.cp.example.com",
+    ] {
         assert_eq!(changed.get(&format!("delete {kind}")), Some(&1), "{kind}: {changed:?}");
     }
     assert_eq!(changed.get("delete persistentvolumeclaims"), Some(&3), "one per replica: {changed:?}");
     assert!(changed.get("patch managedinstances.cp.example.com").is_some_and(|n| *n <= 1), "{changed:?}");
-    assert!(writes(&changed) <= 1 + 4 + 3 + 1, "deprovisioning wrote more than the bound: {changed:?}");
+    assert!(writes(&changed) <= 1 + 5 + 3 + 1, "deprovisioning wrote more than the bound: {changed:?}");
     let observed = world.observed("c1").await;
     assert!(
         observed.iter().any(|e| e["event"]["type"] == "InstanceRemoved"),

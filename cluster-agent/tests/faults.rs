@@ -81,9 +81,9 @@ async fn an_agent_killed_mid_converge_converges_after_restart_with_nothing_dupli
     }
     let view = cluster.view().await;
     for (name, id) in names.iter().zip(&ids) {
-        // ManagedInstance, ConfigMap, Service, StatefulSet, Secret, and the data volume's claim that the
-        // StatefulSet controller made: each exactly once.
-        assert_eq!(view.owned(*id).len(), 6, "{name}: {:?}", view.owned(*id));
+        // ManagedInstance, ConfigMap, Service, StatefulSet, NetworkPolicy, Secret, and the data volume's
+        // claim that the StatefulSet controller made: each exactly once.
+        assert_eq!(view.owned(*id).len(), 7, "{name}: {:?}", view.owned(*id));
     }
     for (name, before) in passwords {
         assert_eq!(

@@ -27,6 +27,8 @@ fn fixture(service: &str, version: &str, config: serde_json::Value) -> ManagedIn
             storage_gib: 50,
             config: serde_json::from_value(config).unwrap(),
             generation: 4,
+            aspects: None,
+            acl: vec!["198.51.100.7/32".into(), "2001:db8::/32".into()],
         },
     );
     mi.metadata = ObjectMeta {
@@ -69,6 +71,17 @@ fn rendered_objects_match_the_golden_files() {
         let text = serde_json::to_string_pretty(&objects).unwrap() + "\n";
         check(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/golden/{service}.json")), &text);
     }
+}
+
+#[test]
+fn an_instance_without_an_acl_gets_no_endpoint_and_a_policy_admitting_only_its_own_pods() {
+    let mut mi = fixture("mongodb", "7.0", json!({}));
+    mi.spec.acl.clear();
+    let children = render::render(&mi);
+    assert!(!children.iter().any(|c| c.name == "orders-endpoint"), "an empty ACL must not open an endpoint");
+    let policy = children.iter().find(|c| c.name == "orders-access").expect("the NetworkPolicy");
+    assert_eq!(render::network::admitted_blocks(&policy.object), Vec::<String>::new());
+    assert_eq!(policy.object["spec"]["ingress"].as_array().map(Vec::len), Some(1), "{:#}", policy.object);
 }
 
 #[test]

@@ -1,7 +1,9 @@
 //! The Instance aggregate: one managed-service instance, from provision to deprovision.
 
+mod aspects;
 mod commands;
 mod events;
+mod network;
 mod rules;
 #[cfg(test)]
 mod tests;
@@ -18,8 +20,10 @@ use self::rules::{
 };
 pub use self::rules::{check_dns_label, upgrade_targets};
 pub use self::{
+    aspects::{APPLIED_ASPECTS, Aspect, Generations},
     commands::{InstanceCommand, ProvisionInstance, UpdateInstance},
     events::{InstanceEvent, InstanceProvisioned},
+    network::{AclEntry, MAX_ACL_DESCRIPTION_CHARS, MAX_ACL_ENTRIES, check_acl, check_acl_entry},
     upcasters::upcasters,
 };
 use crate::{
@@ -59,6 +63,9 @@ pub struct InstanceSpec {
     pub deletion_protection: bool,
     /// cluster the instance is placed on
     pub cluster: String,
+    /// network ACL, sorted by CIDR (see [`AclEntry`])
+    #[serde(default)]
+    pub acl: Vec<AclEntry>,
 }
 
 /// Where an instance is in its life.
@@ -79,6 +86,12 @@ pub enum Lifecycle {
 pub struct Instance {
     spec: Option<InstanceSpec>,
     lifecycle: Lifecycle,
+    /// events applied: the aggregate's version
+    #[serde(default)]
+    generation: u64,
+    /// the version that last changed each applied aspect
+    #[serde(default)]
+    generations: Generations,
 }
 
 /// What the aggregate needs from outside: the name registry.
@@ -131,6 +144,12 @@ pub enum InstanceError {
     /// deletion protection is on
     #[error("deletion protection is enabled; disable it first")]
     DeletionProtected,
+    /// the ACL holds no entry with this CIDR
+    #[error("the ACL has no entry {cidr}")]
+    AclEntryNotFound {
+        /// the CIDR asked for
+        cidr: String,
+    },
     /// the name registry could not be reached; retryable
     #[error("name registry unavailable: {0}")]
     RegistryUnavailable(String),
@@ -158,6 +177,18 @@ impl Instance {
         self.lifecycle
     }
 
+    /// The version (generation) that last changed each applied aspect.
+    pub fn generations(&self) -> Generations {
+        self.generations
+    }
+
+    /// Takes an aggregate read from a snapshot written before generations were tracked, at `version`:
+    /// which version changed which aspect is unknown, so each counts as changed at `version`.
+    pub fn assume_generation(&mut self, version: u64) {
+        self.generation = version;
+        self.generations = Generations::all(version);
+    }
+
     async fn provision(
         &self,
         cmd: ProvisionInstance,
@@ -173,6 +204,7 @@ impl Instance {
         check_config(offering, &cmd.config, None)?;
         check_description(&cmd.description)?;
         check_dns_label("cluster", &cmd.cluster)?;
+        let acl = network::check_acl(&cmd.acl, "/acl", cmd.allow_public)?;
         let provisioned = InstanceProvisioned {
             instance_id: cmd.instance_id,
             project: cmd.project,
@@ -189,9 +221,10 @@ impl Instance {
         };
         if let Some(existing) = &self.spec {
             // A retried provision of the same instance changes nothing; anything else is a conflict.
-            let mut same = provisioned.clone();
+            let mut same = spec_of(&provisioned);
             same.resources = existing.resources;
-            return if spec_of(&same) == *existing { Ok(vec![]) } else { Err(InstanceError::AlreadyExists) };
+            same.acl = acl;
+            return if same == *existing { Ok(vec![]) } else { Err(InstanceError::AlreadyExists) };
         }
         services
             .names
@@ -203,7 +236,46 @@ impl Instance {
                 }
                 NameReservationError::Unavailable(why) => InstanceError::RegistryUnavailable(why),
             })?;
-        Ok(vec![InstanceEvent::InstanceProvisioned(provisioned)])
+        let mut events = vec![InstanceEvent::InstanceProvisioned(provisioned)];
+        if !acl.is_empty() {
+            events.push(InstanceEvent::NetworkAccessChanged { entries: acl });
+        }
+        Ok(events)
+    }
+
+    fn replace_acl(
+        &self,
+        entries: &[AclEntry],
+        allow_public: bool,
+    ) -> Result<Vec<InstanceEvent>, InstanceError> {
+        let spec = self.active_spec()?;
+        let entries = network::check_acl(entries, "/entries", allow_public)?;
+        Ok(if entries == spec.acl { vec![] } else { vec![InstanceEvent::NetworkAccessChanged { entries }] })
+    }
+
+    fn add_acl_entry(
+        &self,
+        entry: AclEntry,
+        allow_public: bool,
+    ) -> Result<Vec<InstanceEvent>, InstanceError> {
+        let spec = self.active_spec()?;
+        network::check_new_entry(&spec.acl, &entry, "", allow_public)?;
+        if spec.acl.contains(&entry) {
+            return Ok(vec![]);
+        }
+        let mut entries: Vec<AclEntry> = spec.acl.iter().filter(|e| e.cidr != entry.cidr).cloned().collect();
+        entries.push(entry);
+        entries.sort();
+        Ok(vec![InstanceEvent::NetworkAccessChanged { entries }])
+    }
+
+    fn remove_acl_entry(&self, cidr: &str) -> Result<Vec<InstanceEvent>, InstanceError> {
+        let spec = self.active_spec()?;
+        if !spec.acl.iter().any(|e| e.cidr == cidr) {
+            return Err(InstanceError::AclEntryNotFound { cidr: cidr.to_owned() });
+        }
+        let entries = spec.acl.iter().filter(|e| e.cidr != cidr).cloned().collect();
+        Ok(vec![InstanceEvent::NetworkAccessChanged { entries }])
     }
 
     fn update(&self, cmd: UpdateInstance) -> Result<Vec<InstanceEvent>, InstanceError> {
@@ -303,6 +375,7 @@ fn spec_of(p: &InstanceProvisioned) -> InstanceSpec {
         description: p.description.clone(),
         deletion_protection: p.deletion_protection,
         cluster: p.cluster.clone(),
+        acl: Vec::new(),
     }
 }
 
@@ -322,6 +395,13 @@ impl Aggregate for Instance {
         let events = match command {
             InstanceCommand::Provision(cmd) => self.provision(cmd, services).await?,
             InstanceCommand::Update(cmd) => self.update(cmd)?,
+            InstanceCommand::ReplaceAcl { entries, allow_public } => {
+                self.replace_acl(&entries, allow_public)?
+            }
+            InstanceCommand::AddAclEntry { entry, allow_public } => {
+                self.add_acl_entry(entry, allow_public)?
+            }
+            InstanceCommand::RemoveAclEntry { cidr } => self.remove_acl_entry(&cidr)?,
             InstanceCommand::Deprovision => self.deprovision()?,
         };
         for event in events {
@@ -331,6 +411,10 @@ impl Aggregate for Instance {
     }
 
     fn apply(&mut self, event: InstanceEvent) {
+        self.generation += 1;
+        for aspect in event.aspects() {
+            self.generations.set(*aspect, self.generation);
+        }
         if let InstanceEvent::InstanceProvisioned(p) = &event {
             self.spec = Some(spec_of(p));
             self.lifecycle = Lifecycle::Active;
@@ -350,6 +434,7 @@ impl Aggregate for Instance {
             }
             InstanceEvent::StorageExpanded { to_gib, .. } => spec.storage_gib = to_gib,
             InstanceEvent::ConfigurationChanged { config, .. } => spec.config = config,
+            InstanceEvent::NetworkAccessChanged { entries } => spec.acl = entries,
             InstanceEvent::DescriptionChanged { description } => spec.description = description,
             InstanceEvent::DeletionProtectionChanged { enabled } => spec.deletion_protection = enabled,
             InstanceEvent::DeprovisioningStarted {} => self.lifecycle = Lifecycle::Deprovisioning,

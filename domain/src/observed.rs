@@ -5,6 +5,8 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::instance::{Aspect, Generations};
+
 /// Schema version of the payloads defined here.
 pub const OBSERVED_EVENT_VERSION: &str = "1";
 
@@ -41,6 +43,40 @@ pub struct ObservedState {
     pub config_hash: Option<String>,
     /// why it fails, when it does
     pub reason: Option<String>,
+    /// per applied aspect, the generation of it the cluster has applied (0: none yet). Added to schema 1
+    /// with a default: a report without it reads with every aspect at `observed_generation`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied: Option<Generations>,
+    /// network access as the cluster enforces it. Added to schema 1 with a default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<ObservedNetwork>,
+}
+
+impl ObservedState {
+    /// The generation of `aspect` the cluster has applied (0: none yet).
+    pub fn applied(&self, aspect: Aspect) -> u64 {
+        let all = self.observed_generation.unwrap_or(0);
+        self.applied.map_or(all, |applied| applied.get(aspect).unwrap_or(all))
+    }
+}
+
+/// Network access as a cluster enforces it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObservedNetwork {
+    /// the source blocks the instance's NetworkPolicy admits, sorted
+    pub acl: Vec<String>,
+    /// where clients connect, once the cluster has assigned an address
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<Endpoint>,
+}
+
+/// A reachable address of an instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    /// IP address or host name
+    pub host: String,
+    /// TCP port
+    pub port: u16,
 }
 
 /// Every observed-state event.

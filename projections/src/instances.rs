@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use cqrs_es::Aggregate;
-use domain::{Instance, observed::ObservedEvent};
+use domain::{Instance, instance::APPLIED_ASPECTS, observed::ObservedEvent};
 use serde::{Deserialize, Serialize};
 use streams::{DecodeError, EventBatch, observed::ObservedMessage, read_models::RecordKey};
 use uuid::Uuid;
@@ -36,7 +36,7 @@ pub enum ApplyError {
 
 /// Version of the stored record formats. A projector finding another version in the checkpoint folds
 /// the stream again from the start: read models are derived data.
-pub const RECORD_SCHEMA: u32 = 2;
+pub const RECORD_SCHEMA: u32 = 3;
 
 /// Most operations in one page (about 250 bytes each: a page stays far below NATS' 1 MiB payload limit).
 const OPERATIONS_PER_PAGE: usize = 1000;
@@ -146,6 +146,13 @@ impl ReadModel {
             .ok_or_else(|| ApplyError::AggregateId(batch.aggregate_id.clone()))?;
         let time = batch.metadata.time;
         let key = (project.clone(), id);
+        // Each applied aspect the command changed, at the version of its last event that did.
+        let mut aspects = BTreeMap::new();
+        for (offset, event) in events.iter().enumerate() {
+            for aspect in event.aspects().iter().filter(|a| APPLIED_ASPECTS.contains(a)) {
+                aspects.insert(*aspect, batch.first_version + offset as u64);
+            }
+        }
         let folded = self.instances.get(&key).is_some_and(|view| view.sequence >= sequence);
         if !folded {
             let view = self.instances.entry(key.clone()).or_insert_with(|| InstanceView::new(time));
@@ -165,6 +172,7 @@ impl ReadModel {
                 project: project.clone(),
                 instance_id: id,
                 instance_version: batch.last_version(),
+                aspects,
                 sequence,
                 created_at: time,
             });

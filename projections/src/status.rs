@@ -31,41 +31,8 @@ impl Health {
     }
 }
 
-/// Aspects of an instance whose changes are tracked separately.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Aspect {
-    /// service version
-    Version,
-    /// plan: resources, replicas, storage
-    Resources,
-    /// configuration
-    Configuration,
-    /// deprovisioning
-    Deletion,
-}
-
-impl Aspect {
-    /// Condition type of the aspect.
-    pub fn condition_type(self) -> &'static str {
-        match self {
-            Self::Version => "VersionApplied",
-            Self::Resources => "ResourcesApplied",
-            Self::Configuration => "ConfigurationApplied",
-            Self::Deletion => "Deleted",
-        }
-    }
-
-    /// Wire name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Version => "version",
-            Self::Resources => "resources",
-            Self::Configuration => "configuration",
-            Self::Deletion => "deletion",
-        }
-    }
-}
+pub use domain::instance::Aspect;
+use domain::instance::{APPLIED_ASPECTS, Generations};
 
 /// A Kubernetes-style condition.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,8 +69,8 @@ pub struct Status {
 pub struct Inputs<'a> {
     /// current desired generation (instance version)
     pub generation: u64,
-    /// generation that last changed each of version, resources, configuration
-    pub changed_at: [(Aspect, u64); 3],
+    /// generation that last changed each applied aspect
+    pub changed: Generations,
     /// deprovisioning began at this generation
     pub deprovisioning: Option<u64>,
     /// the agent reported every object gone
@@ -117,14 +84,15 @@ pub fn compute(inputs: Inputs<'_>, previous: Option<&Status>, now: DateTime<Utc>
     let observed_generation = inputs.observed.and_then(|o| o.observed_generation).unwrap_or(0);
     let failed = inputs.observed.is_some_and(|o| o.phase == ObservedPhase::Failed);
     let reason = inputs.observed.filter(|_| failed).and_then(|o| o.reason.clone());
-    let mut aspects: Vec<(Aspect, Health)> = inputs
-        .changed_at
+    let mut aspects: Vec<(Aspect, Health)> = APPLIED_ASPECTS
         .iter()
-        .map(|(aspect, changed)| {
-            let health = if failed && observed_generation < inputs.generation {
-                Health::Error
-            } else if observed_generation >= *changed {
+        .map(|aspect| {
+            let changed = inputs.changed.get(*aspect).unwrap_or(0);
+            let applied = inputs.observed.map_or(0, |o| o.applied(*aspect));
+            let health = if applied >= changed {
                 Health::Healthy
+            } else if failed {
+                Health::Error
             } else {
                 Health::Reconciling
             };
@@ -200,13 +168,15 @@ mod tests {
             running_version: None,
             config_hash: None,
             reason: (phase == ObservedPhase::Failed).then(|| "CrashLoopBackOff".into()),
+            applied: None,
+            network: None,
         }
     }
 
     fn inputs(observed: Option<&ObservedState>) -> Inputs<'_> {
         Inputs {
             generation: 3,
-            changed_at: [(Aspect::Version, 1), (Aspect::Resources, 3), (Aspect::Configuration, 1)],
+            changed: Generations { version: 1, resources: 3, configuration: 1, network_access: 1 },
             deprovisioning: None,
             removed: false,
             observed,
@@ -223,7 +193,8 @@ mod tests {
             [
                 (Aspect::Version, Health::Healthy),
                 (Aspect::Resources, Health::Reconciling),
-                (Aspect::Configuration, Health::Healthy)
+                (Aspect::Configuration, Health::Healthy),
+                (Aspect::NetworkAccess, Health::Healthy)
             ]
         );
     }

@@ -153,6 +153,8 @@ async fn a_projector_killed_mid_stream_ends_equal_to_a_clean_rebuild() {
                                 running_version: Some("16".into()),
                                 config_hash: None,
                                 reason: None,
+                                applied: None,
+                                network: None,
                             };
                             let message = ObservedMessage::new(
                                 "eu-1",

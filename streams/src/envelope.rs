@@ -220,13 +220,20 @@ impl EventBatch {
     }
 
     /// The aggregate after this batch, from its snapshot when the snapshot is in the format this build
-    /// reads ([`StreamAggregate::SNAPSHOT_VERSION`]); else, when the batch is the aggregate's whole
+    /// reads ([`StreamAggregate::SNAPSHOT_VERSION`], or an older one it still reads:
+    /// [`StreamAggregate::from_older_snapshot`]); else, when the batch is the aggregate's whole
     /// history (it starts at version 1), by folding its events. `None` when neither is possible: the
     /// caller must replay the subject, or refuse.
     pub fn aggregate<A: StreamAggregate>(&self) -> Option<Result<A, DecodeError>> {
         match &self.snapshot {
             Some(snapshot) if snapshot.version == A::SNAPSHOT_VERSION => {
                 Some(serde_json::from_str(snapshot.state.get()).map_err(DecodeError::Malformed))
+            }
+            Some(snapshot)
+                if let Some(read) =
+                    A::from_older_snapshot(snapshot.version, snapshot.state.get(), self.last_version()) =>
+            {
+                Some(read.map_err(DecodeError::Malformed))
             }
             _ if self.first_version == 1 => Some(self.decode_events::<A>().map(|events| {
                 let mut aggregate = A::default();

@@ -12,7 +12,23 @@ use crate::{
 };
 
 impl StreamAggregate for Instance {
-    const SNAPSHOT_VERSION: u32 = 1;
+    /// 2: the aggregate counts its events and the version that last changed each aspect.
+    const SNAPSHOT_VERSION: u32 = 2;
+
+    /// Format 1 is format 2 without the generations: it reads with every aspect changed at the
+    /// message's version (nothing is taken as applied that may not be).
+    fn from_older_snapshot(
+        version: u32,
+        state: &str,
+        aggregate_version: u64,
+    ) -> Option<Result<Self, serde_json::Error>> {
+        (version == 1).then(|| {
+            serde_json::from_str::<Instance>(state).map(|mut instance| {
+                instance.assume_generation(aggregate_version);
+                instance
+            })
+        })
+    }
 
     fn upcasters() -> &'static [Box<dyn cqrs_es::persist::EventUpcaster>] {
         domain::instance::upcasters()

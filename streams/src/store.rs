@@ -59,6 +59,18 @@ pub trait StreamAggregate: Aggregate + Clone + 'static {
         &[]
     }
 
+    /// Reads a snapshot of an older format `version` whose serde form the current type still reads, for an
+    /// aggregate at `aggregate_version`; `None` (the default) when it cannot, and the events are replayed
+    /// instead where possible.
+    fn from_older_snapshot(
+        version: u32,
+        state: &str,
+        aggregate_version: u64,
+    ) -> Option<Result<Self, serde_json::Error>> {
+        let _ = (version, state, aggregate_version);
+        None
+    }
+
     /// Subject token the aggregate's events are partitioned by (for instances, the cluster). Known once
     /// the aggregate's first event is applied; it must never change afterwards.
     fn partition(&self) -> Option<&str>;

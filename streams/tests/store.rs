@@ -561,3 +561,23 @@ fn an_event_in_a_newer_schema_is_refused() {
     let error = batch.decode_events::<Instance>().unwrap_err();
     assert!(matches!(error, streams::DecodeError::UnsupportedSchema { .. }), "{error}");
 }
+
+/// A message whose snapshot predates per-aspect generations (format 1) still reads where no replay is
+/// possible (the agent's case): every aspect counts as changed at the message's version.
+#[test]
+fn a_snapshot_of_format_1_reads_with_every_aspect_changed_at_its_version() {
+    let id = Uuid::nil();
+    let batch: EventBatch = serde_json::from_value(serde_json::json!({
+        "aggregate_type": "Instance", "aggregate_id": format!("acme.{id}"), "first_version": 5,
+        "events": [{"type": "DescriptionChanged", "schema": "1", "data": {"description": "x"}}],
+        "metadata": {"command_id": Uuid::nil(), "operation": "update", "actor": "a", "time": "2025-01-01T00:00:00Z"},
+        "snapshot": {"version": 1, "state": {"lifecycle": "active", "spec": {
+            "id": id, "project": "acme", "name": "db", "service": "postgresql", "version": "16", "plan": "starter",
+            "resources": {"cpu_millis": 500, "memory_mib": 1024, "replicas": 1}, "storage_gib": 10,
+            "config": {}, "description": "x", "deletion_protection": false, "cluster": "eu-1"}}},
+    }))
+    .unwrap();
+    let instance: Instance = batch.aggregate::<Instance>().expect("a readable snapshot").unwrap();
+    assert_eq!(instance.generations(), domain::instance::Generations::all(5));
+    assert!(instance.spec().unwrap().acl.is_empty());
+}

@@ -3,8 +3,7 @@
 use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
-use cluster_agent::{AgentConfig, Metrics, counting_client};
-use k8s_sim::{Simulator, SimulatorOptions, server::Faults};
+use k8s_sim::{Simulator, server::Faults};
 use projections::Health;
 use serde_json::json;
 use system_tests::TestApi;
@@ -13,21 +12,8 @@ use uuid::Uuid;
 const CONVERGE: Duration = Duration::from_secs(30);
 
 async fn with_agent(api: &TestApi, cluster: &str, ready_delay: Duration) -> Simulator {
-    let sim = Simulator::new(SimulatorOptions { ready_delay, ..SimulatorOptions::default() });
-    let address = sim.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let metrics = Metrics::default();
-    let config = AgentConfig {
-        cluster: cluster.into(),
-        client: counting_client(kube::Config::new(format!("http://{address}").parse().unwrap()), &metrics)
-            .unwrap(),
-        nats: async_nats::connect(api.nats_server.url()).await.unwrap(),
-        settings: streams::Settings::default(),
-        concurrency: 8,
-        resync: Duration::from_secs(300),
-        install_crd: true,
-        metrics,
-    };
-    tokio::spawn(cluster_agent::run(config));
+    let (sim, address) = system_tests::cluster::simulator(ready_delay).await;
+    system_tests::cluster::agent(api, cluster, address).await;
     sim
 }
 
@@ -76,7 +62,8 @@ async fn status_goes_reconciling_healthy_error_healthy_and_a_plan_change_touches
     assert_eq!(got.body["status"]["state"], "reconciling", "{}", got.body["status"]);
     assert_eq!(
         got.body["status"]["aspects"],
-        json!({"version": "healthy", "resources": "reconciling", "configuration": "healthy"})
+        json!({"version": "healthy", "resources": "reconciling", "configuration": "healthy",
+            "network_access": "healthy"})
     );
     assert!(wait_for_state(&api, id, Health::Healthy).await, "plan change never observed");
 }

@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use crate::error::ApiError;
 
-use super::{Drift, InstanceStatus, Observed};
+use super::{AclEntry, Connection, Drift, InstanceStatus, Observed};
 
 /// A managed service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -81,6 +81,14 @@ pub struct ProvisionRequest {
     /// cluster to place the instance on; chosen by the placement rule when absent. Immutable.
     #[serde(default)]
     pub cluster: Option<String>,
+    /// network ACL: who may connect (a set, at most 100 entries). Empty or absent: nothing outside the
+    /// instance, and no endpoint. Change it later at `…/acl`.
+    #[serde(default)]
+    #[schema(max_items = 100)]
+    pub acl: Vec<AclEntry>,
+    /// must be true for `0.0.0.0/0` or `::/0` in `acl`
+    #[serde(default)]
+    pub allow_public: bool,
     /// region to place the instance in, when `cluster` is absent
     #[serde(default)]
     pub region: Option<String>,
@@ -235,6 +243,11 @@ pub struct Instance {
     pub deletion_protection: bool,
     /// cluster the instance is placed on
     pub cluster: String,
+    /// network ACL, sorted by CIDR
+    pub acl: Vec<AclEntry>,
+    /// where clients connect, once the cluster published an address (only while the ACL is not empty)
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connection: Option<Connection>,
     /// lifecycle state
     pub lifecycle: Lifecycle,
     /// version of the instance's desired state; also its ETag
@@ -273,6 +286,13 @@ impl From<&InstanceView> for Instance {
             description: spec.description.clone(),
             deletion_protection: spec.deletion_protection,
             cluster: spec.cluster.clone(),
+            acl: spec.acl.iter().map(AclEntry::from).collect(),
+            connection: view
+                .observed
+                .as_ref()
+                .and_then(|o| o.network.as_ref()?.endpoint.as_ref())
+                .filter(|_| !spec.acl.is_empty())
+                .map(|e| Connection { host: e.host.clone(), port: e.port }),
             lifecycle: match view.instance.lifecycle() {
                 domain::Lifecycle::Deprovisioning => Lifecycle::Deprovisioning,
                 _ => Lifecycle::Active,
@@ -292,6 +312,7 @@ impl From<&InstanceView> for Instance {
                 running_version: o.running_version.clone(),
                 config_hash: o.config_hash.clone(),
                 reason: o.reason.clone(),
+                acl: o.network.as_ref().map(|n| n.acl.clone()),
                 reported_at: view.observed_at,
             }),
             last_drift: view.last_drift.as_ref().map(|d| Drift { at: d.at, objects: d.objects.clone() }),

@@ -61,7 +61,7 @@ pub struct Condition {
 pub struct InstanceStatus {
     /// overall: error if the cluster reports a failure, reconciling if any aspect is, else healthy
     pub state: Health,
-    /// per aspect: version, resources, configuration (and deletion while deprovisioning)
+    /// per aspect: version, resources, configuration, network_access (and deletion while deprovisioning)
     pub aspects: BTreeMap<String, Health>,
     /// failure reason reported by the cluster
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -123,6 +123,9 @@ pub struct Observed {
     /// failure reason
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// the source blocks the cluster admits (its NetworkPolicy), sorted
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acl: Option<Vec<String>>,
     /// when the agent reported it
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reported_at: Option<DateTime<Utc>>,

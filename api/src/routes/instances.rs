@@ -25,7 +25,7 @@ use crate::{
 const DEFAULT_PAGE_SIZE: usize = 100;
 const MAX_PAGE_SIZE: usize = 500;
 
-fn instance_id(raw: &str) -> Result<Uuid, ApiError> {
+pub(super) fn instance_id(raw: &str) -> Result<Uuid, ApiError> {
     raw.parse().map_err(|_| ApiError::NotFound("instance"))
 }
 
@@ -94,6 +94,8 @@ pub(super) async fn create_instance(
         description: request.description,
         deletion_protection: request.deletion_protection,
         cluster: cluster.name.clone(),
+        acl: request.acl.into_iter().map(Into::into).collect(),
+        allow_public: request.allow_public,
     });
     let write = Write {
         project: &project,

@@ -2,15 +2,15 @@
 //! CloudNativePG report it, and the ManagedInstance status written from it.
 
 use chrono::{SecondsFormat, Utc};
-use domain::observed::{ObservedPhase, ObservedState};
+use domain::observed::{Endpoint, ObservedNetwork, ObservedPhase, ObservedState};
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt as _;
 use serde_json::Value;
 
 use super::{Context, instance_uuid};
 use crate::{
-    crd::{Condition, ManagedInstance, ManagedInstanceStatus},
-    render::{self, ChildKind, is_applied},
+    crd::{AspectGenerations, Condition, ManagedInstance, ManagedInstanceStatus},
+    render::{self, ChildKind, is_applied, network},
 };
 
 fn int(v: &Value) -> u32 {
@@ -85,6 +85,8 @@ pub(super) fn observe(
 ) -> ObservedState {
     let namespace = mi.namespace().unwrap_or_default();
     let mut all_applied = true;
+    // Network access is applied once its objects are: nothing rolls out for it.
+    let mut network_applied = true;
     let mut ready_replicas = 0;
     let mut rolled_out = true;
     let mut reason = storage_failure;
@@ -101,14 +103,27 @@ pub(super) fn observe(
             .count();
         rolled_out &= expanded >= mi.spec.replicas as usize;
     }
+    let endpoint_name = network::endpoint_name(mi);
+    let is_network = |child: &render::Child| {
+        child.kind == ChildKind::NetworkPolicy
+            || (child.kind == ChildKind::Service && child.name == endpoint_name)
+    };
+    // An endpoint left from a non-empty ACL admits everyone's blocks but the new ones until it is gone.
+    if mi.spec.acl.is_empty() && ctx.current(ChildKind::Service, &namespace, &endpoint_name).is_some() {
+        network_applied = false;
+    }
+    let mut acl = None;
+    let mut endpoint = None;
     for child in desired {
         let Some(current) = ctx.current(child.kind, &namespace, &child.name) else {
             all_applied = false;
+            network_applied &= !is_network(child);
             continue;
         };
         if !is_applied(&child.object, &current) {
             tracing::debug!(kind = child.kind.kind(), name = %child.name, "not applied yet");
             all_applied = false;
+            network_applied &= !is_network(child);
         }
         let status = &current["status"];
         let generation = current["metadata"]["generation"].as_u64();
@@ -128,17 +143,31 @@ pub(super) fn observe(
                     && status["instances"] == current["spec"]["instances"];
                 reason = reason.or_else(|| cnpg_failure(status));
             }
+            ChildKind::NetworkPolicy => acl = Some(network::admitted_blocks(&current)),
+            ChildKind::Service if child.name == endpoint_name => {
+                endpoint = network::published_endpoint(&current);
+            }
             _ => {}
         }
     }
     let previous = mi.status.clone().unwrap_or_default();
     // "At least" semantics: more ready replicas than desired is fine.
     let ready = all_applied && rolled_out && ready_replicas >= mi.spec.replicas && reason.is_none();
-    tracing::debug!(all_applied, rolled_out, ready_replicas, ?reason, ready, "observed");
+    tracing::debug!(all_applied, rolled_out, network_applied, ready_replicas, ?reason, ready, "observed");
     let phase = match (&reason, ready) {
         (Some(_), _) => ObservedPhase::Failed,
         (None, true) => ObservedPhase::Ready,
         (None, false) => ObservedPhase::Progressing,
+    };
+    // Each aspect is applied at the generation that last changed it once its part is in place: network
+    // access once its objects are applied, the rest once the whole rollout is ready.
+    let wanted = mi.spec.aspect_generations();
+    let before = previous.applied.unwrap_or_default();
+    let applied = AspectGenerations {
+        version: if ready { wanted.version } else { before.version },
+        resources: if ready { wanted.resources } else { before.resources },
+        configuration: if ready { wanted.configuration } else { before.configuration },
+        network_access: if network_applied { wanted.network_access } else { before.network_access },
     };
     ObservedState {
         instance_id: instance_uuid(mi),
@@ -150,6 +179,11 @@ pub(super) fn observe(
         running_version: if ready { Some(mi.spec.version.clone()) } else { previous.running_version },
         config_hash: if ready { Some(render::config_hash(&mi.spec.config)) } else { previous.config_hash },
         reason,
+        applied: Some(applied.into()),
+        network: Some(ObservedNetwork {
+            acl: acl.unwrap_or_default(),
+            endpoint: endpoint.map(|(host, port)| Endpoint { host, port }),
+        }),
     }
 }
 
@@ -191,6 +225,13 @@ pub(super) fn status_of(mi: &ManagedInstance, observed: &ObservedState) -> Manag
         running_version: observed.running_version.clone(),
         config_hash: observed.config_hash.clone(),
         reason: observed.reason.clone(),
+        applied: observed.applied.map(AspectGenerations::from),
+        acl: observed.network.as_ref().map(|n| n.acl.clone()),
+        endpoint: observed
+            .network
+            .as_ref()
+            .and_then(|n| n.endpoint.as_ref())
+            .map(|e| format!("{}:{}", e.host, e.port)),
         conditions: vec![Condition {
             type_: "Ready".into(),
             status: status.into(),

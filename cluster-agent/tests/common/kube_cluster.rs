@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use super::{NAMESPACE, View};
 
 /// The resources a [`View`] holds: (group, version, plural).
-const VIEWED: [(&str, &str, &str); 8] = [
+const VIEWED: [(&str, &str, &str); 9] = [
     ("", "v1", "configmaps"),
     ("", "v1", "secrets"),
     ("", "v1", "services"),
@@ -26,6 +26,7 @@ const VIEWED: [(&str, &str, &str); 8] = [
     ("", "v1", "persistentvolumeclaims"),
     ("apps", "v1", "statefulsets"),
     ("postgresql.cnpg.io", "v1", "clusters"),
+    ("networking.k8s.io", "v1", "networkpolicies"),
     ("cp.example.com", "v1alpha1", "managedinstances"),
 ];
 

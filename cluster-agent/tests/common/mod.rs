@@ -168,18 +168,13 @@ impl World {
     }
 
     pub async fn update(&self, id: Uuid, update: UpdateInstance) -> u64 {
-        let committed = self
-            .commands
-            .execute(
-                "acme",
-                id,
-                InstanceCommand::Update(update),
-                None,
-                CommandMetadata::new(domain::OperationKind::Update, "test"),
-            )
-            .await
-            .expect("update");
-        committed.version
+        self.command(id, InstanceCommand::Update(update)).await
+    }
+
+    /// Runs an update command (any but provision and deprovision); returns the instance version after it.
+    pub async fn command(&self, id: Uuid, command: InstanceCommand) -> u64 {
+        let metadata = CommandMetadata::new(domain::OperationKind::Update, "test");
+        self.commands.execute("acme", id, command, None, metadata).await.expect("command").version
     }
 
     pub async fn deprovision(&self, id: Uuid) {
@@ -286,6 +281,12 @@ impl View {
             mi["status"]["phase"] == "Ready"
                 && mi["status"]["observedGeneration"].as_u64() == Some(generation)
         })
+    }
+
+    /// Network access applied at generation `generation`, as the agent reports in the status.
+    pub fn network_applied_at(&self, name: &str, generation: u64) -> bool {
+        self.managed_instance(name)
+            .is_some_and(|mi| mi["status"]["applied"]["networkAccess"].as_u64() == Some(generation))
     }
 
     /// The agent's objects and claims of an instance (pods are the StatefulSet controller's).

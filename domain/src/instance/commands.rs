@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use uuid::Uuid;
 
+use super::AclEntry;
 use crate::catalog::{Config, ConfigValue, ServiceType};
 
 /// Every command the Instance aggregate accepts.
@@ -13,6 +14,25 @@ pub enum InstanceCommand {
     Provision(ProvisionInstance),
     /// change version, plan, storage, configuration, description or deletion protection
     Update(UpdateInstance),
+    /// replace the whole network ACL (a set: order does not matter)
+    ReplaceAcl {
+        /// the entries
+        entries: Vec<AclEntry>,
+        /// whether `0.0.0.0/0` and `::/0` may be among them
+        allow_public: bool,
+    },
+    /// add one ACL entry (or change the description of the entry with its CIDR)
+    AddAclEntry {
+        /// the entry
+        entry: AclEntry,
+        /// whether it may be `0.0.0.0/0` or `::/0`
+        allow_public: bool,
+    },
+    /// remove the ACL entry with this CIDR
+    RemoveAclEntry {
+        /// the entry's CIDR
+        cidr: String,
+    },
     /// start removing the instance
     Deprovision,
 }
@@ -42,11 +62,15 @@ pub struct ProvisionInstance {
     pub deletion_protection: bool,
     /// cluster the instance is placed on
     pub cluster: String,
+    /// network ACL; empty: no access from outside the instance
+    pub acl: Vec<AclEntry>,
+    /// whether the ACL may hold `0.0.0.0/0` or `::/0`
+    pub allow_public: bool,
 }
 
 impl ProvisionInstance {
-    /// A provision with the plan's storage, no configuration, no description and no deletion protection;
-    /// set the other fields afterwards where needed.
+    /// A provision with the plan's storage, no configuration, no description, no deletion protection and an
+    /// empty ACL; set the other fields afterwards where needed.
     pub fn new(
         instance_id: Uuid,
         project: impl Into<String>,
@@ -68,6 +92,8 @@ impl ProvisionInstance {
             description: String::new(),
             deletion_protection: false,
             cluster: cluster.into(),
+            acl: Vec::new(),
+            allow_public: false,
         }
     }
 }

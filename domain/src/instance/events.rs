@@ -9,6 +9,7 @@ use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::AclEntry;
 use crate::catalog::{Config, Resources, ServiceType};
 
 /// Every event of the Instance aggregate.
@@ -50,6 +51,11 @@ pub enum InstanceEvent {
         /// the parameters the change set, changed or removed, sorted: what a reader must apply (some
         /// take a restart). Events of schema 1 are read with every parameter of `config` here.
         changed: Vec<String>,
+    },
+    /// the network ACL changed; carries the whole resulting set, sorted by CIDR
+    NetworkAccessChanged {
+        /// the allowed source blocks after the change
+        entries: Vec<AclEntry>,
     },
     /// the description changed
     DescriptionChanged {
@@ -103,6 +109,7 @@ impl InstanceEvent {
             Self::PlanChanged { .. } => "PlanChanged",
             Self::StorageExpanded { .. } => "StorageExpanded",
             Self::ConfigurationChanged { .. } => "ConfigurationChanged",
+            Self::NetworkAccessChanged { .. } => "NetworkAccessChanged",
             Self::DescriptionChanged { .. } => "DescriptionChanged",
             Self::DeletionProtectionChanged { .. } => "DeletionProtectionChanged",
             Self::DeprovisioningStarted {} => "DeprovisioningStarted",
@@ -118,6 +125,7 @@ impl InstanceEvent {
             | Self::VersionUpgraded { .. }
             | Self::PlanChanged { .. }
             | Self::StorageExpanded { .. }
+            | Self::NetworkAccessChanged { .. }
             | Self::DescriptionChanged { .. }
             | Self::DeletionProtectionChanged { .. }
             | Self::DeprovisioningStarted {} => "1",

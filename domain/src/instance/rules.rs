@@ -123,6 +123,12 @@ pub(super) fn check_config(
             }
         }
     }
+    into_result(violations)
+}
+
+/// No violation is `Ok`; one is [`InstanceError::Invalid`]; several, sorted by field, are
+/// [`InstanceError::InvalidFields`], so one answer names them all.
+pub(super) fn into_result(mut violations: Vec<Violation>) -> Result<(), InstanceError> {
     violations.sort_by(|a, b| a.field.cmp(&b.field));
     match violations.len() {
         0 => Ok(()),

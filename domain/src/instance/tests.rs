@@ -8,17 +8,19 @@ use uuid::Uuid;
 use super::*;
 use crate::{catalog::ConfigValue, names::InMemoryNameRegistry};
 
-type InstanceTest = TestFramework<Instance>;
+mod network;
 
-fn services() -> InstanceServices {
+pub(super) type InstanceTest = TestFramework<Instance>;
+
+pub(super) fn services() -> InstanceServices {
     InstanceServices { names: Arc::new(InMemoryNameRegistry::default()) }
 }
 
-fn id() -> Uuid {
+pub(super) fn id() -> Uuid {
     Uuid::from_u128(0x0193_0000_0000_7000_8000_0000_0000_0001)
 }
 
-fn provision(service: ServiceType, version: &str) -> ProvisionInstance {
+pub(super) fn provision(service: ServiceType, version: &str) -> ProvisionInstance {
     ProvisionInstance {
         instance_id: id(),
         project: "acme".into(),
@@ -31,10 +33,12 @@ fn provision(service: ServiceType, version: &str) -> ProvisionInstance {
         description: "orders".into(),
         deletion_protection: false,
         cluster: "eu-1".into(),
+        acl: Vec::new(),
+        allow_public: false,
     }
 }
 
-fn provisioned(service: ServiceType, version: &str) -> InstanceEvent {
+pub(super) fn provisioned(service: ServiceType, version: &str) -> InstanceEvent {
     let cmd = provision(service, version);
     let config = if service == ServiceType::Postgresql { cmd.config } else { Config::new() };
     InstanceEvent::InstanceProvisioned(InstanceProvisioned {
@@ -53,17 +57,17 @@ fn provisioned(service: ServiceType, version: &str) -> InstanceEvent {
     })
 }
 
-fn pg16() -> InstanceEvent {
+pub(super) fn pg16() -> InstanceEvent {
     provisioned(ServiceType::Postgresql, "16")
 }
 
-fn update(f: impl FnOnce(&mut UpdateInstance)) -> InstanceCommand {
+pub(super) fn update(f: impl FnOnce(&mut UpdateInstance)) -> InstanceCommand {
     let mut cmd = UpdateInstance::default();
     f(&mut cmd);
     InstanceCommand::Update(cmd)
 }
 
-fn rule_of(result: Result<Vec<InstanceEvent>, InstanceError>) -> (String, &'static str) {
+pub(super) fn rule_of(result: Result<Vec<InstanceEvent>, InstanceError>) -> (String, &'static str) {
     match result {
         Err(InstanceError::Invalid { field, rule, .. }) => (field, rule),
         other => panic!("expected a rule violation, got {other:?}"),
@@ -418,6 +422,12 @@ fn every_event_s_name_schema_and_wire_form_are_frozen() {
             "2",
             serde_json::json!({"type": "ConfigurationChanged",
                 "data": {"config": {"wal_level": "logical"}, "changed": ["wal_level"]}}),
+        ),
+        (
+            InstanceEvent::NetworkAccessChanged { entries: vec![AclEntry::new("10.0.0.0/8", "office")] },
+            "1",
+            serde_json::json!({"type": "NetworkAccessChanged",
+                "data": {"entries": [{"cidr": "10.0.0.0/8", "description": "office"}]}}),
         ),
         (
             InstanceEvent::DescriptionChanged { description: "x".into() },

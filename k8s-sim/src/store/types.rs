@@ -21,7 +21,8 @@ pub struct ResourceType {
 
 impl ResourceType {
     pub(crate) fn new(group: &str, version: &str, plural: &str, kind: &str, namespaced: bool) -> Self {
-        let status = !matches!(plural, "configmaps" | "secrets" | "customresourcedefinitions");
+        let status =
+            !matches!(plural, "configmaps" | "secrets" | "customresourcedefinitions" | "networkpolicies");
         Self {
             group: group.into(),
             version: version.into(),
@@ -53,6 +54,7 @@ pub fn builtin_types() -> Vec<ResourceType> {
         ResourceType::new("", "v1", "pods", "Pod", true),
         ResourceType::new("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim", true),
         ResourceType::new("apps", "v1", "statefulsets", "StatefulSet", true),
+        ResourceType::new("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", true),
         ResourceType::new(
             "apiextensions.k8s.io",
             "v1",

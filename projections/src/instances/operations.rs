@@ -1,8 +1,10 @@
 //! Operations: what a command did (stored once, immutable) and where it is (derived when read from its
 //! instance's observed state).
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
-use domain::observed::ObservedState;
+use domain::{instance::Aspect, observed::ObservedState};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -40,6 +42,11 @@ pub struct OperationRecord {
     pub instance_id: Uuid,
     /// instance version it produced
     pub instance_version: u64,
+    /// the applied aspects it changed, each at the version of its event; it completes when each is
+    /// applied at that version or later (empty: when the whole instance is applied at
+    /// `instance_version`)
+    #[serde(default)]
+    pub aspects: BTreeMap<Aspect, u64>,
     /// stream sequence of its events
     pub sequence: u64,
     /// when it was committed
@@ -77,8 +84,14 @@ pub(crate) fn operation_state(
         return if removed { OperationState::Succeeded } else { OperationState::InProgress };
     }
     let Some(observed) = observed else { return OperationState::InProgress };
-    let applied = observed.observed_generation.unwrap_or(0);
-    if applied >= op.instance_version {
+    // A newer change of the same aspect that was applied first also completes it (it superseded it);
+    // a change of another aspect does not.
+    let applied = if op.aspects.is_empty() {
+        observed.observed_generation.unwrap_or(0) >= op.instance_version
+    } else {
+        op.aspects.iter().all(|(aspect, version)| observed.applied(*aspect) >= *version)
+    };
+    if applied {
         return OperationState::Succeeded;
     }
     if observed.phase == domain::observed::ObservedPhase::Failed

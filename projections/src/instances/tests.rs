@@ -77,6 +77,34 @@ impl Log {
             running_version: None,
             config_hash: None,
             reason: (phase == ObservedPhase::Failed).then(|| "CrashLoopBackOff".into()),
+            applied: None,
+            network: None,
+        };
+        let mut message = ObservedMessage::new(
+            "eu-1",
+            "acme",
+            self.id,
+            self.version,
+            ObservedEvent::InstanceObserved(state),
+        );
+        message.time = DateTime::from_timestamp(1_000 + self.messages.len() as i64, 0).unwrap();
+        self.messages.push((message.subject(), message.to_vec().unwrap()));
+    }
+
+    /// The agent reports each aspect applied at its own generation; ready once everything is.
+    fn observe_aspects(&mut self, applied: domain::instance::Generations, ready: bool) {
+        let state = ObservedState {
+            instance_id: self.id,
+            observed_generation: ready.then_some(self.version),
+            desired_generation: self.version,
+            phase: if ready { ObservedPhase::Ready } else { ObservedPhase::Progressing },
+            ready_replicas: 1,
+            desired_replicas: 1,
+            running_version: None,
+            config_hash: None,
+            reason: None,
+            applied: Some(applied),
+            network: None,
         };
         let mut message = ObservedMessage::new(
             "eu-1",
@@ -196,6 +224,40 @@ fn an_operation_succeeds_once_its_generation_is_observed_and_fails_with_the_agen
     log.observe(Some(2), ObservedPhase::Ready);
     log.fold(&mut model, 3, 4);
     assert_eq!(model.operation("acme", change).unwrap().state, OperationState::Succeeded);
+}
+
+#[test]
+fn each_operation_completes_when_its_own_aspect_is_applied() {
+    use domain::instance::{AclEntry, Aspect, Generations};
+    let mut log = Log::new();
+    log.provision();
+    let upgrade = log.command(
+        OperationKind::Update,
+        vec![InstanceEvent::VersionUpgraded { from: "16".into(), to: "17".into() }],
+    );
+    let acl = |cidr: &str| InstanceEvent::NetworkAccessChanged { entries: vec![AclEntry::new(cidr, "")] };
+    let first_acl = log.command(OperationKind::Update, vec![acl("10.0.0.0/8")]);
+    let second_acl = log.command(OperationKind::Update, vec![acl("192.0.2.0/24")]);
+    // The agent applied the newest ACL (which superseded the first) while the upgrade still rolls.
+    log.observe_aspects(Generations { version: 1, resources: 1, configuration: 1, network_access: 4 }, false);
+    let mut model = ReadModel::default();
+    log.fold(&mut model, 0, log.messages.len());
+    let state = |model: &ReadModel, id| model.operation("acme", id).unwrap().state;
+    assert_eq!(state(&model, second_acl), OperationState::Succeeded);
+    assert_eq!(state(&model, first_acl), OperationState::Succeeded, "superseded on its own aspect");
+    assert_eq!(
+        state(&model, upgrade),
+        OperationState::InProgress,
+        "another aspect's change does not complete it"
+    );
+    let view = model.instance("acme", log.id).unwrap();
+    let health = |aspect| view.status.aspects.iter().find(|(a, _)| *a == aspect).map(|(_, h)| *h);
+    assert_eq!(health(Aspect::NetworkAccess), Some(Health::Healthy));
+    assert_eq!(health(Aspect::Version), Some(Health::Reconciling));
+
+    log.observe_aspects(Generations { version: 2, resources: 1, configuration: 1, network_access: 4 }, true);
+    log.fold(&mut model, log.messages.len() - 1, log.messages.len());
+    assert_eq!(state(&model, upgrade), OperationState::Succeeded);
 }
 
 #[test]

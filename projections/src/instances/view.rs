@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 use streams::EventBatch;
 use uuid::Uuid;
 
-use crate::status::{self, Aspect, Inputs, Status};
+use domain::instance::Generations;
+
+use crate::status::{self, Inputs, Status};
 
 /// Objects of an instance that were changed or deleted outside the control plane and put back.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,8 +39,8 @@ pub struct InstanceView {
     pub updated_at: DateTime<Utc>,
     /// the operation that started deprovisioning, once it did
     pub deprovision_operation: Option<Uuid>,
-    /// generation that last changed each cluster-relevant aspect
-    pub changed_at: [(Aspect, u64); 3],
+    /// generation that last changed each applied aspect
+    pub changed: Generations,
     /// generation at which deprovisioning began
     pub deprovisioning: Option<u64>,
     /// the agent reported every object gone
@@ -58,7 +60,7 @@ impl InstanceView {
     pub(super) fn refresh_status(&mut self, now: DateTime<Utc>) {
         let inputs = Inputs {
             generation: self.version,
-            changed_at: self.changed_at,
+            changed: self.changed,
             deprovisioning: self.deprovisioning,
             removed: self.removed,
             observed: self.observed.as_ref(),
@@ -95,9 +97,7 @@ impl InstanceView {
                 }
                 fresh.instance = instance;
                 fresh.version = version;
-                // Which version changed which aspect is in messages this read did not fetch; none of them
-                // has been observed, so each counts as changed at this version.
-                fresh.changed_at = TRACKED_ASPECTS.map(|(aspect, _)| (aspect, version));
+                fresh.changed = fresh.instance.generations();
                 fresh.refresh_status(updated_at);
                 fresh
             }
@@ -110,14 +110,11 @@ impl InstanceView {
     }
 }
 
-const TRACKED_ASPECTS: [(Aspect, u64); 3] =
-    [(Aspect::Version, 0), (Aspect::Resources, 0), (Aspect::Configuration, 0)];
-
 impl InstanceView {
     pub(super) fn new(time: DateTime<Utc>) -> Self {
         let inputs = Inputs {
             generation: 0,
-            changed_at: TRACKED_ASPECTS,
+            changed: Generations::default(),
             deprovisioning: None,
             removed: false,
             observed: None,
@@ -130,7 +127,7 @@ impl InstanceView {
             created_at: time,
             updated_at: time,
             deprovision_operation: None,
-            changed_at: TRACKED_ASPECTS,
+            changed: Generations::default(),
             deprovisioning: None,
             removed: false,
             observed: None,
@@ -142,28 +139,16 @@ impl InstanceView {
 
     pub(super) fn fold_events(&mut self, events: Vec<InstanceEvent>, batch: &EventBatch, sequence: u64) {
         let generation = batch.last_version();
-        for event in events {
-            let touched: &[Aspect] = match &event {
-                InstanceEvent::InstanceProvisioned(_) => {
-                    &[Aspect::Version, Aspect::Resources, Aspect::Configuration]
-                }
-                InstanceEvent::VersionUpgraded { .. } => &[Aspect::Version],
-                InstanceEvent::PlanChanged { .. } | InstanceEvent::StorageExpanded { .. } => {
-                    &[Aspect::Resources]
-                }
-                InstanceEvent::ConfigurationChanged { .. } => &[Aspect::Configuration],
-                InstanceEvent::DeprovisioningStarted {} => {
-                    self.deprovision_operation = Some(batch.metadata.command_id);
-                    self.deprovisioning = Some(generation);
-                    &[]
-                }
-                InstanceEvent::DescriptionChanged { .. }
-                | InstanceEvent::DeletionProtectionChanged { .. } => &[],
-            };
-            for (aspect, changed) in &mut self.changed_at {
-                if touched.contains(aspect) {
-                    *changed = generation;
-                }
+        for (offset, event) in events.into_iter().enumerate() {
+            // Each event's own version: the aggregate records an aspect's generation per event, and the
+            // agent reports what it applied in those terms.
+            let version = batch.first_version + offset as u64;
+            if let InstanceEvent::DeprovisioningStarted {} = &event {
+                self.deprovision_operation = Some(batch.metadata.command_id);
+                self.deprovisioning = Some(generation);
+            }
+            for aspect in event.aspects() {
+                self.changed.set(*aspect, version);
             }
             self.instance.apply(event);
         }

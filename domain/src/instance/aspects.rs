@@ -1,0 +1,114 @@
+//! Aspects: the parts of an instance that are changed, applied and reported separately, each with its
+//! own generation, so a change completes when *its* aspect is applied (an ACL change does not wait
+//! behind a version upgrade rolling pods).
+
+use serde::{Deserialize, Serialize};
+
+use super::InstanceEvent;
+
+/// A part of an instance tracked on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Aspect {
+    /// service version
+    Version,
+    /// plan: resources, replicas, storage
+    Resources,
+    /// configuration parameters
+    Configuration,
+    /// who may connect: the ACL and the endpoint
+    NetworkAccess,
+    /// deprovisioning (tracked by the read side only; never applied to the cluster as a generation)
+    Deletion,
+}
+
+/// The aspects a cluster applies, each with a generation.
+pub const APPLIED_ASPECTS: [Aspect; 4] =
+    [Aspect::Version, Aspect::Resources, Aspect::Configuration, Aspect::NetworkAccess];
+
+impl Aspect {
+    /// Condition type of the aspect.
+    pub fn condition_type(self) -> &'static str {
+        match self {
+            Self::Version => "VersionApplied",
+            Self::Resources => "ResourcesApplied",
+            Self::Configuration => "ConfigurationApplied",
+            Self::NetworkAccess => "NetworkAccessApplied",
+            Self::Deletion => "Deleted",
+        }
+    }
+
+    /// Wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Version => "version",
+            Self::Resources => "resources",
+            Self::Configuration => "configuration",
+            Self::NetworkAccess => "network_access",
+            Self::Deletion => "deletion",
+        }
+    }
+}
+
+/// Per applied aspect, the instance version (generation) that last changed it. 0: never changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Generations {
+    /// service version
+    pub version: u64,
+    /// resources and storage
+    pub resources: u64,
+    /// configuration
+    pub configuration: u64,
+    /// ACL and endpoint
+    pub network_access: u64,
+}
+
+impl Generations {
+    /// Every aspect at `generation`: what a reader assumes when it cannot know which version changed
+    /// which aspect (nothing is taken as applied before it is).
+    pub fn all(generation: u64) -> Self {
+        Self {
+            version: generation,
+            resources: generation,
+            configuration: generation,
+            network_access: generation,
+        }
+    }
+
+    /// The generation of an applied aspect; `None` for [`Aspect::Deletion`].
+    pub fn get(&self, aspect: Aspect) -> Option<u64> {
+        match aspect {
+            Aspect::Version => Some(self.version),
+            Aspect::Resources => Some(self.resources),
+            Aspect::Configuration => Some(self.configuration),
+            Aspect::NetworkAccess => Some(self.network_access),
+            Aspect::Deletion => None,
+        }
+    }
+
+    /// Records that `aspect` changed at `generation`.
+    pub fn set(&mut self, aspect: Aspect, generation: u64) {
+        match aspect {
+            Aspect::Version => self.version = generation,
+            Aspect::Resources => self.resources = generation,
+            Aspect::Configuration => self.configuration = generation,
+            Aspect::NetworkAccess => self.network_access = generation,
+            Aspect::Deletion => {}
+        }
+    }
+}
+
+impl InstanceEvent {
+    /// The aspects the event changes.
+    pub fn aspects(&self) -> &'static [Aspect] {
+        match self {
+            Self::InstanceProvisioned(_) => &APPLIED_ASPECTS,
+            Self::VersionUpgraded { .. } => &[Aspect::Version],
+            Self::PlanChanged { .. } | Self::StorageExpanded { .. } => &[Aspect::Resources],
+            Self::ConfigurationChanged { .. } => &[Aspect::Configuration],
+            Self::NetworkAccessChanged { .. } => &[Aspect::NetworkAccess],
+            Self::DeprovisioningStarted {} => &[Aspect::Deletion],
+            Self::DescriptionChanged { .. } | Self::DeletionProtectionChanged { .. } => &[],
+        }
+    }
+}

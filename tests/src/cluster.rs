@@ -1,0 +1,40 @@
+//! A simulated Kubernetes cluster with the control plane's agent on it, for end-to-end tests.
+
+use std::{net::SocketAddr, time::Duration};
+
+use cluster_agent::{AgentConfig, Metrics, counting_client};
+use k8s_sim::{Simulator, SimulatorOptions};
+
+use crate::TestApi;
+
+/// A simulator on a loopback port whose workloads take `ready_delay` to become ready.
+pub async fn simulator(ready_delay: Duration) -> (Simulator, SocketAddr) {
+    let sim = Simulator::new(SimulatorOptions { ready_delay, ..SimulatorOptions::default() });
+    let address = sim.serve("127.0.0.1:0".parse().expect("an address")).await.expect("a simulator");
+    (sim, address)
+}
+
+/// Runs the agent of `cluster` against the API server at `address`, on the API's nats-server, until the
+/// returned task is aborted.
+pub async fn agent(
+    api: &TestApi,
+    cluster: &str,
+    address: SocketAddr,
+) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+    let metrics = Metrics::default();
+    let config = AgentConfig {
+        cluster: cluster.into(),
+        client: counting_client(
+            kube::Config::new(format!("http://{address}").parse().expect("a URL")),
+            &metrics,
+        )
+        .expect("a client"),
+        nats: async_nats::connect(api.nats_server.url()).await.expect("nats"),
+        settings: streams::Settings::default(),
+        concurrency: 8,
+        resync: Duration::from_secs(300),
+        install_crd: true,
+        metrics,
+    };
+    tokio::spawn(cluster_agent::run(config))
+}
