@@ -153,6 +153,9 @@ pub struct ManagedInstanceStatus {
     /// hash of the configuration applied
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_hash: Option<String>,
+    /// the configuration applied
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<BTreeMap<String, serde_json::Value>>,
     /// failure reason
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,

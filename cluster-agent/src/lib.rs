@@ -112,11 +112,13 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     }
     let config = Arc::new(config);
     let desired = Arc::new(mirror::Desired::default());
-    let mirror = tokio::spawn(mirror::run(config.clone(), desired.clone()));
-    let controller = tokio::spawn(controller::run(config.clone(), desired));
-    tokio::select! {
-        result = mirror => result??,
-        result = controller => result??,
+    // A JoinSet aborts its tasks when dropped: when one half stops, or when the caller drops or aborts
+    // this future, the other half stops too instead of running on detached.
+    let mut halves = tokio::task::JoinSet::new();
+    halves.spawn(mirror::run(config.clone(), desired.clone()));
+    halves.spawn(controller::run(config.clone(), desired));
+    if let Some(stopped) = halves.join_next().await {
+        stopped??;
     }
     Ok(())
 }

@@ -143,7 +143,11 @@ pub(crate) async fn run(config: Arc<AgentConfig>, desired: Arc<Desired>) -> anyh
         })
         .await;
     tracing::info!(cluster = %config.cluster, instances = lock(&desired.instances).len(), "desired state rebuilt");
-    tokio::spawn(restore_deleted_mirrors(config.clone(), desired.clone()));
+    // Owned by this future: it stops when the mirror does, not detached.
+    let _restorer = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(restore_deleted_mirrors(
+        config.clone(),
+        desired.clone(),
+    )));
 
     // 2. Follow the cluster's subjects with a durable consumer; ack once mirrored.
     let messages = follow_cluster(&stream, &config.cluster).await.map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -27,7 +27,7 @@ pub use self::{
     upcasters::upcasters,
 };
 use crate::{
-    catalog::{Catalog, Config, ConfigValue, Resources, ServiceType},
+    catalog::{ApplyMode, Catalog, Config, ConfigValue, Resources, ServiceType},
     names::{NameRegistry, NameReservationError},
 };
 
@@ -327,8 +327,13 @@ impl Instance {
             }
             check_config(offering, &config, Some(&spec.config))?;
             if !changed.is_empty() {
-                // `changes` is a BTreeMap: `changed` is sorted.
-                events.push(InstanceEvent::ConfigurationChanged { config, changed });
+                // `changes` is a BTreeMap: `changed` is sorted, and so is `restart`.
+                let restart = changed
+                    .iter()
+                    .filter(|k| offering.config_key(k).is_some_and(|key| key.apply == ApplyMode::Restart))
+                    .cloned()
+                    .collect();
+                events.push(InstanceEvent::ConfigurationChanged { config, changed, restart });
             }
         }
         if let Some(description) = cmd.description.filter(|d| *d != spec.description) {

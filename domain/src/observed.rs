@@ -41,6 +41,9 @@ pub struct ObservedState {
     pub running_version: Option<String>,
     /// hash of the configuration applied, once a rollout completed
     pub config_hash: Option<String>,
+    /// the configuration applied (the one `config_hash` describes). Added to schema 1 with a default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<std::collections::BTreeMap<String, serde_json::Value>>,
     /// why it fails, when it does
     pub reason: Option<String>,
     /// per applied aspect, the generation of it the cluster has applied (0: none yet). Added to schema 1
@@ -84,7 +87,7 @@ pub struct Endpoint {
 #[serde(tag = "type", content = "data")]
 pub enum ObservedEvent {
     /// the observed state changed
-    InstanceObserved(ObservedState),
+    InstanceObserved(Box<ObservedState>),
     /// objects edited outside the control plane were put back
     DriftHealed {
         /// instance

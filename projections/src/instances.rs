@@ -189,7 +189,7 @@ impl ReadModel {
             return Ok(false);
         }
         match message.event {
-            ObservedEvent::InstanceObserved(state) => view.observed = Some(state),
+            ObservedEvent::InstanceObserved(state) => view.observed = Some(*state),
             ObservedEvent::InstanceRemoved { .. } => view.removed = true,
             // Shown beside the status; it changes nothing the status is computed from.
             ObservedEvent::DriftHealed { objects, .. } => {

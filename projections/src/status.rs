@@ -60,6 +60,10 @@ pub struct Status {
     pub aspects: Vec<(Aspect, Health)>,
     /// failure reason reported by the agent
     pub reason: Option<String>,
+    /// configuration parameters that wait for a restart of the service to apply, while the
+    /// configuration is not applied
+    #[serde(default)]
+    pub pending_restart: Vec<String>,
     /// Ready plus one condition per aspect
     pub conditions: Vec<Condition>,
 }
@@ -71,6 +75,8 @@ pub struct Inputs<'a> {
     pub generation: u64,
     /// generation that last changed each applied aspect
     pub changed: Generations,
+    /// restart parameters changed since the configuration was last applied
+    pub restart_pending: &'a std::collections::BTreeSet<String>,
     /// deprovisioning began at this generation
     pub deprovisioning: Option<u64>,
     /// the agent reported every object gone
@@ -148,7 +154,11 @@ pub fn compute(inputs: Inputs<'_>, previous: Option<&Status>, now: DateTime<Utc>
             observed_generation: inputs.generation,
         });
     }
-    Status { state, aspects, reason, conditions }
+    let configuration_applied =
+        aspects.iter().any(|(a, h)| *a == Aspect::Configuration && *h == Health::Healthy);
+    let pending_restart =
+        if configuration_applied { Vec::new() } else { inputs.restart_pending.iter().cloned().collect() };
+    Status { state, aspects, reason, pending_restart, conditions }
 }
 
 #[cfg(test)]
@@ -170,13 +180,17 @@ mod tests {
             reason: (phase == ObservedPhase::Failed).then(|| "CrashLoopBackOff".into()),
             applied: None,
             network: None,
+            config: None,
         }
     }
+
+    static NONE: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
 
     fn inputs(observed: Option<&ObservedState>) -> Inputs<'_> {
         Inputs {
             generation: 3,
             changed: Generations { version: 1, resources: 3, configuration: 1, network_access: 1 },
+            restart_pending: &NONE,
             deprovisioning: None,
             removed: false,
             observed,

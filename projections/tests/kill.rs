@@ -155,13 +155,14 @@ async fn a_projector_killed_mid_stream_ends_equal_to_a_clean_rebuild() {
                                 reason: None,
                                 applied: None,
                                 network: None,
+                                config: None,
                             };
                             let message = ObservedMessage::new(
                                 "eu-1",
                                 "acme",
                                 id,
                                 1,
-                                ObservedEvent::InstanceObserved(state),
+                                ObservedEvent::InstanceObserved(Box::new(state)),
                             );
                             jetstream
                                 .publish(message.subject(), message.to_vec().unwrap().into())

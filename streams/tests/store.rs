@@ -546,7 +546,7 @@ async fn a_stream_holding_schema_1_configuration_changes_still_reads() {
     let committed =
         fresh.execute("acme", id, update, Some(2), meta(domain::OperationKind::Update)).await.unwrap();
     let message = topology.events.direct_get(committed.stream_sequence.unwrap()).await.unwrap();
-    assert_eq!(message.headers.get(headers::SCHEMA_VERSION).map(|v| v.as_str()), Some("2"));
+    assert_eq!(message.headers.get(headers::SCHEMA_VERSION).map(|v| v.as_str()), Some("3"));
 }
 
 /// A schema newer than this build writes is refused, not read with its new fields dropped.

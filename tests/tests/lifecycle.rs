@@ -95,7 +95,7 @@ async fn an_instance_lives_through_create_get_update_list_and_delete() {
         header(headers::EVENT_TYPE).as_deref(),
         Some("VersionUpgraded,PlanChanged,ConfigurationChanged")
     );
-    assert_eq!(header(headers::SCHEMA_VERSION).as_deref(), Some("1,1,2"), "ConfigurationChanged is schema 2");
+    assert_eq!(header(headers::SCHEMA_VERSION).as_deref(), Some("1,1,3"), "ConfigurationChanged is schema 3");
     assert_eq!(header(headers::COMMAND_ID), Some(updated.body["id"].as_str().unwrap().to_owned()));
     assert_eq!(header(headers::OPERATION).as_deref(), Some("update"));
     assert_eq!(header(headers::AGGREGATE_VERSION).as_deref(), Some("4"));

@@ -311,6 +311,7 @@ impl From<&InstanceView> for Instance {
                 desired_replicas: o.desired_replicas,
                 running_version: o.running_version.clone(),
                 config_hash: o.config_hash.clone(),
+                config: o.config.clone(),
                 reason: o.reason.clone(),
                 acl: o.network.as_ref().map(|n| n.acl.clone()),
                 reported_at: view.observed_at,

@@ -66,6 +66,10 @@ pub struct InstanceStatus {
     /// failure reason reported by the cluster
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// configuration parameters (the catalog's `restart` ones) changed but waiting for the service's
+    /// restart to apply; empty once the cluster has applied the configuration
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pending_restart: Vec<String>,
     /// Ready plus one condition per aspect
     pub conditions: Vec<Condition>,
 }
@@ -76,6 +80,7 @@ impl From<&projections::Status> for InstanceStatus {
             state: s.state.into(),
             aspects: s.aspects.iter().map(|(a, h)| (a.as_str().to_owned(), (*h).into())).collect(),
             reason: s.reason.clone(),
+            pending_restart: s.pending_restart.clone(),
             conditions: s
                 .conditions
                 .iter()
@@ -120,6 +125,10 @@ pub struct Observed {
     /// hash of the configuration applied
     #[serde(skip_serializing_if = "Option::is_none")]
     pub config_hash: Option<String>,
+    /// the configuration applied (the one `config_hash` describes)
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<BTreeMap<String, Object>>)]
+    pub config: Option<BTreeMap<String, serde_json::Value>>,
     /// failure reason
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,

@@ -112,7 +112,8 @@ pub(super) async fn apply(mi: Arc<ManagedInstance>, ctx: &Context) -> Result<Act
     let observed = observe::observe(&mi, ctx, &desired, storage_failure);
     let status = observe::status_of(&mi, &observed);
     if last.as_ref().is_none_or(|s| !observe::same_status(s, &status)) {
-        publish(&ctx.config, &ctx.jetstream, about(&mi), ObservedEvent::InstanceObserved(observed)).await?;
+        publish(&ctx.config, &ctx.jetstream, about(&mi), ObservedEvent::InstanceObserved(Box::new(observed)))
+            .await?;
         let api: Api<ManagedInstance> = Api::namespaced(ctx.config.client.clone(), &namespace);
         let patch =
             json!({"apiVersion": "cp.example.com/v1alpha1", "kind": "ManagedInstance", "status": status});

@@ -178,6 +178,7 @@ pub(super) fn observe(
         desired_replicas: mi.spec.replicas,
         running_version: if ready { Some(mi.spec.version.clone()) } else { previous.running_version },
         config_hash: if ready { Some(render::config_hash(&mi.spec.config)) } else { previous.config_hash },
+        config: if ready { Some(mi.spec.config.clone()) } else { previous.config },
         reason,
         applied: Some(applied.into()),
         network: Some(ObservedNetwork {
@@ -224,6 +225,7 @@ pub(super) fn status_of(mi: &ManagedInstance, observed: &ObservedState) -> Manag
         ready_replicas: observed.ready_replicas,
         running_version: observed.running_version.clone(),
         config_hash: observed.config_hash.clone(),
+        config: observed.config.clone(),
         reason: observed.reason.clone(),
         applied: observed.applied.map(AspectGenerations::from),
         acl: observed.network.as_ref().map(|n| n.acl.clone()),

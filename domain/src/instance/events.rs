@@ -43,14 +43,17 @@ pub enum InstanceEvent {
         /// new size
         to_gib: u32,
     },
-    /// configuration changed; carries the whole resulting configuration (schema 2; schema 1 had no
-    /// `changed`)
+    /// configuration changed; carries the whole resulting configuration (schema 3; schema 1 had no
+    /// `changed`, schema 2 no `restart`)
     ConfigurationChanged {
         /// configuration after the change
         config: Config,
-        /// the parameters the change set, changed or removed, sorted: what a reader must apply (some
-        /// take a restart). Events of schema 1 are read with every parameter of `config` here.
+        /// the parameters the change set, changed or removed, sorted: what a reader must apply. Events of
+        /// schema 1 are read with every parameter of `config` here.
         changed: Vec<String>,
+        /// those of `changed` that take a restart of the service to apply (the catalog's `restart` mode),
+        /// sorted. Events of schema 1 and 2 are read with all of `changed` here.
+        restart: Vec<String>,
     },
     /// the network ACL changed; carries the whole resulting set, sorted by CIDR
     NetworkAccessChanged {
@@ -120,7 +123,7 @@ impl InstanceEvent {
     /// change, beside an upcaster from the previous one.
     pub fn schema(&self) -> &'static str {
         match self {
-            Self::ConfigurationChanged { .. } => "2",
+            Self::ConfigurationChanged { .. } => "3",
             Self::InstanceProvisioned(_)
             | Self::VersionUpgraded { .. }
             | Self::PlanChanged { .. }

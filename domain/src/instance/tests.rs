@@ -249,6 +249,8 @@ fn config_changes_merge_and_carry_the_whole_result() {
         .then_expect_events(vec![InstanceEvent::ConfigurationChanged {
             config: config([("track_io_timing", ConfigValue::Bool(true))]),
             changed: vec!["max_connections".into(), "track_io_timing".into()],
+            // max_connections takes a restart (PostgreSQL's postmaster context); track_io_timing does not
+            restart: vec!["max_connections".into()],
         }]);
 }
 
@@ -282,6 +284,7 @@ fn a_config_change_names_only_the_parameters_whose_value_moved() {
                 config
             },
             changed: vec!["track_io_timing".into()],
+            restart: vec![],
         }]);
 }
 
@@ -359,6 +362,7 @@ fn events_round_trip_through_their_wire_form() {
         InstanceEvent::ConfigurationChanged {
             config: config([("wal_level", ConfigValue::Text("logical".into()))]),
             changed: vec!["wal_level".into()],
+            restart: vec!["wal_level".into()],
         },
         InstanceEvent::DeprovisioningStarted {},
     ];
@@ -418,10 +422,11 @@ fn every_event_s_name_schema_and_wire_form_are_frozen() {
             InstanceEvent::ConfigurationChanged {
                 config: config([("wal_level", ConfigValue::Text("logical".into()))]),
                 changed: vec!["wal_level".into()],
+                restart: vec!["wal_level".into()],
             },
-            "2",
+            "3",
             serde_json::json!({"type": "ConfigurationChanged",
-                "data": {"config": {"wal_level": "logical"}, "changed": ["wal_level"]}}),
+                "data": {"config": {"wal_level": "logical"}, "changed": ["wal_level"], "restart": ["wal_level"]}}),
         ),
         (
             InstanceEvent::NetworkAccessChanged { entries: vec![AclEntry::new("10.0.0.0/8", "office")] },

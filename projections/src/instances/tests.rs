@@ -79,13 +79,14 @@ impl Log {
             reason: (phase == ObservedPhase::Failed).then(|| "CrashLoopBackOff".into()),
             applied: None,
             network: None,
+            config: None,
         };
         let mut message = ObservedMessage::new(
             "eu-1",
             "acme",
             self.id,
             self.version,
-            ObservedEvent::InstanceObserved(state),
+            ObservedEvent::InstanceObserved(Box::new(state)),
         );
         message.time = DateTime::from_timestamp(1_000 + self.messages.len() as i64, 0).unwrap();
         self.messages.push((message.subject(), message.to_vec().unwrap()));
@@ -105,13 +106,14 @@ impl Log {
             reason: None,
             applied: Some(applied),
             network: None,
+            config: None,
         };
         let mut message = ObservedMessage::new(
             "eu-1",
             "acme",
             self.id,
             self.version,
-            ObservedEvent::InstanceObserved(state),
+            ObservedEvent::InstanceObserved(Box::new(state)),
         );
         message.time = DateTime::from_timestamp(1_000 + self.messages.len() as i64, 0).unwrap();
         self.messages.push((message.subject(), message.to_vec().unwrap()));

@@ -1,6 +1,8 @@
 //! The record of one instance: its folded desired state, what its cluster last reported, its status,
 //! and the last drift its agent healed.
 
+use std::collections::BTreeSet;
+
 use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate;
 use domain::{Instance, InstanceEvent, instance::InstanceSpec, observed::ObservedState};
@@ -41,6 +43,9 @@ pub struct InstanceView {
     pub deprovision_operation: Option<Uuid>,
     /// generation that last changed each applied aspect
     pub changed: Generations,
+    /// restart parameters changed since the configuration was last applied: they wait for a restart
+    #[serde(default)]
+    pub restart_pending: BTreeSet<String>,
     /// generation at which deprovisioning began
     pub deprovisioning: Option<u64>,
     /// the agent reported every object gone
@@ -61,11 +66,16 @@ impl InstanceView {
         let inputs = Inputs {
             generation: self.version,
             changed: self.changed,
+            restart_pending: &self.restart_pending,
             deprovisioning: self.deprovisioning,
             removed: self.removed,
             observed: self.observed.as_ref(),
         };
         self.status = status::compute(inputs, Some(&self.status), now);
+        if self.status.pending_restart.is_empty() {
+            // Applied: the restart these waited for has been observed.
+            self.restart_pending.clear();
+        }
     }
 
     /// The record a reader shows for an instance whose desired state it has read from the stream
@@ -115,6 +125,7 @@ impl InstanceView {
         let inputs = Inputs {
             generation: 0,
             changed: Generations::default(),
+            restart_pending: &BTreeSet::new(),
             deprovisioning: None,
             removed: false,
             observed: None,
@@ -128,6 +139,7 @@ impl InstanceView {
             updated_at: time,
             deprovision_operation: None,
             changed: Generations::default(),
+            restart_pending: BTreeSet::new(),
             deprovisioning: None,
             removed: false,
             observed: None,
@@ -143,6 +155,9 @@ impl InstanceView {
             // Each event's own version: the aggregate records an aspect's generation per event, and the
             // agent reports what it applied in those terms.
             let version = batch.first_version + offset as u64;
+            if let InstanceEvent::ConfigurationChanged { restart, .. } = &event {
+                self.restart_pending.extend(restart.iter().cloned());
+            }
             if let InstanceEvent::DeprovisioningStarted {} = &event {
                 self.deprovision_operation = Some(batch.metadata.command_id);
                 self.deprovisioning = Some(generation);
