@@ -38,6 +38,14 @@ struct Config {
     /// faster on one server that does not fsync every write)
     #[arg(long, env = "CP_COMMIT_MODE", value_enum, default_value_t = CommitModeArg::Grouped)]
     commit_mode: CommitModeArg,
+    /// the service catalog (YAML or JSON, `format: 1`): what may be provisioned, on which plans, with
+    /// which parameters; the built-in one when absent. Checked whole at start: a bad file stops the
+    /// process with every problem named.
+    #[arg(long, env = "CP_CATALOG")]
+    catalog: Option<std::path::PathBuf>,
+    /// print the built-in catalog as JSON (a starting point for `--catalog`) and exit
+    #[arg(long)]
+    print_builtin_catalog: bool,
     /// log as JSON lines
     #[arg(long, env = "CP_LOG_JSON")]
     log_json: bool,
@@ -52,6 +60,12 @@ enum CommitModeArg {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
+    if config.print_builtin_catalog {
+        println!("{}", serde_json::to_string_pretty(domain::Catalog::builtin())?);
+        return Ok(());
+    }
+    // Before anything else: a bad catalog stops the process at once, naming every problem.
+    let catalog = config.catalog.as_deref().map(api::catalog_file::load).transpose()?;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,async_nats=warn"));
     let registry = tracing_subscriber::registry().with(filter);
     if config.log_json {
@@ -74,7 +88,11 @@ async fn main() -> anyhow::Result<()> {
         CommitModeArg::OneByOne => CommitMode::OneByOne,
     };
     let settings = Settings { replicas: config.replicas, commit_mode, ..Settings::default() };
-    let state = AppState::start(nats, &settings).await.context("starting the control plane")?;
+    let mut state = AppState::start(nats, &settings).await.context("starting the control plane")?;
+    if let Some(catalog) = catalog {
+        tracing::info!(services = catalog.services.len(), "catalog loaded");
+        state = state.with_catalog(std::sync::Arc::new(catalog));
+    }
     for pair in &config.clusters {
         let (name, region) =
             pair.split_once('=').with_context(|| format!("CP_CLUSTERS entry {pair:?} is not name=region"))?;

@@ -30,8 +30,12 @@ pub struct ApiDoc;
 
 /// The document as served: the generated one with every rule a schema can express, the registered
 /// clusters and regions among them.
-pub fn document(generated: &utoipa::openapi::OpenApi, clusters: &[domain::Cluster]) -> serde_json::Value {
+pub fn document(
+    generated: &utoipa::openapi::OpenApi,
+    clusters: &[domain::Cluster],
+    catalog: &domain::Catalog,
+) -> serde_json::Value {
     let mut document = serde_json::to_value(generated).unwrap_or_default();
-    rules::apply(&mut document, clusters);
+    rules::apply(&mut document, clusters, catalog);
     document
 }

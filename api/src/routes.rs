@@ -59,7 +59,7 @@ pub fn app(state: AppState) -> Router {
         .route(
             "/openapi.json",
             axum::routing::get(move |State(state): State<AppState>| async move {
-                Json(crate::openapi::document(&spec, &state.clusters.list()))
+                Json(crate::openapi::document(&spec, &state.clusters.list(), state.catalog()))
             }),
         )
         .route("/metrics", axum::routing::get(crate::metrics::serve))

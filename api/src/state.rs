@@ -90,6 +90,18 @@ impl AppState {
         })))
     }
 
+    /// The same state, with commands checked against `catalog` (and the catalog routes and the OpenAPI
+    /// document serving it) instead of the built-in one.
+    pub fn with_catalog(&self, catalog: Arc<domain::Catalog>) -> Self {
+        let commands = self.commands.clone().with_catalog(catalog);
+        Self(Arc::new(Shared { commands, ..Shared::clone(&self.0) }))
+    }
+
+    /// The catalog this API serves and checks commands against.
+    pub fn catalog(&self) -> &domain::Catalog {
+        self.commands.catalog()
+    }
+
     /// The same state, but reads wait at most `read_wait` for the read models.
     pub fn with_read_wait(&self, read_wait: Duration) -> Self {
         Self(Arc::new(Shared { read_wait, ..Shared::clone(&self.0) }))

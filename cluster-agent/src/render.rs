@@ -491,17 +491,19 @@ mod tests {
     fn every_postgresql_catalog_parameter_renders_to_a_postgresql_setting() {
         let known =
             ["max_connections", "work_mem", "log_min_duration_statement", "track_io_timing", "wal_level"];
-        for key in Catalog::offering(ServiceType::Postgresql)
+        for key in Catalog::builtin()
+            .offering(ServiceType::Postgresql)
+            .unwrap()
             .config_keys
             .iter()
             .filter(|k| k.name != "data_checksums")
         {
-            let value = match key.kind {
+            let value = match &key.kind {
                 ConfigKind::Integer { max, .. } => json!(max),
                 ConfigKind::Boolean => json!(true),
-                ConfigKind::OneOf(values) => json!(values[0]),
+                ConfigKind::OneOf { values } => json!(values[0]),
             };
-            let (name, _) = postgres_parameter(key.name, &value);
+            let (name, _) = postgres_parameter(&key.name, &value);
             assert!(
                 known.contains(&name.as_str()),
                 "{} renders to {name}, not a known PostgreSQL setting",

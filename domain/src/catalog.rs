@@ -1,10 +1,28 @@
 //! The service catalog: which services are offered, in which versions, on which plans, with which
-//! configuration keys. It is code, not data, so that every rule that depends on it is checked by the
-//! compiler and by the aggregate's tests.
+//! configuration parameters. It is data: a versioned file (`format` 1) an operator may replace to offer
+//! other versions, plans or parameters without recompiling, checked whole when it is loaded
+//! (`catalog/validate.rs`); the built-in one (`catalog/builtin.json`) is the default. The services
+//! themselves are code (the agent renders each), so a catalog may offer fewer services, never others.
+//!
+//! Apply modes of the built-in catalog. PostgreSQL parameters go to CloudNativePG's
+//! `postgresql.parameters`: "the cluster instances will immediately reload the configuration to apply the
+//! changes. If the change involves a parameter requiring a restart, the operator will perform a rolling
+//! upgrade" (CloudNativePG v1.30.0, docs/src/postgresql_conf.md, *Changing configuration*); which
+//! parameters need a restart is PostgreSQL's `postmaster` context (PostgreSQL docs, *Server
+//! Configuration*: max_connections and wal_level are postmaster; work_mem is user;
+//! log_min_duration_statement and track_io_timing are superuser). Defaults are what the service runs
+//! with when a parameter is unset, under CloudNativePG for PostgreSQL (`wal_level` is `logical` there:
+//! v1.30.0 `pkg/postgres/configuration.go`, `CnpgConfigurationSettings`). The other services read their
+//! configuration file at start, and the agent rolls their pods when it changes (the pod template carries
+//! the configuration's hash), so every change of theirs is a restart.
 
-use std::{cmp::Ordering, collections::BTreeMap, fmt, str::FromStr};
+mod validate;
+
+use std::{cmp::Ordering, collections::BTreeMap, fmt, str::FromStr, sync::LazyLock};
 
 use serde::{Deserialize, Serialize};
+
+pub use validate::CatalogError;
 
 /// A managed service offered by the control plane.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -82,7 +100,8 @@ impl FromStr for Version {
 }
 
 /// How a service may move between versions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum UpgradePath {
     /// any newer offered version (PostgreSQL's `pg_upgrade`, Grafana, InfluxDB 2.x)
     AnyNewer,
@@ -102,18 +121,21 @@ pub struct Resources {
 }
 
 /// A plan: resources plus the storage an instance on it starts with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Plan {
-    /// plan name, unique per service
-    pub name: &'static str,
+    /// plan name, unique per service (a DNS-1123 label)
+    pub name: String,
     /// resources per replica
+    #[serde(flatten)]
     pub resources: Resources,
     /// storage an instance gets when none is asked for, in GiB; also the minimum
     pub storage_gib: u32,
 }
 
-/// The kind of value a configuration key takes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The kind of value a configuration parameter takes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ConfigKind {
     /// integer within an inclusive range
     Integer {
@@ -125,7 +147,10 @@ pub enum ConfigKind {
     /// `true` or `false`
     Boolean,
     /// one of a fixed set of strings
-    OneOf(&'static [&'static str]),
+    OneOf {
+        /// the allowed values
+        values: Vec<String>,
+    },
 }
 
 /// How a change of a configuration parameter reaches the running service, as the control plane applies it.
@@ -140,21 +165,21 @@ pub enum ApplyMode {
     Immutable,
 }
 
-/// A configuration key a service accepts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A configuration parameter a service accepts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ConfigKey {
-    /// key name
-    pub name: &'static str,
+    /// parameter name (`a-z`, `0-9`, `_`, starting with a letter)
+    pub name: String,
     /// value kind
     pub kind: ConfigKind,
     /// how a change applies
     pub apply: ApplyMode,
     /// what it sets, for people
-    pub description: &'static str,
-}
-
-const fn key(name: &'static str, kind: ConfigKind, apply: ApplyMode, description: &'static str) -> ConfigKey {
-    ConfigKey { name, kind, apply, description }
+    pub description: String,
+    /// the value the service runs with while the parameter is not set, when known
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<ConfigValue>,
 }
 
 /// A configuration value. Only scalars: services are configured by flat key/value settings.
@@ -173,176 +198,71 @@ pub enum ConfigValue {
 pub type Config = BTreeMap<String, ConfigValue>;
 
 /// Everything the catalog says about one service.
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ServiceOffering {
     /// the service
     pub service: ServiceType,
     /// offered versions, oldest first
-    pub versions: &'static [&'static str],
+    pub versions: Vec<String>,
     /// how upgrades may move
     pub upgrade_path: UpgradePath,
     /// offered plans
-    pub plans: &'static [Plan],
-    /// accepted configuration keys
-    pub config_keys: &'static [ConfigKey],
+    pub plans: Vec<Plan>,
+    /// accepted configuration parameters
+    #[serde(rename = "parameters")]
+    pub config_keys: Vec<ConfigKey>,
 }
 
-const fn plan(name: &'static str, cpu_millis: u32, memory_mib: u32, replicas: u32, storage_gib: u32) -> Plan {
-    Plan { name, resources: Resources { cpu_millis, memory_mib, replicas }, storage_gib }
+/// The catalog file's format this build reads.
+pub const CATALOG_FORMAT: u32 = 1;
+
+/// The catalog: every offered service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Catalog {
+    /// file format, [`CATALOG_FORMAT`]
+    pub format: u32,
+    /// the offered services, each once
+    pub services: Vec<ServiceOffering>,
 }
 
-const DATABASE_PLANS: &[Plan] = &[
-    plan("starter", 500, 1024, 1, 10),
-    plan("standard", 2000, 8192, 1, 50),
-    plan("ha", 2000, 8192, 3, 100),
-    plan("ha-large", 8000, 32768, 3, 500),
-];
-const GRAFANA_PLANS: &[Plan] = &[plan("starter", 250, 512, 1, 1), plan("ha", 1000, 2048, 2, 5)];
-const LOG_LEVELS: &[&str] = &["debug", "info", "warn", "error"];
-
-// Apply modes. PostgreSQL parameters go to CloudNativePG's `postgresql.parameters`: "the cluster instances
-// will immediately reload the configuration to apply the changes. If the change involves a parameter
-// requiring a restart, the operator will perform a rolling upgrade" (CloudNativePG v1.30.0,
-// docs/src/postgresql_conf.md, *Changing configuration*); which parameters need a restart is PostgreSQL's
-// `postmaster` context (PostgreSQL docs, *Server Configuration*: max_connections and wal_level are
-// postmaster; work_mem is user; log_min_duration_statement and track_io_timing are superuser). The other
-// services read their configuration file at start, and the agent rolls their pods when it changes (the
-// pod template carries the configuration's hash), so every change of theirs is a restart.
-const OFFERINGS: [ServiceOffering; 4] = [
-    ServiceOffering {
-        service: ServiceType::Postgresql,
-        versions: &["14", "15", "16", "17"],
-        upgrade_path: UpgradePath::AnyNewer,
-        plans: DATABASE_PLANS,
-        config_keys: &[
-            key(
-                "max_connections",
-                ConfigKind::Integer { min: 10, max: 5000 },
-                ApplyMode::Restart,
-                "maximum concurrent connections",
-            ),
-            key(
-                "work_mem_kib",
-                ConfigKind::Integer { min: 64, max: 2_097_152 },
-                ApplyMode::Dynamic,
-                "memory per sort or hash operation before spilling to disk, in KiB",
-            ),
-            key(
-                "log_min_duration_statement_ms",
-                ConfigKind::Integer { min: -1, max: 3_600_000 },
-                ApplyMode::Dynamic,
-                "log statements running at least this long, in ms (-1: off)",
-            ),
-            key("track_io_timing", ConfigKind::Boolean, ApplyMode::Dynamic, "collect timing of I/O calls"),
-            key(
-                "data_checksums",
-                ConfigKind::Boolean,
-                ApplyMode::Immutable,
-                "checksums on data pages, chosen when the database is created (initdb -k)",
-            ),
-            key(
-                "wal_level",
-                ConfigKind::OneOf(&["replica", "logical"]),
-                ApplyMode::Restart,
-                "how much information is written to the WAL",
-            ),
-        ],
-    },
-    ServiceOffering {
-        service: ServiceType::Mongodb,
-        versions: &["6.0", "7.0", "8.0"],
-        upgrade_path: UpgradePath::OneMajorAtATime,
-        plans: DATABASE_PLANS,
-        config_keys: &[
-            key(
-                "max_incoming_connections",
-                ConfigKind::Integer { min: 10, max: 65536 },
-                ApplyMode::Restart,
-                "maximum simultaneous connections",
-            ),
-            key(
-                "slow_op_threshold_ms",
-                ConfigKind::Integer { min: 0, max: 3_600_000 },
-                ApplyMode::Restart,
-                "operations slower than this are logged as slow, in ms",
-            ),
-            key(
-                "profiling_level",
-                ConfigKind::OneOf(&["off", "slow_op", "all"]),
-                ApplyMode::Restart,
-                "which operations the database profiler records",
-            ),
-        ],
-    },
-    ServiceOffering {
-        service: ServiceType::Influxdb,
-        versions: &["2.6", "2.7"],
-        upgrade_path: UpgradePath::AnyNewer,
-        plans: DATABASE_PLANS,
-        config_keys: &[
-            key(
-                "query_concurrency",
-                ConfigKind::Integer { min: 0, max: 1024 },
-                ApplyMode::Restart,
-                "queries allowed to run at once (0: unlimited)",
-            ),
-            key("log_level", ConfigKind::OneOf(LOG_LEVELS), ApplyMode::Restart, "log verbosity"),
-            key(
-                "reporting_disabled",
-                ConfigKind::Boolean,
-                ApplyMode::Restart,
-                "stop sending usage statistics",
-            ),
-        ],
-    },
-    ServiceOffering {
-        service: ServiceType::Grafana,
-        versions: &["10.4", "11.6", "12.2"],
-        upgrade_path: UpgradePath::AnyNewer,
-        plans: GRAFANA_PLANS,
-        config_keys: &[
-            key("log_level", ConfigKind::OneOf(LOG_LEVELS), ApplyMode::Restart, "log verbosity"),
-            key("allow_sign_up", ConfigKind::Boolean, ApplyMode::Restart, "let visitors create accounts"),
-            key(
-                "anonymous_enabled",
-                ConfigKind::Boolean,
-                ApplyMode::Restart,
-                "allow access without signing in",
-            ),
-        ],
-    },
-];
-
-/// Read access to the catalog.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Catalog;
+static BUILTIN: LazyLock<Catalog> = LazyLock::new(|| {
+    let catalog: Catalog =
+        serde_json::from_str(include_str!("catalog/builtin.json")).expect("the built-in catalog parses");
+    catalog.validated().expect("the built-in catalog is valid")
+});
 
 impl Catalog {
-    /// The offering of a service.
-    pub fn offering(service: ServiceType) -> &'static ServiceOffering {
-        // OFFERINGS is in ServiceType::ALL order; the test below keeps it so.
-        &OFFERINGS[service as usize]
+    /// The catalog this build ships (`catalog/builtin.json`; a test keeps it valid).
+    pub fn builtin() -> &'static Catalog {
+        &BUILTIN
     }
 
-    /// All offerings.
-    pub fn offerings() -> &'static [ServiceOffering] {
-        &OFFERINGS
+    /// The offering of a service, if the catalog offers it.
+    pub fn offering(&self, service: ServiceType) -> Option<&ServiceOffering> {
+        self.services.iter().find(|o| o.service == service)
+    }
+
+    /// All offerings, in the catalog's order.
+    pub fn offerings(&self) -> &[ServiceOffering] {
+        &self.services
     }
 }
 
 impl ServiceOffering {
     /// The plan called `name`, if offered.
-    pub fn plan(&self, name: &str) -> Option<&'static Plan> {
+    pub fn plan(&self, name: &str) -> Option<&Plan> {
         self.plans.iter().find(|p| p.name == name)
     }
 
     /// Whether `version` is offered.
     pub fn offers_version(&self, version: &str) -> bool {
-        self.versions.contains(&version)
+        self.versions.iter().any(|v| v == version)
     }
 
-    /// The configuration key called `name`, if accepted.
-    pub fn config_key(&self, name: &str) -> Option<&'static ConfigKey> {
+    /// The configuration parameter called `name`, if accepted.
+    pub fn config_key(&self, name: &str) -> Option<&ConfigKey> {
         self.config_keys.iter().find(|k| k.name == name)
     }
 }
@@ -355,8 +275,8 @@ impl ConfigKind {
             (Self::Integer { min, max }, _) => Err(format!("must be an integer from {min} to {max}")),
             (Self::Boolean, ConfigValue::Bool(_)) => Ok(()),
             (Self::Boolean, _) => Err("must be a boolean".to_owned()),
-            (Self::OneOf(allowed), ConfigValue::Text(v)) if allowed.contains(&v.as_str()) => Ok(()),
-            (Self::OneOf(allowed), _) => Err(format!("must be one of {}", allowed.join(", "))),
+            (Self::OneOf { values }, ConfigValue::Text(v)) if values.contains(v) => Ok(()),
+            (Self::OneOf { values }, _) => Err(format!("must be one of {}", values.join(", "))),
         }
     }
 }
@@ -366,15 +286,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn offerings_are_indexed_by_service_type() {
+    fn the_builtin_catalog_offers_every_service_and_its_versions_parse() {
         for service in ServiceType::ALL {
-            assert_eq!(Catalog::offering(service).service, service);
-        }
-    }
-
-    #[test]
-    fn versions_are_listed_oldest_first_and_parse() {
-        for offering in Catalog::offerings() {
+            let offering = Catalog::builtin().offering(service).expect("offered");
+            assert_eq!(offering.service, service);
             let parsed: Vec<Version> = offering.versions.iter().map(|v| v.parse().unwrap()).collect();
             assert!(parsed.windows(2).all(|w| w[0] < w[1]), "{:?}", offering.versions);
         }

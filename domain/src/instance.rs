@@ -94,11 +94,21 @@ pub struct Instance {
     generations: Generations,
 }
 
-/// What the aggregate needs from outside: the name registry.
+/// What the aggregate needs from outside: the name registry and the catalog commands are checked
+/// against.
 #[derive(Clone)]
 pub struct InstanceServices {
     /// reserves names across instances
     pub names: Arc<dyn NameRegistry>,
+    /// what is offered
+    pub catalog: Arc<Catalog>,
+}
+
+impl InstanceServices {
+    /// Services with the built-in catalog.
+    pub fn new(names: Arc<dyn NameRegistry>) -> Self {
+        Self { names, catalog: Arc::new(Catalog::builtin().clone()) }
+    }
 }
 
 impl std::fmt::Debug for InstanceServices {
@@ -196,7 +206,7 @@ impl Instance {
     ) -> Result<Vec<InstanceEvent>, InstanceError> {
         check_dns_label("project", &cmd.project)?;
         check_dns_label("name", &cmd.name)?;
-        let offering = Catalog::offering(cmd.service);
+        let offering = offered(&services.catalog, cmd.service)?;
         check_version(offering, &cmd.version)?;
         let plan = lookup_plan(offering, &cmd.plan)?;
         let storage_gib = cmd.storage_gib.unwrap_or(plan.storage_gib);
@@ -278,9 +288,9 @@ impl Instance {
         Ok(vec![InstanceEvent::NetworkAccessChanged { entries }])
     }
 
-    fn update(&self, cmd: UpdateInstance) -> Result<Vec<InstanceEvent>, InstanceError> {
+    fn update(&self, cmd: UpdateInstance, catalog: &Catalog) -> Result<Vec<InstanceEvent>, InstanceError> {
         let spec = self.active_spec()?;
-        let offering = Catalog::offering(spec.service);
+        let offering = offered(catalog, spec.service)?;
         let mut events = Vec::new();
         if let Some(version) = cmd.version.filter(|v| *v != spec.version) {
             check_upgrade(offering, &spec.version, &version)?;
@@ -366,6 +376,21 @@ impl Instance {
     }
 }
 
+/// The offering of `service`; a catalog that no longer offers it refuses changes to its instances
+/// (deprovisioning still works).
+fn offered(
+    catalog: &Catalog,
+    service: ServiceType,
+) -> Result<&crate::catalog::ServiceOffering, InstanceError> {
+    catalog.offering(service).ok_or_else(|| {
+        invalid(
+            "/service",
+            "offered_service",
+            format!("{service} is not offered by this control plane's catalog"),
+        )
+    })
+}
+
 fn spec_of(p: &InstanceProvisioned) -> InstanceSpec {
     InstanceSpec {
         id: p.instance_id,
@@ -399,7 +424,7 @@ impl Aggregate for Instance {
     ) -> Result<(), InstanceError> {
         let events = match command {
             InstanceCommand::Provision(cmd) => self.provision(cmd, services).await?,
-            InstanceCommand::Update(cmd) => self.update(cmd)?,
+            InstanceCommand::Update(cmd) => self.update(cmd, &services.catalog)?,
             InstanceCommand::ReplaceAcl { entries, allow_public } => {
                 self.replace_acl(&entries, allow_public)?
             }

@@ -168,8 +168,19 @@ impl InstanceCommands {
             &topology.jetstream,
             topology.settings.commit_mode,
         );
-        let services = InstanceServices { names: std::sync::Arc::new(names.clone()) };
+        let services = InstanceServices::new(std::sync::Arc::new(names.clone()));
         Self { store, names, services }
+    }
+
+    /// The same, with commands checked against `catalog` instead of the built-in one.
+    pub fn with_catalog(mut self, catalog: std::sync::Arc<domain::Catalog>) -> Self {
+        self.services.catalog = catalog;
+        self
+    }
+
+    /// The catalog commands are checked against.
+    pub fn catalog(&self) -> &domain::Catalog {
+        &self.services.catalog
     }
 
     /// The underlying store.

@@ -71,6 +71,14 @@ impl TestApi {
         api
     }
 
+    /// The API checking commands against (and serving) `catalog` instead of the built-in one.
+    pub async fn start_with_catalog(catalog: domain::Catalog) -> Self {
+        let mut api = Self::start().await;
+        api.state = api.state.with_catalog(std::sync::Arc::new(catalog));
+        api.router = app(api.state.clone());
+        api
+    }
+
     async fn start_with_projector(sync: Sync, projector: bool) -> Self {
         let nats_server = NatsServer::start_with(sync);
         let (connected_tx, connected) = tokio::sync::watch::channel(false);

@@ -76,3 +76,55 @@ async fn provisioning_accepts_exactly_what_the_catalog_serves() {
         }
     }
 }
+
+/// An operator's catalog file offers a newer version, a bigger plan and another parameter without a new
+/// build: the catalog routes, the validation and the OpenAPI document all follow it.
+#[tokio::test]
+async fn an_operator_s_catalog_file_extends_what_is_offered() {
+    let mut catalog: Value = serde_json::to_value(domain::Catalog::builtin()).unwrap();
+    let postgres = &mut catalog["services"][0];
+    postgres["versions"].as_array_mut().unwrap().push("18".into());
+    postgres["plans"].as_array_mut().unwrap().push(serde_json::json!(
+        {"name": "xl", "cpu_millis": 16000, "memory_mib": 65536, "replicas": 3, "storage_gib": 1000}));
+    postgres["parameters"].as_array_mut().unwrap().push(serde_json::json!(
+        {"name": "random_page_cost", "kind": {"type": "integer", "min": 1, "max": 100}, "apply": "dynamic",
+         "description": "planner's cost of a non-sequential page fetch", "default": 4}));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("catalog.yaml");
+    std::fs::write(&path, serde_saphyr::to_string(&catalog).unwrap()).unwrap();
+    let loaded = api::catalog_file::load(&path).expect("a valid catalog file");
+    let api = TestApi::start_with_catalog(loaded).await;
+
+    let served = api.call(Method::GET, "/v1/catalog/postgresql", None, &[]).await;
+    assert_eq!(served.body["versions"].as_array().unwrap().last().unwrap()["version"], "18");
+    assert_eq!(parameter(&served.body, "random_page_cost")["default"], 4);
+    let body = serde_json::json!({"name": "big", "service": "postgresql", "version": "18", "plan": "xl",
+        "config": {"random_page_cost": 2}});
+    let created = api.call(Method::POST, "/v1/projects/acme/instances", Some(&body), &[]).await;
+    assert_eq!(created.status, StatusCode::ACCEPTED, "{}", created.body);
+    let document = api.call(Method::GET, "/openapi.json", None, &[]).await;
+    let variants = document.body["components"]["schemas"]["ProvisionRequest"]["oneOf"].as_array().unwrap();
+    assert!(
+        variants.iter().any(|v| v["properties"]["plan"]["const"] == "xl"
+            && v["properties"]["version"]["enum"].as_array().unwrap().contains(&"18".into())),
+        "the document offers what the catalog does"
+    );
+
+    // The built-in catalog knows none of it.
+    let builtin = TestApi::start().await;
+    let refused = builtin.call(Method::POST, "/v1/projects/acme/instances", Some(&body), &[]).await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", refused.body);
+}
+
+#[test]
+fn a_catalog_file_that_breaks_rules_is_refused_with_every_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("catalog.yaml");
+    let mut catalog: Value = serde_json::to_value(domain::Catalog::builtin()).unwrap();
+    catalog["services"][1]["versions"] = serde_json::json!(["7.0", "6.0"]);
+    catalog["services"][2]["plans"][0]["replicas"] = 0.into();
+    std::fs::write(&path, serde_saphyr::to_string(&catalog).unwrap()).unwrap();
+    let error = api::catalog_file::load(&path).expect_err("refused").to_string();
+    assert!(error.contains("services[1].versions[1]: 6.0 is not newer than the one before"), "{error}");
+    assert!(error.contains("services[2].plans[0].replicas: must be from 1 to 9"), "{error}");
+}

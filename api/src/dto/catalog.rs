@@ -94,6 +94,10 @@ pub struct CatalogParameter {
     pub apply: Apply,
     /// what it sets
     pub description: String,
+    /// what the service runs with while the parameter is not set, when known
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub default: Option<serde_json::Value>,
 }
 
 impl From<&ServiceOffering> for ServiceCatalog {
@@ -102,7 +106,7 @@ impl From<&ServiceOffering> for ServiceCatalog {
             .versions
             .iter()
             .map(|v| CatalogVersion {
-                version: (*v).to_owned(),
+                version: v.clone(),
                 upgrades_to: domain::instance::upgrade_targets(offering, v)
                     .into_iter()
                     .map(str::to_owned)
@@ -113,7 +117,7 @@ impl From<&ServiceOffering> for ServiceCatalog {
             .plans
             .iter()
             .map(|p| CatalogPlan {
-                name: p.name.to_owned(),
+                name: p.name.clone(),
                 resources: Resources {
                     cpu_millis: p.resources.cpu_millis,
                     memory_mib: p.resources.memory_mib,
@@ -126,18 +130,15 @@ impl From<&ServiceOffering> for ServiceCatalog {
             .config_keys
             .iter()
             .map(|key| {
-                let (value_type, minimum, maximum, values) = match key.kind {
-                    ConfigKind::Integer { min, max } => (ParameterType::Integer, Some(min), Some(max), None),
+                let (value_type, minimum, maximum, values) = match &key.kind {
+                    ConfigKind::Integer { min, max } => {
+                        (ParameterType::Integer, Some(*min), Some(*max), None)
+                    }
                     ConfigKind::Boolean => (ParameterType::Boolean, None, None, None),
-                    ConfigKind::OneOf(allowed) => (
-                        ParameterType::Enum,
-                        None,
-                        None,
-                        Some(allowed.iter().map(|v| (*v).to_owned()).collect()),
-                    ),
+                    ConfigKind::OneOf { values } => (ParameterType::Enum, None, None, Some(values.clone())),
                 };
                 CatalogParameter {
-                    name: key.name.to_owned(),
+                    name: key.name.clone(),
                     value_type,
                     minimum,
                     maximum,
@@ -147,7 +148,12 @@ impl From<&ServiceOffering> for ServiceCatalog {
                         ApplyMode::Restart => Apply::Restart,
                         ApplyMode::Immutable => Apply::Immutable,
                     },
-                    description: key.description.to_owned(),
+                    description: key.description.clone(),
+                    default: key.default.as_ref().map(|v| match v {
+                        domain::ConfigValue::Bool(b) => serde_json::Value::Bool(*b),
+                        domain::ConfigValue::Int(i) => serde_json::Value::from(*i),
+                        domain::ConfigValue::Text(t) => serde_json::Value::String(t.clone()),
+                    }),
                 }
             })
             .collect();

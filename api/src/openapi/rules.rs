@@ -7,7 +7,7 @@
 use domain::{
     Catalog,
     catalog::{ConfigKind, ServiceOffering},
-    instance::{MAX_DESCRIPTION_CHARS, MAX_STORAGE_GIB},
+    instance::{MAX_ACL_ENTRIES, MAX_DESCRIPTION_CHARS, MAX_STORAGE_GIB},
 };
 use serde_json::{Map, Value, json};
 
@@ -36,13 +36,13 @@ fn config_value(kind: &ConfigKind) -> Value {
     match kind {
         ConfigKind::Integer { min, max } => json!({"type": "integer", "minimum": min, "maximum": max}),
         ConfigKind::Boolean => json!({"type": "boolean"}),
-        ConfigKind::OneOf(allowed) => json!({"type": "string", "enum": allowed}),
+        ConfigKind::OneOf { values } => json!({"type": "string", "enum": values}),
     }
 }
 
 fn config(offering: &ServiceOffering) -> Value {
     let properties: Map<String, Value> =
-        offering.config_keys.iter().map(|key| (key.name.to_owned(), config_value(&key.kind))).collect();
+        offering.config_keys.iter().map(|key| (key.name.clone(), config_value(&key.kind))).collect();
     json!({"type": "object", "additionalProperties": false, "properties": properties,
            "description": format!("{} configuration parameters", offering.service)})
 }
@@ -56,7 +56,7 @@ fn registered(names: Vec<String>) -> Value {
 }
 
 /// `ProvisionRequest`: one variant per service and plan.
-fn provision_request(original: &Value, clusters: &[domain::Cluster]) -> Value {
+fn provision_request(original: &Value, clusters: &[domain::Cluster], catalog: &Catalog) -> Value {
     let described = |name: &str, mut schema: Value| {
         if let Some(text) = original["properties"][name]["description"].as_str() {
             schema["description"] = Value::String(text.to_owned());
@@ -67,8 +67,8 @@ fn provision_request(original: &Value, clusters: &[domain::Cluster]) -> Value {
     regions.sort();
     let cluster_names: Vec<String> = clusters.iter().map(|c| c.name.clone()).collect();
     let mut variants = Vec::new();
-    for offering in Catalog::offerings() {
-        for plan in offering.plans {
+    for offering in catalog.offerings() {
+        for plan in &offering.plans {
             let properties = json!({
                 "name": described("name", dns_label()),
                 "service": described("service", json!({"type": "string", "const": offering.service.as_str()})),
@@ -81,6 +81,9 @@ fn provision_request(original: &Value, clusters: &[domain::Cluster]) -> Value {
                 "deletion_protection": described("deletion_protection", json!({"type": "boolean"})),
                 "cluster": described("cluster", registered(cluster_names.clone())),
                 "region": described("region", registered(regions.clone())),
+                "acl": described("acl", json!({"type": "array", "maxItems": MAX_ACL_ENTRIES,
+                    "items": {"$ref": "#/components/schemas/AclEntry"}})),
+                "allow_public": described("allow_public", json!({"type": "boolean"})),
             });
             variants.push(json!({
                 "title": format!("{} on plan {}", offering.service, plan.name),
@@ -95,7 +98,7 @@ fn provision_request(original: &Value, clusters: &[domain::Cluster]) -> Value {
 }
 
 /// Writes the rules into `document` (the generated OpenAPI document as JSON).
-pub(super) fn apply(document: &mut Value, clusters: &[domain::Cluster]) {
+pub(super) fn apply(document: &mut Value, clusters: &[domain::Cluster], catalog: &Catalog) {
     if let Some(paths) = document["paths"].as_object_mut() {
         for (path, item) in paths.iter_mut() {
             let Some(item) = item.as_object_mut() else { continue };
@@ -108,7 +111,7 @@ pub(super) fn apply(document: &mut Value, clusters: &[domain::Cluster]) {
     }
     let schemas = &mut document["components"]["schemas"];
     if schemas["ProvisionRequest"].is_object() {
-        schemas["ProvisionRequest"] = provision_request(&schemas["ProvisionRequest"], clusters);
+        schemas["ProvisionRequest"] = provision_request(&schemas["ProvisionRequest"], clusters, catalog);
     }
     if schemas["ClusterRequest"].is_object() {
         schemas["ClusterRequest"]["properties"]["region"] = dns_label();

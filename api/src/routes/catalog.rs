@@ -1,18 +1,21 @@
 //! The service catalog: what may be provisioned, on which plans, with which parameters.
 
-use axum::{Json, extract::Path};
-use domain::{Catalog, ServiceType};
+use axum::{
+    Json,
+    extract::{Path, State},
+};
+use domain::ServiceType;
 
 use crate::{
-    ApiError,
+    ApiError, AppState,
     dto::{self, Service, ServiceCatalog},
 };
 
 /// Lists every offered service with its versions (and where each may be upgraded to), plans and
 /// configuration parameters (type, range or allowed values, and how a change applies).
 #[utoipa::path(get, path = "/v1/catalog", tag = "catalog", responses((status = 200, body = dto::Catalog)))]
-pub(super) async fn get_catalog() -> Json<dto::Catalog> {
-    Json(dto::Catalog { services: Catalog::offerings().iter().map(ServiceCatalog::from).collect() })
+pub(super) async fn get_catalog(State(state): State<AppState>) -> Json<dto::Catalog> {
+    Json(dto::Catalog { services: state.catalog().offerings().iter().map(ServiceCatalog::from).collect() })
 }
 
 /// What one service offers.
@@ -27,8 +30,10 @@ pub(super) async fn get_catalog() -> Json<dto::Catalog> {
     )
 )]
 pub(super) async fn get_service_catalog(
+    State(state): State<AppState>,
     Path(service): Path<String>,
 ) -> Result<Json<ServiceCatalog>, ApiError> {
     let service: ServiceType = service.parse().map_err(|()| ApiError::NotFound("service"))?;
-    Ok(Json(ServiceCatalog::from(Catalog::offering(service))))
+    let offering = state.catalog().offering(service).ok_or(ApiError::NotFound("service"))?;
+    Ok(Json(ServiceCatalog::from(offering)))
 }

@@ -57,12 +57,12 @@ pub(super) fn check_version(offering: &ServiceOffering, version: &str) -> Result
     }
 }
 
-pub(super) fn lookup_plan(
-    offering: &ServiceOffering,
+pub(super) fn lookup_plan<'a>(
+    offering: &'a ServiceOffering,
     plan: &str,
-) -> Result<&'static crate::Plan, InstanceError> {
+) -> Result<&'a crate::Plan, InstanceError> {
     offering.plan(plan).ok_or_else(|| {
-        let names: Vec<_> = offering.plans.iter().map(|p| p.name).collect();
+        let names: Vec<_> = offering.plans.iter().map(|p| p.name.as_str()).collect();
         invalid(
             "/plan",
             "offered_plan",
@@ -97,7 +97,7 @@ pub(super) fn check_config(
     before: Option<&Config>,
 ) -> Result<(), InstanceError> {
     let mut violations = Vec::new();
-    let names = || offering.config_keys.iter().map(|k| k.name).collect::<Vec<_>>().join(", ");
+    let names = || offering.config_keys.iter().map(|k| k.name.as_str()).collect::<Vec<_>>().join(", ");
     for (key, value) in config {
         let field = format!("/config/{key}");
         let Some(spec) = offering.config_key(key) else {
@@ -111,7 +111,7 @@ pub(super) fn check_config(
     }
     if let Some(before) = before {
         for key in offering.config_keys.iter().filter(|k| k.apply == ApplyMode::Immutable) {
-            if before.get(key.name) != config.get(key.name) {
+            if before.get(&key.name) != config.get(&key.name) {
                 violations.push(Violation {
                     field: format!("/config/{}", key.name),
                     rule: "immutable_parameter",
@@ -170,11 +170,11 @@ pub(super) fn check_upgrade(offering: &ServiceOffering, from: &str, to: &str) ->
 
 /// The versions an instance of `offering` at `from` may be upgraded to, by the same rule a change is
 /// checked with.
-pub fn upgrade_targets(offering: &ServiceOffering, from: &str) -> Vec<&'static str> {
+pub fn upgrade_targets<'a>(offering: &'a ServiceOffering, from: &str) -> Vec<&'a str> {
     offering
         .versions
         .iter()
-        .copied()
+        .map(String::as_str)
         .filter(|to| *to != from && check_upgrade(offering, from, to).is_ok())
         .collect()
 }

@@ -13,7 +13,7 @@ mod network;
 pub(super) type InstanceTest = TestFramework<Instance>;
 
 pub(super) fn services() -> InstanceServices {
-    InstanceServices { names: Arc::new(InMemoryNameRegistry::default()) }
+    InstanceServices::new(Arc::new(InMemoryNameRegistry::default()))
 }
 
 pub(super) fn id() -> Uuid {
@@ -462,9 +462,9 @@ fn every_event_s_name_schema_and_wire_form_are_frozen() {
 
 #[test]
 fn upgrade_targets_follow_each_service_s_upgrade_path() {
-    let postgres = Catalog::offering(ServiceType::Postgresql);
+    let postgres = Catalog::builtin().offering(ServiceType::Postgresql).unwrap();
     assert_eq!(crate::instance::upgrade_targets(postgres, "15"), ["16", "17"]);
-    let mongo = Catalog::offering(ServiceType::Mongodb);
+    let mongo = Catalog::builtin().offering(ServiceType::Mongodb).unwrap();
     assert_eq!(crate::instance::upgrade_targets(mongo, "6.0"), ["7.0"], "one major version at a time");
     assert!(crate::instance::upgrade_targets(mongo, "8.0").is_empty());
 }

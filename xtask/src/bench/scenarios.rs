@@ -66,7 +66,7 @@ pub(super) fn bare_store(topology: &Topology, capacity: usize) -> BareStore {
         capacity,
         topology.settings.commit_mode,
     );
-    Arc::new((store, InstanceServices { names: Arc::new(UniqueNames) }))
+    Arc::new((store, InstanceServices::new(Arc::new(UniqueNames))))
 }
 
 pub(super) type BareStore = Arc<(JetStreamStore<Instance>, InstanceServices)>;

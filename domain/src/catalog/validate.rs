@@ -1,0 +1,142 @@
+//! Checking a catalog as a whole when it is loaded, so that a bad file stops the process at start with
+//! every problem named, instead of failing requests later.
+
+use std::collections::HashSet;
+
+use super::{CATALOG_FORMAT, Catalog, ConfigKind, Version};
+use crate::instance::{MAX_STORAGE_GIB, check_dns_label};
+
+/// Most replicas a plan may ask for.
+const MAX_REPLICAS: u32 = 9;
+
+/// Why a catalog was refused: every problem, each at its path in the file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the catalog has {} problem(s): {}", .problems.len(), .problems.join("; "))]
+pub struct CatalogError {
+    /// `path: what is wrong`, e.g. `services[0].versions[2]: "16.x" is not a version`
+    pub problems: Vec<String>,
+}
+
+impl Catalog {
+    /// The catalog if it holds together, else every problem found.
+    pub fn validated(self) -> Result<Self, CatalogError> {
+        let mut problems = Vec::new();
+        let mut problem = |path: String, what: String| problems.push(format!("{path}: {what}"));
+        if self.format != CATALOG_FORMAT {
+            problem("format".into(), format!("is {}, this build reads {CATALOG_FORMAT}", self.format));
+        }
+        if self.services.is_empty() {
+            problem("services".into(), "offers no service".into());
+        }
+        let mut services = HashSet::new();
+        for (i, offering) in self.services.iter().enumerate() {
+            let at = format!("services[{i}]");
+            if !services.insert(offering.service) {
+                problem(format!("{at}.service"), format!("{} is offered twice", offering.service));
+            }
+            if offering.versions.is_empty() {
+                problem(format!("{at}.versions"), "offers no version".into());
+            }
+            let mut previous: Option<Version> = None;
+            for (j, text) in offering.versions.iter().enumerate() {
+                match text.parse::<Version>() {
+                    Err(()) => problem(
+                        format!("{at}.versions[{j}]"),
+                        format!("{text:?} is not major or major.minor"),
+                    ),
+                    Ok(version) if previous.is_some_and(|p| p >= version) => problem(
+                        format!("{at}.versions[{j}]"),
+                        format!("{text} is not newer than the one before"),
+                    ),
+                    Ok(version) => previous = Some(version),
+                }
+            }
+            if offering.plans.is_empty() {
+                problem(format!("{at}.plans"), "offers no plan".into());
+            }
+            let mut plans = HashSet::new();
+            for (j, plan) in offering.plans.iter().enumerate() {
+                let at = format!("{at}.plans[{j}]");
+                if check_dns_label("plan", &plan.name).is_err() {
+                    problem(format!("{at}.name"), format!("{:?} is not a DNS-1123 label", plan.name));
+                }
+                if !plans.insert(plan.name.as_str()) {
+                    problem(format!("{at}.name"), format!("{} is offered twice", plan.name));
+                }
+                let r = plan.resources;
+                if r.cpu_millis == 0 || r.memory_mib == 0 {
+                    problem(at.clone(), "needs CPU and memory".into());
+                }
+                if !(1..=MAX_REPLICAS).contains(&r.replicas) {
+                    problem(format!("{at}.replicas"), format!("must be from 1 to {MAX_REPLICAS}"));
+                }
+                if !(1..=MAX_STORAGE_GIB).contains(&plan.storage_gib) {
+                    problem(format!("{at}.storage_gib"), format!("must be from 1 to {MAX_STORAGE_GIB}"));
+                }
+            }
+            let mut names = HashSet::new();
+            for (j, key) in offering.config_keys.iter().enumerate() {
+                let at = format!("{at}.parameters[{j}]");
+                let well_formed = key.name.starts_with(|c: char| c.is_ascii_lowercase())
+                    && key.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+                if !well_formed {
+                    problem(
+                        format!("{at}.name"),
+                        format!("{:?} is not a-z, 0-9 and _ starting with a letter", key.name),
+                    );
+                }
+                if !names.insert(key.name.as_str()) {
+                    problem(format!("{at}.name"), format!("{} is listed twice", key.name));
+                }
+                match &key.kind {
+                    ConfigKind::Integer { min, max } if min > max => {
+                        problem(format!("{at}.kind"), format!("min {min} is above max {max}"))
+                    }
+                    ConfigKind::OneOf { values } if values.is_empty() => {
+                        problem(format!("{at}.kind.values"), "allows no value".into())
+                    }
+                    _ => {}
+                }
+                if let Some(default) = &key.default
+                    && let Err(rule) = key.kind.check(default)
+                {
+                    problem(format!("{at}.default"), rule);
+                }
+            }
+        }
+        if problems.is_empty() { Ok(self) } else { Err(CatalogError { problems }) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_catalog_is_refused_with_every_problem_at_its_path() {
+        let mut catalog = Catalog::builtin().clone();
+        catalog.format = 2;
+        catalog.services[0].versions.push("15".into());
+        catalog.services[0].plans[1].name = "starter".into();
+        catalog.services[1].config_keys[0].kind = ConfigKind::Integer { min: 5, max: 1 };
+        catalog.services[1].config_keys[1].default = Some(crate::ConfigValue::Text("x".into()));
+        let error = catalog.validated().expect_err("refused");
+        assert_eq!(
+            error.problems,
+            [
+                "format: is 2, this build reads 1",
+                "services[0].versions[4]: 15 is not newer than the one before",
+                "services[0].plans[1].name: starter is offered twice",
+                "services[1].parameters[0].kind: min 5 is above max 1",
+                "services[1].parameters[1].default: must be an integer from 0 to 3600000",
+            ]
+        );
+    }
+
+    #[test]
+    fn the_builtin_catalog_round_trips_through_its_file_format() {
+        let text = serde_json::to_string(Catalog::builtin()).unwrap();
+        let read: Catalog = serde_json::from_str(&text).unwrap();
+        assert_eq!(&read.validated().unwrap(), Catalog::builtin());
+    }
+}
