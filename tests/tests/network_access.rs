@@ -97,17 +97,38 @@ async fn an_acl_change_reconciles_the_network_aspect_until_the_agent_observes_it
     let got = api.call(Method::GET, &path, None, &[]).await;
     assert_eq!(got.body["status"]["aspects"]["network_access"], "healthy");
     assert_eq!(got.body["observed"]["acl"], json!(["1.2.3.4/32"]), "{}", got.body["observed"]);
-    let store = sim.store();
-    let policies = store.resource_type("networking.k8s.io", "v1", "networkpolicies").unwrap();
-    let policy = store.get(&policies, "cp-acme", "db-access").expect("the NetworkPolicy");
-    assert_eq!(
-        cluster_agent::render::network::admitted_blocks(&serde_json::to_value(policy).unwrap()),
-        ["1.2.3.4/32"]
-    );
-    let services = store.resource_type("", "v1", "services").unwrap();
-    let endpoint =
-        serde_json::to_value(store.get(&services, "cp-acme", "db-endpoint").expect("the endpoint")).unwrap();
-    assert_eq!(endpoint["spec"]["loadBalancerSourceRanges"], json!(["1.2.3.4/32"]));
+    {
+        let mut store = sim.store();
+        let policies = store.resource_type("networking.k8s.io", "v1", "networkpolicies").unwrap();
+        let policy = store.get(&policies, "cp-acme", "db-access").expect("the NetworkPolicy");
+        assert_eq!(
+            cluster_agent::render::network::admitted_blocks(&serde_json::to_value(policy).unwrap()),
+            ["1.2.3.4/32"]
+        );
+        let services = store.resource_type("", "v1", "services").unwrap();
+        let endpoint =
+            serde_json::to_value(store.get(&services, "cp-acme", "db-endpoint").expect("the endpoint"))
+                .unwrap();
+        assert_eq!(endpoint["spec"]["loadBalancerSourceRanges"], json!(["1.2.3.4/32"]));
+        assert_eq!(got.body.get("connection"), None, "no address published yet");
+
+        // The cloud provider's load balancer controller publishes the address (core/v1 LoadBalancerIngress);
+        // the agent reports it and the instance shows where to connect.
+        let published = json!({"status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.10"}]}}});
+        store.merge_patch(&services, "cp-acme", "db-endpoint", &published, true).expect("publish an address");
+    }
+    let connected = api
+        .state
+        .read_models
+        .wait_until(CONVERGE, |m| {
+            m.instance("acme", id)
+                .and_then(|v| v.observed.as_ref()?.network.as_ref()?.endpoint.clone())
+                .is_some()
+        })
+        .await;
+    assert!(connected, "the published address never reached the instance");
+    let got = api.call(Method::GET, &path, None, &[]).await;
+    assert_eq!(got.body["connection"], json!({"host": "203.0.113.10", "port": 27017}), "{}", got.body);
 }
 
 /// An upgrade whose pods take seconds to become ready is still in progress when an ACL change made after
