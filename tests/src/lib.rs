@@ -181,6 +181,35 @@ impl TestApi {
         self.call(Method::POST, &format!("/v1/projects/{project}/instances"), Some(&body), &[]).await
     }
 
+    /// Waits (at most `timeout`) until the read models show instance `id` of project acme in `state`.
+    pub async fn wait_for_state(
+        &self,
+        id: uuid::Uuid,
+        state: projections::Health,
+        timeout: Duration,
+    ) -> bool {
+        self.state
+            .read_models
+            .wait_until(timeout, |m| m.instance("acme", id).is_some_and(|v| v.status.state == state))
+            .await
+    }
+
+    /// Waits (at most `timeout`) until operation `id` (as an API reply carries it) of project acme is
+    /// `in_progress`, `succeeded` or `failed`.
+    pub async fn wait_for_operation(&self, id: &Value, state: &str, timeout: Duration) -> bool {
+        let id: uuid::Uuid = id.as_str().and_then(|id| id.parse().ok()).expect("an operation id");
+        self.state
+            .read_models
+            .wait_until(timeout, |m| {
+                m.operation("acme", id).is_some_and(|op| match op.state {
+                    projections::OperationState::InProgress => state == "in_progress",
+                    projections::OperationState::Succeeded => state == "succeeded",
+                    projections::OperationState::Failed { .. } => state == "failed",
+                })
+            })
+            .await
+    }
+
     /// Number of messages in the event stream.
     pub async fn stream_messages(&self) -> u64 {
         let mut events = self.state.events.clone();

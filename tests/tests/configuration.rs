@@ -16,32 +16,11 @@ use uuid::Uuid;
 
 const CONVERGE: Duration = Duration::from_secs(30);
 
-async fn wait_for_state(api: &TestApi, id: Uuid, state: Health) -> bool {
-    api.state
-        .read_models
-        .wait_until(CONVERGE, |m| m.instance("acme", id).is_some_and(|v| v.status.state == state))
-        .await
-}
-
-async fn wait_for_operation(api: &TestApi, id: &Value, state: &str) -> bool {
-    let id: Uuid = id.as_str().unwrap().parse().unwrap();
-    api.state
-        .read_models
-        .wait_until(CONVERGE, |m| {
-            m.operation("acme", id).is_some_and(|op| match op.state {
-                projections::OperationState::InProgress => state == "in_progress",
-                projections::OperationState::Succeeded => state == "succeeded",
-                projections::OperationState::Failed { .. } => state == "failed",
-            })
-        })
-        .await
-}
-
 async fn provision(api: &TestApi, body: Value) -> (Uuid, String) {
     let created = api.call(Method::POST, "/v1/projects/acme/instances", Some(&body), &[]).await;
     assert_eq!(created.status, StatusCode::ACCEPTED, "{}", created.body);
     let id: Uuid = created.body["instance_id"].as_str().unwrap().parse().unwrap();
-    assert!(wait_for_state(api, id, Health::Healthy).await, "never healthy");
+    assert!(api.wait_for_state(id, Health::Healthy, CONVERGE).await, "never healthy");
     (id, format!("/v1/projects/acme/instances/{id}"))
 }
 
@@ -85,11 +64,11 @@ async fn a_restart_parameter_is_pending_a_restart_until_the_cluster_applied_it_a
 
     let _second = agent(&api, "eu-1", address).await;
     assert!(
-        wait_for_operation(&api, &restart.body["id"], "succeeded").await,
+        api.wait_for_operation(&restart.body["id"], "succeeded", CONVERGE).await,
         "the restart change never applied"
     );
     assert!(
-        wait_for_operation(&api, &dynamic.body["id"], "succeeded").await,
+        api.wait_for_operation(&dynamic.body["id"], "succeeded", CONVERGE).await,
         "the dynamic change never applied"
     );
     let got = api.call(Method::GET, &mongo, None, &[]).await;
@@ -132,7 +111,7 @@ async fn a_configuration_the_workload_fails_with_fails_its_operation_and_shows_t
     sim.set_faults(Faults { crash_loop: vec!["db".into()], ..Faults::default() });
     let bad =
         api.call(Method::PATCH, &path, Some(&json!({"config": {"slow_op_threshold_ms": 0}})), &[]).await;
-    assert!(wait_for_operation(&api, &bad.body["id"], "failed").await, "the change never failed");
+    assert!(api.wait_for_operation(&bad.body["id"], "failed", CONVERGE).await, "the change never failed");
     let operation = bad.body["id"].as_str().unwrap();
     let failed = api.call(Method::GET, &format!("/v1/projects/acme/operations/{operation}"), None, &[]).await;
     assert_eq!(failed.body["error"]["reason"], "CrashLoopBackOff", "{}", failed.body);
@@ -146,5 +125,8 @@ async fn a_configuration_the_workload_fails_with_fails_its_operation_and_shows_t
     sim.set_faults(Faults::default());
     let back =
         api.call(Method::PATCH, &path, Some(&json!({"config": {"slow_op_threshold_ms": 100}})), &[]).await;
-    assert!(wait_for_operation(&api, &back.body["id"], "succeeded").await, "reverting never succeeded");
+    assert!(
+        api.wait_for_operation(&back.body["id"], "succeeded", CONVERGE).await,
+        "reverting never succeeded"
+    );
 }

@@ -18,30 +18,9 @@ fn acl(cidrs: &[&str]) -> Value {
     json!({"entries": cidrs.iter().map(|c| json!({"cidr": c})).collect::<Vec<_>>()})
 }
 
-async fn wait_for_state(api: &TestApi, id: Uuid, state: Health) -> bool {
-    api.state
-        .read_models
-        .wait_until(CONVERGE, |m| m.instance("acme", id).is_some_and(|v| v.status.state == state))
-        .await
-}
-
 async fn operation_state(api: &TestApi, id: &Value) -> Value {
     let path = format!("/v1/projects/acme/operations/{}", id.as_str().unwrap());
     api.call(Method::GET, &path, None, &[]).await.body["state"].clone()
-}
-
-async fn wait_for_operation(api: &TestApi, id: &Value, state: &str) -> bool {
-    let id: Uuid = id.as_str().unwrap().parse().unwrap();
-    api.state
-        .read_models
-        .wait_until(CONVERGE, |m| {
-            m.operation("acme", id).is_some_and(|op| match op.state {
-                projections::OperationState::InProgress => state == "in_progress",
-                projections::OperationState::Succeeded => state == "succeeded",
-                projections::OperationState::Failed { .. } => state == "failed",
-            })
-        })
-        .await
 }
 
 /// The reference design's example: observed ACL 0.0.0.0/0, desired 1.2.3.4/32 → the network aspect is
@@ -58,7 +37,7 @@ async fn an_acl_change_reconciles_the_network_aspect_until_the_agent_observes_it
     assert_eq!(created.status, StatusCode::ACCEPTED, "{}", created.body);
     let id: Uuid = created.body["instance_id"].as_str().unwrap().parse().unwrap();
     let path = format!("/v1/projects/acme/instances/{id}");
-    if !wait_for_state(&api, id, Health::Healthy).await {
+    if !api.wait_for_state(id, Health::Healthy, CONVERGE).await {
         let got = api.call(Method::GET, &path, None, &[]).await;
         panic!("never healthy: {:#}", got.body);
     }
@@ -90,10 +69,10 @@ async fn an_acl_change_reconciles_the_network_aspect_until_the_agent_observes_it
 
     let _second_agent = agent(&api, "eu-1", address).await;
     assert!(
-        wait_for_operation(&api, &changed.body["id"], "succeeded").await,
+        api.wait_for_operation(&changed.body["id"], "succeeded", CONVERGE).await,
         "the ACL change never succeeded"
     );
-    assert!(wait_for_state(&api, id, Health::Healthy).await, "never healthy again");
+    assert!(api.wait_for_state(id, Health::Healthy, CONVERGE).await, "never healthy again");
     let got = api.call(Method::GET, &path, None, &[]).await;
     assert_eq!(got.body["status"]["aspects"]["network_access"], "healthy");
     assert_eq!(got.body["observed"]["acl"], json!(["1.2.3.4/32"]), "{}", got.body["observed"]);
@@ -143,7 +122,7 @@ async fn an_acl_change_succeeds_while_a_slow_upgrade_is_still_in_progress() {
     let created = api.call(Method::POST, "/v1/projects/acme/instances", Some(&body), &[]).await;
     let id: Uuid = created.body["instance_id"].as_str().unwrap().parse().unwrap();
     let path = format!("/v1/projects/acme/instances/{id}");
-    assert!(wait_for_state(&api, id, Health::Healthy).await, "never healthy");
+    assert!(api.wait_for_state(id, Health::Healthy, CONVERGE).await, "never healthy");
 
     let upgrade = api.call(Method::PATCH, &path, Some(&json!({"version": "7.0"})), &[]).await;
     assert_eq!(upgrade.status, StatusCode::ACCEPTED, "{}", upgrade.body);
@@ -151,7 +130,7 @@ async fn an_acl_change_succeeds_while_a_slow_upgrade_is_still_in_progress() {
         api.call(Method::POST, &format!("{path}/acl"), Some(&json!({"cidr": "198.51.100.7/32"})), &[]).await;
     assert_eq!(narrowed.status, StatusCode::ACCEPTED, "{}", narrowed.body);
     assert!(
-        wait_for_operation(&api, &narrowed.body["id"], "succeeded").await,
+        api.wait_for_operation(&narrowed.body["id"], "succeeded", CONVERGE).await,
         "the ACL change never succeeded"
     );
     assert_eq!(
@@ -159,7 +138,10 @@ async fn an_acl_change_succeeds_while_a_slow_upgrade_is_still_in_progress() {
         "in_progress",
         "the upgrade's pods take 4 s to be ready; it cannot be done yet"
     );
-    assert!(wait_for_operation(&api, &upgrade.body["id"], "succeeded").await, "the upgrade never succeeded");
+    assert!(
+        api.wait_for_operation(&upgrade.body["id"], "succeeded", CONVERGE).await,
+        "the upgrade never succeeded"
+    );
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use axum::{
     Json,
     extract::{Path, Query, State, rejection::QueryRejection},
-    http::{HeaderMap, HeaderValue, Method, Uri, header},
+    http::{HeaderMap, Method, Uri, header},
     response::{IntoResponse, Response},
 };
 use domain::{InstanceCommand, ProvisionInstance, UpdateInstance, instance::check_dns_label, placement};
@@ -229,11 +229,7 @@ pub(super) async fn get_instance(
         let instance = domain::Instance::clone(&current.aggregate);
         InstanceView::with_desired(model.instance(&project, id), instance, current.version, updated_at)
     };
-    let mut response = Json(Instance::from(&view)).into_response();
-    if let Ok(tag) = HeaderValue::from_str(&etag(current.version)) {
-        response.headers_mut().insert(header::ETAG, tag);
-    }
-    Ok(response)
+    Ok(([(header::ETAG, etag(current.version))], Json(Instance::from(&view))).into_response())
 }
 
 /// Changes an instance (JSON merge patch).

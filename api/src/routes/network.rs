@@ -5,7 +5,7 @@
 use axum::{
     Json,
     extract::{Path, State},
-    http::{HeaderMap, HeaderValue, Method, Uri, header},
+    http::{HeaderMap, Method, Uri, header},
     response::{IntoResponse, Response},
 };
 use domain::{InstanceCommand, instance::check_dns_label};
@@ -44,11 +44,7 @@ pub(super) async fn get_acl(
     let spec = current.aggregate.spec().ok_or(ApiError::NotFound("instance"))?;
     let acl =
         Acl { entries: spec.acl.iter().map(AclEntry::from).collect(), instance_version: current.version };
-    let mut response = Json(acl).into_response();
-    if let Ok(tag) = HeaderValue::from_str(&etag(current.version)) {
-        response.headers_mut().insert(header::ETAG, tag);
-    }
-    Ok(response)
+    Ok(([(header::ETAG, etag(current.version))], Json(acl)).into_response())
 }
 
 /// Replaces an instance's whole ACL. The same set in another order changes nothing: no event, the

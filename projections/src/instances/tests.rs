@@ -67,6 +67,21 @@ impl Log {
     }
 
     fn observe(&mut self, observed: Option<u64>, phase: ObservedPhase) {
+        self.report(observed, phase, None);
+    }
+
+    /// The agent reports each aspect applied at its own generation; ready once everything is.
+    fn observe_aspects(&mut self, applied: domain::instance::Generations, ready: bool) {
+        let phase = if ready { ObservedPhase::Ready } else { ObservedPhase::Progressing };
+        self.report(ready.then_some(self.version), phase, Some(applied));
+    }
+
+    fn report(
+        &mut self,
+        observed: Option<u64>,
+        phase: ObservedPhase,
+        applied: Option<domain::instance::Generations>,
+    ) {
         let state = ObservedState {
             instance_id: self.id,
             observed_generation: observed,
@@ -77,34 +92,7 @@ impl Log {
             running_version: None,
             config_hash: None,
             reason: (phase == ObservedPhase::Failed).then(|| "CrashLoopBackOff".into()),
-            applied: None,
-            network: None,
-            config: None,
-        };
-        let mut message = ObservedMessage::new(
-            "eu-1",
-            "acme",
-            self.id,
-            self.version,
-            ObservedEvent::InstanceObserved(Box::new(state)),
-        );
-        message.time = DateTime::from_timestamp(1_000 + self.messages.len() as i64, 0).unwrap();
-        self.messages.push((message.subject(), message.to_vec().unwrap()));
-    }
-
-    /// The agent reports each aspect applied at its own generation; ready once everything is.
-    fn observe_aspects(&mut self, applied: domain::instance::Generations, ready: bool) {
-        let state = ObservedState {
-            instance_id: self.id,
-            observed_generation: ready.then_some(self.version),
-            desired_generation: self.version,
-            phase: if ready { ObservedPhase::Ready } else { ObservedPhase::Progressing },
-            ready_replicas: 1,
-            desired_replicas: 1,
-            running_version: None,
-            config_hash: None,
-            reason: None,
-            applied: Some(applied),
+            applied,
             network: None,
             config: None,
         };
