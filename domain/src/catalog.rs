@@ -180,6 +180,21 @@ pub struct ConfigKey {
     /// the value the service runs with while the parameter is not set, when known
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default: Option<ConfigValue>,
+    /// the first offered version that has the parameter; absent: every version
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+}
+
+impl ConfigKey {
+    /// Whether an instance running `version` may set the parameter. A version that does not parse (no
+    /// longer offered, say) has every parameter without a `since`.
+    pub fn available_in(&self, version: &str) -> bool {
+        match (&self.since, version.parse::<Version>()) {
+            (None, _) => true,
+            (Some(since), Ok(version)) => since.parse::<Version>().is_ok_and(|since| version >= since),
+            (Some(_), Err(())) => false,
+        }
+    }
 }
 
 /// A configuration value. Only scalars: services are configured by flat key/value settings.

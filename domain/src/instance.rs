@@ -211,7 +211,7 @@ impl Instance {
         let plan = lookup_plan(offering, &cmd.plan)?;
         let storage_gib = cmd.storage_gib.unwrap_or(plan.storage_gib);
         check_storage(storage_gib, plan)?;
-        check_config(offering, &cmd.config, None)?;
+        check_config(offering, &cmd.version, &cmd.config, None)?;
         check_description(&cmd.description)?;
         check_dns_label("cluster", &cmd.cluster)?;
         let acl = network::check_acl(&cmd.acl, "/acl", cmd.allow_public)?;
@@ -335,7 +335,15 @@ impl Instance {
                     changed.push(key);
                 }
             }
-            check_config(offering, &config, Some(&spec.config))?;
+            // Checked against the version the instance runs after this update.
+            let version = events
+                .iter()
+                .find_map(|e| match e {
+                    InstanceEvent::VersionUpgraded { to, .. } => Some(to.as_str()),
+                    _ => None,
+                })
+                .unwrap_or(&spec.version);
+            check_config(offering, version, &config, Some(&spec.config))?;
             if !changed.is_empty() {
                 // `changes` is a BTreeMap: `changed` is sorted, and so is `restart`.
                 let restart = changed

@@ -89,6 +89,9 @@ async fn an_operator_s_catalog_file_extends_what_is_offered() {
     postgres["parameters"].as_array_mut().unwrap().push(serde_json::json!(
         {"name": "random_page_cost", "kind": {"type": "integer", "min": 1, "max": 100}, "apply": "dynamic",
          "description": "planner's cost of a non-sequential page fetch", "default": 4}));
+    postgres["parameters"].as_array_mut().unwrap().push(serde_json::json!(
+        {"name": "summarize_wal", "kind": {"type": "boolean"}, "apply": "dynamic",
+         "description": "WAL summaries for incremental backups", "since": "17"}));
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("catalog.yaml");
     std::fs::write(&path, serde_saphyr::to_string(&catalog).unwrap()).unwrap();
@@ -98,6 +101,17 @@ async fn an_operator_s_catalog_file_extends_what_is_offered() {
     let served = api.call(Method::GET, "/v1/catalog/postgresql", None, &[]).await;
     assert_eq!(served.body["versions"].as_array().unwrap().last().unwrap()["version"], "18");
     assert_eq!(parameter(&served.body, "random_page_cost")["default"], 4);
+    assert_eq!(parameter(&served.body, "summarize_wal")["since"], "17");
+    let version = |v: &str| {
+        served.body["versions"].as_array().unwrap().iter().find(|x| x["version"] == v).unwrap().clone()
+    };
+    assert!(!version("16")["parameters"].as_array().unwrap().contains(&"summarize_wal".into()));
+    assert!(version("17")["parameters"].as_array().unwrap().contains(&"summarize_wal".into()));
+    let too_early = serde_json::json!({"name": "early", "service": "postgresql", "version": "16", "plan": "starter",
+        "config": {"summarize_wal": true}});
+    let refused = api.call(Method::POST, "/v1/projects/acme/instances", Some(&too_early), &[]).await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", refused.body);
+    assert_eq!(refused.body["errors"][0]["rule"], "parameter_version", "{}", refused.body);
     let body = serde_json::json!({"name": "big", "service": "postgresql", "version": "18", "plan": "xl",
         "config": {"random_page_cost": 2}});
     let created = api.call(Method::POST, "/v1/projects/acme/instances", Some(&body), &[]).await;

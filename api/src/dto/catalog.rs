@@ -36,6 +36,8 @@ pub struct CatalogVersion {
     pub version: String,
     /// versions an instance running this one may be upgraded to
     pub upgrades_to: Vec<String>,
+    /// the configuration parameters an instance running this version may set
+    pub parameters: Vec<String>,
 }
 
 /// An offered plan.
@@ -98,6 +100,9 @@ pub struct CatalogParameter {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub default: Option<serde_json::Value>,
+    /// the first version that has it; absent: every version
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
 }
 
 impl From<&ServiceOffering> for ServiceCatalog {
@@ -110,6 +115,12 @@ impl From<&ServiceOffering> for ServiceCatalog {
                 upgrades_to: domain::instance::upgrade_targets(offering, v)
                     .into_iter()
                     .map(str::to_owned)
+                    .collect(),
+                parameters: offering
+                    .config_keys
+                    .iter()
+                    .filter(|key| key.available_in(v))
+                    .map(|key| key.name.clone())
                     .collect(),
             })
             .collect();
@@ -149,6 +160,7 @@ impl From<&ServiceOffering> for ServiceCatalog {
                         ApplyMode::Immutable => Apply::Immutable,
                     },
                     description: key.description.clone(),
+                    since: key.since.clone(),
                     default: key.default.as_ref().map(|v| match v {
                         domain::ConfigValue::Bool(b) => serde_json::Value::Bool(*b),
                         domain::ConfigValue::Int(i) => serde_json::Value::from(*i),

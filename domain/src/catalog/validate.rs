@@ -97,6 +97,11 @@ impl Catalog {
                     }
                     _ => {}
                 }
+                if let Some(since) = &key.since
+                    && !offering.offers_version(since)
+                {
+                    problem(format!("{at}.since"), format!("{since} is not an offered version"));
+                }
                 if let Some(default) = &key.default
                     && let Err(rule) = key.kind.check(default)
                 {

@@ -89,10 +89,12 @@ pub(super) fn check_storage(storage_gib: u32, plan: &crate::Plan) -> Result<(), 
     Ok(())
 }
 
-/// Checks a whole configuration, naming every bad parameter: unknown ones, values out of their range or
-/// type, and (with `before`, the configuration an update starts from) changes to immutable ones.
+/// Checks a whole configuration of an instance running `version`, naming every bad parameter: unknown
+/// ones, ones that version does not have, values out of their range or type, and (with `before`, the
+/// configuration an update starts from) changes to immutable ones.
 pub(super) fn check_config(
     offering: &ServiceOffering,
+    version: &str,
     config: &Config,
     before: Option<&Config>,
 ) -> Result<(), InstanceError> {
@@ -105,6 +107,12 @@ pub(super) fn check_config(
             violations.push(Violation { field, rule: "known_config_key", message });
             continue;
         };
+        if !spec.available_in(version) {
+            let since = spec.since.as_deref().unwrap_or_default();
+            let message = format!("{key} is offered from version {since} on; this instance runs {version}");
+            violations.push(Violation { field, rule: "parameter_version", message });
+            continue;
+        }
         if let Err(message) = spec.kind.check(value) {
             violations.push(Violation { field, rule: "config_value", message });
         }

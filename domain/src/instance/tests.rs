@@ -9,6 +9,7 @@ use super::*;
 use crate::{catalog::ConfigValue, names::InMemoryNameRegistry};
 
 mod network;
+mod parameter_versions;
 
 pub(super) type InstanceTest = TestFramework<Instance>;
 
