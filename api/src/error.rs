@@ -65,6 +65,12 @@ pub enum ApiError {
         /// fields at fault
         errors: Vec<FieldError>,
     },
+    /// no valid credentials (the middleware adds the `WWW-Authenticate` challenge)
+    #[error("{0}")]
+    Unauthorized(String),
+    /// authenticated, but the role is too weak
+    #[error("{0}")]
+    Forbidden(String),
     /// no such resource
     #[error("{0} not found")]
     NotFound(&'static str),
@@ -125,6 +131,8 @@ impl ApiError {
             Self::Unprocessable { code, errors, .. } => {
                 (StatusCode::UNPROCESSABLE_ENTITY, code, "Request breaks a rule", errors.clone())
             }
+            Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthenticated", "Unauthorized", vec![]),
+            Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Forbidden", vec![]),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", "Not found", vec![]),
             Self::Conflict { code, errors, .. } => (StatusCode::CONFLICT, code, "Conflict", errors.clone()),
             Self::PreconditionFailed { .. } => {

@@ -5,6 +5,7 @@
 //! `streams::instances::InstanceCommands`, and read from the `projections` read model; they never touch
 //! JetStream directly.
 
+pub mod auth;
 pub mod catalog_file;
 pub mod dto;
 pub mod error;

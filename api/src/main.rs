@@ -46,6 +46,17 @@ struct Config {
     /// print the built-in catalog as JSON (a starting point for `--catalog`) and exit
     #[arg(long)]
     print_builtin_catalog: bool,
+    /// API tokens that authenticate callers: a YAML or JSON list of `{name, sha256, subject,
+    /// platform_admin, projects: {<project or *>: viewer|editor|admin}}`; only each token's SHA-256
+    #[arg(long, env = "CP_API_TOKENS_FILE")]
+    api_tokens_file: Option<std::path::PathBuf>,
+    /// the same list inline (added to the file's)
+    #[arg(long, env = "CP_API_TOKENS", hide_env_values = true)]
+    api_tokens: Option<String>,
+    /// print a new random API token and the entry that configures it (as editor of every project), and
+    /// exit; the token is shown once, only its hash goes into the configuration
+    #[arg(long, value_name = "NAME")]
+    new_token: Option<String>,
     /// log as JSON lines
     #[arg(long, env = "CP_LOG_JSON")]
     log_json: bool,
@@ -64,8 +75,34 @@ async fn main() -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(domain::Catalog::builtin())?);
         return Ok(());
     }
-    // Before anything else: a bad catalog stops the process at once, naming every problem.
+    if let Some(name) = &config.new_token {
+        let token = api::auth::new_token();
+        let entry = api::auth::TokenEntry {
+            name: name.clone(),
+            sha256: api::auth::hash_token(&token),
+            subject: name.clone(),
+            platform_admin: false,
+            projects: [("*".to_owned(), api::auth::Role::Editor)].into(),
+        };
+        eprintln!("token (shown once): {token}");
+        println!("{}", serde_json::to_string(&[entry])?);
+        return Ok(());
+    }
+    // Before anything else: a bad catalog or token list stops the process at once, naming the problem.
     let catalog = config.catalog.as_deref().map(api::catalog_file::load).transpose()?;
+    let mut tokens = api::auth::ApiTokens::none();
+    if let Some(path) = &config.api_tokens_file {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        tokens = tokens.merge(api::auth::ApiTokens::parse(&text)?);
+    }
+    if let Some(inline) = &config.api_tokens {
+        tokens = tokens.merge(api::auth::ApiTokens::parse(inline)?);
+    }
+    anyhow::ensure!(
+        !tokens.is_empty(),
+        "no API tokens are configured (CP_API_TOKENS_FILE or CP_API_TOKENS): every request would be refused; \
+         `cp-api --new-token NAME` makes one"
+    );
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,async_nats=warn"));
     let registry = tracing_subscriber::registry().with(filter);
     if config.log_json {
@@ -89,6 +126,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let settings = Settings { replicas: config.replicas, commit_mode, ..Settings::default() };
     let mut state = AppState::start(nats, &settings).await.context("starting the control plane")?;
+    state = state.with_tokens(tokens);
     if let Some(catalog) = catalog {
         tracing::info!(services = catalog.services.len(), "catalog loaded");
         state = state.with_catalog(std::sync::Arc::new(catalog));

@@ -67,6 +67,8 @@ pub fn app(state: AppState) -> Router {
         // generated one.
         .merge(SwaggerUi::new("/docs").config(utoipa_swagger_ui::Config::from("/openapi.json")))
         .fallback(|| async { ApiError::NotFound("route") })
+        // Innermost, so refusals are traced and counted like any answer.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::auth::authorize))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(
             ServiceBuilder::new()

@@ -50,6 +50,8 @@ pub struct Shared {
     pub read_wait: Duration,
     /// what `/metrics` serves
     pub metrics: crate::metrics::ApiMetrics,
+    /// the API tokens that authenticate callers
+    pub tokens: crate::auth::ApiTokens,
 }
 
 /// Why the API could not start.
@@ -87,6 +89,8 @@ impl AppState {
             events: topology.events,
             read_wait: DEFAULT_READ_WAIT,
             metrics: crate::metrics::ApiMetrics::default(),
+            // None until configured: a fresh state refuses every request that needs a token.
+            tokens: crate::auth::ApiTokens::none(),
         })))
     }
 
@@ -95,6 +99,11 @@ impl AppState {
     pub fn with_catalog(&self, catalog: Arc<domain::Catalog>) -> Self {
         let commands = self.commands.clone().with_catalog(catalog);
         Self(Arc::new(Shared { commands, ..Shared::clone(&self.0) }))
+    }
+
+    /// The same state, authenticating callers with `tokens`.
+    pub fn with_tokens(&self, tokens: crate::auth::ApiTokens) -> Self {
+        Self(Arc::new(Shared { tokens, ..Shared::clone(&self.0) }))
     }
 
     /// The catalog this API serves and checks commands against.

@@ -16,6 +16,34 @@ use serde_json::{Value, json};
 pub use testkit::{NatsServer, Sync};
 use tower::ServiceExt as _;
 
+/// The platform admin's token (every project, admin), sent when a test names none.
+pub const ADMIN_TOKEN: &str = "cpat_test_admin";
+/// A viewer of project acme.
+pub const ACME_VIEWER_TOKEN: &str = "cpat_test_acme_viewer";
+/// An editor of project acme.
+pub const ACME_EDITOR_TOKEN: &str = "cpat_test_acme_editor";
+/// An editor of project other, and of nothing else.
+pub const OTHER_EDITOR_TOKEN: &str = "cpat_test_other_editor";
+
+/// The tokens every test API accepts.
+pub fn test_tokens() -> api::auth::ApiTokens {
+    use api::auth::{Role, TokenEntry, hash_token};
+    let entry = |name: &str, token: &str, platform_admin, projects: &[(&str, Role)]| TokenEntry {
+        name: name.into(),
+        sha256: hash_token(token),
+        subject: format!("{name}@tests"),
+        platform_admin,
+        projects: projects.iter().map(|(p, r)| ((*p).to_owned(), *r)).collect(),
+    };
+    api::auth::ApiTokens::from_entries(vec![
+        entry("admin", ADMIN_TOKEN, true, &[("*", Role::Admin)]),
+        entry("acme-viewer", ACME_VIEWER_TOKEN, false, &[("acme", Role::Viewer)]),
+        entry("acme-editor", ACME_EDITOR_TOKEN, false, &[("acme", Role::Editor)]),
+        entry("other-editor", OTHER_EDITOR_TOKEN, false, &[("other", Role::Editor)]),
+    ])
+    .expect("valid test tokens")
+}
+
 /// A control plane on its own nats-server.
 pub struct TestApi {
     /// the server; kill and restart it to inject faults
@@ -104,7 +132,10 @@ impl TestApi {
             Sync::Default => streams::CommitMode::OneByOne,
         };
         let settings = streams::Settings { commit_mode, ..streams::Settings::default() };
-        let state = AppState::start(nats.clone(), &settings).await.expect("start the API state");
+        let state = AppState::start(nats.clone(), &settings)
+            .await
+            .expect("start the API state")
+            .with_tokens(test_tokens());
         if projector {
             // The projector runs beside the API, as `cp-projector run` does in a deployment.
             let topology =
@@ -256,7 +287,13 @@ async fn call(
     send(router, request.body(body).expect("valid request")).await
 }
 
-async fn send(router: &Router, request: Request<Body>) -> Reply {
+async fn send(router: &Router, mut request: Request<Body>) -> Reply {
+    // A request that says nothing about authentication goes as the platform admin; a test of
+    // authentication sets its own header (an empty one for none).
+    if !request.headers().contains_key("authorization") {
+        let admin = format!("Bearer {ADMIN_TOKEN}");
+        request.headers_mut().insert("authorization", admin.parse().expect("a header value"));
+    }
     let response = router.clone().oneshot(request).await.expect("router is infallible");
     let status = response.status();
     let headers = response.headers().clone();

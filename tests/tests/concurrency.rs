@@ -40,8 +40,14 @@ async fn fifty_unconditional_patches_each_apply_once_or_conflict() {
     let id = created.body["instance_id"].as_str().unwrap().to_owned();
     let path = format!("/v1/projects/acme/instances/{id}");
     let nats = async_nats::connect(api.nats_server.url()).await.unwrap();
-    let other =
-        Arc::new(api.replica(api::AppState::start(nats, &streams::Settings::default()).await.unwrap()));
+    let other = Arc::new(
+        api.replica(
+            api::AppState::start(nats, &streams::Settings::default())
+                .await
+                .unwrap()
+                .with_tokens(system_tests::test_tokens()),
+        ),
+    );
     let replies = join_all((0..50).map(|i| {
         let (api, other, path) = (api.clone(), other.clone(), path.clone());
         async move {
@@ -157,10 +163,14 @@ async fn an_idempotency_key_survives_a_restart_of_the_api() {
         api.call(Method::POST, "/v1/projects/acme/instances", Some(&body), &[("idempotency-key", "k")]).await;
     // A second API process on the same NATS: it knows the key from the bucket, not from memory.
     let nats = async_nats::connect(api.nats_server.url()).await.unwrap();
-    let state = api::AppState::start(nats, &streams::Settings::default()).await.unwrap();
+    let state = api::AppState::start(nats, &streams::Settings::default())
+        .await
+        .unwrap()
+        .with_tokens(system_tests::test_tokens());
     let router = api::app(state);
     let request = axum::http::Request::post("/v1/projects/acme/instances")
         .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {}", system_tests::ADMIN_TOKEN))
         .header("idempotency-key", "k")
         .body(axum::body::Body::from(serde_json::to_vec(&body).unwrap()))
         .unwrap();

@@ -19,8 +19,10 @@ struct Feed {
 
 impl Feed {
     async fn open(api: &TestApi, query: &str, last_event_id: Option<u64>) -> Self {
-        let mut request =
-            Request::builder().method(Method::GET).uri(format!("/v1/projects/acme/events{query}"));
+        let mut request = Request::builder()
+            .method(Method::GET)
+            .uri(format!("/v1/projects/acme/events{query}"))
+            .header("authorization", format!("Bearer {}", system_tests::ADMIN_TOKEN));
         if let Some(id) = last_event_id {
             request = request.header("last-event-id", id.to_string());
         }

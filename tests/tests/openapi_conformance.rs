@@ -37,6 +37,9 @@ async fn schemathesis_finds_no_failure_with_every_check() {
         // Hooks (a fresh Idempotency-Key per request) and per-operation settings; both say why.
         .env("SCHEMATHESIS_HOOKS", "schemathesis_hooks")
         .env("PYTHONPATH", &here)
+        // The platform admin's token, for the document's bearer scheme (`[auth.openapi.bearer]` in the
+        // config): every route is reachable, and the auth checks still send requests without it.
+        .env("CP_TEST_API_TOKEN", system_tests::ADMIN_TOKEN)
         .arg("--config-file")
         .arg(here.join("schemathesis.toml"))
         .args(["run", &format!("{base}/openapi.json"), "--checks", "all"])

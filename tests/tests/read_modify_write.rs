@@ -53,7 +53,10 @@ async fn an_etag_from_a_write_on_another_replica_is_accepted() {
     assert_eq!(first.status, StatusCode::ACCEPTED, "{}", first.body);
 
     let nats = async_nats::connect(api.nats_server.url()).await.expect("connect");
-    let other = api::AppState::start(nats, &streams::Settings::default()).await.expect("second replica");
+    let other = api::AppState::start(nats, &streams::Settings::default())
+        .await
+        .expect("second replica")
+        .with_tokens(system_tests::test_tokens());
     let other = api.replica(other);
     let moved = other.call(Method::PATCH, &path, Some(&json!({"description": "b"})), &[]).await;
     assert_eq!(moved.status, StatusCode::ACCEPTED, "{}", moved.body);

@@ -12,7 +12,8 @@ use system_tests::TestApi;
 use tower::ServiceExt as _;
 
 async fn get(router: &axum::Router, path: &str, token: Option<&str>) -> (StatusCode, Value) {
-    let mut request = Request::builder().method(Method::GET).uri(path);
+    let admin = format!("Bearer {}", system_tests::ADMIN_TOKEN);
+    let mut request = Request::builder().method(Method::GET).uri(path).header("authorization", admin);
     if let Some(token) = token {
         request = request.header("cp-min-sequence", token);
     }
@@ -26,7 +27,10 @@ async fn get(router: &axum::Router, path: &str, token: Option<&str>) -> (StatusC
 async fn a_read_on_another_replica_with_the_token_always_sees_the_write() {
     let api = TestApi::start().await;
     let nats = async_nats::connect(api.nats_server.url()).await.unwrap();
-    let replica = api::AppState::start(nats, &streams::Settings::default()).await.unwrap();
+    let replica = api::AppState::start(nats, &streams::Settings::default())
+        .await
+        .unwrap()
+        .with_tokens(system_tests::test_tokens());
     let other = api::app(replica.clone());
     let created = api.provision("acme", "db").await;
     let path = format!("/v1/projects/acme/instances/{}", created.body["instance_id"].as_str().unwrap());

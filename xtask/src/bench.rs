@@ -234,13 +234,14 @@ async fn http_figure(
         let bucket = streams::read_models::ReadModelBucket::new(&topology);
         projections::Projector::new(topology.events.clone(), bucket, projector_metrics.clone()).spawn();
     }
-    let state = api::AppState::start(client.clone(), settings).await?;
+    let (token, tokens) = crate::api_client::in_process_token()?;
+    let state = api::AppState::start(client.clone(), settings).await?.with_tokens(tokens);
     let read_models = state.read_models.clone();
     state.clusters.register(&domain::Cluster { name: "c1".into(), region: "r".into() }).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     tokio::spawn(async move { axum::serve(listener, api::app(state)).await });
-    let http = reqwest::Client::builder().pool_max_idle_per_host(128).build()?;
+    let http = crate::api_client::client(&token)?;
     let name = if with_projector { "HTTP API, PATCH (+ projector)" } else { "HTTP API, PATCH (API alone)" };
     let figure = bench
         .compare(name, clients, RawSubjects::Existing, |r| {

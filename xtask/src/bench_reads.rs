@@ -43,6 +43,7 @@ pub(crate) struct Options {
 /// The stack under test; the in-process one lives as long as this.
 struct Stack {
     base: String,
+    token: String,
     _server: Option<NatsServer>,
     server_pid: Option<u32>,
 }
@@ -54,13 +55,14 @@ async fn in_process_stack() -> anyhow::Result<Stack> {
     let topology = settings.apply(&async_nats::jetstream::new(nats.clone())).await?;
     let bucket = streams::read_models::ReadModelBucket::new(&topology);
     projections::Projector::new(topology.events, bucket, projections::ProjectorMetrics::default()).spawn();
-    let state = api::AppState::start(nats, &settings).await?;
+    let (token, tokens) = crate::api_client::in_process_token()?;
+    let state = api::AppState::start(nats, &settings).await?.with_tokens(tokens);
     state.clusters.register(&domain::Cluster { name: "c1".into(), region: "r".into() }).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     tokio::spawn(async move { axum::serve(listener, api::app(state)).await });
     let server_pid = server.pid();
-    Ok(Stack { base, _server: Some(server), server_pid })
+    Ok(Stack { base, token, _server: Some(server), server_pid })
 }
 
 /// Provisions an instance in `project`; returns its URL and the write's `Cp-Stream-Sequence`.
@@ -244,7 +246,12 @@ async fn get_cost(http: &Client, stack: &Stack, project: &str, options: &Options
 
 pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
     let stack = match &options.url {
-        Some(url) => Stack { base: url.trim_end_matches('/').to_owned(), _server: None, server_pid: None },
+        Some(url) => Stack {
+            base: url.trim_end_matches('/').to_owned(),
+            token: crate::api_client::running_stack_token()?,
+            _server: None,
+            server_pid: None,
+        },
         None => in_process_stack().await?,
     };
     println!(
@@ -252,7 +259,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
         stack.base,
         if options.url.is_some() { "a running stack" } else { "in-process: sync_interval always, grouped" }
     );
-    let http = Client::builder().pool_max_idle_per_host(128).build()?;
+    let http = crate::api_client::client(&stack.token)?;
     let project = format!("bench-rmw-{}", &uuid::Uuid::now_v7().simple().to_string()[24..]);
     let (url, _) = provision(&http, &stack.base, &project, "rmw").await?;
     read_modify_write(&http, &url, options.rounds).await?;

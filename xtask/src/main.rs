@@ -2,6 +2,7 @@
 //! baseline (raw JetStream publish with an expected-sequence check) measured in the same run, on a fresh
 //! nats-server per durability setting. Medians of several runs; the machine is small and noisy.
 
+mod api_client;
 mod bench;
 mod bench_agents;
 mod bench_reads;

@@ -105,16 +105,30 @@ pub(super) fn apply(document: &mut Value, clusters: &[domain::Cluster], catalog:
             for (method, operation) in item.iter_mut() {
                 if ["get", "put", "post", "patch", "delete"].contains(&method.as_str()) {
                     operation_rules(path, operation);
+                    security_rules(method, path, operation);
                 }
             }
         }
     }
+    document["components"]["securitySchemes"] = json!({"bearer": {"type": "http", "scheme": "bearer",
+        "description": "an API token (`cp-api --new-token`) or, where configured, a JWT from the OIDC issuer"}});
+    document["security"] = json!([{"bearer": []}]);
     let schemas = &mut document["components"]["schemas"];
     if schemas["ProvisionRequest"].is_object() {
         schemas["ProvisionRequest"] = provision_request(&schemas["ProvisionRequest"], clusters, catalog);
     }
     if schemas["ClusterRequest"].is_object() {
         schemas["ClusterRequest"]["properties"]["region"] = dns_label();
+    }
+    let scalar_or_null = json!({"type": ["boolean", "integer", "string", "null"]});
+    if schemas["CatalogParameter"]["properties"]["default"].is_object() {
+        let description = schemas["CatalogParameter"]["properties"]["default"]["description"].clone();
+        schemas["CatalogParameter"]["properties"]["default"] = scalar_or_null.clone();
+        schemas["CatalogParameter"]["properties"]["default"]["description"] = description;
+    }
+    if schemas["Observed"]["properties"]["config"].is_object() {
+        schemas["Observed"]["properties"]["config"]["additionalProperties"] =
+            json!({"type": ["boolean", "integer", "string"]});
     }
     if schemas["Instance"]["properties"]["config"].is_object() {
         schemas["Instance"]["properties"]["config"]["additionalProperties"] =
@@ -127,6 +141,35 @@ pub(super) fn apply(document: &mut Value, clusters: &[domain::Cluster], catalog:
         update["description"] = json!({"anyOf": [description(), {"type": "null"}]});
         update["config"] = json!({"type": ["object", "null"], "additionalProperties":
             {"type": ["boolean", "integer", "string", "null"]}});
+    }
+}
+
+/// Who may call the operation, from the route table (`crate::auth::ROUTES`), and the answers for those
+/// who may not.
+fn security_rules(method: &str, path: &str, operation: &mut Value) {
+    use crate::auth::Requirement;
+    let method = axum::http::Method::from_bytes(method.to_ascii_uppercase().as_bytes()).unwrap_or_default();
+    let requirement = crate::auth::requirement(&method, path);
+    if requirement == Requirement::Public {
+        operation["security"] = json!([]);
+        return;
+    }
+    let responses = &mut operation["responses"];
+    let mut add = |status: &str, description: &str| {
+        if responses.get(status).is_none() {
+            let mut response = problem();
+            response["description"] = Value::String(description.to_owned());
+            responses[status] = response;
+        }
+    };
+    add("401", "no bearer token, or one that is not valid (see `WWW-Authenticate`)");
+    match requirement {
+        Requirement::Project(role) => {
+            add("403", &format!("the token's role in the project is below {}", role.as_str()));
+            add("404", "not found, or in a project the token has no role in");
+        }
+        Requirement::PlatformAdmin => add("403", "the token is not a platform admin's"),
+        Requirement::Public | Requirement::Authenticated => {}
     }
 }
 

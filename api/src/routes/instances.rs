@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use axum::{
-    Json,
+    Extension, Json,
     extract::{Path, Query, State, rejection::QueryRejection},
     http::{HeaderMap, Method, Uri, header},
     response::{IntoResponse, Response},
@@ -17,6 +17,7 @@ use uuid::Uuid;
 use super::write::{self, Write};
 use crate::{
     ApiError, AppState,
+    auth::Principal,
     dto::{Instance, InstanceList, Operation, ProvisionRequest, UpdateRequest, config_value},
     error::Problem,
     extract::{JsonBody, etag, if_match},
@@ -51,6 +52,7 @@ pub(super) fn instance_id(raw: &str) -> Result<Uuid, ApiError> {
 )]
 pub(super) async fn create_instance(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(project): Path<String>,
     uri: Uri,
     headers: HeaderMap,
@@ -104,6 +106,7 @@ pub(super) async fn create_instance(
         expected_version: None,
         headers: &headers,
         fingerprint: [Method::POST.as_str().as_bytes(), uri.path().as_bytes(), &body.raw],
+        actor: &principal,
     };
     write::execute(&state, write, command).await
 }
@@ -254,6 +257,7 @@ pub(super) async fn get_instance(
 )]
 pub(super) async fn update_instance(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path((project, id)): Path<(String, String)>,
     uri: Uri,
     headers: HeaderMap,
@@ -288,6 +292,7 @@ pub(super) async fn update_instance(
         expected_version,
         headers: &headers,
         fingerprint: [Method::PATCH.as_str().as_bytes(), uri.path().as_bytes(), &body.raw],
+        actor: &principal,
     };
     write::execute(&state, write, command).await
 }
@@ -312,6 +317,7 @@ pub(super) async fn update_instance(
 )]
 pub(super) async fn delete_instance(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path((project, id)): Path<(String, String)>,
     uri: Uri,
     headers: HeaderMap,
@@ -325,6 +331,7 @@ pub(super) async fn delete_instance(
         expected_version: if_match(&headers)?,
         headers: &headers,
         fingerprint: [Method::DELETE.as_str().as_bytes(), uri.path().as_bytes(), b""],
+        actor: &principal,
     };
     write::execute(&state, write, InstanceCommand::Deprovision).await
 }

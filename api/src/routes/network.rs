@@ -3,7 +3,7 @@
 //! rolling out.
 
 use axum::{
-    Json,
+    Extension, Json,
     extract::{Path, State},
     http::{HeaderMap, Method, Uri, header},
     response::{IntoResponse, Response},
@@ -17,6 +17,7 @@ use super::{
 };
 use crate::{
     ApiError, AppState,
+    auth::Principal,
     dto::{Acl, AclAddRequest, AclEntry, AclReplaceRequest, Operation},
     error::Problem,
     extract::{JsonBody, etag, if_match},
@@ -70,6 +71,7 @@ pub(super) async fn get_acl(
 )]
 pub(super) async fn replace_acl(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path((project, id)): Path<(String, String)>,
     uri: Uri,
     headers: HeaderMap,
@@ -83,7 +85,7 @@ pub(super) async fn replace_acl(
     domain::instance::check_acl(&entries, "/entries", request.allow_public)?;
     let command = InstanceCommand::ReplaceAcl { entries, allow_public: request.allow_public };
     let fingerprint = [Method::PUT.as_str().as_bytes(), uri.path().as_bytes(), &body.raw];
-    change(&state, &project, id, &headers, fingerprint, command).await
+    change(&state, &principal, &project, id, &headers, fingerprint, command).await
 }
 
 /// Adds one entry to an instance's ACL (an entry with the same CIDR gets the new description; the same
@@ -109,6 +111,7 @@ pub(super) async fn replace_acl(
 )]
 pub(super) async fn add_acl_entry(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path((project, id)): Path<(String, String)>,
     uri: Uri,
     headers: HeaderMap,
@@ -121,7 +124,7 @@ pub(super) async fn add_acl_entry(
     domain::instance::check_acl_entry(&entry, "", request.allow_public)?;
     let command = InstanceCommand::AddAclEntry { entry, allow_public: request.allow_public };
     let fingerprint = [Method::POST.as_str().as_bytes(), uri.path().as_bytes(), &body.raw];
-    change(&state, &project, id, &headers, fingerprint, command).await
+    change(&state, &principal, &project, id, &headers, fingerprint, command).await
 }
 
 /// Removes one entry from an instance's ACL. The entry is named by its CIDR with the `/` percent-encoded
@@ -146,6 +149,7 @@ pub(super) async fn add_acl_entry(
 )]
 pub(super) async fn remove_acl_entry(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path((project, id, cidr)): Path<(String, String, String)>,
     uri: Uri,
     headers: HeaderMap,
@@ -153,11 +157,13 @@ pub(super) async fn remove_acl_entry(
     check_dns_label("project", &project)?;
     let id = instance_id(&id)?;
     let fingerprint = [Method::DELETE.as_str().as_bytes(), uri.path().as_bytes(), b""];
-    change(&state, &project, id, &headers, fingerprint, InstanceCommand::RemoveAclEntry { cidr }).await
+    let command = InstanceCommand::RemoveAclEntry { cidr };
+    change(&state, &principal, &project, id, &headers, fingerprint, command).await
 }
 
 async fn change(
     state: &AppState,
+    principal: &Principal,
     project: &str,
     instance_id: uuid::Uuid,
     headers: &HeaderMap,
@@ -171,6 +177,7 @@ async fn change(
         expected_version: if_match(headers)?,
         headers,
         fingerprint,
+        actor: principal,
     };
     write::execute(state, write, command).await
 }

@@ -86,10 +86,6 @@ async fn wait_for(state: &AppState, sequence: u64, what: &str) -> Result<(), Api
     )))
 }
 
-/// Who is recorded as the actor of commands. Authentication is not part of this API yet; when it is,
-/// the authenticated principal goes here.
-const ACTOR: &str = "anonymous";
-
 /// One write request.
 pub(super) struct Write<'a> {
     pub(super) project: &'a str,
@@ -100,6 +96,8 @@ pub(super) struct Write<'a> {
     pub(super) headers: &'a HeaderMap,
     /// method, path and body: what an Idempotency-Key is bound to
     pub(super) fingerprint: [&'a [u8]; 3],
+    /// who asked (recorded in the events)
+    pub(super) actor: &'a crate::auth::Principal,
 }
 
 /// Runs `command` as `write` describes and answers 202 with the operation.
@@ -108,7 +106,7 @@ pub(super) async fn execute(
     write: Write<'_>,
     mut command: InstanceCommand,
 ) -> Result<Response, ApiError> {
-    let Write { project, kind, mut instance_id, expected_version, headers, fingerprint } = write;
+    let Write { project, kind, mut instance_id, expected_version, headers, fingerprint, actor } = write;
     let mut operation_id = Uuid::now_v7();
     let mut claimed = None;
     let mut retried = false;
@@ -179,7 +177,7 @@ pub(super) async fn execute(
         }
     }
 
-    let mut metadata = CommandMetadata::new(kind, ACTOR);
+    let mut metadata = CommandMetadata::new(kind, actor.actor());
     metadata.command_id = operation_id;
     metadata.correlation_id = headers.get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
     metadata.idempotency_key = claimed.as_ref().map(|(key, _)| key.clone());
