@@ -10,6 +10,17 @@ fn bearer(token: &str) -> String {
     format!("Bearer {token}")
 }
 
+/// Provisions PostgreSQL instance `db` in acme as acme's editor.
+async fn provision_as_acme_editor(api: &TestApi) -> system_tests::Reply {
+    let body = json!({"name": "db", "service": "postgresql", "version": "16", "plan": "starter"});
+    let editor = bearer(ACME_EDITOR_TOKEN);
+    let created = api
+        .call(Method::POST, "/v1/projects/acme/instances", Some(&body), &[("authorization", &editor)])
+        .await;
+    assert_eq!(created.status, StatusCode::ACCEPTED, "{}", created.body);
+    created
+}
+
 #[tokio::test]
 async fn a_request_without_a_valid_token_is_401_with_a_challenge_and_health_stays_open() {
     let api = TestApi::start().await;
@@ -29,16 +40,7 @@ async fn a_request_without_a_valid_token_is_401_with_a_challenge_and_health_stay
 #[tokio::test]
 async fn another_project_s_resources_do_not_exist_for_a_token_and_nothing_reaches_the_log() {
     let api = TestApi::start().await;
-    let editor = bearer(ACME_EDITOR_TOKEN);
-    let created = api
-        .call(
-            Method::POST,
-            "/v1/projects/acme/instances",
-            Some(&json!({"name": "db", "service": "postgresql", "version": "16", "plan": "starter"})),
-            &[("authorization", &editor)],
-        )
-        .await;
-    assert_eq!(created.status, StatusCode::ACCEPTED, "{}", created.body);
+    let created = provision_as_acme_editor(&api).await;
     let id = created.body["instance_id"].as_str().unwrap();
     let operation = created.body["id"].as_str().unwrap();
     let messages = api.stream_messages().await;
@@ -100,15 +102,7 @@ async fn a_viewer_reads_but_its_writes_are_403_and_clusters_need_a_platform_admi
 #[tokio::test]
 async fn every_event_names_the_caller_and_the_token() {
     let api = TestApi::start().await;
-    let editor = bearer(ACME_EDITOR_TOKEN);
-    let created = api
-        .call(
-            Method::POST,
-            "/v1/projects/acme/instances",
-            Some(&json!({"name": "db", "service": "postgresql", "version": "16", "plan": "starter"})),
-            &[("authorization", &editor)],
-        )
-        .await;
+    let created = provision_as_acme_editor(&api).await;
     let sequence: u64 = created.header("cp-stream-sequence").unwrap().parse().unwrap();
     let message = api.state.events.direct_get(sequence).await.unwrap();
     assert_eq!(

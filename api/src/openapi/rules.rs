@@ -28,6 +28,15 @@ fn sequence() -> Value {
     json!({"type": "integer", "format": "int64", "minimum": 0, "maximum": MAX_SEQUENCE})
 }
 
+/// Documents a problem+json answer `status`, unless the operation already documents one.
+fn add_problem(responses: &mut Value, status: &str, description: &str) {
+    if responses.get(status).is_none() {
+        let mut response = problem();
+        response["description"] = Value::String(description.to_owned());
+        responses[status] = response;
+    }
+}
+
 fn problem() -> Value {
     json!({"content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}})
 }
@@ -155,13 +164,7 @@ fn security_rules(method: &str, path: &str, operation: &mut Value) {
         return;
     }
     let responses = &mut operation["responses"];
-    let mut add = |status: &str, description: &str| {
-        if responses.get(status).is_none() {
-            let mut response = problem();
-            response["description"] = Value::String(description.to_owned());
-            responses[status] = response;
-        }
-    };
+    let mut add = |status: &str, description: &str| add_problem(responses, status, description);
     add("401", "no bearer token, or one that is not valid (see `WWW-Authenticate`)");
     match requirement {
         Requirement::Project(role) => {
@@ -216,13 +219,7 @@ fn operation_rules(path: &str, operation: &mut Value) {
                 .any(|p| p["name"].as_str().is_some_and(|n| n.eq_ignore_ascii_case("cp-min-sequence")))
         });
     let responses = &mut operation["responses"];
-    let mut add = |status: &str, description: &str| {
-        if responses.get(status).is_none() {
-            let mut response = problem();
-            response["description"] = Value::String(description.to_owned());
-            responses[status] = response;
-        }
-    };
+    let mut add = |status: &str, description: &str| add_problem(responses, status, description);
     if bad_request {
         add("400", "a malformed body, header or query parameter");
     }
