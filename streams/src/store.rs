@@ -23,12 +23,7 @@ use std::{
 use async_nats::{
     HeaderValue,
     connection::State,
-    jetstream::{
-        self,
-        consumer::pull::OrderedConfig,
-        context::traits::TimeoutProvider,
-        stream::{DirectGetErrorKind, LastRawMessageErrorKind},
-    },
+    jetstream::{self, consumer::pull::OrderedConfig, context::traits::TimeoutProvider},
 };
 use bytes::Bytes;
 use cqrs_es::{Aggregate, AggregateContext, AggregateError};
@@ -44,8 +39,10 @@ mod cache;
 mod cqrs;
 mod execute;
 mod read;
+mod replica;
 
 use cache::{Cache, Loaded};
+use replica::Replica;
 
 /// An aggregate that can live in a [`JetStreamStore`].
 pub trait StreamAggregate: Aggregate + Clone + 'static {
@@ -265,40 +262,6 @@ impl<A: StreamAggregate> JetStreamStore<A> {
         })
     }
 
-    /// The last message of an aggregate's subject, whatever its partition; `None` when the aggregate has
-    /// no events. `from` says which server may answer; see [`Replica`].
-    async fn last_message(
-        &self,
-        aggregate_id: &str,
-        from: Replica,
-    ) -> Result<Option<jetstream::message::StreamMessage>, StoreError<A>> {
-        self.ensure_connected()?;
-        let pattern = format!("{}.*.{aggregate_id}", self.inner.prefix);
-        let stream = &self.inner.stream;
-        if self.direct_reads(from) {
-            match stream.direct_get_last_for_subject(pattern.as_str()).await {
-                Ok(message) => return Ok(Some(message)),
-                Err(e) if e.kind() == DirectGetErrorKind::NotFound => return Ok(None),
-                Err(e) if !no_direct_responder(&e) => return Err(unavailable::<A>(e)),
-                Err(_) => {}
-            }
-        }
-        match stream.get_last_raw_message_by_subject(&pattern).await {
-            Ok(message) => Ok(Some(message)),
-            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
-            Err(e) => Err(unavailable::<A>(e)),
-        }
-    }
-
-    /// Whether a read that `from` may answer can be a direct get. Direct gets are answered by any
-    /// replica that is current, which on a replicated stream may still miss the last few acknowledged
-    /// messages (nats-server `server/stream.go`, `processDirectGetRequest`; ADR-31 "Direct Get": "may
-    /// return stale data"); the leader's `STREAM.MSG.GET` cannot. With one replica the two are the same
-    /// server, and the direct get is the cheaper.
-    fn direct_reads(&self, from: Replica) -> bool {
-        from == Replica::Any || self.inner.stream.cached_info().config.num_replicas <= 1
-    }
-
     /// Folds every event of one subject, in order. Returns the aggregate and each event with its version.
     async fn replay(
         &self,
@@ -491,46 +454,10 @@ impl<A: StreamAggregate> JetStreamStore<A> {
         expected: u64,
         command_id: uuid::Uuid,
     ) -> Result<Option<u64>, StoreError<A>> {
-        let stream = &self.inner.stream;
-        let direct = self.direct_reads(Replica::Leader);
-        let next = match direct {
-            true => match stream.direct_get_next_for_subject(subject, Some(expected + 1)).await {
-                Ok(message) => Some(message),
-                Err(e) if e.kind() == DirectGetErrorKind::NotFound => return Ok(None),
-                Err(e) if !no_direct_responder(&e) => return Err(unavailable::<A>(e)),
-                Err(_) => None,
-            },
-            false => None,
-        };
-        let message = match next {
-            Some(message) => message,
-            None => {
-                let request = stream.raw_message_builder().sequence(expected + 1).next_by_subject(subject);
-                match request.send().await {
-                    Ok(message) => message,
-                    Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(None),
-                    Err(e) => return Err(unavailable::<A>(e)),
-                }
-            }
+        let Some(message) = self.next_message(subject, expected + 1, Replica::Leader).await? else {
+            return Ok(None);
         };
         let batch = EventBatch::from_slice(&message.payload).map_err(corrupt::<A>)?;
         Ok((batch.metadata.command_id == command_id).then_some(message.sequence))
     }
-}
-
-/// Which server may answer a read of the stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Replica {
-    /// any current replica (a direct get): for loads a command's expected-sequence check guards, where
-    /// a stale read costs one retry.
-    Any,
-    /// the stream's leader: for reads that must see every acknowledged write.
-    Leader,
-}
-
-/// A direct get nobody answered: on a fresh or just-moved stream the replicas' direct-get
-/// subscriptions reach the client's server a moment after the stream does, while the JetStream API
-/// (which reaches the leader) answers at once.
-fn no_direct_responder(error: &jetstream::stream::DirectGetError) -> bool {
-    matches!(error.kind(), DirectGetErrorKind::ErrorResponse(status, _) if status == async_nats::StatusCode::NO_RESPONDERS)
 }
