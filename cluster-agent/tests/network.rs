@@ -4,7 +4,11 @@
 mod common;
 
 use common::*;
-use domain::{InstanceCommand, ServiceType, instance::AclEntry};
+use domain::{
+    InstanceCommand, ServiceType,
+    instance::{AclEntry, Aspect},
+};
+use projections::Health;
 use serde_json::Value;
 
 fn replace_acl(cidrs: &[&str], allow_public: bool) -> InstanceCommand {
@@ -20,12 +24,22 @@ fn policy_blocks(view: &View, name: &str) -> Vec<String> {
     cluster_agent::render::network::admitted_blocks(policy)
 }
 
+fn instance_network_health(model: &projections::ReadModel, id: uuid::Uuid) -> Option<Health> {
+    let view = model.instance("acme", id)?;
+    view.status.aspects.iter().find(|(a, _)| *a == Aspect::NetworkAccess).map(|(_, h)| *h)
+}
+
+/// The network aspect's health as the API shows it, from the projector's fold of the stream now.
+async fn network_health(world: &World, id: uuid::Uuid) -> Health {
+    instance_network_health(&world.read_models().await, id).expect("the instance's network aspect")
+}
+
 fn source_ranges(view: &View, name: &str) -> Option<Value> {
     view.get("services", &format!("{name}-endpoint")).map(|s| s["spec"]["loadBalancerSourceRanges"].clone())
 }
 
 async fn the_reference_example_an_acl_change_reaches_the_policy_and_the_endpoint_only(backend: Backend) {
-    let world = World::start(backend, &["c1"]).await;
+    let mut world = World::start(backend, &["c1"]).await;
     let cluster = world.cluster("c1");
     let id = world.provision("c1", "mongo", ServiceType::Mongodb, "7.0").await;
     cluster.converges("provisioned", |v| v.ready_at("mongo", 1)).await;
@@ -45,26 +59,44 @@ async fn the_reference_example_an_acl_change_reaches_the_policy_and_the_endpoint
         "the policy must see the client's address"
     );
 
-    // The reference example: desired 1.2.3.4/32, observed 0.0.0.0/0.
+    // The reference example: desired 1.2.3.4/32, observed 0.0.0.0/0. The agent is stopped while the
+    // change is made, so the status shown before the cluster applies it is seen for certain.
+    assert_eq!(network_health(&world, id).await, Health::Healthy);
     let sts_before = view.get("statefulsets.apps", "mongo").unwrap()["metadata"]["resourceVersion"].clone();
-    let before = cluster.writes();
+    world.stop_agent(0).await;
     let narrowed = world.command(id, replace_acl(&["1.2.3.4/32"], false)).await;
+    assert_eq!(
+        network_health(&world, id).await,
+        Health::Reconciling,
+        "desired 1.2.3.4/32, observed 0.0.0.0/0"
+    );
+    world.start_agent(0).await;
+    let cluster = world.cluster("c1");
     cluster.converges("narrowed", |v| v.network_applied_at("mongo", narrowed)).await;
+    // The agent publishes what it observed (acknowledged by JetStream) before it writes the status the
+    // wait above saw, so the stream already holds it.
+    assert_eq!(network_health(&world, id).await, Health::Healthy, "observed the new ACL: healthy");
     let view = cluster.view().await;
     assert_eq!(policy_blocks(&view, "mongo"), ["1.2.3.4/32"], "exactly the new set");
     assert_eq!(source_ranges(&view, "mongo"), Some(serde_json::json!(["1.2.3.4/32"])), "exactly the new set");
     let mi = view.managed_instance("mongo").unwrap();
     assert_eq!(mi["status"]["acl"], serde_json::json!(["1.2.3.4/32"]), "the agent reports what it observes");
-    let changed = delta(&before, &cluster.writes());
-    assert_eq!(changed.get("patch networkpolicies.networking.k8s.io"), Some(&1), "{changed:?}");
-    assert_eq!(changed.get("patch services"), Some(&1), "{changed:?}");
-    assert_eq!(changed.get("patch statefulsets.apps"), None, "an ACL change rolls no pod: {changed:?}");
-    assert_eq!(changed.get("patch configmaps"), None, "{changed:?}");
     assert_eq!(
         view.get("statefulsets.apps", "mongo").unwrap()["metadata"]["resourceVersion"],
         sts_before,
         "the workload is untouched"
     );
+
+    // What an ACL change writes, with the agent running throughout: the two network objects only.
+    let before = cluster.writes();
+    let widened = world.command(id, replace_acl(&["1.2.3.4/32", "198.51.100.0/24"], false)).await;
+    cluster.converges("widened", |v| v.network_applied_at("mongo", widened)).await;
+    let changed = delta(&before, &cluster.writes());
+    assert_eq!(changed.get("patch networkpolicies.networking.k8s.io"), Some(&1), "{changed:?}");
+    assert_eq!(changed.get("patch services"), Some(&1), "{changed:?}");
+    assert_eq!(changed.get("patch statefulsets.apps"), None, "an ACL change rolls no pod: {changed:?}");
+    assert_eq!(changed.get("patch configmaps"), None, "{changed:?}");
+    assert_eq!(policy_blocks(&cluster.view().await, "mongo"), ["1.2.3.4/32", "198.51.100.0/24"]);
 
     let closed = world.command(id, replace_acl(&[], false)).await;
     cluster

@@ -134,6 +134,21 @@ impl World {
         Self { nats_server, nats, topology, commands, clusters }
     }
 
+    /// Stops the agent of cluster `i` (it stops everything it started).
+    pub async fn stop_agent(&mut self, i: usize) {
+        if let Some(agent) = self.clusters[i].agent.take() {
+            agent.abort();
+            let _ = agent.await;
+        }
+    }
+
+    /// The read models as the projector folds the whole stream now (`projections::rebuild`).
+    pub async fn read_models(&self) -> projections::ReadModel {
+        let mut events = self.topology.events.clone();
+        let last = events.info().await.expect("stream info").state.last_sequence;
+        projections::rebuild::fold_stream(&events, last, true).await.expect("fold the stream").model
+    }
+
     /// Starts the agent of cluster `i` in this process, with its requests recorded.
     pub async fn start_agent(&mut self, i: usize) {
         self.start_agent_with_resync(i, Duration::from_secs(300)).await;
