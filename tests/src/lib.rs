@@ -71,6 +71,11 @@ impl Reply {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
+    /// The operation id a write's reply carries.
+    pub fn operation_id(&self) -> uuid::Uuid {
+        self.body["id"].as_str().and_then(|id| id.parse().ok()).expect("reply carries an operation id")
+    }
+
     /// The `ETag` as a number.
     pub fn version(&self) -> u64 {
         self.header("etag")
@@ -225,10 +230,9 @@ impl TestApi {
             .await
     }
 
-    /// Waits (at most `timeout`) until operation `id` (as an API reply carries it) of project acme is
-    /// `in_progress`, `succeeded` or `failed`.
-    pub async fn wait_for_operation(&self, id: &Value, state: &str, timeout: Duration) -> bool {
-        let id: uuid::Uuid = id.as_str().and_then(|id| id.parse().ok()).expect("an operation id");
+    /// Waits (at most `timeout`) until operation `id` of project acme is `in_progress`, `succeeded` or
+    /// `failed`.
+    pub async fn wait_for_operation(&self, id: uuid::Uuid, state: &str, timeout: Duration) -> bool {
         self.state
             .read_models
             .wait_until(timeout, |m| {

@@ -64,11 +64,11 @@ async fn a_restart_parameter_is_pending_a_restart_until_the_cluster_applied_it_a
 
     let _second = agent(&api, "eu-1", address).await;
     assert!(
-        api.wait_for_operation(&restart.body["id"], "succeeded", CONVERGE).await,
+        api.wait_for_operation(restart.operation_id(), "succeeded", CONVERGE).await,
         "the restart change never applied"
     );
     assert!(
-        api.wait_for_operation(&dynamic.body["id"], "succeeded", CONVERGE).await,
+        api.wait_for_operation(dynamic.operation_id(), "succeeded", CONVERGE).await,
         "the dynamic change never applied"
     );
     let got = api.call(Method::GET, &mongo, None, &[]).await;
@@ -111,7 +111,7 @@ async fn a_configuration_the_workload_fails_with_fails_its_operation_and_shows_t
     sim.set_faults(Faults { crash_loop: vec!["db".into()], ..Faults::default() });
     let bad =
         api.call(Method::PATCH, &path, Some(&json!({"config": {"slow_op_threshold_ms": 0}})), &[]).await;
-    assert!(api.wait_for_operation(&bad.body["id"], "failed", CONVERGE).await, "the change never failed");
+    assert!(api.wait_for_operation(bad.operation_id(), "failed", CONVERGE).await, "the change never failed");
     let operation = bad.body["id"].as_str().unwrap();
     let failed = api.call(Method::GET, &format!("/v1/projects/acme/operations/{operation}"), None, &[]).await;
     assert_eq!(failed.body["error"]["reason"], "CrashLoopBackOff", "{}", failed.body);
@@ -126,7 +126,7 @@ async fn a_configuration_the_workload_fails_with_fails_its_operation_and_shows_t
     let back =
         api.call(Method::PATCH, &path, Some(&json!({"config": {"slow_op_threshold_ms": 100}})), &[]).await;
     assert!(
-        api.wait_for_operation(&back.body["id"], "succeeded", CONVERGE).await,
+        api.wait_for_operation(back.operation_id(), "succeeded", CONVERGE).await,
         "reverting never succeeded"
     );
 }

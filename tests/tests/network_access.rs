@@ -69,7 +69,7 @@ async fn an_acl_change_reconciles_the_network_aspect_until_the_agent_observes_it
 
     let _second_agent = agent(&api, "eu-1", address).await;
     assert!(
-        api.wait_for_operation(&changed.body["id"], "succeeded", CONVERGE).await,
+        api.wait_for_operation(changed.operation_id(), "succeeded", CONVERGE).await,
         "the ACL change never succeeded"
     );
     assert!(api.wait_for_state(id, Health::Healthy, CONVERGE).await, "never healthy again");
@@ -130,7 +130,7 @@ async fn an_acl_change_succeeds_while_a_slow_upgrade_is_still_in_progress() {
         api.call(Method::POST, &format!("{path}/acl"), Some(&json!({"cidr": "198.51.100.7/32"})), &[]).await;
     assert_eq!(narrowed.status, StatusCode::ACCEPTED, "{}", narrowed.body);
     assert!(
-        api.wait_for_operation(&narrowed.body["id"], "succeeded", CONVERGE).await,
+        api.wait_for_operation(narrowed.operation_id(), "succeeded", CONVERGE).await,
         "the ACL change never succeeded"
     );
     assert_eq!(
@@ -139,7 +139,7 @@ async fn an_acl_change_succeeds_while_a_slow_upgrade_is_still_in_progress() {
         "the upgrade's pods take 4 s to be ready; it cannot be done yet"
     );
     assert!(
-        api.wait_for_operation(&upgrade.body["id"], "succeeded", CONVERGE).await,
+        api.wait_for_operation(upgrade.operation_id(), "succeeded", CONVERGE).await,
         "the upgrade never succeeded"
     );
 }

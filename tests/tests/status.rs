@@ -17,13 +17,6 @@ async fn with_agent(api: &TestApi, cluster: &str, ready_delay: Duration) -> Simu
     sim
 }
 
-async fn wait_for_state(api: &TestApi, id: Uuid, state: Health) -> bool {
-    api.state
-        .read_models
-        .wait_until(CONVERGE, |m| m.instance("acme", id).is_some_and(|v| v.status.state == state))
-        .await
-}
-
 #[tokio::test]
 async fn status_goes_reconciling_healthy_error_healthy_and_a_plan_change_touches_resources_only() {
     let api = TestApi::start().await;
@@ -38,7 +31,7 @@ async fn status_goes_reconciling_healthy_error_healthy_and_a_plan_change_touches
     let got = api.call(Method::GET, &path, None, &[]).await;
     assert_eq!(got.body["status"]["state"], "reconciling", "{}", got.body);
 
-    assert!(wait_for_state(&api, id, Health::Healthy).await, "never healthy");
+    assert!(api.wait_for_state(id, Health::Healthy, CONVERGE).await, "never healthy");
     let got = api.call(Method::GET, &path, None, &[]).await;
     assert_eq!(got.body["status"]["state"], "healthy");
     assert_eq!(got.body["observed"]["phase"], "ready");
@@ -49,12 +42,12 @@ async fn status_goes_reconciling_healthy_error_healthy_and_a_plan_change_touches
     assert_eq!(listed.body["items"].as_array().unwrap().len(), 1);
 
     sim.set_faults(Faults { crash_loop: vec!["db".into()], ..Faults::default() });
-    assert!(wait_for_state(&api, id, Health::Error).await, "fault not reported");
+    assert!(api.wait_for_state(id, Health::Error, CONVERGE).await, "fault not reported");
     let got = api.call(Method::GET, &path, None, &[]).await;
     assert_eq!(got.body["status"]["reason"], "CrashLoopBackOff");
     assert_eq!(got.body["status"]["conditions"][0]["reason"], "CrashLoopBackOff");
     sim.set_faults(Faults::default());
-    assert!(wait_for_state(&api, id, Health::Healthy).await, "did not recover");
+    assert!(api.wait_for_state(id, Health::Healthy, CONVERGE).await, "did not recover");
 
     let changed = api.call(Method::PATCH, &path, Some(&json!({"plan": "standard"})), &[]).await;
     assert_eq!(changed.status, StatusCode::ACCEPTED);
@@ -65,24 +58,7 @@ async fn status_goes_reconciling_healthy_error_healthy_and_a_plan_change_touches
         json!({"version": "healthy", "resources": "reconciling", "configuration": "healthy",
             "network_access": "healthy"})
     );
-    assert!(wait_for_state(&api, id, Health::Healthy).await, "plan change never observed");
-}
-
-/// Waits until the operation shows `state` in the read models.
-async fn wait_for_operation(api: &TestApi, id: Uuid, state: &str) -> bool {
-    api.state
-        .read_models
-        .wait_until(CONVERGE, |m| {
-            m.operation("acme", id).is_some_and(|op| {
-                let current = match op.state {
-                    projections::OperationState::InProgress => "in_progress",
-                    projections::OperationState::Succeeded => "succeeded",
-                    projections::OperationState::Failed { .. } => "failed",
-                };
-                current == state
-            })
-        })
-        .await
+    assert!(api.wait_for_state(id, Health::Healthy, CONVERGE).await, "plan change never observed");
 }
 
 /// Provisions MongoDB instance `db` on eu-1 through the API and waits until it is healthy.
@@ -91,7 +67,7 @@ async fn provision_healthy_mongodb(api: &TestApi) -> Uuid {
         json!({"name": "db", "service": "mongodb", "version": "7.0", "plan": "starter", "cluster": "eu-1"});
     let created = api.call(Method::POST, "/v1/projects/acme/instances", Some(&body), &[]).await;
     let id: Uuid = created.body["instance_id"].as_str().unwrap().parse().unwrap();
-    assert!(wait_for_state(api, id, Health::Healthy).await, "never healthy");
+    assert!(api.wait_for_state(id, Health::Healthy, CONVERGE).await, "never healthy");
     id
 }
 
@@ -111,7 +87,7 @@ async fn an_operation_succeeds_only_once_observed_and_a_failed_one_carries_the_a
     let operation_path = format!("/v1/projects/acme/operations/{operation}");
     let polled = api.get_after(&operation_path, [&changed]).await;
     assert_eq!(polled.body["state"], "in_progress", "{}", polled.body);
-    assert!(wait_for_operation(&api, operation, "succeeded").await, "plan change never succeeded");
+    assert!(api.wait_for_operation(operation, "succeeded", CONVERGE).await, "plan change never succeeded");
     let instance = api.call(Method::GET, &path, None, &[]).await;
     let observed = instance.body["observed"]["observed_generation"].as_u64().unwrap();
     assert!(
@@ -126,7 +102,7 @@ async fn an_operation_succeeds_only_once_observed_and_a_failed_one_carries_the_a
     sim.set_faults(Faults { crash_loop: vec!["db".into()], ..Faults::default() });
     let upgrade = api.call(Method::PATCH, &path, Some(&json!({"version": "8.0"})), &[]).await;
     let operation: Uuid = upgrade.body["id"].as_str().unwrap().parse().unwrap();
-    assert!(wait_for_operation(&api, operation, "failed").await, "the upgrade never failed");
+    assert!(api.wait_for_operation(operation, "failed", CONVERGE).await, "the upgrade never failed");
     let failed = api.call(Method::GET, &format!("/v1/projects/acme/operations/{operation}"), None, &[]).await;
     assert_eq!(failed.body["state"], "failed", "{}", failed.body);
     assert_eq!(failed.body["error"]["reason"], "CrashLoopBackOff", "{}", failed.body);
@@ -134,7 +110,7 @@ async fn an_operation_succeeds_only_once_observed_and_a_failed_one_carries_the_a
     assert_eq!(failed.body["error"]["update_repeatable"], true);
     sim.set_faults(Faults::default());
     assert!(
-        wait_for_operation(&api, operation, "succeeded").await,
+        api.wait_for_operation(operation, "succeeded", CONVERGE).await,
         "the upgrade never succeeded after the fault"
     );
 }
@@ -200,7 +176,10 @@ async fn a_deprovision_removes_every_object_then_succeeds_with_the_deleted_condi
     assert_eq!(deleted.body["state"], "in_progress");
     let operation: Uuid = deleted.body["id"].as_str().unwrap().parse().unwrap();
 
-    assert!(wait_for_operation(&api, operation, "succeeded").await, "the deprovision never succeeded");
+    assert!(
+        api.wait_for_operation(operation, "succeeded", CONVERGE).await,
+        "the deprovision never succeeded"
+    );
     assert!(owned(&sim.store()).is_empty(), "objects left after success: {:?}", owned(&sim.store()));
     let view = api.state.read_models.read().instance("acme", id).cloned().expect("the record stays");
     assert!(view.removed, "succeeded before the agent reported InstanceRemoved");
