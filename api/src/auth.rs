@@ -19,7 +19,7 @@ use axum::{
 };
 use serde::{Deserialize, Serialize};
 
-pub use routes::{ROUTES, Requirement, requirement};
+pub use routes::{ROUTES, Requirement, allowed_methods, requirement};
 pub use tokens::{ApiTokens, TokenEntry, TokensError, hash_token, new_token};
 
 use crate::{ApiError, AppState};
@@ -84,15 +84,12 @@ pub async fn authorize(State(state): State<AppState>, mut request: Request, next
     };
     // HEAD is served wherever GET is (axum answers it with the GET handler), and needs what GET needs.
     let method = if request.method() == Method::HEAD { Method::GET } else { request.method().clone() };
-    let allowed_methods: Vec<&str> =
-        ROUTES.iter().filter(|(_, r, _)| *r == route).map(|(m, _, _)| *m).collect();
-    if !allowed_methods.is_empty() && !allowed_methods.contains(&method.as_str()) {
+    let Some(required) = requirement(&method, &route) else {
         // A method nothing serves on this route: 405, as the router would answer, before any
         // authentication (RFC 9110 section 15.5.6 asks for `Allow`).
-        let allow = allowed_methods.join(", ");
+        let allow = routes::allowed_methods(&route);
         return (axum::http::StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, allow)]).into_response();
-    }
-    let required = requirement(&method, &route);
+    };
     if required == Requirement::Public {
         return next.run(request).await;
     }

@@ -44,16 +44,26 @@ pub const ROUTES: &[(&str, &str, Requirement)] = &[
     ("GET", "/v1/projects/{project}/events", Project(Role::Viewer)),
 ];
 
-/// What `method` on the route template `route` needs. A route missing from [`ROUTES`] needs the
-/// platform-admin role: closed, not open, until someone decides.
-pub fn requirement(method: &Method, route: &str) -> Requirement {
+/// What `method` on the route template `route` needs: `None` when the table has the route but not the
+/// method (nothing serves it: 405). A route missing from [`ROUTES`] needs the platform-admin role: closed,
+/// not open, until someone decides.
+pub fn requirement(method: &Method, route: &str) -> Option<Requirement> {
     if route == "/docs" || route.starts_with("/docs/") {
-        return Public;
+        return Some(Public);
     }
-    ROUTES
-        .iter()
-        .find(|(m, r, _)| *m == method.as_str() && *r == route)
-        .map_or(PlatformAdmin, |(_, _, requirement)| *requirement)
+    let mut listed = false;
+    for (m, _, requirement) in ROUTES.iter().filter(|(_, r, _)| *r == route) {
+        if *m == method.as_str() {
+            return Some(*requirement);
+        }
+        listed = true;
+    }
+    if listed { None } else { Some(PlatformAdmin) }
+}
+
+/// The methods the table lists for `route`, for an `Allow` header.
+pub fn allowed_methods(route: &str) -> String {
+    ROUTES.iter().filter(|(_, r, _)| *r == route).map(|(m, _, _)| *m).collect::<Vec<_>>().join(", ")
 }
 
 #[cfg(test)]
@@ -85,7 +95,8 @@ mod tests {
 
     #[test]
     fn a_route_missing_from_the_table_is_closed() {
-        assert_eq!(requirement(&Method::GET, "/v1/something-new"), Requirement::PlatformAdmin);
-        assert_eq!(requirement(&Method::GET, "/docs/swagger-ui.css"), Requirement::Public);
+        assert_eq!(requirement(&Method::GET, "/v1/something-new"), Some(Requirement::PlatformAdmin));
+        assert_eq!(requirement(&Method::GET, "/docs/swagger-ui.css"), Some(Requirement::Public));
+        assert_eq!(requirement(&Method::TRACE, "/healthz"), None);
     }
 }

@@ -158,7 +158,7 @@ pub(super) fn apply(document: &mut Value, clusters: &[domain::Cluster], catalog:
 fn security_rules(method: &str, path: &str, operation: &mut Value) {
     use crate::auth::Requirement;
     let method = axum::http::Method::from_bytes(method.to_ascii_uppercase().as_bytes()).unwrap_or_default();
-    let requirement = crate::auth::requirement(&method, path);
+    let requirement = crate::auth::requirement(&method, path).unwrap_or(Requirement::PlatformAdmin);
     if requirement == Requirement::Public {
         operation["security"] = json!([]);
         return;
