@@ -20,7 +20,7 @@ use self::rules::{
 };
 pub use self::rules::{check_dns_label, upgrade_targets};
 pub use self::{
-    aspects::{APPLIED_ASPECTS, Aspect, Generations},
+    aspects::{APPLIED_ASPECTS, Aspect, Generations, changed_aspects},
     commands::{InstanceCommand, ProvisionInstance, UpdateInstance},
     events::{InstanceEvent, InstanceProvisioned},
     network::{AclEntry, MAX_ACL_DESCRIPTION_CHARS, MAX_ACL_ENTRIES, check_acl, check_acl_entry},

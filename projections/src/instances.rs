@@ -9,7 +9,11 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use cqrs_es::Aggregate;
-use domain::{Instance, instance::APPLIED_ASPECTS, observed::ObservedEvent};
+use domain::{
+    Instance,
+    instance::{APPLIED_ASPECTS, changed_aspects},
+    observed::ObservedEvent,
+};
 use serde::{Deserialize, Serialize};
 use streams::{DecodeError, EventBatch, observed::ObservedMessage, read_models::RecordKey};
 use uuid::Uuid;
@@ -147,12 +151,10 @@ impl ReadModel {
         let time = batch.metadata.time;
         let key = (project.clone(), id);
         // Each applied aspect the command changed, at the version of its last event that did.
-        let mut aspects = BTreeMap::new();
-        for (offset, event) in events.iter().enumerate() {
-            for aspect in event.aspects().iter().filter(|a| APPLIED_ASPECTS.contains(a)) {
-                aspects.insert(*aspect, batch.first_version + offset as u64);
-            }
-        }
+        let aspects: BTreeMap<_, _> = changed_aspects(&events, batch.first_version)
+            .into_iter()
+            .filter(|(aspect, _)| APPLIED_ASPECTS.contains(aspect))
+            .collect();
         let folded = self.instances.get(&key).is_some_and(|view| view.sequence >= sequence);
         if !folded {
             let view = self.instances.entry(key.clone()).or_insert_with(|| InstanceView::new(time));

@@ -2,6 +2,8 @@
 //! own generation, so a change completes when *its* aspect is applied (an ACL change does not wait
 //! behind a version upgrade rolling pods).
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use super::InstanceEvent;
@@ -96,6 +98,19 @@ impl Generations {
             Aspect::Deletion => {}
         }
     }
+}
+
+/// Each aspect `events` change, at the version of the last event that changes it; the events are one
+/// command's, the first at `first_version` (an aggregate records an aspect's generation per event, and
+/// agents report what they applied in those terms).
+pub fn changed_aspects(events: &[InstanceEvent], first_version: u64) -> BTreeMap<Aspect, u64> {
+    let mut changed = BTreeMap::new();
+    for (version, event) in (first_version..).zip(events) {
+        for aspect in event.aspects() {
+            changed.insert(*aspect, version);
+        }
+    }
+    changed
 }
 
 impl InstanceEvent {

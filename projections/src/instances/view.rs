@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use streams::EventBatch;
 use uuid::Uuid;
 
-use domain::instance::Generations;
+use domain::instance::{Generations, changed_aspects};
 
 use crate::status::{self, Inputs, Status};
 
@@ -151,19 +151,16 @@ impl InstanceView {
 
     pub(super) fn fold_events(&mut self, events: Vec<InstanceEvent>, batch: &EventBatch, sequence: u64) {
         let generation = batch.last_version();
-        for (offset, event) in events.into_iter().enumerate() {
-            // Each event's own version: the aggregate records an aspect's generation per event, and the
-            // agent reports what it applied in those terms.
-            let version = batch.first_version + offset as u64;
+        for (aspect, version) in changed_aspects(&events, batch.first_version) {
+            self.changed.set(aspect, version);
+        }
+        for event in events {
             if let InstanceEvent::ConfigurationChanged { restart, .. } = &event {
                 self.restart_pending.extend(restart.iter().cloned());
             }
             if let InstanceEvent::DeprovisioningStarted {} = &event {
                 self.deprovision_operation = Some(batch.metadata.command_id);
                 self.deprovisioning = Some(generation);
-            }
-            for aspect in event.aspects() {
-                self.changed.set(*aspect, version);
             }
             self.instance.apply(event);
         }
