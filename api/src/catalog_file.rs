@@ -38,20 +38,14 @@ pub fn load(path: &Path) -> Result<Catalog, CatalogFileError> {
     let shown = path.display().to_string();
     let text = std::fs::read_to_string(path)
         .map_err(|source| CatalogFileError::Read { path: shown.clone(), source })?;
-    parse(&text).map_err(|e| match e {
-        Parsed::Syntax(detail) => CatalogFileError::Parse { path: shown.clone(), detail },
-        Parsed::Invalid(source) => CatalogFileError::Invalid { path: shown.clone(), source },
-    })
+    parse(&text, &shown)
 }
 
-enum Parsed {
-    Syntax(String),
-    Invalid(CatalogError),
-}
-
-fn parse(text: &str) -> Result<Catalog, Parsed> {
-    let catalog: Catalog = serde_saphyr::from_str(text).map_err(|e| Parsed::Syntax(e.to_string()))?;
-    catalog.validated().map_err(Parsed::Invalid)
+/// Parses and checks a catalog's text; `path` names it in errors.
+fn parse(text: &str, path: &str) -> Result<Catalog, CatalogFileError> {
+    let catalog: Catalog = serde_saphyr::from_str(text)
+        .map_err(|e| CatalogFileError::Parse { path: path.to_owned(), detail: e.to_string() })?;
+    catalog.validated().map_err(|source| CatalogFileError::Invalid { path: path.to_owned(), source })
 }
 
 #[cfg(test)]
@@ -61,13 +55,15 @@ mod tests {
     #[test]
     fn the_builtin_catalog_written_as_json_loads_back() {
         let json = serde_json::to_string_pretty(Catalog::builtin()).unwrap();
-        assert!(matches!(parse(&json), Ok(catalog) if &catalog == Catalog::builtin()));
+        assert!(matches!(parse(&json, "builtin"), Ok(catalog) if &catalog == Catalog::builtin()));
     }
 
     #[test]
     fn a_typo_is_refused_with_where_it_is() {
         let yaml = "format: 1\nservices:\n  - service: postgresql\n    versions: ['16']\n    upgrade_path: any_newer\n    plans: []\n    parameterz: []\n";
-        let Err(Parsed::Syntax(detail)) = parse(yaml) else { panic!("accepted a misspelt field") };
+        let Err(CatalogFileError::Parse { detail, .. }) = parse(yaml, "typo.yaml") else {
+            panic!("accepted a misspelt field")
+        };
         assert!(detail.contains("parameterz"), "{detail}");
     }
 }
