@@ -92,9 +92,10 @@ pub struct Context {
     pods: Store<Pod>,
     /// size last requested per claim uid, so a reconcile ahead of the claim watch does not patch again
     requested: Mutex<HashMap<String, String>>,
-    /// claim uids whose deletion was asked for, per instance id, until the instance's cleanup ends: a
-    /// claim stays (terminating, held by `kubernetes.io/pvc-protection`) while a pod uses it, and a cleanup
-    /// ahead of the claim watch must not delete it again
+    /// uids of objects and claims whose deletion was asked for, per instance id, until the instance's
+    /// cleanup ends: an object without finalizers is gone at once but stays in the watch cache until its
+    /// delete event arrives, a claim stays (terminating, held by `kubernetes.io/pvc-protection`) while a pod
+    /// uses it, and a cleanup ahead of the watches must not delete either again
     deleting: Mutex<HashMap<String, std::collections::HashSet<String>>>,
     jetstream: async_nats::jetstream::Context,
 }

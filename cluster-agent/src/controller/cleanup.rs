@@ -59,8 +59,10 @@ async fn remove(mi: Arc<ManagedInstance>, ctx: &Context) -> Result<Action> {
     for kind in CHILD_KINDS {
         for object in ctx.owned(kind, &mi.spec.instance_id) {
             remaining += 1;
-            if object.metadata.deletion_timestamp.is_none() {
+            let uid = object.uid().unwrap_or_default();
+            if object.metadata.deletion_timestamp.is_none() && !asked_to_delete(ctx, &mi, &uid) {
                 delete(ctx, kind, &namespace, &object.name_any()).await?;
+                lock(&ctx.deleting).entry(mi.spec.instance_id.clone()).or_default().insert(uid);
             }
         }
     }
@@ -71,8 +73,7 @@ async fn remove(mi: Arc<ManagedInstance>, ctx: &Context) -> Result<Action> {
         remaining += 1;
         let uid = claim.uid().unwrap_or_default();
         lock(&ctx.requested).remove(&uid);
-        let asked = lock(&ctx.deleting).get(&mi.spec.instance_id).is_some_and(|uids| uids.contains(&uid));
-        if set_gone && claim.metadata.deletion_timestamp.is_none() && !asked {
+        if set_gone && claim.metadata.deletion_timestamp.is_none() && !asked_to_delete(ctx, &mi, &uid) {
             let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.config.client.clone(), &namespace);
             match api.delete(&claim.name_any(), &DeleteParams::background()).await {
                 Ok(_) => {}
@@ -97,4 +98,9 @@ async fn remove(mi: Arc<ManagedInstance>, ctx: &Context) -> Result<Action> {
     lock(&ctx.statuses).remove(&mi.uid().unwrap_or_default());
     lock(&ctx.deleting).remove(&mi.spec.instance_id);
     Ok(Action::await_change())
+}
+
+/// Whether this cleanup already asked to delete the object: the watch cache may still show it.
+fn asked_to_delete(ctx: &Context, mi: &ManagedInstance, uid: &str) -> bool {
+    lock(&ctx.deleting).get(&mi.spec.instance_id).is_some_and(|uids| uids.contains(uid))
 }
