@@ -6,6 +6,7 @@
 //! no role in answer 404, as if they did not exist, so existence does not leak; a role too weak for the
 //! route answers 403. Every event records the caller as its actor.
 
+mod oidc;
 mod routes;
 mod tokens;
 
@@ -19,6 +20,7 @@ use axum::{
 };
 use serde::{Deserialize, Serialize};
 
+pub use oidc::{MAX_KEY_AGE, MIN_REFETCH_INTERVAL, OidcConfig, OidcError, OidcVerifier};
 pub use routes::{ROUTES, Requirement, allowed_methods, requirement};
 pub use tokens::{ApiTokens, TokenEntry, TokensError, hash_token, new_token};
 
@@ -93,7 +95,7 @@ pub async fn authorize(State(state): State<AppState>, mut request: Request, next
     if required == Requirement::Public {
         return next.run(request).await;
     }
-    let principal = match state.tokens.authenticate(request.headers().get(header::AUTHORIZATION)) {
+    let principal = match authenticate(&state, request.headers().get(header::AUTHORIZATION)).await {
         Ok(principal) => principal,
         Err(why) => return unauthenticated(why),
     };
@@ -120,6 +122,28 @@ pub async fn authorize(State(state): State<AppState>, mut request: Request, next
     }
     request.extensions_mut().insert(principal);
     next.run(request).await
+}
+
+/// The caller an `Authorization` header names: a JWT (three dot-separated parts, RFC 7519 section 3) when
+/// an OIDC issuer is configured, an API token otherwise (they have no dots).
+async fn authenticate(state: &AppState, header: Option<&HeaderValue>) -> Result<Principal, Unauthenticated> {
+    let token = bearer_token(header)?;
+    match &state.oidc {
+        Some(oidc) if token.split('.').count() == 3 => oidc.authenticate(token).await,
+        _ => state.tokens.authenticate(token),
+    }
+}
+
+/// The token of an `Authorization: Bearer` header (RFC 6750 section 2.1; the scheme is case-insensitive,
+/// RFC 9110 section 11.1).
+fn bearer_token(header: Option<&HeaderValue>) -> Result<&str, Unauthenticated> {
+    let value = header.ok_or(Unauthenticated::Missing)?.to_str().map_err(|_| Unauthenticated::Invalid)?;
+    value
+        .split_once(' ')
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+        .filter(|token| !token.is_empty())
+        .ok_or(Unauthenticated::Missing)
 }
 
 impl Role {
@@ -162,6 +186,16 @@ mod tests {
         let route = "/v1/projects/{project}/instances/{id}/acl/{cidr}";
         assert_eq!(project_of(route, "/v1/projects/acme/instances/x/acl/10.0.0.0%2F8"), Some("acme"));
         assert_eq!(project_of("/v1/catalog", "/v1/catalog"), None);
+    }
+
+    #[test]
+    fn the_token_is_read_from_a_bearer_header_only() {
+        let header = |v: &str| HeaderValue::from_str(v).unwrap();
+        assert_eq!(bearer_token(Some(&header("Bearer abc"))), Ok("abc"));
+        assert_eq!(bearer_token(Some(&header("bearer abc"))), Ok("abc"));
+        assert_eq!(bearer_token(Some(&header("Basic abc"))), Err(Unauthenticated::Missing));
+        assert_eq!(bearer_token(Some(&header("Bearer "))), Err(Unauthenticated::Missing));
+        assert_eq!(bearer_token(None), Err(Unauthenticated::Missing));
     }
 
     #[test]

@@ -53,6 +53,16 @@ struct Config {
     /// the same list inline (added to the file's)
     #[arg(long, env = "CP_API_TOKENS", hide_env_values = true)]
     api_tokens: Option<String>,
+    /// an OpenID Connect issuer whose JWTs authenticate callers (its `iss`); their roles come from the
+    /// claims `cp_projects` ({<project or *>: viewer|editor|admin}) and `cp_platform_admin`
+    #[arg(long, env = "CP_OIDC_ISSUER", requires = "oidc_audience")]
+    oidc_issuer: Option<String>,
+    /// the audience the issuer's tokens must be for (`aud`): this API's client id there
+    #[arg(long, env = "CP_OIDC_AUDIENCE", requires = "oidc_issuer")]
+    oidc_audience: Option<String>,
+    /// the issuer's JWKS URL, when it is not the `jwks_uri` its discovery document names
+    #[arg(long, env = "CP_OIDC_JWKS_URL", requires = "oidc_issuer")]
+    oidc_jwks_url: Option<String>,
     /// print a new random API token and the entry that configures it (as editor of every project), and
     /// exit; the token is shown once, only its hash goes into the configuration
     #[arg(long, value_name = "NAME")]
@@ -99,9 +109,9 @@ async fn main() -> anyhow::Result<()> {
         tokens = tokens.merge(api::auth::ApiTokens::parse(inline)?);
     }
     anyhow::ensure!(
-        !tokens.is_empty(),
-        "no API tokens are configured (CP_API_TOKENS_FILE or CP_API_TOKENS): every request would be refused; \
-         `cp-api --new-token NAME` makes one"
+        !tokens.is_empty() || config.oidc_issuer.is_some(),
+        "neither API tokens (CP_API_TOKENS_FILE or CP_API_TOKENS) nor an OIDC issuer (CP_OIDC_ISSUER) is \
+         configured: every request would be refused; `cp-api --new-token NAME` makes a token"
     );
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,async_nats=warn"));
     let registry = tracing_subscriber::registry().with(filter);
@@ -127,6 +137,15 @@ async fn main() -> anyhow::Result<()> {
     let settings = Settings { replicas: config.replicas, commit_mode, ..Settings::default() };
     let mut state = AppState::start(nats, &settings).await.context("starting the control plane")?;
     state = state.with_tokens(tokens);
+    if let (Some(issuer), Some(audience)) = (&config.oidc_issuer, &config.oidc_audience) {
+        let oidc = api::auth::OidcConfig {
+            jwks_url: config.oidc_jwks_url.clone(),
+            ..api::auth::OidcConfig::new(issuer, audience)
+        };
+        let verifier = api::auth::OidcVerifier::discover(oidc).await?;
+        tracing::info!(%issuer, "authenticating JWTs from the OIDC issuer");
+        state = state.with_oidc(verifier);
+    }
     if let Some(catalog) = catalog {
         tracing::info!(services = catalog.services.len(), "catalog loaded");
         state = state.with_catalog(std::sync::Arc::new(catalog));

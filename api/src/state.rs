@@ -52,6 +52,8 @@ pub struct Shared {
     pub metrics: crate::metrics::ApiMetrics,
     /// the API tokens that authenticate callers
     pub tokens: crate::auth::ApiTokens,
+    /// the OIDC issuer whose JWTs authenticate callers, if one is configured
+    pub oidc: Option<crate::auth::OidcVerifier>,
 }
 
 /// Why the API could not start.
@@ -91,6 +93,7 @@ impl AppState {
             metrics: crate::metrics::ApiMetrics::default(),
             // None until configured: a fresh state refuses every request that needs a token.
             tokens: crate::auth::ApiTokens::none(),
+            oidc: None,
         })))
     }
 
@@ -104,6 +107,11 @@ impl AppState {
     /// The same state, authenticating callers with `tokens`.
     pub fn with_tokens(&self, tokens: crate::auth::ApiTokens) -> Self {
         Self(Arc::new(Shared { tokens, ..Shared::clone(&self.0) }))
+    }
+
+    /// The same state, also authenticating callers by JWTs from `oidc`'s issuer.
+    pub fn with_oidc(&self, oidc: crate::auth::OidcVerifier) -> Self {
+        Self(Arc::new(Shared { oidc: Some(oidc), ..Shared::clone(&self.0) }))
     }
 
     /// The catalog this API serves and checks commands against.

@@ -112,6 +112,13 @@ impl TestApi {
         api
     }
 
+    /// The same API, also authenticating JWTs from `oidc`'s issuer.
+    pub fn with_oidc(mut self, oidc: api::auth::OidcVerifier) -> Self {
+        self.state = self.state.with_oidc(oidc);
+        self.router = app(self.state.clone());
+        self
+    }
+
     async fn start_with_projector(sync: Sync, projector: bool) -> Self {
         let nats_server = NatsServer::start_with(sync);
         let (connected_tx, connected) = tokio::sync::watch::channel(false);

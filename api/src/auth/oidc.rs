@@ -1,0 +1,267 @@
+//! JWTs from an OpenID Connect issuer: the production way to authenticate. The issuer's signing keys come
+//! from its JWKS (found through discovery, OpenID Connect Discovery 1.0 section 4), are cached, and are
+//! fetched again when a token names a key the cache does not hold (the issuer rotated) and at least every
+//! [`MAX_KEY_AGE`] (so a key the issuer withdrew stops being accepted).
+//!
+//! A token must be signed with an asymmetric algorithm by one of the issuer's keys, name the configured
+//! issuer (`iss`) and audience (`aud`), have a subject (`sub`) and not be expired (`exp`, with a minute of
+//! leeway for clock skew). What it may do comes from two claims the issuer adds (for instance through a
+//! Keycloak or Dex claim mapper): `cp_projects`, a map of project (or `*`) to role, and
+//! `cp_platform_admin`, a boolean. A token without them authenticates and may do nothing.
+
+use std::{
+    collections::BTreeMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use jsonwebtoken::{
+    Algorithm, DecodingKey, Validation,
+    jwk::{Jwk, JwkSet},
+};
+use serde::Deserialize;
+use tokio::sync::{Mutex, RwLock};
+
+use super::{Principal, Role, Unauthenticated};
+
+/// Keys are fetched again at least this often, so a withdrawn key stops working.
+pub const MAX_KEY_AGE: Duration = Duration::from_secs(300);
+/// A token naming an unknown key fetches the keys again at most this often: random `kid`s cannot make
+/// this process hammer the issuer.
+pub const MIN_REFETCH_INTERVAL: Duration = Duration::from_secs(10);
+/// How long a fetch from the issuer may take.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where the issuer is and what tokens must be for.
+#[derive(Debug, Clone)]
+pub struct OidcConfig {
+    /// the issuer's URL, exactly as tokens carry it in `iss`
+    pub issuer: String,
+    /// the audience tokens must carry in `aud` (this API's client id at the issuer)
+    pub audience: String,
+    /// the JWKS URL; when absent, the `jwks_uri` of the issuer's discovery document
+    pub jwks_url: Option<String>,
+    /// keys older than this are fetched again ([`MAX_KEY_AGE`])
+    pub max_key_age: Duration,
+    /// an unknown `kid` fetches the keys again at most this often ([`MIN_REFETCH_INTERVAL`])
+    pub min_refetch_interval: Duration,
+}
+
+impl OidcConfig {
+    /// An issuer and audience, keys found through discovery and refreshed at the default pace.
+    pub fn new(issuer: impl Into<String>, audience: impl Into<String>) -> Self {
+        Self {
+            issuer: issuer.into(),
+            audience: audience.into(),
+            jwks_url: None,
+            max_key_age: MAX_KEY_AGE,
+            min_refetch_interval: MIN_REFETCH_INTERVAL,
+        }
+    }
+}
+
+/// Why the issuer could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum OidcError {
+    /// the discovery document or the JWKS could not be fetched
+    #[error("OIDC: fetching {url}: {source}")]
+    Fetch {
+        /// what was fetched
+        url: String,
+        /// why it failed
+        source: reqwest::Error,
+    },
+    /// the discovery document names another issuer
+    #[error("OIDC: the discovery document of {configured} names the issuer {found}")]
+    IssuerMismatch {
+        /// the configured issuer
+        configured: String,
+        /// the issuer the document names
+        found: String,
+    },
+    /// TLS could not be set up
+    #[error("OIDC: TLS: {0}")]
+    Tls(String),
+}
+
+/// The claims this API reads.
+#[derive(Debug, Deserialize)]
+struct Claims {
+    sub: String,
+    #[serde(default)]
+    cp_projects: BTreeMap<String, Role>,
+    #[serde(default)]
+    cp_platform_admin: bool,
+}
+
+#[derive(Debug, Deserialize)]
+struct Discovery {
+    issuer: String,
+    jwks_uri: String,
+}
+
+struct Keys {
+    set: JwkSet,
+    /// when `set` was fetched
+    fetched: Instant,
+    /// when a fetch was last tried
+    attempted: Instant,
+}
+
+/// Validates JWTs from one issuer.
+#[derive(Clone)]
+pub struct OidcVerifier(Arc<Inner>);
+
+struct Inner {
+    config: OidcConfig,
+    jwks_url: String,
+    http: reqwest::Client,
+    keys: RwLock<Keys>,
+    /// one fetch at a time; concurrent requests with a new `kid` wait for it instead of each fetching
+    fetching: Mutex<()>,
+}
+
+impl std::fmt::Debug for OidcVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OidcVerifier").field("issuer", &self.0.config.issuer).finish_non_exhaustive()
+    }
+}
+
+impl OidcVerifier {
+    /// Finds the issuer's keys and fetches them once: an issuer that cannot be reached at start stops
+    /// the process rather than refusing every caller later.
+    pub async fn discover(config: OidcConfig) -> Result<Self, OidcError> {
+        let http = http_client()?;
+        let jwks_url = match &config.jwks_url {
+            Some(url) => url.clone(),
+            None => {
+                let url = format!("{}/.well-known/openid-configuration", config.issuer.trim_end_matches('/'));
+                let discovery: Discovery = fetch(&http, &url).await?;
+                // OpenID Connect Discovery 1.0 section 4.3: the document's issuer must be the one asked.
+                if discovery.issuer != config.issuer {
+                    return Err(OidcError::IssuerMismatch {
+                        configured: config.issuer.clone(),
+                        found: discovery.issuer,
+                    });
+                }
+                discovery.jwks_uri
+            }
+        };
+        let set = fetch(&http, &jwks_url).await?;
+        let now = Instant::now();
+        let keys = RwLock::new(Keys { set, fetched: now, attempted: now });
+        Ok(Self(Arc::new(Inner { config, jwks_url, http, keys, fetching: Mutex::new(()) })))
+    }
+
+    /// The caller a JWT names, if it is valid.
+    pub async fn authenticate(&self, token: &str) -> Result<Principal, Unauthenticated> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| Unauthenticated::Invalid)?;
+        if !is_asymmetric(header.alg) {
+            // `none` cannot be decoded at all; HMAC would make the public key a shared secret.
+            return Err(Unauthenticated::Invalid);
+        }
+        let jwk = self.key(header.kid.as_deref()).await.ok_or(Unauthenticated::Invalid)?;
+        let key = DecodingKey::from_jwk(&jwk).map_err(|_| Unauthenticated::Invalid)?;
+        let mut validation = Validation::new(header.alg);
+        validation.set_issuer(&[&self.0.config.issuer]);
+        validation.set_audience(&[&self.0.config.audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        let data = jsonwebtoken::decode::<Claims>(token, &key, &validation).map_err(|error| {
+            tracing::debug!(%error, "JWT refused");
+            Unauthenticated::Invalid
+        })?;
+        let claims = data.claims;
+        if claims.sub.is_empty() {
+            return Err(Unauthenticated::Invalid);
+        }
+        Ok(Principal {
+            subject: claims.sub,
+            token_name: None,
+            platform_admin: claims.cp_platform_admin,
+            projects: claims.cp_projects,
+        })
+    }
+
+    /// The key `kid` names, fetching the keys again when they are old or do not hold it.
+    async fn key(&self, kid: Option<&str>) -> Option<Jwk> {
+        let (max_age, min_interval) = (self.0.config.max_key_age, self.0.config.min_refetch_interval);
+        {
+            let keys = self.0.keys.read().await;
+            if keys.fetched.elapsed() < max_age
+                && let Some(jwk) = find(&keys.set, kid)
+            {
+                return Some(jwk);
+            }
+        }
+        let _one_fetch = self.0.fetching.lock().await;
+        {
+            // Another request may have fetched while this one waited, or asked so recently that asking
+            // again would only let random `kid`s (or an issuer that is away) drive requests to the issuer.
+            let keys = self.0.keys.read().await;
+            let found = find(&keys.set, kid);
+            if keys.attempted.elapsed() < min_interval
+                || (keys.fetched.elapsed() < max_age && found.is_some())
+            {
+                return found;
+            }
+        }
+        let fetched = fetch::<JwkSet>(&self.0.http, &self.0.jwks_url).await;
+        let mut keys = self.0.keys.write().await;
+        keys.attempted = Instant::now();
+        match fetched {
+            Ok(set) => {
+                keys.set = set;
+                keys.fetched = keys.attempted;
+            }
+            // The issuer is away: the keys known keep working until it is back.
+            Err(error) => {
+                tracing::warn!(%error, "could not refresh the OIDC issuer's keys; using the cached ones")
+            }
+        }
+        find(&keys.set, kid)
+    }
+}
+
+/// The key named `kid`, or the only key when the token names none.
+fn find(set: &JwkSet, kid: Option<&str>) -> Option<Jwk> {
+    match kid {
+        Some(kid) => set.find(kid).cloned(),
+        None if set.keys.len() == 1 => set.keys.first().cloned(),
+        None => None,
+    }
+}
+
+fn is_asymmetric(alg: Algorithm) -> bool {
+    !matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)
+}
+
+async fn fetch<T: serde::de::DeserializeOwned>(http: &reqwest::Client, url: &str) -> Result<T, OidcError> {
+    let failed = |source| OidcError::Fetch { url: url.to_owned(), source };
+    http.get(url)
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .map_err(failed)?
+        .json()
+        .await
+        .map_err(failed)
+}
+
+/// HTTPS with ring (the crypto the rest of the workspace uses) and the system's root certificates.
+fn http_client() -> Result<reqwest::Client, OidcError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        // A certificate the store cannot parse is skipped, as every TLS client does.
+        let _ = roots.add(cert);
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| OidcError::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .timeout(FETCH_TIMEOUT)
+        .build()
+        .map_err(|e| OidcError::Tls(e.to_string()))
+}
