@@ -69,7 +69,7 @@ pub enum OidcError {
         /// what was fetched
         url: String,
         /// why it failed
-        source: reqwest::Error,
+        source: FetchError,
     },
     /// the discovery document names another issuer
     #[error("OIDC: the discovery document of {configured} names the issuer {found}")]
@@ -115,7 +115,7 @@ pub struct OidcVerifier(Arc<Inner>);
 struct Inner {
     config: OidcConfig,
     jwks_url: String,
-    http: reqwest::Client,
+    http: HttpClient,
     keys: RwLock<Keys>,
     /// one fetch at a time; concurrent requests with a new `kid` wait for it instead of each fetching
     fetching: Mutex<()>,
@@ -235,33 +235,60 @@ fn is_asymmetric(alg: Algorithm) -> bool {
     !matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)
 }
 
-async fn fetch<T: serde::de::DeserializeOwned>(http: &reqwest::Client, url: &str) -> Result<T, OidcError> {
-    let failed = |source| OidcError::Fetch { url: url.to_owned(), source };
-    http.get(url)
-        .send()
-        .await
-        .and_then(|r| r.error_for_status())
-        .map_err(failed)?
-        .json()
-        .await
-        .map_err(failed)
+type HttpClient = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    http_body_util::Empty<bytes::Bytes>,
+>;
+
+/// Why a fetch from the issuer failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// not a URL
+    #[error("not a URL: {0}")]
+    Url(String),
+    /// no answer in time
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// the connection or request failed
+    #[error(transparent)]
+    Request(#[from] hyper_util::client::legacy::Error),
+    /// the body could not be read
+    #[error("reading the body: {0}")]
+    Body(#[from] hyper::Error),
+    /// an answer other than 200
+    #[error("answered {0}")]
+    Status(axum::http::StatusCode),
+    /// not the JSON expected
+    #[error("not the JSON expected: {0}")]
+    Json(#[from] serde_json::Error),
 }
 
-/// HTTPS with ring (the crypto the rest of the workspace uses) and the system's root certificates.
-fn http_client() -> Result<reqwest::Client, OidcError> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_native_certs::load_native_certs().certs {
-        // A certificate the store cannot parse is skipped, as every TLS client does.
-        let _ = roots.add(cert);
+async fn fetch<T: serde::de::DeserializeOwned>(http: &HttpClient, url: &str) -> Result<T, OidcError> {
+    let get = async {
+        let uri: axum::http::Uri =
+            url.parse().map_err(|e: axum::http::uri::InvalidUri| FetchError::Url(e.to_string()))?;
+        let response = http.get(uri).await?;
+        if !response.status().is_success() {
+            return Err(FetchError::Status(response.status()));
+        }
+        let body = http_body_util::BodyExt::collect(response.into_body()).await?.to_bytes();
+        Ok(serde_json::from_slice(&body)?)
+    };
+    match tokio::time::timeout(FETCH_TIMEOUT, get).await {
+        Ok(result) => result,
+        Err(_) => Err(FetchError::Timeout(FETCH_TIMEOUT)),
     }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
+    .map_err(|source| OidcError::Fetch { url: url.to_owned(), source })
+}
+
+/// HTTPS with ring (the crypto the rest of the workspace uses) and the system's root certificates; plain
+/// HTTP only for an issuer configured with an `http://` URL.
+fn http_client() -> Result<HttpClient, OidcError> {
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_provider_and_native_roots(Arc::new(rustls::crypto::ring::default_provider()))
         .map_err(|e| OidcError::Tls(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
-        .timeout(FETCH_TIMEOUT)
-        .build()
-        .map_err(|e| OidcError::Tls(e.to_string()))
+        .https_or_http()
+        .enable_http1()
+        .build();
+    Ok(hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(https))
 }
