@@ -7,6 +7,7 @@ not about one request's schema, and `tests/tests/concurrency.rs` covers it. Only
 replaced: invalid ones (negative tests) must still be refused.
 """
 
+import os
 import re
 import uuid
 
@@ -16,11 +17,35 @@ import schemathesis
 VALID_KEY = re.compile(r"[!-~]{1,255}")
 
 
+# Tenancy (`another_project_s_token_finds_nothing_of_it`): every request names project B and, where a
+# route has one, an instance that exists in B, while the token is project A's.
+FOREIGN_PROJECT = os.environ.get("CP_TEST_FOREIGN_PROJECT")
+FOREIGN_INSTANCE = os.environ.get("CP_TEST_FOREIGN_INSTANCE")
+
+
 @schemathesis.hook
 def before_call(ctx, case, **kwargs):
     headers = case.headers or {}
     for name in list(headers):
         if name.lower() == "idempotency-key" and isinstance(headers[name], str) and VALID_KEY.fullmatch(headers[name]):
             headers[name] = str(uuid.uuid4())
+    if FOREIGN_PROJECT and case.path_parameters and "project" in case.path_parameters:
+        case.path_parameters["project"] = FOREIGN_PROJECT
+        if FOREIGN_INSTANCE and "id" in case.path_parameters:
+            case.path_parameters["id"] = FOREIGN_INSTANCE
+
+
+if FOREIGN_PROJECT:
+
+    @schemathesis.check
+    def another_project_is_not_found(ctx, response, case):
+        """Project A's token finds nothing of project B: 404 for every read and write (401 without a token)."""
+        sent = {name.lower(): value for name, value in response.request.headers.items()}
+        named = (case.path_parameters or {}).get("project") == FOREIGN_PROJECT
+        if named and "authorization" in sent and response.status_code != 404:
+            raise AssertionError(
+                f"{case.method} {response.request.url} with another project's token answered "
+                f"{response.status_code}, not 404"
+            )
 
 

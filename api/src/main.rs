@@ -1,7 +1,7 @@
 //! `cp-api`: the control plane's HTTP API process. Wires configuration, NATS, the event store and the
 //! router together; everything else lives in the library.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, os::unix::fs::OpenOptionsExt as _, time::Duration};
 
 use anyhow::Context as _;
 use api::{AppState, app};
@@ -17,12 +17,19 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Config {
-    /// NATS server URL(s), comma separated
-    #[arg(long, env = "CP_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    /// NATS server URL(s), comma separated; a user and password (`nats://user:password@host`) or a
+    /// token (`nats://token@host`) in it authenticate, and never reach the logs
+    #[arg(long, env = "CP_NATS_URL", default_value = "nats://127.0.0.1:4222", hide_env_values = true)]
     nats_url: String,
-    /// NATS credentials file
+    /// NATS credentials file (`.creds`: user JWT and seed)
     #[arg(long, env = "CP_NATS_CREDS")]
     nats_creds: Option<std::path::PathBuf>,
+    /// a file holding this process's NATS nkey seed
+    #[arg(long, env = "CP_NATS_NKEY")]
+    nats_nkey: Option<std::path::PathBuf>,
+    /// PEM certificate authorities to trust for NATS over TLS (`tls://` URLs); TLS is then required
+    #[arg(long, env = "CP_NATS_CA")]
+    nats_ca: Option<std::path::PathBuf>,
     /// address to serve HTTP on
     #[arg(long, env = "CP_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
@@ -67,6 +74,14 @@ struct Config {
     /// exit; the token is shown once, only its hash goes into the configuration
     #[arg(long, value_name = "NAME")]
     new_token: Option<String>,
+    /// make a new NATS identity (`control-plane` or `agent:<cluster>`), write its nkey seed to
+    /// `--nats-seed-out` and print its entry for the `users` of nats-server's account (deploy/nats/), and
+    /// exit
+    #[arg(long, value_name = "ROLE", requires = "nats_seed_out")]
+    new_nats_identity: Option<streams::identities::NatsRole>,
+    /// where `--new-nats-identity` writes the seed (created with mode 0600; never overwritten)
+    #[arg(long, value_name = "FILE")]
+    nats_seed_out: Option<std::path::PathBuf>,
     /// log as JSON lines
     #[arg(long, env = "CP_LOG_JSON")]
     log_json: bool,
@@ -83,6 +98,19 @@ async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     if config.print_builtin_catalog {
         println!("{}", serde_json::to_string_pretty(domain::Catalog::builtin())?);
+        return Ok(());
+    }
+    if let (Some(role), Some(path)) = (&config.new_nats_identity, &config.nats_seed_out) {
+        let (seed, entry) = streams::identities::new_identity(&Settings::default(), role);
+        use std::io::Write as _;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .with_context(|| format!("creating {}", path.display()))?;
+        file.write_all(seed.as_bytes())?;
+        println!("{entry}");
         return Ok(());
     }
     if let Some(name) = &config.new_token {
@@ -121,15 +149,18 @@ async fn main() -> anyhow::Result<()> {
         registry.with(tracing_subscriber::fmt::layer()).init();
     }
 
-    let mut options = async_nats::ConnectOptions::new()
+    let options = async_nats::ConnectOptions::new()
         .name("cp-api")
         .retry_on_initial_connect()
         .reconnect_delay_callback(|attempts| Duration::from_millis((attempts as u64 * 100).min(1000)))
         .event_callback(|event| async move { tracing::info!(%event, "nats connection event") });
-    if let Some(creds) = &config.nats_creds {
-        options = options.credentials_file(creds).await.context("reading NATS credentials")?;
-    }
-    let nats = options.connect(config.nats_url.as_str()).await.context("connecting to NATS")?;
+    let auth = streams::connection::NatsAuth {
+        nkey_file: config.nats_nkey.clone(),
+        creds_file: config.nats_creds.clone(),
+        ca_file: config.nats_ca.clone(),
+    };
+    let (options, url) = streams::connection::authenticate(options, &config.nats_url, &auth).await?;
+    let nats = options.connect(url.as_str()).await.with_context(|| format!("connecting to NATS at {url}"))?;
     let commit_mode = match config.commit_mode {
         CommitModeArg::Grouped => CommitMode::Grouped,
         CommitModeArg::OneByOne => CommitMode::OneByOne,

@@ -77,7 +77,7 @@ impl AppState {
         let topology = settings.apply(&jetstream::new(nats.clone())).await?;
         let commands = InstanceCommands::new(&topology, DEFAULT_CACHE_CAPACITY);
         let read_models = ReadModels::start(ReadModelBucket::new(&topology), LOAD_TIMEOUT).await?;
-        let clusters = ClusterRegistry::open(topology.clusters.clone()).await?;
+        let clusters = ClusterRegistry::open(&topology).await?;
         Ok(Self(Arc::new(Shared {
             commands,
             read_models,

@@ -19,12 +19,19 @@ struct Options {
     /// name of the cluster this agent serves (as registered with the control plane)
     #[arg(long, env = "CP_CLUSTER")]
     cluster: String,
-    /// NATS server URL(s)
-    #[arg(long, env = "CP_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    /// NATS server URL(s), comma separated; a user and password (`nats://user:password@host`) or a
+    /// token (`nats://token@host`) in it authenticate, and never reach the logs
+    #[arg(long, env = "CP_NATS_URL", default_value = "nats://127.0.0.1:4222", hide_env_values = true)]
     nats_url: String,
-    /// NATS credentials file
+    /// NATS credentials file (`.creds`: user JWT and seed)
     #[arg(long, env = "CP_NATS_CREDS")]
     nats_creds: Option<std::path::PathBuf>,
+    /// a file holding this process's NATS nkey seed
+    #[arg(long, env = "CP_NATS_NKEY")]
+    nats_nkey: Option<std::path::PathBuf>,
+    /// PEM certificate authorities to trust for NATS over TLS (`tls://` URLs); TLS is then required
+    #[arg(long, env = "CP_NATS_CA")]
+    nats_ca: Option<std::path::PathBuf>,
     /// Kubernetes API server URL, e.g. a simulator's; when absent, KUBECONFIG or in-cluster config
     #[arg(long, env = "CP_KUBE_URL")]
     kube_url: Option<String>,
@@ -58,14 +65,19 @@ async fn main() -> anyhow::Result<()> {
         None => kube::Config::infer().await.context("reading KUBECONFIG or in-cluster configuration")?,
     };
     let client = counting_client(kube_config, &metrics)?;
-    let mut connect = async_nats::ConnectOptions::new()
+    let connect = async_nats::ConnectOptions::new()
         .name(format!("cluster-agent-{}", options.cluster))
+        // Its identity may receive replies on this prefix only (`streams::cluster_feed`).
+        .custom_inbox_prefix(streams::cluster_feed::agent_inbox_prefix(&options.cluster))
         .retry_on_initial_connect()
         .reconnect_delay_callback(|attempts| Duration::from_millis((attempts as u64 * 100).min(1000)));
-    if let Some(creds) = &options.nats_creds {
-        connect = connect.credentials_file(creds).await.context("reading NATS credentials")?;
-    }
-    let nats = connect.connect(options.nats_url.as_str()).await.context("connecting to NATS")?;
+    let auth = streams::connection::NatsAuth {
+        nkey_file: options.nats_nkey.clone(),
+        creds_file: options.nats_creds.clone(),
+        ca_file: options.nats_ca.clone(),
+    };
+    let (connect, url) = streams::connection::authenticate(connect, &options.nats_url, &auth).await?;
+    let nats = connect.connect(url.as_str()).await.with_context(|| format!("connecting to NATS at {url}"))?;
 
     let registry = Arc::new(registry);
     let listener = tokio::net::TcpListener::bind(options.listen).await?;

@@ -19,10 +19,7 @@ use kube::{
     runtime::{WatchStreamExt as _, watcher},
 };
 use serde_json::{Value, json};
-use streams::{
-    EventBatch,
-    instances::{cluster_latest, follow_cluster},
-};
+use streams::{EventBatch, cluster_feed};
 use uuid::Uuid;
 
 use crate::{
@@ -103,70 +100,55 @@ impl Desired {
     }
 }
 
-/// Runs the mirror until cancelled: a resync from the last message of every instance subject of the
-/// cluster, then the durable consumer, and beside it a watch that restores deleted ManagedInstances of
-/// active instances.
+/// Runs the mirror until cancelled: the cluster's consumer is rewound to replay the newest message of
+/// every instance subject of the cluster (`streams::cluster_feed`), then followed; beside it a watch
+/// restores deleted ManagedInstances of active instances.
 pub(crate) async fn run(config: Arc<AgentConfig>, desired: Arc<Desired>) -> anyhow::Result<()> {
     let js = jetstream::new(config.nats.clone());
-    // The agent never administers JetStream (the API or an admin command owns the topology): it only
-    // looks the stream up, and waits while it does not exist yet.
-    let stream = open_events_stream(&js, &config.settings.events_stream).await;
-
-    // 1. Rebuild desired state from the newest message (with its snapshot) of each instance subject.
-    let (mut messages, mut pending) =
-        cluster_latest(&stream, &config.cluster).await.map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut ids = Vec::new();
-    while pending > 0 {
-        let Some(message) =
-            tokio::time::timeout(Duration::from_secs(30), messages.next()).await?.transpose()?
-        else {
-            break;
-        };
-        pending -= 1;
-        // One message this agent cannot read must not keep it from the rest of its cluster: count it,
-        // log it, skip it. (The durable consumer below skips it the same way.)
-        match EventBatch::from_slice(&message.payload).map_err(Error::from).and_then(|b| desired.learn(&b)) {
-            Ok(id) => ids.extend(id),
-            Err(e) => skip_undecodable(&config, &message.subject, &e),
-        }
+    // The agent never administers JetStream (the control plane makes the cluster's stream and consumer
+    // when it registers the cluster): it looks its consumer up, and waits while it does not exist yet.
+    let consumer = open_consumer(&js, &config).await;
+    let rebuilt_at = cluster_feed::rewind(&js, &config.settings, &config.cluster)
+        .await
+        .map_err(|e| anyhow::anyhow!("rewinding the cluster's consumer: {e}"))?;
+    if rebuilt_at == 0 {
+        finish_rebuild(&config, &desired);
     }
-    drop(messages);
-    desired.rebuilt.store(true, Ordering::Release);
-    futures::stream::iter(ids)
-        .for_each_concurrent(IN_FLIGHT, |id| {
-            let (config, desired) = (config.clone(), desired.clone());
-            async move {
-                if let Err(e) = mirror(&config, &desired, id).await {
-                    tracing::warn!(%id, error = %e, "initial mirror failed; the consumer will retry");
-                }
-            }
-        })
-        .await;
-    tracing::info!(cluster = %config.cluster, instances = lock(&desired.instances).len(), "desired state rebuilt");
-    // Owned by this future: it stops when the mirror does, not detached.
+    // Owned by this future: it stops when the mirror does, not detached. Until the rebuild is done it
+    // restores nothing (the lifecycle is not known yet); the rebuild mirrors every instance anyway.
     let _restorer = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(restore_deleted_mirrors(
         config.clone(),
         desired.clone(),
     )));
 
-    // 2. Follow the cluster's subjects with a durable consumer; ack once mirrored.
-    let messages = follow_cluster(&stream, &config.cluster).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let messages =
+        consumer.messages().await.map_err(|e| anyhow::anyhow!("following the cluster's consumer: {e}"))?;
     messages
-        .for_each_concurrent(IN_FLIGHT, |message| {
+        // Learned in delivery order, before any mirror runs, so that once the message at `rebuilt_at`
+        // is learned, every instance is.
+        .map(|message| {
+            let message = message?;
+            config.metrics.events_received.inc();
+            let learned =
+                EventBatch::from_slice(&message.payload).map_err(Error::from).and_then(|b| desired.learn(&b));
+            if !desired.rebuilt.load(Ordering::Acquire)
+                && message.info().is_ok_and(|info| info.stream_sequence >= rebuilt_at)
+            {
+                finish_rebuild(&config, &desired);
+            }
+            Ok::<_, async_nats::jetstream::consumer::pull::MessagesError>((message, learned))
+        })
+        .for_each_concurrent(IN_FLIGHT, |delivered| {
             let (config, desired) = (config.clone(), desired.clone());
             async move {
-                let message = match message {
-                    Ok(message) => message,
+                let (message, learned) = match delivered {
+                    Ok(delivered) => delivered,
                     Err(e) => {
                         tracing::warn!(error = %e, "consumer error");
                         return;
                     }
                 };
-                config.metrics.events_received.inc();
-                let outcome = match EventBatch::from_slice(&message.payload)
-                    .map_err(Error::from)
-                    .and_then(|b| desired.learn(&b))
-                {
+                let outcome = match learned {
                     Ok(Some(id)) => mirror(&config, &desired, id).await,
                     Ok(None) => Ok(()),
                     Err(e) => {
@@ -191,23 +173,40 @@ pub(crate) async fn run(config: Arc<AgentConfig>, desired: Arc<Desired>) -> anyh
     Ok(())
 }
 
+fn finish_rebuild(config: &AgentConfig, desired: &Desired) {
+    desired.rebuilt.store(true, Ordering::Release);
+    tracing::info!(cluster = %config.cluster, instances = lock(&desired.instances).len(), "desired state rebuilt");
+}
+
 fn skip_undecodable(config: &AgentConfig, subject: &str, error: &Error) {
     config.metrics.undecodable_events.inc();
     tracing::error!(%subject, %error, "undecodable instance event skipped");
 }
 
-/// The event stream, once it exists. Looking it up needs no more than `STREAM.INFO`.
-async fn open_events_stream(js: &jetstream::Context, name: &str) -> jetstream::stream::Stream {
+/// The cluster's consumer, once the control plane has made it. Looking it up needs no more than
+/// `CONSUMER.INFO` on it.
+async fn open_consumer(
+    js: &jetstream::Context,
+    config: &AgentConfig,
+) -> jetstream::consumer::Consumer<jetstream::consumer::pull::Config> {
+    let stream_name = cluster_feed::desired_stream_name(&config.settings, &config.cluster);
+    let consumer_name = cluster_feed::agent_consumer_name(&config.cluster);
     let mut wait = Duration::from_millis(100);
     loop {
-        match js.get_stream(name).await {
-            Ok(stream) => return stream,
+        // `get_stream_no_info` asks nothing of the server; the consumer lookup is the one request.
+        match js.get_stream_no_info(&stream_name).await {
+            Ok(stream) => match stream.get_consumer(&consumer_name).await {
+                Ok(consumer) => return consumer,
+                Err(e) => {
+                    tracing::warn!(stream = %stream_name, consumer = %consumer_name, error = %e, "the cluster's consumer is not available yet; waiting for the control plane to register the cluster")
+                }
+            },
             Err(e) => {
-                tracing::warn!(stream = name, error = %e, "event stream not available yet; waiting for the control plane to create it");
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(5));
+                tracing::warn!(stream = %stream_name, error = %e, "the cluster's stream is not available yet")
             }
         }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(5));
     }
 }
 

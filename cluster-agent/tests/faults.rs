@@ -10,9 +10,12 @@ use std::{
 use common::*;
 use domain::ServiceType;
 
-fn spawn_agent(world: &World, cluster: &Cluster) -> std::process::Child {
+fn spawn_agent(world: &mut World, i: usize) -> std::process::Child {
+    let identity = world.agent_identity(i);
+    let cluster = &world.clusters[i];
     let mut command = Command::new(env!("CARGO_BIN_EXE_cluster-agent"));
-    command.args(["--cluster", &cluster.name, "--nats-url", &world.nats_server.url()]);
+    command.args(["--cluster", &cluster.name, "--nats-url", &world.nats_server.address()]);
+    command.arg("--nats-nkey").arg(&identity.seed_file);
     cluster.kube.agent_process_args(&mut command);
     command
         .env("RUST_LOG", std::env::var("CP_TEST_AGENT_LOG").unwrap_or_else(|_| "warn".into()))
@@ -29,9 +32,9 @@ fn spawn_agent(world: &World, cluster: &Cluster) -> std::process::Child {
 async fn an_agent_killed_mid_converge_converges_after_restart_with_nothing_duplicated_or_missed(
     backend: Backend,
 ) {
-    let world = World::without_agents(backend, &["c1"], Duration::from_millis(50)).await;
+    let mut world = World::without_agents(backend, &["c1"], Duration::from_millis(50)).await;
+    let mut agent = spawn_agent(&mut world, 0);
     let cluster = &world.clusters[0];
-    let mut agent = spawn_agent(&world, cluster);
     let count = if backend == Backend::Sim { 40 } else { 20 };
     let names: Vec<String> = (0..count).map(|i| format!("db-{i}")).collect();
     let mut ids = Vec::new();
@@ -52,7 +55,8 @@ async fn an_agent_killed_mid_converge_converges_after_restart_with_nothing_dupli
         names.iter().filter_map(|n| view.password(n).map(|p| (n.clone(), p))).collect();
     assert!(ready_before < names.len(), "killed too late to test anything: all were ready");
 
-    let mut agent = spawn_agent(&world, cluster);
+    let mut agent = spawn_agent(&mut world, 0);
+    let cluster = &world.clusters[0];
     let converged = cluster.wait_until(CONVERGE, |v| names.iter().all(|n| v.ready_at(n, 1))).await;
     agent.kill().unwrap();
     agent.wait().unwrap();

@@ -1,5 +1,5 @@
-//! The agent never administers JetStream: it consumes its cluster's subjects and publishes observed
-//! state, whatever the topology the control plane chose, with credentials that cannot change streams.
+//! The agent never administers JetStream: it reads its cluster's feed and publishes observed state,
+//! whatever the topology the control plane chose, with an identity that can do nothing else.
 
 mod common;
 
@@ -9,8 +9,9 @@ use cluster_agent::{AgentConfig, Metrics};
 use common::{CONVERGE, Requests};
 use domain::ServiceType;
 use k8s_sim::{Simulator, SimulatorOptions};
-use streams::{Settings, Topology, instances::InstanceCommands};
+use streams::{Settings, Topology, cluster_feed, instances::InstanceCommands};
 use testkit::{NatsCluster, NatsServer, Sync};
+use tokio::sync::mpsc;
 
 /// Starts an agent (with default settings: one replica) on `agent_nats`, provisions one instance through
 /// `topology` and waits until the agent reports it ready in its simulated cluster.
@@ -21,11 +22,12 @@ async fn an_instance_converges(topology: &Topology, agent_nats: async_nats::Clie
     let metrics = Metrics::default();
     let client =
         Requests::default().client(kube::Config::new(format!("http://{address}").parse().unwrap()), &metrics);
+    cluster_feed::apply(&topology.jetstream, &topology.settings, "c1").await.expect("the cluster's feed");
     let agent = tokio::spawn(cluster_agent::run(AgentConfig {
         cluster: "c1".into(),
         client,
         nats: agent_nats,
-        settings: Settings::default(),
+        settings: topology.settings.clone(),
         concurrency: 4,
         resync: Duration::from_secs(300),
         install_crd: true,
@@ -49,7 +51,7 @@ async fn an_instance_converges(topology: &Topology, agent_nats: async_nats::Clie
 async fn an_agent_leaves_a_three_replica_topology_as_it_is() {
     let _ = tracing_subscriber::fmt().with_test_writer().try_init();
     let cluster = NatsCluster::start_with(Sync::Default);
-    let client = async_nats::connect(cluster.urls().as_slice()).await.unwrap();
+    let client = cluster.connect().await;
     let js = async_nats::jetstream::new(client.clone());
     let settings = Settings { replicas: 3, ..Settings::default() };
     let topology = settings.apply_when_placed(&js, Duration::from_secs(30)).await.expect("topology");
@@ -59,42 +61,117 @@ async fn an_agent_leaves_a_three_replica_topology_as_it_is() {
     an_instance_converges(&topology, client.clone()).await;
     let after = events.info().await.unwrap().config.clone();
     assert_eq!(after, before, "the agent changed the event stream's configuration");
-    for bucket in [&settings.names_bucket, &settings.idempotency_bucket, &settings.read_models_bucket] {
-        let mut stream = js.get_stream(format!("KV_{bucket}")).await.unwrap();
-        assert_eq!(stream.info().await.unwrap().config.num_replicas, 3, "{bucket}");
+    for stream in [
+        format!("KV_{}", settings.names_bucket),
+        format!("KV_{}", settings.idempotency_bucket),
+        format!("KV_{}", settings.read_models_bucket),
+        cluster_feed::desired_stream_name(&settings, "c1"),
+    ] {
+        let replicas = js.get_stream(&stream).await.unwrap().info().await.unwrap().config.num_replicas;
+        assert_eq!(replicas, 3, "{stream}");
     }
 }
 
-#[tokio::test]
-async fn an_agent_whose_credentials_cannot_create_or_update_streams_works() {
-    let _ = tracing_subscriber::fmt().with_test_writer().try_init();
-    // The agent may do anything but administer streams (issue: per-cluster least privilege comes with
-    // the security work; this proves the agent needs no stream administration at all).
-    let server = NatsServer::start_with_config(
-        Sync::Default,
-        r#"
-authorization {
-  users = [
-    { user: admin, password: admin }
-    { user: agent, password: agent, permissions: {
-        publish: { allow: [">"], deny: ["$JS.API.STREAM.CREATE.>", "$JS.API.STREAM.UPDATE.>",
-                                        "$JS.API.STREAM.DELETE.>", "$JS.API.STREAM.PURGE.>"] }
-        subscribe: { allow: [">"] } } }
-  ]
+/// Server errors a connection receives (permission violations among them), as text.
+fn errors_of(
+    options: async_nats::ConnectOptions,
+) -> (async_nats::ConnectOptions, mpsc::UnboundedReceiver<String>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let options = options.event_callback(move |event| {
+        let tx = tx.clone();
+        async move {
+            if let async_nats::Event::ServerError(error) = event {
+                let _ = tx.send(error.to_string());
+            }
+        }
+    });
+    (options, rx)
 }
-"#,
-    );
-    let admin = async_nats::ConnectOptions::with_user_and_password("admin".into(), "admin".into())
-        .connect(server.url())
-        .await
-        .unwrap();
-    let topology = Settings::default().apply(&async_nats::jetstream::new(admin)).await.unwrap();
-    let agent = async_nats::ConnectOptions::with_user_and_password("agent".into(), "agent".into())
-        .connect(server.url())
-        .await
-        .unwrap();
-    // The credentials really are refused stream administration.
-    let refused = Settings::default().apply(&async_nats::jetstream::new(agent.clone())).await;
-    assert!(refused.is_err(), "the agent's credentials may administer streams");
+
+/// Waits (bounded) for the server to refuse `what`, e.g. `Publish to "cp.evt.c1.x"`.
+async fn refused(errors: &mut mpsc::UnboundedReceiver<String>, what: &str) {
+    let wanted = format!("Permissions Violation for {what}");
+    let found = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(error) = errors.recv().await {
+            if error.contains(&wanted) {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(found, Ok(true), "nats-server did not refuse {what}");
+}
+
+#[tokio::test]
+async fn an_agent_identity_reaches_its_own_cluster_and_nothing_else() {
+    let _ = tracing_subscriber::fmt().with_test_writer().try_init();
+    let server = NatsServer::start();
+    let settings = Settings::default();
+    let topology = settings.apply(&async_nats::jetstream::new(server.connect().await)).await.unwrap();
+    for cluster in ["c1", "c2"] {
+        cluster_feed::apply(&topology.jetstream, &settings, cluster).await.unwrap();
+    }
+    let commands = InstanceCommands::new(&topology, 100);
+    let elsewhere = common::provision(&commands, "c2", "other", ServiceType::Grafana, "11.6").await;
+    let identity = server.add_user(&cluster_feed::agent_permissions(&settings, "c1"));
+    let agent_options =
+        || identity.connect_options().custom_inbox_prefix(cluster_feed::agent_inbox_prefix("c1"));
+
+    // With exactly these rights, an agent does its whole job.
+    let agent = agent_options().connect(server.address()).await.unwrap();
     an_instance_converges(&topology, agent).await;
+
+    let (options, mut errors) = errors_of(agent_options());
+    let agent = options.connect(server.address()).await.unwrap();
+    let mut events = topology.events.clone();
+    let stored = events.info().await.unwrap().state.messages;
+    let c2 = cluster_feed::desired_stream_name(&settings, "c2");
+    let c1 = cluster_feed::desired_stream_name(&settings, "c1");
+    let forbidden = [
+        // another cluster's facts and feed
+        format!("cp.obs.c2.acme.{elsewhere}"),
+        format!("$JS.API.CONSUMER.MSG.NEXT.{c2}.cp-agent-c2"),
+        format!("$JS.API.CONSUMER.INFO.{c2}.cp-agent-c2"),
+        format!("$JS.API.CONSUMER.RESET.{c2}.cp-agent-c2"),
+        // decisions: agents never write cp.evt, not even their own cluster's
+        format!("cp.evt.c1.acme.{elsewhere}"),
+        // stream and consumer administration, reads that name subjects in the body, buckets
+        format!("$JS.API.STREAM.CREATE.{c1}"),
+        format!("$JS.API.STREAM.UPDATE.{c1}"),
+        format!("$JS.API.STREAM.DELETE.{}", settings.events_stream),
+        format!("$JS.API.STREAM.PURGE.{c1}"),
+        format!("$JS.API.CONSUMER.CREATE.{c1}.mine.cp.evt.c1.>"),
+        format!("$JS.API.CONSUMER.DELETE.{c1}.cp-agent-c1"),
+        format!("$JS.API.DIRECT.GET.{}", settings.events_stream),
+        format!("$JS.API.STREAM.MSG.GET.{}", settings.events_stream),
+        format!("$KV.{}.c9", settings.clusters_bucket),
+    ];
+    for subject in &forbidden {
+        agent.publish(subject.clone(), "{}".into()).await.unwrap();
+        agent.flush().await.unwrap();
+        refused(&mut errors, &format!("Publish to \"{subject}\"")).await;
+    }
+    for subject in ["cp.evt.>", "cp.obs.>", "_INBOX.>", "$JS.ACK.>"] {
+        // A refused subscription is the server's to refuse; the client sends it either way.
+        let _subscription = agent.subscribe(subject).await.unwrap();
+        agent.flush().await.unwrap();
+        refused(&mut errors, &format!("Subscription to \"{subject}\"")).await;
+    }
+    assert_eq!(
+        events.info().await.unwrap().state.messages,
+        stored,
+        "nothing the agent was refused was stored"
+    );
+    let info = topology
+        .jetstream
+        .get_stream(&c2)
+        .await
+        .unwrap()
+        .get_consumer::<async_nats::jetstream::consumer::pull::Config>("cp-agent-c2")
+        .await
+        .unwrap()
+        .cached_info()
+        .clone();
+    assert_eq!(info.delivered.stream_sequence, 0, "c2's consumer delivered nothing to c1's agent");
 }

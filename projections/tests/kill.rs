@@ -117,7 +117,7 @@ async fn provision(commands: &InstanceCommands, count: usize) -> Vec<Uuid> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_projector_killed_mid_stream_ends_equal_to_a_clean_rebuild() {
     let server = NatsServer::start();
-    let nats = async_nats::connect(server.url()).await.unwrap();
+    let nats = server.connect().await;
     let topology = Settings::default().apply(&async_nats::jetstream::new(nats.clone())).await.unwrap();
     let commands = InstanceCommands::new(&topology, 10_000);
     let ids = provision(&commands, INSTANCES).await;
@@ -256,7 +256,7 @@ async fn a_projector_killed_mid_stream_ends_equal_to_a_clean_rebuild() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_projectors_at_once_never_interleave_stale_records() {
     let server = NatsServer::start();
-    let nats = async_nats::connect(server.url()).await.unwrap();
+    let nats = server.connect().await;
     let topology = Settings::default().apply(&async_nats::jetstream::new(nats.clone())).await.unwrap();
     let commands = InstanceCommands::new(&topology, 10_000);
     let bucket = ReadModelBucket::new(&topology);

@@ -1,5 +1,6 @@
 //! Registered clusters, in a KV bucket (key: cluster name, value: its region), mirrored in memory by a
-//! watch so placement never waits on NATS.
+//! watch so placement never waits on NATS. Registering a cluster also makes what its agent reads
+//! ([`crate::cluster_feed`]).
 
 use std::sync::{Arc, RwLock};
 
@@ -27,12 +28,20 @@ fn unavailable(e: impl std::fmt::Display) -> ClusterRegistryError {
 pub struct ClusterRegistry {
     kv: kv::Store,
     known: Arc<RwLock<Vec<Cluster>>>,
+    jetstream: async_nats::jetstream::Context,
+    settings: crate::Settings,
 }
 
 impl ClusterRegistry {
-    /// Reads the registry and keeps following it in a background task.
-    pub async fn open(kv: kv::Store) -> Result<Self, ClusterRegistryError> {
-        let registry = Self { kv, known: Arc::default() };
+    /// Reads the registry and keeps following it in a background task; brings every registered
+    /// cluster's feed to the current settings.
+    pub async fn open(topology: &crate::Topology) -> Result<Self, ClusterRegistryError> {
+        let registry = Self {
+            kv: topology.clusters.clone(),
+            known: Arc::default(),
+            jetstream: topology.jetstream.clone(),
+            settings: topology.settings.clone(),
+        };
         let mut watch = registry.kv.watch_with_history(">").await.map_err(unavailable)?;
         // The watch first delivers every current key, then changes; `seen_current` flips after the
         // initial values, so `open` returns with a complete view.
@@ -64,11 +73,17 @@ impl ClusterRegistry {
             }
         });
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), ready_rx).await;
+        for cluster in registry.list() {
+            registry.apply_feed(&cluster.name).await?;
+        }
         Ok(registry)
     }
 
-    /// Registers or updates a cluster, and waits until this process sees it.
+    /// Registers or updates a cluster, and waits until this process sees it. Its agent's stream and
+    /// consumer exist before the cluster is listed, so nothing is placed on a cluster whose agent has
+    /// nothing to read from.
     pub async fn register(&self, cluster: &Cluster) -> Result<(), ClusterRegistryError> {
+        self.apply_feed(&cluster.name).await?;
         let record =
             serde_json::to_vec(&ClusterRecord { region: cluster.region.clone() }).map_err(unavailable)?;
         self.kv.put(&cluster.name, record.into()).await.map_err(unavailable)?;
@@ -77,6 +92,10 @@ impl ClusterRegistry {
         clusters.push(cluster.clone());
         clusters.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(())
+    }
+
+    async fn apply_feed(&self, cluster: &str) -> Result<(), ClusterRegistryError> {
+        crate::cluster_feed::apply(&self.jetstream, &self.settings, cluster).await.map_err(unavailable)
     }
 
     /// The registered clusters, sorted by name.

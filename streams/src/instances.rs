@@ -73,58 +73,6 @@ pub fn observed_project_filter(project: &str) -> String {
     format!("{}.*.{project}.>", crate::topology::OBSERVED_PREFIX)
 }
 
-/// Name of the durable consumer through which `cluster`'s agent follows its cluster's instance events.
-pub fn agent_consumer_name(cluster: &str) -> String {
-    format!("cp-agent-{cluster}")
-}
-
-/// The durable consumer of `cluster`'s agent: only that cluster's instance events, acknowledged one by one
-/// once mirrored into the cluster, redelivered after 30 s without an ack.
-pub fn agent_consumer(cluster: &str) -> async_nats::jetstream::consumer::pull::Config {
-    use async_nats::jetstream::consumer::AckPolicy;
-    async_nats::jetstream::consumer::pull::Config {
-        durable_name: Some(agent_consumer_name(cluster)),
-        description: Some(format!("cluster agent of {cluster}")),
-        filter_subject: cluster_filter(cluster),
-        ack_policy: AckPolicy::Explicit,
-        ack_wait: std::time::Duration::from_secs(30),
-        max_ack_pending: 1000,
-        ..Default::default()
-    }
-}
-
-/// Follows `cluster`'s instance events through its agent's durable consumer ([`agent_consumer`]),
-/// creating the consumer the first time.
-pub async fn follow_cluster(
-    events: &async_nats::jetstream::stream::Stream,
-    cluster: &str,
-) -> Result<async_nats::jetstream::consumer::pull::Stream, String> {
-    let consumer = events
-        .get_or_create_consumer(&agent_consumer_name(cluster), agent_consumer(cluster))
-        .await
-        .map_err(|e| e.to_string())?;
-    consumer.messages().await.map_err(|e| e.to_string())
-}
-
-/// The start of `cluster`'s agent: the newest message of each of the cluster's instance subjects (an
-/// ordered consumer, `LastPerSubject`), and how many there are.
-pub async fn cluster_latest(
-    events: &async_nats::jetstream::stream::Stream,
-    cluster: &str,
-) -> Result<(async_nats::jetstream::consumer::pull::Ordered, u64), String> {
-    use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
-    let ordered = events
-        .create_consumer(OrderedConfig {
-            filter_subject: cluster_filter(cluster),
-            deliver_policy: DeliverPolicy::LastPerSubject,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| e.to_string())?;
-    let pending = ordered.cached_info().num_pending;
-    Ok((ordered.messages().await.map_err(|e| e.to_string())?, pending))
-}
-
 /// Subject filter of every instance event of `project`.
 pub fn project_filter(project: &str) -> String {
     format!("{INSTANCE_EVENT_PREFIX}.*.{project}.>")

@@ -4,16 +4,20 @@
 //!   [`StreamAggregate`] — the crate a cqrs-es user could pick instead of `postgres-es`.
 //! * [`topology`]: every stream, bucket and subject name, and every setting, created or updated idempotently.
 //! * [`instances`], [`names`], [`idempotency`], [`clusters`]: the instance-specific parts of the write path.
+//! * [`cluster_feed`]: what each cluster's agent reads, and the NATS rights its identity holds.
 //! * [`read_models`]: the bucket the projector writes read models to and API replicas follow.
 //!
 //! Architecture invariant: this is the only crate that knows JetStream names, subjects and settings.
 //! It knows nothing about HTTP.
 
+pub mod cluster_feed;
 pub mod clusters;
+pub mod connection;
 pub mod envelope;
 pub mod feed;
 pub mod group_commit;
 pub mod idempotency;
+pub mod identities;
 pub mod instances;
 mod kv_create;
 pub mod names;

@@ -17,7 +17,7 @@ const ELECTION: Duration = Duration::from_secs(30);
 
 /// Applies the topology with three replicas, asking again while the fresh cluster cannot place it.
 async fn replicated_topology(cluster: &NatsCluster) -> Topology {
-    let client = async_nats::connect(cluster.urls().as_slice()).await.expect("connect to the cluster");
+    let client = cluster.connect().await;
     let jetstream = async_nats::jetstream::new(client);
     let settings = Settings { replicas: 3, commit_mode: CommitMode::Grouped, ..Settings::default() };
     settings

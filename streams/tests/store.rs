@@ -20,7 +20,7 @@ async fn commands(server: &NatsServer) -> (InstanceCommands, streams::Topology) 
 }
 
 async fn commands_with(server: &NatsServer, mode: CommitMode) -> (InstanceCommands, streams::Topology) {
-    let client = async_nats::connect(server.url()).await.expect("connect to nats-server");
+    let client = server.connect().await;
     let settings = Settings { commit_mode: mode, ..Settings::default() };
     let topology = settings.apply(&async_nats::jetstream::new(client)).await.expect("topology");
     (InstanceCommands::new(&topology, 1000), topology)
@@ -117,7 +117,7 @@ async fn a_store_reads_through_the_jetstream_api_when_no_server_answers_direct_g
         .execute("acme", id, provision(id, "db"), None, meta(domain::OperationKind::Provision))
         .await
         .unwrap();
-    let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    let js = async_nats::jetstream::new(server.connect().await);
     let mut config = topology.events.cached_info().config.clone();
     config.allow_direct = false;
     js.update_stream(config).await.expect("turn direct gets off");
@@ -441,7 +441,7 @@ async fn a_batch_whose_answer_was_lost_is_recognised_not_stored_twice() {
     // A short acknowledgement timeout, so that freezing the server for a moment loses the batch's answer.
     const ACK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
     let server = NatsServer::start();
-    let client = async_nats::connect(server.url()).await.expect("connect to nats-server");
+    let client = server.connect().await;
     let jetstream = async_nats::jetstream::ContextBuilder::new().timeout(ACK_TIMEOUT).build(client);
     let settings = Settings { commit_mode: CommitMode::Grouped, ..Settings::default() };
     let topology = settings.apply(&jetstream).await.expect("topology");
@@ -511,7 +511,7 @@ async fn a_stream_holding_schema_1_configuration_changes_still_reads() {
         "metadata": {"command_id": command_id, "operation": "update", "actor": "tester",
                      "time": "2025-01-01T00:00:00Z"},
     });
-    let client = async_nats::connect(server.url()).await.unwrap();
+    let client = server.connect().await;
     let jetstream = async_nats::jetstream::new(client);
     let mut message_headers = async_nats::HeaderMap::new();
     message_headers.insert(headers::EVENT_TYPE, "ConfigurationChanged");

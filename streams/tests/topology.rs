@@ -11,7 +11,7 @@ use testkit::NatsServer;
 #[tokio::test]
 async fn reapplying_the_topology_never_turns_atomic_batches_off() {
     let server = NatsServer::start();
-    let client = async_nats::connect(server.url()).await.unwrap();
+    let client = server.connect().await;
     let js = async_nats::jetstream::new(client.clone());
     let settings = Settings::default();
     settings.apply(&js).await.expect("first apply");

@@ -22,6 +22,16 @@ pub async fn agent(
     address: SocketAddr,
 ) -> tokio::task::JoinHandle<anyhow::Result<()>> {
     let metrics = Metrics::default();
+    // The agent's own identity, with only the rights `streams::cluster_feed` grants an agent.
+    let identity = api
+        .nats_server
+        .add_user(&streams::cluster_feed::agent_permissions(&streams::Settings::default(), cluster));
+    let nats = identity
+        .connect_options()
+        .custom_inbox_prefix(streams::cluster_feed::agent_inbox_prefix(cluster))
+        .connect(api.nats_server.address())
+        .await
+        .expect("connect as the agent");
     let config = AgentConfig {
         cluster: cluster.into(),
         client: counting_client(
@@ -29,7 +39,7 @@ pub async fn agent(
             &metrics,
         )
         .expect("a client"),
-        nats: async_nats::connect(api.nats_server.url()).await.expect("nats"),
+        nats,
         settings: streams::Settings::default(),
         concurrency: 8,
         resync: Duration::from_secs(300),

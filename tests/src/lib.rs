@@ -122,7 +122,7 @@ impl TestApi {
     async fn start_with_projector(sync: Sync, projector: bool) -> Self {
         let nats_server = NatsServer::start_with(sync);
         let (connected_tx, connected) = tokio::sync::watch::channel(false);
-        let nats = async_nats::ConnectOptions::new()
+        let nats = NatsServer::connect_options()
             .event_callback(move |event| {
                 let connected_tx = connected_tx.clone();
                 async move {
@@ -135,7 +135,7 @@ impl TestApi {
             })
             .retry_on_initial_connect()
             .reconnect_delay_callback(|attempts| Duration::from_millis((attempts as u64 * 50).min(500)))
-            .connect(nats_server.url())
+            .connect(nats_server.address())
             .await
             .expect("connect to the test nats-server");
         // The commit mode `./dev up` pairs with this sync policy.

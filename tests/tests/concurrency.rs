@@ -39,7 +39,7 @@ async fn fifty_unconditional_patches_each_apply_once_or_conflict() {
     let created = api.provision("acme", "db").await;
     let id = created.body["instance_id"].as_str().unwrap().to_owned();
     let path = format!("/v1/projects/acme/instances/{id}");
-    let nats = async_nats::connect(api.nats_server.url()).await.unwrap();
+    let nats = api.nats_server.connect().await;
     let other = Arc::new(
         api.replica(
             api::AppState::start(nats, &streams::Settings::default())
@@ -162,7 +162,7 @@ async fn an_idempotency_key_survives_a_restart_of_the_api() {
     let first =
         api.call(Method::POST, "/v1/projects/acme/instances", Some(&body), &[("idempotency-key", "k")]).await;
     // A second API process on the same NATS: it knows the key from the bucket, not from memory.
-    let nats = async_nats::connect(api.nats_server.url()).await.unwrap();
+    let nats = api.nats_server.connect().await;
     let state = api::AppState::start(nats, &streams::Settings::default())
         .await
         .unwrap()

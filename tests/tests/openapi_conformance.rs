@@ -6,6 +6,7 @@
 
 use std::{path::PathBuf, process::Stdio, time::Duration};
 
+use axum::http::{Method, StatusCode};
 use system_tests::TestApi;
 
 /// The schemathesis CLI: `$CP_SCHEMATHESIS`, else `.tools/venv/bin/st` where `./dev` installs it.
@@ -22,10 +23,10 @@ fn schemathesis() -> PathBuf {
     installed
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn schemathesis_finds_no_failure_with_every_check() {
+/// Runs schemathesis with every check against `api` served on loopback, authenticated with `token`,
+/// with `env` for the hooks; returns its output.
+async fn schemathesis_run(api: &TestApi, token: &str, env: &[(&str, &str)]) -> std::process::Output {
     let st = schemathesis();
-    let api = TestApi::start().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
     let base = format!("http://{}", listener.local_addr().expect("local address"));
     let router = api.router();
@@ -37,9 +38,10 @@ async fn schemathesis_finds_no_failure_with_every_check() {
         // Hooks (a fresh Idempotency-Key per request) and per-operation settings; both say why.
         .env("SCHEMATHESIS_HOOKS", "schemathesis_hooks")
         .env("PYTHONPATH", &here)
-        // The platform admin's token, for the document's bearer scheme (`[auth.openapi.bearer]` in the
-        // config): every route is reachable, and the auth checks still send requests without it.
-        .env("CP_TEST_API_TOKEN", system_tests::ADMIN_TOKEN)
+        // The token for the document's bearer scheme (`[auth.openapi.bearer]` in the config): the auth
+        // checks still send requests without it.
+        .env("CP_TEST_API_TOKEN", token)
+        .envs(env.iter().copied())
         .arg("--config-file")
         .arg(here.join("schemathesis.toml"))
         .args(["run", &format!("{base}/openapi.json"), "--checks", "all"])
@@ -59,12 +61,51 @@ async fn schemathesis_finds_no_failure_with_every_check() {
         .await
         .expect("schemathesis finished within 15 minutes")
         .expect("schemathesis ran");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    println!("{stdout}");
+    println!("{}", String::from_utf8_lossy(&output.stdout));
+    output
+}
+
+fn assert_no_failure(output: &std::process::Output) {
     assert!(
         output.status.success(),
-        "schemathesis found failures (exit {:?}):\n{stdout}\n{stderr}",
-        output.status.code()
+        "schemathesis found failures (exit {:?}):\n{}\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemathesis_finds_no_failure_with_every_check() {
+    let api = TestApi::start().await;
+    // The platform admin: every route is reachable.
+    let output = schemathesis_run(&api, system_tests::ADMIN_TOKEN, &[]).await;
+    assert_no_failure(&output);
+}
+
+/// Tenancy under schemathesis: project A's editor token, every request naming project B (and, on
+/// instance routes, an instance B has), with every check plus one more: each such request is 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_project_s_token_finds_nothing_of_it() {
+    let api = TestApi::start().await;
+    let body = serde_json::json!({"name": "db", "service": "postgresql", "version": "16", "plan": "starter"});
+    let owner = format!("Bearer {}", system_tests::OTHER_EDITOR_TOKEN);
+    let created = api
+        .call(Method::POST, "/v1/projects/other/instances", Some(&body), &[("authorization", &owner)])
+        .await;
+    assert_eq!(created.status, StatusCode::ACCEPTED, "{}", created.body);
+    let id = created.body["id"].as_str().expect("an id").to_owned();
+    let path = format!("/v1/projects/other/instances/{id}");
+    let before = api.get_after(&path, [&created]).await;
+    let stored = api.stream_messages().await;
+
+    let env = [("CP_TEST_FOREIGN_PROJECT", "other"), ("CP_TEST_FOREIGN_INSTANCE", id.as_str())];
+    let output = schemathesis_run(&api, system_tests::ACME_EDITOR_TOKEN, &env).await;
+    assert_no_failure(&output);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("another_project_is_not_found"), "the tenancy check ran:\n{stdout}");
+
+    assert_eq!(api.stream_messages().await, stored, "nothing another project's token sent was stored");
+    let after = api.call(Method::GET, &path, None, &[("authorization", &owner)]).await;
+    assert_eq!(after.header("etag"), before.header("etag"), "project B's instance is unchanged");
 }

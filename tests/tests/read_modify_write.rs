@@ -52,7 +52,7 @@ async fn an_etag_from_a_write_on_another_replica_is_accepted() {
         api.call(Method::PATCH, &path, Some(&json!({"description": "a"})), &[("if-match", "\"1\"")]).await;
     assert_eq!(first.status, StatusCode::ACCEPTED, "{}", first.body);
 
-    let nats = async_nats::connect(api.nats_server.url()).await.expect("connect");
+    let nats = api.nats_server.connect().await;
     let other = api::AppState::start(nats, &streams::Settings::default())
         .await
         .expect("second replica")

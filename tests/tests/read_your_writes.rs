@@ -26,7 +26,7 @@ async fn get(router: &axum::Router, path: &str, token: Option<&str>) -> (StatusC
 #[tokio::test]
 async fn a_read_on_another_replica_with_the_token_always_sees_the_write() {
     let api = TestApi::start().await;
-    let nats = async_nats::connect(api.nats_server.url()).await.unwrap();
+    let nats = api.nats_server.connect().await;
     let replica = api::AppState::start(nats, &streams::Settings::default())
         .await
         .unwrap()

@@ -81,8 +81,7 @@ impl<'a> Bench<'a> {
         options: &'a Options,
         settings: &Settings,
     ) -> anyhow::Result<(async_nats::Client, Topology, Self)> {
-        let client =
-            async_nats::connect(server.url()).await.context("connecting to the benchmark's nats-server")?;
+        let client = server.connect().await;
         let topology = apply_patiently(settings, &jetstream::new(client.clone())).await?;
         raw_stream(&topology.jetstream, settings).await?;
         let bench = Self {

@@ -11,7 +11,9 @@ use domain::{InstanceCommand, ProvisionInstance, ServiceType};
 use futures::StreamExt as _;
 use k8s_sim::{Simulator, SimulatorOptions};
 use projections::{Health, Projector, ProjectorMetrics, ReadModels, rebuild};
-use streams::{CommandMetadata, Settings, instances::InstanceCommands, read_models::ReadModelBucket};
+use streams::{
+    CommandMetadata, Settings, cluster_feed, instances::InstanceCommands, read_models::ReadModelBucket,
+};
 use testkit::NatsServer;
 use uuid::Uuid;
 
@@ -49,7 +51,7 @@ struct Progress {
 
 pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
     let server = NatsServer::start();
-    let nats = async_nats::connect(server.url()).await?;
+    let nats = server.connect().await;
     let topology = Settings::default().apply(&async_nats::jetstream::new(nats.clone())).await?;
     let commands = InstanceCommands::new(&topology, 100_000);
     // The projector writes the read models; the API replicas' view of them follows the bucket.
@@ -91,10 +93,19 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
         let agent_metrics = Metrics::default();
         let client =
             counting_client(kube::Config::new(format!("http://{address}").parse()?), &agent_metrics)?;
+        let cluster = format!("c{c}");
+        cluster_feed::apply(&topology.jetstream, &topology.settings, &cluster).await?;
+        // Each agent with its own identity and nothing more, as deployed.
+        let identity = server.add_user(&cluster_feed::agent_permissions(&topology.settings, &cluster));
+        let agent_nats = identity
+            .connect_options()
+            .custom_inbox_prefix(cluster_feed::agent_inbox_prefix(&cluster))
+            .connect(server.address())
+            .await?;
         let config = AgentConfig {
-            cluster: format!("c{c}"),
+            cluster,
             client,
-            nats: nats.clone(),
+            nats: agent_nats,
             settings: Settings::default(),
             concurrency: 32,
             resync: Duration::from_secs(300),
@@ -181,9 +192,15 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
     for _ in 0..600 {
         let mut pending = 0;
         for c in 0..options.clusters {
-            let name = streams::instances::agent_consumer_name(&format!("c{c}"));
-            let mut consumer: async_nats::jetstream::consumer::PullConsumer =
-                topology.events.get_consumer(&name).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            let cluster = format!("c{c}");
+            let feed = topology
+                .jetstream
+                .get_stream(cluster_feed::desired_stream_name(&topology.settings, &cluster));
+            let mut consumer: async_nats::jetstream::consumer::PullConsumer = feed
+                .await?
+                .get_consumer(&cluster_feed::agent_consumer_name(&cluster))
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             let info = consumer.info().await?;
             pending += info.num_pending + info.num_ack_pending as u64;
         }

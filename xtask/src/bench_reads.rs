@@ -50,7 +50,7 @@ struct Stack {
 
 async fn in_process_stack() -> anyhow::Result<Stack> {
     let server = NatsServer::start_with(Sync::Always);
-    let nats = async_nats::connect(server.url()).await?;
+    let nats = server.connect().await;
     let settings = Settings { commit_mode: CommitMode::Grouped, ..Settings::default() };
     let topology = settings.apply(&async_nats::jetstream::new(nats.clone())).await?;
     let bucket = streams::read_models::ReadModelBucket::new(&topology);

@@ -103,10 +103,11 @@ impl Servers {
         }
     }
 
-    pub(crate) fn url(&self) -> String {
+    /// A connection as the control plane.
+    pub(crate) async fn connect(&self) -> async_nats::Client {
         match self {
-            Self::One(server) => server.url(),
-            Self::Three(cluster) => cluster.url(),
+            Self::One(server) => server.connect().await,
+            Self::Three(cluster) => cluster.connect().await,
         }
     }
 

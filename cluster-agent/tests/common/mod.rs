@@ -61,6 +61,8 @@ pub struct Cluster {
     pub metrics: Metrics,
     /// every request the in-process agent made, by `verb resource`
     pub requests: Requests,
+    /// the agent's NATS identity, with exactly the rights `streams::cluster_feed` grants an agent
+    pub identity: Option<testkit::NkeyUser>,
 }
 
 pub struct World {
@@ -101,7 +103,7 @@ impl World {
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
             .try_init();
-        let nats = async_nats::connect(nats_server.url()).await.expect("connect");
+        let nats = nats_server.connect().await;
         let topology =
             Settings::default().apply(&async_nats::jetstream::new(nats.clone())).await.expect("topology");
         let commands = InstanceCommands::new(&topology, 10_000);
@@ -129,7 +131,12 @@ impl World {
                 agent: None,
                 metrics: Metrics::default(),
                 requests: Requests::default(),
+                identity: None,
             });
+            // What registering the cluster makes: the stream and consumer its agent reads.
+            streams::cluster_feed::apply(&topology.jetstream, &topology.settings, name)
+                .await
+                .expect("cluster feed");
         }
         Self { nats_server, nats, topology, commands, clusters }
     }
@@ -154,9 +161,30 @@ impl World {
         self.start_agent_with_resync(i, Duration::from_secs(300)).await;
     }
 
+    /// The NATS identity of cluster `i`'s agent (made the first time): only the rights an agent has.
+    pub fn agent_identity(&mut self, i: usize) -> testkit::NkeyUser {
+        if self.clusters[i].identity.is_none() {
+            let permissions =
+                streams::cluster_feed::agent_permissions(&self.topology.settings, &self.clusters[i].name);
+            self.clusters[i].identity = Some(self.nats_server.add_user(&permissions));
+        }
+        self.clusters[i].identity.clone().expect("made above")
+    }
+
+    /// A connection as cluster `i`'s agent, as its binary makes one.
+    pub async fn connect_agent(&mut self, i: usize) -> async_nats::Client {
+        let identity = self.agent_identity(i);
+        identity
+            .connect_options()
+            .custom_inbox_prefix(streams::cluster_feed::agent_inbox_prefix(&self.clusters[i].name))
+            .connect(self.nats_server.address())
+            .await
+            .expect("connect as the agent")
+    }
+
     /// Starts the agent of cluster `i` with a resync period of the test's choosing.
     pub async fn start_agent_with_resync(&mut self, i: usize, resync: Duration) {
-        let nats = self.nats.clone();
+        let nats = self.connect_agent(i).await;
         let cluster = &mut self.clusters[i];
         cluster.metrics = Metrics::default();
         let client = cluster.requests.client(cluster.kube.agent_config().await, &cluster.metrics);

@@ -1,6 +1,10 @@
 //! Test harness: an isolated `nats-server` per test (own temp store dir, own random port), killed on drop;
 //! or an isolated three-node cluster ([`NatsCluster`]) for replicated streams.
 //!
+//! Authentication is on, as in a deployment: clients connect as the control plane with the credentials
+//! in [`NatsServer::url`], and tests add nkey identities with the permissions of their choosing
+//! ([`NatsServer::add_user`], applied by a configuration reload, as an operator would).
+//!
 //! The binary is found in `$NATS_SERVER_BIN`, then in the project's `.tools/` (where `./dev` installs it),
 //! then on `PATH`. Tests fail with a clear message when none is found.
 
@@ -14,6 +18,28 @@ use std::{
 
 /// How long a server may take to say it is ready.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The control plane's user in every test server (loopback only; not a secret worth keeping).
+pub const CONTROL_PLANE_USER: &str = "control-plane";
+const CONTROL_PLANE_PASSWORD: &str = "control-plane-test-password";
+
+/// An nkey identity added to a server.
+#[derive(Debug, Clone)]
+pub struct NkeyUser {
+    /// the private seed (`SU…`), what the client holds
+    pub seed: String,
+    /// the public key (`U…`), what the server's configuration holds
+    pub public_key: String,
+    /// a file holding the seed, for processes that take `--nats-nkey`
+    pub seed_file: PathBuf,
+}
+
+impl NkeyUser {
+    /// Connect options authenticating as this user.
+    pub fn connect_options(&self) -> async_nats::ConnectOptions {
+        async_nats::ConnectOptions::with_nkey(self.seed.clone())
+    }
+}
 
 /// JetStream durability setting of a test server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +59,8 @@ pub struct NatsServer {
     sync: Sync,
     /// extra configuration (a cluster node's name and `cluster` block)
     extra: String,
+    /// nkey users and their permissions (JSON), besides the control plane
+    users: Mutex<Vec<(String, String)>>,
     /// what the server has said since it became ready
     news: Option<Mutex<mpsc::Receiver<News>>>,
     /// it has logged a JetStream metadata leader
@@ -46,6 +74,8 @@ enum News {
     Ready(Option<u16>),
     /// a JetStream cluster metadata leader is known
     MetaLeader,
+    /// the configuration was reloaded
+    Reloaded,
 }
 
 /// Path of the nats-server binary, or a message saying how to get one.
@@ -79,25 +109,70 @@ impl NatsServer {
     pub fn start_with(sync: Sync) -> Self {
         let dir =
             tempfile::Builder::new().prefix("cp-nats-").tempdir().expect("create temp dir for nats-server");
-        let mut server =
-            Self { child: None, dir, port: 0, sync, extra: String::new(), news: None, meta_leader: false };
+        let mut server = Self::new(dir, sync, String::new());
         server.spawn();
         server
     }
 
-    /// Starts a server with extra configuration appended (for example an `authorization` block).
-    pub fn start_with_config(sync: Sync, extra: &str) -> Self {
-        let dir =
-            tempfile::Builder::new().prefix("cp-nats-").tempdir().expect("create temp dir for nats-server");
-        let mut server =
-            Self { child: None, dir, port: 0, sync, extra: extra.to_owned(), news: None, meta_leader: false };
-        server.spawn();
-        server
+    fn new(dir: tempfile::TempDir, sync: Sync, extra: String) -> Self {
+        Self {
+            child: None,
+            dir,
+            port: 0,
+            sync,
+            extra,
+            users: Mutex::default(),
+            news: None,
+            meta_leader: false,
+        }
     }
 
-    /// Client URL.
+    /// Client URL, with the control plane's credentials.
     pub fn url(&self) -> String {
+        format!("nats://{CONTROL_PLANE_USER}:{CONTROL_PLANE_PASSWORD}@127.0.0.1:{}", self.port)
+    }
+
+    /// Connect options authenticating as the control plane.
+    pub fn connect_options() -> async_nats::ConnectOptions {
+        async_nats::ConnectOptions::new()
+            .user_and_password(CONTROL_PLANE_USER.into(), CONTROL_PLANE_PASSWORD.into())
+    }
+
+    /// A connection as the control plane.
+    pub async fn connect(&self) -> async_nats::Client {
+        Self::connect_options()
+            .connect(self.address())
+            .await
+            .expect("connect to nats-server as the control plane")
+    }
+
+    /// Client URL without credentials (for clients that bring their own).
+    pub fn address(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Adds an nkey user with these nats-server `permissions` (JSON) and reloads the configuration;
+    /// returns once the server has reloaded it.
+    pub fn add_user(&self, permissions: &serde_json::Value) -> NkeyUser {
+        let pair = nkeys::KeyPair::new_user();
+        let seed = pair.seed().expect("a new key pair has a seed");
+        let public_key = pair.public_key();
+        let seed_file = self.dir.path().join(format!("{public_key}.nk"));
+        std::fs::write(&seed_file, &seed).expect("write the nkey seed");
+        self.users.lock().expect("users lock").push((public_key.clone(), permissions.to_string()));
+        self.write_config();
+        self.signal("-HUP");
+        let news = self.news.as_ref().expect("a started server has news").lock().expect("news lock");
+        loop {
+            match news.recv_timeout(START_TIMEOUT) {
+                Ok(News::Reloaded) => break,
+                Ok(_) => continue,
+                Err(e) => {
+                    panic!("nats-server did not reload its configuration within {START_TIMEOUT:?}: {e}")
+                }
+            }
+        }
+        NkeyUser { seed, public_key, seed_file }
     }
 
     /// Process id of the running server (benchmarks read its CPU time).
@@ -140,20 +215,38 @@ impl NatsServer {
         self.spawn();
     }
 
-    fn spawn(&mut self) {
-        let binary = nats_server_binary().unwrap_or_else(|msg| panic!("{msg}"));
+    /// The configuration: JetStream, and one account holding the control plane's user and the nkey
+    /// users (nats-server's configuration format takes JSON values as they are).
+    fn write_config(&self) -> PathBuf {
         let config = self.dir.path().join("nats-server.conf");
         let port = if self.port == 0 { "-1".to_owned() } else { self.port.to_string() };
         let sync = match self.sync {
             Sync::Default => "",
             Sync::Always => "sync_interval: always",
         };
+        let mut users =
+            vec![format!("{{user: {CONTROL_PLANE_USER:?}, password: {CONTROL_PLANE_PASSWORD:?}}}")];
+        users.extend(
+            self.users
+                .lock()
+                .expect("users lock")
+                .iter()
+                .map(|(key, permissions)| format!("{{nkey: {key:?}, permissions: {permissions}}}")),
+        );
         let text = format!(
-            "listen: \"127.0.0.1:{port}\"\nmax_payload: 8MB\njetstream {{\n  store_dir: {:?}\n  {sync}\n}}\n{}",
+            "listen: \"127.0.0.1:{port}\"\nmax_payload: 8MB\njetstream {{\n  store_dir: {:?}\n  {sync}\n}}\n\
+             accounts {{\n  CP: {{\n    jetstream: enabled\n    users: [\n      {}\n    ]\n  }}\n}}\n{}",
             self.store_dir(),
+            users.join("\n      "),
             self.extra
         );
         std::fs::write(&config, text).expect("write nats-server config");
+        config
+    }
+
+    fn spawn(&mut self) {
+        let binary = nats_server_binary().unwrap_or_else(|msg| panic!("{msg}"));
+        let config = self.write_config();
         let mut child = Command::new(&binary)
             .arg("-c")
             .arg(&config)
@@ -183,6 +276,9 @@ impl NatsServer {
                     || line.contains("JetStream cluster new metadata leader")
                 {
                     let _ = tx.send(News::MetaLeader);
+                }
+                if line.contains("Reloaded server configuration") {
+                    let _ = tx.send(News::Reloaded);
                 }
             }
         });
@@ -233,7 +329,7 @@ impl NatsCluster {
                     "server_name: n{i}\ncluster {{\n  name: cp-test\n  listen: \"127.0.0.1:{port}\"\n  routes: [{}]\n}}\n",
                     routes.join(", ")
                 );
-                NatsServer { child: None, dir, port: 0, sync, extra, news: None, meta_leader: false }
+                NatsServer::new(dir, sync, extra)
             })
             .collect::<Vec<_>>();
         // Started side by side: a node elects nothing until its peers are up.
@@ -271,6 +367,15 @@ impl NatsCluster {
     /// Client URLs of every node.
     pub fn urls(&self) -> Vec<String> {
         self.nodes.iter().map(NatsServer::url).collect()
+    }
+
+    /// A connection as the control plane, knowing every node.
+    pub async fn connect(&self) -> async_nats::Client {
+        let addresses: Vec<String> = self.nodes.iter().map(NatsServer::address).collect();
+        NatsServer::connect_options()
+            .connect(addresses.as_slice())
+            .await
+            .expect("connect to the cluster as the control plane")
     }
 
     /// Process ids of the running nodes (benchmarks add up their CPU time).

@@ -1,0 +1,145 @@
+//! What one cluster's agent reads, and the only rights its NATS identity holds.
+//!
+//! Each registered cluster gets a stream of its own, `<events>_DESIRED_<cluster>`, sourced by the server
+//! from the event stream's `cp.evt.<cluster>.>` and keeping the newest message of each instance subject
+//! (every message carries the instance's snapshot, so the newest is all an agent needs), and one durable
+//! consumer on it. The control plane creates both when it registers the cluster; the agent only reads
+//! through the consumer. At start the agent resets the consumer to the stream's first message
+//! (`$JS.API.CONSUMER.RESET`, nats-server 2.14+), which replays the newest state of every instance of
+//! its cluster, and then keeps following it.
+//!
+//! Why not consumers the agent makes itself: a consumer's creator chooses its `deliver_subject`, and the
+//! server publishes deliveries there with the account's rights (nats-server checks it for wildcards and
+//! cycles only, `server/consumer.go` `checkConsumerCfg`), so an agent allowed to create consumers could
+//! make the server write its events into any subject of the account, a KV bucket or a JetStream API
+//! subject among them. A stream of its own also keeps direct gets, which name subjects in the request
+//! body where permissions cannot see them, out of the agent's reach.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, stream};
+use serde_json::{Value, json};
+
+use crate::{
+    Settings, TopologyError,
+    instances::{cluster_filter, observed_cluster_filter},
+};
+
+/// Name of `cluster`'s stream: the newest message of each of its instance subjects.
+pub fn desired_stream_name(settings: &Settings, cluster: &str) -> String {
+    format!("{}_DESIRED_{cluster}", settings.events_stream)
+}
+
+/// Name of the durable consumer `cluster`'s agent reads its stream through.
+pub fn agent_consumer_name(cluster: &str) -> String {
+    format!("cp-agent-{cluster}")
+}
+
+/// Prefix of the agent's reply subjects. Agents may subscribe to their own prefix only: replies to
+/// other clients (pull deliveries among them) carry other clusters' events.
+pub fn agent_inbox_prefix(cluster: &str) -> String {
+    format!("_INBOX.cp-agent-{cluster}")
+}
+
+/// Configuration of `cluster`'s stream.
+pub fn desired_stream_config(settings: &Settings, cluster: &str) -> stream::Config {
+    stream::Config {
+        name: desired_stream_name(settings, cluster),
+        description: Some(format!("Newest desired state of each instance on cluster {cluster}")),
+        // No subjects of its own: it only sources, so a publish is stored once, in the event stream.
+        subjects: vec![],
+        sources: Some(vec![stream::Source {
+            name: settings.events_stream.clone(),
+            filter_subject: Some(cluster_filter(cluster)),
+            ..Default::default()
+        }]),
+        max_messages_per_subject: 1,
+        discard: stream::DiscardPolicy::Old,
+        storage: stream::StorageType::File,
+        num_replicas: settings.replicas,
+        max_message_size: settings.max_message_bytes,
+        ..Default::default()
+    }
+}
+
+/// The durable consumer of `cluster`'s agent: every message of its stream, acknowledged one by one once
+/// mirrored into the cluster, redelivered after 30 s without an ack.
+pub fn agent_consumer(cluster: &str) -> consumer::pull::Config {
+    consumer::pull::Config {
+        durable_name: Some(agent_consumer_name(cluster)),
+        description: Some(format!("cluster agent of {cluster}")),
+        deliver_policy: consumer::DeliverPolicy::All,
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: Duration::from_secs(30),
+        max_ack_pending: 1000,
+        ..Default::default()
+    }
+}
+
+/// Creates or updates `cluster`'s stream and its agent's consumer. Safe to run at every start and every
+/// registration.
+pub async fn apply(
+    jetstream: &jetstream::Context,
+    settings: &Settings,
+    cluster: &str,
+) -> Result<(), TopologyError> {
+    let name = desired_stream_name(settings, cluster);
+    let failed = |source: async_nats::Error| TopologyError::Stream { name: name.clone(), source };
+    jetstream
+        .create_or_update_stream(desired_stream_config(settings, cluster))
+        .await
+        .map_err(|e| failed(e.into()))?;
+    let stream = jetstream.get_stream(&name).await.map_err(|e| failed(e.into()))?;
+    stream.create_consumer(agent_consumer(cluster)).await.map_err(|e| failed(e.into()))?;
+    // Agents before this module followed a durable of the same name on the event stream; nothing reads
+    // it any more, and left alone it would hold every message it ever delivered.
+    if let Ok(events) = jetstream.get_stream(&settings.events_stream).await
+        && events.consumer_info(agent_consumer_name(cluster)).await.is_ok()
+    {
+        let _ = events.delete_consumer(&agent_consumer_name(cluster)).await;
+    }
+    Ok(())
+}
+
+/// Rewinds the agent's consumer to the first message of its stream, so it delivers the newest state of
+/// every instance again. Returns the stream's last sequence at the reset: once a message at or after it
+/// is delivered, the agent has seen every instance.
+pub async fn rewind(
+    jetstream: &jetstream::Context,
+    settings: &Settings,
+    cluster: &str,
+) -> Result<u64, async_nats::Error> {
+    let name = desired_stream_name(settings, cluster);
+    let subject = format!("CONSUMER.RESET.{name}.{}", agent_consumer_name(cluster));
+    let response: jetstream::response::Response<Value> =
+        jetstream.request(subject, &json!({"seq": 1})).await?;
+    match response {
+        jetstream::response::Response::Err { error } => Err(Box::new(error)),
+        jetstream::response::Response::Ok(_) => {
+            let mut stream = jetstream.get_stream(&name).await?;
+            Ok(stream.info().await?.state.last_sequence)
+        }
+    }
+}
+
+/// The nats-server `permissions` of `cluster`'s agent: read its own stream through its own consumer
+/// (rewind included), publish its cluster's observed events, receive replies on its own prefix.
+/// Nothing else: no other cluster's subjects, no `cp.evt`, no stream or consumer administration, no
+/// direct gets, no buckets.
+pub fn agent_permissions(settings: &Settings, cluster: &str) -> Value {
+    let stream = desired_stream_name(settings, cluster);
+    let consumer = agent_consumer_name(cluster);
+    json!({
+        "publish": {
+            "allow": [
+                format!("$JS.API.STREAM.INFO.{stream}"),
+                format!("$JS.API.CONSUMER.INFO.{stream}.{consumer}"),
+                format!("$JS.API.CONSUMER.RESET.{stream}.{consumer}"),
+                format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"),
+                format!("$JS.ACK.{stream}.{consumer}.>"),
+                observed_cluster_filter(cluster),
+            ],
+        },
+        "subscribe": {"allow": [format!("{}.>", agent_inbox_prefix(cluster))]},
+    })
+}
