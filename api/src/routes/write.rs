@@ -137,12 +137,7 @@ pub(super) async fn execute(
                 });
             }
             Claim::Replay(first) => {
-                // The first request may still be running: wait for its operation to show.
-                let shown = state
-                    .read_models
-                    .wait_until(state.read_wait, |m| m.operation(project, first.operation_id).is_some())
-                    .await;
-                if shown {
+                if state.read_models.read().operation(project, first.operation_id).is_some() {
                     return Ok(existing_operation(state, project, first.operation_id).into_response());
                 }
                 // The read models may only lag: the stream says whether the first request's command landed.
@@ -153,6 +148,14 @@ pub(super) async fn execute(
                     .await
                     .map_err(ApiError::from)?
                 {
+                    // Landed: answer with its operation as the read models show it, once they do.
+                    let shown = state
+                        .read_models
+                        .wait_until(state.read_wait, |m| m.operation(project, first.operation_id).is_some())
+                        .await;
+                    if shown {
+                        return Ok(existing_operation(state, project, first.operation_id).into_response());
+                    }
                     let operation = Operation {
                         id: first.operation_id,
                         operation_type: kind.into(),
@@ -164,9 +167,9 @@ pub(super) async fn execute(
                     };
                     return Ok(accepted(project, operation, landed.version, Some(landed.sequence)));
                 }
-                // It never landed (refused, or lost before its publish): run it again under the same ids.
-                // The command id is the message id, so a first attempt that lands meanwhile is not stored
-                // twice.
+                // It has not landed (refused, lost before its publish, or still running in another
+                // request): run it again under the same ids. The command id is the message id, so a first
+                // attempt that lands meanwhile is not stored twice; no need to wait for it.
                 operation_id = first.operation_id;
                 instance_id = first.instance_id;
                 retried = true;

@@ -1,0 +1,148 @@
+//! The API process killed with SIGKILL while it handles writes, then the client retrying with the same
+//! `Idempotency-Key`, as clients are told to: every request is stored exactly once, and the retry answers
+//! with the operation of the attempt that was stored. Some kills land after JetStream stored the command
+//! but before the client got its answer (the outcome the client cannot know); the test counts them and
+//! fails if none did, since then it would have shown nothing.
+
+use std::{
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use projections::{Projector, ProjectorMetrics};
+use serde_json::{Value, json};
+use streams::{Settings, read_models::ReadModelBucket};
+use testkit::NatsServer;
+
+const TOKEN: &str = "cpat_kill_test_admin";
+const ROUNDS: u64 = 30;
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A `cp-api` process on `port`.
+fn spawn_api(server: &NatsServer, port: u16) -> Child {
+    let tokens = json!([{"name": "kill", "sha256": api::auth::hash_token(TOKEN), "subject": "kill-test",
+                         "platform_admin": true, "projects": {"*": "admin"}}]);
+    Command::new(env!("CARGO_BIN_EXE_cp-api"))
+        .env("CP_NATS_URL", server.url())
+        .env("CP_LISTEN", format!("127.0.0.1:{port}"))
+        .env("CP_CLUSTERS", "c1=r1")
+        .env("CP_API_TOKENS", tokens.to_string())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start cp-api")
+}
+
+/// A minimal HTTP/1.1 client (one request per connection), so that a killed server shows as a failed
+/// request, not as a pooled connection's retry.
+async fn send(port: u16, method: &str, path: &str, key: &str, body: &Value) -> Option<(u16, Value)> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let body = body.to_string();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer {TOKEN}\r\nidempotency-key: {key}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.ok()?;
+    let text = String::from_utf8_lossy(&response);
+    let status = text.split(' ').nth(1)?.parse().ok()?;
+    let json = text.split_once("\r\n\r\n").and_then(|(_, body)| serde_json::from_str(body).ok())?;
+    Some((status, json))
+}
+
+/// Waits until `cp-api` answers `/readyz`.
+async fn ready(port: u16) {
+    let deadline = Instant::now() + WAIT;
+    while Instant::now() < deadline {
+        if let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+            use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+            let _ = stream.write_all(b"GET /readyz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await;
+            let mut answer = Vec::new();
+            let _ = stream.read_to_end(&mut answer).await;
+            if answer.starts_with(b"HTTP/1.1 200") {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("cp-api was not ready within {WAIT:?}");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[tokio::test]
+async fn a_write_whose_answer_was_lost_to_a_killed_api_is_stored_once_and_its_retry_answers_it() {
+    let server = NatsServer::start();
+    let nats = server.connect().await;
+    let topology = Settings::default().apply(&async_nats::jetstream::new(nats)).await.unwrap();
+    // The projector runs beside the API, as in a deployment; retries read the first attempt's operation.
+    Projector::new(topology.events.clone(), ReadModelBucket::new(&topology), ProjectorMetrics::default())
+        .spawn();
+    let mut events = topology.events.clone();
+    let port = free_port();
+    let mut api = spawn_api(&server, port);
+    ready(port).await;
+
+    let mut lost_after_store = 0;
+    for round in 0..ROUNDS {
+        let key = format!("kill-round-{round}");
+        let body = json!({"name": format!("db-{round}"), "service": "grafana", "version": "11.6", "plan": "starter"});
+        let path = "/v1/projects/acme/instances";
+        let before = events.info().await.unwrap().state.messages;
+        // Kill somewhere in the request's life: from before it is read to after it is answered.
+        let delay = Duration::from_micros(round * 300);
+        let attempt =
+            tokio::spawn(
+                async move { send(port, "POST", path, &format!("kill-round-{round}"), &body).await },
+            );
+        tokio::time::sleep(delay).await;
+        api.kill().unwrap();
+        api.wait().unwrap();
+        let first = attempt.await.unwrap();
+        let stored_meanwhile = events.info().await.unwrap().state.messages > before;
+        if first.is_none() && stored_meanwhile {
+            lost_after_store += 1;
+        }
+
+        api = spawn_api(&server, port);
+        ready(port).await;
+        let body = json!({"name": format!("db-{round}"), "service": "grafana", "version": "11.6", "plan": "starter"});
+        let (status, operation) = send(port, "POST", path, &key, &body).await.expect("the retry is answered");
+        assert_eq!(status, 202, "round {round}: {operation}");
+        if let Some((first_status, first_operation)) = &first {
+            assert_eq!(*first_status, 202, "round {round}: {first_operation}");
+            assert_eq!(
+                first_operation["id"], operation["id"],
+                "round {round}: the retry answers the first operation"
+            );
+        }
+        assert_eq!(
+            events.info().await.unwrap().state.messages,
+            round + 1,
+            "round {round}: the request is stored exactly once"
+        );
+        let instance = operation["instance_id"].as_str().expect("an instance id");
+        let stored =
+            events.get_last_raw_message_by_subject(&format!("cp.evt.c1.acme.{instance}")).await.unwrap();
+        let command_id = stored.headers.get(streams::headers::COMMAND_ID).map(|v| v.as_str().to_owned());
+        assert_eq!(
+            command_id.as_deref(),
+            operation["id"].as_str(),
+            "round {round}: the operation answered is the command stored"
+        );
+    }
+    api.kill().unwrap();
+    let _ = api.wait();
+    assert_eq!(events.info().await.unwrap().state.messages, ROUNDS, "one message per request, nothing more");
+    assert!(
+        lost_after_store > 0,
+        "no kill fell between storing a command and answering it in {ROUNDS} rounds: the test showed nothing"
+    );
+    eprintln!("{lost_after_store} of {ROUNDS} kills fell after the command was stored and before its answer");
+}
