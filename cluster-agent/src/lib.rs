@@ -108,7 +108,14 @@ pub fn counting_client(config: kube::Config, metrics: &Metrics) -> Result<Client
 /// Runs the agent until the mirror or the controller stops (they run until cancelled).
 pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     if config.install_crd {
-        controller::install_crd(&config.client).await?;
+        // The API server may not answer yet (starting alongside the agent, or being upgraded): keep
+        // asking, as the watches do, rather than exit.
+        let mut wait = Duration::from_millis(100);
+        while let Err(e) = controller::install_crd(&config.client).await {
+            tracing::warn!(error = %e, "installing the ManagedInstance CRD failed; retrying");
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(5));
+        }
     }
     let config = Arc::new(config);
     let desired = Arc::new(mirror::Desired::default());

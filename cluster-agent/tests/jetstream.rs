@@ -175,3 +175,49 @@ async fn an_agent_identity_reaches_its_own_cluster_and_nothing_else() {
         .clone();
     assert_eq!(info.delivered.stream_sequence, 0, "c2's consumer delivered nothing to c1's agent");
 }
+
+/// An agent that starts before its cluster's API server answers keeps asking, and converges once it does.
+#[tokio::test]
+async fn an_agent_started_before_its_api_server_answers_converges_once_it_does() {
+    let server = NatsServer::start();
+    let settings = Settings::default();
+    let topology = settings.apply(&async_nats::jetstream::new(server.connect().await)).await.unwrap();
+    cluster_feed::apply(&topology.jetstream, &settings, "c1").await.unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let metrics = Metrics::default();
+    let client = Requests::default()
+        .client(kube::Config::new(format!("http://127.0.0.1:{port}").parse().unwrap()), &metrics);
+    let agent = tokio::spawn(cluster_agent::run(AgentConfig {
+        cluster: "c1".into(),
+        client,
+        nats: server.connect().await,
+        settings: settings.clone(),
+        concurrency: 4,
+        resync: Duration::from_secs(300),
+        install_crd: true,
+        metrics: metrics.clone(),
+    }));
+    // Nothing listens yet: wait until the agent has tried (and failed) more than once.
+    let deadline = std::time::Instant::now() + CONVERGE;
+    while metrics.kube_requests.get() < 3 {
+        assert!(!agent.is_finished(), "the agent gave up: {:?}", agent.await);
+        assert!(std::time::Instant::now() < deadline, "the agent did not try to reach its API server");
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let commands = InstanceCommands::new(&topology, 100);
+    common::provision(&commands, "c1", "db", ServiceType::Grafana, "11.6").await;
+    let sim =
+        Simulator::new(SimulatorOptions { ready_delay: Duration::from_millis(20), ..Default::default() });
+    sim.serve(format!("127.0.0.1:{port}").parse().unwrap()).await.unwrap();
+    let ready = sim
+        .wait_until(CONVERGE, |store| {
+            let ty = store.resource_type("cp.example.com", "v1alpha1", "managedinstances");
+            ty.and_then(|ty| store.get(&ty, "cp-acme", "db"))
+                .is_some_and(|mi| mi["status"]["phase"] == "Ready")
+        })
+        .await;
+    assert!(!agent.is_finished(), "the agent stopped: {:?}", agent.await);
+    assert!(ready, "the instance did not become ready once the API server answered");
+    agent.abort();
+}
