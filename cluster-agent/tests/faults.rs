@@ -150,3 +150,84 @@ async fn settled(cluster: &Cluster) {
         .expect("three resync rounds within the time limit")
         .expect("the agent is running");
 }
+
+/// Waits (bounded) until the agent's consumer has delivered and had acknowledged everything in its feed.
+async fn feed_drained(world: &World, cluster: &str) {
+    let settings = &world.topology.settings;
+    let name = streams::cluster_feed::desired_stream_name(settings, cluster);
+    let deadline = std::time::Instant::now() + CONVERGE;
+    loop {
+        let mut stream = world.topology.jetstream.get_stream(&name).await.unwrap();
+        let last = stream.info().await.unwrap().state.last_sequence;
+        let mut consumer: async_nats::jetstream::consumer::PullConsumer =
+            stream.get_consumer(&streams::cluster_feed::agent_consumer_name(cluster)).await.unwrap();
+        let info = consumer.info().await.unwrap();
+        if info.num_pending == 0 && info.num_ack_pending == 0 && info.ack_floor.stream_sequence >= last {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "the agent did not acknowledge its feed: {info:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Duplicate delivery: every message of the cluster's feed delivered to the running agent a second time
+/// (its consumer rewound under it, as a lost acknowledgement would redeliver one) changes nothing in the
+/// cluster and reports nothing new.
+async fn every_event_delivered_again_writes_and_reports_nothing(backend: Backend) {
+    let world = World::start(backend, &["c1"]).await;
+    for i in 0..3 {
+        world.provision("c1", &format!("db-{i}"), ServiceType::Grafana, "11.6").await;
+    }
+    let cluster = world.cluster("c1");
+    cluster.converges("ready", |v| (0..3).all(|i| v.ready_at(&format!("db-{i}"), 1))).await;
+    feed_drained(&world, "c1").await;
+    let observed = world.observed("c1").await.len();
+    let before = cluster.writes();
+    let received = cluster.metrics.events_received.get();
+
+    streams::cluster_feed::rewind(&world.topology.jetstream, &world.topology.settings, "c1").await.unwrap();
+    feed_drained(&world, "c1").await;
+    assert!(cluster.metrics.events_received.get() >= received + 3, "every message was delivered again");
+    let changed = delta(&before, &cluster.writes());
+    assert!(changed.is_empty(), "writes caused by duplicates: {changed:?}");
+    assert_eq!(world.observed("c1").await.len(), observed, "duplicates reported something");
+}
+on_both_backends!(every_event_delivered_again_writes_and_reports_nothing);
+
+/// An agent offline while its cluster's instances change: one is deprovisioned (it stays, deleting, with
+/// its data, until the agent is back), another upgraded. Back, the agent removes the first completely,
+/// once, and converges the second to its newest state.
+async fn changes_made_while_the_agent_is_offline_are_applied_when_it_returns(backend: Backend) {
+    let mut world = World::start(backend, &["c1"]).await;
+    let gone = world.provision("c1", "gone", ServiceType::Mongodb, "6.0").await;
+    let kept = world.provision("c1", "kept", ServiceType::Mongodb, "6.0").await;
+    let cluster = world.cluster("c1");
+    cluster.converges("ready", |v| v.ready_at("gone", 1) && v.ready_at("kept", 1)).await;
+    world.stop_agent(0).await;
+
+    world.deprovision(gone).await;
+    let upgraded = world
+        .update(kept, domain::UpdateInstance { version: Some("7.0".into()), ..Default::default() })
+        .await;
+    let view = world.cluster("c1").view().await;
+    assert!(view.managed_instance("gone").is_some(), "nothing is removed while the agent is away");
+    assert!(!view.owned(gone).is_empty(), "its objects and data stay until the agent is back");
+
+    world.start_agent(0).await;
+    let cluster = world.cluster("c1");
+    cluster
+        .converges("removed and upgraded", |v| {
+            v.owned(gone).is_empty() && v.managed_instance("gone").is_none() && v.ready_at("kept", upgraded)
+        })
+        .await;
+    let removals = world
+        .observed("c1")
+        .await
+        .iter()
+        .filter(|e| {
+            e["event"]["type"] == "InstanceRemoved" && e["event"]["data"]["instance_id"] == gone.to_string()
+        })
+        .count();
+    assert_eq!(removals, 1, "the removal is reported once");
+}
+on_both_backends!(changes_made_while_the_agent_is_offline_are_applied_when_it_returns);
