@@ -50,9 +50,20 @@ pub struct Faults {
     /// workloads whose name matches (`*` for all) crash in a loop
     #[serde(default)]
     pub crash_loop: Vec<String>,
-    /// every n-th API request (not watches) fails with 500; 0 = never
+    /// every n-th API request (not watches) fails with `fail_with`; 0 = never
     #[serde(default)]
     pub fail_every_nth_request: u64,
+    /// the status of those failures: 500 (the default), 409 (a write lost a race: the apiserver's
+    /// optimistic-concurrency conflict) or 429 (API Priority and Fairness rejected it, with `Retry-After`)
+    #[serde(default)]
+    pub fail_with: Option<u16>,
+    /// every n-th watch is answered 410 Gone (its resourceVersion is too old, as after etcd compaction),
+    /// so the client must list again; 0 = never
+    #[serde(default)]
+    pub watch_gone_every_nth: u64,
+    /// the API server is down: every request, watches included, is answered 503
+    #[serde(default)]
+    pub down: bool,
     /// extra latency of every API request (not watches), in milliseconds
     #[serde(default)]
     pub latency_ms: u64,
@@ -84,6 +95,7 @@ pub(crate) struct Inner {
     /// the generation each workload was last settled at, by (resource, namespace, name)
     pub(crate) settled: Mutex<std::collections::HashMap<(String, String, String), i64>>,
     requests: std::sync::atomic::AtomicU64,
+    watches: std::sync::atomic::AtomicU64,
     /// the most bookmarks any one watch has sent (one per interval per watch, so this counts intervals)
     bookmark_rounds: tokio::sync::watch::Sender<u64>,
 }
@@ -119,6 +131,7 @@ impl Simulator {
             options,
             settled: Mutex::default(),
             requests: Default::default(),
+            watches: Default::default(),
             bookmark_rounds: tokio::sync::watch::Sender::new(0),
         };
         let sim = Self { inner: Arc::new(inner) };

@@ -105,18 +105,50 @@ pub(super) async fn resource(
     };
     let resource = if target.status { format!("{}/status", target.ty.key()) } else { target.ty.key() };
     sim.count(verb, &resource);
+    let faults = lock(&sim.inner.faults).clone();
+    if faults.down {
+        return status_response(&StatusError {
+            code: 503,
+            reason: "ServiceUnavailable",
+            message: "injected fault: the API server is down".into(),
+        });
+    }
+    if verb == "watch" && faults.watch_gone_every_nth > 0 {
+        let n = sim.inner.watches.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        if n % faults.watch_gone_every_nth == 0 {
+            // What the apiserver answers a watch from a compacted resourceVersion
+            // (k8s.io/apiserver storage: "too old resource version").
+            return status_response(&StatusError {
+                code: 410,
+                reason: "Expired",
+                message: "too old resource version (injected fault)".into(),
+            });
+        }
+    }
     if verb != "watch" {
-        let faults = lock(&sim.inner.faults).clone();
         if faults.latency_ms > 0 {
             tokio::time::sleep(Duration::from_millis(faults.latency_ms)).await;
         }
         let n = sim.inner.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         if faults.fail_every_nth_request > 0 && n % faults.fail_every_nth_request == 0 {
-            return status_response(&StatusError {
-                code: 500,
-                reason: "InternalError",
-                message: "injected fault".into(),
-            });
+            let (code, reason, message) = match faults.fail_with.unwrap_or(500) {
+                409 => (
+                    409,
+                    "Conflict",
+                    "Operation cannot be fulfilled: the object has been modified; please apply your changes to the latest version and try again (injected fault)",
+                ),
+                429 => (
+                    429,
+                    "TooManyRequests",
+                    "the server has received too many requests and has asked us to try again later (injected fault)",
+                ),
+                _ => (500, "InternalError", "injected fault"),
+            };
+            let mut response = status_response(&StatusError { code, reason, message: message.into() });
+            if code == 429 {
+                response.headers_mut().insert("retry-after", axum::http::HeaderValue::from_static("1"));
+            }
+            return response;
         }
         if faults.volume_expansion_refused && verb == "patch" && resource == "persistentvolumeclaims" {
             // What the apiserver's admission answers for a StorageClass without allowVolumeExpansion.
