@@ -6,6 +6,7 @@
 
 mod catalog;
 mod clusters;
+mod dead_letters;
 mod instances;
 mod network;
 mod operations;
@@ -15,6 +16,7 @@ pub use catalog::{
     Apply, Catalog, CatalogParameter, CatalogPlan, CatalogVersion, ParameterType, ServiceCatalog,
 };
 pub use clusters::{Cluster, ClusterRequest};
+pub use dead_letters::{DeadLetter, DeadLetterPage};
 pub use instances::{
     Instance, InstanceList, Lifecycle, ProvisionRequest, Resources, Service, UpdateRequest, config_value,
 };

@@ -42,6 +42,7 @@ pub fn router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(catalog::get_service_catalog))
         .routes(routes!(admin::list_clusters))
         .routes(routes!(admin::register_cluster))
+        .routes(routes!(admin::dead_letters))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .split_for_parts()

@@ -152,8 +152,9 @@ pub(crate) async fn run(config: Arc<AgentConfig>, desired: Arc<Desired>) -> anyh
                     Ok(Some(id)) => mirror(&config, &desired, id).await,
                     Ok(None) => Ok(()),
                     Err(e) => {
-                        // Undecodable: redelivering will not help. Report and move on.
+                        // Undecodable: redelivering will not help. Report, park and move on.
                         skip_undecodable(&config, &message.subject, &e);
+                        park(&config, &message, &e).await;
                         Ok(())
                     }
                 };
@@ -181,6 +182,24 @@ fn finish_rebuild(config: &AgentConfig, desired: &Desired) {
 fn skip_undecodable(config: &AgentConfig, subject: &str, error: &Error) {
     config.metrics.undecodable_events.inc();
     tracing::error!(%subject, %error, "undecodable instance event skipped");
+}
+
+/// Parks a copy of a message this agent cannot read where an operator sees it (`streams::dead_letters`).
+async fn park(config: &AgentConfig, message: &jetstream::Message, error: &Error) {
+    let stream = cluster_feed::desired_stream_name(&config.settings, &config.cluster);
+    let sequence = message.info().map(|info| info.stream_sequence).unwrap_or_default();
+    let reader = streams::dead_letters::Reader::Agent { cluster: config.cluster.clone() };
+    let letter = streams::dead_letters::DeadLetter::new(
+        reader,
+        &stream,
+        sequence,
+        &message.subject,
+        &error.to_string(),
+        &message.payload,
+    );
+    if let Err(e) = letter.park(&jetstream::new(config.nats.clone())).await {
+        tracing::error!(subject = %message.subject, error = %e, "parking an undecodable event failed");
+    }
 }
 
 /// The cluster's consumer, once the control plane has made it. Looking it up needs no more than

@@ -122,23 +122,58 @@ async fn an_idle_agent_makes_no_requests_besides_its_watches(backend: Backend) {
 }
 on_both_backends!(an_idle_agent_makes_no_requests_besides_its_watches);
 
-/// One message on the cluster's subjects that no agent can read: an agent (re)started afterwards counts
-/// it, skips it and converges everything else.
+/// Poison messages on the cluster's subjects, of each kind an agent meets: not JSON, events of a type it
+/// does not know with no snapshot to fall back on, and a snapshot in a format newer than it reads. An
+/// agent (re)started afterwards counts each, parks a copy in the dead-letter stream naming the message
+/// and the reason, skips it, and converges the instances before and after them.
 #[tokio::test]
-async fn an_undecodable_message_is_counted_and_skipped_at_start() {
+async fn poison_messages_are_counted_parked_and_skipped() {
     let mut world = World::without_agents(Backend::Sim, &["c1"], Duration::from_millis(20)).await;
-    world.provision("c1", "before", ServiceType::Grafana, "11.6").await;
+    let before = world.provision("c1", "before", ServiceType::Grafana, "11.6").await;
     let js = async_nats::jetstream::new(world.nats.clone());
-    let subject = format!("cp.evt.c1.acme.{}", uuid::Uuid::now_v7());
-    js.publish(subject, "not an event batch".into()).await.unwrap().await.expect("stored");
+    let good = world
+        .topology
+        .events
+        .get_last_raw_message_by_subject(&format!("cp.evt.c1.acme.{before}"))
+        .await
+        .unwrap();
+    let good: serde_json::Value = serde_json::from_slice(&good.payload).unwrap();
+    let mut unknown_type = good.clone();
+    unknown_type["events"] = serde_json::json!([{"type": "InstanceTeleported", "schema": "1", "data": {}}]);
+    unknown_type.as_object_mut().unwrap().remove("snapshot");
+    // A newer build's message: its snapshot format and event schema are both beyond this agent's.
+    let mut newer_snapshot = good.clone();
+    newer_snapshot["snapshot"]["version"] = 99.into();
+    newer_snapshot["events"][0]["schema"] = "99".into();
+    let poison = [
+        b"not an event batch".to_vec(),
+        serde_json::to_vec(&unknown_type).unwrap(),
+        serde_json::to_vec(&newer_snapshot).unwrap(),
+    ];
+    let mut subjects = Vec::new();
+    for payload in poison {
+        let subject = format!("cp.evt.c1.acme.{}", uuid::Uuid::now_v7());
+        js.publish(subject.clone(), payload.into()).await.unwrap().await.expect("stored");
+        subjects.push(subject);
+    }
     world.provision("c1", "after", ServiceType::Grafana, "11.6").await;
     world.start_agent(0).await;
     let cluster = world.cluster("c1");
     cluster.converges("both instances ready", |v| v.ready_at("before", 1) && v.ready_at("after", 1)).await;
-    // Seen by the start-up rebuild, and again when the new durable consumer delivers it.
-    assert!(cluster.metrics.undecodable_events.get() >= 1, "counted");
+    assert!(cluster.metrics.undecodable_events.get() >= 3, "each counted");
     let agent = world.clusters[0].agent.as_ref().unwrap();
     assert!(!agent.is_finished(), "the agent is still running");
+
+    let parked = streams::dead_letters::list(&js, 0, 100).await.unwrap();
+    let mine: Vec<_> = parked
+        .iter()
+        .map(|(_, letter)| letter)
+        .filter(|l| l.reader == streams::dead_letters::Reader::Agent { cluster: "c1".into() })
+        .collect();
+    let parked_subjects: std::collections::BTreeSet<_> = mine.iter().map(|l| l.subject.clone()).collect();
+    assert_eq!(parked_subjects, subjects.iter().cloned().collect(), "each poison message parked: {mine:?}");
+    assert!(mine.iter().all(|l| !l.reason.is_empty() && l.sequence > 0), "{mine:?}");
+    assert!(mine.iter().any(|l| l.payload == "not an event batch"), "the copy is kept");
 }
 
 /// Waits for three more resync rounds over the four instances (bounded; fails if the agent stops).

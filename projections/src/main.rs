@@ -103,7 +103,7 @@ async fn main() -> anyhow::Result<()> {
             tokio::spawn(async move { axum::serve(listener, app).await });
             let (checkpoint, _) = tokio::sync::watch::channel(0);
             tokio::select! {
-                () = Projector::new(topology.events, bucket, metrics).run(checkpoint) => {}
+                () = Projector::new(topology.events, bucket, metrics).parking_skipped(topology.jetstream.clone()).run(checkpoint) => {}
                 _ = tokio::signal::ctrl_c() => tracing::info!("shutting down"),
             }
             Ok(())

@@ -24,6 +24,7 @@ use prometheus_client::{
     metrics::{counter::Counter, gauge::Gauge},
     registry::Registry,
 };
+use streams::dead_letters::{DeadLetter, Reader};
 use streams::read_models::{ReadModelBucket, ReadModelWriteError, RecordKey, RecordWrite};
 use tokio::sync::watch;
 
@@ -102,12 +103,21 @@ pub struct Projector {
     events: Stream,
     bucket: ReadModelBucket,
     metrics: ProjectorMetrics,
+    /// where skipped messages are parked (`streams::dead_letters`), when given
+    dead_letters: Option<async_nats::jetstream::Context>,
 }
 
 impl Projector {
     /// A projector from the event stream into the bucket.
     pub fn new(events: Stream, bucket: ReadModelBucket, metrics: ProjectorMetrics) -> Self {
-        Self { events, bucket, metrics }
+        Self { events, bucket, metrics, dead_letters: None }
+    }
+
+    /// The same projector, parking each message it skips in the dead-letter stream through `jetstream`
+    /// (as `cp-projector run` does), besides counting and logging it.
+    pub fn parking_skipped(mut self, jetstream: async_nats::jetstream::Context) -> Self {
+        self.dead_letters = Some(jetstream);
+        self
     }
 
     /// Runs until the task is dropped, starting again (with back-off) after any failure. `checkpoint`
@@ -205,6 +215,21 @@ impl Projector {
                 if let Err(e) = model.apply_message(sequence, message.subject.as_str(), &message.payload) {
                     self.metrics.skipped.inc();
                     tracing::error!(sequence, subject = %message.subject, error = %e, "message skipped by the projector");
+                    if let Some(jetstream) = &self.dead_letters {
+                        let stream = self.events.cached_info().config.name.clone();
+                        let letter = DeadLetter::new(
+                            Reader::Projector,
+                            &stream,
+                            sequence,
+                            &message.subject,
+                            &e.to_string(),
+                            &message.payload,
+                        );
+                        // Parked or not, the message stays skipped: the projector never stops for it.
+                        if let Err(park) = letter.park(jetstream).await {
+                            tracing::error!(sequence, error = %park, "parking a skipped message failed");
+                        }
+                    }
                 }
                 self.metrics.applied.inc();
                 self.metrics.pending.set(i64::try_from(pending).unwrap_or(i64::MAX));

@@ -123,7 +123,8 @@ pub async fn rewind(
 }
 
 /// The nats-server `permissions` of `cluster`'s agent: read its own stream through its own consumer
-/// (rewind included), publish its cluster's observed events, receive replies on its own prefix.
+/// (rewind included), publish its cluster's observed events, park what it cannot read on its own
+/// dead-letter subject, receive replies on its own prefix.
 /// Nothing else: no other cluster's subjects, no `cp.evt`, no stream or consumer administration, no
 /// direct gets, no buckets.
 pub fn agent_permissions(settings: &Settings, cluster: &str) -> Value {
@@ -138,6 +139,7 @@ pub fn agent_permissions(settings: &Settings, cluster: &str) -> Value {
                 format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"),
                 format!("$JS.ACK.{stream}.{consumer}.>"),
                 observed_cluster_filter(cluster),
+                crate::dead_letters::Reader::Agent { cluster: cluster.to_owned() }.subject(),
             ],
         },
         "subscribe": {"allow": [format!("{}.>", agent_inbox_prefix(cluster))]},

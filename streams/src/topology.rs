@@ -167,6 +167,12 @@ impl Settings {
             .create_or_update_stream(self.events_stream_config())
             .await
             .map_err(|e| TopologyError::Stream { name: self.events_stream.clone(), source: e.into() })?;
+        jetstream.create_or_update_stream(crate::dead_letters::stream_config(self.replicas)).await.map_err(
+            |e| TopologyError::Stream {
+                name: crate::dead_letters::DEAD_LETTERS_STREAM.to_owned(),
+                source: e.into(),
+            },
+        )?;
         let events = jetstream
             .get_stream(&self.events_stream)
             .await

@@ -154,6 +154,7 @@ impl TestApi {
                 settings.apply(&async_nats::jetstream::new(nats)).await.expect("topology for the projector");
             let bucket = streams::read_models::ReadModelBucket::new(&topology);
             projections::Projector::new(topology.events, bucket, projections::ProjectorMetrics::default())
+                .parking_skipped(topology.jetstream.clone())
                 .spawn();
         }
         for name in ["eu-1", "eu-2"] {

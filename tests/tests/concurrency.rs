@@ -133,7 +133,8 @@ async fn twenty_identical_posts(api: TestApi) {
     );
     let operation = &replies[0].body["id"];
     assert!(replies.iter().all(|r| r.body["id"] == *operation), "every reply names the same operation");
-    let list = api.call(Method::GET, "/v1/projects/acme/instances", None, &[]).await;
+    // Read after the writes (lists are otherwise eventually consistent).
+    let list = api.get_after("/v1/projects/acme/instances", &replies).await;
     assert_eq!(list.body["items"].as_array().unwrap().len(), 1);
     assert_eq!(api.stream_messages().await, 1);
 

@@ -31,6 +31,7 @@ pub const ROUTES: &[(&str, &str, Requirement)] = &[
     ("GET", "/v1/catalog/{service}", Authenticated),
     ("GET", "/v1/admin/clusters", PlatformAdmin),
     ("PUT", "/v1/admin/clusters/{name}", PlatformAdmin),
+    ("GET", "/v1/admin/dead-letters", PlatformAdmin),
     ("GET", "/v1/projects/{project}/instances", Project(Role::Viewer)),
     ("POST", "/v1/projects/{project}/instances", Project(Role::Editor)),
     ("GET", "/v1/projects/{project}/instances/{id}", Project(Role::Viewer)),

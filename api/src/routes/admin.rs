@@ -1,15 +1,17 @@
-//! Operator endpoints: cluster registration.
+//! Operator endpoints: cluster registration, and the messages readers parked.
 
 use axum::{
     Json,
-    extract::{Path, State},
+    extract::{Path, Query, State, rejection::QueryRejection},
 };
 use domain::instance::check_dns_label;
+use serde::Deserialize;
+use utoipa::IntoParams;
 
 use crate::{
     ApiError, AppState,
-    dto::{Cluster, ClusterRequest},
-    error::Problem,
+    dto::{Cluster, ClusterRequest, DeadLetter, DeadLetterPage},
+    error::{FieldError, Problem},
     extract::JsonBody,
 };
 
@@ -41,4 +43,76 @@ pub(super) async fn register_cluster(
     let cluster = domain::Cluster { name, region: body.value.region };
     state.clusters.register(&cluster).await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
     Ok(Json(Cluster { name: cluster.name, region: cluster.region }))
+}
+
+/// Query of the dead-letter list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub(super) struct DeadLetterParams {
+    /// list what was parked after this position (a `sequence` or `next_after` from an earlier page)
+    #[param(minimum = 0, maximum = 9_223_372_036_854_775_807_u64)]
+    after: Option<u64>,
+    /// at most this many (default 100)
+    #[param(minimum = 1, maximum = 500)]
+    limit: Option<usize>,
+}
+
+/// Messages the projector or an agent could not use (bad JSON, an unknown event type, a newer schema),
+/// oldest first. Each was counted, parked here and skipped; the original stays in its stream.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/dead-letters",
+    tag = "admin",
+    params(DeadLetterParams),
+    responses(
+        (status = 200, body = DeadLetterPage),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn dead_letters(
+    State(state): State<AppState>,
+    query: Result<Query<DeadLetterParams>, QueryRejection>,
+) -> Result<Json<DeadLetterPage>, ApiError> {
+    let Query(params) = query.map_err(|e| ApiError::BadRequest {
+        code: "invalid_query",
+        detail: e.body_text(),
+        errors: vec![],
+    })?;
+    let after = params.after.unwrap_or(0);
+    let limit = params.limit.unwrap_or(100);
+    let out_of_range = |field: &str, rule: &str| ApiError::BadRequest {
+        code: "invalid_query",
+        detail: format!("{field} is out of range ({rule})"),
+        errors: vec![FieldError { field: field.into(), rule: "range".into(), detail: rule.into() }],
+    };
+    if !(1..=500).contains(&limit) {
+        return Err(out_of_range("limit", "1 to 500"));
+    }
+    if after > crate::extract::MAX_SEQUENCE {
+        return Err(out_of_range("after", "at most 2^63 - 1"));
+    }
+    let jetstream = async_nats::jetstream::new(state.nats.clone());
+    let parked = streams::dead_letters::list(&jetstream, after, limit)
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("dead-letter stream unavailable: {e}")))?;
+    let next_after = (parked.len() == limit).then(|| parked.last().map(|(sequence, _)| *sequence)).flatten();
+    let items = parked
+        .into_iter()
+        .map(|(sequence, letter)| DeadLetter {
+            sequence,
+            reader: match letter.reader {
+                streams::dead_letters::Reader::Projector => "projector".into(),
+                streams::dead_letters::Reader::Agent { cluster } => format!("agent:{cluster}"),
+            },
+            stream: letter.stream,
+            stream_sequence: letter.sequence,
+            subject: letter.subject,
+            reason: letter.reason,
+            parked_at: letter.parked_at,
+            payload: letter.payload,
+        })
+        .collect();
+    Ok(Json(DeadLetterPage { items, next_after }))
 }
