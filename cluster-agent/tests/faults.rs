@@ -266,3 +266,51 @@ async fn changes_made_while_the_agent_is_offline_are_applied_when_it_returns(bac
     assert_eq!(removals, 1, "the removal is reported once");
 }
 on_both_backends!(changes_made_while_the_agent_is_offline_are_applied_when_it_returns);
+
+/// NATS unreachable from a running agent for 30 s (the server frozen: connections open, nothing answered)
+/// while its instances come up: the workloads become ready meanwhile (the ManagedInstance status follows
+/// only what the agent has reported, so it waits), and once NATS answers again the agent reports them, so
+/// the control plane shows every instance healthy and the ManagedInstances say Ready; nothing is lost.
+#[tokio::test]
+async fn nats_unreachable_for_thirty_seconds_loses_nothing() {
+    let world = World::start_with(Backend::Sim, &["c1"], Duration::from_secs(2)).await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(world.provision("c1", &format!("db-{i}"), ServiceType::Grafana, "11.6").await);
+    }
+    let cluster = world.cluster("c1");
+    cluster.converges("mirrored", |v| (0..3).all(|i| v.managed_instance(&format!("db-{i}")).is_some())).await;
+
+    world.nats_server.freeze();
+    let frozen = std::time::Instant::now();
+    // Workloads take 2 s to be ready: they become ready while NATS cannot hear about it.
+    let workloads_ready = |v: &View| {
+        (0..3).all(|i| {
+            v.get("statefulsets.apps", &format!("db-{i}")).is_some_and(|s| s["status"]["readyReplicas"] == 1)
+        })
+    };
+    let converged = cluster.wait_until(CONVERGE, workloads_ready).await;
+    // The outage lasts its 30 s whatever happens meanwhile: a measured interval, not a wait for an event.
+    tokio::time::sleep(Duration::from_secs(30).saturating_sub(frozen.elapsed())).await;
+    world.nats_server.thaw();
+    assert!(converged, "the workloads became ready while NATS was unreachable");
+
+    let deadline = std::time::Instant::now() + CONVERGE;
+    loop {
+        let model = world.read_models().await;
+        let healthy = ids.iter().all(|id| {
+            model.instance("acme", *id).is_some_and(|v| v.status.state == projections::Health::Healthy)
+        });
+        if healthy {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not every instance reported healthy after NATS returned"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cluster.converges("ManagedInstances ready", |v| (0..3).all(|i| v.ready_at(&format!("db-{i}"), 1))).await;
+    let agent = world.clusters[0].agent.as_ref().unwrap();
+    assert!(!agent.is_finished(), "the agent is still running");
+}
