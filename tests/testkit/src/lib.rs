@@ -146,6 +146,17 @@ impl NatsServer {
             .expect("connect to nats-server as the control plane")
     }
 
+    /// The secrets this server's clients authenticate with: the control plane's password and every nkey
+    /// seed added (a test that checks secrets never leak looks for these).
+    pub fn client_secrets(&self) -> Vec<String> {
+        let mut secrets = vec![CONTROL_PLANE_PASSWORD.to_owned()];
+        for (public_key, _) in self.users.lock().expect("users lock").iter() {
+            let seed = std::fs::read_to_string(self.dir.path().join(format!("{public_key}.nk")));
+            secrets.extend(seed.ok());
+        }
+        secrets
+    }
+
     /// Client URL without credentials (for clients that bring their own).
     pub fn address(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)

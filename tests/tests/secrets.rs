@@ -1,0 +1,149 @@
+//! Secrets never leak: after a run that used each kind (API tokens, a wrong token, the control plane's
+//! NATS password, an agent's nkey seed, the database passwords generated in the cluster), none of them is
+//! in the event stream, in any other stream or KV bucket, or in the logs of the API, the projector and
+//! the agent (all in this process, logging everything down to TRACE).
+
+use std::{
+    io::Write,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use axum::http::{Method, StatusCode};
+use base64::Engine as _;
+use futures::StreamExt as _;
+use projections::Health;
+use serde_json::json;
+use system_tests::{ACME_EDITOR_TOKEN, ADMIN_TOKEN, TestApi};
+use uuid::Uuid;
+
+/// Every log line of the process, at every level.
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Logs {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Every message of every stream on the server (KV buckets are streams too): subjects, headers, payloads.
+async fn everything_stored(js: &async_nats::jetstream::Context) -> Vec<u8> {
+    let mut all = Vec::new();
+    let mut names = js.stream_names();
+    let mut streams = Vec::new();
+    while let Some(name) = names.next().await {
+        streams.push(name.expect("a stream name"));
+    }
+    for name in streams {
+        let mut stream = js.get_stream(&name).await.expect("the stream");
+        let last = stream.info().await.expect("its info").state.last_sequence;
+        if last == 0 {
+            continue;
+        }
+        let consumer = stream
+            .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
+            .await
+            .expect("an ordered consumer");
+        let mut messages = consumer.messages().await.expect("its messages");
+        while let Some(message) =
+            tokio::time::timeout(Duration::from_secs(5), messages.next()).await.ok().flatten()
+        {
+            let message = message.expect("a message");
+            all.extend_from_slice(message.subject.as_bytes());
+            if let Some(headers) = &message.headers {
+                for (name, values) in headers.iter() {
+                    all.extend_from_slice(name.to_string().as_bytes());
+                    for value in values {
+                        all.extend_from_slice(value.as_str().as_bytes());
+                    }
+                }
+            }
+            all.extend_from_slice(&message.payload);
+            all.push(b'\n');
+            if message.info().expect("its info").stream_sequence >= last {
+                break;
+            }
+        }
+    }
+    all
+}
+
+#[tokio::test]
+async fn no_token_password_or_key_reaches_the_stream_the_buckets_or_the_logs() {
+    let logs = Logs::default();
+    let writer = logs.clone();
+    tracing_subscriber::fmt()
+        .with_max_level(tracing_subscriber::filter::LevelFilter::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .init();
+
+    let api = TestApi::start().await;
+    let (sim, address) = system_tests::cluster::simulator(Duration::from_millis(50)).await;
+    let _agent = system_tests::cluster::agent(&api, "eu-1", address).await;
+    let editor = format!("Bearer {ACME_EDITOR_TOKEN}");
+    let mut ids = Vec::new();
+    for service in [("mongodb", "7.0"), ("grafana", "11.6"), ("influxdb", "2.7")] {
+        let body = json!({"name": service.0, "service": service.0, "version": service.1, "plan": "starter",
+                          "cluster": "eu-1", "acl": [{"cidr": "10.0.0.0/8"}]});
+        let created = api
+            .call(Method::POST, "/v1/projects/acme/instances", Some(&body), &[("authorization", &editor)])
+            .await;
+        assert_eq!(created.status, StatusCode::ACCEPTED, "{}", created.body);
+        ids.push(created.body["instance_id"].as_str().unwrap().parse::<Uuid>().unwrap());
+    }
+    for id in &ids {
+        assert!(
+            api.wait_for_state(*id, Health::Healthy, Duration::from_secs(30)).await,
+            "{id} never healthy"
+        );
+    }
+    let wrong =
+        api.call(Method::GET, "/v1/catalog", None, &[("authorization", "Bearer cpat_wrong_guess")]).await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+
+    // The secrets the run used.
+    let mut secrets =
+        vec![ADMIN_TOKEN.to_owned(), ACME_EDITOR_TOKEN.to_owned(), "cpat_wrong_guess".to_owned()];
+    secrets.extend(api.nats_server.client_secrets());
+    let passwords: Vec<String> = {
+        let store = sim.store();
+        let secrets_type = store.resource_type("", "v1", "secrets").expect("secrets");
+        ["mongodb", "grafana", "influxdb"]
+            .iter()
+            .map(|name| {
+                let secret =
+                    store.get(&secrets_type, "cp-acme", &format!("{name}-credentials")).expect("a Secret");
+                let password =
+                    secret["stringData"]["password"].as_str().map(str::to_owned).unwrap_or_else(|| {
+                        let data = secret["data"]["password"].as_str().expect("a password");
+                        String::from_utf8(base64::engine::general_purpose::STANDARD.decode(data).unwrap())
+                            .unwrap()
+                    });
+                password
+            })
+            .collect()
+    };
+    assert_eq!(passwords.len(), 3);
+    for password in &passwords {
+        assert!(password.len() >= 16, "a generated password");
+        secrets.push(base64::engine::general_purpose::STANDARD.encode(password));
+    }
+    secrets.extend(passwords);
+
+    let js = async_nats::jetstream::new(api.nats_server.connect().await);
+    let stored = everything_stored(&js).await;
+    assert!(stored.len() > 1000, "the scan read the streams");
+    let logged = logs.0.lock().unwrap().clone();
+    assert!(logged.len() > 1000, "the logs were captured");
+    for secret in &secrets {
+        let found = |haystack: &[u8]| haystack.windows(secret.len()).any(|w| w == secret.as_bytes());
+        assert!(!found(&stored), "a secret ({}…) is in a stream or bucket", &secret[..4]);
+        assert!(!found(&logged), "a secret ({}…) is in the logs", &secret[..4]);
+    }
+}
