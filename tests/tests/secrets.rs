@@ -119,13 +119,11 @@ async fn no_token_password_or_key_reaches_the_stream_the_buckets_or_the_logs() {
             .map(|name| {
                 let secret =
                     store.get(&secrets_type, "cp-acme", &format!("{name}-credentials")).expect("a Secret");
-                let password =
-                    secret["stringData"]["password"].as_str().map(str::to_owned).unwrap_or_else(|| {
-                        let data = secret["data"]["password"].as_str().expect("a password");
-                        String::from_utf8(base64::engine::general_purpose::STANDARD.decode(data).unwrap())
-                            .unwrap()
-                    });
-                password
+                secret["stringData"]["password"].as_str().map(str::to_owned).unwrap_or_else(|| {
+                    let data = secret["data"]["password"].as_str().expect("a password");
+                    String::from_utf8(base64::engine::general_purpose::STANDARD.decode(data).unwrap())
+                        .unwrap()
+                })
             })
             .collect()
     };
