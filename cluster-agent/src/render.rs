@@ -136,13 +136,29 @@ struct Workload {
     port: u16,
     config_file: &'static str,
     config_text: String,
-    credentials_env: &'static str,
+    /// the environment the image's entrypoint initialises the database from
+    env: Value,
     data_path: &'static str,
     config_path: &'static str,
 }
 
+/// An environment variable holding the generated password (the credentials Secret's `password` key).
+fn password_env(name: &str, mi: &ManagedInstance) -> Value {
+    json!({"name": name, "valueFrom": {"secretKeyRef": {"name": credentials_name(mi), "key": "password"}}})
+}
+
+/// The user each service's entrypoint creates with the generated password; what a customer connects as.
+pub fn admin_user(service: &str) -> Option<&'static str> {
+    match service {
+        "mongodb" => Some("root"),
+        "influxdb" | "grafana" => Some("admin"),
+        _ => None,
+    }
+}
+
 fn workload(mi: &ManagedInstance) -> Workload {
     let config = &mi.spec.config;
+    let user = admin_user(&mi.spec.service).unwrap_or("admin");
     let lines = |fmt: fn(&str, String) -> String| -> String {
         config.iter().map(|(k, v)| fmt(k, scalar(v))).collect::<Vec<_>>().join("\n")
     };
@@ -152,7 +168,10 @@ fn workload(mi: &ManagedInstance) -> Workload {
             port: 27017,
             config_file: "mongod.conf",
             config_text: lines(|k, v| format!("{k}: {v}")),
-            credentials_env: "MONGO_INITDB_ROOT_PASSWORD",
+            // The image creates the root user only when both are set, and refuses to start with one
+            // alone (docker-library/mongo docker-entrypoint.sh: "both must be specified for a user to be
+            // created").
+            env: json!([{"name": "MONGO_INITDB_ROOT_USERNAME", "value": user}, password_env("MONGO_INITDB_ROOT_PASSWORD", mi)]),
             data_path: "/data/db",
             config_path: "/etc/mongo",
         },
@@ -161,7 +180,16 @@ fn workload(mi: &ManagedInstance) -> Workload {
             port: 8086,
             config_file: "config.yml",
             config_text: lines(|k, v| format!("{}: {v}", k.replace('_', "-"))),
-            credentials_env: "DOCKER_INFLUXDB_INIT_ADMIN_TOKEN",
+            // The image sets InfluxDB up only in `setup` mode with a user, password, org and bucket
+            // (influxdata/influxdata-docker influxdb/2.7/entrypoint.sh, REQUIRED_INIT_VARS); without it
+            // the server starts un-set-up and the first caller may claim it.
+            env: json!([
+                {"name": "DOCKER_INFLUXDB_INIT_MODE", "value": "setup"},
+                {"name": "DOCKER_INFLUXDB_INIT_USERNAME", "value": user},
+                password_env("DOCKER_INFLUXDB_INIT_PASSWORD", mi),
+                {"name": "DOCKER_INFLUXDB_INIT_ORG", "value": mi.spec.project},
+                {"name": "DOCKER_INFLUXDB_INIT_BUCKET", "value": "default"},
+            ]),
             data_path: "/var/lib/influxdb2",
             config_path: "/etc/influxdb2",
         },
@@ -170,7 +198,7 @@ fn workload(mi: &ManagedInstance) -> Workload {
             port: 3000,
             config_file: "grafana.ini",
             config_text: lines(|k, v| format!("{k} = {v}")),
-            credentials_env: "GF_SECURITY_ADMIN_PASSWORD",
+            env: json!([{"name": "GF_SECURITY_ADMIN_USER", "value": user}, password_env("GF_SECURITY_ADMIN_PASSWORD", mi)]),
             data_path: "/var/lib/grafana",
             config_path: "/etc/grafana",
         },
@@ -241,7 +269,7 @@ pub fn render(mi: &ManagedInstance) -> Vec<Child> {
                         "image": w.image,
                         "ports": [{"containerPort": w.port, "name": mi.spec.service}],
                         "resources": resources(mi),
-                        "env": [{"name": w.credentials_env, "valueFrom": {"secretKeyRef": {"name": credentials_name(mi), "key": "password"}}}],
+                        "env": w.env,
                         "volumeMounts": [
                             {"name": "data", "mountPath": w.data_path},
                             {"name": "config", "mountPath": w.config_path},

@@ -157,3 +157,46 @@ fn no_object_is_owned_by_the_managed_instance_and_claims_outlive_the_statefulset
         }
     }
 }
+
+/// Each image initialises its database from its environment only when every variable its entrypoint
+/// requires is set: MongoDB's refuses to start with a root password and no user
+/// (docker-library/mongo docker-entrypoint.sh), InfluxDB's sets up only in `setup` mode with a user,
+/// password, org and bucket (influxdata-docker influxdb/2.7/entrypoint.sh, REQUIRED_INIT_VARS), or else
+/// the server starts open for anyone to claim; Grafana's admin user is named explicitly.
+#[test]
+fn each_image_gets_every_variable_its_entrypoint_needs_to_create_the_admin_user() {
+    let required: [(&str, &str, &[&str]); 3] = [
+        ("mongodb", "7.0", &["MONGO_INITDB_ROOT_USERNAME", "MONGO_INITDB_ROOT_PASSWORD"]),
+        (
+            "influxdb",
+            "2.7",
+            &[
+                "DOCKER_INFLUXDB_INIT_MODE",
+                "DOCKER_INFLUXDB_INIT_USERNAME",
+                "DOCKER_INFLUXDB_INIT_PASSWORD",
+                "DOCKER_INFLUXDB_INIT_ORG",
+                "DOCKER_INFLUXDB_INIT_BUCKET",
+            ],
+        ),
+        ("grafana", "11.6", &["GF_SECURITY_ADMIN_USER", "GF_SECURITY_ADMIN_PASSWORD"]),
+    ];
+    for (service, version, names) in required {
+        let mi = fixture(service, version, json!({}));
+        let set = render::render(&mi)
+            .into_iter()
+            .find(|c| c.object["kind"] == "StatefulSet")
+            .expect("a set")
+            .object;
+        let env = set["spec"]["template"]["spec"]["containers"][0]["env"].as_array().expect("env").clone();
+        let present: Vec<&str> = env.iter().filter_map(|e| e["name"].as_str()).collect();
+        for name in names {
+            assert!(present.contains(name), "{service}: {name} missing from {present:?}");
+        }
+        let password =
+            env.iter().find(|e| e["name"].as_str().is_some_and(|n| n.ends_with("PASSWORD"))).unwrap();
+        assert_eq!(password["valueFrom"]["secretKeyRef"]["name"], "orders-credentials", "{service}");
+        if service == "influxdb" {
+            assert!(env.iter().any(|e| e["name"] == "DOCKER_INFLUXDB_INIT_MODE" && e["value"] == "setup"));
+        }
+    }
+}
