@@ -6,6 +6,7 @@
 
 mod catalog;
 mod clusters;
+mod credentials;
 mod dead_letters;
 mod instances;
 mod network;
@@ -16,6 +17,7 @@ pub use catalog::{
     Apply, Catalog, CatalogParameter, CatalogPlan, CatalogVersion, ParameterType, ServiceCatalog,
 };
 pub use clusters::{Cluster, ClusterRequest};
+pub use credentials::Credentials;
 pub use dead_letters::{DeadLetter, DeadLetterPage};
 pub use instances::{
     Instance, InstanceList, Lifecycle, ProvisionRequest, Resources, Service, UpdateRequest, config_value,

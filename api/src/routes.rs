@@ -2,6 +2,7 @@
 
 mod admin;
 mod catalog;
+mod credentials;
 mod feed;
 mod health;
 mod instances;
@@ -36,6 +37,7 @@ pub fn router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(instances::get_instance, instances::update_instance, instances::delete_instance))
         .routes(routes!(network::get_acl, network::replace_acl, network::add_acl_entry))
         .routes(routes!(network::remove_acl_entry))
+        .routes(routes!(credentials::get_credentials))
         .routes(routes!(operations::get_operation))
         .routes(routes!(feed::events))
         .routes(routes!(catalog::get_catalog))

@@ -13,6 +13,7 @@
 
 pub mod controller;
 pub mod crd;
+mod credentials;
 pub mod metrics;
 pub mod mirror;
 mod publish;
@@ -105,7 +106,8 @@ pub fn counting_client(config: kube::Config, metrics: &Metrics) -> Result<Client
     Ok(kube::client::ClientBuilder::try_from(config)?.with_layer(&layer).build())
 }
 
-/// Runs the agent until the mirror or the controller stops (they run until cancelled).
+/// Runs the agent until the mirror, the controller or the credentials responder stops (they run until
+/// cancelled).
 pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     if config.install_crd {
         // The API server may not answer yet (starting alongside the agent, or being upgraded): keep
@@ -119,11 +121,12 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     }
     let config = Arc::new(config);
     let desired = Arc::new(mirror::Desired::default());
-    // A JoinSet aborts its tasks when dropped: when one half stops, or when the caller drops or aborts
-    // this future, the other half stops too instead of running on detached.
+    // A JoinSet aborts its tasks when dropped: when one part stops, or when the caller drops or aborts
+    // this future, the others stop too instead of running on detached.
     let mut halves = tokio::task::JoinSet::new();
     halves.spawn(mirror::run(config.clone(), desired.clone()));
     halves.spawn(controller::run(config.clone(), desired));
+    halves.spawn(credentials::run(config.clone()));
     if let Some(stopped) = halves.join_next().await {
         stopped??;
     }

@@ -147,6 +147,16 @@ fn password_env(name: &str, mi: &ManagedInstance) -> Value {
     json!({"name": name, "valueFrom": {"secretKeyRef": {"name": credentials_name(mi), "key": "password"}}})
 }
 
+/// The port each service listens on (the Service's and the container's).
+pub fn service_port(service: &str) -> u16 {
+    match service {
+        "postgresql" => POSTGRES_PORT,
+        "mongodb" => 27017,
+        "influxdb" => 8086,
+        _ => 3000,
+    }
+}
+
 /// The user each service's entrypoint creates with the generated password; what a customer connects as.
 pub fn admin_user(service: &str) -> Option<&'static str> {
     match service {
@@ -165,7 +175,7 @@ fn workload(mi: &ManagedInstance) -> Workload {
     match mi.spec.service.as_str() {
         "mongodb" => Workload {
             image: format!("mongo:{}", mi.spec.version),
-            port: 27017,
+            port: service_port("mongodb"),
             config_file: "mongod.conf",
             config_text: lines(|k, v| format!("{k}: {v}")),
             // The image creates the root user only when both are set, and refuses to start with one
@@ -177,7 +187,7 @@ fn workload(mi: &ManagedInstance) -> Workload {
         },
         "influxdb" => Workload {
             image: format!("influxdb:{}", mi.spec.version),
-            port: 8086,
+            port: service_port("influxdb"),
             config_file: "config.yml",
             config_text: lines(|k, v| format!("{}: {v}", k.replace('_', "-"))),
             // The image sets InfluxDB up only in `setup` mode with a user, password, org and bucket
@@ -195,7 +205,7 @@ fn workload(mi: &ManagedInstance) -> Workload {
         },
         _ => Workload {
             image: format!("grafana/grafana:{}", mi.spec.version),
-            port: 3000,
+            port: service_port("grafana"),
             config_file: "grafana.ini",
             config_text: lines(|k, v| format!("{k} = {v}")),
             env: json!([{"name": "GF_SECURITY_ADMIN_USER", "value": user}, password_env("GF_SECURITY_ADMIN_PASSWORD", mi)]),

@@ -124,7 +124,7 @@ pub async fn rewind(
 
 /// The nats-server `permissions` of `cluster`'s agent: read its own stream through its own consumer
 /// (rewind included), publish its cluster's observed events, park what it cannot read on its own
-/// dead-letter subject, receive replies on its own prefix.
+/// dead-letter subject, receive replies on its own prefix, answer requests on its own `cp.rpc` subjects.
 /// Nothing else: no other cluster's subjects, no `cp.evt`, no stream or consumer administration, no
 /// direct gets, no buckets.
 pub fn agent_permissions(settings: &Settings, cluster: &str) -> Value {
@@ -142,6 +142,8 @@ pub fn agent_permissions(settings: &Settings, cluster: &str) -> Value {
                 crate::dead_letters::Reader::Agent { cluster: cluster.to_owned() }.subject(),
             ],
         },
-        "subscribe": {"allow": [format!("{}.>", agent_inbox_prefix(cluster))]},
+        "subscribe": {"allow": [format!("{}.>", agent_inbox_prefix(cluster)), crate::credentials::requests_filter(cluster)]},
+        // Answers to the control plane's requests (credentials) go to each request's own reply subject.
+        "allow_responses": true,
     })
 }

@@ -13,6 +13,7 @@
 pub mod cluster_feed;
 pub mod clusters;
 pub mod connection;
+pub mod credentials;
 pub mod dead_letters;
 pub mod envelope;
 pub mod feed;

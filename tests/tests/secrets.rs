@@ -1,7 +1,8 @@
 //! Secrets never leak: after a run that used each kind (API tokens, a wrong token, the control plane's
-//! NATS password, an agent's nkey seed, the database passwords generated in the cluster), none of them is
-//! in the event stream, in any other stream or KV bucket, or in the logs of the API, the projector and
-//! the agent (all in this process, logging everything down to TRACE).
+//! NATS password, an agent's nkey seed, the database passwords generated in the cluster and read back
+//! through `GET …/credentials`), none of them is in the event stream, in any other stream or KV bucket,
+//! or in the logs of the API, the projector and the agent (all in this process, logging everything down
+//! to TRACE).
 
 use std::{
     io::Write,
@@ -102,6 +103,12 @@ async fn no_token_password_or_key_reaches_the_stream_the_buckets_or_the_logs() {
             api.wait_for_state(*id, Health::Healthy, Duration::from_secs(30)).await,
             "{id} never healthy"
         );
+    }
+    // Each instance's credentials read through the API (from the cluster, through its agent).
+    for id in &ids {
+        let path = format!("/v1/projects/acme/instances/{id}/credentials");
+        let read = api.call(Method::GET, &path, None, &[("authorization", &editor)]).await;
+        assert_eq!(read.status, StatusCode::OK, "{}", read.body);
     }
     let wrong =
         api.call(Method::GET, "/v1/catalog", None, &[("authorization", "Bearer cpat_wrong_guess")]).await;

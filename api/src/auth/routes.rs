@@ -41,6 +41,8 @@ pub const ROUTES: &[(&str, &str, Requirement)] = &[
     ("PUT", "/v1/projects/{project}/instances/{id}/acl", Project(Role::Editor)),
     ("POST", "/v1/projects/{project}/instances/{id}/acl", Project(Role::Editor)),
     ("DELETE", "/v1/projects/{project}/instances/{id}/acl/{cidr}", Project(Role::Editor)),
+    // Credentials let their holder into the database: more than a viewer may see.
+    ("GET", "/v1/projects/{project}/instances/{id}/credentials", Project(Role::Editor)),
     ("GET", "/v1/projects/{project}/operations/{operation_id}", Project(Role::Viewer)),
     ("GET", "/v1/projects/{project}/events", Project(Role::Viewer)),
 ];

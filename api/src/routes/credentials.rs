@@ -1,0 +1,89 @@
+//! An instance's connection credentials, fetched from its cluster's agent at request time
+//! (`streams::credentials`): the API keeps no copy and logs none.
+
+use std::time::Duration;
+
+use axum::{
+    Json,
+    extract::{Path, State},
+    http::header,
+    response::{IntoResponse, Response},
+};
+use domain::{Lifecycle, instance::check_dns_label};
+use streams::credentials::{CredentialsReply, CredentialsRequest, SealedReply, request_subject};
+
+use super::instances::instance_id;
+use crate::{ApiError, AppState, dto::Credentials, error::Problem};
+
+/// How long the cluster's agent may take to answer.
+const AGENT_WAIT: Duration = Duration::from_secs(5);
+
+/// Gets the credentials to connect to an instance, read from its cluster now.
+#[utoipa::path(
+    get,
+    path = "/v1/projects/{project}/instances/{id}/credentials",
+    tag = "instances",
+    params(("project" = String, Path, description = "project"), ("id" = String, Path, description = "instance id")),
+    responses(
+        (status = 200, description = "the credentials; `Cache-Control: no-store`", body = Credentials),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "the cluster has no credentials for it yet (still provisioning, or being deprovisioned)",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "the cluster's agent did not answer", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn get_credentials(
+    State(state): State<AppState>,
+    Path((project, id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    check_dns_label("project", &project)?;
+    let id = instance_id(&id)?;
+    let current = state.commands.read_current(&project, id).await?.ok_or(ApiError::NotFound("instance"))?;
+    let spec = current.aggregate.spec().ok_or(ApiError::NotFound("instance"))?;
+    let not_ready = |detail: String| ApiError::Conflict {
+        code: "credentials_not_ready",
+        detail,
+        errors: vec![],
+        retry_after: Some(5),
+    };
+    if current.aggregate.lifecycle() != Lifecycle::Active {
+        return Err(not_ready("the instance is being deprovisioned".into()));
+    }
+    // The answer comes sealed to a key made for this request only (`streams::credentials`).
+    let reply_key = nkeys::XKey::new();
+    let request = CredentialsRequest {
+        project: project.clone(),
+        instance_id: id,
+        name: spec.name.clone(),
+        service: spec.service.as_str().to_owned(),
+        reply_key: reply_key.public_key(),
+    };
+    let body = serde_json::to_vec(&request).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let unreachable = |why: &str| {
+        ApiError::Unavailable(format!("the agent of cluster {} did not answer ({why}); retry", spec.cluster))
+    };
+    let reply = match tokio::time::timeout(
+        AGENT_WAIT,
+        state.nats.request(request_subject(&spec.cluster), body.into()),
+    )
+    .await
+    {
+        Err(_) => return Err(unreachable(&format!("nothing within {AGENT_WAIT:?}"))),
+        Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
+            return Err(unreachable("it is not connected"));
+        }
+        Ok(Err(e)) => return Err(unreachable(&e.to_string())),
+        Ok(Ok(reply)) => reply,
+    };
+    let opened = serde_json::from_slice::<SealedReply>(&reply.payload)
+        .map_err(|e| e.to_string())
+        .and_then(|sealed| sealed.open(&reply_key).map_err(|e| e.to_string()));
+    match opened {
+        Ok(CredentialsReply::Found { username, password, host, port }) => {
+            let credentials = Credentials { username, password, host, port };
+            Ok(([(header::CACHE_CONTROL, "no-store")], Json(credentials)).into_response())
+        }
+        Ok(CredentialsReply::NotReady { reason }) => Err(not_ready(reason)),
+        Err(e) => Err(ApiError::Internal(format!("the agent's answer is not one: {e}"))),
+    }
+}
