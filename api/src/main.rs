@@ -159,8 +159,7 @@ async fn main() -> anyhow::Result<()> {
         creds_file: config.nats_creds.clone(),
         ca_file: config.nats_ca.clone(),
     };
-    let (options, url) = streams::connection::authenticate(options, &config.nats_url, &auth).await?;
-    let nats = options.connect(url.as_str()).await.with_context(|| format!("connecting to NATS at {url}"))?;
+    let nats = streams::connection::connect(options, &config.nats_url, &auth).await?;
     let commit_mode = match config.commit_mode {
         CommitModeArg::Grouped => CommitMode::Grouped,
         CommitModeArg::OneByOne => CommitMode::OneByOne,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, ResourceExt as _};
-use streams::credentials::{CredentialsReply, CredentialsRequest, request_subject};
+use streams::credentials::{CredentialsReply, CredentialsRequest, RESPONDERS, request_subject};
 
 use crate::{
     AgentConfig,
@@ -17,7 +17,7 @@ use crate::{
 /// Answers until cancelled. Agents of one cluster share the requests (a queue group).
 pub(crate) async fn run(config: Arc<AgentConfig>) -> anyhow::Result<()> {
     let mut requests =
-        config.nats.queue_subscribe(request_subject(&config.cluster), "cp-agent".into()).await?;
+        config.nats.queue_subscribe(request_subject(&config.cluster), RESPONDERS.into()).await?;
     while let Some(message) = requests.next().await {
         let Some(reply) = message.reply.clone() else { continue };
         let Ok(request) = serde_json::from_slice::<CredentialsRequest>(&message.payload) else {

@@ -76,8 +76,7 @@ async fn main() -> anyhow::Result<()> {
         creds_file: options.nats_creds.clone(),
         ca_file: options.nats_ca.clone(),
     };
-    let (connect, url) = streams::connection::authenticate(connect, &options.nats_url, &auth).await?;
-    let nats = connect.connect(url.as_str()).await.with_context(|| format!("connecting to NATS at {url}"))?;
+    let nats = streams::connection::connect(connect, &options.nats_url, &auth).await?;
 
     let registry = Arc::new(registry);
     let listener = tokio::net::TcpListener::bind(options.listen).await?;

@@ -13,6 +13,34 @@ use streams::{Settings, Topology, cluster_feed, instances::InstanceCommands};
 use testkit::{NatsCluster, NatsServer, Sync};
 use tokio::sync::mpsc;
 
+/// Whether instance `db`'s ManagedInstance reports Ready in `sim` within the convergence bound.
+async fn db_ready(sim: &Simulator) -> bool {
+    sim.wait_until(CONVERGE, |store| {
+        let ty = store.resource_type("cp.example.com", "v1alpha1", "managedinstances");
+        ty.and_then(|ty| store.get(&ty, "cp-acme", "db")).is_some_and(|mi| mi["status"]["phase"] == "Ready")
+    })
+    .await
+}
+
+/// The configuration of cluster c1's agent, installing its CRD.
+fn agent_config(
+    client: kube::Client,
+    nats: async_nats::Client,
+    settings: &Settings,
+    metrics: Metrics,
+) -> AgentConfig {
+    AgentConfig {
+        cluster: "c1".into(),
+        client,
+        nats,
+        settings: settings.clone(),
+        concurrency: 4,
+        resync: Duration::from_secs(300),
+        install_crd: true,
+        metrics,
+    }
+}
+
 /// Starts an agent (with default settings: one replica) on `agent_nats`, provisions one instance through
 /// `topology` and waits until the agent reports it ready in its simulated cluster.
 async fn an_instance_converges(topology: &Topology, agent_nats: async_nats::Client) {
@@ -23,25 +51,11 @@ async fn an_instance_converges(topology: &Topology, agent_nats: async_nats::Clie
     let client =
         Requests::default().client(kube::Config::new(format!("http://{address}").parse().unwrap()), &metrics);
     cluster_feed::apply(&topology.jetstream, &topology.settings, "c1").await.expect("the cluster's feed");
-    let agent = tokio::spawn(cluster_agent::run(AgentConfig {
-        cluster: "c1".into(),
-        client,
-        nats: agent_nats,
-        settings: topology.settings.clone(),
-        concurrency: 4,
-        resync: Duration::from_secs(300),
-        install_crd: true,
-        metrics,
-    }));
+    let agent =
+        tokio::spawn(cluster_agent::run(agent_config(client, agent_nats, &topology.settings, metrics)));
     let commands = InstanceCommands::new(topology, 100);
     common::provision(&commands, "c1", "db", ServiceType::Grafana, "11.6").await;
-    let ready = sim
-        .wait_until(CONVERGE, |store| {
-            let ty = store.resource_type("cp.example.com", "v1alpha1", "managedinstances");
-            ty.and_then(|ty| store.get(&ty, "cp-acme", "db"))
-                .is_some_and(|mi| mi["status"]["phase"] == "Ready")
-        })
-        .await;
+    let ready = db_ready(&sim).await;
     assert!(!agent.is_finished(), "the agent stopped: {:?}", agent.await);
     assert!(ready, "the instance did not become ready");
     agent.abort();
@@ -187,16 +201,8 @@ async fn an_agent_started_before_its_api_server_answers_converges_once_it_does()
     let metrics = Metrics::default();
     let client = Requests::default()
         .client(kube::Config::new(format!("http://127.0.0.1:{port}").parse().unwrap()), &metrics);
-    let agent = tokio::spawn(cluster_agent::run(AgentConfig {
-        cluster: "c1".into(),
-        client,
-        nats: server.connect().await,
-        settings: settings.clone(),
-        concurrency: 4,
-        resync: Duration::from_secs(300),
-        install_crd: true,
-        metrics: metrics.clone(),
-    }));
+    let config = agent_config(client, server.connect().await, &settings, metrics.clone());
+    let agent = tokio::spawn(cluster_agent::run(config));
     // Nothing listens yet: wait until the agent has tried (and failed) more than once.
     let deadline = std::time::Instant::now() + CONVERGE;
     while metrics.kube_requests.get() < 3 {
@@ -210,13 +216,7 @@ async fn an_agent_started_before_its_api_server_answers_converges_once_it_does()
     let sim =
         Simulator::new(SimulatorOptions { ready_delay: Duration::from_millis(20), ..Default::default() });
     sim.serve(format!("127.0.0.1:{port}").parse().unwrap()).await.unwrap();
-    let ready = sim
-        .wait_until(CONVERGE, |store| {
-            let ty = store.resource_type("cp.example.com", "v1alpha1", "managedinstances");
-            ty.and_then(|ty| store.get(&ty, "cp-acme", "db"))
-                .is_some_and(|mi| mi["status"]["phase"] == "Ready")
-        })
-        .await;
+    let ready = db_ready(&sim).await;
     assert!(!agent.is_finished(), "the agent stopped: {:?}", agent.await);
     assert!(ready, "the instance did not become ready once the API server answered");
     agent.abort();

@@ -73,8 +73,7 @@ async fn main() -> anyhow::Result<()> {
         creds_file: options.nats_creds.clone(),
         ca_file: options.nats_ca.clone(),
     };
-    let (connect, url) = streams::connection::authenticate(connect, &options.nats_url, &auth).await?;
-    let nats = connect.connect(url.as_str()).await.with_context(|| format!("connecting to NATS at {url}"))?;
+    let nats = streams::connection::connect(connect, &options.nats_url, &auth).await?;
     let settings = Settings { replicas: options.replicas, ..Settings::default() };
     let topology = settings.apply(&async_nats::jetstream::new(nats)).await?;
     let bucket = ReadModelBucket::new(&topology);

@@ -88,6 +88,32 @@ pub async fn authenticate(
     Ok((options, bare))
 }
 
+/// Why a process could not connect.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// the credentials could not be used
+    #[error(transparent)]
+    Auth(#[from] NatsAuthError),
+    /// the server could not be reached or refused the credentials
+    #[error("connecting to NATS at {url}: {source}")]
+    Connect {
+        /// the URL, without user information
+        url: String,
+        /// why
+        source: async_nats::ConnectError,
+    },
+}
+
+/// Connects with `options`, authenticated as `url` and `auth` say.
+pub async fn connect(
+    options: ConnectOptions,
+    url: &str,
+    auth: &NatsAuth,
+) -> Result<async_nats::Client, ConnectError> {
+    let (options, bare) = authenticate(options, url, auth).await?;
+    options.connect(bare.as_str()).await.map_err(|source| ConnectError::Connect { url: bare, source })
+}
+
 /// URL user information is percent-encoded (RFC 3986 section 3.2.1).
 fn decode(text: &str) -> String {
     percent_encoding::percent_decode_str(text).decode_utf8_lossy().into_owned()

@@ -16,6 +16,9 @@ pub fn request_subject(cluster: &str) -> String {
     format!("cp.rpc.{cluster}.credentials")
 }
 
+/// The queue group a cluster's agents answer in: one answer per request, whichever replica gives it.
+pub const RESPONDERS: &str = "cp-agents";
+
 /// Subject filter of every request to the agent of `cluster` (its permission to subscribe).
 pub fn requests_filter(cluster: &str) -> String {
     format!("cp.rpc.{cluster}.>")

@@ -78,6 +78,12 @@ fn assert_no_failure(output: &std::process::Output) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemathesis_finds_no_failure_with_every_check() {
     let api = TestApi::start().await;
+    // Each cluster with its agent, so that what the API asks of clusters (credentials) is answered.
+    let mut agents = Vec::new();
+    for cluster in ["eu-1", "eu-2"] {
+        let (sim, address) = system_tests::cluster::simulator(Duration::from_millis(20)).await;
+        agents.push((sim, system_tests::cluster::agent(&api, cluster, address).await));
+    }
     // The platform admin: every route is reachable.
     let output = schemathesis_run(&api, system_tests::ADMIN_TOKEN, &[]).await;
     assert_no_failure(&output);

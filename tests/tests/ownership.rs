@@ -16,7 +16,9 @@ const SCANNED: &[&str] =
 const FORBIDDEN: &[(&str, &str)] = &[
     ("\"cp.evt", "an instance event subject: use streams::instances"),
     ("\"cp.obs", "an observed-state subject: use streams::instances / streams::observed"),
-    ("\"cp-agent", "an agent consumer name: use streams::instances::agent_consumer_name"),
+    ("\"cp-agent", "an agent consumer name: use streams::cluster_feed::agent_consumer_name"),
+    ("\"cp.rpc", "a request subject: use streams::credentials"),
+    ("\"cp.dlq", "a dead-letter subject: use streams::dead_letters"),
     ("\"$JS.", "a JetStream API subject: JetStream is administered by streams"),
     ("\"KV_", "a bucket's stream name: use streams::topology"),
     ("INSTANCE_EVENT_PREFIX", "a subject assembled from a prefix: use a subject function in streams"),

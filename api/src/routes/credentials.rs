@@ -9,10 +9,10 @@ use axum::{
     http::header,
     response::{IntoResponse, Response},
 };
-use domain::{Lifecycle, instance::check_dns_label};
+use domain::Lifecycle;
 use streams::credentials::{CredentialsReply, CredentialsRequest, SealedReply, request_subject};
 
-use super::instances::instance_id;
+use super::instances::current_instance;
 use crate::{ApiError, AppState, dto::Credentials, error::Problem};
 
 /// How long the cluster's agent may take to answer.
@@ -36,9 +36,7 @@ pub(super) async fn get_credentials(
     State(state): State<AppState>,
     Path((project, id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    check_dns_label("project", &project)?;
-    let id = instance_id(&id)?;
-    let current = state.commands.read_current(&project, id).await?.ok_or(ApiError::NotFound("instance"))?;
+    let (id, current) = current_instance(&state, &project, &id).await?;
     let spec = current.aggregate.spec().ok_or(ApiError::NotFound("instance"))?;
     let not_ready = |detail: String| ApiError::Conflict {
         code: "credentials_not_ready",

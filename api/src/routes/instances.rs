@@ -30,6 +30,19 @@ pub(super) fn instance_id(raw: &str) -> Result<Uuid, ApiError> {
     raw.parse().map_err(|_| ApiError::NotFound("instance"))
 }
 
+/// The instance a route's `{project}` and `{id}` name, as of every write acknowledged before the request
+/// (read from the stream, not the read models); 404 when there is none.
+pub(super) async fn current_instance(
+    state: &AppState,
+    project: &str,
+    id: &str,
+) -> Result<(Uuid, streams::Current<domain::Instance>), ApiError> {
+    check_dns_label("project", project)?;
+    let id = instance_id(id)?;
+    let current = state.commands.read_current(project, id).await?.ok_or(ApiError::NotFound("instance"))?;
+    Ok((id, current))
+}
+
 /// Provisions an instance.
 #[utoipa::path(
     post,

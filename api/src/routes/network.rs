@@ -12,7 +12,7 @@ use domain::{InstanceCommand, instance::check_dns_label};
 use projections::OperationKind;
 
 use super::{
-    instances::instance_id,
+    instances::{current_instance, instance_id},
     write::{self, Write},
 };
 use crate::{
@@ -39,9 +39,7 @@ pub(super) async fn get_acl(
     State(state): State<AppState>,
     Path((project, id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    check_dns_label("project", &project)?;
-    let id = instance_id(&id)?;
-    let current = state.commands.read_current(&project, id).await?.ok_or(ApiError::NotFound("instance"))?;
+    let (_, current) = current_instance(&state, &project, &id).await?;
     let spec = current.aggregate.spec().ok_or(ApiError::NotFound("instance"))?;
     let acl =
         Acl { entries: spec.acl.iter().map(AclEntry::from).collect(), instance_version: current.version };

@@ -206,6 +206,13 @@ pub(super) async fn execute(
         }
     };
 
+    // A fault point for api/tests/kill.rs, compiled into debug builds only: the command is stored and the
+    // process dies before it answers, the one outcome a client cannot tell from a lost request.
+    #[cfg(debug_assertions)]
+    if std::env::var_os("CP_FAULT_ABORT_AFTER_STORE").is_some() {
+        std::process::abort();
+    }
+
     let operation = if !committed.events.is_empty() {
         Operation {
             id: operation_id,
