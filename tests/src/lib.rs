@@ -112,6 +112,13 @@ impl TestApi {
         api
     }
 
+    /// The same server and projector, with requests served by `router` (an API built with other
+    /// settings on the same server).
+    pub fn with_router(mut api: Self, router: Router) -> Self {
+        api.router = router;
+        api
+    }
+
     /// The same API, also authenticating JWTs from `oidc`'s issuer.
     pub fn with_oidc(mut self, oidc: api::auth::OidcVerifier) -> Self {
         self.state = self.state.with_oidc(oidc);

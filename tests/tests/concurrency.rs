@@ -197,3 +197,31 @@ async fn a_refused_requests_key_is_judged_afresh_on_retry_when_group_committing(
         assert_eq!(reply.status, StatusCode::CONFLICT, "attempt {attempt}: {}", reply.body);
     }
 }
+
+/// The same request again once JetStream's duplicate window has passed, when the message id alone would
+/// no longer keep the command from being stored twice: the Idempotency-Key record (kept 30 days) answers
+/// with the first operation, and nothing is stored again.
+#[tokio::test]
+async fn a_retry_after_the_duplicate_window_answers_the_first_operation_and_stores_nothing() {
+    let api = TestApi::start().await;
+    // An API on the same server whose settings shorten the event stream's duplicate window to 1 s.
+    let settings =
+        streams::Settings { duplicate_window: std::time::Duration::from_secs(1), ..Default::default() };
+    let state = api::AppState::start(api.nats_server.connect().await, &settings)
+        .await
+        .unwrap()
+        .with_tokens(system_tests::test_tokens());
+    let api = TestApi::with_router(api, api::app(state));
+    let created = api.provision("acme", "db").await;
+    let path = format!("/v1/projects/acme/instances/{}", created.body["instance_id"].as_str().unwrap());
+    let upgrade = json!({"version": "17"});
+    let first = api.call(Method::PATCH, &path, Some(&upgrade), &[("idempotency-key", "upgrade-db")]).await;
+    assert_eq!(first.status, StatusCode::ACCEPTED, "{}", first.body);
+    let stored = api.stream_messages().await;
+    // The window is a span of time; nothing else marks its end.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let again = api.call(Method::PATCH, &path, Some(&upgrade), &[("idempotency-key", "upgrade-db")]).await;
+    assert_eq!(again.status, StatusCode::ACCEPTED, "{}", again.body);
+    assert_eq!(again.body["id"], first.body["id"], "the first operation, not a new one");
+    assert_eq!(api.stream_messages().await, stored, "nothing stored again");
+}
