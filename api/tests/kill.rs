@@ -18,9 +18,19 @@ const TOKEN: &str = "cpat_kill_test_admin";
 const ROUNDS: u64 = 30;
 const WAIT: Duration = Duration::from_secs(30);
 
+/// A child process killed when dropped, so a failing round leaves no `cp-api` behind.
+struct Api(Child);
+
+impl Drop for Api {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A `cp-api` process on `port`; with `die_after_store`, one that dies (SIGABRT, no cleanup) right after
 /// storing a command and before answering it (a fault point of debug builds).
-fn spawn_api(server: &NatsServer, port: u16, die_after_store: bool) -> Child {
+fn spawn_api(server: &NatsServer, port: u16, die_after_store: bool) -> Api {
     let tokens = json!([{"name": "kill", "sha256": api::auth::hash_token(TOKEN), "subject": "kill-test",
                          "platform_admin": true, "projects": {"*": "admin"}}]);
     let mut command = Command::new(env!("CARGO_BIN_EXE_cp-api"));
@@ -36,6 +46,7 @@ fn spawn_api(server: &NatsServer, port: u16, die_after_store: bool) -> Child {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
+        .map(Api)
         .expect("start cp-api")
 }
 
@@ -107,11 +118,12 @@ async fn a_write_whose_answer_was_lost_to_a_killed_api_is_stored_once_and_its_re
                 async move { send(port, "POST", path, &format!("kill-round-{round}"), &body).await },
             );
         if dies_after_store {
-            let _ = tokio::task::spawn_blocking(move || api.wait()).await;
+            // It dies by itself once it has stored the command.
+            let _ = tokio::task::spawn_blocking(move || api.0.wait()).await;
         } else {
             tokio::time::sleep(Duration::from_micros(round * 300)).await;
-            api.kill().unwrap();
-            api.wait().unwrap();
+            api.0.kill().unwrap();
+            api.0.wait().unwrap();
         }
         let first = attempt.await.unwrap();
         let stored_meanwhile = events.info().await.unwrap().state.messages > before;
@@ -119,7 +131,7 @@ async fn a_write_whose_answer_was_lost_to_a_killed_api_is_stored_once_and_its_re
             lost_after_store += 1;
         }
 
-        let mut api = spawn_api(&server, port, false);
+        let api = spawn_api(&server, port, false);
         ready(port).await;
         let body = json!({"name": format!("db-{round}"), "service": "grafana", "version": "11.6", "plan": "starter"});
         let (status, operation) = send(port, "POST", path, &key, &body).await.expect("the retry is answered");
@@ -145,8 +157,7 @@ async fn a_write_whose_answer_was_lost_to_a_killed_api_is_stored_once_and_its_re
             operation["id"].as_str(),
             "round {round}: the operation answered is the command stored"
         );
-        api.kill().unwrap();
-        api.wait().unwrap();
+        drop(api);
     }
     assert_eq!(events.info().await.unwrap().state.messages, ROUNDS, "one message per request, nothing more");
     assert!(
