@@ -5,8 +5,9 @@
 //! debug builds, `CP_FAULT_ABORT_AFTER_STORE`), the other half are SIGKILLed at arbitrary moments.
 
 use std::{
+    io::{BufRead as _, BufReader},
     process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use projections::{Projector, ProjectorMetrics};
@@ -18,8 +19,9 @@ const TOKEN: &str = "cpat_kill_test_admin";
 const ROUNDS: u64 = 30;
 const WAIT: Duration = Duration::from_secs(30);
 
-/// A child process killed when dropped, so a failing round leaves no `cp-api` behind.
-struct Api(Child);
+/// A child process killed when dropped, so a failing round leaves no `cp-api` behind; and word of when
+/// it serves.
+struct Api(Child, Option<tokio::sync::oneshot::Receiver<()>>);
 
 impl Drop for Api {
     fn drop(&mut self) {
@@ -42,11 +44,25 @@ fn spawn_api(server: &NatsServer, port: u16, die_after_store: bool) -> Api {
         .env("CP_LISTEN", format!("127.0.0.1:{port}"))
         .env("CP_CLUSTERS", "c1=r1")
         .env("CP_API_TOKENS", tokens.to_string())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
+        .env("RUST_LOG", "warn,cp_api=info")
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .map(Api)
+        .map(|mut child| {
+            // cp-api logs "serving" once NATS, the topology and the read models are up and it listens; the
+            // reader goes on draining the log so the process never blocks on it.
+            let log = child.stdout.take().expect("piped stdout");
+            let (serving, ready) = tokio::sync::oneshot::channel();
+            std::thread::spawn(move || {
+                let mut serving = Some(serving);
+                for line in BufReader::new(log).lines().map_while(Result::ok) {
+                    if line.contains("serving") {
+                        serving.take().map(|tx| tx.send(()));
+                    }
+                }
+            });
+            Api(child, Some(ready))
+        })
         .expect("start cp-api")
 }
 
@@ -70,22 +86,11 @@ async fn send(port: u16, method: &str, path: &str, key: &str, body: &Value) -> O
     Some((status, json))
 }
 
-/// Waits until `cp-api` answers `/readyz`.
-async fn ready(port: u16) {
-    let deadline = Instant::now() + WAIT;
-    while Instant::now() < deadline {
-        if let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
-            use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-            let _ = stream.write_all(b"GET /readyz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await;
-            let mut answer = Vec::new();
-            let _ = stream.read_to_end(&mut answer).await;
-            if answer.starts_with(b"HTTP/1.1 200") {
-                return;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("cp-api was not ready within {WAIT:?}");
+/// Waits until `cp-api` says it serves.
+async fn ready(api: &mut Api) {
+    let serving = api.1.take().expect("waited for once");
+    let said = tokio::time::timeout(WAIT, serving).await;
+    assert!(matches!(said, Ok(Ok(()))), "cp-api did not start serving within {WAIT:?}");
 }
 
 fn free_port() -> u16 {
@@ -108,7 +113,7 @@ async fn a_write_whose_answer_was_lost_to_a_killed_api_is_stored_once_and_its_re
         // SIGKILL somewhere in the request's life, from before it is read to after it is answered.
         let dies_after_store = round % 2 == 1;
         let mut api = spawn_api(&server, port, dies_after_store);
-        ready(port).await;
+        ready(&mut api).await;
         let key = format!("kill-round-{round}");
         let body = json!({"name": format!("db-{round}"), "service": "grafana", "version": "11.6", "plan": "starter"});
         let path = "/v1/projects/acme/instances";
@@ -131,8 +136,8 @@ async fn a_write_whose_answer_was_lost_to_a_killed_api_is_stored_once_and_its_re
             lost_after_store += 1;
         }
 
-        let api = spawn_api(&server, port, false);
-        ready(port).await;
+        let mut api = spawn_api(&server, port, false);
+        ready(&mut api).await;
         let body = json!({"name": format!("db-{round}"), "service": "grafana", "version": "11.6", "plan": "starter"});
         let (status, operation) = send(port, "POST", path, &key, &body).await.expect("the retry is answered");
         assert_eq!(status, 202, "round {round}: {operation}");

@@ -9,6 +9,7 @@ use std::{
 
 use common::*;
 use domain::ServiceType;
+use futures::StreamExt as _;
 
 fn spawn_agent(world: &mut World, i: usize) -> std::process::Child {
     let identity = world.agent_identity(i);
@@ -190,7 +191,9 @@ async fn settled(cluster: &Cluster) {
 async fn feed_drained(world: &World, cluster: &str) {
     let settings = &world.topology.settings;
     let name = streams::cluster_feed::desired_stream_name(settings, cluster);
-    let deadline = std::time::Instant::now() + CONVERGE;
+    // Every acknowledgement the agent sends, so the check below runs again after each one.
+    let mut acks =
+        world.nats.subscribe(streams::cluster_feed::agent_ack_filter(settings, cluster)).await.unwrap();
     loop {
         let mut stream = world.topology.jetstream.get_stream(&name).await.unwrap();
         let last = stream.info().await.unwrap().state.last_sequence;
@@ -200,8 +203,8 @@ async fn feed_drained(world: &World, cluster: &str) {
         if info.num_pending == 0 && info.num_ack_pending == 0 && info.ack_floor.stream_sequence >= last {
             return;
         }
-        assert!(std::time::Instant::now() < deadline, "the agent did not acknowledge its feed: {info:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        let acked = tokio::time::timeout(CONVERGE, acks.next()).await;
+        assert!(matches!(acked, Ok(Some(_))), "the agent did not acknowledge its feed: {info:?}");
     }
 }
 
@@ -292,10 +295,11 @@ async fn nats_unreachable_for_thirty_seconds_loses_nothing() {
     let converged = cluster.wait_until(CONVERGE, workloads_ready).await;
     // The outage lasts its 30 s whatever happens meanwhile: a measured interval, not a wait for an event.
     tokio::time::sleep(Duration::from_secs(30).saturating_sub(frozen.elapsed())).await;
+    let mut observations =
+        world.nats.subscribe(streams::instances::observed_cluster_filter("c1")).await.expect("observations");
     world.nats_server.thaw();
     assert!(converged, "the workloads became ready while NATS was unreachable");
 
-    let deadline = std::time::Instant::now() + CONVERGE;
     loop {
         let model = world.read_models().await;
         let healthy = ids.iter().all(|id| {
@@ -304,11 +308,9 @@ async fn nats_unreachable_for_thirty_seconds_loses_nothing() {
         if healthy {
             break;
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not every instance reported healthy after NATS returned"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Checked again after each observation the agent reports.
+        let reported = tokio::time::timeout(CONVERGE, observations.next()).await;
+        assert!(matches!(reported, Ok(Some(_))), "not every instance reported healthy after NATS returned");
     }
     cluster.converges("ManagedInstances ready", |v| (0..3).all(|i| v.ready_at(&format!("db-{i}"), 1))).await;
     let agent = world.clusters[0].agent.as_ref().unwrap();

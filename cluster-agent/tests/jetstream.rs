@@ -197,20 +197,21 @@ async fn an_agent_started_before_its_api_server_answers_converges_once_it_does()
     let settings = Settings::default();
     let topology = settings.apply(&async_nats::jetstream::new(server.connect().await)).await.unwrap();
     cluster_feed::apply(&topology.jetstream, &settings, "c1").await.unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    // The API server's address answers nothing yet: each connection is accepted and dropped at once.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
     let metrics = Metrics::default();
     let client = Requests::default()
         .client(kube::Config::new(format!("http://127.0.0.1:{port}").parse().unwrap()), &metrics);
     let config = agent_config(client, server.connect().await, &settings, metrics.clone());
     let agent = tokio::spawn(cluster_agent::run(config));
-    // Nothing listens yet: wait until the agent has tried (and failed) more than once.
-    let deadline = std::time::Instant::now() + CONVERGE;
-    while metrics.kube_requests.get() < 3 {
+    // The agent's attempts, one connection each: it tried, failed, and tried again.
+    for attempt in 0..3 {
+        let accepted = tokio::time::timeout(CONVERGE, silent.accept()).await;
+        assert!(matches!(accepted, Ok(Ok(_))), "the agent did not try again (attempt {attempt})");
         assert!(!agent.is_finished(), "the agent gave up: {:?}", agent.await);
-        assert!(std::time::Instant::now() < deadline, "the agent did not try to reach its API server");
-        tokio::task::yield_now().await;
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    drop(silent);
     let commands = InstanceCommands::new(&topology, 100);
     common::provision(&commands, "c1", "db", ServiceType::Grafana, "11.6").await;
     let sim =

@@ -35,6 +35,11 @@ pub fn agent_consumer_name(cluster: &str) -> String {
     format!("cp-agent-{cluster}")
 }
 
+/// Subjects the agent's acknowledgements of its consumer's messages are published on.
+pub fn agent_ack_filter(settings: &Settings, cluster: &str) -> String {
+    format!("$JS.ACK.{}.{}.>", desired_stream_name(settings, cluster), agent_consumer_name(cluster))
+}
+
 /// Prefix of the agent's reply subjects. Agents may subscribe to their own prefix only: replies to
 /// other clients (pull deliveries among them) carry other clusters' events.
 pub fn agent_inbox_prefix(cluster: &str) -> String {
@@ -137,7 +142,7 @@ pub fn agent_permissions(settings: &Settings, cluster: &str) -> Value {
                 format!("$JS.API.CONSUMER.INFO.{stream}.{consumer}"),
                 format!("$JS.API.CONSUMER.RESET.{stream}.{consumer}"),
                 format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"),
-                format!("$JS.ACK.{stream}.{consumer}.>"),
+                agent_ack_filter(settings, cluster),
                 observed_cluster_filter(cluster),
                 crate::dead_letters::Reader::Agent { cluster: cluster.to_owned() }.subject(),
             ],
