@@ -129,10 +129,23 @@ impl ControlPlane {
     /// Starts a control plane and waits until it is ready: API server healthy, CRDs established, the
     /// fake node Ready, the helpers running. Panics with the failing component's log otherwise.
     pub async fn start() -> Self {
-        match Self::try_start().await {
-            Ok(plane) => plane,
-            Err(e) => panic!("starting the Kubernetes control plane: {e:#}"),
+        // The ports are picked free and released before the components bind them, so another test's
+        // process can take one in between (seen in CI: "bind: address already in use"). Such a start is
+        // retried on fresh ports; any other failure is reported at once.
+        const ATTEMPTS: usize = 3;
+        for attempt in 1..=ATTEMPTS {
+            match Self::try_start().await {
+                Ok(plane) => return plane,
+                Err(e) if attempt < ATTEMPTS && format!("{e:#}").contains("address already in use") => {
+                    tracing::warn!(
+                        attempt,
+                        "a port was taken before the control plane bound it; retrying on fresh ports"
+                    );
+                }
+                Err(e) => panic!("starting the Kubernetes control plane: {e:#}"),
+            }
         }
+        unreachable!("the last attempt returns or panics")
     }
 
     async fn try_start() -> anyhow::Result<Self> {
