@@ -38,6 +38,7 @@ pub fn router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(network::get_acl, network::replace_acl, network::add_acl_entry))
         .routes(routes!(network::remove_acl_entry))
         .routes(routes!(credentials::get_credentials))
+        .routes(routes!(credentials::rotate_credentials))
         .routes(routes!(operations::get_operation))
         .routes(routes!(feed::events))
         .routes(routes!(catalog::get_catalog))

@@ -3,12 +3,13 @@
 //! A kube-runtime `Controller`, level-triggered: a change of an instance, of one of its objects, of its
 //! claims or of its pods reconciles it; reconciles read the watch caches, so an idle cluster sees no
 //! requests but the watches. The steps of a reconcile live beside this file: [`converge`] applies and
-//! prunes, [`observe`] reads what the cluster reports, [`cleanup`] removes a deprovisioned instance (or
+//! prunes, [`rotation`] replaces a service's password, [`observe`] reads what the cluster reports, [`cleanup`] removes a deprovisioned instance (or
 //! lets a deleted mirror go without touching its data).
 
 mod cleanup;
 mod converge;
 mod observe;
+mod rotation;
 
 use std::{
     collections::HashMap,
@@ -19,6 +20,7 @@ use futures::StreamExt as _;
 use k8s_openapi::{
     api::{
         apps::v1::StatefulSet,
+        batch::v1::Job,
         core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service},
         networking::v1::NetworkPolicy,
     },
@@ -52,6 +54,7 @@ pub fn api_resource(kind: ChildKind) -> ApiResource {
         ChildKind::ConfigMap => ApiResource::erase::<ConfigMap>(&()),
         ChildKind::Secret => ApiResource::erase::<Secret>(&()),
         ChildKind::NetworkPolicy => ApiResource::erase::<NetworkPolicy>(&()),
+        ChildKind::Job => ApiResource::erase::<Job>(&()),
         ChildKind::PostgresCluster => ApiResource {
             group: "postgresql.cnpg.io".into(),
             version: "v1".into(),
@@ -62,13 +65,14 @@ pub fn api_resource(kind: ChildKind) -> ApiResource {
     }
 }
 
-const CHILD_KINDS: [ChildKind; 6] = [
+const CHILD_KINDS: [ChildKind; 7] = [
     ChildKind::StatefulSet,
     ChildKind::Service,
     ChildKind::ConfigMap,
     ChildKind::Secret,
     ChildKind::PostgresCluster,
     ChildKind::NetworkPolicy,
+    ChildKind::Job,
 ];
 
 /// Label every object of an instance carries with the ManagedInstance's name (also the selector label of

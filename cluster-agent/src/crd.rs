@@ -73,6 +73,7 @@ impl ManagedInstanceSpec {
             resources: self.generation,
             configuration: self.generation,
             network_access: self.generation,
+            credentials: 0,
         })
     }
 }
@@ -89,6 +90,9 @@ pub struct AspectGenerations {
     pub configuration: u64,
     /// ACL and endpoint
     pub network_access: u64,
+    /// credentials (0: never rotated; absent from mirrors and statuses written before rotations)
+    #[serde(default)]
+    pub credentials: u64,
 }
 
 impl From<AspectGenerations> for domain::instance::Generations {
@@ -98,6 +102,7 @@ impl From<AspectGenerations> for domain::instance::Generations {
             resources: g.resources,
             configuration: g.configuration,
             network_access: g.network_access,
+            credentials: g.credentials,
         }
     }
 }
@@ -109,6 +114,7 @@ impl From<domain::instance::Generations> for AspectGenerations {
             resources: g.resources,
             configuration: g.configuration,
             network_access: g.network_access,
+            credentials: g.credentials,
         }
     }
 }

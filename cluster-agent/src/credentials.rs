@@ -6,12 +6,13 @@ use std::sync::Arc;
 
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::Secret;
-use kube::{Api, ResourceExt as _};
+use kube::{Api, ResourceExt as _, api::DynamicObject};
 use streams::credentials::{CredentialsReply, CredentialsRequest, RESPONDERS, request_subject};
 
 use crate::{
     AgentConfig,
-    render::{INSTANCE_LABEL, admin_user, namespace, service_port},
+    controller::api_resource,
+    render::{ChildKind, INSTANCE_LABEL, admin_user, namespace, rotation::connect_host, service_port},
 };
 
 /// Answers until cancelled. Agents of one cluster share the requests (a queue group).
@@ -42,11 +43,10 @@ pub(crate) async fn run(config: Arc<AgentConfig>) -> anyhow::Result<()> {
 
 async fn answer(config: &AgentConfig, request: &CredentialsRequest) -> CredentialsReply {
     let not_ready = |reason: String| CredentialsReply::NotReady { reason };
-    let Some(username) = admin_user(&request.service) else {
-        return not_ready(format!("credentials of {} instances are not delivered yet", request.service));
-    };
     let namespace = namespace(&request.project);
-    let name = format!("{}-credentials", request.name);
+    let postgres = request.service == "postgresql";
+    let name =
+        if postgres { format!("{}-app", request.name) } else { format!("{}-credentials", request.name) };
     let secrets: Api<Secret> = Api::namespaced(config.client.clone(), &namespace);
     let secret = match secrets.get_opt(&name).await {
         Ok(Some(secret)) => secret,
@@ -55,22 +55,50 @@ async fn answer(config: &AgentConfig, request: &CredentialsRequest) -> Credentia
     };
     // The name came from the control plane, but the Secret must be this instance's (a same-named
     // Secret of a deprovisioned instance is not).
-    if secret.labels().get(INSTANCE_LABEL) != Some(&request.instance_id.to_string()) {
+    let ours = if postgres {
+        owned_by_instance_cluster(config, &namespace, request, &secret).await
+    } else {
+        secret.labels().get(INSTANCE_LABEL) == Some(&request.instance_id.to_string())
+    };
+    if !ours {
         return not_ready("the credentials found belong to another instance".into());
     }
-    let password = secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get("password"))
-        .and_then(|p| String::from_utf8(p.0.clone()).ok())
-        .or_else(|| secret.string_data.as_ref().and_then(|d| d.get("password")).cloned());
-    match password {
-        Some(password) => CredentialsReply::Found {
-            username: username.to_owned(),
+    let value = |key: &str| {
+        secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .and_then(|p| String::from_utf8(p.0.clone()).ok())
+            .or_else(|| secret.string_data.as_ref().and_then(|d| d.get(key)).cloned())
+    };
+    // PostgreSQL: CloudNativePG's application user, as its Secret names it (`username`); the others: the
+    // user each image's entrypoint made.
+    let username = if postgres { value("username") } else { admin_user(&request.service).map(str::to_owned) };
+    match (username, value("password")) {
+        (Some(username), Some(password)) => CredentialsReply::Found {
+            username,
             password,
-            host: format!("{}.{namespace}.svc", request.name),
+            host: connect_host(&request.service, &request.name, &namespace),
             port: service_port(&request.service),
         },
-        None => not_ready("the credentials Secret holds no password".into()),
+        _ => not_ready("the credentials Secret holds no user name or password".into()),
     }
+}
+
+/// Whether CloudNativePG made `secret` for the Cluster of the instance asked about: the Secret's owner is
+/// a Cluster that carries the instance's label.
+async fn owned_by_instance_cluster(
+    config: &AgentConfig,
+    namespace: &str,
+    request: &CredentialsRequest,
+    secret: &Secret,
+) -> bool {
+    let clusters: Api<DynamicObject> =
+        Api::namespaced_with(config.client.clone(), namespace, &api_resource(ChildKind::PostgresCluster));
+    let Ok(Some(cluster)) = clusters.get_opt(&request.name).await else { return false };
+    cluster.labels().get(INSTANCE_LABEL) == Some(&request.instance_id.to_string())
+        && secret
+            .owner_references()
+            .iter()
+            .any(|o| o.kind == "Cluster" && Some(&o.uid) == cluster.uid().as_ref())
 }

@@ -47,6 +47,8 @@ pub fn rules() -> Vec<PolicyRule> {
         rule("postgresql.cnpg.io", &["clusters"], APPLY_AND_WATCH),
         // Network access: each instance's NetworkPolicy admits its ACL.
         rule("networking.k8s.io", &["networkpolicies"], APPLY_AND_WATCH),
+        // A credentials rotation runs the service's own password change as a Job.
+        rule("batch", &["jobs"], APPLY_AND_WATCH),
         // Pods are only read: the kubelet reports there why a container does not run.
         rule("", &["pods"], &["get", "list", "watch"]),
         // `--install-crd` applies the ManagedInstance CRD.

@@ -12,6 +12,7 @@ use kube::ResourceExt as _;
 use serde_json::{Value, json};
 
 pub mod network;
+pub mod rotation;
 
 use crate::crd::{MANAGER, ManagedInstance};
 
@@ -49,6 +50,8 @@ pub enum ChildKind {
     PostgresCluster,
     /// networking.k8s.io/v1 NetworkPolicy
     NetworkPolicy,
+    /// batch/v1 Job (a credentials rotation; see `rotation`)
+    Job,
 }
 
 impl ChildKind {
@@ -61,6 +64,7 @@ impl ChildKind {
             Self::Secret => "Secret",
             Self::PostgresCluster => "Cluster",
             Self::NetworkPolicy => "NetworkPolicy",
+            Self::Job => "Job",
         }
     }
 }
@@ -377,7 +381,9 @@ pub fn quantity_bytes(quantity: &str) -> Option<u128> {
 }
 
 /// The credentials Secret with a fresh random password, for services that need one. Created only when
-/// absent; never updated, so the password stays what the workload was initialised with.
+/// absent; never applied again, so the password stays what the workload was initialised with until a
+/// rotation (`rotation`) changes both. A fresh password answers every rotation asked so far, which its
+/// annotation records.
 pub fn credentials(mi: &ManagedInstance, password: &str) -> Option<Child> {
     if mi.spec.service == "postgresql" {
         return None; // CloudNativePG generates its own secrets
@@ -387,6 +393,9 @@ pub fn credentials(mi: &ManagedInstance, password: &str) -> Option<Child> {
         "stringData": {"password": password}});
     // The generation label would change on every update; a Secret is written once.
     object["metadata"]["labels"].as_object_mut().map(|l| l.remove(GENERATION_LABEL));
+    object["metadata"]["annotations"] = json!({
+        rotation::GENERATION_ANNOTATION: mi.spec.aspect_generations().credentials.to_string()
+    });
     Some(Child { kind: ChildKind::Secret, name, object })
 }
 

@@ -20,7 +20,7 @@ use self::rules::{
 };
 pub use self::rules::{check_dns_label, upgrade_targets};
 pub use self::{
-    aspects::{APPLIED_ASPECTS, Aspect, Generations, changed_aspects},
+    aspects::{APPLIED_ASPECTS, Aspect, Generations, PROVISIONED_ASPECTS, changed_aspects},
     commands::{InstanceCommand, ProvisionInstance, UpdateInstance},
     events::{InstanceEvent, InstanceProvisioned},
     network::{AclEntry, MAX_ACL_DESCRIPTION_CHARS, MAX_ACL_ENTRIES, check_acl, check_acl_entry},
@@ -440,6 +440,10 @@ impl Aggregate for Instance {
                 self.add_acl_entry(entry, allow_public)?
             }
             InstanceCommand::RemoveAclEntry { cidr } => self.remove_acl_entry(&cidr)?,
+            InstanceCommand::RotateCredentials => {
+                self.active_spec()?;
+                vec![InstanceEvent::CredentialsRotationRequested {}]
+            }
             InstanceCommand::Deprovision => self.deprovision()?,
         };
         for event in events {
@@ -475,6 +479,8 @@ impl Aggregate for Instance {
             InstanceEvent::NetworkAccessChanged { entries } => spec.acl = entries,
             InstanceEvent::DescriptionChanged { description } => spec.description = description,
             InstanceEvent::DeletionProtectionChanged { enabled } => spec.deletion_protection = enabled,
+            // the generation of the credentials aspect (set above) is all a rotation changes
+            InstanceEvent::CredentialsRotationRequested {} => {}
             InstanceEvent::DeprovisioningStarted {} => self.lifecycle = Lifecycle::Deprovisioning,
         }
     }

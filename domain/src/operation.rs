@@ -14,6 +14,8 @@ pub enum OperationKind {
     Update,
     /// starts removing the instance
     Deprovision,
+    /// replaces the instance's generated password
+    RotateCredentials,
 }
 
 impl OperationKind {
@@ -23,6 +25,7 @@ impl OperationKind {
             Self::Provision => "provision",
             Self::Update => "update",
             Self::Deprovision => "deprovision",
+            Self::RotateCredentials => "rotate_credentials",
         }
     }
 }
@@ -37,6 +40,7 @@ mod tests {
             (OperationKind::Provision, "provision"),
             (OperationKind::Update, "update"),
             (OperationKind::Deprovision, "deprovision"),
+            (OperationKind::RotateCredentials, "rotate_credentials"),
         ] {
             assert_eq!(kind.as_str(), wire);
             assert_eq!(serde_json::to_value(kind).unwrap(), wire);

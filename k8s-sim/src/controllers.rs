@@ -2,7 +2,9 @@
 //! each change, unless a fault says otherwise, which shows where Kubernetes shows it: in the container
 //! statuses of the set's pods, and in CloudNativePG's phase and Ready condition. A StatefulSet's claims are created from its
 //! volumeClaimTemplates (`<template>-<set>-<ordinal>`, labelled with the set's selector, never deleted,
-//! as with the default retention policy), and a claim whose request grew is resized.
+//! as with the default retention policy), and a claim whose request grew is resized. Jobs complete (or
+//! fail, when a fault says so) after the same delay. For each `Cluster`, CloudNativePG's application
+//! Secret is made, and the version of it the operator has seen is reported in the Cluster's status.
 
 use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
@@ -13,6 +15,8 @@ const STATEFULSETS: &str = "statefulsets.apps";
 const CNPG_CLUSTERS: &str = "clusters.postgresql.cnpg.io";
 const CLAIMS: &str = "persistentvolumeclaims";
 const PODS: &str = "pods";
+const JOBS: &str = "jobs.batch";
+const SECRETS: &str = "secrets";
 
 pub(crate) fn spawn(sim: Simulator) {
     let mut changes = sim.inner.changes.subscribe();
@@ -29,6 +33,25 @@ pub(crate) fn spawn(sim: Simulator) {
                 }
                 Ok(change) if change.kind != "DELETED" && change.resource == CLAIMS => {
                     resize(&sim, &change.namespace, &change.object);
+                }
+                Ok(change)
+                    if change.kind != "DELETED"
+                        && change.resource == JOBS
+                        && change.object["status"]["conditions"].is_null() =>
+                {
+                    let name = change.object["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+                    let sim = sim.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(sim.inner.options.ready_delay).await;
+                        finish_job(&sim, &change.namespace, &name);
+                    });
+                }
+                Ok(change)
+                    if change.kind != "DELETED"
+                        && change.resource == SECRETS
+                        && change.object["metadata"]["labels"]["cnpg.io/userType"] == "app" =>
+                {
+                    report_app_secret_version(&sim, &change.namespace, &change.object);
                 }
                 Ok(_) => {}
                 Err(RecvError::Lagged(_)) => resync(&sim),
@@ -96,7 +119,9 @@ fn desired_status(resource: &str, object: &Value, failure: Option<&str>, settled
         };
         json!({"phase": phase, "phaseReason": reason, "instances": instances, "readyInstances": ready,
                "image": if settled { object["spec"]["imageName"].clone() } else { object["status"]["image"].clone() },
-               "conditions": [condition]})
+               "conditions": [condition],
+               // reported by `report_app_secret_version`, kept as it is
+               "secretsResourceVersion": object["status"]["secretsResourceVersion"]})
     }
 }
 
@@ -205,6 +230,92 @@ fn settle(sim: &Simulator, resource: &str, namespace: &str, name: &str, settled:
         create_claims(&mut store, namespace, &object);
         sync_pods(&mut store, namespace, &object, failure, settled);
     }
+    if resource == CNPG_CLUSTERS {
+        create_app_secret(&mut store, namespace, &object);
+    }
+}
+
+/// Ends a Job as the Job controller does once its pod exits: `Complete` (after `SuccessCriteriaMet`) with
+/// `succeeded: 1`, or `Failed` with reason `BackoffLimitExceeded` (batch/v1 JobStatus, Kubernetes 1.31+).
+fn finish_job(sim: &Simulator, namespace: &str, name: &str) {
+    let fails = sim
+        .inner
+        .faults
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .failing_jobs
+        .iter()
+        .any(|p| p == "*" || p == name);
+    let mut store = sim.store();
+    let Some(ty) = store.types().iter().find(|t| t.key() == JOBS).cloned() else { return };
+    if store.get(&ty, namespace, name).is_none() {
+        return;
+    }
+    let status = if fails {
+        json!({"failed": 4, "conditions": [
+            {"type": "FailureTarget", "status": "True", "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit"},
+            {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit"}]})
+    } else {
+        json!({"succeeded": 1, "conditions": [
+            {"type": "SuccessCriteriaMet", "status": "True", "reason": "CompletionsReached"},
+            {"type": "Complete", "status": "True", "reason": "CompletionsReached"}]})
+    };
+    let _ = store.merge_patch(&ty, namespace, name, &json!({"status": status}), true);
+}
+
+/// Makes CloudNativePG's application Secret for a new Cluster, as the operator does
+/// (cloudnative-pg v1.30 `internal/controller/cluster_create.go`, `reconcileAppUserSecret` →
+/// `pkg/specs/secrets.go` `CreateSecret`): `<cluster>-app`, of type `kubernetes.io/basic-auth`, owned by
+/// the Cluster, for user and database `app` on the `<cluster>-rw` service, with a generated password.
+fn create_app_secret(store: &mut crate::store::Store, namespace: &str, cluster: &Value) {
+    let Some(ty) = store.types().iter().find(|t| t.key() == SECRETS).cloned() else { return };
+    let name = cluster["metadata"]["name"].as_str().unwrap_or_default();
+    let secret = format!("{name}-app");
+    if store.get(&ty, namespace, &secret).is_some() {
+        return;
+    }
+    // 64 letters and digits, as `password.Generate(64, 10, 0, false, true)`.
+    let password = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+    let host = format!("{name}-rw");
+    let (user, db, port) = ("app", "app", 5432);
+    let object = json!({
+        "metadata": {"name": secret,
+            "labels": {"cnpg.io/userType": "app", "cnpg.io/reload": "true", "cnpg.io/cluster": name},
+            "ownerReferences": [{"apiVersion": "postgresql.cnpg.io/v1", "kind": "Cluster", "name": name,
+                                 "uid": cluster["metadata"]["uid"], "controller": true}]},
+        "type": "kubernetes.io/basic-auth",
+        "stringData": {
+            "username": user, "user": user, "password": password, "dbname": db, "host": host,
+            "port": port.to_string(),
+            "pgpass": format!("{host}:{port}:{db}:{user}:{password}\n"),
+            "uri": format!("postgresql://{user}:{password}@{host}.{namespace}:{port}/{db}"),
+        },
+    });
+    let _ = store.create(&ty, namespace, object);
+}
+
+/// Reports, in the owning Cluster's status, the resource version of the application Secret the operator
+/// has seen (`status.secretsResourceVersion.applicationSecretVersion`, cloudnative-pg v1.30
+/// `internal/controller/cluster_status.go`, `refreshSecretResourceVersions`).
+fn report_app_secret_version(sim: &Simulator, namespace: &str, secret: &Value) {
+    let Some(cluster) = secret["metadata"]["ownerReferences"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|o| o["kind"] == "Cluster")
+        .and_then(|o| o["name"].as_str())
+    else {
+        return;
+    };
+    let mut store = sim.store();
+    let Some(ty) = store.types().iter().find(|t| t.key() == CNPG_CLUSTERS).cloned() else { return };
+    let version = &secret["metadata"]["resourceVersion"];
+    let Some(current) = store.get(&ty, namespace, cluster) else { return };
+    if current["status"]["secretsResourceVersion"]["applicationSecretVersion"] == *version {
+        return;
+    }
+    let patch = json!({"status": {"secretsResourceVersion": {"applicationSecretVersion": version}}});
+    let _ = store.merge_patch(&ty, namespace, cluster, &patch, true);
 }
 
 /// Creates the claims of every replica that has none yet, bound at their requested size.

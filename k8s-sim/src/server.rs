@@ -70,6 +70,9 @@ pub struct Faults {
     /// the storage class cannot expand volumes: growing a claim's request is refused with 403
     #[serde(default)]
     pub volume_expansion_refused: bool,
+    /// Jobs whose name matches (`*` for all) fail (their pods exit non-zero until the backoff limit)
+    #[serde(default)]
+    pub failing_jobs: Vec<String>,
 }
 
 impl Faults {

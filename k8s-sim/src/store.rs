@@ -103,6 +103,9 @@ impl Store {
 
     fn stamp(&mut self, ty: &ResourceType, namespace: &str, object: &mut Value, previous: Option<&Value>) {
         self.rv += 1;
+        if ty.key() == "secrets" {
+            semantics::fold_string_data(object);
+        }
         let changed = previous.is_some_and(|p| spec_part(p) != spec_part(object));
         object["apiVersion"] = json!(ty.api_version());
         object["kind"] = json!(ty.kind);

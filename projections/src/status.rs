@@ -189,7 +189,13 @@ mod tests {
     fn inputs(observed: Option<&ObservedState>) -> Inputs<'_> {
         Inputs {
             generation: 3,
-            changed: Generations { version: 1, resources: 3, configuration: 1, network_access: 1 },
+            changed: Generations {
+                version: 1,
+                resources: 3,
+                configuration: 1,
+                network_access: 1,
+                credentials: 0,
+            },
             restart_pending: &NONE,
             deprovisioning: None,
             removed: false,
@@ -208,7 +214,8 @@ mod tests {
                 (Aspect::Version, Health::Healthy),
                 (Aspect::Resources, Health::Reconciling),
                 (Aspect::Configuration, Health::Healthy),
-                (Aspect::NetworkAccess, Health::Healthy)
+                (Aspect::NetworkAccess, Health::Healthy),
+                (Aspect::Credentials, Health::Healthy)
             ]
         );
     }

@@ -16,6 +16,8 @@ pub enum OperationType {
     Update,
     /// removes an instance
     Deprovision,
+    /// replaces an instance's generated password
+    RotateCredentials,
 }
 
 impl From<OperationKind> for OperationType {
@@ -24,6 +26,7 @@ impl From<OperationKind> for OperationType {
             OperationKind::Provision => Self::Provision,
             OperationKind::Update => Self::Update,
             OperationKind::Deprovision => Self::Deprovision,
+            OperationKind::RotateCredentials => Self::RotateCredentials,
         }
     }
 }

@@ -4,16 +4,25 @@
 use std::time::Duration;
 
 use axum::{
-    Json,
+    Extension, Json,
     extract::{Path, State},
-    http::header,
+    http::{HeaderMap, Method, Uri, header},
     response::{IntoResponse, Response},
 };
-use domain::Lifecycle;
+use domain::{InstanceCommand, Lifecycle, OperationKind, instance::check_dns_label};
 use streams::credentials::{CredentialsReply, CredentialsRequest, SealedReply, request_subject};
 
-use super::instances::current_instance;
-use crate::{ApiError, AppState, dto::Credentials, error::Problem};
+use super::{
+    instances::{current_instance, instance_id},
+    write::{self, Write},
+};
+use crate::{
+    ApiError, AppState,
+    auth::Principal,
+    dto::{Credentials, Operation},
+    error::Problem,
+    extract::if_match,
+};
 
 /// How long the cluster's agent may take to answer.
 const AGENT_WAIT: Duration = Duration::from_secs(5);
@@ -84,4 +93,45 @@ pub(super) async fn get_credentials(
         Ok(CredentialsReply::NotReady { reason }) => Err(not_ready(reason)),
         Err(e) => Err(ApiError::Internal(format!("the agent's answer is not one: {e}"))),
     }
+}
+
+/// Replaces the instance's generated password with a new one. The service accepts only the new password
+/// once the operation succeeded; until then the credentials read are the old ones, which still work. The
+/// password is made in the cluster: no event and no response carries it.
+#[utoipa::path(
+    post,
+    path = "/v1/projects/{project}/instances/{id}/credentials/rotate",
+    tag = "instances",
+    params(
+        ("project" = String, Path, description = "project"),
+        ("id" = String, Path, description = "instance id"),
+        ("If-Match" = Option<String>, Header, description = "ETag the rotation is based on"),
+        ("Idempotency-Key" = Option<String>, Header, description = "makes retries safe"),
+    ),
+    responses(
+        (status = 202, body = Operation, headers(("Location" = String), ("ETag" = String), ("Retry-After" = u32))),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "the instance is being deprovisioned", body = Problem, content_type = "application/problem+json"),
+        (status = 412, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn rotate_credentials(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path((project, id)): Path<(String, String)>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    check_dns_label("project", &project)?;
+    let id = instance_id(&id)?;
+    let write = Write {
+        project: &project,
+        kind: OperationKind::RotateCredentials,
+        instance_id: id,
+        expected_version: if_match(&headers)?,
+        headers: &headers,
+        fingerprint: [Method::POST.as_str().as_bytes(), uri.path().as_bytes(), b""],
+        actor: &principal,
+    };
+    write::execute(&state, write, InstanceCommand::RotateCredentials).await
 }

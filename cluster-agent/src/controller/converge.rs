@@ -10,10 +10,9 @@ use kube::{
     api::{DeleteParams, DynamicObject, Patch, PatchParams, PostParams},
     runtime::controller::Action,
 };
-use rand::Rng as _;
 use serde_json::json;
 
-use super::{CHILD_KINDS, Context, about, lock, observe};
+use super::{CHILD_KINDS, Context, about, lock, observe, rotation};
 use crate::{
     Result,
     crd::ManagedInstance,
@@ -68,9 +67,7 @@ pub(super) async fn apply(mi: Arc<ManagedInstance>, ctx: &Context) -> Result<Act
     if let Some(secret) = render::credentials(&mi, "")
         && ctx.current(ChildKind::Secret, &namespace, &secret.name).is_none()
     {
-        let password: String =
-            rand::rng().sample_iter(rand::distr::Alphanumeric).take(32).map(char::from).collect();
-        let secret = render::credentials(&mi, &password).expect("same service");
+        let secret = render::credentials(&mi, &rotation::new_password()).expect("same service");
         let object: DynamicObject = serde_json::from_value(secret.object)?;
         match ctx.api(ChildKind::Secret, &namespace).create(&PostParams::default(), &object).await {
             Ok(created) => ctx.remember(
@@ -84,14 +81,17 @@ pub(super) async fn apply(mi: Arc<ManagedInstance>, ctx: &Context) -> Result<Act
         }
         writes += 1;
     }
-    // Prune what the instance no longer needs (for example after a change of service layout).
+    let rotation = rotation::rotate(&mi, ctx, &mut writes).await?;
+    // Prune what the instance no longer needs (for example after a change of service layout, or a
+    // rotation's Job once the rotation is done).
     for kind in CHILD_KINDS {
         for object in ctx.owned(kind, instance_id) {
             let name = object.name_any();
             let wanted = desired.iter().any(|c| c.kind == kind && c.name == name)
                 || (kind == ChildKind::Secret
                     && name == render::credentials_name(&mi)
-                    && mi.spec.service != "postgresql");
+                    && mi.spec.service != "postgresql")
+                || (kind == ChildKind::Job && rotation.job.as_deref() == Some(name.as_str()));
             if !wanted {
                 delete(ctx, kind, &namespace, &name).await?;
                 writes += 1;
@@ -109,7 +109,7 @@ pub(super) async fn apply(mi: Arc<ManagedInstance>, ctx: &Context) -> Result<Act
     // nothing will trigger the retry: poll, slowly.
     let next =
         if storage_failure.is_some() { Action::requeue(EXPANSION_RETRY) } else { Action::await_change() };
-    let observed = observe::observe(&mi, ctx, &desired, storage_failure);
+    let observed = observe::observe(&mi, ctx, &desired, storage_failure, &rotation);
     let status = observe::status_of(&mi, &observed);
     if last.as_ref().is_none_or(|s| !observe::same_status(s, &status)) {
         publish(&ctx.config, &ctx.jetstream, about(&mi), ObservedEvent::InstanceObserved(Box::new(observed)))

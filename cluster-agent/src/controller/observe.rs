@@ -82,6 +82,7 @@ pub(super) fn observe(
     ctx: &Context,
     desired: &[render::Child],
     storage_failure: Option<String>,
+    rotation: &super::rotation::Rotation,
 ) -> ObservedState {
     let namespace = mi.namespace().unwrap_or_default();
     let mut all_applied = true;
@@ -89,7 +90,7 @@ pub(super) fn observe(
     let mut network_applied = true;
     let mut ready_replicas = 0;
     let mut rolled_out = true;
-    let mut reason = storage_failure;
+    let mut reason = storage_failure.or_else(|| rotation.failure.clone());
     if render::expands_claims(mi) {
         // Storage is there once every replica's claim holds the wanted size.
         let expanded = ctx
@@ -168,6 +169,7 @@ pub(super) fn observe(
         resources: if ready { wanted.resources } else { before.resources },
         configuration: if ready { wanted.configuration } else { before.configuration },
         network_access: if network_applied { wanted.network_access } else { before.network_access },
+        credentials: rotation.applied,
     };
     ObservedState {
         instance_id: instance_uuid(mi),

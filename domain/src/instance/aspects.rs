@@ -20,12 +20,20 @@ pub enum Aspect {
     Configuration,
     /// who may connect: the ACL and the endpoint
     NetworkAccess,
+    /// the service's generated password: changed by a rotation, applied once the service accepts only
+    /// the new one
+    Credentials,
     /// deprovisioning (tracked by the read side only; never applied to the cluster as a generation)
     Deletion,
 }
 
 /// The aspects a cluster applies, each with a generation.
-pub const APPLIED_ASPECTS: [Aspect; 4] =
+pub const APPLIED_ASPECTS: [Aspect; 5] =
+    [Aspect::Version, Aspect::Resources, Aspect::Configuration, Aspect::NetworkAccess, Aspect::Credentials];
+
+/// The aspects provisioning sets. Credentials are made with the instance and count as changed only by a
+/// rotation (generation 0 until then: nothing to apply).
+pub const PROVISIONED_ASPECTS: [Aspect; 4] =
     [Aspect::Version, Aspect::Resources, Aspect::Configuration, Aspect::NetworkAccess];
 
 impl Aspect {
@@ -36,6 +44,7 @@ impl Aspect {
             Self::Resources => "ResourcesApplied",
             Self::Configuration => "ConfigurationApplied",
             Self::NetworkAccess => "NetworkAccessApplied",
+            Self::Credentials => "CredentialsApplied",
             Self::Deletion => "Deleted",
         }
     }
@@ -47,6 +56,7 @@ impl Aspect {
             Self::Resources => "resources",
             Self::Configuration => "configuration",
             Self::NetworkAccess => "network_access",
+            Self::Credentials => "credentials",
             Self::Deletion => "deletion",
         }
     }
@@ -63,17 +73,23 @@ pub struct Generations {
     pub configuration: u64,
     /// ACL and endpoint
     pub network_access: u64,
+    /// credentials (0 until the first rotation). Added with a default: snapshots and reports written
+    /// before rotations existed read as never rotated.
+    #[serde(default)]
+    pub credentials: u64,
 }
 
 impl Generations {
-    /// Every aspect at `generation`: what a reader assumes when it cannot know which version changed
-    /// which aspect (nothing is taken as applied before it is).
+    /// Every provisioned aspect at `generation`: what a reader assumes when it cannot know which version
+    /// changed which aspect (nothing is taken as applied before it is). Such a reader predates rotations,
+    /// so credentials stay at 0.
     pub fn all(generation: u64) -> Self {
         Self {
             version: generation,
             resources: generation,
             configuration: generation,
             network_access: generation,
+            credentials: 0,
         }
     }
 
@@ -84,6 +100,7 @@ impl Generations {
             Aspect::Resources => Some(self.resources),
             Aspect::Configuration => Some(self.configuration),
             Aspect::NetworkAccess => Some(self.network_access),
+            Aspect::Credentials => Some(self.credentials),
             Aspect::Deletion => None,
         }
     }
@@ -95,6 +112,7 @@ impl Generations {
             Aspect::Resources => self.resources = generation,
             Aspect::Configuration => self.configuration = generation,
             Aspect::NetworkAccess => self.network_access = generation,
+            Aspect::Credentials => self.credentials = generation,
             Aspect::Deletion => {}
         }
     }
@@ -117,11 +135,12 @@ impl InstanceEvent {
     /// The aspects the event changes.
     pub fn aspects(&self) -> &'static [Aspect] {
         match self {
-            Self::InstanceProvisioned(_) => &APPLIED_ASPECTS,
+            Self::InstanceProvisioned(_) => &PROVISIONED_ASPECTS,
             Self::VersionUpgraded { .. } => &[Aspect::Version],
             Self::PlanChanged { .. } | Self::StorageExpanded { .. } => &[Aspect::Resources],
             Self::ConfigurationChanged { .. } => &[Aspect::Configuration],
             Self::NetworkAccessChanged { .. } => &[Aspect::NetworkAccess],
+            Self::CredentialsRotationRequested {} => &[Aspect::Credentials],
             Self::DeprovisioningStarted {} => &[Aspect::Deletion],
             Self::DescriptionChanged { .. } | Self::DeletionProtectionChanged { .. } => &[],
         }

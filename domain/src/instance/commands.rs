@@ -33,6 +33,8 @@ pub enum InstanceCommand {
         /// the entry's CIDR
         cidr: String,
     },
+    /// replace the service's generated password with a new one
+    RotateCredentials,
     /// start removing the instance
     Deprovision,
 }

@@ -70,6 +70,9 @@ pub enum InstanceEvent {
         /// whether protection is on
         enabled: bool,
     },
+    /// a new password was asked for. Records the request only: the password is made and kept in the
+    /// cluster, never in an event
+    CredentialsRotationRequested {},
     /// deprovisioning began; from now on only Deprovision is accepted
     DeprovisioningStarted {},
 }
@@ -115,6 +118,7 @@ impl InstanceEvent {
             Self::NetworkAccessChanged { .. } => "NetworkAccessChanged",
             Self::DescriptionChanged { .. } => "DescriptionChanged",
             Self::DeletionProtectionChanged { .. } => "DeletionProtectionChanged",
+            Self::CredentialsRotationRequested {} => "CredentialsRotationRequested",
             Self::DeprovisioningStarted {} => "DeprovisioningStarted",
         }
     }
@@ -131,6 +135,7 @@ impl InstanceEvent {
             | Self::NetworkAccessChanged { .. }
             | Self::DescriptionChanged { .. }
             | Self::DeletionProtectionChanged { .. }
+            | Self::CredentialsRotationRequested {}
             | Self::DeprovisioningStarted {} => "1",
         }
     }

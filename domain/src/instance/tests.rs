@@ -8,6 +8,7 @@ use uuid::Uuid;
 use super::*;
 use crate::{catalog::ConfigValue, names::InMemoryNameRegistry};
 
+mod credentials;
 mod network;
 mod parameter_versions;
 
@@ -444,6 +445,11 @@ fn every_event_s_name_schema_and_wire_form_are_frozen() {
             InstanceEvent::DeletionProtectionChanged { enabled: false },
             "1",
             serde_json::json!({"type": "DeletionProtectionChanged", "data": {"enabled": false}}),
+        ),
+        (
+            InstanceEvent::CredentialsRotationRequested {},
+            "1",
+            serde_json::json!({"type": "CredentialsRotationRequested", "data": {}}),
         ),
         (
             InstanceEvent::DeprovisioningStarted {},

@@ -30,6 +30,23 @@ pub fn merge(target: &mut Value, patch: &Value) {
     }
 }
 
+/// A Secret's `stringData` is write-only: the API server moves each entry into `data` (base64), over
+/// any entry of the same key, and stores no `stringData` (k8s.io/kubernetes `pkg/apis/core/v1/conversion.go`,
+/// `Convert_v1_Secret_To_core_Secret`: "StringData overwrites Data").
+pub(super) fn fold_string_data(secret: &mut Value) {
+    use base64::Engine as _;
+    let Some(Value::Object(strings)) = secret.as_object_mut().and_then(|o| o.remove("stringData")) else {
+        return;
+    };
+    if !secret["data"].is_object() {
+        secret["data"] = Value::Object(Map::new());
+    }
+    for (key, value) in strings {
+        let text = value.as_str().unwrap_or_default();
+        secret["data"][key.as_str()] = Value::String(base64::engine::general_purpose::STANDARD.encode(text));
+    }
+}
+
 /// Removes from `target` the fields a manager applied before (`previous`) but no longer applies (`now`).
 pub(super) fn prune(target: &mut Value, previous: &Value, now: &Value) {
     let (Some(target), Some(previous)) = (target.as_object_mut(), previous.as_object()) else { return };

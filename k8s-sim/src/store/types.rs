@@ -54,6 +54,7 @@ pub fn builtin_types() -> Vec<ResourceType> {
         ResourceType::new("", "v1", "pods", "Pod", true),
         ResourceType::new("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim", true),
         ResourceType::new("apps", "v1", "statefulsets", "StatefulSet", true),
+        ResourceType::new("batch", "v1", "jobs", "Job", true),
         ResourceType::new("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", true),
         ResourceType::new(
             "apiextensions.k8s.io",

@@ -229,7 +229,10 @@ fn each_operation_completes_when_its_own_aspect_is_applied() {
     let first_acl = log.command(OperationKind::Update, vec![acl("10.0.0.0/8")]);
     let second_acl = log.command(OperationKind::Update, vec![acl("192.0.2.0/24")]);
     // The agent applied the newest ACL (which superseded the first) while the upgrade still rolls.
-    log.observe_aspects(Generations { version: 1, resources: 1, configuration: 1, network_access: 4 }, false);
+    log.observe_aspects(
+        Generations { version: 1, resources: 1, configuration: 1, network_access: 4, credentials: 0 },
+        false,
+    );
     let mut model = ReadModel::default();
     log.fold(&mut model, 0, log.messages.len());
     let state = |model: &ReadModel, id| model.operation("acme", id).unwrap().state;
@@ -245,7 +248,10 @@ fn each_operation_completes_when_its_own_aspect_is_applied() {
     assert_eq!(health(Aspect::NetworkAccess), Some(Health::Healthy));
     assert_eq!(health(Aspect::Version), Some(Health::Reconciling));
 
-    log.observe_aspects(Generations { version: 2, resources: 1, configuration: 1, network_access: 4 }, true);
+    log.observe_aspects(
+        Generations { version: 2, resources: 1, configuration: 1, network_access: 4, credentials: 0 },
+        true,
+    );
     log.fold(&mut model, log.messages.len() - 1, log.messages.len());
     assert_eq!(state(&model, upgrade), OperationState::Succeeded);
 }

@@ -1,0 +1,177 @@
+//! Credentials and their rotation: where each service's password lives in the cluster, and the Job that
+//! makes a running service accept a new one.
+//!
+//! The images of MongoDB, InfluxDB and Grafana read the generated password only when they initialise an
+//! empty data directory, so replacing the Secret changes nothing for a running service: a rotation runs
+//! the service's own password change with the current password, then swaps the Secret. PostgreSQL's
+//! password belongs to CloudNativePG, which applies a change of its application Secret itself.
+
+use kube::ResourceExt as _;
+use serde_json::{Value, json};
+
+use super::{Child, ChildKind, admin_user, credentials_name, metadata, service_port};
+use crate::crd::ManagedInstance;
+
+/// Annotation on the Secret holding the password: the credentials generation (instance version of the
+/// rotation) that password answers. Absent: the password made at provisioning (generation 0).
+pub const GENERATION_ANNOTATION: &str = "cp.example.com/credentials-generation";
+/// Key of the password a rotation in progress moves to, beside `password` until the service accepts it.
+pub const NEXT_PASSWORD_KEY: &str = "next-password";
+/// Label on a rotation Job's pod naming the instance (never the instance label: the pod is not one of the
+/// instance's replicas and must not count as one).
+pub const ROTATION_OF_LABEL: &str = "cp.example.com/rotation-of";
+
+/// Name of the Secret CloudNativePG makes with the application user's credentials: `<cluster>-app` when
+/// the bootstrap names no secret of its own (cloudnative-pg v1.30 `api/v1/cluster_funcs.go`,
+/// `GetApplicationSecretName`; the suffix is `ApplicationUserSecretSuffix` in `cluster_types.go`).
+pub fn postgres_app_secret_name(mi: &ManagedInstance) -> String {
+    format!("{}-app", mi.name_any())
+}
+
+/// Host clients connect to: CloudNativePG's read-write service `<cluster>-rw` for PostgreSQL
+/// (`GetServiceReadWriteName`), the instance's own Service otherwise.
+pub fn connect_host(service: &str, name: &str, namespace: &str) -> String {
+    if service == "postgresql" {
+        format!("{name}-rw.{namespace}.svc")
+    } else {
+        format!("{name}.{namespace}.svc")
+    }
+}
+
+/// The string data of CloudNativePG's application Secret for `password`, every key that embeds the
+/// password rebuilt as the operator builds them (cloudnative-pg v1.30 `pkg/specs/secrets.go`,
+/// `CreateSecret`: `password`, `pgpass`, `uri`, `jdbc-uri`, `fqdn-uri`, `fqdn-jdbc-uri`). A key left with
+/// the old password would hand clients a connection string that no longer works. `host` is the short
+/// service name the Secret carries, `namespace` its namespace. The user name and the password are
+/// alphanumeric (the agent generates them so, as CloudNativePG does), so nothing needs escaping in a URI.
+pub fn postgres_secret_data(
+    username: &str,
+    dbname: &str,
+    host: &str,
+    namespace: &str,
+    password: &str,
+) -> Value {
+    let port = service_port("postgresql");
+    let userinfo = format!("{username}:{password}");
+    let short = format!("{host}.{namespace}:{port}");
+    // CloudNativePG's own `KubernetesClusterDomain` default (internal/configuration).
+    let fqdn = format!("{host}.{namespace}.svc.cluster.local:{port}");
+    // Go's `url.Values.Encode` sorts the keys: password, then user.
+    let jdbc = |h: &str| format!("jdbc:postgresql://{h}/{dbname}?password={password}&user={username}");
+    json!({
+        "password": password,
+        "pgpass": format!("{host}:{port}:{dbname}:{username}:{password}\n"),
+        "uri": format!("postgresql://{userinfo}@{short}/{dbname}"),
+        "jdbc-uri": jdbc(&short),
+        "fqdn-uri": format!("postgresql://{userinfo}@{fqdn}/{dbname}"),
+        "fqdn-jdbc-uri": jdbc(&fqdn),
+    })
+}
+
+/// Name of the Job that carries out rotation `generation` (at most 63 characters: Kubernetes puts it in
+/// the `job-name` label of the Job's pods, and label values are limited to 63).
+pub fn job_name(mi: &ManagedInstance, generation: u64) -> String {
+    let suffix = format!("-rotate-{generation}");
+    let name = mi.name_any();
+    let keep = name.len().min(63 - suffix.len());
+    format!("{}{suffix}", name[..keep].trim_end_matches('-'))
+}
+
+/// The Job that makes the running service accept the Secret's `next-password` in place of `password`,
+/// for the services whose image reads the password only at initialisation. It first tries the new
+/// password, so a Job run again after a change that already happened succeeds without changing anything.
+/// `None` for PostgreSQL (CloudNativePG applies its Secret itself).
+pub fn job(mi: &ManagedInstance, generation: u64) -> Option<Child> {
+    let user = admin_user(&mi.spec.service)?;
+    let namespace = mi.namespace().unwrap_or_default();
+    let host = connect_host(&mi.spec.service, &mi.name_any(), &namespace);
+    let port = service_port(&mi.spec.service);
+    let (image, script) = match mi.spec.service.as_str() {
+        // mongosh ships in the mongo image (6.0 and later); `changeUserPassword` is the documented way
+        // (MongoDB manual, db.changeUserPassword()). The passwords reach mongosh through the environment,
+        // never its command line.
+        "mongodb" => (
+            format!("mongo:{}", mi.spec.version),
+            format!(
+                "set -eu\n\
+                 uri='mongodb://{host}:{port}/admin'\n\
+                 if mongosh \"$uri\" -u {user} -p \"$NEW_PASSWORD\" --quiet --eval 'db.runCommand({{ping: 1}})' >/dev/null 2>&1; then exit 0; fi\n\
+                 mongosh \"$uri\" -u {user} -p \"$OLD_PASSWORD\" --quiet --eval 'db.getSiblingDB(\"admin\").changeUserPassword(\"{user}\", process.env.NEW_PASSWORD)'\n"
+            ),
+        ),
+        // InfluxDB 2: `POST /api/v2/signin` answers 204 to valid Basic credentials; `PUT
+        // /api/v2/users/{{id}}/password` with the old password as Basic credentials sets the new one
+        // (influxdata/influxdb tenant/http_server_user.go: handlePutUserPassword → CompareAndSetPassword);
+        // the user's id comes from `GET /api/v2/me` in the signed-in session.
+        "influxdb" => (
+            CURL_IMAGE.to_owned(),
+            format!(
+                "set -eu\n\
+                 base='http://{host}:{port}'\n\
+                 if curl -fsS -o /dev/null -X POST -u \"{user}:$NEW_PASSWORD\" \"$base/api/v2/signin\"; then exit 0; fi\n\
+                 curl -fsS -c /tmp/session -o /dev/null -X POST -u \"{user}:$OLD_PASSWORD\" \"$base/api/v2/signin\"\n\
+                 id=$(curl -fsS -b /tmp/session \"$base/api/v2/me\" | sed -n 's/.*\"id\": *\"\\([0-9a-f]*\\)\".*/\\1/p' | head -n1)\n\
+                 printf '{{\"password\":\"%s\"}}' \"$NEW_PASSWORD\" > /tmp/body\n\
+                 curl -fsS -o /dev/null -X PUT -u \"{user}:$OLD_PASSWORD\" -H 'Content-Type: application/json' --data @/tmp/body \"$base/api/v2/users/$id/password\"\n"
+            ),
+        ),
+        // Grafana: `PUT /api/user/password` changes the signed-in user's password given the old one
+        // (Grafana HTTP API, User API, "Change Password"; body `oldPassword`, `newPassword`).
+        _ => (
+            CURL_IMAGE.to_owned(),
+            format!(
+                "set -eu\n\
+                 base='http://{host}:{port}'\n\
+                 if curl -fsS -o /dev/null -u \"{user}:$NEW_PASSWORD\" \"$base/api/user\"; then exit 0; fi\n\
+                 printf '{{\"oldPassword\":\"%s\",\"newPassword\":\"%s\"}}' \"$OLD_PASSWORD\" \"$NEW_PASSWORD\" > /tmp/body\n\
+                 curl -fsS -o /dev/null -X PUT -u \"{user}:$OLD_PASSWORD\" -H 'Content-Type: application/json' --data @/tmp/body \"$base/api/user/password\"\n"
+            ),
+        ),
+    };
+    let name = job_name(mi, generation);
+    let secret = credentials_name(mi);
+    let key_ref = |key: &str| json!({"secretKeyRef": {"name": secret, "key": key}});
+    let mut object = json!({
+        "apiVersion": "batch/v1", "kind": "Job", "metadata": metadata(mi, &name),
+        "spec": {
+            // A few tries for a service that is briefly away; a password that is wrong stays wrong.
+            "backoffLimit": 3,
+            "template": {
+                "metadata": {"labels": {ROTATION_OF_LABEL: mi.spec.instance_id}},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{
+                        "name": "rotate",
+                        "image": image,
+                        "command": ["/bin/sh", "-c", script],
+                        "env": [
+                            {"name": "OLD_PASSWORD", "valueFrom": key_ref("password")},
+                            {"name": "NEW_PASSWORD", "valueFrom": key_ref(NEXT_PASSWORD_KEY)},
+                        ],
+                    }],
+                },
+            },
+        },
+    });
+    object["metadata"]["annotations"] = json!({GENERATION_ANNOTATION: generation.to_string()});
+    Some(Child { kind: ChildKind::Job, name, object })
+}
+
+/// A small image with a shell and curl, for the services whose password changes over HTTP.
+const CURL_IMAGE: &str = "curlimages/curl:8.11.1";
+
+/// Whether a Job has finished: `Some(Ok)` when it succeeded, `Some(Err(reason))` when it failed for good
+/// (batch/v1 JobStatus: the `Complete` and `Failed` conditions are set once, when the Job ends).
+pub fn job_outcome(job: &Value) -> Option<Result<(), String>> {
+    let conditions = job["status"]["conditions"].as_array().cloned().unwrap_or_default();
+    let holds = |kind: &str| conditions.iter().find(|c| c["type"] == kind && c["status"] == "True").cloned();
+    if holds("Complete").is_some() || job["status"]["succeeded"].as_u64().unwrap_or(0) > 0 {
+        return Some(Ok(()));
+    }
+    holds("Failed").map(|c| {
+        Err(format!(
+            "CredentialsRotationFailed: {}",
+            c["message"].as_str().or(c["reason"].as_str()).unwrap_or("the rotation Job failed")
+        ))
+    })
+}
