@@ -89,7 +89,7 @@ async fn no_token_password_or_key_reaches_the_stream_the_buckets_or_the_logs() {
     let _agent = system_tests::cluster::agent(&api, "eu-1", address).await;
     let editor = format!("Bearer {ACME_EDITOR_TOKEN}");
     let mut ids = Vec::new();
-    for service in [("mongodb", "7.0"), ("grafana", "11.6"), ("influxdb", "2.7")] {
+    for service in [("mongodb", "7.0"), ("grafana", "11.6"), ("influxdb", "2.7"), ("postgresql", "16")] {
         let body = json!({"name": service.0, "service": service.0, "version": service.1, "plan": "starter",
                           "cluster": "eu-1", "acl": [{"cidr": "10.0.0.0/8"}]});
         let created = api
@@ -104,37 +104,51 @@ async fn no_token_password_or_key_reaches_the_stream_the_buckets_or_the_logs() {
             "{id} never healthy"
         );
     }
-    // Each instance's credentials read through the API (from the cluster, through its agent).
+    // The passwords the cluster holds, by instance name (PostgreSQL's in CloudNativePG's Secret).
+    let held = || -> Vec<String> {
+        let store = sim.store();
+        let secrets_type = store.resource_type("", "v1", "secrets").expect("secrets");
+        [
+            ("mongodb", "credentials"),
+            ("grafana", "credentials"),
+            ("influxdb", "credentials"),
+            ("postgresql", "app"),
+        ]
+        .iter()
+        .map(|(name, suffix)| {
+            let secret = store.get(&secrets_type, "cp-acme", &format!("{name}-{suffix}")).expect("a Secret");
+            let data = secret["data"]["password"].as_str().expect("a password");
+            String::from_utf8(base64::engine::general_purpose::STANDARD.decode(data).unwrap()).unwrap()
+        })
+        .collect()
+    };
+    let mut passwords = held();
+    // Each instance's credentials read through the API (from the cluster, through its agent), rotated,
+    // and read again.
     for id in &ids {
         let path = format!("/v1/projects/acme/instances/{id}/credentials");
         let read = api.call(Method::GET, &path, None, &[("authorization", &editor)]).await;
         assert_eq!(read.status, StatusCode::OK, "{}", read.body);
+        let rotate = format!("/v1/projects/acme/instances/{id}/credentials/rotate");
+        let rotated = api.call(Method::POST, &rotate, None, &[("authorization", &editor)]).await;
+        assert_eq!(rotated.status, StatusCode::ACCEPTED, "{}", rotated.body);
+        assert!(
+            api.wait_for_operation(rotated.operation_id(), "succeeded", Duration::from_secs(30)).await,
+            "the rotation of {id} never succeeded"
+        );
+        let again = api.call(Method::GET, &path, None, &[("authorization", &editor)]).await;
+        assert_ne!(again.body["password"], read.body["password"], "a new password");
     }
     let wrong =
         api.call(Method::GET, "/v1/catalog", None, &[("authorization", "Bearer cpat_wrong_guess")]).await;
     assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
 
-    // The secrets the run used.
+    // The secrets the run used: tokens, NATS credentials, and every password before and after rotation.
     let mut secrets =
         vec![ADMIN_TOKEN.to_owned(), ACME_EDITOR_TOKEN.to_owned(), "cpat_wrong_guess".to_owned()];
     secrets.extend(api.nats_server.client_secrets());
-    let passwords: Vec<String> = {
-        let store = sim.store();
-        let secrets_type = store.resource_type("", "v1", "secrets").expect("secrets");
-        ["mongodb", "grafana", "influxdb"]
-            .iter()
-            .map(|name| {
-                let secret =
-                    store.get(&secrets_type, "cp-acme", &format!("{name}-credentials")).expect("a Secret");
-                secret["stringData"]["password"].as_str().map(str::to_owned).unwrap_or_else(|| {
-                    let data = secret["data"]["password"].as_str().expect("a password");
-                    String::from_utf8(base64::engine::general_purpose::STANDARD.decode(data).unwrap())
-                        .unwrap()
-                })
-            })
-            .collect()
-    };
-    assert_eq!(passwords.len(), 3);
+    passwords.extend(held());
+    assert_eq!(passwords.len(), 8);
     for password in &passwords {
         assert!(password.len() >= 16, "a generated password");
         secrets.push(base64::engine::general_purpose::STANDARD.encode(password));

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use super::{NAMESPACE, View};
 
 /// The resources a [`View`] holds: (group, version, plural).
-const VIEWED: [(&str, &str, &str); 9] = [
+const VIEWED: [(&str, &str, &str); 10] = [
     ("", "v1", "configmaps"),
     ("", "v1", "secrets"),
     ("", "v1", "services"),
@@ -28,6 +28,7 @@ const VIEWED: [(&str, &str, &str); 9] = [
     ("postgresql.cnpg.io", "v1", "clusters"),
     ("networking.k8s.io", "v1", "networkpolicies"),
     ("cp.example.com", "v1alpha1", "managedinstances"),
+    ("batch", "v1", "jobs"),
 ];
 
 fn resource_key(group: &str, plural: &str) -> String {

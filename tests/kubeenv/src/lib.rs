@@ -253,8 +253,9 @@ impl ControlPlane {
             "--kubeconfig", &admin_kubeconfig,
             "--leader-elect=false", "--secure-port", "0",
             // What the agent's objects need: StatefulSets make pods and claims, claims bind to volumes,
-            // owners' deletions cascade, namespaces get their default service account.
-            "--controllers", "statefulset-controller,garbage-collector-controller,persistentvolume-binder-controller,\
+            // owners' deletions cascade, namespaces get their default service account, Jobs (a
+            // credentials rotation) run a pod to completion.
+            "--controllers", "statefulset-controller,job-controller,garbage-collector-controller,persistentvolume-binder-controller,\
                 persistentvolumeclaim-protection-controller,persistentvolume-protection-controller,namespace-controller,\
                 serviceaccount-controller,serviceaccount-token-controller,persistentvolume-expander-controller",
             "--pvclaimbinder-sync-period", "1s",
