@@ -11,7 +11,7 @@ use serde_json::Value;
 fn secret_key(view: &View, key: &str) -> Option<String> {
     let secret = view.get("secrets", "mongo-credentials")?;
     let data = secret["data"][key].as_str()?;
-    Some(String::from_utf8(base64::engine::general_purpose::STANDARD.decode(data).ok()?).ok()?)
+    String::from_utf8(base64::engine::general_purpose::STANDARD.decode(data).ok()?).ok()
 }
 
 fn credentials_applied(view: &View, name: &str) -> Option<u64> {
