@@ -57,8 +57,10 @@ pub struct Faults {
     /// optimistic-concurrency conflict) or 429 (API Priority and Fairness rejected it, with `Retry-After`)
     #[serde(default)]
     pub fail_with: Option<u16>,
-    /// every n-th watch is answered 410 Gone (its resourceVersion is too old, as after etcd compaction),
-    /// so the client must list again; 0 = never
+    /// every n-th watch of each resource is answered 410 Gone (its resourceVersion is too old, as after
+    /// etcd compaction), so the client must list again; 0 = never. Counted per resource: one count across
+    /// resources would, with an even number of watchers taking turns, answer the same watchers Gone every
+    /// time
     #[serde(default)]
     pub watch_gone_every_nth: u64,
     /// the API server is down: every request, watches included, is answered 503
@@ -98,7 +100,7 @@ pub(crate) struct Inner {
     /// the generation each workload was last settled at, by (resource, namespace, name)
     pub(crate) settled: Mutex<std::collections::HashMap<(String, String, String), i64>>,
     requests: std::sync::atomic::AtomicU64,
-    watches: std::sync::atomic::AtomicU64,
+    watches: Mutex<std::collections::HashMap<String, u64>>,
     /// the most bookmarks any one watch has sent (one per interval per watch, so this counts intervals)
     bookmark_rounds: tokio::sync::watch::Sender<u64>,
 }

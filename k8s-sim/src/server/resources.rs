@@ -114,7 +114,12 @@ pub(super) async fn resource(
         });
     }
     if verb == "watch" && faults.watch_gone_every_nth > 0 {
-        let n = sim.inner.watches.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let n = {
+            let mut watches = lock(&sim.inner.watches);
+            let count = watches.entry(resource.clone()).or_default();
+            *count += 1;
+            *count
+        };
         if n % faults.watch_gone_every_nth == 0 {
             // What the apiserver answers a watch from a compacted resourceVersion
             // (k8s.io/apiserver storage: "too old resource version").
