@@ -4,6 +4,7 @@
 //! One file per resource; the types are re-exported here so handlers and the OpenAPI document name them
 //! from one place.
 
+mod backups;
 mod catalog;
 mod clusters;
 mod credentials;
@@ -13,6 +14,7 @@ mod network;
 mod operations;
 mod status;
 
+pub use backups::{Backup, BackupList, BackupState};
 pub use catalog::{
     Apply, Catalog, CatalogParameter, CatalogPlan, CatalogVersion, ParameterType, ServiceCatalog,
 };

@@ -1,6 +1,7 @@
 //! The router: every route, its OpenAPI entry, and the middleware around them.
 
 mod admin;
+mod backups;
 mod catalog;
 mod credentials;
 mod feed;
@@ -39,6 +40,8 @@ pub fn router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(network::remove_acl_entry))
         .routes(routes!(credentials::get_credentials))
         .routes(routes!(credentials::rotate_credentials))
+        .routes(routes!(backups::create_backup, backups::list_backups))
+        .routes(routes!(backups::get_backup))
         .routes(routes!(operations::get_operation))
         .routes(routes!(feed::events))
         .routes(routes!(catalog::get_catalog))

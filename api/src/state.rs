@@ -36,6 +36,8 @@ impl std::ops::Deref for AppState {
 pub struct Shared {
     /// runs instance commands
     pub commands: InstanceCommands,
+    /// runs backup commands
+    pub backups: streams::backups::BackupCommands,
     /// the read models the projector writes
     pub read_models: ReadModels,
     /// Idempotency-Key records
@@ -79,6 +81,7 @@ impl AppState {
         let read_models = ReadModels::start(ReadModelBucket::new(&topology), LOAD_TIMEOUT).await?;
         let clusters = ClusterRegistry::open(&topology).await?;
         Ok(Self(Arc::new(Shared {
+            backups: streams::backups::BackupCommands::new(&topology, DEFAULT_CACHE_CAPACITY),
             commands,
             read_models,
             idempotency: IdempotencyKeys::new(

@@ -11,6 +11,7 @@
 //! Architecture invariant: the agent never reads or writes another cluster's subjects, and never puts a
 //! credential into an event: secrets are generated in the cluster.
 
+mod backups;
 pub mod controller;
 pub mod crd;
 mod credentials;
@@ -88,6 +89,8 @@ pub struct AgentConfig {
     pub install_crd: bool,
     /// metrics
     pub metrics: Metrics,
+    /// where this cluster's backups go; without one, backups are reported failed
+    pub backup_store: Option<render::backup::StoreTarget>,
 }
 
 impl std::fmt::Debug for AgentConfig {
@@ -125,8 +128,9 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     // this future, the others stop too instead of running on detached.
     let mut halves = tokio::task::JoinSet::new();
     halves.spawn(mirror::run(config.clone(), desired.clone()));
-    halves.spawn(controller::run(config.clone(), desired));
+    halves.spawn(controller::run(config.clone(), desired.clone()));
     halves.spawn(credentials::run(config.clone()));
+    halves.spawn(backups::run(config.clone(), desired.clone()));
     if let Some(stopped) = halves.join_next().await {
         stopped??;
     }

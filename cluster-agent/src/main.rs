@@ -44,6 +44,18 @@ struct Options {
     /// install the ManagedInstance CRD at start (simulators, dev clusters)
     #[arg(long, env = "CP_INSTALL_CRD")]
     install_crd: bool,
+    /// S3 endpoint backups go to, as the cluster's pods reach it (no backups without one)
+    #[arg(long, env = "CP_BACKUP_STORE_ENDPOINT", requires_all = ["backup_store_bucket", "backup_store_access_key_id", "backup_store_secret_access_key"])]
+    backup_store_endpoint: Option<String>,
+    /// bucket backups go to
+    #[arg(long, env = "CP_BACKUP_STORE_BUCKET")]
+    backup_store_bucket: Option<String>,
+    /// access key id of the backup store (from the environment: it reaches the cluster as a Secret only)
+    #[arg(long, env = "CP_BACKUP_STORE_ACCESS_KEY_ID", hide_env_values = true)]
+    backup_store_access_key_id: Option<String>,
+    /// secret access key of the backup store
+    #[arg(long, env = "CP_BACKUP_STORE_SECRET_ACCESS_KEY", hide_env_values = true)]
+    backup_store_secret_access_key: Option<String>,
     /// address of /metrics and /healthz
     #[arg(long, env = "CP_AGENT_LISTEN", default_value = "127.0.0.1:0")]
     listen: SocketAddr,
@@ -103,6 +115,22 @@ async fn main() -> anyhow::Result<()> {
         resync: Duration::from_secs(options.resync_seconds),
         install_crd: options.install_crd,
         metrics,
+        backup_store: match (
+            options.backup_store_endpoint,
+            options.backup_store_bucket,
+            options.backup_store_access_key_id,
+            options.backup_store_secret_access_key,
+        ) {
+            (Some(endpoint), Some(bucket), Some(access_key_id), Some(secret_access_key)) => {
+                Some(cluster_agent::render::backup::StoreTarget {
+                    endpoint,
+                    bucket,
+                    access_key_id,
+                    secret_access_key,
+                })
+            }
+            _ => None,
+        },
     })
     .await
 }

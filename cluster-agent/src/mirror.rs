@@ -57,6 +57,10 @@ pub(crate) struct Desired {
     /// one mirror at a time per instance
     locks: Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<()>>>>,
     namespaces: Mutex<HashSet<String>>,
+    /// latest known state and version of each backup of the cluster's instances
+    backups: Mutex<HashMap<Uuid, (domain::Backup, u64)>>,
+    /// bumped whenever a backup is learned, so the backup runner looks again
+    pub(crate) backups_changed: tokio::sync::watch::Sender<u64>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -64,8 +68,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Desired {
-    /// Takes a batch's resulting state if it is newer than what is known. Returns the instance id.
+    /// Takes a batch's resulting state if it is newer than what is known. Returns the instance id, for a
+    /// batch of an instance (a backup's is handed to the backup runner).
     fn learn(&self, batch: &EventBatch) -> Result<Option<Uuid>> {
+        if batch.aggregate_type == <domain::Backup as cqrs_es::Aggregate>::TYPE {
+            self.learn_backup(batch)?;
+            return Ok(None);
+        }
         let version = batch.last_version();
         // The agent holds no rights to replay a subject: a message whose snapshot it cannot read and
         // whose events are not the whole history is refused (and counted) rather than misread.
@@ -81,6 +90,40 @@ impl Desired {
             instances.insert(id, (instance, version));
         }
         Ok(Some(id))
+    }
+
+    fn learn_backup(&self, batch: &EventBatch) -> Result<()> {
+        let version = batch.last_version();
+        let backup: domain::Backup = batch.aggregate::<domain::Backup>().ok_or_else(|| {
+            streams::DecodeError::NoReadableSnapshot {
+                aggregate_id: batch.aggregate_id.clone(),
+                snapshot_version: <domain::Backup as streams::StreamAggregate>::SNAPSHOT_VERSION,
+            }
+        })??;
+        let Some((_, _, backup_id)) = streams::backups::parse_aggregate_id(&batch.aggregate_id) else {
+            return Ok(());
+        };
+        let mut backups = lock(&self.backups);
+        if backups.get(&backup_id).is_none_or(|(_, known)| *known < version) {
+            backups.insert(backup_id, (backup, version));
+            self.backups_changed.send_modify(|n| *n += 1);
+        }
+        Ok(())
+    }
+
+    /// Every backup known, with its id.
+    pub(crate) fn backups(&self) -> Vec<(Uuid, domain::Backup)> {
+        lock(&self.backups).iter().map(|(id, (backup, _))| (*id, backup.clone())).collect()
+    }
+
+    /// Whether the start-up rebuild is done.
+    pub(crate) fn is_rebuilt(&self) -> bool {
+        self.rebuilt.load(Ordering::Acquire)
+    }
+
+    /// The instance version the control plane last decided, for reports about the instance.
+    pub(crate) fn instance_version(&self, id: Uuid) -> u64 {
+        lock(&self.instances).get(&id).map_or(0, |(_, version)| *version)
     }
 
     fn lock(&self, id: Uuid) -> Arc<tokio::sync::Mutex<()>> {
@@ -176,6 +219,7 @@ pub(crate) async fn run(config: Arc<AgentConfig>, desired: Arc<Desired>) -> anyh
 
 fn finish_rebuild(config: &AgentConfig, desired: &Desired) {
     desired.rebuilt.store(true, Ordering::Release);
+    desired.backups_changed.send_modify(|n| *n += 1);
     tracing::info!(cluster = %config.cluster, instances = lock(&desired.instances).len(), "desired state rebuilt");
 }
 

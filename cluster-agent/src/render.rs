@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use kube::ResourceExt as _;
 use serde_json::{Value, json};
 
+pub mod backup;
 pub mod network;
 pub mod rotation;
 

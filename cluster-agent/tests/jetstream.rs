@@ -38,6 +38,7 @@ fn agent_config(
         resync: Duration::from_secs(300),
         install_crd: true,
         metrics,
+        backup_store: None,
     }
 }
 

@@ -5,6 +5,7 @@
 //! runs no async runtime; the one outside capability it needs (reserving a name across instances) is a
 //! trait, [`NameRegistry`], implemented elsewhere.
 
+pub mod backup;
 pub mod catalog;
 pub mod instance;
 pub mod names;
@@ -12,6 +13,7 @@ pub mod observed;
 pub mod operation;
 pub mod placement;
 
+pub use backup::{Backup, BackupCommand, BackupError, BackupEvent, BackupSource, BackupTrigger};
 pub use catalog::{Catalog, ConfigValue, Plan, Resources, ServiceType, Version};
 pub use instance::{
     Instance, InstanceCommand, InstanceError, InstanceEvent, InstanceServices, Lifecycle, ProvisionInstance,

@@ -100,15 +100,60 @@ pub enum ObservedEvent {
         /// instance
         instance_id: Uuid,
     },
+    /// the cluster began a backup
+    BackupStarted {
+        /// the backup
+        backup_id: Uuid,
+    },
+    /// a backup's artifact is in the object store
+    BackupCompleted {
+        /// the backup
+        backup_id: Uuid,
+        /// where: the object's key in the backup bucket
+        location: String,
+        /// its size in bytes
+        size_bytes: u64,
+        /// the SHA-256 of its content, hex
+        sha256: String,
+        /// how long the backup took, in milliseconds
+        duration_ms: u64,
+    },
+    /// a backup failed; nothing usable is in the store
+    BackupFailed {
+        /// the backup
+        backup_id: Uuid,
+        /// why, as the cluster reports it
+        reason: String,
+    },
+    /// a backup's artifact was deleted from the object store (asked for, or its retention ended)
+    BackupDeleted {
+        /// the backup
+        backup_id: Uuid,
+    },
 }
 
 impl ObservedEvent {
+    /// The backup a fact is about, for the facts about backups.
+    pub fn backup_id(&self) -> Option<Uuid> {
+        match self {
+            Self::BackupStarted { backup_id }
+            | Self::BackupCompleted { backup_id, .. }
+            | Self::BackupFailed { backup_id, .. }
+            | Self::BackupDeleted { backup_id } => Some(*backup_id),
+            Self::InstanceObserved(_) | Self::DriftHealed { .. } | Self::InstanceRemoved { .. } => None,
+        }
+    }
+
     /// The frozen type name.
     pub fn type_name(&self) -> &'static str {
         match self {
             Self::InstanceObserved(_) => "InstanceObserved",
             Self::DriftHealed { .. } => "DriftHealed",
             Self::InstanceRemoved { .. } => "InstanceRemoved",
+            Self::BackupStarted { .. } => "BackupStarted",
+            Self::BackupCompleted { .. } => "BackupCompleted",
+            Self::BackupFailed { .. } => "BackupFailed",
+            Self::BackupDeleted { .. } => "BackupDeleted",
         }
     }
 }

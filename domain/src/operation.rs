@@ -16,6 +16,10 @@ pub enum OperationKind {
     Deprovision,
     /// replaces the instance's generated password
     RotateCredentials,
+    /// backs the instance up
+    Backup,
+    /// deletes a backup
+    DeleteBackup,
 }
 
 impl OperationKind {
@@ -26,6 +30,8 @@ impl OperationKind {
             Self::Update => "update",
             Self::Deprovision => "deprovision",
             Self::RotateCredentials => "rotate_credentials",
+            Self::Backup => "backup",
+            Self::DeleteBackup => "delete_backup",
         }
     }
 }
@@ -41,6 +47,8 @@ mod tests {
             (OperationKind::Update, "update"),
             (OperationKind::Deprovision, "deprovision"),
             (OperationKind::RotateCredentials, "rotate_credentials"),
+            (OperationKind::Backup, "backup"),
+            (OperationKind::DeleteBackup, "delete_backup"),
         ] {
             assert_eq!(kind.as_str(), wire);
             assert_eq!(serde_json::to_value(kind).unwrap(), wire);

@@ -16,6 +16,8 @@ const CNPG_CLUSTERS: &str = "clusters.postgresql.cnpg.io";
 const CLAIMS: &str = "persistentvolumeclaims";
 const PODS: &str = "pods";
 const JOBS: &str = "jobs.batch";
+/// Label of the agent's backup Jobs (cluster-agent `render::backup`).
+const BACKUP_LABEL: &str = "cp.example.com/backup-id";
 const SECRETS: &str = "secrets";
 
 pub(crate) fn spawn(sim: Simulator) {
@@ -43,7 +45,13 @@ pub(crate) fn spawn(sim: Simulator) {
                     let sim = sim.clone();
                     tokio::spawn(async move {
                         tokio::time::sleep(sim.inner.options.ready_delay).await;
-                        finish_job(&sim, &change.namespace, &name);
+                        // A backup Job's work is real: the artifact goes to the object store.
+                        let uploaded = if change.object["metadata"]["labels"][BACKUP_LABEL].is_string() {
+                            Some(crate::backup_job::run(&sim, &change.namespace, &change.object).await)
+                        } else {
+                            None
+                        };
+                        finish_job(&sim, &change.namespace, &name, uploaded);
                     });
                 }
                 Ok(change)
@@ -237,7 +245,7 @@ fn settle(sim: &Simulator, resource: &str, namespace: &str, name: &str, settled:
 
 /// Ends a Job as the Job controller does once its pod exits: `Complete` (after `SuccessCriteriaMet`) with
 /// `succeeded: 1`, or `Failed` with reason `BackoffLimitExceeded` (batch/v1 JobStatus, Kubernetes 1.31+).
-fn finish_job(sim: &Simulator, namespace: &str, name: &str) {
+fn finish_job(sim: &Simulator, namespace: &str, name: &str, uploaded: Option<Result<String, String>>) {
     let fails = sim
         .inner
         .faults
@@ -248,15 +256,19 @@ fn finish_job(sim: &Simulator, namespace: &str, name: &str) {
         .any(|p| p == "*" || p == name);
     let mut store = sim.store();
     let Some(ty) = store.types().iter().find(|t| t.key() == JOBS).cloned() else { return };
-    if store.get(&ty, namespace, name).is_none() {
-        return;
-    }
-    let status = if fails {
-        json!({"failed": 4, "conditions": [
-            {"type": "FailureTarget", "status": "True", "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit"},
-            {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit"}]})
+    let Some(job) = store.get(&ty, namespace, name) else { return };
+    let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let upload_failure = uploaded.as_ref().and_then(|u| u.as_ref().err().cloned());
+    let status = if fails || upload_failure.is_some() {
+        let message = upload_failure.unwrap_or_else(|| "Job has reached the specified backoff limit".into());
+        json!({"failed": 3, "startTime": now, "conditions": [
+            {"type": "FailureTarget", "status": "True", "reason": "BackoffLimitExceeded", "message": message},
+            {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": message}]})
     } else {
-        json!({"succeeded": 1, "conditions": [
+        if let Some(Ok(message)) = &uploaded {
+            crate::backup_job::completed_pod(&mut store, namespace, &job, message);
+        }
+        json!({"succeeded": 1, "startTime": now, "completionTime": now, "conditions": [
             {"type": "SuccessCriteriaMet", "status": "True", "reason": "CompletionsReached"},
             {"type": "Complete", "status": "True", "reason": "CompletionsReached"}]})
     };

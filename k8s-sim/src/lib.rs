@@ -8,6 +8,7 @@
 //!
 //! It stands in for a cluster in tests and in the local demo; it is not a conformance-tested apiserver.
 
+mod backup_job;
 pub mod controllers;
 pub mod server;
 pub mod store;

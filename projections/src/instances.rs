@@ -21,11 +21,14 @@ use uuid::Uuid;
 mod operations;
 mod view;
 
-use operations::operation_state;
 pub use operations::{OperationKind, OperationRecord, OperationState, OperationView};
+use operations::{backup_operation_state, operation_state};
 pub use view::{DriftRecord, InstanceView};
 
-use crate::status::Health;
+use crate::{
+    backups::{BackupView, Backups},
+    status::Health,
+};
 
 /// Why a message was not applied. It is counted, reported and skipped; a projection never stops on one.
 #[derive(Debug, thiserror::Error)]
@@ -40,7 +43,7 @@ pub enum ApplyError {
 
 /// Version of the stored record formats. A projector finding another version in the checkpoint folds
 /// the stream again from the start: read models are derived data.
-pub const RECORD_SCHEMA: u32 = 3;
+pub const RECORD_SCHEMA: u32 = 4;
 
 /// Most operations in one page (about 250 bytes each: a page stays far below NATS' 1 MiB payload limit).
 const OPERATIONS_PER_PAGE: usize = 1000;
@@ -71,6 +74,7 @@ pub struct RecordError {
 #[derive(Debug, Clone, Default)]
 pub struct ReadModel {
     instances: BTreeMap<(String, Uuid), InstanceView>,
+    backups: Backups,
     operations: HashMap<Uuid, OperationRecord>,
     last_sequence: u64,
     skipped: u64,
@@ -84,6 +88,7 @@ pub struct ReadModel {
 impl PartialEq for ReadModel {
     fn eq(&self, other: &Self) -> bool {
         self.instances == other.instances
+            && self.backups == other.backups
             && self.operations == other.operations
             && self.last_sequence == other.last_sequence
             && self.skipped == other.skipped
@@ -139,6 +144,9 @@ impl ReadModel {
 
     fn apply_batch(&mut self, sequence: u64, payload: &[u8]) -> Result<bool, ApplyError> {
         let batch = EventBatch::from_slice(payload)?;
+        if batch.aggregate_type == <domain::Backup as Aggregate>::TYPE {
+            return self.apply_backup_batch(sequence, &batch);
+        }
         if batch.aggregate_type != <Instance as Aggregate>::TYPE {
             return Ok(false);
         }
@@ -175,6 +183,7 @@ impl ReadModel {
                 instance_id: id,
                 instance_version: batch.last_version(),
                 aspects,
+                backup_id: None,
                 sequence,
                 created_at: time,
             });
@@ -183,8 +192,35 @@ impl ReadModel {
         Ok(true)
     }
 
+    fn apply_backup_batch(&mut self, sequence: u64, batch: &EventBatch) -> Result<bool, ApplyError> {
+        if !self.backups.apply_batch(sequence, batch)? {
+            return Ok(false);
+        }
+        let (project, instance_id, backup_id) = streams::backups::parse_aggregate_id(&batch.aggregate_id)
+            .ok_or_else(|| ApplyError::AggregateId(batch.aggregate_id.clone()))?;
+        let command_id = batch.metadata.command_id;
+        if let std::collections::hash_map::Entry::Vacant(entry) = self.operations.entry(command_id) {
+            entry.insert(OperationRecord {
+                id: command_id,
+                kind: batch.metadata.operation,
+                project,
+                instance_id,
+                instance_version: 0,
+                aspects: BTreeMap::new(),
+                backup_id: Some(backup_id),
+                sequence,
+                created_at: batch.metadata.time,
+            });
+            self.new_operations.push(command_id);
+        }
+        Ok(true)
+    }
+
     fn apply_observed(&mut self, sequence: u64, payload: &[u8]) -> Result<bool, ApplyError> {
         let message = ObservedMessage::from_slice(payload)?;
+        if message.event.backup_id().is_some() {
+            return Ok(self.backups.apply_observed(sequence, &message));
+        }
         let key = (message.project, message.instance_id);
         let Some(view) = self.instances.get_mut(&key) else { return Ok(false) };
         if view.sequence >= sequence {
@@ -201,6 +237,10 @@ impl ReadModel {
                 self.changed.insert(RecordKey::Instance { project: key.0, id: key.1 });
                 return Ok(true);
             }
+            ObservedEvent::BackupStarted { .. }
+            | ObservedEvent::BackupCompleted { .. }
+            | ObservedEvent::BackupFailed { .. }
+            | ObservedEvent::BackupDeleted { .. } => unreachable!("backup facts are folded above"),
         }
         view.observed_at = Some(message.time);
         view.refresh_status(message.time);
@@ -222,6 +262,7 @@ impl ReadModel {
                 Some((key, serde_json::to_vec(view).expect("read models serialize")))
             })
             .collect();
+        records.extend(self.backups.take_changes());
         let new_operations = std::mem::take(&mut self.new_operations);
         for page in new_operations.chunks(OPERATIONS_PER_PAGE) {
             let operations: Vec<&OperationRecord> =
@@ -235,7 +276,7 @@ impl ReadModel {
 
     /// How many records changed since the last [`Self::take_changes`] (operations counted one by one).
     pub fn changed_records(&self) -> usize {
-        self.changed.len() + self.new_operations.len()
+        self.changed.len() + self.backups.changed_records() + self.new_operations.len()
     }
 
     /// Loads one stored record (as written from [`Self::take_changes`] or the checkpoint).
@@ -245,6 +286,10 @@ impl ReadModel {
             RecordKey::Instance { project, id } => {
                 let view: InstanceView = serde_json::from_slice(value).map_err(error)?;
                 self.instances.insert((project.clone(), *id), view);
+            }
+            RecordKey::Backup { project, id } => {
+                let view: BackupView = serde_json::from_slice(value).map_err(error)?;
+                self.backups.load(project, *id, view);
             }
             RecordKey::OperationPage { .. } => {
                 let page: Vec<OperationRecord> = serde_json::from_slice(value).map_err(error)?;
@@ -262,7 +307,8 @@ impl ReadModel {
     /// The highest stream sequence folded into any record.
     pub fn newest_record(&self) -> u64 {
         let instances = self.instances.values().map(|v| v.sequence);
-        instances.chain(self.operations.values().map(|op| op.sequence)).max().unwrap_or(0)
+        let newest = instances.chain(self.operations.values().map(|op| op.sequence)).max().unwrap_or(0);
+        newest.max(self.backups.newest_record())
     }
 
     /// Keys whose records differ between `self` and `other` (for rebuild verification), at most `limit`.
@@ -273,6 +319,7 @@ impl ReadModel {
                 keys.insert(RecordKey::Instance { project: project.clone(), id: *id }.key());
             }
         }
+        self.backups.differences(&other.backups, &mut keys);
         for (id, op) in self.operations.iter().chain(other.operations.iter()) {
             if self.operations.get(id) != other.operations.get(id) {
                 keys.insert(format!("operation {}.{id}", op.project));
@@ -282,6 +329,11 @@ impl ReadModel {
             keys.insert(RecordKey::Checkpoint.key());
         }
         keys.into_iter().take(limit).collect()
+    }
+
+    /// Every backup.
+    pub fn backups(&self) -> &Backups {
+        &self.backups
     }
 
     /// One instance.
@@ -315,11 +367,14 @@ impl ReadModel {
     pub fn operation(&self, project: &str, id: Uuid) -> Option<OperationView> {
         let record = self.operations.get(&id).filter(|op| op.project == project)?;
         let instance = self.instances.get(&(record.project.clone(), record.instance_id));
-        let state = operation_state(
-            record,
-            instance.and_then(|view| view.observed.as_ref()),
-            instance.is_some_and(|view| view.removed),
-        );
+        let state = match record.backup_id {
+            Some(backup) => backup_operation_state(record, self.backups.get(project, backup)),
+            None => operation_state(
+                record,
+                instance.and_then(|view| view.observed.as_ref()),
+                instance.is_some_and(|view| view.removed),
+            ),
+        };
         Some(OperationView {
             id: record.id,
             kind: record.kind,
@@ -327,6 +382,7 @@ impl ReadModel {
             project: record.project.clone(),
             instance_id: record.instance_id,
             instance_version: record.instance_version,
+            backup_id: record.backup_id,
             sequence: record.sequence,
             created_at: record.created_at,
         })

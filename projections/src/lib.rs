@@ -1,6 +1,7 @@
 //! Read models folded from the event stream.
 //!
 //! * [`instances`]: the pure fold from stream messages to instance and operation records.
+//! * [`backups`]: the fold of backups' events and their clusters' facts into backup records.
 //! * [`status`]: desired compared with observed, per aspect.
 //! * [`projector`]: folds the stream into the read-model bucket (the `cp-projector` process).
 //! * [`runner`]: the read models as an API replica sees them, following the bucket.
@@ -11,12 +12,14 @@
 //! `Aggregate::apply`, so the read side can never disagree with the write side about what an event means.
 //! Only the projector writes read models; API replicas only read them.
 
+pub mod backups;
 pub mod instances;
 pub mod projector;
 pub mod rebuild;
 pub mod runner;
 pub mod status;
 
+pub use backups::{BackupState, BackupView, Backups};
 pub use instances::{
     Checkpoint, DriftRecord, InstanceView, OperationKind, OperationRecord, OperationState, OperationView,
     ReadModel,

@@ -40,6 +40,13 @@ pub enum RecordKey {
         /// instance id
         id: Uuid,
     },
+    /// a backup
+    Backup {
+        /// project
+        project: String,
+        /// backup id
+        id: Uuid,
+    },
     /// a page of operations
     OperationPage {
         /// stream sequence of the page's first operation
@@ -54,6 +61,7 @@ impl RecordKey {
     pub fn key(&self) -> String {
         match self {
             Self::Instance { project, id } => format!("instance.{project}.{id}"),
+            Self::Backup { project, id } => format!("backup.{project}.{id}"),
             Self::OperationPage { first_sequence } => format!("operations.{first_sequence:020}"),
             Self::Checkpoint => CHECKPOINT_KEY.to_owned(),
         }
@@ -72,6 +80,7 @@ impl RecordKey {
         let (project, id) = (project.to_owned(), id.parse().ok()?);
         match kind {
             "instance" => Some(Self::Instance { project, id }),
+            "backup" => Some(Self::Backup { project, id }),
             _ => None,
         }
     }
@@ -197,12 +206,13 @@ mod tests {
         let id = Uuid::now_v7();
         for key in [
             RecordKey::Instance { project: "acme".into(), id },
+            RecordKey::Backup { project: "acme".into(), id },
             RecordKey::OperationPage { first_sequence: 42 },
             RecordKey::Checkpoint,
         ] {
             assert_eq!(RecordKey::parse(&key.key()), Some(key));
         }
-        assert_eq!(RecordKey::parse(&format!("backup.acme.{id}")), None);
+        assert_eq!(RecordKey::parse(&format!("schedule.acme.{id}")), None);
         assert_eq!(RecordKey::parse("instance.acme.not-a-uuid"), None);
     }
 }

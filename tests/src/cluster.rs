@@ -21,6 +21,16 @@ pub async fn agent(
     cluster: &str,
     address: SocketAddr,
 ) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+    agent_with_backups(api, cluster, address, None).await
+}
+
+/// The same, with backups going to `backup_store`.
+pub async fn agent_with_backups(
+    api: &TestApi,
+    cluster: &str,
+    address: SocketAddr,
+    backup_store: Option<cluster_agent::render::backup::StoreTarget>,
+) -> tokio::task::JoinHandle<anyhow::Result<()>> {
     let metrics = Metrics::default();
     // The agent's own identity, with only the rights `streams::cluster_feed` grants an agent.
     let identity = api
@@ -45,6 +55,7 @@ pub async fn agent(
         resync: Duration::from_secs(300),
         install_crd: true,
         metrics,
+        backup_store,
     };
     tokio::spawn(cluster_agent::run(config))
 }

@@ -111,6 +111,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
             resync: Duration::from_secs(300),
             install_crd: true,
             metrics: agent_metrics.clone(),
+            backup_store: None,
         };
         tokio::spawn(cluster_agent::run(config));
         sims.push(sim);

@@ -18,6 +18,10 @@ pub enum OperationType {
     Deprovision,
     /// replaces an instance's generated password
     RotateCredentials,
+    /// backs an instance up (the operation's id is the backup's)
+    Backup,
+    /// deletes a backup
+    DeleteBackup,
 }
 
 impl From<OperationKind> for OperationType {
@@ -27,6 +31,8 @@ impl From<OperationKind> for OperationType {
             OperationKind::Update => Self::Update,
             OperationKind::Deprovision => Self::Deprovision,
             OperationKind::RotateCredentials => Self::RotateCredentials,
+            OperationKind::Backup => Self::Backup,
+            OperationKind::DeleteBackup => Self::DeleteBackup,
         }
     }
 }
@@ -72,8 +78,11 @@ pub struct Operation {
     pub state: OperationStatus,
     /// the instance it acts on
     pub instance_id: Uuid,
-    /// the instance version it produced
+    /// the instance version it produced (0 for backup operations, which change no instance)
     pub instance_version: u64,
+    /// the backup it acts on, for backup operations
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backup_id: Option<Uuid>,
     /// when it was accepted
     pub created_at: DateTime<Utc>,
     /// why it failed, when it did
@@ -93,6 +102,7 @@ impl From<&OperationView> for Operation {
             },
             instance_id: op.instance_id,
             instance_version: op.instance_version,
+            backup_id: op.backup_id,
             created_at: op.created_at,
             error: match &op.state {
                 OperationState::Failed { reason, instance_usable, update_repeatable } => {

@@ -162,6 +162,7 @@ pub(super) async fn execute(
                         state: OperationStatus::InProgress,
                         instance_id: first.instance_id,
                         instance_version: landed.version,
+                        backup_id: None,
                         created_at: landed.time,
                         error: None,
                     };
@@ -220,6 +221,7 @@ pub(super) async fn execute(
             state: OperationStatus::InProgress,
             instance_id,
             instance_version: committed.version,
+            backup_id: None,
             created_at,
             error: None,
         }
@@ -255,6 +257,7 @@ fn no_op(
         state: OperationStatus::Succeeded,
         instance_id,
         instance_version: version,
+        backup_id: None,
         created_at,
         error: None,
     }

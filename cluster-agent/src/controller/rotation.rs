@@ -119,7 +119,8 @@ async fn rotate_with_job(
     };
     match rotation::job_outcome(&job) {
         None => Ok(Rotation { job: Some(job_name), ..waiting }),
-        Some(Err(reason)) => {
+        Some(Err(why)) => {
+            let reason = format!("CredentialsRotationFailed: {why}");
             tracing::warn!(job = %job_name, %reason, "credentials rotation failed");
             Ok(Rotation { job: Some(job_name), failure: Some(reason), ..waiting })
         }

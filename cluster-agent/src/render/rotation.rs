@@ -160,7 +160,7 @@ pub fn job(mi: &ManagedInstance, generation: u64) -> Option<Child> {
 /// A small image with a shell and curl, for the services whose password changes over HTTP.
 const CURL_IMAGE: &str = "curlimages/curl:8.11.1";
 
-/// Whether a Job has finished: `Some(Ok)` when it succeeded, `Some(Err(reason))` when it failed for good
+/// Whether a Job has finished: `Some(Ok)` when it succeeded, `Some(Err(why))` when it failed for good
 /// (batch/v1 JobStatus: the `Complete` and `Failed` conditions are set once, when the Job ends).
 pub fn job_outcome(job: &Value) -> Option<Result<(), String>> {
     let conditions = job["status"]["conditions"].as_array().cloned().unwrap_or_default();
@@ -168,10 +168,6 @@ pub fn job_outcome(job: &Value) -> Option<Result<(), String>> {
     if holds("Complete").is_some() || job["status"]["succeeded"].as_u64().unwrap_or(0) > 0 {
         return Some(Ok(()));
     }
-    holds("Failed").map(|c| {
-        Err(format!(
-            "CredentialsRotationFailed: {}",
-            c["message"].as_str().or(c["reason"].as_str()).unwrap_or("the rotation Job failed")
-        ))
-    })
+    holds("Failed")
+        .map(|c| Err(c["message"].as_str().or(c["reason"].as_str()).unwrap_or("the Job failed").to_owned()))
 }

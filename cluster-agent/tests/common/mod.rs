@@ -198,6 +198,7 @@ impl World {
             // The real cluster has the CRD from deploy/crds/, as production does.
             install_crd: cluster.kube.is_sim(),
             metrics: cluster.metrics.clone(),
+            backup_store: None,
         };
         cluster.agent = Some(tokio::spawn(cluster_agent::run(config)));
     }

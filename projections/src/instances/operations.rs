@@ -47,6 +47,9 @@ pub struct OperationRecord {
     /// `instance_version`)
     #[serde(default)]
     pub aspects: BTreeMap<Aspect, u64>,
+    /// the backup it asked for or deleted, for backup operations (whose state is the backup's)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_id: Option<Uuid>,
     /// stream sequence of its events
     pub sequence: u64,
     /// when it was committed
@@ -68,6 +71,8 @@ pub struct OperationView {
     pub instance_id: Uuid,
     /// instance version it produced
     pub instance_version: u64,
+    /// the backup it acts on, for backup operations
+    pub backup_id: Option<Uuid>,
     /// stream sequence of its events
     pub sequence: u64,
     /// when it was committed
@@ -104,4 +109,27 @@ pub(crate) fn operation_state(
         };
     }
     OperationState::InProgress
+}
+
+/// Where a backup operation is: the backup's own state (a deletion is done once the artifact is gone).
+pub(crate) fn backup_operation_state(
+    op: &OperationRecord,
+    backup: Option<&crate::backups::BackupView>,
+) -> OperationState {
+    use crate::backups::BackupState;
+    let Some(backup) = backup else { return OperationState::InProgress };
+    if op.kind == OperationKind::DeleteBackup {
+        return if backup.state == BackupState::Deleted {
+            OperationState::Succeeded
+        } else {
+            OperationState::InProgress
+        };
+    }
+    match (&backup.reason, &backup.location) {
+        (Some(reason), _) => {
+            OperationState::Failed { reason: reason.clone(), instance_usable: true, update_repeatable: true }
+        }
+        (None, Some(_)) => OperationState::Succeeded,
+        (None, None) => OperationState::InProgress,
+    }
 }

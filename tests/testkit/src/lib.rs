@@ -8,6 +8,9 @@
 //! The binary is found in `$NATS_SERVER_BIN`, then in the project's `.tools/` (where `./dev` installs it),
 //! then on `PATH`. Tests fail with a clear message when none is found.
 
+pub mod s3;
+pub use s3::S3Server;
+
 use std::{
     io::{BufRead, BufReader, Write},
     path::{Path, PathBuf},

@@ -1,0 +1,142 @@
+//! A backup as Kubernetes objects: the store's credentials as a Secret in the instance's namespace, and a
+//! Job that runs the service's own dump tool and uploads the artifact.
+//!
+//! The Job's dump runs in an init container of the service's own image (so the tool matches the server),
+//! writing to a shared `emptyDir`; the main container uploads it with the AWS CLI and writes what it
+//! uploaded — size and SHA-256 — to its termination message, where the agent reads it (the kubelet copies
+//! `/dev/termination-log` into the container's terminated state: core/v1 `Container.terminationMessagePath`).
+
+use kube::ResourceExt as _;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::{Child, ChildKind, admin_user, credentials_name, service_port};
+use crate::crd::ManagedInstance;
+
+/// Name of the Secret holding the backup store's location and keys in a project namespace.
+pub const STORE_SECRET: &str = "cp-backup-store";
+/// Label on a backup's Job naming the backup.
+pub const BACKUP_LABEL: &str = "cp.example.com/backup-id";
+/// Label on a backup's Job naming the instance it backs up.
+pub const BACKUP_OF_LABEL: &str = "cp.example.com/backup-of";
+/// Annotation recording that the Job's outcome was reported to the control plane.
+pub const REPORTED_ANNOTATION: &str = "cp.example.com/reported";
+
+/// Where backups go. The keys reach the cluster only as the [`STORE_SECRET`] Secret.
+#[derive(Clone, Deserialize)]
+pub struct StoreTarget {
+    /// S3 endpoint as the cluster's pods reach it
+    pub endpoint: String,
+    /// bucket
+    pub bucket: String,
+    /// access key id
+    pub access_key_id: String,
+    /// secret access key
+    pub secret_access_key: String,
+}
+
+impl std::fmt::Debug for StoreTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreTarget")
+            .field("endpoint", &self.endpoint)
+            .field("bucket", &self.bucket)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the upload container reports in its termination message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Uploaded {
+    /// bytes uploaded
+    pub size: u64,
+    /// SHA-256 of them, hex
+    pub sha256: String,
+}
+
+/// The store Secret of a namespace.
+pub fn store_secret(namespace: &str, target: &StoreTarget) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": STORE_SECRET, "namespace": namespace,
+                     "labels": {"app.kubernetes.io/managed-by": "cp-cluster-agent", "app.kubernetes.io/part-of": "cp"}},
+        "type": "Opaque",
+        "stringData": {"endpoint": target.endpoint, "bucket": target.bucket,
+                       "access-key-id": target.access_key_id, "secret-access-key": target.secret_access_key},
+    })
+}
+
+/// Name of a backup's Job.
+pub fn job_name(backup_id: Uuid) -> String {
+    format!("backup-{}", backup_id.simple())
+}
+
+/// The dump command of each service, run in its own image; `None` where a backup Job is not how the
+/// service is backed up.
+fn dump(mi: &ManagedInstance, host: &str) -> Option<(String, String)> {
+    let user = admin_user(&mi.spec.service)?;
+    let port = service_port(&mi.spec.service);
+    match mi.spec.service.as_str() {
+        // mongodump's archive format, gzipped: one file, restorable with `mongorestore --archive --gzip`
+        // (MongoDB Database Tools, mongodump). The password comes from the environment.
+        "mongodb" => Some((
+            format!("mongo:{}", mi.spec.version),
+            format!(
+                "mongodump --host {host} --port {port} --username {user} --password \"$PASSWORD\" \
+                 --authenticationDatabase admin --archive=/backup/artifact --gzip"
+            ),
+        )),
+        _ => None,
+    }
+}
+
+/// The Job that backs `mi` up as backup `backup_id` to `key` in the store; `None` for services whose
+/// backups are not made by a Job.
+pub fn job(mi: &ManagedInstance, backup_id: Uuid, key: &str) -> Option<Child> {
+    let namespace = mi.namespace().unwrap_or_default();
+    let host = super::rotation::connect_host(&mi.spec.service, &mi.name_any(), &namespace);
+    let (image, command) = dump(mi, &host)?;
+    let name = job_name(backup_id);
+    let store_key = |key: &str| json!({"secretKeyRef": {"name": STORE_SECRET, "key": key}});
+    const UPLOAD: &str = "set -eu\n\
+         aws s3 cp /backup/artifact \"s3://$BUCKET/$KEY\" --endpoint-url \"$ENDPOINT\" --only-show-errors\n\
+         size=$(stat -c %s /backup/artifact)\n\
+         sum=$(sha256sum /backup/artifact | cut -d' ' -f1)\n\
+         printf '{\"size\":%s,\"sha256\":\"%s\"}' \"$size\" \"$sum\" > /dev/termination-log\n";
+    // Not labelled as one of the instance's objects: the instance's controller neither prunes nor
+    // cleans it up; the backup runner owns it.
+    let metadata = json!({"name": name, "namespace": namespace, "labels": {
+        BACKUP_LABEL: backup_id.to_string(), BACKUP_OF_LABEL: mi.spec.instance_id, "app.kubernetes.io/part-of": "cp"}});
+    let object = json!({
+        "apiVersion": "batch/v1", "kind": "Job", "metadata": metadata,
+        "spec": {
+            "backoffLimit": 2,
+            "template": {
+                "metadata": {"labels": {BACKUP_LABEL: backup_id.to_string()}},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "volumes": [{"name": "backup", "emptyDir": {}}],
+                    "initContainers": [{
+                        "name": "dump", "image": image, "command": ["/bin/sh", "-c", command],
+                        "env": [{"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": credentials_name(mi), "key": "password"}}}],
+                        "volumeMounts": [{"name": "backup", "mountPath": "/backup"}],
+                    }],
+                    "containers": [{
+                        "name": "upload", "image": "amazon/aws-cli:2.22.35",
+                        "command": ["/bin/sh", "-c", UPLOAD],
+                        "env": [
+                            {"name": "ENDPOINT", "valueFrom": store_key("endpoint")},
+                            {"name": "BUCKET", "valueFrom": store_key("bucket")},
+                            {"name": "AWS_ACCESS_KEY_ID", "valueFrom": store_key("access-key-id")},
+                            {"name": "AWS_SECRET_ACCESS_KEY", "valueFrom": store_key("secret-access-key")},
+                            {"name": "AWS_DEFAULT_REGION", "value": "us-east-1"},
+                            {"name": "KEY", "value": key},
+                        ],
+                        "volumeMounts": [{"name": "backup", "mountPath": "/backup"}],
+                    }],
+                },
+            },
+        },
+    });
+    Some(Child { kind: ChildKind::Job, name, object })
+}

@@ -1,0 +1,167 @@
+//! Backups end to end: asked for through the API, made by the cluster's agent (a Job, which the simulator
+//! runs by writing a real object into a real S3 server), reported back, listed, and verified in the store.
+
+use std::time::Duration;
+
+use axum::http::{Method, StatusCode};
+use backup_store::{BackupStore, StoreConfig, Verification};
+use cluster_agent::render::backup::StoreTarget;
+use k8s_sim::server::Faults;
+use projections::Health;
+use serde_json::{Value, json};
+use system_tests::{ACME_EDITOR_TOKEN, ACME_VIEWER_TOKEN, OTHER_EDITOR_TOKEN, TestApi};
+use testkit::{S3Server, s3::BACKUP_BUCKET};
+use uuid::Uuid;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+async fn call(api: &TestApi, method: Method, path: &str, token: &str) -> system_tests::Reply {
+    api.call(method, path, None, &[("authorization", &bearer(token))]).await
+}
+
+async fn provision(api: &TestApi, name: &str) -> Uuid {
+    let body =
+        json!({"name": name, "service": "mongodb", "version": "7.0", "plan": "starter", "cluster": "eu-1"});
+    let created = api
+        .call(
+            Method::POST,
+            "/v1/projects/acme/instances",
+            Some(&body),
+            &[("authorization", &bearer(ACME_EDITOR_TOKEN))],
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::ACCEPTED, "{}", created.body);
+    created.body["instance_id"].as_str().unwrap().parse().unwrap()
+}
+
+async fn backup_of(api: &TestApi, instance: Uuid) -> (Uuid, Value) {
+    let path = format!("/v1/projects/acme/instances/{instance}/backups");
+    let asked = call(api, Method::POST, &path, ACME_EDITOR_TOKEN).await;
+    assert_eq!(asked.status, StatusCode::ACCEPTED, "{}", asked.body);
+    assert_eq!(asked.body["type"], "backup");
+    let id: Uuid = asked.body["backup_id"].as_str().unwrap().parse().unwrap();
+    assert_eq!(asked.body["id"], id.to_string(), "the operation is the backup");
+    (id, asked.body)
+}
+
+#[tokio::test]
+async fn a_backup_lands_in_the_store_as_reported_and_a_failed_one_says_why() {
+    let api = TestApi::start().await;
+    let s3 = S3Server::start();
+    let (sim, address) = system_tests::cluster::simulator(Duration::from_millis(50)).await;
+    let target = StoreTarget {
+        endpoint: s3.endpoint(),
+        bucket: BACKUP_BUCKET.to_owned(),
+        access_key_id: s3.access_key().to_owned(),
+        secret_access_key: s3.secret_key().to_owned(),
+    };
+    let _agent = system_tests::cluster::agent_with_backups(&api, "eu-1", address, Some(target)).await;
+    let instance = provision(&api, "orders").await;
+    assert!(api.wait_for_state(instance, Health::Healthy, WAIT).await, "never healthy");
+
+    // On demand: done, in the store with the reported size and checksum, listed with its times.
+    let (id, _) = backup_of(&api, instance).await;
+    assert!(api.wait_for_operation(id, "succeeded", WAIT).await, "the backup never completed");
+    let path = format!("/v1/projects/acme/instances/{instance}/backups/{id}");
+    let backup = call(&api, Method::GET, &path, ACME_VIEWER_TOKEN).await;
+    assert_eq!(backup.status, StatusCode::OK, "{}", backup.body);
+    let body = &backup.body;
+    assert_eq!(body["state"], "completed", "{body}");
+    assert_eq!(body["trigger"], "manual");
+    for time in ["requested_at", "started_at", "completed_at"] {
+        assert!(body[time].is_string(), "{time} is shown: {body}");
+    }
+    let location = body["location"].as_str().expect("where it is");
+    assert_eq!(location, format!("acme/{instance}/{id}"));
+    let store = BackupStore::new(&StoreConfig {
+        endpoint: s3.endpoint(),
+        bucket: BACKUP_BUCKET.to_owned(),
+        region: "us-east-1".into(),
+        access_key_id: s3.access_key().to_owned(),
+        secret_access_key: s3.secret_key().to_owned(),
+    })
+    .unwrap();
+    let size = body["size_bytes"].as_u64().expect("its size");
+    assert!(size > 0);
+    let sha256 = body["sha256"].as_str().expect("its checksum");
+    assert_eq!(
+        store.verify(location, size, sha256).await.unwrap(),
+        Verification::Matches,
+        "the object is as reported"
+    );
+
+    // A failed one is listed with its reason.
+    sim.set_faults(Faults { failing_jobs: vec!["*".into()], ..Faults::default() });
+    let (failed, _) = backup_of(&api, instance).await;
+    assert!(api.wait_for_operation(failed, "failed", WAIT).await, "the failing backup never failed");
+    sim.set_faults(Faults::default());
+    let list_path = format!("/v1/projects/acme/instances/{instance}/backups");
+    let listed = call(&api, Method::GET, &list_path, ACME_VIEWER_TOKEN).await;
+    assert_eq!(listed.status, StatusCode::OK, "{}", listed.body);
+    let items = listed.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{}", listed.body);
+    assert_eq!(items[0]["id"], failed.to_string(), "newest first");
+    assert_eq!(items[0]["state"], "failed");
+    assert!(
+        items[0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("BackoffLimitExceeded") || e.contains("backoff")),
+        "{}",
+        items[0]
+    );
+    let only_failed = call(&api, Method::GET, &format!("{list_path}?state=failed"), ACME_VIEWER_TOKEN).await;
+    assert_eq!(only_failed.body["items"].as_array().unwrap().len(), 1);
+
+    // Who may: a viewer reads but may not back up; another project finds nothing.
+    assert_eq!(call(&api, Method::POST, &list_path, ACME_VIEWER_TOKEN).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(call(&api, Method::GET, &list_path, OTHER_EDITOR_TOKEN).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(call(&api, Method::GET, &path, OTHER_EDITOR_TOKEN).await.status, StatusCode::NOT_FOUND);
+
+    // No backup of a deprovisioning instance; its backups stay listed.
+    let gone =
+        call(&api, Method::DELETE, &format!("/v1/projects/acme/instances/{instance}"), ACME_EDITOR_TOKEN)
+            .await;
+    assert_eq!(gone.status, StatusCode::ACCEPTED, "{}", gone.body);
+    let refused = call(&api, Method::POST, &list_path, ACME_EDITOR_TOKEN).await;
+    assert_eq!(refused.status, StatusCode::CONFLICT, "{}", refused.body);
+    assert_eq!(refused.body["code"], "instance_deprovisioning");
+    assert!(api.wait_for_operation(gone.operation_id(), "succeeded", WAIT).await, "never deprovisioned");
+    let after = call(&api, Method::GET, &list_path, ACME_VIEWER_TOKEN).await;
+    assert_eq!(
+        after.body["items"].as_array().map(Vec::len),
+        Some(2),
+        "backups outlive their instance: {}",
+        after.body
+    );
+}
+
+#[tokio::test]
+async fn no_backup_of_an_instance_that_was_never_ready() {
+    let api = TestApi::start().await;
+    let (sim, address) = system_tests::cluster::simulator(Duration::from_millis(50)).await;
+    sim.set_faults(Faults { crash_loop: vec!["broken".into()], ..Faults::default() });
+    let _agent = system_tests::cluster::agent(&api, "eu-1", address).await;
+    let instance = provision(&api, "broken").await;
+    assert!(api.wait_for_state(instance, Health::Error, WAIT).await, "the crash loop never showed");
+    let refused = call(
+        &api,
+        Method::POST,
+        &format!("/v1/projects/acme/instances/{instance}/backups"),
+        ACME_EDITOR_TOKEN,
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::CONFLICT, "{}", refused.body);
+    assert_eq!(refused.body["code"], "instance_not_ready");
+    let listed = call(
+        &api,
+        Method::GET,
+        &format!("/v1/projects/acme/instances/{instance}/backups"),
+        ACME_VIEWER_TOKEN,
+    )
+    .await;
+    assert_eq!(listed.body["items"].as_array().map(Vec::len), Some(0), "nothing reached the event log");
+}
