@@ -61,6 +61,15 @@ struct InstanceChanged {
     events: Vec<StoredEvent>,
 }
 
+/// `data` of `com.example.cp.backup.changed`: one command's events on a backup of the instance.
+#[derive(Debug, Serialize)]
+struct BackupChanged {
+    backup_id: Uuid,
+    operation_id: Uuid,
+    operation: OperationKind,
+    events: Vec<StoredEvent>,
+}
+
 /// `data` of `com.example.cp.instance.observed.<type>`: what the cluster's agent observed.
 #[derive(Debug, Serialize)]
 struct InstanceObserved {
@@ -105,6 +114,24 @@ fn cloud_event_json(project: &str, subject: &str, sequence: u64, payload: &[u8])
         return serde_json::to_string(&event).ok();
     }
     let batch = EventBatch::from_slice(payload).ok()?;
+    if let Some((_, instance, backup)) = streams::backups::parse_aggregate_id(&batch.aggregate_id) {
+        // A backup's command: about the instance it is of, naming the backup.
+        let data = BackupChanged {
+            backup_id: backup,
+            operation_id: batch.metadata.command_id,
+            operation: batch.metadata.operation,
+            events: batch.events,
+        };
+        let event = cloud_event(
+            project,
+            sequence,
+            instance.to_string(),
+            "backup.changed".into(),
+            batch.metadata.time,
+            data,
+        );
+        return serde_json::to_string(&event).ok();
+    }
     let instance = batch.aggregate_id.split_once('.').map(|(_, id)| id.to_owned())?;
     // The snapshot is internal to the event store; subscribers get the events.
     let data = InstanceChanged {
