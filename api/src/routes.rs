@@ -41,7 +41,7 @@ pub fn router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(credentials::get_credentials))
         .routes(routes!(credentials::rotate_credentials))
         .routes(routes!(backups::create_backup, backups::list_backups))
-        .routes(routes!(backups::get_backup))
+        .routes(routes!(backups::get_backup, backups::delete_backup))
         .routes(routes!(operations::get_operation))
         .routes(routes!(feed::events))
         .routes(routes!(catalog::get_catalog))

@@ -65,8 +65,12 @@ pub enum BackupCommand {
         /// the instance as the caller sees it
         instance: InstanceFacts,
     },
-    /// delete the backup (its object in the store, then the record)
-    Delete,
+    /// delete the backup's object from the store; the record stays, marked deleted
+    Delete {
+        /// whether the backup has ended (completed or failed), as the read side knows it: a backup whose
+        /// artifact may still be uploading cannot be deleted yet
+        ended: bool,
+    },
 }
 
 /// Every event of a backup. Past tense; names and schemas are frozen (see the tests).
@@ -122,6 +126,9 @@ pub enum BackupError {
     /// the backup does not exist
     #[error("backup not found")]
     NotFound,
+    /// the backup is still being made
+    #[error("the backup is still being made; delete it once it has ended")]
+    StillRunning,
 }
 
 /// The Backup aggregate.
@@ -170,10 +177,11 @@ impl Backup {
         }
     }
 
-    fn delete(&self) -> Result<Vec<BackupEvent>, BackupError> {
+    fn delete(&self, ended: bool) -> Result<Vec<BackupEvent>, BackupError> {
         match (&self.source, self.deletion_requested) {
             (None, _) => Err(BackupError::NotFound),
             (Some(_), true) => Ok(vec![]),
+            (Some(_), false) if !ended => Err(BackupError::StillRunning),
             (Some(_), false) => Ok(vec![BackupEvent::BackupDeletionRequested {}]),
         }
     }
@@ -196,7 +204,7 @@ impl Aggregate for Backup {
             BackupCommand::Request { source, trigger, instance } => {
                 self.request(source, trigger, instance)?
             }
-            BackupCommand::Delete => self.delete()?,
+            BackupCommand::Delete { ended } => self.delete(ended)?,
         };
         for event in events {
             sink.write(event, self).await;

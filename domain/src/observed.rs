@@ -125,6 +125,16 @@ pub enum ObservedEvent {
         /// why, as the cluster reports it
         reason: String,
     },
+    /// the control plane checked a completed backup's object in the store against what the cluster
+    /// reported
+    BackupVerified {
+        /// the backup
+        backup_id: Uuid,
+        /// whether the object is there with the reported size and checksum
+        matches: bool,
+        /// what was found, when it does not match
+        detail: Option<String>,
+    },
     /// a backup's artifact was deleted from the object store (asked for, or its retention ended)
     BackupDeleted {
         /// the backup
@@ -139,6 +149,7 @@ impl ObservedEvent {
             Self::BackupStarted { backup_id }
             | Self::BackupCompleted { backup_id, .. }
             | Self::BackupFailed { backup_id, .. }
+            | Self::BackupVerified { backup_id, .. }
             | Self::BackupDeleted { backup_id } => Some(*backup_id),
             Self::InstanceObserved(_) | Self::DriftHealed { .. } | Self::InstanceRemoved { .. } => None,
         }
@@ -153,6 +164,7 @@ impl ObservedEvent {
             Self::BackupStarted { .. } => "BackupStarted",
             Self::BackupCompleted { .. } => "BackupCompleted",
             Self::BackupFailed { .. } => "BackupFailed",
+            Self::BackupVerified { .. } => "BackupVerified",
             Self::BackupDeleted { .. } => "BackupDeleted",
         }
     }

@@ -57,6 +57,12 @@ pub struct BackupView {
     pub duration_ms: Option<u64>,
     /// why it failed
     pub reason: Option<String>,
+    /// whether the control plane found the object in the store as reported (`None`: not checked yet)
+    #[serde(default)]
+    pub verified: Option<bool>,
+    /// what the check found, when the object is not as reported
+    #[serde(default)]
+    pub verification_detail: Option<String>,
     /// the command id of the deletion, once asked for
     pub deletion_operation: Option<Uuid>,
     /// last stream sequence folded into this record
@@ -97,6 +103,8 @@ impl Backups {
                         sha256: None,
                         duration_ms: None,
                         reason: None,
+                        verified: None,
+                        verification_detail: None,
                         deletion_operation: None,
                         sequence,
                     });
@@ -155,6 +163,10 @@ impl Backups {
                 view.finished_at = Some(message.time);
                 view.state = if deleting { BackupState::Deleting } else { BackupState::Failed };
             }
+            ObservedEvent::BackupVerified { matches, detail, .. } => {
+                view.verified = Some(*matches);
+                view.verification_detail.clone_from(detail);
+            }
             ObservedEvent::BackupDeleted { .. } => view.state = BackupState::Deleted,
             ObservedEvent::InstanceObserved(_)
             | ObservedEvent::DriftHealed { .. }
@@ -197,6 +209,11 @@ impl Backups {
                 keys.insert(RecordKey::Backup { project: project.clone(), id: *id }.key());
             }
         }
+    }
+
+    /// Every backup, in (project, id) order.
+    pub fn all(&self) -> impl Iterator<Item = &BackupView> {
+        self.views.values()
     }
 
     /// One backup.

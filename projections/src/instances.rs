@@ -240,6 +240,7 @@ impl ReadModel {
             ObservedEvent::BackupStarted { .. }
             | ObservedEvent::BackupCompleted { .. }
             | ObservedEvent::BackupFailed { .. }
+            | ObservedEvent::BackupVerified { .. }
             | ObservedEvent::BackupDeleted { .. } => unreachable!("backup facts are folded above"),
         }
         view.observed_at = Some(message.time);

@@ -49,6 +49,19 @@ enum Command {
         /// address of /metrics and /healthz
         #[arg(long, env = "CP_PROJECTOR_LISTEN", default_value = "127.0.0.1:9464")]
         listen: SocketAddr,
+        /// S3 endpoint of the backup store; with it, this process verifies reported backups and deletes
+        /// the objects of deleted ones (`projections::backup_worker`)
+        #[arg(long, env = "CP_BACKUP_STORE_ENDPOINT", requires_all = ["backup_store_bucket", "backup_store_access_key_id", "backup_store_secret_access_key"])]
+        backup_store_endpoint: Option<String>,
+        /// bucket of the backup store
+        #[arg(long, env = "CP_BACKUP_STORE_BUCKET")]
+        backup_store_bucket: Option<String>,
+        /// access key id of the backup store (from the environment)
+        #[arg(long, env = "CP_BACKUP_STORE_ACCESS_KEY_ID", hide_env_values = true)]
+        backup_store_access_key_id: Option<String>,
+        /// secret access key of the backup store (from the environment)
+        #[arg(long, env = "CP_BACKUP_STORE_SECRET_ACCESS_KEY", hide_env_values = true)]
+        backup_store_secret_access_key: Option<String>,
     },
     /// Fold the whole stream into fresh read models, compare them with the live ones and print the rates;
     /// exits 1 when they differ
@@ -78,7 +91,31 @@ async fn main() -> anyhow::Result<()> {
     let topology = settings.apply(&async_nats::jetstream::new(nats)).await?;
     let bucket = ReadModelBucket::new(&topology);
     match options.command {
-        Command::Run { listen } => {
+        Command::Run {
+            listen,
+            backup_store_endpoint,
+            backup_store_bucket,
+            backup_store_access_key_id,
+            backup_store_secret_access_key,
+        } => {
+            if let (Some(endpoint), Some(store_bucket), Some(access_key_id), Some(secret_access_key)) = (
+                backup_store_endpoint,
+                backup_store_bucket,
+                backup_store_access_key_id,
+                backup_store_secret_access_key,
+            ) {
+                let config = backup_store::StoreConfig {
+                    endpoint,
+                    bucket: store_bucket,
+                    region: "us-east-1".into(),
+                    access_key_id,
+                    secret_access_key,
+                };
+                let store = backup_store::BackupStore::new(&config)?;
+                let models = projections::ReadModels::start(bucket.clone(), Duration::from_secs(30)).await?;
+                tracing::info!(store = ?config, "verifying and deleting backup objects");
+                tokio::spawn(projections::backup_worker::run(models, store, topology.jetstream.clone()));
+            }
             let mut registry = Registry::default();
             let metrics = ProjectorMetrics::default().register(&mut registry);
             let registry = Arc::new(registry);

@@ -165,3 +165,145 @@ async fn no_backup_of_an_instance_that_was_never_ready() {
     .await;
     assert_eq!(listed.body["items"].as_array().map(Vec::len), Some(0), "nothing reached the event log");
 }
+
+/// The backup facts about `instance` in the event stream, by type, in order.
+async fn backup_facts(api: &TestApi, instance: Uuid) -> Vec<String> {
+    use futures::StreamExt as _;
+    let mut stream = api.state.events.clone();
+    let last = stream.info().await.expect("its info").state.last_sequence;
+    let consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
+            filter_subject: streams::instances::observed_subject("eu-1", "acme", instance),
+            ..Default::default()
+        })
+        .await
+        .expect("an ordered consumer");
+    let mut messages = consumer.messages().await.expect("its messages");
+    let mut facts = Vec::new();
+    while let Ok(Some(Ok(message))) = tokio::time::timeout(Duration::from_secs(2), messages.next()).await {
+        let kind = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(streams::headers::EVENT_TYPE))
+            .map(|v| v.as_str().to_owned())
+            .unwrap_or_default();
+        if kind.starts_with("Backup") {
+            facts.push(kind);
+        }
+        if message.info().map(|i| i.stream_sequence).unwrap_or(u64::MAX) >= last {
+            break;
+        }
+    }
+    facts
+}
+
+#[tokio::test]
+async fn a_backup_asked_for_while_the_agent_was_down_runs_when_it_is_back_and_a_killed_agent_reports_once() {
+    let api = TestApi::start().await;
+    let s3 = S3Server::start();
+    // Jobs take a while, so the agent can be killed while one runs.
+    let (_sim, address) = system_tests::cluster::simulator(Duration::from_millis(1500)).await;
+    let target = StoreTarget {
+        endpoint: s3.endpoint(),
+        bucket: BACKUP_BUCKET.to_owned(),
+        access_key_id: s3.access_key().to_owned(),
+        secret_access_key: s3.secret_key().to_owned(),
+    };
+    let agent = system_tests::cluster::agent_with_backups(&api, "eu-1", address, Some(target.clone())).await;
+    let instance = provision(&api, "orders").await;
+    assert!(api.wait_for_state(instance, Health::Healthy, WAIT).await, "never healthy");
+
+    // Asked for while the agent is down: accepted, and made once the agent is back.
+    agent.abort();
+    let _ = agent.await;
+    let (while_down, _) = backup_of(&api, instance).await;
+    let agent = system_tests::cluster::agent_with_backups(&api, "eu-1", address, Some(target.clone())).await;
+    assert!(
+        api.wait_for_operation(while_down, "succeeded", WAIT).await,
+        "the backup asked for while the agent was down never ran"
+    );
+
+    // Killed while a backup's Job runs (after it reported the start): the restarted agent reports its
+    // completion, once.
+    let (killed_during, _) = backup_of(&api, instance).await;
+    let started = api
+        .state
+        .read_models
+        .wait_until(WAIT, |m| m.backups().get("acme", killed_during).is_some_and(|b| b.started_at.is_some()))
+        .await;
+    assert!(started, "the backup never started");
+    agent.abort();
+    let _ = agent.await;
+    let _agent = system_tests::cluster::agent_with_backups(&api, "eu-1", address, Some(target)).await;
+    assert!(
+        api.wait_for_operation(killed_during, "succeeded", WAIT).await,
+        "never reported after the restart"
+    );
+    let facts = backup_facts(&api, instance).await;
+    assert_eq!(
+        facts,
+        ["BackupStarted", "BackupCompleted", "BackupStarted", "BackupCompleted"],
+        "each backup started and completed exactly once"
+    );
+}
+
+#[tokio::test]
+async fn the_control_plane_verifies_each_reported_object_and_deletes_a_deleted_backup_s_object() {
+    let api = TestApi::start().await;
+    let s3 = S3Server::start();
+    let (_sim, address) = system_tests::cluster::simulator(Duration::from_millis(50)).await;
+    let target = StoreTarget {
+        endpoint: s3.endpoint(),
+        bucket: BACKUP_BUCKET.to_owned(),
+        access_key_id: s3.access_key().to_owned(),
+        secret_access_key: s3.secret_key().to_owned(),
+    };
+    let _agent = system_tests::cluster::agent_with_backups(&api, "eu-1", address, Some(target)).await;
+    let store = BackupStore::new(&StoreConfig {
+        endpoint: s3.endpoint(),
+        bucket: BACKUP_BUCKET.to_owned(),
+        region: "us-east-1".into(),
+        access_key_id: s3.access_key().to_owned(),
+        secret_access_key: s3.secret_key().to_owned(),
+    })
+    .unwrap();
+    let jetstream = async_nats::jetstream::new(api.nats_server.connect().await);
+    let _worker = tokio::spawn(projections::backup_worker::run(
+        api.state.read_models.clone(),
+        store.clone(),
+        jetstream,
+    ));
+    let instance = provision(&api, "orders").await;
+    assert!(api.wait_for_state(instance, Health::Healthy, WAIT).await, "never healthy");
+    let (id, _) = backup_of(&api, instance).await;
+    let path = format!("/v1/projects/acme/instances/{instance}/backups/{id}");
+    let verified = api
+        .state
+        .read_models
+        .wait_until(WAIT, |m| m.backups().get("acme", id).is_some_and(|b| b.verified.is_some()))
+        .await;
+    assert!(verified, "the control plane never checked the object");
+    let backup = call(&api, Method::GET, &path, ACME_VIEWER_TOKEN).await;
+    assert_eq!(backup.body["verified"], true, "{}", backup.body);
+    let location = backup.body["location"].as_str().unwrap().to_owned();
+    let (size, sha256) =
+        (backup.body["size_bytes"].as_u64().unwrap(), backup.body["sha256"].as_str().unwrap().to_owned());
+
+    let deleted = call(&api, Method::DELETE, &path, ACME_EDITOR_TOKEN).await;
+    assert_eq!(deleted.status, StatusCode::ACCEPTED, "{}", deleted.body);
+    assert_eq!(deleted.body["type"], "delete_backup");
+    assert!(
+        api.wait_for_operation(deleted.operation_id(), "succeeded", WAIT).await,
+        "the object was never deleted"
+    );
+    assert_eq!(
+        store.verify(&location, size, &sha256).await.unwrap(),
+        Verification::Missing,
+        "gone from the store"
+    );
+    let after = call(&api, Method::GET, &path, ACME_VIEWER_TOKEN).await;
+    assert_eq!(after.body["state"], "deleted", "the record stays, marked deleted: {}", after.body);
+    let again = call(&api, Method::DELETE, &path, ACME_EDITOR_TOKEN).await;
+    assert_eq!(again.status, StatusCode::ACCEPTED);
+    assert_eq!(again.body["id"], deleted.body["id"], "a repeated deletion answers the first operation");
+}

@@ -47,6 +47,7 @@ pub const ROUTES: &[(&str, &str, Requirement)] = &[
     ("POST", "/v1/projects/{project}/instances/{id}/backups", Project(Role::Editor)),
     ("GET", "/v1/projects/{project}/instances/{id}/backups", Project(Role::Viewer)),
     ("GET", "/v1/projects/{project}/instances/{id}/backups/{backup_id}", Project(Role::Viewer)),
+    ("DELETE", "/v1/projects/{project}/instances/{id}/backups/{backup_id}", Project(Role::Editor)),
     ("GET", "/v1/projects/{project}/operations/{operation_id}", Project(Role::Viewer)),
     ("GET", "/v1/projects/{project}/events", Project(Role::Viewer)),
 ];

@@ -90,6 +90,12 @@ pub struct Backup {
     /// why it failed
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// whether the control plane found the object in the store as reported (absent: not checked yet)
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verified: Option<bool>,
+    /// what the check found, when the object is not as reported
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verification_detail: Option<String>,
 }
 
 impl From<&BackupView> for Backup {
@@ -113,6 +119,8 @@ impl From<&BackupView> for Backup {
             location: view.location.clone(),
             duration_ms: view.duration_ms,
             error: view.reason.clone(),
+            verified: view.verified,
+            verification_detail: view.verification_detail.clone(),
         }
     }
 }

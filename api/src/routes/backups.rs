@@ -36,6 +36,12 @@ impl From<BackupError> for ApiError {
             BackupError::AlreadyExists => conflict("backup_exists"),
             BackupError::InstanceNotFound => Self::NotFound("instance"),
             BackupError::NotFound => Self::NotFound("backup"),
+            BackupError::StillRunning => Self::Conflict {
+                code: "backup_running",
+                detail: e.to_string(),
+                errors: vec![],
+                retry_after: Some(5),
+            },
         }
     }
 }
@@ -103,23 +109,7 @@ pub(super) async fn create_backup(
     metadata.command_id = backup_id;
     let created_at = metadata.time;
     state.backups.execute(&project, instance_id, backup_id, command, metadata).await.map_err(store_error)?;
-    let operation = Operation {
-        id: backup_id,
-        operation_type: OperationKind::Backup.into(),
-        state: OperationStatus::InProgress,
-        instance_id,
-        instance_version: 0,
-        backup_id: Some(backup_id),
-        created_at,
-        error: None,
-    };
-    let mut response = (StatusCode::ACCEPTED, Json(operation)).into_response();
-    let headers = response.headers_mut();
-    if let Ok(location) = HeaderValue::from_str(&format!("/v1/projects/{project}/operations/{backup_id}")) {
-        headers.insert(header::LOCATION, location);
-    }
-    headers.insert(header::RETRY_AFTER, HeaderValue::from(1));
-    Ok(response)
+    Ok(accepted(&project, backup_id, instance_id, backup_id, OperationKind::Backup, created_at))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -217,4 +207,87 @@ pub(super) async fn get_backup(
         .filter(|view| view.source.instance_id == instance)
         .ok_or(ApiError::NotFound("backup"))?;
     Ok(Json(Backup::from(view)))
+}
+
+/// Deletes a backup's object from the store. The record stays, marked deleted; the operation succeeds
+/// once the object is gone.
+#[utoipa::path(
+    delete,
+    path = "/v1/projects/{project}/instances/{id}/backups/{backup_id}",
+    tag = "backups",
+    params(("project" = String, Path, description = "project"), ("id" = String, Path, description = "instance id"),
+        ("backup_id" = String, Path, description = "backup id")),
+    responses(
+        (status = 202, body = Operation, headers(("Location" = String), ("Retry-After" = u32))),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "the backup is still being made", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn delete_backup(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path((project, id, backup_id)): Path<(String, String, String)>,
+) -> Result<Response, ApiError> {
+    let instance = instance_id(&id)?;
+    domain::instance::check_dns_label("project", &project)?;
+    let backup_id: Uuid = backup_id.parse().map_err(|_| ApiError::NotFound("backup"))?;
+    let ended = {
+        let model = state.read_models.read();
+        let view = model
+            .backups()
+            .get(&project, backup_id)
+            .filter(|view| view.source.instance_id == instance)
+            .ok_or(ApiError::NotFound("backup"))?;
+        view.finished_at.is_some()
+    };
+    let metadata = CommandMetadata::new(OperationKind::DeleteBackup, principal.actor());
+    let (operation_id, created_at) = (metadata.command_id, metadata.time);
+    let committed = state
+        .backups
+        .execute(&project, instance, backup_id, BackupCommand::Delete { ended }, metadata)
+        .await
+        .map_err(store_error)?;
+    if committed.events.is_empty() {
+        // Asked before: that deletion's operation answers.
+        let existing =
+            state.read_models.read().backups().get(&project, backup_id).and_then(|v| v.deletion_operation);
+        if let Some(existing) = existing {
+            return Ok(accepted(
+                &project,
+                existing,
+                instance,
+                backup_id,
+                OperationKind::DeleteBackup,
+                created_at,
+            ));
+        }
+    }
+    Ok(accepted(&project, operation_id, instance, backup_id, OperationKind::DeleteBackup, created_at))
+}
+
+fn accepted(
+    project: &str,
+    id: Uuid,
+    instance_id: Uuid,
+    backup_id: Uuid,
+    kind: OperationKind,
+    created_at: chrono::DateTime<chrono::Utc>,
+) -> Response {
+    let operation = Operation {
+        id,
+        operation_type: kind.into(),
+        state: OperationStatus::InProgress,
+        instance_id,
+        instance_version: 0,
+        backup_id: Some(backup_id),
+        created_at,
+        error: None,
+    };
+    let mut response = (StatusCode::ACCEPTED, Json(operation)).into_response();
+    let headers = response.headers_mut();
+    if let Ok(location) = HeaderValue::from_str(&format!("/v1/projects/{project}/operations/{id}")) {
+        headers.insert(header::LOCATION, location);
+    }
+    headers.insert(header::RETRY_AFTER, HeaderValue::from(1));
+    response
 }

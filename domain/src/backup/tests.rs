@@ -81,16 +81,25 @@ fn a_backup_outlives_its_instance_and_is_deleted_once() {
     // The instance's state does not matter for a deletion: backups outlive their instance.
     BackupTest::with(())
         .given(vec![requested()])
-        .when(BackupCommand::Delete)
+        .when(BackupCommand::Delete { ended: true })
         .then_expect_events(vec![BackupEvent::BackupDeletionRequested {}]);
     BackupTest::with(())
         .given(vec![requested(), BackupEvent::BackupDeletionRequested {}])
-        .when(BackupCommand::Delete)
+        .when(BackupCommand::Delete { ended: true })
         .then_expect_events(vec![]);
     BackupTest::with(())
         .given_no_previous_events()
-        .when(BackupCommand::Delete)
+        .when(BackupCommand::Delete { ended: true })
         .then_expect_error(BackupError::NotFound);
+}
+
+#[test]
+fn a_backup_still_being_made_cannot_be_deleted() {
+    // Its artifact may still be uploading: deleting now would leave it in the store with no record.
+    BackupTest::with(())
+        .given(vec![requested()])
+        .when(BackupCommand::Delete { ended: false })
+        .then_expect_error(BackupError::StillRunning);
 }
 
 /// Names, schema and wire form as literals: a rename fails here, not in a reader of old streams.

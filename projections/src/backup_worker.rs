@@ -1,0 +1,130 @@
+//! The control plane's hands on the backup store: it checks every completed backup's object against what
+//! the cluster reported (size, SHA-256) and deletes the object of every backup whose deletion was asked
+//! for, and reports each as a fact (`BackupVerified`, `BackupDeleted`) on the instance's observed subject,
+//! which the projector folds like the agents' facts.
+//!
+//! Level-triggered over the read models (it follows them as an API replica does): what is still to do is
+//! derived from the records, so a worker that died mid-way does the rest after a restart. Both actions
+//! are idempotent; a fact reported twice changes nothing when folded.
+
+use std::{collections::HashSet, time::Duration};
+
+use backup_store::{BackupStore, Verification};
+use domain::observed::ObservedEvent;
+use streams::observed::ObservedMessage;
+use uuid::Uuid;
+
+use crate::{
+    ReadModel, ReadModels,
+    backups::{BackupState, BackupView},
+};
+
+/// How long to wait for new work before looking again anyway (a failed action is retried then).
+const RESYNC: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Action {
+    Verify,
+    Delete,
+}
+
+fn action(view: &BackupView) -> Option<Action> {
+    match view.state {
+        BackupState::Completed if view.verified.is_none() => Some(Action::Verify),
+        BackupState::Deleting => Some(Action::Delete),
+        _ => None,
+    }
+}
+
+fn pending(model: &ReadModel, done: &HashSet<(Uuid, Action)>) -> Vec<(BackupView, Action)> {
+    model
+        .backups()
+        .all()
+        .filter_map(|view| action(view).map(|a| (view.clone(), a)))
+        .filter(|(view, a)| !done.contains(&(view.id, *a)))
+        .collect()
+}
+
+/// Runs until cancelled.
+pub async fn run(models: ReadModels, store: BackupStore, jetstream: async_nats::jetstream::Context) {
+    // Done by this process; the fact saying so may not be folded yet.
+    let mut done: HashSet<(Uuid, Action)> = HashSet::new();
+    loop {
+        models.wait_until(RESYNC, |m| !pending(m, &done).is_empty()).await;
+        let work = pending(&models.read(), &done);
+        for (view, action) in work {
+            let event = match act(&store, &view, action).await {
+                Ok(event) => event,
+                Err(e) => {
+                    tracing::warn!(backup = %view.id, ?action, error = %e, "backup store action failed; retrying later");
+                    continue;
+                }
+            };
+            let message = ObservedMessage::new(
+                &view.source.cluster,
+                &view.source.project,
+                view.source.instance_id,
+                0,
+                event,
+            );
+            let published = match message.to_vec() {
+                Ok(body) => match jetstream
+                    .publish_with_headers(message.subject(), message.headers(), body.into())
+                    .await
+                {
+                    Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                },
+                Err(e) => Err(e.to_string()),
+            };
+            match published {
+                Ok(()) => {
+                    done.insert((view.id, action));
+                }
+                Err(e) => {
+                    tracing::warn!(backup = %view.id, error = %e, "reporting a backup fact failed; retrying later")
+                }
+            }
+        }
+    }
+}
+
+async fn act(
+    store: &BackupStore,
+    view: &BackupView,
+    action: Action,
+) -> Result<ObservedEvent, backup_store::StoreError> {
+    let backup_id = view.id;
+    match action {
+        Action::Verify => {
+            let (Some(location), Some(size), Some(sha256)) = (&view.location, view.size_bytes, &view.sha256)
+            else {
+                return Ok(ObservedEvent::BackupVerified {
+                    backup_id,
+                    matches: false,
+                    detail: Some("the cluster reported no location, size or checksum".into()),
+                });
+            };
+            let detail = match store.verify(location, size, sha256).await? {
+                Verification::Matches => None,
+                Verification::Missing => Some(format!("no object at {location}")),
+                Verification::SizeDiffers { found } => {
+                    Some(format!("{found} bytes, not the {size} reported"))
+                }
+                Verification::ChecksumDiffers { found } => {
+                    Some(format!("SHA-256 {found}, not the {sha256} reported"))
+                }
+            };
+            if let Some(detail) = &detail {
+                tracing::warn!(backup = %backup_id, %detail, "a backup's object is not as its cluster reported");
+            }
+            Ok(ObservedEvent::BackupVerified { backup_id, matches: detail.is_none(), detail })
+        }
+        Action::Delete => {
+            if let Some(location) = &view.location {
+                store.delete(location).await?;
+            }
+            Ok(ObservedEvent::BackupDeleted { backup_id })
+        }
+    }
+}
