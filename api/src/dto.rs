@@ -12,6 +12,7 @@ mod dead_letters;
 mod instances;
 mod network;
 mod operations;
+mod schedules;
 mod status;
 
 pub use backups::{Backup, BackupList, BackupState};
@@ -26,4 +27,5 @@ pub use instances::{
 };
 pub use network::{Acl, AclAddRequest, AclEntry, AclReplaceRequest, Connection};
 pub use operations::{Operation, OperationError, OperationStatus, OperationType};
+pub use schedules::{BackupSchedule, BackupScheduleList, BackupScheduleRequest, Retention};
 pub use status::{Condition, Drift, Health, InstanceStatus, Observed};

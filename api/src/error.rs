@@ -228,6 +228,7 @@ impl From<InstanceError> for ApiError {
             },
             InstanceError::NotFound => Self::NotFound("instance"),
             InstanceError::AclEntryNotFound { .. } => Self::NotFound("ACL entry"),
+            InstanceError::ScheduleNotFound { .. } => Self::NotFound("backup schedule"),
             InstanceError::AlreadyExists => Self::Conflict {
                 code: "already_exists",
                 detail: e.to_string(),

@@ -200,3 +200,26 @@ fn each_image_gets_every_variable_its_entrypoint_needs_to_create_the_admin_user(
         }
     }
 }
+
+/// The Jobs a rotation and a backup run: what the services' own tools are asked to do.
+#[test]
+fn rotation_and_backup_jobs_match_the_golden_files() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    for (service, version) in [("mongodb", "7.0"), ("influxdb", "2.7"), ("grafana", "11.6")] {
+        let mi = fixture(service, version, json!({}));
+        let job = render::rotation::job(&mi, 5).expect("a rotation Job");
+        check(
+            dir.join(format!("{service}-rotation-job.json")),
+            &(serde_json::to_string_pretty(&job.object).unwrap() + "\n"),
+        );
+    }
+    assert!(
+        render::rotation::job(&fixture("postgresql", "16", json!({})), 5).is_none(),
+        "CloudNativePG rotates its own"
+    );
+    let mi = fixture("mongodb", "7.0", json!({}));
+    let backup = uuid::Uuid::parse_str("0193a0b0-0000-7000-8000-0000000000b1").unwrap();
+    let job = render::backup::job(&mi, backup, &format!("acme/{}/{backup}", mi.spec.instance_id))
+        .expect("a backup Job");
+    check(dir.join("mongodb-backup-job.json"), &(serde_json::to_string_pretty(&job.object).unwrap() + "\n"));
+}

@@ -5,6 +5,7 @@ mod commands;
 mod events;
 mod network;
 mod rules;
+pub mod schedules;
 #[cfg(test)]
 mod tests;
 mod upcasters;
@@ -66,6 +67,9 @@ pub struct InstanceSpec {
     /// network ACL, sorted by CIDR (see [`AclEntry`])
     #[serde(default)]
     pub acl: Vec<AclEntry>,
+    /// backup schedules, sorted by name
+    #[serde(default)]
+    pub backup_schedules: Vec<schedules::BackupSchedule>,
 }
 
 /// Where an instance is in its life.
@@ -159,6 +163,12 @@ pub enum InstanceError {
     AclEntryNotFound {
         /// the CIDR asked for
         cidr: String,
+    },
+    /// the instance has no backup schedule with this id
+    #[error("the instance has no backup schedule {id}")]
+    ScheduleNotFound {
+        /// the id asked for
+        id: Uuid,
     },
     /// the name registry could not be reached; retryable
     #[error("name registry unavailable: {0}")]
@@ -414,6 +424,7 @@ fn spec_of(p: &InstanceProvisioned) -> InstanceSpec {
         deletion_protection: p.deletion_protection,
         cluster: p.cluster.clone(),
         acl: Vec::new(),
+        backup_schedules: Vec::new(),
     }
 }
 
@@ -440,6 +451,23 @@ impl Aggregate for Instance {
                 self.add_acl_entry(entry, allow_public)?
             }
             InstanceCommand::RemoveAclEntry { cidr } => self.remove_acl_entry(&cidr)?,
+            InstanceCommand::PutBackupSchedule(schedule) => {
+                let spec = self.active_spec()?;
+                let schedules = schedules::put(&spec.backup_schedules, schedule)?;
+                if schedules == spec.backup_schedules {
+                    vec![]
+                } else {
+                    vec![InstanceEvent::BackupSchedulesChanged { schedules }]
+                }
+            }
+            InstanceCommand::RemoveBackupSchedule { id } => {
+                let spec = self.active_spec()?;
+                if !spec.backup_schedules.iter().any(|s| s.id == id) {
+                    return Err(InstanceError::ScheduleNotFound { id });
+                }
+                let schedules = spec.backup_schedules.iter().filter(|s| s.id != id).cloned().collect();
+                vec![InstanceEvent::BackupSchedulesChanged { schedules }]
+            }
             InstanceCommand::RotateCredentials => {
                 self.active_spec()?;
                 vec![InstanceEvent::CredentialsRotationRequested {}]
@@ -481,6 +509,7 @@ impl Aggregate for Instance {
             InstanceEvent::DeletionProtectionChanged { enabled } => spec.deletion_protection = enabled,
             // the generation of the credentials aspect (set above) is all a rotation changes
             InstanceEvent::CredentialsRotationRequested {} => {}
+            InstanceEvent::BackupSchedulesChanged { schedules } => spec.backup_schedules = schedules,
             InstanceEvent::DeprovisioningStarted {} => self.lifecycle = Lifecycle::Deprovisioning,
         }
     }

@@ -337,6 +337,11 @@ impl ReadModel {
         &self.backups
     }
 
+    /// Every instance, in (project, id) order.
+    pub fn all_instances(&self) -> impl Iterator<Item = &InstanceView> {
+        self.instances.values()
+    }
+
     /// One instance.
     pub fn instance(&self, project: &str, id: Uuid) -> Option<&InstanceView> {
         self.instances.get(&(project.to_owned(), id))

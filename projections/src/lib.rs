@@ -1,6 +1,7 @@
 //! Read models folded from the event stream.
 //!
 //! * [`instances`]: the pure fold from stream messages to instance and operation records.
+//! * [`backup_scheduler`]: asks for scheduled backups and for the deletions retention calls for.
 //! * [`backup_worker`]: the control plane's actions on the backup store (verify, delete), reported as facts.
 //! * [`backups`]: the fold of backups' events and their clusters' facts into backup records.
 //! * [`status`]: desired compared with observed, per aspect.
@@ -13,6 +14,7 @@
 //! `Aggregate::apply`, so the read side can never disagree with the write side about what an event means.
 //! Only the projector writes read models; API replicas only read them.
 
+pub mod backup_scheduler;
 pub mod backup_worker;
 pub mod backups;
 pub mod instances;

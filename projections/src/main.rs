@@ -98,6 +98,13 @@ async fn main() -> anyhow::Result<()> {
             backup_store_access_key_id,
             backup_store_secret_access_key,
         } => {
+            // The backup scheduler and worker read the read models as an API replica does.
+            let models = projections::ReadModels::start(bucket.clone(), Duration::from_secs(30)).await?;
+            let backups =
+                streams::backups::BackupCommands::new(&topology, streams::instances::DEFAULT_CACHE_CAPACITY);
+            let scheduler =
+                projections::backup_scheduler::Scheduler::new(models.clone(), backups, chrono::Utc::now());
+            tokio::spawn(scheduler.run(Duration::from_secs(15)));
             if let (Some(endpoint), Some(store_bucket), Some(access_key_id), Some(secret_access_key)) = (
                 backup_store_endpoint,
                 backup_store_bucket,
@@ -112,9 +119,12 @@ async fn main() -> anyhow::Result<()> {
                     secret_access_key,
                 };
                 let store = backup_store::BackupStore::new(&config)?;
-                let models = projections::ReadModels::start(bucket.clone(), Duration::from_secs(30)).await?;
                 tracing::info!(store = ?config, "verifying and deleting backup objects");
                 tokio::spawn(projections::backup_worker::run(models, store, topology.jetstream.clone()));
+            } else {
+                tracing::warn!(
+                    "no backup store given: reported backups are not verified and deleted ones keep their objects"
+                );
             }
             let mut registry = Registry::default();
             let metrics = ProjectorMetrics::default().register(&mut registry);

@@ -48,6 +48,11 @@ pub const ROUTES: &[(&str, &str, Requirement)] = &[
     ("GET", "/v1/projects/{project}/instances/{id}/backups", Project(Role::Viewer)),
     ("GET", "/v1/projects/{project}/instances/{id}/backups/{backup_id}", Project(Role::Viewer)),
     ("DELETE", "/v1/projects/{project}/instances/{id}/backups/{backup_id}", Project(Role::Editor)),
+    ("GET", "/v1/projects/{project}/instances/{id}/backup-schedules", Project(Role::Viewer)),
+    ("POST", "/v1/projects/{project}/instances/{id}/backup-schedules", Project(Role::Editor)),
+    ("GET", "/v1/projects/{project}/instances/{id}/backup-schedules/{schedule_id}", Project(Role::Viewer)),
+    ("PUT", "/v1/projects/{project}/instances/{id}/backup-schedules/{schedule_id}", Project(Role::Editor)),
+    ("DELETE", "/v1/projects/{project}/instances/{id}/backup-schedules/{schedule_id}", Project(Role::Editor)),
     ("GET", "/v1/projects/{project}/operations/{operation_id}", Project(Role::Viewer)),
     ("GET", "/v1/projects/{project}/events", Project(Role::Viewer)),
 ];

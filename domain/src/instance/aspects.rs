@@ -142,7 +142,10 @@ impl InstanceEvent {
             Self::NetworkAccessChanged { .. } => &[Aspect::NetworkAccess],
             Self::CredentialsRotationRequested {} => &[Aspect::Credentials],
             Self::DeprovisioningStarted {} => &[Aspect::Deletion],
-            Self::DescriptionChanged { .. } | Self::DeletionProtectionChanged { .. } => &[],
+            // Schedules are the control plane's to run: nothing in the cluster changes.
+            Self::DescriptionChanged { .. }
+            | Self::DeletionProtectionChanged { .. }
+            | Self::BackupSchedulesChanged { .. } => &[],
         }
     }
 }

@@ -35,6 +35,13 @@ pub enum InstanceCommand {
     },
     /// replace the service's generated password with a new one
     RotateCredentials,
+    /// add a backup schedule, or replace the one with its id
+    PutBackupSchedule(super::schedules::BackupSchedule),
+    /// remove a backup schedule
+    RemoveBackupSchedule {
+        /// its id
+        id: Uuid,
+    },
     /// start removing the instance
     Deprovision,
 }

@@ -70,6 +70,11 @@ pub enum InstanceEvent {
         /// whether protection is on
         enabled: bool,
     },
+    /// the backup schedules changed; carries the whole resulting set, sorted by name
+    BackupSchedulesChanged {
+        /// every schedule after the change
+        schedules: Vec<super::schedules::BackupSchedule>,
+    },
     /// a new password was asked for. Records the request only: the password is made and kept in the
     /// cluster, never in an event
     CredentialsRotationRequested {},
@@ -119,6 +124,7 @@ impl InstanceEvent {
             Self::DescriptionChanged { .. } => "DescriptionChanged",
             Self::DeletionProtectionChanged { .. } => "DeletionProtectionChanged",
             Self::CredentialsRotationRequested {} => "CredentialsRotationRequested",
+            Self::BackupSchedulesChanged { .. } => "BackupSchedulesChanged",
             Self::DeprovisioningStarted {} => "DeprovisioningStarted",
         }
     }
@@ -136,6 +142,7 @@ impl InstanceEvent {
             | Self::DescriptionChanged { .. }
             | Self::DeletionProtectionChanged { .. }
             | Self::CredentialsRotationRequested {}
+            | Self::BackupSchedulesChanged { .. }
             | Self::DeprovisioningStarted {} => "1",
         }
     }

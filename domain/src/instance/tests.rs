@@ -11,6 +11,7 @@ use crate::{catalog::ConfigValue, names::InMemoryNameRegistry};
 mod credentials;
 mod network;
 mod parameter_versions;
+mod schedules;
 
 pub(super) type InstanceTest = TestFramework<Instance>;
 
@@ -445,6 +446,25 @@ fn every_event_s_name_schema_and_wire_form_are_frozen() {
             InstanceEvent::DeletionProtectionChanged { enabled: false },
             "1",
             serde_json::json!({"type": "DeletionProtectionChanged", "data": {"enabled": false}}),
+        ),
+        (
+            InstanceEvent::BackupSchedulesChanged {
+                schedules: vec![crate::instance::schedules::BackupSchedule {
+                    id,
+                    name: "nightly".into(),
+                    cron: "30 2 * * *".into(),
+                    time_zone: "UTC".into(),
+                    enabled: true,
+                    retention: crate::instance::schedules::Retention {
+                        keep_last: Some(7),
+                        max_age_days: None,
+                    },
+                }],
+            },
+            "1",
+            serde_json::json!({"type": "BackupSchedulesChanged", "data": {"schedules": [{"id": id, "name": "nightly",
+                "cron": "30 2 * * *", "time_zone": "UTC", "enabled": true,
+                "retention": {"keep_last": 7, "max_age_days": null}}]}}),
         ),
         (
             InstanceEvent::CredentialsRotationRequested {},

@@ -1,0 +1,157 @@
+//! Backup schedules end to end, on a simulated clock: a schedule every minute makes backups, retention
+//! keeps exactly N, and the expired backups' objects are deleted from a real S3 store.
+
+use std::time::Duration;
+
+use axum::http::{Method, StatusCode};
+use backup_store::{BackupStore, StoreConfig, Verification};
+use chrono::{DurationRound as _, TimeDelta, Utc};
+use cluster_agent::render::backup::StoreTarget;
+use projections::{BackupState, Health, backup_scheduler::Scheduler};
+use serde_json::json;
+use system_tests::{ACME_EDITOR_TOKEN, TestApi};
+use testkit::{S3Server, s3::BACKUP_BUCKET};
+use uuid::Uuid;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn editor() -> String {
+    format!("Bearer {ACME_EDITOR_TOKEN}")
+}
+
+#[tokio::test]
+async fn a_minutely_schedule_makes_backups_and_retention_keeps_exactly_the_last_two() {
+    let api = TestApi::start().await;
+    let s3 = S3Server::start();
+    let (_sim, address) = system_tests::cluster::simulator(Duration::from_millis(50)).await;
+    let target = StoreTarget {
+        endpoint: s3.endpoint(),
+        bucket: BACKUP_BUCKET.to_owned(),
+        access_key_id: s3.access_key().to_owned(),
+        secret_access_key: s3.secret_key().to_owned(),
+    };
+    let _agent = system_tests::cluster::agent_with_backups(&api, "eu-1", address, Some(target)).await;
+    let store = BackupStore::new(&StoreConfig {
+        endpoint: s3.endpoint(),
+        bucket: BACKUP_BUCKET.to_owned(),
+        region: "us-east-1".into(),
+        access_key_id: s3.access_key().to_owned(),
+        secret_access_key: s3.secret_key().to_owned(),
+    })
+    .unwrap();
+    let jetstream = async_nats::jetstream::new(api.nats_server.connect().await);
+    let _worker = tokio::spawn(projections::backup_worker::run(
+        api.state.read_models.clone(),
+        store.clone(),
+        jetstream,
+    ));
+
+    let body = json!({"name": "orders", "service": "mongodb", "version": "7.0", "plan": "starter", "cluster": "eu-1"});
+    let created = api
+        .call(Method::POST, "/v1/projects/acme/instances", Some(&body), &[("authorization", &editor())])
+        .await;
+    let instance: Uuid = created.body["instance_id"].as_str().unwrap().parse().unwrap();
+    assert!(api.wait_for_state(instance, Health::Healthy, WAIT).await, "never healthy");
+    let schedules = format!("/v1/projects/acme/instances/{instance}/backup-schedules");
+
+    // Bad input is named field by field and stored nowhere.
+    let bad = json!({"name": "x", "cron": "0 30 2 * * *", "time_zone": "Mars/Olympus", "retention": {"keep_last": 2}});
+    let refused = api.call(Method::POST, &schedules, Some(&bad), &[("authorization", &editor())]).await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", refused.body);
+    let fields: Vec<&str> =
+        refused.body["errors"].as_array().unwrap().iter().filter_map(|e| e["field"].as_str()).collect();
+    assert_eq!(fields, ["/cron", "/time_zone"], "{}", refused.body);
+
+    let every_minute = json!({"name": "every-minute", "cron": "* * * * *", "retention": {"keep_last": 2}});
+    let made = api.call(Method::POST, &schedules, Some(&every_minute), &[("authorization", &editor())]).await;
+    assert_eq!(made.status, StatusCode::ACCEPTED, "{}", made.body);
+    let location = made.header("cp-schedule-location").expect("where the schedule is").to_owned();
+    let shown = api.call(Method::GET, &location, None, &[("authorization", &editor())]).await;
+    assert_eq!(shown.status, StatusCode::OK, "{}", shown.body);
+    assert_eq!(shown.body["time_zone"], "UTC", "the default time zone");
+    assert!(shown.body["next_run_at"].is_string(), "{}", shown.body);
+    // The scheduler reads the read models: wait until they have the schedule.
+    let seen = api
+        .state
+        .read_models
+        .wait_until(WAIT, |m| {
+            m.instance("acme", instance).is_some_and(|v| v.spec().backup_schedules.len() == 1)
+        })
+        .await;
+    assert!(seen, "the schedule never reached the read models");
+    let listed = api.call(Method::GET, &schedules, None, &[("authorization", &editor())]).await;
+    assert_eq!(listed.body["items"].as_array().map(Vec::len), Some(1));
+
+    // The clock: the scheduler is handed the time, a minute at a time, from the start of a minute.
+    let start = Utc::now().duration_trunc(TimeDelta::minutes(1)).unwrap();
+    let mut scheduler = Scheduler::new(api.state.read_models.clone(), api.state.backups.clone(), start);
+    let completed = |n: usize| {
+        api.state.read_models.wait_until(WAIT, move |m| {
+            m.backups().of_instance("acme", instance, Some(BackupState::Completed), None, 100).len()
+                + m.backups().of_instance("acme", instance, Some(BackupState::Deleting), None, 100).len()
+                + m.backups().of_instance("acme", instance, Some(BackupState::Deleted), None, 100).len()
+                >= n
+        })
+    };
+    for minute in 1..=4 {
+        let pass = scheduler.pass(start + TimeDelta::minutes(minute) + TimeDelta::seconds(1)).await;
+        assert_eq!(pass.requested, 1, "minute {minute}: one backup");
+        assert!(completed(minute as usize).await, "minute {minute}: the backup never completed");
+    }
+    // Another pass in the same minute makes no backup, and expires what retention no longer keeps.
+    let pass = scheduler.pass(start + TimeDelta::minutes(4) + TimeDelta::seconds(30)).await;
+    assert_eq!(pass.requested, 0, "one backup per minute");
+    let kept_two = api
+        .state
+        .read_models
+        .wait_until(WAIT, |m| {
+            let all = m.backups().of_instance("acme", instance, None, None, 100);
+            all.len() == 4
+                && all.iter().filter(|b| b.state == BackupState::Completed).count() == 2
+                && all.iter().filter(|b| b.state == BackupState::Deleted).count() == 2
+        })
+        .await;
+    let all: Vec<_> = api
+        .state
+        .read_models
+        .read()
+        .backups()
+        .of_instance("acme", instance, None, None, 100)
+        .into_iter()
+        .cloned()
+        .collect();
+    assert!(
+        kept_two,
+        "retention keeps exactly the last two: {:?}",
+        all.iter().map(|b| (b.id, b.state)).collect::<Vec<_>>()
+    );
+    // Newest first: the two newest are kept; the two oldest are gone from the store.
+    for (n, backup) in all.iter().enumerate() {
+        let location = backup.location.as_deref().expect("each had an object");
+        let found = store
+            .verify(location, backup.size_bytes.unwrap(), backup.sha256.as_deref().unwrap())
+            .await
+            .unwrap();
+        let expected = if n < 2 { Verification::Matches } else { Verification::Missing };
+        assert_eq!(found, expected, "backup {n} (newest first)");
+        assert!(matches!(backup.trigger, domain::BackupTrigger::Schedule { .. }));
+    }
+    // A disabled schedule makes nothing.
+    let schedule_id = shown.body["id"].as_str().unwrap();
+    let off =
+        json!({"name": "every-minute", "cron": "* * * * *", "enabled": false, "retention": {"keep_last": 2}});
+    let disabled = api
+        .call(Method::PUT, &format!("{schedules}/{schedule_id}"), Some(&off), &[("authorization", &editor())])
+        .await;
+    assert_eq!(disabled.status, StatusCode::ACCEPTED, "{}", disabled.body);
+    let turned_off = api
+        .state
+        .read_models
+        .wait_until(WAIT, |m| {
+            m.instance("acme", instance).is_some_and(|v| v.spec().backup_schedules.iter().all(|s| !s.enabled))
+        })
+        .await;
+    assert!(turned_off);
+    let pass = scheduler.pass(start + TimeDelta::minutes(6)).await;
+    assert_eq!(pass.requested, 0, "a disabled schedule makes no backup");
+}
