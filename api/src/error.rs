@@ -229,6 +229,12 @@ impl From<InstanceError> for ApiError {
             InstanceError::NotFound => Self::NotFound("instance"),
             InstanceError::AclEntryNotFound { .. } => Self::NotFound("ACL entry"),
             InstanceError::ScheduleNotFound { .. } => Self::NotFound("backup schedule"),
+            InstanceError::BackupNotRestorable { .. } => Self::Conflict {
+                code: "backup_not_restorable",
+                detail: e.to_string(),
+                errors: vec![],
+                retry_after: None,
+            },
             InstanceError::AlreadyExists => Self::Conflict {
                 code: "already_exists",
                 detail: e.to_string(),

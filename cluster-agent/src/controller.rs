@@ -9,6 +9,7 @@
 mod cleanup;
 mod converge;
 mod observe;
+mod restore;
 mod rotation;
 
 use std::{

@@ -63,6 +63,19 @@ pub struct ManagedInstanceSpec {
     /// instance
     #[serde(default)]
     pub acl: Vec<String>,
+    /// the backup the instance is to be restored from (the latest restore asked for)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<RestoreTarget>,
+}
+
+/// A backup to load into an instance.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreTarget {
+    /// the backup
+    pub backup_id: String,
+    /// its object's key in the backup bucket
+    pub location: String,
 }
 
 impl ManagedInstanceSpec {
@@ -74,6 +87,7 @@ impl ManagedInstanceSpec {
             configuration: self.generation,
             network_access: self.generation,
             credentials: 0,
+            restore: 0,
         })
     }
 }
@@ -93,6 +107,9 @@ pub struct AspectGenerations {
     /// credentials (0: never rotated; absent from mirrors and statuses written before rotations)
     #[serde(default)]
     pub credentials: u64,
+    /// restore (0: never restored)
+    #[serde(default)]
+    pub restore: u64,
 }
 
 impl From<AspectGenerations> for domain::instance::Generations {
@@ -103,6 +120,7 @@ impl From<AspectGenerations> for domain::instance::Generations {
             configuration: g.configuration,
             network_access: g.network_access,
             credentials: g.credentials,
+            restore: g.restore,
         }
     }
 }
@@ -115,6 +133,7 @@ impl From<domain::instance::Generations> for AspectGenerations {
             configuration: g.configuration,
             network_access: g.network_access,
             credentials: g.credentials,
+            restore: g.restore,
         }
     }
 }

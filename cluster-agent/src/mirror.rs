@@ -151,9 +151,19 @@ pub(crate) async fn run(config: Arc<AgentConfig>, desired: Arc<Desired>) -> anyh
     // The agent never administers JetStream (the control plane makes the cluster's stream and consumer
     // when it registers the cluster): it looks its consumer up, and waits while it does not exist yet.
     let consumer = open_consumer(&js, &config).await;
-    let rebuilt_at = cluster_feed::rewind(&js, &config.settings, &config.cluster)
-        .await
-        .map_err(|e| anyhow::anyhow!("rewinding the cluster's consumer: {e}"))?;
+    // A slow or briefly unavailable JetStream (a replicated stream electing a leader, a loaded server)
+    // is waited out, as the consumer lookup is: the agent keeps running and retries.
+    let mut wait = Duration::from_millis(200);
+    let rebuilt_at = loop {
+        match cluster_feed::rewind(&js, &config.settings, &config.cluster).await {
+            Ok(at) => break at,
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?wait, "rewinding the cluster's consumer failed; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+        }
+    };
     if rebuilt_at == 0 {
         finish_rebuild(&config, &desired);
     }
@@ -340,6 +350,11 @@ async fn mirror(config: &AgentConfig, desired: &Desired, id: Uuid) -> Result<()>
                     "acl": spec.acl.iter().map(|e| e.cidr.as_str()).collect::<Vec<_>>(),
                 },
             });
+            let mut object = object;
+            if let Some(restore) = &spec.restore {
+                object["spec"]["restore"] =
+                    json!({"backupId": restore.backup_id.to_string(), "location": restore.location});
+            }
             api.patch(&spec.name, &apply_params(), &Patch::Apply(&object)).await?;
         }
         Lifecycle::Deprovisioning => match api.delete(&spec.name, &DeleteParams::background()).await {

@@ -29,6 +29,7 @@ fn fixture(service: &str, version: &str, config: serde_json::Value) -> ManagedIn
             generation: 4,
             aspects: None,
             acl: vec!["198.51.100.7/32".into(), "2001:db8::/32".into()],
+            restore: None,
         },
     );
     mi.metadata = ObjectMeta {

@@ -4,6 +4,7 @@ mod aspects;
 mod commands;
 mod events;
 mod network;
+pub mod restore;
 mod rules;
 pub mod schedules;
 #[cfg(test)]
@@ -70,6 +71,9 @@ pub struct InstanceSpec {
     /// backup schedules, sorted by name
     #[serde(default)]
     pub backup_schedules: Vec<schedules::BackupSchedule>,
+    /// the latest restore asked for, if any
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<restore::RestoreSpec>,
 }
 
 /// Where an instance is in its life.
@@ -164,6 +168,14 @@ pub enum InstanceError {
         /// the CIDR asked for
         cidr: String,
     },
+    /// the backup cannot be restored from
+    #[error("backup {backup_id} cannot be restored from: {reason}")]
+    BackupNotRestorable {
+        /// the backup
+        backup_id: Uuid,
+        /// why
+        reason: String,
+    },
     /// the instance has no backup schedule with this id
     #[error("the instance has no backup schedule {id}")]
     ScheduleNotFound {
@@ -225,6 +237,10 @@ impl Instance {
         check_description(&cmd.description)?;
         check_dns_label("cluster", &cmd.cluster)?;
         let acl = network::check_acl(&cmd.acl, "/acl", cmd.allow_public)?;
+        let restore = match &cmd.restore {
+            Some(source) => Some(restore::check(source, cmd.service, &cmd.version)?),
+            None => None,
+        };
         let provisioned = InstanceProvisioned {
             instance_id: cmd.instance_id,
             project: cmd.project,
@@ -244,6 +260,7 @@ impl Instance {
             let mut same = spec_of(&provisioned);
             same.resources = existing.resources;
             same.acl = acl;
+            same.restore = restore;
             return if same == *existing { Ok(vec![]) } else { Err(InstanceError::AlreadyExists) };
         }
         services
@@ -259,6 +276,9 @@ impl Instance {
         let mut events = vec![InstanceEvent::InstanceProvisioned(provisioned)];
         if !acl.is_empty() {
             events.push(InstanceEvent::NetworkAccessChanged { entries: acl });
+        }
+        if let Some(restore) = restore {
+            events.push(InstanceEvent::RestoreRequested { restore });
         }
         Ok(events)
     }
@@ -425,6 +445,7 @@ fn spec_of(p: &InstanceProvisioned) -> InstanceSpec {
         cluster: p.cluster.clone(),
         acl: Vec::new(),
         backup_schedules: Vec::new(),
+        restore: None,
     }
 }
 
@@ -468,6 +489,11 @@ impl Aggregate for Instance {
                 let schedules = spec.backup_schedules.iter().filter(|s| s.id != id).cloned().collect();
                 vec![InstanceEvent::BackupSchedulesChanged { schedules }]
             }
+            InstanceCommand::Restore(source) => {
+                let spec = self.active_spec()?;
+                let restore = restore::check(&source, spec.service, &spec.version)?;
+                vec![InstanceEvent::RestoreRequested { restore }]
+            }
             InstanceCommand::RotateCredentials => {
                 self.active_spec()?;
                 vec![InstanceEvent::CredentialsRotationRequested {}]
@@ -510,6 +536,7 @@ impl Aggregate for Instance {
             // the generation of the credentials aspect (set above) is all a rotation changes
             InstanceEvent::CredentialsRotationRequested {} => {}
             InstanceEvent::BackupSchedulesChanged { schedules } => spec.backup_schedules = schedules,
+            InstanceEvent::RestoreRequested { restore } => spec.restore = Some(restore),
             InstanceEvent::DeprovisioningStarted {} => self.lifecycle = Lifecycle::Deprovisioning,
         }
     }

@@ -20,6 +20,8 @@ pub enum OperationKind {
     Backup,
     /// deletes a backup
     DeleteBackup,
+    /// restores an instance from a backup
+    Restore,
 }
 
 impl OperationKind {
@@ -32,6 +34,7 @@ impl OperationKind {
             Self::RotateCredentials => "rotate_credentials",
             Self::Backup => "backup",
             Self::DeleteBackup => "delete_backup",
+            Self::Restore => "restore",
         }
     }
 }
@@ -49,6 +52,7 @@ mod tests {
             (OperationKind::RotateCredentials, "rotate_credentials"),
             (OperationKind::Backup, "backup"),
             (OperationKind::DeleteBackup, "delete_backup"),
+            (OperationKind::Restore, "restore"),
         ] {
             assert_eq!(kind.as_str(), wire);
             assert_eq!(serde_json::to_value(kind).unwrap(), wire);

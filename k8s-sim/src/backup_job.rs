@@ -9,10 +9,35 @@ use crate::server::Simulator;
 
 /// Uploads a stand-in artifact for `job`; `Ok(termination message)` or `Err(why)` as the Job would fail.
 pub(crate) async fn run(sim: &Simulator, namespace: &str, job: &Value) -> Result<String, String> {
-    let container = job["spec"]["template"]["spec"]["containers"]
+    let (store, key) = store_of(sim, namespace, job, "containers", "upload")?;
+    let name = job["metadata"]["name"].as_str().unwrap_or_default();
+    let artifact = format!("simulated dump of {namespace}/{name}\n").repeat(64).into_bytes();
+    let (size, sha256) = store.put(&key, artifact).await.map_err(|e| format!("upload failed: {e}"))?;
+    Ok(json!({"size": size, "sha256": sha256}).to_string())
+}
+
+/// Fetches the artifact a restore Job loads; `Err(why)` when the store does not have it.
+pub(crate) async fn download(sim: &Simulator, namespace: &str, job: &Value) -> Result<String, String> {
+    let (store, key) = store_of(sim, namespace, job, "initContainers", "download")?;
+    match store.verify(&key, 0, "").await {
+        Ok(backup_store::Verification::Missing) => Err(format!("download failed: no object {key}")),
+        Ok(_) => Ok("{}".to_owned()),
+        Err(e) => Err(format!("download failed: {e}")),
+    }
+}
+
+/// The store and object key a Job's container works with, from its environment and the store Secret.
+fn store_of(
+    sim: &Simulator,
+    namespace: &str,
+    job: &Value,
+    list: &str,
+    name: &str,
+) -> Result<(backup_store::BackupStore, String), String> {
+    let container = job["spec"]["template"]["spec"][list]
         .as_array()
-        .and_then(|c| c.iter().find(|c| c["name"] == "upload"))
-        .ok_or("the Job has no upload container")?;
+        .and_then(|c| c.iter().find(|c| c["name"] == name))
+        .ok_or(format!("the Job has no {name} container"))?;
     let env = |name: &str| {
         container["env"].as_array().and_then(|env| env.iter().find(|e| e["name"] == name)).cloned()
     };
@@ -38,10 +63,7 @@ pub(crate) async fn run(sim: &Simulator, namespace: &str, job: &Value) -> Result
         secret_access_key: field("secret-access-key")?,
     };
     let store = backup_store::BackupStore::new(&config).map_err(|e| e.to_string())?;
-    let name = job["metadata"]["name"].as_str().unwrap_or_default();
-    let artifact = format!("simulated dump of {namespace}/{name}\n").repeat(64).into_bytes();
-    let (size, sha256) = store.put(&key, artifact).await.map_err(|e| format!("upload failed: {e}"))?;
-    Ok(json!({"size": size, "sha256": sha256}).to_string())
+    Ok((store, key))
 }
 
 /// The Job's pod, finished, with the upload container's termination message (labelled as the Job

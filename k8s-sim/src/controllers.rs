@@ -18,6 +18,8 @@ const PODS: &str = "pods";
 const JOBS: &str = "jobs.batch";
 /// Label of the agent's backup Jobs (cluster-agent `render::backup`).
 const BACKUP_LABEL: &str = "cp.example.com/backup-id";
+/// Label of the pods of the agent's restore Jobs.
+const RESTORE_LABEL: &str = "cp.example.com/restore-of";
 const SECRETS: &str = "secrets";
 
 pub(crate) fn spawn(sim: Simulator) {
@@ -46,8 +48,12 @@ pub(crate) fn spawn(sim: Simulator) {
                     tokio::spawn(async move {
                         tokio::time::sleep(sim.inner.options.ready_delay).await;
                         // A backup Job's work is real: the artifact goes to the object store.
-                        let uploaded = if change.object["metadata"]["labels"][BACKUP_LABEL].is_string() {
-                            Some(crate::backup_job::run(&sim, &change.namespace, &change.object).await)
+                        let job = &change.object;
+                        let uploaded = if job["metadata"]["labels"][BACKUP_LABEL].is_string() {
+                            Some(crate::backup_job::run(&sim, &change.namespace, job).await)
+                        } else if job["spec"]["template"]["metadata"]["labels"][RESTORE_LABEL].is_string() {
+                            // A restore's download is real too: it fails when the object is not there.
+                            Some(crate::backup_job::download(&sim, &change.namespace, job).await)
                         } else {
                             None
                         };

@@ -195,6 +195,7 @@ mod tests {
                 configuration: 1,
                 network_access: 1,
                 credentials: 0,
+                restore: 0,
             },
             restart_pending: &NONE,
             deprovisioning: None,
@@ -215,7 +216,8 @@ mod tests {
                 (Aspect::Resources, Health::Reconciling),
                 (Aspect::Configuration, Health::Healthy),
                 (Aspect::NetworkAccess, Health::Healthy),
-                (Aspect::Credentials, Health::Healthy)
+                (Aspect::Credentials, Health::Healthy),
+                (Aspect::Restore, Health::Healthy)
             ]
         );
     }

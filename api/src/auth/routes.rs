@@ -48,6 +48,7 @@ pub const ROUTES: &[(&str, &str, Requirement)] = &[
     ("GET", "/v1/projects/{project}/instances/{id}/backups", Project(Role::Viewer)),
     ("GET", "/v1/projects/{project}/instances/{id}/backups/{backup_id}", Project(Role::Viewer)),
     ("DELETE", "/v1/projects/{project}/instances/{id}/backups/{backup_id}", Project(Role::Editor)),
+    ("POST", "/v1/projects/{project}/instances/{id}/restore", Project(Role::Editor)),
     ("GET", "/v1/projects/{project}/instances/{id}/backup-schedules", Project(Role::Viewer)),
     ("POST", "/v1/projects/{project}/instances/{id}/backup-schedules", Project(Role::Editor)),
     ("GET", "/v1/projects/{project}/instances/{id}/backup-schedules/{schedule_id}", Project(Role::Viewer)),

@@ -92,6 +92,26 @@ pub struct ProvisionRequest {
     /// region to place the instance in, when `cluster` is absent
     #[serde(default)]
     pub region: Option<String>,
+    /// a backup of the project (of a live or a deprovisioned instance) to load into the new instance
+    #[serde(default)]
+    pub restore_from: Option<RestoreRequest>,
+}
+
+/// The backup an instance was restored from.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RestoredFrom {
+    /// the backup
+    pub backup_id: uuid::Uuid,
+    /// the instance the backup is of
+    pub source_instance_id: uuid::Uuid,
+}
+
+/// Which backup to restore from (`POST …/instances/{id}/restore`, or `restore_from` of a provision).
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreRequest {
+    /// a completed backup of the same service, of the same or an older version
+    pub backup_id: uuid::Uuid,
 }
 
 /// Body of `PATCH /v1/projects/{project}/instances/{id}`: a JSON merge patch. Absent (or null) fields are
@@ -245,6 +265,9 @@ pub struct Instance {
     pub cluster: String,
     /// network ACL, sorted by CIDR
     pub acl: Vec<AclEntry>,
+    /// the backup the instance was last restored from (at provisioning or in place)
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restored_from: Option<RestoredFrom>,
     /// where clients connect, once the cluster published an address (only while the ACL is not empty)
     #[serde(skip_serializing_if = "Option::is_none")]
     pub connection: Option<Connection>,
@@ -287,6 +310,10 @@ impl From<&InstanceView> for Instance {
             deletion_protection: spec.deletion_protection,
             cluster: spec.cluster.clone(),
             acl: spec.acl.iter().map(AclEntry::from).collect(),
+            restored_from: spec
+                .restore
+                .as_ref()
+                .map(|r| RestoredFrom { backup_id: r.backup_id, source_instance_id: r.source_instance_id }),
             connection: view
                 .observed
                 .as_ref()

@@ -22,6 +22,8 @@ pub enum OperationType {
     Backup,
     /// deletes a backup
     DeleteBackup,
+    /// restores an instance from a backup
+    Restore,
 }
 
 impl From<OperationKind> for OperationType {
@@ -33,6 +35,7 @@ impl From<OperationKind> for OperationType {
             OperationKind::RotateCredentials => Self::RotateCredentials,
             OperationKind::Backup => Self::Backup,
             OperationKind::DeleteBackup => Self::DeleteBackup,
+            OperationKind::Restore => Self::Restore,
         }
     }
 }

@@ -291,3 +291,85 @@ fn accepted(
     headers.insert(header::RETRY_AFTER, HeaderValue::from(1));
     response
 }
+
+/// What the read models know of backup `backup_id` of `project`, for a restore's rules. A backup of
+/// another project is not found. `field` names the request field for the errors.
+pub(super) fn restore_source(
+    state: &AppState,
+    project: &str,
+    backup_id: Uuid,
+    field: &str,
+) -> Result<domain::instance::restore::RestoreSource, ApiError> {
+    let model = state.read_models.read();
+    let view = model.backups().get(project, backup_id).ok_or_else(|| {
+        ApiError::field(field, "existing_backup", format!("the project has no backup {backup_id}"))
+    })?;
+    let unusable = match view.state {
+        projections::BackupState::Failed => {
+            Some(format!("it failed: {}", view.reason.as_deref().unwrap_or("no reason given")))
+        }
+        projections::BackupState::Deleting | projections::BackupState::Deleted => {
+            Some("it was deleted".to_owned())
+        }
+        _ if view.verified == Some(false) => Some(format!(
+            "its object is not as its cluster reported ({})",
+            view.verification_detail.as_deref().unwrap_or("checked")
+        )),
+        _ => None,
+    };
+    Ok(domain::instance::restore::RestoreSource {
+        backup_id,
+        instance_id: view.source.instance_id,
+        service: view.source.service,
+        version: view.source.version.clone(),
+        location: view.location.clone(),
+        unusable,
+    })
+}
+
+/// Restores an instance in place from a backup: the backup's data replaces the instance's; its id, name
+/// and endpoint stay. The operation succeeds once the cluster has loaded it; the instance shows the
+/// `restore` aspect reconciling until then.
+#[utoipa::path(
+    post,
+    path = "/v1/projects/{project}/instances/{id}/restore",
+    tag = "backups",
+    params(
+        ("project" = String, Path, description = "project"),
+        ("id" = String, Path, description = "instance id"),
+        ("If-Match" = Option<String>, Header, description = "ETag the restore is based on"),
+        ("Idempotency-Key" = Option<String>, Header, description = "makes retries safe"),
+    ),
+    request_body = crate::dto::RestoreRequest,
+    responses(
+        (status = 202, body = Operation, headers(("Location" = String), ("ETag" = String), ("Retry-After" = u32))),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "the backup failed, was deleted, or has not completed; or the instance is being deprovisioned",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 412, body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "no such backup in the project, another service's, or a newer version's",
+            body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn restore_instance(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path((project, id)): Path<(String, String)>,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+    body: crate::extract::JsonBody<crate::dto::RestoreRequest>,
+) -> Result<Response, ApiError> {
+    domain::instance::check_dns_label("project", &project)?;
+    let instance = instance_id(&id)?;
+    let source = restore_source(&state, &project, body.value.backup_id, "/backup_id")?;
+    let write = super::write::Write {
+        project: &project,
+        kind: OperationKind::Restore,
+        instance_id: instance,
+        expected_version: crate::extract::if_match(&headers)?,
+        headers: &headers,
+        fingerprint: [axum::http::Method::POST.as_str().as_bytes(), uri.path().as_bytes(), &body.raw],
+        actor: &principal,
+    };
+    super::write::execute(&state, write, domain::InstanceCommand::Restore(source)).await
+}

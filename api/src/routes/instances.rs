@@ -96,6 +96,12 @@ pub(super) async fn create_instance(
             },
         )?,
     };
+    let restore = match &request.restore_from {
+        Some(from) => {
+            Some(super::backups::restore_source(&state, &project, from.backup_id, "/restore_from/backup_id")?)
+        }
+        None => None,
+    };
     let id = Uuid::now_v7();
     let command = InstanceCommand::Provision(ProvisionInstance {
         instance_id: id,
@@ -111,6 +117,7 @@ pub(super) async fn create_instance(
         cluster: cluster.name.clone(),
         acl: request.acl.into_iter().map(Into::into).collect(),
         allow_public: request.allow_public,
+        restore,
     });
     let write = Write {
         project: &project,

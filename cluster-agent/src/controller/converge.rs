@@ -12,7 +12,7 @@ use kube::{
 };
 use serde_json::json;
 
-use super::{CHILD_KINDS, Context, about, lock, observe, rotation};
+use super::{CHILD_KINDS, Context, about, lock, observe, restore, rotation};
 use crate::{
     Result,
     crd::ManagedInstance,
@@ -82,6 +82,7 @@ pub(super) async fn apply(mi: Arc<ManagedInstance>, ctx: &Context) -> Result<Act
         writes += 1;
     }
     let rotation = rotation::rotate(&mi, ctx, &mut writes).await?;
+    let restore = restore::restore(&mi, ctx, &mut writes).await?;
     // Prune what the instance no longer needs (for example after a change of service layout, or a
     // rotation's Job once the rotation is done).
     for kind in CHILD_KINDS {
@@ -91,7 +92,8 @@ pub(super) async fn apply(mi: Arc<ManagedInstance>, ctx: &Context) -> Result<Act
                 || (kind == ChildKind::Secret
                     && name == render::credentials_name(&mi)
                     && mi.spec.service != "postgresql")
-                || (kind == ChildKind::Job && rotation.job.as_deref() == Some(name.as_str()));
+                || (kind == ChildKind::Job
+                    && [rotation.job.as_deref(), restore.job.as_deref()].contains(&Some(name.as_str())));
             if !wanted {
                 delete(ctx, kind, &namespace, &name).await?;
                 writes += 1;
@@ -109,7 +111,7 @@ pub(super) async fn apply(mi: Arc<ManagedInstance>, ctx: &Context) -> Result<Act
     // nothing will trigger the retry: poll, slowly.
     let next =
         if storage_failure.is_some() { Action::requeue(EXPANSION_RETRY) } else { Action::await_change() };
-    let observed = observe::observe(&mi, ctx, &desired, storage_failure, &rotation);
+    let observed = observe::observe(&mi, ctx, &desired, storage_failure, &rotation, &restore);
     let status = observe::status_of(&mi, &observed);
     if last.as_ref().is_none_or(|s| !observe::same_status(s, &status)) {
         publish(&ctx.config, &ctx.jetstream, about(&mi), ObservedEvent::InstanceObserved(Box::new(observed)))

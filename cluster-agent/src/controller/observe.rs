@@ -83,6 +83,7 @@ pub(super) fn observe(
     desired: &[render::Child],
     storage_failure: Option<String>,
     rotation: &super::rotation::Rotation,
+    restore: &super::restore::Restore,
 ) -> ObservedState {
     let namespace = mi.namespace().unwrap_or_default();
     let mut all_applied = true;
@@ -90,7 +91,7 @@ pub(super) fn observe(
     let mut network_applied = true;
     let mut ready_replicas = 0;
     let mut rolled_out = true;
-    let mut reason = storage_failure.or_else(|| rotation.failure.clone());
+    let mut reason = storage_failure.or_else(|| rotation.failure.clone()).or_else(|| restore.failure.clone());
     if render::expands_claims(mi) {
         // Storage is there once every replica's claim holds the wanted size.
         let expanded = ctx
@@ -170,6 +171,7 @@ pub(super) fn observe(
         configuration: if ready { wanted.configuration } else { before.configuration },
         network_access: if network_applied { wanted.network_access } else { before.network_access },
         credentials: rotation.applied,
+        restore: restore.applied,
     };
     ObservedState {
         instance_id: instance_uuid(mi),

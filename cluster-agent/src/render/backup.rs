@@ -14,6 +14,8 @@ use uuid::Uuid;
 use super::{Child, ChildKind, admin_user, credentials_name, service_port};
 use crate::crd::ManagedInstance;
 
+/// The image that moves artifacts to and from the store.
+const AWS_CLI_IMAGE: &str = "amazon/aws-cli:2.22.35";
 /// Name of the Secret holding the backup store's location and keys in a project namespace.
 pub const STORE_SECRET: &str = "cp-backup-store";
 /// Label on a backup's Job naming the backup.
@@ -122,7 +124,7 @@ pub fn job(mi: &ManagedInstance, backup_id: Uuid, key: &str) -> Option<Child> {
                         "volumeMounts": [{"name": "backup", "mountPath": "/backup"}],
                     }],
                     "containers": [{
-                        "name": "upload", "image": "amazon/aws-cli:2.22.35",
+                        "name": "upload", "image": AWS_CLI_IMAGE,
                         "command": ["/bin/sh", "-c", UPLOAD],
                         "env": [
                             {"name": "ENDPOINT", "valueFrom": store_key("endpoint")},
@@ -132,6 +134,74 @@ pub fn job(mi: &ManagedInstance, backup_id: Uuid, key: &str) -> Option<Child> {
                             {"name": "AWS_DEFAULT_REGION", "value": "us-east-1"},
                             {"name": "KEY", "value": key},
                         ],
+                        "volumeMounts": [{"name": "backup", "mountPath": "/backup"}],
+                    }],
+                },
+            },
+        },
+    });
+    Some(Child { kind: ChildKind::Job, name, object })
+}
+
+/// Label on a restore's Job pod naming the instance (not the instance label: the pod is not a replica).
+pub const RESTORE_OF_LABEL: &str = "cp.example.com/restore-of";
+
+/// Name of the Job that carries out restore `generation` (at most 63 characters, as a Job's name must
+/// fit the `job-name` label of its pods).
+pub fn restore_job_name(mi: &ManagedInstance, generation: u64) -> String {
+    let suffix = format!("-restore-{generation}");
+    let name = mi.name_any();
+    let keep = name.len().min(63 - suffix.len());
+    format!("{}{suffix}", name[..keep].trim_end_matches('-'))
+}
+
+/// The Job that loads the backup at `key` into the running instance, replacing its data: the artifact is
+/// downloaded by an init container, and the service's own tool loads it (`mongorestore --archive --gzip
+/// --drop`: each collection in the dump replaces the one of the same name; MongoDB Database Tools,
+/// mongorestore). `None` for services whose restores are not built.
+pub fn restore_job(mi: &ManagedInstance, generation: u64, key: &str) -> Option<Child> {
+    if mi.spec.service != "mongodb" {
+        return None;
+    }
+    let user = admin_user(&mi.spec.service)?;
+    let namespace = mi.namespace().unwrap_or_default();
+    let host = super::rotation::connect_host(&mi.spec.service, &mi.name_any(), &namespace);
+    let port = service_port(&mi.spec.service);
+    let name = restore_job_name(mi, generation);
+    let store_key = |key: &str| json!({"secretKeyRef": {"name": STORE_SECRET, "key": key}});
+    let restore = format!(
+        "mongorestore --host {host} --port {port} --username {user} --password \"$PASSWORD\" \
+         --authenticationDatabase admin --archive=/backup/artifact --gzip --drop"
+    );
+    let mut metadata = json!({"name": name, "namespace": namespace, "labels": super::labels(mi)});
+    // Written once: the generation label would change with the instance.
+    metadata["labels"].as_object_mut().map(|l| l.remove(super::GENERATION_LABEL));
+    let object = json!({
+        "apiVersion": "batch/v1", "kind": "Job", "metadata": metadata,
+        "spec": {
+            "backoffLimit": 2,
+            "template": {
+                "metadata": {"labels": {RESTORE_OF_LABEL: mi.spec.instance_id}},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "volumes": [{"name": "backup", "emptyDir": {}}],
+                    "initContainers": [{
+                        "name": "download", "image": AWS_CLI_IMAGE,
+                        "command": ["/bin/sh", "-c", "aws s3 cp \"s3://$BUCKET/$KEY\" /backup/artifact --endpoint-url \"$ENDPOINT\" --only-show-errors"],
+                        "env": [
+                            {"name": "ENDPOINT", "valueFrom": store_key("endpoint")},
+                            {"name": "BUCKET", "valueFrom": store_key("bucket")},
+                            {"name": "AWS_ACCESS_KEY_ID", "valueFrom": store_key("access-key-id")},
+                            {"name": "AWS_SECRET_ACCESS_KEY", "valueFrom": store_key("secret-access-key")},
+                            {"name": "AWS_DEFAULT_REGION", "value": "us-east-1"},
+                            {"name": "KEY", "value": key},
+                        ],
+                        "volumeMounts": [{"name": "backup", "mountPath": "/backup"}],
+                    }],
+                    "containers": [{
+                        "name": "restore", "image": format!("mongo:{}", mi.spec.version),
+                        "command": ["/bin/sh", "-c", restore],
+                        "env": [{"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": credentials_name(mi), "key": "password"}}}],
                         "volumeMounts": [{"name": "backup", "mountPath": "/backup"}],
                     }],
                 },

@@ -23,13 +23,21 @@ pub enum Aspect {
     /// the service's generated password: changed by a rotation, applied once the service accepts only
     /// the new one
     Credentials,
+    /// the data: a restore from a backup replaces it
+    Restore,
     /// deprovisioning (tracked by the read side only; never applied to the cluster as a generation)
     Deletion,
 }
 
 /// The aspects a cluster applies, each with a generation.
-pub const APPLIED_ASPECTS: [Aspect; 5] =
-    [Aspect::Version, Aspect::Resources, Aspect::Configuration, Aspect::NetworkAccess, Aspect::Credentials];
+pub const APPLIED_ASPECTS: [Aspect; 6] = [
+    Aspect::Version,
+    Aspect::Resources,
+    Aspect::Configuration,
+    Aspect::NetworkAccess,
+    Aspect::Credentials,
+    Aspect::Restore,
+];
 
 /// The aspects provisioning sets. Credentials are made with the instance and count as changed only by a
 /// rotation (generation 0 until then: nothing to apply).
@@ -45,6 +53,7 @@ impl Aspect {
             Self::Configuration => "ConfigurationApplied",
             Self::NetworkAccess => "NetworkAccessApplied",
             Self::Credentials => "CredentialsApplied",
+            Self::Restore => "RestoreApplied",
             Self::Deletion => "Deleted",
         }
     }
@@ -57,6 +66,7 @@ impl Aspect {
             Self::Configuration => "configuration",
             Self::NetworkAccess => "network_access",
             Self::Credentials => "credentials",
+            Self::Restore => "restore",
             Self::Deletion => "deletion",
         }
     }
@@ -77,6 +87,9 @@ pub struct Generations {
     /// before rotations existed read as never rotated.
     #[serde(default)]
     pub credentials: u64,
+    /// restore (0 until the first restore). Added with a default, like `credentials`.
+    #[serde(default)]
+    pub restore: u64,
 }
 
 impl Generations {
@@ -90,6 +103,7 @@ impl Generations {
             configuration: generation,
             network_access: generation,
             credentials: 0,
+            restore: 0,
         }
     }
 
@@ -101,6 +115,7 @@ impl Generations {
             Aspect::Configuration => Some(self.configuration),
             Aspect::NetworkAccess => Some(self.network_access),
             Aspect::Credentials => Some(self.credentials),
+            Aspect::Restore => Some(self.restore),
             Aspect::Deletion => None,
         }
     }
@@ -113,6 +128,7 @@ impl Generations {
             Aspect::Configuration => self.configuration = generation,
             Aspect::NetworkAccess => self.network_access = generation,
             Aspect::Credentials => self.credentials = generation,
+            Aspect::Restore => self.restore = generation,
             Aspect::Deletion => {}
         }
     }
@@ -141,6 +157,7 @@ impl InstanceEvent {
             Self::ConfigurationChanged { .. } => &[Aspect::Configuration],
             Self::NetworkAccessChanged { .. } => &[Aspect::NetworkAccess],
             Self::CredentialsRotationRequested {} => &[Aspect::Credentials],
+            Self::RestoreRequested { .. } => &[Aspect::Restore],
             Self::DeprovisioningStarted {} => &[Aspect::Deletion],
             // Schedules are the control plane's to run: nothing in the cluster changes.
             Self::DescriptionChanged { .. }

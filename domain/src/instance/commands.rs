@@ -8,6 +8,8 @@ use super::AclEntry;
 use crate::catalog::{Config, ConfigValue, ServiceType};
 
 /// Every command the Instance aggregate accepts.
+// A command lives for one request; boxing the provision would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum InstanceCommand {
     /// create the instance
@@ -35,6 +37,8 @@ pub enum InstanceCommand {
     },
     /// replace the service's generated password with a new one
     RotateCredentials,
+    /// load a backup into the instance, replacing its data
+    Restore(super::restore::RestoreSource),
     /// add a backup schedule, or replace the one with its id
     PutBackupSchedule(super::schedules::BackupSchedule),
     /// remove a backup schedule
@@ -75,6 +79,8 @@ pub struct ProvisionInstance {
     pub acl: Vec<AclEntry>,
     /// whether the ACL may hold `0.0.0.0/0` or `::/0`
     pub allow_public: bool,
+    /// a backup to load into the new instance
+    pub restore: Option<super::restore::RestoreSource>,
 }
 
 impl ProvisionInstance {
@@ -103,6 +109,7 @@ impl ProvisionInstance {
             cluster: cluster.into(),
             acl: Vec::new(),
             allow_public: false,
+            restore: None,
         }
     }
 }

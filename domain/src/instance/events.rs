@@ -75,6 +75,11 @@ pub enum InstanceEvent {
         /// every schedule after the change
         schedules: Vec<super::schedules::BackupSchedule>,
     },
+    /// a backup is to be loaded into the instance (the restore aspect changes)
+    RestoreRequested {
+        /// which, and where its object is
+        restore: super::restore::RestoreSpec,
+    },
     /// a new password was asked for. Records the request only: the password is made and kept in the
     /// cluster, never in an event
     CredentialsRotationRequested {},
@@ -125,6 +130,7 @@ impl InstanceEvent {
             Self::DeletionProtectionChanged { .. } => "DeletionProtectionChanged",
             Self::CredentialsRotationRequested {} => "CredentialsRotationRequested",
             Self::BackupSchedulesChanged { .. } => "BackupSchedulesChanged",
+            Self::RestoreRequested { .. } => "RestoreRequested",
             Self::DeprovisioningStarted {} => "DeprovisioningStarted",
         }
     }
@@ -143,6 +149,7 @@ impl InstanceEvent {
             | Self::DeletionProtectionChanged { .. }
             | Self::CredentialsRotationRequested {}
             | Self::BackupSchedulesChanged { .. }
+            | Self::RestoreRequested { .. }
             | Self::DeprovisioningStarted {} => "1",
         }
     }

@@ -11,6 +11,7 @@ use crate::{catalog::ConfigValue, names::InMemoryNameRegistry};
 mod credentials;
 mod network;
 mod parameter_versions;
+mod restore;
 mod schedules;
 
 pub(super) type InstanceTest = TestFramework<Instance>;
@@ -38,6 +39,7 @@ pub(super) fn provision(service: ServiceType, version: &str) -> ProvisionInstanc
         cluster: "eu-1".into(),
         acl: Vec::new(),
         allow_public: false,
+        restore: None,
     }
 }
 
@@ -465,6 +467,18 @@ fn every_event_s_name_schema_and_wire_form_are_frozen() {
             serde_json::json!({"type": "BackupSchedulesChanged", "data": {"schedules": [{"id": id, "name": "nightly",
                 "cron": "30 2 * * *", "time_zone": "UTC", "enabled": true,
                 "retention": {"keep_last": 7, "max_age_days": null}}]}}),
+        ),
+        (
+            InstanceEvent::RestoreRequested {
+                restore: crate::instance::restore::RestoreSpec {
+                    backup_id: id,
+                    source_instance_id: id,
+                    location: "acme/x/y".into(),
+                },
+            },
+            "1",
+            serde_json::json!({"type": "RestoreRequested", "data": {"restore": {"backup_id": id,
+                "source_instance_id": id, "location": "acme/x/y"}}}),
         ),
         (
             InstanceEvent::CredentialsRotationRequested {},

@@ -230,7 +230,14 @@ fn each_operation_completes_when_its_own_aspect_is_applied() {
     let second_acl = log.command(OperationKind::Update, vec![acl("192.0.2.0/24")]);
     // The agent applied the newest ACL (which superseded the first) while the upgrade still rolls.
     log.observe_aspects(
-        Generations { version: 1, resources: 1, configuration: 1, network_access: 4, credentials: 0 },
+        Generations {
+            version: 1,
+            resources: 1,
+            configuration: 1,
+            network_access: 4,
+            credentials: 0,
+            restore: 0,
+        },
         false,
     );
     let mut model = ReadModel::default();
@@ -249,7 +256,14 @@ fn each_operation_completes_when_its_own_aspect_is_applied() {
     assert_eq!(health(Aspect::Version), Some(Health::Reconciling));
 
     log.observe_aspects(
-        Generations { version: 2, resources: 1, configuration: 1, network_access: 4, credentials: 0 },
+        Generations {
+            version: 2,
+            resources: 1,
+            configuration: 1,
+            network_access: 4,
+            credentials: 0,
+            restore: 0,
+        },
         true,
     );
     log.fold(&mut model, log.messages.len() - 1, log.messages.len());

@@ -1,0 +1,78 @@
+//! Restoring an instance from a backup, level-triggered like a rotation: the ManagedInstance says which
+//! restore generation is wanted, and the status which one the cluster applied. A restore runs as a Job
+//! against the serving instance (`render::backup::restore_job`); once the Job completed, the restore is
+//! applied. A restore that fails fails its operation with the Job's reason and leaves the data as the
+//! failed load left it (a dump is loaded collection by collection).
+
+use kube::{ResourceExt as _, api::Patch};
+
+use super::Context;
+use crate::{
+    Result,
+    crd::ManagedInstance,
+    render::{
+        ChildKind, apply_params,
+        backup::{self, restore_job, restore_job_name},
+        rotation::job_outcome,
+    },
+};
+
+/// Where an instance's restore stands after a reconcile.
+#[derive(Debug, Default)]
+pub(super) struct Restore {
+    /// the restore generation the data is at
+    pub applied: u64,
+    /// the Job of the restore in progress (kept by the pruning)
+    pub job: Option<String>,
+    /// why the restore failed, if it did
+    pub failure: Option<String>,
+}
+
+/// Takes the next step of the restore `mi` asks for, if any.
+pub(super) async fn restore(mi: &ManagedInstance, ctx: &Context, writes: &mut u32) -> Result<Restore> {
+    let wanted = mi.spec.aspect_generations().restore;
+    let reported = mi.status.as_ref().and_then(|s| s.applied).map_or(0, |a| a.restore);
+    if wanted == 0 || reported >= wanted {
+        return Ok(Restore { applied: wanted, ..Restore::default() });
+    }
+    let waiting = Restore { applied: reported, ..Restore::default() };
+    let fail = |why: String| {
+        Ok(Restore {
+            failure: Some(format!("RestoreFailed: {why}")),
+            ..Restore { applied: reported, ..Restore::default() }
+        })
+    };
+    let Some(target) = &mi.spec.restore else { return fail("the restore names no backup".into()) };
+    let Some(store) = &ctx.config.backup_store else {
+        return fail("this cluster has no backup store configured".into());
+    };
+    let namespace = mi.namespace().unwrap_or_default();
+    let name = restore_job_name(mi, wanted);
+    let Some(job) = ctx.current(ChildKind::Job, &namespace, &name) else {
+        // The Job loads into the running service: wait until it serves.
+        if mi.status.as_ref().is_none_or(|s| s.phase != "Ready") {
+            return Ok(Restore { job: Some(name), ..waiting });
+        }
+        let Some(job) = restore_job(mi, wanted, &target.location) else {
+            return fail(format!("restores of {} instances are not built yet", mi.spec.service));
+        };
+        let secrets = ctx.api(ChildKind::Secret, &namespace);
+        let secret = backup::store_secret(&namespace, store);
+        secrets.patch(backup::STORE_SECRET, &apply_params(), &Patch::Apply(&secret)).await?;
+        let written = ctx
+            .api(ChildKind::Job, &namespace)
+            .patch(&job.name, &apply_params(), &Patch::Apply(&job.object))
+            .await?;
+        ctx.remember(ChildKind::Job, &namespace, &job.name, Some(serde_json::to_value(&written)?));
+        *writes += 2;
+        return Ok(Restore { job: Some(name), ..waiting });
+    };
+    match job_outcome(&job) {
+        None => Ok(Restore { job: Some(name), ..waiting }),
+        Some(Err(why)) => {
+            tracing::warn!(job = %name, %why, "restore failed");
+            Ok(Restore { job: Some(name), failure: Some(format!("RestoreFailed: {why}")), ..waiting })
+        }
+        Some(Ok(())) => Ok(Restore { applied: wanted, ..Restore::default() }),
+    }
+}
