@@ -1,6 +1,7 @@
 //! Harness for end-to-end tests: a real nats-server, the API's state on it, and in-process HTTP calls
 //! through the router (`tower::ServiceExt::oneshot`).
 
+pub mod backups;
 pub mod cluster;
 
 use std::time::Duration;

@@ -4,13 +4,11 @@
 use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
-use backup_store::{BackupStore, StoreConfig, Verification};
+use backup_store::Verification;
 use chrono::{DurationRound as _, TimeDelta, Utc};
-use cluster_agent::render::backup::StoreTarget;
 use projections::{BackupState, Health, backup_scheduler::Scheduler};
 use serde_json::json;
 use system_tests::{ACME_EDITOR_TOKEN, TestApi};
-use testkit::{S3Server, s3::BACKUP_BUCKET};
 use uuid::Uuid;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -22,23 +20,11 @@ fn editor() -> String {
 #[tokio::test]
 async fn a_minutely_schedule_makes_backups_and_retention_keeps_exactly_the_last_two() {
     let api = TestApi::start().await;
-    let s3 = S3Server::start();
+    let s3 = system_tests::backups::BackupStoreRig::start();
     let (_sim, address) = system_tests::cluster::simulator(Duration::from_millis(50)).await;
-    let target = StoreTarget {
-        endpoint: s3.endpoint(),
-        bucket: BACKUP_BUCKET.to_owned(),
-        access_key_id: s3.access_key().to_owned(),
-        secret_access_key: s3.secret_key().to_owned(),
-    };
+    let target = s3.target();
     let _agent = system_tests::cluster::agent_with_backups(&api, "eu-1", address, Some(target)).await;
-    let store = BackupStore::new(&StoreConfig {
-        endpoint: s3.endpoint(),
-        bucket: BACKUP_BUCKET.to_owned(),
-        region: "us-east-1".into(),
-        access_key_id: s3.access_key().to_owned(),
-        secret_access_key: s3.secret_key().to_owned(),
-    })
-    .unwrap();
+    let store = s3.store();
     let jetstream = async_nats::jetstream::new(api.nats_server.connect().await);
     let _worker = tokio::spawn(projections::backup_worker::run(
         api.state.read_models.clone(),

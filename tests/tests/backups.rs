@@ -4,13 +4,11 @@
 use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
-use backup_store::{BackupStore, StoreConfig, Verification};
-use cluster_agent::render::backup::StoreTarget;
+use backup_store::Verification;
 use k8s_sim::server::Faults;
 use projections::Health;
 use serde_json::{Value, json};
 use system_tests::{ACME_EDITOR_TOKEN, ACME_VIEWER_TOKEN, OTHER_EDITOR_TOKEN, TestApi};
-use testkit::{S3Server, s3::BACKUP_BUCKET};
 use uuid::Uuid;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -51,14 +49,9 @@ async fn backup_of(api: &TestApi, instance: Uuid) -> (Uuid, Value) {
 #[tokio::test]
 async fn a_backup_lands_in_the_store_as_reported_and_a_failed_one_says_why() {
     let api = TestApi::start().await;
-    let s3 = S3Server::start();
+    let s3 = system_tests::backups::BackupStoreRig::start();
     let (sim, address) = system_tests::cluster::simulator(Duration::from_millis(50)).await;
-    let target = StoreTarget {
-        endpoint: s3.endpoint(),
-        bucket: BACKUP_BUCKET.to_owned(),
-        access_key_id: s3.access_key().to_owned(),
-        secret_access_key: s3.secret_key().to_owned(),
-    };
+    let target = s3.target();
     let _agent = system_tests::cluster::agent_with_backups(&api, "eu-1", address, Some(target)).await;
     let instance = provision(&api, "orders").await;
     assert!(api.wait_for_state(instance, Health::Healthy, WAIT).await, "never healthy");
@@ -77,14 +70,7 @@ async fn a_backup_lands_in_the_store_as_reported_and_a_failed_one_says_why() {
     }
     let location = body["location"].as_str().expect("where it is");
     assert_eq!(location, format!("acme/{instance}/{id}"));
-    let store = BackupStore::new(&StoreConfig {
-        endpoint: s3.endpoint(),
-        bucket: BACKUP_BUCKET.to_owned(),
-        region: "us-east-1".into(),
-        access_key_id: s3.access_key().to_owned(),
-        secret_access_key: s3.secret_key().to_owned(),
-    })
-    .unwrap();
+    let store = s3.store();
     let size = body["size_bytes"].as_u64().expect("its size");
     assert!(size > 0);
     let sha256 = body["sha256"].as_str().expect("its checksum");
@@ -200,15 +186,10 @@ async fn backup_facts(api: &TestApi, instance: Uuid) -> Vec<String> {
 #[tokio::test]
 async fn a_backup_asked_for_while_the_agent_was_down_runs_when_it_is_back_and_a_killed_agent_reports_once() {
     let api = TestApi::start().await;
-    let s3 = S3Server::start();
+    let s3 = system_tests::backups::BackupStoreRig::start();
     // Jobs take a while, so the agent can be killed while one runs.
     let (_sim, address) = system_tests::cluster::simulator(Duration::from_millis(1500)).await;
-    let target = StoreTarget {
-        endpoint: s3.endpoint(),
-        bucket: BACKUP_BUCKET.to_owned(),
-        access_key_id: s3.access_key().to_owned(),
-        secret_access_key: s3.secret_key().to_owned(),
-    };
+    let target = s3.target();
     let agent = system_tests::cluster::agent_with_backups(&api, "eu-1", address, Some(target.clone())).await;
     let instance = provision(&api, "orders").await;
     assert!(api.wait_for_state(instance, Health::Healthy, WAIT).await, "never healthy");
@@ -250,23 +231,11 @@ async fn a_backup_asked_for_while_the_agent_was_down_runs_when_it_is_back_and_a_
 #[tokio::test]
 async fn the_control_plane_verifies_each_reported_object_and_deletes_a_deleted_backup_s_object() {
     let api = TestApi::start().await;
-    let s3 = S3Server::start();
+    let s3 = system_tests::backups::BackupStoreRig::start();
     let (_sim, address) = system_tests::cluster::simulator(Duration::from_millis(50)).await;
-    let target = StoreTarget {
-        endpoint: s3.endpoint(),
-        bucket: BACKUP_BUCKET.to_owned(),
-        access_key_id: s3.access_key().to_owned(),
-        secret_access_key: s3.secret_key().to_owned(),
-    };
+    let target = s3.target();
     let _agent = system_tests::cluster::agent_with_backups(&api, "eu-1", address, Some(target)).await;
-    let store = BackupStore::new(&StoreConfig {
-        endpoint: s3.endpoint(),
-        bucket: BACKUP_BUCKET.to_owned(),
-        region: "us-east-1".into(),
-        access_key_id: s3.access_key().to_owned(),
-        secret_access_key: s3.secret_key().to_owned(),
-    })
-    .unwrap();
+    let store = s3.store();
     let jetstream = async_nats::jetstream::new(api.nats_server.connect().await);
     let _worker = tokio::spawn(projections::backup_worker::run(
         api.state.read_models.clone(),

@@ -5,12 +5,10 @@
 use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
-use cluster_agent::render::backup::StoreTarget;
 use k8s_sim::server::Faults;
 use projections::{Aspect, Health};
 use serde_json::{Value, json};
 use system_tests::{ACME_EDITOR_TOKEN, TestApi};
-use testkit::{S3Server, s3::BACKUP_BUCKET};
 use uuid::Uuid;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -43,14 +41,9 @@ fn restore_health(api: &TestApi, instance: Uuid) -> Option<Health> {
 #[tokio::test]
 async fn a_backup_is_restored_in_place_and_into_new_instances_even_after_its_instance_is_gone() {
     let api = TestApi::start().await;
-    let s3 = S3Server::start();
+    let s3 = system_tests::backups::BackupStoreRig::start();
     let (sim, address) = system_tests::cluster::simulator(Duration::from_millis(50)).await;
-    let target = StoreTarget {
-        endpoint: s3.endpoint(),
-        bucket: BACKUP_BUCKET.to_owned(),
-        access_key_id: s3.access_key().to_owned(),
-        secret_access_key: s3.secret_key().to_owned(),
-    };
+    let target = s3.target();
     let agent = system_tests::cluster::agent_with_backups(&api, "eu-1", address, Some(target.clone())).await;
     let mongo = json!({"name": "orders", "service": "mongodb", "version": "7.0", "plan": "starter", "cluster": "eu-1"});
     let (instance, _) = provision(&api, mongo).await;
@@ -88,14 +81,7 @@ async fn a_backup_is_restored_in_place_and_into_new_instances_even_after_its_ins
     let lost = completed_backup(&api, instance).await;
     let location =
         api.state.read_models.read().backups().get("acme", lost).and_then(|b| b.location.clone()).unwrap();
-    let store = backup_store::BackupStore::new(&backup_store::StoreConfig {
-        endpoint: s3.endpoint(),
-        bucket: BACKUP_BUCKET.to_owned(),
-        region: "us-east-1".into(),
-        access_key_id: s3.access_key().to_owned(),
-        secret_access_key: s3.secret_key().to_owned(),
-    })
-    .unwrap();
+    let store = s3.store();
     store.delete(&location).await.unwrap();
     let doomed = call(&api, Method::POST, &path, Some(&json!({"backup_id": lost}))).await;
     assert_eq!(doomed.status, StatusCode::ACCEPTED, "{}", doomed.body);

@@ -111,16 +111,8 @@ pub(super) async fn create_schedule(
     // A retry with the same Idempotency-Key answers the first operation, so a fresh id is safe here.
     let schedule = Uuid::now_v7();
     let command = InstanceCommand::PutBackupSchedule(body.value.clone().into_schedule(schedule));
-    let write = Write {
-        project: &project,
-        kind: OperationKind::Update,
-        instance_id: instance,
-        expected_version: if_match(&headers)?,
-        headers: &headers,
-        fingerprint: [Method::POST.as_str().as_bytes(), uri.path().as_bytes(), &body.raw],
-        actor: &principal,
-    };
-    let mut response = write::execute(&state, write, command).await?;
+    let fingerprint = [Method::POST.as_str().as_bytes(), uri.path().as_bytes(), &body.raw];
+    let mut response = change(&state, &principal, &project, instance, &headers, fingerprint, command).await?;
     if response.status().is_success()
         && let Ok(location) =
             format!("/v1/projects/{project}/instances/{instance}/backup-schedules/{schedule}").parse()
@@ -170,16 +162,8 @@ pub(super) async fn replace_schedule(
         return Err(ApiError::NotFound("backup schedule"));
     }
     let command = InstanceCommand::PutBackupSchedule(body.value.clone().into_schedule(schedule));
-    let write = Write {
-        project: &project,
-        kind: OperationKind::Update,
-        instance_id: instance,
-        expected_version: if_match(&headers)?,
-        headers: &headers,
-        fingerprint: [Method::PUT.as_str().as_bytes(), uri.path().as_bytes(), &body.raw],
-        actor: &principal,
-    };
-    write::execute(&state, write, command).await
+    let fingerprint = [Method::PUT.as_str().as_bytes(), uri.path().as_bytes(), &body.raw];
+    change(&state, &principal, &project, instance, &headers, fingerprint, command).await
 }
 
 /// Removes a backup schedule (its backups stay, and are no longer expired by it).
@@ -211,14 +195,29 @@ pub(super) async fn delete_schedule(
     check_dns_label("project", &project)?;
     let instance = instance_id(&id)?;
     let schedule = schedule_id(&schedule)?;
+    let fingerprint = [Method::DELETE.as_str().as_bytes(), uri.path().as_bytes(), b"".as_slice()];
+    let command = InstanceCommand::RemoveBackupSchedule { id: schedule };
+    change(&state, &principal, &project, instance, &headers, fingerprint, command).await
+}
+
+/// A schedule change: an update of the instance, guarded by its ETag.
+async fn change(
+    state: &AppState,
+    principal: &Principal,
+    project: &str,
+    instance_id: Uuid,
+    headers: &HeaderMap,
+    fingerprint: [&[u8]; 3],
+    command: InstanceCommand,
+) -> Result<Response, ApiError> {
     let write = Write {
-        project: &project,
+        project,
         kind: OperationKind::Update,
-        instance_id: instance,
-        expected_version: if_match(&headers)?,
-        headers: &headers,
-        fingerprint: [Method::DELETE.as_str().as_bytes(), uri.path().as_bytes(), b""],
-        actor: &principal,
+        instance_id,
+        expected_version: if_match(headers)?,
+        headers,
+        fingerprint,
+        actor: principal,
     };
-    write::execute(&state, write, InstanceCommand::RemoveBackupSchedule { id: schedule }).await
+    write::execute(state, write, command).await
 }
