@@ -216,3 +216,34 @@ pub fn sequence_header(
         None => Err(header_error(name, "stream_sequence", rule)),
     }
 }
+
+/// Most items a page may hold.
+pub const MAX_PAGE_SIZE: usize = 500;
+/// Items in a page when the client names no `limit`.
+pub const DEFAULT_PAGE_SIZE: usize = 100;
+
+/// A list's paging query, checked: `limit` from 1 to [`MAX_PAGE_SIZE`] (default [`DEFAULT_PAGE_SIZE`]),
+/// and `page_token` one this API returned (the id of the last item of the previous page).
+pub fn page(limit: Option<usize>, page_token: Option<&str>) -> Result<(usize, Option<uuid::Uuid>), ApiError> {
+    let limit = limit.unwrap_or(DEFAULT_PAGE_SIZE);
+    if !(1..=MAX_PAGE_SIZE).contains(&limit) {
+        return Err(ApiError::BadRequest {
+            code: "invalid_query",
+            detail: format!("limit must be from 1 to {MAX_PAGE_SIZE}"),
+            errors: vec![crate::error::FieldError {
+                field: "limit".into(),
+                rule: "range".into(),
+                detail: format!("from 1 to {MAX_PAGE_SIZE}"),
+            }],
+        });
+    }
+    let after = match page_token {
+        Some(token) => Some(token.parse::<uuid::Uuid>().map_err(|_| ApiError::BadRequest {
+            code: "invalid_query",
+            detail: "page_token is not one this API returned".into(),
+            errors: vec![],
+        })?),
+        None => None,
+    };
+    Ok((limit, after))
+}

@@ -20,11 +20,8 @@ use crate::{
     ApiError, AppState,
     auth::Principal,
     dto::{Backup, BackupList, BackupState, Operation, OperationStatus},
-    error::{FieldError, Problem},
+    error::Problem,
 };
-
-const DEFAULT_PAGE_SIZE: usize = 100;
-const MAX_PAGE_SIZE: usize = 500;
 
 impl From<BackupError> for ApiError {
     fn from(e: BackupError) -> Self {
@@ -151,26 +148,7 @@ pub(super) async fn list_backups(
         detail: e.body_text(),
         errors: vec![],
     })?;
-    let limit = params.limit.unwrap_or(DEFAULT_PAGE_SIZE);
-    if !(1..=MAX_PAGE_SIZE).contains(&limit) {
-        return Err(ApiError::BadRequest {
-            code: "invalid_query",
-            detail: format!("limit must be from 1 to {MAX_PAGE_SIZE}"),
-            errors: vec![FieldError {
-                field: "limit".into(),
-                rule: "range".into(),
-                detail: format!("from 1 to {MAX_PAGE_SIZE}"),
-            }],
-        });
-    }
-    let after = match params.page_token.as_deref() {
-        Some(token) => Some(token.parse::<Uuid>().map_err(|_| ApiError::BadRequest {
-            code: "invalid_query",
-            detail: "page_token is not one this API returned".into(),
-            errors: vec![],
-        })?),
-        None => None,
-    };
+    let (limit, after) = crate::extract::page(params.limit, params.page_token.as_deref())?;
     let model = state.read_models.read();
     let mut page =
         model.backups().of_instance(&project, instance_id, params.state.map(Into::into), after, limit + 1);

@@ -23,9 +23,6 @@ use crate::{
     extract::{JsonBody, etag, if_match},
 };
 
-const DEFAULT_PAGE_SIZE: usize = 100;
-const MAX_PAGE_SIZE: usize = 500;
-
 pub(super) fn instance_id(raw: &str) -> Result<Uuid, ApiError> {
     raw.parse().map_err(|_| ApiError::NotFound("instance"))
 }
@@ -190,26 +187,7 @@ pub(super) async fn list_instances(
             }],
         });
     }
-    let limit = params.limit.unwrap_or(DEFAULT_PAGE_SIZE);
-    if !(1..=MAX_PAGE_SIZE).contains(&limit) {
-        return Err(ApiError::BadRequest {
-            code: "invalid_query",
-            detail: format!("limit must be from 1 to {MAX_PAGE_SIZE}"),
-            errors: vec![crate::error::FieldError {
-                field: "limit".into(),
-                rule: "range".into(),
-                detail: format!("from 1 to {MAX_PAGE_SIZE}"),
-            }],
-        });
-    }
-    let after = match params.page_token.as_deref() {
-        Some(token) => Some(token.parse::<Uuid>().map_err(|_| ApiError::BadRequest {
-            code: "invalid_query",
-            detail: "page_token is not one this API returned".into(),
-            errors: vec![],
-        })?),
-        None => None,
-    };
+    let (limit, after) = crate::extract::page(params.limit, params.page_token.as_deref())?;
     let model = state.read_models.read();
     // One extra tells whether another page follows.
     let mut page =
