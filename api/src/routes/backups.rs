@@ -340,14 +340,17 @@ pub(super) async fn restore_instance(
     domain::instance::check_dns_label("project", &project)?;
     let instance = instance_id(&id)?;
     let source = restore_source(&state, &project, body.value.backup_id, "/backup_id")?;
-    let write = super::write::Write {
-        project: &project,
-        kind: OperationKind::Restore,
-        instance_id: instance,
-        expected_version: crate::extract::if_match(&headers)?,
-        headers: &headers,
-        fingerprint: [axum::http::Method::POST.as_str().as_bytes(), uri.path().as_bytes(), &body.raw],
-        actor: &principal,
-    };
-    super::write::execute(&state, write, domain::InstanceCommand::Restore(source)).await
+    let fingerprint = [axum::http::Method::POST.as_str().as_bytes(), uri.path().as_bytes(), &body.raw];
+    let command = domain::InstanceCommand::Restore(source);
+    super::write::change(
+        &state,
+        &principal,
+        &project,
+        instance,
+        &headers,
+        OperationKind::Restore,
+        fingerprint,
+        command,
+    )
+    .await
 }

@@ -14,14 +14,13 @@ use streams::credentials::{CredentialsReply, CredentialsRequest, SealedReply, re
 
 use super::{
     instances::{current_instance, instance_id},
-    write::{self, Write},
+    write,
 };
 use crate::{
     ApiError, AppState,
     auth::Principal,
     dto::{Credentials, Operation},
     error::Problem,
-    extract::if_match,
 };
 
 /// How long the cluster's agent may take to answer.
@@ -124,14 +123,17 @@ pub(super) async fn rotate_credentials(
 ) -> Result<Response, ApiError> {
     check_dns_label("project", &project)?;
     let id = instance_id(&id)?;
-    let write = Write {
-        project: &project,
-        kind: OperationKind::RotateCredentials,
-        instance_id: id,
-        expected_version: if_match(&headers)?,
-        headers: &headers,
-        fingerprint: [Method::POST.as_str().as_bytes(), uri.path().as_bytes(), b""],
-        actor: &principal,
-    };
-    write::execute(&state, write, InstanceCommand::RotateCredentials).await
+    let fingerprint = [Method::POST.as_str().as_bytes(), uri.path().as_bytes(), b"".as_slice()];
+    let command = InstanceCommand::RotateCredentials;
+    write::change(
+        &state,
+        &principal,
+        &project,
+        id,
+        &headers,
+        OperationKind::RotateCredentials,
+        fingerprint,
+        command,
+    )
+    .await
 }

@@ -13,14 +13,14 @@ use projections::OperationKind;
 
 use super::{
     instances::{current_instance, instance_id},
-    write::{self, Write},
+    write,
 };
 use crate::{
     ApiError, AppState,
     auth::Principal,
     dto::{Acl, AclAddRequest, AclEntry, AclReplaceRequest, Operation},
     error::Problem,
-    extract::{JsonBody, etag, if_match},
+    extract::{JsonBody, etag},
 };
 
 /// Gets an instance's ACL.
@@ -83,7 +83,8 @@ pub(super) async fn replace_acl(
     domain::instance::check_acl(&entries, "/entries", request.allow_public)?;
     let command = InstanceCommand::ReplaceAcl { entries, allow_public: request.allow_public };
     let fingerprint = [Method::PUT.as_str().as_bytes(), uri.path().as_bytes(), &body.raw];
-    change(&state, &principal, &project, id, &headers, fingerprint, command).await
+    write::change(&state, &principal, &project, id, &headers, OperationKind::Update, fingerprint, command)
+        .await
 }
 
 /// Adds one entry to an instance's ACL (an entry with the same CIDR gets the new description; the same
@@ -122,7 +123,8 @@ pub(super) async fn add_acl_entry(
     domain::instance::check_acl_entry(&entry, "", request.allow_public)?;
     let command = InstanceCommand::AddAclEntry { entry, allow_public: request.allow_public };
     let fingerprint = [Method::POST.as_str().as_bytes(), uri.path().as_bytes(), &body.raw];
-    change(&state, &principal, &project, id, &headers, fingerprint, command).await
+    write::change(&state, &principal, &project, id, &headers, OperationKind::Update, fingerprint, command)
+        .await
 }
 
 /// Removes one entry from an instance's ACL. The entry is named by its CIDR with the `/` percent-encoded
@@ -156,26 +158,6 @@ pub(super) async fn remove_acl_entry(
     let id = instance_id(&id)?;
     let fingerprint = [Method::DELETE.as_str().as_bytes(), uri.path().as_bytes(), b""];
     let command = InstanceCommand::RemoveAclEntry { cidr };
-    change(&state, &principal, &project, id, &headers, fingerprint, command).await
-}
-
-async fn change(
-    state: &AppState,
-    principal: &Principal,
-    project: &str,
-    instance_id: uuid::Uuid,
-    headers: &HeaderMap,
-    fingerprint: [&[u8]; 3],
-    command: InstanceCommand,
-) -> Result<Response, ApiError> {
-    let write = Write {
-        project,
-        kind: OperationKind::Update,
-        instance_id,
-        expected_version: if_match(headers)?,
-        headers,
-        fingerprint,
-        actor: principal,
-    };
-    write::execute(state, write, command).await
+    write::change(&state, &principal, &project, id, &headers, OperationKind::Update, fingerprint, command)
+        .await
 }

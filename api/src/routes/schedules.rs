@@ -13,14 +13,14 @@ use uuid::Uuid;
 
 use super::{
     instances::{current_instance, instance_id},
-    write::{self, Write},
+    write,
 };
 use crate::{
     ApiError, AppState,
     auth::Principal,
     dto::{BackupSchedule, BackupScheduleList, BackupScheduleRequest, Operation},
     error::Problem,
-    extract::{JsonBody, etag, if_match},
+    extract::{JsonBody, etag},
 };
 
 fn schedule_id(raw: &str) -> Result<Uuid, ApiError> {
@@ -112,7 +112,17 @@ pub(super) async fn create_schedule(
     let schedule = Uuid::now_v7();
     let command = InstanceCommand::PutBackupSchedule(body.value.clone().into_schedule(schedule));
     let fingerprint = [Method::POST.as_str().as_bytes(), uri.path().as_bytes(), &body.raw];
-    let mut response = change(&state, &principal, &project, instance, &headers, fingerprint, command).await?;
+    let mut response = write::change(
+        &state,
+        &principal,
+        &project,
+        instance,
+        &headers,
+        OperationKind::Update,
+        fingerprint,
+        command,
+    )
+    .await?;
     if response.status().is_success()
         && let Ok(location) =
             format!("/v1/projects/{project}/instances/{instance}/backup-schedules/{schedule}").parse()
@@ -163,7 +173,17 @@ pub(super) async fn replace_schedule(
     }
     let command = InstanceCommand::PutBackupSchedule(body.value.clone().into_schedule(schedule));
     let fingerprint = [Method::PUT.as_str().as_bytes(), uri.path().as_bytes(), &body.raw];
-    change(&state, &principal, &project, instance, &headers, fingerprint, command).await
+    write::change(
+        &state,
+        &principal,
+        &project,
+        instance,
+        &headers,
+        OperationKind::Update,
+        fingerprint,
+        command,
+    )
+    .await
 }
 
 /// Removes a backup schedule (its backups stay, and are no longer expired by it).
@@ -197,27 +217,15 @@ pub(super) async fn delete_schedule(
     let schedule = schedule_id(&schedule)?;
     let fingerprint = [Method::DELETE.as_str().as_bytes(), uri.path().as_bytes(), b"".as_slice()];
     let command = InstanceCommand::RemoveBackupSchedule { id: schedule };
-    change(&state, &principal, &project, instance, &headers, fingerprint, command).await
-}
-
-/// A schedule change: an update of the instance, guarded by its ETag.
-async fn change(
-    state: &AppState,
-    principal: &Principal,
-    project: &str,
-    instance_id: Uuid,
-    headers: &HeaderMap,
-    fingerprint: [&[u8]; 3],
-    command: InstanceCommand,
-) -> Result<Response, ApiError> {
-    let write = Write {
-        project,
-        kind: OperationKind::Update,
-        instance_id,
-        expected_version: if_match(headers)?,
-        headers,
+    write::change(
+        &state,
+        &principal,
+        &project,
+        instance,
+        &headers,
+        OperationKind::Update,
         fingerprint,
-        actor: principal,
-    };
-    write::execute(state, write, command).await
+        command,
+    )
+    .await
 }

@@ -100,6 +100,30 @@ pub(super) struct Write<'a> {
     pub(super) actor: &'a crate::auth::Principal,
 }
 
+/// Runs `command` on an existing instance, guarded by its ETag (`If-Match`), as an operation of `kind`.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn change(
+    state: &AppState,
+    principal: &crate::auth::Principal,
+    project: &str,
+    instance_id: Uuid,
+    headers: &axum::http::HeaderMap,
+    kind: OperationKind,
+    fingerprint: [&[u8]; 3],
+    command: InstanceCommand,
+) -> Result<Response, ApiError> {
+    let write = Write {
+        project,
+        kind,
+        instance_id,
+        expected_version: extract::if_match(headers)?,
+        headers,
+        fingerprint,
+        actor: principal,
+    };
+    execute(state, write, command).await
+}
+
 /// Runs `command` as `write` describes and answers 202 with the operation.
 pub(super) async fn execute(
     state: &AppState,
