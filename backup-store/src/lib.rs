@@ -11,7 +11,6 @@ use std::sync::Arc;
 use futures::{StreamExt as _, TryStreamExt as _};
 use object_store::{ObjectStore, ObjectStoreExt as _, PutPayload, aws::AmazonS3Builder, path::Path};
 use sha2::Digest as _;
-use uuid::Uuid;
 
 /// Where the store is and how to reach it. The keys are secrets: `Debug` does not print them.
 #[derive(Clone, serde::Deserialize)]
@@ -82,11 +81,7 @@ pub enum Verification {
     },
 }
 
-/// The key of a backup's object: `<project>/<instance-id>/<backup-id>`, so an instance's backups list
-/// under one prefix and outlive it.
-pub fn object_key(project: &str, instance_id: Uuid, backup_id: Uuid) -> String {
-    format!("{project}/{instance_id}/{backup_id}")
-}
+pub use domain::backup::object_key;
 
 /// A client of the backup bucket.
 #[derive(Clone)]

@@ -25,15 +25,14 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::{
-    AgentConfig, Error, Result,
+    AgentConfig, Result,
     crd::ManagedInstance,
     mirror::{Desired, DesiredLifecycle},
     publish::{About, publish},
     render::{
         apply_params,
         backup::{self, BACKUP_LABEL, REPORTED_ANNOTATION, Uploaded},
-        namespace,
-        rotation::job_outcome,
+        job, namespace,
     },
 };
 
@@ -134,7 +133,7 @@ impl Step<'_> {
                     &Patch::Apply(backup::store_secret(&ns, target)),
                 )
                 .await?;
-            let key = backup_store_key(source, backup_id);
+            let key = domain::backup::object_key(&source.project, source.instance_id, backup_id);
             let Some(child) = backup::job(&mi, backup_id, &key) else { return Ok(false) };
             let jobs: Api<Job> = Api::namespaced(self.config.client.clone(), &ns);
             jobs.patch(&child.name, &apply_params(), &Patch::Apply(&child.object)).await?;
@@ -145,7 +144,7 @@ impl Step<'_> {
             return Ok(true);
         }
         let value = serde_json::to_value(job.as_ref())?;
-        let event = match job_outcome(&value) {
+        let event = match job::outcome(&value) {
             None => return Ok(false),
             Some(Err(why)) => {
                 ObservedEvent::BackupFailed { backup_id, reason: format!("BackupJobFailed: {why}") }
@@ -161,7 +160,7 @@ impl Step<'_> {
                     };
                     ObservedEvent::BackupCompleted {
                         backup_id,
-                        location: backup_store_key(source, backup_id),
+                        location: domain::backup::object_key(&source.project, source.instance_id, backup_id),
                         size_bytes: uploaded.size,
                         sha256: uploaded.sha256,
                         duration_ms,
@@ -195,14 +194,6 @@ impl Step<'_> {
     }
 
     async fn report(&self, about: About<'_>, event: ObservedEvent) -> Result<()> {
-        publish(self.config, self.jetstream, about, event).await.map_err(|e| match e {
-            Error::Nats(why) => Error::Nats(why),
-            other => other,
-        })
+        publish(self.config, self.jetstream, about, event).await
     }
-}
-
-/// The object key a backup is stored under.
-fn backup_store_key(source: &BackupSource, backup_id: Uuid) -> String {
-    format!("{}/{}/{backup_id}", source.project, source.instance_id)
 }

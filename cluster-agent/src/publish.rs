@@ -28,13 +28,7 @@ pub(crate) async fn publish(
         about.desired_generation,
         event,
     );
-    let body = message.to_vec()?;
-    jetstream
-        .publish_with_headers(message.subject(), message.headers(), body.into())
-        .await
-        .map_err(|e| Error::Nats(e.to_string()))?
-        .await
-        .map_err(|e| Error::Nats(e.to_string()))?;
+    message.publish(jetstream).await.map_err(Error::Nats)?;
     config.metrics.observed_events.inc();
     Ok(())
 }

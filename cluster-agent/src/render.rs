@@ -12,6 +12,7 @@ use kube::ResourceExt as _;
 use serde_json::{Value, json};
 
 pub mod backup;
+pub mod job;
 pub mod network;
 pub mod rotation;
 

@@ -13,6 +13,13 @@ use uuid::Uuid;
 
 use crate::{Lifecycle, ServiceType};
 
+/// The key of a backup's object in the backup bucket: `<project>/<instance-id>/<backup-id>`, so an
+/// instance's backups list under one prefix and outlive it. One format for the agents that write the
+/// objects and the control plane that checks and deletes them.
+pub fn object_key(project: &str, instance_id: Uuid, backup_id: Uuid) -> String {
+    format!("{project}/{instance_id}/{backup_id}")
+}
+
 /// What started a backup.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]

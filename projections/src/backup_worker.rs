@@ -67,16 +67,7 @@ pub async fn run(models: ReadModels, store: BackupStore, jetstream: async_nats::
                 0,
                 event,
             );
-            let published = match message.to_vec() {
-                Ok(body) => match jetstream
-                    .publish_with_headers(message.subject(), message.headers(), body.into())
-                    .await
-                {
-                    Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
-                    Err(e) => Err(e.to_string()),
-                },
-                Err(e) => Err(e.to_string()),
-            };
+            let published = message.publish(&jetstream).await;
             match published {
                 Ok(()) => {
                     done.insert((view.id, action));

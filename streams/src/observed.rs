@@ -68,6 +68,17 @@ impl ObservedMessage {
         serde_json::to_vec(self)
     }
 
+    /// Publishes it on its subject with its headers and waits for JetStream's acknowledgement; the error
+    /// says why it was not stored.
+    pub async fn publish(&self, jetstream: &async_nats::jetstream::Context) -> Result<(), String> {
+        let body = self.to_vec().map_err(|e| e.to_string())?;
+        let ack = jetstream
+            .publish_with_headers(self.subject(), self.headers(), body.into())
+            .await
+            .map_err(|e| e.to_string())?;
+        ack.await.map(|_| ()).map_err(|e| e.to_string())
+    }
+
     /// Parses a payload.
     pub fn from_slice(payload: &[u8]) -> Result<Self, DecodeError> {
         serde_json::from_slice(payload).map_err(DecodeError::Malformed)

@@ -13,7 +13,7 @@ use crate::{
     render::{
         ChildKind, apply_params,
         backup::{self, restore_job, restore_job_name},
-        rotation::job_outcome,
+        job,
     },
 };
 
@@ -37,10 +37,7 @@ pub(super) async fn restore(mi: &ManagedInstance, ctx: &Context, writes: &mut u3
     }
     let waiting = Restore { applied: reported, ..Restore::default() };
     let fail = |why: String| {
-        Ok(Restore {
-            failure: Some(format!("RestoreFailed: {why}")),
-            ..Restore { applied: reported, ..Restore::default() }
-        })
+        Ok(Restore { applied: reported, job: None, failure: Some(format!("RestoreFailed: {why}")) })
     };
     let Some(target) = &mi.spec.restore else { return fail("the restore names no backup".into()) };
     let Some(store) = &ctx.config.backup_store else {
@@ -67,7 +64,7 @@ pub(super) async fn restore(mi: &ManagedInstance, ctx: &Context, writes: &mut u3
         *writes += 2;
         return Ok(Restore { job: Some(name), ..waiting });
     };
-    match job_outcome(&job) {
+    match job::outcome(&job) {
         None => Ok(Restore { job: Some(name), ..waiting }),
         Some(Err(why)) => {
             tracing::warn!(job = %name, %why, "restore failed");

@@ -117,7 +117,7 @@ async fn rotate_with_job(
         }
         return Ok(Rotation { job: Some(job_name), ..waiting });
     };
-    match rotation::job_outcome(&job) {
+    match render::job::outcome(&job) {
         None => Ok(Rotation { job: Some(job_name), ..waiting }),
         Some(Err(why)) => {
             let reason = format!("CredentialsRotationFailed: {why}");

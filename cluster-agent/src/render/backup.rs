@@ -99,7 +99,6 @@ pub fn job(mi: &ManagedInstance, backup_id: Uuid, key: &str) -> Option<Child> {
     let host = super::rotation::connect_host(&mi.spec.service, &mi.name_any(), &namespace);
     let (image, command) = dump(mi, &host)?;
     let name = job_name(backup_id);
-    let store_key = |key: &str| json!({"secretKeyRef": {"name": STORE_SECRET, "key": key}});
     const UPLOAD: &str = "set -eu\n\
          aws s3 cp /backup/artifact \"s3://$BUCKET/$KEY\" --endpoint-url \"$ENDPOINT\" --only-show-errors\n\
          size=$(stat -c %s /backup/artifact)\n\
@@ -126,14 +125,7 @@ pub fn job(mi: &ManagedInstance, backup_id: Uuid, key: &str) -> Option<Child> {
                     "containers": [{
                         "name": "upload", "image": AWS_CLI_IMAGE,
                         "command": ["/bin/sh", "-c", UPLOAD],
-                        "env": [
-                            {"name": "ENDPOINT", "valueFrom": store_key("endpoint")},
-                            {"name": "BUCKET", "valueFrom": store_key("bucket")},
-                            {"name": "AWS_ACCESS_KEY_ID", "valueFrom": store_key("access-key-id")},
-                            {"name": "AWS_SECRET_ACCESS_KEY", "valueFrom": store_key("secret-access-key")},
-                            {"name": "AWS_DEFAULT_REGION", "value": "us-east-1"},
-                            {"name": "KEY", "value": key},
-                        ],
+                        "env": store_env(key),
                         "volumeMounts": [{"name": "backup", "mountPath": "/backup"}],
                     }],
                 },
@@ -146,13 +138,23 @@ pub fn job(mi: &ManagedInstance, backup_id: Uuid, key: &str) -> Option<Child> {
 /// Label on a restore's Job pod naming the instance (not the instance label: the pod is not a replica).
 pub const RESTORE_OF_LABEL: &str = "cp.example.com/restore-of";
 
-/// Name of the Job that carries out restore `generation` (at most 63 characters, as a Job's name must
-/// fit the `job-name` label of its pods).
+/// The environment of a container that moves `key` to or from the store: where the store is and its
+/// keys, all from the [`STORE_SECRET`] Secret.
+fn store_env(key: &str) -> Value {
+    let from_secret = |name: &str, item: &str| json!({"name": name, "valueFrom": {"secretKeyRef": {"name": STORE_SECRET, "key": item}}});
+    json!([
+        from_secret("ENDPOINT", "endpoint"),
+        from_secret("BUCKET", "bucket"),
+        from_secret("AWS_ACCESS_KEY_ID", "access-key-id"),
+        from_secret("AWS_SECRET_ACCESS_KEY", "secret-access-key"),
+        {"name": "AWS_DEFAULT_REGION", "value": "us-east-1"},
+        {"name": "KEY", "value": key},
+    ])
+}
+
+/// Name of the Job that carries out restore `generation`.
 pub fn restore_job_name(mi: &ManagedInstance, generation: u64) -> String {
-    let suffix = format!("-restore-{generation}");
-    let name = mi.name_any();
-    let keep = name.len().min(63 - suffix.len());
-    format!("{}{suffix}", name[..keep].trim_end_matches('-'))
+    super::job::name(mi, &format!("-restore-{generation}"))
 }
 
 /// The Job that loads the backup at `key` into the running instance, replacing its data: the artifact is
@@ -168,7 +170,6 @@ pub fn restore_job(mi: &ManagedInstance, generation: u64, key: &str) -> Option<C
     let host = super::rotation::connect_host(&mi.spec.service, &mi.name_any(), &namespace);
     let port = service_port(&mi.spec.service);
     let name = restore_job_name(mi, generation);
-    let store_key = |key: &str| json!({"secretKeyRef": {"name": STORE_SECRET, "key": key}});
     let restore = format!(
         "mongorestore --host {host} --port {port} --username {user} --password \"$PASSWORD\" \
          --authenticationDatabase admin --archive=/backup/artifact --gzip --drop"
@@ -188,14 +189,7 @@ pub fn restore_job(mi: &ManagedInstance, generation: u64, key: &str) -> Option<C
                     "initContainers": [{
                         "name": "download", "image": AWS_CLI_IMAGE,
                         "command": ["/bin/sh", "-c", "aws s3 cp \"s3://$BUCKET/$KEY\" /backup/artifact --endpoint-url \"$ENDPOINT\" --only-show-errors"],
-                        "env": [
-                            {"name": "ENDPOINT", "valueFrom": store_key("endpoint")},
-                            {"name": "BUCKET", "valueFrom": store_key("bucket")},
-                            {"name": "AWS_ACCESS_KEY_ID", "valueFrom": store_key("access-key-id")},
-                            {"name": "AWS_SECRET_ACCESS_KEY", "valueFrom": store_key("secret-access-key")},
-                            {"name": "AWS_DEFAULT_REGION", "value": "us-east-1"},
-                            {"name": "KEY", "value": key},
-                        ],
+                        "env": store_env(key),
                         "volumeMounts": [{"name": "backup", "mountPath": "/backup"}],
                     }],
                     "containers": [{

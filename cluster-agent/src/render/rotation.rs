@@ -68,13 +68,9 @@ pub fn postgres_secret_data(
     })
 }
 
-/// Name of the Job that carries out rotation `generation` (at most 63 characters: Kubernetes puts it in
-/// the `job-name` label of the Job's pods, and label values are limited to 63).
+/// Name of the Job that carries out rotation `generation`.
 pub fn job_name(mi: &ManagedInstance, generation: u64) -> String {
-    let suffix = format!("-rotate-{generation}");
-    let name = mi.name_any();
-    let keep = name.len().min(63 - suffix.len());
-    format!("{}{suffix}", name[..keep].trim_end_matches('-'))
+    super::job::name(mi, &format!("-rotate-{generation}"))
 }
 
 /// The Job that makes the running service accept the Secret's `next-password` in place of `password`,
@@ -159,15 +155,3 @@ pub fn job(mi: &ManagedInstance, generation: u64) -> Option<Child> {
 
 /// A small image with a shell and curl, for the services whose password changes over HTTP.
 const CURL_IMAGE: &str = "curlimages/curl:8.11.1";
-
-/// Whether a Job has finished: `Some(Ok)` when it succeeded, `Some(Err(why))` when it failed for good
-/// (batch/v1 JobStatus: the `Complete` and `Failed` conditions are set once, when the Job ends).
-pub fn job_outcome(job: &Value) -> Option<Result<(), String>> {
-    let conditions = job["status"]["conditions"].as_array().cloned().unwrap_or_default();
-    let holds = |kind: &str| conditions.iter().find(|c| c["type"] == kind && c["status"] == "True").cloned();
-    if holds("Complete").is_some() || job["status"]["succeeded"].as_u64().unwrap_or(0) > 0 {
-        return Some(Ok(()));
-    }
-    holds("Failed")
-        .map(|c| Err(c["message"].as_str().or(c["reason"].as_str()).unwrap_or("the Job failed").to_owned()))
-}
