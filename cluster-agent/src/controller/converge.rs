@@ -76,7 +76,9 @@ pub(super) async fn apply(mi: Arc<ManagedInstance>, ctx: &Context) -> Result<Act
                 &secret.name,
                 Some(serde_json::to_value(&created)?),
             ),
-            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            // Made meanwhile (by an earlier reconcile whose answer was lost): fine. A 409 `Conflict` is
+            // not that, and is retried like any other failure.
+            Err(kube::Error::Api(e)) if e.reason == "AlreadyExists" => {}
             Err(e) => return Err(e.into()),
         }
         writes += 1;
