@@ -57,8 +57,22 @@ async fn a_backup_lands_in_the_store_as_reported_and_a_failed_one_says_why() {
     assert!(api.wait_for_state(instance, Health::Healthy, WAIT).await, "never healthy");
 
     // On demand: done, in the store with the reported size and checksum, listed with its times.
-    let (id, _) = backup_of(&api, instance).await;
+    let list_path = format!("/v1/projects/acme/instances/{instance}/backups");
+    let keyed = [("authorization", bearer(ACME_EDITOR_TOKEN)), ("idempotency-key", "nightly-1".to_owned())];
+    let keyed: Vec<(&str, &str)> = keyed.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let asked = api.call(Method::POST, &list_path, None, &keyed).await;
+    assert_eq!(asked.status, StatusCode::ACCEPTED, "{}", asked.body);
+    let id: Uuid = asked.body["backup_id"].as_str().unwrap().parse().unwrap();
     assert!(api.wait_for_operation(id, "succeeded", WAIT).await, "the backup never completed");
+    // A retry with the same Idempotency-Key answers with the same backup and makes no second one; the key
+    // on another request is refused.
+    let retried = api.call(Method::POST, &list_path, None, &keyed).await;
+    assert_eq!(retried.status, StatusCode::ACCEPTED, "{}", retried.body);
+    assert_eq!(retried.body["backup_id"], id.to_string(), "the retry names the first backup");
+    let other = json!({"name": "other", "service": "mongodb", "version": "7.0", "plan": "starter", "cluster": "eu-1"});
+    let reused = api.call(Method::POST, "/v1/projects/acme/instances", Some(&other), &keyed).await;
+    assert_eq!(reused.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", reused.body);
+    assert_eq!(reused.body["code"], "idempotency_key_reused");
     let path = format!("/v1/projects/acme/instances/{instance}/backups/{id}");
     let backup = call(&api, Method::GET, &path, ACME_VIEWER_TOKEN).await;
     assert_eq!(backup.status, StatusCode::OK, "{}", backup.body);
@@ -85,7 +99,6 @@ async fn a_backup_lands_in_the_store_as_reported_and_a_failed_one_says_why() {
     let (failed, _) = backup_of(&api, instance).await;
     assert!(api.wait_for_operation(failed, "failed", WAIT).await, "the failing backup never failed");
     sim.set_faults(Faults::default());
-    let list_path = format!("/v1/projects/acme/instances/{instance}/backups");
     let listed = call(&api, Method::GET, &list_path, ACME_VIEWER_TOKEN).await;
     assert_eq!(listed.status, StatusCode::OK, "{}", listed.body);
     let items = listed.body["items"].as_array().unwrap();

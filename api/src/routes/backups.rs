@@ -5,13 +5,16 @@
 use axum::{
     Extension, Json,
     extract::{Path, Query, State, rejection::QueryRejection},
-    http::{HeaderValue, StatusCode, header},
+    http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header},
     response::{IntoResponse, Response},
 };
 use domain::{BackupCommand, BackupError, BackupSource, BackupTrigger, backup::InstanceFacts};
 use projections::OperationKind;
 use serde::Deserialize;
-use streams::{CommandMetadata, ExecuteError};
+use streams::{
+    CommandMetadata, ExecuteError,
+    idempotency::{Claim, IdempotencyKeys, IdempotencyRecord, digest},
+};
 use utoipa::IntoParams;
 use uuid::Uuid;
 
@@ -65,12 +68,16 @@ fn store_error(e: ExecuteError<BackupError>) -> ApiError {
     post,
     path = "/v1/projects/{project}/instances/{id}/backups",
     tag = "backups",
-    params(("project" = String, Path, description = "project"), ("id" = String, Path, description = "instance id")),
+    params(("project" = String, Path, description = "project"), ("id" = String, Path, description = "instance id"),
+        ("Idempotency-Key" = Option<String>, Header,
+            description = "makes retries safe: the same key answers with the first request's backup")),
     responses(
         (status = 202, description = "accepted; the operation's id is the backup's", body = Operation,
             headers(("Location" = String), ("Retry-After" = u32))),
         (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "the instance was never ready yet, or is being deprovisioned",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "the Idempotency-Key was used for another request",
             body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -78,6 +85,8 @@ pub(super) async fn create_backup(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     Path((project, id)): Path<(String, String)>,
+    uri: Uri,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let (instance_id, current) = current_instance(&state, &project, &id).await?;
     let spec = current.aggregate.spec().ok_or(ApiError::NotFound("instance"))?;
@@ -88,7 +97,36 @@ pub(super) async fn create_backup(
         .instance(&project, instance_id)
         .and_then(|view| view.observed.as_ref())
         .is_some_and(|observed| observed.observed_generation.is_some());
-    let backup_id = Uuid::now_v7();
+    let mut backup_id = Uuid::now_v7();
+    let mut created_at = chrono::Utc::now();
+    // With an Idempotency-Key, a retry asks for the first request's backup again: the backup aggregate
+    // takes the same request under the same id as a no-op, so nothing is backed up twice.
+    let claimed = match crate::extract::idempotency_key(&headers)? {
+        None => None,
+        Some(key) => {
+            let bucket_key = IdempotencyKeys::key(&project, &key);
+            let record = IdempotencyRecord {
+                fingerprint: digest(&[Method::POST.as_str().as_bytes(), uri.path().as_bytes(), b""]),
+                operation_id: backup_id,
+                instance_id,
+                created_at,
+            };
+            let claim = state
+                .idempotency
+                .claim(&bucket_key, &record)
+                .await
+                .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+            match claim {
+                Claim::Fresh => Some((bucket_key, record)),
+                Claim::Replay(first) => {
+                    backup_id = first.operation_id;
+                    created_at = first.created_at;
+                    None
+                }
+                Claim::Mismatch(_) => return Err(crate::routes::write::key_reused()),
+            }
+        }
+    };
     let command = BackupCommand::Request {
         source: BackupSource {
             project: project.clone(),
@@ -104,8 +142,18 @@ pub(super) async fn create_backup(
     // The operation is the backup: its id is the backup's.
     let mut metadata = CommandMetadata::new(OperationKind::Backup, principal.actor());
     metadata.command_id = backup_id;
-    let created_at = metadata.time;
-    state.backups.execute(&project, instance_id, backup_id, command, metadata).await.map_err(store_error)?;
+    metadata.time = created_at;
+    metadata.idempotency_key = claimed.as_ref().map(|(key, _)| key.clone());
+    let result = state.backups.execute(&project, instance_id, backup_id, command, metadata).await;
+    if let Err(e) = result {
+        // A refusal is final, so a retry with the same key is judged again.
+        if let (false, Some((key, record))) = (matches!(e, ExecuteError::Unavailable(_)), &claimed)
+            && let Err(forget) = state.idempotency.forget(key, record).await
+        {
+            tracing::warn!(error = %forget, "idempotency key of a refused backup not forgotten");
+        }
+        return Err(store_error(e));
+    }
     Ok(accepted(&project, backup_id, instance_id, backup_id, OperationKind::Backup, created_at))
 }
 

@@ -124,6 +124,19 @@ pub(super) async fn change(
     execute(state, write, command).await
 }
 
+/// The refusal of an Idempotency-Key that was used for another request.
+pub(super) fn key_reused() -> ApiError {
+    ApiError::Unprocessable {
+        code: "idempotency_key_reused",
+        detail: "this Idempotency-Key was already used for a different request".into(),
+        errors: vec![FieldError {
+            field: "Idempotency-Key".into(),
+            rule: "same_request".into(),
+            detail: "a key may only be reused with the same method, path and body".into(),
+        }],
+    }
+}
+
 /// Runs `command` as `write` describes and answers 202 with the operation.
 pub(super) async fn execute(
     state: &AppState,
@@ -149,17 +162,7 @@ pub(super) async fn execute(
             .map_err(|e| ApiError::Unavailable(e.to_string()))?;
         match claim {
             Claim::Fresh => claimed = Some((bucket_key, record)),
-            Claim::Mismatch(_) => {
-                return Err(ApiError::Unprocessable {
-                    code: "idempotency_key_reused",
-                    detail: "this Idempotency-Key was already used for a different request".into(),
-                    errors: vec![FieldError {
-                        field: "Idempotency-Key".into(),
-                        rule: "same_request".into(),
-                        detail: "a key may only be reused with the same method, path and body".into(),
-                    }],
-                });
-            }
+            Claim::Mismatch(_) => return Err(key_reused()),
             Claim::Replay(first) => {
                 if state.read_models.read().operation(project, first.operation_id).is_some() {
                     return Ok(existing_operation(state, project, first.operation_id).into_response());
