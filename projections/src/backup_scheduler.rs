@@ -8,6 +8,11 @@
 //! derived from the schedule and the time it is due, so a scheduler that restarts, or runs twice, asks
 //! for each due backup once (the second request of the same id changes nothing). A run missed while no
 //! scheduler ran is made once when one runs again, not once per missed time.
+//!
+//! Backups outlive their instance: once its cluster reported it removed, they stay listed and restorable
+//! for [`RETENTION_AFTER_DEPROVISION_DAYS`] (configurable), then the scheduler asks for their deletion
+//! like any expiry. The anchors: Aiven keeps a deleted service's backups 41 days; STACKIT delays the
+//! deletion 7 days. The longer one is the default, so a customer who deleted by mistake has weeks.
 
 use std::collections::HashMap;
 
@@ -25,6 +30,9 @@ use crate::{
     OperationKind, ReadModel, ReadModels,
     backups::{BackupState, BackupView},
 };
+
+/// How long, by default, a deprovisioned instance's backups are kept after its cluster removed it.
+pub const RETENTION_AFTER_DEPROVISION_DAYS: u32 = 41;
 
 /// What one pass did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -104,6 +112,7 @@ pub struct Scheduler {
     commands: BackupCommands,
     started: DateTime<Utc>,
     looked: HashMap<Uuid, DateTime<Utc>>,
+    after_deprovision: TimeDelta,
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -130,11 +139,28 @@ fn plan(
     looked: &HashMap<Uuid, DateTime<Utc>>,
     started: DateTime<Utc>,
     now: DateTime<Utc>,
+    after_deprovision: TimeDelta,
 ) -> (Vec<Due>, Vec<Expiry>) {
     let (mut due, mut expiries) = (Vec::new(), Vec::new());
     for view in model.all_instances() {
         let spec = view.spec();
         let backups = model.backups().of_instance(&spec.project, spec.id, None, None, usize::MAX);
+        // The instance is gone (its cluster reported it removed; the report's time is the removal's):
+        // every ended backup expires once the retention after deprovisioning has passed. Until then its
+        // schedules' own retention still applies below.
+        if view.removed
+            && let Some(removed_at) = view.observed_at
+            && now >= removed_at + after_deprovision
+        {
+            let ended =
+                backups.iter().filter(|b| matches!(b.state, BackupState::Completed | BackupState::Failed));
+            expiries.extend(ended.map(|b| Expiry {
+                project: spec.project.clone(),
+                instance: spec.id,
+                backup: b.id,
+            }));
+            continue;
+        }
         for schedule in &spec.backup_schedules {
             let of_schedule: Vec<&BackupView> = backups
                 .iter()
@@ -175,12 +201,21 @@ impl Scheduler {
     /// A scheduler over the read models, asking for backups through `commands`; schedules count as
     /// looked at `started` (a schedule's first backup is the first due after it).
     pub fn new(models: ReadModels, commands: BackupCommands, started: DateTime<Utc>) -> Self {
-        Self { models, commands, started, looked: HashMap::new() }
+        let after_deprovision = TimeDelta::days(i64::from(RETENTION_AFTER_DEPROVISION_DAYS));
+        Self { models, commands, started, looked: HashMap::new(), after_deprovision }
+    }
+
+    /// Keeps a deprovisioned instance's backups `after_deprovision` after its removal instead of the
+    /// default [`RETENTION_AFTER_DEPROVISION_DAYS`].
+    pub fn retention_after_deprovision(mut self, after_deprovision: TimeDelta) -> Self {
+        self.after_deprovision = after_deprovision;
+        self
     }
 
     /// One pass at `now`.
     pub async fn pass(&mut self, now: DateTime<Utc>) -> Pass {
-        let (due, expiries) = plan(&self.models.read(), &self.looked, self.started, now);
+        let (due, expiries) =
+            plan(&self.models.read(), &self.looked, self.started, now, self.after_deprovision);
         let mut pass = Pass::default();
         for Due { source, facts, schedule, backup } in due {
             let (project, instance) = (source.project.clone(), source.instance_id);

@@ -53,6 +53,10 @@ enum Command {
         /// the objects of deleted ones (`projections::backup_worker`)
         #[arg(long, env = "CP_BACKUP_STORE_ENDPOINT", requires_all = ["backup_store_bucket", "backup_store_access_key_id", "backup_store_secret_access_key"])]
         backup_store_endpoint: Option<String>,
+        /// days a deprovisioned instance's backups stay restorable after its removal
+        #[arg(long, env = "CP_BACKUP_RETENTION_AFTER_DEPROVISION_DAYS",
+              default_value_t = projections::backup_scheduler::RETENTION_AFTER_DEPROVISION_DAYS)]
+        backup_retention_after_deprovision_days: u32,
         /// bucket of the backup store
         #[arg(long, env = "CP_BACKUP_STORE_BUCKET")]
         backup_store_bucket: Option<String>,
@@ -97,13 +101,17 @@ async fn main() -> anyhow::Result<()> {
             backup_store_bucket,
             backup_store_access_key_id,
             backup_store_secret_access_key,
+            backup_retention_after_deprovision_days,
         } => {
             // The backup scheduler and worker read the read models as an API replica does.
             let models = projections::ReadModels::start(bucket.clone(), Duration::from_secs(30)).await?;
             let backups =
                 streams::backups::BackupCommands::new(&topology, streams::instances::DEFAULT_CACHE_CAPACITY);
             let scheduler =
-                projections::backup_scheduler::Scheduler::new(models.clone(), backups, chrono::Utc::now());
+                projections::backup_scheduler::Scheduler::new(models.clone(), backups, chrono::Utc::now())
+                    .retention_after_deprovision(chrono::TimeDelta::days(i64::from(
+                        backup_retention_after_deprovision_days,
+                    )));
             tokio::spawn(scheduler.run(Duration::from_secs(15)));
             if let (Some(endpoint), Some(store_bucket), Some(access_key_id), Some(secret_access_key)) = (
                 backup_store_endpoint,

@@ -140,4 +140,53 @@ async fn a_minutely_schedule_makes_backups_and_retention_keeps_exactly_the_last_
     assert!(turned_off);
     let pass = scheduler.pass(start + TimeDelta::minutes(6)).await;
     assert_eq!(pass.requested, 0, "a disabled schedule makes no backup");
+
+    // Deprovisioned, its backups stay listed until the retention after deprovisioning ends (41 days by
+    // default), and are deleted from the store then.
+    let gone = api
+        .call(
+            Method::DELETE,
+            &format!("/v1/projects/acme/instances/{instance}"),
+            None,
+            &[("authorization", &editor())],
+        )
+        .await;
+    assert_eq!(gone.status, StatusCode::ACCEPTED, "{}", gone.body);
+    let removed = api
+        .state
+        .read_models
+        .wait_until(WAIT, |m| m.instance("acme", instance).is_some_and(|v| v.removed))
+        .await;
+    assert!(removed, "the cluster never reported the instance removed");
+    let removed_at = api.state.read_models.read().instance("acme", instance).unwrap().observed_at.unwrap();
+    let retention =
+        TimeDelta::days(i64::from(projections::backup_scheduler::RETENTION_AFTER_DEPROVISION_DAYS));
+    let pass = scheduler.pass(removed_at + retention - TimeDelta::minutes(1)).await;
+    assert_eq!(pass.expired, 0, "kept until the retention ends");
+    let kept = |m: &projections::ReadModel| {
+        m.backups().of_instance("acme", instance, Some(BackupState::Completed), None, 100).len()
+    };
+    assert_eq!(kept(&api.state.read_models.read()), 2, "still listed as completed");
+    let pass = scheduler.pass(removed_at + retention + TimeDelta::seconds(1)).await;
+    assert_eq!(pass.expired, 2, "both kept backups expire with the retention");
+    let all_deleted = api
+        .state
+        .read_models
+        .wait_until(WAIT, |m| {
+            let all = m.backups().of_instance("acme", instance, None, None, 100);
+            all.len() == 4 && all.iter().all(|b| b.state == BackupState::Deleted)
+        })
+        .await;
+    assert!(all_deleted, "the expired backups were never deleted");
+    for backup in &all[..2] {
+        let found = store
+            .verify(
+                backup.location.as_deref().unwrap(),
+                backup.size_bytes.unwrap(),
+                backup.sha256.as_deref().unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(found, Verification::Missing, "gone from the store");
+    }
 }
