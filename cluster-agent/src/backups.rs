@@ -55,6 +55,9 @@ pub(crate) async fn run(config: Arc<AgentConfig>, desired: Arc<Desired>) -> anyh
     let jetstream = async_nats::jetstream::new(config.nats.clone());
     // Outcomes reported by this process (a Job's annotation records them across restarts).
     let mut reported: HashSet<Uuid> = HashSet::new();
+    // Backups whose Job this process made: until the watch shows the Job, it is not made (nor its start
+    // reported) again. A restarted agent lists the Jobs before its first pass.
+    let mut started: HashSet<Uuid> = HashSet::new();
     loop {
         tokio::select! {
             event = job_events.next() => if event.is_none() { return Ok(()) },
@@ -69,7 +72,13 @@ pub(crate) async fn run(config: Arc<AgentConfig>, desired: Arc<Desired>) -> anyh
             if backup.deletion_requested() || reported.contains(&backup_id) {
                 continue;
             }
-            let step = Step { config: &config, desired: &desired, jobs: &jobs, jetstream: &jetstream };
+            let step = Step {
+                config: &config,
+                desired: &desired,
+                jobs: &jobs,
+                jetstream: &jetstream,
+                started: &mut started,
+            };
             match step.run(backup_id, source).await {
                 Ok(true) => {
                     reported.insert(backup_id);
@@ -86,11 +95,12 @@ struct Step<'a> {
     desired: &'a Desired,
     jobs: &'a Store<Job>,
     jetstream: &'a async_nats::jetstream::Context,
+    started: &'a mut HashSet<Uuid>,
 }
 
 impl Step<'_> {
     /// Takes the backup's next step; `true` once its outcome is reported.
-    async fn run(&self, backup_id: Uuid, source: &BackupSource) -> Result<bool> {
+    async fn run(self, backup_id: Uuid, source: &BackupSource) -> Result<bool> {
         let ns = namespace(&source.project);
         let name = backup::job_name(backup_id);
         let about = About {
@@ -100,6 +110,10 @@ impl Step<'_> {
         };
         let job = self.jobs.get(&ObjectRef::new(&name).within(&ns));
         let Some(job) = job else {
+            if self.started.contains(&backup_id) {
+                // Made and reported by this process; the watch has not shown it yet.
+                return Ok(false);
+            }
             // Only an instance the control plane keeps is backed up; a backup asked for just before the
             // deprovisioning began is reported as failed rather than left waiting.
             match self.desired.lifecycle(source.instance_id) {
@@ -138,6 +152,7 @@ impl Step<'_> {
             let jobs: Api<Job> = Api::namespaced(self.config.client.clone(), &ns);
             jobs.patch(&child.name, &apply_params(), &Patch::Apply(&child.object)).await?;
             self.report(about, ObservedEvent::BackupStarted { backup_id }).await?;
+            self.started.insert(backup_id);
             return Ok(false);
         };
         if job.annotations().contains_key(REPORTED_ANNOTATION) {

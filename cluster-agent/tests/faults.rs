@@ -316,3 +316,124 @@ async fn nats_unreachable_for_thirty_seconds_loses_nothing() {
     let agent = world.clusters[0].agent.as_ref().unwrap();
     assert!(!agent.is_finished(), "the agent is still running");
 }
+
+/// The backup facts (`BackupStarted`, …) the agent reported, in stream order, with their backup ids.
+async fn backup_facts(world: &World) -> Vec<(String, String)> {
+    world
+        .observed("c1")
+        .await
+        .into_iter()
+        .filter(|event| event["event"]["type"].as_str().is_some_and(|t| t.starts_with("Backup")))
+        .map(|event| {
+            let id = event["event"]["data"]["backup_id"].as_str().unwrap_or_default().to_owned();
+            (event["event"]["type"].as_str().unwrap_or_default().to_owned(), id)
+        })
+        .collect()
+}
+
+/// Asks for a backup of instance `id` (called `name`, MongoDB 7.0 on c1).
+async fn request_backup(
+    backups: &streams::backups::BackupCommands,
+    id: uuid::Uuid,
+    name: &str,
+) -> uuid::Uuid {
+    let backup_id = uuid::Uuid::now_v7();
+    let command = domain::BackupCommand::Request {
+        source: domain::BackupSource {
+            project: "acme".into(),
+            instance_id: id,
+            instance_name: name.into(),
+            cluster: "c1".into(),
+            service: ServiceType::Mongodb,
+            version: "7.0".into(),
+        },
+        trigger: domain::BackupTrigger::Manual,
+        instance: domain::backup::InstanceFacts { lifecycle: domain::Lifecycle::Active, ever_ready: true },
+    };
+    let mut metadata = streams::CommandMetadata::new(domain::OperationKind::Backup, "test");
+    metadata.command_id = backup_id;
+    backups.execute("acme", id, backup_id, command, metadata).await.expect("backup requested");
+    backup_id
+}
+
+/// SIGKILLed while a backup's Job runs (after it reported the start), the agent process reports the
+/// backup's completion once after its restart: the Job is the record in the cluster, and its annotation
+/// says the outcome was reported. Simulator only: it plays the Job by uploading to a real S3 server.
+#[tokio::test]
+async fn an_agent_sigkilled_mid_backup_reports_the_backup_exactly_once_after_restart() {
+    let s3 = testkit::S3Server::start();
+    // Workloads and Jobs take 1.5 s, so the agent can be killed while the Job runs.
+    let mut world = World::without_agents(Backend::Sim, &["c1"], Duration::from_millis(1500)).await;
+    let spawn = |world: &mut World| {
+        let identity = world.agent_identity(0);
+        let cluster = &world.clusters[0];
+        let mut command = Command::new(env!("CARGO_BIN_EXE_cluster-agent"));
+        command.args(["--cluster", "c1", "--nats-url", &world.nats_server.address()]);
+        command.arg("--nats-nkey").arg(&identity.seed_file);
+        cluster.kube.agent_process_args(&mut command);
+        command
+            .args([
+                "--backup-store-endpoint",
+                &s3.endpoint(),
+                "--backup-store-bucket",
+                testkit::s3::BACKUP_BUCKET,
+            ])
+            .env("CP_BACKUP_STORE_ACCESS_KEY_ID", s3.access_key())
+            .env("CP_BACKUP_STORE_SECRET_ACCESS_KEY", s3.secret_key())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the cluster-agent binary")
+    };
+    let mut agent = spawn(&mut world);
+    let id = world.provision("c1", "orders", ServiceType::Mongodb, "7.0").await;
+    world.clusters[0].converges("the instance ready", |v| v.ready_at("orders", 1)).await;
+    let backups = streams::backups::BackupCommands::new(&world.topology, 100);
+    let mut observed =
+        world.nats.subscribe(streams::instances::observed_cluster_filter("c1")).await.expect("subscribe");
+
+    let killed_during = request_backup(&backups, id, "orders").await;
+    World::next_observed(&mut observed, "BackupStarted").await;
+    agent.kill().expect("SIGKILL the agent");
+    agent.wait().unwrap();
+    let job = cluster_agent::render::backup::job_name(killed_during);
+    let view = world.clusters[0].view().await;
+    assert!(
+        view.get("jobs.batch", &job).is_some_and(|j| j["status"]["succeeded"].is_null()),
+        "killed too late to test anything: the Job had ended"
+    );
+
+    let mut agent = spawn(&mut world);
+    World::next_observed(&mut observed, "BackupCompleted").await;
+    // Another backup after the restart: once it is reported, every pass the first one could have been
+    // reported again in has run. Then one more restart, which must not report the ended ones again (the
+    // process's memory is gone; the Jobs' annotations remain).
+    let after = request_backup(&backups, id, "orders").await;
+    let completed = async |observed: &mut async_nats::Subscriber, backup: uuid::Uuid| loop {
+        let event = World::next_observed(observed, "BackupCompleted").await;
+        if event["event"]["data"]["backup_id"] == backup.to_string() {
+            break;
+        }
+    };
+    completed(&mut observed, after).await;
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+    let mut agent = spawn(&mut world);
+    let last = request_backup(&backups, id, "orders").await;
+    completed(&mut observed, last).await;
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+    let expected: Vec<(String, String)> = [
+        ("BackupStarted", killed_during),
+        ("BackupCompleted", killed_during),
+        ("BackupStarted", after),
+        ("BackupCompleted", after),
+        ("BackupStarted", last),
+        ("BackupCompleted", last),
+    ]
+    .into_iter()
+    .map(|(kind, id)| (kind.to_owned(), id.to_string()))
+    .collect();
+    assert_eq!(backup_facts(&world).await, expected, "each backup started and completed exactly once");
+}

@@ -60,6 +60,12 @@ impl ObservedMessage {
         map.insert(headers::SCHEMA_VERSION, self.schema.as_str());
         map.insert(headers::ACTOR, format!("cluster-agent/{}", self.cluster).as_str());
         map.insert(headers::TIME, self.time.to_rfc3339_opts(chrono::SecondsFormat::Micros, true).as_str());
+        // A backup has one start and one outcome (and one verification, one deletion): reported again by an
+        // agent that died between reporting and recording it in the cluster, JetStream drops the repeat
+        // within its duplicate window; past that, the fold keeps the first (an outcome is final).
+        if let Some(backup_id) = self.event.backup_id() {
+            map.insert(headers::MSG_ID, format!("obs-{backup_id}-{}", self.event.type_name()).as_str());
+        }
         map
     }
 
