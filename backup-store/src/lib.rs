@@ -144,6 +144,25 @@ impl BackupStore {
         })
     }
 
+    /// Checks that the objects under `prefix` (a backup of many objects) total `size` bytes.
+    pub async fn verify_prefix(&self, prefix: &str, size: u64) -> Result<Verification, StoreError> {
+        let objects = self.list(prefix).await?;
+        let total: u64 = objects.iter().map(|o| o.size).sum();
+        Ok(match (objects.is_empty(), total == size) {
+            (true, _) => Verification::Missing,
+            (false, true) => Verification::Matches,
+            (false, false) => Verification::SizeDiffers { found: total },
+        })
+    }
+
+    /// Deletes every object under `prefix` (a backup of many objects); none left is not an error.
+    pub async fn delete_prefix(&self, prefix: &str) -> Result<(), StoreError> {
+        for object in self.list(prefix).await? {
+            self.delete(&object.key).await?;
+        }
+        Ok(())
+    }
+
     /// Every object under `prefix` (e.g. an instance's `<project>/<instance-id>`).
     pub async fn list(&self, prefix: &str) -> Result<Vec<StoredObject>, StoreError> {
         let objects: Vec<_> = self.store.list(Some(&Path::from(prefix))).try_collect().await?;

@@ -3,7 +3,8 @@
 //!
 //! Level-triggered over two inputs — the backups the mirror learned from the cluster's subjects, and the
 //! backup Jobs in the cluster (watched) — so a backup asked for while the agent was down runs once it is
-//! back, and one whose Job finished while it was down is reported then. A Job is the record of a
+//! back, and one whose Job finished while it was down is reported then. A Job (for PostgreSQL, a
+//! CloudNativePG `Backup` through the Barman Cloud plugin; see `render::barman`) is the record of a
 //! backup in the cluster: it is made once (deterministic name, `AlreadyExists` is fine), and once its
 //! outcome is reported it carries [`REPORTED_ANNOTATION`], so a restarted agent does not report it again.
 
@@ -13,8 +14,8 @@ use domain::{BackupSource, ServiceType, observed::ObservedEvent};
 use futures::StreamExt as _;
 use k8s_openapi::api::{batch::v1::Job, core::v1::Pod};
 use kube::{
-    Api, ResourceExt as _,
-    api::{ListParams, Patch, PatchParams},
+    Api,
+    api::{ApiResource, DynamicObject, ListParams, Patch, PatchParams},
     runtime::{
         WatchStreamExt as _,
         reflector::{self, ObjectRef, Store},
@@ -32,7 +33,7 @@ use crate::{
     render::{
         apply_params,
         backup::{self, BACKUP_LABEL, REPORTED_ANNOTATION, Uploaded},
-        job, namespace,
+        barman, job, namespace,
     },
 };
 
@@ -51,6 +52,18 @@ pub(crate) async fn run(config: Arc<AgentConfig>, desired: Arc<Desired>) -> anyh
     .default_backoff()
     .touched_objects()
     .boxed();
+    let writer = reflector::store::Writer::new(postgres_backups());
+    let pg_backups: Store<DynamicObject> = writer.as_reader();
+    let mut pg_backup_events = reflector::reflector(
+        writer,
+        watcher(
+            Api::<DynamicObject>::all_with(config.client.clone(), &postgres_backups()),
+            watcher::Config::default().labels(BACKUP_LABEL),
+        ),
+    )
+    .default_backoff()
+    .touched_objects()
+    .boxed();
     let mut changed = desired.backups_changed.subscribe();
     let jetstream = async_nats::jetstream::new(config.nats.clone());
     // Outcomes reported by this process (a Job's annotation records them across restarts).
@@ -61,10 +74,14 @@ pub(crate) async fn run(config: Arc<AgentConfig>, desired: Arc<Desired>) -> anyh
     loop {
         tokio::select! {
             event = job_events.next() => if event.is_none() { return Ok(()) },
+            event = pg_backup_events.next() => if event.is_none() { return Ok(()) },
             result = changed.changed() => if result.is_err() { return Ok(()) },
             () = tokio::time::sleep(RESYNC) => {}
         }
-        if !desired.is_rebuilt() || jobs.wait_until_ready().await.is_err() {
+        if !desired.is_rebuilt()
+            || jobs.wait_until_ready().await.is_err()
+            || pg_backups.wait_until_ready().await.is_err()
+        {
             continue;
         }
         for (backup_id, backup) in desired.backups() {
@@ -76,6 +93,7 @@ pub(crate) async fn run(config: Arc<AgentConfig>, desired: Arc<Desired>) -> anyh
                 config: &config,
                 desired: &desired,
                 jobs: &jobs,
+                pg_backups: &pg_backups,
                 jetstream: &jetstream,
                 started: &mut started,
             };
@@ -90,10 +108,22 @@ pub(crate) async fn run(config: Arc<AgentConfig>, desired: Arc<Desired>) -> anyh
     }
 }
 
+/// CloudNativePG's `Backup` (`postgresql.cnpg.io/v1`).
+fn postgres_backups() -> ApiResource {
+    ApiResource {
+        group: "postgresql.cnpg.io".into(),
+        version: "v1".into(),
+        api_version: "postgresql.cnpg.io/v1".into(),
+        kind: "Backup".into(),
+        plural: "backups".into(),
+    }
+}
+
 struct Step<'a> {
     config: &'a AgentConfig,
     desired: &'a Desired,
     jobs: &'a Store<Job>,
+    pg_backups: &'a Store<DynamicObject>,
     jetstream: &'a async_nats::jetstream::Context,
     started: &'a mut HashSet<Uuid>,
 }
@@ -108,8 +138,16 @@ impl Step<'_> {
             instance_id: source.instance_id,
             desired_generation: self.desired.instance_version(source.instance_id),
         };
-        let job = self.jobs.get(&ObjectRef::new(&name).within(&ns));
-        let Some(job) = job else {
+        let postgres = source.service == ServiceType::Postgresql;
+        // What records the backup in the cluster, as JSON: a Job, or for PostgreSQL a `Backup`.
+        let record = if postgres {
+            let key = ObjectRef::new_with(&barman::backup_name(backup_id), postgres_backups()).within(&ns);
+            self.pg_backups.get(&key).map(|b| serde_json::to_value(b.as_ref())).transpose()?
+        } else {
+            let key = ObjectRef::new(&name).within(&ns);
+            self.jobs.get(&key).map(|j| serde_json::to_value(j.as_ref())).transpose()?
+        };
+        let Some(record) = record else {
             if self.started.contains(&backup_id) {
                 // Made and reported by this process; the watch has not shown it yet.
                 return Ok(false);
@@ -125,7 +163,7 @@ impl Step<'_> {
                     return Ok(true);
                 }
             }
-            if !matches!(source.service, ServiceType::Mongodb) {
+            if !matches!(source.service, ServiceType::Mongodb | ServiceType::Postgresql) {
                 let reason = format!("backups of {} instances are not built yet", source.service.as_str());
                 self.report(about, ObservedEvent::BackupFailed { backup_id, reason }).await?;
                 return Ok(true);
@@ -147,26 +185,92 @@ impl Step<'_> {
                     &Patch::Apply(backup::store_secret(&ns, target)),
                 )
                 .await?;
-            let key = domain::backup::object_key(&source.project, source.instance_id, backup_id);
-            let Some(child) = backup::job(&mi, backup_id, &key) else { return Ok(false) };
-            let jobs: Api<Job> = Api::namespaced(self.config.client.clone(), &ns);
-            jobs.patch(&child.name, &apply_params(), &Patch::Apply(&child.object)).await?;
+            if postgres {
+                // The Cluster archives to the instance's ObjectStore (the instance's controller applies
+                // both); the plugin takes the base backup there.
+                let object = barman::backup(&mi, backup_id);
+                self.pg_api(&ns).patch(&barman::backup_name(backup_id), &apply_params(), &Patch::Apply(&object)).await?;
+            } else {
+                let key = domain::backup::object_key(&source.project, source.instance_id, backup_id);
+                let Some(child) = backup::job(&mi, backup_id, &key) else { return Ok(false) };
+                let jobs: Api<Job> = Api::namespaced(self.config.client.clone(), &ns);
+                jobs.patch(&child.name, &apply_params(), &Patch::Apply(&child.object)).await?;
+            }
             self.report(about, ObservedEvent::BackupStarted { backup_id }).await?;
             self.started.insert(backup_id);
             return Ok(false);
         };
-        if job.annotations().contains_key(REPORTED_ANNOTATION) {
+        if record["metadata"]["annotations"][REPORTED_ANNOTATION].is_string() {
             return Ok(true);
         }
-        let value = serde_json::to_value(job.as_ref())?;
-        let event = match job::outcome(&value) {
-            None => return Ok(false),
+        let event = if postgres {
+            match barman::outcome(&record, &source.project, source.instance_id) {
+                None => None,
+                Some(Err(why)) => {
+                    Some(ObservedEvent::BackupFailed { backup_id, reason: format!("BackupFailed: {why}") })
+                }
+                Some(Ok((location, duration_ms))) => match self.total_size(&location).await {
+                    Ok(size_bytes) => Some(ObservedEvent::BackupCompleted {
+                        backup_id,
+                        location,
+                        size_bytes,
+                        sha256: None,
+                        duration_ms,
+                    }),
+                    Err(why) => {
+                        tracing::warn!(backup = %backup_id, %why, "sizing a base backup failed; retrying");
+                        None
+                    }
+                },
+            }
+        } else {
+            self.job_outcome(&record, &ns, &name, backup_id, source).await?
+        };
+        let Some(event) = event else { return Ok(false) };
+        self.report(about, event).await?;
+        let patch = json!({"metadata": {"annotations": {REPORTED_ANNOTATION: "true"}}});
+        if postgres {
+            self.pg_api(&ns).patch(&barman::backup_name(backup_id), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        } else {
+            let jobs: Api<Job> = Api::namespaced(self.config.client.clone(), &ns);
+            jobs.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        }
+        Ok(true)
+    }
+
+    fn pg_api(&self, ns: &str) -> Api<DynamicObject> {
+        Api::namespaced_with(self.config.client.clone(), ns, &postgres_backups())
+    }
+
+    /// The total size of a base backup's objects, as the store lists them (CloudNativePG reports none).
+    async fn total_size(&self, prefix: &str) -> std::result::Result<u64, String> {
+        let Some(target) = &self.config.backup_store else { return Err("no backup store".into()) };
+        let store = backup_store::BackupStore::new(&target.store_config()).map_err(|e| e.to_string())?;
+        let objects = store.list(prefix).await.map_err(|e| e.to_string())?;
+        if objects.is_empty() {
+            return Err(format!("no objects under {prefix}"));
+        }
+        Ok(objects.iter().map(|o| o.size).sum())
+    }
+
+    /// What a backup Job's end reports; `None` while it runs.
+    async fn job_outcome(
+        &self,
+        job: &serde_json::Value,
+        ns: &str,
+        name: &str,
+        backup_id: Uuid,
+        source: &BackupSource,
+    ) -> Result<Option<ObservedEvent>> {
+        let event = match job::outcome(job) {
+            None => return Ok(None),
             Some(Err(why)) => {
                 ObservedEvent::BackupFailed { backup_id, reason: format!("BackupJobFailed: {why}") }
             }
-            Some(Ok(())) => match self.uploaded(&ns, &name).await? {
+            Some(Ok(())) => match self.uploaded(ns, name).await? {
                 Some(uploaded) => {
-                    let status = job.status.clone().unwrap_or_default();
+                    let job: Job = serde_json::from_value(job.clone())?;
+                    let status = job.status.unwrap_or_default();
                     let duration_ms = match (status.start_time, status.completion_time) {
                         (Some(start), Some(end)) => {
                             (end.0.as_millisecond() - start.0.as_millisecond()).max(0) as u64
@@ -177,7 +281,7 @@ impl Step<'_> {
                         backup_id,
                         location: domain::backup::object_key(&source.project, source.instance_id, backup_id),
                         size_bytes: uploaded.size,
-                        sha256: uploaded.sha256,
+                        sha256: Some(uploaded.sha256),
                         duration_ms,
                     }
                 }
@@ -187,11 +291,7 @@ impl Step<'_> {
                 },
             },
         };
-        self.report(about, event).await?;
-        let jobs: Api<Job> = Api::namespaced(self.config.client.clone(), &ns);
-        let patch = json!({"metadata": {"annotations": {REPORTED_ANNOTATION: "true"}}});
-        jobs.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
-        Ok(true)
+        Ok(Some(event))
     }
 
     /// What the Job's upload container wrote to its termination message.

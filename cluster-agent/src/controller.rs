@@ -63,10 +63,17 @@ pub fn api_resource(kind: ChildKind) -> ApiResource {
             kind: "Cluster".into(),
             plural: "clusters".into(),
         },
+        ChildKind::ObjectStore => ApiResource {
+            group: "barmancloud.cnpg.io".into(),
+            version: "v1".into(),
+            api_version: "barmancloud.cnpg.io/v1".into(),
+            kind: "ObjectStore".into(),
+            plural: "objectstores".into(),
+        },
     }
 }
 
-const CHILD_KINDS: [ChildKind; 7] = [
+const CHILD_KINDS: [ChildKind; 8] = [
     ChildKind::StatefulSet,
     ChildKind::Service,
     ChildKind::ConfigMap,
@@ -74,6 +81,7 @@ const CHILD_KINDS: [ChildKind; 7] = [
     ChildKind::PostgresCluster,
     ChildKind::NetworkPolicy,
     ChildKind::Job,
+    ChildKind::ObjectStore,
 ];
 
 /// Label every object of an instance carries with the ManagedInstance's name (also the selector label of

@@ -74,8 +74,11 @@ pub struct ManagedInstanceSpec {
 pub struct RestoreTarget {
     /// the backup
     pub backup_id: String,
-    /// its object's key in the backup bucket
+    /// its object's key in the backup bucket (for PostgreSQL, its base backup's path)
     pub location: String,
+    /// PostgreSQL: the point in time to recover to (RFC 3339); absent: the backup as it was
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_time: Option<String>,
 }
 
 impl ManagedInstanceSpec {

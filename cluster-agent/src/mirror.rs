@@ -354,6 +354,10 @@ async fn mirror(config: &AgentConfig, desired: &Desired, id: Uuid) -> Result<()>
             if let Some(restore) = &spec.restore {
                 object["spec"]["restore"] =
                     json!({"backupId": restore.backup_id.to_string(), "location": restore.location});
+                if let Some(time) = restore.target_time {
+                    object["spec"]["restore"]["targetTime"] =
+                        json!(time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+                }
             }
             api.patch(&spec.name, &apply_params(), &Patch::Apply(&object)).await?;
         }

@@ -45,6 +45,10 @@ pub fn rules() -> Vec<PolicyRule> {
         // Claims are made by the StatefulSet controller; the agent grows them and removes them after the set.
         rule("", &["persistentvolumeclaims"], &["get", "list", "watch", "patch", "delete"]),
         rule("postgresql.cnpg.io", &["clusters"], APPLY_AND_WATCH),
+        // PostgreSQL backups: each instance's ObjectStore (Barman Cloud plugin) and one CloudNativePG
+        // Backup per backup.
+        rule("barmancloud.cnpg.io", &["objectstores"], APPLY_AND_WATCH),
+        rule("postgresql.cnpg.io", &["backups"], APPLY_AND_WATCH),
         // Network access: each instance's NetworkPolicy admits its ACL.
         rule("networking.k8s.io", &["networkpolicies"], APPLY_AND_WATCH),
         // A credentials rotation runs the service's own password change as a Job.

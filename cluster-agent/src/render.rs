@@ -12,6 +12,7 @@ use kube::ResourceExt as _;
 use serde_json::{Value, json};
 
 pub mod backup;
+pub mod barman;
 pub mod job;
 pub mod network;
 pub mod rotation;
@@ -54,6 +55,8 @@ pub enum ChildKind {
     NetworkPolicy,
     /// batch/v1 Job (a credentials rotation; see `rotation`)
     Job,
+    /// barmancloud.cnpg.io/v1 ObjectStore (where a PostgreSQL instance archives; see `barman`)
+    ObjectStore,
 }
 
 impl ChildKind {
@@ -67,6 +70,7 @@ impl ChildKind {
             Self::PostgresCluster => "Cluster",
             Self::NetworkPolicy => "NetworkPolicy",
             Self::Job => "Job",
+            Self::ObjectStore => "ObjectStore",
         }
     }
 }
@@ -226,8 +230,9 @@ pub fn credentials_name(mi: &ManagedInstance) -> String {
     format!("{}-credentials", mi.name_any())
 }
 
-/// The objects `mi` needs, except the credentials Secret (see [`credentials`]).
-pub fn render(mi: &ManagedInstance) -> Vec<Child> {
+/// The objects `mi` needs, except the credentials Secret (see [`credentials`]); with the cluster's
+/// backup store, a PostgreSQL instance archives to it (see [`barman`]).
+pub fn render(mi: &ManagedInstance, store: Option<&backup::StoreTarget>) -> Vec<Child> {
     let name = mi.name_any();
     let hash = config_hash(&mi.spec.config);
     if mi.spec.service == "postgresql" {
@@ -258,7 +263,10 @@ pub fn render(mi: &ManagedInstance) -> Vec<Child> {
             object["spec"]["bootstrap"] = json!({"initdb": {"dataChecksums": checksums}});
         }
         object["metadata"]["annotations"] = json!({"cp.example.com/config-hash": hash});
+        // Made from a backup, the recovery replaces the initdb bootstrap.
+        let stores = barman::archive_and_recover(mi, &mut object, store);
         let mut children = vec![Child { kind: ChildKind::PostgresCluster, name, object }];
+        children.extend(stores);
         children.extend(network::render(mi, POSTGRES_PORT));
         return children;
     }

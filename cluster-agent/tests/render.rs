@@ -67,7 +67,7 @@ fn rendered_objects_match_the_golden_files() {
     ];
     for (service, version, config) in cases {
         let mi = fixture(service, version, config);
-        let mut objects: Vec<_> = render::render(&mi).into_iter().map(|c| c.object).collect();
+        let mut objects: Vec<_> = render::render(&mi, None).into_iter().map(|c| c.object).collect();
         objects.extend(render::credentials(&mi, "<generated in the cluster>").map(|c| c.object));
         let text = serde_json::to_string_pretty(&objects).unwrap() + "\n";
         check(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/golden/{service}.json")), &text);
@@ -78,7 +78,7 @@ fn rendered_objects_match_the_golden_files() {
 fn an_instance_without_an_acl_gets_no_endpoint_and_a_policy_admitting_only_its_own_pods() {
     let mut mi = fixture("mongodb", "7.0", json!({}));
     mi.spec.acl.clear();
-    let children = render::render(&mi);
+    let children = render::render(&mi, None);
     assert!(!children.iter().any(|c| c.name == "orders-endpoint"), "an empty ACL must not open an endpoint");
     let policy = children.iter().find(|c| c.name == "orders-access").expect("the NetworkPolicy");
     assert_eq!(render::network::admitted_blocks(&policy.object), Vec::<String>::new());
@@ -124,7 +124,7 @@ fn quantities_compare_by_value_as_a_real_api_server_canonicalises_them() {
         assert!(!render::quantities_equal(a, b), "{a} != {b}");
     }
     let mi = fixture("mongodb", "7.0", json!({}));
-    let rendered = render::render(&mi);
+    let rendered = render::render(&mi, None);
     let set = rendered.iter().find(|c| c.kind == render::ChildKind::StatefulSet).unwrap();
     let mut canonical = set.object.clone();
     let resources = &mut canonical["spec"]["template"]["spec"]["containers"][0]["resources"];
@@ -147,7 +147,7 @@ fn quantities_compare_by_value_as_a_real_api_server_canonicalises_them() {
 fn no_object_is_owned_by_the_managed_instance_and_claims_outlive_the_statefulset() {
     for service in ["postgresql", "mongodb", "influxdb", "grafana"] {
         let mi = fixture(service, "16", json!({}));
-        for child in render::render(&mi).into_iter().chain(render::credentials(&mi, "p")) {
+        for child in render::render(&mi, None).into_iter().chain(render::credentials(&mi, "p")) {
             assert!(child.object["metadata"].get("ownerReferences").is_none(), "{service}: {}", child.name);
             if child.kind == render::ChildKind::StatefulSet {
                 assert_eq!(
@@ -183,7 +183,7 @@ fn each_image_gets_every_variable_its_entrypoint_needs_to_create_the_admin_user(
     ];
     for (service, version, names) in required {
         let mi = fixture(service, version, json!({}));
-        let set = render::render(&mi)
+        let set = render::render(&mi, None)
             .into_iter()
             .find(|c| c.object["kind"] == "StatefulSet")
             .expect("a set")
@@ -223,4 +223,30 @@ fn rotation_and_backup_jobs_match_the_golden_files() {
     let job = render::backup::job(&mi, backup, &format!("acme/{}/{backup}", mi.spec.instance_id))
         .expect("a backup Job");
     check(dir.join("mongodb-backup-job.json"), &(serde_json::to_string_pretty(&job.object).unwrap() + "\n"));
+}
+
+/// A PostgreSQL fork with the cluster's backup store: its Cluster archives to its own ObjectStore and
+/// bootstraps by recovering the source's base backup to the point in time, read through a second
+/// ObjectStore at the source's path; and the Backup a backup of it makes.
+#[test]
+fn a_postgresql_fork_recovers_from_the_source_s_store_and_archives_to_its_own() {
+    let mut mi = fixture("postgresql", "16", json!({"data_checksums": true}));
+    mi.spec.restore = Some(cluster_agent::crd::RestoreTarget {
+        backup_id: "0193a0b0-0000-7000-8000-0000000000b1".into(),
+        location: "acme/0193a0b0-0000-7000-8000-000000000000/ledger/base/20261201T013000".into(),
+        target_time: Some("2026-12-01T02:30:00Z".into()),
+    });
+    let store = render::backup::StoreTarget {
+        endpoint: "http://s3.example:8333".into(),
+        bucket: "cp-backups".into(),
+        access_key_id: "never-rendered".into(),
+        secret_access_key: "never-rendered".into(),
+    };
+    let mut objects: Vec<_> = render::render(&mi, Some(&store)).into_iter().map(|c| c.object).collect();
+    let backup = uuid::Uuid::parse_str("0193a0b0-0000-7000-8000-0000000000b2").unwrap();
+    objects.push(render::barman::backup(&mi, backup));
+    let text = serde_json::to_string_pretty(&objects).unwrap() + "\n";
+    assert!(!text.contains("never-rendered"), "keys reach the cluster only through the store Secret");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    check(dir.join("postgresql-fork-with-backups.json"), &text);
 }

@@ -491,7 +491,7 @@ impl Aggregate for Instance {
             }
             InstanceCommand::Restore(source) => {
                 let spec = self.active_spec()?;
-                let restore = restore::check(&source, spec.service, &spec.version)?;
+                let restore = restore::check_in_place(&source, spec.service, &spec.version)?;
                 vec![InstanceEvent::RestoreRequested { restore }]
             }
             InstanceCommand::RotateCredentials => {

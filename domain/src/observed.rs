@@ -109,12 +109,14 @@ pub enum ObservedEvent {
     BackupCompleted {
         /// the backup
         backup_id: Uuid,
-        /// where: the object's key in the backup bucket
+        /// where: the object's key in the backup bucket; for a backup of many objects (a PostgreSQL base
+        /// backup), the prefix they lie under
         location: String,
-        /// its size in bytes
+        /// its size in bytes (of many objects: their total)
         size_bytes: u64,
-        /// the SHA-256 of its content, hex
-        sha256: String,
+        /// the SHA-256 of its content, hex; absent for a backup of many objects
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sha256: Option<String>,
         /// how long the backup took, in milliseconds
         duration_ms: u64,
     },

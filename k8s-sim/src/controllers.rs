@@ -21,6 +21,7 @@ const BACKUP_LABEL: &str = "cp.example.com/backup-id";
 /// Label of the pods of the agent's restore Jobs.
 const RESTORE_LABEL: &str = "cp.example.com/restore-of";
 const SECRETS: &str = "secrets";
+const CNPG_BACKUPS: &str = "backups.postgresql.cnpg.io";
 
 pub(crate) fn spawn(sim: Simulator) {
     let mut changes = sim.inner.changes.subscribe();
@@ -58,6 +59,31 @@ pub(crate) fn spawn(sim: Simulator) {
                             None
                         };
                         finish_job(&sim, &change.namespace, &name, uploaded);
+                    });
+                }
+                Ok(change)
+                    if change.kind != "DELETED"
+                        && change.resource == CNPG_BACKUPS
+                        && change.object["status"]["phase"].is_null() =>
+                {
+                    let sim = sim.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(sim.inner.options.ready_delay).await;
+                        let name = change.object["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+                        let fails = sim
+                            .inner
+                            .faults
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .failing_jobs
+                            .iter()
+                            .any(|p| p == "*" || *p == name);
+                        let status = crate::barman::run(&sim, &change.namespace, &change.object, fails).await;
+                        let mut store = sim.store();
+                        if let Some(ty) = store.types().iter().find(|t| t.key() == CNPG_BACKUPS).cloned() {
+                            let patch = json!({"status": status});
+                            let _ = store.merge_patch(&ty, &change.namespace, &name, &patch, true);
+                        }
                     });
                 }
                 Ok(change)

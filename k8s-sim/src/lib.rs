@@ -9,6 +9,7 @@
 //! It stands in for a cluster in tests and in the local demo; it is not a conformance-tested apiserver.
 
 mod backup_job;
+mod barman;
 pub mod controllers;
 pub mod server;
 pub mod store;

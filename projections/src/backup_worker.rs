@@ -88,15 +88,20 @@ async fn act(
     let backup_id = view.id;
     match action {
         Action::Verify => {
-            let (Some(location), Some(size), Some(sha256)) = (&view.location, view.size_bytes, &view.sha256)
-            else {
+            let (Some(location), Some(size)) = (&view.location, view.size_bytes) else {
                 return Ok(ObservedEvent::BackupVerified {
                     backup_id,
                     matches: false,
-                    detail: Some("the cluster reported no location, size or checksum".into()),
+                    detail: Some("the cluster reported no location or size".into()),
                 });
             };
-            let detail = match store.verify(location, size, sha256).await? {
+            // One object with its checksum, or (a PostgreSQL base backup) many under a prefix, by size.
+            let sha256 = view.sha256.as_deref().unwrap_or_default();
+            let found = match &view.sha256 {
+                Some(sha256) => store.verify(location, size, sha256).await?,
+                None => store.verify_prefix(location, size).await?,
+            };
+            let detail = match found {
                 Verification::Matches => None,
                 Verification::Missing => Some(format!("no object at {location}")),
                 Verification::SizeDiffers { found } => {
@@ -112,8 +117,10 @@ async fn act(
             Ok(ObservedEvent::BackupVerified { backup_id, matches: detail.is_none(), detail })
         }
         Action::Delete => {
-            if let Some(location) = &view.location {
-                store.delete(location).await?;
+            match (&view.location, &view.sha256) {
+                (Some(location), Some(_)) => store.delete(location).await?,
+                (Some(prefix), None) => store.delete_prefix(prefix).await?,
+                (None, _) => {}
             }
             Ok(ObservedEvent::BackupDeleted { backup_id })
         }

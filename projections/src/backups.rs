@@ -152,7 +152,7 @@ impl Backups {
             ObservedEvent::BackupCompleted { location, size_bytes, sha256, duration_ms, .. } => {
                 view.location = Some(location.clone());
                 view.size_bytes = Some(*size_bytes);
-                view.sha256 = Some(sha256.clone());
+                view.sha256 = sha256.clone();
                 view.duration_ms = Some(*duration_ms);
                 view.finished_at = Some(message.time);
                 view.started_at.get_or_insert(message.time);

@@ -27,7 +27,7 @@ const EXPANSION_RETRY: std::time::Duration = std::time::Duration::from_secs(10);
 pub(super) async fn apply(mi: Arc<ManagedInstance>, ctx: &Context) -> Result<Action> {
     let namespace = mi.namespace().unwrap_or_default();
     let mut writes = 0u32;
-    let mut desired = render::render(&mi);
+    let mut desired = render::render(&mi, ctx.config.backup_store.as_ref());
     let mut healed = Vec::new();
     let instance_id = mi.spec.instance_id.clone();
     let instance_id = instance_id.as_str();
@@ -43,6 +43,19 @@ pub(super) async fn apply(mi: Arc<ManagedInstance>, ctx: &Context) -> Result<Act
         mi
     };
     let converged = last.as_ref().and_then(|s| s.observed_generation) == Some(mi.spec.generation);
+    // An ObjectStore reads the store's keys from the namespace's store Secret: it goes first.
+    if let Some(store) = &ctx.config.backup_store
+        && desired.iter().any(|c| c.kind == ChildKind::ObjectStore)
+        && ctx.current(ChildKind::Secret, &namespace, render::backup::STORE_SECRET).is_none()
+    {
+        let secret = render::backup::store_secret(&namespace, store);
+        let written = ctx
+            .api(ChildKind::Secret, &namespace)
+            .patch(render::backup::STORE_SECRET, &apply_params(), &Patch::Apply(&secret))
+            .await?;
+        writes += 1;
+        ctx.remember(ChildKind::Secret, &namespace, render::backup::STORE_SECRET, Some(serde_json::to_value(&written)?));
+    }
     for child in &mut desired {
         let current = ctx.current(child.kind, &namespace, &child.name);
         if let Some(current) = &current {

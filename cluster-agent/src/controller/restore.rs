@@ -2,7 +2,9 @@
 //! restore generation is wanted, and the status which one the cluster applied. A restore runs as a Job
 //! against the serving instance (`render::backup::restore_job`); once the Job completed, the restore is
 //! applied. A restore that fails fails its operation with the Job's reason and leaves the data as the
-//! failed load left it (a dump is loaded collection by collection).
+//! failed load left it (a dump is loaded collection by collection). PostgreSQL is restored only into a
+//! new instance, whose Cluster CloudNativePG bootstraps from the backup: the restore is applied once that
+//! Cluster serves.
 
 use kube::{ResourceExt as _, api::Patch};
 
@@ -43,6 +45,14 @@ pub(super) async fn restore(mi: &ManagedInstance, ctx: &Context, writes: &mut u3
     let Some(store) = &ctx.config.backup_store else {
         return fail("this cluster has no backup store configured".into());
     };
+    if mi.spec.service == "postgresql" {
+        // Recovered by CloudNativePG as the Cluster bootstraps (`render::barman`): done once it serves.
+        if target.location.split('/').count() != 5 {
+            return fail(format!("backup {} is not a PostgreSQL base backup", target.backup_id));
+        }
+        let serving = mi.status.as_ref().is_some_and(|s| s.phase == "Ready");
+        return Ok(if serving { Restore { applied: wanted, ..Restore::default() } } else { waiting });
+    }
     let namespace = mi.namespace().unwrap_or_default();
     let name = restore_job_name(mi, wanted);
     let Some(job) = ctx.current(ChildKind::Job, &namespace, &name) else {

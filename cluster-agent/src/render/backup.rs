@@ -47,6 +47,19 @@ impl std::fmt::Debug for StoreTarget {
     }
 }
 
+impl StoreTarget {
+    /// The same store as the backup-store client sees it.
+    pub fn store_config(&self) -> backup_store::StoreConfig {
+        backup_store::StoreConfig {
+            endpoint: self.endpoint.clone(),
+            bucket: self.bucket.clone(),
+            region: "us-east-1".into(),
+            access_key_id: self.access_key_id.clone(),
+            secret_access_key: self.secret_access_key.clone(),
+        }
+    }
+}
+
 /// What the upload container reports in its termination message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Uploaded {

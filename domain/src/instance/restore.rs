@@ -1,7 +1,13 @@
 //! Restoring an instance from a backup: in place (a command on the instance) or into a new instance (a
 //! provision that names its source). Either way the instance records the backup it is restored from, and
 //! the restore is an aspect of its own: applied once the cluster has loaded the backup.
+//!
+//! PostgreSQL is restored only into a new instance: CloudNativePG restores by bootstrapping a new cluster
+//! from the object store, never into a running one. A new PostgreSQL instance may also be a fork: the
+//! source recovered to a point in time within its recoverable window, from the first moment a completed
+//! base backup covers to the present (WAL is archived continuously).
 
+use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -24,7 +30,23 @@ pub struct RestoreSource {
     /// why it cannot be restored from (failed, being deleted, deleted, or its object not as reported);
     /// `None` when it can
     pub unusable: Option<String>,
+    /// a fork: the point in time to recover to, and the source's recoverable window; the backup is then
+    /// the newest completed one taken before that point
+    pub point_in_time: Option<PointInTime>,
 }
+
+/// A fork's target, and what the source allows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PointInTime {
+    /// the moment to recover to
+    pub at: DateTime<Utc>,
+    /// from the end of the source's oldest completed base backup to the present (or to its removal);
+    /// `None` when it has no completed backup
+    pub window: Option<(DateTime<Utc>, DateTime<Utc>)>,
+}
+
+/// Where the rules report a fork's target time.
+pub const POINT_IN_TIME_FIELD: &str = "/restore_from/point_in_time";
 
 /// What an instance records of the restore it asked for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,6 +57,13 @@ pub struct RestoreSpec {
     pub source_instance_id: Uuid,
     /// its object's key in the backup bucket
     pub location: String,
+    /// a fork's point in time (PostgreSQL); absent: the backup as it was
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_time: Option<DateTime<Utc>>,
+}
+
+fn stamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
 /// Checks that `source` can be restored into an instance of `service` at `version`.
@@ -43,6 +72,37 @@ pub(super) fn check(
     service: ServiceType,
     version: &str,
 ) -> Result<RestoreSpec, InstanceError> {
+    if let Some(target) = &source.point_in_time {
+        if service != ServiceType::Postgresql {
+            return Err(super::rules::invalid(
+                POINT_IN_TIME_FIELD,
+                "point_in_time_postgresql",
+                "only PostgreSQL instances are recovered to a point in time; restore another service from a backup",
+            ));
+        }
+        match target.window {
+            None => {
+                return Err(super::rules::invalid(
+                    POINT_IN_TIME_FIELD,
+                    "recovery_window",
+                    "the source instance has no completed backup, so it has no recoverable window yet",
+                ));
+            }
+            Some((first, last)) if target.at < first || target.at > last => {
+                return Err(super::rules::invalid(
+                    POINT_IN_TIME_FIELD,
+                    "recovery_window",
+                    format!(
+                        "{} is outside the source's recoverable window, from {} to {}",
+                        stamp(target.at),
+                        stamp(first),
+                        stamp(last)
+                    ),
+                ));
+            }
+            Some(_) => {}
+        }
+    }
     if let Some(reason) = &source.unusable {
         return Err(InstanceError::BackupNotRestorable {
             backup_id: source.backup_id,
@@ -85,5 +145,23 @@ pub(super) fn check(
         backup_id: source.backup_id,
         source_instance_id: source.instance_id,
         location: location.clone(),
+        target_time: source.point_in_time.as_ref().map(|p| p.at),
     })
+}
+
+/// A restore into the running instance: PostgreSQL's is refused (see the module's documentation).
+pub(super) fn check_in_place(
+    source: &RestoreSource,
+    service: ServiceType,
+    version: &str,
+) -> Result<RestoreSpec, InstanceError> {
+    if service == ServiceType::Postgresql {
+        return Err(super::rules::invalid(
+            "/backup_id",
+            "restore_in_place",
+            "CloudNativePG restores only by bootstrapping a new cluster: provision a new instance with \
+             restore_from naming the backup (or the instance and a point_in_time)",
+        ));
+    }
+    check(source, service, version)
 }

@@ -474,11 +474,27 @@ fn every_event_s_name_schema_and_wire_form_are_frozen() {
                     backup_id: id,
                     source_instance_id: id,
                     location: "acme/x/y".into(),
+                    target_time: None,
                 },
             },
             "1",
             serde_json::json!({"type": "RestoreRequested", "data": {"restore": {"backup_id": id,
                 "source_instance_id": id, "location": "acme/x/y"}}}),
+        ),
+        (
+            // A fork: the point in time is an optional field of the same schema.
+            InstanceEvent::RestoreRequested {
+                restore: crate::instance::restore::RestoreSpec {
+                    backup_id: id,
+                    source_instance_id: id,
+                    location: "acme/x/orders/base/20261201T013000".into(),
+                    target_time: Some(chrono::DateTime::from_timestamp(1_796_000_000, 0).unwrap()),
+                },
+            },
+            "1",
+            serde_json::json!({"type": "RestoreRequested", "data": {"restore": {"backup_id": id,
+                "source_instance_id": id, "location": "acme/x/orders/base/20261201T013000",
+                "target_time": "2026-11-30T00:53:20Z"}}}),
         ),
         (
             InstanceEvent::CredentialsRotationRequested {},

@@ -64,6 +64,8 @@ pub fn builtin_types() -> Vec<ResourceType> {
             false,
         ),
         ResourceType::new("postgresql.cnpg.io", "v1", "clusters", "Cluster", true),
+        ResourceType::new("postgresql.cnpg.io", "v1", "backups", "Backup", true),
+        ResourceType::new("barmancloud.cnpg.io", "v1", "objectstores", "ObjectStore", true),
     ]
 }
 

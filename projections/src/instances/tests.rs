@@ -354,7 +354,7 @@ fn a_backup_is_folded_from_its_request_and_its_cluster_s_facts_and_outlives_its_
         backup_id: backup,
         location: format!("acme/{}/{backup}", log.id),
         size_bytes: 42,
-        sha256: "ab".repeat(32),
+        sha256: Some("ab".repeat(32)),
         duration_ms: 1500,
     };
     log.backup_fact(completed.clone());

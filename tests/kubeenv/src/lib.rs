@@ -80,15 +80,18 @@ fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// Manifests installed into every control plane: CloudNativePG's `Cluster` CRD at the version the agent
-/// targets (copied by `./dev` from the upstream Go module), the project's CRD and the agent's RBAC.
+/// Manifests installed into every control plane: CloudNativePG's `Cluster` and `Backup` CRDs and the
+/// Barman Cloud plugin's `ObjectStore` CRD at the versions the agent targets (copied by `./dev` from the
+/// upstream Go modules), the project's CRD and the agent's RBAC.
 fn manifests() -> Vec<PathBuf> {
     let root = repo_root();
+    let third_party = std::env::var_os("CP_KUBE_CRD_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join(".tools/kube/crds"));
     vec![
-        std::env::var_os("CP_KUBE_CRD_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| root.join(".tools/kube/crds"))
-            .join("postgresql.cnpg.io_clusters.yaml"),
+        third_party.join("postgresql.cnpg.io_clusters.yaml"),
+        third_party.join("postgresql.cnpg.io_backups.yaml"),
+        third_party.join("barmancloud.cnpg.io_objectstores.yaml"),
         root.join("deploy/crds/managedinstances.yaml"),
         root.join("tests/kube-control-plane/manifests.yaml"),
         root.join("deploy/rbac/cluster-agent.yaml"),

@@ -1,0 +1,99 @@
+//! CloudNativePG's Barman Cloud plugin, played for real where it matters: a `Backup` with `method: plugin`
+//! writes a base backup into the object store its Cluster archives to (the Cluster's `spec.plugins`
+//! names the `ObjectStore`, whose `destinationPath`, `endpointURL` and `s3Credentials` say where and
+//! with which keys; plugin-barman-cloud v0.14.0 `api/v1/objectstore_types.go`), in Barman's layout
+//! `<destinationPath>/<serverName>/base/<backupId>/{data.tar,backup.info}`, and reports the status
+//! CloudNativePG reports (v1.30.0 `api/v1/backup_types.go`, `BackupStatus`).
+
+use base64::Engine as _;
+use chrono::{SecondsFormat, TimeDelta, Utc};
+use serde_json::{Value, json};
+
+use crate::server::Simulator;
+
+const PLUGIN: &str = "barman-cloud.cloudnative-pg.io";
+
+/// Takes the base backup `backup` asks for; the `Backup`'s status as CloudNativePG would report it.
+pub(crate) async fn run(sim: &Simulator, namespace: &str, backup: &Value, fails: bool) -> Value {
+    let started = Utc::now();
+    let stamp = |t: chrono::DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Secs, true);
+    let failed = |error: String| {
+        json!({"phase": "failed", "method": "plugin", "error": error, "startedAt": stamp(started),
+               "stoppedAt": stamp(Utc::now())})
+    };
+    if fails {
+        return failed("simulated failure: barman-cloud-backup exited with status 1".into());
+    }
+    let server = backup["spec"]["cluster"]["name"].as_str().unwrap_or_default().to_owned();
+    let (store, prefix, destination) = match store_of(sim, namespace, &server) {
+        Ok(found) => found,
+        Err(why) => return failed(why),
+    };
+    // Barman names a backup by its start, to the second: two in the same second take the next free one.
+    let mut id = String::new();
+    for offset in 0..600 {
+        let candidate = (started + TimeDelta::seconds(offset)).format("%Y%m%dT%H%M%S").to_string();
+        match store.list(&format!("{prefix}/{server}/base/{candidate}")).await {
+            Ok(found) if found.is_empty() => {
+                id = candidate;
+                break;
+            }
+            Ok(_) => {}
+            Err(e) => return failed(format!("can't list the object store: {e}")),
+        }
+    }
+    let base = format!("{prefix}/{server}/base/{id}");
+    let data = format!("simulated base backup {id} of {namespace}/{server}\n").repeat(128).into_bytes();
+    let info = format!("backup_id={id}\nstatus=DONE\nserver_name={server}\n").into_bytes();
+    for (key, content) in [(format!("{base}/data.tar"), data), (format!("{base}/backup.info"), info)] {
+        if let Err(e) = store.put(&key, content).await {
+            return failed(format!("can't upload {key}: {e}"));
+        }
+    }
+    json!({"phase": "completed", "method": "plugin", "serverName": server, "backupId": id,
+           "destinationPath": destination, "startedAt": stamp(started), "stoppedAt": stamp(Utc::now()),
+           "beginWal": "000000010000000000000002", "endWal": "000000010000000000000002"})
+}
+
+/// The store, key prefix and `destinationPath` of the `ObjectStore` Cluster `cluster` archives to.
+fn store_of(
+    sim: &Simulator,
+    namespace: &str,
+    cluster: &str,
+) -> Result<(backup_store::BackupStore, String, String), String> {
+    let store = sim.store();
+    let get = |group: &str, plural: &str, name: &str| -> Result<Value, String> {
+        let ty = store.resource_type(group, "v1", plural).ok_or(format!("no {plural}"))?;
+        store.get(&ty, namespace, name).ok_or(format!("{plural} \"{name}\" not found"))
+    };
+    let cluster = get("postgresql.cnpg.io", "clusters", cluster)?;
+    let plugin = cluster["spec"]["plugins"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["name"] == PLUGIN && p["isWALArchiver"] == true))
+        .ok_or("the Cluster has no WAL archiver plugin")?;
+    let object_store = plugin["parameters"]["barmanObjectName"].as_str().ok_or("no barmanObjectName")?;
+    let configuration = get("barmancloud.cnpg.io", "objectstores", object_store)?["spec"]["configuration"].clone();
+    let destination = configuration["destinationPath"].as_str().ok_or("no destinationPath")?.to_owned();
+    let (bucket, prefix) = destination
+        .strip_prefix("s3://")
+        .and_then(|rest| rest.split_once('/'))
+        .ok_or(format!("destinationPath {destination} is not s3://<bucket>/<path>"))?;
+    let key = |field: &str| -> Result<String, String> {
+        let reference = &configuration["s3Credentials"][field];
+        let secret = get("", "secrets", reference["name"].as_str().unwrap_or_default())?;
+        let data = secret["data"][reference["key"].as_str().unwrap_or_default()]
+            .as_str()
+            .ok_or(format!("no {field} in the credentials Secret"))?;
+        let bytes = base64::engine::general_purpose::STANDARD.decode(data).map_err(|e| e.to_string())?;
+        String::from_utf8(bytes).map_err(|e| e.to_string())
+    };
+    let config = backup_store::StoreConfig {
+        endpoint: configuration["endpointURL"].as_str().ok_or("no endpointURL")?.to_owned(),
+        bucket: bucket.to_owned(),
+        region: "us-east-1".into(),
+        access_key_id: key("accessKeyId")?,
+        secret_access_key: key("secretAccessKey")?,
+    };
+    let client = backup_store::BackupStore::new(&config).map_err(|e| e.to_string())?;
+    Ok((client, prefix.trim_end_matches('/').to_owned(), destination))
+}
