@@ -23,8 +23,8 @@ pub use clusters::{Cluster, ClusterRequest};
 pub use credentials::Credentials;
 pub use dead_letters::{DeadLetter, DeadLetterPage};
 pub use instances::{
-    Instance, InstanceList, Lifecycle, ProvisionRequest, Resources, RestoreRequest, Service, UpdateRequest,
-    config_value,
+    Instance, InstanceList, Lifecycle, ProvisionRequest, Resources, RestoreFrom, RestoreRequest, Service,
+    UpdateRequest, config_value,
 };
 pub use network::{Acl, AclAddRequest, AclEntry, AclReplaceRequest, Connection};
 pub use operations::{Operation, OperationError, OperationStatus, OperationType};

@@ -189,7 +189,9 @@ impl Step<'_> {
                 // The Cluster archives to the instance's ObjectStore (the instance's controller applies
                 // both); the plugin takes the base backup there.
                 let object = barman::backup(&mi, backup_id);
-                self.pg_api(&ns).patch(&barman::backup_name(backup_id), &apply_params(), &Patch::Apply(&object)).await?;
+                self.pg_api(&ns)
+                    .patch(&barman::backup_name(backup_id), &apply_params(), &Patch::Apply(&object))
+                    .await?;
             } else {
                 let key = domain::backup::object_key(&source.project, source.instance_id, backup_id);
                 let Some(child) = backup::job(&mi, backup_id, &key) else { return Ok(false) };
@@ -230,7 +232,9 @@ impl Step<'_> {
         self.report(about, event).await?;
         let patch = json!({"metadata": {"annotations": {REPORTED_ANNOTATION: "true"}}});
         if postgres {
-            self.pg_api(&ns).patch(&barman::backup_name(backup_id), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+            self.pg_api(&ns)
+                .patch(&barman::backup_name(backup_id), &PatchParams::default(), &Patch::Merge(&patch))
+                .await?;
         } else {
             let jobs: Api<Job> = Api::namespaced(self.config.client.clone(), &ns);
             jobs.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;

@@ -72,7 +72,8 @@ fn store_of(
         .and_then(|p| p.iter().find(|p| p["name"] == PLUGIN && p["isWALArchiver"] == true))
         .ok_or("the Cluster has no WAL archiver plugin")?;
     let object_store = plugin["parameters"]["barmanObjectName"].as_str().ok_or("no barmanObjectName")?;
-    let configuration = get("barmancloud.cnpg.io", "objectstores", object_store)?["spec"]["configuration"].clone();
+    let configuration =
+        get("barmancloud.cnpg.io", "objectstores", object_store)?["spec"]["configuration"].clone();
     let destination = configuration["destinationPath"].as_str().ok_or("no destinationPath")?.to_owned();
     let (bucket, prefix) = destination
         .strip_prefix("s3://")

@@ -148,3 +148,99 @@ async fn a_backup_is_restored_in_place_and_into_new_instances_even_after_its_ins
     .await;
     assert_eq!(refused.status, StatusCode::CONFLICT, "{}", refused.body);
 }
+
+/// PostgreSQL through CloudNativePG's Barman Cloud plugin: two base backups land in the real store, a
+/// fork to a moment between them bootstraps a new Cluster recovering the first one to that moment and
+/// records it, and a moment outside the source's recoverable window is a 422 stating the window.
+#[tokio::test]
+async fn a_postgresql_fork_to_a_time_between_two_backups_converges_and_records_the_time() {
+    let api = TestApi::start().await;
+    let s3 = system_tests::backups::BackupStoreRig::start();
+    let (sim, address) = system_tests::cluster::simulator(Duration::from_millis(50)).await;
+    let _agent = system_tests::cluster::agent_with_backups(&api, "eu-1", address, Some(s3.target())).await;
+    let jetstream = async_nats::jetstream::new(api.nats_server.connect().await);
+    let _worker =
+        tokio::spawn(projections::backup_worker::run(api.state.read_models.clone(), s3.store(), jetstream));
+    let (ledger, _) = provision(
+        &api,
+        json!({"name": "ledger", "service": "postgresql", "version": "16", "plan": "starter", "cluster": "eu-1"}),
+    )
+    .await;
+    assert!(api.wait_for_state(ledger, Health::Healthy, WAIT).await, "never healthy");
+
+    let before_any = chrono::Utc::now();
+    let first = completed_backup(&api, ledger).await;
+    let between = chrono::Utc::now();
+    let second = completed_backup(&api, ledger).await;
+    // Each is a base backup in the store, verified by the control plane against the reported total size.
+    let verified = api
+        .state
+        .read_models
+        .wait_until(WAIT, |m| {
+            [first, second]
+                .iter()
+                .all(|id| m.backups().get("acme", *id).is_some_and(|b| b.verified == Some(true)))
+        })
+        .await;
+    let views: Vec<_> = [first, second]
+        .iter()
+        .map(|id| api.state.read_models.read().backups().get("acme", *id).cloned())
+        .collect();
+    assert!(verified, "the base backups were never verified: {views:?}");
+    let location = views[0].as_ref().and_then(|b| b.location.clone()).expect("where the first is");
+    assert!(location.starts_with(&format!("acme/{ledger}/ledger/base/")), "{location}");
+    let objects = s3.store().list(&location).await.unwrap();
+    assert!(objects.iter().any(|o| o.key.ends_with("/data.tar")), "a base backup: {objects:?}");
+
+    // Outside the window: before the first backup ended, or in the future. The 422 states the window.
+    for at in [before_any, chrono::Utc::now() + chrono::TimeDelta::hours(1)] {
+        let body = json!({"name": "too-early", "service": "postgresql", "version": "16", "plan": "starter",
+            "cluster": "eu-1", "restore_from": {"instance_id": ledger, "point_in_time": at}});
+        let refused = call(&api, Method::POST, "/v1/projects/acme/instances", Some(&body)).await;
+        assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", refused.body);
+        let error = &refused.body["errors"][0];
+        assert_eq!(
+            (error["field"].as_str(), error["rule"].as_str()),
+            (Some("/restore_from/point_in_time"), Some("recovery_window"))
+        );
+        assert!(error["detail"].as_str().is_some_and(|d| d.contains("recoverable window, from ")), "{error}");
+    }
+
+    // The fork: converges, records the source and the time, and its Cluster recovers the first backup.
+    let (fork, _) = provision(
+        &api,
+        json!({"name": "ledger-fork", "service": "postgresql", "version": "16", "plan": "starter", "cluster": "eu-1",
+               "restore_from": {"instance_id": ledger, "point_in_time": between}}),
+    )
+    .await;
+    assert!(api.wait_for_state(fork, Health::Healthy, WAIT).await, "the fork never became healthy");
+    let shown = call(&api, Method::GET, &format!("/v1/projects/acme/instances/{fork}"), None).await;
+    let restored = &shown.body["restored_from"];
+    assert_eq!(restored["backup_id"], first.to_string(), "the newest backup before the time: {}", shown.body);
+    assert_eq!(restored["source_instance_id"], ledger.to_string());
+    let recorded: chrono::DateTime<chrono::Utc> =
+        restored["point_in_time"].as_str().unwrap().parse().unwrap();
+    assert_eq!(recorded.timestamp(), between.timestamp(), "the target time is recorded");
+    let cluster = {
+        let store = sim.store();
+        let ty = store.resource_type("postgresql.cnpg.io", "v1", "clusters").unwrap();
+        store.get(&ty, "cp-acme", "ledger-fork").expect("the fork's Cluster")
+    };
+    let target = &cluster["spec"]["bootstrap"]["recovery"]["recoveryTarget"];
+    assert_eq!(target["backupID"].as_str(), location.rsplit('/').next(), "{cluster}");
+    assert_eq!(
+        target["targetTime"]
+            .as_str()
+            .and_then(|t| t.parse::<chrono::DateTime<chrono::Utc>>().ok())
+            .map(|t| t.timestamp()),
+        Some(between.timestamp())
+    );
+    assert_eq!(cluster["spec"]["externalClusters"][0]["plugin"]["parameters"]["serverName"], "ledger");
+
+    // PostgreSQL is not restored in place: CloudNativePG restores only into a new cluster.
+    let body = json!({"backup_id": second});
+    let refused =
+        call(&api, Method::POST, &format!("/v1/projects/acme/instances/{ledger}/restore"), Some(&body)).await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", refused.body);
+    assert_eq!(refused.body["errors"][0]["rule"], "restore_in_place");
+}

@@ -92,9 +92,27 @@ pub struct ProvisionRequest {
     /// region to place the instance in, when `cluster` is absent
     #[serde(default)]
     pub region: Option<String>,
-    /// a backup of the project (of a live or a deprovisioned instance) to load into the new instance
+    /// what the new instance starts from: a backup of the project (of a live or a deprovisioned
+    /// instance), or for PostgreSQL an instance of the project and a point in time in its recoverable
+    /// window (a fork)
     #[serde(default)]
-    pub restore_from: Option<RestoreRequest>,
+    pub restore_from: Option<RestoreFrom>,
+}
+
+/// What a new instance starts from: `backup_id`, or `instance_id` with `point_in_time` (PostgreSQL).
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreFrom {
+    /// a completed backup of the same service, of the same or an older version
+    #[serde(default)]
+    pub backup_id: Option<uuid::Uuid>,
+    /// PostgreSQL: the instance to fork (live, or deprovisioned while its backups are kept)
+    #[serde(default)]
+    pub instance_id: Option<uuid::Uuid>,
+    /// PostgreSQL: the moment to recover to (RFC 3339), within the source's recoverable window: from the
+    /// end of its oldest kept base backup to now (to its removal, once deprovisioned)
+    #[serde(default)]
+    pub point_in_time: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// The backup an instance was restored from.
@@ -104,6 +122,9 @@ pub struct RestoredFrom {
     pub backup_id: uuid::Uuid,
     /// the instance the backup is of
     pub source_instance_id: uuid::Uuid,
+    /// a fork's point in time
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub point_in_time: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Which backup to restore from (`POST …/instances/{id}/restore`, or `restore_from` of a provision).
@@ -310,10 +331,11 @@ impl From<&InstanceView> for Instance {
             deletion_protection: spec.deletion_protection,
             cluster: spec.cluster.clone(),
             acl: spec.acl.iter().map(AclEntry::from).collect(),
-            restored_from: spec
-                .restore
-                .as_ref()
-                .map(|r| RestoredFrom { backup_id: r.backup_id, source_instance_id: r.source_instance_id }),
+            restored_from: spec.restore.as_ref().map(|r| RestoredFrom {
+                backup_id: r.backup_id,
+                source_instance_id: r.source_instance_id,
+                point_in_time: r.target_time,
+            }),
             connection: view
                 .observed
                 .as_ref()

@@ -350,6 +350,66 @@ pub(super) fn restore_source(
         version: view.source.version.clone(),
         location: view.location.clone(),
         unusable,
+        point_in_time: None,
+    })
+}
+
+/// What a provision's `restore_from` names, for the restore's rules: a backup, or a fork's source and
+/// point in time.
+pub(super) fn start_from(
+    state: &AppState,
+    project: &str,
+    from: &crate::dto::RestoreFrom,
+) -> Result<domain::instance::restore::RestoreSource, ApiError> {
+    match (from.backup_id, from.instance_id, from.point_in_time) {
+        (Some(backup_id), None, None) => restore_source(state, project, backup_id, "/restore_from/backup_id"),
+        (None, Some(instance_id), Some(at)) => fork_source(state, project, instance_id, at),
+        _ => Err(ApiError::field(
+            "/restore_from",
+            "one_source",
+            "name either backup_id, or instance_id with point_in_time",
+        )),
+    }
+}
+
+/// A fork of `instance_id` at `at`: the newest completed base backup taken before `at` (the oldest, when
+/// `at` is before every one: the rules then refuse it, stating the window) and the source's recoverable
+/// window. The window opens when the oldest kept base backup ended (Barman's first recoverability point)
+/// and lasts to now, or to the instance's removal: WAL is archived continuously while it runs.
+fn fork_source(
+    state: &AppState,
+    project: &str,
+    instance_id: Uuid,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Result<domain::instance::restore::RestoreSource, ApiError> {
+    let model = state.read_models.read();
+    let source = model.instance(project, instance_id).ok_or_else(|| {
+        ApiError::field(
+            "/restore_from/instance_id",
+            "existing_instance",
+            format!("the project has no instance {instance_id}"),
+        )
+    })?;
+    let spec = source.spec();
+    let mut bases: Vec<&projections::BackupView> = model
+        .backups()
+        .of_instance(project, instance_id, Some(projections::BackupState::Completed), None, usize::MAX)
+        .into_iter()
+        .filter(|b| b.verified != Some(false) && b.finished_at.is_some())
+        .collect();
+    bases.sort_by_key(|b| b.finished_at);
+    let end =
+        if source.removed { source.observed_at.unwrap_or_else(chrono::Utc::now) } else { chrono::Utc::now() };
+    let window = bases.first().and_then(|b| b.finished_at).map(|first| (first, end));
+    let base = bases.iter().rev().find(|b| b.finished_at.is_some_and(|t| t <= at)).or(bases.first());
+    Ok(domain::instance::restore::RestoreSource {
+        backup_id: base.map_or(Uuid::nil(), |b| b.id),
+        instance_id,
+        service: spec.service,
+        version: spec.version.clone(),
+        location: base.and_then(|b| b.location.clone()),
+        unusable: None,
+        point_in_time: Some(domain::instance::restore::PointInTime { at, window }),
     })
 }
 

@@ -94,9 +94,7 @@ pub(super) async fn create_instance(
         )?,
     };
     let restore = match &request.restore_from {
-        Some(from) => {
-            Some(super::backups::restore_source(&state, &project, from.backup_id, "/restore_from/backup_id")?)
-        }
+        Some(from) => Some(super::backups::start_from(&state, &project, from)?),
         None => None,
     };
     let id = Uuid::now_v7();

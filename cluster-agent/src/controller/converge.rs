@@ -54,7 +54,12 @@ pub(super) async fn apply(mi: Arc<ManagedInstance>, ctx: &Context) -> Result<Act
             .patch(render::backup::STORE_SECRET, &apply_params(), &Patch::Apply(&secret))
             .await?;
         writes += 1;
-        ctx.remember(ChildKind::Secret, &namespace, render::backup::STORE_SECRET, Some(serde_json::to_value(&written)?));
+        ctx.remember(
+            ChildKind::Secret,
+            &namespace,
+            render::backup::STORE_SECRET,
+            Some(serde_json::to_value(&written)?),
+        );
     }
     for child in &mut desired {
         let current = ctx.current(child.kind, &namespace, &child.name);
