@@ -163,11 +163,6 @@ impl Step<'_> {
                     return Ok(true);
                 }
             }
-            if !matches!(source.service, ServiceType::Mongodb | ServiceType::Postgresql) {
-                let reason = format!("backups of {} instances are not built yet", source.service.as_str());
-                self.report(about, ObservedEvent::BackupFailed { backup_id, reason }).await?;
-                return Ok(true);
-            }
             let Some(target) = &self.config.backup_store else {
                 let reason = "this cluster has no backup store configured".to_owned();
                 self.report(about, ObservedEvent::BackupFailed { backup_id, reason }).await?;

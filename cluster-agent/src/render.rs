@@ -314,6 +314,16 @@ pub fn render(mi: &ManagedInstance, store: Option<&backup::StoreTarget>) -> Vec<
             }],
         },
     });
+    let mut statefulset = statefulset;
+    let generation = mi.spec.aspect_generations().restore;
+    if mi.spec.service == "grafana"
+        && generation > 0
+        && let Some(restore) = &mi.spec.restore
+    {
+        let pod = &mut statefulset["spec"]["template"];
+        pod["spec"]["initContainers"] = json!([backup::grafana_restore(generation, &restore.location)]);
+        pod["metadata"]["annotations"]["cp.example.com/restore-generation"] = json!(generation.to_string());
+    }
     let mut children = vec![
         Child { kind: ChildKind::ConfigMap, name: format!("{name}-config"), object: config_map },
         Child { kind: ChildKind::Service, name: name.clone(), object: service },

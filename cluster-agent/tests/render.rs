@@ -218,11 +218,39 @@ fn rotation_and_backup_jobs_match_the_golden_files() {
         render::rotation::job(&fixture("postgresql", "16", json!({})), 5).is_none(),
         "CloudNativePG rotates its own"
     );
-    let mi = fixture("mongodb", "7.0", json!({}));
     let backup = uuid::Uuid::parse_str("0193a0b0-0000-7000-8000-0000000000b1").unwrap();
-    let job = render::backup::job(&mi, backup, &format!("acme/{}/{backup}", mi.spec.instance_id))
-        .expect("a backup Job");
-    check(dir.join("mongodb-backup-job.json"), &(serde_json::to_string_pretty(&job.object).unwrap() + "\n"));
+    for (service, version) in [("mongodb", "7.0"), ("influxdb", "2.7"), ("grafana", "11.6")] {
+        let mi = fixture(service, version, json!({}));
+        let key = format!("acme/{}/{backup}", mi.spec.instance_id);
+        let job = render::backup::job(&mi, backup, &key).expect("a backup Job");
+        check(
+            dir.join(format!("{service}-backup-job.json")),
+            &(serde_json::to_string_pretty(&job.object).unwrap() + "\n"),
+        );
+        // Restored by a Job against the running service, or (Grafana) by its StatefulSet's init container.
+        let mut mi = mi;
+        mi.spec.restore = Some(cluster_agent::crd::RestoreTarget {
+            backup_id: backup.to_string(),
+            location: key.clone(),
+            target_time: None,
+        });
+        let mut generations = mi.spec.aspect_generations();
+        generations.restore = 5;
+        mi.spec.aspects = Some(generations);
+        let restore = match render::backup::restore_job(&mi, 5, &key) {
+            Some(job) => job.object,
+            None => render::render(&mi, None)
+                .into_iter()
+                .find(|c| c.kind == render::ChildKind::StatefulSet)
+                .expect("a StatefulSet")
+                .object["spec"]["template"]
+                .clone(),
+        };
+        check(
+            dir.join(format!("{service}-restore.json")),
+            &(serde_json::to_string_pretty(&restore).unwrap() + "\n"),
+        );
+    }
 }
 
 /// A PostgreSQL fork with the cluster's backup store: its Cluster archives to its own ObjectStore and

@@ -26,6 +26,17 @@ pub(crate) async fn download(sim: &Simulator, namespace: &str, job: &Value) -> R
     }
 }
 
+/// What a StatefulSet's `restore` init container (the agent's Grafana restore) finds: `Err(why)` when
+/// the object it downloads is not in the store.
+pub(crate) async fn restore_init(sim: &Simulator, namespace: &str, set: &Value) -> Result<(), String> {
+    let (store, key) = store_of(sim, namespace, set, "initContainers", "restore")?;
+    match store.verify(&key, 0, "").await {
+        Ok(backup_store::Verification::Missing) => Err(format!("download failed: no object {key}")),
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!("download failed: {e}")),
+    }
+}
+
 /// The store and object key a Job's container works with, from its environment and the store Secret.
 fn store_of(
     sim: &Simulator,

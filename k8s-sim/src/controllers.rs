@@ -104,6 +104,32 @@ pub(crate) fn spawn(sim: Simulator) {
 fn schedule(sim: Simulator, resource: String, namespace: String, name: String) {
     tokio::spawn(async move {
         tokio::time::sleep(sim.inner.options.ready_delay).await;
+        // A `restore` init container's download is real: the pods do not start without the object.
+        if resource == STATEFULSETS {
+            let set = {
+                let store = sim.store();
+                store
+                    .types()
+                    .iter()
+                    .find(|t| t.key() == STATEFULSETS)
+                    .and_then(|ty| store.get(ty, &namespace, &name))
+            };
+            let restores = set
+                .as_ref()
+                .and_then(|s| s["spec"]["template"]["spec"]["initContainers"].as_array())
+                .is_some_and(|c| c.iter().any(|c| c["name"] == "restore"));
+            let failed = match (&set, restores) {
+                (Some(set), true) => crate::backup_job::restore_init(&sim, &namespace, set).await.is_err(),
+                _ => false,
+            };
+            let mut failures =
+                sim.inner.init_failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if failed {
+                failures.insert((namespace.clone(), name.clone()));
+            } else {
+                failures.remove(&(namespace.clone(), name.clone()));
+            }
+        }
         settle(&sim, &resource, &namespace, &name, true);
     });
 }
@@ -243,6 +269,13 @@ fn sync_pods(
 fn settle(sim: &Simulator, resource: &str, namespace: &str, name: &str, settled: bool) {
     let failure =
         sim.inner.faults.lock().unwrap_or_else(std::sync::PoisonError::into_inner).workload_failure(name);
+    let init_failed = sim
+        .inner
+        .init_failures
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .contains(&(namespace.to_owned(), name.to_owned()));
+    let failure = failure.or(init_failed.then_some("CrashLoopBackOff"));
     let mut store = sim.store();
     let Some(ty) = store.types().iter().find(|t| t.key() == resource).cloned() else { return };
     let Some(object) = store.get(&ty, namespace, name) else { return };

@@ -99,6 +99,8 @@ pub(crate) struct Inner {
     pub(crate) options: SimulatorOptions,
     /// the generation each workload was last settled at, by (resource, namespace, name)
     pub(crate) settled: Mutex<std::collections::HashMap<(String, String, String), i64>>,
+    /// StatefulSets whose `restore` init container fails, by (namespace, name)
+    pub(crate) init_failures: Mutex<std::collections::HashSet<(String, String)>>,
     requests: std::sync::atomic::AtomicU64,
     watches: Mutex<std::collections::HashMap<String, u64>>,
     /// the most bookmarks any one watch has sent (one per interval per watch, so this counts intervals)
@@ -135,6 +137,7 @@ impl Simulator {
             faults: Mutex::default(),
             options,
             settled: Mutex::default(),
+            init_failures: Mutex::default(),
             requests: Default::default(),
             watches: Default::default(),
             bookmark_rounds: tokio::sync::watch::Sender::new(0),

@@ -43,9 +43,10 @@ pub(super) async fn apply(mi: Arc<ManagedInstance>, ctx: &Context) -> Result<Act
         mi
     };
     let converged = last.as_ref().and_then(|s| s.observed_generation) == Some(mi.spec.generation);
-    // An ObjectStore reads the store's keys from the namespace's store Secret: it goes first.
+    // An ObjectStore, and a restore's init container, read the store's keys from the namespace's store
+    // Secret: it goes first.
     if let Some(store) = &ctx.config.backup_store
-        && desired.iter().any(|c| c.kind == ChildKind::ObjectStore)
+        && (mi.spec.restore.is_some() || desired.iter().any(|c| c.kind == ChildKind::ObjectStore))
         && ctx.current(ChildKind::Secret, &namespace, render::backup::STORE_SECRET).is_none()
     {
         let secret = render::backup::store_secret(&namespace, store);

@@ -53,6 +53,14 @@ pub(super) async fn restore(mi: &ManagedInstance, ctx: &Context, writes: &mut u3
         let serving = mi.status.as_ref().is_some_and(|s| s.phase == "Ready");
         return Ok(if serving { Restore { applied: wanted, ..Restore::default() } } else { waiting });
     }
+    if mi.spec.service == "grafana" {
+        // Loaded by the StatefulSet's init container as the pods roll (`render::backup::grafana_restore`):
+        // done once the rollout of a generation that carries it is ready.
+        let status = mi.status.as_ref();
+        let rolled = status.and_then(|s| s.observed_generation).is_some_and(|g| g >= wanted)
+            && status.is_some_and(|s| s.phase == "Ready");
+        return Ok(if rolled { Restore { applied: wanted, ..Restore::default() } } else { waiting });
+    }
     let namespace = mi.namespace().unwrap_or_default();
     let name = restore_job_name(mi, wanted);
     let Some(job) = ctx.current(ChildKind::Job, &namespace, &name) else {

@@ -86,21 +86,63 @@ pub fn job_name(backup_id: Uuid) -> String {
     format!("backup-{}", backup_id.simple())
 }
 
-/// The dump command of each service, run in its own image; `None` where a backup Job is not how the
-/// service is backed up.
-fn dump(mi: &ManagedInstance, host: &str) -> Option<(String, String)> {
+/// How a service is dumped: the image and command of the Job's `dump` init container, which writes
+/// `/backup/artifact`.
+struct Dump {
+    image: String,
+    command: String,
+    /// Grafana's: the data volume, read only, and the node it is attached to
+    data_volume: bool,
+}
+
+/// An image with Python, whose `sqlite3` module copies a live SQLite database through SQLite's online
+/// backup API (Python docs, `sqlite3.Connection.backup`).
+const PYTHON_IMAGE: &str = "python:3.13-alpine";
+
+/// The dump of each service; `None` where a backup Job is not how the service is backed up (PostgreSQL:
+/// see `barman`).
+fn dump(mi: &ManagedInstance, host: &str) -> Option<Dump> {
     let user = admin_user(&mi.spec.service)?;
     let port = service_port(&mi.spec.service);
+    let image = |image: String, command: String| Some(Dump { image, command, data_volume: false });
     match mi.spec.service.as_str() {
         // mongodump's archive format, gzipped: one file, restorable with `mongorestore --archive --gzip`
         // (MongoDB Database Tools, mongodump). The password comes from the environment.
-        "mongodb" => Some((
+        "mongodb" => image(
             format!("mongo:{}", mi.spec.version),
             format!(
                 "mongodump --host {host} --port {port} --username {user} --password \"$PASSWORD\" \
                  --authenticationDatabase admin --archive=/backup/artifact --gzip"
             ),
-        )),
+        ),
+        // `influx backup` needs an operator token: the one the image's setup made for the admin user
+        // (influxdata-docker influxdb/2.7/entrypoint.sh, `influx setup`), read through a session signed in
+        // with the admin's password (`POST /api/v2/signin`, `GET /api/v2/authorizations?user=`). The image
+        // ships curl and the influx CLI (influxdb/2.7/Dockerfile). The token is kept beside the dump: a
+        // full restore brings back the backup's users and tokens, and the restore needs it to put the
+        // instance's own password back.
+        "influxdb" => image(
+            format!("influxdb:{}", mi.spec.version),
+            format!(
+                "set -eu\n\
+                 base='http://{host}:{port}'\n\
+                 curl -fsS -c /tmp/session -o /dev/null -X POST -u \"{user}:$PASSWORD\" \"$base/api/v2/signin\"\n\
+                 token=$(curl -fsS -b /tmp/session \"$base/api/v2/authorizations?user={user}\" | sed -n 's/.*\"token\": *\"\\([^\"]*\\)\".*/\\1/p' | head -n1)\n\
+                 influx backup /backup/dump --host \"$base\" --token \"$token\"\n\
+                 printf '%s' \"$token\" > /backup/dump/cp-operator-token\n\
+                 tar -czf /backup/artifact -C /backup dump\n"
+            ),
+        ),
+        // Grafana keeps everything in SQLite (`/var/lib/grafana/grafana.db`): a consistent copy of the live
+        // database through SQLite's online backup API, from the data volume mounted read only.
+        "grafana" => Some(Dump {
+            image: PYTHON_IMAGE.to_owned(),
+            command: "python3 -c \"import sqlite3; \
+                      src = sqlite3.connect('file:/var/lib/grafana/grafana.db?mode=ro', uri=True); \
+                      dst = sqlite3.connect('/backup/artifact'); src.backup(dst); dst.close()\""
+                .to_owned(),
+            data_volume: true,
+        }),
         _ => None,
     }
 }
@@ -110,7 +152,7 @@ fn dump(mi: &ManagedInstance, host: &str) -> Option<(String, String)> {
 pub fn job(mi: &ManagedInstance, backup_id: Uuid, key: &str) -> Option<Child> {
     let namespace = mi.namespace().unwrap_or_default();
     let host = super::rotation::connect_host(&mi.spec.service, &mi.name_any(), &namespace);
-    let (image, command) = dump(mi, &host)?;
+    let dump = dump(mi, &host)?;
     let name = job_name(backup_id);
     const UPLOAD: &str = "set -eu\n\
          aws s3 cp /backup/artifact \"s3://$BUCKET/$KEY\" --endpoint-url \"$ENDPOINT\" --only-show-errors\n\
@@ -131,7 +173,7 @@ pub fn job(mi: &ManagedInstance, backup_id: Uuid, key: &str) -> Option<Child> {
                     "restartPolicy": "Never",
                     "volumes": [{"name": "backup", "emptyDir": {}}],
                     "initContainers": [{
-                        "name": "dump", "image": image, "command": ["/bin/sh", "-c", command],
+                        "name": "dump", "image": dump.image, "command": ["/bin/sh", "-c", dump.command],
                         "env": [{"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": credentials_name(mi), "key": "password"}}}],
                         "volumeMounts": [{"name": "backup", "mountPath": "/backup"}],
                     }],
@@ -145,6 +187,18 @@ pub fn job(mi: &ManagedInstance, backup_id: Uuid, key: &str) -> Option<Child> {
             },
         },
     });
+    let mut object = object;
+    if dump.data_volume {
+        // The first replica's claim (`<template>-<set>-<ordinal>`); ReadWriteOnce, so the pod goes to the
+        // node that has it attached (core/v1 PersistentVolumeAccessMode: RWO is per node, not per pod).
+        let pod = &mut object["spec"]["template"]["spec"];
+        pod["volumes"].as_array_mut().expect("rendered above").push(json!(
+            {"name": "data", "persistentVolumeClaim": {"claimName": format!("data-{}-0", mi.name_any()), "readOnly": true}}));
+        pod["initContainers"][0]["volumeMounts"].as_array_mut().expect("rendered above").push(json!(
+            {"name": "data", "mountPath": "/var/lib/grafana", "readOnly": true}));
+        pod["affinity"] = json!({"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{
+            "labelSelector": {"matchLabels": super::selector(mi)}, "topologyKey": "kubernetes.io/hostname"}]}});
+    }
     Some(Child { kind: ChildKind::Job, name, object })
 }
 
@@ -171,22 +225,49 @@ pub fn restore_job_name(mi: &ManagedInstance, generation: u64) -> String {
 }
 
 /// The Job that loads the backup at `key` into the running instance, replacing its data: the artifact is
-/// downloaded by an init container, and the service's own tool loads it (`mongorestore --archive --gzip
-/// --drop`: each collection in the dump replaces the one of the same name; MongoDB Database Tools,
-/// mongorestore). `None` for services whose restores are not built.
+/// downloaded by an init container, and the service's own tool loads it. `None` for services restored
+/// otherwise (Grafana: see [`grafana_restore`]; PostgreSQL: see `barman`).
 pub fn restore_job(mi: &ManagedInstance, generation: u64, key: &str) -> Option<Child> {
-    if mi.spec.service != "mongodb" {
-        return None;
-    }
     let user = admin_user(&mi.spec.service)?;
     let namespace = mi.namespace().unwrap_or_default();
     let host = super::rotation::connect_host(&mi.spec.service, &mi.name_any(), &namespace);
     let port = service_port(&mi.spec.service);
     let name = restore_job_name(mi, generation);
-    let restore = format!(
-        "mongorestore --host {host} --port {port} --username {user} --password \"$PASSWORD\" \
-         --authenticationDatabase admin --archive=/backup/artifact --gzip --drop"
-    );
+    let (image, restore) = match mi.spec.service.as_str() {
+        // `mongorestore --archive --gzip --drop`: each collection in the dump replaces the one of the same
+        // name (MongoDB Database Tools, mongorestore).
+        "mongodb" => (
+            format!("mongo:{}", mi.spec.version),
+            format!(
+                "mongorestore --host {host} --port {port} --username {user} --password \"$PASSWORD\" \
+                 --authenticationDatabase admin --archive=/backup/artifact --gzip --drop"
+            ),
+        ),
+        // `influx restore --full` replaces the server's data and metadata with the backup's, users and
+        // tokens included (InfluxDB docs, "Restore data"): afterwards the instance's own admin password is
+        // set again (`POST /api/v2/users/{id}/password` with a token: influxdb tenant/http_server_user.go,
+        // handlePostUserPassword) through the backup's operator token, which the dump kept. A Job run
+        // again after the restore signs in with that token instead.
+        "influxdb" => (
+            format!("influxdb:{}", mi.spec.version),
+            format!(
+                "set -eu\n\
+                 base='http://{host}:{port}'\n\
+                 tar -xzf /backup/artifact -C /backup\n\
+                 source=$(cat /backup/dump/cp-operator-token)\n\
+                 if curl -fsS -c /tmp/session -o /dev/null -X POST -u \"{user}:$PASSWORD\" \"$base/api/v2/signin\"; then\n\
+                 \x20 token=$(curl -fsS -b /tmp/session \"$base/api/v2/authorizations?user={user}\" | sed -n 's/.*\"token\": *\"\\([^\"]*\\)\".*/\\1/p' | head -n1)\n\
+                 else\n\
+                 \x20 token=$source\n\
+                 fi\n\
+                 influx restore /backup/dump --host \"$base\" --token \"$token\" --full\n\
+                 id=$(curl -fsS -H \"Authorization: Token $source\" \"$base/api/v2/users?name={user}\" | sed -n 's/.*\"id\": *\"\\([0-9a-f]*\\)\".*/\\1/p' | head -n1)\n\
+                 printf '{{\"password\":\"%s\"}}' \"$PASSWORD\" > /tmp/body\n\
+                 curl -fsS -o /dev/null -X POST -H \"Authorization: Token $source\" -H 'Content-Type: application/json' --data @/tmp/body \"$base/api/v2/users/$id/password\"\n"
+            ),
+        ),
+        _ => return None,
+    };
     let mut metadata = json!({"name": name, "namespace": namespace, "labels": super::labels(mi)});
     // Written once: the generation label would change with the instance.
     metadata["labels"].as_object_mut().map(|l| l.remove(super::GENERATION_LABEL));
@@ -206,7 +287,7 @@ pub fn restore_job(mi: &ManagedInstance, generation: u64, key: &str) -> Option<C
                         "volumeMounts": [{"name": "backup", "mountPath": "/backup"}],
                     }],
                     "containers": [{
-                        "name": "restore", "image": format!("mongo:{}", mi.spec.version),
+                        "name": "restore", "image": image,
                         "command": ["/bin/sh", "-c", restore],
                         "env": [{"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": credentials_name(mi), "key": "password"}}}],
                         "volumeMounts": [{"name": "backup", "mountPath": "/backup"}],
@@ -216,4 +297,27 @@ pub fn restore_job(mi: &ManagedInstance, generation: u64, key: &str) -> Option<C
         },
     });
     Some(Child { kind: ChildKind::Job, name, object })
+}
+
+/// Grafana's restore: an init container of its StatefulSet that, when the restore generation the data
+/// volume records is not `generation`, downloads the backed-up database over `grafana.db` before Grafana
+/// starts (SQLite's database is one file; a copy made while Grafana runs could be overwritten by it).
+/// The pod template carries the generation, so asking for a restore rolls the pods. The file is handed to
+/// Grafana's user (uid 472, gid 0: Grafana docs, "Run Grafana Docker image").
+pub fn grafana_restore(generation: u64, key: &str) -> Value {
+    let script = format!(
+        "set -eu\n\
+         marker=/var/lib/grafana/.cp-restore-generation\n\
+         if [ \"$(cat \"$marker\" 2>/dev/null)\" = '{generation}' ]; then exit 0; fi\n\
+         aws s3 cp \"s3://$BUCKET/$KEY\" /var/lib/grafana/grafana.db.restoring --endpoint-url \"$ENDPOINT\" --only-show-errors\n\
+         rm -f /var/lib/grafana/grafana.db-journal /var/lib/grafana/grafana.db-wal /var/lib/grafana/grafana.db-shm\n\
+         mv /var/lib/grafana/grafana.db.restoring /var/lib/grafana/grafana.db\n\
+         echo '{generation}' > \"$marker\"\n\
+         chown 472:0 /var/lib/grafana/grafana.db \"$marker\"\n"
+    );
+    json!({
+        "name": "restore", "image": AWS_CLI_IMAGE, "command": ["/bin/sh", "-c", script],
+        "env": store_env(key),
+        "volumeMounts": [{"name": "data", "mountPath": "/var/lib/grafana"}],
+    })
 }
