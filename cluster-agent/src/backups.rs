@@ -10,6 +10,8 @@
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
+use tokio_util::task::AbortOnDropHandle;
+
 use domain::{BackupSource, ServiceType, observed::ObservedEvent};
 use futures::StreamExt as _;
 use k8s_openapi::api::{batch::v1::Job, core::v1::Pod};
@@ -43,18 +45,22 @@ const RESYNC: Duration = Duration::from_secs(30);
 
 /// Runs until cancelled.
 pub(crate) async fn run(config: Arc<AgentConfig>, desired: Arc<Desired>) -> anyhow::Result<()> {
+    // Each watch is driven by a task of its own, so waiting for one cache to be ready never stalls the
+    // other; every change wakes the loop.
+    let changes = Arc::new(tokio::sync::Notify::new());
     let writer = reflector::store::Writer::default();
     let jobs: Store<Job> = writer.as_reader();
-    let mut job_events = reflector::reflector(
+    let job_events = reflector::reflector(
         writer,
         watcher(Api::<Job>::all(config.client.clone()), watcher::Config::default().labels(BACKUP_LABEL)),
     )
     .default_backoff()
     .touched_objects()
     .boxed();
+    let _jobs_watch = AbortOnDropHandle::new(tokio::spawn(drive(job_events, changes.clone())));
     let writer = reflector::store::Writer::new(postgres_backups());
     let pg_backups: Store<DynamicObject> = writer.as_reader();
-    let mut pg_backup_events = reflector::reflector(
+    let pg_backup_events = reflector::reflector(
         writer,
         watcher(
             Api::<DynamicObject>::all_with(config.client.clone(), &postgres_backups()),
@@ -64,6 +70,7 @@ pub(crate) async fn run(config: Arc<AgentConfig>, desired: Arc<Desired>) -> anyh
     .default_backoff()
     .touched_objects()
     .boxed();
+    let _pg_backups_watch = AbortOnDropHandle::new(tokio::spawn(drive(pg_backup_events, changes.clone())));
     let mut changed = desired.backups_changed.subscribe();
     let jetstream = async_nats::jetstream::new(config.nats.clone());
     // Outcomes reported by this process (a Job's annotation records them across restarts).
@@ -73,8 +80,7 @@ pub(crate) async fn run(config: Arc<AgentConfig>, desired: Arc<Desired>) -> anyh
     let mut started: HashSet<Uuid> = HashSet::new();
     loop {
         tokio::select! {
-            event = job_events.next() => if event.is_none() { return Ok(()) },
-            event = pg_backup_events.next() => if event.is_none() { return Ok(()) },
+            () = changes.notified() => {},
             result = changed.changed() => if result.is_err() { return Ok(()) },
             () = tokio::time::sleep(RESYNC) => {}
         }
@@ -105,6 +111,13 @@ pub(crate) async fn run(config: Arc<AgentConfig>, desired: Arc<Desired>) -> anyh
                 Err(e) => tracing::warn!(backup = %backup_id, error = %e, "backup step failed; retrying"),
             }
         }
+    }
+}
+
+/// Polls a watch until it ends, waking `changes` at each event.
+async fn drive<T>(mut events: futures::stream::BoxStream<'static, T>, changes: Arc<tokio::sync::Notify>) {
+    while events.next().await.is_some() {
+        changes.notify_one();
     }
 }
 

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use super::{NAMESPACE, View};
 
 /// The resources a [`View`] holds: (group, version, plural).
-const VIEWED: [(&str, &str, &str); 10] = [
+const VIEWED: [(&str, &str, &str); 12] = [
     ("", "v1", "configmaps"),
     ("", "v1", "secrets"),
     ("", "v1", "services"),
@@ -29,6 +29,8 @@ const VIEWED: [(&str, &str, &str); 10] = [
     ("networking.k8s.io", "v1", "networkpolicies"),
     ("cp.example.com", "v1alpha1", "managedinstances"),
     ("batch", "v1", "jobs"),
+    ("barmancloud.cnpg.io", "v1", "objectstores"),
+    ("postgresql.cnpg.io", "v1", "backups"),
 ];
 
 fn resource_key(group: &str, plural: &str) -> String {

@@ -71,6 +71,8 @@ pub struct World {
     pub topology: Topology,
     pub commands: InstanceCommands,
     pub clusters: Vec<Cluster>,
+    /// where the agents started from now on send backups
+    pub backup_store: Option<cluster_agent::render::backup::StoreTarget>,
 }
 
 impl World {
@@ -138,7 +140,7 @@ impl World {
                 .await
                 .expect("cluster feed");
         }
-        Self { nats_server, nats, topology, commands, clusters }
+        Self { nats_server, nats, topology, commands, clusters, backup_store: None }
     }
 
     /// Stops the agent of cluster `i` (it stops everything it started).
@@ -198,7 +200,7 @@ impl World {
             // The real cluster has the CRD from deploy/crds/, as production does.
             install_crd: cluster.kube.is_sim(),
             metrics: cluster.metrics.clone(),
-            backup_store: None,
+            backup_store: self.backup_store.clone(),
         };
         cluster.agent = Some(tokio::spawn(cluster_agent::run(config)));
     }

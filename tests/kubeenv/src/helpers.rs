@@ -1,6 +1,7 @@
 //! Test-side stand-ins for what a real cluster runs besides the control plane: a volume provisioner and
 //! resizer for the default StorageClass (a CSI driver's external-provisioner and external-resizer), and
-//! the CloudNativePG operator's status reporting.
+//! the CloudNativePG operator's status reporting, and its Barman Cloud plugin's base backups (written for
+//! real into the object store the Cluster archives to).
 
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
@@ -26,7 +27,11 @@ pub fn cnpg_cluster_resource() -> ApiResource {
 }
 
 pub(crate) fn spawn_all(admin: Client) -> Vec<tokio::task::JoinHandle<()>> {
-    vec![tokio::spawn(provision_volumes(admin.clone())), tokio::spawn(report_cnpg_status(admin))]
+    vec![
+        tokio::spawn(provision_volumes(admin.clone())),
+        tokio::spawn(report_cnpg_status(admin.clone())),
+        tokio::spawn(take_cnpg_backups(admin)),
+    ]
 }
 
 /// Plays a CSI driver's external-provisioner and external-resizer: a claim the scheduler has placed on a
@@ -164,4 +169,110 @@ async fn report_cnpg_status(admin: Client) {
             tracing::warn!(error = %e, "writing a CloudNativePG status failed");
         }
     }
+}
+
+/// Plays CloudNativePG with the Barman Cloud plugin (v0.14.0) for each new `Backup` with `method: plugin`:
+/// the base backup goes, in Barman's layout (`<destinationPath>/<serverName>/base/<backupId>/`), to the
+/// store the Cluster's WAL archiver `ObjectStore` names, with the keys of the Secret it refers to, and the
+/// `Backup`'s status is what CloudNativePG reports (v1.30.0 `api/v1/backup_types.go`, `BackupStatus`).
+async fn take_cnpg_backups(admin: Client) {
+    let resource = ApiResource {
+        group: "postgresql.cnpg.io".into(),
+        version: "v1".into(),
+        api_version: "postgresql.cnpg.io/v1".into(),
+        kind: "Backup".into(),
+        plural: "backups".into(),
+    };
+    let backups: Api<DynamicObject> = Api::all_with(admin.clone(), &resource);
+    let mut events = watcher(backups, watcher::Config::default()).default_backoff().applied_objects().boxed();
+    while let Some(backup) = events.next().await {
+        let Ok(backup) = backup else { continue };
+        let object = serde_json::to_value(&backup).unwrap_or_default();
+        if !object["status"]["phase"].is_null() || object["spec"]["method"] != "plugin" {
+            continue;
+        }
+        let namespace = backup.namespace().unwrap_or_default();
+        let started = chrono::Utc::now();
+        let stamp = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let status = match base_backup(&admin, &namespace, &object).await {
+            Ok((server, id, destination)) => {
+                json!({"phase": "completed", "method": "plugin", "serverName": server,
+                "backupId": id, "destinationPath": destination, "startedAt": stamp(started),
+                "stoppedAt": stamp(chrono::Utc::now())})
+            }
+            Err(error) => json!({"phase": "failed", "method": "plugin", "error": error.to_string()}),
+        };
+        let api: Api<DynamicObject> = Api::namespaced_with(admin.clone(), &namespace, &resource);
+        let patch = json!({"status": status});
+        if let Err(e) =
+            api.patch_status(&backup.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await
+        {
+            tracing::warn!(error = %e, "writing a CloudNativePG Backup status failed");
+        }
+    }
+}
+
+/// Writes the base backup `backup` asks for; its server name, Barman id and destination path.
+async fn base_backup(
+    admin: &Client,
+    namespace: &str,
+    backup: &Value,
+) -> anyhow::Result<(String, String, String)> {
+    use anyhow::Context as _;
+    let dynamic = |group: &str, kind: &str, plural: &str| ApiResource {
+        group: group.into(),
+        version: "v1".into(),
+        api_version: format!("{group}/v1"),
+        kind: kind.into(),
+        plural: plural.into(),
+    };
+    let server = backup["spec"]["cluster"]["name"].as_str().context("no cluster")?.to_owned();
+    let clusters: Api<DynamicObject> =
+        Api::namespaced_with(admin.clone(), namespace, &cnpg_cluster_resource());
+    let cluster = serde_json::to_value(clusters.get(&server).await?)?;
+    let store_name = cluster["spec"]["plugins"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["isWALArchiver"] == true))
+        .and_then(|p| p["parameters"]["barmanObjectName"].as_str())
+        .context("the Cluster has no WAL archiver")?
+        .to_owned();
+    let stores: Api<DynamicObject> = Api::namespaced_with(
+        admin.clone(),
+        namespace,
+        &dynamic("barmancloud.cnpg.io", "ObjectStore", "objectstores"),
+    );
+    let configuration =
+        serde_json::to_value(stores.get(&store_name).await?)?["spec"]["configuration"].clone();
+    let destination = configuration["destinationPath"].as_str().context("no destinationPath")?.to_owned();
+    let (bucket, prefix) = destination
+        .strip_prefix("s3://")
+        .and_then(|r| r.split_once('/'))
+        .context("not s3://<bucket>/<path>")?;
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(admin.clone(), namespace);
+    let key = async |field: &str| -> anyhow::Result<String> {
+        let reference = &configuration["s3Credentials"][field];
+        let secret = secrets.get(reference["name"].as_str().unwrap_or_default()).await?;
+        let data = secret.data.unwrap_or_default();
+        let value = data.get(reference["key"].as_str().unwrap_or_default()).context("no such key")?;
+        Ok(String::from_utf8(value.0.clone())?)
+    };
+    let store = backup_store::BackupStore::new(&backup_store::StoreConfig {
+        endpoint: configuration["endpointURL"].as_str().context("no endpointURL")?.to_owned(),
+        bucket: bucket.to_owned(),
+        region: "us-east-1".into(),
+        access_key_id: key("accessKeyId").await?,
+        secret_access_key: key("secretAccessKey").await?,
+    })?;
+    let id = format!("{}{:03}", chrono::Utc::now().format("%Y%m%dT%H%M%S"), rand_suffix());
+    let base = format!("{}/{server}/base/{id}", prefix.trim_end_matches('/'));
+    store
+        .put(&format!("{base}/data.tar"), format!("base backup {id} of {server}\n").repeat(64).into_bytes())
+        .await?;
+    store.put(&format!("{base}/backup.info"), format!("backup_id={id}\nstatus=DONE\n").into_bytes()).await?;
+    Ok((server, id, destination))
+}
+
+/// Milliseconds, so two backups within a second get distinct ids here (Barman's are per second).
+fn rand_suffix() -> u32 {
+    chrono::Utc::now().timestamp_subsec_millis()
 }

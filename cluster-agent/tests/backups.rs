@@ -1,0 +1,95 @@
+//! PostgreSQL backups through CloudNativePG's Barman Cloud plugin, on both backends: with a backup store,
+//! an instance's Cluster archives to its own `ObjectStore` (accepted by the plugin's CRD schema on the real
+//! API server), and a backup is a CloudNativePG `Backup` whose base backup lands in a real S3 store.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use domain::ServiceType;
+
+async fn a_postgresql_backup_is_a_base_backup_in_the_instance_s_object_store(backend: Backend) {
+    let s3 = testkit::S3Server::start();
+    let mut world = World::without_agents(backend, &["c1"], Duration::from_millis(50)).await;
+    world.backup_store = Some(cluster_agent::render::backup::StoreTarget {
+        endpoint: s3.endpoint(),
+        bucket: testkit::s3::BACKUP_BUCKET.into(),
+        access_key_id: s3.access_key().into(),
+        secret_access_key: s3.secret_key().into(),
+    });
+    world.start_agent(0).await;
+    let id = world.provision("c1", "ledger", ServiceType::Postgresql, "16").await;
+    let cluster = &world.clusters[0];
+    cluster.converges("the instance ready", |v| v.ready_at("ledger", 1)).await;
+    let view = cluster.view().await;
+    let store = view.get("objectstores.barmancloud.cnpg.io", "ledger-backups").expect("its ObjectStore");
+    assert_eq!(
+        store["spec"]["configuration"]["destinationPath"],
+        format!("s3://{}/acme/{id}", testkit::s3::BACKUP_BUCKET)
+    );
+    let postgres = view.get("clusters.postgresql.cnpg.io", "ledger").expect("its Cluster");
+    assert_eq!(postgres["spec"]["plugins"][0]["parameters"]["barmanObjectName"], "ledger-backups");
+    assert_eq!(postgres["spec"]["plugins"][0]["isWALArchiver"], true);
+    assert!(view.get("secrets", "cp-backup-store").is_some(), "the keys reach the cluster as a Secret");
+
+    let mut observed =
+        world.nats.subscribe(streams::instances::observed_cluster_filter("c1")).await.expect("subscribe");
+    let backups = streams::backups::BackupCommands::new(&world.topology, 100);
+    let backup_id = uuid::Uuid::now_v7();
+    let command = domain::BackupCommand::Request {
+        source: domain::BackupSource {
+            project: "acme".into(),
+            instance_id: id,
+            instance_name: "ledger".into(),
+            cluster: "c1".into(),
+            service: ServiceType::Postgresql,
+            version: "16".into(),
+        },
+        trigger: domain::BackupTrigger::Manual,
+        instance: domain::backup::InstanceFacts { lifecycle: domain::Lifecycle::Active, ever_ready: true },
+    };
+    let mut metadata = streams::CommandMetadata::new(domain::OperationKind::Backup, "test");
+    metadata.command_id = backup_id;
+    backups.execute("acme", id, backup_id, command, metadata).await.expect("backup requested");
+    // The outcome, whichever it is: a failure shows its reason.
+    let outcome = loop {
+        use futures::StreamExt as _;
+        let Ok(message) = tokio::time::timeout(CONVERGE, observed.next()).await else {
+            let view = cluster.view().await;
+            let made: Vec<_> = view
+                .names("backups.postgresql.cnpg.io")
+                .iter()
+                .map(|n| view.get("backups.postgresql.cnpg.io", n).cloned())
+                .collect();
+            panic!(
+                "no backup outcome within {CONVERGE:?}; Backups: {made:?}; requests: {:?}",
+                cluster.requests.counts()
+            );
+        };
+        let message = message.expect("subscription open");
+        let event: serde_json::Value = serde_json::from_slice(&message.payload).unwrap();
+        if ["BackupCompleted", "BackupFailed"].contains(&event["event"]["type"].as_str().unwrap_or_default())
+        {
+            break event;
+        }
+    };
+    assert_eq!(outcome["event"]["type"], "BackupCompleted", "{outcome}");
+    let data = &outcome["event"]["data"];
+    let location = data["location"].as_str().expect("a location");
+    assert!(location.starts_with(&format!("acme/{id}/ledger/base/")), "{location}");
+    assert!(data["sha256"].is_null(), "CloudNativePG reports no checksum: {data}");
+    let size = data["size_bytes"].as_u64().expect("a size");
+    let client =
+        backup_store::BackupStore::new(&world.backup_store.as_ref().unwrap().store_config()).unwrap();
+    assert_eq!(
+        client.verify_prefix(location, size).await.unwrap(),
+        backup_store::Verification::Matches,
+        "the base backup's objects total the reported size"
+    );
+    let view = cluster.view().await;
+    let made = view.get("backups.postgresql.cnpg.io", &cluster_agent::render::barman::backup_name(backup_id));
+    assert_eq!(made.map(|b| b["spec"]["method"].clone()), Some(serde_json::json!("plugin")));
+    cluster.assert_permitted();
+}
+on_both_backends!(a_postgresql_backup_is_a_base_backup_in_the_instance_s_object_store);
