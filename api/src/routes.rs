@@ -9,6 +9,7 @@ mod health;
 mod instances;
 mod network;
 mod operations;
+mod restore;
 mod schedules;
 mod write;
 
@@ -43,7 +44,7 @@ pub fn router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(credentials::rotate_credentials))
         .routes(routes!(backups::create_backup, backups::list_backups))
         .routes(routes!(backups::get_backup, backups::delete_backup))
-        .routes(routes!(backups::restore_instance))
+        .routes(routes!(restore::restore_instance))
         .routes(routes!(schedules::list_schedules, schedules::create_schedule))
         .routes(routes!(schedules::get_schedule, schedules::replace_schedule, schedules::delete_schedule))
         .routes(routes!(operations::get_operation))

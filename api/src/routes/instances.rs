@@ -94,7 +94,7 @@ pub(super) async fn create_instance(
         )?,
     };
     let restore = match &request.restore_from {
-        Some(from) => Some(super::backups::start_from(&state, &project, from)?),
+        Some(from) => Some(super::restore::start_from(&state, &project, from)?),
         None => None,
     };
     let id = Uuid::now_v7();
