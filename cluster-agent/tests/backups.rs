@@ -36,22 +36,7 @@ async fn a_postgresql_backup_is_a_base_backup_in_the_instance_s_object_store(bac
     let mut observed =
         world.nats.subscribe(streams::instances::observed_cluster_filter("c1")).await.expect("subscribe");
     let backups = streams::backups::BackupCommands::new(&world.topology, 100);
-    let backup_id = uuid::Uuid::now_v7();
-    let command = domain::BackupCommand::Request {
-        source: domain::BackupSource {
-            project: "acme".into(),
-            instance_id: id,
-            instance_name: "ledger".into(),
-            cluster: "c1".into(),
-            service: ServiceType::Postgresql,
-            version: "16".into(),
-        },
-        trigger: domain::BackupTrigger::Manual,
-        instance: domain::backup::InstanceFacts { lifecycle: domain::Lifecycle::Active, ever_ready: true },
-    };
-    let mut metadata = streams::CommandMetadata::new(domain::OperationKind::Backup, "test");
-    metadata.command_id = backup_id;
-    backups.execute("acme", id, backup_id, command, metadata).await.expect("backup requested");
+    let backup_id = request_backup(&backups, id, "ledger", ServiceType::Postgresql, "16").await;
     // The outcome, whichever it is: a failure shows its reason.
     let outcome = loop {
         use futures::StreamExt as _;

@@ -331,31 +331,6 @@ async fn backup_facts(world: &World) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Asks for a backup of instance `id` (called `name`, MongoDB 7.0 on c1).
-async fn request_backup(
-    backups: &streams::backups::BackupCommands,
-    id: uuid::Uuid,
-    name: &str,
-) -> uuid::Uuid {
-    let backup_id = uuid::Uuid::now_v7();
-    let command = domain::BackupCommand::Request {
-        source: domain::BackupSource {
-            project: "acme".into(),
-            instance_id: id,
-            instance_name: name.into(),
-            cluster: "c1".into(),
-            service: ServiceType::Mongodb,
-            version: "7.0".into(),
-        },
-        trigger: domain::BackupTrigger::Manual,
-        instance: domain::backup::InstanceFacts { lifecycle: domain::Lifecycle::Active, ever_ready: true },
-    };
-    let mut metadata = streams::CommandMetadata::new(domain::OperationKind::Backup, "test");
-    metadata.command_id = backup_id;
-    backups.execute("acme", id, backup_id, command, metadata).await.expect("backup requested");
-    backup_id
-}
-
 /// SIGKILLed while a backup's Job runs (after it reported the start), the agent process reports the
 /// backup's completion once after its restart: the Job is the record in the cluster, and its annotation
 /// says the outcome was reported. Simulator only: it plays the Job by uploading to a real S3 server.
@@ -393,7 +368,7 @@ async fn an_agent_sigkilled_mid_backup_reports_the_backup_exactly_once_after_res
     let mut observed =
         world.nats.subscribe(streams::instances::observed_cluster_filter("c1")).await.expect("subscribe");
 
-    let killed_during = request_backup(&backups, id, "orders").await;
+    let killed_during = request_backup(&backups, id, "orders", ServiceType::Mongodb, "7.0").await;
     World::next_observed(&mut observed, "BackupStarted").await;
     agent.kill().expect("SIGKILL the agent");
     agent.wait().unwrap();
@@ -409,7 +384,7 @@ async fn an_agent_sigkilled_mid_backup_reports_the_backup_exactly_once_after_res
     // Another backup after the restart: once it is reported, every pass the first one could have been
     // reported again in has run. Then one more restart, which must not report the ended ones again (the
     // process's memory is gone; the Jobs' annotations remain).
-    let after = request_backup(&backups, id, "orders").await;
+    let after = request_backup(&backups, id, "orders", ServiceType::Mongodb, "7.0").await;
     let completed = async |observed: &mut async_nats::Subscriber, backup: uuid::Uuid| loop {
         let event = World::next_observed(observed, "BackupCompleted").await;
         if event["event"]["data"]["backup_id"] == backup.to_string() {
@@ -420,7 +395,7 @@ async fn an_agent_sigkilled_mid_backup_reports_the_backup_exactly_once_after_res
     agent.kill().unwrap();
     agent.wait().unwrap();
     let mut agent = spawn(&mut world);
-    let last = request_backup(&backups, id, "orders").await;
+    let last = request_backup(&backups, id, "orders", ServiceType::Mongodb, "7.0").await;
     completed(&mut observed, last).await;
     agent.kill().unwrap();
     agent.wait().unwrap();

@@ -75,9 +75,7 @@ pub(crate) fn spawn(sim: Simulator) {
                             .faults
                             .lock()
                             .unwrap_or_else(std::sync::PoisonError::into_inner)
-                            .failing_jobs
-                            .iter()
-                            .any(|p| p == "*" || *p == name);
+                            .job_fails(&name);
                         let status = crate::barman::run(&sim, &change.namespace, &change.object, fails).await;
                         let mut store = sim.store();
                         if let Some(ty) = store.types().iter().find(|t| t.key() == CNPG_BACKUPS).cloned() {
@@ -311,14 +309,7 @@ fn settle(sim: &Simulator, resource: &str, namespace: &str, name: &str, settled:
 /// Ends a Job as the Job controller does once its pod exits: `Complete` (after `SuccessCriteriaMet`) with
 /// `succeeded: 1`, or `Failed` with reason `BackoffLimitExceeded` (batch/v1 JobStatus, Kubernetes 1.31+).
 fn finish_job(sim: &Simulator, namespace: &str, name: &str, uploaded: Option<Result<String, String>>) {
-    let fails = sim
-        .inner
-        .faults
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .failing_jobs
-        .iter()
-        .any(|p| p == "*" || p == name);
+    let fails = sim.inner.faults.lock().unwrap_or_else(std::sync::PoisonError::into_inner).job_fails(name);
     let mut store = sim.store();
     let Some(ty) = store.types().iter().find(|t| t.key() == JOBS).cloned() else { return };
     let Some(job) = store.get(&ty, namespace, name) else { return };

@@ -79,6 +79,12 @@ pub struct Faults {
 
 impl Faults {
     /// The failure reason for a workload, if one is injected.
+    /// Whether the Job (or CloudNativePG Backup) `name` is to fail.
+    pub fn job_fails(&self, name: &str) -> bool {
+        self.failing_jobs.iter().any(|p| p == "*" || p == name)
+    }
+
+    /// Why the workload `name` does not run, if a fault says it does not.
     pub fn workload_failure(&self, name: &str) -> Option<&'static str> {
         let hit = |list: &[String]| list.iter().any(|p| p == "*" || p == name);
         if hit(&self.image_pull_failure) {

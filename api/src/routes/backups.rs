@@ -13,7 +13,7 @@ use projections::OperationKind;
 use serde::Deserialize;
 use streams::{
     CommandMetadata, ExecuteError,
-    idempotency::{Claim, IdempotencyKeys, IdempotencyRecord, digest},
+    idempotency::{Claim, IdempotencyRecord, digest},
 };
 use utoipa::IntoParams;
 use uuid::Uuid;
@@ -104,18 +104,13 @@ pub(super) async fn create_backup(
     let claimed = match crate::extract::idempotency_key(&headers)? {
         None => None,
         Some(key) => {
-            let bucket_key = IdempotencyKeys::key(&project, &key);
             let record = IdempotencyRecord {
                 fingerprint: digest(&[Method::POST.as_str().as_bytes(), uri.path().as_bytes(), b""]),
                 operation_id: backup_id,
                 instance_id,
                 created_at,
             };
-            let claim = state
-                .idempotency
-                .claim(&bucket_key, &record)
-                .await
-                .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+            let (bucket_key, claim) = super::write::claim_key(&state, &project, &key, &record).await?;
             match claim {
                 Claim::Fresh => Some((bucket_key, record)),
                 Claim::Replay(first) => {

@@ -124,6 +124,22 @@ pub(super) async fn change(
     execute(state, write, command).await
 }
 
+/// Claims the client's Idempotency-Key `key` of `project` for `record`; the bucket key and the outcome.
+pub(super) async fn claim_key(
+    state: &AppState,
+    project: &str,
+    key: &str,
+    record: &IdempotencyRecord,
+) -> Result<(String, Claim), ApiError> {
+    let bucket_key = IdempotencyKeys::key(project, key);
+    let claim = state
+        .idempotency
+        .claim(&bucket_key, record)
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    Ok((bucket_key, claim))
+}
+
 /// The refusal of an Idempotency-Key that was used for another request.
 pub(super) fn key_reused() -> ApiError {
     ApiError::Unprocessable {
@@ -148,18 +164,13 @@ pub(super) async fn execute(
     let mut claimed = None;
     let mut retried = false;
     if let Some(key) = extract::idempotency_key(headers)? {
-        let bucket_key = IdempotencyKeys::key(project, &key);
         let record = IdempotencyRecord {
             fingerprint: digest(&fingerprint),
             operation_id,
             instance_id,
             created_at: Utc::now(),
         };
-        let claim = state
-            .idempotency
-            .claim(&bucket_key, &record)
-            .await
-            .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        let (bucket_key, claim) = claim_key(state, project, &key, &record).await?;
         match claim {
             Claim::Fresh => claimed = Some((bucket_key, record)),
             Claim::Mismatch(_) => return Err(key_reused()),

@@ -278,6 +278,34 @@ impl World {
     }
 }
 
+/// Asks for a backup of instance `id` (called `name`, of `service` at `version`, in project acme on c1),
+/// as the API would; the backup's id.
+pub async fn request_backup(
+    backups: &streams::backups::BackupCommands,
+    id: Uuid,
+    name: &str,
+    service: ServiceType,
+    version: &str,
+) -> Uuid {
+    let backup_id = Uuid::now_v7();
+    let command = domain::BackupCommand::Request {
+        source: domain::BackupSource {
+            project: "acme".into(),
+            instance_id: id,
+            instance_name: name.into(),
+            cluster: "c1".into(),
+            service,
+            version: version.into(),
+        },
+        trigger: domain::BackupTrigger::Manual,
+        instance: domain::backup::InstanceFacts { lifecycle: domain::Lifecycle::Active, ever_ready: true },
+    };
+    let mut metadata = CommandMetadata::new(domain::OperationKind::Backup, "test");
+    metadata.command_id = backup_id;
+    backups.execute("acme", id, backup_id, command, metadata).await.expect("backup requested");
+    backup_id
+}
+
 /// Provisions instance `name` (plan `starter`) in project acme on `cluster`.
 pub async fn provision(
     commands: &InstanceCommands,
