@@ -40,3 +40,31 @@ impl BackupStoreRig {
         .expect("a client of the test store")
     }
 }
+
+/// The whole backup path: the API, a real S3 store, a simulated cluster eu-1 whose workloads and Jobs take
+/// `ready_delay`, its agent sending backups to the store, and the control plane's backup worker.
+pub struct BackupStack {
+    /// the API
+    pub api: crate::TestApi,
+    /// the store
+    pub s3: BackupStoreRig,
+    /// the cluster
+    pub sim: k8s_sim::Simulator,
+    /// its agent (abort to stop it)
+    pub agent: tokio::task::JoinHandle<anyhow::Result<()>>,
+    _worker: tokio_util::task::AbortOnDropHandle<()>,
+}
+
+impl BackupStack {
+    /// Starts it all.
+    pub async fn start(ready_delay: std::time::Duration) -> Self {
+        let api = crate::TestApi::start().await;
+        let s3 = BackupStoreRig::start();
+        let (sim, address) = crate::cluster::simulator(ready_delay).await;
+        let agent = crate::cluster::agent_with_backups(&api, "eu-1", address, Some(s3.target())).await;
+        let jetstream = async_nats::jetstream::new(api.nats_server.connect().await);
+        let worker = projections::backup_worker::run(api.state.read_models.clone(), s3.store(), jetstream);
+        let _worker = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(worker));
+        Self { api, s3, sim, agent, _worker }
+    }
+}

@@ -154,24 +154,19 @@ async fn a_backup_is_restored_in_place_and_into_new_instances_even_after_its_ins
 /// records it, and a moment outside the source's recoverable window is a 422 stating the window.
 #[tokio::test]
 async fn a_postgresql_fork_to_a_time_between_two_backups_converges_and_records_the_time() {
-    let api = TestApi::start().await;
-    let s3 = system_tests::backups::BackupStoreRig::start();
-    let (sim, address) = system_tests::cluster::simulator(Duration::from_millis(50)).await;
-    let _agent = system_tests::cluster::agent_with_backups(&api, "eu-1", address, Some(s3.target())).await;
-    let jetstream = async_nats::jetstream::new(api.nats_server.connect().await);
-    let _worker =
-        tokio::spawn(projections::backup_worker::run(api.state.read_models.clone(), s3.store(), jetstream));
+    let stack = system_tests::backups::BackupStack::start(Duration::from_millis(50)).await;
+    let (api, s3, sim) = (&stack.api, &stack.s3, &stack.sim);
     let (ledger, _) = provision(
-        &api,
+        api,
         json!({"name": "ledger", "service": "postgresql", "version": "16", "plan": "starter", "cluster": "eu-1"}),
     )
     .await;
     assert!(api.wait_for_state(ledger, Health::Healthy, WAIT).await, "never healthy");
 
     let before_any = chrono::Utc::now();
-    let first = completed_backup(&api, ledger).await;
+    let first = completed_backup(api, ledger).await;
     let between = chrono::Utc::now();
-    let second = completed_backup(&api, ledger).await;
+    let second = completed_backup(api, ledger).await;
     // Each is a base backup in the store, verified by the control plane against the reported total size.
     let verified = api
         .state
@@ -196,7 +191,7 @@ async fn a_postgresql_fork_to_a_time_between_two_backups_converges_and_records_t
     for at in [before_any, chrono::Utc::now() + chrono::TimeDelta::hours(1)] {
         let body = json!({"name": "too-early", "service": "postgresql", "version": "16", "plan": "starter",
             "cluster": "eu-1", "restore_from": {"instance_id": ledger, "point_in_time": at}});
-        let refused = call(&api, Method::POST, "/v1/projects/acme/instances", Some(&body)).await;
+        let refused = call(api, Method::POST, "/v1/projects/acme/instances", Some(&body)).await;
         assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", refused.body);
         let error = &refused.body["errors"][0];
         assert_eq!(
@@ -208,13 +203,13 @@ async fn a_postgresql_fork_to_a_time_between_two_backups_converges_and_records_t
 
     // The fork: converges, records the source and the time, and its Cluster recovers the first backup.
     let (fork, _) = provision(
-        &api,
+        api,
         json!({"name": "ledger-fork", "service": "postgresql", "version": "16", "plan": "starter", "cluster": "eu-1",
                "restore_from": {"instance_id": ledger, "point_in_time": between}}),
     )
     .await;
     assert!(api.wait_for_state(fork, Health::Healthy, WAIT).await, "the fork never became healthy");
-    let shown = call(&api, Method::GET, &format!("/v1/projects/acme/instances/{fork}"), None).await;
+    let shown = call(api, Method::GET, &format!("/v1/projects/acme/instances/{fork}"), None).await;
     let restored = &shown.body["restored_from"];
     assert_eq!(restored["backup_id"], first.to_string(), "the newest backup before the time: {}", shown.body);
     assert_eq!(restored["source_instance_id"], ledger.to_string());
@@ -240,7 +235,7 @@ async fn a_postgresql_fork_to_a_time_between_two_backups_converges_and_records_t
     // PostgreSQL is not restored in place: CloudNativePG restores only into a new cluster.
     let body = json!({"backup_id": second});
     let refused =
-        call(&api, Method::POST, &format!("/v1/projects/acme/instances/{ledger}/restore"), Some(&body)).await;
+        call(api, Method::POST, &format!("/v1/projects/acme/instances/{ledger}/restore"), Some(&body)).await;
     assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", refused.body);
     assert_eq!(refused.body["errors"][0]["rule"], "restore_in_place");
 }
@@ -250,19 +245,14 @@ async fn a_postgresql_fork_to_a_time_between_two_backups_converges_and_records_t
 /// real store, verified, and restored in place; a Grafana restore whose object is gone fails.
 #[tokio::test]
 async fn influxdb_and_grafana_are_backed_up_verified_and_restored_in_place() {
-    let api = TestApi::start().await;
-    let s3 = system_tests::backups::BackupStoreRig::start();
-    let (_sim, address) = system_tests::cluster::simulator(Duration::from_millis(50)).await;
-    let _agent = system_tests::cluster::agent_with_backups(&api, "eu-1", address, Some(s3.target())).await;
-    let jetstream = async_nats::jetstream::new(api.nats_server.connect().await);
-    let _worker =
-        tokio::spawn(projections::backup_worker::run(api.state.read_models.clone(), s3.store(), jetstream));
+    let stack = system_tests::backups::BackupStack::start(Duration::from_millis(50)).await;
+    let (api, s3) = (&stack.api, &stack.s3);
     let mut grafana = None;
     for (name, service, version) in [("metrics", "influxdb", "2.7"), ("dash", "grafana", "11.6")] {
         let body = json!({"name": name, "service": service, "version": version, "plan": "starter", "cluster": "eu-1"});
-        let (instance, _) = provision(&api, body).await;
+        let (instance, _) = provision(api, body).await;
         assert!(api.wait_for_state(instance, Health::Healthy, WAIT).await, "{service} never healthy");
-        let backup = completed_backup(&api, instance).await;
+        let backup = completed_backup(api, instance).await;
         let verified = api
             .state
             .read_models
@@ -271,14 +261,14 @@ async fn influxdb_and_grafana_are_backed_up_verified_and_restored_in_place() {
         assert!(verified, "{service}: the object is not in the store as reported");
 
         let path = format!("/v1/projects/acme/instances/{instance}/restore");
-        let restored = call(&api, Method::POST, &path, Some(&json!({"backup_id": backup}))).await;
+        let restored = call(api, Method::POST, &path, Some(&json!({"backup_id": backup}))).await;
         assert_eq!(restored.status, StatusCode::ACCEPTED, "{}", restored.body);
         assert!(
             api.wait_for_operation(restored.operation_id(), "succeeded", WAIT).await,
             "{service}: the restore never completed"
         );
-        assert_eq!(restore_health(&api, instance), Some(Health::Healthy), "{service}");
-        let shown = call(&api, Method::GET, &format!("/v1/projects/acme/instances/{instance}"), None).await;
+        assert_eq!(restore_health(api, instance), Some(Health::Healthy), "{service}");
+        let shown = call(api, Method::GET, &format!("/v1/projects/acme/instances/{instance}"), None).await;
         assert_eq!(shown.body["name"], name);
         assert_eq!(shown.body["restored_from"]["backup_id"], backup.to_string(), "{}", shown.body);
         if service == "grafana" {
@@ -289,7 +279,7 @@ async fn influxdb_and_grafana_are_backed_up_verified_and_restored_in_place() {
     // Grafana's init container downloads the database: without the object the pods do not start, and
     // the restore fails with the reason.
     let dash = grafana.expect("made above");
-    let lost = completed_backup(&api, dash).await;
+    let lost = completed_backup(api, dash).await;
     // Verified first: lost before, the control plane would refuse the restore (409) instead.
     let verified = api
         .state
@@ -301,7 +291,7 @@ async fn influxdb_and_grafana_are_backed_up_verified_and_restored_in_place() {
         api.state.read_models.read().backups().get("acme", lost).and_then(|b| b.location.clone()).unwrap();
     s3.store().delete(&location).await.unwrap();
     let path = format!("/v1/projects/acme/instances/{dash}/restore");
-    let doomed = call(&api, Method::POST, &path, Some(&json!({"backup_id": lost}))).await;
+    let doomed = call(api, Method::POST, &path, Some(&json!({"backup_id": lost}))).await;
     assert_eq!(doomed.status, StatusCode::ACCEPTED, "{}", doomed.body);
     assert!(
         api.wait_for_operation(doomed.operation_id(), "failed", WAIT).await,
