@@ -9,6 +9,7 @@ mod catalog;
 mod clusters;
 mod credentials;
 mod dead_letters;
+mod history;
 mod instances;
 mod network;
 mod operations;
@@ -22,6 +23,10 @@ pub use catalog::{
 pub use clusters::{Cluster, ClusterRequest};
 pub use credentials::Credentials;
 pub use dead_letters::{DeadLetter, DeadLetterPage};
+pub use history::{
+    DiffParams, FieldChange, HistoryEntry, HistoryPage, HistoryParams, HistorySource, InstanceDiff,
+    InstanceParams, changes,
+};
 pub use instances::{
     Instance, InstanceList, Lifecycle, ProvisionRequest, Resources, RestoreFrom, RestoreRequest, Service,
     UpdateRequest, config_value,

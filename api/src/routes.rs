@@ -6,6 +6,7 @@ mod catalog;
 mod credentials;
 mod feed;
 mod health;
+mod history;
 mod instances;
 mod network;
 mod operations;
@@ -45,6 +46,8 @@ pub fn router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(backups::create_backup, backups::list_backups))
         .routes(routes!(backups::get_backup, backups::delete_backup))
         .routes(routes!(restore::restore_instance))
+        .routes(routes!(history::history))
+        .routes(routes!(history::diff))
         .routes(routes!(schedules::list_schedules, schedules::create_schedule))
         .routes(routes!(schedules::get_schedule, schedules::replace_schedule, schedules::delete_schedule))
         .routes(routes!(operations::get_operation))

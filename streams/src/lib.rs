@@ -19,6 +19,7 @@ pub mod dead_letters;
 pub mod envelope;
 pub mod feed;
 pub mod group_commit;
+pub mod history;
 pub mod idempotency;
 pub mod identities;
 pub mod instances;

@@ -49,6 +49,8 @@ pub const ROUTES: &[(&str, &str, Requirement)] = &[
     ("GET", "/v1/projects/{project}/instances/{id}/backups/{backup_id}", Project(Role::Viewer)),
     ("DELETE", "/v1/projects/{project}/instances/{id}/backups/{backup_id}", Project(Role::Editor)),
     ("POST", "/v1/projects/{project}/instances/{id}/restore", Project(Role::Editor)),
+    ("GET", "/v1/projects/{project}/instances/{id}/history", Project(Role::Viewer)),
+    ("GET", "/v1/projects/{project}/instances/{id}/diff", Project(Role::Viewer)),
     ("GET", "/v1/projects/{project}/instances/{id}/backup-schedules", Project(Role::Viewer)),
     ("POST", "/v1/projects/{project}/instances/{id}/backup-schedules", Project(Role::Editor)),
     ("GET", "/v1/projects/{project}/instances/{id}/backup-schedules/{schedule_id}", Project(Role::Viewer)),

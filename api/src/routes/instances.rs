@@ -203,20 +203,33 @@ pub(super) async fn list_instances(
     path = "/v1/projects/{project}/instances/{id}",
     tag = "instances",
     params(("project" = String, Path, description = "project"), ("id" = String, Path, description = "instance id"),
-        ("Cp-Min-Sequence" = Option<u64>, Header, description = "read-your-writes: the Cp-Stream-Sequence of a write; the read waits until it is visible (503 after 5 s)")),
+        ("Cp-Min-Sequence" = Option<u64>, Header, description = "read-your-writes: the Cp-Stream-Sequence of a write; the read waits until it is visible (503 after 5 s)"),
+        crate::dto::InstanceParams),
     responses(
-        (status = 200, description = "desired state as of every write acknowledged before the request; status and observed state from the read models",
+        (status = 200, description = "desired state as of every write acknowledged before the request; status and observed state from the read models. With `as_of`: the instance as it was then (desired and observed), without an ETag",
             body = Instance, headers(("ETag" = String, description = "instance version"))),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "no such instance (with `as_of`: not yet then)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`as_of` in the future", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub(super) async fn get_instance(
     State(state): State<AppState>,
-    Path((project, id)): Path<(String, String)>,
+    Path((project, raw_id)): Path<(String, String)>,
+    query: Result<axum::extract::Query<crate::dto::InstanceParams>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     check_dns_label("project", &project)?;
-    let id = instance_id(&id)?;
+    let id = instance_id(&raw_id)?;
+    let axum::extract::Query(params) = query.map_err(|e| ApiError::BadRequest {
+        code: "invalid_query",
+        detail: e.body_text(),
+        errors: vec![],
+    })?;
+    if let Some(at) = params.as_of {
+        let then = super::history::state_as_of(&state, &project, &raw_id, at).await?;
+        return Ok(Json(then.ok_or(ApiError::NotFound("instance"))?).into_response());
+    }
     write::read_your_writes(&state, &headers).await?;
     // Desired state and ETag from the stream, so that a GET → PATCH with If-Match never builds on a
     // version older than the client's own last write (the read models may lag it); the observed side

@@ -1,0 +1,235 @@
+//! Time travel over an instance's events: its history (`GET …/history`), its state at a moment
+//! (`GET …/instances/{id}?as_of=`), and what changed between two moments (`GET …/diff`). All three read
+//! the instance's subjects of the event stream (`streams::history`); the state at a moment is the
+//! projector's own fold (`projections::ReadModel`) over the messages stored until then, so it is what a
+//! GET would have answered at that moment, observed status included.
+
+use axum::{
+    Json,
+    extract::{Path, Query, State, rejection::QueryRejection},
+};
+use chrono::{DateTime, Utc};
+use projections::ReadModel;
+use streams::{
+    envelope::EventBatch,
+    history::{HistoryMessage, HistoryRange, read_instance_history},
+    observed::{ObservedMessage, is_observed_subject},
+};
+use uuid::Uuid;
+
+use super::instances::current_instance;
+use crate::{
+    ApiError, AppState,
+    dto::{
+        DiffParams, HistoryEntry, HistoryPage, HistoryParams, HistorySource, Instance, InstanceDiff, changes,
+    },
+    error::{FieldError, Problem},
+};
+
+/// How much clock skew a moment in the future may have before it is refused.
+const FUTURE_SKEW: chrono::TimeDelta = chrono::TimeDelta::seconds(5);
+
+fn bad_query(e: QueryRejection) -> ApiError {
+    ApiError::BadRequest { code: "invalid_query", detail: e.body_text(), errors: vec![] }
+}
+
+fn unavailable(e: String) -> ApiError {
+    ApiError::Unavailable(format!("event stream unavailable: {e}"))
+}
+
+/// The cluster an instance's subjects are under (from its aggregate, which outlives deprovisioning).
+async fn located(state: &AppState, project: &str, id: &str) -> Result<(Uuid, String), ApiError> {
+    let (instance_id, current) = current_instance(state, project, id).await?;
+    let spec = current.aggregate.spec().ok_or(ApiError::NotFound("instance"))?;
+    Ok((instance_id, spec.cluster.clone()))
+}
+
+/// The entries of one message.
+fn entries(message: &HistoryMessage) -> Vec<HistoryEntry> {
+    let base = |source, event_type: String, actor: String, data| HistoryEntry {
+        sequence: message.sequence,
+        time: message.stored_at,
+        source,
+        event_type,
+        actor,
+        operation: None,
+        operation_id: None,
+        correlation_id: None,
+        causation_id: None,
+        backup_id: None,
+        data,
+    };
+    if is_observed_subject(&message.subject) {
+        return match ObservedMessage::from_slice(&message.payload) {
+            Ok(observed) => {
+                let data =
+                    serde_json::to_value(&observed.event).map(|v| v["data"].clone()).unwrap_or_default();
+                let actor = format!("cluster-agent/{}", observed.cluster);
+                let mut entry =
+                    base(HistorySource::Observed, observed.event.type_name().to_owned(), actor, data);
+                entry.backup_id = observed.event.backup_id();
+                vec![entry]
+            }
+            Err(e) => vec![unreadable(base, HistorySource::Observed, e.to_string())],
+        };
+    }
+    match EventBatch::from_slice(&message.payload) {
+        Ok(batch) => {
+            // A backup's aggregate id names the backup; an instance's does not parse as one.
+            let backup_id = streams::backups::parse_aggregate_id(&batch.aggregate_id).map(|(_, _, b)| b);
+            let meta = &batch.metadata;
+            batch
+                .events
+                .iter()
+                .map(|event| HistoryEntry {
+                    operation: Some(meta.operation.as_str().to_owned()),
+                    operation_id: Some(meta.command_id),
+                    correlation_id: meta.correlation_id.clone(),
+                    causation_id: meta.causation_id.clone(),
+                    backup_id,
+                    ..base(
+                        HistorySource::Desired,
+                        event.event_type.clone(),
+                        meta.actor.clone(),
+                        event.data.clone(),
+                    )
+                })
+                .collect()
+        }
+        Err(e) => vec![unreadable(base, HistorySource::Desired, e.to_string())],
+    }
+}
+
+/// A message that could not be read (it was parked by the projector too): shown, not skipped.
+fn unreadable(
+    base: impl Fn(HistorySource, String, String, serde_json::Value) -> HistoryEntry,
+    source: HistorySource,
+    error: String,
+) -> HistoryEntry {
+    base(source, "Unreadable".into(), String::new(), serde_json::json!({"error": error}))
+}
+
+/// Lists every event of an instance and of its backups, decided and observed, in stream order.
+#[utoipa::path(
+    get,
+    path = "/v1/projects/{project}/instances/{id}/history",
+    tag = "instances",
+    params(("project" = String, Path, description = "project"), ("id" = String, Path, description = "instance id"),
+        HistoryParams),
+    responses(
+        (status = 200, body = HistoryPage),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn history(
+    State(state): State<AppState>,
+    Path((project, id)): Path<(String, String)>,
+    query: Result<Query<HistoryParams>, QueryRejection>,
+) -> Result<Json<HistoryPage>, ApiError> {
+    let Query(params) = query.map_err(bad_query)?;
+    let (instance_id, cluster) = located(&state, &project, &id).await?;
+    let limit = params.limit.unwrap_or(100);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::BadRequest {
+            code: "invalid_query",
+            detail: "limit must be from 1 to 500".into(),
+            errors: vec![FieldError {
+                field: "limit".into(),
+                rule: "range".into(),
+                detail: "from 1 to 500".into(),
+            }],
+        });
+    }
+    let after = match params.page_token.as_deref() {
+        None => 0,
+        Some(token) => token.parse::<u64>().map_err(|_| ApiError::BadRequest {
+            code: "invalid_query",
+            detail: "page_token is not one this API returned".into(),
+            errors: vec![],
+        })?,
+    };
+    let range = HistoryRange { after, until: None, limit: limit + 1 };
+    let mut messages = read_instance_history(&state.events, &cluster, &project, instance_id, range)
+        .await
+        .map_err(unavailable)?;
+    let next_page_token = (messages.len() > limit).then(|| {
+        messages.truncate(limit);
+        messages.last().map(|m| m.sequence.to_string()).unwrap_or_default()
+    });
+    Ok(Json(HistoryPage { items: messages.iter().flat_map(entries).collect(), next_page_token }))
+}
+
+fn check_not_future(field: &str, at: DateTime<Utc>) -> Result<(), ApiError> {
+    if at > Utc::now() + FUTURE_SKEW {
+        return Err(ApiError::field(
+            field,
+            "not_in_the_future",
+            "a moment that has not come yet has no state",
+        ));
+    }
+    Ok(())
+}
+
+/// The instance as it was at `at`; `None` when it did not exist yet.
+pub(super) async fn state_as_of(
+    state: &AppState,
+    project: &str,
+    id: &str,
+    at: DateTime<Utc>,
+) -> Result<Option<Instance>, ApiError> {
+    check_not_future("as_of", at)?;
+    let (instance_id, cluster) = located(state, project, id).await?;
+    let range = HistoryRange { after: 0, until: Some(at), limit: usize::MAX };
+    let messages = read_instance_history(&state.events, &cluster, project, instance_id, range)
+        .await
+        .map_err(unavailable)?;
+    let mut model = ReadModel::default();
+    for message in &messages {
+        if let Err(e) = model.apply_message(message.sequence, &message.subject, &message.payload) {
+            tracing::warn!(sequence = message.sequence, error = %e, "message skipped in a fold as of a moment");
+        }
+    }
+    Ok(model.instance(project, instance_id).map(Instance::from))
+}
+
+/// What changed in an instance between two moments, field by field (its representation as
+/// `GET …/instances/{id}?as_of=` shows it at each).
+#[utoipa::path(
+    get,
+    path = "/v1/projects/{project}/instances/{id}/diff",
+    tag = "instances",
+    params(("project" = String, Path, description = "project"), ("id" = String, Path, description = "instance id"),
+        DiffParams),
+    responses(
+        (status = 200, body = InstanceDiff),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`to` in the future, or before `from`", body = Problem,
+            content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn diff(
+    State(state): State<AppState>,
+    Path((project, id)): Path<(String, String)>,
+    query: Result<Query<DiffParams>, QueryRejection>,
+) -> Result<Json<InstanceDiff>, ApiError> {
+    let Query(params) = query.map_err(bad_query)?;
+    if params.to < params.from {
+        return Err(ApiError::field("to", "after_from", "`to` must not be before `from`"));
+    }
+    check_not_future("to", params.to)?;
+    let before = state_as_of(&state, &project, &id, params.from).await?;
+    let after = state_as_of(&state, &project, &id, params.to)
+        .await?
+        .ok_or_else(|| ApiError::field("to", "instance_existed", "the instance did not exist yet at `to`"))?;
+    let value = |instance: &Instance| serde_json::to_value(instance).unwrap_or_default();
+    // Not there yet: every field counts as added.
+    let from = before.as_ref().map(value).unwrap_or_else(|| serde_json::json!({}));
+    Ok(Json(InstanceDiff {
+        from: params.from,
+        to: params.to,
+        existed_at_from: before.is_some(),
+        changes: changes(&from, &value(&after)),
+    }))
+}

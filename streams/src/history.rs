@@ -1,0 +1,96 @@
+//! An instance's history as the event stream holds it: its desired subject, its backups' subjects and its
+//! observed subject, read in stream order. Auditors, `as_of` and `diff` read it; nothing here folds.
+
+use async_nats::jetstream::{
+    consumer::{DeliverPolicy, pull::OrderedConfig},
+    stream::Stream,
+};
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::StreamExt as _;
+use uuid::Uuid;
+
+use crate::instances::{instance_subject, observed_subject};
+
+/// How long to wait for the next message of a history that is known not to have ended.
+const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The subjects of an instance's history.
+pub fn instance_history_filters(cluster: &str, project: &str, instance_id: Uuid) -> Vec<String> {
+    let desired = instance_subject(cluster, project, instance_id);
+    vec![desired.clone(), format!("{desired}.bak.>"), observed_subject(cluster, project, instance_id)]
+}
+
+/// One message of an instance's history.
+#[derive(Debug, Clone)]
+pub struct HistoryMessage {
+    /// its stream sequence
+    pub sequence: u64,
+    /// its subject
+    pub subject: String,
+    /// its payload (an event batch, or an observed-state message: see `observed::is_observed_subject`)
+    pub payload: Bytes,
+    /// when the stream stored it
+    pub stored_at: DateTime<Utc>,
+}
+
+/// What to read.
+#[derive(Debug, Clone, Copy)]
+pub struct HistoryRange {
+    /// only messages after this stream sequence
+    pub after: u64,
+    /// only messages stored at or before this moment
+    pub until: Option<DateTime<Utc>>,
+    /// at most this many messages
+    pub limit: usize,
+}
+
+/// Reads the instance's messages in `range`, in stream order, up to the end of the stream as it is when
+/// the read begins. The error says what failed.
+pub async fn read_instance_history(
+    events: &Stream,
+    cluster: &str,
+    project: &str,
+    instance_id: Uuid,
+    range: HistoryRange,
+) -> Result<Vec<HistoryMessage>, String> {
+    let deliver_policy = match range.after {
+        0 => DeliverPolicy::All,
+        after => DeliverPolicy::ByStartSequence { start_sequence: after + 1 },
+    };
+    let config = OrderedConfig {
+        deliver_policy,
+        filter_subjects: instance_history_filters(cluster, project, instance_id),
+        ..Default::default()
+    };
+    let mut consumer = events.create_consumer(config).await.map_err(|e| e.to_string())?;
+    let pending = consumer.info().await.map_err(|e| e.to_string())?.num_pending;
+    let mut out = Vec::new();
+    if pending == 0 || range.limit == 0 {
+        return Ok(out);
+    }
+    let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
+    loop {
+        let message = tokio::time::timeout(READ_TIMEOUT, messages.next())
+            .await
+            .map_err(|_| format!("the instance's history stopped after {} messages", out.len()))?
+            .ok_or("the history consumer ended")?
+            .map_err(|e| e.to_string())?;
+        let info = message.info().map_err(|e| e.to_string())?;
+        let stored_at = DateTime::<Utc>::from_timestamp_nanos(info.published.unix_timestamp_nanos() as i64);
+        let (sequence, left) = (info.stream_sequence, info.pending);
+        if range.until.is_some_and(|until| stored_at > until) {
+            break;
+        }
+        out.push(HistoryMessage {
+            sequence,
+            subject: message.subject.to_string(),
+            payload: message.payload.clone(),
+            stored_at,
+        });
+        if left == 0 || out.len() >= range.limit {
+            break;
+        }
+    }
+    Ok(out)
+}
