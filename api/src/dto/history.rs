@@ -45,7 +45,6 @@ pub struct HistoryEntry {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backup_id: Option<Uuid>,
     /// the event's content, as stored
-    #[schema(value_type = Object)]
     pub data: serde_json::Value,
 }
 
@@ -67,8 +66,9 @@ pub struct HistoryParams {
     /// messages per page, 1 to 500 (default 100)
     #[param(minimum = 1, maximum = 500)]
     pub limit: Option<usize>,
-    /// `next_page_token` of the previous page
-    pub page_token: Option<String>,
+    /// `next_page_token` of the previous page (a stream sequence)
+    #[param(minimum = 0, maximum = 9_223_372_036_854_775_807_i64)]
+    pub page_token: Option<u64>,
 }
 
 /// Query of `GET …/instances/{id}`.
@@ -76,7 +76,7 @@ pub struct HistoryParams {
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct InstanceParams {
-    /// the instance as it was at this moment (RFC 3339), from its history; not in the future
+    /// the instance as it was at this moment (RFC 3339), from its history (a moment to come: as it is now)
     pub as_of: Option<DateTime<Utc>>,
 }
 
@@ -87,7 +87,7 @@ pub struct InstanceParams {
 pub struct DiffParams {
     /// the earlier moment (RFC 3339)
     pub from: DateTime<Utc>,
-    /// the later moment (RFC 3339); not in the future
+    /// the later moment (RFC 3339)
     pub to: DateTime<Utc>,
 }
 
@@ -97,10 +97,8 @@ pub struct FieldChange {
     /// JSON pointer into the instance representation, e.g. `/version`
     pub path: String,
     /// its value at `from` (null: absent)
-    #[schema(value_type = Object)]
     pub from: serde_json::Value,
     /// its value at `to` (null: absent)
-    #[schema(value_type = Object)]
     pub to: serde_json::Value,
 }
 

@@ -210,7 +210,6 @@ pub(super) async fn list_instances(
             body = Instance, headers(("ETag" = String, description = "instance version"))),
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "no such instance (with `as_of`: not yet then)", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`as_of` in the future", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub(super) async fn get_instance(
