@@ -14,6 +14,7 @@
 //! `Aggregate::apply`, so the read side can never disagree with the write side about what an event means.
 //! Only the projector writes read models; API replicas only read them.
 
+pub mod audit;
 pub mod backup_scheduler;
 pub mod backup_worker;
 pub mod backups;

@@ -70,6 +70,22 @@ enum Command {
     /// Fold the whole stream into fresh read models, compare them with the live ones and print the rates;
     /// exits 1 when they differ
     Rebuild,
+    /// Print an audit report: per instance, each command (who, what, when) and what its cluster observed
+    /// after it, read from the event stream
+    Audit {
+        /// the project
+        #[arg(long)]
+        project: String,
+        /// only this instance
+        #[arg(long)]
+        instance: Option<uuid::Uuid>,
+        /// only what was stored from this moment on (RFC 3339)
+        #[arg(long)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        /// JSON instead of text
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[tokio::main]
@@ -159,6 +175,23 @@ async fn main() -> anyhow::Result<()> {
             tokio::select! {
                 () = Projector::new(topology.events, bucket, metrics).parking_skipped(topology.jetstream.clone()).run(checkpoint) => {}
                 _ = tokio::signal::ctrl_c() => tracing::info!("shutting down"),
+            }
+            Ok(())
+        }
+        Command::Audit { project, instance, since, json } => {
+            let range = streams::history::HistoryRange { after: 0, until: None, limit: usize::MAX };
+            let messages = streams::history::read_project_history(&topology.events, &project, range)
+                .await
+                .map_err(|e| anyhow::anyhow!("reading project {project}'s history: {e}"))?;
+            let (mut audits, unreadable) = projections::audit::report(&messages, since);
+            audits.retain(|a| instance.is_none_or(|id| a.instance_id == id));
+            if json {
+                println!("{}", serde_json::to_string_pretty(&audits)?);
+            } else {
+                print!("{}", projections::audit::render_text(&audits));
+            }
+            if unreadable > 0 {
+                eprintln!("{unreadable} messages could not be read and are not in the report");
             }
             Ok(())
         }

@@ -54,15 +54,33 @@ pub async fn read_instance_history(
     instance_id: Uuid,
     range: HistoryRange,
 ) -> Result<Vec<HistoryMessage>, String> {
+    read_history(events, instance_history_filters(cluster, project, instance_id), range).await
+}
+
+/// The subjects of a project's history: its instances' and backups' events and its observed facts.
+pub fn project_history_filters(project: &str) -> Vec<String> {
+    vec![crate::instances::project_filter(project), crate::instances::observed_project_filter(project)]
+}
+
+/// Reads the project's messages in `range`, as [`read_instance_history`] does for one instance.
+pub async fn read_project_history(
+    events: &Stream,
+    project: &str,
+    range: HistoryRange,
+) -> Result<Vec<HistoryMessage>, String> {
+    read_history(events, project_history_filters(project), range).await
+}
+
+async fn read_history(
+    events: &Stream,
+    filter_subjects: Vec<String>,
+    range: HistoryRange,
+) -> Result<Vec<HistoryMessage>, String> {
     let deliver_policy = match range.after {
         0 => DeliverPolicy::All,
         after => DeliverPolicy::ByStartSequence { start_sequence: after + 1 },
     };
-    let config = OrderedConfig {
-        deliver_policy,
-        filter_subjects: instance_history_filters(cluster, project, instance_id),
-        ..Default::default()
-    };
+    let config = OrderedConfig { deliver_policy, filter_subjects, ..Default::default() };
     let mut consumer = events.create_consumer(config).await.map_err(|e| e.to_string())?;
     let pending = consumer.info().await.map_err(|e| e.to_string())?.num_pending;
     let mut out = Vec::new();

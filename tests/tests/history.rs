@@ -137,3 +137,38 @@ async fn history_as_of_and_diff_show_the_instance_between_its_updates() {
     }
     assert_eq!(paged, items, "paging returns every entry once");
 }
+
+#[tokio::test]
+async fn an_audit_report_names_each_command_s_actor_and_what_the_cluster_observed_after_it() {
+    let api = TestApi::start().await;
+    let (_sim, address) = system_tests::cluster::simulator(Duration::from_millis(20)).await;
+    let _agent = system_tests::cluster::agent(&api, "eu-1", address).await;
+    let body = json!({"name": "orders", "service": "mongodb", "version": "6.0", "plan": "starter", "cluster": "eu-1"});
+    let auth = [("authorization", format!("Bearer {}", system_tests::ACME_EDITOR_TOKEN))];
+    let auth: Vec<(&str, &str)> = auth.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let created = api.call(Method::POST, "/v1/projects/acme/instances", Some(&body), &auth).await;
+    assert_eq!(created.status, StatusCode::ACCEPTED, "{}", created.body);
+    let id: Uuid = created.body["instance_id"].as_str().unwrap().parse().unwrap();
+    assert!(api.wait_for_operation(created.operation_id(), "succeeded", WAIT).await, "never provisioned");
+    let path = format!("/v1/projects/acme/instances/{id}");
+    let upgraded = api.call(Method::PATCH, &path, Some(&json!({"version": "7.0"})), &auth).await;
+    assert!(api.wait_for_operation(upgraded.operation_id(), "succeeded", WAIT).await, "never upgraded");
+
+    let range = streams::history::HistoryRange { after: 0, until: None, limit: usize::MAX };
+    let messages = streams::history::read_project_history(&api.state.events, "acme", range).await.unwrap();
+    let (audits, unreadable) = projections::audit::report(&messages, None);
+    assert_eq!(unreadable, 0);
+    let audit = audits.iter().find(|a| a.instance_id == id).expect("the instance's audit");
+    let operations: Vec<(&str, &str)> =
+        audit.commands.iter().map(|c| (c.operation.as_str(), c.events[0].as_str())).collect();
+    assert_eq!(operations, [("provision", "InstanceProvisioned"), ("update", "VersionUpgraded")]);
+    for (command, operation) in audit.commands.iter().zip([created.operation_id(), upgraded.operation_id()]) {
+        assert_eq!(command.operation_id, operation);
+        assert!(command.actor.contains("acme-editor"), "the token that asked: {}", command.actor);
+        // What the cluster did after it: the rollout reported, ending ready at the command's generation.
+        let last = command.observed_after.iter().rev().find(|o| o.event_type == "InstanceObserved");
+        assert!(last.is_some_and(|o| o.summary.starts_with("ready")), "{:?}", command.observed_after);
+    }
+    let text = projections::audit::render_text(&audits);
+    assert!(text.contains(&format!("update by {}", audit.commands[1].actor)), "{text}");
+}
