@@ -225,6 +225,20 @@ pub const DEFAULT_PAGE_SIZE: usize = 100;
 /// A list's paging query, checked: `limit` from 1 to [`MAX_PAGE_SIZE`] (default [`DEFAULT_PAGE_SIZE`]),
 /// and `page_token` one this API returned (the id of the last item of the previous page).
 pub fn page(limit: Option<usize>, page_token: Option<&str>) -> Result<(usize, Option<uuid::Uuid>), ApiError> {
+    let limit = page_limit(limit)?;
+    let after = match page_token {
+        Some(token) => Some(token.parse::<uuid::Uuid>().map_err(|_| ApiError::BadRequest {
+            code: "invalid_query",
+            detail: "page_token is not one this API returned".into(),
+            errors: vec![],
+        })?),
+        None => None,
+    };
+    Ok((limit, after))
+}
+
+/// A page size: `limit`, from 1 to the maximum, or the default.
+pub fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
     let limit = limit.unwrap_or(DEFAULT_PAGE_SIZE);
     if !(1..=MAX_PAGE_SIZE).contains(&limit) {
         return Err(ApiError::BadRequest {
@@ -237,13 +251,5 @@ pub fn page(limit: Option<usize>, page_token: Option<&str>) -> Result<(usize, Op
             }],
         });
     }
-    let after = match page_token {
-        Some(token) => Some(token.parse::<uuid::Uuid>().map_err(|_| ApiError::BadRequest {
-            code: "invalid_query",
-            detail: "page_token is not one this API returned".into(),
-            errors: vec![],
-        })?),
-        None => None,
-    };
-    Ok((limit, after))
+    Ok(limit)
 }

@@ -141,6 +141,11 @@ fn entry<'a>(
     })
 }
 
+fn observed_line(seen: &Observation) -> String {
+    let time = seen.time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    format!("      {time} observed {}: {}\n", seen.event_type, seen.summary)
+}
+
 /// The report as text, one block per instance.
 pub fn render_text(audits: &[InstanceAudit]) -> String {
     let mut out = String::new();
@@ -148,12 +153,7 @@ pub fn render_text(audits: &[InstanceAudit]) -> String {
     for audit in audits {
         out.push_str(&format!("instance {} in project {}\n", audit.instance_id, audit.project));
         for seen in &audit.observed_before {
-            out.push_str(&format!(
-                "      {} observed {}: {}\n",
-                stamp(&seen.time),
-                seen.event_type,
-                seen.summary
-            ));
+            out.push_str(&observed_line(seen));
         }
         for command in &audit.commands {
             out.push_str(&format!(
@@ -165,12 +165,7 @@ pub fn render_text(audits: &[InstanceAudit]) -> String {
                 command.events.join(", ")
             ));
             for seen in &command.observed_after {
-                out.push_str(&format!(
-                    "      {} observed {}: {}\n",
-                    stamp(&seen.time),
-                    seen.event_type,
-                    seen.summary
-                ));
+                out.push_str(&observed_line(seen));
             }
         }
     }

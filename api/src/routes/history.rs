@@ -126,18 +126,7 @@ pub(super) async fn history(
 ) -> Result<Json<HistoryPage>, ApiError> {
     let Query(params) = query.map_err(bad_query)?;
     let (instance_id, cluster) = located(&state, &project, &id).await?;
-    let limit = params.limit.unwrap_or(100);
-    if !(1..=500).contains(&limit) {
-        return Err(ApiError::BadRequest {
-            code: "invalid_query",
-            detail: "limit must be from 1 to 500".into(),
-            errors: vec![FieldError {
-                field: "limit".into(),
-                rule: "range".into(),
-                detail: "from 1 to 500".into(),
-            }],
-        });
-    }
+    let limit = crate::extract::page_limit(params.limit)?;
     let after = params.page_token.unwrap_or(0);
     // Stream sequences stay below 2^63, the bound the document states.
     if after > i64::MAX as u64 {
