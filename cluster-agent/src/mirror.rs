@@ -308,6 +308,7 @@ async fn restore_deleted_mirrors(config: Arc<AgentConfig>, desired: Arc<Desired>
         let event = ObservedEvent::DriftHealed {
             instance_id: id,
             objects: vec![format!("ManagedInstance/{}", mi.name_any())],
+            fields: Vec::new(),
         };
         if let Err(e) = publish(&config, &js, about, event).await {
             tracing::warn!(%id, error = %e, "publishing the drift event failed");

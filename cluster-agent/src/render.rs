@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use kube::ResourceExt as _;
 use serde_json::{Value, json};
 
-pub use applied::{is_applied, quantities_equal};
+pub use applied::{first_difference, is_applied, quantities_equal};
 mod applied;
 pub mod backup;
 pub mod barman;

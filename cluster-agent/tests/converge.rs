@@ -169,6 +169,11 @@ async fn a_hand_edited_statefulset_is_healed_and_the_drift_recorded(backend: Bac
         .await;
     let drift = World::next_observed(&mut observed, "DriftHealed").await;
     assert_eq!(drift["event"]["data"]["objects"], serde_json::json!(["StatefulSet/grafana"]));
+    // Drift is data: the field, what the control plane wants there, and what was found.
+    assert_eq!(
+        drift["event"]["data"]["fields"],
+        serde_json::json!([{"object": "StatefulSet/grafana", "path": "/spec/replicas", "desired": 1, "found": 5}])
+    );
     let stored = world.observed("c1").await;
     assert!(stored.iter().any(|e| e["event"]["type"] == "DriftHealed"), "the drift event is in the stream");
     cluster.assert_permitted();

@@ -94,6 +94,10 @@ pub enum ObservedEvent {
         instance_id: Uuid,
         /// the objects that had drifted (`Kind/name`)
         objects: Vec<String>,
+        /// for each edited object, the first field found changed (added to schema `1`; absent for a
+        /// deleted object, and in older reports)
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        fields: Vec<DriftedField>,
     },
     /// every object of a deprovisioned instance is gone from the cluster
     InstanceRemoved {
@@ -142,6 +146,20 @@ pub enum ObservedEvent {
         /// the backup
         backup_id: Uuid,
     },
+}
+
+/// A field of a cluster object that someone changed outside the control plane, as the agent found it
+/// before putting it back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DriftedField {
+    /// the object (`Kind/name`)
+    pub object: String,
+    /// JSON pointer of the field
+    pub path: String,
+    /// what the control plane wants there
+    pub desired: serde_json::Value,
+    /// what was there (null: nothing); a Secret's values are never reported
+    pub found: serde_json::Value,
 }
 
 impl ObservedEvent {

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use domain::observed::ObservedEvent;
+use domain::observed::{DriftedField, ObservedEvent};
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::{
     Api, ResourceExt as _,
@@ -29,6 +29,7 @@ pub(super) async fn apply(mi: Arc<ManagedInstance>, ctx: &Context) -> Result<Act
     let mut writes = 0u32;
     let mut desired = render::render(&mi, ctx.config.backup_store.as_ref());
     let mut healed = Vec::new();
+    let mut drifted = Vec::new();
     let instance_id = mi.spec.instance_id.clone();
     let instance_id = instance_id.as_str();
     // Keyed by the object's uid: a ManagedInstance deleted and recreated starts without a status.
@@ -78,9 +79,21 @@ pub(super) async fn apply(mi: Arc<ManagedInstance>, ctx: &Context) -> Result<Act
             .await?;
         writes += 1;
         ctx.remember(child.kind, &namespace, &child.name, Some(serde_json::to_value(&written)?));
-        // Converged before, and now missing or changed: someone else edited or deleted it.
+        // Converged before, and now missing or changed: someone else edited or deleted it. What was
+        // changed is reported, except a Secret's values.
         if converged && !applied {
-            healed.push(format!("{}/{}", child.kind.kind(), child.name));
+            let object = format!("{}/{}", child.kind.kind(), child.name);
+            if let Some((path, desired, found)) =
+                current.as_ref().and_then(|c| render::first_difference(&child.object, c))
+            {
+                let (desired, found) = if child.kind == ChildKind::Secret {
+                    (json!("(not reported)"), json!("(not reported)"))
+                } else {
+                    (desired, found)
+                };
+                drifted.push(DriftedField { object: object.clone(), path, desired, found });
+            }
+            healed.push(object);
         }
     }
     if let Some(secret) = render::credentials(&mi, "")
@@ -123,9 +136,13 @@ pub(super) async fn apply(mi: Arc<ManagedInstance>, ctx: &Context) -> Result<Act
     }
     let storage_failure = expand_claims(&mi, ctx, &namespace, &mut writes).await?;
     if !healed.is_empty() {
-        tracing::warn!(objects = ?healed, "drift healed");
+        tracing::warn!(objects = ?healed, fields = ?drifted, "drift healed");
         ctx.config.metrics.drift_healed.inc();
-        let event = ObservedEvent::DriftHealed { instance_id: super::instance_uuid(&mi), objects: healed };
+        let event = ObservedEvent::DriftHealed {
+            instance_id: super::instance_uuid(&mi),
+            objects: healed,
+            fields: drifted,
+        };
         publish(&ctx.config, &ctx.jetstream, about(&mi), event).await?;
     }
     // A refused expansion is fixed outside our view (an admin allows expansion on the StorageClass), so

@@ -20,6 +20,34 @@ pub fn is_applied(desired: &Value, actual: &Value) -> bool {
 /// JSON path of [`super::GENERATION_LABEL`] (the label key holds a `/`, which the path keeps as it is).
 const GENERATION_PATH: &str = "/metadata/labels/cp.example.com/generation";
 
+/// The first field of `desired` that `actual` does not hold as [`is_applied`] compares them: its JSON
+/// pointer, the desired value and the one found (null when absent).
+pub fn first_difference(desired: &Value, actual: &Value) -> Option<(String, Value, Value)> {
+    difference(desired, actual, "", &[GENERATION_PATH, "/apiVersion", "/kind"])
+}
+
+fn difference(
+    desired: &Value,
+    actual: &Value,
+    path: &str,
+    ignored: &[&str],
+) -> Option<(String, Value, Value)> {
+    match (desired, actual) {
+        (Value::Object(d), Value::Object(a)) => d.iter().find_map(|(k, v)| {
+            let path = format!("{path}/{k}");
+            if ignored.contains(&path.as_str()) {
+                return None;
+            }
+            match a.get(k) {
+                Some(av) => difference(v, av, &path, ignored),
+                None => Some((path, v.clone(), Value::Null)),
+            }
+        }),
+        _ if subset(desired, actual, path, ignored) => None,
+        _ => Some((path.to_owned(), desired.clone(), actual.clone())),
+    }
+}
+
 fn subset(desired: &Value, actual: &Value, path: &str, ignored: &[&str]) -> bool {
     match (desired, actual) {
         (Value::Object(d), Value::Object(a)) => d.iter().all(|(k, v)| {
@@ -113,5 +141,30 @@ impl Quantity {
             (Some(a), Some(b)) => a == b,
             _ => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn the_first_difference_names_the_field_and_both_values_and_ignores_equal_quantities() {
+        let desired =
+            json!({"spec": {"replicas": 1, "template": {"resources": {"limits": {"memory": "8192Mi"}}}}});
+        let actual =
+            json!({"spec": {"replicas": 5, "template": {"resources": {"limits": {"memory": "8Gi"}}}}});
+        assert_eq!(first_difference(&desired, &actual), Some(("/spec/replicas".into(), json!(1), json!(5))));
+        let same_amount =
+            json!({"spec": {"replicas": 1, "template": {"resources": {"limits": {"memory": "8Gi"}}}}});
+        assert_eq!(first_difference(&desired, &same_amount), None);
+        assert!(is_applied(&desired, &same_amount));
+        let missing = json!({"spec": {"template": {"resources": {"limits": {"memory": "8Gi"}}}}});
+        assert_eq!(
+            first_difference(&desired, &missing),
+            Some(("/spec/replicas".into(), json!(1), json!(null)))
+        );
     }
 }
