@@ -73,6 +73,11 @@ pub(crate) async fn run(config: Arc<AgentConfig>, desired: Arc<Desired>) -> anyh
     let _pg_backups_watch = AbortOnDropHandle::new(tokio::spawn(drive(pg_backup_events, changes.clone())));
     let mut changed = desired.backups_changed.subscribe();
     let jetstream = async_nats::jetstream::new(config.nats.clone());
+    // The agent's own client of the store: it sizes PostgreSQL base backups (CloudNativePG reports none).
+    let store = match &config.backup_store {
+        Some(target) => Some(backup_store::BackupStore::new(&target.store_config())?),
+        None => None,
+    };
     // Outcomes reported by this process (a Job's annotation records them across restarts).
     let mut reported: HashSet<Uuid> = HashSet::new();
     // Backups whose Job this process made: until the watch shows the Job, it is not made (nor its start
@@ -101,6 +106,7 @@ pub(crate) async fn run(config: Arc<AgentConfig>, desired: Arc<Desired>) -> anyh
                 jobs: &jobs,
                 pg_backups: &pg_backups,
                 jetstream: &jetstream,
+                store: store.as_ref(),
                 started: &mut started,
             };
             match step.run(backup_id, source).await {
@@ -138,6 +144,7 @@ struct Step<'a> {
     jobs: &'a Store<Job>,
     pg_backups: &'a Store<DynamicObject>,
     jetstream: &'a async_nats::jetstream::Context,
+    store: Option<&'a backup_store::BackupStore>,
     started: &'a mut HashSet<Uuid>,
 }
 
@@ -256,8 +263,7 @@ impl Step<'_> {
 
     /// The total size of a base backup's objects, as the store lists them (CloudNativePG reports none).
     async fn total_size(&self, prefix: &str) -> std::result::Result<u64, String> {
-        let Some(target) = &self.config.backup_store else { return Err("no backup store".into()) };
-        let store = backup_store::BackupStore::new(&target.store_config()).map_err(|e| e.to_string())?;
+        let Some(store) = self.store else { return Err("no backup store".into()) };
         let objects = store.list(prefix).await.map_err(|e| e.to_string())?;
         if objects.is_empty() {
             return Err(format!("no objects under {prefix}"));

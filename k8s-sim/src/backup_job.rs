@@ -37,6 +37,23 @@ pub(crate) async fn restore_init(sim: &Simulator, namespace: &str, set: &Value) 
     }
 }
 
+/// The value under `key` of Secret `name` (its `data`, decoded).
+pub(crate) fn secret_value(
+    sim: &Simulator,
+    namespace: &str,
+    name: &str,
+    key: &str,
+) -> Result<String, String> {
+    let secret = {
+        let store = sim.store();
+        let ty = store.resource_type("", "v1", "secrets").ok_or("no secrets")?;
+        store.get(&ty, namespace, name).ok_or(format!("secret \"{name}\" not found"))?
+    };
+    let data = secret["data"][key].as_str().ok_or(format!("no {key} in Secret {name}"))?;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(data).map_err(|e| e.to_string())?;
+    String::from_utf8(bytes).map_err(|e| e.to_string())
+}
+
 /// The store and object key a Job's container works with, from its environment and the store Secret.
 fn store_of(
     sim: &Simulator,
@@ -56,16 +73,7 @@ fn store_of(
     let secret_name = env("ENDPOINT")
         .and_then(|e| e["valueFrom"]["secretKeyRef"]["name"].as_str().map(str::to_owned))
         .ok_or("no store Secret")?;
-    let secret = {
-        let store = sim.store();
-        let ty = store.resource_type("", "v1", "secrets").ok_or("no secrets")?;
-        store.get(&ty, namespace, &secret_name).ok_or(format!("secret \"{secret_name}\" not found"))?
-    };
-    let field = |key: &str| -> Result<String, String> {
-        let data = secret["data"][key].as_str().ok_or(format!("no {key} in the store Secret"))?;
-        let bytes = base64::engine::general_purpose::STANDARD.decode(data).map_err(|e| e.to_string())?;
-        String::from_utf8(bytes).map_err(|e| e.to_string())
-    };
+    let field = |key: &str| secret_value(sim, namespace, &secret_name, key);
     let config = backup_store::StoreConfig {
         endpoint: field("endpoint")?,
         bucket: field("bucket")?,

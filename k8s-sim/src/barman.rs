@@ -5,7 +5,6 @@
 //! `<destinationPath>/<serverName>/base/<backupId>/{data.tar,backup.info}`, and reports the status
 //! CloudNativePG reports (v1.30.0 `api/v1/backup_types.go`, `BackupStatus`).
 
-use base64::Engine as _;
 use chrono::{SecondsFormat, TimeDelta, Utc};
 use serde_json::{Value, json};
 
@@ -74,6 +73,8 @@ fn store_of(
     let object_store = plugin["parameters"]["barmanObjectName"].as_str().ok_or("no barmanObjectName")?;
     let configuration =
         get("barmancloud.cnpg.io", "objectstores", object_store)?["spec"]["configuration"].clone();
+    // The store's lock is released before the Secret is read (it takes the lock again).
+    drop(store);
     let destination = configuration["destinationPath"].as_str().ok_or("no destinationPath")?.to_owned();
     let (bucket, prefix) = destination
         .strip_prefix("s3://")
@@ -81,12 +82,9 @@ fn store_of(
         .ok_or(format!("destinationPath {destination} is not s3://<bucket>/<path>"))?;
     let key = |field: &str| -> Result<String, String> {
         let reference = &configuration["s3Credentials"][field];
-        let secret = get("", "secrets", reference["name"].as_str().unwrap_or_default())?;
-        let data = secret["data"][reference["key"].as_str().unwrap_or_default()]
-            .as_str()
-            .ok_or(format!("no {field} in the credentials Secret"))?;
-        let bytes = base64::engine::general_purpose::STANDARD.decode(data).map_err(|e| e.to_string())?;
-        String::from_utf8(bytes).map_err(|e| e.to_string())
+        let (name, key) =
+            (reference["name"].as_str().unwrap_or_default(), reference["key"].as_str().unwrap_or_default());
+        crate::backup_job::secret_value(sim, namespace, name, key)
     };
     let config = backup_store::StoreConfig {
         endpoint: configuration["endpointURL"].as_str().ok_or("no endpointURL")?.to_owned(),

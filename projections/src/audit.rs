@@ -107,10 +107,7 @@ pub fn report(messages: &[HistoryMessage], since: Option<DateTime<Utc>>) -> (Vec
             unreadable += 1;
             continue;
         };
-        // An instance's aggregate id is `<project>.<instance>`; a backup's adds `.bak.<backup>`.
-        let mut parts = batch.aggregate_id.split('.');
-        let (Some(project), Some(Ok(instance_id))) = (parts.next(), parts.next().map(str::parse::<Uuid>))
-        else {
+        let Some((project, instance_id)) = streams::instances::parse_aggregate_id(&batch.aggregate_id) else {
             unreadable += 1;
             continue;
         };

@@ -48,6 +48,13 @@ pub fn aggregate_id(project: &str, instance_id: Uuid) -> String {
     format!("{project}.{instance_id}")
 }
 
+/// The project and instance an aggregate id names: an instance's (`<project>.<instance>`), or one of
+/// its backups' (`<project>.<instance>.bak.<backup>`, see `backups::aggregate_id`).
+pub fn parse_aggregate_id(id: &str) -> Option<(&str, Uuid)> {
+    let mut parts = id.split('.');
+    Some((parts.next()?, parts.next()?.parse().ok()?))
+}
+
 /// Subject of an instance's events: `cp.evt.<cluster>.<project>.<instance-id>`.
 pub fn instance_subject(cluster: &str, project: &str, instance_id: Uuid) -> String {
     format!("{INSTANCE_EVENT_PREFIX}.{cluster}.{}", aggregate_id(project, instance_id))

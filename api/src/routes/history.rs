@@ -158,18 +158,38 @@ pub(super) async fn state_as_of(
     id: &str,
     at: DateTime<Utc>,
 ) -> Result<Option<Instance>, ApiError> {
+    let [then] = states_at(state, project, id, [at]).await?;
+    Ok(then)
+}
+
+/// The instance at each of `moments`, from one read of its history up to the latest of them: the
+/// projector's fold over the messages stored until each moment.
+async fn states_at<const N: usize>(
+    state: &AppState,
+    project: &str,
+    id: &str,
+    moments: [DateTime<Utc>; N],
+) -> Result<[Option<Instance>; N], ApiError> {
     let (instance_id, cluster) = located(state, project, id).await?;
-    let range = HistoryRange { after: 0, until: Some(at), limit: usize::MAX };
+    let until = moments.iter().max().copied();
+    let range = HistoryRange { after: 0, until, limit: usize::MAX };
     let messages = read_instance_history(&state.events, &cluster, project, instance_id, range)
         .await
         .map_err(unavailable)?;
+    let mut order: Vec<usize> = (0..N).collect();
+    order.sort_by_key(|&i| moments[i]);
+    let mut states: [Option<Instance>; N] = std::array::from_fn(|_| None);
     let mut model = ReadModel::default();
-    for message in &messages {
-        if let Err(e) = model.apply_message(message.sequence, &message.subject, &message.payload) {
-            tracing::warn!(sequence = message.sequence, error = %e, "message skipped in a fold as of a moment");
+    let mut next = messages.iter().peekable();
+    for i in order {
+        while let Some(message) = next.next_if(|m| m.stored_at <= moments[i]) {
+            if let Err(e) = model.apply_message(message.sequence, &message.subject, &message.payload) {
+                tracing::warn!(sequence = message.sequence, error = %e, "message skipped in a fold as of a moment");
+            }
         }
+        states[i] = model.instance(project, instance_id).map(Instance::from);
     }
-    Ok(model.instance(project, instance_id).map(Instance::from))
+    Ok(states)
 }
 
 /// What changed in an instance between two moments, field by field (its representation as
@@ -193,9 +213,9 @@ pub(super) async fn diff(
     query: Result<Query<DiffParams>, QueryRejection>,
 ) -> Result<Json<InstanceDiff>, ApiError> {
     let Query(params) = query.map_err(bad_query)?;
-    let before = state_as_of(&state, &project, &id, params.from).await?;
+    let [before, after] = states_at(&state, &project, &id, [params.from, params.to]).await?;
     // Not there yet at `to`: as `as_of` answers then.
-    let after = state_as_of(&state, &project, &id, params.to).await?.ok_or(ApiError::NotFound("instance"))?;
+    let after = after.ok_or(ApiError::NotFound("instance"))?;
     let value = |instance: &Instance| serde_json::to_value(instance).unwrap_or_default();
     // Not there yet: every field counts as added.
     let from = before.as_ref().map(value).unwrap_or_else(|| serde_json::json!({}));

@@ -47,7 +47,7 @@ pub(super) async fn restore(mi: &ManagedInstance, ctx: &Context, writes: &mut u3
     };
     if mi.spec.service == "postgresql" {
         // Recovered by CloudNativePG as the Cluster bootstraps (`render::barman`): done once it serves.
-        if target.location.split('/').count() != 5 {
+        if crate::render::barman::base_backup(&target.location).is_none() {
             return fail(format!("backup {} is not a PostgreSQL base backup", target.backup_id));
         }
         let serving = mi.status.as_ref().is_some_and(|s| s.phase == "Ready");

@@ -126,11 +126,13 @@ fn dump(mi: &ManagedInstance, host: &str) -> Option<Dump> {
             format!(
                 "set -eu\n\
                  base='http://{host}:{port}'\n\
-                 curl -fsS -c /tmp/session -o /dev/null -X POST -u \"{user}:$PASSWORD\" \"$base/api/v2/signin\"\n\
-                 token=$(curl -fsS -b /tmp/session \"$base/api/v2/authorizations?user={user}\" | sed -n 's/.*\"token\": *\"\\([^\"]*\\)\".*/\\1/p' | head -n1)\n\
+                 {signin}\n\
+                 {token}\n\
                  influx backup /backup/dump --host \"$base\" --token \"$token\"\n\
                  printf '%s' \"$token\" > /backup/dump/cp-operator-token\n\
-                 tar -czf /backup/artifact -C /backup dump\n"
+                 tar -czf /backup/artifact -C /backup dump\n",
+                signin = influx_signin(user),
+                token = influx_session_token(user),
             ),
         ),
         // Grafana keeps everything in SQLite (`/var/lib/grafana/grafana.db`): a consistent copy of the live
@@ -145,6 +147,20 @@ fn dump(mi: &ManagedInstance, host: &str) -> Option<Dump> {
         }),
         _ => None,
     }
+}
+
+/// InfluxDB 2: signs the admin in with the password in `$PASSWORD`, keeping the session in
+/// `/tmp/session` (`POST /api/v2/signin` answers 204 to valid Basic credentials).
+fn influx_signin(user: &str) -> String {
+    format!("curl -fsS -c /tmp/session -o /dev/null -X POST -u \"{user}:$PASSWORD\" \"$base/api/v2/signin\"")
+}
+
+/// InfluxDB 2: sets `token` to the admin's first token, the operator token the image's setup made, read
+/// through the signed-in session (`GET /api/v2/authorizations?user=`).
+fn influx_session_token(user: &str) -> String {
+    format!(
+        "token=$(curl -fsS -b /tmp/session \"$base/api/v2/authorizations?user={user}\" | sed -n 's/.*\"token\": *\"\\([^\"]*\\)\".*/\\1/p' | head -n1)"
+    )
 }
 
 /// The Job that backs `mi` up as backup `backup_id` to `key` in the store; `None` for services whose
@@ -255,15 +271,17 @@ pub fn restore_job(mi: &ManagedInstance, generation: u64, key: &str) -> Option<C
                  base='http://{host}:{port}'\n\
                  tar -xzf /backup/artifact -C /backup\n\
                  source=$(cat /backup/dump/cp-operator-token)\n\
-                 if curl -fsS -c /tmp/session -o /dev/null -X POST -u \"{user}:$PASSWORD\" \"$base/api/v2/signin\"; then\n\
-                 \x20 token=$(curl -fsS -b /tmp/session \"$base/api/v2/authorizations?user={user}\" | sed -n 's/.*\"token\": *\"\\([^\"]*\\)\".*/\\1/p' | head -n1)\n\
+                 if {signin}; then\n\
+                 \x20 {token}\n\
                  else\n\
                  \x20 token=$source\n\
                  fi\n\
                  influx restore /backup/dump --host \"$base\" --token \"$token\" --full\n\
                  id=$(curl -fsS -H \"Authorization: Token $source\" \"$base/api/v2/users?name={user}\" | sed -n 's/.*\"id\": *\"\\([0-9a-f]*\\)\".*/\\1/p' | head -n1)\n\
                  printf '{{\"password\":\"%s\"}}' \"$PASSWORD\" > /tmp/body\n\
-                 curl -fsS -o /dev/null -X POST -H \"Authorization: Token $source\" -H 'Content-Type: application/json' --data @/tmp/body \"$base/api/v2/users/$id/password\"\n"
+                 curl -fsS -o /dev/null -X POST -H \"Authorization: Token $source\" -H 'Content-Type: application/json' --data @/tmp/body \"$base/api/v2/users/$id/password\"\n",
+                signin = influx_signin(user),
+                token = influx_session_token(user),
             ),
         ),
         _ => return None,

@@ -263,7 +263,7 @@ async fn base_backup(
         access_key_id: key("accessKeyId").await?,
         secret_access_key: key("secretAccessKey").await?,
     })?;
-    let id = format!("{}{:03}", chrono::Utc::now().format("%Y%m%dT%H%M%S"), rand_suffix());
+    let id = format!("{}{:03}", chrono::Utc::now().format("%Y%m%dT%H%M%S"), millis_suffix());
     let base = format!("{}/{server}/base/{id}", prefix.trim_end_matches('/'));
     store
         .put(&format!("{base}/data.tar"), format!("base backup {id} of {server}\n").repeat(64).into_bytes())
@@ -273,6 +273,6 @@ async fn base_backup(
 }
 
 /// Milliseconds, so two backups within a second get distinct ids here (Barman's are per second).
-fn rand_suffix() -> u32 {
+fn millis_suffix() -> u32 {
     chrono::Utc::now().timestamp_subsec_millis()
 }
