@@ -86,6 +86,19 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Walk the audit chain of the event stream (or of one instance) and name the first message that does
+    /// not follow from the ones before it; exits 1 when the chain breaks
+    Verify {
+        /// the stream to walk (e.g. a restored copy); the live event stream when absent
+        #[arg(long)]
+        stream: Option<String>,
+        /// only this project's instance (with --instance)
+        #[arg(long, requires = "instance")]
+        project: Option<String>,
+        /// only this instance (with --project)
+        #[arg(long, requires = "project")]
+        instance: Option<uuid::Uuid>,
+    },
 }
 
 #[tokio::main]
@@ -193,6 +206,29 @@ async fn main() -> anyhow::Result<()> {
             if unreadable > 0 {
                 eprintln!("{unreadable} messages could not be read and are not in the report");
             }
+            Ok(())
+        }
+        Command::Verify { stream, project, instance } => {
+            let events = match &stream {
+                Some(name) => {
+                    topology.jetstream.get_stream(name).await.with_context(|| format!("stream {name}"))?
+                }
+                None => topology.events.clone(),
+            };
+            let filters = match (project, instance) {
+                (Some(project), Some(id)) => streams::instances::instance_event_filters(&project, id),
+                _ => vec![streams::instances::all_instances_filter()],
+            };
+            let report = streams::chain::verify(&events, filters).await.map_err(|e| anyhow::anyhow!(e))?;
+            if let Some(broken) = &report.broken {
+                println!("BROKEN: {broken}");
+                println!("({} messages verified before it)", report.messages);
+                std::process::exit(1);
+            }
+            println!(
+                "ok: {} messages on {} subjects verified; {} older messages carry no chain",
+                report.messages, report.subjects, report.unchained
+            );
             Ok(())
         }
         Command::Rebuild => {

@@ -41,6 +41,8 @@ pub mod headers {
     pub const ACTOR: &str = "Cp-Actor";
     /// when the command was committed, RFC 3339
     pub const TIME: &str = "Cp-Time";
+    /// the message's link in its subject's audit chain (hex SHA-256; see [`crate::chain`])
+    pub const CHAIN: &str = "Cp-Chain";
 }
 
 /// What is recorded about the command that produced a message.
@@ -294,7 +296,7 @@ impl EventBatch {
         }
         out.push(b'}');
         let last_version = first_version + events.len() as u64 - 1;
-        Ok((out, MessageHeaders { metadata, last_version, types, schemas }))
+        Ok((out, MessageHeaders { metadata, last_version, types, schemas, chain: None }))
     }
 
     /// The message headers describing this batch.
@@ -351,12 +353,24 @@ pub struct MessageHeaders {
     last_version: u64,
     types: String,
     schemas: String,
+    chain: Option<String>,
 }
 
 impl MessageHeaders {
     /// The headers describing the message.
     pub fn build(&self) -> HeaderMap {
-        message_headers(&self.metadata, self.last_version, &self.types, &self.schemas)
+        let mut map = message_headers(&self.metadata, self.last_version, &self.types, &self.schemas);
+        if let Some(chain) = &self.chain {
+            const CHAIN: HeaderName = HeaderName::from_static(headers::CHAIN);
+            map.insert(CHAIN, chain.as_str());
+        }
+        map
+    }
+
+    /// Adds the message's link in its subject's audit chain ([`crate::chain::link`]).
+    pub fn with_chain(mut self, chain: String) -> Self {
+        self.chain = Some(chain);
+        self
     }
 }
 
@@ -498,6 +512,7 @@ mod tests {
         assert_eq!(get("Cp-Operation").as_deref(), Some("provision"));
         assert_eq!(get("Cp-Aggregate-Version").as_deref(), Some("3"));
         assert_eq!(headers::MSG_ID, "Nats-Msg-Id");
+        assert_eq!(headers::CHAIN, "Cp-Chain");
 
         let body: Value = serde_json::from_slice(&payload).unwrap();
         let mut fields: Vec<&str> = body.as_object().unwrap().keys().map(String::as_str).collect();

@@ -85,6 +85,18 @@ pub fn project_filter(project: &str) -> String {
     format!("{INSTANCE_EVENT_PREFIX}.*.{project}.>")
 }
 
+/// Subject filters of an instance's events and its backups', on whichever cluster it is placed.
+pub fn instance_event_filters(project: &str, instance_id: Uuid) -> Vec<String> {
+    let id = aggregate_id(project, instance_id);
+    vec![format!("{INSTANCE_EVENT_PREFIX}.*.{id}"), format!("{INSTANCE_EVENT_PREFIX}.*.{id}.bak.>")]
+}
+
+/// The project and instance of an event subject (`cp.evt.<cluster>.<project>.<instance>[.bak.<backup>]`).
+pub fn parse_event_subject(subject: &str) -> Option<(&str, Uuid)> {
+    let rest = subject.strip_prefix(INSTANCE_EVENT_PREFIX)?.strip_prefix('.')?;
+    parse_aggregate_id(rest.split_once('.')?.1)
+}
+
 /// Subject filter of every instance event.
 pub fn all_instances_filter() -> String {
     format!("{INSTANCE_EVENT_PREFIX}.>")

@@ -11,6 +11,7 @@
 //! It knows nothing about HTTP.
 
 pub mod backups;
+pub mod chain;
 pub mod cluster_feed;
 pub mod clusters;
 pub mod connection;

@@ -145,6 +145,7 @@ pub struct JetStreamContext<A: StreamAggregate> {
     version: u64,
     last_sequence: u64,
     subject: Option<String>,
+    chain: Option<String>,
     guard: OwnedMutexGuard<Option<Loaded<A>>>,
 }
 
@@ -259,6 +260,7 @@ impl<A: StreamAggregate> JetStreamStore<A> {
             last_sequence: last.sequence,
             subject: Some(subject),
             updated_at: Some(batch.metadata.time),
+            chain: last.headers.get(crate::headers::CHAIN).map(|v| v.as_str().to_owned()),
         })
     }
 
@@ -336,6 +338,7 @@ impl<A: StreamAggregate> JetStreamStore<A> {
             version: loaded.version,
             last_sequence: loaded.last_sequence,
             subject: loaded.subject,
+            chain: loaded.chain,
             guard,
         })
     }
@@ -348,6 +351,7 @@ impl<A: StreamAggregate> JetStreamStore<A> {
         context.version = loaded.version;
         context.last_sequence = loaded.last_sequence;
         context.subject = loaded.subject.clone();
+        context.chain = loaded.chain.clone();
         *context.guard = (loaded.version > 0).then_some(loaded);
         Ok(())
     }
@@ -396,6 +400,8 @@ impl<A: StreamAggregate> JetStreamStore<A> {
             Some((A::SNAPSHOT_VERSION, &context.aggregate)),
         )
         .map_err(corrupt::<A>)?;
+        let chain = crate::chain::link(context.chain.as_deref(), &subject, &payload);
+        let headers = headers.with_chain(chain.clone());
         let last_version = context.version + events.len() as u64;
         let append = Append {
             subject: subject.clone(),
@@ -415,6 +421,7 @@ impl<A: StreamAggregate> JetStreamStore<A> {
                     last_sequence: sequence,
                     subject: Some(subject),
                     updated_at: Some(time),
+                    chain: Some(chain),
                 });
                 Ok((sequence, duplicate, aggregate))
             }

@@ -16,12 +16,21 @@ pub(super) struct Loaded<A> {
     pub(super) subject: Option<String>,
     /// when the last message's command ran; `None` when unknown or absent
     pub(super) updated_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// the last message's audit-chain value; `None` for an absent aggregate or an unchained message
+    pub(super) chain: Option<String>,
 }
 
 impl<A: Default> Loaded<A> {
     /// An aggregate without events.
     pub(super) fn absent() -> Self {
-        Self { aggregate: Arc::default(), version: 0, last_sequence: 0, subject: None, updated_at: None }
+        Self {
+            aggregate: Arc::default(),
+            version: 0,
+            last_sequence: 0,
+            subject: None,
+            updated_at: None,
+            chain: None,
+        }
     }
 }
 
