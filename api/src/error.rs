@@ -5,42 +5,12 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use domain::InstanceError;
-use serde::Serialize;
 use streams::ExecuteError;
-use utoipa::ToSchema;
 
 /// Base of every problem `type` URI; each problem's page is `<base><code>`.
 pub const PROBLEM_BASE: &str = "https://docs.controlplane.example/problems/";
 
-/// One field that broke one rule.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
-pub struct FieldError {
-    /// JSON pointer of the field in the request body (`/config/max_connections`), or the header name
-    pub field: String,
-    /// machine name of the rule (`dns1123_label`, `no_downgrade`, `unknown_field`, …)
-    pub rule: String,
-    /// what is wrong, for people
-    pub detail: String,
-}
-
-/// An RFC 9457 problem document.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct Problem {
-    /// URI identifying the problem type
-    #[serde(rename = "type")]
-    pub problem_type: String,
-    /// short summary of the problem type
-    pub title: String,
-    /// HTTP status
-    pub status: u16,
-    /// what happened in this occurrence
-    pub detail: String,
-    /// machine-readable problem code (the last segment of `type`)
-    pub code: String,
-    /// the fields at fault, if any
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub errors: Vec<FieldError>,
-}
+pub use wire::{FieldError, Problem};
 
 /// Every way a request can fail.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -2,6 +2,8 @@
 //! Each backup is its own aggregate (`domain::Backup`); the operation that asks for one has the
 //! backup's id and is done when the backup is.
 
+use crate::dto::Convert;
+use crate::dto::OperationType;
 use axum::{
     Extension, Json,
     extract::{Path, Query, State, rejection::QueryRejection},
@@ -193,13 +195,18 @@ pub(super) async fn list_backups(
     })?;
     let (limit, after) = crate::extract::page(params.limit, params.page_token.as_deref())?;
     let model = state.read_models.read();
-    let mut page =
-        model.backups().of_instance(&project, instance_id, params.state.map(Into::into), after, limit + 1);
+    let mut page = model.backups().of_instance(
+        &project,
+        instance_id,
+        params.state.map(Convert::convert),
+        after,
+        limit + 1,
+    );
     let next_page_token = (page.len() > limit).then(|| {
         page.truncate(limit);
         page.last().map(|v| v.id.to_string()).unwrap_or_default()
     });
-    Ok(Json(BackupList { items: page.into_iter().map(Backup::from).collect(), next_page_token }))
+    Ok(Json(BackupList { items: page.into_iter().map(Backup::convert).collect(), next_page_token }))
 }
 
 /// Gets one backup.
@@ -227,7 +234,7 @@ pub(super) async fn get_backup(
         .get(&project, backup_id)
         .filter(|view| view.source.instance_id == instance)
         .ok_or(ApiError::NotFound("backup"))?;
-    Ok(Json(Backup::from(view)))
+    Ok(Json(Backup::convert(view)))
 }
 
 /// Deletes a backup's object from the store. The record stays, marked deleted; the operation succeeds
@@ -296,7 +303,7 @@ fn accepted(
 ) -> Response {
     let operation = Operation {
         id,
-        operation_type: kind.into(),
+        operation_type: OperationType::convert(kind),
         state: OperationStatus::InProgress,
         instance_id,
         instance_version: 0,

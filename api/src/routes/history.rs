@@ -4,6 +4,7 @@
 //! projector's own fold (`projections::ReadModel`) over the messages stored until then, so it is what a
 //! GET would have answered at that moment, observed status included.
 
+use crate::dto::Convert as _;
 use axum::{
     Json,
     extract::{Path, Query, State, rejection::QueryRejection},
@@ -187,7 +188,7 @@ async fn states_at<const N: usize>(
                 tracing::warn!(sequence = message.sequence, error = %e, "message skipped in a fold as of a moment");
             }
         }
-        states[i] = model.instance(project, instance_id).map(Instance::from);
+        states[i] = model.instance(project, instance_id).map(Instance::convert);
     }
     Ok(states)
 }

@@ -1,5 +1,6 @@
 //! Instances: provision, read, list, update, deprovision.
 
+use crate::dto::Convert;
 use std::collections::BTreeMap;
 
 use axum::{
@@ -189,12 +190,12 @@ pub(super) async fn list_instances(
     let model = state.read_models.read();
     // One extra tells whether another page follows.
     let mut page =
-        model.list(&project, after, limit + 1, params.name.as_deref(), params.state.map(Into::into));
+        model.list(&project, after, limit + 1, params.name.as_deref(), params.state.map(Convert::convert));
     let next_page_token = (page.len() > limit).then(|| {
         page.truncate(limit);
         page.last().map(|v| v.spec().id.to_string()).unwrap_or_default()
     });
-    Ok(Json(InstanceList { items: page.into_iter().map(Instance::from).collect(), next_page_token }))
+    Ok(Json(InstanceList { items: page.into_iter().map(Instance::convert).collect(), next_page_token }))
 }
 
 /// Gets an instance: its full desired specification plus computed fields.
@@ -240,7 +241,7 @@ pub(super) async fn get_instance(
         let instance = domain::Instance::clone(&current.aggregate);
         InstanceView::with_desired(model.instance(&project, id), instance, current.version, updated_at)
     };
-    Ok(([(header::ETAG, etag(current.version))], Json(Instance::from(&view))).into_response())
+    Ok(([(header::ETAG, etag(current.version))], Json(Instance::convert(&view))).into_response())
 }
 
 /// Changes an instance (JSON merge patch).

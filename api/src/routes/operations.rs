@@ -1,5 +1,6 @@
 //! Operations: what a write started, fetchable again by a client that lost the response.
 
+use crate::dto::Convert;
 use axum::{
     Json,
     extract::{Path, State},
@@ -33,5 +34,5 @@ pub(super) async fn get_operation(
         super::write::catch_up(&state).await?;
     }
     let operation = state.read_models.read().operation(&project, id);
-    operation.map(|op| Json((&op).into())).ok_or(ApiError::NotFound("operation"))
+    operation.map(|op| Json(Operation::convert(&op))).ok_or(ApiError::NotFound("operation"))
 }

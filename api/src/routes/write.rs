@@ -5,6 +5,8 @@
 //! projector outage must not hold up writes. The response carries the write's stream sequence; reads that
 //! carry it back wait until the read models include it.
 
+use crate::dto::Convert;
+use crate::dto::OperationType;
 use axum::{
     Json,
     http::{HeaderMap, HeaderValue, StatusCode, header},
@@ -196,7 +198,7 @@ pub(super) async fn execute(
                     }
                     let operation = Operation {
                         id: first.operation_id,
-                        operation_type: kind.into(),
+                        operation_type: OperationType::convert(kind),
                         state: OperationStatus::InProgress,
                         instance_id: first.instance_id,
                         instance_version: landed.version,
@@ -255,7 +257,7 @@ pub(super) async fn execute(
     let operation = if !committed.events.is_empty() {
         Operation {
             id: operation_id,
-            operation_type: kind.into(),
+            operation_type: OperationType::convert(kind),
             state: OperationStatus::InProgress,
             instance_id,
             instance_version: committed.version,
@@ -272,7 +274,7 @@ pub(super) async fn execute(
             state.read_models.read().instance(project, instance_id).and_then(|v| v.deprovision_operation);
         let first = first.and_then(|id| state.read_models.read().operation(project, id));
         match first {
-            Some(op) => (&op).into(),
+            Some(op) => Operation::convert(&op),
             None => no_op(operation_id, kind, instance_id, committed.version, created_at),
         }
     } else {
@@ -291,7 +293,7 @@ fn no_op(
 ) -> Operation {
     Operation {
         id,
-        operation_type: kind.into(),
+        operation_type: OperationType::convert(kind),
         state: OperationStatus::Succeeded,
         instance_id,
         instance_version: version,
@@ -304,7 +306,7 @@ fn no_op(
 fn existing_operation(state: &AppState, project: &str, id: Uuid) -> Response {
     let operation = state.read_models.read().operation(project, id);
     match operation {
-        Some(op) => accepted(project, (&op).into(), op.instance_version, Some(op.sequence)),
+        Some(op) => accepted(project, Operation::convert(&op), op.instance_version, Some(op.sequence)),
         None => ApiError::NotFound("operation").into_response(),
     }
 }

@@ -1,13 +1,12 @@
 //! Operations: the asynchronous result of every write.
 
 use chrono::{DateTime, Utc};
-use projections::{OperationKind, OperationState, OperationView};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 /// What an operation does.
-#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OperationType {
     /// creates an instance
@@ -26,22 +25,8 @@ pub enum OperationType {
     Restore,
 }
 
-impl From<OperationKind> for OperationType {
-    fn from(kind: OperationKind) -> Self {
-        match kind {
-            OperationKind::Provision => Self::Provision,
-            OperationKind::Update => Self::Update,
-            OperationKind::Deprovision => Self::Deprovision,
-            OperationKind::RotateCredentials => Self::RotateCredentials,
-            OperationKind::Backup => Self::Backup,
-            OperationKind::DeleteBackup => Self::DeleteBackup,
-            OperationKind::Restore => Self::Restore,
-        }
-    }
-}
-
 /// Where an operation is.
-#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OperationStatus {
     /// accepted, not yet acted on
@@ -55,7 +40,7 @@ pub enum OperationStatus {
 }
 
 /// Why an operation failed, in the manner of the Open Service Broker API.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct OperationError {
     /// problem code
     pub code: String,
@@ -70,7 +55,7 @@ pub struct OperationError {
 }
 
 /// An asynchronous operation on an instance.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Operation {
     /// operation id
     pub id: Uuid,
@@ -91,34 +76,4 @@ pub struct Operation {
     /// why it failed, when it did
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<OperationError>,
-}
-
-impl From<&OperationView> for Operation {
-    fn from(op: &OperationView) -> Self {
-        Self {
-            id: op.id,
-            operation_type: op.kind.into(),
-            state: match op.state {
-                OperationState::InProgress => OperationStatus::InProgress,
-                OperationState::Succeeded => OperationStatus::Succeeded,
-                OperationState::Failed { .. } => OperationStatus::Failed,
-            },
-            instance_id: op.instance_id,
-            instance_version: op.instance_version,
-            backup_id: op.backup_id,
-            created_at: op.created_at,
-            error: match &op.state {
-                OperationState::Failed { reason, instance_usable, update_repeatable } => {
-                    Some(OperationError {
-                        code: "apply_failed".into(),
-                        detail: format!("the cluster reports {reason}"),
-                        reason: reason.clone(),
-                        instance_usable: *instance_usable,
-                        update_repeatable: *update_repeatable,
-                    })
-                }
-                _ => None,
-            },
-        }
-    }
 }

@@ -13,7 +13,7 @@ pub struct ClusterRequest {
 }
 
 /// A registered cluster.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Cluster {
     /// name
     pub name: String,

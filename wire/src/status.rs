@@ -18,28 +18,8 @@ pub enum Health {
     Error,
 }
 
-impl From<projections::Health> for Health {
-    fn from(h: projections::Health) -> Self {
-        match h {
-            projections::Health::Healthy => Self::Healthy,
-            projections::Health::Reconciling => Self::Reconciling,
-            projections::Health::Error => Self::Error,
-        }
-    }
-}
-
-impl From<Health> for projections::Health {
-    fn from(h: Health) -> Self {
-        match h {
-            Health::Healthy => Self::Healthy,
-            Health::Reconciling => Self::Reconciling,
-            Health::Error => Self::Error,
-        }
-    }
-}
-
 /// A Kubernetes-style condition.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Condition {
     /// Ready, VersionApplied, ResourcesApplied, ConfigurationApplied or Deleted
     #[serde(rename = "type")]
@@ -57,7 +37,7 @@ pub struct Condition {
 }
 
 /// Desired compared with observed.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct InstanceStatus {
     /// overall: error if the cluster reports a failure, reconciling if any aspect is, else healthy
     pub state: Health,
@@ -74,32 +54,9 @@ pub struct InstanceStatus {
     pub conditions: Vec<Condition>,
 }
 
-impl From<&projections::Status> for InstanceStatus {
-    fn from(s: &projections::Status) -> Self {
-        Self {
-            state: s.state.into(),
-            aspects: s.aspects.iter().map(|(a, h)| (a.as_str().to_owned(), (*h).into())).collect(),
-            reason: s.reason.clone(),
-            pending_restart: s.pending_restart.clone(),
-            conditions: s
-                .conditions
-                .iter()
-                .map(|c| Condition {
-                    condition_type: c.condition_type.to_owned(),
-                    status: c.status.to_owned(),
-                    reason: c.reason.clone(),
-                    message: c.message.clone(),
-                    last_transition_time: c.last_transition_time,
-                    observed_generation: c.observed_generation,
-                })
-                .collect(),
-        }
-    }
-}
-
 /// Objects of the instance that were changed or deleted in its cluster outside the control plane, and
 /// that the agent put back (a hand-edited StatefulSet, a deleted ManagedInstance).
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Drift {
     /// when the agent reported it
     pub at: DateTime<Utc>,
@@ -108,7 +65,7 @@ pub struct Drift {
 }
 
 /// What the cluster's agent last reported.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Observed {
     /// progressing, ready or failed
     pub phase: String,

@@ -6,7 +6,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 /// Who wrote an entry: the control plane (a command's event) or a cluster (an observation).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum HistorySource {
     /// an event of a command: what was decided
@@ -16,7 +16,7 @@ pub enum HistorySource {
 }
 
 /// One event of an instance (or of one of its backups), in stream order.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct HistoryEntry {
     /// the stream sequence of its message (a command's events share one)
     pub sequence: u64,
@@ -49,7 +49,7 @@ pub struct HistoryEntry {
 }
 
 /// A page of history.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct HistoryPage {
     /// entries in stream order
     pub items: Vec<HistoryEntry>,
@@ -92,7 +92,7 @@ pub struct DiffParams {
 }
 
 /// One field that differs.
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct FieldChange {
     /// JSON pointer into the instance representation, e.g. `/version`
     pub path: String,
@@ -103,7 +103,7 @@ pub struct FieldChange {
 }
 
 /// What changed in an instance between two moments, field by field.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct InstanceDiff {
     /// the earlier moment
     pub from: DateTime<Utc>,

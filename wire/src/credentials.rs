@@ -1,10 +1,10 @@
 //! Connection credentials of an instance, as the cluster holds them.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 /// What a client connects with. Read from the cluster at request time; never stored by the control plane.
-#[derive(Clone, Serialize, ToSchema)]
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
 pub struct Credentials {
     /// user to connect as
     pub username: String,

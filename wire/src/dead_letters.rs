@@ -1,11 +1,11 @@
 //! Messages a reader could not use, as operators see them (`streams::dead_letters`).
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 /// One parked message.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct DeadLetter {
     /// its position in the dead-letter stream (pass it as `after` to read on)
     pub sequence: u64,
@@ -26,7 +26,7 @@ pub struct DeadLetter {
 }
 
 /// A page of parked messages, oldest first.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct DeadLetterPage {
     /// the parked messages
     pub items: Vec<DeadLetter>,

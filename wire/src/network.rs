@@ -38,7 +38,7 @@ impl From<&DomainAclEntry> for AclEntry {
 
 /// The ACL of an instance: a set, sorted by CIDR. Empty: nothing outside the instance may connect, and
 /// the instance has no endpoint.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Acl {
     /// the entries, sorted by CIDR
     pub entries: Vec<AclEntry>,
@@ -81,7 +81,7 @@ pub struct AclAddRequest {
 }
 
 /// Where clients connect to an instance.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Connection {
     /// IP address or host name the cluster's load balancer published
     pub host: String,

@@ -3,14 +3,13 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use domain::{ConfigValue, ServiceType, instance::InstanceSpec};
-use projections::InstanceView;
+use domain::{ConfigValue, ServiceType};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::error::ApiError;
+use crate::FieldError;
 
 use super::{AclEntry, Connection, Drift, InstanceStatus, Observed};
 
@@ -116,7 +115,7 @@ pub struct RestoreFrom {
 }
 
 /// The backup an instance was restored from.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct RestoredFrom {
     /// the backup
     pub backup_id: uuid::Uuid,
@@ -172,10 +171,10 @@ pub struct UpdateRequest {
 
 impl UpdateRequest {
     /// Refuses changes to fields that are fixed at provisioning.
-    pub fn check_immutable(&self) -> Result<(), ApiError> {
+    pub fn check_immutable(&self) -> Result<(), FieldError> {
         let named = [("name", &self.name), ("service", &self.service), ("cluster", &self.cluster)];
         match named.into_iter().find(|(_, v)| v.is_some()) {
-            Some((field, _)) => Err(ApiError::field(
+            Some((field, _)) => Err(FieldError::new(
                 format!("/{field}"),
                 "immutable",
                 format!(
@@ -202,7 +201,7 @@ fn integral_u32<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Opt
 }
 
 /// Converts one configuration value, naming the key on failure.
-pub fn config_value(key: &str, value: &Value) -> Result<ConfigValue, ApiError> {
+pub fn config_value(key: &str, value: &Value) -> Result<ConfigValue, FieldError> {
     match value {
         Value::Bool(b) => Ok(ConfigValue::Bool(*b)),
         Value::Number(n) if n.is_i64() => Ok(ConfigValue::Int(n.as_i64().unwrap_or_default())),
@@ -213,7 +212,7 @@ pub fn config_value(key: &str, value: &Value) -> Result<ConfigValue, ApiError> {
             Ok(ConfigValue::Int(n.as_f64().unwrap_or_default() as i64))
         }
         Value::String(s) => Ok(ConfigValue::Text(s.clone())),
-        _ => Err(ApiError::field(
+        _ => Err(FieldError::new(
             format!("/config/{key}"),
             "scalar",
             "configuration values are booleans, integers or strings",
@@ -221,7 +220,8 @@ pub fn config_value(key: &str, value: &Value) -> Result<ConfigValue, ApiError> {
     }
 }
 
-fn config_json(config: &BTreeMap<String, ConfigValue>) -> BTreeMap<String, Value> {
+/// The JSON form of a configuration.
+pub fn config_json(config: &BTreeMap<String, ConfigValue>) -> BTreeMap<String, Value> {
     config
         .iter()
         .map(|(k, v)| {
@@ -236,7 +236,7 @@ fn config_json(config: &BTreeMap<String, ConfigValue>) -> BTreeMap<String, Value
 }
 
 /// Compute resources per replica.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Resources {
     /// CPU in millicores
     pub cpu_millis: u32,
@@ -247,7 +247,7 @@ pub struct Resources {
 }
 
 /// Where an instance is in its life.
-#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Lifecycle {
     /// provisioned
@@ -257,7 +257,7 @@ pub enum Lifecycle {
 }
 
 /// An instance: everything that was set (so `terraform import` can rebuild it) plus computed fields.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Instance {
     /// server-assigned id (UUIDv7)
     pub id: Uuid,
@@ -310,70 +310,8 @@ pub struct Instance {
     pub updated_at: DateTime<Utc>,
 }
 
-impl From<&InstanceView> for Instance {
-    fn from(view: &InstanceView) -> Self {
-        let spec: &InstanceSpec = view.spec();
-        Self {
-            id: spec.id,
-            project: spec.project.clone(),
-            name: spec.name.clone(),
-            service: spec.service.into(),
-            version: spec.version.clone(),
-            plan: spec.plan.clone(),
-            resources: Resources {
-                cpu_millis: spec.resources.cpu_millis,
-                memory_mib: spec.resources.memory_mib,
-                replicas: spec.resources.replicas,
-            },
-            storage_gib: spec.storage_gib,
-            config: config_json(&spec.config),
-            description: spec.description.clone(),
-            deletion_protection: spec.deletion_protection,
-            cluster: spec.cluster.clone(),
-            acl: spec.acl.iter().map(AclEntry::from).collect(),
-            restored_from: spec.restore.as_ref().map(|r| RestoredFrom {
-                backup_id: r.backup_id,
-                source_instance_id: r.source_instance_id,
-                point_in_time: r.target_time,
-            }),
-            connection: view
-                .observed
-                .as_ref()
-                .and_then(|o| o.network.as_ref()?.endpoint.as_ref())
-                .filter(|_| !spec.acl.is_empty())
-                .map(|e| Connection { host: e.host.clone(), port: e.port }),
-            lifecycle: match view.instance.lifecycle() {
-                domain::Lifecycle::Deprovisioning => Lifecycle::Deprovisioning,
-                _ => Lifecycle::Active,
-            },
-            instance_version: view.version,
-            status: InstanceStatus::from(&view.status),
-            observed: view.observed.as_ref().map(|o| Observed {
-                phase: match o.phase {
-                    domain::observed::ObservedPhase::Progressing => "progressing",
-                    domain::observed::ObservedPhase::Ready => "ready",
-                    domain::observed::ObservedPhase::Failed => "failed",
-                }
-                .to_owned(),
-                observed_generation: o.observed_generation,
-                ready_replicas: o.ready_replicas,
-                desired_replicas: o.desired_replicas,
-                running_version: o.running_version.clone(),
-                config_hash: o.config_hash.clone(),
-                config: o.config.clone(),
-                reason: o.reason.clone(),
-                acl: o.network.as_ref().map(|n| n.acl.clone()),
-                reported_at: view.observed_at,
-            }),
-            last_drift: view.last_drift.as_ref().map(|d| Drift { at: d.at, objects: d.objects.clone() }),
-            created_at: view.created_at,
-            updated_at: view.updated_at,
-        }
-    }
-}
-
 /// A page of instances.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct InstanceList {
     /// instances in creation order
     pub items: Vec<Instance>,

@@ -2,20 +2,20 @@
 //! and each configuration parameter with its type, range or allowed values, and how a change applies.
 
 use domain::catalog::{ApplyMode, ConfigKind, ServiceOffering, UpgradePath};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{Resources, Service};
 
 /// Every offered service.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Catalog {
     /// services, in catalog order
     pub services: Vec<ServiceCatalog>,
 }
 
 /// What one service offers.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ServiceCatalog {
     /// the service
     pub service: Service,
@@ -30,7 +30,7 @@ pub struct ServiceCatalog {
 }
 
 /// An offered version.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct CatalogVersion {
     /// the version
     pub version: String,
@@ -41,7 +41,7 @@ pub struct CatalogVersion {
 }
 
 /// An offered plan.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct CatalogPlan {
     /// plan name
     pub name: String,
@@ -52,7 +52,7 @@ pub struct CatalogPlan {
 }
 
 /// The type of a configuration parameter's value.
-#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ParameterType {
     /// an integer within `minimum` and `maximum`
@@ -64,7 +64,7 @@ pub enum ParameterType {
 }
 
 /// How a change of a parameter applies.
-#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Apply {
     /// without restarting the service
@@ -76,7 +76,7 @@ pub enum Apply {
 }
 
 /// A configuration parameter.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct CatalogParameter {
     /// parameter name, the key in an instance's `config`
     pub name: String,

@@ -67,7 +67,7 @@ impl BackupScheduleRequest {
 }
 
 /// A backup schedule.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct BackupSchedule {
     /// schedule id
     pub id: Uuid,
@@ -101,7 +101,7 @@ impl From<&DomainSchedule> for BackupSchedule {
 }
 
 /// An instance's backup schedules, sorted by name.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct BackupScheduleList {
     /// the schedules
     pub items: Vec<BackupSchedule>,

@@ -1,7 +1,6 @@
 //! Backups as the API shows them.
 
 use chrono::{DateTime, Utc};
-use projections::{BackupState as ViewState, BackupView};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -24,34 +23,8 @@ pub enum BackupState {
     Deleted,
 }
 
-impl From<ViewState> for BackupState {
-    fn from(state: ViewState) -> Self {
-        match state {
-            ViewState::Requested => Self::Requested,
-            ViewState::Running => Self::Running,
-            ViewState::Completed => Self::Completed,
-            ViewState::Failed => Self::Failed,
-            ViewState::Deleting => Self::Deleting,
-            ViewState::Deleted => Self::Deleted,
-        }
-    }
-}
-
-impl From<BackupState> for ViewState {
-    fn from(state: BackupState) -> Self {
-        match state {
-            BackupState::Requested => Self::Requested,
-            BackupState::Running => Self::Running,
-            BackupState::Completed => Self::Completed,
-            BackupState::Failed => Self::Failed,
-            BackupState::Deleting => Self::Deleting,
-            BackupState::Deleted => Self::Deleted,
-        }
-    }
-}
-
 /// A backup of an instance.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Backup {
     /// backup id (also the id of the operation that asked for it)
     pub id: Uuid,
@@ -98,35 +71,8 @@ pub struct Backup {
     pub verification_detail: Option<String>,
 }
 
-impl From<&BackupView> for Backup {
-    fn from(view: &BackupView) -> Self {
-        Self {
-            id: view.id,
-            instance_id: view.source.instance_id,
-            instance_name: view.source.instance_name.clone(),
-            service: view.source.service.as_str().to_owned(),
-            version: view.source.version.clone(),
-            trigger: match &view.trigger {
-                domain::BackupTrigger::Manual => "manual".to_owned(),
-                domain::BackupTrigger::Schedule { schedule_id } => format!("schedule/{schedule_id}"),
-            },
-            state: view.state.into(),
-            requested_at: view.requested_at,
-            started_at: view.started_at,
-            completed_at: view.finished_at,
-            size_bytes: view.size_bytes,
-            sha256: view.sha256.clone(),
-            location: view.location.clone(),
-            duration_ms: view.duration_ms,
-            error: view.reason.clone(),
-            verified: view.verified,
-            verification_detail: view.verification_detail.clone(),
-        }
-    }
-}
-
 /// One page of an instance's backups.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct BackupList {
     /// backups, newest first
     pub items: Vec<Backup>,
