@@ -48,6 +48,7 @@ pub fn router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(restore::restore_instance))
         .routes(routes!(history::history))
         .routes(routes!(history::diff))
+        .routes(routes!(history::verify))
         .routes(routes!(schedules::list_schedules, schedules::create_schedule))
         .routes(routes!(schedules::get_schedule, schedules::replace_schedule, schedules::delete_schedule))
         .routes(routes!(operations::get_operation))

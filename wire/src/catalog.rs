@@ -84,24 +84,24 @@ pub struct CatalogParameter {
     #[serde(rename = "type")]
     pub value_type: ParameterType,
     /// smallest allowed value (integers)
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub minimum: Option<i64>,
     /// largest allowed value (integers)
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub maximum: Option<i64>,
     /// allowed values (enums)
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub values: Option<Vec<String>>,
     /// how a change applies
     pub apply: Apply,
     /// what it sets
     pub description: String,
     /// what the service runs with while the parameter is not set, when known
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub default: Option<serde_json::Value>,
     /// the first version that has it; absent: every version
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<String>,
 }
 

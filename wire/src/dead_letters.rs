@@ -31,6 +31,6 @@ pub struct DeadLetterPage {
     /// the parked messages
     pub items: Vec<DeadLetter>,
     /// `after` for the next page, when there may be more
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_after: Option<u64>,
 }

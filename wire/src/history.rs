@@ -30,19 +30,19 @@ pub struct HistoryEntry {
     /// who: the command's actor, or `cluster-agent/<cluster>`
     pub actor: String,
     /// the operation kind of the command, e.g. `provision`
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operation: Option<String>,
     /// the operation (command) id
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operation_id: Option<Uuid>,
     /// the request id of the API call that caused it
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub correlation_id: Option<String>,
     /// the message or command that caused it
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub causation_id: Option<String>,
     /// the backup it concerns, for a backup's events
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup_id: Option<Uuid>,
     /// the event's content, as stored
     pub data: serde_json::Value,
@@ -54,12 +54,12 @@ pub struct HistoryPage {
     /// entries in stream order
     pub items: Vec<HistoryEntry>,
     /// pass as `page_token` for the next page; absent on the last
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_page_token: Option<String>,
 }
 
 /// Query of `GET …/history`.
-#[derive(Debug, Deserialize, IntoParams)]
+#[derive(Debug, Serialize, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct HistoryParams {
@@ -72,7 +72,7 @@ pub struct HistoryParams {
 }
 
 /// Query of `GET …/instances/{id}`.
-#[derive(Debug, Deserialize, IntoParams)]
+#[derive(Debug, Serialize, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct InstanceParams {
@@ -81,7 +81,7 @@ pub struct InstanceParams {
 }
 
 /// Query of `GET …/diff`.
-#[derive(Debug, Deserialize, IntoParams)]
+#[derive(Debug, Serialize, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct DiffParams {
@@ -161,4 +161,29 @@ mod tests {
         );
         assert!(changes(&from, &from).is_empty());
     }
+}
+
+/// What a walk of an instance's audit chain found (`GET …/instances/{id}/history/verify`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ChainVerification {
+    /// true when every chained message follows from the ones before it
+    pub intact: bool,
+    /// messages whose link was checked
+    pub messages: u64,
+    /// messages written before the chain existed, which it does not protect
+    pub unchained: u64,
+    /// the first message that does not follow, when the chain breaks
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broken_at: Option<ChainBreak>,
+}
+
+/// The first message of a chain that does not follow from the ones before it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ChainBreak {
+    /// its stream sequence
+    pub sequence: u64,
+    /// its subject
+    pub subject: String,
+    /// what is wrong, for people
+    pub detail: String,
 }

@@ -50,7 +50,7 @@ impl From<ServiceType> for Service {
 }
 
 /// Body of `POST /v1/projects/{project}/instances`.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProvisionRequest {
     /// name, unique in the project; a DNS-1123 label. Immutable.
@@ -99,7 +99,7 @@ pub struct ProvisionRequest {
 }
 
 /// What a new instance starts from: `backup_id`, or `instance_id` with `point_in_time` (PostgreSQL).
-#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RestoreFrom {
     /// a completed backup of the same service, of the same or an older version
@@ -122,12 +122,12 @@ pub struct RestoredFrom {
     /// the instance the backup is of
     pub source_instance_id: uuid::Uuid,
     /// a fork's point in time
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub point_in_time: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Which backup to restore from (`POST …/instances/{id}/restore`, or `restore_from` of a provision).
-#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RestoreRequest {
     /// a completed backup of the same service, of the same or an older version
@@ -136,35 +136,35 @@ pub struct RestoreRequest {
 
 /// Body of `PATCH /v1/projects/{project}/instances/{id}`: a JSON merge patch. Absent (or null) fields are
 /// left as they are; within `config`, a null value removes the key.
-#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateRequest {
     /// new version (upgrade only)
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
     /// new plan
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<String>,
     /// new storage in GiB (grow only)
-    #[serde(default, deserialize_with = "integral_u32")]
+    #[serde(default, deserialize_with = "integral_u32", skip_serializing_if = "Option::is_none")]
     pub storage_gib: Option<u32>,
     /// configuration changes; null removes a key
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<BTreeMap<String, Object>>)]
     pub config: Option<BTreeMap<String, Value>>,
     /// new description
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     /// new deletion protection
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deletion_protection: Option<bool>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(ignore)]
     name: Option<Value>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(ignore)]
     service: Option<Value>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(ignore)]
     cluster: Option<Value>,
 }
@@ -287,10 +287,10 @@ pub struct Instance {
     /// network ACL, sorted by CIDR
     pub acl: Vec<AclEntry>,
     /// the backup the instance was last restored from (at provisioning or in place)
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restored_from: Option<RestoredFrom>,
     /// where clients connect, once the cluster published an address (only while the ACL is not empty)
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connection: Option<Connection>,
     /// lifecycle state
     pub lifecycle: Lifecycle,
@@ -299,10 +299,10 @@ pub struct Instance {
     /// desired state compared with what the cluster's agent observed
     pub status: InstanceStatus,
     /// what the cluster's agent last reported, once it has
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed: Option<Observed>,
     /// the last drift the cluster's agent healed, if any
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_drift: Option<Drift>,
     /// when it was provisioned
     pub created_at: DateTime<Utc>,
@@ -316,6 +316,6 @@ pub struct InstanceList {
     /// instances in creation order
     pub items: Vec<Instance>,
     /// pass as `page_token` to get the next page; absent on the last page
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_page_token: Option<String>,
 }

@@ -27,8 +27,8 @@ pub use clusters::{Cluster, ClusterRequest};
 pub use credentials::Credentials;
 pub use dead_letters::{DeadLetter, DeadLetterPage};
 pub use history::{
-    DiffParams, FieldChange, HistoryEntry, HistoryPage, HistoryParams, HistorySource, InstanceDiff,
-    InstanceParams, changes,
+    ChainBreak, ChainVerification, DiffParams, FieldChange, HistoryEntry, HistoryPage, HistoryParams,
+    HistorySource, InstanceDiff, InstanceParams, changes,
 };
 pub use instances::{
     Instance, InstanceList, Lifecycle, ProvisionRequest, Resources, RestoreFrom, RestoreRequest,

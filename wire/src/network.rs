@@ -48,7 +48,7 @@ pub struct Acl {
 
 /// Body of `PUT …/acl`: the whole new set. Order does not matter; the same set in another order changes
 /// nothing.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AclReplaceRequest {
     /// at most 100 entries, each CIDR once
@@ -60,7 +60,7 @@ pub struct AclReplaceRequest {
 }
 
 /// Body of `POST …/acl`: one entry to add (an entry with the same CIDR gets this description).
-#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AclAddRequest {
     /// the block, in canonical CIDR form

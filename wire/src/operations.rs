@@ -69,11 +69,11 @@ pub struct Operation {
     /// the instance version it produced (0 for backup operations, which change no instance)
     pub instance_version: u64,
     /// the backup it acts on, for backup operations
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup_id: Option<Uuid>,
     /// when it was accepted
     pub created_at: DateTime<Utc>,
     /// why it failed, when it did
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<OperationError>,
 }

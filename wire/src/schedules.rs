@@ -21,7 +21,7 @@ pub struct Retention {
 }
 
 /// A backup schedule as a client writes it.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BackupScheduleRequest {
     /// unique among the instance's schedules (a DNS-1123 label)
@@ -82,7 +82,7 @@ pub struct BackupSchedule {
     /// how long its backups are kept
     pub retention: Retention,
     /// the next time it makes a backup, while enabled
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_run_at: Option<DateTime<Utc>>,
 }
 

@@ -44,11 +44,11 @@ pub struct InstanceStatus {
     /// per aspect: version, resources, configuration, network_access (and deletion while deprovisioning)
     pub aspects: BTreeMap<String, Health>,
     /// failure reason reported by the cluster
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// configuration parameters (the catalog's `restart` ones) changed but waiting for the service's
     /// restart to apply; empty once the cluster has applied the configuration
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pending_restart: Vec<String>,
     /// Ready plus one condition per aspect
     pub conditions: Vec<Condition>,
@@ -70,29 +70,29 @@ pub struct Observed {
     /// progressing, ready or failed
     pub phase: String,
     /// desired generation fully applied and ready
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<u64>,
     /// replicas ready
     pub ready_replicas: u32,
     /// replicas desired
     pub desired_replicas: u32,
     /// service version running
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub running_version: Option<String>,
     /// hash of the configuration applied
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_hash: Option<String>,
     /// the configuration applied (the one `config_hash` describes)
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<BTreeMap<String, Object>>)]
     pub config: Option<BTreeMap<String, serde_json::Value>>,
     /// failure reason
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// the source blocks the cluster admits (its NetworkPolicy), sorted
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub acl: Option<Vec<String>>,
     /// when the agent reported it
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reported_at: Option<DateTime<Utc>>,
 }

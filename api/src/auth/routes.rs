@@ -51,6 +51,7 @@ pub const ROUTES: &[(&str, &str, Requirement)] = &[
     ("POST", "/v1/projects/{project}/instances/{id}/restore", Project(Role::Editor)),
     ("GET", "/v1/projects/{project}/instances/{id}/history", Project(Role::Viewer)),
     ("GET", "/v1/projects/{project}/instances/{id}/diff", Project(Role::Viewer)),
+    ("GET", "/v1/projects/{project}/instances/{id}/history/verify", Project(Role::Viewer)),
     ("GET", "/v1/projects/{project}/instances/{id}/backup-schedules", Project(Role::Viewer)),
     ("POST", "/v1/projects/{project}/instances/{id}/backup-schedules", Project(Role::Editor)),
     ("GET", "/v1/projects/{project}/instances/{id}/backup-schedules/{schedule_id}", Project(Role::Viewer)),

@@ -4,7 +4,6 @@
 //! projector's own fold (`projections::ReadModel`) over the messages stored until then, so it is what a
 //! GET would have answered at that moment, observed status included.
 
-use crate::dto::Convert as _;
 use axum::{
     Json,
     extract::{Path, Query, State, rejection::QueryRejection},
@@ -19,10 +18,12 @@ use streams::{
 use uuid::Uuid;
 
 use super::instances::current_instance;
+use crate::dto::Convert as _;
 use crate::{
     ApiError, AppState,
     dto::{
-        DiffParams, HistoryEntry, HistoryPage, HistoryParams, HistorySource, Instance, InstanceDiff, changes,
+        ChainBreak, ChainVerification, DiffParams, HistoryEntry, HistoryPage, HistoryParams, HistorySource,
+        Instance, InstanceDiff, changes,
     },
     error::{FieldError, Problem},
 };
@@ -225,5 +226,37 @@ pub(super) async fn diff(
         to: params.to,
         existed_at_from: before.is_some(),
         changes: changes(&from, &value(&after)),
+    }))
+}
+
+/// Walks the instance's audit chain (its desired and backup subjects; see `streams::chain`) and names the
+/// first message that does not follow from the ones before it.
+#[utoipa::path(
+    get,
+    path = "/v1/projects/{project}/instances/{id}/history/verify",
+    tag = "instances",
+    params(("project" = String, Path, description = "project"), ("id" = String, Path, description = "instance id")),
+    responses(
+        (status = 200, body = ChainVerification),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn verify(
+    State(state): State<AppState>,
+    Path((project, id)): Path<(String, String)>,
+) -> Result<Json<ChainVerification>, ApiError> {
+    let (instance_id, _) = located(&state, &project, &id).await?;
+    let filters = streams::instances::instance_event_filters(&project, instance_id);
+    let report = streams::chain::verify(&state.events, filters).await.map_err(unavailable)?;
+    Ok(Json(ChainVerification {
+        intact: report.broken.is_none(),
+        messages: report.messages,
+        unchained: report.unchained,
+        broken_at: report.broken.map(|b| ChainBreak {
+            sequence: b.sequence,
+            subject: b.subject.clone(),
+            detail: b.to_string(),
+        }),
     }))
 }
