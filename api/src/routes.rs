@@ -12,6 +12,7 @@ mod network;
 mod operations;
 mod restore;
 mod schedules;
+mod ui;
 mod write;
 
 use axum::{
@@ -79,6 +80,7 @@ pub fn app(state: AppState) -> Router {
             }),
         )
         .route("/metrics", axum::routing::get(crate::metrics::serve))
+        .merge(ui::router())
         // The UI reads the document as served (with the rules and the registered clusters), not the bare
         // generated one.
         .merge(SwaggerUi::new("/docs").config(utoipa_swagger_ui::Config::from("/openapi.json")))

@@ -27,6 +27,11 @@ pub const ROUTES: &[(&str, &str, Requirement)] = &[
     ("GET", "/readyz", Public),
     ("GET", "/metrics", Public),
     ("GET", "/openapi.json", Public),
+    // The dashboard's page and assets hold no data; what they fetch is authorized as usual.
+    ("GET", "/", Public),
+    ("GET", "/ui", Public),
+    ("GET", "/ui/", Public),
+    ("GET", "/ui/{asset}", Public),
     ("GET", "/v1/catalog", Authenticated),
     ("GET", "/v1/catalog/{service}", Authenticated),
     ("GET", "/v1/admin/clusters", PlatformAdmin),

@@ -1,0 +1,98 @@
+"""The dashboard in a real headless Chromium (Debian's, driven by Playwright; no browser is downloaded).
+
+Run by tests/tests/dashboard.rs against a control plane it serves: signs in, provisions an instance
+through the API, watches it appear and turn healthy on the page without a reload (the SSE feed), opens
+its page (aspects, conditions, history timeline) and the fleet chart, and saves screenshots.
+Exits non-zero with the reason on the first expectation that fails.
+"""
+
+import argparse
+import json
+import pathlib
+import sys
+import urllib.request
+
+from playwright.sync_api import expect, sync_playwright
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--url", required=True)
+parser.add_argument("--token", required=True)
+parser.add_argument("--project", default="acme")
+parser.add_argument("--cluster", default="eu-1")
+parser.add_argument("--chromium", default="/usr/bin/chromium")
+parser.add_argument("--out", required=True)
+args = parser.parse_args()
+out = pathlib.Path(args.out)
+out.mkdir(parents=True, exist_ok=True)
+expect.set_options(timeout=60_000)
+
+
+def provision(name):
+    body = json.dumps({"name": name, "service": "postgresql", "version": "16", "plan": "starter",
+                       "cluster": args.cluster, "config": {"max_connections": 150},
+                       "acl": [{"cidr": "10.0.0.0/8", "description": "office"}]}).encode()
+    request = urllib.request.Request(f"{args.url}/v1/projects/{args.project}/instances", data=body, method="POST",
+                                     headers={"Authorization": f"Bearer {args.token}",
+                                              "Content-Type": "application/json"})
+    with urllib.request.urlopen(request) as response:
+        assert response.status == 202, response.status
+        return json.load(response)
+
+
+with sync_playwright() as playwright:
+    browser = playwright.chromium.launch(executable_path=args.chromium, args=["--no-sandbox"])
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+
+    # A wrong token is refused on the sign-in form.
+    page.goto(f"{args.url}/")
+    page.get_by_test_id("token").fill("cpat_not_a_token")
+    page.get_by_test_id("project").fill(args.project)
+    page.get_by_test_id("sign-in-submit").click()
+    expect(page.get_by_test_id("sign-in-error")).to_contain_text("not valid")
+
+    page.get_by_test_id("token").fill(args.token)
+    page.get_by_test_id("sign-in-submit").click()
+    expect(page.get_by_test_id("instances")).to_be_visible()
+    expect(page.get_by_test_id("live")).to_have_text("live")
+    page.evaluate("window.__notReloaded = true")
+
+    operation = provision("orders")
+    row = page.locator("tr[data-instance=orders]")
+    expect(row).to_be_visible()
+    expect(row).to_have_attribute("data-state", "healthy")
+    assert page.evaluate("window.__notReloaded === true"), "the page reloaded instead of following the feed"
+    page.screenshot(path=str(out / "instances-healthy.png"), full_page=True)
+
+    # The filter hides what does not match.
+    page.get_by_test_id("filter").fill("zzz")
+    expect(page.locator("tr[data-instance]")).to_have_count(0)
+    page.get_by_test_id("filter").fill("ord")
+    expect(page.locator("tr[data-instance]")).to_have_count(1)
+    page.get_by_test_id("state-filter").select_option("error")
+    expect(page.locator("tr[data-instance]")).to_have_count(0)
+    page.get_by_test_id("state-filter").select_option("healthy")
+    expect(page.locator("tr[data-instance]")).to_have_count(1)
+
+    row.get_by_role("link", name="orders").click()
+    instance = page.get_by_test_id("instance")
+    expect(instance).to_have_attribute("data-state", "healthy")
+    expect(page.get_by_text("max_connections")).to_be_visible()
+    expect(page.get_by_text("10.0.0.0/8")).to_be_visible()
+    entries = page.get_by_test_id("history-entry")
+    expect(entries.first).to_contain_text("InstanceProvisioned")
+    expect(page.get_by_test_id("history")).to_contain_text("by admin@tests")
+    # The observed side of the timeline: what the cluster's agent reported.
+    expect(page.locator("li.observed").first).to_be_visible()
+    page.screenshot(path=str(out / "instance-history.png"), full_page=True)
+
+    page.get_by_test_id("nav-fleet").click()
+    bar = page.locator(f"[data-testid=fleet-chart] rect[data-cluster={args.cluster}][data-state=healthy]")
+    expect(bar).to_have_attribute("data-count", "1")
+    page.screenshot(path=str(out / "fleet.png"), full_page=True)
+
+    assert not errors, f"script errors on the page: {errors}"
+    browser.close()
+
+print(json.dumps({"operation": operation["id"], "screenshots": sorted(p.name for p in out.glob("*.png"))}))
