@@ -196,7 +196,53 @@ pub struct ManagedInstanceStatus {
     /// where clients connect (`host:port`), once the cluster assigned an address
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+    /// each object applied for `observedGeneration` (`Kind/name`, Secrets excluded) with the SHA-256 of its
+    /// rendered form (`render::digest`)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rendered: Option<BTreeMap<String, String>>,
     /// conditions: Ready
     #[serde(default)]
     pub conditions: Vec<Condition>,
+}
+
+/// The ManagedInstance that stands for `instance` at `version` (its instance version, which is the
+/// object's `spec.generation`): what the mirror applies, and what a dry run renders. `None` for an
+/// instance without a spec.
+pub fn desired_object(
+    instance: &domain::Instance,
+    version: u64,
+) -> serde_json::Result<Option<serde_json::Value>> {
+    use serde_json::json;
+
+    use crate::render::{INSTANCE_LABEL, PROJECT_LABEL, namespace};
+    let Some(spec) = instance.spec() else { return Ok(None) };
+    let config: serde_json::Map<String, serde_json::Value> = spec
+        .config
+        .iter()
+        .map(|(k, v)| Ok((k.clone(), serde_json::to_value(v)?)))
+        .collect::<serde_json::Result<_>>()?;
+    let mut object = json!({
+        "apiVersion": "cp.example.com/v1alpha1",
+        "kind": "ManagedInstance",
+        "metadata": {"name": spec.name, "namespace": namespace(&spec.project),
+            "labels": {INSTANCE_LABEL: spec.id.to_string(), PROJECT_LABEL: spec.project,
+                       "app.kubernetes.io/managed-by": "cp-cluster-agent"}},
+        "spec": {
+            "instanceId": spec.id.to_string(), "project": spec.project, "service": spec.service.as_str(),
+            "version": spec.version, "plan": spec.plan, "cpuMillis": spec.resources.cpu_millis,
+            "memoryMib": spec.resources.memory_mib, "replicas": spec.resources.replicas,
+            "storageGib": spec.storage_gib, "config": config, "generation": version,
+            "aspects": AspectGenerations::from(instance.generations()),
+            "acl": spec.acl.iter().map(|e| e.cidr.as_str()).collect::<Vec<_>>(),
+        },
+    });
+    if let Some(restore) = &spec.restore {
+        object["spec"]["restore"] =
+            json!({"backupId": restore.backup_id.to_string(), "location": restore.location});
+        if let Some(time) = restore.target_time {
+            object["spec"]["restore"]["targetTime"] =
+                json!(time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        }
+    }
+    Ok(Some(object))
 }

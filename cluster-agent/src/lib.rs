@@ -15,6 +15,7 @@ mod backups;
 pub mod controller;
 pub mod crd;
 mod credentials;
+pub mod dry_run;
 pub mod metrics;
 pub mod mirror;
 mod publish;

@@ -18,15 +18,15 @@ use kube::{
     api::{DeleteParams, Patch},
     runtime::{WatchStreamExt as _, watcher},
 };
-use serde_json::{Value, json};
+use serde_json::json;
 use streams::{EventBatch, cluster_feed};
 use uuid::Uuid;
 
 use crate::{
     AgentConfig, Error, Result,
-    crd::{AspectGenerations, ManagedInstance},
+    crd::ManagedInstance,
     publish::{About, publish},
-    render::{INSTANCE_LABEL, PROJECT_LABEL, apply_params, namespace},
+    render::{apply_params, namespace},
 };
 
 /// Messages handled at once. Each instance is still handled by one at a time (see `Desired::lock`).
@@ -331,35 +331,7 @@ async fn mirror(config: &AgentConfig, desired: &Desired, id: Uuid) -> Result<()>
     match instance.lifecycle() {
         Lifecycle::Active => {
             ensure_namespace(config, desired, &ns).await?;
-            let config_json: serde_json::Map<String, Value> = spec
-                .config
-                .iter()
-                .map(|(k, v)| Ok((k.clone(), serde_json::to_value(v)?)))
-                .collect::<Result<_>>()?;
-            let object = json!({
-                "apiVersion": "cp.example.com/v1alpha1",
-                "kind": "ManagedInstance",
-                "metadata": {"name": spec.name, "namespace": ns,
-                    "labels": {INSTANCE_LABEL: spec.id.to_string(), PROJECT_LABEL: spec.project,
-                               "app.kubernetes.io/managed-by": "cp-cluster-agent"}},
-                "spec": {
-                    "instanceId": spec.id.to_string(), "project": spec.project, "service": spec.service.as_str(),
-                    "version": spec.version, "plan": spec.plan, "cpuMillis": spec.resources.cpu_millis,
-                    "memoryMib": spec.resources.memory_mib, "replicas": spec.resources.replicas,
-                    "storageGib": spec.storage_gib, "config": config_json, "generation": version,
-                    "aspects": AspectGenerations::from(instance.generations()),
-                    "acl": spec.acl.iter().map(|e| e.cidr.as_str()).collect::<Vec<_>>(),
-                },
-            });
-            let mut object = object;
-            if let Some(restore) = &spec.restore {
-                object["spec"]["restore"] =
-                    json!({"backupId": restore.backup_id.to_string(), "location": restore.location});
-                if let Some(time) = restore.target_time {
-                    object["spec"]["restore"]["targetTime"] =
-                        json!(time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
-                }
-            }
+            let Some(object) = crate::crd::desired_object(&instance, version)? else { return Ok(()) };
             api.patch(&spec.name, &apply_params(), &Patch::Apply(&object)).await?;
         }
         Lifecycle::Deprovisioning => match api.delete(&spec.name, &DeleteParams::background()).await {

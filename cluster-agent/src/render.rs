@@ -15,6 +15,7 @@ pub use applied::{first_difference, is_applied, quantities_equal};
 mod applied;
 pub mod backup;
 pub mod barman;
+pub mod digest;
 pub mod job;
 pub mod network;
 pub mod rotation;

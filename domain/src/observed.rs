@@ -53,6 +53,11 @@ pub struct ObservedState {
     /// network access as the cluster enforces it. Added to schema 1 with a default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<ObservedNetwork>,
+    /// once `observed_generation` is the desired one: each object the agent applied for it (`Kind/name`,
+    /// Secrets excluded) with the SHA-256 of its rendered form, so a dry run of another renderer can name
+    /// the objects it would change. Added to schema 1 with a default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rendered: Option<std::collections::BTreeMap<String, String>>,
 }
 
 impl ObservedState {

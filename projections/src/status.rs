@@ -180,6 +180,7 @@ mod tests {
             reason: (phase == ObservedPhase::Failed).then(|| "CrashLoopBackOff".into()),
             applied: None,
             network: None,
+            rendered: None,
             config: None,
         }
     }

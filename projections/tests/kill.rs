@@ -155,6 +155,7 @@ async fn a_projector_killed_mid_stream_ends_equal_to_a_clean_rebuild() {
                                 reason: None,
                                 applied: None,
                                 network: None,
+                                rendered: None,
                                 config: None,
                             };
                             let message = ObservedMessage::new(

@@ -71,6 +71,20 @@ pub async fn read_project_history(
     read_history(events, project_history_filters(project), range).await
 }
 
+/// The subjects of a cluster's history: its instances' desired subjects and its observed facts.
+pub fn cluster_history_filters(cluster: &str) -> Vec<String> {
+    vec![crate::instances::cluster_filter(cluster), crate::instances::observed_cluster_filter(cluster)]
+}
+
+/// Reads the cluster's messages in `range`, as [`read_instance_history`] does for one instance.
+pub async fn read_cluster_history(
+    events: &Stream,
+    cluster: &str,
+    range: HistoryRange,
+) -> Result<Vec<HistoryMessage>, String> {
+    read_history(events, cluster_history_filters(cluster), range).await
+}
+
 async fn read_history(
     events: &Stream,
     filter_subjects: Vec<String>,

@@ -28,6 +28,8 @@ pub(super) async fn apply(mi: Arc<ManagedInstance>, ctx: &Context) -> Result<Act
     let namespace = mi.namespace().unwrap_or_default();
     let mut writes = 0u32;
     let mut desired = render::render(&mi, ctx.config.backup_store.as_ref());
+    // Of the objects as rendered, before the pass adapts them to what the cluster holds.
+    let rendered = render::digest::digests(&desired);
     let mut healed = Vec::new();
     let mut drifted = Vec::new();
     let instance_id = mi.spec.instance_id.clone();
@@ -149,7 +151,7 @@ pub(super) async fn apply(mi: Arc<ManagedInstance>, ctx: &Context) -> Result<Act
     // nothing will trigger the retry: poll, slowly.
     let next =
         if storage_failure.is_some() { Action::requeue(EXPANSION_RETRY) } else { Action::await_change() };
-    let observed = observe::observe(&mi, ctx, &desired, storage_failure, &rotation, &restore);
+    let observed = observe::observe(&mi, ctx, &desired, rendered, storage_failure, &rotation, &restore);
     let status = observe::status_of(&mi, &observed);
     if last.as_ref().is_none_or(|s| !observe::same_status(s, &status)) {
         publish(&ctx.config, &ctx.jetstream, about(&mi), ObservedEvent::InstanceObserved(Box::new(observed)))

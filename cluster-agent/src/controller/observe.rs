@@ -81,6 +81,7 @@ pub(super) fn observe(
     mi: &ManagedInstance,
     ctx: &Context,
     desired: &[render::Child],
+    rendered: std::collections::BTreeMap<String, String>,
     storage_failure: Option<String>,
     rotation: &super::rotation::Rotation,
     restore: &super::restore::Restore,
@@ -189,6 +190,7 @@ pub(super) fn observe(
             acl: acl.unwrap_or_default(),
             endpoint: endpoint.map(|(host, port)| Endpoint { host, port }),
         }),
+        rendered: if ready { Some(rendered) } else { previous.rendered },
     }
 }
 
@@ -238,6 +240,7 @@ pub(super) fn status_of(mi: &ManagedInstance, observed: &ObservedState) -> Manag
             .as_ref()
             .and_then(|n| n.endpoint.as_ref())
             .map(|e| format!("{}:{}", e.host, e.port)),
+        rendered: observed.rendered.clone(),
         conditions: vec![Condition {
             type_: "Ready".into(),
             status: status.into(),

@@ -94,6 +94,7 @@ impl Log {
             reason: (phase == ObservedPhase::Failed).then(|| "CrashLoopBackOff".into()),
             applied,
             network: None,
+            rendered: None,
             config: None,
         };
         let mut message = ObservedMessage::new(
