@@ -157,6 +157,25 @@ impl Context {
         of_instance(&self.pods, namespace, instance_id)
     }
 
+    /// Waits (bounded) until every watch cache has listed once. Until then an object missing from a cache
+    /// may exist: a reconcile right after a start would re-apply it (and report it as drift) although
+    /// nothing changed. The caches fill while the controller runs, so waiting here cannot stall them.
+    async fn caches_ready(&self) -> Result<()> {
+        let wait = std::time::Duration::from_secs(10);
+        let ready = async {
+            for store in self.stores.values() {
+                store.wait_until_ready().await?;
+            }
+            self.claims.wait_until_ready().await?;
+            self.pods.wait_until_ready().await
+        };
+        match tokio::time::timeout(wait, ready).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(crate::Error::Waiting("a watch cache stopped".into())),
+            Err(_) => Err(crate::Error::Waiting("the watch caches have not listed yet".into())),
+        }
+    }
+
     fn remember(&self, kind: ChildKind, namespace: &str, name: &str, object: Option<Value>) {
         let mut written = lock(&self.written);
         let key = (kind, namespace.to_owned(), name.to_owned());
@@ -299,6 +318,7 @@ fn error_policy(mi: Arc<ManagedInstance>, error: &Error, ctx: Arc<Context>) -> A
 #[tracing::instrument(skip(mi, ctx), fields(instance = %mi.name_any(), namespace = mi.namespace().unwrap_or_default()))]
 async fn reconcile(mi: Arc<ManagedInstance>, ctx: Arc<Context>) -> Result<Action> {
     ctx.config.metrics.reconciles.inc();
+    ctx.caches_ready().await?;
     let namespace = mi.namespace().unwrap_or_default();
     let api: Api<ManagedInstance> = Api::namespaced(ctx.config.client.clone(), &namespace);
     finalizer(&api, FINALIZER, mi, |event| async {

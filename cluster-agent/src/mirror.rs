@@ -15,7 +15,7 @@ use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::{
     Api, ResourceExt as _,
-    api::{DeleteParams, Patch},
+    api::{DeleteParams, ListParams, Patch},
     runtime::{WatchStreamExt as _, watcher},
 };
 use serde_json::json;
@@ -24,7 +24,7 @@ use uuid::Uuid;
 
 use crate::{
     AgentConfig, Error, Result,
-    crd::ManagedInstance,
+    crd::{ManagedInstance, ManagedInstanceSpec},
     publish::{About, publish},
     render::{apply_params, namespace},
 };
@@ -57,10 +57,23 @@ pub(crate) struct Desired {
     /// one mirror at a time per instance
     locks: Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<()>>>>,
     namespaces: Mutex<HashSet<String>>,
+    /// the ManagedInstances the cluster held when the agent started (one LIST), so the start-up rebuild
+    /// writes only what differs; `None` when that read failed (everything is written, as before)
+    at_start: Mutex<Option<AtStart>>,
     /// latest known state and version of each backup of the cluster's instances
     backups: Mutex<HashMap<Uuid, (domain::Backup, u64)>>,
     /// bumped whenever a backup is learned, so the backup runner looks again
     pub(crate) backups_changed: tokio::sync::watch::Sender<u64>,
+}
+
+/// What the cluster held when the agent started. Each instance's entry is used once, by its first mirror:
+/// later mirrors act on what happened since.
+#[derive(Default)]
+struct AtStart {
+    /// the spec of each ManagedInstance, by instance
+    mirrors: HashMap<Uuid, ManagedInstanceSpec>,
+    /// instances whose entry was used
+    used: HashSet<Uuid>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -126,6 +139,17 @@ impl Desired {
         lock(&self.instances).get(&id).map_or(0, |(_, version)| *version)
     }
 
+    /// What the cluster held for `id` when the agent started, the first time it is asked: `Some(None)`
+    /// when it held no ManagedInstance for it; `None` when that is unknown or was asked before.
+    fn at_start(&self, id: Uuid) -> Option<Option<ManagedInstanceSpec>> {
+        let mut at_start = lock(&self.at_start);
+        let at_start = at_start.as_mut()?;
+        if !at_start.used.insert(id) {
+            return None;
+        }
+        Some(at_start.mirrors.remove(&id))
+    }
+
     fn lock(&self, id: Uuid) -> Arc<tokio::sync::Mutex<()>> {
         lock(&self.locks).entry(id).or_default().clone()
     }
@@ -151,6 +175,7 @@ pub(crate) async fn run(config: Arc<AgentConfig>, desired: Arc<Desired>) -> anyh
     // The agent never administers JetStream (the control plane makes the cluster's stream and consumer
     // when it registers the cluster): it looks its consumer up, and waits while it does not exist yet.
     let consumer = open_consumer(&js, &config).await;
+    remember_cluster(&config, &desired).await;
     // A slow or briefly unavailable JetStream (a replicated stream electing a leader, a loaded server)
     // is waited out, as the consumer lookup is: the agent keeps running and retries.
     let mut wait = Duration::from_millis(200);
@@ -283,6 +308,35 @@ async fn open_consumer(
     }
 }
 
+/// Reads, with one LIST each, the ManagedInstances and the namespaces the agent made that the cluster
+/// holds, so that rebuilding the desired state at start writes nothing that is already there: a restart
+/// in steady state costs two reads, not a write per instance and per namespace. A failed read is logged
+/// and costs only those writes.
+async fn remember_cluster(config: &AgentConfig, desired: &Desired) {
+    let mirrors: Api<ManagedInstance> = Api::all(config.client.clone());
+    match mirrors.list(&ListParams::default()).await {
+        Ok(list) => {
+            let mirrors = list
+                .items
+                .into_iter()
+                .filter_map(|mi| Some((mi.spec.instance_id.parse().ok()?, mi.spec)))
+                .collect();
+            *lock(&desired.at_start) = Some(AtStart { mirrors, used: HashSet::new() });
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "listing ManagedInstances failed; the rebuild applies every one")
+        }
+    }
+    let namespaces: Api<Namespace> = Api::all(config.client.clone());
+    match namespaces.list(&ListParams::default().labels(MANAGED_BY)).await {
+        Ok(list) => lock(&desired.namespaces).extend(list.items.into_iter().map(|n| n.name_any())),
+        Err(e) => tracing::warn!(error = %e, "listing namespaces failed; the rebuild applies every one"),
+    }
+}
+
+/// The label of the namespaces the agent makes.
+const MANAGED_BY: &str = "app.kubernetes.io/managed-by=cp-cluster-agent";
+
 /// A ManagedInstance deleted while its instance is active (by hand, or by a tool cleaning a namespace)
 /// is put back from the desired state, and the drift is recorded. The controller has let the deleted
 /// one go without touching its objects, claims or credentials (`controller::cleanup`), so the new one
@@ -328,11 +382,25 @@ async fn mirror(config: &AgentConfig, desired: &Desired, id: Uuid) -> Result<()>
     let Some(spec) = instance.spec() else { return Ok(()) };
     let ns = namespace(&spec.project);
     let api: Api<ManagedInstance> = Api::namespaced(config.client.clone(), &ns);
+    let at_start = desired.at_start(id);
     match instance.lifecycle() {
         Lifecycle::Active => {
-            ensure_namespace(config, desired, &ns).await?;
             let Some(object) = crate::crd::desired_object(&instance, version)? else { return Ok(()) };
+            // Already there as wanted when the agent started: nothing to write.
+            if let Some(Some(found)) = &at_start
+                && serde_json::from_value::<ManagedInstance>(object.clone())
+                    .is_ok_and(|wanted| wanted.spec == *found)
+            {
+                lock(&desired.mirrored).insert(id, version);
+                return Ok(());
+            }
+            ensure_namespace(config, desired, &ns).await?;
             api.patch(&spec.name, &apply_params(), &Patch::Apply(&object)).await?;
+        }
+        // Gone already when the agent started: nothing to delete.
+        Lifecycle::Deprovisioning if at_start == Some(None) => {
+            lock(&desired.mirrored).insert(id, version);
+            return Ok(());
         }
         Lifecycle::Deprovisioning => match api.delete(&spec.name, &DeleteParams::background()).await {
             Ok(_) => {}
@@ -351,8 +419,9 @@ async fn ensure_namespace(config: &AgentConfig, desired: &Desired, ns: &str) -> 
         return Ok(());
     }
     let api: Api<Namespace> = Api::all(config.client.clone());
-    let object = json!({"apiVersion": "v1", "kind": "Namespace",
-        "metadata": {"name": ns, "labels": {"app.kubernetes.io/managed-by": "cp-cluster-agent"}}});
+    let (label, value) = MANAGED_BY.split_once('=').expect("a label selector of one label");
+    let object =
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": {label: value}}});
     api.patch(ns, &apply_params(), &Patch::Apply(&object)).await?;
     lock(&desired.namespaces).insert(ns.to_owned());
     Ok(())

@@ -33,8 +33,9 @@ fn rule(group: &str, resources: &[&str], verbs: &[&str]) -> PolicyRule {
 /// demand, so the agent cannot be confined to namespaces known in advance.
 pub fn rules() -> Vec<PolicyRule> {
     vec![
-        // One namespace per project, applied on first use.
-        rule("", &["namespaces"], &["get", "create", "patch"]),
+        // One namespace per project, applied on first use; listed (its own, by label) at start so a restart
+        // re-applies none.
+        rule("", &["namespaces"], &["get", "list", "create", "patch"]),
         // The mirror applies instances and deletes them on deprovision; the controller watches them and
         // patches its finalizer in and out.
         rule("cp.example.com", &["managedinstances"], APPLY_AND_WATCH),

@@ -123,6 +123,41 @@ async fn an_idle_agent_makes_no_requests_besides_its_watches(backend: Backend) {
 }
 on_both_backends!(an_idle_agent_makes_no_requests_besides_its_watches);
 
+/// A restart in steady state: the agent rebuilds its desired state from the stream and re-checks every
+/// instance, and since nothing changed it writes nothing: no ManagedInstance, namespace, object or status
+/// (a deprovisioned instance's ManagedInstance is not deleted again either). It reads the cluster with
+/// a LIST of ManagedInstances and one of its namespaces instead.
+async fn a_restarted_agent_in_steady_state_writes_nothing(backend: Backend) {
+    let mut world = World::without_agents(backend, &["c1"], Duration::from_millis(20)).await;
+    world.start_agent_with_resync(0, Duration::from_millis(500)).await;
+    for i in 0..3 {
+        world.provision("c1", &format!("db-{i}"), ServiceType::Mongodb, "7.0").await;
+    }
+    world.provision("c1", "pg", ServiceType::Postgresql, "16").await;
+    let gone = world.provision("c1", "gone", ServiceType::Grafana, "11.6").await;
+    let cluster = world.cluster("c1");
+    cluster
+        .converges("ready", |v| (0..3).all(|i| v.ready_at(&format!("db-{i}"), 1)) && v.ready_at("gone", 1))
+        .await;
+    world.deprovision(gone).await;
+    let cluster = world.cluster("c1");
+    cluster.converges("removed", |v| v.managed_instance("gone").is_none() && v.ready_at("pg", 1)).await;
+    settled(cluster).await;
+
+    world.stop_agent(0).await;
+    let before = world.cluster("c1").writes();
+    world.start_agent_with_resync(0, Duration::from_millis(500)).await;
+    feed_drained(&world, "c1").await;
+    let cluster = world.cluster("c1");
+    settled(cluster).await;
+    let mut written = delta(&before, &cluster.writes());
+    // The test installs the CRD at every start on the simulator (production installs it from deploy/).
+    written.retain(|k, _| !k.contains("customresourcedefinitions"));
+    assert!(written.is_empty(), "a restart with nothing changed wrote: {written:?}");
+    cluster.assert_permitted();
+}
+on_both_backends!(a_restarted_agent_in_steady_state_writes_nothing);
+
 /// Poison messages on the cluster's subjects, of each kind an agent meets: not JSON, events of a type it
 /// does not know with no snapshot to fall back on, and a snapshot in a format newer than it reads. An
 /// agent (re)started afterwards counts each, parks a copy in the dead-letter stream naming the message
