@@ -1,6 +1,6 @@
 //! The API over HTTP: one base URL, the bearer token, and failures as the API's own problem documents.
 
-use reqwest::{Method, StatusCode};
+use hyper::{Method, StatusCode};
 use serde::{Serialize, de::DeserializeOwned};
 use wire::Problem;
 
@@ -35,18 +35,36 @@ impl std::error::Error for ApiFailure {}
 /// A client of one API as one caller.
 #[derive(Debug, Clone)]
 pub(crate) struct Client {
-    http: reqwest::Client,
+    http: HyperClient,
     base: String,
     token: Option<String>,
 }
 
+type HyperClient = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    http_body_util::Full<bytes::Bytes>,
+>;
+
+/// How long one request may take.
+const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 impl Client {
     /// A client of the API at `base` (e.g. `https://cp.example.com`), sending `token` when there is one.
+    /// TLS is rustls with the ring provider, as the API's own clients use.
     pub(crate) fn new(base: &str, token: Option<String>) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("cpctl/", env!("CARGO_PKG_VERSION")))
-            .timeout(std::time::Duration::from_secs(60))
-            .build()?;
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        // The system's roots (a company CA among them), or Mozilla's where the system has none.
+        let https = match hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_native_roots(provider.clone())
+        {
+            Ok(builder) => builder,
+            Err(_) => hyper_rustls::HttpsConnectorBuilder::new().with_provider_and_webpki_roots(provider)?,
+        }
+        .https_or_http()
+        .enable_http1()
+        .build();
+        let http =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(https);
         Ok(Self { http, base: base.trim_end_matches('/').to_owned(), token })
     }
 
@@ -67,20 +85,37 @@ impl Client {
         query: &[(&str, String)],
         body: Option<&B>,
     ) -> anyhow::Result<T> {
-        let url = format!("{}{path}", self.base);
-        let mut request = self.http.request(method.clone(), &url).query(query);
+        let mut url = format!("{}{path}", self.base);
+        if !query.is_empty() {
+            url.push('?');
+            url.push_str(&serde_urlencoded::to_string(query)?);
+        }
+        let mut request = hyper::Request::builder()
+            .method(method.clone())
+            .uri(&url)
+            .header(hyper::header::USER_AGENT, concat!("cpctl/", env!("CARGO_PKG_VERSION")))
+            .header(hyper::header::ACCEPT, "application/json");
         if let Some(token) = &self.token {
-            request = request.bearer_auth(token);
+            request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
         }
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        let response = request.send().await.map_err(|e| anyhow::anyhow!("{method} {url}: {e}"))?;
+        let payload = match body {
+            Some(body) => {
+                request = request.header(hyper::header::CONTENT_TYPE, "application/json");
+                serde_json::to_vec(body)?
+            }
+            None => Vec::new(),
+        };
+        let request = request.body(http_body_util::Full::new(bytes::Bytes::from(payload)))?;
+        let response = tokio::time::timeout(TIMEOUT, self.http.request(request))
+            .await
+            .map_err(|_| anyhow::anyhow!("{method} {url}: no answer within {TIMEOUT:?}"))?
+            .map_err(|e| anyhow::anyhow!("{method} {url}: {e}"))?;
         let status = response.status();
-        let text = response.text().await?;
+        let bytes = http_body_util::BodyExt::collect(response.into_body()).await?.to_bytes();
+        let text = String::from_utf8_lossy(&bytes);
         if !status.is_success() {
             let problem = serde_json::from_str::<Problem>(&text).ok();
-            return Err(ApiFailure { status, problem, body: text }.into());
+            return Err(ApiFailure { status, problem, body: text.into_owned() }.into());
         }
         let text = if text.is_empty() { "null" } else { &text };
         serde_json::from_str(text).map_err(|e| anyhow::anyhow!("{method} {url}: unexpected answer: {e}"))

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::Context as _;
-use reqwest::Method;
+use hyper::Method;
 use serde_json::{Value, json};
 use uuid::Uuid;
 use wire::{

@@ -16,8 +16,6 @@ use crate::args::{Cli, Command};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    // reqwest is built without a default crypto provider (see Cargo.toml).
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     if let Command::Completions { shell } = &cli.command {
         clap_complete::generate(*shell, &mut Cli::command(), "cpctl", &mut std::io::stdout());

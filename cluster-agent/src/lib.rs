@@ -102,9 +102,13 @@ impl std::fmt::Debug for AgentConfig {
 
 /// Builds a Kubernetes client that counts its requests into `metrics`.
 pub fn counting_client(config: kube::Config, metrics: &Metrics) -> Result<Client> {
-    let counter = metrics.kube_requests.clone();
+    let (requests, writes) = (metrics.kube_requests.clone(), metrics.kube_writes.clone());
     let layer = tower::util::MapRequestLayer::new(move |request: axum::http::Request<kube::client::Body>| {
-        counter.inc();
+        requests.inc();
+        // Reads, lists and watches are GETs; everything else changes the cluster.
+        if request.method() != axum::http::Method::GET {
+            writes.inc();
+        }
         request
     });
     Ok(kube::client::ClientBuilder::try_from(config)?.with_layer(&layer).build())

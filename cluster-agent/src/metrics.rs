@@ -17,6 +17,8 @@ pub struct Metrics {
     pub reconcile_errors: Counter,
     /// Kubernetes API requests made by the agent (all, including watches)
     pub kube_requests: Counter,
+    /// of those, writes (every method but GET: creates, patches, deletes)
+    pub kube_writes: Counter,
     /// Kubernetes API requests made by one reconcile (writes and deletes; reads come from watch caches)
     pub requests_per_reconcile: Histogram,
     /// ManagedInstance writes by the mirror
@@ -40,6 +42,7 @@ impl Default for Metrics {
             reconciles: Counter::default(),
             reconcile_errors: Counter::default(),
             kube_requests: Counter::default(),
+            kube_writes: Counter::default(),
             requests_per_reconcile: Histogram::new([0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 12.0]),
             mirror_writes: Counter::default(),
             observed_events: Counter::default(),
@@ -58,6 +61,11 @@ impl Metrics {
         r.register("reconciles", "Reconciles run", self.reconciles.clone());
         r.register("reconcile_errors", "Reconciles that failed", self.reconcile_errors.clone());
         r.register("kube_requests", "Kubernetes API requests made", self.kube_requests.clone());
+        r.register(
+            "kube_writes",
+            "Kubernetes API writes made (creates, patches, deletes)",
+            self.kube_writes.clone(),
+        );
         r.register(
             "requests_per_reconcile",
             "Kubernetes API writes per reconcile",

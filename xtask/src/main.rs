@@ -4,6 +4,7 @@
 
 mod api_client;
 mod bench;
+mod bench_agent_process;
 mod bench_agents;
 mod bench_reads;
 mod measure;
@@ -26,6 +27,8 @@ enum Command {
     Bench(bench::Options),
     /// Benchmark of the cluster agents: command acknowledged to objects applied.
     BenchAgents(bench_agents::Options),
+    /// The agent as a process: memory per instance, and what a restart in steady state costs.
+    BenchAgentProcess(bench_agent_process::Options),
     /// Read-modify-write through the HTTP API (GET, then PATCH with its ETag) and what a GET costs.
     BenchReads(bench_reads::Options),
 }
@@ -37,5 +40,6 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(options) => runtime.block_on(bench::run(options)),
         Command::BenchAgents(options) => runtime.block_on(bench_agents::run(options)),
         Command::BenchReads(options) => runtime.block_on(bench_reads::run(options)),
+        Command::BenchAgentProcess(options) => runtime.block_on(bench_agent_process::run(options)),
     }
 }
