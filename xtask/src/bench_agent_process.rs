@@ -153,7 +153,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
         let command = InstanceCommand::Provision(ProvisionInstance::new(
             id,
             &project,
-            &format!("db-{i}"),
+            format!("db-{i}"),
             service,
             version,
             "starter",
