@@ -126,15 +126,21 @@ impl Context {
         Api::namespaced_with(self.config.client.clone(), namespace, &api_resource(kind))
     }
 
-    /// The current object: the watch cache, or our own newer write.
+    /// The current object: the watch cache, or our own newer write. A write the cache has caught up with
+    /// is forgotten, so the agent does not keep a second copy of every object it applied.
     fn current(&self, kind: ChildKind, namespace: &str, name: &str) -> Option<Value> {
         let cached = self.stores[&kind]
             .get(&ObjectRef::new_with(name, api_resource(kind)).within(namespace))
             .and_then(|o| serde_json::to_value(o.as_ref()).ok());
-        let written = lock(&self.written);
-        match (cached, written.get(&(kind, namespace.to_owned(), name.to_owned()))) {
+        let mut written = lock(&self.written);
+        let key = (kind, namespace.to_owned(), name.to_owned());
+        match (cached, written.get(&key)) {
             // Resource versions are opaque in general; on both the simulator and etcd they grow.
             (Some(c), Some(w)) if resource_version(w) > resource_version(&c) => Some(w.clone()),
+            (Some(c), Some(_)) => {
+                written.remove(&key);
+                Some(c)
+            }
             (cached, _) => cached,
         }
     }
@@ -180,7 +186,13 @@ impl Context {
         let mut written = lock(&self.written);
         let key = (kind, namespace.to_owned(), name.to_owned());
         match object {
-            Some(object) => written.insert(key, object),
+            Some(mut object) => {
+                // As the watch caches keep it: without managed fields.
+                if let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+                    metadata.remove("managedFields");
+                }
+                written.insert(key, object)
+            }
             None => written.remove(&key),
         };
     }
@@ -227,10 +239,11 @@ pub(crate) async fn run(config: Arc<AgentConfig>, desired: Arc<Desired>) -> anyh
         let writer = reflector::store::Writer::new(resource.clone());
         stores.insert(kind, writer.as_reader());
         let api = Api::<DynamicObject>::all_with(client.clone(), &resource);
-        let stream =
-            reflector::reflector(writer, watcher(api, watcher::Config::default().labels(MANAGED_SELECTOR)))
-                .default_backoff()
-                .touched_objects();
+        // Managed fields are about half of an object's metadata and the agent never reads them (kube-rs,
+        // `reflector` docs: "managed fields typically constitutes around half the size of ObjectMeta").
+        let watch = watcher(api, watcher::Config::default().labels(MANAGED_SELECTOR))
+            .modify(|object: &mut DynamicObject| object.managed_fields_mut().clear());
+        let stream = reflector::reflector(writer, watch).default_backoff().touched_objects();
         triggers.push((stream, resource));
     }
     // Claims and pods carry the StatefulSet's selector, hence the instance label.
@@ -241,7 +254,8 @@ pub(crate) async fn run(config: Arc<AgentConfig>, desired: Arc<Desired>) -> anyh
         watcher(
             Api::<PersistentVolumeClaim>::all(client.clone()),
             watcher::Config::default().labels(INSTANCE_LABEL),
-        ),
+        )
+        .modify(|claim: &mut PersistentVolumeClaim| claim.managed_fields_mut().clear()),
     )
     .default_backoff()
     .touched_objects();
@@ -249,7 +263,14 @@ pub(crate) async fn run(config: Arc<AgentConfig>, desired: Arc<Desired>) -> anyh
     let pods = pods_writer.as_reader();
     let pod_events = reflector::reflector(
         pods_writer,
-        watcher(Api::<Pod>::all(client.clone()), watcher::Config::default().labels(INSTANCE_LABEL)),
+        // Of a pod the agent reads its labels and why its containers wait (`observe::pod_failure`): the
+        // spec, the larger half, is dropped.
+        watcher(Api::<Pod>::all(client.clone()), watcher::Config::default().labels(INSTANCE_LABEL)).modify(
+            |pod: &mut Pod| {
+                pod.managed_fields_mut().clear();
+                pod.spec = None;
+            },
+        ),
     )
     .default_backoff()
     .touched_objects();
