@@ -19,6 +19,9 @@ use crate::{
     output::{Format, Rows, cell, or_dash, print, time, wire_name},
 };
 
+/// The API's largest page (`limit`).
+const MAX_PAGE: usize = 500;
+
 /// Where and how a command runs.
 struct Context {
     client: Client,
@@ -85,6 +88,26 @@ impl Context {
             .with_context(|| format!("no instance named {instance:?} in project {}", self.project))
     }
 
+    /// The items of a paged list at `path`, following `next_page_token` to the last page or until `max`.
+    async fn pages<P: serde::de::DeserializeOwned, T>(
+        &self,
+        path: &str,
+        mut query: Vec<(&'static str, String)>,
+        max: usize,
+        split: impl Fn(P) -> (Vec<T>, Option<String>),
+    ) -> anyhow::Result<Vec<T>> {
+        let mut items = Vec::new();
+        while items.len() < max {
+            let (page, next) = split(self.client.get(path, &query).await?);
+            items.extend(page);
+            let Some(token) = next else { break };
+            query.retain(|(k, _)| *k != "page_token");
+            query.push(("page_token", token));
+        }
+        items.truncate(max);
+        Ok(items)
+    }
+
     /// Sends a write and finishes with its operation.
     async fn write<B: serde::Serialize>(
         &self,
@@ -134,21 +157,14 @@ fn instance_rows(items: &[Instance]) -> Rows {
 async fn instances(context: &Context, command: Instances) -> anyhow::Result<()> {
     match command {
         Instances::List { state, name } => {
-            let mut query: Vec<(&str, String)> = Vec::new();
+            let mut query: Vec<(&str, String)> = vec![("limit", MAX_PAGE.to_string())];
             query.extend(state.map(|s| ("state", s)));
             query.extend(name.map(|n| ("name", n)));
-            let mut items = Vec::new();
-            loop {
-                let page: InstanceList = context.client.get(&context.instances_path(), &query).await?;
-                items.extend(page.items);
-                match page.next_page_token {
-                    Some(token) => {
-                        query.retain(|(k, _)| *k != "page_token");
-                        query.push(("page_token", token));
-                    }
-                    None => break,
-                }
-            }
+            let items = context
+                .pages(&context.instances_path(), query, usize::MAX, |p: InstanceList| {
+                    (p.items, p.next_page_token)
+                })
+                .await?;
             print(context.format, &items, |items| instance_rows(items))
         }
         Instances::Get { instance, as_of } => {
@@ -397,20 +413,8 @@ async fn catalog(context: &Context, service: Option<String>) -> anyhow::Result<(
 
 async fn history(context: &Context, instance: &str, limit: usize) -> anyhow::Result<()> {
     let path = format!("{}/history", context.instance_path(instance).await?);
-    let mut items = Vec::new();
-    let mut query = vec![("limit", limit.min(1000).to_string())];
-    while items.len() < limit {
-        let page: HistoryPage = context.client.get(&path, &query).await?;
-        items.extend(page.items);
-        match page.next_page_token {
-            Some(token) => {
-                query.retain(|(k, _)| *k != "page_token");
-                query.push(("page_token", token));
-            }
-            None => break,
-        }
-    }
-    items.truncate(limit);
+    let query = vec![("limit", limit.clamp(1, MAX_PAGE).to_string())];
+    let items = context.pages(&path, query, limit, |p: HistoryPage| (p.items, p.next_page_token)).await?;
     print(context.format, &items, |items| {
         Rows::new(&["seq", "time", "source", "event", "actor", "operation"]).rows(items, |e| {
             vec![

@@ -94,7 +94,9 @@ async fn create_wait_returns_when_the_instance_is_healthy_and_json_parses() {
     assert_eq!(acl.entries.iter().map(|e| e.cidr.as_str()).collect::<Vec<_>>(), ["10.0.0.0/8"]);
     let _: wire::Operation =
         json(&cpctl(&rig, &["acl", "remove", "orders", "10.0.0.0/8", "-o", "json"]).await);
-    let history: Vec<wire::HistoryEntry> = json(&cpctl(&rig, &["history", "orders", "-o", "json"]).await);
+    // More than the API's largest page: the CLI pages.
+    let history: Vec<wire::HistoryEntry> =
+        json(&cpctl(&rig, &["history", "orders", "--limit", "1000", "-o", "json"]).await);
     assert!(
         history.iter().any(|e| e.event_type == "InstanceProvisioned" && e.actor.starts_with("admin@tests"))
     );
