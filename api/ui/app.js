@@ -148,7 +148,7 @@ function route() {
 function refresh(id) {
   const hash = location.hash || "#/";
   if (hash === "#/" || hash === "#/fleet") route();
-  else if (hash === `#/instances/${id}`) instancePage(id, { keepHistory: false });
+  else if (hash === `#/instances/${id}`) instancePage(id);
 }
 
 function listPage() {
@@ -223,7 +223,7 @@ function fleetPage() {
     h("div", { class: "legend" }, STATES.map((s) => h("span", {}, h("i", { style: `background:${colors[s]}` }), s)))));
 }
 
-async function instancePage(id, { keepHistory = false } = {}) {
+async function instancePage(id) {
   let instance, backups, history;
   try {
     [instance, backups, history] = await Promise.all([
@@ -269,7 +269,6 @@ async function instancePage(id, { keepHistory = false } = {}) {
     h("section", { class: "card" }, h("h2", {}, "Backups"), table(["Id", "State", "Trigger", "Requested", "Bytes"], backupRows, "No backups.")),
     h("section", { class: "card" }, h("h2", {}, `History (${history.items.length} events)`),
       h("ol", { class: "timeline", "data-testid": "history" }, timeline)));
-  void keepHistory;
 }
 
 // --- Sign-in and start -------------------------------------------------------------------------------

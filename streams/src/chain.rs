@@ -16,14 +16,13 @@
 
 use std::collections::HashMap;
 
-use async_nats::jetstream::{consumer::pull::OrderedConfig, stream::Stream};
-use futures::StreamExt as _;
+use async_nats::jetstream::stream::Stream;
 use sha2::{Digest as _, Sha256};
 
-use crate::headers;
-
-/// How long to wait for the next message of a walk that is known not to have ended.
-const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+use crate::{
+    headers,
+    history::{HistoryRange, visit_history},
+};
 
 /// The chain value of a message on `subject` with `payload`, after a message whose value was `previous`
 /// (`None` for a subject's first message).
@@ -102,47 +101,28 @@ pub struct Verified {
 /// Walks every message of `stream` on `filter_subjects` (event-store subjects only: see the module's
 /// notes on observed facts), in stream order, and checks every link. The error says what failed to read.
 pub async fn verify(stream: &Stream, filter_subjects: Vec<String>) -> Result<Verified, String> {
-    let config = OrderedConfig { filter_subjects, ..Default::default() };
-    let mut consumer = stream.create_consumer(config).await.map_err(|e| e.to_string())?;
-    let pending = consumer.info().await.map_err(|e| e.to_string())?.num_pending;
     let mut heads: HashMap<String, Option<String>, foldhash::fast::RandomState> = HashMap::default();
     let mut report = Verified::default();
-    if pending == 0 {
-        return Ok(report);
-    }
-    let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
-    loop {
-        let message = tokio::time::timeout(READ_TIMEOUT, messages.next())
-            .await
-            .map_err(|_| format!("the stream stopped delivering after {} messages", report.messages))?
-            .ok_or("the verifying consumer ended")?
-            .map_err(|e| e.to_string())?;
-        let info = message.info().map_err(|e| e.to_string())?;
-        let (sequence, left) = (info.stream_sequence, info.pending);
-        let subject = message.subject.as_str();
+    let everything = HistoryRange { after: 0, until: None, limit: usize::MAX };
+    visit_history(stream, filter_subjects, everything, |message| {
         let value = message.headers.as_ref().and_then(|h| h.get(headers::CHAIN)).map(|v| v.as_str());
-        let head = heads.entry(subject.to_owned()).or_default();
+        let head = heads.entry(message.subject.clone()).or_default();
+        let broken =
+            |reason| Some(Break { subject: message.subject.clone(), sequence: message.sequence, reason });
         match (value, head.as_deref()) {
             (None, None) => report.unchained += 1,
-            (None, Some(_)) => {
-                report.broken =
-                    Some(Break { subject: subject.to_owned(), sequence, reason: BreakReason::Missing });
-                break;
+            (None, Some(_)) => report.broken = broken(BreakReason::Missing),
+            (Some(value), previous) if link(previous, &message.subject, &message.payload) != value => {
+                report.broken = broken(BreakReason::Mismatch);
             }
-            (Some(value), previous) => {
-                if link(previous, subject, &message.payload) != value {
-                    report.broken =
-                        Some(Break { subject: subject.to_owned(), sequence, reason: BreakReason::Mismatch });
-                    break;
-                }
+            (Some(value), _) => {
                 *head = Some(value.to_owned());
                 report.messages += 1;
             }
         }
-        if left == 0 {
-            break;
-        }
-    }
+        report.broken.is_none()
+    })
+    .await?;
     report.subjects = heads.len();
     Ok(report)
 }

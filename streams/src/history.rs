@@ -32,6 +32,8 @@ pub struct HistoryMessage {
     pub payload: Bytes,
     /// when the stream stored it
     pub stored_at: DateTime<Utc>,
+    /// its headers, if any (the audit chain's value among them)
+    pub headers: Option<async_nats::HeaderMap>,
 }
 
 /// What to read.
@@ -90,6 +92,24 @@ async fn read_history(
     filter_subjects: Vec<String>,
     range: HistoryRange,
 ) -> Result<Vec<HistoryMessage>, String> {
+    let mut out = Vec::new();
+    visit_history(events, filter_subjects, range, |message| {
+        out.push(message);
+        true
+    })
+    .await?;
+    Ok(out)
+}
+
+/// Hands each message on `filter_subjects` in `range` to `visit`, in stream order, up to the end of the
+/// stream as it is when the read begins, until `visit` answers `false`; holds one message at a time.
+/// Returns how many were handed over. The error says what failed.
+pub async fn visit_history(
+    events: &Stream,
+    filter_subjects: Vec<String>,
+    range: HistoryRange,
+    mut visit: impl FnMut(HistoryMessage) -> bool,
+) -> Result<usize, String> {
     let deliver_policy = match range.after {
         0 => DeliverPolicy::All,
         after => DeliverPolicy::ByStartSequence { start_sequence: after + 1 },
@@ -97,15 +117,15 @@ async fn read_history(
     let config = OrderedConfig { deliver_policy, filter_subjects, ..Default::default() };
     let mut consumer = events.create_consumer(config).await.map_err(|e| e.to_string())?;
     let pending = consumer.info().await.map_err(|e| e.to_string())?.num_pending;
-    let mut out = Vec::new();
+    let mut visited = 0;
     if pending == 0 || range.limit == 0 {
-        return Ok(out);
+        return Ok(visited);
     }
     let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
     loop {
         let message = tokio::time::timeout(READ_TIMEOUT, messages.next())
             .await
-            .map_err(|_| format!("the instance's history stopped after {} messages", out.len()))?
+            .map_err(|_| format!("the history stopped after {visited} messages"))?
             .ok_or("the history consumer ended")?
             .map_err(|e| e.to_string())?;
         let info = message.info().map_err(|e| e.to_string())?;
@@ -114,15 +134,17 @@ async fn read_history(
         if range.until.is_some_and(|until| stored_at > until) {
             break;
         }
-        out.push(HistoryMessage {
+        visited += 1;
+        let more = visit(HistoryMessage {
             sequence,
             subject: message.subject.to_string(),
             payload: message.payload.clone(),
             stored_at,
+            headers: message.headers.clone(),
         });
-        if left == 0 || out.len() >= range.limit {
+        if !more || left == 0 || visited >= range.limit {
             break;
         }
     }
-    Ok(out)
+    Ok(visited)
 }
