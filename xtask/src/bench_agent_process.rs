@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use domain::{InstanceCommand, ProvisionInstance, ServiceType};
+use domain::{InstanceCommand, ProvisionInstance};
 use futures::StreamExt as _;
 use streams::{
     CommandMetadata, Settings, cluster_feed, instances::InstanceCommands, observed::ObservedMessage,
@@ -36,13 +36,6 @@ pub(crate) struct Options {
     bin_dir: PathBuf,
 }
 
-const SERVICES: [(ServiceType, &str); 4] = [
-    (ServiceType::Postgresql, "16"),
-    (ServiceType::Mongodb, "7.0"),
-    (ServiceType::Influxdb, "2.7"),
-    (ServiceType::Grafana, "11.6"),
-];
-
 const CLUSTER: &str = "c1";
 
 /// Resident memory of a process, in KiB (`VmRSS` of /proc/<pid>/status).
@@ -59,6 +52,23 @@ async fn metric(http: &reqwest::Client, metrics: &str, name: &str) -> anyhow::Re
     let text = http.get(metrics).send().await?.text().await?;
     let line = text.lines().find(|l| l.starts_with(&format!("{name}_total "))).unwrap_or_default();
     Ok(line.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) as u64)
+}
+
+/// Waits until the agent has made no Kubernetes request for a second (its watches open, its work done),
+/// so a memory sample or a count of writes is taken at rest.
+async fn quiet(http: &reqwest::Client, metrics: &str) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let (mut last, mut since) = (u64::MAX, Instant::now());
+    loop {
+        let requests = metric(http, metrics, "cp_agent_kube_requests").await?;
+        if requests != last {
+            (last, since) = (requests, Instant::now());
+        } else if since.elapsed() >= Duration::from_secs(1) {
+            return Ok(());
+        }
+        anyhow::ensure!(started.elapsed() < Duration::from_secs(60), "the agent did not come to rest");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -122,7 +132,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
     };
     let mut agent = start_agent(&options, &server, &identity.seed_file, &kube).await?;
     let http = reqwest::Client::new();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    quiet(&http, &agent.metrics).await?;
     let agent_pid = agent.process.id().ok_or_else(|| anyhow::anyhow!("the agent exited"))?;
     let idle_kib = rss_kib(agent_pid)?;
 
@@ -147,7 +157,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
     let provisioning = Instant::now();
     let interval = Duration::from_secs_f64(1.0 / options.rate);
     for i in 0..options.instances {
-        let (service, version) = SERVICES[i % SERVICES.len()];
+        let (service, version, _) = crate::bench_agents::SERVICES[i % crate::bench_agents::SERVICES.len()];
         let id = Uuid::now_v7();
         let project = format!("p{}", i % 50);
         let command = InstanceCommand::Provision(ProvisionInstance::new(
@@ -178,7 +188,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
         options.instances
     );
     let all_ready = provisioning.elapsed();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    quiet(&http, &agent.metrics).await?;
     let loaded_kib = rss_kib(agent_pid)?;
 
     // Restart in steady state.
@@ -197,7 +207,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let caught_up = restarted.elapsed();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    quiet(&http, &agent.metrics).await?;
     // The CRD is installed at every start here (`--install-crd`); production installs it from deploy/.
     let writes = metric(&http, &agent.metrics, "cp_agent_kube_writes").await?.saturating_sub(1);
     let restarted_kib = rss_kib(agent.process.id().ok_or_else(|| anyhow::anyhow!("the agent exited"))?)?;

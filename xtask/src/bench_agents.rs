@@ -34,7 +34,7 @@ pub(crate) struct Options {
     rebuild_messages: u64,
 }
 
-const SERVICES: [(ServiceType, &str, usize); 4] = [
+pub(crate) const SERVICES: [(ServiceType, &str, usize); 4] = [
     // (service, version, objects the agent creates besides the ManagedInstance)
     (ServiceType::Postgresql, "16", 1),
     (ServiceType::Mongodb, "7.0", 4),
