@@ -250,9 +250,8 @@ fn sync_pods(
         let _ = store.merge_patch(&ty, namespace, &pod, &json!({"status": status}), true);
     }
     let extra: Vec<String> = store
-        .list(&ty, Some(namespace), None)
-        .iter()
-        .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_owned))
+        .names(&ty, namespace)
+        .into_iter()
         .filter(|p| {
             p.strip_prefix(&format!("{name}-"))
                 .and_then(|o| o.parse::<u64>().ok())

@@ -1,4 +1,5 @@
-//! `k8s-sim`: one simulated Kubernetes cluster per process.
+//! `k8s-sim`: simulated Kubernetes clusters, one per port (one by default; `--clusters` serves more from
+//! one process, which is how the scale benchmark gets a hundred clusters onto two cores).
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -15,23 +16,37 @@ struct Options {
     /// delay before simulated workloads become ready, in milliseconds
     #[arg(long, env = "SIM_READY_DELAY_MS", default_value_t = 200)]
     ready_delay_ms: u64,
-    /// write the bound address to this file (for scripts)
+    /// write the bound address to this file (for scripts), one line per cluster
     #[arg(long)]
     address_file: Option<std::path::PathBuf>,
+    /// how many clusters to simulate, each on a port of its own (the first on `--listen`, the others on
+    /// free ports) with its own state
+    #[arg(long, default_value_t = 1)]
+    clusters: usize,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
     let options = Options::parse();
-    let sim = Simulator::new(SimulatorOptions {
-        ready_delay: Duration::from_millis(options.ready_delay_ms),
-        ..SimulatorOptions::default()
-    });
-    let address = sim.serve(options.listen).await?;
-    println!("k8s-sim listening on http://{address}");
+    let mut simulators = Vec::new();
+    let mut addresses = Vec::new();
+    for n in 0..options.clusters.max(1) {
+        let sim = Simulator::new(SimulatorOptions {
+            ready_delay: Duration::from_millis(options.ready_delay_ms),
+            ..SimulatorOptions::default()
+        });
+        let listen = if n == 0 { options.listen } else { SocketAddr::new(options.listen.ip(), 0) };
+        let address = sim.serve(listen).await?;
+        println!("k8s-sim listening on http://{address}");
+        addresses.push(format!("http://{address}"));
+        simulators.push(sim);
+    }
     if let Some(file) = options.address_file {
-        std::fs::write(file, format!("http://{address}"))?;
+        // Written whole and renamed, so a reader never sees a part of the list.
+        let partial = file.with_extension("partial");
+        std::fs::write(&partial, addresses.join("\n"))?;
+        std::fs::rename(partial, file)?;
     }
     tokio::signal::ctrl_c().await?;
     Ok(())

@@ -57,8 +57,13 @@ impl Store {
     }
 
     fn record(&mut self, kind: &'static str, ty: &ResourceType, namespace: &str, object: Value) {
-        let change =
-            Change { rv: self.rv, kind, resource: ty.key(), namespace: namespace.to_owned(), object };
+        let change = Change {
+            rv: self.rv,
+            kind,
+            resource: ty.key(),
+            namespace: namespace.to_owned(),
+            object: object.into(),
+        };
         if self.history.len() >= HISTORY {
             self.history.pop_front();
         }
@@ -85,12 +90,29 @@ impl Store {
         self.objects.get(&(ty.key(), namespace.to_owned(), name.to_owned())).map(|s| s.object.clone())
     }
 
+    /// The stored objects of a type, optionally in one namespace, in key order: a range of the map, not a
+    /// scan of every object (a cluster holds hundreds of thousands at scale).
+    fn of_type<'a>(
+        &'a self,
+        ty: &ResourceType,
+        namespace: Option<&'a str>,
+    ) -> impl Iterator<Item = (&'a str, &'a Stored)> + 'a {
+        let key = ty.key();
+        let start = (key.clone(), namespace.unwrap_or_default().to_owned(), String::new());
+        self.objects
+            .range(start..)
+            .take_while(move |((k, ns, _), _)| *k == key && namespace.is_none_or(|n| n == ns))
+            .map(|((_, _, name), stored)| (name.as_str(), stored))
+    }
+
+    /// Names of the objects of a type in a namespace.
+    pub fn names(&self, ty: &ResourceType, namespace: &str) -> Vec<String> {
+        self.of_type(ty, Some(namespace)).map(|(name, _)| name.to_owned()).collect()
+    }
+
     /// Objects of a type, optionally in one namespace, matching a label selector.
     pub fn list(&self, ty: &ResourceType, namespace: Option<&str>, selector: Option<&str>) -> Vec<Value> {
-        let key = ty.key();
-        self.objects
-            .iter()
-            .filter(|((k, ns, _), _)| *k == key && namespace.is_none_or(|n| n == ns))
+        self.of_type(ty, namespace)
             .map(|(_, s)| &s.object)
             .filter(|o| {
                 selector.is_none_or(|sel| {

@@ -2,9 +2,8 @@
 //! processes of their own, so the agent's resident memory is its own. Provisions `--instances` through
 //! the event store, waits until its agent reports each ready, then prints the agent's resident memory
 //! per instance, and restarts it with SIGKILL: time until it has reconciled every instance again, and the
-//! Kubernetes writes the restart caused (the goal is none: nothing changed). The first part of the scale
-//! benchmark of issue 17; the rest (many clusters, the HTTP API, the projector's and the API's memory)
-//! is not built yet.
+//! Kubernetes writes the restart caused (the goal is none: nothing changed). `bench-scale` measures the
+//! same at a hundred clusters; this one isolates a single agent.
 
 use std::{
     collections::HashSet,
@@ -22,6 +21,8 @@ use testkit::NatsServer;
 use tokio::process::{Child, Command};
 use uuid::Uuid;
 
+use crate::process::{counter, free_port, quiet, rss_kib, serving, simulator_addresses};
+
 /// Options of the agent-process benchmark.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Options {
@@ -37,43 +38,6 @@ pub(crate) struct Options {
 }
 
 const CLUSTER: &str = "c1";
-
-/// Resident memory of a process, in KiB (`VmRSS` of /proc/<pid>/status).
-fn rss_kib(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:")?.trim().strip_suffix(" kB")?.trim().parse().ok())
-        .ok_or_else(|| anyhow::anyhow!("no VmRSS for process {pid}"))
-}
-
-/// A counter of the agent's /metrics (`<name>_total`).
-async fn metric(http: &reqwest::Client, metrics: &str, name: &str) -> anyhow::Result<u64> {
-    let text = http.get(metrics).send().await?.text().await?;
-    let line = text.lines().find(|l| l.starts_with(&format!("{name}_total "))).unwrap_or_default();
-    Ok(line.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) as u64)
-}
-
-/// Waits until the agent has made no Kubernetes request for a second (its watches open, its work done),
-/// so a memory sample or a count of writes is taken at rest.
-async fn quiet(http: &reqwest::Client, metrics: &str) -> anyhow::Result<()> {
-    let started = Instant::now();
-    let (mut last, mut since) = (u64::MAX, Instant::now());
-    loop {
-        let requests = metric(http, metrics, "cp_agent_kube_requests").await?;
-        if requests != last {
-            (last, since) = (requests, Instant::now());
-        } else if since.elapsed() >= Duration::from_secs(1) {
-            return Ok(());
-        }
-        anyhow::ensure!(started.elapsed() < Duration::from_secs(60), "the agent did not come to rest");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
 
 struct Agent {
     process: Child,
@@ -97,12 +61,7 @@ async fn start_agent(
         .kill_on_drop(true)
         .spawn()?;
     let metrics = format!("http://127.0.0.1:{port}/metrics");
-    let http = reqwest::Client::new();
-    let started = Instant::now();
-    while http.get(&metrics).send().await.is_err() {
-        anyhow::ensure!(started.elapsed() < Duration::from_secs(30), "the agent did not serve /metrics");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    serving(&reqwest::Client::new(), &metrics, "the agent").await?;
     Ok(Agent { process, metrics })
 }
 
@@ -121,18 +80,10 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
         .stdout(Stdio::null())
         .kill_on_drop(true)
         .spawn()?;
-    let started = Instant::now();
-    let kube = loop {
-        let text = std::fs::read_to_string(address_file.path()).unwrap_or_default();
-        if !text.is_empty() {
-            break text;
-        }
-        anyhow::ensure!(started.elapsed() < Duration::from_secs(30), "the simulator did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let kube = simulator_addresses(address_file.path()).await?.remove(0);
     let mut agent = start_agent(&options, &server, &identity.seed_file, &kube).await?;
     let http = reqwest::Client::new();
-    quiet(&http, &agent.metrics).await?;
+    quiet(&http, std::slice::from_ref(&agent.metrics)).await?;
     let agent_pid = agent.process.id().ok_or_else(|| anyhow::anyhow!("the agent exited"))?;
     let idle_kib = rss_kib(agent_pid)?;
 
@@ -188,7 +139,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
         options.instances
     );
     let all_ready = provisioning.elapsed();
-    quiet(&http, &agent.metrics).await?;
+    quiet(&http, std::slice::from_ref(&agent.metrics)).await?;
     let loaded_kib = rss_kib(agent_pid)?;
 
     // Restart in steady state.
@@ -197,7 +148,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
     let restarted = Instant::now();
     let agent = start_agent(&options, &server, &identity.seed_file, &kube).await?;
     loop {
-        if metric(&http, &agent.metrics, "cp_agent_reconciles").await? >= options.instances as u64 {
+        if counter(&http, &agent.metrics, "cp_agent_reconciles").await? >= options.instances as u64 {
             break;
         }
         anyhow::ensure!(
@@ -207,9 +158,9 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let caught_up = restarted.elapsed();
-    quiet(&http, &agent.metrics).await?;
+    quiet(&http, std::slice::from_ref(&agent.metrics)).await?;
     // The CRD is installed at every start here (`--install-crd`); production installs it from deploy/.
-    let writes = metric(&http, &agent.metrics, "cp_agent_kube_writes").await?.saturating_sub(1);
+    let writes = counter(&http, &agent.metrics, "cp_agent_kube_writes").await?.saturating_sub(1);
     let restarted_kib = rss_kib(agent.process.id().ok_or_else(|| anyhow::anyhow!("the agent exited"))?)?;
 
     let per_instance = |kib: u64| (kib.saturating_sub(idle_kib)) as f64 / options.instances as f64;

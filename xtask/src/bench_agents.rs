@@ -340,7 +340,7 @@ fn report(
 
 /// Folds the whole stream into fresh read models, checks them against the live ones, and compares the
 /// rate with a raw read of the same stream (no decoding) measured right before.
-async fn rebuild_rate(
+pub(crate) async fn rebuild_rate(
     events: &async_nats::jetstream::stream::Stream,
     bucket: &ReadModelBucket,
 ) -> anyhow::Result<()> {

@@ -7,7 +7,9 @@ mod bench;
 mod bench_agent_process;
 mod bench_agents;
 mod bench_reads;
+mod bench_scale;
 mod measure;
+mod process;
 
 use clap::{Parser, Subcommand};
 
@@ -31,6 +33,10 @@ enum Command {
     BenchAgentProcess(bench_agent_process::Options),
     /// Read-modify-write through the HTTP API (GET, then PATCH with its ETag) and what a GET costs.
     BenchReads(bench_reads::Options),
+    /// Scale: 100 simulated clusters, 100,000 instances through the HTTP API, every part a process.
+    BenchScale(bench_scale::Options),
+    /// The scale benchmark's read load, run by it as a process of its own.
+    ReadLoad(bench_scale::reads::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -41,5 +47,7 @@ fn main() -> anyhow::Result<()> {
         Command::BenchAgents(options) => runtime.block_on(bench_agents::run(options)),
         Command::BenchReads(options) => runtime.block_on(bench_reads::run(options)),
         Command::BenchAgentProcess(options) => runtime.block_on(bench_agent_process::run(options)),
+        Command::BenchScale(options) => runtime.block_on(bench_scale::run(options)),
+        Command::ReadLoad(options) => runtime.block_on(bench_scale::reads::run(options)),
     }
 }

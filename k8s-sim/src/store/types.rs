@@ -80,8 +80,9 @@ pub struct Change {
     pub resource: String,
     /// namespace ("" when cluster-scoped)
     pub namespace: String,
-    /// the object after the change (before, for DELETED)
-    pub object: Value,
+    /// the object after the change (before, for DELETED); shared, because every watcher of the
+    /// simulator receives every change (a copy each cost more CPU than the rest of a write)
+    pub object: std::sync::Arc<Value>,
 }
 
 /// Why a write failed, as a Kubernetes Status.
