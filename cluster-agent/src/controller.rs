@@ -8,6 +8,7 @@
 
 mod cleanup;
 mod converge;
+mod index;
 mod observe;
 mod restore;
 mod rotation;
@@ -17,7 +18,8 @@ use std::{
     sync::{Arc, Mutex, PoisonError},
 };
 
-use futures::StreamExt as _;
+use futures::{StreamExt as _, TryStreamExt as _};
+use index::InstanceIndex;
 use k8s_openapi::{
     api::{
         apps::v1::StatefulSet,
@@ -94,15 +96,19 @@ pub struct Context {
     /// the control plane's desired state, as the mirror knows it
     desired: Arc<Desired>,
     stores: HashMap<ChildKind, Store<DynamicObject>>,
+    /// each cache's objects by instance
+    indexes: HashMap<ChildKind, InstanceIndex>,
     /// responses of our own writes, newer than the watch caches until the watch catches up
     written: Mutex<HashMap<(ChildKind, String, String), Value>>,
     /// status last written per ManagedInstance uid: the watch cache of ManagedInstances may not show it yet
     statuses: Mutex<HashMap<String, ManagedInstanceStatus>>,
     /// the StatefulSets' volume claims (made by the StatefulSet controller)
     claims: Store<PersistentVolumeClaim>,
+    claims_index: InstanceIndex,
     /// the instances' pods (made by the StatefulSet controller or CloudNativePG): where the kubelet
     /// reports why a container does not run
     pods: Store<Pod>,
+    pods_index: InstanceIndex,
     /// size last requested per claim uid, so a reconcile ahead of the claim watch does not patch again
     requested: Mutex<HashMap<String, String>>,
     /// uids of objects and claims whose deletion was asked for, per instance id, until the instance's
@@ -146,21 +152,25 @@ impl Context {
     }
 
     fn owned(&self, kind: ChildKind, instance_id: &str) -> Vec<Arc<DynamicObject>> {
-        self.stores[&kind]
-            .state()
+        let (store, resource) = (&self.stores[&kind], api_resource(kind));
+        self.indexes[&kind]
+            .candidates(instance_id)
             .into_iter()
+            .filter_map(|(namespace, name)| {
+                store.get(&ObjectRef::new_with(&name, resource.clone()).within(&namespace))
+            })
             .filter(|o| o.labels().get(INSTANCE_LABEL).map(String::as_str) == Some(instance_id))
             .collect()
     }
 
     /// The volume claims of an instance's StatefulSet (they carry its selector labels).
     fn claims(&self, namespace: &str, instance_id: &str) -> Vec<Arc<PersistentVolumeClaim>> {
-        of_instance(&self.claims, namespace, instance_id)
+        of_instance(&self.claims, &self.claims_index, namespace, instance_id)
     }
 
     /// The pods of an instance (they carry its selector labels).
     fn pods(&self, namespace: &str, instance_id: &str) -> Vec<Arc<Pod>> {
-        of_instance(&self.pods, namespace, instance_id)
+        of_instance(&self.pods, &self.pods_index, namespace, instance_id)
     }
 
     /// Waits (bounded) until every watch cache has listed once. Until then an object missing from a cache
@@ -199,17 +209,16 @@ impl Context {
 }
 
 /// The objects of `store` in `namespace` labelled with `instance_id`.
-fn of_instance<K>(store: &Store<K>, namespace: &str, instance_id: &str) -> Vec<Arc<K>>
+fn of_instance<K>(store: &Store<K>, index: &InstanceIndex, namespace: &str, instance_id: &str) -> Vec<Arc<K>>
 where
     K: kube::Resource<DynamicType = ()> + Clone + 'static,
 {
-    store
-        .state()
+    index
+        .candidates(instance_id)
         .into_iter()
-        .filter(|o| {
-            o.namespace().as_deref() == Some(namespace)
-                && o.labels().get(INSTANCE_LABEL).map(String::as_str) == Some(instance_id)
-        })
+        .filter(|(ns, _)| ns == namespace)
+        .filter_map(|(ns, name)| store.get(&ObjectRef::new(&name).within(&ns)))
+        .filter(|o| o.labels().get(INSTANCE_LABEL).map(String::as_str) == Some(instance_id))
         .collect()
 }
 
@@ -233,6 +242,7 @@ fn instance_of(
 pub(crate) async fn run(config: Arc<AgentConfig>, desired: Arc<Desired>) -> anyhow::Result<()> {
     let client = config.client.clone();
     let mut stores = HashMap::new();
+    let mut indexes = HashMap::new();
     let mut triggers = Vec::new();
     for kind in CHILD_KINDS {
         let resource = api_resource(kind);
@@ -243,12 +253,18 @@ pub(crate) async fn run(config: Arc<AgentConfig>, desired: Arc<Desired>) -> anyh
         // `reflector` docs: "managed fields typically constitutes around half the size of ObjectMeta").
         let watch = watcher(api, watcher::Config::default().labels(MANAGED_SELECTOR))
             .modify(|object: &mut DynamicObject| object.managed_fields_mut().clear());
-        let stream = reflector::reflector(writer, watch).default_backoff().touched_objects();
+        let index = InstanceIndex::default();
+        indexes.insert(kind, index.clone());
+        let stream = reflector::reflector(writer, watch)
+            .inspect_ok(move |event| index.observe(event))
+            .default_backoff()
+            .touched_objects();
         triggers.push((stream, resource));
     }
     // Claims and pods carry the StatefulSet's selector, hence the instance label.
     let claims_writer = reflector::store::Writer::default();
     let claims = claims_writer.as_reader();
+    let claims_index = InstanceIndex::default();
     let claim_events = reflector::reflector(
         claims_writer,
         watcher(
@@ -257,10 +273,15 @@ pub(crate) async fn run(config: Arc<AgentConfig>, desired: Arc<Desired>) -> anyh
         )
         .modify(|claim: &mut PersistentVolumeClaim| claim.managed_fields_mut().clear()),
     )
+    .inspect_ok({
+        let index = claims_index.clone();
+        move |event| index.observe(event)
+    })
     .default_backoff()
     .touched_objects();
     let pods_writer = reflector::store::Writer::default();
     let pods = pods_writer.as_reader();
+    let pods_index = InstanceIndex::default();
     let pod_events = reflector::reflector(
         pods_writer,
         // Of a pod the agent reads its labels and why its containers wait (`observe::pod_failure`): the
@@ -272,6 +293,10 @@ pub(crate) async fn run(config: Arc<AgentConfig>, desired: Arc<Desired>) -> anyh
             },
         ),
     )
+    .inspect_ok({
+        let index = pods_index.clone();
+        move |event| index.observe(event)
+    })
     .default_backoff()
     .touched_objects();
     let jetstream = async_nats::jetstream::new(config.nats.clone());
@@ -279,10 +304,13 @@ pub(crate) async fn run(config: Arc<AgentConfig>, desired: Arc<Desired>) -> anyh
         config: config.clone(),
         desired,
         stores,
+        indexes,
         written: Mutex::default(),
         statuses: Mutex::default(),
         claims,
+        claims_index,
         pods,
+        pods_index,
         requested: Mutex::default(),
         deleting: Mutex::default(),
         jetstream,

@@ -19,6 +19,10 @@ struct Options {
     /// write the bound address to this file (for scripts), one line per cluster
     #[arg(long)]
     address_file: Option<std::path::PathBuf>,
+    /// past changes per cluster a watch can resume from, and changes buffered for watchers (each keeps
+    /// its object in memory)
+    #[arg(long, default_value_t = k8s_sim::store::HISTORY)]
+    history: usize,
     /// how many clusters to simulate, each on a port of its own (the first on `--listen`, the others on
     /// free ports) with its own state
     #[arg(long, default_value_t = 1)]
@@ -34,6 +38,8 @@ async fn main() -> anyhow::Result<()> {
     for n in 0..options.clusters.max(1) {
         let sim = Simulator::new(SimulatorOptions {
             ready_delay: Duration::from_millis(options.ready_delay_ms),
+            history: options.history,
+            change_buffer: options.history.max(1024),
             ..SimulatorOptions::default()
         });
         let listen = if n == 0 { options.listen } else { SocketAddr::new(options.listen.ip(), 0) };

@@ -32,11 +32,21 @@ pub struct SimulatorOptions {
     pub ready_delay: Duration,
     /// interval of watch bookmarks
     pub bookmark_interval: Duration,
+    /// past changes a watch can resume from (older resourceVersions get 410 Gone)
+    pub history: usize,
+    /// changes on their way to watchers; a watcher that falls further behind gets 410 Gone. Each change
+    /// held here or in `history` keeps its object alive: at a hundred clusters the defaults held gigabytes.
+    pub change_buffer: usize,
 }
 
 impl Default for SimulatorOptions {
     fn default() -> Self {
-        Self { ready_delay: Duration::from_millis(200), bookmark_interval: Duration::from_secs(1) }
+        Self {
+            ready_delay: Duration::from_millis(200),
+            bookmark_interval: Duration::from_secs(1),
+            history: crate::store::HISTORY,
+            change_buffer: 65_536,
+        }
     }
 }
 
@@ -132,8 +142,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Simulator {
     /// A simulator with the `default` namespace; starts its controllers (needs a Tokio runtime).
     pub fn new(options: SimulatorOptions) -> Self {
-        let (changes, _) = broadcast::channel(65_536);
-        let mut store = Store::new(changes.clone());
+        let (changes, _) = broadcast::channel(options.change_buffer.max(1));
+        let mut store = Store::with_history(changes.clone(), options.history);
         let ns = store.resource_type("", "v1", "namespaces").expect("built-in");
         let _ = store.create(&ns, "", json!({"metadata": {"name": "default"}}));
         let inner = Inner {

@@ -23,6 +23,29 @@ struct Stored {
     applied: HashMap<String, Value>,
 }
 
+/// An object at rest: its JSON text. A `serde_json::Value` takes several times the memory of its text,
+/// and at a hundred clusters of a thousand instances the simulator held more than the machine has;
+/// writes parse it again (some microseconds), which the control plane never notices.
+#[derive(Debug)]
+struct Compact {
+    object: Box<str>,
+    applied: Box<str>,
+}
+
+impl Compact {
+    fn of(object: &Value, applied: &HashMap<String, Value>) -> Self {
+        Self { object: object.to_string().into(), applied: json!(applied).to_string().into() }
+    }
+
+    fn object(&self) -> Value {
+        serde_json::from_str(&self.object).unwrap_or(Value::Null)
+    }
+
+    fn stored(&self) -> Stored {
+        Stored { object: self.object(), applied: serde_json::from_str(&self.applied).unwrap_or_default() }
+    }
+}
+
 type Key = (String, String, String);
 
 /// All objects.
@@ -30,15 +53,30 @@ type Key = (String, String, String);
 pub struct Store {
     rv: u64,
     types: Vec<ResourceType>,
-    objects: BTreeMap<Key, Stored>,
+    objects: BTreeMap<Key, Compact>,
     history: VecDeque<Change>,
+    /// how many changes `history` keeps
+    history_limit: usize,
     changes: broadcast::Sender<Change>,
 }
 
 impl Store {
-    /// An empty store with the built-in types.
+    /// An empty store with the built-in types, keeping the last [`HISTORY`] changes for watches to resume
+    /// from.
     pub fn new(changes: broadcast::Sender<Change>) -> Self {
-        Self { rv: 1, types: builtin_types(), objects: BTreeMap::new(), history: VecDeque::new(), changes }
+        Self::with_history(changes, HISTORY)
+    }
+
+    /// An empty store that keeps the last `history` changes for watches to resume from.
+    pub fn with_history(changes: broadcast::Sender<Change>, history: usize) -> Self {
+        Self {
+            rv: 1,
+            types: builtin_types(),
+            objects: BTreeMap::new(),
+            history: VecDeque::new(),
+            history_limit: history.max(1),
+            changes,
+        }
     }
 
     /// Current resourceVersion.
@@ -64,7 +102,7 @@ impl Store {
             namespace: namespace.to_owned(),
             object: object.into(),
         };
-        if self.history.len() >= HISTORY {
+        if self.history.len() >= self.history_limit {
             self.history.pop_front();
         }
         self.history.push_back(change.clone());
@@ -87,7 +125,7 @@ impl Store {
 
     /// One object.
     pub fn get(&self, ty: &ResourceType, namespace: &str, name: &str) -> Option<Value> {
-        self.objects.get(&(ty.key(), namespace.to_owned(), name.to_owned())).map(|s| s.object.clone())
+        self.objects.get(&(ty.key(), namespace.to_owned(), name.to_owned())).map(Compact::object)
     }
 
     /// The stored objects of a type, optionally in one namespace, in key order: a range of the map, not a
@@ -96,7 +134,7 @@ impl Store {
         &'a self,
         ty: &ResourceType,
         namespace: Option<&'a str>,
-    ) -> impl Iterator<Item = (&'a str, &'a Stored)> + 'a {
+    ) -> impl Iterator<Item = (&'a str, &'a Compact)> + 'a {
         let key = ty.key();
         let start = (key.clone(), namespace.unwrap_or_default().to_owned(), String::new());
         self.objects
@@ -113,13 +151,12 @@ impl Store {
     /// Objects of a type, optionally in one namespace, matching a label selector.
     pub fn list(&self, ty: &ResourceType, namespace: Option<&str>, selector: Option<&str>) -> Vec<Value> {
         self.of_type(ty, namespace)
-            .map(|(_, s)| &s.object)
+            .map(|(_, s)| s.object())
             .filter(|o| {
                 selector.is_none_or(|sel| {
                     selector_matches(sel, meta(o)["labels"].as_object().unwrap_or(&Map::new()))
                 })
             })
-            .cloned()
             .collect()
     }
 
@@ -159,7 +196,7 @@ impl Store {
 
     fn existing(&self, ty: &ResourceType, namespace: &str, name: &str) -> Result<(Key, Stored), StatusError> {
         let key = (ty.key(), namespace.to_owned(), name.to_owned());
-        let stored = self.objects.get(&key).cloned().ok_or_else(|| {
+        let stored = self.objects.get(&key).map(Compact::stored).ok_or_else(|| {
             StatusError::new(404, "NotFound", format!("{} \"{name}\" not found", ty.plural))
         })?;
         Ok((key, stored))
@@ -220,7 +257,7 @@ impl Store {
         if ty.plural == "customresourcedefinitions" {
             self.register_crd(&object);
         }
-        self.objects.insert(key.clone(), Stored { object: object.clone(), applied });
+        self.objects.insert(key.clone(), Compact::of(&object, &applied));
         self.record(kind, ty, &key.1, object);
     }
 
@@ -265,7 +302,7 @@ impl Store {
             }
             a
         };
-        let Some(stored) = self.objects.get(&key).cloned() else {
+        let Some(stored) = self.objects.get(&key).map(Compact::stored) else {
             if subresource_status {
                 return Err(StatusError::new(404, "NotFound", format!("{} \"{name}\" not found", ty.plural)));
             }
@@ -296,7 +333,7 @@ impl Store {
         managers: HashMap<String, Value>,
     ) -> Result<Value, StatusError> {
         if without_volatile(&object) == without_volatile(&stored.object) {
-            self.objects.insert(key.clone(), Stored { object: stored.object.clone(), applied: managers });
+            self.objects.insert(key.clone(), Compact::of(&stored.object, &managers));
             return Ok(stored.object);
         }
         validate_update(ty, &stored.object, &object)?;
@@ -414,9 +451,11 @@ impl Store {
             .objects
             .iter()
             .filter(|(_, s)| {
-                s.object["metadata"]["ownerReferences"]
-                    .as_array()
-                    .is_some_and(|refs| refs.iter().any(|r| r["uid"] == uid))
+                // The text first: parsing every object of the cluster per delete would be quadratic.
+                s.object.contains(uid)
+                    && s.object()["metadata"]["ownerReferences"]
+                        .as_array()
+                        .is_some_and(|refs| refs.iter().any(|r| r["uid"] == uid))
             })
             .map(|(k, _)| k.clone())
             .collect();

@@ -9,6 +9,7 @@ async fn start() -> (Simulator, String) {
     let sim = Simulator::new(SimulatorOptions {
         ready_delay: Duration::ZERO,
         bookmark_interval: Duration::from_millis(100),
+        ..SimulatorOptions::default()
     });
     let address = sim.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
     (sim, format!("http://{address}"))

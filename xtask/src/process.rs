@@ -14,6 +14,18 @@ pub(crate) fn rss_kib(pid: u32) -> anyhow::Result<u64> {
         .ok_or_else(|| anyhow::anyhow!("no VmRSS for process {pid}"))
 }
 
+/// Memory the machine has available for new allocations, in KiB (`MemAvailable` of /proc/meminfo).
+pub(crate) fn available_kib() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines().find_map(|l| {
+                l.strip_prefix("MemAvailable:")?.trim().strip_suffix(" kB")?.trim().parse().ok()
+            })
+        })
+        .unwrap_or(u64::MAX)
+}
+
 /// The value of a sample in an OpenMetrics text (`name value`), 0 when absent.
 pub(crate) fn sample(text: &str, name: &str) -> f64 {
     text.lines()

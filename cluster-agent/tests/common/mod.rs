@@ -116,6 +116,7 @@ impl World {
                     let sim = Simulator::new(SimulatorOptions {
                         ready_delay,
                         bookmark_interval: Duration::from_millis(500),
+                        ..SimulatorOptions::default()
                     });
                     let address = sim.serve("127.0.0.1:0".parse().unwrap()).await.expect("serve simulator");
                     Kube::Sim { sim, url: format!("http://{address}") }

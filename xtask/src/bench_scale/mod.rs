@@ -103,6 +103,28 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
         if tracker.healthy.load(Ordering::Relaxed) >= options.instances as u64 {
             break;
         }
+        if samples.len() % 15 == 0
+            && let Some(s) = samples.last()
+        {
+            eprintln!(
+                "  [{:.0} s] {} accepted, {} healthy; agents {:.0} MiB, k8s-sim {:.0} MiB",
+                s.seconds,
+                s.accepted,
+                s.healthy,
+                s.agents_mib,
+                stack.simulators_rss_kib() as f64 / 1024.0
+            );
+        }
+        // Rather stop than have the kernel kill a part at random.
+        let available = crate::process::available_kib();
+        anyhow::ensure!(
+            available > 1024 * 1024,
+            "the machine is running out of memory ({} MiB available): agents {:.0} MiB, k8s-sim {:.0} MiB, nats-server {:.0} MiB",
+            available / 1024,
+            samples.last().map_or(0.0, |s| s.agents_mib),
+            stack.simulators_rss_kib() as f64 / 1024.0,
+            samples.last().map_or(0.0, |s| s.nats_mib)
+        );
         anyhow::ensure!(!watcher.is_finished(), "the read-model watch ended");
         anyhow::ensure!(
             started.elapsed() < Duration::from_secs(options.patience_minutes * 60),

@@ -86,7 +86,10 @@ impl Stack {
 
         let address_file = tempfile::NamedTempFile::new()?;
         let simulators = Command::new(bin_dir.join("k8s-sim"))
-            .args(["--ready-delay-ms", "0", "--clusters", &clusters.to_string(), "--address-file"])
+            .args(["--ready-delay-ms", "0", "--clusters", &clusters.to_string()])
+            // A short history: each change kept holds its object, and a hundred clusters' worth of the
+            // default held gigabytes; a watch that falls behind gets 410 and lists again, as from a real one.
+            .args(["--history", "500", "--address-file"])
             .arg(address_file.path())
             .stdout(Stdio::null())
             .kill_on_drop(true)
@@ -176,6 +179,10 @@ impl Stack {
             lags.push(info.num_pending + info.num_ack_pending as u64);
         }
         Ok(lags)
+    }
+
+    pub(super) fn simulators_rss_kib(&self) -> u64 {
+        self.simulators.id().and_then(|pid| rss_kib(pid).ok()).unwrap_or(0)
     }
 
     pub(super) fn simulators_pid(&self) -> Option<u32> {
