@@ -231,9 +231,18 @@ pub(super) async fn get_instance(
         return Ok(Json(then.ok_or(ApiError::NotFound("instance"))?).into_response());
     }
     write::read_your_writes(&state, &headers).await?;
-    // Desired state and ETag from the stream, so that a GET → PATCH with If-Match never builds on a
-    // version older than the client's own last write (the read models may lag it); the observed side
-    // from the read models beside it.
+    // Desired state and ETag as of every write acknowledged before the request, so that a GET → PATCH
+    // with If-Match never builds on a version older than the client's own last write. When the read
+    // models cover the whole stream as it is now, their record is that version; otherwise the stream is
+    // read (a direct get: at 100,000 instances it may have to load a block of the file store, which made
+    // its p99 ~190 ms against ~3 ms for the stream's state).
+    if let Ok(info) = state.events.get_info().await {
+        let model = state.read_models.read();
+        if model.last_sequence() >= info.state.last_sequence {
+            let view = model.instance(&project, id).ok_or(ApiError::NotFound("instance"))?;
+            return Ok(([(header::ETAG, etag(view.version))], Json(Instance::convert(view))).into_response());
+        }
+    }
     let current = state.commands.read_current(&project, id).await?.ok_or(ApiError::NotFound("instance"))?;
     let view = {
         let model = state.read_models.read();
