@@ -32,24 +32,24 @@ pub(crate) fn spawn(sim: Simulator) {
                     if change.kind != "DELETED"
                         && [STATEFULSETS, CNPG_CLUSTERS].contains(&change.resource.as_str()) =>
                 {
-                    let name = change.object["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+                    let name = change.value()["metadata"]["name"].as_str().unwrap_or_default().to_owned();
                     settle(&sim, &change.resource, &change.namespace, &name, false);
                     schedule(sim.clone(), change.resource, change.namespace, name);
                 }
                 Ok(change) if change.kind != "DELETED" && change.resource == CLAIMS => {
-                    resize(&sim, &change.namespace, &change.object);
+                    resize(&sim, &change.namespace, &change.value());
                 }
                 Ok(change)
                     if change.kind != "DELETED"
                         && change.resource == JOBS
-                        && change.object["status"]["conditions"].is_null() =>
+                        && change.value()["status"]["conditions"].is_null() =>
                 {
-                    let name = change.object["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+                    let name = change.value()["metadata"]["name"].as_str().unwrap_or_default().to_owned();
                     let sim = sim.clone();
                     tokio::spawn(async move {
                         tokio::time::sleep(sim.inner.options.ready_delay).await;
                         // A backup Job's work is real: the artifact goes to the object store.
-                        let job = &change.object;
+                        let job = &change.value();
                         let uploaded = if job["metadata"]["labels"][BACKUP_LABEL].is_string() {
                             Some(crate::backup_job::run(&sim, &change.namespace, job).await)
                         } else if job["spec"]["template"]["metadata"]["labels"][RESTORE_LABEL].is_string() {
@@ -64,19 +64,20 @@ pub(crate) fn spawn(sim: Simulator) {
                 Ok(change)
                     if change.kind != "DELETED"
                         && change.resource == CNPG_BACKUPS
-                        && change.object["status"]["phase"].is_null() =>
+                        && change.value()["status"]["phase"].is_null() =>
                 {
                     let sim = sim.clone();
                     tokio::spawn(async move {
                         tokio::time::sleep(sim.inner.options.ready_delay).await;
-                        let name = change.object["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+                        let name = change.value()["metadata"]["name"].as_str().unwrap_or_default().to_owned();
                         let fails = sim
                             .inner
                             .faults
                             .lock()
                             .unwrap_or_else(std::sync::PoisonError::into_inner)
                             .job_fails(&name);
-                        let status = crate::barman::run(&sim, &change.namespace, &change.object, fails).await;
+                        let status =
+                            crate::barman::run(&sim, &change.namespace, &change.value(), fails).await;
                         let mut store = sim.store();
                         if let Some(ty) = store.types().iter().find(|t| t.key() == CNPG_BACKUPS).cloned() {
                             let patch = json!({"status": status});
@@ -87,9 +88,9 @@ pub(crate) fn spawn(sim: Simulator) {
                 Ok(change)
                     if change.kind != "DELETED"
                         && change.resource == SECRETS
-                        && change.object["metadata"]["labels"]["cnpg.io/userType"] == "app" =>
+                        && change.labels.get("cnpg.io/userType").is_some_and(|t| t == "app") =>
                 {
-                    report_app_secret_version(&sim, &change.namespace, &change.object);
+                    report_app_secret_version(&sim, &change.namespace, &change.value());
                 }
                 Ok(_) => {}
                 Err(RecvError::Lagged(_)) => resync(&sim),

@@ -39,7 +39,7 @@ async fn main() -> anyhow::Result<()> {
         let sim = Simulator::new(SimulatorOptions {
             ready_delay: Duration::from_millis(options.ready_delay_ms),
             history: options.history,
-            change_buffer: options.history.max(1024),
+            change_buffer: options.history.max(4096),
             ..SimulatorOptions::default()
         });
         let listen = if n == 0 { options.listen } else { SocketAddr::new(options.listen.ip(), 0) };

@@ -100,7 +100,8 @@ impl Store {
             kind,
             resource: ty.key(),
             namespace: namespace.to_owned(),
-            object: object.into(),
+            labels: std::sync::Arc::new(meta(&object)["labels"].as_object().cloned().unwrap_or_default()),
+            object: object.to_string().into(),
         };
         if self.history.len() >= self.history_limit {
             self.history.pop_front();

@@ -75,8 +75,10 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
                 if change.kind != "ADDED" || change.resource.starts_with("managedinstances") {
                     continue;
                 }
-                let Some(id) = change.object["metadata"]["labels"]["cp.example.com/instance-id"]
-                    .as_str()
+                let Some(id) = change
+                    .labels
+                    .get("cp.example.com/instance-id")
+                    .and_then(serde_json::Value::as_str)
                     .and_then(|s| s.parse().ok())
                 else {
                     continue;

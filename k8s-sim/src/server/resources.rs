@@ -246,6 +246,11 @@ pub(super) async fn resource(
     }
 }
 
+/// A change as a watch line, from the object's text as the store wrote it once.
+fn change_line(change: &Change) -> Bytes {
+    Bytes::from(format!("{{\"type\":\"{}\",\"object\":{}}}\n", change.kind, change.object))
+}
+
 fn watch_line(kind: &str, object: &Value) -> Bytes {
     let mut line = serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
     line.push(b'\n');
@@ -262,12 +267,7 @@ fn watch(sim: &Simulator, target: &Target, params: &Params) -> Response {
         move |c: &Change| {
             c.resource == resource
                 && namespace.as_deref().is_none_or(|ns| c.namespace == ns)
-                && selector.as_deref().is_none_or(|s| {
-                    selector_matches(
-                        s,
-                        c.object["metadata"]["labels"].as_object().unwrap_or(&serde_json::Map::new()),
-                    )
-                })
+                && selector.as_deref().is_none_or(|s| selector_matches(s, &c.labels))
         }
     };
     let (initial, mut last_seen, mut changes, gone) = {
@@ -285,7 +285,7 @@ fn watch(sim: &Simulator, target: &Target, params: &Params) -> Response {
                 .changes_since(rv, &resource, namespace.as_deref())
                 .into_iter()
                 .filter(|c| matches(c))
-                .map(|c| watch_line(c.kind, &c.object))
+                .map(|c| change_line(&c))
                 .collect();
             (initial, store.resource_version(), changes, false)
         }
@@ -319,7 +319,7 @@ fn watch(sim: &Simulator, target: &Target, params: &Params) -> Response {
                         // Bookmarks carry the last resourceVersion this stream has passed, so resuming from
                         // one never skips a change still queued here.
                         last_seen = last_seen.max(change.rv);
-                        if matches(&change) && tx.send(Ok(watch_line(change.kind, &change.object))).await.is_err() {
+                        if matches(&change) && tx.send(Ok(change_line(&change))).await.is_err() {
                             return;
                         }
                     }

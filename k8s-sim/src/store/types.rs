@@ -80,9 +80,20 @@ pub struct Change {
     pub resource: String,
     /// namespace ("" when cluster-scoped)
     pub namespace: String,
-    /// the object after the change (before, for DELETED); shared, because every watcher of the
-    /// simulator receives every change (a copy each cost more CPU than the rest of a write)
-    pub object: std::sync::Arc<Value>,
+    /// the object after the change (before, for DELETED) as JSON text, shared: every watcher of the
+    /// simulator receives every change (a copy each cost more CPU than the rest of a write), writes it
+    /// as it is, and the buffer of changes on their way holds thousands per cluster (as trees they took
+    /// gigabytes at a hundred clusters)
+    pub object: std::sync::Arc<str>,
+    /// its labels, for watchers' selectors
+    pub labels: std::sync::Arc<serde_json::Map<String, Value>>,
+}
+
+impl Change {
+    /// The object, parsed.
+    pub fn value(&self) -> Value {
+        serde_json::from_str(&self.object).unwrap_or(Value::Null)
+    }
 }
 
 /// Why a write failed, as a Kubernetes Status.
