@@ -60,3 +60,55 @@ fn entry<K: Resource>(object: &K) -> Option<(String, Key)> {
     let id = object.labels().get(INSTANCE_LABEL)?.clone();
     Some((id, (object.namespace().unwrap_or_default(), object.name_any())))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::ObjectMeta;
+
+    use super::*;
+
+    fn config_map(namespace: &str, name: &str, instance: &str) -> ConfigMap {
+        ConfigMap {
+            metadata: ObjectMeta {
+                namespace: Some(namespace.into()),
+                name: Some(name.into()),
+                labels: Some(BTreeMap::from([(INSTANCE_LABEL.to_owned(), instance.to_owned())])),
+                ..ObjectMeta::default()
+            },
+            ..ConfigMap::default()
+        }
+    }
+
+    #[test]
+    fn an_instance_s_objects_are_found_until_deleted_and_others_never() {
+        let index = InstanceIndex::default();
+        index.observe(&Event::InitApply(config_map("cp-a", "db-1", "i1")));
+        index.observe(&Event::Apply(config_map("cp-a", "db-1-extra", "i1")));
+        index.observe(&Event::Apply(config_map("cp-a", "db-2", "i2")));
+        let mut found = index.candidates("i1");
+        found.sort();
+        assert_eq!(
+            found,
+            [("cp-a".to_owned(), "db-1".to_owned()), ("cp-a".to_owned(), "db-1-extra".to_owned())]
+        );
+
+        index.observe(&Event::Delete(config_map("cp-a", "db-1", "i1")));
+        assert_eq!(index.candidates("i1"), [("cp-a".to_owned(), "db-1-extra".to_owned())]);
+        index.observe(&Event::Delete(config_map("cp-a", "db-1-extra", "i1")));
+        assert!(index.candidates("i1").is_empty());
+        assert_eq!(index.candidates("i2"), [("cp-a".to_owned(), "db-2".to_owned())]);
+        assert!(index.candidates("unknown").is_empty());
+    }
+
+    #[test]
+    fn an_object_without_the_instance_label_is_not_indexed() {
+        let index = InstanceIndex::default();
+        let mut unlabelled = config_map("cp-a", "other", "i1");
+        unlabelled.metadata.labels = None;
+        index.observe(&Event::Apply(unlabelled));
+        assert!(index.candidates("i1").is_empty());
+    }
+}
