@@ -17,19 +17,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Config {
-    /// NATS server URL(s), comma separated; a user and password (`nats://user:password@host`) or a
-    /// token (`nats://token@host`) in it authenticate, and never reach the logs
-    #[arg(long, env = "CP_NATS_URL", default_value = "nats://127.0.0.1:4222", hide_env_values = true)]
-    nats_url: String,
-    /// NATS credentials file (`.creds`: user JWT and seed)
-    #[arg(long, env = "CP_NATS_CREDS")]
-    nats_creds: Option<std::path::PathBuf>,
-    /// a file holding this process's NATS nkey seed
-    #[arg(long, env = "CP_NATS_NKEY")]
-    nats_nkey: Option<std::path::PathBuf>,
-    /// PEM certificate authorities to trust for NATS over TLS (`tls://` URLs); TLS is then required
-    #[arg(long, env = "CP_NATS_CA")]
-    nats_ca: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    nats: streams::connection::NatsArgs,
     /// address to serve HTTP on
     #[arg(long, env = "CP_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
@@ -154,12 +143,7 @@ async fn main() -> anyhow::Result<()> {
         .retry_on_initial_connect()
         .reconnect_delay_callback(|attempts| Duration::from_millis((attempts as u64 * 100).min(1000)))
         .event_callback(|event| async move { tracing::info!(%event, "nats connection event") });
-    let auth = streams::connection::NatsAuth {
-        nkey_file: config.nats_nkey.clone(),
-        creds_file: config.nats_creds.clone(),
-        ca_file: config.nats_ca.clone(),
-    };
-    let nats = streams::connection::connect(options, &config.nats_url, &auth).await?;
+    let nats = config.nats.connect(options).await?;
     let commit_mode = match config.commit_mode {
         CommitModeArg::Grouped => CommitMode::Grouped,
         CommitModeArg::OneByOne => CommitMode::OneByOne,

@@ -19,19 +19,8 @@ struct Options {
     /// name of the cluster this agent serves (as registered with the control plane)
     #[arg(long, env = "CP_CLUSTER")]
     cluster: String,
-    /// NATS server URL(s), comma separated; a user and password (`nats://user:password@host`) or a
-    /// token (`nats://token@host`) in it authenticate, and never reach the logs
-    #[arg(long, env = "CP_NATS_URL", default_value = "nats://127.0.0.1:4222", hide_env_values = true)]
-    nats_url: String,
-    /// NATS credentials file (`.creds`: user JWT and seed)
-    #[arg(long, env = "CP_NATS_CREDS")]
-    nats_creds: Option<std::path::PathBuf>,
-    /// a file holding this process's NATS nkey seed
-    #[arg(long, env = "CP_NATS_NKEY")]
-    nats_nkey: Option<std::path::PathBuf>,
-    /// PEM certificate authorities to trust for NATS over TLS (`tls://` URLs); TLS is then required
-    #[arg(long, env = "CP_NATS_CA")]
-    nats_ca: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    nats: streams::connection::NatsArgs,
     /// Kubernetes API server URL, e.g. a simulator's; when absent, KUBECONFIG or in-cluster config
     #[arg(long, env = "CP_KUBE_URL")]
     kube_url: Option<String>,
@@ -83,12 +72,7 @@ async fn main() -> anyhow::Result<()> {
         .custom_inbox_prefix(streams::cluster_feed::agent_inbox_prefix(&options.cluster))
         .retry_on_initial_connect()
         .reconnect_delay_callback(|attempts| Duration::from_millis((attempts as u64 * 100).min(1000)));
-    let auth = streams::connection::NatsAuth {
-        nkey_file: options.nats_nkey.clone(),
-        creds_file: options.nats_creds.clone(),
-        ca_file: options.nats_ca.clone(),
-    };
-    let nats = streams::connection::connect(connect, &options.nats_url, &auth).await?;
+    let nats = options.nats.connect(connect).await?;
 
     let registry = Arc::new(registry);
     let listener = tokio::net::TcpListener::bind(options.listen).await?;

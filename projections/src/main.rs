@@ -16,25 +16,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Options {
-    /// NATS server URL(s), comma separated; a user and password (`nats://user:password@host`) or a
-    /// token (`nats://token@host`) in it authenticate, and never reach the logs
-    #[arg(
-        long,
-        env = "CP_NATS_URL",
-        default_value = "nats://127.0.0.1:4222",
-        global = true,
-        hide_env_values = true
-    )]
-    nats_url: String,
-    /// NATS credentials file (`.creds`: user JWT and seed)
-    #[arg(long, env = "CP_NATS_CREDS", global = true)]
-    nats_creds: Option<std::path::PathBuf>,
-    /// a file holding this process's NATS nkey seed
-    #[arg(long, env = "CP_NATS_NKEY", global = true)]
-    nats_nkey: Option<std::path::PathBuf>,
-    /// PEM certificate authorities to trust for NATS over TLS (`tls://` URLs); TLS is then required
-    #[arg(long, env = "CP_NATS_CA", global = true)]
-    nats_ca: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    nats: streams::connection::NatsArgs,
     /// replicas of the JetStream stream and buckets (1 for one server, 3 in production)
     #[arg(long, env = "CP_JETSTREAM_REPLICAS", default_value_t = 1, global = true)]
     replicas: usize,
@@ -114,12 +97,7 @@ async fn main() -> anyhow::Result<()> {
         .name("cp-projector")
         .retry_on_initial_connect()
         .reconnect_delay_callback(|attempts| Duration::from_millis((attempts as u64 * 100).min(1000)));
-    let auth = streams::connection::NatsAuth {
-        nkey_file: options.nats_nkey.clone(),
-        creds_file: options.nats_creds.clone(),
-        ca_file: options.nats_ca.clone(),
-    };
-    let nats = streams::connection::connect(connect, &options.nats_url, &auth).await?;
+    let nats = options.nats.connect(connect).await?;
     let settings = Settings { replicas: options.replicas, ..Settings::default() };
     let topology = settings.apply(&async_nats::jetstream::new(nats)).await?;
     let bucket = ReadModelBucket::new(&topology);

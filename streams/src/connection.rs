@@ -8,6 +8,47 @@ use std::path::PathBuf;
 
 use async_nats::{ConnectOptions, ServerAddr};
 
+/// Where and as whom a process reaches NATS: the flags (and environment variables) every binary of the
+/// project takes alike. `global`, so a binary with subcommands takes them before or after its subcommand.
+#[derive(Debug, Clone, clap::Args)]
+pub struct NatsArgs {
+    /// NATS server URL(s), comma separated; a user and password (`nats://user:password@host`) or a
+    /// token (`nats://token@host`) in it authenticate, and never reach the logs
+    #[arg(
+        long,
+        env = "CP_NATS_URL",
+        default_value = "nats://127.0.0.1:4222",
+        global = true,
+        hide_env_values = true
+    )]
+    pub nats_url: String,
+    /// NATS credentials file (`.creds`: user JWT and seed)
+    #[arg(long, env = "CP_NATS_CREDS", global = true)]
+    pub nats_creds: Option<PathBuf>,
+    /// a file holding this process's NATS nkey seed
+    #[arg(long, env = "CP_NATS_NKEY", global = true)]
+    pub nats_nkey: Option<PathBuf>,
+    /// PEM certificate authorities to trust for NATS over TLS (`tls://` URLs); TLS is then required
+    #[arg(long, env = "CP_NATS_CA", global = true)]
+    pub nats_ca: Option<PathBuf>,
+}
+
+impl NatsArgs {
+    /// The credentials besides the URL's.
+    pub fn auth(&self) -> NatsAuth {
+        NatsAuth {
+            nkey_file: self.nats_nkey.clone(),
+            creds_file: self.nats_creds.clone(),
+            ca_file: self.nats_ca.clone(),
+        }
+    }
+
+    /// Connects with `options`, authenticated as these arguments say.
+    pub async fn connect(&self, options: ConnectOptions) -> Result<async_nats::Client, ConnectError> {
+        connect(options, &self.nats_url, &self.auth()).await
+    }
+}
+
 /// Credentials besides the URL's.
 #[derive(Debug, Clone, Default)]
 pub struct NatsAuth {

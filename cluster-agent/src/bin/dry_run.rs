@@ -14,18 +14,8 @@ struct Options {
     /// the cluster whose history to render
     #[arg(long, env = "CP_CLUSTER")]
     cluster: String,
-    /// NATS server URL(s), comma separated (credentials in it never reach the logs)
-    #[arg(long, env = "CP_NATS_URL", default_value = "nats://127.0.0.1:4222", hide_env_values = true)]
-    nats_url: String,
-    /// NATS credentials file
-    #[arg(long, env = "CP_NATS_CREDS")]
-    nats_creds: Option<std::path::PathBuf>,
-    /// a file holding an nkey seed
-    #[arg(long, env = "CP_NATS_NKEY")]
-    nats_nkey: Option<std::path::PathBuf>,
-    /// PEM certificate authorities for NATS over TLS
-    #[arg(long, env = "CP_NATS_CA")]
-    nats_ca: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    nats: streams::connection::NatsArgs,
     /// the backup store endpoint the cluster's agent is configured with (it shapes PostgreSQL's objects)
     #[arg(long, env = "CP_BACKUP_STORE_ENDPOINT", requires = "backup_store_bucket")]
     backup_store_endpoint: Option<String>,
@@ -43,12 +33,7 @@ async fn main() -> anyhow::Result<()> {
     let connect = async_nats::ConnectOptions::new()
         .name("agent-dry-run")
         .reconnect_delay_callback(|attempts| Duration::from_millis((attempts as u64 * 100).min(1000)));
-    let auth = streams::connection::NatsAuth {
-        nkey_file: options.nats_nkey.clone(),
-        creds_file: options.nats_creds.clone(),
-        ca_file: options.nats_ca.clone(),
-    };
-    let nats = streams::connection::connect(connect, &options.nats_url, &auth).await?;
+    let nats = options.nats.connect(connect).await?;
     let jetstream = async_nats::jetstream::new(nats);
     let events = jetstream.get_stream(&streams::Settings::default().events_stream).await?;
     let range = streams::history::HistoryRange { after: 0, until: None, limit: usize::MAX };
