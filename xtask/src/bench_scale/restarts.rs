@@ -6,7 +6,9 @@
 use std::time::Duration;
 
 use super::stack::Stack;
-use crate::process::{counter, quiet, sample as metric_sample};
+use futures::StreamExt as _;
+
+use crate::process::{counter, quiet};
 
 /// What the restarts measured.
 pub(super) struct Restarts {
@@ -50,15 +52,22 @@ pub(super) async fn measure(
         .await?;
     anyhow::ensure!(response.status() == reqwest::StatusCode::ACCEPTED, "PATCH: {}", response.status());
     let last = stack.topology.events.clone().info().await?.state.last_sequence;
+    // The checkpoint's writes, as they happen (the projector writes it after the records it covers).
+    let bucket = streams::read_models::ReadModelBucket::new(&stack.topology);
+    let mut checkpoints = bucket.store().watch(streams::read_models::CHECKPOINT_KEY).await?;
     let restarted = stack.restart_projector().await?;
-    loop {
-        let text = http.get(stack.projector.metrics()).send().await?.text().await?;
-        if metric_sample(&text, "cp_projector_checkpoint_sequence") as u64 >= last {
-            break;
+    let caught_up = async {
+        while let Some(entry) = checkpoints.next().await {
+            let checkpoint: projections::Checkpoint = serde_json::from_slice(&entry?.value)?;
+            if checkpoint.sequence >= last {
+                return anyhow::Ok(());
+            }
         }
-        anyhow::ensure!(restarted.elapsed() < PATIENCE, "the restarted projector did not catch up");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        anyhow::bail!("the checkpoint watch ended")
+    };
+    tokio::time::timeout(PATIENCE, caught_up)
+        .await
+        .map_err(|_| anyhow::anyhow!("the restarted projector did not catch up"))??;
     let projector_caught_up = restarted.elapsed();
 
     // An API replica.
