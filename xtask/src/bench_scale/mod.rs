@@ -22,7 +22,7 @@ use streams::read_models::ReadModelBucket;
 
 use crate::{
     measure::{cpu_seconds, percentile},
-    process::{counter, disk_bytes, quiet},
+    process::{disk_bytes, quiet},
 };
 
 /// Options of the scale benchmark.
@@ -73,8 +73,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
     );
     println!("  stack started in {:.1} s", run_started.elapsed().as_secs_f64());
     let idle = Memory::of(&stack)?;
-    let idle_requests = agent_counters(&http, &stack, "cp_agent_kube_requests").await?;
-    let idle_writes = agent_counters(&http, &stack, "cp_agent_kube_writes").await?;
+    let idle_kube = kube_requests(&http, &stack).await?;
 
     let tracker = Arc::new(provision::Tracker::default());
     let watcher =
@@ -193,8 +192,8 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
         idle.api / 1024,
         loaded.api / 1024
     );
-    let kube_requests = agent_counters(&http, &stack, "cp_agent_kube_requests").await? - idle_requests;
-    let kube_writes = agent_counters(&http, &stack, "cp_agent_kube_writes").await? - idle_writes;
+    let loaded_kube = kube_requests(&http, &stack).await?;
+    let (kube_requests, kube_writes) = (loaded_kube.0 - idle_kube.0, loaded_kube.1 - idle_kube.1);
     println!(
         "    Kubernetes API requests per instance: {:.2} ({:.2} writes)",
         kube_requests as f64 / n,
@@ -317,11 +316,13 @@ impl Cpu {
     }
 }
 
-/// A counter summed over every agent.
-async fn agent_counters(http: &reqwest::Client, stack: &stack::Stack, name: &str) -> anyhow::Result<u64> {
-    let mut sum = 0;
+/// Kubernetes requests and writes so far, summed over every agent (one scrape of each).
+async fn kube_requests(http: &reqwest::Client, stack: &stack::Stack) -> anyhow::Result<(u64, u64)> {
+    let (mut requests, mut writes) = (0, 0);
     for metrics in stack.agent_metrics() {
-        sum += counter(http, &metrics, name).await?;
+        let text = http.get(&metrics).send().await?.text().await?;
+        requests += crate::process::sample(&text, "cp_agent_kube_requests_total") as u64;
+        writes += crate::process::sample(&text, "cp_agent_kube_writes_total") as u64;
     }
-    Ok(sum)
+    Ok((requests, writes))
 }

@@ -166,16 +166,19 @@ impl Stack {
     pub(super) async fn agent_lags(&self) -> anyhow::Result<Vec<u64>> {
         let mut lags = Vec::with_capacity(self.agents.len());
         for agent in &self.agents {
+            // One request per agent: the consumer's info, without first asking for the stream's.
             let feed = self
                 .topology
                 .jetstream
-                .get_stream(cluster_feed::desired_stream_name(&self.topology.settings, &agent.cluster))
+                .get_stream_no_info(cluster_feed::desired_stream_name(
+                    &self.topology.settings,
+                    &agent.cluster,
+                ))
                 .await?;
-            let mut consumer: async_nats::jetstream::consumer::PullConsumer = feed
-                .get_consumer(&cluster_feed::agent_consumer_name(&agent.cluster))
+            let info = feed
+                .consumer_info(cluster_feed::agent_consumer_name(&agent.cluster))
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
-            let info = consumer.info().await?;
             lags.push(info.num_pending + info.num_ack_pending as u64);
         }
         Ok(lags)
