@@ -17,7 +17,7 @@ use futures::StreamExt as _;
 use k8s_openapi::api::{batch::v1::Job, core::v1::Pod};
 use kube::{
     Api,
-    api::{ApiResource, DynamicObject, ListParams, Patch, PatchParams},
+    api::{ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams},
     runtime::{
         WatchStreamExt as _,
         reflector::{self, ObjectRef, Store},
@@ -97,7 +97,13 @@ pub(crate) async fn run(config: Arc<AgentConfig>, desired: Arc<Desired>) -> anyh
         }
         for (backup_id, backup) in desired.backups() {
             let Some(source) = backup.source() else { continue };
-            if backup.deletion_requested() || reported.contains(&backup_id) {
+            if backup.deletion_requested() {
+                if let Err(e) = remove_record(&config, &jobs, &pg_backups, backup_id, source).await {
+                    tracing::warn!(backup = %backup_id, error = %e, "removing a backup's Job failed; retrying");
+                }
+                continue;
+            }
+            if reported.contains(&backup_id) {
                 continue;
             }
             let step = Step {
@@ -118,6 +124,42 @@ pub(crate) async fn run(config: Arc<AgentConfig>, desired: Arc<Desired>) -> anyh
             }
         }
     }
+}
+
+/// Removes the record of a backup whose deletion the control plane asked for: its Job (with its pod) or
+/// its CloudNativePG `Backup`. Until then the record is what tells a restarted agent the backup was made
+/// and reported, so it is kept for as long as the backup is; a Job therefore has no
+/// `ttlSecondsAfterFinished` (its removal by Kubernetes would have the backup made again). One request
+/// while the watch still shows the record, none afterwards.
+async fn remove_record(
+    config: &AgentConfig,
+    jobs: &Store<Job>,
+    pg_backups: &Store<DynamicObject>,
+    backup_id: Uuid,
+    source: &BackupSource,
+) -> Result<()> {
+    let ns = namespace(&source.project);
+    // A Job's pods are its dependents; the API's default for a Job is to orphan them (batch/v1), so the
+    // deletion asks for them to go too.
+    let params = DeleteParams::background();
+    let gone = |result: kube::Result<_>| match result {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e),
+    };
+    if source.service == ServiceType::Postgresql {
+        let name = barman::backup_name(backup_id);
+        if pg_backups.get(&ObjectRef::new_with(&name, postgres_backups()).within(&ns)).is_some() {
+            let api: Api<DynamicObject> = Api::namespaced_with(config.client.clone(), &ns, &postgres_backups());
+            gone(api.delete(&name, &params).await.map(|_| ()))?;
+        }
+    } else {
+        let name = backup::job_name(backup_id);
+        if jobs.get(&ObjectRef::new(&name).within(&ns)).is_some() {
+            gone(Api::<Job>::namespaced(config.client.clone(), &ns).delete(&name, &params).await.map(|_| ()))?;
+        }
+    }
+    Ok(())
 }
 
 /// Polls a watch until it ends, waking `changes` at each event.

@@ -19,6 +19,7 @@ pub mod digest;
 pub mod job;
 pub mod network;
 pub mod rotation;
+pub mod workload;
 
 use crate::crd::{MANAGER, ManagedInstance};
 
@@ -144,22 +145,6 @@ fn scalar(value: &Value) -> String {
     }
 }
 
-struct Workload {
-    image: String,
-    port: u16,
-    config_file: &'static str,
-    config_text: String,
-    /// the environment the image's entrypoint initialises the database from
-    env: Value,
-    data_path: &'static str,
-    config_path: &'static str,
-}
-
-/// An environment variable holding the generated password (the credentials Secret's `password` key).
-fn password_env(name: &str, mi: &ManagedInstance) -> Value {
-    json!({"name": name, "valueFrom": {"secretKeyRef": {"name": credentials_name(mi), "key": "password"}}})
-}
-
 /// The port each service listens on (the Service's and the container's).
 pub fn service_port(service: &str) -> u16 {
     match service {
@@ -176,55 +161,6 @@ pub fn admin_user(service: &str) -> Option<&'static str> {
         "mongodb" => Some("root"),
         "influxdb" | "grafana" => Some("admin"),
         _ => None,
-    }
-}
-
-fn workload(mi: &ManagedInstance) -> Workload {
-    let config = &mi.spec.config;
-    let user = admin_user(&mi.spec.service).unwrap_or("admin");
-    let lines = |fmt: fn(&str, String) -> String| -> String {
-        config.iter().map(|(k, v)| fmt(k, scalar(v))).collect::<Vec<_>>().join("\n")
-    };
-    match mi.spec.service.as_str() {
-        "mongodb" => Workload {
-            image: format!("mongo:{}", mi.spec.version),
-            port: service_port("mongodb"),
-            config_file: "mongod.conf",
-            config_text: lines(|k, v| format!("{k}: {v}")),
-            // The image creates the root user only when both are set, and refuses to start with one
-            // alone (docker-library/mongo docker-entrypoint.sh: "both must be specified for a user to be
-            // created").
-            env: json!([{"name": "MONGO_INITDB_ROOT_USERNAME", "value": user}, password_env("MONGO_INITDB_ROOT_PASSWORD", mi)]),
-            data_path: "/data/db",
-            config_path: "/etc/mongo",
-        },
-        "influxdb" => Workload {
-            image: format!("influxdb:{}", mi.spec.version),
-            port: service_port("influxdb"),
-            config_file: "config.yml",
-            config_text: lines(|k, v| format!("{}: {v}", k.replace('_', "-"))),
-            // The image sets InfluxDB up only in `setup` mode with a user, password, org and bucket
-            // (influxdata/influxdata-docker influxdb/2.7/entrypoint.sh, REQUIRED_INIT_VARS); without it
-            // the server starts un-set-up and the first caller may claim it.
-            env: json!([
-                {"name": "DOCKER_INFLUXDB_INIT_MODE", "value": "setup"},
-                {"name": "DOCKER_INFLUXDB_INIT_USERNAME", "value": user},
-                password_env("DOCKER_INFLUXDB_INIT_PASSWORD", mi),
-                {"name": "DOCKER_INFLUXDB_INIT_ORG", "value": mi.spec.project},
-                {"name": "DOCKER_INFLUXDB_INIT_BUCKET", "value": "default"},
-            ]),
-            data_path: "/var/lib/influxdb2",
-            config_path: "/etc/influxdb2",
-        },
-        _ => Workload {
-            image: format!("grafana/grafana:{}", mi.spec.version),
-            port: service_port("grafana"),
-            config_file: "grafana.ini",
-            config_text: lines(|k, v| format!("{k} = {v}")),
-            env: json!([{"name": "GF_SECURITY_ADMIN_USER", "value": user}, password_env("GF_SECURITY_ADMIN_PASSWORD", mi)]),
-            data_path: "/var/lib/grafana",
-            config_path: "/etc/grafana",
-        },
     }
 }
 
@@ -273,7 +209,7 @@ pub fn render(mi: &ManagedInstance, store: Option<&backup::StoreTarget>) -> Vec<
         children.extend(network::render(mi, POSTGRES_PORT));
         return children;
     }
-    let w = workload(mi);
+    let w = workload::workload(mi);
     let config_map = json!({
         "apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata(mi, &format!("{name}-config")),
         "data": {w.config_file: w.config_text},
@@ -282,6 +218,29 @@ pub fn render(mi: &ManagedInstance, store: Option<&backup::StoreTarget>) -> Vec<
         "apiVersion": "v1", "kind": "Service", "metadata": metadata(mi, &name),
         "spec": {"clusterIP": "None", "selector": selector(mi), "ports": [{"name": mi.spec.service, "port": w.port, "targetPort": w.port}]},
     });
+    let mut volumes = vec![json!({"name": "config", "configMap": {"name": format!("{name}-config")}})];
+    let mut mounts =
+        vec![json!({"name": "data", "mountPath": w.data_path}), json!({"name": "config", "mountPath": w.config_path})];
+    for (volume, mount) in w.volumes {
+        volumes.push(volume);
+        mounts.push(mount);
+    }
+    let mut container = json!({
+        "name": mi.spec.service,
+        "image": w.image,
+        "ports": [{"containerPort": w.port, "name": mi.spec.service}],
+        "resources": resources(mi),
+        "env": w.env,
+        "volumeMounts": mounts,
+        "readinessProbe": w.readiness,
+    });
+    if let Some(args) = w.args {
+        container["args"] = args;
+    }
+    let mut pod = json!({"containers": [container], "volumes": volumes});
+    if let Some(security) = w.pod_security {
+        pod["securityContext"] = security;
+    }
     let statefulset = json!({
         "apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": metadata(mi, &name),
         "spec": {
@@ -290,20 +249,7 @@ pub fn render(mi: &ManagedInstance, store: Option<&backup::StoreTarget>) -> Vec<
             "selector": {"matchLabels": selector(mi)},
             "template": {
                 "metadata": {"labels": selector(mi), "annotations": {"cp.example.com/config-hash": hash}},
-                "spec": {
-                    "containers": [{
-                        "name": mi.spec.service,
-                        "image": w.image,
-                        "ports": [{"containerPort": w.port, "name": mi.spec.service}],
-                        "resources": resources(mi),
-                        "env": w.env,
-                        "volumeMounts": [
-                            {"name": "data", "mountPath": w.data_path},
-                            {"name": "config", "mountPath": w.config_path},
-                        ],
-                    }],
-                    "volumes": [{"name": "config", "configMap": {"name": format!("{name}-config")}}],
-                },
+                "spec": pod,
             },
             // The data volumes outlive the set: a hand-deleted set, or the garbage collector acting on a
             // deleted owner, must not take the data with it. They go only when the control plane

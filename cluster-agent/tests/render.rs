@@ -5,40 +5,14 @@
 
 use std::path::PathBuf;
 
-use cluster_agent::{
-    crd::{ManagedInstance, ManagedInstanceSpec},
-    render,
-};
-use kube::{CustomResourceExt as _, api::ObjectMeta};
+mod fixture;
+
+use cluster_agent::{crd::ManagedInstance, render};
+use kube::CustomResourceExt as _;
 use serde_json::json;
 
 fn fixture(service: &str, version: &str, config: serde_json::Value) -> ManagedInstance {
-    let mut mi = ManagedInstance::new(
-        "orders",
-        ManagedInstanceSpec {
-            instance_id: "0193a0b0-0000-7000-8000-000000000001".into(),
-            project: "acme".into(),
-            service: service.into(),
-            version: version.into(),
-            plan: "standard".into(),
-            cpu_millis: 2000,
-            memory_mib: 8192,
-            replicas: 3,
-            storage_gib: 50,
-            config: serde_json::from_value(config).unwrap(),
-            generation: 4,
-            aspects: None,
-            acl: vec!["198.51.100.7/32".into(), "2001:db8::/32".into()],
-            restore: None,
-        },
-    );
-    mi.metadata = ObjectMeta {
-        name: Some("orders".into()),
-        namespace: Some("cp-acme".into()),
-        uid: Some("7d1c2a52-0000-4000-8000-000000000001".into()),
-        ..Default::default()
-    };
-    mi
+    fixture::instance(service, version, config)
 }
 
 fn check(path: PathBuf, actual: &str) {
@@ -75,14 +49,15 @@ fn rendered_objects_match_the_golden_files() {
 }
 
 #[test]
-fn an_instance_without_an_acl_gets_no_endpoint_and_a_policy_admitting_only_its_own_pods() {
+fn an_instance_without_an_acl_gets_no_endpoint_and_a_policy_admitting_only_its_own_pods_and_jobs() {
     let mut mi = fixture("mongodb", "7.0", json!({}));
     mi.spec.acl.clear();
     let children = render::render(&mi, None);
     assert!(!children.iter().any(|c| c.name == "orders-endpoint"), "an empty ACL must not open an endpoint");
     let policy = children.iter().find(|c| c.name == "orders-access").expect("the NetworkPolicy");
     assert_eq!(render::network::admitted_blocks(&policy.object), Vec::<String>::new());
-    assert_eq!(policy.object["spec"]["ingress"].as_array().map(Vec::len), Some(1), "{:#}", policy.object);
+    // Its own pods, and the agent's Jobs that connect to it (see `tests/workloads.rs`).
+    assert_eq!(policy.object["spec"]["ingress"].as_array().map(Vec::len), Some(2), "{:#}", policy.object);
 }
 
 #[test]

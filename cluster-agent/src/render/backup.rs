@@ -107,12 +107,17 @@ fn dump(mi: &ManagedInstance, host: &str) -> Option<Dump> {
     let image = |image: String, command: String| Some(Dump { image, command, data_volume: false });
     match mi.spec.service.as_str() {
         // mongodump's archive format, gzipped: one file, restorable with `mongorestore --archive --gzip`
-        // (MongoDB Database Tools, mongodump). The password comes from the environment.
+        // (MongoDB Database Tools, mongodump). The password reaches mongodump in a YAML file
+        // (`--config`, which takes `password`: Database Tools docs, mongodump options), never on its
+        // command line.
         "mongodb" => image(
             format!("mongo:{}", mi.spec.version),
             format!(
-                "mongodump --host {host} --port {port} --username {user} --password \"$PASSWORD\" \
-                 --authenticationDatabase admin --archive=/backup/artifact --gzip"
+                "set -eu\n\
+                 {config}\n\
+                 mongodump --host {host} --port {port} --username {user} --config=/tmp/mongo-tools.yaml \
+                 --authenticationDatabase admin --archive=/backup/artifact --gzip\n",
+                config = MONGO_TOOLS_CONFIG,
             ),
         ),
         // `influx backup` needs an operator token: the one the image's setup made for the admin user
@@ -128,7 +133,8 @@ fn dump(mi: &ManagedInstance, host: &str) -> Option<Dump> {
                  base='http://{host}:{port}'\n\
                  {signin}\n\
                  {token}\n\
-                 influx backup /backup/dump --host \"$base\" --token \"$token\"\n\
+                 export INFLUX_TOKEN=\"$token\"\n\
+                 influx backup /backup/dump --host \"$base\"\n\
                  printf '%s' \"$token\" > /backup/dump/cp-operator-token\n\
                  tar -czf /backup/artifact -C /backup dump\n",
                 signin = influx_signin(user),
@@ -150,10 +156,20 @@ fn dump(mi: &ManagedInstance, host: &str) -> Option<Dump> {
 }
 
 /// InfluxDB 2: signs the admin in with the password in `$PASSWORD`, keeping the session in
-/// `/tmp/session` (`POST /api/v2/signin` answers 204 to valid Basic credentials).
+/// `/tmp/session` (`POST /api/v2/signin` answers 204 to valid Basic credentials; influxdata/influxdb
+/// v2.7.12 session/http_server.go). The credentials go through a curl config file, not curl's command
+/// line.
 fn influx_signin(user: &str) -> String {
-    format!("curl -fsS -c /tmp/session -o /dev/null -X POST -u \"{user}:$PASSWORD\" \"$base/api/v2/signin\"")
+    format!(
+        "{} && curl -fsS -c /tmp/session -o /dev/null -X POST -K /tmp/admin.curl \"$base/api/v2/signin\"",
+        super::rotation::curl_credentials("/tmp/admin.curl", user, "PASSWORD")
+    )
 }
+
+/// Writes the password in `$PASSWORD` into the YAML file MongoDB's Database Tools read with `--config`
+/// (`printf` is a shell builtin: the password is on no command line). Generated passwords are
+/// alphanumeric, so the quoted scalar needs no escaping.
+const MONGO_TOOLS_CONFIG: &str = "printf 'password: \"%s\"\\n' \"$PASSWORD\" > /tmp/mongo-tools.yaml";
 
 /// InfluxDB 2: sets `token` to the admin's first token, the operator token the image's setup made, read
 /// through the signed-in session (`GET /api/v2/authorizations?user=`).
@@ -183,8 +199,12 @@ pub fn job(mi: &ManagedInstance, backup_id: Uuid, key: &str) -> Option<Child> {
         "apiVersion": "batch/v1", "kind": "Job", "metadata": metadata,
         "spec": {
             "backoffLimit": 2,
+            "activeDeadlineSeconds": super::job::DATA_DEADLINE_SECONDS,
             "template": {
-                "metadata": {"labels": {BACKUP_LABEL: backup_id.to_string()}},
+                "metadata": {"labels": {
+                    BACKUP_LABEL: backup_id.to_string(),
+                    super::job::CLIENT_OF_LABEL: mi.spec.instance_id,
+                }},
                 "spec": {
                     "restartPolicy": "Never",
                     "volumes": [{"name": "backup", "emptyDir": {}}],
@@ -205,18 +225,27 @@ pub fn job(mi: &ManagedInstance, backup_id: Uuid, key: &str) -> Option<Child> {
     });
     let mut object = object;
     if dump.data_volume {
-        // The first replica's claim (`<template>-<set>-<ordinal>`); ReadWriteOnce, so the pod goes to the
-        // node that has it attached (core/v1 PersistentVolumeAccessMode: RWO is per node, not per pod).
+        // The first replica's claim (`<template>-<set>-<ordinal>`); ReadWriteOnce, so the pod must run on
+        // the node that has it attached (core/v1 PersistentVolumeAccessMode: RWO is per node, not per
+        // pod): the node of that replica's pod, which the StatefulSet controller labels with its name
+        // (k8s.io/api v0.36.1 apps/v1/types.go, `StatefulSetPodNameLabel`). Affinity to any replica would put it beside replica 1
+        // or 2, where replica 0's volume is not attached.
+        let replica = format!("{}-0", mi.name_any());
         let pod = &mut object["spec"]["template"]["spec"];
         pod["volumes"].as_array_mut().expect("rendered above").push(json!(
-            {"name": "data", "persistentVolumeClaim": {"claimName": format!("data-{}-0", mi.name_any()), "readOnly": true}}));
+            {"name": "data", "persistentVolumeClaim": {"claimName": format!("data-{replica}"), "readOnly": true}}));
         pod["initContainers"][0]["volumeMounts"].as_array_mut().expect("rendered above").push(json!(
             {"name": "data", "mountPath": "/var/lib/grafana", "readOnly": true}));
         pod["affinity"] = json!({"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{
-            "labelSelector": {"matchLabels": super::selector(mi)}, "topologyKey": "kubernetes.io/hostname"}]}});
+            "labelSelector": {"matchLabels": {STATEFULSET_POD_NAME_LABEL: replica}},
+            "topologyKey": "kubernetes.io/hostname"}]}});
     }
     Some(Child { kind: ChildKind::Job, name, object })
 }
+
+/// The label the StatefulSet controller puts on each of its pods, with the pod's name (k8s.io/api
+/// v0.36.1 apps/v1/types.go, `StatefulSetPodNameLabel`).
+pub const STATEFULSET_POD_NAME_LABEL: &str = "statefulset.kubernetes.io/pod-name";
 
 /// Label on a restore's Job pod naming the instance (not the instance label: the pod is not a replica).
 pub const RESTORE_OF_LABEL: &str = "cp.example.com/restore-of";
@@ -255,15 +284,20 @@ pub fn restore_job(mi: &ManagedInstance, generation: u64, key: &str) -> Option<C
         "mongodb" => (
             format!("mongo:{}", mi.spec.version),
             format!(
-                "mongorestore --host {host} --port {port} --username {user} --password \"$PASSWORD\" \
-                 --authenticationDatabase admin --archive=/backup/artifact --gzip --drop"
+                "set -eu\n\
+                 {config}\n\
+                 mongorestore --host {host} --port {port} --username {user} --config=/tmp/mongo-tools.yaml \
+                 --authenticationDatabase admin --archive=/backup/artifact --gzip --drop\n",
+                config = MONGO_TOOLS_CONFIG,
             ),
         ),
         // `influx restore --full` replaces the server's data and metadata with the backup's, users and
         // tokens included (InfluxDB docs, "Restore data"): afterwards the instance's own admin password is
         // set again (`POST /api/v2/users/{id}/password` with a token: influxdb tenant/http_server_user.go,
         // handlePostUserPassword) through the backup's operator token, which the dump kept. A Job run
-        // again after the restore signs in with that token instead.
+        // again after the restore signs in with that token instead. The influx CLI takes its token from
+        // `INFLUX_TOKEN` (influx CLI docs, "Provide required authentication credentials"), and curl its
+        // header from a config file, so no token is on a command line.
         "influxdb" => (
             format!("influxdb:{}", mi.spec.version),
             format!(
@@ -271,15 +305,17 @@ pub fn restore_job(mi: &ManagedInstance, generation: u64, key: &str) -> Option<C
                  base='http://{host}:{port}'\n\
                  tar -xzf /backup/artifact -C /backup\n\
                  source=$(cat /backup/dump/cp-operator-token)\n\
+                 printf 'header = \"Authorization: Token %s\"\\n' \"$source\" > /tmp/source.curl\n\
                  if {signin}; then\n\
                  \x20 {token}\n\
                  else\n\
                  \x20 token=$source\n\
                  fi\n\
-                 influx restore /backup/dump --host \"$base\" --token \"$token\" --full\n\
-                 id=$(curl -fsS -H \"Authorization: Token $source\" \"$base/api/v2/users?name={user}\" | sed -n 's/.*\"id\": *\"\\([0-9a-f]*\\)\".*/\\1/p' | head -n1)\n\
+                 export INFLUX_TOKEN=\"$token\"\n\
+                 influx restore /backup/dump --host \"$base\" --full\n\
+                 id=$(curl -fsS -K /tmp/source.curl \"$base/api/v2/users?name={user}\" | sed -n 's/.*\"id\": *\"\\([0-9a-f]*\\)\".*/\\1/p' | head -n1)\n\
                  printf '{{\"password\":\"%s\"}}' \"$PASSWORD\" > /tmp/body\n\
-                 curl -fsS -o /dev/null -X POST -H \"Authorization: Token $source\" -H 'Content-Type: application/json' --data @/tmp/body \"$base/api/v2/users/$id/password\"\n",
+                 curl -fsS -o /dev/null -X POST -K /tmp/source.curl -H 'Content-Type: application/json' --data @/tmp/body \"$base/api/v2/users/$id/password\"\n",
                 signin = influx_signin(user),
                 token = influx_session_token(user),
             ),
@@ -293,8 +329,12 @@ pub fn restore_job(mi: &ManagedInstance, generation: u64, key: &str) -> Option<C
         "apiVersion": "batch/v1", "kind": "Job", "metadata": metadata,
         "spec": {
             "backoffLimit": 2,
+            "activeDeadlineSeconds": super::job::DATA_DEADLINE_SECONDS,
             "template": {
-                "metadata": {"labels": {RESTORE_OF_LABEL: mi.spec.instance_id}},
+                "metadata": {"labels": {
+                    RESTORE_OF_LABEL: mi.spec.instance_id,
+                    super::job::CLIENT_OF_LABEL: mi.spec.instance_id,
+                }},
                 "spec": {
                     "restartPolicy": "Never",
                     "volumes": [{"name": "backup", "emptyDir": {}}],

@@ -129,8 +129,13 @@ pub fn backup(mi: &ManagedInstance, backup_id: Uuid) -> Value {
 }
 
 /// What a finished `Backup` reports: `Ok((location, milliseconds taken))` or `Err(why)`; `None` while it
-/// runs. Its status (v1.30.0 `api/v1/backup_types.go`, `BackupStatus`): `phase` `completed` or `failed`,
-/// `serverName` and `backupId` (Barman's), `startedAt`, `stoppedAt`, `error`.
+/// runs. Its status (v1.30.0 `api/v1/backup_types.go`, `BackupStatus`): `phase`, `serverName` and
+/// `backupId` (Barman's), `startedAt`, `stoppedAt`, `error`. Of the phases `backup_types.go` names, only
+/// `pending`, `started`, `running` (`IsInProgress`, api/v1/backup_funcs.go) and `finalizing` (a volume
+/// snapshot waiting to be usable) are on the way to `completed`. `failed` is final; so, for this
+/// backup, are `invalid backup definition` (set by the admission checks with the reason in `error`:
+/// `SetAdmissionError`) and `walArchivingFailing` (the instance gives up on the backup when WAL
+/// archiving does not work: pkg/management/postgres/backup.go, `Start`). An unknown phase is waited on.
 pub fn outcome(backup: &Value, project: &str, instance_id: Uuid) -> Option<Result<(String, u64), String>> {
     let status = &backup["status"];
     match status["phase"].as_str()? {
@@ -148,7 +153,15 @@ pub fn outcome(backup: &Value, project: &str, instance_id: Uuid) -> Option<Resul
             };
             Some(Ok((format!("{project}/{instance_id}/{server}/base/{id}"), duration)))
         }
-        "failed" => Some(Err(status["error"].as_str().unwrap_or("the Backup failed").to_owned())),
+        phase @ ("failed" | "invalid backup definition" | "walArchivingFailing") => {
+            let why = status["error"].as_str().filter(|e| !e.is_empty());
+            Some(Err(match (phase, why) {
+                ("failed", Some(why)) => why.to_owned(),
+                ("failed", None) => "the Backup failed".to_owned(),
+                (phase, Some(why)) => format!("{phase}: {why}"),
+                (phase, None) => phase.to_owned(),
+            }))
+        }
         _ => None,
     }
 }
@@ -184,5 +197,25 @@ mod tests {
         let failed = json!({"status": {"phase": "failed", "error": "can't upload: AccessDenied"}});
         assert_eq!(outcome(&failed, "acme", id), Some(Err("can't upload: AccessDenied".into())));
         assert_eq!(outcome(&json!({"status": {"phase": "running"}}), "acme", id), None);
+    }
+
+    /// CloudNativePG v1.30.0 api/v1/backup_types.go: a Backup the admission checks refuse stays in phase
+    /// `invalid backup definition` with the reason in `error` (backup_funcs.go `SetAdmissionError`), and
+    /// one whose instance finds WAL archiving broken stays in `walArchivingFailing`
+    /// (pkg/management/postgres/backup.go): neither ever reaches `completed`, so each is a failure.
+    #[test]
+    fn a_backup_that_can_never_complete_is_a_failure() {
+        let id = Uuid::nil();
+        let invalid = json!({"status": {"phase": "invalid backup definition",
+            "error": "the cluster has no backup configuration"}});
+        assert_eq!(
+            outcome(&invalid, "acme", id),
+            Some(Err("invalid backup definition: the cluster has no backup configuration".into()))
+        );
+        let archiving = json!({"status": {"phase": "walArchivingFailing"}});
+        assert_eq!(outcome(&archiving, "acme", id), Some(Err("walArchivingFailing".into())));
+        for phase in ["pending", "started", "running", "finalizing"] {
+            assert_eq!(outcome(&json!({"status": {"phase": phase}}), "acme", id), None, "{phase}");
+        }
     }
 }

@@ -6,6 +6,20 @@ use serde_json::Value;
 
 use crate::crd::ManagedInstance;
 
+/// Label on the pods of every Job of the agent that connects to an instance (rotation, backup, restore),
+/// naming the instance: its NetworkPolicy admits these pods to the service port (`network`). The pods
+/// carry neither the instance's selector (they are not replicas and must not count as one) nor anything
+/// a tenant's client would.
+pub const CLIENT_OF_LABEL: &str = "cp.example.com/client-of";
+
+/// How long a rotation's Job may take, from its start, before Kubernetes ends it as failed (batch/v1
+/// `JobSpec.activeDeadlineSeconds`, counted while its pod is Pending too, and reported as a `Failed`
+/// condition with reason `DeadlineExceeded`): without one a pod that never schedules keeps the operation
+/// running for ever.
+pub const ROTATION_DEADLINE_SECONDS: u32 = 15 * 60;
+/// The same for a backup's or a restore's Job, whose work grows with the data: six hours.
+pub const DATA_DEADLINE_SECONDS: u32 = 6 * 60 * 60;
+
 /// A Job of `mi`: its name with `suffix`, at most 63 characters (Kubernetes puts a Job's name in the
 /// `job-name` label of its pods, and label values are limited to 63).
 pub fn name(mi: &ManagedInstance, suffix: &str) -> String {

@@ -84,31 +84,39 @@ pub fn job(mi: &ManagedInstance, generation: u64) -> Option<Child> {
     let port = service_port(&mi.spec.service);
     let (image, script) = match mi.spec.service.as_str() {
         // mongosh ships in the mongo image (6.0 and later); `changeUserPassword` is the documented way
-        // (MongoDB manual, db.changeUserPassword()). The passwords reach mongosh through the environment,
-        // never its command line.
+        // (MongoDB manual, db.changeUserPassword()). mongosh connects without credentials and
+        // authenticates inside the script from its environment (`db.auth` throws when they are wrong,
+        // which ends mongosh with a non-zero status), so no password is on its command line.
         "mongodb" => (
             format!("mongo:{}", mi.spec.version),
             format!(
                 "set -eu\n\
                  uri='mongodb://{host}:{port}/admin'\n\
-                 if mongosh \"$uri\" -u {user} -p \"$NEW_PASSWORD\" --quiet --eval 'db.runCommand({{ping: 1}})' >/dev/null 2>&1; then exit 0; fi\n\
-                 mongosh \"$uri\" -u {user} -p \"$OLD_PASSWORD\" --quiet --eval 'db.getSiblingDB(\"admin\").changeUserPassword(\"{user}\", process.env.NEW_PASSWORD)'\n"
+                 if mongosh \"$uri\" --quiet --eval 'db.getSiblingDB(\"admin\").auth(\"{user}\", process.env.NEW_PASSWORD)' >/dev/null 2>&1; then exit 0; fi\n\
+                 mongosh \"$uri\" --quiet --eval 'const admin = db.getSiblingDB(\"admin\"); admin.auth(\"{user}\", process.env.OLD_PASSWORD); admin.changeUserPassword(\"{user}\", process.env.NEW_PASSWORD)'\n"
             ),
         ),
-        // InfluxDB 2: `POST /api/v2/signin` answers 204 to valid Basic credentials; `PUT
-        // /api/v2/users/{{id}}/password` with the old password as Basic credentials sets the new one
-        // (influxdata/influxdb tenant/http_server_user.go: handlePutUserPassword → CompareAndSetPassword);
-        // the user's id comes from `GET /api/v2/me` in the signed-in session.
+        // InfluxDB 2: every route but a few (`POST /api/v2/signin`, setup) needs a token or a session
+        // (influxdata/influxdb v2.7.12 http/platform_handler.go `RegisterNoAuthRoute`,
+        // http/authentication_middleware.go `ProbeAuthScheme`: a Basic header is neither, so alone it is
+        // 401). `POST /api/v2/signin` with Basic credentials answers 204 and sets the session cookie
+        // (session/http_server.go); `PUT /api/v2/users/{{id}}/password` then compares the Basic
+        // credentials' password and sets the body's (tenant/http_server_user.go, handlePutUserPassword →
+        // CompareAndSetPassword), so it carries both. The user's id comes from `GET /api/v2/me`.
         "influxdb" => (
             CURL_IMAGE.to_owned(),
             format!(
                 "set -eu\n\
                  base='http://{host}:{port}'\n\
-                 if curl -fsS -o /dev/null -X POST -u \"{user}:$NEW_PASSWORD\" \"$base/api/v2/signin\"; then exit 0; fi\n\
-                 curl -fsS -c /tmp/session -o /dev/null -X POST -u \"{user}:$OLD_PASSWORD\" \"$base/api/v2/signin\"\n\
+                 {new_credentials}\n\
+                 {old_credentials}\n\
+                 if curl -fsS -o /dev/null -X POST -K /tmp/new.curl \"$base/api/v2/signin\"; then exit 0; fi\n\
+                 curl -fsS -c /tmp/session -o /dev/null -X POST -K /tmp/old.curl \"$base/api/v2/signin\"\n\
                  id=$(curl -fsS -b /tmp/session \"$base/api/v2/me\" | sed -n 's/.*\"id\": *\"\\([0-9a-f]*\\)\".*/\\1/p' | head -n1)\n\
                  printf '{{\"password\":\"%s\"}}' \"$NEW_PASSWORD\" > /tmp/body\n\
-                 curl -fsS -o /dev/null -X PUT -u \"{user}:$OLD_PASSWORD\" -H 'Content-Type: application/json' --data @/tmp/body \"$base/api/v2/users/$id/password\"\n"
+                 curl -fsS -o /dev/null -X PUT -b /tmp/session -K /tmp/old.curl -H 'Content-Type: application/json' --data @/tmp/body \"$base/api/v2/users/$id/password\"\n",
+                new_credentials = curl_credentials("/tmp/new.curl", user, "NEW_PASSWORD"),
+                old_credentials = curl_credentials("/tmp/old.curl", user, "OLD_PASSWORD"),
             ),
         ),
         // Grafana: `PUT /api/user/password` changes the signed-in user's password given the old one
@@ -118,9 +126,13 @@ pub fn job(mi: &ManagedInstance, generation: u64) -> Option<Child> {
             format!(
                 "set -eu\n\
                  base='http://{host}:{port}'\n\
-                 if curl -fsS -o /dev/null -u \"{user}:$NEW_PASSWORD\" \"$base/api/user\"; then exit 0; fi\n\
+                 {new_credentials}\n\
+                 {old_credentials}\n\
+                 if curl -fsS -o /dev/null -K /tmp/new.curl \"$base/api/user\"; then exit 0; fi\n\
                  printf '{{\"oldPassword\":\"%s\",\"newPassword\":\"%s\"}}' \"$OLD_PASSWORD\" \"$NEW_PASSWORD\" > /tmp/body\n\
-                 curl -fsS -o /dev/null -X PUT -u \"{user}:$OLD_PASSWORD\" -H 'Content-Type: application/json' --data @/tmp/body \"$base/api/user/password\"\n"
+                 curl -fsS -o /dev/null -X PUT -K /tmp/old.curl -H 'Content-Type: application/json' --data @/tmp/body \"$base/api/user/password\"\n",
+                new_credentials = curl_credentials("/tmp/new.curl", user, "NEW_PASSWORD"),
+                old_credentials = curl_credentials("/tmp/old.curl", user, "OLD_PASSWORD"),
             ),
         ),
     };
@@ -132,8 +144,12 @@ pub fn job(mi: &ManagedInstance, generation: u64) -> Option<Child> {
         "spec": {
             // A few tries for a service that is briefly away; a password that is wrong stays wrong.
             "backoffLimit": 3,
+            "activeDeadlineSeconds": super::job::ROTATION_DEADLINE_SECONDS,
             "template": {
-                "metadata": {"labels": {ROTATION_OF_LABEL: mi.spec.instance_id}},
+                "metadata": {"labels": {
+                    ROTATION_OF_LABEL: mi.spec.instance_id,
+                    super::job::CLIENT_OF_LABEL: mi.spec.instance_id,
+                }},
                 "spec": {
                     "restartPolicy": "Never",
                     "containers": [{
@@ -155,3 +171,12 @@ pub fn job(mi: &ManagedInstance, generation: u64) -> Option<Child> {
 
 /// A small image with a shell and curl, for the services whose password changes over HTTP.
 const CURL_IMAGE: &str = "curlimages/curl:8.11.1";
+
+/// A shell line writing a curl config file (`curl -K FILE`: each line a long option, curl's manual,
+/// `--config`) that sends `user` and the password in the environment variable `var` as Basic
+/// credentials. `printf` is a shell builtin, so the password is on no command line (`ps` shows every
+/// process's arguments to everyone on the node); passwords are generated alphanumeric, so nothing needs
+/// escaping.
+pub(super) fn curl_credentials(file: &str, user: &str, var: &str) -> String {
+    format!("printf 'user = \"%s:%s\"\\n' '{user}' \"${var}\" > {file}")
+}
