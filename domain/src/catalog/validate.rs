@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use super::{CATALOG_FORMAT, Catalog, ConfigKind, Version};
+use super::{CATALOG_FORMAT, Catalog, ConfigKind, ServiceType, Version};
 use crate::instance::{MAX_STORAGE_GIB, check_dns_label};
 
 /// Most replicas a plan may ask for.
@@ -15,6 +15,93 @@ const MAX_REPLICAS: u32 = 9;
 pub struct CatalogError {
     /// `path: what is wrong`, e.g. `services[0].versions[2]: "16.x" is not a version`
     pub problems: Vec<String>,
+}
+
+/// Why a multi-replica InfluxDB plan is refused.
+const INFLUXDB_REPLICAS: &str = "InfluxDB OSS 2 has no clustering: more than one replica would be \
+     unrelated servers, each with part of the writes (InfluxDB docs: clustering is InfluxDB Enterprise's); \
+     at most 1";
+
+/// PostgreSQL parameters CloudNativePG manages itself or forbids (cloudnative-pg v1.30.0
+/// pkg/postgres/configuration.go, `FixedConfigurationParameters`: "fixed" ones the operator sets, "blocked"
+/// ones that must keep their default for it to work). Its webhook refuses a Cluster setting any of them
+/// ("Can't set fixed configuration parameter", internal/webhook/v1/cluster_webhook.go), so an instance
+/// offered one could never be applied. Catalog names cannot hold a dot, so the `pg_failover_slots.*`
+/// entries are left out.
+const CLOUDNATIVEPG_FIXED: &[&str] = &[
+    "allow_system_table_mods",
+    "archive_mode",
+    "bonjour",
+    "bonjour_name",
+    "cluster_name",
+    "config_file",
+    "data_directory",
+    "data_sync_retry",
+    "event_source",
+    "external_pid_file",
+    "hba_file",
+    "hot_standby",
+    "ident_file",
+    "jit_provider",
+    "listen_addresses",
+    "logging_collector",
+    "port",
+    "primary_conninfo",
+    "primary_slot_name",
+    "recovery_target",
+    "recovery_target_action",
+    "recovery_target_inclusive",
+    "recovery_target_lsn",
+    "recovery_target_name",
+    "recovery_target_time",
+    "recovery_target_timeline",
+    "recovery_target_xid",
+    "restore_command",
+    "shared_preload_libraries",
+    "temp_tablespaces",
+    "unix_socket_directories",
+    "unix_socket_group",
+    "unix_socket_permissions",
+    "archive_cleanup_command",
+    "archive_command",
+    "log_destination",
+    "log_directory",
+    "log_file_mode",
+    "log_filename",
+    "log_rotation_age",
+    "log_rotation_size",
+    "log_truncate_on_rotation",
+    "promote_trigger_file",
+    "recovery_end_command",
+    "recovery_min_apply_delay",
+    "restart_after_crash",
+    "ssl",
+    "ssl_ca_file",
+    "ssl_cert_file",
+    "ssl_crl_file",
+    "ssl_dh_params_file",
+    "ssl_ecdh_curve",
+    "ssl_key_file",
+    "ssl_passphrase_command",
+    "ssl_passphrase_command_supports_reload",
+    "ssl_prefer_server_ciphers",
+    "stats_temp_directory",
+    "synchronous_standby_names",
+    "synchronized_standby_slots",
+    "syslog_facility",
+    "syslog_ident",
+    "syslog_sequence_numbers",
+    "syslog_split_messages",
+];
+
+/// Why CloudNativePG would refuse a PostgreSQL parameter of this name, if it would.
+fn cloudnativepg_refuses(name: &str) -> Option<String> {
+    CLOUDNATIVEPG_FIXED.contains(&name).then(|| {
+        format!(
+            "{name} is managed by CloudNativePG, which refuses a Cluster setting it (\"Can't set fixed \
+             configuration parameter\", cloudnative-pg v1.30.0 pkg/postgres/configuration.go)"
+        )
+    })
 }
 
 impl Catalog {
@@ -69,6 +156,8 @@ impl Catalog {
                 }
                 if !(1..=MAX_REPLICAS).contains(&r.replicas) {
                     problem(format!("{at}.replicas"), format!("must be from 1 to {MAX_REPLICAS}"));
+                } else if offering.service == ServiceType::Influxdb && r.replicas > 1 {
+                    problem(format!("{at}.replicas"), INFLUXDB_REPLICAS.into());
                 }
                 if !(1..=MAX_STORAGE_GIB).contains(&plan.storage_gib) {
                     problem(format!("{at}.storage_gib"), format!("must be from 1 to {MAX_STORAGE_GIB}"));
@@ -84,6 +173,11 @@ impl Catalog {
                         format!("{at}.name"),
                         format!("{:?} is not a-z, 0-9 and _ starting with a letter", key.name),
                     );
+                }
+                if offering.service == ServiceType::Postgresql
+                    && let Some(why) = cloudnativepg_refuses(&key.name)
+                {
+                    problem(format!("{at}.name"), why);
                 }
                 if !names.insert(key.name.as_str()) {
                     problem(format!("{at}.name"), format!("{} is listed twice", key.name));
@@ -136,6 +230,49 @@ mod tests {
                 "services[1].parameters[1].default: must be an integer from 0 to 3600000",
             ]
         );
+    }
+
+    /// CloudNativePG v1.30.0 refuses a Cluster that sets one of its fixed parameters
+    /// (pkg/postgres/configuration.go `FixedConfigurationParameters`, webhook "Can't set fixed
+    /// configuration parameter"): a catalog offering one is refused at start, naming the parameter.
+    #[test]
+    fn a_catalog_offering_a_postgresql_parameter_cloudnativepg_forbids_is_refused() {
+        let mut catalog = Catalog::builtin().clone();
+        let mut key = catalog.services[0].config_keys[0].clone();
+        key.name = "archive_mode".into();
+        catalog.services[0].config_keys.push(key);
+        let at = catalog.services[0].config_keys.len() - 1;
+        let error = catalog.validated().expect_err("refused");
+        assert_eq!(error.problems.len(), 1, "{error}");
+        assert!(
+            error.problems[0].starts_with(&format!(
+                "services[0].parameters[{at}].name: archive_mode is managed by CloudNativePG"
+            )),
+            "{error}"
+        );
+        // Another service may use the name.
+        let mut catalog = Catalog::builtin().clone();
+        let mut key = catalog.services[1].config_keys[0].clone();
+        key.name = "port".into();
+        catalog.services[1].config_keys.push(key);
+        assert!(catalog.validated().is_ok());
+    }
+
+    /// InfluxDB OSS 2 has no clustering: the catalog offers no InfluxDB plan of more than one replica, and
+    /// refuses an operator's that does.
+    #[test]
+    fn no_influxdb_plan_has_more_than_one_replica() {
+        let influx = Catalog::builtin().offering(ServiceType::Influxdb).unwrap();
+        assert!(influx.plans.iter().all(|p| p.resources.replicas == 1), "{:?}", influx.plans);
+        let mut catalog = Catalog::builtin().clone();
+        let index = catalog.services.iter().position(|o| o.service == ServiceType::Influxdb).unwrap();
+        let mut plan = catalog.services[index].plans[0].clone();
+        plan.name = "ha".into();
+        plan.resources.replicas = 3;
+        catalog.services[index].plans.push(plan);
+        let at = catalog.services[index].plans.len() - 1;
+        let error = catalog.validated().expect_err("refused");
+        assert_eq!(error.problems, [format!("services[{index}].plans[{at}].replicas: {INFLUXDB_REPLICAS}")]);
     }
 
     #[test]
