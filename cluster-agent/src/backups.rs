@@ -150,13 +150,16 @@ async fn remove_record(
     if source.service == ServiceType::Postgresql {
         let name = barman::backup_name(backup_id);
         if pg_backups.get(&ObjectRef::new_with(&name, postgres_backups()).within(&ns)).is_some() {
-            let api: Api<DynamicObject> = Api::namespaced_with(config.client.clone(), &ns, &postgres_backups());
+            let api: Api<DynamicObject> =
+                Api::namespaced_with(config.client.clone(), &ns, &postgres_backups());
             gone(api.delete(&name, &params).await.map(|_| ()))?;
         }
     } else {
         let name = backup::job_name(backup_id);
         if jobs.get(&ObjectRef::new(&name).within(&ns)).is_some() {
-            gone(Api::<Job>::namespaced(config.client.clone(), &ns).delete(&name, &params).await.map(|_| ()))?;
+            gone(
+                Api::<Job>::namespaced(config.client.clone(), &ns).delete(&name, &params).await.map(|_| ()),
+            )?;
         }
     }
     Ok(())

@@ -219,8 +219,10 @@ pub fn render(mi: &ManagedInstance, store: Option<&backup::StoreTarget>) -> Vec<
         "spec": {"clusterIP": "None", "selector": selector(mi), "ports": [{"name": mi.spec.service, "port": w.port, "targetPort": w.port}]},
     });
     let mut volumes = vec![json!({"name": "config", "configMap": {"name": format!("{name}-config")}})];
-    let mut mounts =
-        vec![json!({"name": "data", "mountPath": w.data_path}), json!({"name": "config", "mountPath": w.config_path})];
+    let mut mounts = vec![
+        json!({"name": "data", "mountPath": w.data_path}),
+        json!({"name": "config", "mountPath": w.config_path}),
+    ];
     for (volume, mount) in w.volumes {
         volumes.push(volume);
         mounts.push(mount);

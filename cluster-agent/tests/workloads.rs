@@ -143,7 +143,11 @@ fn every_catalog_parameter_lands_in_a_section_its_service_reads() {
             }
         }
     }
-    let children = rendered("grafana", "11.6", json!({"allow_sign_up": true, "anonymous_enabled": false, "log_level": "warn"}));
+    let children = rendered(
+        "grafana",
+        "11.6",
+        json!({"allow_sign_up": true, "anonymous_enabled": false, "log_level": "warn"}),
+    );
     assert_eq!(
         config_map(&children)["data"]["grafana.ini"],
         "[auth.anonymous]\nenabled = false\n[log]\nlevel = warn\n[users]\nallow_sign_up = true\n"
@@ -215,7 +219,8 @@ fn admits(policy: &Value, labels: &Value, port: u16) -> bool {
     };
     policy["spec"]["ingress"].as_array().unwrap().iter().any(|rule| {
         let peer = rule["from"].as_array().is_none_or(|from| {
-            from.iter().any(|p| p.get("namespaceSelector").is_none() && p.get("podSelector").is_some_and(selects))
+            from.iter()
+                .any(|p| p.get("namespaceSelector").is_none() && p.get("podSelector").is_some_and(selects))
         });
         let ports = rule["ports"].as_array().is_none_or(|ports| ports.iter().any(|p| p["port"] == port));
         peer && ports
@@ -228,7 +233,9 @@ fn admits(policy: &Value, labels: &Value, port: u16) -> bool {
 /// the service port only; another pod of the namespace reaches nothing.
 #[test]
 fn the_network_policy_admits_the_agent_s_jobs_and_the_acl_to_the_service_port_only() {
-    for (service, version, port) in [("mongodb", "7.0", 27017), ("influxdb", "2.7", 8086), ("grafana", "11.6", 3000)] {
+    for (service, version, port) in
+        [("mongodb", "7.0", 27017), ("influxdb", "2.7", 8086), ("grafana", "11.6", 3000)]
+    {
         let children = rendered(service, version, json!({}));
         let policy = &children.iter().find(|c| c.kind == ChildKind::NetworkPolicy).unwrap().object;
         for (what, job) in jobs(service, version) {
@@ -290,11 +297,14 @@ fn no_secret_is_on_a_job_s_command_line() {
             {
                 let script = container["command"][2].as_str().unwrap_or_default();
                 for line in script.lines().map(str::trim) {
-                    let expands = secrets.iter().any(|v| line.contains(&format!("${v}")) || line.contains(&format!("${{{v}}}")));
+                    let expands = secrets
+                        .iter()
+                        .any(|v| line.contains(&format!("${v}")) || line.contains(&format!("${{{v}}}")));
                     let builtin = line.trim_start_matches("if ").starts_with("printf ")
                         || line.starts_with("export ")
                         || (line.split_once('=').is_some_and(|(name, value)| {
-                            name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') && !value.contains(' ')
+                            name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                                && !value.contains(' ')
                         }));
                     assert!(!expands || builtin, "{service} {what}: a secret on a command line: {line}");
                 }
@@ -315,8 +325,10 @@ fn influxdb_s_password_change_carries_a_session_signed_in_with_the_old_password(
     let (_, job) = jobs("influxdb", "2.7").into_iter().find(|(what, _)| what == "rotation").unwrap();
     let script = job["spec"]["template"]["spec"]["containers"][0]["command"][2].as_str().unwrap().to_owned();
     let lines: Vec<&str> = script.lines().collect();
-    let change = lines.iter().position(|l| l.contains("-X PUT") && l.contains("/password")).expect("the change");
-    let cookie = lines[change].split_whitespace().skip_while(|w| *w != "-b").nth(1).expect("a session cookie");
+    let change =
+        lines.iter().position(|l| l.contains("-X PUT") && l.contains("/password")).expect("the change");
+    let cookie =
+        lines[change].split_whitespace().skip_while(|w| *w != "-b").nth(1).expect("a session cookie");
     let signin = lines[..change]
         .iter()
         .find(|l| l.contains("/api/v2/signin") && l.contains(&format!("-c {cookie}")))
@@ -339,9 +351,16 @@ fn influxdb_s_password_change_carries_a_session_signed_in_with_the_old_password(
 fn grafana_s_backup_runs_beside_the_replica_whose_claim_it_mounts() {
     let (_, job) = jobs("grafana", "11.6").into_iter().find(|(what, _)| what == "backup").unwrap();
     let pod = &job["spec"]["template"]["spec"];
-    let claim = pod["volumes"].as_array().unwrap().iter().find_map(|v| v["persistentVolumeClaim"]["claimName"].as_str());
+    let claim = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|v| v["persistentVolumeClaim"]["claimName"].as_str());
     assert_eq!(claim, Some("data-orders-0"));
     let terms = &pod["affinity"]["podAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"];
-    assert_eq!(terms[0]["labelSelector"]["matchLabels"], json!({"statefulset.kubernetes.io/pod-name": "orders-0"}));
+    assert_eq!(
+        terms[0]["labelSelector"]["matchLabels"],
+        json!({"statefulset.kubernetes.io/pod-name": "orders-0"})
+    );
     assert_eq!(terms[0]["topologyKey"], "kubernetes.io/hostname");
 }

@@ -204,7 +204,8 @@ pub fn mongod_conf(config: &BTreeMap<String, Value>) -> String {
 /// `~/.influxdbv2`, influxdb v2.7.12 cmd/influxd/launcher/cmd.go `fs.InfluxDir()`), then each parameter
 /// as its influxd option (the catalog's `log_level` is `log-level`: options are kebab-case).
 pub fn influxd_config(config: &BTreeMap<String, Value>) -> String {
-    let mut text = format!("bolt-path: {INFLUX_DATA_DIR}/influxd.bolt\nengine-path: {INFLUX_DATA_DIR}/engine\n");
+    let mut text =
+        format!("bolt-path: {INFLUX_DATA_DIR}/influxd.bolt\nengine-path: {INFLUX_DATA_DIR}/engine\n");
     for (name, value) in config {
         text.push_str(&format!("{}: {}\n", name.replace('_', "-"), yaml_scalar(value)));
     }
@@ -230,7 +231,9 @@ pub fn grafana_ini(config: &BTreeMap<String, Value>) -> String {
     let mut sections: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for (name, value) in config {
         match grafana_key(name) {
-            Some((section, key)) => sections.entry(section).or_default().push(format!("{key} = {}", scalar(value))),
+            Some((section, key)) => {
+                sections.entry(section).or_default().push(format!("{key} = {}", scalar(value)))
+            }
             None => unmapped.push_str(&format!("{name} = {}\n", scalar(value))),
         }
     }
