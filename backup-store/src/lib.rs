@@ -51,6 +51,10 @@ pub enum StoreError {
     /// the store answered with an error or could not be reached
     #[error("backup store: {0}")]
     Store(#[from] object_store::Error),
+    /// a prefix too short to be one backup's (`<project>/<instance-id>/…`): deleting under it would reach
+    /// other backups, other instances' or other tenants'
+    #[error("refusing to delete under {0:?}: not one backup's prefix")]
+    PrefixTooShort(String),
 }
 
 /// One object in the store.
@@ -155,8 +159,13 @@ impl BackupStore {
         })
     }
 
-    /// Deletes every object under `prefix` (a backup of many objects); none left is not an error.
+    /// Deletes every object under `prefix` (a backup of many objects); none left is not an error. A prefix
+    /// of fewer than three non-empty segments (`<project>/<instance-id>/<backup…>`) is refused: at its
+    /// shortest it names one instance's backups, at its emptiest the whole bucket.
     pub async fn delete_prefix(&self, prefix: &str) -> Result<(), StoreError> {
+        if prefix.split('/').filter(|segment| !segment.is_empty()).count() < 3 {
+            return Err(StoreError::PrefixTooShort(prefix.to_owned()));
+        }
         for object in self.list(prefix).await? {
             self.delete(&object.key).await?;
         }

@@ -13,6 +13,9 @@ use uuid::Uuid;
 
 use crate::{Lifecycle, ServiceType};
 
+mod location;
+pub use location::{LocationError, check_location};
+
 /// The key of a backup's object in the backup bucket: `<project>/<instance-id>/<backup-id>`, so an
 /// instance's backups list under one prefix and outlive it. One format for the agents that write the
 /// objects and the control plane that checks and deletes them.

@@ -180,6 +180,28 @@ impl ObservedEvent {
         }
     }
 
+    /// Whether only the control plane may state this fact: it checked or deleted a backup's object in the
+    /// store, which no cluster can see or do. A cluster stating it is refused.
+    pub fn stated_by_control_plane(&self) -> bool {
+        matches!(self, Self::BackupVerified { .. } | Self::BackupDeleted { .. })
+    }
+
+    /// The instance a fact names inside its payload, for the facts that name one (the projector checks it
+    /// against the message's subject).
+    pub fn named_instance(&self) -> Option<Uuid> {
+        match self {
+            Self::DriftHealed { instance_id, .. } | Self::InstanceRemoved { instance_id } => {
+                Some(*instance_id)
+            }
+            Self::InstanceObserved(state) => Some(state.instance_id),
+            Self::BackupStarted { .. }
+            | Self::BackupCompleted { .. }
+            | Self::BackupFailed { .. }
+            | Self::BackupVerified { .. }
+            | Self::BackupDeleted { .. } => None,
+        }
+    }
+
     /// The frozen type name.
     pub fn type_name(&self) -> &'static str {
         match self {

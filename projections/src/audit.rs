@@ -87,13 +87,22 @@ pub fn report(messages: &[HistoryMessage], since: Option<DateTime<Utc>>) -> (Vec
     let mut unreadable = 0;
     for message in messages.iter().filter(|m| since.is_none_or(|s| m.stored_at >= s)) {
         if is_observed_subject(&message.subject) {
-            let Ok(observed) = ObservedMessage::from_slice(&message.payload) else {
+            // A fact counts for the instance its subject names (which NATS binds to the cluster that
+            // published it), and only when its payload agrees; it is dated by the stream.
+            let (Ok(observed), Some(subject)) = (
+                ObservedMessage::from_slice(&message.payload),
+                streams::observed::parse_observed_subject(&message.subject),
+            ) else {
                 unreadable += 1;
                 continue;
             };
-            let audit = entry(&mut audits, &observed.project, observed.instance_id);
+            if observed.project != subject.project || observed.instance_id != subject.instance_id {
+                unreadable += 1;
+                continue;
+            }
+            let audit = entry(&mut audits, subject.project, subject.instance_id);
             let observation = Observation {
-                time: observed.time,
+                time: message.stored_at,
                 event_type: observed.event.type_name().to_owned(),
                 summary: summary(&observed),
             };

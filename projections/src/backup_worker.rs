@@ -1,7 +1,7 @@
 //! The control plane's hands on the backup store: it checks every completed backup's object against what
 //! the cluster reported (size, SHA-256) and deletes the object of every backup whose deletion was asked
-//! for, and reports each as a fact (`BackupVerified`, `BackupDeleted`) on the instance's observed subject,
-//! which the projector folds like the agents' facts.
+//! for, and reports each as a fact (`BackupVerified`, `BackupDeleted`) on the control plane's own observed
+//! subject of the instance (`streams::observed::CONTROL_PLANE_SOURCE`), which no agent can publish on.
 //!
 //! Level-triggered over the read models (it follows them as an API replica does): what is still to do is
 //! derived from the records, so a worker that died mid-way does the rest after a restart. Both actions
@@ -60,13 +60,9 @@ pub async fn run(models: ReadModels, store: BackupStore, jetstream: async_nats::
                     continue;
                 }
             };
-            let message = ObservedMessage::new(
-                &view.source.cluster,
-                &view.source.project,
-                view.source.instance_id,
-                0,
-                event,
-            );
+            // Stated on the control plane's own source, which no agent can publish on (`crate::facts`).
+            let message =
+                ObservedMessage::from_control_plane(&view.source.project, view.source.instance_id, event);
             let published = message.publish(&jetstream).await;
             match published {
                 Ok(()) => {
@@ -88,11 +84,15 @@ async fn act(
     let backup_id = view.id;
     match action {
         Action::Verify => {
-            let (Some(location), Some(size)) = (&view.location, view.size_bytes) else {
+            let location = view
+                .location
+                .as_ref()
+                .filter(|location| domain::backup::check_location(&view.source, backup_id, location).is_ok());
+            let (Some(location), Some(size)) = (location, view.size_bytes) else {
                 return Ok(ObservedEvent::BackupVerified {
                     backup_id,
                     matches: false,
-                    detail: Some("the cluster reported no location or size".into()),
+                    detail: Some("the cluster reported no location of its own or no size".into()),
                 });
             };
             // One object with its checksum, or (a PostgreSQL base backup) many under a prefix, by size.
@@ -117,7 +117,17 @@ async fn act(
             Ok(ObservedEvent::BackupVerified { backup_id, matches: detail.is_none(), detail })
         }
         Action::Delete => {
-            match (&view.location, &view.sha256) {
+            // The location is a cluster's claim and these keys reach every tenant's backups: delete only
+            // what lies under the backup's own instance (the projector refuses any other location; this
+            // holds even for records folded before it did).
+            let location = view.location.as_deref().filter(|location| {
+                let own = domain::backup::check_location(&view.source, backup_id, location);
+                if let Err(e) = &own {
+                    tracing::error!(backup = %backup_id, error = %e, "not deleting a backup location outside its instance");
+                }
+                own.is_ok()
+            });
+            match (location, &view.sha256) {
                 (Some(location), Some(_)) => store.delete(location).await?,
                 (Some(prefix), None) => store.delete_prefix(prefix).await?,
                 (None, _) => {}

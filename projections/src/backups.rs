@@ -7,10 +7,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Utc};
 use domain::{Backup, BackupEvent, BackupSource, BackupTrigger, observed::ObservedEvent};
 use serde::{Deserialize, Serialize};
-use streams::{EventBatch, backups::parse_aggregate_id, observed::ObservedMessage, read_models::RecordKey};
+use streams::{
+    EventBatch,
+    backups::parse_aggregate_id,
+    observed::{ObservedMessage, ObservedSubject},
+    read_models::RecordKey,
+};
 use uuid::Uuid;
 
-use crate::instances::ApplyError;
+use crate::{facts::FactRefused, instances::ApplyError};
 
 /// Where a backup is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,14 +131,34 @@ impl Backups {
         Ok(true)
     }
 
-    /// Folds a fact its cluster reported about a backup. `false` when it changed nothing (an unknown
-    /// backup, or a fact folded before).
-    pub(crate) fn apply_observed(&mut self, sequence: u64, message: &ObservedMessage) -> bool {
-        let Some(backup_id) = message.event.backup_id() else { return false };
-        let key = (message.project.clone(), backup_id);
-        let Some(view) = self.views.get_mut(&key) else { return false };
+    /// Folds a fact its cluster (or the control plane) stated about a backup, from `bound`, its subject.
+    /// `Ok(false)` when it changed nothing (an unknown backup, or a fact folded before); refused when the
+    /// backup is not of the subject's instance, was made on another cluster, or its reported location is
+    /// not its own artifact's.
+    pub(crate) fn apply_observed(
+        &mut self,
+        sequence: u64,
+        bound: &ObservedSubject<'_>,
+        message: &ObservedMessage,
+    ) -> Result<bool, FactRefused> {
+        let Some(backup_id) = message.event.backup_id() else { return Ok(false) };
+        let key = (bound.project.to_owned(), backup_id);
+        let Some(view) = self.views.get_mut(&key) else { return Ok(false) };
+        let source = &view.source;
+        if source.instance_id != bound.instance_id
+            || (!bound.from_control_plane() && source.cluster != bound.source)
+        {
+            return Err(FactRefused::ForeignBackup {
+                backup: backup_id.to_string(),
+                owner: format!("{}/{}/{}", source.cluster, source.project, source.instance_id),
+                reporter: format!("{}/{}/{}", bound.source, bound.project, bound.instance_id),
+            });
+        }
+        if let ObservedEvent::BackupCompleted { location, .. } = &message.event {
+            domain::backup::check_location(source, backup_id, location)?;
+        }
         if view.sequence >= sequence {
-            return false;
+            return Ok(false);
         }
         let deleting = view.deletion_operation.is_some();
         // An outcome is final: a completed or failed backup never changes (a fact reported again, by an
@@ -141,7 +166,7 @@ impl Backups {
         let finished = view.finished_at.is_some();
         match &message.event {
             ObservedEvent::BackupCompleted { .. } | ObservedEvent::BackupFailed { .. } if finished => {
-                return false;
+                return Ok(false);
             }
             ObservedEvent::BackupStarted { .. } => {
                 view.started_at.get_or_insert(message.time);
@@ -170,11 +195,11 @@ impl Backups {
             ObservedEvent::BackupDeleted { .. } => view.state = BackupState::Deleted,
             ObservedEvent::InstanceObserved(_)
             | ObservedEvent::DriftHealed { .. }
-            | ObservedEvent::InstanceRemoved { .. } => return false,
+            | ObservedEvent::InstanceRemoved { .. } => return Ok(false),
         }
         view.sequence = sequence;
         self.changed.insert(RecordKey::Backup { project: key.0, id: backup_id });
-        true
+        Ok(true)
     }
 
     /// The changed records, encoded.

@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate;
 use domain::{
     Instance,
@@ -27,6 +28,7 @@ pub use view::{DriftRecord, InstanceView};
 
 use crate::{
     backups::{BackupView, Backups},
+    facts::{FactRefused, bound_to_subject},
     status::Health,
 };
 
@@ -39,6 +41,9 @@ pub enum ApplyError {
     /// the aggregate id is not `<project>.<uuid>`
     #[error("unexpected aggregate id {0:?}")]
     AggregateId(String),
+    /// a fact from a cluster that its subject, its payload and the desired state do not agree on
+    #[error("fact refused: {0}")]
+    Refused(#[from] FactRefused),
 }
 
 /// Version of the stored record formats. A projector finding another version in the checkpoint folds
@@ -116,23 +121,25 @@ impl ReadModel {
         (self.instances.len(), self.operations.len())
     }
 
-    /// Applies the message at `sequence` on `subject`: an instance event batch or an observed-state event.
-    /// Messages at or below the last applied sequence are ignored, and so is a message already folded into
-    /// the record it concerns, so redelivery and replay are harmless. The sequence counts as applied even
-    /// when the message is refused (and counted as skipped), so one undecodable message never blocks the
-    /// ones after it.
+    /// Applies the message at `sequence` on `subject`, stored by the stream at `stored_at`: an instance
+    /// event batch or an observed-state event (checked first, see [`crate::facts`]; dated by the stream,
+    /// not by its payload). Messages at or below the last applied sequence are ignored, and so is a
+    /// message already folded into the record it concerns, so redelivery and replay are harmless. The
+    /// sequence counts as applied even when the message is refused (and counted as skipped), so one
+    /// undecodable message never blocks the ones after it.
     pub fn apply_message(
         &mut self,
         sequence: u64,
         subject: &str,
         payload: &[u8],
+        stored_at: DateTime<Utc>,
     ) -> Result<bool, ApplyError> {
         if sequence <= self.last_sequence {
             return Ok(false);
         }
         self.last_sequence = sequence;
         let result = if streams::observed::is_observed_subject(subject) {
-            self.apply_observed(sequence, payload)
+            self.apply_observed(sequence, subject, payload, stored_at)
         } else {
             self.apply_batch(sequence, payload)
         };
@@ -216,13 +223,30 @@ impl ReadModel {
         Ok(true)
     }
 
-    fn apply_observed(&mut self, sequence: u64, payload: &[u8]) -> Result<bool, ApplyError> {
-        let message = ObservedMessage::from_slice(payload)?;
+    fn apply_observed(
+        &mut self,
+        sequence: u64,
+        subject: &str,
+        payload: &[u8],
+        stored_at: DateTime<Utc>,
+    ) -> Result<bool, ApplyError> {
+        let mut message = ObservedMessage::from_slice(payload)?;
+        let bound = bound_to_subject(subject, &message)?;
+        message.time = stored_at;
         if message.event.backup_id().is_some() {
-            return Ok(self.backups.apply_observed(sequence, &message));
+            return Ok(self.backups.apply_observed(sequence, &bound, &message)?);
         }
-        let key = (message.project, message.instance_id);
+        let key = (bound.project.to_owned(), bound.instance_id);
         let Some(view) = self.instances.get_mut(&key) else { return Ok(false) };
+        let placed = &view.spec().cluster;
+        if placed != bound.source {
+            return Err(FactRefused::NotPlacedThere {
+                instance: format!("{}/{}", key.0, key.1),
+                placed: placed.clone(),
+                reporter: bound.source.to_owned(),
+            }
+            .into());
+        }
         if view.sequence >= sequence {
             return Ok(false);
         }

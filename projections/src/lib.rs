@@ -18,6 +18,7 @@ pub mod audit;
 pub mod backup_scheduler;
 pub mod backup_worker;
 pub mod backups;
+pub mod facts;
 pub mod instances;
 pub mod projector;
 pub mod rebuild;

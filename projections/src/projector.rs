@@ -21,7 +21,8 @@ use std::{
 use async_nats::jetstream::stream::Stream;
 use futures::StreamExt as _;
 use prometheus_client::{
-    metrics::{counter::Counter, gauge::Gauge},
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
 use streams::dead_letters::{DeadLetter, Reader};
@@ -29,7 +30,7 @@ use streams::read_models::{ReadModelBucket, ReadModelWriteError, RecordKey, Reco
 use tokio::sync::watch;
 
 use crate::{
-    instances::{RECORD_SCHEMA, ReadModel},
+    instances::{ApplyError, RECORD_SCHEMA, ReadModel},
     rebuild::{self, LoadError},
 };
 
@@ -72,6 +73,15 @@ pub struct ProjectorMetrics {
     pub pending: Gauge,
     /// passes that ended in an error and reloaded the bucket
     pub restarts: Counter,
+    /// facts from clusters refused by [`crate::facts`], by reason (also counted in `skipped`)
+    pub refused_facts: Family<RefusalLabels, Counter>,
+}
+
+/// The label of a refused fact: why it was refused ([`crate::facts::FactRefused::reason`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct RefusalLabels {
+    /// the reason
+    pub reason: &'static str,
 }
 
 impl ProjectorMetrics {
@@ -93,6 +103,11 @@ impl ProjectorMetrics {
         );
         r.register("pending_messages", "Messages not yet delivered to the projector", self.pending.clone());
         r.register("restarts", "Passes that failed and reloaded the bucket", self.restarts.clone());
+        r.register(
+            "refused_facts",
+            "Facts from clusters refused because subject, payload and desired state disagree",
+            self.refused_facts.clone(),
+        );
         self
     }
 }
@@ -212,8 +227,17 @@ impl Projector {
                 };
                 let Ok(info) = message.info() else { continue };
                 let (sequence, pending) = (info.stream_sequence, info.pending);
-                if let Err(e) = model.apply_message(sequence, message.subject.as_str(), &message.payload) {
+                let stored_at = streams::history::stored_at(&info);
+                if let Err(e) =
+                    model.apply_message(sequence, message.subject.as_str(), &message.payload, stored_at)
+                {
                     self.metrics.skipped.inc();
+                    if let ApplyError::Refused(refused) = &e {
+                        self.metrics
+                            .refused_facts
+                            .get_or_create(&RefusalLabels { reason: refused.reason() })
+                            .inc();
+                    }
                     tracing::error!(sequence, subject = %message.subject, error = %e, "message skipped by the projector");
                     if let Some(jetstream) = &self.dead_letters {
                         let stream = self.events.cached_info().config.name.clone();

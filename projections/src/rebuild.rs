@@ -117,12 +117,15 @@ pub async fn fold_stream(events: &Stream, last: u64, fold: bool) -> Result<Folde
                 .map_err(|e| nats("the event stream")(&e))?
                 .ok_or(LoadError::Nats { what: "the event stream", detail: "consumer ended".into() })?
                 .map_err(|e| nats("the event stream")(&e))?;
-            let sequence = message.info().map_err(|e| nats("a message's metadata")(&e))?.stream_sequence;
+            let info = message.info().map_err(|e| nats("a message's metadata")(&e))?;
+            let (sequence, stored_at) = (info.stream_sequence, streams::history::stored_at(&info));
             if sequence > last {
                 break;
             }
             count += 1;
-            if fold && let Err(e) = model.apply_message(sequence, message.subject.as_str(), &message.payload)
+            if fold
+                && let Err(e) =
+                    model.apply_message(sequence, message.subject.as_str(), &message.payload, stored_at)
             {
                 tracing::warn!(sequence, error = %e, "message skipped by the rebuild");
             }

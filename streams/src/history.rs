@@ -15,10 +15,22 @@ use crate::instances::{instance_subject, observed_subject};
 /// How long to wait for the next message of a history that is known not to have ended.
 const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// The subjects of an instance's history.
+/// The subjects of an instance's history: its desired events and its backups', what its cluster
+/// observed, and what the control plane stated about its backups.
 pub fn instance_history_filters(cluster: &str, project: &str, instance_id: Uuid) -> Vec<String> {
     let desired = instance_subject(cluster, project, instance_id);
-    vec![desired.clone(), format!("{desired}.bak.>"), observed_subject(cluster, project, instance_id)]
+    vec![
+        desired.clone(),
+        format!("{desired}.bak.>"),
+        observed_subject(cluster, project, instance_id),
+        observed_subject(crate::observed::CONTROL_PLANE_SOURCE, project, instance_id),
+    ]
+}
+
+/// When the stream stored a message: the server's clock, which no publisher can set (facts from
+/// clusters are dated by it, not by the time their payload claims).
+pub fn stored_at(info: &async_nats::jetstream::message::Info<'_>) -> DateTime<Utc> {
+    DateTime::<Utc>::from_timestamp_nanos(info.published.unix_timestamp_nanos() as i64)
 }
 
 /// One message of an instance's history.
@@ -129,7 +141,7 @@ pub async fn visit_history(
             .ok_or("the history consumer ended")?
             .map_err(|e| e.to_string())?;
         let info = message.info().map_err(|e| e.to_string())?;
-        let stored_at = DateTime::<Utc>::from_timestamp_nanos(info.published.unix_timestamp_nanos() as i64);
+        let stored_at = stored_at(&info);
         let (sequence, left) = (info.stream_sequence, info.pending);
         if range.until.is_some_and(|until| stored_at > until) {
             break;

@@ -9,6 +9,56 @@ use uuid::Uuid;
 
 use crate::{DecodeError, envelope::headers, instances::observed_subject, topology::OBSERVED_PREFIX};
 
+/// The source token of the facts the control plane states itself (a backup's verification or deletion),
+/// in the cluster's place of `cp.obs.<source>.<project>.<instance-id>`. Cluster names are DNS labels,
+/// which cannot begin with `_`, and an agent may publish under its own cluster's token only
+/// ([`crate::cluster_feed::agent_permissions`]), so no agent can state these facts. The subject keeps
+/// them in every filter of an instance's or a project's observed facts (`cp.obs.*.<project>.…`).
+pub const CONTROL_PLANE_SOURCE: &str = "_control-plane";
+
+/// Who stated an observed fact and about what, as its subject (which NATS permissions bind to its
+/// publisher) says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObservedSubject<'a> {
+    /// the reporting cluster, or [`CONTROL_PLANE_SOURCE`]
+    pub source: &'a str,
+    /// the instance's project
+    pub project: &'a str,
+    /// the instance
+    pub instance_id: Uuid,
+}
+
+impl ObservedSubject<'_> {
+    /// Whether the control plane stated it.
+    pub fn from_control_plane(&self) -> bool {
+        self.source == CONTROL_PLANE_SOURCE
+    }
+
+    /// Who stated it, as histories and audits name it.
+    pub fn actor(&self) -> String {
+        source_actor(self.source)
+    }
+}
+
+fn source_actor(source: &str) -> String {
+    if source == CONTROL_PLANE_SOURCE {
+        "control-plane".to_owned()
+    } else {
+        format!("cluster-agent/{source}")
+    }
+}
+
+/// The parts of an observed subject `cp.obs.<source>.<project>.<instance-id>`; `None` for any other shape.
+pub fn parse_observed_subject(subject: &str) -> Option<ObservedSubject<'_>> {
+    let rest = subject.strip_prefix(OBSERVED_PREFIX)?.strip_prefix('.')?;
+    let mut parts = rest.split('.');
+    let (source, project, instance) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || source.is_empty() || project.is_empty() {
+        return None;
+    }
+    Some(ObservedSubject { source, project, instance_id: instance.parse().ok()? })
+}
+
 /// One observed-state event of one instance, as a cluster's agent publishes it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ObservedMessage {
@@ -48,6 +98,12 @@ impl ObservedMessage {
         }
     }
 
+    /// A fact the control plane states itself about `project`'s `instance_id` (see
+    /// [`CONTROL_PLANE_SOURCE`]).
+    pub fn from_control_plane(project: &str, instance_id: Uuid, event: ObservedEvent) -> Self {
+        Self::new(CONTROL_PLANE_SOURCE, project, instance_id, 0, event)
+    }
+
     /// The subject it is published on.
     pub fn subject(&self) -> String {
         observed_subject(&self.cluster, &self.project, self.instance_id)
@@ -58,7 +114,7 @@ impl ObservedMessage {
         let mut map = HeaderMap::new();
         map.insert(headers::EVENT_TYPE, self.event.type_name());
         map.insert(headers::SCHEMA_VERSION, self.schema.as_str());
-        map.insert(headers::ACTOR, format!("cluster-agent/{}", self.cluster).as_str());
+        map.insert(headers::ACTOR, source_actor(&self.cluster).as_str());
         map.insert(headers::TIME, self.time.to_rfc3339_opts(chrono::SecondsFormat::Micros, true).as_str());
         // A backup has one start and one outcome (and one verification, one deletion): reported again by an
         // agent that died between reporting and recording it in the cluster, JetStream drops the repeat

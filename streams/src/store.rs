@@ -250,9 +250,21 @@ impl<A: StreamAggregate> JetStreamStore<A> {
         let Some(last) = self.last_message(aggregate_id, from).await? else { return Ok(Loaded::absent()) };
         let batch = EventBatch::from_slice(&last.payload).map_err(corrupt::<A>)?;
         let subject = last.subject.to_string();
+        // The subject found the message, but the payload says whose it is: a message whose payload names
+        // another aggregate (written by anything but this store, e.g. a server delivering into a subject
+        // on someone's behalf) must never become this aggregate's state.
+        if batch.aggregate_id != aggregate_id || batch.aggregate_type != A::TYPE {
+            return Err(corrupt::<A>(format!(
+                "the last message of {subject} (sequence {}) is of {} {:?}, not {} {aggregate_id:?}",
+                last.sequence,
+                batch.aggregate_type,
+                batch.aggregate_id,
+                A::TYPE
+            )));
+        }
         let aggregate: A = match batch.aggregate::<A>() {
             Some(aggregate) => aggregate.map_err(corrupt::<A>)?,
-            None => self.replay(&subject).await?.0,
+            None => self.replay(&subject, aggregate_id).await?.0,
         };
         Ok(Loaded {
             aggregate: Arc::new(aggregate),
@@ -264,15 +276,23 @@ impl<A: StreamAggregate> JetStreamStore<A> {
         })
     }
 
-    /// Folds every event of one subject, in order. Returns the aggregate and each event with its version.
+    /// Folds every event of one subject, in order, refusing a message of another aggregate. Returns the
+    /// aggregate and each event with its version.
     async fn replay(
         &self,
         subject: &str,
+        aggregate_id: &str,
     ) -> Result<(A, Vec<(u64, A::Event, CommandMetadata)>), StoreError<A>> {
         let mut aggregate = A::default();
         let mut events = Vec::new();
         let config = OrderedConfig { filter_subject: subject.to_owned(), ..Default::default() };
-        self.scan(config, |_, batch| {
+        self.scan(config, |sequence, batch| {
+            if batch.aggregate_id != aggregate_id {
+                return Err(corrupt::<A>(format!(
+                    "message {sequence} of {subject} is of {:?}, not {aggregate_id:?}",
+                    batch.aggregate_id
+                )));
+            }
             for (offset, event) in batch.decode_events::<A>().map_err(corrupt::<A>)?.into_iter().enumerate() {
                 aggregate.apply(event.clone());
                 events.push((batch.first_version + offset as u64, event, batch.metadata.clone()));

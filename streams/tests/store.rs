@@ -503,7 +503,7 @@ async fn a_stream_holding_schema_1_configuration_changes_still_reads() {
     // loading must replay (and so upcast) rather than read a snapshot.
     let command_id = Uuid::now_v7();
     let old = serde_json::json!({
-        "aggregate_type": "Instance",
+        "aggregate_type": "instance",
         "aggregate_id": format!("acme.{id}"),
         "first_version": 2,
         "events": [{"type": "ConfigurationChanged", "schema": "1",

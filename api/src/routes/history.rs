@@ -63,7 +63,9 @@ fn entries(message: &HistoryMessage) -> Vec<HistoryEntry> {
             Ok(observed) => {
                 let data =
                     serde_json::to_value(&observed.event).map(|v| v["data"].clone()).unwrap_or_default();
-                let actor = format!("cluster-agent/{}", observed.cluster);
+                // Who stated it is what its subject says (NATS binds it to the publisher), not its payload.
+                let actor = streams::observed::parse_observed_subject(&message.subject)
+                    .map_or_else(|| format!("cluster-agent/{}", observed.cluster), |s| s.actor());
                 let mut entry =
                     base(HistorySource::Observed, observed.event.type_name().to_owned(), actor, data);
                 entry.backup_id = observed.event.backup_id();
@@ -185,7 +187,9 @@ async fn states_at<const N: usize>(
     let mut next = messages.iter().peekable();
     for i in order {
         while let Some(message) = next.next_if(|m| m.stored_at <= moments[i]) {
-            if let Err(e) = model.apply_message(message.sequence, &message.subject, &message.payload) {
+            if let Err(e) =
+                model.apply_message(message.sequence, &message.subject, &message.payload, message.stored_at)
+            {
                 tracing::warn!(sequence = message.sequence, error = %e, "message skipped in a fold as of a moment");
             }
         }

@@ -110,7 +110,9 @@ impl Log {
 
     fn fold(&self, model: &mut ReadModel, from: usize, to: usize) {
         for (n, (subject, payload)) in self.messages.iter().enumerate().take(to).skip(from) {
-            let _ = model.apply_message(n as u64 + 1, subject, payload);
+            // The stream dates each message as it stores it: here, as the log dated it when written.
+            let stored_at = DateTime::from_timestamp(1_000 + n as i64, 0).unwrap();
+            let _ = model.apply_message(n as u64 + 1, subject, payload, stored_at);
         }
     }
 }
@@ -353,9 +355,9 @@ fn a_backup_is_folded_from_its_request_and_its_cluster_s_facts_and_outlives_its_
     log.backup_fact(ObservedEvent::BackupStarted { backup_id: backup });
     let completed = ObservedEvent::BackupCompleted {
         backup_id: backup,
-        location: format!("acme/{}/{backup}", log.id),
+        location: format!("acme/{}/db/base/20261201T013000", log.id),
         size_bytes: 42,
-        sha256: Some("ab".repeat(32)),
+        sha256: None,
         duration_ms: 1500,
     };
     log.backup_fact(completed.clone());
@@ -403,3 +405,5 @@ fn a_failed_backup_fails_its_operation_with_the_cluster_s_reason() {
         Some(OperationState::Failed { reason, .. }) if reason.contains("disk full")
     ));
 }
+
+mod facts;

@@ -70,6 +70,6 @@ impl<A: StreamAggregate> JetStreamStore<A> {
         aggregate_id: &str,
     ) -> Result<Vec<(u64, A::Event, CommandMetadata)>, StoreError<A>> {
         let Some(last) = self.last_message(aggregate_id, Replica::Leader).await? else { return Ok(vec![]) };
-        Ok(self.replay(last.subject.as_str()).await?.1)
+        Ok(self.replay(last.subject.as_str(), aggregate_id).await?.1)
     }
 }
