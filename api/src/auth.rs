@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 pub use oidc::{FetchError, MAX_KEY_AGE, MIN_REFETCH_INTERVAL, OidcConfig, OidcError, OidcVerifier};
 pub use routes::{ROUTES, Requirement, allowed_methods, requirement};
-pub use tokens::{ApiTokens, TokenEntry, TokensError, hash_token, new_token};
+pub use tokens::{ApiTokens, TokenEntry, TokensError, hash_token, new_token, parse_grants};
 
 use crate::{ApiError, AppState};
 
@@ -57,6 +57,18 @@ impl Principal {
         let named = self.projects.get(project).copied();
         let everywhere = self.projects.get("*").copied();
         named.max(everywhere)
+    }
+
+    /// Refuses with 403 unless the caller is an admin of `project`: for what replaces or destroys data
+    /// or lifts a protection against it, which the route table cannot see (it depends on the body).
+    pub fn require_admin(&self, project: &str, what: &str) -> Result<(), ApiError> {
+        match self.role_in(project) {
+            Some(Role::Admin) => Ok(()),
+            held => Err(ApiError::Forbidden(format!(
+                "{what} needs the admin role in project {project}; the token has {}",
+                held.map_or("none", Role::as_str)
+            ))),
+        }
     }
 
     /// The actor recorded in events: the subject, and the token's name when there is one.
@@ -105,7 +117,7 @@ pub async fn authorize(State(state): State<AppState>, mut request: Request, next
         Requirement::PlatformAdmin => Err(ApiError::Forbidden("this needs the platform-admin role".into())),
         Requirement::Project(role) => match project_of(&route, request.uri().path()) {
             None => Err(ApiError::NotFound("project")),
-            Some(project) => match principal.role_in(project) {
+            Some(project) => match principal.role_in(&project) {
                 // Not the caller's project: as if it did not exist.
                 None => Err(ApiError::NotFound("instance")),
                 Some(held) if held < role => Err(ApiError::Forbidden(format!(
@@ -157,10 +169,12 @@ impl Role {
     }
 }
 
-/// The `{project}` segment of `path`, matched against the route template `route`.
-fn project_of<'a>(route: &str, path: &'a str) -> Option<&'a str> {
+/// The `{project}` segment of `path`, matched against the route template `route`, percent-decoded as
+/// handlers see it through axum's `Path` (a grant for `acme` must be what opens `%61cme`, and a grant
+/// for `%61cme` must open nothing else). `None` when it does not decode to UTF-8.
+fn project_of<'a>(route: &str, path: &'a str) -> Option<std::borrow::Cow<'a, str>> {
     let index = route.split('/').position(|segment| segment == "{project}")?;
-    path.split('/').nth(index)
+    percent_encoding::percent_decode_str(path.split('/').nth(index)?).decode_utf8().ok()
 }
 
 /// 401 with the challenge RFC 6750 (section 3) asks for.
@@ -184,8 +198,12 @@ mod tests {
     #[test]
     fn the_project_is_read_where_the_route_template_has_it() {
         let route = "/v1/projects/{project}/instances/{id}/acl/{cidr}";
-        assert_eq!(project_of(route, "/v1/projects/acme/instances/x/acl/10.0.0.0%2F8"), Some("acme"));
+        let project = |path| project_of(route, path).map(|p| p.into_owned());
+        assert_eq!(project("/v1/projects/acme/instances/x/acl/10.0.0.0%2F8").as_deref(), Some("acme"));
         assert_eq!(project_of("/v1/catalog", "/v1/catalog"), None);
+        // Decoded as the handlers' `Path` decodes it: `%61cme` is project acme, whatever grant names it.
+        assert_eq!(project("/v1/projects/%61cme/instances/x/acl/y").as_deref(), Some("acme"));
+        assert_eq!(project("/v1/projects/%FF/instances/x/acl/y"), None);
     }
 
     #[test]

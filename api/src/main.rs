@@ -1,7 +1,7 @@
 //! `cp-api`: the control plane's HTTP API process. Wires configuration, NATS, the event store and the
 //! router together; everything else lives in the library.
 
-use std::{net::SocketAddr, os::unix::fs::OpenOptionsExt as _, time::Duration};
+use std::{net::SocketAddr, time::Duration};
 
 use anyhow::Context as _;
 use api::{AppState, app};
@@ -59,18 +59,26 @@ struct Config {
     /// the issuer's JWKS URL, when it is not the `jwks_uri` its discovery document names
     #[arg(long, env = "CP_OIDC_JWKS_URL", requires = "oidc_issuer")]
     oidc_jwks_url: Option<String>,
-    /// print a new random API token and the entry that configures it (as editor of every project), and
+    /// print a new random API token and the entry that configures it with the `--grant`s given, and
     /// exit; the token is shown once, only its hash goes into the configuration
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", requires = "grant")]
     new_token: Option<String>,
-    /// make a new NATS identity (`control-plane` or `agent:<cluster>`), write its nkey seed to
-    /// `--nats-seed-out` and print its entry for the `users` of nats-server's account (deploy/nats/), and
-    /// exit
-    #[arg(long, value_name = "ROLE", requires = "nats_seed_out")]
-    new_nats_identity: Option<streams::identities::NatsRole>,
-    /// where `--new-nats-identity` writes the seed (created with mode 0600; never overwritten)
-    #[arg(long, value_name = "FILE")]
-    nats_seed_out: Option<std::path::PathBuf>,
+    /// with `--new-token`: a role it holds, `PROJECT=ROLE` (`viewer`, `editor`, `admin`; `*` for every
+    /// project), repeatable; `platform-admin` makes it a platform admin. Nothing is granted by default.
+    #[arg(long, value_name = "PROJECT=ROLE", requires = "new_token")]
+    grant: Vec<String>,
+    /// write nats-server's `accounts` block for the control plane and the agents of `--nats-clusters` to
+    /// FILE (deploy/nats/), making the nkey seeds missing from `--nats-identities-dir` (existing ones are
+    /// kept), and exit; reload nats-server afterwards
+    #[arg(long, value_name = "FILE", requires_all = ["nats_identities_dir", "nats_clusters"])]
+    write_nats_accounts: Option<std::path::PathBuf>,
+    /// where `--write-nats-accounts` keeps the seeds: `control-plane.nk` (cp-api, cp-projector) and
+    /// `agent-<cluster>.nk` (each cluster's agent), mode 0600
+    #[arg(long, value_name = "DIR")]
+    nats_identities_dir: Option<std::path::PathBuf>,
+    /// the clusters `--write-nats-accounts` makes agent accounts for (comma separated)
+    #[arg(long, value_name = "CLUSTERS", value_delimiter = ',')]
+    nats_clusters: Vec<String>,
     /// log as JSON lines
     #[arg(long, env = "CP_LOG_JSON")]
     log_json: bool,
@@ -89,27 +97,26 @@ async fn main() -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(domain::Catalog::builtin())?);
         return Ok(());
     }
-    if let (Some(role), Some(path)) = (&config.new_nats_identity, &config.nats_seed_out) {
-        let (seed, entry) = streams::identities::new_identity(&Settings::default(), role);
-        use std::io::Write as _;
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .with_context(|| format!("creating {}", path.display()))?;
-        file.write_all(seed.as_bytes())?;
-        println!("{entry}");
+    if let (Some(out), Some(dir)) = (&config.write_nats_accounts, &config.nats_identities_dir) {
+        use streams::identities::{NatsRole, accounts_conf, ensure_identities};
+        let mut roles = vec![NatsRole::ControlPlane];
+        roles.extend(config.nats_clusters.iter().map(|c| NatsRole::Agent { cluster: c.clone() }));
+        let keys =
+            ensure_identities(dir, &roles).with_context(|| format!("identities in {}", dir.display()))?;
+        let agents: Vec<_> = config.nats_clusters.iter().cloned().zip(keys[1..].iter().cloned()).collect();
+        std::fs::write(out, accounts_conf(&Settings::default(), &keys[..1], &agents))
+            .with_context(|| format!("writing {}", out.display()))?;
         return Ok(());
     }
     if let Some(name) = &config.new_token {
         let token = api::auth::new_token();
+        let (platform_admin, projects) = api::auth::parse_grants(&config.grant)?;
         let entry = api::auth::TokenEntry {
             name: name.clone(),
             sha256: api::auth::hash_token(&token),
             subject: name.clone(),
-            platform_admin: false,
-            projects: [("*".to_owned(), api::auth::Role::Editor)].into(),
+            platform_admin,
+            projects,
         };
         eprintln!("token (shown once): {token}");
         println!("{}", serde_json::to_string(&[entry])?);

@@ -72,7 +72,7 @@ pub(crate) async fn run(config: Arc<AgentConfig>, desired: Arc<Desired>) -> anyh
     .boxed();
     let _pg_backups_watch = AbortOnDropHandle::new(tokio::spawn(drive(pg_backup_events, changes.clone())));
     let mut changed = desired.backups_changed.subscribe();
-    let jetstream = async_nats::jetstream::new(config.nats.clone());
+    let jetstream = streams::accounts::agent_jetstream(config.nats.clone());
     // The agent's own client of the store: it sizes PostgreSQL base backups (CloudNativePG reports none).
     let store = match &config.backup_store {
         Some(target) => Some(backup_store::BackupStore::new(&target.store_config())?),

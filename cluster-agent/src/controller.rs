@@ -299,7 +299,7 @@ pub(crate) async fn run(config: Arc<AgentConfig>, desired: Arc<Desired>) -> anyh
     })
     .default_backoff()
     .touched_objects();
-    let jetstream = async_nats::jetstream::new(config.nats.clone());
+    let jetstream = streams::accounts::agent_jetstream(config.nats.clone());
     let context = Arc::new(Context {
         config: config.clone(),
         desired,

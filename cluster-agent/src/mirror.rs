@@ -171,7 +171,7 @@ impl Desired {
 /// every instance subject of the cluster (`streams::cluster_feed`), then followed; beside it a watch
 /// restores deleted ManagedInstances of active instances.
 pub(crate) async fn run(config: Arc<AgentConfig>, desired: Arc<Desired>) -> anyhow::Result<()> {
-    let js = jetstream::new(config.nats.clone());
+    let js = streams::accounts::agent_jetstream(config.nats.clone());
     // The agent never administers JetStream (the control plane makes the cluster's stream and consumer
     // when it registers the cluster): it looks its consumer up, and waits while it does not exist yet.
     let consumer = open_consumer(&js, &config).await;
@@ -276,7 +276,7 @@ async fn park(config: &AgentConfig, message: &jetstream::Message, error: &Error)
         &error.to_string(),
         &message.payload,
     );
-    if let Err(e) = letter.park(&jetstream::new(config.nats.clone())).await {
+    if let Err(e) = letter.park(&streams::accounts::agent_jetstream(config.nats.clone())).await {
         tracing::error!(subject = %message.subject, error = %e, "parking an undecodable event failed");
     }
 }
@@ -343,7 +343,7 @@ const MANAGED_BY: &str = "app.kubernetes.io/managed-by=cp-cluster-agent";
 /// finds them all in place.
 async fn restore_deleted_mirrors(config: Arc<AgentConfig>, desired: Arc<Desired>) {
     let api: Api<ManagedInstance> = Api::all(config.client.clone());
-    let js = jetstream::new(config.nats.clone());
+    let js = streams::accounts::agent_jetstream(config.nats.clone());
     let mut events = watcher(api, watcher::Config::default()).default_backoff().boxed();
     while let Some(event) = events.next().await {
         let Ok(watcher::Event::Delete(mi)) = event else { continue };

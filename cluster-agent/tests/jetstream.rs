@@ -65,15 +65,22 @@ async fn an_instance_converges(topology: &Topology, agent_nats: async_nats::Clie
 #[tokio::test]
 async fn an_agent_leaves_a_three_replica_topology_as_it_is() {
     let _ = tracing_subscriber::fmt().with_test_writer().try_init();
-    let cluster = NatsCluster::start_with(Sync::Default);
+    let settings = Settings { replicas: 3, ..Settings::default() };
+    let account = streams::accounts::agent_account(&settings, "c1").to_value();
+    let (cluster, identities) = NatsCluster::start_with_agent_accounts(Sync::Default, &[account]);
     let client = cluster.connect().await;
     let js = async_nats::jetstream::new(client.clone());
-    let settings = Settings { replicas: 3, ..Settings::default() };
     let topology = settings.apply_when_placed(&js, Duration::from_secs(30)).await.expect("topology");
     let mut events = topology.events.clone();
     let before = events.info().await.unwrap().config.clone();
     assert_eq!(before.num_replicas, 3);
-    an_instance_converges(&topology, client.clone()).await;
+    let agent = identities[0]
+        .connect_options()
+        .custom_inbox_prefix(cluster_feed::agent_inbox_prefix("c1"))
+        .connect(cluster.addresses().as_slice())
+        .await
+        .unwrap();
+    an_instance_converges(&topology, agent).await;
     let after = events.info().await.unwrap().config.clone();
     assert_eq!(after, before, "the agent changed the event stream's configuration");
     for stream in [
@@ -129,7 +136,7 @@ async fn an_agent_identity_reaches_its_own_cluster_and_nothing_else() {
     }
     let commands = InstanceCommands::new(&topology, 100);
     let elsewhere = common::provision(&commands, "c2", "other", ServiceType::Grafana, "11.6").await;
-    let identity = server.add_user(&cluster_feed::agent_permissions(&settings, "c1"));
+    let identity = server.add_agent_account(&streams::accounts::agent_account(&settings, "c1").to_value());
     let agent_options =
         || identity.connect_options().custom_inbox_prefix(cluster_feed::agent_inbox_prefix("c1"));
 
@@ -204,7 +211,14 @@ async fn an_agent_started_before_its_api_server_answers_converges_once_it_does()
     let metrics = Metrics::default();
     let client = Requests::default()
         .client(kube::Config::new(format!("http://127.0.0.1:{port}").parse().unwrap()), &metrics);
-    let config = agent_config(client, server.connect().await, &settings, metrics.clone());
+    let identity = server.add_agent_account(&streams::accounts::agent_account(&settings, "c1").to_value());
+    let agent_nats = identity
+        .connect_options()
+        .custom_inbox_prefix(cluster_feed::agent_inbox_prefix("c1"))
+        .connect(server.address())
+        .await
+        .unwrap();
+    let config = agent_config(client, agent_nats, &settings, metrics.clone());
     let agent = tokio::spawn(cluster_agent::run(config));
     // The agent's attempts, one connection each: it tried, failed, and tried again.
     for attempt in 0..3 {

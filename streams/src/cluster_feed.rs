@@ -22,6 +22,7 @@ use serde_json::{Value, json};
 
 use crate::{
     Settings, TopologyError,
+    accounts::AGENT_API_PREFIX,
     instances::{cluster_filter, observed_cluster_filter},
 };
 
@@ -127,7 +128,9 @@ pub async fn rewind(
     }
 }
 
-/// The nats-server `permissions` of `cluster`'s agent: read its own stream through its own consumer
+/// The nats-server `permissions` of `cluster`'s agent's user, inside its own account
+/// ([`crate::accounts`], which is what isolates it; these keep even that account's subjects to what the
+/// agent uses): read its own stream through its own consumer
 /// (rewind included), publish its cluster's observed events, park what it cannot read on its own
 /// dead-letter subject, receive replies on its own prefix, answer requests on its own `cp.rpc` subjects.
 /// Nothing else: no other cluster's subjects, no `cp.evt`, no stream or consumer administration, no
@@ -138,10 +141,10 @@ pub fn agent_permissions(settings: &Settings, cluster: &str) -> Value {
     json!({
         "publish": {
             "allow": [
-                format!("$JS.API.STREAM.INFO.{stream}"),
-                format!("$JS.API.CONSUMER.INFO.{stream}.{consumer}"),
-                format!("$JS.API.CONSUMER.RESET.{stream}.{consumer}"),
-                format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"),
+                format!("{AGENT_API_PREFIX}.STREAM.INFO.{stream}"),
+                format!("{AGENT_API_PREFIX}.CONSUMER.INFO.{stream}.{consumer}"),
+                format!("{AGENT_API_PREFIX}.CONSUMER.RESET.{stream}.{consumer}"),
+                format!("{AGENT_API_PREFIX}.CONSUMER.MSG.NEXT.{stream}.{consumer}"),
                 agent_ack_filter(settings, cluster),
                 observed_cluster_filter(cluster),
                 crate::dead_letters::Reader::Agent { cluster: cluster.to_owned() }.subject(),

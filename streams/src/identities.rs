@@ -1,16 +1,22 @@
-//! NATS identities of the control plane's processes, as nats-server configuration entries: an nkey per
-//! process kind, so the server holds only public keys and each process only its own seed.
+//! NATS identities and accounts of the control plane's processes, as nats-server configuration: an nkey
+//! per process kind, so the server holds only public keys and each process only its own seed; the control
+//! plane in its own account, each cluster's agent in an account of its own ([`crate::accounts`]).
+
+use std::path::Path;
 
 use serde_json::{Value, json};
 
-use crate::{Settings, cluster_feed::agent_permissions};
+use crate::{
+    Settings,
+    accounts::{CONTROL_PLANE_ACCOUNT, agent_account},
+};
 
 /// Whose identity.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NatsRole {
     /// the API and the projector: every right in the control plane's account (they make the topology)
     ControlPlane,
-    /// one cluster's agent: only its own feed and observed subjects ([`agent_permissions`])
+    /// one cluster's agent: its own account, importing only its own feed and observed subjects
     Agent {
         /// the cluster's name
         cluster: String,
@@ -32,18 +38,88 @@ impl std::str::FromStr for NatsRole {
     }
 }
 
-/// A new identity: the private seed (for the process, `--nats-nkey`) and the entry for the `users` list
-/// of the control plane's account in nats-server's configuration (see `deploy/nats/`).
-pub fn new_identity(settings: &Settings, role: &NatsRole) -> (String, Value) {
-    let pair = nkeys::KeyPair::new_user();
-    let seed = pair.seed().expect("a new user key pair has a seed");
-    let entry = match role {
-        NatsRole::ControlPlane => json!({"nkey": pair.public_key()}),
-        NatsRole::Agent { cluster } => {
-            json!({"nkey": pair.public_key(), "permissions": agent_permissions(settings, cluster)})
+impl NatsRole {
+    /// The file name of its seed in an identities directory.
+    pub fn seed_file_name(&self) -> String {
+        match self {
+            Self::ControlPlane => "control-plane.nk".to_owned(),
+            Self::Agent { cluster } => format!("agent-{cluster}.nk"),
         }
-    };
-    (seed, entry)
+    }
+}
+
+/// A new identity: the private seed (for the process, `--nats-nkey`) and its public key.
+pub fn new_identity() -> (String, String) {
+    let pair = nkeys::KeyPair::new_user();
+    (pair.seed().expect("a new user key pair has a seed"), pair.public_key())
+}
+
+/// The public key of a seed.
+pub fn public_key(seed: &str) -> Result<String, String> {
+    nkeys::KeyPair::from_seed(seed.trim()).map(|pair| pair.public_key()).map_err(|e| e.to_string())
+}
+
+/// nats-server's `accounts` block: the control plane's account with the users `control_plane_keys`, and
+/// one account per `(cluster, public key)` in `agents` with the exports and imports between them
+/// ([`crate::accounts::agent_account`]). JSON values, which nats-server's format takes as they are.
+pub fn accounts_conf(
+    settings: &Settings,
+    control_plane_keys: &[String],
+    agents: &[(String, String)],
+) -> String {
+    let mut control_plane = json!({
+        "jetstream": "enabled",
+        "users": control_plane_keys.iter().map(|key| json!({"nkey": key})).collect::<Vec<_>>(),
+        "exports": [],
+        "imports": [],
+    });
+    let mut accounts = serde_json::Map::new();
+    for (cluster, key) in agents {
+        let layout = agent_account(settings, cluster);
+        extend(&mut control_plane["exports"], layout.control_plane_exports.clone());
+        extend(&mut control_plane["imports"], layout.control_plane_imports.clone());
+        accounts.insert(layout.name.clone(), layout.account_entry(json!({"nkey": key})));
+    }
+    let mut all = serde_json::Map::new();
+    all.insert(CONTROL_PLANE_ACCOUNT.to_owned(), control_plane);
+    all.extend(accounts);
+    let body = serde_json::to_string_pretty(&Value::Object(all)).expect("accounts serialize");
+    format!(
+        "# Written by `cp-api --write-nats-accounts`: the control plane's account and one account per \
+         cluster's agent\n# (streams::accounts). Reload nats-server after a change: nats-server \
+         --signal reload\naccounts {body}\n"
+    )
+}
+
+fn extend(list: &mut Value, items: Vec<Value>) {
+    if let Value::Array(list) = list {
+        list.extend(items);
+    }
+}
+
+/// Makes what is missing of `roles`' seeds in `dir` (mode 0600; existing seeds are kept) and returns
+/// each role's public key, in order.
+pub fn ensure_identities(dir: &Path, roles: &[NatsRole]) -> std::io::Result<Vec<String>> {
+    use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _};
+    std::fs::create_dir_all(dir)?;
+    let mut keys = Vec::new();
+    for role in roles {
+        let path = dir.join(role.seed_file_name());
+        let key = match std::fs::read_to_string(&path) {
+            Ok(seed) => public_key(&seed)
+                .map_err(|e| std::io::Error::other(format!("{}: not an nkey seed: {e}", path.display())))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let (seed, key) = new_identity();
+                let mut file =
+                    std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
+                file.write_all(seed.as_bytes())?;
+                key
+            }
+            Err(e) => return Err(e),
+        };
+        keys.push(key);
+    }
+    Ok(keys)
 }
 
 #[cfg(test)]
@@ -51,13 +127,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_agent_identity_carries_its_cluster_s_permissions_and_the_seed_matches_the_key() {
-        let role: NatsRole = "agent:eu-1".parse().unwrap();
-        let (seed, entry) = new_identity(&Settings::default(), &role);
-        let public = nkeys::KeyPair::from_seed(&seed).unwrap().public_key();
-        assert_eq!(entry["nkey"], public);
-        assert_eq!(entry["permissions"], agent_permissions(&Settings::default(), "eu-1"));
-        assert_eq!("control-plane".parse::<NatsRole>(), Ok(NatsRole::ControlPlane));
-        assert!("agent:".parse::<NatsRole>().is_err());
+    fn the_accounts_block_gives_each_agent_its_own_account_and_keeps_seeds() {
+        let dir = tempfile::tempdir().unwrap();
+        let roles: Vec<NatsRole> =
+            ["control-plane", "agent:eu-1", "agent:eu-2"].iter().map(|r| r.parse().unwrap()).collect();
+        let keys = ensure_identities(dir.path(), &roles).unwrap();
+        assert_eq!(ensure_identities(dir.path(), &roles).unwrap(), keys, "seeds are kept");
+        let seed = std::fs::read_to_string(dir.path().join("agent-eu-1.nk")).unwrap();
+        assert_eq!(public_key(&seed).unwrap(), keys[1]);
+        let agents = vec![("eu-1".to_owned(), keys[1].clone()), ("eu-2".to_owned(), keys[2].clone())];
+        let text = accounts_conf(&Settings::default(), &keys[..1], &agents);
+        let body: Value = serde_json::from_str(text.split_once("accounts ").unwrap().1).unwrap();
+        assert_eq!(body["CP"]["users"], json!([{"nkey": keys[0]}]));
+        assert_eq!(body["AGENT_eu-1"]["users"][0]["nkey"], keys[1]);
+        assert!(!body["AGENT_eu-1"].to_string().contains("eu-2"));
+        assert_eq!(body["CP"]["imports"].as_array().unwrap().len(), 2, "one credentials service per cluster");
     }
 }

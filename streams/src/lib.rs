@@ -10,6 +10,7 @@
 //! Architecture invariant: this is the only crate that knows JetStream names, subjects and settings.
 //! It knows nothing about HTTP.
 
+pub mod accounts;
 pub mod backups;
 pub mod chain;
 pub mod cluster_feed;

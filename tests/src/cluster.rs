@@ -32,10 +32,8 @@ pub async fn agent_with_backups(
     backup_store: Option<cluster_agent::render::backup::StoreTarget>,
 ) -> tokio::task::JoinHandle<anyhow::Result<()>> {
     let metrics = Metrics::default();
-    // The agent's own identity, with only the rights `streams::cluster_feed` grants an agent.
-    let identity = api
-        .nats_server
-        .add_user(&streams::cluster_feed::agent_permissions(&streams::Settings::default(), cluster));
+    // The agent's own identity in its own account, with only what `streams::accounts` imports for it.
+    let identity = api.agent_identity(cluster);
     let nats = identity
         .connect_options()
         .custom_inbox_prefix(streams::cluster_feed::agent_inbox_prefix(cluster))

@@ -25,6 +25,8 @@ pub const ACME_VIEWER_TOKEN: &str = "cpat_test_acme_viewer";
 pub const ACME_EDITOR_TOKEN: &str = "cpat_test_acme_editor";
 /// An editor of project other, and of nothing else.
 pub const OTHER_EDITOR_TOKEN: &str = "cpat_test_other_editor";
+/// An admin of project acme (not a platform admin).
+pub const ACME_ADMIN_TOKEN: &str = "cpat_test_acme_admin";
 
 /// The tokens every test API accepts.
 pub fn test_tokens() -> api::auth::ApiTokens {
@@ -41,6 +43,7 @@ pub fn test_tokens() -> api::auth::ApiTokens {
         entry("acme-viewer", ACME_VIEWER_TOKEN, false, &[("acme", Role::Viewer)]),
         entry("acme-editor", ACME_EDITOR_TOKEN, false, &[("acme", Role::Editor)]),
         entry("other-editor", OTHER_EDITOR_TOKEN, false, &[("other", Role::Editor)]),
+        entry("acme-admin", ACME_ADMIN_TOKEN, false, &[("acme", Role::Admin)]),
     ])
     .expect("valid test tokens")
 }
@@ -51,8 +54,12 @@ pub struct TestApi {
     pub nats_server: NatsServer,
     /// the API's state
     pub state: AppState,
+    /// the projector's metrics (refused facts among them)
+    pub projector_metrics: projections::ProjectorMetrics,
     router: Router,
     connected: tokio::sync::watch::Receiver<bool>,
+    /// each cluster's agent identity, made once: its account can be configured once
+    agent_identities: std::sync::Mutex<std::collections::BTreeMap<String, testkit::NkeyUser>>,
 }
 
 /// One HTTP response, body parsed as JSON (or `Null`).
@@ -156,12 +163,13 @@ impl TestApi {
             .await
             .expect("start the API state")
             .with_tokens(test_tokens());
+        let projector_metrics = projections::ProjectorMetrics::default();
         if projector {
             // The projector runs beside the API, as `cp-projector run` does in a deployment.
             let topology =
                 settings.apply(&async_nats::jetstream::new(nats)).await.expect("topology for the projector");
             let bucket = streams::read_models::ReadModelBucket::new(&topology);
-            projections::Projector::new(topology.events, bucket, projections::ProjectorMetrics::default())
+            projections::Projector::new(topology.events, bucket, projector_metrics.clone())
                 .parking_skipped(topology.jetstream.clone())
                 .spawn();
         }
@@ -170,7 +178,35 @@ impl TestApi {
             state.clusters.register(&cluster).await.expect("register cluster");
         }
         let router = app(state.clone());
-        Self { nats_server, state, router, connected }
+        Self {
+            nats_server,
+            state,
+            projector_metrics,
+            router,
+            connected,
+            agent_identities: Default::default(),
+        }
+    }
+
+    /// The NATS identity of `cluster`'s agent, in an account of its own with only what
+    /// `streams::accounts` imports for it (made at the first call, as an operator adds a cluster).
+    pub fn agent_identity(&self, cluster: &str) -> testkit::NkeyUser {
+        let mut identities = self.agent_identities.lock().expect("identities lock");
+        identities
+            .entry(cluster.to_owned())
+            .or_insert_with(|| {
+                let account = streams::accounts::agent_account(&streams::Settings::default(), cluster);
+                self.nats_server.add_agent_account(&account.to_value())
+            })
+            .clone()
+    }
+
+    /// How many facts from clusters the projector refused for `reason` (`projections::facts`).
+    pub fn refused_facts(&self, reason: &'static str) -> u64 {
+        self.projector_metrics
+            .refused_facts
+            .get_or_create(&projections::projector::RefusalLabels { reason })
+            .get()
     }
 
     /// Waits until the API's NATS client reports itself connected (`true`) or disconnected (`false`), at

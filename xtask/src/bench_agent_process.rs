@@ -70,7 +70,8 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
     let nats = server.connect().await;
     let topology = Settings::default().apply(&async_nats::jetstream::new(nats.clone())).await?;
     cluster_feed::apply(&topology.jetstream, &topology.settings, CLUSTER).await?;
-    let identity = server.add_user(&cluster_feed::agent_permissions(&topology.settings, CLUSTER));
+    let identity =
+        server.add_agent_account(&streams::accounts::agent_account(&topology.settings, CLUSTER).to_value());
     let commands = InstanceCommands::new(&topology, 100_000);
 
     let address_file = tempfile::NamedTempFile::new()?;

@@ -98,7 +98,8 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
         let cluster = format!("c{c}");
         cluster_feed::apply(&topology.jetstream, &topology.settings, &cluster).await?;
         // Each agent with its own identity and nothing more, as deployed.
-        let identity = server.add_user(&cluster_feed::agent_permissions(&topology.settings, &cluster));
+        let identity = server
+            .add_agent_account(&streams::accounts::agent_account(&topology.settings, &cluster).to_value());
         let agent_nats = identity
             .connect_options()
             .custom_inbox_prefix(cluster_feed::agent_inbox_prefix(&cluster))

@@ -42,6 +42,14 @@ pub enum TokensError {
         /// what is wrong
         problem: String,
     },
+    /// a `--grant` of `cp-api --new-token` breaks a rule
+    #[error("grant {grant:?}: {problem}")]
+    Grant {
+        /// the grant as given
+        grant: String,
+        /// what is wrong
+        problem: String,
+    },
 }
 
 /// The configured tokens, by hash.
@@ -89,6 +97,12 @@ impl ApiTokens {
             if entry.subject.is_empty() {
                 return Err(problem("subject is empty"));
             }
+            // Both go into every event this token causes, and into message headers.
+            if entry.subject.chars().chain(entry.name.chars()).any(char::is_control) {
+                return Err(problem(
+                    "name and subject may not hold control characters (line breaks among them)",
+                ));
+            }
             let principal = Principal {
                 subject: entry.subject.clone(),
                 token_name: Some(entry.name.clone()),
@@ -121,6 +135,37 @@ impl ApiTokens {
     }
 }
 
+/// The grants of `cp-api --new-token`: `PROJECT=ROLE` each (`*` for every project), or
+/// `platform-admin`. An empty list is refused: a token should hold what its holder needs, named.
+pub fn parse_grants(grants: &[String]) -> Result<(bool, BTreeMap<String, Role>), TokensError> {
+    let refused = |grant: &str, problem: &str| TokensError::Grant {
+        grant: grant.to_owned(),
+        problem: problem.to_owned(),
+    };
+    if grants.is_empty() {
+        return Err(refused("", "name at least one grant (PROJECT=ROLE or platform-admin)"));
+    }
+    let (mut platform_admin, mut projects) = (false, BTreeMap::new());
+    for grant in grants {
+        if grant == "platform-admin" {
+            platform_admin = true;
+            continue;
+        }
+        let (project, role) = grant.split_once('=').ok_or_else(|| refused(grant, "expected PROJECT=ROLE"))?;
+        let role = match role {
+            "viewer" => Role::Viewer,
+            "editor" => Role::Editor,
+            "admin" => Role::Admin,
+            _ => return Err(refused(grant, "the role is viewer, editor or admin")),
+        };
+        if project.is_empty() || project.chars().any(char::is_control) {
+            return Err(refused(grant, "the project is a name or *"));
+        }
+        projects.insert(project.to_owned(), role);
+    }
+    Ok((platform_admin, projects))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,6 +181,37 @@ mod tests {
         assert_eq!(principal.actor(), "robot (token ci)");
         assert_eq!(principal.role_in("acme"), Some(Role::Editor));
         assert_eq!(tokens.authenticate("other"), Err(Unauthenticated::Invalid));
+    }
+
+    #[test]
+    fn a_new_token_holds_exactly_the_grants_named() {
+        let grants = ["acme=admin".to_owned(), "*=viewer".to_owned()];
+        let (admin, projects) = parse_grants(&grants).unwrap();
+        assert!(!admin);
+        assert_eq!(projects, [("acme".to_owned(), Role::Admin), ("*".to_owned(), Role::Viewer)].into());
+        assert!(parse_grants(&["platform-admin".to_owned()]).unwrap().0);
+        assert!(parse_grants(&[]).is_err(), "no grant is no default");
+        assert!(
+            parse_grants(&["acme=owner".to_owned()])
+                .unwrap_err()
+                .to_string()
+                .contains("viewer, editor or admin")
+        );
+    }
+
+    #[test]
+    fn a_name_or_subject_with_a_line_break_is_refused_at_configuration() {
+        for (name, subject) in [("ci\r\nCp-Actor: admin", "robot"), ("ci", "robot\n")] {
+            let entry = TokenEntry {
+                name: name.into(),
+                sha256: hash_token("t"),
+                subject: subject.into(),
+                platform_admin: false,
+                projects: Default::default(),
+            };
+            let error = ApiTokens::from_entries(vec![entry]).unwrap_err().to_string();
+            assert!(error.contains("control characters"), "{error}");
+        }
     }
 
     #[test]

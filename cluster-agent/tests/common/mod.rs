@@ -167,9 +167,8 @@ impl World {
     /// The NATS identity of cluster `i`'s agent (made the first time): only the rights an agent has.
     pub fn agent_identity(&mut self, i: usize) -> testkit::NkeyUser {
         if self.clusters[i].identity.is_none() {
-            let permissions =
-                streams::cluster_feed::agent_permissions(&self.topology.settings, &self.clusters[i].name);
-            self.clusters[i].identity = Some(self.nats_server.add_user(&permissions));
+            let account = streams::accounts::agent_account(&self.topology.settings, &self.clusters[i].name);
+            self.clusters[i].identity = Some(self.nats_server.add_agent_account(&account.to_value()));
         }
         self.clusters[i].identity.clone().expect("made above")
     }

@@ -64,6 +64,8 @@ pub struct NatsServer {
     extra: String,
     /// nkey users and their permissions (JSON), besides the control plane
     users: Mutex<Vec<(String, String)>>,
+    /// agents' accounts: the nkey of each and its layout (`streams::accounts::AgentAccount`, as JSON)
+    agent_accounts: Mutex<Vec<(String, serde_json::Value)>>,
     /// what the server has said since it became ready
     news: Option<Mutex<mpsc::Receiver<News>>>,
     /// it has logged a JetStream metadata leader
@@ -125,6 +127,7 @@ impl NatsServer {
             sync,
             extra,
             users: Mutex::default(),
+            agent_accounts: Mutex::default(),
             news: None,
             meta_leader: false,
         }
@@ -153,7 +156,9 @@ impl NatsServer {
     /// seed added (a test that checks secrets never leak looks for these).
     pub fn client_secrets(&self) -> Vec<String> {
         let mut secrets = vec![CONTROL_PLANE_PASSWORD.to_owned()];
-        for (public_key, _) in self.users.lock().expect("users lock").iter() {
+        let agents = self.agent_accounts.lock().expect("accounts lock");
+        let users = self.users.lock().expect("users lock");
+        for public_key in users.iter().map(|(k, _)| k).chain(agents.iter().map(|(k, _)| k)) {
             let seed = std::fs::read_to_string(self.dir.path().join(format!("{public_key}.nk")));
             secrets.extend(seed.ok());
         }
@@ -165,15 +170,40 @@ impl NatsServer {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
-    /// Adds an nkey user with these nats-server `permissions` (JSON) and reloads the configuration;
-    /// returns once the server has reloaded it.
+    /// Adds an nkey user of the control plane's account with these nats-server `permissions` (JSON) and
+    /// reloads the configuration; returns once the server has reloaded it.
     pub fn add_user(&self, permissions: &serde_json::Value) -> NkeyUser {
+        let (pair, user) = self.new_nkey();
+        self.users.lock().expect("users lock").push((pair.public_key(), permissions.to_string()));
+        self.reload();
+        user
+    }
+
+    /// Adds an agent's account as `layout` describes it (`streams::accounts::AgentAccount` as JSON: its
+    /// `name`, the `control_plane_exports` and `control_plane_imports` the control plane's account gains,
+    /// and the `account`'s own imports and exports) with one nkey user, as an operator would, and reloads
+    /// the configuration. Returns the user.
+    pub fn add_agent_account(&self, layout: &serde_json::Value) -> NkeyUser {
+        let (pair, user) = self.new_nkey();
+        self.agent_accounts.lock().expect("accounts lock").push((pair.public_key(), layout.clone()));
+        // nats-server 2.15 wires the service imports of an account that a reload introduces only at the
+        // next reload (seen here: the agent's JetStream calls get "no responders" until then; cf.
+        // nats-io/nats-server#8560), so an operator adding a cluster reloads twice, and so does this.
+        self.reload();
+        self.reload();
+        user
+    }
+
+    fn new_nkey(&self) -> (nkeys::KeyPair, NkeyUser) {
         let pair = nkeys::KeyPair::new_user();
         let seed = pair.seed().expect("a new key pair has a seed");
         let public_key = pair.public_key();
         let seed_file = self.dir.path().join(format!("{public_key}.nk"));
         std::fs::write(&seed_file, &seed).expect("write the nkey seed");
-        self.users.lock().expect("users lock").push((public_key.clone(), permissions.to_string()));
+        (pair, NkeyUser { seed, public_key, seed_file })
+    }
+
+    fn reload(&self) {
         self.write_config();
         self.signal("-HUP");
         let news = self.news.as_ref().expect("a started server has news").lock().expect("news lock");
@@ -186,7 +216,6 @@ impl NatsServer {
                 }
             }
         }
-        NkeyUser { seed, public_key, seed_file }
     }
 
     /// Process id of the running server (benchmarks read its CPU time).
@@ -247,11 +276,24 @@ impl NatsServer {
                 .iter()
                 .map(|(key, permissions)| format!("{{nkey: {key:?}, permissions: {permissions}}}")),
         );
+        // Agents' accounts, and what the control plane's account exports to and imports from each.
+        let (mut exports, mut imports, mut accounts) = (Vec::new(), Vec::new(), String::new());
+        for (key, layout) in self.agent_accounts.lock().expect("accounts lock").iter() {
+            let list = |field: &str| layout[field].as_array().cloned().unwrap_or_default();
+            exports.extend(list("control_plane_exports"));
+            imports.extend(list("control_plane_imports"));
+            let mut account = layout["account"].clone();
+            account["users"] = serde_json::json!([{"nkey": key, "permissions": layout["user_permissions"]}]);
+            accounts.push_str(&format!("  {}: {account}\n", layout["name"]));
+        }
         let text = format!(
             "listen: \"127.0.0.1:{port}\"\nmax_payload: 8MB\njetstream {{\n  store_dir: {:?}\n  {sync}\n}}\n\
-             accounts {{\n  CP: {{\n    jetstream: enabled\n    users: [\n      {}\n    ]\n  }}\n}}\n{}",
+             accounts {{\n  CP: {{\n    jetstream: enabled\n    users: [\n      {}\n    ]\n    exports: {}\n    \
+             imports: {}\n  }}\n{accounts}}}\n{}",
             self.store_dir(),
             users.join("\n      "),
+            serde_json::Value::Array(exports),
+            serde_json::Value::Array(imports),
             self.extra
         );
         std::fs::write(&config, text).expect("write nats-server config");
@@ -329,6 +371,14 @@ impl NatsCluster {
     /// Starts three nodes and returns once each says it is ready and the cluster has elected its
     /// JetStream metadata leader.
     pub fn start_with(sync: Sync) -> Self {
+        Self::start_with_agent_accounts(sync, &[]).0
+    }
+
+    /// The same, every node configured from the start with the agents' accounts `layouts` (as
+    /// [`NatsServer::add_agent_account`] takes them; a cluster loses the interest of an account a reload
+    /// introduces, nats-io/nats-server#8560), each with one nkey user, returned in order.
+    pub fn start_with_agent_accounts(sync: Sync, layouts: &[serde_json::Value]) -> (Self, Vec<NkeyUser>) {
+        let pairs: Vec<nkeys::KeyPair> = layouts.iter().map(|_| nkeys::KeyPair::new_user()).collect();
         let route_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
         let routes: Vec<String> = route_ports.iter().map(|p| format!("nats-route://127.0.0.1:{p}")).collect();
         let nodes = route_ports
@@ -343,7 +393,11 @@ impl NatsCluster {
                     "server_name: n{i}\ncluster {{\n  name: cp-test\n  listen: \"127.0.0.1:{port}\"\n  routes: [{}]\n}}\n",
                     routes.join(", ")
                 );
-                NatsServer::new(dir, sync, extra)
+                let node = NatsServer::new(dir, sync, extra);
+                let mut accounts = node.agent_accounts.lock().expect("accounts lock");
+                accounts.extend(pairs.iter().map(|p| p.public_key()).zip(layouts.iter().cloned()));
+                drop(accounts);
+                node
             })
             .collect::<Vec<_>>();
         // Started side by side: a node elects nothing until its peers are up.
@@ -370,7 +424,21 @@ impl NatsCluster {
                 "the cluster elected no JetStream metadata leader within {START_TIMEOUT:?}; n0's log:\n{log}"
             );
         }
-        Self { nodes }
+        let users = pairs
+            .iter()
+            .map(|pair| {
+                let (seed, public_key) = (pair.seed().expect("a seed"), pair.public_key());
+                let seed_file = nodes[0].dir.path().join(format!("{public_key}.nk"));
+                std::fs::write(&seed_file, &seed).expect("write the nkey seed");
+                NkeyUser { seed, public_key, seed_file }
+            })
+            .collect();
+        (Self { nodes }, users)
+    }
+
+    /// Client addresses of every node, without credentials (for clients that bring their own).
+    pub fn addresses(&self) -> Vec<String> {
+        self.nodes.iter().map(NatsServer::address).collect()
     }
 
     /// Client URL of the first node (clients learn the others from it).

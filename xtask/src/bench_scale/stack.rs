@@ -117,7 +117,8 @@ impl Stack {
             let cluster = cluster_name(n);
             cluster_feed::apply(&topology.jetstream, &topology.settings, &cluster).await?;
             // Each agent with its own identity and only its cluster's rights, as deployed.
-            let identity = server.add_user(&cluster_feed::agent_permissions(&topology.settings, &cluster));
+            let account = streams::accounts::agent_account(&topology.settings, &cluster);
+            let identity = server.add_agent_account(&account.to_value());
             let service = launch.agent(&cluster, &kube, &identity).await?;
             agents.push(Agent { cluster, kube, identity, service });
         }
