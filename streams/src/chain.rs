@@ -53,7 +53,8 @@ pub enum BreakReason {
     /// its chain value does not match its content and its predecessor: it, or the message before it, was
     /// edited, removed or moved
     Mismatch,
-    /// it has no chain value although an earlier message of its subject has one
+    /// it has no chain value: the store writes one on every message, so something else wrote it (or
+    /// stripped it); a subject's first message is no exception, or a forged subject would verify
     Missing,
 }
 
@@ -71,7 +72,10 @@ impl std::fmt::Display for Break {
                 "its chain value does not follow from its content and the previous message of its subject \
                  (this message, or one before it, was edited, removed or reordered)"
             }
-            BreakReason::Missing => "it has no chain value although earlier messages of its subject have one",
+            BreakReason::Missing => {
+                "it has no chain value, which the store writes on every message (it was written, or \
+                 stripped, by something else)"
+            }
         };
         match self.instance() {
             Some((project, id)) => write!(
@@ -91,8 +95,8 @@ pub struct Verified {
     pub messages: u64,
     /// subjects walked
     pub subjects: usize,
-    /// messages without a chain value written before any chained message of their subject (by a store
-    /// older than the chain); they are not protected
+    /// messages without a chain value; each is a break ([`BreakReason::Missing`]), so the walk stops at
+    /// the first
     pub unchained: u64,
     /// the first break, if any; the walk stops there
     pub broken: Option<Break>,
@@ -110,8 +114,10 @@ pub async fn verify(stream: &Stream, filter_subjects: Vec<String>) -> Result<Ver
         let broken =
             |reason| Some(Break { subject: message.subject.clone(), sequence: message.sequence, reason });
         match (value, head.as_deref()) {
-            (None, None) => report.unchained += 1,
-            (None, Some(_)) => report.broken = broken(BreakReason::Missing),
+            (None, _) => {
+                report.unchained += 1;
+                report.broken = broken(BreakReason::Missing);
+            }
             (Some(value), previous) if link(previous, &message.subject, &message.payload) != value => {
                 report.broken = broken(BreakReason::Mismatch);
             }

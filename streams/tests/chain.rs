@@ -173,3 +173,17 @@ async fn a_message_stripped_of_its_chain_value_is_found() {
         (Some(("acme", ids[1])), 6, BreakReason::Missing)
     );
 }
+
+#[tokio::test]
+async fn a_subject_whose_first_message_has_no_chain_value_is_found() {
+    let server = NatsServer::start();
+    let (source, _) = history(&server, CommitMode::OneByOne).await;
+    // Written beside the store (by anything holding the account's rights): a subject of its own, so no
+    // earlier chained message betrays it; only the missing value does.
+    let forged = streams::instances::instance_subject("eu-2", "acme", uuid::Uuid::now_v7());
+    source.jetstream.publish(forged.clone(), "{}".into()).await.unwrap().await.unwrap();
+    let report = verify(&source).await;
+    let broken = report.broken.expect("an unchained subject is found");
+    assert_eq!((broken.subject, broken.sequence, broken.reason), (forged, 7, BreakReason::Missing));
+    assert_eq!(report.unchained, 1);
+}

@@ -1,8 +1,9 @@
 //! Secrets never leak: after a run that used each kind (API tokens, a wrong token, the control plane's
 //! NATS password, an agent's nkey seed, the database passwords generated in the cluster and read back
-//! through `GET …/credentials`), none of them is in the event stream, in any other stream or KV bucket,
-//! or in the logs of the API, the projector and the agent (all in this process, logging everything down
-//! to TRACE).
+//! through `GET …/credentials`, the backup store's keys with which the agent sent a backup of every service
+//! and the control plane verified them), none of them is in the event stream, in any other stream or KV
+//! bucket, or in the logs of the API, the projector, the backup worker and the agent (all in this process,
+//! logging everything down to TRACE).
 
 use std::{
     io::Write,
@@ -85,8 +86,15 @@ async fn no_token_password_or_key_reaches_the_stream_the_buckets_or_the_logs() {
         .init();
 
     let api = TestApi::start().await;
+    let s3 = system_tests::backups::BackupStoreRig::start();
     let (sim, address) = system_tests::cluster::simulator(Duration::from_millis(50)).await;
-    let _agent = system_tests::cluster::agent(&api, "eu-1", address).await;
+    let _agent = system_tests::cluster::agent_with_backups(&api, "eu-1", address, Some(s3.target())).await;
+    let jetstream = async_nats::jetstream::new(api.nats_server.connect().await);
+    let _worker = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(projections::backup_worker::run(
+        api.state.read_models.clone(),
+        s3.store(),
+        jetstream,
+    )));
     let editor = format!("Bearer {ACME_EDITOR_TOKEN}");
     let mut ids = Vec::new();
     for service in [("mongodb", "7.0"), ("grafana", "11.6"), ("influxdb", "2.7"), ("postgresql", "16")] {
@@ -139,6 +147,21 @@ async fn no_token_password_or_key_reaches_the_stream_the_buckets_or_the_logs() {
         let again = api.call(Method::GET, &path, None, &[("authorization", &editor)]).await;
         assert_ne!(again.body["password"], read.body["password"], "a new password");
     }
+    // A backup of each, sent to the store with its keys and verified there with the control plane's.
+    for id in &ids {
+        let path = format!("/v1/projects/acme/instances/{id}/backups");
+        let asked = api.call(Method::POST, &path, None, &[("authorization", &editor)]).await;
+        assert_eq!(asked.status, StatusCode::ACCEPTED, "{}", asked.body);
+        let backup: Uuid = asked.body["backup_id"].as_str().unwrap().parse().unwrap();
+        let verified = api
+            .state
+            .read_models
+            .wait_until(Duration::from_secs(30), |m| {
+                m.backups().get("acme", backup).is_some_and(|b| b.verified == Some(true))
+            })
+            .await;
+        assert!(verified, "the backup of {id} was never made and verified");
+    }
     let wrong =
         api.call(Method::GET, "/v1/catalog", None, &[("authorization", "Bearer cpat_wrong_guess")]).await;
     assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
@@ -147,6 +170,7 @@ async fn no_token_password_or_key_reaches_the_stream_the_buckets_or_the_logs() {
     let mut secrets =
         vec![ADMIN_TOKEN.to_owned(), ACME_EDITOR_TOKEN.to_owned(), "cpat_wrong_guess".to_owned()];
     secrets.extend(api.nats_server.client_secrets());
+    secrets.extend([s3.s3.access_key().to_owned(), s3.s3.secret_key().to_owned()]);
     passwords.extend(held());
     assert_eq!(passwords.len(), 8);
     for password in &passwords {

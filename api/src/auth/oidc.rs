@@ -166,12 +166,16 @@ impl OidcVerifier {
         validation.set_issuer(&[&self.0.config.issuer]);
         validation.set_audience(&[&self.0.config.audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        // A token not valid yet is not valid (RFC 7519 section 4.1.5); jsonwebtoken checks `nbf` only
+        // when asked.
+        validation.validate_nbf = true;
         let data = jsonwebtoken::decode::<Claims>(token, &key, &validation).map_err(|error| {
             tracing::debug!(%error, "JWT refused");
             Unauthenticated::Invalid
         })?;
         let claims = data.claims;
-        if claims.sub.is_empty() {
+        // `sub` becomes the actor of every event the caller causes, and a message header.
+        if claims.sub.is_empty() || claims.sub.chars().any(char::is_control) {
             return Err(Unauthenticated::Invalid);
         }
         Ok(Principal {

@@ -52,8 +52,10 @@ pub const ROUTES: &[(&str, &str, Requirement)] = &[
     ("POST", "/v1/projects/{project}/instances/{id}/backups", Project(Role::Editor)),
     ("GET", "/v1/projects/{project}/instances/{id}/backups", Project(Role::Viewer)),
     ("GET", "/v1/projects/{project}/instances/{id}/backups/{backup_id}", Project(Role::Viewer)),
-    ("DELETE", "/v1/projects/{project}/instances/{id}/backups/{backup_id}", Project(Role::Editor)),
-    ("POST", "/v1/projects/{project}/instances/{id}/restore", Project(Role::Editor)),
+    // Destroys data, or replaces live data with a backup's: admin (ARCHITECTURE.md, *Roles*). A PATCH
+    // turning deletion protection off needs admin too, checked in its handler (it depends on the body).
+    ("DELETE", "/v1/projects/{project}/instances/{id}/backups/{backup_id}", Project(Role::Admin)),
+    ("POST", "/v1/projects/{project}/instances/{id}/restore", Project(Role::Admin)),
     ("GET", "/v1/projects/{project}/instances/{id}/history", Project(Role::Viewer)),
     ("GET", "/v1/projects/{project}/instances/{id}/diff", Project(Role::Viewer)),
     ("GET", "/v1/projects/{project}/instances/{id}/history/verify", Project(Role::Viewer)),

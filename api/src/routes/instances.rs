@@ -286,6 +286,9 @@ pub(super) async fn update_instance(
     let expected_version = if_match(&headers)?;
     let request = body.value;
     request.check_immutable()?;
+    if request.deletion_protection == Some(false) {
+        principal.require_admin(&project, "turning deletion protection off")?;
+    }
     let config = match &request.config {
         Some(changes) => Some(
             changes

@@ -88,13 +88,40 @@ pub(super) fn message_headers(
     map.insert(EVENT_TYPE, types);
     map.insert(SCHEMA_VERSION, schemas);
     map.insert(OPERATION, meta.operation.as_str());
-    map.insert(ACTOR, meta.actor.as_str());
+    map.insert(ACTOR, header_safe(&meta.actor).as_ref());
     map.insert(TIME, meta.time.to_rfc3339_opts(SecondsFormat::Micros, true));
     if let Some(id) = &meta.correlation_id {
-        map.insert(CORRELATION_ID, id.as_str());
+        map.insert(CORRELATION_ID, header_safe(id).as_ref());
     }
     if let Some(id) = &meta.causation_id {
-        map.insert(CAUSATION_ID, id.as_str());
+        map.insert(CAUSATION_ID, header_safe(id).as_ref());
     }
     map
+}
+
+/// `text` with every control character (CR and LF among them) replaced by `?`, so it can be a header
+/// value: these values come from callers (a token's name, a JWT's `sub`, a request id), and a line break in
+/// a header makes async-nats panic in the task that sends it — the store's shared group-commit task.
+/// The payload keeps the text as it was.
+pub fn header_safe(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.chars().any(char::is_control) {
+        text.chars().map(|c| if c.is_control() { '?' } else { c }).collect::<String>().into()
+    } else {
+        text.into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_caller_s_line_break_never_reaches_a_header() {
+        let mut meta = CommandMetadata::new(domain::OperationKind::Update, "eve\r\nCp-Actor: admin");
+        meta.correlation_id = Some("req\n1".into());
+        let map = message_headers(&meta, 1, "T", "1");
+        assert_eq!(map.get(ACTOR).map(|v| v.as_str()), Some("eve??Cp-Actor: admin"));
+        assert_eq!(map.get(CORRELATION_ID).map(|v| v.as_str()), Some("req?1"));
+        assert_eq!(header_safe("plain"), std::borrow::Cow::Borrowed("plain"));
+    }
 }

@@ -1,0 +1,299 @@
+//! A taken-over cluster: the attacks an agent's real credentials allow, each against a real nats-server,
+//! the real projector and a real S3 store. Every other tenant's state, history and backups must stay as
+//! they were, and every fact refused must be counted by its reason (ARCHITECTURE.md, *Threat model*).
+//!
+//! The attacker holds the credentials of cluster eu-1's agent (its own account, `streams::accounts`).
+//! The victim is project `other`'s instance on eu-2, served by eu-2's honest agent on a simulator.
+
+use std::time::Duration;
+
+use async_nats::jetstream;
+use axum::http::{Method, StatusCode};
+use domain::observed::{ObservedEvent, ObservedPhase, ObservedState};
+use futures::StreamExt as _;
+use projections::Health;
+use serde_json::json;
+use streams::{instances::observed_subject, observed::ObservedMessage};
+use system_tests::{
+    ACME_ADMIN_TOKEN, ACME_EDITOR_TOKEN, OTHER_EDITOR_TOKEN, TestApi, backups::BackupStoreRig,
+};
+use uuid::Uuid;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn call(api: &TestApi, method: Method, path: &str, token: &str) -> system_tests::Reply {
+    api.call(method, path, None, &[("authorization", &format!("Bearer {token}"))]).await
+}
+
+async fn provision(api: &TestApi, project: &str, cluster: &str, token: &str) -> Uuid {
+    let name = format!("db-{cluster}-{}", &Uuid::now_v7().simple().to_string()[24..]);
+    let body =
+        json!({"name": name, "service": "mongodb", "version": "7.0", "plan": "starter", "cluster": cluster});
+    let path = format!("/v1/projects/{project}/instances");
+    let created =
+        api.call(Method::POST, &path, Some(&body), &[("authorization", &format!("Bearer {token}"))]).await;
+    assert_eq!(created.status, StatusCode::ACCEPTED, "{}", created.body);
+    created.body["instance_id"].as_str().unwrap().parse().unwrap()
+}
+
+/// Waits until `project`'s instance `id` is in `state`.
+async fn wait_for(api: &TestApi, project: &str, id: Uuid, state: Health) {
+    let reached = api
+        .state
+        .read_models
+        .wait_until(WAIT, |m| m.instance(project, id).is_some_and(|v| v.status.state == state))
+        .await;
+    assert!(reached, "{project}/{id} never became {state:?}");
+}
+
+/// A backup of `project`'s instance, asked for with `token`.
+async fn backup(api: &TestApi, project: &str, instance: Uuid, token: &str) -> Uuid {
+    let asked =
+        call(api, Method::POST, &format!("/v1/projects/{project}/instances/{instance}/backups"), token).await;
+    assert_eq!(asked.status, StatusCode::ACCEPTED, "{}", asked.body);
+    asked.body["backup_id"].as_str().unwrap().parse().unwrap()
+}
+
+/// The attacker: eu-1's agent's credentials, connected as that agent would be.
+async fn attacker(api: &TestApi) -> (async_nats::Client, jetstream::Context) {
+    let identity = api.agent_identity("eu-1");
+    let client = identity
+        .connect_options()
+        .custom_inbox_prefix(streams::cluster_feed::agent_inbox_prefix("eu-1"))
+        .connect(api.nats_server.address())
+        .await
+        .expect("connect with eu-1's agent's credentials");
+    let jetstream = streams::accounts::agent_jetstream(client.clone());
+    (client, jetstream)
+}
+
+/// Publishes `message` on `subject` as the attacker; whether JetStream stored it.
+async fn publish(jetstream: &jetstream::Context, subject: String, message: &ObservedMessage) -> bool {
+    let body = message.to_vec().unwrap();
+    match jetstream.publish_with_headers(subject, message.headers(), body.into()).await {
+        Ok(ack) => tokio::time::timeout(Duration::from_secs(5), ack).await.is_ok_and(|a| a.is_ok()),
+        Err(_) => false,
+    }
+}
+
+/// The victim's history as its owner sees it.
+async fn history(api: &TestApi, instance: Uuid) -> serde_json::Value {
+    let reply = call(
+        api,
+        Method::GET,
+        &format!("/v1/projects/other/instances/{instance}/history"),
+        OTHER_EDITOR_TOKEN,
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    reply.body["items"].clone()
+}
+
+/// Waits until the projector has folded everything the stream holds now.
+async fn folded(api: &TestApi) {
+    let mut events = api.state.events.clone();
+    let last = events.info().await.unwrap().state.last_sequence;
+    assert!(api.state.read_models.wait_for(last, WAIT).await, "the projector never reached sequence {last}");
+}
+
+fn failed_state(instance: Uuid, generation: u64) -> ObservedEvent {
+    ObservedEvent::InstanceObserved(Box::new(ObservedState {
+        instance_id: instance,
+        observed_generation: None,
+        desired_generation: generation,
+        phase: ObservedPhase::Failed,
+        ready_replicas: 0,
+        desired_replicas: 1,
+        running_version: None,
+        config_hash: None,
+        config: None,
+        reason: Some("forged by eu-1".into()),
+        applied: None,
+        network: None,
+        rendered: None,
+    }))
+}
+
+#[tokio::test]
+async fn forged_facts_about_another_tenant_s_instance_change_nothing_and_are_counted() {
+    let api = TestApi::start().await;
+    let (_sim, address) = system_tests::cluster::simulator(Duration::from_millis(20)).await;
+    let _honest = system_tests::cluster::agent(&api, "eu-2", address).await;
+    let victim = provision(&api, "other", "eu-2", OTHER_EDITOR_TOKEN).await;
+    wait_for(&api, "other", victim, Health::Healthy).await;
+    let before = history(&api, victim).await;
+    let (_client, jetstream) = attacker(&api).await;
+
+    // On its own cluster's subject, a fact naming the victim: the victim is not placed on eu-1.
+    let mut forged = ObservedMessage::new("eu-1", "other", victim, 1, failed_state(victim, 1));
+    assert!(publish(&jetstream, forged.subject(), &forged).await, "eu-1 may publish on its own subjects");
+    // Backdated removal, so that retention would delete the victim's backups at once.
+    let mut removed = ObservedMessage::new(
+        "eu-1",
+        "other",
+        victim,
+        1,
+        ObservedEvent::InstanceRemoved { instance_id: victim },
+    );
+    removed.time = chrono::DateTime::from_timestamp(0, 0).unwrap();
+    assert!(publish(&jetstream, removed.subject(), &removed).await);
+    // A payload naming eu-2 on eu-1's subject of an instance of its own: the payload disagrees.
+    forged.cluster = "eu-2".into();
+    assert!(publish(&jetstream, observed_subject("eu-1", "other", victim), &forged).await);
+    // The victim's own subject on eu-2 is not eu-1's to publish on: the server refuses it.
+    assert!(!publish(&jetstream, observed_subject("eu-2", "other", victim), &forged).await);
+    // Nor the control plane's own facts.
+    let verified = ObservedMessage::from_control_plane(
+        "other",
+        victim,
+        ObservedEvent::BackupVerified { backup_id: Uuid::now_v7(), matches: false, detail: None },
+    );
+    assert!(!publish(&jetstream, verified.subject(), &verified).await);
+
+    folded(&api).await;
+    let view = api.state.read_models.read().instance("other", victim).cloned().expect("the victim");
+    assert_eq!(view.status.state, Health::Healthy, "{:?}", view.status);
+    assert!(!view.removed);
+    assert_eq!(history(&api, victim).await, before, "the victim's history shows nothing new");
+    assert_eq!(api.refused_facts("instance_not_placed_on_cluster"), 2);
+    assert_eq!(api.refused_facts("payload_disagrees_with_subject"), 1);
+}
+
+#[tokio::test]
+async fn a_hostile_agent_cannot_empty_the_backup_bucket() {
+    let api = TestApi::start().await;
+    let s3 = BackupStoreRig::start();
+    let store = s3.store();
+    let control_plane = jetstream::new(api.nats_server.connect().await);
+    let _worker = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(projections::backup_worker::run(
+        api.state.read_models.clone(),
+        store.clone(),
+        control_plane,
+    )));
+    // The victim's backup, made by eu-2's honest agent into the real store and verified there.
+    let (_sim2, address2) = system_tests::cluster::simulator(Duration::from_millis(20)).await;
+    let _honest = system_tests::cluster::agent_with_backups(&api, "eu-2", address2, Some(s3.target())).await;
+    let victim = provision(&api, "other", "eu-2", OTHER_EDITOR_TOKEN).await;
+    wait_for(&api, "other", victim, Health::Healthy).await;
+    let victims_backup = backup(&api, "other", victim, OTHER_EDITOR_TOKEN).await;
+    let verified = api
+        .state
+        .read_models
+        .wait_until(WAIT, |m| {
+            m.backups().get("other", victims_backup).is_some_and(|b| b.verified == Some(true))
+        })
+        .await;
+    assert!(verified, "the victim's backup was never verified");
+    let in_bucket = store.list("").await.unwrap();
+    assert!(!in_bucket.is_empty());
+
+    // The attacker's own instance on eu-1, made healthy by eu-1's agent before the takeover.
+    let (_sim1, address1) = system_tests::cluster::simulator(Duration::from_millis(20)).await;
+    let honest_eu1 = system_tests::cluster::agent(&api, "eu-1", address1).await;
+    let own = provision(&api, "acme", "eu-1", ACME_EDITOR_TOKEN).await;
+    wait_for(&api, "acme", own, Health::Healthy).await;
+    honest_eu1.abort();
+    let (_client, jetstream) = attacker(&api).await;
+    let own_backup = backup(&api, "acme", own, ACME_EDITOR_TOKEN).await;
+    // It reports its own backup complete at an empty location: a later deletion of that backup used to
+    // delete every object under "" with the control plane's keys.
+    for event in [
+        ObservedEvent::BackupStarted { backup_id: own_backup },
+        ObservedEvent::BackupCompleted {
+            backup_id: own_backup,
+            location: String::new(),
+            size_bytes: 1,
+            sha256: None,
+            duration_ms: 1,
+        },
+        // Then failed, so it may be deleted (a finished backup's outcome never changes: on a store that
+        // took the completion, this changes nothing).
+        ObservedEvent::BackupFailed { backup_id: own_backup, reason: "ended".into() },
+        // And, on its own subject, the victim's backup deleted: only the control plane states that.
+        ObservedEvent::BackupDeleted { backup_id: victims_backup },
+    ] {
+        let message = ObservedMessage::new("eu-1", "acme", own, 1, event);
+        assert!(publish(&jetstream, message.subject(), &message).await);
+    }
+    folded(&api).await;
+    let deleted = call(
+        &api,
+        Method::DELETE,
+        &format!("/v1/projects/acme/instances/{own}/backups/{own_backup}"),
+        ACME_ADMIN_TOKEN,
+    )
+    .await;
+    assert_eq!(deleted.status, StatusCode::ACCEPTED, "{}", deleted.body);
+    let gone = api
+        .state
+        .read_models
+        .wait_until(WAIT, |m| {
+            m.backups().get("acme", own_backup).is_some_and(|b| b.state == projections::BackupState::Deleted)
+        })
+        .await;
+    assert!(gone, "the attacker's backup deletion never finished");
+
+    assert_eq!(
+        store.list("").await.unwrap(),
+        in_bucket,
+        "every other tenant's backup is still in the bucket"
+    );
+    let view = api.state.read_models.read().backups().get("other", victims_backup).cloned().unwrap();
+    assert_eq!(view.state, projections::BackupState::Completed, "the victim's backup is not marked deleted");
+    assert_eq!(api.refused_facts("backup_location_outside_instance"), 1);
+    assert_eq!(api.refused_facts("control_plane_fact_from_cluster"), 1);
+}
+
+#[tokio::test]
+async fn a_pull_with_a_foreign_reply_subject_delivers_into_the_agent_s_own_account_only() {
+    let api = TestApi::start().await;
+    let (_sim, address) = system_tests::cluster::simulator(Duration::from_millis(20)).await;
+    let _honest = system_tests::cluster::agent(&api, "eu-2", address).await;
+    let victim = provision(&api, "other", "eu-2", OTHER_EDITOR_TOKEN).await;
+    wait_for(&api, "other", victim, Health::Healthy).await;
+    // Messages waiting on eu-1's consumer (no agent reads it): one per pull below.
+    for _ in 0..4 {
+        provision(&api, "acme", "eu-1", ACME_EDITOR_TOKEN).await;
+    }
+    let mut events = api.state.events.clone();
+    let before = events.info().await.unwrap().state.last_sequence;
+    let (client, _) = attacker(&api).await;
+    let settings = streams::Settings::default();
+    let next = format!(
+        "{}.CONSUMER.MSG.NEXT.{}.{}",
+        streams::accounts::AGENT_API_PREFIX,
+        streams::cluster_feed::desired_stream_name(&settings, "eu-1"),
+        streams::cluster_feed::agent_consumer_name("eu-1")
+    );
+    let pull = json!({"batch": 1, "expires": 2_000_000_000u64}).to_string();
+    // Into another cluster's facts, another cluster's decisions, and the read-model bucket.
+    for reply in [
+        observed_subject("eu-2", "other", victim),
+        streams::instances::instance_subject("eu-2", "other", victim),
+        format!("$KV.{}.attack", settings.read_models_bucket),
+    ] {
+        client.publish_with_reply(next.clone(), reply, pull.clone().into()).await.unwrap();
+    }
+    // The server answers pulls in order: once a last, honest one is answered, the three were delivered.
+    let inbox = client.new_inbox();
+    let mut answers = client.subscribe(inbox.clone()).await.unwrap();
+    client.publish_with_reply(next, inbox, pull.into()).await.unwrap();
+    let answered =
+        tokio::time::timeout(WAIT, answers.next()).await.expect("the last pull was never answered");
+    assert!(answered.is_some());
+
+    let after = events.info().await.unwrap().state.last_sequence;
+    let stored = streams::history::read_instance_history(
+        &api.state.events,
+        "eu-2",
+        "other",
+        victim,
+        streams::history::HistoryRange { after: before, until: None, limit: 100 },
+    )
+    .await
+    .unwrap();
+    assert!(stored.is_empty(), "the victim's subjects gained {} messages ({before}..{after})", stored.len());
+    let control_plane = jetstream::new(api.nats_server.connect().await);
+    let bucket = control_plane.get_key_value(&settings.read_models_bucket).await.unwrap();
+    assert!(bucket.get("attack").await.unwrap().is_none(), "the read-model bucket gained a record");
+}
