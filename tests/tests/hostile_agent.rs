@@ -259,6 +259,20 @@ async fn a_pull_with_a_foreign_reply_subject_delivers_into_the_agent_s_own_accou
     let before = events.info().await.unwrap().state.last_sequence;
     let (client, _) = attacker(&api).await;
     let settings = streams::Settings::default();
+    // Into another cluster's facts, another cluster's decisions, and the read-model bucket.
+    let targets = [
+        observed_subject("eu-2", "other", victim),
+        streams::instances::instance_subject("eu-2", "other", victim),
+        format!("$KV.{}.attack", settings.read_models_bucket),
+    ];
+    // What the control plane's account sees there (internal subscribers such as dashboards read these
+    // subjects directly, ARCHITECTURE.md).
+    let control_plane = api.nats_server.connect().await;
+    let mut watchers = Vec::new();
+    for target in &targets {
+        watchers.push(control_plane.subscribe(target.clone()).await.unwrap());
+    }
+    control_plane.flush().await.unwrap();
     let next = format!(
         "{}.CONSUMER.MSG.NEXT.{}.{}",
         streams::accounts::AGENT_API_PREFIX,
@@ -266,13 +280,8 @@ async fn a_pull_with_a_foreign_reply_subject_delivers_into_the_agent_s_own_accou
         streams::cluster_feed::agent_consumer_name("eu-1")
     );
     let pull = json!({"batch": 1, "expires": 2_000_000_000u64}).to_string();
-    // Into another cluster's facts, another cluster's decisions, and the read-model bucket.
-    for reply in [
-        observed_subject("eu-2", "other", victim),
-        streams::instances::instance_subject("eu-2", "other", victim),
-        format!("$KV.{}.attack", settings.read_models_bucket),
-    ] {
-        client.publish_with_reply(next.clone(), reply, pull.clone().into()).await.unwrap();
+    for reply in &targets {
+        client.publish_with_reply(next.clone(), reply.clone(), pull.clone().into()).await.unwrap();
     }
     // The server answers pulls in order: once a last, honest one is answered, the three were delivered.
     let inbox = client.new_inbox();
@@ -281,6 +290,16 @@ async fn a_pull_with_a_foreign_reply_subject_delivers_into_the_agent_s_own_accou
     let answered =
         tokio::time::timeout(WAIT, answers.next()).await.expect("the last pull was never answered");
     assert!(answered.is_some());
+    // The server sent whatever went to those subjects before it answered the last pull; a round trip on
+    // the control plane's connection brings everything it sent there before.
+    control_plane.flush().await.unwrap();
+    for (target, watcher) in targets.iter().zip(&mut watchers) {
+        let delivered = futures::FutureExt::now_or_never(watcher.next()).flatten();
+        assert!(
+            delivered.is_none(),
+            "the server delivered eu-1's feed to {target} in the control plane's account"
+        );
+    }
 
     let after = events.info().await.unwrap().state.last_sequence;
     let stored = streams::history::read_instance_history(
