@@ -114,10 +114,9 @@ fn dump(mi: &ManagedInstance, host: &str) -> Option<Dump> {
             format!("mongo:{}", mi.spec.version),
             format!(
                 "set -eu\n\
-                 {config}\n\
+                 {MONGO_TOOLS_CONFIG}\n\
                  mongodump --host {host} --port {port} --username {user} --config=/tmp/mongo-tools.yaml \
-                 --authenticationDatabase admin --archive=/backup/artifact --gzip\n",
-                config = MONGO_TOOLS_CONFIG,
+                 --authenticationDatabase admin --archive=/backup/artifact --gzip\n"
             ),
         ),
         // `influx backup` needs an operator token: the one the image's setup made for the admin user
@@ -285,10 +284,9 @@ pub fn restore_job(mi: &ManagedInstance, generation: u64, key: &str) -> Option<C
             format!("mongo:{}", mi.spec.version),
             format!(
                 "set -eu\n\
-                 {config}\n\
+                 {MONGO_TOOLS_CONFIG}\n\
                  mongorestore --host {host} --port {port} --username {user} --config=/tmp/mongo-tools.yaml \
-                 --authenticationDatabase admin --archive=/backup/artifact --gzip --drop\n",
-                config = MONGO_TOOLS_CONFIG,
+                 --authenticationDatabase admin --archive=/backup/artifact --gzip --drop\n"
             ),
         ),
         // `influx restore --full` replaces the server's data and metadata with the backup's, users and
