@@ -73,6 +73,14 @@ pub enum ApiError {
     /// the body is not JSON
     #[error("request body must be JSON (Content-Type: application/json)")]
     UnsupportedMediaType,
+    /// the caller holds as many of something as it may (`crate::limits`)
+    #[error("{detail}")]
+    TooManyRequests {
+        /// description
+        detail: String,
+        /// worth retrying after this many seconds
+        retry_after: u32,
+    },
     /// a dependency (NATS) is unreachable; retry later
     #[error("{0}")]
     Unavailable(String),
@@ -122,6 +130,9 @@ impl ApiError {
                 "Unsupported media type",
                 vec![],
             ),
+            Self::TooManyRequests { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "too_many_requests", "Too many requests", vec![])
+            }
             Self::Unavailable(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service temporarily unavailable", vec![])
             }
@@ -156,6 +167,7 @@ impl IntoResponse for ApiError {
                 None
             }
             Self::Conflict { retry_after, .. } => *retry_after,
+            Self::TooManyRequests { retry_after, .. } => Some(*retry_after),
             _ => None,
         };
         let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

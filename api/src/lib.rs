@@ -10,6 +10,7 @@ pub mod catalog_file;
 pub mod dto;
 pub mod error;
 pub mod extract;
+pub mod limits;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;

@@ -79,6 +79,12 @@ struct Config {
     /// the clusters `--write-nats-accounts` makes agent accounts for (comma separated)
     #[arg(long, value_name = "CLUSTERS", value_delimiter = ',')]
     nats_clusters: Vec<String>,
+    /// most feeds (`GET …/events`) one caller may hold open at once; more answer 429
+    #[arg(long, env = "CP_MAX_FEEDS_PER_CALLER", default_value_t = api::limits::DEFAULT_FEEDS_PER_CALLER)]
+    max_feeds_per_caller: usize,
+    /// most history reads (history, `as_of`, diff, verify) one caller may run at once; more answer 429
+    #[arg(long, env = "CP_MAX_HISTORY_READS_PER_CALLER", default_value_t = api::limits::DEFAULT_HISTORY_READS_PER_CALLER)]
+    max_history_reads_per_caller: usize,
     /// log as JSON lines
     #[arg(long, env = "CP_LOG_JSON")]
     log_json: bool,
@@ -157,7 +163,10 @@ async fn main() -> anyhow::Result<()> {
     };
     let settings = Settings { replicas: config.replicas, commit_mode, ..Settings::default() };
     let mut state = AppState::start(nats, &settings).await.context("starting the control plane")?;
-    state = state.with_tokens(tokens);
+    state = state.with_tokens(tokens).with_limits(api::limits::CallerLimits::new(
+        config.max_feeds_per_caller,
+        config.max_history_reads_per_caller,
+    ));
     if let (Some(issuer), Some(audience)) = (&config.oidc_issuer, &config.oidc_audience) {
         let oidc = api::auth::OidcConfig {
             jwks_url: config.oidc_jwks_url.clone(),

@@ -56,6 +56,8 @@ pub struct Shared {
     pub tokens: crate::auth::ApiTokens,
     /// the OIDC issuer whose JWTs authenticate callers, if one is configured
     pub oidc: Option<crate::auth::OidcVerifier>,
+    /// per-caller limits on feeds and history reads
+    pub limits: crate::limits::CallerLimits,
 }
 
 /// Why the API could not start.
@@ -97,7 +99,13 @@ impl AppState {
             // None until configured: a fresh state refuses every request that needs a token.
             tokens: crate::auth::ApiTokens::none(),
             oidc: None,
+            limits: crate::limits::CallerLimits::default(),
         })))
+    }
+
+    /// The same state, with these per-caller limits.
+    pub fn with_limits(&self, limits: crate::limits::CallerLimits) -> Self {
+        Self(Arc::new(Shared { limits, ..Shared::clone(&self.0) }))
     }
 
     /// The same state, with commands checked against `catalog` (and the catalog routes and the OpenAPI

@@ -17,10 +17,10 @@ use cqrs_es::{Aggregate, event_sink::EventSink};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+pub use self::rules::{MAX_PROJECT_LEN, RESERVED_PROJECTS, check_dns_label, check_project, upgrade_targets};
 use self::rules::{
     check_config, check_description, check_storage, check_upgrade, check_version, invalid, lookup_plan,
 };
-pub use self::rules::{check_dns_label, upgrade_targets};
 pub use self::{
     aspects::{APPLIED_ASPECTS, Aspect, Generations, PROVISIONED_ASPECTS, changed_aspects},
     commands::{InstanceCommand, ProvisionInstance, UpdateInstance},
@@ -226,7 +226,7 @@ impl Instance {
         cmd: ProvisionInstance,
         services: &InstanceServices,
     ) -> Result<Vec<InstanceEvent>, InstanceError> {
-        check_dns_label("project", &cmd.project)?;
+        check_project(&cmd.project)?;
         check_dns_label("name", &cmd.name)?;
         let offering = offered(&services.catalog, cmd.service)?;
         check_version(offering, &cmd.version)?;

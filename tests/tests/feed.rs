@@ -96,3 +96,33 @@ async fn a_client_that_resumes_with_last_event_id_misses_nothing_and_sees_nothin
     }
     assert_eq!(seen, expected, "every acme event once, in order, across the reconnect");
 }
+
+#[tokio::test]
+async fn a_caller_holding_its_most_feeds_gets_429_until_it_closes_one() {
+    let api = TestApi::start().await;
+    let limited = api.state.with_limits(api::limits::CallerLimits::new(2, 1));
+    let api = TestApi::with_router(api, api::app(limited));
+    let open = |token: &'static str| {
+        let router = api.router();
+        async move {
+            let request = Request::get("/v1/projects/acme/events")
+                .header("authorization", format!("Bearer {token}"))
+                .body(Body::empty())
+                .unwrap();
+            router.oneshot(request).await.unwrap()
+        }
+    };
+    let first = open(system_tests::ACME_VIEWER_TOKEN).await;
+    let second = open(system_tests::ACME_VIEWER_TOKEN).await;
+    assert_eq!((first.status(), second.status()), (StatusCode::OK, StatusCode::OK));
+    let third = open(system_tests::ACME_VIEWER_TOKEN).await;
+    assert_eq!(third.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(third.headers()["retry-after"], "5");
+    assert_eq!(third.headers()["content-type"], "application/problem+json");
+    // Another caller is not held back by this one.
+    assert_eq!(open(system_tests::ACME_EDITOR_TOKEN).await.status(), StatusCode::OK);
+    // A client that goes away frees its place.
+    drop(first);
+    assert_eq!(open(system_tests::ACME_VIEWER_TOKEN).await.status(), StatusCode::OK);
+    drop(second);
+}

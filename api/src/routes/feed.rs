@@ -5,6 +5,7 @@
 use std::{convert::Infallible, time::Duration};
 
 use axum::{
+    Extension,
     extract::{Path, Query, State},
     http::HeaderMap,
     response::sse::{Event, KeepAlive, Sse},
@@ -157,11 +158,13 @@ fn cloud_event_json(project: &str, subject: &str, sequence: u64, payload: &[u8])
     ),
     responses(
         (status = 200, description = "text/event-stream of CloudEvents (JSON); `id` is the stream sequence", content_type = "text/event-stream"),
+        (status = 429, description = "the caller holds as many open feeds as it may (`Retry-After`)", body = Problem, content_type = "application/problem+json"),
         (status = 503, body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub(super) async fn events(
     State(state): State<AppState>,
+    Extension(principal): Extension<crate::auth::Principal>,
     Path(project): Path<String>,
     headers: HeaderMap,
     query: Result<Query<FeedParams>, axum::extract::rejection::QueryRejection>,
@@ -187,10 +190,13 @@ pub(super) async fn events(
             errors: vec![],
         });
     }
+    // Held for as long as the feed is open: dropped with the stream when the client goes away.
+    let open = state.limits.feeds.acquire(&principal)?;
     let messages = streams::feed::follow_project(&state.events, &project, last_event_id.or(params.after))
         .await
         .map_err(|e| ApiError::Unavailable(e.to_string()))?;
     let stream = messages.filter_map(move |message| {
+        let _open = &open;
         let project = project.clone();
         async move {
             let message = message.ok()?;

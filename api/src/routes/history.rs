@@ -5,7 +5,7 @@
 //! GET would have answered at that moment, observed status included.
 
 use axum::{
-    Json,
+    Extension, Json,
     extract::{Path, Query, State, rejection::QueryRejection},
 };
 use chrono::{DateTime, Utc};
@@ -21,6 +21,7 @@ use super::instances::current_instance;
 use crate::dto::Convert as _;
 use crate::{
     ApiError, AppState,
+    auth::Principal,
     dto::{
         ChainBreak, ChainVerification, DiffParams, HistoryEntry, HistoryPage, HistoryParams, HistorySource,
         Instance, InstanceDiff, changes,
@@ -118,6 +119,7 @@ fn unreadable(
     params(("project" = String, Path, description = "project"), ("id" = String, Path, description = "instance id"),
         HistoryParams),
     responses(
+        (status = 429, description = "the caller runs as many history reads as it may (`Retry-After`)", body = Problem, content_type = "application/problem+json"),
         (status = 200, body = HistoryPage),
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
@@ -125,9 +127,11 @@ fn unreadable(
 )]
 pub(super) async fn history(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path((project, id)): Path<(String, String)>,
     query: Result<Query<HistoryParams>, QueryRejection>,
 ) -> Result<Json<HistoryPage>, ApiError> {
+    let _reading = state.limits.history_reads.acquire(&principal)?;
     let Query(params) = query.map_err(bad_query)?;
     let (instance_id, cluster) = located(&state, &project, &id).await?;
     let limit = crate::extract::page_limit(params.limit)?;
@@ -207,6 +211,7 @@ async fn states_at<const N: usize>(
     params(("project" = String, Path, description = "project"), ("id" = String, Path, description = "instance id"),
         DiffParams),
     responses(
+        (status = 429, description = "the caller runs as many history reads as it may (`Retry-After`)", body = Problem, content_type = "application/problem+json"),
         (status = 200, body = InstanceDiff),
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "no such instance, or not yet at `to`", body = Problem,
@@ -215,9 +220,11 @@ async fn states_at<const N: usize>(
 )]
 pub(super) async fn diff(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path((project, id)): Path<(String, String)>,
     query: Result<Query<DiffParams>, QueryRejection>,
 ) -> Result<Json<InstanceDiff>, ApiError> {
+    let _reading = state.limits.history_reads.acquire(&principal)?;
     let Query(params) = query.map_err(bad_query)?;
     let [before, after] = states_at(&state, &project, &id, [params.from, params.to]).await?;
     // Not there yet at `to`: as `as_of` answers then.
@@ -241,6 +248,7 @@ pub(super) async fn diff(
     tag = "instances",
     params(("project" = String, Path, description = "project"), ("id" = String, Path, description = "instance id")),
     responses(
+        (status = 429, description = "the caller runs as many history reads as it may (`Retry-After`)", body = Problem, content_type = "application/problem+json"),
         (status = 200, body = ChainVerification),
         (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 503, body = Problem, content_type = "application/problem+json"),
@@ -248,8 +256,10 @@ pub(super) async fn diff(
 )]
 pub(super) async fn verify(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path((project, id)): Path<(String, String)>,
 ) -> Result<Json<ChainVerification>, ApiError> {
+    let _reading = state.limits.history_reads.acquire(&principal)?;
     let (instance_id, _) = located(&state, &project, &id).await?;
     let filters = streams::instances::instance_event_filters(&project, instance_id);
     let report = streams::chain::verify(&state.events, filters).await.map_err(unavailable)?;

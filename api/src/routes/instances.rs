@@ -211,10 +211,12 @@ pub(super) async fn list_instances(
             body = Instance, headers(("ETag" = String, description = "instance version"))),
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "no such instance (with `as_of`: not yet then)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "with `as_of`: the caller runs as many history reads as it may", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub(super) async fn get_instance(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path((project, raw_id)): Path<(String, String)>,
     query: Result<axum::extract::Query<crate::dto::InstanceParams>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
@@ -227,6 +229,7 @@ pub(super) async fn get_instance(
         errors: vec![],
     })?;
     if let Some(at) = params.as_of {
+        let _reading = state.limits.history_reads.acquire(&principal)?;
         let then = super::history::state_as_of(&state, &project, &raw_id, at).await?;
         return Ok(Json(then.ok_or(ApiError::NotFound("instance"))?).into_response());
     }

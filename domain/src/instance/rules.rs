@@ -12,6 +12,37 @@ pub(super) fn invalid(
     InstanceError::Invalid { field: field.into(), rule, message: message.into() }
 }
 
+/// Projects no tenant may create instances in: a project's instances live in namespace `cp-<project>`, and
+/// `cp-system` is the cluster agent's own (`cluster-agent/src/rbac.rs` `NAMESPACE`), holding its
+/// credentials and the backup store's keys.
+pub const RESERVED_PROJECTS: &[&str] = &["system"];
+
+/// Longest project name: its namespace `cp-<project>` must itself be a DNS-1123 label (63 characters).
+pub const MAX_PROJECT_LEN: usize = 60;
+
+/// Checks a project a new instance goes into: a DNS-1123 label short enough for its namespace, and not
+/// reserved.
+pub fn check_project(project: &str) -> Result<(), InstanceError> {
+    check_dns_label("project", project)?;
+    if project.len() > MAX_PROJECT_LEN {
+        return Err(invalid(
+            "/project",
+            "max_length",
+            format!(
+                "at most {MAX_PROJECT_LEN} characters: its namespace cp-{project} must be a DNS-1123 label"
+            ),
+        ));
+    }
+    if RESERVED_PROJECTS.contains(&project) {
+        return Err(invalid(
+            "/project",
+            "not_reserved",
+            format!("{project:?} is reserved: its namespace is the cluster agent's own"),
+        ));
+    }
+    Ok(())
+}
+
 /// Checks a DNS-1123 label (RFC 1123): 1–63 of `a-z`, `0-9`, `-`, starting and ending alphanumeric.
 pub fn check_dns_label(field: &str, value: &str) -> Result<(), InstanceError> {
     let ok = (1..=63).contains(&value.len())

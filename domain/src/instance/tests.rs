@@ -101,6 +101,21 @@ fn provision_rejects_a_name_that_is_not_a_dns_label() {
 }
 
 #[test]
+fn provision_rejects_a_reserved_project_or_one_too_long_for_its_namespace() {
+    for (project, rule) in
+        [("system", "not_reserved"), (&"a".repeat(61), "max_length"), ("Acme", "dns1123_label")]
+    {
+        let mut cmd = provision(ServiceType::Postgresql, "16");
+        cmd.project = project.to_owned();
+        let result = InstanceTest::with(services())
+            .given_no_previous_events()
+            .when(InstanceCommand::Provision(cmd))
+            .inspect_result();
+        assert_eq!(rule_of(result), ("/project".into(), rule), "project {project:?}");
+    }
+}
+
+#[test]
 fn provision_rejects_versions_and_plans_the_catalog_does_not_offer() {
     let result = InstanceTest::with(services())
         .given_no_previous_events()
