@@ -20,7 +20,9 @@ use axum::{
 };
 use serde::{Deserialize, Serialize};
 
-pub use oidc::{FetchError, MAX_KEY_AGE, MIN_REFETCH_INTERVAL, OidcConfig, OidcError, OidcVerifier};
+pub use oidc::{
+    FetchError, MAX_KEY_AGE, MAX_KEY_STALENESS, MIN_REFETCH_INTERVAL, OidcConfig, OidcError, OidcVerifier,
+};
 pub use routes::{ROUTES, Requirement, allowed_methods, requirement};
 pub use tokens::{ApiTokens, TokenEntry, TokensError, hash_token, new_token, parse_grants};
 

@@ -48,13 +48,20 @@ impl Key {
     }
 }
 
-/// The issuer: discovery, a JWKS it can change, and a count of JWKS fetches.
+/// The issuer: discovery, a JWKS it can change, and a count of JWKS fetches; its JWKS endpoint can be
+/// made to fail ([`FAILING`]) or hang ([`HANGING`]), and `/huge` serves a JWKS larger than any real one.
 #[derive(Clone)]
 struct Issuer {
     url: String,
     jwks: Arc<Mutex<Vec<Value>>>,
     fetches: Arc<AtomicUsize>,
+    mode: Arc<AtomicUsize>,
 }
+
+/// The JWKS endpoint answers 500.
+const FAILING: usize = 1;
+/// The JWKS endpoint never answers.
+const HANGING: usize = 2;
 
 impl Issuer {
     async fn start(keys: &[&Key]) -> Self {
@@ -64,6 +71,7 @@ impl Issuer {
             url,
             jwks: Arc::new(Mutex::new(keys.iter().map(|k| k.jwk.clone()).collect())),
             fetches: Arc::default(),
+            mode: Arc::default(),
         };
         let router = Router::new()
             .route(
@@ -76,8 +84,17 @@ impl Issuer {
                 "/jwks",
                 get(|State(issuer): State<Issuer>| async move {
                     issuer.fetches.fetch_add(1, Ordering::SeqCst);
-                    Json(json!({"keys": *issuer.jwks.lock().unwrap()}))
+                    match issuer.mode.load(Ordering::SeqCst) {
+                        FAILING => return Err(StatusCode::INTERNAL_SERVER_ERROR),
+                        HANGING => std::future::pending::<()>().await,
+                        _ => {}
+                    }
+                    Ok(Json(json!({"keys": *issuer.jwks.lock().unwrap()})))
                 }),
+            )
+            .route(
+                "/huge",
+                get(|| async { Json(json!({"keys": [], "padding": "x".repeat(2 * 1024 * 1024)})) }),
             )
             .with_state(issuer.clone());
         tokio::spawn(async move { axum::serve(listener, router).await });
@@ -271,9 +288,15 @@ async fn keys_the_issuer_rotates_in_are_fetched_and_keys_it_withdraws_stop_worki
     );
     assert_eq!(issuer.fetches.load(Ordering::SeqCst), before + 1, "one fetch, for the unknown kid");
 
-    // Withdrawal takes effect once the cached keys are older than `max_key_age` (zero here).
-    let withdrawing =
-        OidcConfig { min_refetch_interval: Duration::ZERO, max_key_age: Duration::ZERO, ..issuer.config() };
+    // Withdrawal takes effect once the cached keys are older than `max_key_staleness` (zero here, so every
+    // token waits for a fetch; `an_issuer_away_delays_no_login_and_its_keys_expire` shows the refresh that
+    // runs in the background between `max_key_age` and `max_key_staleness`).
+    let withdrawing = OidcConfig {
+        min_refetch_interval: Duration::ZERO,
+        max_key_age: Duration::ZERO,
+        max_key_staleness: Duration::ZERO,
+        ..issuer.config()
+    };
     let api = TestApi::start().await.with_oidc(OidcVerifier::discover(withdrawing).await.unwrap());
     assert_eq!(list_as(&api, &issuer.token(&old, roles.clone())).await, StatusCode::OK);
     issuer.publish(&[&new]);
@@ -292,4 +315,61 @@ async fn an_issuer_whose_discovery_names_another_issuer_is_refused_at_start() {
     let wrong = OidcConfig::new(format!("{}/", issuer.url), AUDIENCE);
     let error = OidcVerifier::discover(wrong).await.unwrap_err();
     assert!(error.to_string().contains("names the issuer"), "{error}");
+}
+
+#[tokio::test]
+async fn a_token_not_valid_yet_is_401() {
+    let key = Key::new("k1");
+    let issuer = Issuer::start(&[&key]).await;
+    let api = TestApi::start().await.with_oidc(OidcVerifier::discover(issuer.config()).await.unwrap());
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let roles = json!({"cp_projects": {"acme": "viewer"}});
+    let mut later = roles.clone();
+    later["nbf"] = json!(now + 600);
+    assert_eq!(list_as(&api, &issuer.token(&key, later)).await, StatusCode::UNAUTHORIZED);
+    let mut already = roles;
+    already["nbf"] = json!(now - 10);
+    assert_eq!(list_as(&api, &issuer.token(&key, already)).await, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn keys_come_over_https_or_from_this_machine_and_no_larger_than_a_real_jwks() {
+    let key = Key::new("k1");
+    let issuer = Issuer::start(&[&key]).await;
+    // 192.0.2.0/24 is TEST-NET-1 (RFC 5737): refused before any connection is tried.
+    let plain = OidcConfig { jwks_url: Some("http://192.0.2.1/jwks".into()), ..issuer.config() };
+    let error = OidcVerifier::discover(plain).await.unwrap_err().to_string();
+    assert!(error.contains("not an https URL"), "{error}");
+    let huge = OidcConfig { jwks_url: Some(format!("{}/huge", issuer.url)), ..issuer.config() };
+    let error = OidcVerifier::discover(huge).await.unwrap_err().to_string();
+    assert!(error.contains("at most 1048576 bytes"), "{error}");
+}
+
+#[tokio::test]
+async fn an_issuer_away_delays_no_login_and_its_keys_expire() {
+    let key = Key::new("k1");
+    let issuer = Issuer::start(&[&key]).await;
+    let staleness = Duration::from_secs(2);
+    let config = OidcConfig {
+        max_key_age: Duration::ZERO,
+        min_refetch_interval: Duration::ZERO,
+        max_key_staleness: staleness,
+        ..issuer.config()
+    };
+    let api = TestApi::start().await.with_oidc(OidcVerifier::discover(config).await.unwrap());
+    let fetched_at = std::time::Instant::now();
+    let token = issuer.token(&key, json!({"cp_projects": {"acme": "viewer"}}));
+    // The issuer hangs: a login with a key the cache holds answers at once (the refresh runs beside it),
+    // not after the 10 s fetch timeout.
+    issuer.mode.store(HANGING, Ordering::SeqCst);
+    let answered = tokio::time::timeout(Duration::from_secs(2), list_as(&api, &token)).await;
+    assert_eq!(answered, Ok(StatusCode::OK), "a login waited for the issuer");
+    // The issuer fails: the cached key keeps working until it is `max_key_staleness` old, then not.
+    issuer.mode.store(FAILING, Ordering::SeqCst);
+    assert_eq!(list_as(&api, &token).await, StatusCode::OK);
+    tokio::time::sleep((fetched_at + staleness).saturating_duration_since(std::time::Instant::now())).await;
+    assert_eq!(list_as(&api, &token).await, StatusCode::UNAUTHORIZED, "stale keys are not used");
+    // Back: the keys are fetched again and the token works.
+    issuer.mode.store(0, Ordering::SeqCst);
+    assert_eq!(list_as(&api, &token).await, StatusCode::OK);
 }

@@ -1,11 +1,14 @@
 //! JWTs from an OpenID Connect issuer: the production way to authenticate. The issuer's signing keys come
 //! from its JWKS (found through discovery, OpenID Connect Discovery 1.0 section 4), are cached, and are
-//! fetched again when a token names a key the cache does not hold (the issuer rotated) and at least every
-//! [`MAX_KEY_AGE`] (so a key the issuer withdrew stops being accepted).
+//! fetched again when a token names a key the cache does not hold (the issuer rotated) and, in the
+//! background, once they are [`MAX_KEY_AGE`] old (so a key the issuer withdrew stops being accepted, and no
+//! login waits for the issuer for a key it has). While the issuer is away the cached keys are used for at
+//! most [`MAX_KEY_STALENESS`]. Documents come over HTTPS (plain HTTP from loopback only, for a local
+//! issuer) and are read up to 1 MiB.
 //!
 //! A token must be signed with an asymmetric algorithm by one of the issuer's keys, name the configured
-//! issuer (`iss`) and audience (`aud`), have a subject (`sub`) and not be expired (`exp`, with a minute of
-//! leeway for clock skew). What it may do comes from two claims the issuer adds (for instance through a
+//! issuer (`iss`) and audience (`aud`), have a subject (`sub`, no control characters) and be valid now
+//! (`exp` and `nbf`, with a minute of leeway for clock skew). What it may do comes from two claims the issuer adds (for instance through a
 //! Keycloak or Dex claim mapper): `cp_projects`, a map of project (or `*`) to role, and
 //! `cp_platform_admin`, a boolean. A token without them authenticates and may do nothing.
 
@@ -29,8 +32,13 @@ pub const MAX_KEY_AGE: Duration = Duration::from_secs(300);
 /// A token naming an unknown key fetches the keys again at most this often: random `kid`s cannot make
 /// this process hammer the issuer.
 pub const MIN_REFETCH_INTERVAL: Duration = Duration::from_secs(10);
+/// Cached keys are used at most this long after they were fetched, however long the issuer stays away:
+/// past it a key the issuer withdrew (a leaked one, say) would otherwise be accepted for ever.
+pub const MAX_KEY_STALENESS: Duration = Duration::from_secs(3600);
 /// How long a fetch from the issuer may take.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest discovery document or JWKS read (a real one is a few KiB).
+const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
 
 /// Where the issuer is and what tokens must be for.
 #[derive(Debug, Clone)]
@@ -45,6 +53,9 @@ pub struct OidcConfig {
     pub max_key_age: Duration,
     /// an unknown `kid` fetches the keys again at most this often ([`MIN_REFETCH_INTERVAL`])
     pub min_refetch_interval: Duration,
+    /// keys are not used longer than this after their fetch, even while the issuer is away
+    /// ([`MAX_KEY_STALENESS`])
+    pub max_key_staleness: Duration,
 }
 
 impl OidcConfig {
@@ -56,6 +67,7 @@ impl OidcConfig {
             jwks_url: None,
             max_key_age: MAX_KEY_AGE,
             min_refetch_interval: MIN_REFETCH_INTERVAL,
+            max_key_staleness: MAX_KEY_STALENESS,
         }
     }
 }
@@ -186,14 +198,21 @@ impl OidcVerifier {
         })
     }
 
-    /// The key `kid` names, fetching the keys again when they are old or do not hold it.
+    /// The key `kid` names. Keys older than `max_key_age` are still used while a refresh runs in the
+    /// background (a login never waits for the issuer for a key it has), up to `max_key_staleness`; a
+    /// `kid` the cache does not hold, or stale keys, wait for a fetch (one at a time, at most every
+    /// `min_refetch_interval`, bounded by the fetch timeout).
     async fn key(&self, kid: Option<&str>) -> Option<Jwk> {
-        let (max_age, min_interval) = (self.0.config.max_key_age, self.0.config.min_refetch_interval);
+        let config = &self.0.config;
         {
             let keys = self.0.keys.read().await;
-            if keys.fetched.elapsed() < max_age
-                && let Some(jwk) = find(&keys.set, kid)
+            let age = keys.fetched.elapsed();
+            if let Some(jwk) = find(&keys.set, kid)
+                && age < config.max_key_staleness
             {
+                if age >= config.max_key_age {
+                    self.refresh_in_background();
+                }
                 return Some(jwk);
             }
         }
@@ -202,13 +221,19 @@ impl OidcVerifier {
             // Another request may have fetched while this one waited, or asked so recently that asking
             // again would only let random `kid`s (or an issuer that is away) drive requests to the issuer.
             let keys = self.0.keys.read().await;
-            let found = find(&keys.set, kid);
-            if keys.attempted.elapsed() < min_interval
-                || (keys.fetched.elapsed() < max_age && found.is_some())
-            {
+            let fresh = keys.fetched.elapsed() < config.max_key_staleness;
+            let found = find(&keys.set, kid).filter(|_| fresh);
+            if found.is_some() || keys.attempted.elapsed() < config.min_refetch_interval {
                 return found;
             }
         }
+        let refreshed = self.refresh().await;
+        let keys = self.0.keys.read().await;
+        find(&keys.set, kid).filter(|_| refreshed || keys.fetched.elapsed() < config.max_key_staleness)
+    }
+
+    /// Fetches the keys; on failure the cached ones stay (until they are stale). Whether it fetched them.
+    async fn refresh(&self) -> bool {
         let fetched = fetch::<JwkSet>(&self.0.http, &self.0.jwks_url).await;
         let mut keys = self.0.keys.write().await;
         keys.attempted = Instant::now();
@@ -216,13 +241,26 @@ impl OidcVerifier {
             Ok(set) => {
                 keys.set = set;
                 keys.fetched = keys.attempted;
+                true
             }
-            // The issuer is away: the keys known keep working until it is back.
             Err(error) => {
-                tracing::warn!(%error, "could not refresh the OIDC issuer's keys; using the cached ones")
+                tracing::warn!(%error, "could not refresh the OIDC issuer's keys; using the cached ones until they are stale");
+                false
             }
         }
-        find(&keys.set, kid)
+    }
+
+    /// Starts a refresh on its own task unless one is under way or one was tried within
+    /// `min_refetch_interval`.
+    fn refresh_in_background(&self) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let Ok(_one_fetch) = this.0.fetching.try_lock() else { return };
+            if this.0.keys.read().await.attempted.elapsed() < this.0.config.min_refetch_interval {
+                return;
+            }
+            this.refresh().await;
+        });
     }
 }
 
@@ -256,9 +294,12 @@ pub enum FetchError {
     /// the connection or request failed
     #[error(transparent)]
     Request(#[from] hyper_util::client::legacy::Error),
-    /// the body could not be read
+    /// the body could not be read, or is larger than a real document
     #[error("reading the body: {0}")]
-    Body(#[from] hyper::Error),
+    Body(String),
+    /// not an `https` URL (plain HTTP only to a loopback address, for a local issuer)
+    #[error("{0} is not an https URL (plain HTTP is accepted from loopback addresses only)")]
+    NotHttps(String),
     /// an answer other than 200
     #[error("answered {0}")]
     Status(axum::http::StatusCode),
@@ -271,11 +312,25 @@ async fn fetch<T: serde::de::DeserializeOwned>(http: &HttpClient, url: &str) -> 
     let get = async {
         let uri: axum::http::Uri =
             url.parse().map_err(|e: axum::http::uri::InvalidUri| FetchError::Url(e.to_string()))?;
+        // The keys decide who is who: they come over TLS, or from this machine.
+        let loopback = uri.host().is_some_and(|host| {
+            host == "localhost"
+                || host.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        });
+        match uri.scheme_str() {
+            Some("https") => {}
+            Some("http") if loopback => {}
+            _ => return Err(FetchError::NotHttps(url.to_owned())),
+        }
         let response = http.get(uri).await?;
         if !response.status().is_success() {
             return Err(FetchError::Status(response.status()));
         }
-        let body = http_body_util::BodyExt::collect(response.into_body()).await?.to_bytes();
+        let limited = http_body_util::Limited::new(response.into_body(), MAX_DOCUMENT_BYTES);
+        let body = http_body_util::BodyExt::collect(limited)
+            .await
+            .map_err(|e| FetchError::Body(format!("{e} (at most {MAX_DOCUMENT_BYTES} bytes are read)")))?
+            .to_bytes();
         Ok(serde_json::from_slice(&body)?)
     };
     match tokio::time::timeout(FETCH_TIMEOUT, get).await {
@@ -285,8 +340,8 @@ async fn fetch<T: serde::de::DeserializeOwned>(http: &HttpClient, url: &str) -> 
     .map_err(|source| OidcError::Fetch { url: url.to_owned(), source })
 }
 
-/// HTTPS with ring (the crypto the rest of the workspace uses) and the system's root certificates; plain
-/// HTTP only for an issuer configured with an `http://` URL.
+/// HTTPS with ring (the crypto the rest of the workspace uses) and the system's root certificates; `fetch`
+/// allows plain HTTP to loopback addresses only.
 fn http_client() -> Result<HttpClient, OidcError> {
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_provider_and_native_roots(Arc::new(rustls::crypto::ring::default_provider()))
