@@ -329,13 +329,38 @@ async fn remember_cluster(config: &AgentConfig, desired: &Desired) {
     }
     let namespaces: Api<Namespace> = Api::all(config.client.clone());
     match namespaces.list(&ListParams::default().labels(MANAGED_BY)).await {
-        Ok(list) => lock(&desired.namespaces).extend(list.items.into_iter().map(|n| n.name_any())),
+        // One an older agent made without the Pod Security label is applied again.
+        Ok(list) => lock(&desired.namespaces).extend(
+            list.items
+                .into_iter()
+                .filter(|n| {
+                    n.labels().get(POD_SECURITY_ENFORCE).map(String::as_str) == Some(POD_SECURITY_LEVEL)
+                })
+                .map(|n| n.name_any()),
+        ),
         Err(e) => tracing::warn!(error = %e, "listing namespaces failed; the rebuild applies every one"),
     }
 }
 
 /// The label of the namespaces the agent makes.
 const MANAGED_BY: &str = "app.kubernetes.io/managed-by=cp-cluster-agent";
+
+/// The Pod Security Admission label a namespace's enforced level is read from (k8s.io/pod-security-admission
+/// v0.36.1 `api/constants.go`, `EnforceLevelLabel`). PSA is built into kube-apiserver (plugin `PodSecurity`,
+/// on by default); a namespace without the label is `privileged`, i.e. unchecked.
+pub const POD_SECURITY_ENFORCE: &str = "pod-security.kubernetes.io/enforce";
+
+/// The level every project namespace enforces: `baseline` (k8s.io/pod-security-admission v0.36.1
+/// `policy/check_*.go`: no privileged containers, host namespaces, hostPath volumes, host ports, added
+/// capabilities beyond the default set, unconfined seccomp, unsafe sysctls, probes naming a host). Every
+/// pod the agent renders meets it, and so do CloudNativePG's. Not `restricted`: a project's namespace
+/// holds all its instances, and the MongoDB and InfluxDB images' entrypoints start as root, `chown` the
+/// data directory and step down with `gosu` (docker-library/mongo 7.0 `docker-entrypoint.sh`:
+/// `if [ "$1" = 'mongod' ] && [ "$(id -u)" = '0' ]; then … exec gosu mongodb`; influxdata-docker
+/// influxdb/2.7 `entrypoint.sh` `create_directories`, `exec gosu influxdb`), which `restricted`'s
+/// `runAsNonRoot` forbids. Whether they run unchanged as their own uid cannot be tried here (no container
+/// runtime).
+pub const POD_SECURITY_LEVEL: &str = "baseline";
 
 /// A ManagedInstance deleted while its instance is active (by hand, or by a tool cleaning a namespace)
 /// is put back from the desired state, and the drift is recorded. The controller has let the deleted
@@ -420,8 +445,8 @@ async fn ensure_namespace(config: &AgentConfig, desired: &Desired, ns: &str) -> 
     }
     let api: Api<Namespace> = Api::all(config.client.clone());
     let (label, value) = MANAGED_BY.split_once('=').expect("a label selector of one label");
-    let object =
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": {label: value}}});
+    let labels = json!({label: value, POD_SECURITY_ENFORCE: POD_SECURITY_LEVEL});
+    let object = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": labels}});
     api.patch(ns, &apply_params(), &Patch::Apply(&object)).await?;
     lock(&desired.namespaces).insert(ns.to_owned());
     Ok(())

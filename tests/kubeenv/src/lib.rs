@@ -246,6 +246,11 @@ impl ControlPlane {
                 // nodes, is not run: kwok's node has no kubelet heartbeat for it to judge.
                 "--disable-admission-plugins",
                 "TaintNodesByCondition",
+                // Pod Security admission is on by default; named so that no one turns it off unnoticed:
+                // the agent's namespaces enforce a level (`cluster_agent::mirror::POD_SECURITY_LEVEL`),
+                // and every scenario on this backend runs its pods under it.
+                "--enable-admission-plugins",
+                "PodSecurity",
             ],
         )?;
         let admin = plane.client(Identity::Admin).await?;
