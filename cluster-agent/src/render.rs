@@ -272,7 +272,9 @@ pub fn render(mi: &ManagedInstance, store: Option<&backup::StoreTarget>) -> Vec<
         && let Some(restore) = &mi.spec.restore
     {
         let pod = &mut statefulset["spec"]["template"];
-        pod["spec"]["initContainers"] = json!([backup::grafana_restore(generation, &restore.location)]);
+        let reset = backup::grafana_reset_admin_password(&pod["spec"]["containers"][0]);
+        pod["spec"]["initContainers"] =
+            json!([backup::grafana_restore(generation, &restore.location), reset]);
         pod["metadata"]["annotations"]["cp.example.com/restore-generation"] = json!(generation.to_string());
     }
     let mut children = vec![

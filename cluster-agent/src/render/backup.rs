@@ -168,6 +168,11 @@ fn influx_signin(user: &str) -> String {
 /// Writes the password in `$PASSWORD` into the YAML file MongoDB's Database Tools read with `--config`
 /// (`printf` is a shell builtin: the password is on no command line). Generated passwords are
 /// alphanumeric, so the quoted scalar needs no escaping.
+/// The namespaces of MongoDB's users, roles and auth schema, which a restore leaves as the instance has
+/// them (MongoDB manual, *System Collections*: `admin.system.users`, `admin.system.roles`,
+/// `admin.system.version`).
+pub const MONGO_USERS_NAMESPACES: &str = "admin.system.*";
+
 const MONGO_TOOLS_CONFIG: &str = "printf 'password: \"%s\"\\n' \"$PASSWORD\" > /tmp/mongo-tools.yaml";
 
 /// InfluxDB 2: sets `token` to the admin's first token, the operator token the image's setup made, read
@@ -279,14 +284,23 @@ pub fn restore_job(mi: &ManagedInstance, generation: u64, key: &str) -> Option<C
     let name = restore_job_name(mi, generation);
     let (image, restore) = match mi.spec.service.as_str() {
         // `mongorestore --archive --gzip --drop`: each collection in the dump replaces the one of the same
-        // name (MongoDB Database Tools, mongorestore).
+        // name (MongoDB Database Tools, mongorestore). Not the users and roles: `mongodump` of a whole
+        // server includes `admin.system.users`, and `--drop` then replaces every user with the dump's,
+        // failing "leaving an empty database" when it cannot authenticate as one of them (MongoDB Database
+        // Tools docs, mongorestore, `--drop`). `--nsExclude 'admin.system.*'` keeps the instance's own
+        // users, roles and auth schema (`--nsExclude`: "Specifies a namespace pattern … to exclude").
+        // Afterwards the instance's own password is set again and checked (`db.changeUserPassword`,
+        // signed in with it first, so a Job run again changes nothing); mongosh reads it from its
+        // environment, so it is on no command line.
         "mongodb" => (
             format!("mongo:{}", mi.spec.version),
             format!(
                 "set -eu\n\
                  {MONGO_TOOLS_CONFIG}\n\
                  mongorestore --host {host} --port {port} --username {user} --config=/tmp/mongo-tools.yaml \
-                 --authenticationDatabase admin --archive=/backup/artifact --gzip --drop\n"
+                 --authenticationDatabase admin --archive=/backup/artifact --gzip --drop \
+                 --nsExclude='{MONGO_USERS_NAMESPACES}'\n\
+                 mongosh 'mongodb://{host}:{port}/admin' --quiet --eval 'const admin = db.getSiblingDB(\"admin\"); admin.auth(\"{user}\", process.env.PASSWORD); admin.changeUserPassword(\"{user}\", process.env.PASSWORD)'\n"
             ),
         ),
         // `influx restore --full` replaces the server's data and metadata with the backup's, users and
@@ -353,6 +367,25 @@ pub fn restore_job(mi: &ManagedInstance, generation: u64, key: &str) -> Option<C
         },
     });
     Some(Child { kind: ChildKind::Job, name, object })
+}
+
+/// Grafana's database holds its users, so a restored one brings back the admin password of the backup's
+/// time; `GF_SECURITY_ADMIN_PASSWORD` is read only when Grafana first creates the admin. So after the
+/// restore init container, a second one in Grafana's own image (`main`: its image, environment and
+/// mounts) sets the instance's password again with `grafana cli admin reset-admin-password
+/// --password-from-stdin` (grafana/grafana v11.6.0 pkg/cmd/grafana-cli/commands/commands.go,
+/// `adminCommands`; `GF_PATHS_HOME` is the image's, packaging/docker/Dockerfile), from the Secret's
+/// password in its environment, so it is on no command line. It runs at every start of a restored pod:
+/// the Secret's password is the instance's password (a rotation changes both), so it changes nothing
+/// then.
+pub fn grafana_reset_admin_password(main: &Value) -> Value {
+    const SCRIPT: &str = "set -eu\n\
+         printf '%s' \"$GF_SECURITY_ADMIN_PASSWORD\" | grafana cli --homepath \"$GF_PATHS_HOME\" --config \"$GF_PATHS_CONFIG\" \
+         admin reset-admin-password --password-from-stdin\n";
+    json!({
+        "name": "reset-admin-password", "image": main["image"], "command": ["/bin/sh", "-c", SCRIPT],
+        "env": main["env"], "volumeMounts": main["volumeMounts"],
+    })
 }
 
 /// Grafana's restore: an init container of its StatefulSet that, when the restore generation the data

@@ -1,0 +1,98 @@
+//! What a restore does to the instance's users: the dump's users never replace the instance's, and the
+//! instance's own password works again afterwards. No backend runs mongod or Grafana, so each test states
+//! the upstream behaviour it encodes and checks the rendered objects against it.
+
+mod fixture;
+
+use cluster_agent::{
+    crd::{AspectGenerations, ManagedInstance, RestoreTarget},
+    render::{self, ChildKind},
+};
+use serde_json::{Value, json};
+
+fn restoring(service: &str, version: &str) -> ManagedInstance {
+    let mut mi = fixture::instance(service, version, json!({}));
+    mi.spec.restore = Some(RestoreTarget {
+        backup_id: "0193a0b0-0000-7000-8000-0000000000b1".into(),
+        location: "acme/orders/b1".into(),
+        target_time: None,
+    });
+    mi.spec.aspects = Some(AspectGenerations { restore: 6, ..mi.spec.aspect_generations() });
+    mi
+}
+
+fn script(container: &Value) -> &str {
+    container["command"][2].as_str().expect("a shell script")
+}
+
+/// MongoDB Database Tools, mongorestore: with `--drop`, a dump that includes the `admin` database
+/// replaces every user with the dump's ("mongorestore drops all users … and replaces them with the users
+/// defined in the dump"), and a restore that then cannot authenticate fails "leaving an empty database".
+/// So the restore excludes the users' namespaces (`--nsExclude`), and afterwards signs in with the
+/// instance's own password and sets it again: a restore that lost it fails instead of succeeding.
+#[test]
+fn a_mongodb_restore_keeps_the_instance_s_users_and_checks_its_password() {
+    let job = render::backup::restore_job(&restoring("mongodb", "7.0"), 6, "acme/orders/b1").expect("a Job");
+    let container = &job.object["spec"]["template"]["spec"]["containers"][0];
+    let script = script(container);
+    let restore = script.lines().find(|l| l.contains("mongorestore")).expect("mongorestore");
+    assert!(restore.contains("--drop"), "{restore}");
+    assert!(
+        restore.contains("--nsExclude='admin.system.*'"),
+        "the dump's users must not replace the instance's: {restore}"
+    );
+    let lines: Vec<&str> = script.lines().collect();
+    let at = lines.iter().position(|l| l.contains("mongorestore")).unwrap();
+    let after = lines[at + 1..].join("\n");
+    assert!(
+        after.contains("auth(\"root\", process.env.PASSWORD)")
+            && after.contains("changeUserPassword(\"root\", process.env.PASSWORD)"),
+        "after the restore the instance's own password is checked and set: {after}"
+    );
+    let password =
+        container["env"].as_array().unwrap().iter().find(|e| e["name"] == "PASSWORD").expect("PASSWORD");
+    assert_eq!(password["valueFrom"]["secretKeyRef"]["key"], "password", "the instance's current password");
+}
+
+/// Grafana keeps its users in its database (`grafana.db`), so a restored database brings back the
+/// backup's admin password, and `GF_SECURITY_ADMIN_PASSWORD` is read only when Grafana creates the admin
+/// (grafana/grafana conf/defaults.ini `[security] admin_password`: "default admin password, can be
+/// changed before first start of grafana"). After the restore init container, Grafana's own CLI sets
+/// the instance's password again (`grafana cli admin reset-admin-password --password-from-stdin`,
+/// grafana/grafana v11.6.0 pkg/cmd/grafana-cli/commands/commands.go), before Grafana starts.
+#[test]
+fn a_grafana_restore_sets_the_instance_s_admin_password_again_before_grafana_starts() {
+    let children = render::render(&restoring("grafana", "11.6"), None);
+    let set = &children.iter().find(|c| c.kind == ChildKind::StatefulSet).unwrap().object;
+    let pod = &set["spec"]["template"]["spec"];
+    let init: Vec<&Value> = pod["initContainers"].as_array().expect("init containers").iter().collect();
+    let names: Vec<&str> = init.iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        ["restore", "reset-admin-password"],
+        "the password is set after the database is replaced"
+    );
+    let reset = init[1];
+    let main = &pod["containers"][0];
+    assert_eq!(reset["image"], main["image"], "Grafana's own CLI");
+    assert!(
+        script(reset).contains("grafana cli")
+            && script(reset).contains("admin reset-admin-password --password-from-stdin"),
+        "{}",
+        script(reset)
+    );
+    assert!(script(reset).contains("| grafana cli"), "the password comes on stdin: {}", script(reset));
+    let password =
+        reset["env"].as_array().unwrap().iter().find(|e| e["name"] == "GF_SECURITY_ADMIN_PASSWORD");
+    assert_eq!(password.unwrap()["valueFrom"]["secretKeyRef"]["key"], "password");
+    for mount in ["/var/lib/grafana", "/etc/cp-grafana"] {
+        assert!(
+            reset["volumeMounts"].as_array().unwrap().iter().any(|m| m["mountPath"] == mount),
+            "it reads the config and writes the database: {mount}"
+        );
+    }
+    // An instance never restored has no such step.
+    let plain = render::render(&fixture::instance("grafana", "11.6", json!({})), None);
+    let set = &plain.iter().find(|c| c.kind == ChildKind::StatefulSet).unwrap().object;
+    assert!(set["spec"]["template"]["spec"].get("initContainers").is_none());
+}
