@@ -138,18 +138,18 @@ async fn names_are_unique_per_project_and_free_again_after_deprovision() {
 async fn placement_follows_the_requested_cluster_or_region() {
     let api = TestApi::start().await;
     let pinned =
-        json!({"name": "a", "service": "mongodb", "version": "7.0", "plan": "ha", "cluster": "eu-2"});
+        json!({"name": "a", "service": "mongodb", "version": "7.0", "plan": "standard", "cluster": "eu-2"});
     let reply = api.call(Method::POST, "/v1/projects/acme/instances", Some(&pinned), &[]).await;
     let id = reply.body["instance_id"].as_str().unwrap();
     let got = api.call(Method::GET, &format!("/v1/projects/acme/instances/{id}"), None, &[]).await;
     assert_eq!(got.body["cluster"], "eu-2");
     let unknown =
-        json!({"name": "b", "service": "mongodb", "version": "7.0", "plan": "ha", "cluster": "mars-1"});
+        json!({"name": "b", "service": "mongodb", "version": "7.0", "plan": "standard", "cluster": "mars-1"});
     let reply = api.call(Method::POST, "/v1/projects/acme/instances", Some(&unknown), &[]).await;
     assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(reply.body["errors"][0]["field"], "/cluster");
     let region =
-        json!({"name": "c", "service": "mongodb", "version": "7.0", "plan": "ha", "region": "us-east"});
+        json!({"name": "c", "service": "mongodb", "version": "7.0", "plan": "standard", "region": "us-east"});
     let reply = api.call(Method::POST, "/v1/projects/acme/instances", Some(&region), &[]).await;
     assert_eq!(reply.body["errors"][0]["field"], "/region");
 }

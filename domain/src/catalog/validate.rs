@@ -22,6 +22,27 @@ const INFLUXDB_REPLICAS: &str = "InfluxDB OSS 2 has no clustering: more than one
      unrelated servers, each with part of the writes (InfluxDB docs: clustering is InfluxDB Enterprise's); \
      at most 1";
 
+/// Why a multi-replica MongoDB plan is refused (the lead's decision, ARCHITECTURE.md "HA plans").
+const MONGODB_REPLICAS: &str = "more than one MongoDB replica needs a replica set (--replSet, a keyfile, \
+     rs.initiate; MongoDB manual, *Deploy a Self-Managed Replica Set*), which the agent does not build yet: \
+     without one the replicas are unrelated servers, each with part of the writes; at most 1";
+
+/// Why a multi-replica Grafana plan is refused.
+const GRAFANA_REPLICAS: &str = "more than one Grafana replica needs a shared database (Grafana docs, *Set up \
+     Grafana for high availability*: MySQL or PostgreSQL in place of the embedded SQLite), which the agent \
+     does not provision yet: with each replica's own SQLite file, users and dashboards differ by replica; \
+     at most 1";
+
+/// Why a plan of `service` may not have more than one replica, if it may not.
+fn single_replica_only(service: ServiceType) -> Option<&'static str> {
+    match service {
+        ServiceType::Influxdb => Some(INFLUXDB_REPLICAS),
+        ServiceType::Mongodb => Some(MONGODB_REPLICAS),
+        ServiceType::Grafana => Some(GRAFANA_REPLICAS),
+        ServiceType::Postgresql => None,
+    }
+}
+
 /// PostgreSQL parameters CloudNativePG manages itself or forbids (cloudnative-pg v1.30.0
 /// pkg/postgres/configuration.go, `FixedConfigurationParameters`: "fixed" ones the operator sets, "blocked"
 /// ones that must keep their default for it to work). Its webhook refuses a Cluster setting any of them
@@ -156,8 +177,10 @@ impl Catalog {
                 }
                 if !(1..=MAX_REPLICAS).contains(&r.replicas) {
                     problem(format!("{at}.replicas"), format!("must be from 1 to {MAX_REPLICAS}"));
-                } else if offering.service == ServiceType::Influxdb && r.replicas > 1 {
-                    problem(format!("{at}.replicas"), INFLUXDB_REPLICAS.into());
+                } else if let Some(why) = single_replica_only(offering.service)
+                    && r.replicas > 1
+                {
+                    problem(format!("{at}.replicas"), why.into());
                 }
                 if !(1..=MAX_STORAGE_GIB).contains(&plan.storage_gib) {
                     problem(format!("{at}.storage_gib"), format!("must be from 1 to {MAX_STORAGE_GIB}"));
@@ -258,21 +281,31 @@ mod tests {
         assert!(catalog.validated().is_ok());
     }
 
-    /// InfluxDB OSS 2 has no clustering: the catalog offers no InfluxDB plan of more than one replica, and
-    /// refuses an operator's that does.
+    /// InfluxDB OSS 2 has no clustering; MongoDB replicas without a replica set, and Grafana replicas
+    /// without a shared database, are unrelated servers that lose writes silently. The built-in catalog
+    /// offers none of them with more than one replica, and an operator's catalog asking for one is refused
+    /// at start with the reason. PostgreSQL's replicas are CloudNativePG's streaming replicas.
     #[test]
-    fn no_influxdb_plan_has_more_than_one_replica() {
-        let influx = Catalog::builtin().offering(ServiceType::Influxdb).unwrap();
-        assert!(influx.plans.iter().all(|p| p.resources.replicas == 1), "{:?}", influx.plans);
-        let mut catalog = Catalog::builtin().clone();
-        let index = catalog.services.iter().position(|o| o.service == ServiceType::Influxdb).unwrap();
-        let mut plan = catalog.services[index].plans[0].clone();
-        plan.name = "ha".into();
-        plan.resources.replicas = 3;
-        catalog.services[index].plans.push(plan);
-        let at = catalog.services[index].plans.len() - 1;
-        let error = catalog.validated().expect_err("refused");
-        assert_eq!(error.problems, [format!("services[{index}].plans[{at}].replicas: {INFLUXDB_REPLICAS}")]);
+    fn no_influxdb_mongodb_or_grafana_plan_has_more_than_one_replica() {
+        for (service, why) in [
+            (ServiceType::Influxdb, INFLUXDB_REPLICAS),
+            (ServiceType::Mongodb, MONGODB_REPLICAS),
+            (ServiceType::Grafana, GRAFANA_REPLICAS),
+        ] {
+            let offering = Catalog::builtin().offering(service).unwrap();
+            assert!(offering.plans.iter().all(|p| p.resources.replicas == 1), "{:?}", offering.plans);
+            let mut catalog = Catalog::builtin().clone();
+            let index = catalog.services.iter().position(|o| o.service == service).unwrap();
+            let mut plan = catalog.services[index].plans[0].clone();
+            plan.name = "ha".into();
+            plan.resources.replicas = 3;
+            catalog.services[index].plans.push(plan);
+            let at = catalog.services[index].plans.len() - 1;
+            let error = catalog.validated().expect_err("refused");
+            assert_eq!(error.problems, [format!("services[{index}].plans[{at}].replicas: {why}")]);
+        }
+        let postgres = Catalog::builtin().offering(ServiceType::Postgresql).unwrap();
+        assert!(postgres.plans.iter().any(|p| p.resources.replicas > 1), "PostgreSQL keeps its HA plans");
     }
 
     #[test]
