@@ -29,6 +29,9 @@ pub const INSTANCE_LABEL: &str = "cp.example.com/instance-id";
 pub const PROJECT_LABEL: &str = "cp.example.com/project";
 /// Label holding the desired generation at which the object's content last changed.
 pub const GENERATION_LABEL: &str = "cp.example.com/generation";
+/// Annotation carrying the hash of the configuration an object was rendered with: on a StatefulSet's pod
+/// template (so its pods carry the configuration they started with) and on a CloudNativePG Cluster.
+pub const CONFIG_HASH_ANNOTATION: &str = "cp.example.com/config-hash";
 /// Selector of everything the agent manages.
 pub const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=cp-cluster-agent";
 
@@ -201,7 +204,7 @@ pub fn render(mi: &ManagedInstance, store: Option<&backup::StoreTarget>) -> Vec<
         if let Some(checksums) = mi.spec.config.get("data_checksums").and_then(Value::as_bool) {
             object["spec"]["bootstrap"] = json!({"initdb": {"dataChecksums": checksums}});
         }
-        object["metadata"]["annotations"] = json!({"cp.example.com/config-hash": hash});
+        object["metadata"]["annotations"] = json!({CONFIG_HASH_ANNOTATION: hash});
         // Made from a backup, the recovery replaces the initdb bootstrap.
         let stores = barman::archive_and_recover(mi, &mut object, store);
         let mut children = vec![Child { kind: ChildKind::PostgresCluster, name, object }];
@@ -250,7 +253,7 @@ pub fn render(mi: &ManagedInstance, store: Option<&backup::StoreTarget>) -> Vec<
             "serviceName": name,
             "selector": {"matchLabels": selector(mi)},
             "template": {
-                "metadata": {"labels": selector(mi), "annotations": {"cp.example.com/config-hash": hash}},
+                "metadata": {"labels": selector(mi), "annotations": {CONFIG_HASH_ANNOTATION: hash}},
                 "spec": pod,
             },
             // The data volumes outlive the set: a hand-deleted set, or the garbage collector acting on a

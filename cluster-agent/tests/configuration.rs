@@ -1,4 +1,5 @@
-//! Configuration on both backends: what a change of PostgreSQL parameters writes.
+//! Configuration on both backends: what a change of PostgreSQL parameters writes, and what is reported
+//! as running.
 
 mod common;
 
@@ -33,3 +34,38 @@ async fn a_postgresql_parameter_change_writes_the_cluster_only(backend: Backend)
     cluster.assert_permitted();
 }
 on_both_backends!(a_postgresql_parameter_change_writes_the_cluster_only);
+
+/// The configuration reported is what the running pods carry, never the desired one copied: each pod keeps
+/// the config-hash annotation of the template it was made from (the StatefulSet controller replaces pods
+/// of an older template, k8s.io/kubernetes v1.36 pkg/controller/statefulset/stateful_set_control.go). A
+/// pod that runs another configuration (here: a pod whose annotation says so, as one made from an older
+/// template would) is reported as such, and the instance is not reported as running the desired one.
+async fn the_reported_configuration_is_the_one_the_ready_pods_run(backend: Backend) {
+    let world = World::start(backend, &["c1"]).await;
+    let cluster = world.cluster("c1");
+    let id = world.provision("c1", "mongo", ServiceType::Mongodb, "7.0").await;
+    cluster.converges("provisioned", |v| v.ready_at("mongo", 1)).await;
+    let config = [("slow_op_threshold_ms".to_owned(), Some(ConfigValue::Int(250)))].into();
+    let version = world.update(id, UpdateInstance { config: Some(config), ..Default::default() }).await;
+    cluster.converges("configuration applied", |v| v.ready_at("mongo", version)).await;
+    let view = cluster.view().await;
+    let pod_hash =
+        view.get("pods", "mongo-0").unwrap()["metadata"]["annotations"]["cp.example.com/config-hash"].clone();
+    let mi = view.managed_instance("mongo").unwrap();
+    assert_eq!(mi["status"]["configHash"], pod_hash, "the pod's configuration is reported");
+    assert_eq!(mi["status"]["config"]["slow_op_threshold_ms"], 250);
+
+    let stale = serde_json::json!({"metadata": {"annotations": {"cp.example.com/config-hash": "older"}}});
+    cluster.kube.hand_edit("pods", "mongo-0", stale).await;
+    cluster
+        .converges("the pod's configuration reported", |v| {
+            v.managed_instance("mongo").is_some_and(|mi| mi["status"]["configHash"] == "older")
+        })
+        .await;
+    let view = cluster.view().await;
+    let mi = view.managed_instance("mongo").unwrap();
+    assert!(mi["status"]["config"].is_null(), "an unknown configuration runs: {}", mi["status"]);
+    assert_ne!(view.phase("mongo").as_deref(), Some("Ready"), "not ready with another configuration");
+    cluster.assert_permitted();
+}
+on_both_backends!(the_reported_configuration_is_the_one_the_ready_pods_run);

@@ -229,6 +229,16 @@ fn sync_pods(
     let status = pod_status(template, failure, settled);
     for ordinal in 0..replicas {
         let pod = format!("{name}-{ordinal}");
+        // As the StatefulSet controller's rolling update does (k8s.io/kubernetes v1.36
+        // pkg/controller/statefulset/stateful_set_control.go): a settled change of the pod template
+        // replaces each pod made from an older one, so the pods carry the template's metadata.
+        let outdated = store.get(&ty, namespace, &pod).is_some_and(|p| {
+            p["metadata"]["annotations"] != template["metadata"]["annotations"]
+                && !template["metadata"]["annotations"].is_null()
+        });
+        if settled && outdated {
+            let _ = store.delete(&ty, namespace, &pod);
+        }
         if store.get(&ty, namespace, &pod).is_none() {
             // As the StatefulSet controller does: each claim template becomes a volume of the pod, bound to
             // the ordinal's claim `<template>-<set>-<ordinal>`.
@@ -241,6 +251,7 @@ fn sync_pods(
             }
             spec["volumes"] = json!(volumes);
             let object = json!({"metadata": {"name": pod, "labels": template["metadata"]["labels"],
+                "annotations": template["metadata"]["annotations"],
                 "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": name,
                                      "uid": set["metadata"]["uid"], "controller": true}]},
                 "spec": spec});

@@ -76,6 +76,22 @@ fn cnpg_ready(status: &Value) -> bool {
         .any(|c| c["type"] == "Ready" && c["status"] == "True")
 }
 
+/// The configuration the instance's ready pods run: the [`render::CONFIG_HASH_ANNOTATION`] their pod
+/// template gave them (a pod keeps the metadata it was made with; the StatefulSet controller replaces a pod
+/// of an older template, k8s.io/kubernetes v1.36 pkg/controller/statefulset/stateful_set_control.go).
+/// `None` while no pod is ready or the ready ones disagree (a rollout under way).
+fn running_config_hash(pods: &[std::sync::Arc<Pod>]) -> Option<String> {
+    let ready = pods.iter().filter(|pod| {
+        pod.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|conditions| conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    });
+    let mut hashes = ready.map(|pod| pod.annotations().get(render::CONFIG_HASH_ANNOTATION).cloned());
+    let first = hashes.next()??;
+    hashes.all(|h| h.as_deref() == Some(first.as_str())).then_some(first)
+}
+
 /// What the cluster shows for the instance, from the watch caches.
 pub(super) fn observe(
     mi: &ManagedInstance,
@@ -117,6 +133,10 @@ pub(super) fn observe(
     }
     let mut acl = None;
     let mut endpoint = None;
+    // The configuration the running objects carry, as the cluster shows them (never the desired one
+    // copied): the ready pods' for a StatefulSet, the Cluster's as observed for CloudNativePG, which
+    // writes its spec's parameters into every instance's configuration itself.
+    let mut running_hash = None;
     for child in desired {
         let Some(current) = ctx.current(child.kind, &namespace, &child.name) else {
             all_applied = false;
@@ -135,9 +155,9 @@ pub(super) fn observe(
                 ready_replicas = int(&status["readyReplicas"]);
                 rolled_out &= status["observedGeneration"].as_u64() == generation
                     && int(&status["updatedReplicas"]) >= mi.spec.replicas;
-                reason = reason.or_else(|| {
-                    ctx.pods(&namespace, &mi.spec.instance_id).iter().find_map(|pod| pod_failure(pod))
-                });
+                let pods = ctx.pods(&namespace, &mi.spec.instance_id);
+                running_hash = running_config_hash(&pods);
+                reason = reason.or_else(|| pods.iter().find_map(|pod| pod_failure(pod)));
             }
             ChildKind::PostgresCluster => {
                 ready_replicas = int(&status["readyInstances"]);
@@ -145,6 +165,9 @@ pub(super) fn observe(
                     && status["image"] == current["spec"]["imageName"]
                     && status["instances"] == current["spec"]["instances"];
                 reason = reason.or_else(|| cnpg_failure(status));
+                running_hash = current["metadata"]["annotations"][render::CONFIG_HASH_ANNOTATION]
+                    .as_str()
+                    .map(str::to_owned);
             }
             ChildKind::NetworkPolicy => acl = Some(network::admitted_blocks(&current)),
             ChildKind::Service if child.name == endpoint_name => {
@@ -153,6 +176,8 @@ pub(super) fn observe(
             _ => {}
         }
     }
+    let desired_hash = render::config_hash(&mi.spec.config);
+    rolled_out &= running_hash.as_deref() == Some(desired_hash.as_str());
     let previous = mi.status.clone().unwrap_or_default();
     // "At least" semantics: more ready replicas than desired is fine.
     let ready = all_applied && rolled_out && ready_replicas >= mi.spec.replicas && reason.is_none();
@@ -182,8 +207,14 @@ pub(super) fn observe(
         ready_replicas,
         desired_replicas: mi.spec.replicas,
         running_version: if ready { Some(mi.spec.version.clone()) } else { previous.running_version },
-        config_hash: if ready { Some(render::config_hash(&mi.spec.config)) } else { previous.config_hash },
-        config: if ready { Some(mi.spec.config.clone()) } else { previous.config },
+        // What runs, once something runs: a configuration that never reached the pods is not reported.
+        config: match &running_hash {
+            Some(hash) if ready && *hash == desired_hash => Some(mi.spec.config.clone()),
+            Some(hash) if previous.config_hash.as_ref() == Some(hash) => previous.config,
+            Some(_) => None,
+            None => previous.config,
+        },
+        config_hash: running_hash.or(previous.config_hash),
         reason,
         applied: Some(applied.into()),
         network: Some(ObservedNetwork {
