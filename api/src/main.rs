@@ -85,6 +85,10 @@ struct Config {
     /// most history reads (history, `as_of`, diff, verify) one caller may run at once; more answer 429
     #[arg(long, env = "CP_MAX_HISTORY_READS_PER_CALLER", default_value_t = api::limits::DEFAULT_HISTORY_READS_PER_CALLER)]
     max_history_reads_per_caller: usize,
+    /// create or update the streams and buckets this version needs, and exit: run it with the admin NATS
+    /// identity before starting (or upgrading) `cp-api` and `cp-projector`, which only open them
+    #[arg(long)]
+    migrate: bool,
     /// log as JSON lines
     #[arg(long, env = "CP_LOG_JSON")]
     log_json: bool,
@@ -105,12 +109,12 @@ async fn main() -> anyhow::Result<()> {
     }
     if let (Some(out), Some(dir)) = (&config.write_nats_accounts, &config.nats_identities_dir) {
         use streams::identities::{NatsRole, accounts_conf, ensure_identities};
-        let mut roles = vec![NatsRole::ControlPlane];
+        let mut roles = vec![NatsRole::Admin, NatsRole::ControlPlane];
         roles.extend(config.nats_clusters.iter().map(|c| NatsRole::Agent { cluster: c.clone() }));
         let keys =
             ensure_identities(dir, &roles).with_context(|| format!("identities in {}", dir.display()))?;
-        let agents: Vec<_> = config.nats_clusters.iter().cloned().zip(keys[1..].iter().cloned()).collect();
-        std::fs::write(out, accounts_conf(&Settings::default(), &keys[..1], &agents))
+        let agents: Vec<_> = config.nats_clusters.iter().cloned().zip(keys[2..].iter().cloned()).collect();
+        std::fs::write(out, accounts_conf(&Settings::default(), &keys[0], &keys[1..2], &agents))
             .with_context(|| format!("writing {}", out.display()))?;
         return Ok(());
     }
@@ -139,7 +143,7 @@ async fn main() -> anyhow::Result<()> {
         tokens = tokens.merge(api::auth::ApiTokens::parse(inline)?);
     }
     anyhow::ensure!(
-        !tokens.is_empty() || config.oidc_issuer.is_some(),
+        config.migrate || !tokens.is_empty() || config.oidc_issuer.is_some(),
         "neither API tokens (CP_API_TOKENS_FILE or CP_API_TOKENS) nor an OIDC issuer (CP_OIDC_ISSUER) is \
          configured: every request would be refused; `cp-api --new-token NAME` makes a token"
     );
@@ -162,7 +166,14 @@ async fn main() -> anyhow::Result<()> {
         CommitModeArg::OneByOne => CommitMode::OneByOne,
     };
     let settings = Settings { replicas: config.replicas, commit_mode, ..Settings::default() };
-    let mut state = AppState::start(nats, &settings).await.context("starting the control plane")?;
+    if config.migrate {
+        // The admin's job: create or update the streams and buckets, then exit.
+        settings.apply(&async_nats::jetstream::new(nats)).await.context("migrating the topology")?;
+        tracing::info!("streams and buckets are as this version wants them");
+        return Ok(());
+    }
+    // Opened, not applied: this process's identity may not change the streams (`cp-api --migrate` does).
+    let mut state = AppState::open(nats, &settings).await.context("starting the control plane")?;
     state = state.with_tokens(tokens).with_limits(api::limits::CallerLimits::new(
         config.max_feeds_per_caller,
         config.max_history_reads_per_caller,

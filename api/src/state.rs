@@ -75,10 +75,21 @@ pub enum StartupError {
 }
 
 impl AppState {
-    /// Applies the topology and loads the read models. The projector (`cp-projector run`) keeps them
-    /// current; this process only reads them.
+    /// Applies the topology (as the admin would, `cp-api --migrate`) and loads the read models. The
+    /// projector (`cp-projector run`) keeps them current; this process only reads them.
     pub async fn start(nats: async_nats::Client, settings: &Settings) -> Result<Self, StartupError> {
         let topology = settings.apply(&jetstream::new(nats.clone())).await?;
+        Self::on(nats, topology).await
+    }
+
+    /// Opens the topology without changing it (`Settings::open`: what an identity without stream
+    /// administration can do) and loads the read models.
+    pub async fn open(nats: async_nats::Client, settings: &Settings) -> Result<Self, StartupError> {
+        let topology = settings.open(&jetstream::new(nats.clone())).await?;
+        Self::on(nats, topology).await
+    }
+
+    async fn on(nats: async_nats::Client, topology: streams::Topology) -> Result<Self, StartupError> {
         let commands = InstanceCommands::new(&topology, DEFAULT_CACHE_CAPACITY);
         let read_models = ReadModels::start(ReadModelBucket::new(&topology), LOAD_TIMEOUT).await?;
         let clusters = ClusterRegistry::open(&topology).await?;

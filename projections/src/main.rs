@@ -99,7 +99,8 @@ async fn main() -> anyhow::Result<()> {
         .reconnect_delay_callback(|attempts| Duration::from_millis((attempts as u64 * 100).min(1000)));
     let nats = options.nats.connect(connect).await?;
     let settings = Settings { replicas: options.replicas, ..Settings::default() };
-    let topology = settings.apply(&async_nats::jetstream::new(nats)).await?;
+    // Opened, not applied: the projector's identity may not change the streams (`cp-api --migrate` does).
+    let topology = settings.open(&async_nats::jetstream::new(nats)).await?;
     let bucket = ReadModelBucket::new(&topology);
     match options.command {
         Command::Run {

@@ -14,7 +14,11 @@ use crate::{
 /// Whose identity.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NatsRole {
-    /// the API and the projector: every right in the control plane's account (they make the topology)
+    /// `cp-api --migrate` and operators: every right in the control plane's account (it makes and changes
+    /// the topology)
+    Admin,
+    /// the API and the projector: everything but administering the streams and buckets
+    /// ([`control_plane_permissions`])
     ControlPlane,
     /// one cluster's agent: its own account, importing only its own feed and observed subjects
     Agent {
@@ -30,10 +34,11 @@ impl std::str::FromStr for NatsRole {
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         match text.split_once(':') {
             None if text == "control-plane" => Ok(Self::ControlPlane),
+            None if text == "admin" => Ok(Self::Admin),
             Some(("agent", cluster)) if !cluster.is_empty() => {
                 Ok(Self::Agent { cluster: cluster.to_owned() })
             }
-            _ => Err(format!("{text:?}: expected control-plane or agent:<cluster>")),
+            _ => Err(format!("{text:?}: expected admin, control-plane or agent:<cluster>")),
         }
     }
 }
@@ -42,6 +47,7 @@ impl NatsRole {
     /// The file name of its seed in an identities directory.
     pub fn seed_file_name(&self) -> String {
         match self {
+            Self::Admin => "admin.nk".to_owned(),
             Self::ControlPlane => "control-plane.nk".to_owned(),
             Self::Agent { cluster } => format!("agent-{cluster}.nk"),
         }
@@ -59,17 +65,48 @@ pub fn public_key(seed: &str) -> Result<String, String> {
     nkeys::KeyPair::from_seed(seed.trim()).map(|pair| pair.public_key()).map_err(|e| e.to_string())
 }
 
-/// nats-server's `accounts` block: the control plane's account with the users `control_plane_keys`, and
-/// one account per `(cluster, public key)` in `agents` with the exports and imports between them
-/// ([`crate::accounts::agent_account`]). JSON values, which nats-server's format takes as they are.
+/// The `permissions` of the API's and the projector's identity: everything in the control plane's account
+/// (they publish commands, read the stream, write the read models, register clusters, whose streams and
+/// consumers they make) except changing or deleting the event stream, the dead letters and the buckets,
+/// or deleting any stream or message. `cp-api --migrate` does that, as the admin.
+pub fn control_plane_permissions(settings: &Settings) -> Value {
+    let mut deny = vec![
+        "$JS.API.STREAM.DELETE.>".to_owned(),
+        "$JS.API.STREAM.PURGE.>".to_owned(),
+        "$JS.API.STREAM.MSG.DELETE.>".to_owned(),
+    ];
+    let buckets = [
+        &settings.names_bucket,
+        &settings.idempotency_bucket,
+        &settings.clusters_bucket,
+        &settings.read_models_bucket,
+    ];
+    let owned = [settings.events_stream.clone(), crate::dead_letters::DEAD_LETTERS_STREAM.to_owned()]
+        .into_iter()
+        .chain(buckets.into_iter().map(|bucket| format!("KV_{bucket}")));
+    for stream in owned {
+        deny.push(format!("$JS.API.STREAM.CREATE.{stream}"));
+        deny.push(format!("$JS.API.STREAM.UPDATE.{stream}"));
+    }
+    json!({"publish": {"deny": deny}})
+}
+
+/// nats-server's `accounts` block: the control plane's account with the admin `admin_key` and the users
+/// `control_plane_keys` (with [`control_plane_permissions`]), and one account per `(cluster, public key)`
+/// in `agents` with the exports and imports between them ([`crate::accounts::agent_account`]). JSON
+/// values, which nats-server's format takes as they are.
 pub fn accounts_conf(
     settings: &Settings,
+    admin_key: &str,
     control_plane_keys: &[String],
     agents: &[(String, String)],
 ) -> String {
+    let permissions = control_plane_permissions(settings);
+    let mut users = vec![json!({"nkey": admin_key})];
+    users.extend(control_plane_keys.iter().map(|key| json!({"nkey": key, "permissions": permissions})));
     let mut control_plane = json!({
         "jetstream": "enabled",
-        "users": control_plane_keys.iter().map(|key| json!({"nkey": key})).collect::<Vec<_>>(),
+        "users": users,
         "exports": [],
         "imports": [],
     });
@@ -129,17 +166,21 @@ mod tests {
     #[test]
     fn the_accounts_block_gives_each_agent_its_own_account_and_keeps_seeds() {
         let dir = tempfile::tempdir().unwrap();
-        let roles: Vec<NatsRole> =
-            ["control-plane", "agent:eu-1", "agent:eu-2"].iter().map(|r| r.parse().unwrap()).collect();
+        let roles: Vec<NatsRole> = ["admin", "control-plane", "agent:eu-1", "agent:eu-2"]
+            .iter()
+            .map(|r| r.parse().unwrap())
+            .collect();
         let keys = ensure_identities(dir.path(), &roles).unwrap();
         assert_eq!(ensure_identities(dir.path(), &roles).unwrap(), keys, "seeds are kept");
         let seed = std::fs::read_to_string(dir.path().join("agent-eu-1.nk")).unwrap();
-        assert_eq!(public_key(&seed).unwrap(), keys[1]);
-        let agents = vec![("eu-1".to_owned(), keys[1].clone()), ("eu-2".to_owned(), keys[2].clone())];
-        let text = accounts_conf(&Settings::default(), &keys[..1], &agents);
+        assert_eq!(public_key(&seed).unwrap(), keys[2]);
+        let agents = vec![("eu-1".to_owned(), keys[2].clone()), ("eu-2".to_owned(), keys[3].clone())];
+        let settings = Settings::default();
+        let text = accounts_conf(&settings, &keys[0], &keys[1..2], &agents);
         let body: Value = serde_json::from_str(text.split_once("accounts ").unwrap().1).unwrap();
-        assert_eq!(body["CP"]["users"], json!([{"nkey": keys[0]}]));
-        assert_eq!(body["AGENT_eu-1"]["users"][0]["nkey"], keys[1]);
+        assert_eq!(body["CP"]["users"][0], json!({"nkey": keys[0]}), "the admin: every right");
+        assert_eq!(body["CP"]["users"][1]["permissions"], control_plane_permissions(&settings));
+        assert_eq!(body["AGENT_eu-1"]["users"][0]["nkey"], keys[2]);
         assert!(!body["AGENT_eu-1"].to_string().contains("eu-2"));
         assert_eq!(body["CP"]["imports"].as_array().unwrap().len(), 2, "one credentials service per cluster");
     }

@@ -6,6 +6,8 @@ use async_nats::jetstream::{self, kv, stream};
 
 use crate::store::CommitMode;
 
+mod open;
+
 /// Prefix of every instance event subject: `cp.evt.<cluster>.<project>.<instance-id>`.
 ///
 /// The cluster comes first so that a cluster agent's consumer filters `cp.evt.<cluster>.>` on the server;
@@ -70,6 +72,12 @@ pub enum TopologyError {
         /// cause
         #[source]
         source: async_nats::Error,
+    },
+    /// a stream or bucket does not exist (opened without the right to create it)
+    #[error("stream or bucket {name} does not exist: run `cp-api --migrate` with the admin identity first")]
+    Missing {
+        /// its name
+        name: String,
     },
     /// creating or updating a bucket failed
     #[error("cannot create or update bucket {name}: {source}")]
