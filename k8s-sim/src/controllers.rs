@@ -213,6 +213,10 @@ fn pod_status(template: &Value, failure: Option<&str>, settled: bool) -> Value {
            "conditions": [{"type": "Ready", "status": flag}, {"type": "ContainersReady", "status": flag}]})
 }
 
+/// The label naming the revision of the set's template a pod was made from (apps/v1
+/// `ControllerRevisionHashLabelKey`).
+const REVISION_LABEL: &str = "controller-revision-hash";
+
 /// The set's pods, one per ordinal, owned by the set (so deleting it collects them), with the status
 /// the kubelet would report; pods beyond `replicas` go.
 fn sync_pods(
@@ -227,15 +231,22 @@ fn sync_pods(
     let replicas = set["spec"]["replicas"].as_u64().unwrap_or(1);
     let template = &set["spec"]["template"];
     let status = pod_status(template, failure, settled);
+    let revision = {
+        use std::hash::{Hash as _, Hasher as _};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        template.to_string().hash(&mut hasher);
+        format!("{name}-{:x}", hasher.finish())
+    };
     for ordinal in 0..replicas {
         let pod = format!("{name}-{ordinal}");
         // As the StatefulSet controller's rolling update does (k8s.io/kubernetes v1.36
-        // pkg/controller/statefulset/stateful_set_control.go): a settled change of the pod template
-        // replaces each pod made from an older one, so the pods carry the template's metadata.
-        let outdated = store.get(&ty, namespace, &pod).is_some_and(|p| {
-            p["metadata"]["annotations"] != template["metadata"]["annotations"]
-                && !template["metadata"]["annotations"].is_null()
-        });
+        // pkg/controller/statefulset/stateful_set_control.go, stateful_set_utils.go): a settled change of
+        // the pod template replaces each pod whose `controller-revision-hash` label names an older
+        // revision, so the pods carry the template's metadata. A pod's own metadata edited later is not
+        // a new revision.
+        let outdated = store
+            .get(&ty, namespace, &pod)
+            .is_some_and(|p| p["metadata"]["labels"][REVISION_LABEL].as_str() != Some(revision.as_str()));
         if settled && outdated {
             let _ = store.delete(&ty, namespace, &pod);
         }
@@ -250,7 +261,11 @@ fn sync_pods(
                     "persistentVolumeClaim": {"claimName": format!("{template_name}-{name}-{ordinal}")}}));
             }
             spec["volumes"] = json!(volumes);
-            let object = json!({"metadata": {"name": pod, "labels": template["metadata"]["labels"],
+            let mut labels = template["metadata"]["labels"].clone();
+            if let Some(labels) = labels.as_object_mut() {
+                labels.insert(REVISION_LABEL.into(), json!(revision));
+            }
+            let object = json!({"metadata": {"name": pod, "labels": labels,
                 "annotations": template["metadata"]["annotations"],
                 "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": name,
                                      "uid": set["metadata"]["uid"], "controller": true}]},
