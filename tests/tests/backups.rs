@@ -8,7 +8,7 @@ use backup_store::Verification;
 use k8s_sim::server::Faults;
 use projections::Health;
 use serde_json::{Value, json};
-use system_tests::{ACME_EDITOR_TOKEN, ACME_VIEWER_TOKEN, OTHER_EDITOR_TOKEN, TestApi};
+use system_tests::{ACME_ADMIN_TOKEN, ACME_EDITOR_TOKEN, ACME_VIEWER_TOKEN, OTHER_EDITOR_TOKEN, TestApi};
 use uuid::Uuid;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -271,7 +271,10 @@ async fn the_control_plane_verifies_each_reported_object_and_deletes_a_deleted_b
     let (size, sha256) =
         (backup.body["size_bytes"].as_u64().unwrap(), backup.body["sha256"].as_str().unwrap().to_owned());
 
-    let deleted = call(&api, Method::DELETE, &path, ACME_EDITOR_TOKEN).await;
+    // Deleting destroys data: an editor may not, an admin of the project may.
+    let refused = call(&api, Method::DELETE, &path, ACME_EDITOR_TOKEN).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.body);
+    let deleted = call(&api, Method::DELETE, &path, ACME_ADMIN_TOKEN).await;
     assert_eq!(deleted.status, StatusCode::ACCEPTED, "{}", deleted.body);
     assert_eq!(deleted.body["type"], "delete_backup");
     assert!(
@@ -285,7 +288,7 @@ async fn the_control_plane_verifies_each_reported_object_and_deletes_a_deleted_b
     );
     let after = call(&api, Method::GET, &path, ACME_VIEWER_TOKEN).await;
     assert_eq!(after.body["state"], "deleted", "the record stays, marked deleted: {}", after.body);
-    let again = call(&api, Method::DELETE, &path, ACME_EDITOR_TOKEN).await;
+    let again = call(&api, Method::DELETE, &path, ACME_ADMIN_TOKEN).await;
     assert_eq!(again.status, StatusCode::ACCEPTED);
     assert_eq!(again.body["id"], deleted.body["id"], "a repeated deletion answers the first operation");
 }

@@ -8,13 +8,14 @@ use axum::http::{Method, StatusCode};
 use k8s_sim::server::Faults;
 use projections::{Aspect, Health};
 use serde_json::{Value, json};
-use system_tests::{ACME_EDITOR_TOKEN, TestApi};
+use system_tests::{ACME_ADMIN_TOKEN, TestApi};
 use uuid::Uuid;
 
 const WAIT: Duration = Duration::from_secs(30);
 
 async fn call(api: &TestApi, method: Method, path: &str, body: Option<&Value>) -> system_tests::Reply {
-    api.call(method, path, body, &[("authorization", &format!("Bearer {ACME_EDITOR_TOKEN}"))]).await
+    // An admin of the project: restoring in place and deleting a backup need it.
+    api.call(method, path, body, &[("authorization", &format!("Bearer {ACME_ADMIN_TOKEN}"))]).await
 }
 
 async fn provision(api: &TestApi, body: Value) -> (Uuid, system_tests::Reply) {
