@@ -1,5 +1,6 @@
 //! Write-path benchmarks: options, the raw baseline's alternation with each scenario, and the report.
 
+pub(crate) mod check;
 mod scenarios;
 
 use scenarios::{
