@@ -1,9 +1,9 @@
 //! `xtask bench-check` (`./dev bench-check`): a short form of the write-path benchmark for the command
-//! path as `./dev up` runs it (`sync_interval: always`, group commit): the event store with fresh and deep
-//! aggregates and HTTP PATCH (alone and with the projector on the same cores), and HTTP PATCH under the
-//! default sync (one publish per command). Each figure's ratio to raw
-//! publish, measured in the same run, is printed beside a floor recorded on the development machine; a
-//! ratio under its floor prints a FAIL line and the command exits non-zero.
+//! path in the commit modes `./dev up` pairs with each sync setting: under `sync_interval: always` (group
+//! commit) the event store with fresh and deep aggregates and HTTP PATCH (alone and with the projector on
+//! the same cores), under the default sync (one publish per command) HTTP PATCH. Each figure's ratio to
+//! raw publish, measured in the same run, is printed beside a floor recorded on the development machine;
+//! a ratio under its floor prints a FAIL line and the command exits non-zero.
 //!
 //! A guard to run before and after changing the command path, not a test: one run of 2 s per figure on a
 //! small shared machine is noisy (ratios of the same code spread by ±15%), so the floors sit below what
@@ -33,7 +33,7 @@ pub(crate) struct CheckOptions {
 /// running beside it) at `f7e0931`, where a quiet run of the full benchmark measured HTTP PATCH under
 /// `always` at 0.79 of raw and the store at 1.6x (issue 31); each floor sits about a fifth under what the
 /// code measured, so that a FAIL is a regression of that size or noise, never the code as it was
-/// (BENCHMARKS.md, "Write path, issue 31").
+/// (BENCHMARKS.md, "Issue 31: where the HTTP write path went since `3bbfbdf`").
 const FLOORS: &[(Sync, &str, usize, f64)] = &[
     (Sync::Always, "event store, fresh aggregates", 1, 0.60),
     (Sync::Always, "event store, deep aggregates (warm cache)", 1, 0.60),
