@@ -1,5 +1,6 @@
 //! Write-path benchmarks: options, the raw baseline's alternation with each scenario, and the report.
 
+pub(crate) mod check;
 mod scenarios;
 
 use scenarios::{
@@ -50,6 +51,11 @@ pub(crate) struct Options {
     /// concurrent clients of the HTTP scenarios (comma separated)
     #[arg(long, value_delimiter = ',', default_value = "64")]
     http_clients: Vec<usize>,
+    /// the HTTP scenarios' cluster feed (the agent's stream the server sources from the event stream):
+    /// `sourced` as deployed, `async` with `persist_mode: async` (one replica only), or `none` (deleted
+    /// after registering the cluster). A diagnostic of what the feed costs the write path.
+    #[arg(long, default_value = "sourced", value_parser = ["sourced", "async", "none"])]
+    cluster_feed: String,
 }
 
 fn parse_replicas(value: &str) -> Result<usize, String> {
@@ -237,6 +243,7 @@ async fn http_figure(
     let state = api::AppState::start(client.clone(), settings).await?.with_tokens(tokens);
     let read_models = state.read_models.clone();
     state.clusters.register(&domain::Cluster { name: "c1".into(), region: "r".into() }).await?;
+    reshape_feed(&topology, settings, "c1", &options.cluster_feed).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     tokio::spawn(async move { axum::serve(listener, api::app(state)).await });
@@ -260,6 +267,31 @@ async fn http_figure(
         );
     }
     Ok(figure)
+}
+
+/// Replaces `cluster`'s feed as `--cluster-feed` asks: deleted, or made again with `persist_mode: async`
+/// (the setting cannot be changed on an existing stream).
+async fn reshape_feed(
+    topology: &Topology,
+    settings: &Settings,
+    cluster: &str,
+    feed: &str,
+) -> anyhow::Result<()> {
+    let name = streams::cluster_feed::desired_stream_name(settings, cluster);
+    match feed {
+        "none" => {
+            topology.jetstream.delete_stream(&name).await?;
+        }
+        "async" => {
+            topology.jetstream.delete_stream(&name).await?;
+            let mut config = streams::cluster_feed::desired_stream_config(settings, cluster);
+            config.persist_mode = Some(jetstream::stream::PersistenceMode::Async);
+            let stream = topology.jetstream.create_stream(config).await?;
+            stream.create_consumer(streams::cluster_feed::agent_consumer(cluster)).await?;
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 fn print(title: &str, figures: &[Figure]) {

@@ -27,6 +27,8 @@ struct Cli {
 enum Command {
     /// Benchmarks of the write path.
     Bench(bench::Options),
+    /// A short form of the write-path benchmark, its ratios to raw beside recorded floors.
+    BenchCheck(bench::check::CheckOptions),
     /// Benchmark of the cluster agents: command acknowledged to objects applied.
     BenchAgents(bench_agents::Options),
     /// The agent as a process: memory per instance, and what a restart in steady state costs.
@@ -44,6 +46,7 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
         Command::Bench(options) => runtime.block_on(bench::run(options)),
+        Command::BenchCheck(options) => runtime.block_on(bench::check::run(options)),
         Command::BenchAgents(options) => runtime.block_on(bench_agents::run(options)),
         Command::BenchReads(options) => runtime.block_on(bench_reads::run(options)),
         Command::BenchAgentProcess(options) => runtime.block_on(bench_agent_process::run(options)),
