@@ -82,12 +82,9 @@ async fn act(
     action: Action,
 ) -> Result<ObservedEvent, backup_store::StoreError> {
     let backup_id = view.id;
+    let location = own_location(view);
     match action {
         Action::Verify => {
-            let location = view
-                .location
-                .as_ref()
-                .filter(|location| domain::backup::check_location(&view.source, backup_id, location).is_ok());
             let (Some(location), Some(size)) = (location, view.size_bytes) else {
                 return Ok(ObservedEvent::BackupVerified {
                     backup_id,
@@ -117,16 +114,6 @@ async fn act(
             Ok(ObservedEvent::BackupVerified { backup_id, matches: detail.is_none(), detail })
         }
         Action::Delete => {
-            // The location is a cluster's claim and these keys reach every tenant's backups: delete only
-            // what lies under the backup's own instance (the projector refuses any other location; this
-            // holds even for records folded before it did).
-            let location = view.location.as_deref().filter(|location| {
-                let own = domain::backup::check_location(&view.source, backup_id, location);
-                if let Err(e) = &own {
-                    tracing::error!(backup = %backup_id, error = %e, "not deleting a backup location outside its instance");
-                }
-                own.is_ok()
-            });
             match (location, &view.sha256) {
                 (Some(location), Some(_)) => store.delete(location).await?,
                 (Some(prefix), None) => store.delete_prefix(prefix).await?,
@@ -135,4 +122,17 @@ async fn act(
             Ok(ObservedEvent::BackupDeleted { backup_id })
         }
     }
+}
+
+/// The backup's reported location when it lies under the backup's own instance. The location is a
+/// cluster's claim and the store's keys reach every tenant's backups, so nothing else is checked or
+/// deleted (the projector refuses any other location; this holds even for records folded before it did).
+fn own_location(view: &BackupView) -> Option<&str> {
+    view.location.as_deref().filter(|location| {
+        let own = domain::backup::check_location(&view.source, view.id, location);
+        if let Err(e) = &own {
+            tracing::error!(backup = %view.id, error = %e, "a backup location outside its instance is left alone");
+        }
+        own.is_ok()
+    })
 }
