@@ -82,35 +82,51 @@ impl AgentAccount {
     }
 }
 
-/// The account layout of `cluster`'s agent.
-pub fn agent_account(settings: &Settings, cluster: &str) -> AgentAccount {
-    let name = agent_account_name(cluster);
+/// One service of the control plane's account that a cluster's agent uses.
+pub(crate) struct AgentService {
+    /// its subject in the control plane's account
+    subject: String,
+    /// the subject the agent publishes on in its own account (the import's `to`, when it differs)
+    pub(crate) local: String,
+    /// answered with many messages (a pull: messages and heartbeats)
+    streamed: bool,
+}
+
+/// Every service `cluster`'s agent uses, and nothing more: what its account imports
+/// ([`agent_account`]) and what its user may publish ([`crate::cluster_feed::agent_permissions`]).
+pub(crate) fn agent_services(settings: &Settings, cluster: &str) -> Vec<AgentService> {
     let (stream, consumer) = (desired_stream_name(settings, cluster), agent_consumer_name(cluster));
-    // (subject in the control plane's account, the same in the agent's account, streamed responses)
-    let api = |call: String, streamed: bool| {
-        (format!("$JS.API.{call}"), Some(format!("{AGENT_API_PREFIX}.{call}")), streamed)
+    let api = |call: String, streamed: bool| AgentService {
+        subject: format!("$JS.API.{call}"),
+        local: format!("{AGENT_API_PREFIX}.{call}"),
+        streamed,
     };
-    let services = [
+    let same = |subject: String| AgentService { local: subject.clone(), subject, streamed: false };
+    vec![
         api(format!("STREAM.INFO.{stream}"), false),
         api(format!("CONSUMER.INFO.{stream}.{consumer}"), false),
         api(format!("CONSUMER.RESET.{stream}.{consumer}"), false),
-        // A pull is answered with many messages (and heartbeats): a stream of responses.
         api(format!("CONSUMER.MSG.NEXT.{stream}.{consumer}"), true),
-        (crate::cluster_feed::agent_ack_filter(settings, cluster), None, false),
-        (observed_cluster_filter(cluster), None, false),
-        (Reader::Agent { cluster: cluster.to_owned() }.subject(), None, false),
-    ];
+        same(crate::cluster_feed::agent_ack_filter(settings, cluster)),
+        same(observed_cluster_filter(cluster)),
+        same(Reader::Agent { cluster: cluster.to_owned() }.subject()),
+    ]
+}
+
+/// The account layout of `cluster`'s agent.
+pub fn agent_account(settings: &Settings, cluster: &str) -> AgentAccount {
+    let name = agent_account_name(cluster);
     let mut control_plane_exports = Vec::new();
     let mut imports = Vec::new();
-    for (subject, local, streamed) in services {
-        let mut export = json!({"service": subject, "accounts": [name]});
-        if streamed {
+    for service in agent_services(settings, cluster) {
+        let mut export = json!({"service": service.subject, "accounts": [name]});
+        if service.streamed {
             export["response_type"] = json!("stream");
         }
         control_plane_exports.push(export);
-        let mut import = json!({"service": {"account": CONTROL_PLANE_ACCOUNT, "subject": subject}});
-        if let Some(local) = local {
-            import["to"] = json!(local);
+        let mut import = json!({"service": {"account": CONTROL_PLANE_ACCOUNT, "subject": service.subject}});
+        if service.local != service.subject {
+            import["to"] = json!(service.local);
         }
         imports.push(import);
     }

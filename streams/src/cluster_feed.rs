@@ -20,11 +20,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer, stream};
 use serde_json::{Value, json};
 
-use crate::{
-    Settings, TopologyError,
-    accounts::AGENT_API_PREFIX,
-    instances::{cluster_filter, observed_cluster_filter},
-};
+use crate::{Settings, TopologyError, instances::cluster_filter};
 
 /// Name of `cluster`'s stream: the newest message of each of its instance subjects.
 pub fn desired_stream_name(settings: &Settings, cluster: &str) -> String {
@@ -136,20 +132,9 @@ pub async fn rewind(
 /// Nothing else: no other cluster's subjects, no `cp.evt`, no stream or consumer administration, no
 /// direct gets, no buckets.
 pub fn agent_permissions(settings: &Settings, cluster: &str) -> Value {
-    let stream = desired_stream_name(settings, cluster);
-    let consumer = agent_consumer_name(cluster);
+    let services = crate::accounts::agent_services(settings, cluster);
     json!({
-        "publish": {
-            "allow": [
-                format!("{AGENT_API_PREFIX}.STREAM.INFO.{stream}"),
-                format!("{AGENT_API_PREFIX}.CONSUMER.INFO.{stream}.{consumer}"),
-                format!("{AGENT_API_PREFIX}.CONSUMER.RESET.{stream}.{consumer}"),
-                format!("{AGENT_API_PREFIX}.CONSUMER.MSG.NEXT.{stream}.{consumer}"),
-                agent_ack_filter(settings, cluster),
-                observed_cluster_filter(cluster),
-                crate::dead_letters::Reader::Agent { cluster: cluster.to_owned() }.subject(),
-            ],
-        },
+        "publish": {"allow": services.into_iter().map(|service| service.local).collect::<Vec<_>>()},
         "subscribe": {"allow": [format!("{}.>", agent_inbox_prefix(cluster)), crate::credentials::requests_filter(cluster)]},
         // Answers to the control plane's requests (credentials) go to each request's own reply subject.
         "allow_responses": true,
