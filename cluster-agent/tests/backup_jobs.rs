@@ -16,12 +16,7 @@ use streams::CommandMetadata;
 async fn a_backup_s_job_is_removed_once_the_backup_s_deletion_is_asked_for(backend: Backend) {
     let s3 = testkit::S3Server::start();
     let mut world = World::without_agents(backend, &["c1"], Duration::from_millis(50)).await;
-    world.backup_store = Some(cluster_agent::render::backup::StoreTarget {
-        endpoint: s3.endpoint(),
-        bucket: testkit::s3::BACKUP_BUCKET.into(),
-        access_key_id: s3.access_key().into(),
-        secret_access_key: s3.secret_key().into(),
-    });
+    world.send_backups_to(&s3);
     world.start_agent(0).await;
     let id = world.provision("c1", "orders", ServiceType::Mongodb, "7.0").await;
     let cluster = &world.clusters[0];

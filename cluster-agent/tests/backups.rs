@@ -12,12 +12,7 @@ use domain::ServiceType;
 async fn a_postgresql_backup_is_a_base_backup_in_the_instance_s_object_store(backend: Backend) {
     let s3 = testkit::S3Server::start();
     let mut world = World::without_agents(backend, &["c1"], Duration::from_millis(50)).await;
-    world.backup_store = Some(cluster_agent::render::backup::StoreTarget {
-        endpoint: s3.endpoint(),
-        bucket: testkit::s3::BACKUP_BUCKET.into(),
-        access_key_id: s3.access_key().into(),
-        secret_access_key: s3.secret_key().into(),
-    });
+    world.send_backups_to(&s3);
     world.start_agent(0).await;
     let id = world.provision("c1", "ledger", ServiceType::Postgresql, "16").await;
     let cluster = &world.clusters[0];

@@ -164,6 +164,16 @@ impl World {
         self.start_agent_with_resync(i, Duration::from_secs(300)).await;
     }
 
+    /// Agents started from now on send backups to `s3`'s backup bucket with its keys.
+    pub fn send_backups_to(&mut self, s3: &testkit::S3Server) {
+        self.backup_store = Some(cluster_agent::render::backup::StoreTarget {
+            endpoint: s3.endpoint(),
+            bucket: testkit::s3::BACKUP_BUCKET.into(),
+            access_key_id: s3.access_key().into(),
+            secret_access_key: s3.secret_key().into(),
+        });
+    }
+
     /// The NATS identity of cluster `i`'s agent (made the first time): only the rights an agent has.
     pub fn agent_identity(&mut self, i: usize) -> testkit::NkeyUser {
         if self.clusters[i].identity.is_none() {
