@@ -12,15 +12,30 @@ use uuid::Uuid;
 const CONVERGE: Duration = Duration::from_secs(30);
 
 async fn with_agent(api: &TestApi, cluster: &str, ready_delay: Duration) -> Simulator {
+    with_stoppable_agent(api, cluster, ready_delay).await.0
+}
+
+/// A simulated cluster, its address, and its running agent, which a test stops to see for certain what
+/// the API shows before the cluster applies a change (rather than racing the agent to it).
+async fn with_stoppable_agent(
+    api: &TestApi,
+    cluster: &str,
+    ready_delay: Duration,
+) -> (Simulator, std::net::SocketAddr, tokio::task::JoinHandle<anyhow::Result<()>>) {
     let (sim, address) = system_tests::cluster::simulator(ready_delay).await;
-    system_tests::cluster::agent(api, cluster, address).await;
-    sim
+    let agent = system_tests::cluster::agent(api, cluster, address).await;
+    (sim, address, agent)
+}
+
+async fn stop(agent: tokio::task::JoinHandle<anyhow::Result<()>>) {
+    agent.abort();
+    let _ = agent.await;
 }
 
 #[tokio::test]
 async fn status_goes_reconciling_healthy_error_healthy_and_a_plan_change_touches_resources_only() {
     let api = TestApi::start().await;
-    let sim = with_agent(&api, "eu-1", Duration::from_millis(1500)).await;
+    let (sim, address, agent) = with_stoppable_agent(&api, "eu-1", Duration::from_millis(1500)).await;
     let body =
         json!({"name": "db", "service": "mongodb", "version": "7.0", "plan": "starter", "cluster": "eu-1"});
     let created = api.call(Method::POST, "/v1/projects/acme/instances", Some(&body), &[]).await;
@@ -49,6 +64,7 @@ async fn status_goes_reconciling_healthy_error_healthy_and_a_plan_change_touches
     sim.set_faults(Faults::default());
     assert!(api.wait_for_state(id, Health::Healthy, CONVERGE).await, "did not recover");
 
+    stop(agent).await;
     let changed = api.call(Method::PATCH, &path, Some(&json!({"plan": "standard"})), &[]).await;
     assert_eq!(changed.status, StatusCode::ACCEPTED);
     let got = api.get_after(&path, [&changed]).await;
@@ -58,6 +74,7 @@ async fn status_goes_reconciling_healthy_error_healthy_and_a_plan_change_touches
         json!({"version": "healthy", "resources": "reconciling", "configuration": "healthy",
             "network_access": "healthy", "credentials": "healthy", "restore": "healthy"})
     );
+    let _agent = system_tests::cluster::agent(&api, "eu-1", address).await;
     assert!(api.wait_for_state(id, Health::Healthy, CONVERGE).await, "plan change never observed");
 }
 
@@ -74,12 +91,13 @@ async fn provision_healthy_mongodb(api: &TestApi) -> Uuid {
 #[tokio::test]
 async fn an_operation_succeeds_only_once_observed_and_a_failed_one_carries_the_agents_reason() {
     let api = TestApi::start().await;
-    let sim = with_agent(&api, "eu-1", Duration::from_millis(1000)).await;
+    let (sim, address, agent) = with_stoppable_agent(&api, "eu-1", Duration::from_millis(1000)).await;
     let id = provision_healthy_mongodb(&api).await;
     let path = format!("/v1/projects/acme/instances/{id}");
 
-    // A plan change: in progress until the agent has observed its generation (workloads take 1 s to be
-    // ready in this simulator), then succeeded.
+    // A plan change: in progress until the agent has observed its generation (the agent is stopped while
+    // the change is made, so "in progress" is seen for certain), then succeeded.
+    stop(agent).await;
     let changed = api.call(Method::PATCH, &path, Some(&json!({"plan": "standard"})), &[]).await;
     assert_eq!(changed.status, StatusCode::ACCEPTED);
     assert_eq!(changed.body["state"], "in_progress");
@@ -87,6 +105,7 @@ async fn an_operation_succeeds_only_once_observed_and_a_failed_one_carries_the_a
     let operation_path = format!("/v1/projects/acme/operations/{operation}");
     let polled = api.get_after(&operation_path, [&changed]).await;
     assert_eq!(polled.body["state"], "in_progress", "{}", polled.body);
+    let _agent = system_tests::cluster::agent(&api, "eu-1", address).await;
     assert!(api.wait_for_operation(operation, "succeeded", CONVERGE).await, "plan change never succeeded");
     let instance = api.call(Method::GET, &path, None, &[]).await;
     let observed = instance.body["observed"]["observed_generation"].as_u64().unwrap();
