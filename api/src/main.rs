@@ -168,7 +168,14 @@ async fn main() -> anyhow::Result<()> {
     let settings = Settings { replicas: config.replicas, commit_mode, ..Settings::default() };
     if config.migrate {
         // The admin's job: create or update the streams and buckets, then exit.
-        settings.apply(&async_nats::jetstream::new(nats)).await.context("migrating the topology")?;
+        let topology =
+            settings.apply(&async_nats::jetstream::new(nats)).await.context("migrating the topology")?;
+        let remade = streams::cluster_feed::migrate_registered(&topology)
+            .await
+            .context("migrating the clusters' feeds")?;
+        if !remade.is_empty() {
+            tracing::info!(clusters = ?remade, "feeds made again with this version's persist mode");
+        }
         tracing::info!("streams and buckets are as this version wants them");
         return Ok(());
     }

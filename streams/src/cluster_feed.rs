@@ -14,6 +14,16 @@
 //! make the server write its events into any subject of the account, a KV bucket or a JetStream API
 //! subject among them. A stream of its own also keeps direct gets, which name subjects in the request
 //! body where permissions cannot see them, out of the agent's reach.
+//!
+//! Why `persist_mode: async` on one replica: the feed is derived data. Under `sync_interval: always`
+//! every sourced message was otherwise fsynced alone, outside the group commit's batches, which cost
+//! the write path ~40% of its throughput (BENCHMARKS.md, issue 31). What an async stream can lose in a
+//! crash is its unflushed tail; nats-server then sources again from the last source sequence the stream
+//! still holds (`server/stream.go` `startingSequenceForSources`), and the event stream it sources from
+//! is fsynced, so nothing acknowledged is lost (`tests/tests/faults.rs` kills nats-server and checks).
+//! Replicated streams may not be async (`server/stream.go` `checkStreamCfg`: "async persist mode is not
+//! supported on replicated streams") and need not be: their Raft log already relaxes `SyncAlways`
+//! (`server/stream.go`, `fsCfg.AsyncFlush = !fsCfg.SyncAlways && config.Replicas > 1`).
 
 use std::time::Duration;
 
@@ -60,8 +70,17 @@ pub fn desired_stream_config(settings: &Settings, cluster: &str) -> stream::Conf
         storage: stream::StorageType::File,
         num_replicas: settings.replicas,
         max_message_size: settings.max_message_bytes,
+        persist_mode: (settings.replicas == 1).then_some(stream::PersistenceMode::Async),
         ..Default::default()
     }
+}
+
+/// Whether `existing` was made with another persist mode than `desired`: nats-server refuses to change
+/// it on an existing stream ("stream configuration update can not change persist mode",
+/// `server/stream.go`), so only [`migrate`] can, by making the stream again.
+fn persist_mode_differs(existing: &stream::Config, desired: &stream::Config) -> bool {
+    let mode = |config: &stream::Config| config.persist_mode.unwrap_or(stream::PersistenceMode::Default);
+    mode(existing) != mode(desired)
 }
 
 /// The durable consumer of `cluster`'s agent: every message of its stream, acknowledged one by one once
@@ -79,7 +98,8 @@ pub fn agent_consumer(cluster: &str) -> consumer::pull::Config {
 }
 
 /// Creates or updates `cluster`'s stream and its agent's consumer. Safe to run at every start and every
-/// registration.
+/// registration, with the control plane's identity, which may not delete streams: a stream made with
+/// another persist mode keeps it (the update would be refused) until [`migrate`] makes it again.
 pub async fn apply(
     jetstream: &jetstream::Context,
     settings: &Settings,
@@ -87,10 +107,15 @@ pub async fn apply(
 ) -> Result<(), TopologyError> {
     let name = desired_stream_name(settings, cluster);
     let failed = |source: async_nats::Error| TopologyError::Stream { name: name.clone(), source };
-    jetstream
-        .create_or_update_stream(desired_stream_config(settings, cluster))
-        .await
-        .map_err(|e| failed(e.into()))?;
+    let mut config = desired_stream_config(settings, cluster);
+    if let Ok(mut existing) = jetstream.get_stream(&name).await
+        && let Ok(info) = existing.info().await
+        && persist_mode_differs(&info.config, &config)
+    {
+        tracing::warn!(stream = %name, "the feed keeps its persist mode until `cp-api --migrate` makes it again");
+        config.persist_mode = info.config.persist_mode;
+    }
+    jetstream.create_or_update_stream(config).await.map_err(|e| failed(e.into()))?;
     let stream = jetstream.get_stream(&name).await.map_err(|e| failed(e.into()))?;
     stream.create_consumer(agent_consumer(cluster)).await.map_err(|e| failed(e.into()))?;
     // Agents before this module followed a durable of the same name on the event stream; nothing reads
@@ -101,6 +126,50 @@ pub async fn apply(
         let _ = events.delete_consumer(&agent_consumer_name(cluster)).await;
     }
     Ok(())
+}
+
+/// [`apply`], first deleting the stream if it was made with another persist mode (the admin's identity,
+/// `cp-api --migrate`). The new stream sources every message of the cluster again and its consumer starts
+/// from the first, so the agent, whose pulls fail while the consumer is missing, then reads the newest
+/// state of every instance once more; its reconcile is idempotent. Returns whether the stream was made
+/// again.
+pub async fn migrate(
+    jetstream: &jetstream::Context,
+    settings: &Settings,
+    cluster: &str,
+) -> Result<bool, TopologyError> {
+    let name = desired_stream_name(settings, cluster);
+    let failed = |source: async_nats::Error| TopologyError::Stream { name: name.clone(), source };
+    let remade = match jetstream.get_stream(&name).await {
+        Ok(mut existing) => {
+            let info = existing.info().await.map_err(|e| failed(e.into()))?;
+            let differs = persist_mode_differs(&info.config, &desired_stream_config(settings, cluster));
+            if differs {
+                jetstream.delete_stream(&name).await.map_err(|e| failed(e.into()))?;
+            }
+            differs
+        }
+        Err(_) => false,
+    };
+    apply(jetstream, settings, cluster).await?;
+    Ok(remade)
+}
+
+/// [`migrate`] for every registered cluster (the keys of the clusters bucket). Returns the clusters whose
+/// feed was made again.
+pub async fn migrate_registered(topology: &crate::Topology) -> Result<Vec<String>, TopologyError> {
+    use futures::TryStreamExt as _;
+    let bucket = topology.settings.clusters_bucket.clone();
+    let failed = |source: async_nats::Error| TopologyError::Bucket { name: bucket.clone(), source };
+    let keys = topology.clusters.keys().await.map_err(|e| failed(e.into()))?;
+    let clusters: Vec<String> = keys.try_collect().await.map_err(|e| failed(e.into()))?;
+    let mut remade = Vec::new();
+    for cluster in clusters {
+        if migrate(&topology.jetstream, &topology.settings, &cluster).await? {
+            remade.push(cluster);
+        }
+    }
+    Ok(remade)
 }
 
 /// Rewinds the agent's consumer to the first message of its stream, so it delivers the newest state of

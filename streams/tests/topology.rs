@@ -48,3 +48,63 @@ async fn reapplying_the_topology_never_turns_atomic_batches_off() {
         assert!(handle.info().await.unwrap().config.allow_atomic_publish, "{stream}");
     }
 }
+
+/// A cluster's feed made before it was `persist_mode: async` keeps working when the control plane starts
+/// (its identity may not delete streams, and nats-server refuses to change the mode in place), and
+/// `cp-api --migrate` makes it again, async, holding the newest message of every instance of its cluster
+/// once more, with its agent's consumer.
+#[tokio::test]
+async fn migrating_remakes_a_feed_of_another_persist_mode_and_it_holds_every_instance_again() {
+    use async_nats::jetstream::stream::PersistenceMode;
+    use streams::{cluster_feed, instances::instance_subject};
+
+    let server = NatsServer::start();
+    let js = async_nats::jetstream::new(server.connect().await);
+    let settings = Settings::default();
+    let topology = settings.apply(&js).await.expect("apply");
+    let mut before = cluster_feed::desired_stream_config(&settings, "c1");
+    before.persist_mode = None;
+    js.create_stream(before).await.expect("a feed as an older version made it");
+    topology.clusters.put("c1", r#"{"region":"eu"}"#.into()).await.unwrap();
+    let instances = [uuid::Uuid::new_v4(), uuid::Uuid::new_v4()];
+    for (i, id) in instances.iter().enumerate() {
+        for version in 0..=i {
+            js.publish(instance_subject("c1", "acme", *id), format!("{version}").into())
+                .await
+                .unwrap()
+                .await
+                .expect("stored");
+        }
+    }
+    js.publish(instance_subject("c2", "acme", uuid::Uuid::new_v4()), "other cluster".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let name = cluster_feed::desired_stream_name(&settings, "c1");
+    let persist_mode = |js: async_nats::jetstream::Context| {
+        let name = name.clone();
+        async move { js.get_stream(&name).await.unwrap().info().await.unwrap().config.persist_mode }
+    };
+
+    cluster_feed::apply(&js, &settings, "c1").await.expect("apply keeps the old persist mode");
+    assert_ne!(persist_mode(js.clone()).await, Some(PersistenceMode::Async));
+
+    let remade = cluster_feed::migrate_registered(&topology).await.expect("migrate");
+    assert_eq!(remade, ["c1"]);
+    assert_eq!(persist_mode(js.clone()).await, Some(PersistenceMode::Async));
+    let mut feed = js.get_stream(&name).await.unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while feed.info().await.unwrap().state.messages < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "the new feed never sourced both instances");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    for (i, id) in instances.iter().enumerate() {
+        let newest =
+            feed.get_last_raw_message_by_subject(&instance_subject("c1", "acme", *id)).await.unwrap();
+        assert_eq!(newest.payload, format!("{i}").as_bytes(), "instance {i}'s newest message");
+    }
+    assert_eq!(feed.info().await.unwrap().state.messages, 2, "only its own cluster's newest messages");
+    feed.consumer_info(cluster_feed::agent_consumer_name("c1")).await.expect("the agent's consumer");
+    assert!(cluster_feed::migrate_registered(&topology).await.unwrap().is_empty(), "nothing more to migrate");
+}

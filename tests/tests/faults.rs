@@ -108,4 +108,31 @@ async fn acknowledged_commands_survive_sigkill_and_the_api_recovers() {
         "the read model resumed after the restart: {}",
         got.body
     );
+
+    // The clusters' feeds are `persist_mode: async` (derived data, `streams::cluster_feed`): whatever
+    // tail the kill cost them, nats-server sources again, so each ends up holding the newest message of
+    // every instance of its cluster.
+    let js = async_nats::jetstream::new(api.nats_server.connect().await);
+    for id in &instances {
+        let path = format!("/v1/projects/acme/instances/{id}");
+        let cluster =
+            api.call(Method::GET, &path, None, &[]).await.body["cluster"].as_str().unwrap().to_owned();
+        let subject = streams::instances::instance_subject(&cluster, "acme", id.parse().unwrap());
+        let newest = api.state.events.get_last_raw_message_by_subject(&subject).await.unwrap();
+        let feed = js
+            .get_stream(streams::cluster_feed::desired_stream_name(&streams::Settings::default(), &cluster));
+        let feed = feed.await.unwrap();
+        let deadline = tokio::time::Instant::now() + RECOVERY;
+        loop {
+            let held = feed.get_last_raw_message_by_subject(&subject).await.ok().map(|m| m.payload);
+            if held.as_ref() == Some(&newest.payload) {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{cluster}'s feed lost instance {id}'s newest state"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }

@@ -52,9 +52,10 @@ pub(crate) struct Options {
     #[arg(long, value_delimiter = ',', default_value = "64")]
     http_clients: Vec<usize>,
     /// the HTTP scenarios' cluster feed (the agent's stream the server sources from the event stream):
-    /// `sourced` as deployed, `async` with `persist_mode: async` (one replica only), or `none` (deleted
-    /// after registering the cluster). A diagnostic of what the feed costs the write path.
-    #[arg(long, default_value = "sourced", value_parser = ["sourced", "async", "none"])]
+    /// `deployed` (`persist_mode: async` on one replica), `fsynced` (the default persist mode, as before
+    /// issue 31's fix), or `none` (deleted after registering the cluster). What the feed costs the write
+    /// path.
+    #[arg(long, default_value = "deployed", value_parser = ["deployed", "fsynced", "none"])]
     cluster_feed: String,
 }
 
@@ -269,8 +270,8 @@ async fn http_figure(
     Ok(figure)
 }
 
-/// Replaces `cluster`'s feed as `--cluster-feed` asks: deleted, or made again with `persist_mode: async`
-/// (the setting cannot be changed on an existing stream).
+/// Replaces `cluster`'s feed as `--cluster-feed` asks: deleted, or made again with the default persist
+/// mode (the setting cannot be changed on an existing stream).
 async fn reshape_feed(
     topology: &Topology,
     settings: &Settings,
@@ -282,10 +283,10 @@ async fn reshape_feed(
         "none" => {
             topology.jetstream.delete_stream(&name).await?;
         }
-        "async" => {
+        "fsynced" => {
             topology.jetstream.delete_stream(&name).await?;
             let mut config = streams::cluster_feed::desired_stream_config(settings, cluster);
-            config.persist_mode = Some(jetstream::stream::PersistenceMode::Async);
+            config.persist_mode = None;
             let stream = topology.jetstream.create_stream(config).await?;
             stream.create_consumer(streams::cluster_feed::agent_consumer(cluster)).await?;
         }

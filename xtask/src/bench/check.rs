@@ -75,7 +75,7 @@ pub(crate) async fn run(options: CheckOptions) -> anyhow::Result<()> {
             only: only.iter().map(|s| (*s).to_owned()).collect(),
             replicas: 1,
             http_clients: vec![64],
-            cluster_feed: "sourced".into(),
+            cluster_feed: "deployed".into(),
         };
         let title = format!("sync: {sync_name}, commit {mode_name}, 1 replica");
         eprintln!("{title}…");
