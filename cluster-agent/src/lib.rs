@@ -16,6 +16,7 @@ pub mod controller;
 pub mod crd;
 mod credentials;
 pub mod dry_run;
+mod egress;
 pub mod metrics;
 pub mod mirror;
 mod publish;
@@ -115,8 +116,29 @@ pub fn counting_client(config: kube::Config, metrics: &Metrics) -> Result<Client
 }
 
 /// Runs the agent until the mirror, the controller or the credentials responder stops (they run until
-/// cancelled).
+/// cancelled), with the default egress settings: the project namespaces' pods may reach DNS, their
+/// instances and the backup store when its endpoint is an address, and CloudNativePG's pods not the API
+/// server (`render::egress`).
 pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
+    run_with(config, render::egress::EgressSettings::default()).await
+}
+
+/// Runs the agent with the operator's egress settings for the project namespaces (`render::egress`).
+/// Refused: a block that overlaps link-local addresses, or a store endpoint that is not a URL.
+pub async fn run_with(config: AgentConfig, egress: render::egress::EgressSettings) -> anyhow::Result<()> {
+    let egress = Arc::new(render::egress::Egress::new(&egress, config.backup_store.as_ref())?);
+    if egress.store_unreachable {
+        tracing::warn!(
+            "the backup store is named by a host name and no --backup-store-cidr was given: under a network \
+             plugin that enforces NetworkPolicies, backups and WAL archiving cannot reach it"
+        );
+    }
+    if !egress.reaches_api_server() {
+        tracing::warn!(
+            "no --api-server-cidr: under a network plugin that enforces NetworkPolicies, CloudNativePG's \
+             instance manager cannot reach the API server and PostgreSQL instances do not start"
+        );
+    }
     if config.install_crd {
         // The API server may not answer yet (starting alongside the agent, or being upgraded): keep
         // asking, as the watches do, rather than exit.
@@ -132,7 +154,8 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     // A JoinSet aborts its tasks when dropped: when one part stops, or when the caller drops or aborts
     // this future, the others stop too instead of running on detached.
     let mut halves = tokio::task::JoinSet::new();
-    halves.spawn(mirror::run(config.clone(), desired.clone()));
+    halves.spawn(mirror::run(config.clone(), egress.clone(), desired.clone()));
+    halves.spawn(egress::run(config.clone(), egress, desired.clone()));
     halves.spawn(controller::run(config.clone(), desired.clone()));
     halves.spawn(credentials::run(config.clone()));
     halves.spawn(backups::run(config.clone(), desired.clone()));

@@ -5,7 +5,10 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use clap::Parser;
-use cluster_agent::{AgentConfig, Metrics, counting_client};
+use cluster_agent::{
+    AgentConfig, Metrics, counting_client,
+    render::egress::{Egress, EgressSettings},
+};
 use prometheus_client::registry::Registry;
 
 // glibc malloc showed up as the largest cost in profiles of the write path.
@@ -45,6 +48,21 @@ struct Options {
     /// secret access key of the backup store
     #[arg(long, env = "CP_BACKUP_STORE_SECRET_ACCESS_KEY", hide_env_values = true)]
     backup_store_secret_access_key: Option<String>,
+    /// address blocks of the backup store as the cluster's pods reach it, comma-separated (the project
+    /// namespaces' egress policy admits them on the endpoint's port); required when the endpoint names a
+    /// host rather than an address: a NetworkPolicy matches addresses, not names
+    #[arg(long, env = "CP_BACKUP_STORE_CIDR", value_delimiter = ',')]
+    backup_store_cidr: Vec<ipnet::IpNet>,
+    /// address blocks of the Kubernetes API server as pods' packets carry them, comma-separated: the
+    /// addresses of the `default/kubernetes` EndpointSlice (`kubectl get endpointslice -n default -l
+    /// kubernetes.io/service-name=kubernetes`), not the Service's cluster IP, which kube-proxy rewrites.
+    /// CloudNativePG's instance manager talks to the API server; without this, PostgreSQL does not start
+    /// under a network plugin that enforces NetworkPolicies
+    #[arg(long, env = "CP_API_SERVER_CIDR", value_delimiter = ',')]
+    api_server_cidr: Vec<ipnet::IpNet>,
+    /// the API server's port as pods' packets carry it (the `default/kubernetes` EndpointSlice's port)
+    #[arg(long, env = "CP_API_SERVER_PORT", default_value_t = cluster_agent::render::egress::DEFAULT_API_SERVER_PORT)]
+    api_server_port: u16,
     /// address of /metrics and /healthz
     #[arg(long, env = "CP_AGENT_LISTEN", default_value = "127.0.0.1:0")]
     listen: SocketAddr,
@@ -90,31 +108,47 @@ async fn main() -> anyhow::Result<()> {
     );
     tokio::spawn(async move { axum::serve(listener, app).await });
 
-    cluster_agent::run(AgentConfig {
-        cluster: options.cluster,
-        client,
-        nats,
-        settings: streams::Settings::default(),
-        concurrency: options.concurrency,
-        resync: Duration::from_secs(options.resync_seconds),
-        install_crd: options.install_crd,
-        metrics,
-        backup_store: match (
-            options.backup_store_endpoint,
-            options.backup_store_bucket,
-            options.backup_store_access_key_id,
-            options.backup_store_secret_access_key,
-        ) {
-            (Some(endpoint), Some(bucket), Some(access_key_id), Some(secret_access_key)) => {
-                Some(cluster_agent::render::backup::StoreTarget {
-                    endpoint,
-                    bucket,
-                    access_key_id,
-                    secret_access_key,
-                })
-            }
-            _ => None,
+    let egress = EgressSettings {
+        store_blocks: options.backup_store_cidr,
+        api_server_blocks: options.api_server_cidr,
+        api_server_port: options.api_server_port,
+    };
+    let backup_store = match (
+        options.backup_store_endpoint,
+        options.backup_store_bucket,
+        options.backup_store_access_key_id,
+        options.backup_store_secret_access_key,
+    ) {
+        (Some(endpoint), Some(bucket), Some(access_key_id), Some(secret_access_key)) => {
+            Some(cluster_agent::render::backup::StoreTarget {
+                endpoint,
+                bucket,
+                access_key_id,
+                secret_access_key,
+            })
+        }
+        _ => None,
+    };
+    // Refused before anything starts: a block overlapping link-local addresses, and a store named by a
+    // host without its blocks (its backups could not reach it under an enforcing network plugin).
+    if Egress::new(&egress, backup_store.as_ref())?.store_unreachable {
+        anyhow::bail!(
+            "the backup store endpoint names a host: give its address blocks with --backup-store-cidr"
+        );
+    }
+    cluster_agent::run_with(
+        AgentConfig {
+            cluster: options.cluster,
+            client,
+            nats,
+            settings: streams::Settings::default(),
+            concurrency: options.concurrency,
+            resync: Duration::from_secs(options.resync_seconds),
+            install_crd: options.install_crd,
+            metrics,
+            backup_store,
         },
-    })
+        egress,
+    )
     .await
 }

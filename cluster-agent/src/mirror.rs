@@ -26,7 +26,7 @@ use crate::{
     AgentConfig, Error, Result,
     crd::{ManagedInstance, ManagedInstanceSpec},
     publish::{About, publish},
-    render::{apply_params, namespace},
+    render::{apply_params, egress::Egress, namespace},
 };
 
 /// Messages handled at once. Each instance is still handled by one at a time (see `Desired::lock`).
@@ -129,6 +129,11 @@ impl Desired {
         lock(&self.backups).iter().map(|(id, (backup, _))| (*id, backup.clone())).collect()
     }
 
+    /// Whether the agent made (or found, at start) project namespace `ns`.
+    pub(crate) fn has_namespace(&self, ns: &str) -> bool {
+        lock(&self.namespaces).contains(ns)
+    }
+
     /// Whether the start-up rebuild is done.
     pub(crate) fn is_rebuilt(&self) -> bool {
         self.rebuilt.load(Ordering::Acquire)
@@ -170,12 +175,16 @@ impl Desired {
 /// Runs the mirror until cancelled: the cluster's consumer is rewound to replay the newest message of
 /// every instance subject of the cluster (`streams::cluster_feed`), then followed; beside it a watch
 /// restores deleted ManagedInstances of active instances.
-pub(crate) async fn run(config: Arc<AgentConfig>, desired: Arc<Desired>) -> anyhow::Result<()> {
+pub(crate) async fn run(
+    config: Arc<AgentConfig>,
+    egress: Arc<Egress>,
+    desired: Arc<Desired>,
+) -> anyhow::Result<()> {
     let js = streams::accounts::agent_jetstream(config.nats.clone());
     // The agent never administers JetStream (the control plane makes the cluster's stream and consumer
     // when it registers the cluster): it looks its consumer up, and waits while it does not exist yet.
     let consumer = open_consumer(&js, &config).await;
-    remember_cluster(&config, &desired).await;
+    remember_cluster(&config, &egress, &desired).await;
     // A slow or briefly unavailable JetStream (a replicated stream electing a leader, a loaded server)
     // is waited out, as the consumer lookup is: the agent keeps running and retries.
     let mut wait = Duration::from_millis(200);
@@ -196,6 +205,7 @@ pub(crate) async fn run(config: Arc<AgentConfig>, desired: Arc<Desired>) -> anyh
     // restores nothing (the lifecycle is not known yet); the rebuild mirrors every instance anyway.
     let _restorer = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(restore_deleted_mirrors(
         config.clone(),
+        egress.clone(),
         desired.clone(),
     )));
 
@@ -217,7 +227,7 @@ pub(crate) async fn run(config: Arc<AgentConfig>, desired: Arc<Desired>) -> anyh
             Ok::<_, async_nats::jetstream::consumer::pull::MessagesError>((message, learned))
         })
         .for_each_concurrent(IN_FLIGHT, |delivered| {
-            let (config, desired) = (config.clone(), desired.clone());
+            let (config, egress, desired) = (config.clone(), egress.clone(), desired.clone());
             async move {
                 let (message, learned) = match delivered {
                     Ok(delivered) => delivered,
@@ -227,7 +237,7 @@ pub(crate) async fn run(config: Arc<AgentConfig>, desired: Arc<Desired>) -> anyh
                     }
                 };
                 let outcome = match learned {
-                    Ok(Some(id)) => mirror(&config, &desired, id).await,
+                    Ok(Some(id)) => mirror(&config, &egress, &desired, id).await,
                     Ok(None) => Ok(()),
                     Err(e) => {
                         // Undecodable: redelivering will not help. Report, park and move on.
@@ -310,9 +320,10 @@ async fn open_consumer(
 
 /// Reads, with one LIST each, the ManagedInstances and the namespaces the agent made that the cluster
 /// holds, so that rebuilding the desired state at start writes nothing that is already there: a restart
-/// in steady state costs two reads, not a write per instance and per namespace. A failed read is logged
-/// and costs only those writes.
-async fn remember_cluster(config: &AgentConfig, desired: &Desired) {
+/// in steady state costs three reads, not a write per instance and per namespace. A failed read is logged
+/// and costs only those writes. The namespaces' egress policies are checked against a third LIST, and
+/// those missing or changed (made by an older agent, or under other settings) are applied again.
+async fn remember_cluster(config: &AgentConfig, egress: &Egress, desired: &Desired) {
     let mirrors: Api<ManagedInstance> = Api::all(config.client.clone());
     match mirrors.list(&ListParams::default()).await {
         Ok(list) => {
@@ -340,6 +351,14 @@ async fn remember_cluster(config: &AgentConfig, desired: &Desired) {
         ),
         Err(e) => tracing::warn!(error = %e, "listing namespaces failed; the rebuild applies every one"),
     }
+    let namespaces: Vec<String> = lock(&desired.namespaces).iter().cloned().collect();
+    match crate::egress::list(config).await {
+        Ok(policies) => crate::egress::keep_all(config, egress, &namespaces, &policies).await,
+        Err(e) => {
+            tracing::warn!(error = %e, "listing the egress policies failed; applying them to every namespace");
+            crate::egress::keep_all(config, egress, &namespaces, &[]).await;
+        }
+    }
 }
 
 /// The label of the namespaces the agent makes.
@@ -366,7 +385,7 @@ pub const POD_SECURITY_LEVEL: &str = "baseline";
 /// is put back from the desired state, and the drift is recorded. The controller has let the deleted
 /// one go without touching its objects, claims or credentials (`controller::cleanup`), so the new one
 /// finds them all in place.
-async fn restore_deleted_mirrors(config: Arc<AgentConfig>, desired: Arc<Desired>) {
+async fn restore_deleted_mirrors(config: Arc<AgentConfig>, egress: Arc<Egress>, desired: Arc<Desired>) {
     let api: Api<ManagedInstance> = Api::all(config.client.clone());
     let js = streams::accounts::agent_jetstream(config.nats.clone());
     let mut events = watcher(api, watcher::Config::default()).default_backoff().boxed();
@@ -377,7 +396,7 @@ async fn restore_deleted_mirrors(config: Arc<AgentConfig>, desired: Arc<Desired>
             continue;
         }
         lock(&desired.mirrored).remove(&id);
-        if let Err(e) = mirror(&config, &desired, id).await {
+        if let Err(e) = mirror(&config, &egress, &desired, id).await {
             tracing::warn!(%id, error = %e, "restoring a deleted ManagedInstance failed; the next event of the instance retries");
             continue;
         }
@@ -397,7 +416,7 @@ async fn restore_deleted_mirrors(config: Arc<AgentConfig>, desired: Arc<Desired>
 
 /// Makes the cluster's ManagedInstance match the newest desired state of `id` (level-triggered: whatever
 /// message triggered it, the latest known state is what gets written).
-async fn mirror(config: &AgentConfig, desired: &Desired, id: Uuid) -> Result<()> {
+async fn mirror(config: &AgentConfig, egress: &Egress, desired: &Desired, id: Uuid) -> Result<()> {
     let instance_lock = desired.lock(id);
     let _guard = instance_lock.lock().await;
     let Some((instance, version)) = lock(&desired.instances).get(&id).cloned() else { return Ok(()) };
@@ -419,7 +438,7 @@ async fn mirror(config: &AgentConfig, desired: &Desired, id: Uuid) -> Result<()>
                 lock(&desired.mirrored).insert(id, version);
                 return Ok(());
             }
-            ensure_namespace(config, desired, &ns).await?;
+            ensure_namespace(config, egress, desired, &ns).await?;
             api.patch(&spec.name, &apply_params(), &Patch::Apply(&object)).await?;
         }
         // Gone already when the agent started: nothing to delete.
@@ -439,7 +458,9 @@ async fn mirror(config: &AgentConfig, desired: &Desired, id: Uuid) -> Result<()>
     Ok(())
 }
 
-async fn ensure_namespace(config: &AgentConfig, desired: &Desired, ns: &str) -> Result<()> {
+/// Applies the project namespace `ns` with its labels, then its egress policies, before any object of an
+/// instance is applied there: the instance's pods never run without them.
+async fn ensure_namespace(config: &AgentConfig, egress: &Egress, desired: &Desired, ns: &str) -> Result<()> {
     if lock(&desired.namespaces).contains(ns) {
         return Ok(());
     }
@@ -448,6 +469,7 @@ async fn ensure_namespace(config: &AgentConfig, desired: &Desired, ns: &str) -> 
     let labels = json!({label: value, POD_SECURITY_ENFORCE: POD_SECURITY_LEVEL});
     let object = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": labels}});
     api.patch(ns, &apply_params(), &Patch::Apply(&object)).await?;
+    crate::egress::keep(config, egress, ns, &[]).await?;
     lock(&desired.namespaces).insert(ns.to_owned());
     Ok(())
 }

@@ -16,6 +16,7 @@ mod applied;
 pub mod backup;
 pub mod barman;
 pub mod digest;
+pub mod egress;
 pub mod job;
 pub mod network;
 pub mod rotation;

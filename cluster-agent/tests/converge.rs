@@ -53,11 +53,12 @@ async fn an_update_writes_exactly_the_affected_objects_and_deprovision_removes_e
     let mut changed = delta(&before, &cluster.writes());
     // Installing the CRD is the agent's start, not this instance's.
     changed.retain(|k, _| !k.contains("customresourcedefinitions"));
-    // The namespace, the ManagedInstance and its finalizer, the Secret, and four objects (StatefulSet,
-    // ConfigMap, headless Service, NetworkPolicy; no endpoint without an ACL); status as for any rollout.
-    assert_eq!(changed.get("patch networkpolicies.networking.k8s.io"), Some(&1), "{changed:?}");
+    // The namespace and its egress policy (once per namespace), the ManagedInstance and its finalizer,
+    // the Secret, and four objects (StatefulSet, ConfigMap, headless Service, NetworkPolicy; no endpoint
+    // without an ACL); status as for any rollout.
+    assert_eq!(changed.get("patch networkpolicies.networking.k8s.io"), Some(&2), "{changed:?}");
     assert_eq!(changed.get("patch services"), Some(&1), "no endpoint without an ACL: {changed:?}");
-    within_update_bound(&changed, 7, 0, 1, "provisioning");
+    within_update_bound(&changed, 8, 0, 1, "provisioning");
 
     let before = cluster.writes();
     let version =

@@ -73,6 +73,8 @@ pub struct World {
     pub clusters: Vec<Cluster>,
     /// where the agents started from now on send backups
     pub backup_store: Option<cluster_agent::render::backup::StoreTarget>,
+    /// the egress settings of the agents started from now on
+    pub egress: cluster_agent::render::egress::EgressSettings,
 }
 
 impl World {
@@ -141,7 +143,15 @@ impl World {
                 .await
                 .expect("cluster feed");
         }
-        Self { nats_server, nats, topology, commands, clusters, backup_store: None }
+        Self {
+            nats_server,
+            nats,
+            topology,
+            commands,
+            clusters,
+            backup_store: None,
+            egress: Default::default(),
+        }
     }
 
     /// Stops the agent of cluster `i` (it stops everything it started).
@@ -171,6 +181,17 @@ impl World {
             bucket: testkit::s3::BACKUP_BUCKET.into(),
             access_key_id: s3.access_key().into(),
             secret_access_key: s3.secret_key().into(),
+        });
+    }
+
+    /// Agents started from now on have a backup store at `endpoint` (which nothing serves: for what the
+    /// agent renders from its address).
+    pub fn send_backups_to_address(&mut self, endpoint: &str) {
+        self.backup_store = Some(cluster_agent::render::backup::StoreTarget {
+            endpoint: endpoint.into(),
+            bucket: testkit::s3::BACKUP_BUCKET.into(),
+            access_key_id: "unused".into(),
+            secret_access_key: "unused".into(),
         });
     }
 
@@ -212,7 +233,7 @@ impl World {
             metrics: cluster.metrics.clone(),
             backup_store: self.backup_store.clone(),
         };
-        cluster.agent = Some(tokio::spawn(cluster_agent::run(config)));
+        cluster.agent = Some(tokio::spawn(cluster_agent::run_with(config, self.egress.clone())));
     }
 
     pub fn cluster(&self, name: &str) -> &Cluster {
