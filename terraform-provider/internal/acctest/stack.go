@@ -326,3 +326,23 @@ func waitHTTP(url string, timeout time.Duration) error {
 		}
 	}
 }
+
+// SetFaults sets the simulated cluster's injected faults (k8s-sim `POST /sim/faults`, e.g.
+// `{"crash_loop": ["*"]}`); `{}` clears them.
+func (s *Stack) SetFaults(cluster, faults string) error {
+	s.mu.Lock()
+	a, ok := s.agents[cluster]
+	s.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("no simulated cluster %s", cluster)
+	}
+	resp, err := http.Post(a.simURL+"/sim/faults", "application/json", strings.NewReader(faults))
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("k8s-sim /sim/faults: %s", resp.Status)
+	}
+	return nil
+}
