@@ -1,0 +1,7 @@
+data "cp_instance" "orders" {
+  name = "orders-db"
+}
+
+output "orders_endpoint" {
+  value = data.cp_instance.orders.endpoint
+}
