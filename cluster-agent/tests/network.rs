@@ -59,6 +59,37 @@ async fn the_reference_example_an_acl_change_reaches_the_policy_and_the_endpoint
         "the policy must see the client's address"
     );
 
+    // A cloud's load-balancer controller (stood in for on both backends: `k8s_sim::load_balancer`,
+    // `kubeenv::load_balancer`) publishes the endpoint's address; the agent reports it, so the instance
+    // shows where to connect.
+    cluster
+        .converges("the endpoint's address published", |v| {
+            v.get("services", "mongo-endpoint")
+                .is_some_and(|s| s["status"]["loadBalancer"]["ingress"][0]["ip"].is_string())
+        })
+        .await;
+    let address =
+        cluster.view().await.get("services", "mongo-endpoint").unwrap()["status"]["loadBalancer"]["ingress"]
+            [0]["ip"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    let deadline = tokio::time::Instant::now() + CONVERGE;
+    loop {
+        let model = world.read_models().await;
+        let reported =
+            model.instance("acme", id).and_then(|v| v.observed.as_ref()?.network.as_ref()?.endpoint.clone());
+        if let Some(endpoint) = reported {
+            assert_eq!((endpoint.host.as_str(), endpoint.port), (address.as_str(), 27017));
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the agent never reported the endpoint's address {address}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
     // The reference example: desired 1.2.3.4/32, observed 0.0.0.0/0. The agent is stopped while the
     // change is made, so the status shown before the cluster applies it is seen for certain.
     assert_eq!(network_health(&world, id).await, Health::Healthy);

@@ -92,6 +92,12 @@ pub(crate) fn spawn(sim: Simulator) {
                 {
                     report_app_secret_version(&sim, &change.namespace, &change.value());
                 }
+                Ok(change)
+                    if change.kind != "DELETED" && change.resource == crate::load_balancer::SERVICES =>
+                {
+                    let name = change.value()["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+                    crate::load_balancer::sync(&sim, &change.namespace, &name);
+                }
                 Ok(_) => {}
                 Err(RecvError::Lagged(_)) => resync(&sim),
                 Err(RecvError::Closed) => return,

@@ -11,6 +11,7 @@
 mod backup_job;
 mod barman;
 pub mod controllers;
+pub mod load_balancer;
 pub mod server;
 pub mod store;
 

@@ -27,6 +27,10 @@ struct Options {
     /// free ports) with its own state
     #[arg(long, default_value_t = 1)]
     clusters: usize,
+    /// give Services of type LoadBalancer an address from this IPv4 block, as a cloud's load-balancer
+    /// controller would (e.g. 198.51.100.0/24, a documentation range: nothing answers there)
+    #[arg(long, value_parser = k8s_sim::load_balancer::parse_pool)]
+    load_balancer_pool: Option<ipnet::Ipv4Net>,
 }
 
 #[tokio::main]
@@ -40,6 +44,7 @@ async fn main() -> anyhow::Result<()> {
             ready_delay: Duration::from_millis(options.ready_delay_ms),
             history: options.history,
             change_buffer: options.history.max(4096),
+            load_balancer_pool: options.load_balancer_pool,
             ..SimulatorOptions::default()
         });
         let listen = if n == 0 { options.listen } else { SocketAddr::new(options.listen.ip(), 0) };

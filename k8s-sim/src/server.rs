@@ -37,6 +37,9 @@ pub struct SimulatorOptions {
     /// changes on their way to watchers; a watcher that falls further behind gets 410 Gone. Each change
     /// held here or in `history` keeps its object alive: at a hundred clusters the defaults held gigabytes.
     pub change_buffer: usize,
+    /// addresses a stand-in cloud load-balancer controller gives Services of type `LoadBalancer`
+    /// ([`crate::load_balancer`]); none when `None`
+    pub load_balancer_pool: Option<ipnet::Ipv4Net>,
 }
 
 impl Default for SimulatorOptions {
@@ -46,6 +49,7 @@ impl Default for SimulatorOptions {
             bookmark_interval: Duration::from_secs(1),
             history: crate::store::HISTORY,
             change_buffer: 65_536,
+            load_balancer_pool: None,
         }
     }
 }

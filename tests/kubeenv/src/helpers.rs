@@ -1,7 +1,8 @@
 //! Test-side stand-ins for what a real cluster runs besides the control plane: a volume provisioner and
 //! resizer for the default StorageClass (a CSI driver's external-provisioner and external-resizer), and
 //! the CloudNativePG operator's status reporting, and its Barman Cloud plugin's base backups (written for
-//! real into the object store the Cluster archives to).
+//! real into the object store the Cluster archives to), and a cloud's load-balancer controller
+//! ([`crate::load_balancer`]).
 
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
@@ -30,7 +31,8 @@ pub(crate) fn spawn_all(admin: Client) -> Vec<tokio::task::JoinHandle<()>> {
     vec![
         tokio::spawn(provision_volumes(admin.clone())),
         tokio::spawn(report_cnpg_status(admin.clone())),
-        tokio::spawn(take_cnpg_backups(admin)),
+        tokio::spawn(take_cnpg_backups(admin.clone())),
+        tokio::spawn(crate::load_balancer::publish_load_balancers(admin)),
     ]
 }
 

@@ -15,6 +15,7 @@
 //! `deploy/rbac/cluster-agent.yaml` (the API server runs with `--authorization-mode=RBAC`).
 
 pub mod helpers;
+pub mod load_balancer;
 mod pki;
 
 use std::{
