@@ -4,7 +4,8 @@
 //! model*). What an agent publishes is a claim about its own cluster: the subject says which cluster sent
 //! it (NATS permissions bind `cp.obs.<cluster>.>` to that cluster's identity), the payload may say
 //! anything. A fact is applied only when subject, payload and desired state agree: the payload names the
-//! subject's project and instance, the instance (or the backup's instance) is placed on that cluster, a
+//! subject's project and instance, the instance is one the control plane placed, and (or the backup's
+//! instance) placed on that cluster, a
 //! backup's location lies under that instance's prefix, and facts only the control plane can know
 //! (verification, deletion) come from the control plane's own source. Anything else is refused, counted
 //! by reason and parked in the dead-letter stream.
@@ -25,6 +26,10 @@ pub enum FactRefused {
         /// what the subject says
         subject: String,
     },
+    /// the instance is not one the control plane ever placed (a cluster learns of instances only from
+    /// the event stream, after their creation; every instance's record outlives it)
+    #[error("instance {0} is not known to the control plane")]
+    UnknownInstance(String),
     /// the instance is placed on another cluster than the one reporting it
     #[error("instance {instance} is placed on {placed}, not on {reporter}")]
     NotPlacedThere {
@@ -62,6 +67,7 @@ impl FactRefused {
         match self {
             Self::Subject(_) => "subject",
             Self::PayloadDisagrees { .. } => "payload_disagrees_with_subject",
+            Self::UnknownInstance(_) => "unknown_instance",
             Self::NotPlacedThere { .. } => "instance_not_placed_on_cluster",
             Self::ForeignBackup { .. } => "backup_of_another_instance",
             Self::Location(_) => "backup_location_outside_instance",

@@ -237,7 +237,9 @@ impl ReadModel {
             return Ok(self.backups.apply_observed(sequence, &bound, &message)?);
         }
         let key = (bound.project.to_owned(), bound.instance_id);
-        let Some(view) = self.instances.get_mut(&key) else { return Ok(false) };
+        let Some(view) = self.instances.get_mut(&key) else {
+            return Err(FactRefused::UnknownInstance(format!("{}/{}", key.0, key.1)).into());
+        };
         let placed = &view.spec().cluster;
         if placed != bound.source {
             return Err(FactRefused::NotPlacedThere {

@@ -5,6 +5,7 @@
 //! * [`backup_worker`]: the control plane's actions on the backup store (verify, delete), reported as facts.
 //! * [`backups`]: the fold of backups' events and their clusters' facts into backup records.
 //! * [`status`]: desired compared with observed, per aspect.
+//! * [`intake`]: moves each cluster's facts from its bounded intake onto the event stream, at a bounded rate.
 //! * [`projector`]: folds the stream into the read-model bucket (the `cp-projector` process).
 //! * [`runner`]: the read models as an API replica sees them, following the bucket.
 //! * [`rebuild`]: folding the whole stream from scratch and comparing with the live read models.
@@ -20,6 +21,7 @@ pub mod backup_worker;
 pub mod backups;
 pub mod facts;
 pub mod instances;
+pub mod intake;
 pub mod projector;
 pub mod rebuild;
 pub mod runner;

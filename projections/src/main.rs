@@ -32,6 +32,13 @@ enum Command {
         /// address of /metrics and /healthz
         #[arg(long, env = "CP_PROJECTOR_LISTEN", default_value = "127.0.0.1:9464")]
         listen: SocketAddr,
+        /// how many facts per second one cluster's agent may add to the event stream, sustained
+        /// (`projections::intake`)
+        #[arg(long, env = "CP_INTAKE_FACTS_PER_SECOND", default_value_t = projections::intake::IntakeLimits::default().per_second)]
+        intake_facts_per_second: std::num::NonZeroU32,
+        /// how many facts one cluster's agent may add at once after a quiet spell
+        #[arg(long, env = "CP_INTAKE_BURST", default_value_t = projections::intake::IntakeLimits::default().burst)]
+        intake_burst: std::num::NonZeroU32,
         /// S3 endpoint of the backup store; with it, this process verifies reported backups and deletes
         /// the objects of deleted ones (`projections::backup_worker`)
         #[arg(long, env = "CP_BACKUP_STORE_ENDPOINT", requires_all = ["backup_store_bucket", "backup_store_access_key_id", "backup_store_secret_access_key"])]
@@ -105,6 +112,8 @@ async fn main() -> anyhow::Result<()> {
     match options.command {
         Command::Run {
             listen,
+            intake_facts_per_second,
+            intake_burst,
             backup_store_endpoint,
             backup_store_bucket,
             backup_store_access_key_id,
@@ -144,6 +153,20 @@ async fn main() -> anyhow::Result<()> {
             }
             let mut registry = Registry::default();
             let metrics = ProjectorMetrics::default().register(&mut registry);
+            // Agents' facts reach the event stream only through their clusters' intakes.
+            let intake_metrics = projections::intake::IntakeMetrics::default().register(&mut registry);
+            let clusters = streams::clusters::ClusterRegistry::open(&topology).await?;
+            let limits = projections::intake::IntakeLimits {
+                per_second: intake_facts_per_second,
+                burst: intake_burst,
+            };
+            tokio::spawn(projections::intake::run(
+                topology.jetstream.clone(),
+                topology.settings.clone(),
+                clusters,
+                limits,
+                intake_metrics,
+            ));
             let registry = Arc::new(registry);
             let listener =
                 tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;

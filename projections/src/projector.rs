@@ -241,8 +241,16 @@ impl Projector {
                     tracing::error!(sequence, subject = %message.subject, error = %e, "message skipped by the projector");
                     if let Some(jetstream) = &self.dead_letters {
                         let stream = self.events.cached_info().config.name.clone();
+                        // A refused fact is parked under its cluster (which the subject names), so
+                        // that one cluster's refused facts push out only its own letters.
+                        let reader = match (&e, streams::observed::parse_observed_subject(&message.subject)) {
+                            (ApplyError::Refused(_), Some(bound)) => {
+                                Reader::RefusedFact { cluster: bound.source.to_owned() }
+                            }
+                            _ => Reader::Projector,
+                        };
                         let letter = DeadLetter::new(
-                            Reader::Projector,
+                            reader,
                             &stream,
                             sequence,
                             &message.subject,

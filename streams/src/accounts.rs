@@ -14,8 +14,9 @@
 //!   [`AGENT_API_PREFIX`] because an account without JetStream has the server answer its own `$JS.API.…`
 //!   ("JetStream not enabled for account"); the agent uses [`agent_jetstream`];
 //! - acknowledgements of its consumer's messages (`$JS.ACK.<stream>.<consumer>.>`);
-//! - publishing its cluster's observed facts (`cp.obs.<cluster>.>`) and its dead letters, with
-//!   JetStream's acknowledgement coming back as the service's reply.
+//! - publishing its cluster's observed facts (`cp.obs.<cluster>.>`, mapped to its own bounded intake,
+//!   [`crate::intake`]) and its dead letters, with JetStream's acknowledgement coming back as the
+//!   service's reply.
 //!
 //! and exports one service back: the control plane's requests to it (`cp.rpc.<cluster>.>`, credentials).
 //! Whatever reply subject an agent puts on a pull, the messages are delivered to that subject *in its own
@@ -38,6 +39,13 @@ pub const CONTROL_PLANE_ACCOUNT: &str = "CP";
 
 /// Where an agent's account finds the JetStream API calls it imports (`<prefix>.CONSUMER.…`).
 pub const AGENT_API_PREFIX: &str = "JS.CP.API";
+
+/// Connections one agent's account may hold at once (its replicas, each with one connection, and room
+/// for restarts whose old connection the server has not yet timed out).
+pub const AGENT_MAX_CONNECTIONS: i64 = 8;
+
+/// Subscriptions one agent's account may hold (an agent needs its reply inbox and its request subject).
+pub const AGENT_MAX_SUBSCRIPTIONS: i64 = 256;
 
 /// The account of `cluster`'s agent.
 pub fn agent_account_name(cluster: &str) -> String {
@@ -108,7 +116,13 @@ pub(crate) fn agent_services(settings: &Settings, cluster: &str) -> Vec<AgentSer
         api(format!("CONSUMER.RESET.{stream}.{consumer}"), false),
         api(format!("CONSUMER.MSG.NEXT.{stream}.{consumer}"), true),
         same(crate::cluster_feed::agent_ack_filter(settings, cluster)),
-        same(observed_cluster_filter(cluster)),
+        // Its facts: published on `cp.obs.<cluster>.…` in its account, stored in its own bounded intake
+        // (`crate::intake`), never straight into the event stream.
+        AgentService {
+            subject: crate::intake::cluster_filter(cluster),
+            local: observed_cluster_filter(cluster),
+            streamed: false,
+        },
         same(Reader::Agent { cluster: cluster.to_owned() }.subject()),
     ]
 }
@@ -136,6 +150,13 @@ pub fn agent_account(settings: &Settings, cluster: &str) -> AgentAccount {
         account: json!({
             "imports": imports,
             "exports": [{"service": requests, "accounts": [CONTROL_PLANE_ACCOUNT]}],
+            // nats-server `server/opts.go` `parseAccountLimits`: a taken-over agent cannot exhaust the
+            // server's connections or subscriptions, nor send messages larger than a fact may be.
+            "limits": {
+                "max_connections": AGENT_MAX_CONNECTIONS,
+                "max_subscriptions": AGENT_MAX_SUBSCRIPTIONS,
+                "max_payload": settings.max_message_bytes,
+            },
         }),
         user_permissions: crate::cluster_feed::agent_permissions(settings, cluster),
         name,

@@ -97,7 +97,7 @@ pub fn agent_consumer(cluster: &str) -> consumer::pull::Config {
     }
 }
 
-/// Creates or updates `cluster`'s stream and its agent's consumer. Safe to run at every start and every
+/// Creates or updates `cluster`'s stream and its agent's consumer, and its intake ([`crate::intake`]). Safe to run at every start and every
 /// registration, with the control plane's identity, which may not delete streams: a stream made with
 /// another persist mode keeps it (the update would be refused) until [`migrate`] makes it again.
 pub async fn apply(
@@ -125,6 +125,8 @@ pub async fn apply(
     {
         let _ = events.delete_consumer(&agent_consumer_name(cluster)).await;
     }
+    // And the agent's way in: where its facts wait for the intake gate.
+    crate::intake::apply(jetstream, settings, cluster).await?;
     Ok(())
 }
 

@@ -34,6 +34,12 @@ pub enum Reader {
         /// the cluster
         cluster: String,
     },
+    /// the projector, refusing a fact a cluster reported (`projections::facts`): parked per cluster, so
+    /// a cluster that floods refused facts pushes out only its own letters
+    RefusedFact {
+        /// the cluster that reported it
+        cluster: String,
+    },
 }
 
 impl Reader {
@@ -42,6 +48,7 @@ impl Reader {
         match self {
             Self::Projector => format!("{DEAD_LETTER_PREFIX}.projector"),
             Self::Agent { cluster } => format!("{DEAD_LETTER_PREFIX}.agent.{cluster}"),
+            Self::RefusedFact { cluster } => format!("{DEAD_LETTER_PREFIX}.refused.{cluster}"),
         }
     }
 }
@@ -99,6 +106,9 @@ impl DeadLetter {
     }
 }
 
+/// Most letters kept per reader; the oldest go first.
+pub const DEAD_LETTERS_PER_READER: i64 = 10_000;
+
 /// Configuration of the dead-letter stream.
 pub fn stream_config(replicas: usize) -> jetstream::stream::Config {
     jetstream::stream::Config {
@@ -109,6 +119,11 @@ pub fn stream_config(replicas: usize) -> jetstream::stream::Config {
         num_replicas: replicas,
         max_age: DEAD_LETTER_MAX_AGE,
         duplicate_window: Duration::from_secs(120),
+        // One subject per reader (`cp.dlq.agent.<cluster>` per cluster): an agent that floods its own
+        // subject pushes out only its own older letters, never another reader's, and the stream stays
+        // bounded (at most this many letters, each at most a message, per reader).
+        max_messages_per_subject: DEAD_LETTERS_PER_READER,
+        max_message_size: 1024 * 1024,
         ..Default::default()
     }
 }

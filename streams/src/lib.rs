@@ -25,6 +25,7 @@ pub mod history;
 pub mod idempotency;
 pub mod identities;
 pub mod instances;
+pub mod intake;
 mod kv_create;
 pub mod names;
 pub mod observed;

@@ -42,6 +42,10 @@ pub struct Settings {
     /// how the event store sends its messages; match it to the server's `sync_interval`
     /// (see ARCHITECTURE.md, *Durability*)
     pub commit_mode: CommitMode,
+    /// most facts one cluster's intake holds on their way to the event stream ([`crate::intake`])
+    pub intake_max_messages: i64,
+    /// most bytes one cluster's intake holds
+    pub intake_max_bytes: i64,
 }
 
 impl Default for Settings {
@@ -57,6 +61,9 @@ impl Default for Settings {
             clusters_bucket: "cp-clusters".to_owned(),
             read_models_bucket: "cp-read-models".to_owned(),
             commit_mode: CommitMode::default(),
+            // A thousand instances reporting ten facts each at once fit; a flood stops here.
+            intake_max_messages: 10_000,
+            intake_max_bytes: 64 * 1024 * 1024,
         }
     }
 }

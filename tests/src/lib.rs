@@ -56,6 +56,8 @@ pub struct TestApi {
     pub state: AppState,
     /// the projector's metrics (refused facts among them)
     pub projector_metrics: projections::ProjectorMetrics,
+    /// the intake gate's metrics (facts moved and throttled per cluster)
+    pub intake_metrics: projections::intake::IntakeMetrics,
     router: Router,
     connected: tokio::sync::watch::Receiver<bool>,
     /// each cluster's agent identity, made once: its account can be configured once
@@ -177,11 +179,24 @@ impl TestApi {
             let cluster = domain::Cluster { name: name.into(), region: "eu-central".into() };
             state.clusters.register(&cluster).await.expect("register cluster");
         }
+        let intake_metrics = projections::intake::IntakeMetrics::default();
+        if projector {
+            // Agents' facts reach the event stream through their clusters' intakes, moved by the gate
+            // `cp-projector run` runs beside the projector.
+            tokio::spawn(projections::intake::run(
+                async_nats::jetstream::new(state.nats.clone()),
+                settings.clone(),
+                state.clusters.clone(),
+                projections::intake::IntakeLimits::default(),
+                intake_metrics.clone(),
+            ));
+        }
         let router = app(state.clone());
         Self {
             nats_server,
             state,
             projector_metrics,
+            intake_metrics,
             router,
             connected,
             agent_identities: Default::default(),
@@ -199,6 +214,27 @@ impl TestApi {
                 self.nats_server.add_agent_account(&account.to_value())
             })
             .clone()
+    }
+
+    /// Waits, at most `timeout`, until the intake gate has moved every fact the registered clusters'
+    /// intakes hold onto the event stream (`streams::intake`): what an agent had acknowledged is then in
+    /// the stream. Returns whether it did.
+    pub async fn intakes_moved(&self, timeout: Duration) -> bool {
+        let jetstream = async_nats::jetstream::new(self.state.nats.clone());
+        let deadline = tokio::time::Instant::now() + timeout;
+        for cluster in self.state.clusters.list() {
+            let Ok(mut intake) = jetstream.get_stream(streams::intake::stream_name(&cluster.name)).await
+            else {
+                return false;
+            };
+            while intake.info().await.map(|i| i.state.messages).unwrap_or(u64::MAX) > 0 {
+                if tokio::time::Instant::now() >= deadline {
+                    return false;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        true
     }
 
     /// How many facts from clusters the projector refused for `reason` (`projections::facts`).

@@ -168,6 +168,8 @@ async fn no_backup_of_an_instance_that_was_never_ready() {
 /// The backup facts about `instance` in the event stream, by type, in order.
 async fn backup_facts(api: &TestApi, instance: Uuid) -> Vec<String> {
     use futures::StreamExt as _;
+    // What the agent had acknowledged is in its cluster's intake or already in the event stream.
+    assert!(api.intakes_moved(std::time::Duration::from_secs(30)).await, "facts stayed in the intakes");
     let mut stream = api.state.events.clone();
     let last = stream.info().await.expect("its info").state.last_sequence;
     let consumer = stream

@@ -89,8 +89,10 @@ async fn history(api: &TestApi, instance: Uuid) -> serde_json::Value {
     reply.body["items"].clone()
 }
 
-/// Waits until the projector has folded everything the stream holds now.
+/// Waits until the intake gate has moved what the agents published and the projector has folded
+/// everything the stream then holds.
 async fn folded(api: &TestApi) {
+    assert!(api.intakes_moved(WAIT).await, "facts stayed in the clusters' intakes");
     let mut events = api.state.events.clone();
     let last = events.info().await.unwrap().state.last_sequence;
     assert!(api.state.read_models.wait_for(last, WAIT).await, "the projector never reached sequence {last}");
@@ -315,4 +317,120 @@ async fn a_pull_with_a_foreign_reply_subject_delivers_into_the_agent_s_own_accou
     let control_plane = jetstream::new(api.nats_server.connect().await);
     let bucket = control_plane.get_key_value(&settings.read_models_bucket).await.unwrap();
     assert!(bucket.get("attack").await.unwrap().is_none(), "the read-model bucket gained a record");
+}
+
+/// Flooding: eu-1's agent publishes facts as fast as it can, each about a made-up instance of its own
+/// cluster, so there is no end of subjects. They land in eu-1's intake only (`streams::intake`), which
+/// refuses what exceeds its limits; the intake gate (`projections::intake`) moves them into the event
+/// stream, which is never purged, no faster than eu-1's rate; and meanwhile a change to the victim's
+/// instance on eu-2 goes through as if nothing happened. Before the intake, every one of these facts went
+/// straight into the event stream.
+#[tokio::test]
+async fn a_flooding_agent_fills_only_its_own_intake_and_other_clusters_go_on() {
+    let api = TestApi::start().await;
+    let (_sim, address) = system_tests::cluster::simulator(Duration::from_millis(20)).await;
+    let _honest = system_tests::cluster::agent(&api, "eu-2", address).await;
+    let victim = provision(&api, "other", "eu-2", OTHER_EDITOR_TOKEN).await;
+    wait_for(&api, "other", victim, Health::Healthy).await;
+    let mut events = api.state.events.clone();
+    let stored_before = events.info().await.unwrap().state.messages;
+    let (_client, jetstream) = attacker(&api).await;
+    let settings = streams::Settings::default();
+    let limits = projections::intake::IntakeLimits::default();
+
+    let flood = usize::try_from(settings.intake_max_messages).unwrap() + 6_000;
+    let started = tokio::time::Instant::now();
+    let (mut accepted, mut refused) = (0usize, 0usize);
+    for _ in 0..flood / 500 {
+        let mut acks = Vec::with_capacity(500);
+        for _ in 0..500 {
+            let made_up = Uuid::now_v7();
+            let fact = ObservedMessage::new("eu-1", "acme", made_up, 1, failed_state(made_up, 1));
+            let body = fact.to_vec().unwrap();
+            acks.push(
+                jetstream.publish_with_headers(fact.subject(), fact.headers(), body.into()).await.unwrap(),
+            );
+        }
+        for ack in acks {
+            match ack.await {
+                Ok(_) => accepted += 1,
+                Err(_) => refused += 1,
+            }
+        }
+    }
+    let flooded_for = started.elapsed();
+    assert!(refused > 0, "eu-1's intake took all {accepted} facts: no limit");
+    let intake = jetstream::new(api.nats_server.connect().await);
+    let mut intake = intake.get_stream(streams::intake::stream_name("eu-1")).await.unwrap();
+    let waiting = intake.info().await.unwrap().state.messages;
+    assert!(waiting <= u64::try_from(settings.intake_max_messages).unwrap(), "{waiting} facts waiting");
+
+    // The victim's cluster goes on: a plan change is applied and observed while eu-1's facts still wait.
+    let path = format!("/v1/projects/other/instances/{victim}");
+    let body = json!({"plan": "standard"});
+    let auth = format!("Bearer {OTHER_EDITOR_TOKEN}");
+    let changed = api.call(Method::PATCH, &path, Some(&body), &[("authorization", &auth)]).await;
+    assert_eq!(changed.status, StatusCode::ACCEPTED, "{}", changed.body);
+    let operation = changed.operation_id();
+    let succeeded = api
+        .state
+        .read_models
+        .wait_until(WAIT, |m| {
+            m.operation("other", operation).is_some_and(|o| o.state == projections::OperationState::Succeeded)
+        })
+        .await;
+    assert!(succeeded, "the victim's change never succeeded during the flood");
+    let still_waiting = intake.info().await.unwrap().state.messages;
+    assert!(
+        still_waiting > 1_000,
+        "eu-1's intake was drained ({still_waiting} left): the flood was not held back"
+    );
+
+    // Past its burst, eu-1's facts wait for its rate, which is counted; what eu-1 added to the event
+    // stream is bounded by that rate, whatever it sent.
+    let label = projections::intake::ClusterLabels { cluster: "eu-1".into() };
+    let throttled = || api.intake_metrics.throttled.get_or_create(&label).get();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while throttled() == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "eu-1's facts never waited for its rate");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let gained = events.info().await.unwrap().state.messages - stored_before;
+    let elapsed = started.elapsed().as_secs_f64();
+    let bound = f64::from(limits.burst.get()) + f64::from(limits.per_second.get()) * elapsed + 100.0;
+    assert!(
+        (gained as f64) < bound,
+        "the event stream gained {gained} messages in {elapsed:.1} s (flood of {flood} sent in {flooded_for:?})"
+    );
+    let history = history(&api, victim).await.to_string();
+    assert!(!history.contains("eu-1"), "the victim's history shows eu-1's facts: {history}");
+    // The facts that did get through name instances eu-1 does not run: refused and counted.
+    let refusals =
+        api.state.read_models.wait_until(WAIT, |_| api.refused_facts("unknown_instance") > 0).await;
+    assert!(refusals, "the made-up instances' facts were not refused");
+}
+
+/// An agent's account holds at most `streams::accounts::AGENT_MAX_CONNECTIONS` connections: a taken-over
+/// agent cannot use up the server's.
+#[tokio::test]
+async fn an_agent_account_cannot_open_more_than_its_connections() {
+    let api = TestApi::start().await;
+    let mut held = Vec::new();
+    for _ in 0..streams::accounts::AGENT_MAX_CONNECTIONS {
+        held.push(attacker(&api).await.0);
+    }
+    let identity = api.agent_identity("eu-1");
+    let refused = identity
+        .connect_options()
+        .connection_timeout(Duration::from_secs(2))
+        .connect(api.nats_server.address());
+    let refused = tokio::time::timeout(Duration::from_secs(5), refused).await;
+    assert!(
+        !matches!(refused, Ok(Ok(_))),
+        "a connection beyond the account's {} was accepted",
+        streams::accounts::AGENT_MAX_CONNECTIONS
+    );
+    // Another cluster's agent is not affected.
+    let other = api.agent_identity("eu-2").connect_options().connect(api.nats_server.address()).await;
+    assert!(other.is_ok(), "eu-2's agent could not connect: {:?}", other.err());
 }

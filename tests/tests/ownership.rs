@@ -19,6 +19,8 @@ const FORBIDDEN: &[(&str, &str)] = &[
     ("\"cp-agent", "an agent consumer name: use streams::cluster_feed::agent_consumer_name"),
     ("\"cp.rpc", "a request subject: use streams::credentials"),
     ("\"cp.dlq", "a dead-letter subject: use streams::dead_letters"),
+    ("\"cp.intake", "a cluster's intake subject: use streams::intake"),
+    ("\"CP_INTAKE", "a cluster's intake stream: use streams::intake"),
     ("\"$JS.", "a JetStream API subject: JetStream is administered by streams"),
     ("\"KV_", "a bucket's stream name: use streams::topology"),
     ("INSTANCE_EVENT_PREFIX", "a subject assembled from a prefix: use a subject function in streams"),

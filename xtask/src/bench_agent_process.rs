@@ -89,7 +89,8 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
     let idle_kib = rss_kib(agent_pid)?;
 
     // Ready as its agent reports it.
-    let mut observed = nats.subscribe(streams::instances::observed_cluster_filter(CLUSTER)).await?;
+    // Its facts, as they arrive in its intake (`streams::intake`).
+    let mut observed = nats.subscribe(streams::intake::cluster_filter(CLUSTER)).await?;
     let ready = tokio::spawn(async move {
         let mut ready = HashSet::new();
         while let Some(message) = observed.next().await {

@@ -59,6 +59,15 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
     let projector_metrics = ProjectorMetrics::default();
     Projector::new(topology.events.clone(), bucket.clone(), projector_metrics.clone()).spawn();
     let projection = ReadModels::start(bucket.clone(), Duration::from_secs(10)).await?;
+    // Agents' facts reach the event stream through their clusters' intakes, as `cp-projector run` moves them.
+    let registry = streams::clusters::ClusterRegistry::open(&topology).await?;
+    tokio::spawn(projections::intake::run(
+        topology.jetstream.clone(),
+        topology.settings.clone(),
+        registry.clone(),
+        projections::intake::IntakeLimits::default(),
+        projections::intake::IntakeMetrics::default(),
+    ));
     let healthy_at: Arc<Mutex<HashMap<Uuid, Instant>>> = Arc::default();
     let progress = Arc::new(Mutex::new(Progress::default()));
     let mut sims = Vec::new();
@@ -96,7 +105,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
         let client =
             counting_client(kube::Config::new(format!("http://{address}").parse()?), &agent_metrics)?;
         let cluster = format!("c{c}");
-        cluster_feed::apply(&topology.jetstream, &topology.settings, &cluster).await?;
+        registry.register(&domain::Cluster { name: cluster.clone(), region: "bench".into() }).await?;
         // Each agent with its own identity and nothing more, as deployed.
         let identity = server
             .add_agent_account(&streams::accounts::agent_account(&topology.settings, &cluster).to_value());

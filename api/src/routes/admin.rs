@@ -105,6 +105,9 @@ pub(super) async fn dead_letters(
             reader: match letter.reader {
                 streams::dead_letters::Reader::Projector => "projector".into(),
                 streams::dead_letters::Reader::Agent { cluster } => format!("agent:{cluster}"),
+                streams::dead_letters::Reader::RefusedFact { cluster } => {
+                    format!("projector:refused:{cluster}")
+                }
             },
             stream: letter.stream,
             stream_sequence: letter.sequence,

@@ -118,6 +118,8 @@ impl World {
                     let sim = Simulator::new(SimulatorOptions {
                         ready_delay,
                         bookmark_interval: Duration::from_millis(500),
+                        // As a cloud would (the real API server's twin: `kubeenv::load_balancer`).
+                        load_balancer_pool: k8s_sim::load_balancer::parse_pool("198.51.100.0/24").ok(),
                         ..SimulatorOptions::default()
                     });
                     let address = sim.serve("127.0.0.1:0".parse().unwrap()).await.expect("serve simulator");
@@ -138,11 +140,22 @@ impl World {
                 requests: Requests::default(),
                 identity: None,
             });
-            // What registering the cluster makes: the stream and consumer its agent reads.
-            streams::cluster_feed::apply(&topology.jetstream, &topology.settings, name)
-                .await
-                .expect("cluster feed");
         }
+        // Registered as the API registers clusters: the stream and consumer its agent reads, and the
+        // intake its facts go to, which the intake gate (run beside the projector) empties into the
+        // event stream.
+        let registry = streams::clusters::ClusterRegistry::open(&topology).await.expect("cluster registry");
+        for name in names {
+            let cluster = domain::Cluster { name: (*name).to_owned(), region: "test".to_owned() };
+            registry.register(&cluster).await.expect("register the cluster");
+        }
+        tokio::spawn(projections::intake::run(
+            topology.jetstream.clone(),
+            topology.settings.clone(),
+            registry,
+            projections::intake::IntakeLimits::default(),
+            projections::intake::IntakeMetrics::default(),
+        ));
         Self {
             nats_server,
             nats,
@@ -163,7 +176,27 @@ impl World {
     }
 
     /// The read models as the projector folds the whole stream now (`projections::rebuild`).
+    /// Waits until the intake gate has moved every fact the agents' intakes hold onto the event stream:
+    /// what an agent had acknowledged (before it wrote the status a test waited for) is then in the
+    /// stream. Bounded; panics with the intake's count otherwise.
+    pub async fn intakes_moved(&self) {
+        for cluster in &self.clusters {
+            let name = streams::intake::stream_name(&cluster.name);
+            let mut intake = self.topology.jetstream.get_stream(&name).await.expect("the cluster's intake");
+            let deadline = tokio::time::Instant::now() + CONVERGE;
+            loop {
+                let waiting = intake.info().await.expect("intake info").state.messages;
+                if waiting == 0 {
+                    break;
+                }
+                assert!(tokio::time::Instant::now() < deadline, "{waiting} facts stayed in {name}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+
     pub async fn read_models(&self) -> projections::ReadModel {
+        self.intakes_moved().await;
         let mut events = self.topology.events.clone();
         let last = events.info().await.expect("stream info").state.last_sequence;
         projections::rebuild::fold_stream(&events, last, true).await.expect("fold the stream").model
@@ -269,6 +302,7 @@ impl World {
 
     /// Observed-state events of a cluster, decoded, in order.
     pub async fn observed(&self, cluster: &str) -> Vec<Value> {
+        self.intakes_moved().await;
         let stream = self.topology.events.clone();
         let consumer = stream
             .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
