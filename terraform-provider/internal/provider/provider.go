@@ -108,7 +108,7 @@ func (p *cpProvider) Configure(ctx context.Context, req provider.ConfigureReques
 }
 
 func (p *cpProvider) Resources(context.Context) []func() resource.Resource {
-	return []func() resource.Resource{NewInstanceResource}
+	return []func() resource.Resource{NewInstanceResource, NewBackupScheduleResource}
 }
 
 func (p *cpProvider) DataSources(context.Context) []func() datasource.DataSource {
