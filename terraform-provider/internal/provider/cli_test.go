@@ -2,6 +2,7 @@ package provider
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -51,7 +52,8 @@ func TestAccCLI_asAUser(t *testing.T) {
 }
 `, mirror))
 	work := filepath.Join(dir, "work")
-	write(t, filepath.Join(work, "main.tf"), `
+	mainTF := func(version string, protected bool) string {
+		return fmt.Sprintf(`
 terraform {
   required_providers {
     cp = { source = "example/cp" }
@@ -63,13 +65,17 @@ provider "cp" {}
 resource "cp_instance" "cli" {
   name    = "tf-cli"
   service = "mongodb"
-  version = "7.0"
+  version = %q
   plan    = "starter"
   cluster = "eu-1"
   config  = { profiling_level = "slow_op" }
   acl     = [{ cidr = "198.51.100.0/24", description = "ci" }, { cidr = "192.0.2.0/24" }]
+
+  deletion_protection = %t
 }
-`)
+`, version, protected)
+	}
+	write(t, filepath.Join(work, "main.tf"), mainTF("7.0", true))
 	run := func(wantCode int, args ...string) string {
 		t.Helper()
 		cmd := exec.Command(core, args...)
@@ -100,6 +106,27 @@ resource "cp_instance" "cli" {
 	run(0, "apply", "-input=false", "tfplan")
 	if out := run(0, "plan", "-input=false", "-detailed-exitcode"); !strings.Contains(out, "No changes") {
 		t.Fatalf("plan after apply:\n%s", out)
+	}
+
+	// deletion_protection is honoured: destroy fails, and says how to proceed.
+	if out := run(1, "destroy", "-input=false", "-auto-approve"); !strings.Contains(out, "deletion_protection") {
+		t.Fatalf("destroy of a protected instance:\n%s", out)
+	}
+
+	// Someone changes the instance through the API. An apply that skips the refresh sends the version it
+	// knew as If-Match: the API answers 412, and the provider says what to do.
+	inst, err := apiClient().FindInstanceByName(context.Background(), testProject, "tf-cli")
+	if err != nil || inst == nil {
+		t.Fatalf("tf-cli not found: %v", err)
+	}
+	changeOutside(t, inst.ID, "1")
+	write(t, filepath.Join(work, "main.tf"), mainTF("8.0", false))
+	if out := run(1, "apply", "-input=false", "-auto-approve", "-refresh=false"); !strings.Contains(out, "changed outside Terraform") || !strings.Contains(out, "refresh") {
+		t.Fatalf("apply on a stale state:\n%s", out)
+	}
+	// With the refresh, the same change applies, in place (a major version upgrade, MongoDB's path).
+	if out := run(0, "apply", "-input=false", "-auto-approve"); !strings.Contains(out, "1 changed") {
+		t.Fatalf("apply after refresh:\n%s", out)
 	}
 	run(0, "destroy", "-input=false", "-auto-approve")
 }

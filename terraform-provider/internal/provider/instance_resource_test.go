@@ -144,7 +144,7 @@ data "cp_catalog" "pg" { service = "postgresql" }
 			},
 			{
 				// Someone changes the instance through the API: the refresh sees it, the plan undoes it.
-				PreConfig: func() { changeOutside(t, id) },
+				PreConfig: func() { changeOutside(t, id, "300") },
 				Config:    instanceConfig(name, "17", `{ max_connections = 200 }`, aclAB, ""),
 				ConfigPlanChecks: resource.ConfigPlanChecks{
 					PreApply: []plancheck.PlanCheck{
@@ -248,7 +248,7 @@ func checkAPI(id, version string, aclEntries int) error {
 }
 
 // changeOutside changes description and configuration through the API, as another tool would.
-func changeOutside(t *testing.T, id string) {
+func changeOutside(t *testing.T, id, configValue string) {
 	c := apiClient()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -257,10 +257,12 @@ func changeOutside(t *testing.T, id string) {
 		t.Fatal(err)
 	}
 	desc := "changed outside terraform"
-	v := json.RawMessage("300")
-	acc, err := c.Update(ctx, testProject, id, inst.InstanceVersion, client.UpdateRequest{
-		Description: &desc, Config: map[string]*json.RawMessage{"max_connections": &v},
-	})
+	update := client.UpdateRequest{Description: &desc}
+	if inst.Service == "postgresql" {
+		v := json.RawMessage(configValue)
+		update.Config = map[string]*json.RawMessage{"max_connections": &v}
+	}
+	acc, err := c.Update(ctx, testProject, id, inst.InstanceVersion, update)
 	if err != nil {
 		t.Fatal(err)
 	}
