@@ -293,3 +293,10 @@ func (c *Client) WaitHealthy(ctx context.Context, project, id string, minSequenc
 		}
 	}
 }
+
+// RotateCredentials asks the cluster to replace the instance's generated password, conditional on ifMatch;
+// the operation succeeds once the service accepts only the new one.
+func (c *Client) RotateCredentials(ctx context.Context, project, id string, ifMatch uint64) (*Accepted, error) {
+	return c.accepted(ctx, Request{Method: http.MethodPost, Path: instancePath(project, id) + "/credentials/rotate",
+		IfMatch: ifMatch, IdempotencyKey: NewIdempotencyKey()})
+}

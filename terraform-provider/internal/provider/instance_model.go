@@ -15,27 +15,28 @@ import (
 
 // instanceModel is cp_instance's state and plan.
 type instanceModel struct {
-	ID                 types.String   `tfsdk:"id"`
-	Project            types.String   `tfsdk:"project"`
-	Name               types.String   `tfsdk:"name"`
-	Service            types.String   `tfsdk:"service"`
-	Version            types.String   `tfsdk:"version"`
-	Plan               types.String   `tfsdk:"plan"`
-	StorageGiB         types.Int64    `tfsdk:"storage_gib"`
-	Config             types.Map      `tfsdk:"config"`
-	Description        types.String   `tfsdk:"description"`
-	DeletionProtection types.Bool     `tfsdk:"deletion_protection"`
-	Cluster            types.String   `tfsdk:"cluster"`
-	Region             types.String   `tfsdk:"region"`
-	ACL                types.Set      `tfsdk:"acl"`
-	AllowPublic        types.Bool     `tfsdk:"allow_public"`
-	RestoreFrom        types.Object   `tfsdk:"restore_from"`
-	Resources          types.Object   `tfsdk:"resources"`
-	Connection         types.Object   `tfsdk:"endpoint"`
-	InstanceVersion    types.Int64    `tfsdk:"instance_version"`
-	Status             types.String   `tfsdk:"status"`
-	CreatedAt          types.String   `tfsdk:"created_at"`
-	Timeouts           timeouts.Value `tfsdk:"timeouts"`
+	ID                  types.String   `tfsdk:"id"`
+	Project             types.String   `tfsdk:"project"`
+	Name                types.String   `tfsdk:"name"`
+	Service             types.String   `tfsdk:"service"`
+	Version             types.String   `tfsdk:"version"`
+	Plan                types.String   `tfsdk:"plan"`
+	StorageGiB          types.Int64    `tfsdk:"storage_gib"`
+	Config              types.Map      `tfsdk:"config"`
+	Description         types.String   `tfsdk:"description"`
+	DeletionProtection  types.Bool     `tfsdk:"deletion_protection"`
+	Cluster             types.String   `tfsdk:"cluster"`
+	Region              types.String   `tfsdk:"region"`
+	ACL                 types.Set      `tfsdk:"acl"`
+	AllowPublic         types.Bool     `tfsdk:"allow_public"`
+	RestoreFrom         types.Object   `tfsdk:"restore_from"`
+	Resources           types.Object   `tfsdk:"resources"`
+	Connection          types.Object   `tfsdk:"endpoint"`
+	InstanceVersion     types.Int64    `tfsdk:"instance_version"`
+	Status              types.String   `tfsdk:"status"`
+	CreatedAt           types.String   `tfsdk:"created_at"`
+	CredentialsRotation types.String   `tfsdk:"credentials_rotation"`
+	Timeouts            timeouts.Value `tfsdk:"timeouts"`
 }
 
 var (
@@ -162,6 +163,9 @@ func (m *instanceModel) fromAPI(ctx context.Context, inst *client.Instance) diag
 	} else {
 		m.Connection = types.ObjectNull(connectionType)
 	}
+	if m.CredentialsRotation.IsUnknown() {
+		m.CredentialsRotation = types.StringNull()
+	}
 	if m.Region.IsUnknown() {
 		m.Region = types.StringNull()
 	}
@@ -182,7 +186,7 @@ func (m *instanceModel) nullUnknowns() {
 			*v = types.StringNull()
 		}
 	}
-	for _, v := range []*types.String{&m.Project, &m.Cluster, &m.Region, &m.Description, &m.Status, &m.CreatedAt, &m.Version, &m.Plan} {
+	for _, v := range []*types.String{&m.Project, &m.Cluster, &m.Region, &m.CredentialsRotation, &m.Description, &m.Status, &m.CreatedAt, &m.Version, &m.Plan} {
 		s(v)
 	}
 	if m.StorageGiB.IsUnknown() {

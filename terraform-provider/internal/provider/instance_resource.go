@@ -196,6 +196,13 @@ func (r *instanceResource) Schema(ctx context.Context, _ resource.SchemaRequest,
 				MarkdownDescription: "`healthy`, `reconciling` or `error`, as last read.",
 				Computed:            true,
 			},
+			"credentials_rotation": schema.StringAttribute{
+				MarkdownDescription: "A rotation trigger: any change of this value (a date, a counter) after creation asks the API to " +
+					"replace the instance's generated password (`POST …/credentials/rotate`) and waits until the service " +
+					"accepts only the new one. The password itself is never in the state: read it with the ephemeral " +
+					"`cp_instance_credentials`. Not read back from the API.",
+				Optional: true,
+			},
 			"created_at": schema.StringAttribute{
 				MarkdownDescription: "When it was provisioned (RFC 3339).",
 				Computed:            true,
@@ -535,8 +542,22 @@ func (r *instanceResource) Update(ctx context.Context, req resource.UpdateReques
 				r.saveAfterFailure(ctx, project, id, acc.Sequence, &state, resp)
 				return
 			}
-			last = acc
+			etag, last = acc.ETag, acc
 		}
+	}
+	if !plan.CredentialsRotation.IsNull() && !plan.CredentialsRotation.IsUnknown() && !plan.CredentialsRotation.Equal(state.CredentialsRotation) {
+		acc, err := c.RotateCredentials(ctx, project, id, etag)
+		if err != nil {
+			addWriteError(&resp.Diagnostics, "Could not rotate the credentials", etag, err)
+			r.saveAfterFailure(ctx, project, id, 0, &state, resp)
+			return
+		}
+		if err := c.WaitOperation(ctx, project, acc); err != nil {
+			resp.Diagnostics.AddError("Credentials rotation failed", explainDeadline(err).Error())
+			r.saveAfterFailure(ctx, project, id, acc.Sequence, &state, resp)
+			return
+		}
+		last = acc
 	}
 	var seq uint64
 	if last != nil {

@@ -69,6 +69,16 @@ func TestAccInstance_lifecycle(t *testing.T) {
 		opened.Unlock()
 	}
 	t.Cleanup(func() { credentialsOpened = nil })
+	passwords := func() []string {
+		opened.Lock()
+		defer opened.Unlock()
+		return append([]string(nil), opened.passwords...)
+	}
+	const credentials = `
+ephemeral "cp_instance_credentials" "db" {
+  instance_id = cp_instance.db.id
+}
+`
 
 	resource.Test(t, resource.TestCase{
 		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
@@ -160,16 +170,23 @@ data "cp_catalog" "pg" { service = "postgresql" }
 			{
 				// The credentials are read (the ephemeral resource is opened at plan and at apply) and the
 				// password is nowhere in the state.
-				Config: instanceConfig(name, "17", `{ max_connections = 200 }`, aclAB, "") + `
-ephemeral "cp_instance_credentials" "db" {
-  instance_id = cp_instance.db.id
-}
-`,
-				ConfigStateChecks: []statecheck.StateCheck{passwordNotInState{passwords: func() []string {
-					opened.Lock()
-					defer opened.Unlock()
-					return append([]string(nil), opened.passwords...)
-				}}},
+				Config:            instanceConfig(name, "17", `{ max_connections = 200 }`, aclAB, "") + credentials,
+				ConfigStateChecks: []statecheck.StateCheck{passwordNotInState{passwords: passwords}},
+			},
+			{
+				// The rotation trigger: a new value asks the API to rotate; the password changes, and is still
+				// never in the state.
+				Config: instanceConfig(name, "17", `{ max_connections = 200 }`, aclAB, `  credentials_rotation = "2026-12"`) + credentials,
+				ConfigPlanChecks: resource.ConfigPlanChecks{
+					PreApply: []plancheck.PlanCheck{plancheck.ExpectResourceAction(instanceAddr, plancheck.ResourceActionUpdate)},
+				},
+			},
+			{
+				Config: instanceConfig(name, "17", `{ max_connections = 200 }`, aclAB, `  credentials_rotation = "2026-12"`) + credentials,
+				ConfigPlanChecks: resource.ConfigPlanChecks{
+					PreApply: []plancheck.PlanCheck{plancheck.ExpectEmptyPlan()},
+				},
+				ConfigStateChecks: []statecheck.StateCheck{passwordNotInState{passwords: passwords, wantDistinct: 2}},
 			},
 		},
 	})
@@ -295,12 +312,23 @@ func checkDestroyed(id *string) resource.TestCheckFunc {
 
 // passwordNotInState fails when a password the ephemeral resource read appears anywhere in the state
 // (the whole state as JSON, `terraform show -json`, sensitive values included), or when none was read.
-type passwordNotInState struct{ passwords func() []string }
+type passwordNotInState struct {
+	passwords    func() []string
+	wantDistinct int
+}
 
 func (c passwordNotInState) CheckState(_ context.Context, req statecheck.CheckStateRequest, resp *statecheck.CheckStateResponse) {
 	passwords := c.passwords()
 	if len(passwords) == 0 {
 		resp.Error = fmt.Errorf("the ephemeral resource was never opened")
+		return
+	}
+	distinct := map[string]bool{}
+	for _, p := range passwords {
+		distinct[p] = true
+	}
+	if len(distinct) < c.wantDistinct {
+		resp.Error = fmt.Errorf("%d distinct passwords read, want %d (the rotation changed nothing)", len(distinct), c.wantDistinct)
 		return
 	}
 	state, err := json.Marshal(req.State)
