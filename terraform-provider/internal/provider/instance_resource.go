@@ -257,7 +257,10 @@ func (r *instanceResource) ValidateConfig(ctx context.Context, req resource.Vali
 }
 
 // ModifyPlan checks the plan against the served catalog (version, upgrade path, plan, configuration)
-// and fills in what the API will compute so that a plan shows only what will change.
+// and fills in what the API will compute so that a plan shows only what will change. The framework marks
+// every computed attribute without a configured value unknown whenever a resource has any change, and
+// resource-level plan modification is where a provider refines that (framework docs, "Plan
+// modification", developer.hashicorp.com/terraform/plugin/framework/resources/plan-modification).
 func (r *instanceResource) ModifyPlan(ctx context.Context, req resource.ModifyPlanRequest, resp *resource.ModifyPlanResponse) {
 	if req.Plan.Raw.IsNull() || r.data == nil {
 		return // destroy, or the provider is not configured yet
@@ -689,7 +692,9 @@ func (r *instanceResource) Delete(ctx context.Context, req resource.DeleteReques
 }
 
 // ImportState takes `project/id` or `project/name` (a name is looked up among the project's live
-// instances).
+// instances). It writes only what Read needs (project and id), as the framework's "Resource import",
+// "Multiple Attributes" asks (developer.hashicorp.com/terraform/plugin/framework/resources/import); Read
+// rebuilds everything else from `GET …/instances/{id}`, which returns the full desired spec.
 func (r *instanceResource) ImportState(ctx context.Context, req resource.ImportStateRequest, resp *resource.ImportStateResponse) {
 	project, ref, ok := strings.Cut(req.ID, "/")
 	if !ok || project == "" || ref == "" {

@@ -106,7 +106,9 @@ data "cp_catalog" "pg" { service = "postgresql" }
 					resource.TestCheckResourceAttrPair(instanceAddr, "id", "data.cp_instance.by_name", "id"),
 					func(s *terraform.State) error { id = s.RootModule().Resources[instanceAddr].Primary.ID; return nil },
 				),
-				// The plan right after apply (and after a refresh) is empty.
+				// The plan right after apply (and after a refresh) is empty. Lifecycle-mode steps plan before the
+				// apply and again after it, before and after a refresh (terraform-plugin-testing docs, "Plan
+				// Checks", developer.hashicorp.com/terraform/plugin/testing/acceptance-tests/plan-checks).
 				ConfigPlanChecks: resource.ConfigPlanChecks{
 					PostApplyPostRefresh: []plancheck.PlanCheck{plancheck.ExpectEmptyPlan()},
 				},
