@@ -51,6 +51,14 @@ func NewInstanceResource() resource.Resource { return &instanceResource{} }
 
 type instanceResource struct{ data *providerData }
 
+// replaceUnlessImported replaces the instance when a creation-only argument changes, but not when the
+// state has no value for it because the instance was imported (the API does not return it): an import
+// followed by a plan must never destroy what was just adopted.
+var replaceUnlessImported = stringplanmodifier.RequiresReplaceIf(
+	func(_ context.Context, req planmodifier.StringRequest, resp *stringplanmodifier.RequiresReplaceIfFuncResponse) {
+		resp.RequiresReplace = !req.StateValue.IsNull()
+	}, "Replaces the instance, unless the prior value is unknown (after an import).", "Replaces the instance, unless the prior value is unknown (after an import).")
+
 var dns1123 = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
 
 func (r *instanceResource) Metadata(_ context.Context, req resource.MetadataRequest, resp *resource.MetadataResponse) {
@@ -131,9 +139,9 @@ func (r *instanceResource) Schema(ctx context.Context, _ resource.SchemaRequest,
 				PlanModifiers:       []planmodifier.String{stringplanmodifier.UseStateForUnknown(), stringplanmodifier.RequiresReplaceIfConfigured()},
 			},
 			"region": schema.StringAttribute{
-				MarkdownDescription: "Region to place the instance in when `cluster` is absent (used at creation only; not read back, so not set by an import).",
+				MarkdownDescription: "Region to place the instance in when `cluster` is absent (used at creation only; not read back, so not set by an import). Changing it replaces the instance.",
 				Optional:            true,
-				PlanModifiers:       replace,
+				PlanModifiers:       []planmodifier.String{replaceUnlessImported},
 			},
 			"acl": schema.SetNestedAttribute{
 				MarkdownDescription: "Network ACL: who may connect, a set (order never matters) of at most 100 blocks. Empty or absent: " +
@@ -164,7 +172,10 @@ func (r *instanceResource) Schema(ctx context.Context, _ resource.SchemaRequest,
 			"restore_from": schema.SingleNestedAttribute{
 				MarkdownDescription: "What the new instance starts from: `backup_id`, or (PostgreSQL) `instance_id` with `point_in_time`. Used at creation only; changing it replaces the instance.",
 				Optional:            true,
-				PlanModifiers:       []planmodifier.Object{objectplanmodifier.RequiresReplace()},
+				PlanModifiers: []planmodifier.Object{objectplanmodifier.RequiresReplaceIf(
+					func(_ context.Context, req planmodifier.ObjectRequest, resp *objectplanmodifier.RequiresReplaceIfFuncResponse) {
+						resp.RequiresReplace = !req.StateValue.IsNull()
+					}, "Replaces the instance, unless the prior value is unknown (after an import).", "Replaces the instance, unless the prior value is unknown (after an import).")},
 				Attributes: map[string]schema.Attribute{
 					"backup_id":     schema.StringAttribute{Optional: true, MarkdownDescription: "A completed backup of the project."},
 					"instance_id":   schema.StringAttribute{Optional: true, MarkdownDescription: "PostgreSQL: the instance to fork."},
@@ -197,10 +208,11 @@ func (r *instanceResource) Schema(ctx context.Context, _ resource.SchemaRequest,
 				Computed:            true,
 			},
 			"credentials_rotation": schema.StringAttribute{
-				MarkdownDescription: "A rotation trigger: any change of this value (a date, a counter) after creation asks the API to " +
+				MarkdownDescription: "A rotation trigger: changing this value (a date, a counter) from one value to another asks the API to " +
 					"replace the instance's generated password (`POST …/credentials/rotate`) and waits until the service " +
 					"accepts only the new one. The password itself is never in the state: read it with the ephemeral " +
-					"`cp_instance_credentials`. Not read back from the API.",
+					"`cp_instance_credentials`. Not read back from the API: setting it where it had no value (at creation, " +
+					"after an import, or added later) records it without rotating.",
 				Optional: true,
 			},
 			"created_at": schema.StringAttribute{
@@ -548,7 +560,8 @@ func (r *instanceResource) Update(ctx context.Context, req resource.UpdateReques
 			etag, last = acc.ETag, acc
 		}
 	}
-	if !plan.CredentialsRotation.IsNull() && !plan.CredentialsRotation.IsUnknown() && !plan.CredentialsRotation.Equal(state.CredentialsRotation) {
+	if !plan.CredentialsRotation.IsNull() && !plan.CredentialsRotation.IsUnknown() && !state.CredentialsRotation.IsNull() &&
+		!plan.CredentialsRotation.Equal(state.CredentialsRotation) {
 		acc, err := c.RotateCredentials(ctx, project, id, etag)
 		if err != nil {
 			addWriteError(&resp.Diagnostics, "Could not rotate the credentials", etag, err)

@@ -25,19 +25,23 @@ import (
 const instanceAddr = "cp_instance.db"
 
 func instanceConfig(name, version, config, acl, extra string) string {
+	return instanceConfigPlan(name, version, "starter", config, acl, extra)
+}
+
+func instanceConfigPlan(name, version, plan, config, acl, extra string) string {
 	return fmt.Sprintf(`
 resource "cp_instance" "db" {
   name        = %q
   service     = "postgresql"
   version     = %q
-  plan        = "starter"
+  plan        = %q
   cluster     = "eu-1"
   description = "terraform acceptance test"
   config      = %s
   acl         = %s
 %s
 }
-`, name, version, config, acl, extra)
+`, name, version, plan, config, acl, extra)
 }
 
 const (
@@ -114,9 +118,10 @@ data "cp_catalog" "pg" { service = "postgresql" }
 				},
 			},
 			{
-				// A version upgrade and a configuration change are one in-place update; the ACL written in
-				// the other order is no change at all.
-				Config: instanceConfig(name, "17", `{ max_connections = 200 }`, aclBA, ""),
+				// A version upgrade, a plan change (the storage follows the plan's, 10 -> 50 GiB) and a
+				// configuration change are one in-place update; the ACL written in the other order is no
+				// change at all.
+				Config: instanceConfigPlan(name, "17", "standard", `{ max_connections = 200 }`, aclBA, ""),
 				ConfigPlanChecks: resource.ConfigPlanChecks{
 					PreApply: []plancheck.PlanCheck{
 						plancheck.ExpectResourceAction(instanceAddr, plancheck.ResourceActionUpdate),
@@ -126,6 +131,8 @@ data "cp_catalog" "pg" { service = "postgresql" }
 				},
 				ConfigStateChecks: []statecheck.StateCheck{
 					statecheck.ExpectKnownValue(instanceAddr, tfjsonpath.New("version"), knownvalue.StringExact("17")),
+					statecheck.ExpectKnownValue(instanceAddr, tfjsonpath.New("storage_gib"), knownvalue.Int64Exact(50)),
+					statecheck.ExpectKnownValue(instanceAddr, tfjsonpath.New("resources").AtMapKey("memory_mib"), knownvalue.Int64Exact(8192)),
 					statecheck.ExpectKnownValue(instanceAddr, tfjsonpath.New("config"), knownvalue.MapExact(map[string]knownvalue.Check{
 						"max_connections": knownvalue.StringExact("200"),
 					})),
@@ -135,7 +142,7 @@ data "cp_catalog" "pg" { service = "postgresql" }
 			},
 			{
 				// Only the order of the ACL changed: no diff.
-				Config: instanceConfig(name, "17", `{ max_connections = 200 }`, aclAB, ""),
+				Config: instanceConfigPlan(name, "17", "standard", `{ max_connections = 200 }`, aclAB, ""),
 				ConfigPlanChecks: resource.ConfigPlanChecks{
 					PreApply: []plancheck.PlanCheck{plancheck.ExpectEmptyPlan()},
 				},
@@ -157,7 +164,7 @@ data "cp_catalog" "pg" { service = "postgresql" }
 			{
 				// Someone changes the instance through the API: the refresh sees it, the plan undoes it.
 				PreConfig: func() { changeOutside(t, id, "300") },
-				Config:    instanceConfig(name, "17", `{ max_connections = 200 }`, aclAB, ""),
+				Config:    instanceConfigPlan(name, "17", "standard", `{ max_connections = 200 }`, aclAB, ""),
 				ConfigPlanChecks: resource.ConfigPlanChecks{
 					PreApply: []plancheck.PlanCheck{
 						plancheck.ExpectResourceAction(instanceAddr, plancheck.ResourceActionUpdate),
@@ -170,21 +177,29 @@ data "cp_catalog" "pg" { service = "postgresql" }
 				},
 			},
 			{
-				// The credentials are read (the ephemeral resource is opened at plan and at apply) and the
-				// password is nowhere in the state.
-				Config:            instanceConfig(name, "17", `{ max_connections = 200 }`, aclAB, "") + credentials,
-				ConfigStateChecks: []statecheck.StateCheck{passwordNotInState{passwords: passwords}},
-			},
-			{
-				// The rotation trigger: a new value asks the API to rotate; the password changes, and is still
-				// never in the state.
-				Config: instanceConfig(name, "17", `{ max_connections = 200 }`, aclAB, `  credentials_rotation = "2026-12"`) + credentials,
+				// The rotation trigger's first value is recorded, not acted on.
+				Config: instanceConfigPlan(name, "17", "standard", `{ max_connections = 200 }`, aclAB, `  credentials_rotation = "2026-11"`),
 				ConfigPlanChecks: resource.ConfigPlanChecks{
 					PreApply: []plancheck.PlanCheck{plancheck.ExpectResourceAction(instanceAddr, plancheck.ResourceActionUpdate)},
 				},
 			},
 			{
-				Config: instanceConfig(name, "17", `{ max_connections = 200 }`, aclAB, `  credentials_rotation = "2026-12"`) + credentials,
+				// The credentials are read (the ephemeral resource is opened at plan and at apply) and the
+				// password is nowhere in the state. (OpenTofu opens an ephemeral resource whose dependencies have
+				// changes only at apply, and not at all when nothing refers to it, so this step changes nothing.)
+				Config:            instanceConfigPlan(name, "17", "standard", `{ max_connections = 200 }`, aclAB, `  credentials_rotation = "2026-11"`) + credentials,
+				ConfigStateChecks: []statecheck.StateCheck{passwordNotInState{passwords: passwords}},
+			},
+			{
+				// The rotation trigger: a new value (after "2026-11" was recorded) asks the API to rotate; the
+				// password changes, and is still never in the state.
+				Config: instanceConfigPlan(name, "17", "standard", `{ max_connections = 200 }`, aclAB, `  credentials_rotation = "2026-12"`) + credentials,
+				ConfigPlanChecks: resource.ConfigPlanChecks{
+					PreApply: []plancheck.PlanCheck{plancheck.ExpectResourceAction(instanceAddr, plancheck.ResourceActionUpdate)},
+				},
+			},
+			{
+				Config: instanceConfigPlan(name, "17", "standard", `{ max_connections = 200 }`, aclAB, `  credentials_rotation = "2026-12"`) + credentials,
 				ConfigPlanChecks: resource.ConfigPlanChecks{
 					PreApply: []plancheck.PlanCheck{plancheck.ExpectEmptyPlan()},
 				},
