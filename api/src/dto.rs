@@ -190,10 +190,11 @@ impl Convert<projections::Health> for Health {
 }
 
 impl Convert<Health> for projections::Health {
+    /// `unknown` is never folded (`crate::liveness`); the list filters it after showing.
     fn convert(h: Health) -> Self {
         match h {
             Health::Healthy => Self::Healthy,
-            Health::Reconciling => Self::Reconciling,
+            Health::Reconciling | Health::Unknown => Self::Reconciling,
             Health::Error => Self::Error,
         }
     }

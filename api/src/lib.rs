@@ -11,6 +11,7 @@ pub mod dto;
 pub mod error;
 pub mod extract;
 pub mod limits;
+pub mod liveness;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;

@@ -58,6 +58,8 @@ pub struct Shared {
     pub oidc: Option<crate::auth::OidcVerifier>,
     /// per-caller limits on feeds and history reads
     pub limits: crate::limits::CallerLimits,
+    /// whether each cluster's agent is heard from (instances of a silent one show `unknown`)
+    pub liveness: streams::liveness::LivenessView,
 }
 
 /// Why the API could not start.
@@ -72,6 +74,9 @@ pub enum StartupError {
     /// the read models could not be loaded
     #[error(transparent)]
     ReadModels(#[from] projections::ProjectionError),
+    /// the clusters' liveness could not be followed
+    #[error(transparent)]
+    Liveness(#[from] streams::liveness::LivenessError),
 }
 
 impl AppState {
@@ -93,7 +98,9 @@ impl AppState {
         let commands = InstanceCommands::new(&topology, DEFAULT_CACHE_CAPACITY);
         let read_models = ReadModels::start(ReadModelBucket::new(&topology), LOAD_TIMEOUT).await?;
         let clusters = ClusterRegistry::open(&topology).await?;
+        let liveness = streams::liveness::LivenessView::follow(&topology).await?;
         Ok(Self(Arc::new(Shared {
+            liveness,
             backups: streams::backups::BackupCommands::new(&topology, DEFAULT_CACHE_CAPACITY),
             commands,
             read_models,

@@ -17,6 +17,7 @@ pub mod crd;
 mod credentials;
 pub mod dry_run;
 mod egress;
+mod heartbeat;
 pub mod metrics;
 pub mod mirror;
 mod publish;
@@ -93,6 +94,9 @@ pub struct AgentConfig {
     pub metrics: Metrics,
     /// where this cluster's backups go; without one, backups are reported failed
     pub backup_store: Option<render::backup::StoreTarget>,
+    /// how often the agent says it is alive (`heartbeat`); the control plane's silence before it marks
+    /// the cluster unreachable should span several
+    pub heartbeat: Duration,
 }
 
 impl std::fmt::Debug for AgentConfig {
@@ -159,6 +163,7 @@ pub async fn run_with(config: AgentConfig, egress: render::egress::EgressSetting
     halves.spawn(controller::run(config.clone(), desired.clone()));
     halves.spawn(credentials::run(config.clone()));
     halves.spawn(backups::run(config.clone(), desired.clone()));
+    halves.spawn(heartbeat::run(config.clone()));
     if let Some(stopped) = halves.join_next().await {
         stopped??;
     }

@@ -33,6 +33,10 @@ struct Options {
     /// seconds between resyncs of every instance against the watch caches
     #[arg(long, env = "CP_AGENT_RESYNC_SECONDS", default_value_t = 300)]
     resync_seconds: u64,
+    /// seconds between heartbeats (the control plane marks the cluster unreachable after its silence,
+    /// 60 s by default)
+    #[arg(long, env = "CP_AGENT_HEARTBEAT_SECONDS", default_value_t = 10)]
+    heartbeat_seconds: u64,
     /// install the ManagedInstance CRD at start (simulators, dev clusters)
     #[arg(long, env = "CP_INSTALL_CRD")]
     install_crd: bool,
@@ -147,6 +151,7 @@ async fn main() -> anyhow::Result<()> {
             install_crd: options.install_crd,
             metrics,
             backup_store,
+            heartbeat: Duration::from_secs(options.heartbeat_seconds.max(1)),
         },
         egress,
     )

@@ -39,6 +39,7 @@ fn agent_config(
         install_crd: true,
         metrics,
         backup_store: None,
+        heartbeat: Duration::from_secs(10),
     }
 }
 

@@ -13,6 +13,9 @@
 //! suppress another's messages. The projector checks every fact against its subject as before
 //! ([`crate::facts`]).
 //!
+//! Heartbeats (`streams::liveness`) are taken off here and recorded in the liveness bucket instead: they
+//! are current facts, not history.
+//!
 //! One gate per cluster at a time: it handles its consumer's messages one after the other and
 //! acknowledges each only once the event stream has stored it, so after a crash the unacknowledged rest
 //! is delivered again, in order, and the event stream's duplicate window drops what was already stored.
@@ -151,6 +154,7 @@ async fn move_facts(
     metrics: &IntakeMetrics,
 ) -> Result<(), async_nats::Error> {
     let label = IntakeMetrics::label(cluster);
+    let liveness = streams::liveness::LivenessBucket::open(jetstream, settings).await?;
     let stream = jetstream.get_stream(intake::stream_name(cluster)).await?;
     let consumer: jetstream::consumer::PullConsumer = stream.get_consumer(intake::GATE_CONSUMER).await?;
     let mut messages = consumer.messages().await?;
@@ -159,6 +163,20 @@ async fn move_facts(
         let info = message.info()?;
         metrics.waiting.get_or_create(&label).set(i64::try_from(info.pending).unwrap_or(i64::MAX));
         let sequence = info.stream_sequence;
+        // A heartbeat is recorded as the cluster's liveness, never moved onto the event stream
+        // (`streams::liveness`); dated by the intake's clock.
+        if let Some(beating) = streams::liveness::heartbeat_of(&message.subject) {
+            match serde_json::from_slice::<streams::liveness::Heartbeat>(&message.payload) {
+                Ok(heartbeat) if beating == cluster => {
+                    liveness.record_heartbeat(cluster, heartbeat, streams::history::stored_at(&info)).await?;
+                }
+                _ => {
+                    metrics.dropped.get_or_create(&label).inc();
+                }
+            }
+            message.ack().await?;
+            continue;
+        }
         // The intake's subjects are its cluster's (`streams::intake::cluster_filter`), and the account
         // import maps only that cluster's `cp.obs` onto them; anything else is dropped, not moved.
         let Some(subject) = intake::observed_subject_of(&message.subject)

@@ -39,6 +39,10 @@ enum Command {
         /// how many facts one cluster's agent may add at once after a quiet spell
         #[arg(long, env = "CP_INTAKE_BURST", default_value_t = projections::intake::IntakeLimits::default().burst)]
         intake_burst: std::num::NonZeroU32,
+        /// seconds without a heartbeat after which a cluster counts as unreachable and its instances show
+        /// `unknown` (`projections::liveness`)
+        #[arg(long, env = "CP_CLUSTER_SILENCE_SECONDS", default_value_t = projections::liveness::DEFAULT_SILENCE.as_secs())]
+        cluster_silence_seconds: u64,
         /// S3 endpoint of the backup store; with it, this process verifies reported backups and deletes
         /// the objects of deleted ones (`projections::backup_worker`)
         #[arg(long, env = "CP_BACKUP_STORE_ENDPOINT", requires_all = ["backup_store_bucket", "backup_store_access_key_id", "backup_store_secret_access_key"])]
@@ -114,6 +118,7 @@ async fn main() -> anyhow::Result<()> {
             listen,
             intake_facts_per_second,
             intake_burst,
+            cluster_silence_seconds,
             backup_store_endpoint,
             backup_store_bucket,
             backup_store_access_key_id,
@@ -166,6 +171,10 @@ async fn main() -> anyhow::Result<()> {
                 clusters,
                 limits,
                 intake_metrics,
+            ));
+            tokio::spawn(projections::liveness::watch(
+                streams::liveness::LivenessBucket::new(&topology),
+                Duration::from_secs(cluster_silence_seconds),
             ));
             let registry = Arc::new(registry);
             let listener =

@@ -80,6 +80,7 @@ pub fn control_plane_permissions(settings: &Settings) -> Value {
         &settings.idempotency_bucket,
         &settings.clusters_bucket,
         &settings.read_models_bucket,
+        &settings.liveness_bucket,
     ];
     let owned = [settings.events_stream.clone(), crate::dead_letters::DEAD_LETTERS_STREAM.to_owned()]
         .into_iter()

@@ -27,6 +27,7 @@ pub mod identities;
 pub mod instances;
 pub mod intake;
 mod kv_create;
+pub mod liveness;
 pub mod names;
 pub mod observed;
 pub mod read_models;

@@ -39,6 +39,8 @@ pub struct Settings {
     pub clusters_bucket: String,
     /// name of the bucket holding the read models (see [`crate::read_models`])
     pub read_models_bucket: String,
+    /// name of the bucket saying whether each cluster's agent is heard from ([`crate::liveness`])
+    pub liveness_bucket: String,
     /// how the event store sends its messages; match it to the server's `sync_interval`
     /// (see ARCHITECTURE.md, *Durability*)
     pub commit_mode: CommitMode,
@@ -60,6 +62,7 @@ impl Default for Settings {
             idempotency_bucket: "cp-idempotency".to_owned(),
             clusters_bucket: "cp-clusters".to_owned(),
             read_models_bucket: "cp-read-models".to_owned(),
+            liveness_bucket: "cp-cluster-liveness".to_owned(),
             commit_mode: CommitMode::default(),
             // A thousand instances reporting ten facts each at once fit; a flood stops here.
             intake_max_messages: 10_000,
@@ -116,6 +119,8 @@ pub struct Topology {
     pub read_models: kv::Store,
     /// the stream behind `read_models`
     pub read_models_stream: stream::Stream,
+    /// whether each cluster's agent is heard from ([`crate::liveness`])
+    pub liveness: kv::Store,
 }
 
 impl Settings {
@@ -228,6 +233,12 @@ impl Settings {
             Duration::ZERO,
         )
         .await?;
+        let liveness = bucket(
+            &self.liveness_bucket,
+            "Whether each cluster's agent is heard from (heartbeats, not history)",
+            Duration::ZERO,
+        )
+        .await?;
         let read_models_stream = jetstream
             .get_stream(format!("KV_{}", self.read_models_bucket))
             .await
@@ -241,6 +252,7 @@ impl Settings {
             clusters,
             read_models,
             read_models_stream,
+            liveness,
         })
     }
 }

@@ -54,6 +54,8 @@ pub async fn agent_with_backups(
         install_crd: true,
         metrics,
         backup_store,
+        // Often, so that a test sees a silent cluster within seconds (`TestApi::start_with_cluster_silence`).
+        heartbeat: Duration::from_millis(250),
     };
     tokio::spawn(cluster_agent::run(config))
 }

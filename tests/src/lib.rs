@@ -94,6 +94,10 @@ impl Reply {
     }
 }
 
+/// How long a test control plane waits for a heartbeat before it marks a cluster unreachable: long
+/// enough that an agent starved of CPU on a loaded machine is not taken for silent.
+pub const DEFAULT_CLUSTER_SILENCE: Duration = Duration::from_secs(15);
+
 impl TestApi {
     /// A fresh control plane with two clusters registered (`eu-1`, `eu-2` in `eu-central`).
     pub async fn start() -> Self {
@@ -102,13 +106,19 @@ impl TestApi {
 
     /// The same, with a chosen JetStream sync policy.
     pub async fn start_with(sync: Sync) -> Self {
-        Self::start_with_projector(sync, true).await
+        Self::start_with_projector(sync, true, DEFAULT_CLUSTER_SILENCE).await
+    }
+
+    /// The same, with the projector marking a cluster unreachable after `silence` without a heartbeat
+    /// (agents started by `cluster::agent` beat every 250 ms).
+    pub async fn start_with_cluster_silence(silence: Duration) -> Self {
+        Self::start_with_projector(Sync::Default, true, silence).await
     }
 
     /// The API without the projector: its read models never move, as when the projector is down. Reads
     /// wait for them at most `read_wait`.
     pub async fn start_without_projector(read_wait: Duration) -> Self {
-        let mut api = Self::start_with_projector(Sync::Default, false).await;
+        let mut api = Self::start_with_projector(Sync::Default, false, DEFAULT_CLUSTER_SILENCE).await;
         api.state = api.state.with_read_wait(read_wait);
         api.router = app(api.state.clone());
         api
@@ -136,7 +146,7 @@ impl TestApi {
         self
     }
 
-    async fn start_with_projector(sync: Sync, projector: bool) -> Self {
+    async fn start_with_projector(sync: Sync, projector: bool, silence: Duration) -> Self {
         let nats_server = NatsServer::start_with(sync);
         let (connected_tx, connected) = tokio::sync::watch::channel(false);
         let nats = NatsServer::connect_options()
@@ -190,6 +200,13 @@ impl TestApi {
                 projections::intake::IntakeLimits::default(),
                 intake_metrics.clone(),
             ));
+            let liveness = streams::liveness::LivenessBucket::open(
+                &async_nats::jetstream::new(state.nats.clone()),
+                &settings,
+            )
+            .await
+            .expect("the liveness bucket");
+            tokio::spawn(projections::liveness::watch(liveness, silence));
         }
         let router = app(state.clone());
         Self {

@@ -20,3 +20,50 @@ pub struct Cluster {
     /// region
     pub region: String,
 }
+
+/// Whether a cluster's agent is heard from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ClusterState {
+    /// its agent's heartbeats arrive
+    Reachable,
+    /// no heartbeat for longer than the control plane's silence: its instances show `unknown`
+    Unreachable,
+    /// no heartbeat ever (no agent started yet)
+    NeverSeen,
+}
+
+/// What a cluster's agent last said of itself.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AgentReport {
+    /// which replica beat last (its pod's name)
+    pub agent: String,
+    /// its version
+    pub version: String,
+    /// messages of its feed not yet delivered to it
+    pub lag: u64,
+    /// when it last finished reconciling an instance
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_reconcile: Option<chrono::DateTime<chrono::Utc>>,
+    /// when its last heartbeat arrived
+    pub last_heartbeat: chrono::DateTime<chrono::Utc>,
+}
+
+/// A registered cluster as the fleet's operators see it (`GET /v1/admin/clusters`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ClusterStatus {
+    /// name
+    pub name: String,
+    /// region
+    pub region: String,
+    /// whether its agent is heard from
+    pub state: ClusterState,
+    /// since when (absent while never seen)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// what its agent last said (absent while never seen)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentReport>,
+    /// instances placed on it, deprovisioned ones excepted
+    pub instances: usize,
+}

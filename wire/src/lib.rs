@@ -23,7 +23,7 @@ pub use backups::{Backup, BackupList, BackupState};
 pub use catalog::{
     Apply, Catalog, CatalogParameter, CatalogPlan, CatalogVersion, ParameterType, ServiceCatalog,
 };
-pub use clusters::{Cluster, ClusterRequest};
+pub use clusters::{AgentReport, Cluster, ClusterRequest, ClusterState, ClusterStatus};
 pub use credentials::Credentials;
 pub use dead_letters::{DeadLetter, DeadLetterPage};
 pub use history::{

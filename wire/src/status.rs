@@ -16,6 +16,9 @@ pub enum Health {
     Reconciling,
     /// the cluster reports a failure; see `reason`
     Error,
+    /// the instance's cluster is not heard from (no heartbeat from its agent for longer than the control
+    /// plane's silence); `reason` says since when. It returns by itself when the heartbeats do
+    Unknown,
 }
 
 /// A Kubernetes-style condition.

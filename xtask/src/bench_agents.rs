@@ -124,6 +124,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
             install_crd: true,
             metrics: agent_metrics.clone(),
             backup_store: None,
+            heartbeat: Duration::from_secs(10),
         };
         tokio::spawn(cluster_agent::run(config));
         sims.push(sim);

@@ -10,15 +10,47 @@ use utoipa::IntoParams;
 
 use crate::{
     ApiError, AppState,
-    dto::{Cluster, ClusterRequest, DeadLetter, DeadLetterPage},
+    dto::{AgentReport, Cluster, ClusterRequest, ClusterState, ClusterStatus, DeadLetter, DeadLetterPage},
     error::{FieldError, Problem},
     extract::JsonBody,
 };
 
-/// Lists registered clusters, sorted by name.
-#[utoipa::path(get, path = "/v1/admin/clusters", tag = "admin", responses((status = 200, body = Vec<Cluster>)))]
-pub(super) async fn list_clusters(State(state): State<AppState>) -> Json<Vec<Cluster>> {
-    Json(state.clusters.list().into_iter().map(|c| Cluster { name: c.name, region: c.region }).collect())
+/// Lists registered clusters, sorted by name, with whether each one's agent is heard from, what it last
+/// said of itself (version, lag, last reconcile) and how many instances are placed on it.
+#[utoipa::path(get, path = "/v1/admin/clusters", tag = "admin", responses((status = 200, body = Vec<ClusterStatus>)))]
+pub(super) async fn list_clusters(State(state): State<AppState>) -> Json<Vec<ClusterStatus>> {
+    let mut instances = std::collections::HashMap::<String, usize>::new();
+    for view in state.read_models.read().all_instances().filter(|v| !v.removed) {
+        *instances.entry(view.spec().cluster.clone()).or_default() += 1;
+    }
+    Json(
+        state
+            .clusters
+            .list()
+            .into_iter()
+            .map(|c| {
+                let record = state.liveness.get(&c.name);
+                ClusterStatus {
+                    instances: instances.get(&c.name).copied().unwrap_or_default(),
+                    state: match record.as_ref().map(|r| r.state) {
+                        Some(streams::liveness::ClusterState::Reachable) => ClusterState::Reachable,
+                        Some(streams::liveness::ClusterState::Unreachable) => ClusterState::Unreachable,
+                        None => ClusterState::NeverSeen,
+                    },
+                    since: record.as_ref().map(|r| r.since),
+                    agent: record.map(|r| AgentReport {
+                        agent: r.heartbeat.agent,
+                        version: r.heartbeat.version,
+                        lag: r.heartbeat.lag,
+                        last_reconcile: r.heartbeat.last_reconcile,
+                        last_heartbeat: r.last_heartbeat,
+                    }),
+                    name: c.name,
+                    region: c.region,
+                }
+            })
+            .collect(),
+    )
 }
 
 /// Registers a cluster (or changes its region). New instances may be placed on it at once.

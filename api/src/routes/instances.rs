@@ -19,7 +19,7 @@ use super::write::{self, Write};
 use crate::{
     ApiError, AppState,
     auth::Principal,
-    dto::{Instance, InstanceList, Operation, ProvisionRequest, UpdateRequest, config_value},
+    dto::{Health, Instance, InstanceList, Operation, ProvisionRequest, UpdateRequest, config_value},
     error::Problem,
     extract::{JsonBody, etag, if_match},
 };
@@ -188,14 +188,29 @@ pub(super) async fn list_instances(
     }
     let (limit, after) = crate::extract::page(params.limit, params.page_token.as_deref())?;
     let model = state.read_models.read();
+    let shown = |view: &InstanceView| crate::liveness::shown(Instance::convert(view), &state.liveness);
+    let name = params.name.as_deref();
     // One extra tells whether another page follows.
-    let mut page =
-        model.list(&project, after, limit + 1, params.name.as_deref(), params.state.map(Convert::convert));
+    let mut page: Vec<Instance> = match params.state {
+        // While a cluster is silent, what is shown is not what was folded: filter what is shown.
+        Some(wanted) if wanted == Health::Unknown || state.liveness.any_unreachable() => model
+            .list(&project, after, usize::MAX, name, None)
+            .into_iter()
+            .map(shown)
+            .filter(|i| i.status.state == wanted)
+            .take(limit + 1)
+            .collect(),
+        wanted => model
+            .list(&project, after, limit + 1, name, wanted.map(Convert::convert))
+            .into_iter()
+            .map(shown)
+            .collect(),
+    };
     let next_page_token = (page.len() > limit).then(|| {
         page.truncate(limit);
-        page.last().map(|v| v.spec().id.to_string()).unwrap_or_default()
+        page.last().map(|i| i.id.to_string()).unwrap_or_default()
     });
-    Ok(Json(InstanceList { items: page.into_iter().map(Instance::convert).collect(), next_page_token }))
+    Ok(Json(InstanceList { items: page, next_page_token }))
 }
 
 /// Gets an instance: its full desired specification plus computed fields.
@@ -243,7 +258,8 @@ pub(super) async fn get_instance(
         let model = state.read_models.read();
         if model.last_sequence() >= info.state.last_sequence {
             let view = model.instance(&project, id).ok_or(ApiError::NotFound("instance"))?;
-            return Ok(([(header::ETAG, etag(view.version))], Json(Instance::convert(view))).into_response());
+            let shown = crate::liveness::shown(Instance::convert(view), &state.liveness);
+            return Ok(([(header::ETAG, etag(view.version))], Json(shown)).into_response());
         }
     }
     let current = state.commands.read_current(&project, id).await?.ok_or(ApiError::NotFound("instance"))?;
@@ -253,7 +269,8 @@ pub(super) async fn get_instance(
         let instance = domain::Instance::clone(&current.aggregate);
         InstanceView::with_desired(model.instance(&project, id), instance, current.version, updated_at)
     };
-    Ok(([(header::ETAG, etag(current.version))], Json(Instance::convert(&view))).into_response())
+    let shown = crate::liveness::shown(Instance::convert(&view), &state.liveness);
+    Ok(([(header::ETAG, etag(current.version))], Json(shown)).into_response())
 }
 
 /// Changes an instance (JSON merge patch).

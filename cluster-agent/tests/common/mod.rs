@@ -250,6 +250,17 @@ impl World {
 
     /// Starts the agent of cluster `i` with a resync period of the test's choosing.
     pub async fn start_agent_with_resync(&mut self, i: usize, resync: Duration) {
+        // The real cluster has the CRD from deploy/crds/, as production does.
+        let install_crd = self.clusters[i].kube.is_sim();
+        self.launch_agent(i, resync, install_crd).await;
+    }
+
+    /// Starts the agent of cluster `i` with `--install-crd` (on the real backend too).
+    pub async fn start_agent_installing_crd(&mut self, i: usize) {
+        self.launch_agent(i, Duration::from_secs(300), true).await;
+    }
+
+    async fn launch_agent(&mut self, i: usize, resync: Duration, install_crd: bool) {
         let nats = self.connect_agent(i).await;
         let cluster = &mut self.clusters[i];
         cluster.metrics = Metrics::default();
@@ -261,10 +272,10 @@ impl World {
             settings: Settings::default(),
             concurrency: 16,
             resync,
-            // The real cluster has the CRD from deploy/crds/, as production does.
-            install_crd: cluster.kube.is_sim(),
+            install_crd,
             metrics: cluster.metrics.clone(),
             backup_store: self.backup_store.clone(),
+            heartbeat: Duration::from_secs(1),
         };
         cluster.agent = Some(tokio::spawn(cluster_agent::run_with(config, self.egress.clone())));
     }

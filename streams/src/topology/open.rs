@@ -37,6 +37,7 @@ impl Settings {
             clusters: bucket(self.clusters_bucket.clone()).await?,
             read_models: bucket(self.read_models_bucket.clone()).await?,
             read_models_stream: stream(format!("KV_{}", self.read_models_bucket)).await?,
+            liveness: bucket(self.liveness_bucket.clone()).await?,
         })
     }
 }
