@@ -16,9 +16,12 @@ pub const NAME: &str = "cp-cluster-agent";
 /// Namespace the agent runs in.
 pub const NAMESPACE: &str = "cp-system";
 
-/// What server-side apply of an owned object, its watch cache and its cleanup need. Apply may create,
-/// so `create` is granted with `patch`.
-const APPLY_AND_WATCH: &[&str] = &["get", "list", "watch", "create", "patch", "delete"];
+/// An object the agent renders: watched (`list`, `watch`: one cache per kind), server-side applied
+/// (`patch`, and `create` when the apply makes the object: the API server authorizes such an apply as
+/// `create` too, k8s.io/apiserver v0.36.1 `pkg/endpoints/handlers/patch.go`, `createAuthorizerAttributes`
+/// checked in `createValidation`), and deleted when pruned or deprovisioned. No `get`: reads come from
+/// the watch cache.
+const RENDERED: &[&str] = &["list", "watch", "create", "patch", "delete"];
 
 fn rule(group: &str, resources: &[&str], verbs: &[&str]) -> PolicyRule {
     PolicyRule {
@@ -30,38 +33,74 @@ fn rule(group: &str, resources: &[&str], verbs: &[&str]) -> PolicyRule {
 }
 
 /// Every permission the agent uses, cluster-wide: instances live in one namespace per project, created on
-/// demand, so the agent cannot be confined to namespaces known in advance.
+/// demand, so the agent cannot be confined to namespaces known in advance (a Role per namespace would need
+/// the agent to grant itself Roles, which takes `bind`/`escalate` or every permission it grants). Each
+/// verb's use is listed in ARCHITECTURE.md (`cluster-agent`, RBAC), and
+/// `cluster-agent/tests/least_privilege.rs` fails when one is granted but not used on a real API server.
 pub fn rules() -> Vec<PolicyRule> {
     vec![
-        // One namespace per project, applied on first use; listed (its own, by label) at start so a restart
-        // re-applies none.
-        rule("", &["namespaces"], &["get", "list", "create", "patch"]),
-        // The mirror applies instances and deletes them on deprovision; the controller watches them and
-        // patches its finalizer in and out.
-        rule("cp.example.com", &["managedinstances"], APPLY_AND_WATCH),
-        rule("cp.example.com", &["managedinstances/status"], &["get", "patch"]),
-        rule("apps", &["statefulsets"], APPLY_AND_WATCH),
-        // Secrets: the credentials are generated in the cluster, once, and never leave it.
-        rule("", &["services", "configmaps", "secrets"], APPLY_AND_WATCH),
+        // One namespace per project, applied (with its Pod Security label) on first use; the agent's own
+        // listed once at start, so a restart applies none again. Never deleted by the agent.
+        rule("", &["namespaces"], &["list", "create", "patch"]),
+        // The mirror applies instances, lists them at start and deletes them on deprovision; the mirror and
+        // the controller watch them, the finalizer is patched in and out, and the backup runner reads one
+        // by name (`get`) before making its backup.
+        rule("cp.example.com", &["managedinstances"], &["get", "list", "watch", "create", "patch", "delete"]),
+        rule("cp.example.com", &["managedinstances/status"], &["patch"]),
+        rule("apps", &["statefulsets"], RENDERED),
+        rule("", &["services", "configmaps"], RENDERED),
+        // Secrets: the credentials are generated in the cluster (`create`, once), read by name to answer
+        // a credentials request and to rotate them (`get`), and patched by a rotation; the backup store's
+        // keys are applied.
+        rule("", &["secrets"], &["get", "list", "watch", "create", "patch", "delete"]),
         // Claims are made by the StatefulSet controller; the agent grows them and removes them after the set.
-        rule("", &["persistentvolumeclaims"], &["get", "list", "watch", "patch", "delete"]),
-        rule("postgresql.cnpg.io", &["clusters"], APPLY_AND_WATCH),
+        rule("", &["persistentvolumeclaims"], &["list", "watch", "patch", "delete"]),
+        // CloudNativePG's Cluster; `get`: a credentials request checks that CloudNativePG's Secret is this
+        // Cluster's.
+        rule("postgresql.cnpg.io", &["clusters"], &["get", "list", "watch", "create", "patch", "delete"]),
         // PostgreSQL backups: each instance's ObjectStore (Barman Cloud plugin) and one CloudNativePG
-        // Backup per backup.
-        rule("barmancloud.cnpg.io", &["objectstores"], APPLY_AND_WATCH),
-        rule("postgresql.cnpg.io", &["backups"], APPLY_AND_WATCH),
-        // Network access: each instance's NetworkPolicy admits its ACL.
-        rule("networking.k8s.io", &["networkpolicies"], APPLY_AND_WATCH),
-        // A credentials rotation runs the service's own password change as a Job.
-        rule("batch", &["jobs"], APPLY_AND_WATCH),
-        // Pods are only read: the kubelet reports there why a container does not run.
-        rule("", &["pods"], &["get", "list", "watch"]),
-        // `--install-crd` applies the ManagedInstance CRD.
-        rule("apiextensions.k8s.io", &["customresourcedefinitions"], &["get", "create", "patch"]),
+        // Backup per backup, annotated once reported.
+        rule("barmancloud.cnpg.io", &["objectstores"], RENDERED),
+        rule("postgresql.cnpg.io", &["backups"], RENDERED),
+        // Network access and egress: each instance's NetworkPolicy, each namespace's egress policies.
+        rule("networking.k8s.io", &["networkpolicies"], RENDERED),
+        // Rotation, restore and backup Jobs; a backup's annotated once reported.
+        rule("batch", &["jobs"], RENDERED),
+        // Pods are only read: the kubelet reports there why a container does not run, and a backup Job's
+        // upload container its result (listed by the Job's label).
+        rule("", &["pods"], &["list", "watch"]),
+        // `--install-crd` applies the ManagedInstance CRD, and only that one: a CRD is cluster-wide, and
+        // `patch` on every CRD would let the agent rewrite CloudNativePG's. Names can restrict the
+        // `create` of an apply, since the apply's create check carries the name (patch.go above), though
+        // not a POST create (kubernetes.io/docs/reference/access-authn-authz/rbac/, "Referring to
+        // resources": "You cannot restrict create or deletecollection requests by their resource name").
+        PolicyRule {
+            resource_names: Some(vec![CRD_NAME.to_owned()]),
+            ..rule("apiextensions.k8s.io", &["customresourcedefinitions"], &["create", "patch"])
+        },
     ]
 }
 
-/// Whether [`rules`] allow `verb` on `resource` (plural, with `/subresource` if any) of API `group`.
+/// The ManagedInstance CRD's name, the only CRD the agent may write.
+pub const CRD_NAME: &str = "managedinstances.cp.example.com";
+
+/// Every `(verb, group, resource)` [`rules`] grant, `resource` with `/subresource` if any.
+pub fn granted() -> Vec<(String, String, String)> {
+    let mut all = Vec::new();
+    for rule in rules() {
+        for group in rule.api_groups.iter().flatten() {
+            for resource in rule.resources.iter().flatten() {
+                for verb in &rule.verbs {
+                    all.push((verb.clone(), group.clone(), resource.clone()));
+                }
+            }
+        }
+    }
+    all
+}
+
+/// Whether [`rules`] allow `verb` on `resource` (plural, with `/subresource` if any) of API `group`, for
+/// some name: a rule's `resourceNames` are left to the API server (the agent writes one CRD, by name).
 pub fn permits(verb: &str, group: &str, resource: &str) -> bool {
     rules().iter().any(|rule| {
         let has =

@@ -5,29 +5,106 @@ use std::{
     sync::{Arc, Mutex, PoisonError},
 };
 
+use std::{
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll},
+};
+
 use cluster_agent::Metrics;
+
+type Log = Arc<Mutex<BTreeMap<String, u64>>>;
 
 /// Requests by `verb resource`, e.g. `patch statefulsets.apps`, `patch managedinstances.cp.example.com/status`.
 #[derive(Debug, Clone, Default)]
-pub struct Requests(Arc<Mutex<BTreeMap<String, u64>>>);
+pub struct Requests {
+    counts: Log,
+    /// `create resource` for each server-side apply the API server answered `201 Created`
+    applied_creates: Log,
+}
 
 impl Requests {
     pub fn counts(&self) -> BTreeMap<String, u64> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.counts.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Every `verb resource` the API server authorized for the agent: each request's own verb, and
+    /// `create` for a server-side apply that created its object. Such an apply is a PATCH, authorized as
+    /// `patch` on the way in, and, once the object turns out not to exist, as `create` too
+    /// (k8s.io/apiserver v0.36.1 `pkg/endpoints/handlers/patch.go`: `createAuthorizerAttributes` with
+    /// `Verb: "create"`, checked by `withAuthorization` in `createValidation`; `wasCreated` makes the
+    /// answer `201 Created`).
+    pub fn authorized(&self) -> std::collections::BTreeSet<String> {
+        let mut all: std::collections::BTreeSet<String> = self.counts().into_keys().collect();
+        all.extend(self.applied_creates.lock().unwrap_or_else(PoisonError::into_inner).keys().cloned());
+        all
     }
 
     /// A client that records every request here and counts it in the agent's metrics.
     pub fn client(&self, config: kube::Config, metrics: &Metrics) -> kube::Client {
         let counter = metrics.kube_requests.clone();
-        let log = self.0.clone();
-        let layer = tower::util::MapRequestLayer::new(move |request: http::Request<kube::client::Body>| {
-            counter.inc();
-            if let Some(key) = key(request.method(), request.uri()) {
-                *log.lock().unwrap_or_else(PoisonError::into_inner).entry(key).or_default() += 1;
-            }
-            request
+        let counts = self.counts.clone();
+        let applied_creates = self.applied_creates.clone();
+        let layer = tower::layer::layer_fn(move |inner| Record {
+            inner,
+            counter: counter.clone(),
+            counts: counts.clone(),
+            applied_creates: applied_creates.clone(),
         });
         kube::client::ClientBuilder::try_from(config).expect("client").with_layer(&layer).build()
+    }
+}
+
+/// The recording layer's service: counts each request, and on its answer notes an apply that created.
+struct Record<S> {
+    inner: S,
+    counter: prometheus_client::metrics::counter::Counter,
+    counts: Log,
+    applied_creates: Log,
+}
+
+impl<S, B> tower::Service<http::Request<kube::client::Body>> for Record<S>
+where
+    S: tower::Service<http::Request<kube::client::Body>, Response = http::Response<B>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<kube::client::Body>) -> Self::Future {
+        self.counter.inc();
+        let key = key(request.method(), request.uri());
+        if let Some(key) = &key {
+            *self.counts.lock().unwrap_or_else(PoisonError::into_inner).entry(key.clone()).or_default() += 1;
+        }
+        let apply = request.method() == http::Method::PATCH
+            && request
+                .headers()
+                .get(http::header::CONTENT_TYPE)
+                .is_some_and(|t| t.as_bytes().starts_with(b"application/apply-patch"));
+        let created = (apply && key.is_some())
+            .then(|| key.as_deref().and_then(|k| k.split_once(' ')).map(|(_, r)| format!("create {r}")))
+            .flatten();
+        let applied_creates = self.applied_creates.clone();
+        let answer = self.inner.call(request);
+        Box::pin(async move {
+            let response = answer.await?;
+            if let Some(created) = created
+                && response.status() == http::StatusCode::CREATED
+            {
+                *applied_creates
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .entry(created)
+                    .or_default() += 1;
+            }
+            Ok(response)
+        })
     }
 }
 
