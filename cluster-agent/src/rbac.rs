@@ -1,9 +1,10 @@
 //! The Kubernetes permissions the agent needs, kept beside the code that uses them.
 //!
 //! `deploy/rbac/cluster-agent.yaml` is generated from here (`cargo run -p cluster-agent --bin rbacgen`,
-//! drift-checked by a test), and the converge tests check every request the agent makes of the simulated
-//! API server against [`rules`]: an agent change that needs a new verb fails a test instead of failing on
-//! a real cluster with 403.
+//! drift-checked by a test). Both directions are tested: the scenarios check every request the agent
+//! makes against [`rules`] (and the real API server enforces them), so an agent change that needs a new
+//! verb fails a test instead of failing on a real cluster with 403; `tests/least_privilege.rs` runs the
+//! whole repertoire on a real API server and fails on a granted verb no request used.
 
 use k8s_openapi::api::{
     core::v1::ServiceAccount,
