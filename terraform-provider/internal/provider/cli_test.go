@@ -108,6 +108,13 @@ resource "cp_instance" "cli" {
 		t.Fatalf("plan after apply:\n%s", out)
 	}
 
+	// Import as a user adopts an instance: forget it, import it by project/name, and the plan is empty.
+	run(0, "state", "rm", "cp_instance.cli")
+	run(0, "import", "-input=false", "cp_instance.cli", testProject+"/tf-cli")
+	if out := run(0, "plan", "-input=false", "-detailed-exitcode"); !strings.Contains(out, "No changes") {
+		t.Fatalf("plan after import:\n%s", out)
+	}
+
 	// deletion_protection is honoured: destroy fails, and says how to proceed.
 	if out := run(1, "destroy", "-input=false", "-auto-approve"); !strings.Contains(out, "deletion_protection") {
 		t.Fatalf("destroy of a protected instance:\n%s", out)
