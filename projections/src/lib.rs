@@ -5,6 +5,7 @@
 //! * [`backup_worker`]: the control plane's actions on the backup store (verify, delete), reported as facts.
 //! * [`backups`]: the fold of backups' events and their clusters' facts into backup records.
 //! * [`status`]: desired compared with observed, per aspect.
+//! * [`leader`]: runs the singleton's work in exactly one replica at a time, through a lease.
 //! * [`liveness`]: marks clusters whose agents fell silent unreachable.
 //! * [`intake`]: moves each cluster's facts from its bounded intake onto the event stream, at a bounded rate.
 //! * [`projector`]: folds the stream into the read-model bucket (the `cp-projector` process).
@@ -23,6 +24,7 @@ pub mod backups;
 pub mod facts;
 pub mod instances;
 pub mod intake;
+pub mod leader;
 pub mod liveness;
 pub mod projector;
 pub mod rebuild;

@@ -27,7 +27,9 @@ struct Options {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Keep the read models current (one process per deployment; a second one is safe but idle work)
+    /// Keep the read models current, move the clusters' facts in, watch their liveness and run the backup
+    /// scheduler and worker: in one replica at a time (the lease `projector`); others stand by and take
+    /// over within the lease's time to live
     Run {
         /// address of /metrics and /healthz
         #[arg(long, env = "CP_PROJECTOR_LISTEN", default_value = "127.0.0.1:9464")]
@@ -127,55 +129,113 @@ async fn main() -> anyhow::Result<()> {
         } => {
             // The backup scheduler and worker read the read models as an API replica does.
             let models = projections::ReadModels::start(bucket.clone(), Duration::from_secs(30)).await?;
-            let backups =
-                streams::backups::BackupCommands::new(&topology, streams::instances::DEFAULT_CACHE_CAPACITY);
-            let scheduler =
-                projections::backup_scheduler::Scheduler::new(models.clone(), backups, chrono::Utc::now())
-                    .retention_after_deprovision(chrono::TimeDelta::days(i64::from(
-                        backup_retention_after_deprovision_days,
-                    )));
-            tokio::spawn(scheduler.run(Duration::from_secs(15)));
-            if let (Some(endpoint), Some(store_bucket), Some(access_key_id), Some(secret_access_key)) = (
+            let store = match (
                 backup_store_endpoint,
                 backup_store_bucket,
                 backup_store_access_key_id,
                 backup_store_secret_access_key,
             ) {
-                let config = backup_store::StoreConfig {
-                    endpoint,
-                    bucket: store_bucket,
-                    region: "us-east-1".into(),
-                    access_key_id,
-                    secret_access_key,
-                };
-                let store = backup_store::BackupStore::new(&config)?;
-                tracing::info!(store = ?config, "verifying and deleting backup objects");
-                tokio::spawn(projections::backup_worker::run(models, store, topology.jetstream.clone()));
-            } else {
-                tracing::warn!(
-                    "no backup store given: reported backups are not verified and deleted ones keep their objects"
-                );
-            }
+                (Some(endpoint), Some(store_bucket), Some(access_key_id), Some(secret_access_key)) => {
+                    let config = backup_store::StoreConfig {
+                        endpoint,
+                        bucket: store_bucket,
+                        region: "us-east-1".into(),
+                        access_key_id,
+                        secret_access_key,
+                    };
+                    tracing::info!(store = ?config, "verifying and deleting backup objects");
+                    Some(backup_store::BackupStore::new(&config)?)
+                }
+                _ => {
+                    tracing::warn!(
+                        "no backup store given: reported backups are not verified and deleted ones keep their objects"
+                    );
+                    None
+                }
+            };
             let mut registry = Registry::default();
             let metrics = ProjectorMetrics::default().register(&mut registry);
             // Agents' facts reach the event stream only through their clusters' intakes.
             let intake_metrics = projections::intake::IntakeMetrics::default().register(&mut registry);
+            let leading_gauge = prometheus_client::metrics::gauge::Gauge::<i64>::default();
+            registry.register(
+                "cp_projector_leading",
+                "1 while this replica holds the projector's lease and does its work, else 0",
+                leading_gauge.clone(),
+            );
             let clusters = streams::clusters::ClusterRegistry::open(&topology).await?;
             let limits = projections::intake::IntakeLimits {
                 per_second: intake_facts_per_second,
                 burst: intake_burst,
             };
-            tokio::spawn(projections::intake::run(
-                topology.jetstream.clone(),
-                topology.settings.clone(),
-                clusters,
-                limits,
-                intake_metrics,
-            ));
-            tokio::spawn(projections::liveness::watch(
-                streams::liveness::LivenessBucket::new(&topology),
-                Duration::from_secs(cluster_silence_seconds),
-            ));
+            // The singleton's work, started anew each time this replica takes the lease: the fold, the
+            // intake gate, the liveness watch, the backup scheduler and worker (`projections::leader`).
+            let work = {
+                let topology = topology.clone();
+                move || {
+                    let (topology, models, store, metrics, intake_metrics, clusters) = (
+                        topology.clone(),
+                        models.clone(),
+                        store.clone(),
+                        metrics.clone(),
+                        intake_metrics.clone(),
+                        clusters.clone(),
+                    );
+                    async move {
+                        let mut tasks = tokio::task::JoinSet::new();
+                        let backups = streams::backups::BackupCommands::new(
+                            &topology,
+                            streams::instances::DEFAULT_CACHE_CAPACITY,
+                        );
+                        let scheduler = projections::backup_scheduler::Scheduler::new(
+                            models.clone(),
+                            backups,
+                            chrono::Utc::now(),
+                        )
+                        .retention_after_deprovision(chrono::TimeDelta::days(i64::from(
+                            backup_retention_after_deprovision_days,
+                        )));
+                        tasks.spawn(scheduler.run(Duration::from_secs(15)));
+                        if let Some(store) = store {
+                            tasks.spawn(projections::backup_worker::run(
+                                models,
+                                store,
+                                topology.jetstream.clone(),
+                            ));
+                        }
+                        tasks.spawn(projections::intake::run(
+                            topology.jetstream.clone(),
+                            topology.settings.clone(),
+                            clusters,
+                            limits,
+                            intake_metrics,
+                        ));
+                        tasks.spawn(projections::liveness::watch(
+                            streams::liveness::LivenessBucket::new(&topology),
+                            Duration::from_secs(cluster_silence_seconds),
+                        ));
+                        let (checkpoint, _) = tokio::sync::watch::channel(0);
+                        tasks.spawn(
+                            Projector::new(topology.events.clone(), ReadModelBucket::new(&topology), metrics)
+                                .parking_skipped(topology.jetstream.clone())
+                                .run(checkpoint),
+                        );
+                        tasks.join_next().await;
+                    }
+                }
+            };
+            let holder = format!(
+                "{}-{}",
+                std::env::var("HOSTNAME").unwrap_or_else(|_| "projector".into()),
+                std::process::id()
+            );
+            let lease = streams::lease::Lease::new(&topology, "projector", &holder);
+            let (leading, mut leading_changes) = tokio::sync::watch::channel(false);
+            tokio::spawn(async move {
+                while leading_changes.changed().await.is_ok() {
+                    leading_gauge.set(i64::from(*leading_changes.borrow()));
+                }
+            });
             let registry = Arc::new(registry);
             let listener =
                 tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
@@ -195,9 +255,8 @@ async fn main() -> anyhow::Result<()> {
                 }),
             );
             tokio::spawn(async move { axum::serve(listener, app).await });
-            let (checkpoint, _) = tokio::sync::watch::channel(0);
             tokio::select! {
-                () = Projector::new(topology.events, bucket, metrics).parking_skipped(topology.jetstream.clone()).run(checkpoint) => {}
+                () = projections::leader::lead(lease, work, leading) => {}
                 _ = tokio::signal::ctrl_c() => tracing::info!("shutting down"),
             }
             Ok(())

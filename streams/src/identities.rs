@@ -81,6 +81,7 @@ pub fn control_plane_permissions(settings: &Settings) -> Value {
         &settings.clusters_bucket,
         &settings.read_models_bucket,
         &settings.liveness_bucket,
+        &settings.leases_bucket,
     ];
     let owned = [settings.events_stream.clone(), crate::dead_letters::DEAD_LETTERS_STREAM.to_owned()]
         .into_iter()

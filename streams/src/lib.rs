@@ -27,6 +27,7 @@ pub mod identities;
 pub mod instances;
 pub mod intake;
 mod kv_create;
+pub mod lease;
 pub mod liveness;
 pub mod names;
 pub mod observed;

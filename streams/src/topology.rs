@@ -41,6 +41,11 @@ pub struct Settings {
     pub read_models_bucket: String,
     /// name of the bucket saying whether each cluster's agent is heard from ([`crate::liveness`])
     pub liveness_bucket: String,
+    /// name of the bucket holding the leases of singleton processes ([`crate::lease`])
+    pub leases_bucket: String,
+    /// how long a lease lasts unless renewed: a standby takes over at most this long after its holder
+    /// died (the bucket's `max_age`)
+    pub lease_ttl: Duration,
     /// how the event store sends its messages; match it to the server's `sync_interval`
     /// (see ARCHITECTURE.md, *Durability*)
     pub commit_mode: CommitMode,
@@ -63,6 +68,8 @@ impl Default for Settings {
             clusters_bucket: "cp-clusters".to_owned(),
             read_models_bucket: "cp-read-models".to_owned(),
             liveness_bucket: "cp-cluster-liveness".to_owned(),
+            leases_bucket: "cp-leases".to_owned(),
+            lease_ttl: Duration::from_secs(10),
             commit_mode: CommitMode::default(),
             // A thousand instances reporting ten facts each at once fit; a flood stops here.
             intake_max_messages: 10_000,
@@ -121,6 +128,8 @@ pub struct Topology {
     pub read_models_stream: stream::Stream,
     /// whether each cluster's agent is heard from ([`crate::liveness`])
     pub liveness: kv::Store,
+    /// leases of singleton processes ([`crate::lease`])
+    pub leases: kv::Store,
 }
 
 impl Settings {
@@ -239,6 +248,12 @@ impl Settings {
             Duration::ZERO,
         )
         .await?;
+        let leases = bucket(
+            &self.leases_bucket,
+            "Leases of singleton processes (which projector replica leads)",
+            self.lease_ttl,
+        )
+        .await?;
         let read_models_stream = jetstream
             .get_stream(format!("KV_{}", self.read_models_bucket))
             .await
@@ -253,6 +268,7 @@ impl Settings {
             read_models,
             read_models_stream,
             liveness,
+            leases,
         })
     }
 }

@@ -38,6 +38,7 @@ impl Settings {
             read_models: bucket(self.read_models_bucket.clone()).await?,
             read_models_stream: stream(format!("KV_{}", self.read_models_bucket)).await?,
             liveness: bucket(self.liveness_bucket.clone()).await?,
+            leases: bucket(self.leases_bucket.clone()).await?,
         })
     }
 }
