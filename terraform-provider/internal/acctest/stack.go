@@ -35,8 +35,14 @@ type Stack struct {
 	binDir   string
 
 	mu     sync.Mutex
-	procs  map[string]*exec.Cmd
+	procs  map[string]*proc
 	agents map[string]agentArgs
+}
+
+// proc is a started process; done is closed when it exits.
+type proc struct {
+	cmd  *exec.Cmd
+	done chan struct{}
 }
 
 type agentArgs struct{ simURL string }
@@ -107,7 +113,7 @@ func Start(opts Options) (*Stack, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Stack{Dir: dir, binDir: bins, procs: map[string]*exec.Cmd{}, agents: map[string]agentArgs{}}
+	s := &Stack{Dir: dir, binDir: bins, procs: map[string]*proc{}, agents: map[string]agentArgs{}}
 	ok := false
 	defer func() {
 		if !ok {
@@ -157,6 +163,9 @@ func Start(opts Options) (*Stack, error) {
 		"--nats-nkey", s.identity("control-plane"), "run", "--listen", fmt.Sprintf("127.0.0.1:%d", projectorPort)); err != nil {
 		return nil, err
 	}
+	if err := s.waitListening("projector", fmt.Sprintf("127.0.0.1:%d", projectorPort)); err != nil {
+		return nil, err
+	}
 	// A token holding admin on every project (deletion protection may be turned off only by an admin).
 	var stdout, stderr bytes.Buffer
 	cmd := exec.Command(filepath.Join(bins, "cp-api"), "--new-token", "terraform-acc", "--grant", "*=admin")
@@ -192,6 +201,12 @@ func Start(opts Options) (*Stack, error) {
 	if err := waitHTTP(s.Endpoint+"/readyz", 60*time.Second); err != nil {
 		return nil, fmt.Errorf("cp-api: %w (log %s)", err, s.log("cp-api"))
 	}
+	// Every process must still be running: one that stopped at start (binaries of different builds, say)
+	// would otherwise only show as operations that never finish.
+	time.Sleep(300 * time.Millisecond)
+	if err := s.CheckAlive(); err != nil {
+		return nil, err
+	}
 	ok = true
 	return s, nil
 }
@@ -206,8 +221,8 @@ func (s *Stack) StartAgent(cluster string) error {
 	if err := s.spawn("k8s-sim-"+cluster, filepath.Join(s.binDir, "k8s-sim"), nil, "--listen", simAddr, "--ready-delay-ms", "200"); err != nil {
 		return err
 	}
-	if err := waitTCP(simAddr, 30*time.Second); err != nil {
-		return fmt.Errorf("k8s-sim: %w", err)
+	if err := s.waitListening("k8s-sim-"+cluster, simAddr); err != nil {
+		return err
 	}
 	s.mu.Lock()
 	s.agents[cluster] = agentArgs{simURL: "http://" + simAddr}
@@ -241,11 +256,68 @@ func (s *Stack) spawn(name, path string, env []string, args ...string) error {
 		logFile.Close()
 		return fmt.Errorf("starting %s: %w", name, err)
 	}
+	p := &proc{cmd: cmd, done: make(chan struct{})}
 	s.mu.Lock()
-	s.procs[name] = cmd
+	s.procs[name] = p
 	s.mu.Unlock()
-	go func() { _ = cmd.Wait(); logFile.Close() }()
+	go func() { _ = cmd.Wait(); logFile.Close(); close(p.done) }()
 	return nil
+}
+
+// CheckAlive fails naming every started process that has exited, with the end of its log.
+func (s *Stack) CheckAlive() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var dead []string
+	for name, p := range s.procs {
+		select {
+		case <-p.done:
+			dead = append(dead, fmt.Sprintf("%s exited (%s); its log ends:\n%s", name, p.cmd.ProcessState, tail(s.log(name), 8)))
+		default:
+		}
+	}
+	if len(dead) > 0 {
+		return fmt.Errorf("control plane process stopped: %s", strings.Join(dead, "\n"))
+	}
+	return nil
+}
+
+// waitListening waits for a started process to listen on addr, failing at once if it exits.
+func (s *Stack) waitListening(name, addr string) error {
+	s.mu.Lock()
+	p := s.procs[name]
+	s.mu.Unlock()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-p.done:
+			return fmt.Errorf("%s exited at start (%s); its log ends:\n%s", name, p.cmd.ProcessState, tail(s.log(name), 8))
+		default:
+		}
+		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+			c.Close()
+			return nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("%s not listening on %s after 30s (log %s)", name, addr, s.log(name))
+}
+
+func tail(path string, n int) string {
+	data, _ := os.ReadFile(path)
+	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+	var keep []string
+	for _, l := range lines {
+		// Skip backtrace frames: the error line above them is what tells.
+		if t := strings.TrimSpace(l); strings.HasPrefix(t, "at ") || (len(t) > 0 && t[0] >= '0' && t[0] <= '9' && strings.Contains(t, ": ")) {
+			continue
+		}
+		keep = append(keep, l)
+	}
+	if len(keep) > n {
+		keep = keep[len(keep)-n:]
+	}
+	return strings.Join(keep, "\n")
 }
 
 // Stop ends every process it started (by its own pid) and removes the directory unless CP_TF_ACC_KEEP
@@ -253,18 +325,27 @@ func (s *Stack) spawn(name, path string, env []string, args ...string) error {
 func (s *Stack) Stop() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, cmd := range s.procs {
-		if cmd.Process != nil {
-			_ = cmd.Process.Signal(syscall.SIGTERM)
+	for _, p := range s.procs {
+		if p.cmd.Process != nil {
+			_ = p.cmd.Process.Signal(syscall.SIGTERM)
 		}
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for _, cmd := range s.procs {
-		for cmd.ProcessState == nil && time.Now().Before(deadline) {
-			time.Sleep(50 * time.Millisecond)
+	timer := time.NewTimer(5 * time.Second)
+	defer timer.Stop()
+	expired := false
+	for _, p := range s.procs {
+		if !expired {
+			select {
+			case <-p.done:
+				continue
+			case <-timer.C:
+				expired = true
+			}
 		}
-		if cmd.ProcessState == nil && cmd.Process != nil {
-			_ = cmd.Process.Kill()
+		select {
+		case <-p.done:
+		default:
+			_ = p.cmd.Process.Kill()
 		}
 	}
 	if os.Getenv("CP_TF_ACC_KEEP") != "" {

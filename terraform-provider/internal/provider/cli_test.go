@@ -72,6 +72,12 @@ resource "cp_instance" "cli" {
   acl     = [{ cidr = "198.51.100.0/24", description = "ci" }, { cidr = "192.0.2.0/24" }]
 
   deletion_protection = %t
+
+  timeouts {
+    create = "3m"
+    update = "3m"
+    delete = "3m"
+  }
 }
 `, version, protected)
 	}
@@ -111,8 +117,15 @@ resource "cp_instance" "cli" {
 	// Import as a user adopts an instance: forget it, import it by project/name, and the plan is empty.
 	run(0, "state", "rm", "cp_instance.cli")
 	run(0, "import", "-input=false", "cp_instance.cli", testProject+"/tf-cli")
-	if out := run(0, "plan", "-input=false", "-detailed-exitcode"); !strings.Contains(out, "No changes") {
+	// The state of an import has no timeouts block (the API knows none), so the plan records the
+	// configuration's, and nothing else: no API call, no value "known after apply".
+	if out := run(2, "plan", "-input=false", "-detailed-exitcode"); !strings.Contains(out, "0 to add, 1 to change, 0 to destroy") ||
+		strings.Contains(out, "known after apply") {
 		t.Fatalf("plan after import:\n%s", out)
+	}
+	run(0, "apply", "-input=false", "-auto-approve")
+	if out := run(0, "plan", "-input=false", "-detailed-exitcode"); !strings.Contains(out, "No changes") {
+		t.Fatalf("plan after import and apply:\n%s", out)
 	}
 
 	// deletion_protection is honoured: destroy fails, and says how to proceed.

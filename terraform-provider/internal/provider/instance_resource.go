@@ -14,6 +14,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework-timeouts/resource/timeouts"
 	"github.com/hashicorp/terraform-plugin-framework-validators/setvalidator"
 	"github.com/hashicorp/terraform-plugin-framework-validators/stringvalidator"
+	"github.com/hashicorp/terraform-plugin-framework/attr"
 	"github.com/hashicorp/terraform-plugin-framework/diag"
 	"github.com/hashicorp/terraform-plugin-framework/path"
 	"github.com/hashicorp/terraform-plugin-framework/resource"
@@ -295,6 +296,15 @@ func (r *instanceResource) ModifyPlan(ctx context.Context, req resource.ModifyPl
 		}
 		resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("project"), r.data.project)...)
 	}
+	if state != nil && onlyTimeoutsDiffer(&plan, state) {
+		// A change of the timeouts block alone (say, after an import, whose state has none) calls nothing
+		// in the API: everything the API computes stays as it is.
+		for name, v := range map[string]attr.Value{"instance_version": state.InstanceVersion, "status": state.Status,
+			"endpoint": state.Connection, "resources": state.Resources, "storage_gib": state.StorageGiB} {
+			resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root(name), v)...)
+		}
+		return
+	}
 	if state != nil {
 		// Storage and resources follow the plan: known from the state unless the plan changes.
 		if !plan.Plan.Equal(state.Plan) {
@@ -353,6 +363,17 @@ func (r *instanceResource) ModifyPlan(ctx context.Context, req resource.ModifyPl
 			resp.Diagnostics.AddAttributeError(path.Root("config").AtMapKey(k), "Invalid configuration", err.Error())
 		}
 	}
+}
+
+// onlyTimeoutsDiffer tells whether the plan changes nothing the API knows of.
+func onlyTimeoutsDiffer(plan, state *instanceModel) bool {
+	same := func(a, b attr.Value) bool { return a.Equal(b) }
+	return same(plan.Project, state.Project) && same(plan.Name, state.Name) && same(plan.Service, state.Service) &&
+		same(plan.Version, state.Version) && same(plan.Plan, state.Plan) && same(plan.StorageGiB, state.StorageGiB) &&
+		same(plan.Config, state.Config) && same(plan.Description, state.Description) &&
+		same(plan.DeletionProtection, state.DeletionProtection) && same(plan.Cluster, state.Cluster) &&
+		plan.Region.Equal(state.Region) && same(plan.ACL, state.ACL) && same(plan.AllowPublic, state.AllowPublic) &&
+		plan.RestoreFrom.Equal(state.RestoreFrom) && plan.CredentialsRotation.Equal(state.CredentialsRotation)
 }
 
 func (r *instanceResource) Create(ctx context.Context, req resource.CreateRequest, resp *resource.CreateResponse) {

@@ -40,6 +40,12 @@ resource "cp_instance" "db" {
   config      = %s
   acl         = %s
 %s
+  # Bounded, so a control plane that stopped answering fails the test in minutes, not the 30-minute default.
+  timeouts {
+    create = "3m"
+    update = "3m"
+    delete = "3m"
+  }
 }
 `, name, version, plan, config, acl, extra)
 }

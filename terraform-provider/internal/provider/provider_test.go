@@ -52,6 +52,9 @@ func apiClient() *client.Client {
 func dumpOnFailure(t *testing.T) {
 	t.Cleanup(func() {
 		if t.Failed() && stack != nil {
+			if err := stack.CheckAlive(); err != nil {
+				t.Log(err)
+			}
 			stack.DumpLogs(t)
 		}
 	})
