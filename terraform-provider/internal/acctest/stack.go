@@ -218,7 +218,10 @@ func (s *Stack) StartAgent(cluster string) error {
 		return err
 	}
 	simAddr := fmt.Sprintf("127.0.0.1:%d", simPort)
-	if err := s.spawn("k8s-sim-"+cluster, filepath.Join(s.binDir, "k8s-sim"), nil, "--listen", simAddr, "--ready-delay-ms", "200"); err != nil {
+	// Load balancers get addresses from a documentation range, as in `./dev up`, so an instance with an ACL
+	// has an endpoint.
+	if err := s.spawn("k8s-sim-"+cluster, filepath.Join(s.binDir, "k8s-sim"), nil, "--listen", simAddr, "--ready-delay-ms", "200",
+		"--load-balancer-pool", "198.51.100.0/24"); err != nil {
 		return err
 	}
 	if err := s.waitListening("k8s-sim-"+cluster, simAddr); err != nil {

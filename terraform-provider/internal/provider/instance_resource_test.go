@@ -143,6 +143,8 @@ data "cp_catalog" "pg" { service = "postgresql" }
 						"max_connections": knownvalue.StringExact("200"),
 					})),
 					statecheck.ExpectKnownValue(instanceAddr, tfjsonpath.New("status"), knownvalue.StringExact("healthy")),
+					// The ACL is not empty, so the cluster's load balancer published where to connect.
+					statecheck.ExpectKnownValue(instanceAddr, tfjsonpath.New("endpoint").AtMapKey("host"), knownvalue.StringRegexp(regexp.MustCompile(`^198\.51\.100\.`))),
 				},
 				Check: func(*terraform.State) error { return checkAPI(id, "17", 2) },
 			},
