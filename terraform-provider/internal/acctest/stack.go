@@ -13,6 +13,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"net"
 	"net/http"
@@ -34,6 +36,9 @@ type Stack struct {
 	natsURL  string
 	binDir   string
 
+	// storeEnv gives agents and the projector the backup store (CP_BACKUP_STORE_*), when one runs.
+	storeEnv []string
+
 	mu     sync.Mutex
 	procs  map[string]*proc
 	agents map[string]agentArgs
@@ -53,6 +58,9 @@ type agentArgs struct{ simURL string }
 type Options struct {
 	Clusters []string
 	Idle     []string
+	// Backups starts the S3 backup store (SeaweedFS `weed mini`, as `./dev up` does) and hands it to the
+	// agents and the projector.
+	Backups bool
 }
 
 // RepoRoot is the workspace root (terraform-provider/..).
@@ -146,6 +154,11 @@ func Start(opts Options) (*Stack, error) {
 		"--commit-mode", "one-by-one"); err != nil {
 		return nil, err
 	}
+	if opts.Backups {
+		if err := s.startStore(root); err != nil {
+			return nil, err
+		}
+	}
 	var registered []string
 	for _, c := range all {
 		registered = append(registered, c+"=eu-central")
@@ -159,7 +172,7 @@ func Start(opts Options) (*Stack, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := s.spawn("projector", filepath.Join(bins, "cp-projector"), nil, "--nats-url", s.natsURL,
+	if err := s.spawn("projector", filepath.Join(bins, "cp-projector"), s.storeEnv, "--nats-url", s.natsURL,
 		"--nats-nkey", s.identity("control-plane"), "run", "--listen", fmt.Sprintf("127.0.0.1:%d", projectorPort)); err != nil {
 		return nil, err
 	}
@@ -230,8 +243,71 @@ func (s *Stack) StartAgent(cluster string) error {
 	s.mu.Lock()
 	s.agents[cluster] = agentArgs{simURL: "http://" + simAddr}
 	s.mu.Unlock()
-	return s.spawn("agent-"+cluster, filepath.Join(s.binDir, "cluster-agent"), nil, "--cluster", cluster,
+	return s.spawn("agent-"+cluster, filepath.Join(s.binDir, "cluster-agent"), s.storeEnv, "--cluster", cluster,
 		"--nats-url", s.natsURL, "--nats-nkey", s.identity("agent-"+cluster), "--kube-url", "http://"+simAddr, "--install-crd")
+}
+
+// startStore runs SeaweedFS's S3 with every port set (its defaults collide) and one identity, as
+// `./dev up` and tests/testkit/src/s3.rs do.
+func (s *Stack) startStore(root string) error {
+	weed := os.Getenv("CP_WEED_BIN")
+	if weed == "" {
+		weed = filepath.Join(root, ".tools", "venv", "bin", "weed")
+	}
+	dir := filepath.Join(s.Dir, "s3")
+	if err := os.MkdirAll(filepath.Join(dir, "data"), 0o700); err != nil {
+		return err
+	}
+	access, secret := "cpaccess"+randomHex(6), randomHex(20)
+	conf := fmt.Sprintf(`{"identities":[{"name":"control-plane","credentials":[{"accessKey":%q,"secretKey":%q}],"actions":["Admin","Read","Write","List","Tagging"]}]}`, access, secret)
+	if err := os.WriteFile(filepath.Join(dir, "s3.json"), []byte(conf), 0o600); err != nil {
+		return err
+	}
+	ports := make([]int, 10)
+	for i := range ports {
+		p, err := FreePort()
+		if err != nil {
+			return err
+		}
+		ports[i] = p
+	}
+	args := []string{"mini", "-dir=" + filepath.Join(dir, "data"), "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-admin.ui=false",
+		"-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0"}
+	for i, name := range []string{"s3.port", "s3.port.grpc", "master.port", "master.port.grpc", "volume.port",
+		"volume.port.grpc", "filer.port", "filer.port.grpc", "admin.port", "admin.port.grpc"} {
+		args = append(args, fmt.Sprintf("-%s=%d", name, ports[i]))
+	}
+	args = append(args, "-s3.config="+filepath.Join(dir, "s3.json"), "-bucket=cp-backups")
+	if err := s.spawn("s3", weed, nil, args...); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		data, _ := os.ReadFile(s.log("s3"))
+		if strings.Contains(string(data), "All enabled components are running") {
+			break
+		}
+		if err := s.CheckAlive(); err != nil {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("SeaweedFS did not start in 60s (log %s)", s.log("s3"))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	s.storeEnv = []string{
+		fmt.Sprintf("CP_BACKUP_STORE_ENDPOINT=http://127.0.0.1:%d", ports[0]),
+		"CP_BACKUP_STORE_BUCKET=cp-backups",
+		"CP_BACKUP_STORE_ACCESS_KEY_ID=" + access,
+		"CP_BACKUP_STORE_SECRET_ACCESS_KEY=" + secret,
+	}
+	return nil
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
 }
 
 func (s *Stack) identity(name string) string { return filepath.Join(s.Dir, "identities", name+".nk") }

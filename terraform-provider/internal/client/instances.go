@@ -94,11 +94,14 @@ type Instance struct {
 	Cluster            string                     `json:"cluster"`
 	ACL                []AclEntry                 `json:"acl"`
 	Connection         *Connection                `json:"connection,omitempty"`
-	Lifecycle          string                     `json:"lifecycle"`
-	InstanceVersion    uint64                     `json:"instance_version"`
-	Status             Status                     `json:"status"`
-	CreatedAt          string                     `json:"created_at"`
-	UpdatedAt          string                     `json:"updated_at"`
+	RestoredFrom       *struct {
+		BackupID string `json:"backup_id"`
+	} `json:"restored_from,omitempty"`
+	Lifecycle       string `json:"lifecycle"`
+	InstanceVersion uint64 `json:"instance_version"`
+	Status          Status `json:"status"`
+	CreatedAt       string `json:"created_at"`
+	UpdatedAt       string `json:"updated_at"`
 }
 
 // OperationError is why an operation failed, with the reason the cluster's agent reported.

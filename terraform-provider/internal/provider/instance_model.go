@@ -36,6 +36,7 @@ type instanceModel struct {
 	Status              types.String   `tfsdk:"status"`
 	CreatedAt           types.String   `tfsdk:"created_at"`
 	CredentialsRotation types.String   `tfsdk:"credentials_rotation"`
+	RestoredFromBackup  types.String   `tfsdk:"restored_from_backup_id"`
 	Timeouts            timeouts.Value `tfsdk:"timeouts"`
 }
 
@@ -99,6 +100,10 @@ func (m *instanceModel) fromAPI(ctx context.Context, inst *client.Instance) diag
 	m.InstanceVersion = types.Int64Value(int64(inst.InstanceVersion))
 	m.Status = types.StringValue(inst.Status.State)
 	m.CreatedAt = types.StringValue(inst.CreatedAt)
+	m.RestoredFromBackup = types.StringNull()
+	if inst.RestoredFrom != nil {
+		m.RestoredFromBackup = types.StringValue(inst.RestoredFrom.BackupID)
+	}
 
 	if len(inst.Config) == 0 && (m.Config.IsNull() || m.Config.IsUnknown()) {
 		m.Config = types.MapNull(types.StringType)
@@ -186,7 +191,7 @@ func (m *instanceModel) nullUnknowns() {
 			*v = types.StringNull()
 		}
 	}
-	for _, v := range []*types.String{&m.Project, &m.Cluster, &m.Region, &m.CredentialsRotation, &m.Description, &m.Status, &m.CreatedAt, &m.Version, &m.Plan} {
+	for _, v := range []*types.String{&m.Project, &m.Cluster, &m.Region, &m.CredentialsRotation, &m.RestoredFromBackup, &m.Description, &m.Status, &m.CreatedAt, &m.Version, &m.Plan} {
 		s(v)
 	}
 	if m.StorageGiB.IsUnknown() {

@@ -216,6 +216,10 @@ func (r *instanceResource) Schema(ctx context.Context, _ resource.SchemaRequest,
 					"after an import, or added later) records it without rotating.",
 				Optional: true,
 			},
+			"restored_from_backup_id": schema.StringAttribute{
+				MarkdownDescription: "The backup the instance was last restored from (at creation through `restore_from`, or in place), as last read.",
+				Computed:            true,
+			},
 			"created_at": schema.StringAttribute{
 				MarkdownDescription: "When it was provisioned (RFC 3339).",
 				Computed:            true,
@@ -300,7 +304,8 @@ func (r *instanceResource) ModifyPlan(ctx context.Context, req resource.ModifyPl
 		// A change of the timeouts block alone (say, after an import, whose state has none) calls nothing
 		// in the API: everything the API computes stays as it is.
 		for name, v := range map[string]attr.Value{"instance_version": state.InstanceVersion, "status": state.Status,
-			"endpoint": state.Connection, "resources": state.Resources, "storage_gib": state.StorageGiB} {
+			"endpoint": state.Connection, "resources": state.Resources, "storage_gib": state.StorageGiB,
+			"restored_from_backup_id": state.RestoredFromBackup} {
 			resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root(name), v)...)
 		}
 		return

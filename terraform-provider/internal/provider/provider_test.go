@@ -31,7 +31,7 @@ func TestMain(m *testing.M) {
 		os.Exit(m.Run())
 	}
 	var err error
-	stack, err = acctest.Start(acctest.Options{Clusters: []string{"eu-1"}, Idle: []string{"eu-3"}})
+	stack, err = acctest.Start(acctest.Options{Clusters: []string{"eu-1"}, Idle: []string{"eu-3"}, Backups: true})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "starting the control plane:", err)
 		os.Exit(1)
