@@ -20,7 +20,7 @@ const FORBIDDEN: &[(&str, &str)] = &[
     ("\"cp.rpc", "a request subject: use streams::credentials"),
     ("\"cp.dlq", "a dead-letter subject: use streams::dead_letters"),
     ("\"cp.intake", "a cluster's intake subject: use streams::intake"),
-    ("\"CP_INTAKE", "a cluster's intake stream: use streams::intake"),
+    ("\"CP_INTAKE_{", "a cluster's intake stream: use streams::intake"),
     ("\"$JS.", "a JetStream API subject: JetStream is administered by streams"),
     ("\"KV_", "a bucket's stream name: use streams::topology"),
     ("INSTANCE_EVENT_PREFIX", "a subject assembled from a prefix: use a subject function in streams"),
