@@ -36,6 +36,25 @@ async fn provision(api: &TestApi, project: &str, cluster: &str, token: &str) -> 
     created.body["instance_id"].as_str().unwrap().parse().unwrap()
 }
 
+/// Where most attacks happen: a control plane and the victim, project `other`'s instance on eu-2, healthy,
+/// served by eu-2's honest agent on a simulator (both kept running while the scene lives).
+struct Scene {
+    api: TestApi,
+    victim: Uuid,
+    _cluster: (k8s_sim::Simulator, tokio::task::JoinHandle<anyhow::Result<()>>),
+}
+
+impl Scene {
+    async fn set() -> Self {
+        let api = TestApi::start().await;
+        let (sim, address) = system_tests::cluster::simulator(Duration::from_millis(20)).await;
+        let honest = system_tests::cluster::agent(&api, "eu-2", address).await;
+        let victim = provision(&api, "other", "eu-2", OTHER_EDITOR_TOKEN).await;
+        wait_for(&api, "other", victim, Health::Healthy).await;
+        Self { api, victim, _cluster: (sim, honest) }
+    }
+}
+
 /// Waits until `project`'s instance `id` is in `state`.
 async fn wait_for(api: &TestApi, project: &str, id: Uuid, state: Health) {
     let reached = api
@@ -118,13 +137,10 @@ fn failed_state(instance: Uuid, generation: u64) -> ObservedEvent {
 
 #[tokio::test]
 async fn forged_facts_about_another_tenant_s_instance_change_nothing_and_are_counted() {
-    let api = TestApi::start().await;
-    let (_sim, address) = system_tests::cluster::simulator(Duration::from_millis(20)).await;
-    let _honest = system_tests::cluster::agent(&api, "eu-2", address).await;
-    let victim = provision(&api, "other", "eu-2", OTHER_EDITOR_TOKEN).await;
-    wait_for(&api, "other", victim, Health::Healthy).await;
-    let before = history(&api, victim).await;
-    let (_client, jetstream) = attacker(&api).await;
+    let scene = Scene::set().await;
+    let (api, victim) = (&scene.api, scene.victim);
+    let before = history(api, victim).await;
+    let (_client, jetstream) = attacker(api).await;
 
     // On its own cluster's subject, a fact naming the victim: the victim is not placed on eu-1.
     let mut forged = ObservedMessage::new("eu-1", "other", victim, 1, failed_state(victim, 1));
@@ -152,11 +168,11 @@ async fn forged_facts_about_another_tenant_s_instance_change_nothing_and_are_cou
     );
     assert!(!publish(&jetstream, verified.subject(), &verified).await);
 
-    folded(&api).await;
+    folded(api).await;
     let view = api.state.read_models.read().instance("other", victim).cloned().expect("the victim");
     assert_eq!(view.status.state, Health::Healthy, "{:?}", view.status);
     assert!(!view.removed);
-    assert_eq!(history(&api, victim).await, before, "the victim's history shows nothing new");
+    assert_eq!(history(api, victim).await, before, "the victim's history shows nothing new");
     assert_eq!(api.refused_facts("instance_not_placed_on_cluster"), 2);
     assert_eq!(api.refused_facts("payload_disagrees_with_subject"), 1);
 }
@@ -248,18 +264,15 @@ async fn a_hostile_agent_cannot_empty_the_backup_bucket() {
 
 #[tokio::test]
 async fn a_pull_with_a_foreign_reply_subject_delivers_into_the_agent_s_own_account_only() {
-    let api = TestApi::start().await;
-    let (_sim, address) = system_tests::cluster::simulator(Duration::from_millis(20)).await;
-    let _honest = system_tests::cluster::agent(&api, "eu-2", address).await;
-    let victim = provision(&api, "other", "eu-2", OTHER_EDITOR_TOKEN).await;
-    wait_for(&api, "other", victim, Health::Healthy).await;
+    let scene = Scene::set().await;
+    let (api, victim) = (&scene.api, scene.victim);
     // Messages waiting on eu-1's consumer (no agent reads it): one per pull below.
     for _ in 0..4 {
-        provision(&api, "acme", "eu-1", ACME_EDITOR_TOKEN).await;
+        provision(api, "acme", "eu-1", ACME_EDITOR_TOKEN).await;
     }
     let mut events = api.state.events.clone();
     let before = events.info().await.unwrap().state.last_sequence;
-    let (client, _) = attacker(&api).await;
+    let (client, _) = attacker(api).await;
     let settings = streams::Settings::default();
     // Into another cluster's facts, another cluster's decisions, and the read-model bucket.
     let targets = [
@@ -327,14 +340,11 @@ async fn a_pull_with_a_foreign_reply_subject_delivers_into_the_agent_s_own_accou
 /// straight into the event stream.
 #[tokio::test]
 async fn a_flooding_agent_fills_only_its_own_intake_and_other_clusters_go_on() {
-    let api = TestApi::start().await;
-    let (_sim, address) = system_tests::cluster::simulator(Duration::from_millis(20)).await;
-    let _honest = system_tests::cluster::agent(&api, "eu-2", address).await;
-    let victim = provision(&api, "other", "eu-2", OTHER_EDITOR_TOKEN).await;
-    wait_for(&api, "other", victim, Health::Healthy).await;
+    let scene = Scene::set().await;
+    let (api, victim) = (&scene.api, scene.victim);
     let mut events = api.state.events.clone();
     let stored_before = events.info().await.unwrap().state.messages;
-    let (_client, jetstream) = attacker(&api).await;
+    let (_client, jetstream) = attacker(api).await;
     let settings = streams::Settings::default();
     let limits = projections::intake::IntakeLimits::default();
 
@@ -402,7 +412,7 @@ async fn a_flooding_agent_fills_only_its_own_intake_and_other_clusters_go_on() {
         (gained as f64) < bound,
         "the event stream gained {gained} messages in {elapsed:.1} s (flood of {flood} sent in {flooded_for:?})"
     );
-    let history = history(&api, victim).await.to_string();
+    let history = history(api, victim).await.to_string();
     assert!(!history.contains("eu-1"), "the victim's history shows eu-1's facts: {history}");
     // The facts that did get through name instances eu-1 does not run: refused and counted.
     let refusals =
