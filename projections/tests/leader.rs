@@ -84,7 +84,7 @@ async fn one_replica_works_at_a_time_and_a_standby_takes_over_within_the_lease()
     // NATS stops answering (frozen) with a standby waiting: the leader cannot renew, so it stops working
     // on its own before its lease could expire; once NATS is back, the lease expires and one replica,
     // whichever asks first, works again. Never two at once.
-    let (c_tx, mut c) = watch::channel(false);
+    let (c_tx, c) = watch::channel(false);
     let third = tokio::spawn(lead(Lease::new(&topology, "projector", "c"), workers.work(), c_tx));
     tokio::time::sleep(Duration::from_millis(200)).await;
     server.freeze();
