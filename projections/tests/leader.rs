@@ -64,9 +64,12 @@ async fn one_replica_works_at_a_time_and_a_standby_takes_over_within_the_lease()
     let first = tokio::spawn(lead(Lease::new(&topology, "projector", "a"), workers.work(), a_tx));
     assert!(wait_for(&mut a, true, Duration::from_secs(10)).await, "the first replica never led");
     let second = tokio::spawn(lead(Lease::new(&topology, "projector", "b"), workers.work(), b_tx));
-    // Longer than the lease's time to live: the leader keeps it by renewing, the standby stays idle.
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    assert!(!*b.borrow(), "the standby took over from a live leader");
+    // For longer than the lease's time to live the leader keeps it by renewing: the standby never leads
+    // (the wait ends at once if it does).
+    assert!(
+        !wait_for(&mut b, true, Duration::from_secs(4)).await,
+        "the standby took over from a live leader"
+    );
     assert_eq!(workers.now.load(Ordering::SeqCst), 1);
 
     // The leader dies without a word (its process is gone: nothing renews, nothing releases).
@@ -84,19 +87,16 @@ async fn one_replica_works_at_a_time_and_a_standby_takes_over_within_the_lease()
     // NATS stops answering (frozen) with a standby waiting: the leader cannot renew, so it stops working
     // on its own before its lease could expire; once NATS is back, the lease expires and one replica,
     // whichever asks first, works again. Never two at once.
-    let (c_tx, c) = watch::channel(false);
+    let (c_tx, mut c) = watch::channel(false);
     let third = tokio::spawn(lead(Lease::new(&topology, "projector", "c"), workers.work(), c_tx));
-    tokio::time::sleep(Duration::from_millis(200)).await;
     server.freeze();
     let stopped = wait_for(&mut b, false, Duration::from_millis(2_900)).await;
     server.thaw();
     assert!(stopped, "the leader kept working while it could not renew its lease");
     let led = tokio::time::timeout(Duration::from_secs(15), async {
-        loop {
-            if *b.borrow() || *c.borrow() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::select! {
+            _ = b.wait_for(|l| *l) => {}
+            _ = c.wait_for(|l| *l) => {}
         }
     })
     .await;
