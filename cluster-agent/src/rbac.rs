@@ -37,7 +37,7 @@ fn rule(group: &str, resources: &[&str], verbs: &[&str]) -> PolicyRule {
 /// demand, so the agent cannot be confined to namespaces known in advance (a Role per namespace would need
 /// the agent to grant itself Roles, which takes `bind`/`escalate` or every permission it grants). Each
 /// verb's use is listed in ARCHITECTURE.md (`cluster-agent`, RBAC), and
-/// `cluster-agent/tests/least_privilege.rs` fails when one is granted but not used on a real API server.
+/// `cluster-agent/tests/agent/least_privilege.rs` fails when one is granted but not used on a real API server.
 pub fn rules() -> Vec<PolicyRule> {
     vec![
         // One namespace per project, applied (with its Pod Security label) on first use; the agent's own

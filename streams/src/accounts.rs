@@ -21,7 +21,7 @@
 //! and exports one service back: the control plane's requests to it (`cp.rpc.<cluster>.>`, credentials).
 //! Whatever reply subject an agent puts on a pull, the messages are delivered to that subject *in its own
 //! account*, where nothing but its own agent can listen: they reach no other cluster, no bucket, no
-//! stream. Seen against nats-server 2.15 (`tests/tests/hostile_agent.rs`).
+//! stream. Seen against nats-server 2.15 (`tests/tests/system/hostile_agent.rs`).
 
 use async_nats::jetstream;
 use serde_json::{Value, json};

@@ -20,7 +20,7 @@
 //! the write path ~40% of its throughput (BENCHMARKS.md, issue 31). What an async stream can lose in a
 //! crash is its unflushed tail; nats-server then sources again from the last source sequence the stream
 //! still holds (`server/stream.go` `startingSequenceForSources`), and the event stream it sources from
-//! is fsynced, so nothing acknowledged is lost (`tests/tests/faults.rs` kills nats-server and checks).
+//! is fsynced, so nothing acknowledged is lost (`tests/tests/system/faults.rs` kills nats-server and checks).
 //! Replicated streams may not be async (`server/stream.go` `checkStreamCfg`: "async persist mode is not
 //! supported on replicated streams") and need not be: their Raft log already relaxes `SyncAlways`
 //! (`server/stream.go`, `fsCfg.AsyncFlush = !fsCfg.SyncAlways && config.Replicas > 1`).

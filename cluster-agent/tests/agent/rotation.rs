@@ -1,7 +1,7 @@
 //! Credentials rotation on both backends: the agent runs the service's own password change as a Job (on
 //! the real API server the Job controller runs it, and kwok completes its pod), then swaps the Secret.
 
-mod common;
+use crate::common;
 
 use base64::Engine as _;
 use common::*;

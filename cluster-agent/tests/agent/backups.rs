@@ -2,7 +2,7 @@
 //! an instance's Cluster archives to its own `ObjectStore` (accepted by the plugin's CRD schema on the real
 //! API server), and a backup is a CloudNativePG `Backup` whose base backup lands in a real S3 store.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

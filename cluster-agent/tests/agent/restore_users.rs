@@ -2,7 +2,7 @@
 //! instance's own password works again afterwards. No backend runs mongod or Grafana, so each test states
 //! the upstream behaviour it encodes and checks the rendered objects against it.
 
-mod fixture;
+use crate::fixture;
 
 use cluster_agent::{
     crd::{AspectGenerations, ManagedInstance, RestoreTarget},

@@ -1,6 +1,6 @@
 //! The agent converges instances, on the simulator and on a real Kubernetes API server.
 
-mod common;
+use crate::common;
 
 use common::*;
 use domain::{ConfigValue, ServiceType, UpdateInstance};

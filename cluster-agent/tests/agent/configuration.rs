@@ -1,7 +1,7 @@
 //! Configuration on both backends: what a change of PostgreSQL parameters writes, and what is reported
 //! as running.
 
-mod common;
+use crate::common;
 
 use common::*;
 use domain::{ConfigValue, ServiceType, UpdateInstance};

@@ -10,7 +10,7 @@
 //! service port and nothing else of it; the ACL's block reaches the service port only; another instance's
 //! and another tenant's pods are refused; no pod reaches the cloud's metadata service; DNS is reachable.
 
-mod common;
+use crate::common;
 
 use std::{path::PathBuf, process::Stdio, time::Duration};
 

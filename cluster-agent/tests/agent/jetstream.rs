@@ -1,7 +1,7 @@
 //! The agent never administers JetStream: it reads its cluster's feed and publishes observed state,
 //! whatever the topology the control plane chose, with an identity that can do nothing else.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! whole repertoire, and every verb the role grants must be one the API server authorized for one of its
 //! requests. `assert_permitted` (every scenario) is the other direction: every request it made is granted.
 
-mod common;
+use crate::common;
 
 use std::{collections::BTreeSet, time::Duration};
 

@@ -1,11 +1,11 @@
 //! Golden files of the rendered objects per service type, and the committed CRD.
 //!
-//! On an intended change, regenerate with `UPDATE_GOLDEN=1 cargo test -p cluster-agent --test render`
+//! On an intended change, regenerate with `UPDATE_GOLDEN=1 cargo test -p cluster-agent --test agent render::`
 //! and review the diff.
 
 use std::path::PathBuf;
 
-mod fixture;
+use crate::fixture;
 
 use cluster_agent::{crd::ManagedInstance, render};
 use kube::CustomResourceExt as _;

@@ -4,8 +4,8 @@
 //! service's StatefulSet pods, its rotation, backup and restore Jobs' pods — is admitted. The simulator
 //! has no admission, so this runs on the real API server only.
 
-mod common;
-mod fixture;
+use crate::common;
+use crate::fixture;
 
 use cluster_agent::{
     crd::{ManagedInstance, RestoreTarget},

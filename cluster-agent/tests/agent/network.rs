@@ -1,7 +1,7 @@
 //! Network access on both backends: the ACL reaches the cluster as a NetworkPolicy and a LoadBalancer
 //! Service carrying exactly its set, without touching the workload.
 
-mod common;
+use crate::common;
 
 use common::*;
 use domain::{

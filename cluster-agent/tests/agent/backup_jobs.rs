@@ -1,7 +1,7 @@
 //! The Jobs that make MongoDB, InfluxDB and Grafana backups, on both backends: kept as the record of a
 //! made and reported backup for as long as the backup is, and removed once its deletion is asked for.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

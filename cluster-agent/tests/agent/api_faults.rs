@@ -3,7 +3,7 @@
 //! and the API server down for a while. Each time the agent converges, creates nothing twice, and backs
 //! off instead of looping: its requests are counted against a fault-free cluster doing the same work.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

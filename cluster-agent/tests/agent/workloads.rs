@@ -2,7 +2,7 @@
 //! container, so each test states the upstream fact it encodes (repository, tag, path) and checks the
 //! rendered objects against it.
 
-mod fixture;
+use crate::fixture;
 
 use cluster_agent::render::{self, Child, ChildKind};
 use serde_json::{Value, json};

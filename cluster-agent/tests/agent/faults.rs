@@ -1,6 +1,6 @@
 //! The agent under faults: SIGKILL mid-converge, an idle steady state, a message it cannot read.
 
-mod common;
+use crate::common;
 
 use std::{
     process::{Command, Stdio},

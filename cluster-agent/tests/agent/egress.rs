@@ -3,8 +3,8 @@
 //! settings refused, and, on the real API server, that the agent makes them with a project's namespace,
 //! that the API server accepts them, and that the agent puts them back when deleted or widened by hand.
 
-mod common;
-mod fixture;
+use crate::common;
+use crate::fixture;
 
 use std::{net::IpAddr, path::PathBuf, str::FromStr as _, time::Duration};
 

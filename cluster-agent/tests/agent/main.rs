@@ -1,0 +1,22 @@
+//! The agent's integration tests as one test binary (one link instead of sixteen ~120 MB ones).
+//! Scenarios on a real kube-apiserver start their own; nothing is shared between tests but code.
+
+#[macro_use]
+mod common;
+mod api_faults;
+mod backup_jobs;
+mod backups;
+mod configuration;
+mod converge;
+mod egress;
+mod faults;
+mod fixture;
+mod jetstream;
+mod least_privilege;
+mod netpol_cyclonus;
+mod network;
+mod pod_security;
+mod render;
+mod restore_users;
+mod rotation;
+mod workloads;
