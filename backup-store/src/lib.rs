@@ -6,6 +6,8 @@
 //! The clusters write the objects (their backup Jobs or CloudNativePG); they get the store's credentials
 //! as a Kubernetes Secret, never through the event log. This crate never logs a credential.
 
+pub mod access;
+
 use std::sync::Arc;
 
 use futures::{StreamExt as _, TryStreamExt as _};
@@ -55,6 +57,9 @@ pub enum StoreError {
     /// other backups, other instances' or other tenants'
     #[error("refusing to delete under {0:?}: not one backup's prefix")]
     PrefixTooShort(String),
+    /// the store's identity administration (IAM) refused or failed
+    #[error("backup store identities: {0}")]
+    Access(String),
 }
 
 /// One object in the store.

@@ -92,6 +92,9 @@ impl S3Server {
             .arg(flag("admin.port.grpc", &ports[9]))
             .arg(flag("s3.config", &config_path.display()))
             .arg(flag("bucket", &BACKUP_BUCKET))
+            // The IAM API on the S3 port takes writes: the control plane makes an identity per instance
+            // (`backup_store::access`).
+            .arg("-s3.iam.readOnly=false")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
