@@ -1,0 +1,14 @@
+// Writes the OCI images of cp-api, cp-projector and cluster-agent (`./dev images`) with
+// github.com/google/go-containerregistry, from the Go module proxy: no base image is pulled.
+module controlplane.local/oci-image
+
+go 1.26
+
+require github.com/google/go-containerregistry v0.22.1
+
+require (
+	github.com/klauspost/compress v1.19.2 // indirect
+	github.com/opencontainers/go-digest v1.0.0 // indirect
+	github.com/opencontainers/image-spec v1.1.1 // indirect
+	golang.org/x/sync v0.22.0 // indirect
+)
