@@ -30,6 +30,7 @@ pub mod projector;
 pub mod rebuild;
 pub mod runner;
 pub mod status;
+pub mod store_access;
 
 pub use backups::{BackupState, BackupView, Backups};
 pub use instances::{

@@ -111,6 +111,7 @@ async fn main() -> anyhow::Result<()> {
         .retry_on_initial_connect()
         .reconnect_delay_callback(|attempts| Duration::from_millis((attempts as u64 * 100).min(1000)));
     let nats = options.nats.connect(connect).await?;
+    let client = nats.clone();
     let settings = Settings { replicas: options.replicas, ..Settings::default() };
     // Opened, not applied: the projector's identity may not change the streams (`cp-api --migrate` does).
     let topology = settings.open(&async_nats::jetstream::new(nats)).await?;
@@ -143,8 +144,11 @@ async fn main() -> anyhow::Result<()> {
                         access_key_id,
                         secret_access_key,
                     };
-                    tracing::info!(store = ?config, "verifying and deleting backup objects");
-                    Some(backup_store::BackupStore::new(&config)?)
+                    tracing::info!(store = ?config, "verifying and deleting backup objects, giving instances keys");
+                    Some((
+                        backup_store::BackupStore::new(&config)?,
+                        backup_store::access::AccessAdmin::new(&config)?,
+                    ))
                 }
                 _ => {
                     tracing::warn!(
@@ -157,6 +161,8 @@ async fn main() -> anyhow::Result<()> {
             let metrics = ProjectorMetrics::default().register(&mut registry);
             // Agents' facts reach the event stream only through their clusters' intakes.
             let intake_metrics = projections::intake::IntakeMetrics::default().register(&mut registry);
+            let access_metrics =
+                projections::store_access::StoreAccessMetrics::default().register(&mut registry);
             let leading_gauge = prometheus_client::metrics::gauge::Gauge::<i64>::default();
             registry.register(
                 "cp_projector_leading",
@@ -181,6 +187,7 @@ async fn main() -> anyhow::Result<()> {
                         intake_metrics.clone(),
                         clusters.clone(),
                     );
+                    let (client, access_metrics) = (client.clone(), access_metrics.clone());
                     async move {
                         let mut tasks = tokio::task::JoinSet::new();
                         let backups = streams::backups::BackupCommands::new(
@@ -196,7 +203,28 @@ async fn main() -> anyhow::Result<()> {
                             backup_retention_after_deprovision_days,
                         )));
                         tasks.spawn(scheduler.run(Duration::from_secs(15)));
-                        if let Some(store) = store {
+                        if let Some((store, admin)) = store {
+                            // Agents' requests for an instance's keys, and the end of those keys.
+                            let instances = streams::instances::InstanceCommands::new(
+                                &topology,
+                                streams::instances::DEFAULT_CACHE_CAPACITY,
+                            );
+                            let serve = projections::store_access::serve(
+                                client,
+                                instances,
+                                admin.clone(),
+                                access_metrics.clone(),
+                            );
+                            tasks.spawn(async move {
+                                if let Err(e) = serve.await {
+                                    tracing::error!(error = %e, "answering backup store key requests failed");
+                                }
+                            });
+                            tasks.spawn(projections::store_access::revoke_inactive(
+                                models.clone(),
+                                admin,
+                                access_metrics,
+                            ));
                             tasks.spawn(projections::backup_worker::run(
                                 models,
                                 store,

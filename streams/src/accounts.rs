@@ -16,7 +16,8 @@
 //! - acknowledgements of its consumer's messages (`$JS.ACK.<stream>.<consumer>.>`);
 //! - publishing its cluster's observed facts (`cp.obs.<cluster>.>`, mapped to its own bounded intake,
 //!   [`crate::intake`]) and its dead letters, with JetStream's acknowledgement coming back as the
-//!   service's reply.
+//!   service's reply;
+//! - asking for an instance's backup store keys (`cp.storeaccess.<cluster>`, [`crate::store_access`]).
 //!
 //! and exports one service back: the control plane's requests to it (`cp.rpc.<cluster>.>`, credentials).
 //! Whatever reply subject an agent puts on a pull, the messages are delivered to that subject *in its own
@@ -124,6 +125,8 @@ pub(crate) fn agent_services(settings: &Settings, cluster: &str) -> Vec<AgentSer
             streamed: false,
         },
         same(Reader::Agent { cluster: cluster.to_owned() }.subject()),
+        // The backup store keys of an instance on its cluster, answered by the control plane.
+        same(crate::store_access::request_subject(cluster)),
     ]
 }
 

@@ -56,20 +56,30 @@ pub struct SealError(String);
 impl CredentialsReply {
     /// Seals the answer to `recipient` (the request's `reply_key`) with a key made for it.
     pub fn seal(&self, recipient: &str) -> Result<SealedReply, SealError> {
+        SealedReply::seal(self, recipient)
+    }
+}
+
+impl SealedReply {
+    /// Seals any answer to `recipient` (a request's one-time public xkey) with a key made for it.
+    pub fn seal<T: Serialize>(value: &T, recipient: &str) -> Result<Self, SealError> {
         let recipient = XKey::from_public_key(recipient).map_err(|e| SealError(e.to_string()))?;
         let ours = XKey::new();
-        let plain = serde_json::to_vec(self).map_err(|e| SealError(e.to_string()))?;
+        let plain = serde_json::to_vec(value).map_err(|e| SealError(e.to_string()))?;
         let sealed = ours.seal(&plain, &recipient).map_err(|e| SealError(e.to_string()))?;
         Ok(SealedReply {
             sender: ours.public_key(),
             sealed: base64::engine::general_purpose::STANDARD.encode(sealed),
         })
     }
-}
 
-impl SealedReply {
-    /// Opens an answer sealed to `ours`.
+    /// Opens a credentials answer sealed to `ours`.
     pub fn open(&self, ours: &XKey) -> Result<CredentialsReply, SealError> {
+        self.open_as(ours)
+    }
+
+    /// Opens an answer of type `T` sealed to `ours`.
+    pub fn open_as<T: serde::de::DeserializeOwned>(&self, ours: &XKey) -> Result<T, SealError> {
         let sender = XKey::from_public_key(&self.sender).map_err(|e| SealError(e.to_string()))?;
         let sealed = base64::engine::general_purpose::STANDARD
             .decode(&self.sealed)

@@ -33,6 +33,7 @@ pub mod names;
 pub mod observed;
 pub mod read_models;
 pub mod store;
+pub mod store_access;
 pub mod topology;
 
 pub use envelope::{CommandMetadata, DecodeError, EventBatch, MessageHeaders, headers};
