@@ -15,7 +15,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Managed-services control plane: REST API.
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(name = "cp-api", version)]
 struct Config {
     #[command(flatten)]
     nats: streams::connection::NatsArgs,

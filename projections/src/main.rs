@@ -14,7 +14,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Managed-services control plane: read-model projector.
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(name = "cp-projector", version)]
 struct Options {
     #[command(flatten)]
     nats: streams::connection::NatsArgs,
