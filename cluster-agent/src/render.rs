@@ -19,6 +19,7 @@ pub mod digest;
 pub mod egress;
 pub mod job;
 pub mod network;
+pub mod replset;
 pub mod rotation;
 pub mod workload;
 
@@ -281,13 +282,42 @@ pub fn render(mi: &ManagedInstance, store: Option<&backup::StoreTarget>) -> Vec<
             json!([backup::grafana_restore(generation, &restore.location), reset]);
         pod["metadata"]["annotations"]["cp.example.com/restore-generation"] = json!(generation.to_string());
     }
+    let mut service = service;
+    let mongodb = mi.spec.service == "mongodb";
+    if mongodb {
+        replica_set_member(mi, &mut statefulset, &mut service);
+    }
     let mut children = vec![
         Child { kind: ChildKind::ConfigMap, name: format!("{name}-config"), object: config_map },
         Child { kind: ChildKind::Service, name: name.clone(), object: service },
         Child { kind: ChildKind::StatefulSet, name, object: statefulset },
     ];
+    if mongodb {
+        children.push(replset::job(mi));
+    }
     children.extend(network::render(mi, w.port));
     children
+}
+
+/// Makes MongoDB's StatefulSet and headless Service those of a replica set's members (see [`replset`]).
+fn replica_set_member(mi: &ManagedInstance, statefulset: &mut Value, service: &mut Value) {
+    // Members find each other before they are ready (the set is initiated once they run).
+    service["spec"]["publishNotReadyAddresses"] = json!(true);
+    let spec = &mut statefulset["spec"];
+    // A removed member's data is of no use to a member added later, which makes its own by initial sync
+    // from the primary (MongoDB manual, *Replica Set Data Synchronization*); a stale copy would leave it
+    // too stale to catch up. The members leave the configuration before their pods go
+    // (`replset::hold_scale_down`), so the claims of scaled-away pods are deleted with them.
+    spec["persistentVolumeClaimRetentionPolicy"]["whenScaled"] = json!("Delete");
+    let pod = &mut spec["template"]["spec"];
+    let image = pod["containers"][0]["image"].clone();
+    let (volumes, mount) = replset::keyfile_volumes(mi);
+    pod["volumes"].as_array_mut().expect("rendered above").extend(volumes);
+    pod["initContainers"] = json!([replset::keyfile_init_container(image.as_str().unwrap_or_default())]);
+    let container = &mut pod["containers"][0];
+    container["volumeMounts"].as_array_mut().expect("rendered above").push(mount);
+    container["command"] = replset::mongod_command();
+    container["args"].as_array_mut().expect("mongod is given its config file").extend(replset::mongod_args());
 }
 
 /// PostgreSQL's port under CloudNativePG (v1.30.0 `pkg/postgres/configuration.go`: `ServerPort = 5432`).
@@ -374,6 +404,16 @@ pub fn credentials(mi: &ManagedInstance, password: &str) -> Option<Child> {
         rotation::GENERATION_ANNOTATION: mi.spec.aspect_generations().credentials.to_string()
     });
     Some(Child { kind: ChildKind::Secret, name, object })
+}
+
+/// The Secrets the agent makes once for `mi`, when absent, and never applies again: the credentials
+/// (with `password`) and, for MongoDB, the replica set's keyfile (with `key`, see [`replset`]).
+pub fn secrets_made_once(mi: &ManagedInstance, password: &str, key: &str) -> Vec<Child> {
+    let mut secrets: Vec<Child> = credentials(mi, password).into_iter().collect();
+    if mi.spec.service == "mongodb" {
+        secrets.push(replset::keyfile_secret(mi, key));
+    }
+    secrets
 }
 
 /// Whether an object still carries an owner reference (written by agents before objects stopped being

@@ -65,10 +65,16 @@ pub(super) async fn apply(mi: Arc<ManagedInstance>, ctx: &Context) -> Result<Act
             Some(serde_json::to_value(&written)?),
         );
     }
+    // A MongoDB replica set's members leave its configuration before their pods go.
+    let members_removed = desired.iter().filter(|c| render::replset::is_replset_job(c)).all(|job| {
+        ctx.current(ChildKind::Job, &namespace, &job.name)
+            .is_some_and(|j| render::job::outcome(&j) == Some(Ok(())))
+    });
     for child in &mut desired {
         let current = ctx.current(child.kind, &namespace, &child.name);
         if let Some(current) = &current {
             render::keep_claim_templates(child, current);
+            render::replset::hold_scale_down(child, current, members_removed);
         }
         let applied = current.as_ref().is_some_and(|c| is_applied(&child.object, c));
         // An owner reference left by an older agent goes with the next apply (this manager owns it).
@@ -98,10 +104,12 @@ pub(super) async fn apply(mi: Arc<ManagedInstance>, ctx: &Context) -> Result<Act
             healed.push(object);
         }
     }
-    if let Some(secret) = render::credentials(&mi, "")
-        && ctx.current(ChildKind::Secret, &namespace, &secret.name).is_none()
-    {
-        let secret = render::credentials(&mi, &rotation::new_password()).expect("same service");
+    for secret in render::secrets_made_once(&mi, "", "") {
+        if ctx.current(ChildKind::Secret, &namespace, &secret.name).is_some() {
+            continue;
+        }
+        let fresh = render::secrets_made_once(&mi, &rotation::new_password(), &render::replset::new_key());
+        let secret = fresh.into_iter().find(|s| s.name == secret.name).expect("same instance");
         let object: DynamicObject = serde_json::from_value(secret.object)?;
         match ctx.api(ChildKind::Secret, &namespace).create(&PostParams::default(), &object).await {
             Ok(created) => ctx.remember(
@@ -126,8 +134,7 @@ pub(super) async fn apply(mi: Arc<ManagedInstance>, ctx: &Context) -> Result<Act
             let name = object.name_any();
             let wanted = desired.iter().any(|c| c.kind == kind && c.name == name)
                 || (kind == ChildKind::Secret
-                    && name == render::credentials_name(&mi)
-                    && mi.spec.service != "postgresql")
+                    && render::secrets_made_once(&mi, "", "").iter().any(|s| s.name == name))
                 || (kind == ChildKind::Job
                     && [rotation.job.as_deref(), restore.job.as_deref()].contains(&Some(name.as_str())));
             if !wanted {

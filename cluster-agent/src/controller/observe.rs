@@ -169,6 +169,15 @@ pub(super) fn observe(
                     .as_str()
                     .map(str::to_owned);
             }
+            // A MongoDB replica set's initiation/membership Job: the instance is ready once it has
+            // completed (the set has its members), failed once it failed for good.
+            ChildKind::Job => match render::job::outcome(&current) {
+                Some(Ok(())) => {}
+                None => rolled_out = false,
+                Some(Err(why)) => {
+                    reason = reason.or_else(|| Some(format!("ReplicaSetConfigurationFailed: {why}")))
+                }
+            },
             ChildKind::NetworkPolicy => acl = Some(network::admitted_blocks(&current)),
             ChildKind::Service if child.name == endpoint_name => {
                 endpoint = network::published_endpoint(&current);

@@ -109,14 +109,21 @@ fn dump(mi: &ManagedInstance, host: &str) -> Option<Dump> {
         // mongodump's archive format, gzipped: one file, restorable with `mongorestore --archive --gzip`
         // (MongoDB Database Tools, mongodump). The password reaches mongodump in a YAML file
         // (`--config`, which takes `password`: Database Tools docs, mongodump options), never on its
-        // command line.
+        // command line. One point in time: `--oplog` also captures the oplog entries written while the
+        // dump runs, which `mongorestore --oplogReplay` applies, "for taking a point-in-time snapshot on
+        // a replica set" (mongodb/mongo-tools 100.13.0 mongodump/options.go; it needs a full dump, which
+        // this is: mongodump/mongodump.go "--oplog mode only supported on full dumps"). Every MongoDB
+        // instance is a replica set (`replset`), so it has an oplog; the dump reads everything from the
+        // primary (`readPreference=primary`), one member, so the oplog and the collections are that
+        // member's.
         "mongodb" => image(
             format!("mongo:{}", mi.spec.version),
             format!(
                 "set -eu\n\
                  {MONGO_TOOLS_CONFIG}\n\
-                 mongodump --host {host} --port {port} --username {user} --config=/tmp/mongo-tools.yaml \
-                 --authenticationDatabase admin --archive=/backup/artifact --gzip\n"
+                 mongodump --uri '{uri}' --username {user} --config=/tmp/mongo-tools.yaml \
+                 --oplog --archive=/backup/artifact --gzip\n",
+                uri = super::replset::uri(mi, "", &["authSource=admin", "readPreference=primary"]),
             ),
         ),
         // `influx backup` needs an operator token: the one the image's setup made for the admin user
@@ -162,6 +169,22 @@ fn influx_signin(user: &str) -> String {
     format!(
         "{} && curl -fsS -c /tmp/session -o /dev/null -X POST -K /tmp/admin.curl \"$base/api/v2/signin\"",
         super::rotation::curl_credentials("/tmp/admin.curl", user, "PASSWORD")
+    )
+}
+
+/// The mongosh script that, signed in as the replica set's internal user (`__system` on `local`, with
+/// the keyfile in `$KEYFILE`; SCRAM-SHA-1, which keyfile authentication has always used), makes root's
+/// password the instance's (`$PASSWORD`) again, creating root when the restored users lack it, then
+/// checks that a fresh connection to the set (`uri`) signs in with it. JavaScript in single quotes: it
+/// holds none.
+pub fn mongo_reset_root_password(user: &str, uri: &str) -> String {
+    format!(
+        "const local = db.getSiblingDB(\"local\"); \
+         if (!local.auth({{ user: \"__system\", pwd: process.env.KEYFILE, mechanism: \"SCRAM-SHA-1\" }})) throw new Error(\"the keyfile is refused\"); \
+         const admin = db.getSiblingDB(\"admin\"); \
+         if (admin.getUser(\"{user}\")) admin.changeUserPassword(\"{user}\", process.env.PASSWORD); \
+         else admin.createUser({{ user: \"{user}\", pwd: process.env.PASSWORD, roles: [{{ role: \"root\", db: \"admin\" }}] }}); \
+         if (!new Mongo(\"{uri}\").getDB(\"admin\").auth(\"{user}\", process.env.PASSWORD)) throw new Error(\"the instance's password is refused after the restore\");"
     )
 }
 
@@ -283,24 +306,43 @@ pub fn restore_job(mi: &ManagedInstance, generation: u64, key: &str) -> Option<C
     let port = service_port(&mi.spec.service);
     let name = restore_job_name(mi, generation);
     let (image, restore) = match mi.spec.service.as_str() {
-        // `mongorestore --archive --gzip --drop`: each collection in the dump replaces the one of the same
-        // name (MongoDB Database Tools, mongorestore). Not the users and roles: `mongodump` of a whole
-        // server includes `admin.system.users`, and `--drop` then replaces every user with the dump's,
-        // failing "leaving an empty database" when it cannot authenticate as one of them (MongoDB Database
-        // Tools docs, mongorestore, `--drop`). `--nsExclude 'admin.system.*'` keeps the instance's own
-        // users, roles and auth schema (`--nsExclude`: "Specifies a namespace pattern … to exclude").
-        // Afterwards the instance's own password is set again and checked (`db.changeUserPassword`,
-        // signed in with it first, so a Job run again changes nothing); mongosh reads it from its
-        // environment, so it is on no command line.
+        // `mongorestore --archive --gzip --drop --oplogReplay`: each collection in the dump replaces the
+        // one of the same name, then the oplog the dump captured is applied, so the data is the set's at
+        // one moment (MongoDB Database Tools, mongorestore; mongodb/mongo-tools 100.13.0
+        // mongorestore/options.go `--oplogReplay`, "for recovering a point-in-time snapshot on a replica
+        // set"). `--oplogReplay` refuses any `--nsExclude` (mongorestore/mongorestore.go: "cannot use
+        // --oplogReplay with excludes specified"), so the dump's users and roles come back too, as they
+        // were at that moment, with root's password of then; and replaying the oplog takes `anyAction` on
+        // `anyResource`, which the `root` role lacks (Database Tools docs, mongorestore, *Required Access*:
+        // "the restore role is insufficient to replay the oplog"). So the restore authenticates as the
+        // set's internal user with the keyfile, the members' shared password ("keyfiles contain the shared
+        // password for the members": MongoDB manual, *Self-Managed Internal/Membership Authentication*),
+        // which no restored user can lock out; afterwards it sets root's password to the instance's
+        // (the Secret's) again and checks a fresh sign-in with it. A backup made before MongoDB instances
+        // were replica sets has no oplog (mongorestore/mongorestore.go: "no oplog file to replay"): it is
+        // restored without replay. The keyfile and the password are read from the environment, so neither
+        // is on a command line.
         "mongodb" => (
             format!("mongo:{}", mi.spec.version),
             format!(
                 "set -eu\n\
-                 {MONGO_TOOLS_CONFIG}\n\
-                 mongorestore --host {host} --port {port} --username {user} --config=/tmp/mongo-tools.yaml \
-                 --authenticationDatabase admin --archive=/backup/artifact --gzip --drop \
-                 --nsExclude='{MONGO_USERS_NAMESPACES}'\n\
-                 mongosh 'mongodb://{host}:{port}/admin' --quiet --eval 'const admin = db.getSiblingDB(\"admin\"); admin.auth(\"{user}\", process.env.PASSWORD); admin.changeUserPassword(\"{user}\", process.env.PASSWORD)'\n"
+                 printf 'password: \"%s\"\\n' \"$KEYFILE\" > /tmp/mongo-tools.yaml\n\
+                 restore() {{\n\
+                 \x20 mongorestore --uri '{uri}' --username __system --authenticationDatabase local \
+                 --authenticationMechanism SCRAM-SHA-1 --config=/tmp/mongo-tools.yaml \
+                 --archive=/backup/artifact --gzip --drop \"$@\"\n\
+                 }}\n\
+                 if ! restore --oplogReplay 2>/tmp/restore.log; then\n\
+                 \x20 cat /tmp/restore.log >&2\n\
+                 \x20 grep -q 'no oplog file to replay' /tmp/restore.log || exit 1\n\
+                 \x20 restore\n\
+                 else\n\
+                 \x20 cat /tmp/restore.log >&2\n\
+                 fi\n\
+                 mongosh '{shell_uri}' --quiet --eval '{reset}'\n",
+                uri = super::replset::uri(mi, "", &[]),
+                shell_uri = super::replset::uri(mi, "admin", &[]),
+                reset = mongo_reset_root_password(user, &super::replset::uri(mi, "admin", &[])),
             ),
         ),
         // `influx restore --full` replaces the server's data and metadata with the backup's, users and
@@ -334,6 +376,13 @@ pub fn restore_job(mi: &ManagedInstance, generation: u64, key: &str) -> Option<C
         ),
         _ => return None,
     };
+    let mut env = vec![
+        json!({"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": credentials_name(mi), "key": "password"}}}),
+    ];
+    if mi.spec.service == "mongodb" {
+        env.push(json!({"name": "KEYFILE", "valueFrom": {"secretKeyRef": {
+            "name": super::replset::keyfile_secret_name(mi), "key": super::replset::KEYFILE_KEY}}}));
+    }
     let mut metadata = json!({"name": name, "namespace": namespace, "labels": super::labels(mi)});
     // Written once: the generation label would change with the instance.
     metadata["labels"].as_object_mut().map(|l| l.remove(super::GENERATION_LABEL));
@@ -359,7 +408,7 @@ pub fn restore_job(mi: &ManagedInstance, generation: u64, key: &str) -> Option<C
                     "containers": [{
                         "name": "restore", "image": image,
                         "command": ["/bin/sh", "-c", restore],
-                        "env": [{"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": credentials_name(mi), "key": "password"}}}],
+                        "env": env,
                         "volumeMounts": [{"name": "backup", "mountPath": "/backup"}],
                     }],
                 },

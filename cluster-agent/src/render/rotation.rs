@@ -86,14 +86,18 @@ pub fn job(mi: &ManagedInstance, generation: u64) -> Option<Child> {
         // mongosh ships in the mongo image (6.0 and later); `changeUserPassword` is the documented way
         // (MongoDB manual, db.changeUserPassword()). mongosh connects without credentials and
         // authenticates inside the script from its environment (`db.auth` throws when they are wrong,
-        // which ends mongosh with a non-zero status), so no password is on its command line.
+        // which ends mongosh with a non-zero status), so no password is on its command line. It connects
+        // to the replica set (`replicaSet=`), so the change is made once, on the primary, and reaches
+        // every member by replication (users live in the replicated `admin.system.users`: MongoDB
+        // manual, *System Collections*).
         "mongodb" => (
             format!("mongo:{}", mi.spec.version),
             format!(
                 "set -eu\n\
-                 uri='mongodb://{host}:{port}/admin'\n\
+                 uri='{uri}'\n\
                  if mongosh \"$uri\" --quiet --eval 'db.getSiblingDB(\"admin\").auth(\"{user}\", process.env.NEW_PASSWORD)' >/dev/null 2>&1; then exit 0; fi\n\
-                 mongosh \"$uri\" --quiet --eval 'const admin = db.getSiblingDB(\"admin\"); admin.auth(\"{user}\", process.env.OLD_PASSWORD); admin.changeUserPassword(\"{user}\", process.env.NEW_PASSWORD)'\n"
+                 mongosh \"$uri\" --quiet --eval 'const admin = db.getSiblingDB(\"admin\"); admin.auth(\"{user}\", process.env.OLD_PASSWORD); admin.changeUserPassword(\"{user}\", process.env.NEW_PASSWORD)'\n",
+                uri = super::replset::uri(mi, "admin", &[]),
             ),
         ),
         // InfluxDB 2: every route but a few (`POST /api/v2/signin`, setup) needs a token or a session

@@ -22,11 +22,6 @@ const INFLUXDB_REPLICAS: &str = "InfluxDB OSS 2 has no clustering: more than one
      unrelated servers, each with part of the writes (InfluxDB docs: clustering is InfluxDB Enterprise's); \
      at most 1";
 
-/// Why a multi-replica MongoDB plan is refused (the lead's decision, ARCHITECTURE.md "HA plans").
-const MONGODB_REPLICAS: &str = "more than one MongoDB replica needs a replica set (--replSet, a keyfile, \
-     rs.initiate; MongoDB manual, *Deploy a Self-Managed Replica Set*), which the agent does not build yet: \
-     without one the replicas are unrelated servers, each with part of the writes; at most 1";
-
 /// Why a multi-replica Grafana plan is refused.
 const GRAFANA_REPLICAS: &str = "more than one Grafana replica needs a shared database (Grafana docs, *Set up \
      Grafana for high availability*: MySQL or PostgreSQL in place of the embedded SQLite), which the agent \
@@ -37,7 +32,8 @@ const GRAFANA_REPLICAS: &str = "more than one Grafana replica needs a shared dat
 fn single_replica_only(service: ServiceType) -> Option<&'static str> {
     match service {
         ServiceType::Influxdb => Some(INFLUXDB_REPLICAS),
-        ServiceType::Mongodb => Some(MONGODB_REPLICAS),
+        // A replica set the agent builds (ARCHITECTURE.md, *HA plans*).
+        ServiceType::Mongodb => None,
         ServiceType::Grafana => Some(GRAFANA_REPLICAS),
         ServiceType::Postgresql => None,
     }
@@ -281,17 +277,15 @@ mod tests {
         assert!(catalog.validated().is_ok());
     }
 
-    /// InfluxDB OSS 2 has no clustering; MongoDB replicas without a replica set, and Grafana replicas
-    /// without a shared database, are unrelated servers that lose writes silently. The built-in catalog
-    /// offers none of them with more than one replica, and an operator's catalog asking for one is refused
-    /// at start with the reason. PostgreSQL's replicas are CloudNativePG's streaming replicas.
+    /// InfluxDB OSS 2 has no clustering, and Grafana replicas without a shared database are unrelated
+    /// servers that lose writes silently. The built-in catalog offers neither with more than one replica,
+    /// and an operator's catalog asking for one is refused at start with the reason. PostgreSQL's replicas
+    /// are CloudNativePG's streaming replicas, MongoDB's the members of a replica set the agent builds.
     #[test]
-    fn no_influxdb_mongodb_or_grafana_plan_has_more_than_one_replica() {
-        for (service, why) in [
-            (ServiceType::Influxdb, INFLUXDB_REPLICAS),
-            (ServiceType::Mongodb, MONGODB_REPLICAS),
-            (ServiceType::Grafana, GRAFANA_REPLICAS),
-        ] {
+    fn no_influxdb_or_grafana_plan_has_more_than_one_replica() {
+        for (service, why) in
+            [(ServiceType::Influxdb, INFLUXDB_REPLICAS), (ServiceType::Grafana, GRAFANA_REPLICAS)]
+        {
             let offering = Catalog::builtin().offering(service).unwrap();
             assert!(offering.plans.iter().all(|p| p.resources.replicas == 1), "{:?}", offering.plans);
             let mut catalog = Catalog::builtin().clone();
@@ -306,6 +300,22 @@ mod tests {
         }
         let postgres = Catalog::builtin().offering(ServiceType::Postgresql).unwrap();
         assert!(postgres.plans.iter().any(|p| p.resources.replicas > 1), "PostgreSQL keeps its HA plans");
+    }
+
+    /// MongoDB's `ha` plan is a replica set of three members (ARCHITECTURE.md, *HA plans*), and an
+    /// operator's catalog may offer other member counts.
+    #[test]
+    fn mongodb_offers_a_three_member_replica_set() {
+        let mongo = Catalog::builtin().offering(ServiceType::Mongodb).unwrap();
+        let ha = mongo.plans.iter().find(|p| p.name == "ha").expect("an ha plan");
+        assert_eq!(ha.resources.replicas, 3);
+        let mut catalog = Catalog::builtin().clone();
+        let index = catalog.services.iter().position(|o| o.service == ServiceType::Mongodb).unwrap();
+        let mut plan = catalog.services[index].plans[0].clone();
+        plan.name = "ha-five".into();
+        plan.resources.replicas = 5;
+        catalog.services[index].plans.push(plan);
+        assert!(catalog.validated().is_ok());
     }
 
     #[test]
