@@ -24,11 +24,17 @@ app.kubernetes.io/name: {{ index . 1 }}
 app.kubernetes.io/instance: {{ $.Release.Name }}
 {{- end }}
 
-{{/* An image reference: `include "cp.image" (list $ "cp-api")`. The names are those `./dev images` writes. */}}
+{{/*
+An image reference: `include "cp.image" (list $ "cp-api" $.Values.api.imageTag)`. The names are those
+`./dev images` writes; a component's own tag (optional third item) overrides image.tag.
+*/}}
 {{- define "cp.image" -}}
 {{- $ := index . 0 -}}
 {{- $name := index . 1 -}}
 {{- $tag := $.Values.image.tag | default $.Chart.AppVersion -}}
+{{- if and (gt (len .) 2) (index . 2) -}}
+{{- $tag = index . 2 -}}
+{{- end -}}
 {{- if $.Values.image.registry -}}
 {{ printf "%s/%s:%s" (trimSuffix "/" $.Values.image.registry) $name $tag }}
 {{- else -}}
