@@ -73,11 +73,6 @@ pub(crate) async fn run(config: Arc<AgentConfig>, desired: Arc<Desired>) -> anyh
     let _pg_backups_watch = AbortOnDropHandle::new(tokio::spawn(drive(pg_backup_events, changes.clone())));
     let mut changed = desired.backups_changed.subscribe();
     let jetstream = streams::accounts::agent_jetstream(config.nats.clone());
-    // The agent's own client of the store: it sizes PostgreSQL base backups (CloudNativePG reports none).
-    let store = match &config.backup_store {
-        Some(target) => Some(backup_store::BackupStore::new(&target.store_config())?),
-        None => None,
-    };
     // Outcomes reported by this process (a Job's annotation records them across restarts).
     let mut reported: HashSet<Uuid> = HashSet::new();
     // Backups whose Job this process made: until the watch shows the Job, it is not made (nor its start
@@ -112,7 +107,6 @@ pub(crate) async fn run(config: Arc<AgentConfig>, desired: Arc<Desired>) -> anyh
                 jobs: &jobs,
                 pg_backups: &pg_backups,
                 jetstream: &jetstream,
-                store: store.as_ref(),
                 started: &mut started,
             };
             match step.run(backup_id, source).await {
@@ -189,7 +183,6 @@ struct Step<'a> {
     jobs: &'a Store<Job>,
     pg_backups: &'a Store<DynamicObject>,
     jetstream: &'a async_nats::jetstream::Context,
-    store: Option<&'a backup_store::BackupStore>,
     started: &'a mut HashSet<Uuid>,
 }
 
@@ -235,16 +228,12 @@ impl Step<'_> {
             };
             let instances: Api<ManagedInstance> = Api::namespaced(self.config.client.clone(), &ns);
             let Some(mi) = instances.get_opt(&source.instance_name).await? else { return Ok(false) };
-            // The store's keys reach the cluster as a Secret only.
+            // The instance's own keys reach the cluster as its store Secret only.
             let secrets: Api<k8s_openapi::api::core::v1::Secret> =
                 Api::namespaced(self.config.client.clone(), &ns);
-            secrets
-                .patch(
-                    backup::STORE_SECRET,
-                    &apply_params(),
-                    &Patch::Apply(backup::store_secret(&ns, target)),
-                )
-                .await?;
+            let current = secrets.get_opt(&backup::store_secret_name(&mi)).await?;
+            let current = current.map(|secret| serde_json::to_value(&secret)).transpose()?;
+            crate::store_access::ensure(self.config, target, &mi, current.as_ref()).await?;
             if postgres {
                 // The Cluster archives to the instance's ObjectStore (the instance's controller applies
                 // both); the plugin takes the base backup there.
@@ -271,7 +260,7 @@ impl Step<'_> {
                 Some(Err(why)) => {
                     Some(ObservedEvent::BackupFailed { backup_id, reason: format!("BackupFailed: {why}") })
                 }
-                Some(Ok((location, duration_ms))) => match self.total_size(&location).await {
+                Some(Ok((location, duration_ms))) => match self.total_size(&ns, source, &location).await {
                     Ok(size_bytes) => Some(ObservedEvent::BackupCompleted {
                         backup_id,
                         location,
@@ -306,9 +295,23 @@ impl Step<'_> {
         Api::namespaced_with(self.config.client.clone(), ns, &postgres_backups())
     }
 
-    /// The total size of a base backup's objects, as the store lists them (CloudNativePG reports none).
-    async fn total_size(&self, prefix: &str) -> std::result::Result<u64, String> {
-        let Some(store) = self.store else { return Err("no backup store".into()) };
+    /// The total size of a base backup's objects, as the store lists them with the instance's own keys
+    /// (CloudNativePG reports none).
+    async fn total_size(
+        &self,
+        ns: &str,
+        source: &BackupSource,
+        prefix: &str,
+    ) -> std::result::Result<u64, String> {
+        let Some(target) = &self.config.backup_store else { return Err("no backup store".into()) };
+        let instances: Api<ManagedInstance> = Api::namespaced(self.config.client.clone(), ns);
+        let mi = instances
+            .get_opt(&source.instance_name)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("instance {} is gone", source.instance_name))?;
+        let store =
+            crate::store_access::instance_store(self.config, target, &mi).await.map_err(|e| e.to_string())?;
         let objects = store.list(prefix).await.map_err(|e| e.to_string())?;
         if objects.is_empty() {
             return Err(format!("no objects under {prefix}"));

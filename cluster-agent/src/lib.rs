@@ -23,6 +23,7 @@ pub mod mirror;
 mod publish;
 pub mod rbac;
 pub mod render;
+pub mod store_access;
 
 use std::{sync::Arc, time::Duration};
 
@@ -48,6 +49,9 @@ pub enum Error {
     /// a stored event could not be decoded
     #[error("event decoding: {0}")]
     Decode(#[from] streams::DecodeError),
+    /// the control plane gave no backup store keys (refused, or no answer)
+    #[error("backup store keys: {0}")]
+    StoreAccess(String),
     /// not done yet (deleted objects still present); retried, not a failure
     #[error("waiting: {0}")]
     Waiting(String),
@@ -62,6 +66,7 @@ impl Error {
             Self::Nats(_) => "nats",
             Self::Serde(_) => "serde",
             Self::Decode(_) => "decode",
+            Self::StoreAccess(_) => "store_access",
             Self::Waiting(_) => "waiting",
         }
     }

@@ -41,17 +41,12 @@ struct Options {
     #[arg(long, env = "CP_INSTALL_CRD")]
     install_crd: bool,
     /// S3 endpoint backups go to, as the cluster's pods reach it (no backups without one)
-    #[arg(long, env = "CP_BACKUP_STORE_ENDPOINT", requires_all = ["backup_store_bucket", "backup_store_access_key_id", "backup_store_secret_access_key"])]
+    /// (The agent holds no store keys: each instance gets its own from the control plane.)
+    #[arg(long, env = "CP_BACKUP_STORE_ENDPOINT", requires = "backup_store_bucket")]
     backup_store_endpoint: Option<String>,
     /// bucket backups go to
     #[arg(long, env = "CP_BACKUP_STORE_BUCKET")]
     backup_store_bucket: Option<String>,
-    /// access key id of the backup store (from the environment: it reaches the cluster as a Secret only)
-    #[arg(long, env = "CP_BACKUP_STORE_ACCESS_KEY_ID", hide_env_values = true)]
-    backup_store_access_key_id: Option<String>,
-    /// secret access key of the backup store
-    #[arg(long, env = "CP_BACKUP_STORE_SECRET_ACCESS_KEY", hide_env_values = true)]
-    backup_store_secret_access_key: Option<String>,
     /// address blocks of the backup store as the cluster's pods reach it, comma-separated (the project
     /// namespaces' egress policy admits them on the endpoint's port); required when the endpoint names a
     /// host rather than an address: a NetworkPolicy matches addresses, not names
@@ -117,22 +112,10 @@ async fn main() -> anyhow::Result<()> {
         api_server_blocks: options.api_server_cidr,
         api_server_port: options.api_server_port,
     };
-    let backup_store = match (
-        options.backup_store_endpoint,
-        options.backup_store_bucket,
-        options.backup_store_access_key_id,
-        options.backup_store_secret_access_key,
-    ) {
-        (Some(endpoint), Some(bucket), Some(access_key_id), Some(secret_access_key)) => {
-            Some(cluster_agent::render::backup::StoreTarget {
-                endpoint,
-                bucket,
-                access_key_id,
-                secret_access_key,
-            })
-        }
-        _ => None,
-    };
+    let backup_store = options
+        .backup_store_endpoint
+        .zip(options.backup_store_bucket)
+        .map(|(endpoint, bucket)| cluster_agent::render::backup::StoreTarget { endpoint, bucket });
     // Refused before anything starts: a block overlapping link-local addresses, and a store named by a
     // host without its blocks (its backups could not reach it under an enforcing network plugin).
     if Egress::new(&egress, backup_store.as_ref())?.store_unreachable {

@@ -116,7 +116,7 @@ fn selector(mi: &ManagedInstance) -> Value {
 /// CloudNativePG cluster (and with it the cluster's volumes) and the credentials whenever someone deleted
 /// the mirror. Objects belong to their instance by [`INSTANCE_LABEL`]; the agent deletes them only when
 /// the control plane deprovisions the instance.
-fn metadata(mi: &ManagedInstance, name: &str) -> Value {
+pub(crate) fn metadata(mi: &ManagedInstance, name: &str) -> Value {
     json!({"name": name, "namespace": mi.namespace(), "labels": labels(mi)})
 }
 
@@ -279,7 +279,7 @@ pub fn render(mi: &ManagedInstance, store: Option<&backup::StoreTarget>) -> Vec<
         let pod = &mut statefulset["spec"]["template"];
         let reset = backup::grafana_reset_admin_password(&pod["spec"]["containers"][0]);
         pod["spec"]["initContainers"] =
-            json!([backup::grafana_restore(generation, &restore.location), reset]);
+            json!([backup::grafana_restore(mi, generation, &restore.location), reset]);
         pod["metadata"]["annotations"]["cp.example.com/restore-generation"] = json!(generation.to_string());
     }
     let mut service = service;

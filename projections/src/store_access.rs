@@ -167,39 +167,70 @@ async fn answer(
     }
 }
 
-/// Answers requests until the subscription ends.
+/// The control plane's responder to agents' key requests, subscribed.
+pub struct Responder {
+    client: Client,
+    requests: async_nats::Subscriber,
+    instances: InstanceCommands,
+    admin: AccessAdmin,
+    metrics: StoreAccessMetrics,
+}
+
+impl Responder {
+    /// Subscribes (in the responders' queue group) and flushes, so a request made after this returns
+    /// finds a responder.
+    pub async fn subscribe(
+        client: Client,
+        instances: InstanceCommands,
+        admin: AccessAdmin,
+        metrics: StoreAccessMetrics,
+    ) -> Result<Self, async_nats::Error> {
+        let requests = client.queue_subscribe(REQUESTS_FILTER, RESPONDERS.to_owned()).await?;
+        client.flush().await?;
+        Ok(Self { client, requests, instances, admin, metrics })
+    }
+
+    /// Answers requests until the subscription ends.
+    pub async fn run(self) {
+        let Self { client, requests, instances, admin, metrics } = self;
+        requests
+            .for_each_concurrent(CONCURRENT_REQUESTS, |message| {
+                let (client, instances, admin, metrics) = (&client, &instances, &admin, &metrics);
+                async move {
+                    let Some(reply_to) = message.reply.clone() else { return };
+                    let Some((reply, seal_to)) =
+                        answer(admin, instances, metrics, &message.subject, &message.payload).await
+                    else {
+                        return;
+                    };
+                    // Keys travel sealed to the asker's one-time key; a refusal in clear.
+                    let body = match seal_to {
+                        Some(recipient) => match SealedReply::seal(&reply, &recipient) {
+                            Ok(sealed) => serde_json::to_vec(&sealed),
+                            Err(e) => {
+                                serde_json::to_vec(&StoreAccessReply::Refused { reason: e.to_string() })
+                            }
+                        },
+                        None => serde_json::to_vec(&reply),
+                    };
+                    let Ok(body) = body else { return };
+                    if let Err(e) = client.publish(reply_to, body.into()).await {
+                        tracing::warn!(error = %e, "answering a backup store keys request failed");
+                    }
+                }
+            })
+            .await;
+    }
+}
+
+/// Subscribes and answers requests until the subscription ends.
 pub async fn serve(
     client: Client,
     instances: InstanceCommands,
     admin: AccessAdmin,
     metrics: StoreAccessMetrics,
-) -> Result<(), async_nats::SubscribeError> {
-    let requests = client.queue_subscribe(REQUESTS_FILTER, RESPONDERS.to_owned()).await?;
-    requests
-        .for_each_concurrent(CONCURRENT_REQUESTS, |message| {
-            let (client, instances, admin, metrics) = (&client, &instances, &admin, &metrics);
-            async move {
-                let Some(reply_to) = message.reply.clone() else { return };
-                let Some((reply, seal_to)) =
-                    answer(admin, instances, metrics, &message.subject, &message.payload).await
-                else {
-                    return;
-                };
-                // Keys travel sealed to the asker's one-time key; a refusal in clear.
-                let body = match seal_to {
-                    Some(recipient) => match SealedReply::seal(&reply, &recipient) {
-                        Ok(sealed) => serde_json::to_vec(&sealed),
-                        Err(e) => serde_json::to_vec(&StoreAccessReply::Refused { reason: e.to_string() }),
-                    },
-                    None => serde_json::to_vec(&reply),
-                };
-                let Ok(body) = body else { return };
-                if let Err(e) = client.publish(reply_to, body.into()).await {
-                    tracing::warn!(error = %e, "answering a backup store keys request failed");
-                }
-            }
-        })
-        .await;
+) -> Result<(), async_nats::Error> {
+    Responder::subscribe(client, instances, admin, metrics).await?.run().await;
     Ok(())
 }
 

@@ -20,9 +20,15 @@ impl BackupStoreRig {
 
     /// Where a cluster's agent sends backups.
     pub fn target(&self) -> StoreTarget {
-        StoreTarget {
+        StoreTarget { endpoint: self.s3.endpoint(), bucket: BACKUP_BUCKET.to_owned() }
+    }
+
+    /// The control plane's view of the store: its admin keys.
+    pub fn config(&self) -> StoreConfig {
+        StoreConfig {
             endpoint: self.s3.endpoint(),
             bucket: BACKUP_BUCKET.to_owned(),
+            region: "us-east-1".into(),
             access_key_id: self.s3.access_key().to_owned(),
             secret_access_key: self.s3.secret_key().to_owned(),
         }
@@ -30,14 +36,24 @@ impl BackupStoreRig {
 
     /// The control plane's client of the bucket.
     pub fn store(&self) -> BackupStore {
-        BackupStore::new(&StoreConfig {
-            endpoint: self.s3.endpoint(),
-            bucket: BACKUP_BUCKET.to_owned(),
-            region: "us-east-1".into(),
-            access_key_id: self.s3.access_key().to_owned(),
-            secret_access_key: self.s3.secret_key().to_owned(),
-        })
-        .expect("a client of the test store")
+        BackupStore::new(&self.config()).expect("a client of the test store")
+    }
+
+    /// The control plane answering agents' requests for instances' keys, as the leading projector does
+    /// (`projections::store_access`); stopped on drop.
+    pub async fn serve_keys(&self, api: &crate::TestApi) -> tokio_util::task::AbortOnDropHandle<()> {
+        let admin =
+            backup_store::access::AccessAdmin::new(&self.config()).expect("an admin of the test store");
+        // Subscribed before an agent asks: a request without responders fails at once.
+        let responder = projections::store_access::Responder::subscribe(
+            api.nats_server.connect().await,
+            api.state.commands.clone(),
+            admin,
+            projections::store_access::StoreAccessMetrics::default(),
+        )
+        .await
+        .expect("subscribe to store key requests");
+        tokio_util::task::AbortOnDropHandle::new(tokio::spawn(responder.run()))
     }
 }
 
@@ -53,6 +69,7 @@ pub struct BackupStack {
     /// its agent (abort to stop it)
     pub agent: tokio::task::JoinHandle<anyhow::Result<()>>,
     _worker: tokio_util::task::AbortOnDropHandle<()>,
+    _keys: tokio_util::task::AbortOnDropHandle<()>,
 }
 
 impl BackupStack {
@@ -60,11 +77,12 @@ impl BackupStack {
     pub async fn start(ready_delay: std::time::Duration) -> Self {
         let api = crate::TestApi::start().await;
         let s3 = BackupStoreRig::start();
+        let _keys = s3.serve_keys(&api).await;
         let (sim, address) = crate::cluster::simulator(ready_delay).await;
         let agent = crate::cluster::agent_with_backups(&api, "eu-1", address, Some(s3.target())).await;
         let jetstream = async_nats::jetstream::new(api.nats_server.connect().await);
         let worker = projections::backup_worker::run(api.state.read_models.clone(), s3.store(), jetstream);
         let _worker = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(worker));
-        Self { api, s3, sim, agent, _worker }
+        Self { api, s3, sim, agent, _worker, _keys }
     }
 }

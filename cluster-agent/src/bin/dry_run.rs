@@ -40,15 +40,11 @@ async fn main() -> anyhow::Result<()> {
     let messages = streams::history::read_cluster_history(&events, &options.cluster, range)
         .await
         .map_err(|e| anyhow::anyhow!("reading cluster {}'s history: {e}", options.cluster))?;
-    // Rendering reads the store's endpoint and bucket; its keys live in a Secret the objects only name.
-    let store = options.backup_store_endpoint.zip(options.backup_store_bucket).map(|(endpoint, bucket)| {
-        render::backup::StoreTarget {
-            endpoint,
-            bucket,
-            access_key_id: String::new(),
-            secret_access_key: String::new(),
-        }
-    });
+    // Rendering reads the store's endpoint and bucket; keys live in Secrets the objects only name.
+    let store = options
+        .backup_store_endpoint
+        .zip(options.backup_store_bucket)
+        .map(|(endpoint, bucket)| render::backup::StoreTarget { endpoint, bucket });
     let report = dry_run::compare(&messages, store.as_ref(), render::render);
     if options.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -46,24 +46,18 @@ pub(super) async fn apply(mi: Arc<ManagedInstance>, ctx: &Context) -> Result<Act
         mi
     };
     let converged = last.as_ref().and_then(|s| s.observed_generation) == Some(mi.spec.generation);
-    // An ObjectStore, and a restore's init container, read the store's keys from the namespace's store
-    // Secret: it goes first.
+    // An ObjectStore, a backup's Job and a restore read the instance's own store keys from its store
+    // Secret: it goes first, asked of the control plane when missing or granted for another restore
+    // source (`crate::store_access`).
     if let Some(store) = &ctx.config.backup_store
         && (mi.spec.restore.is_some() || desired.iter().any(|c| c.kind == ChildKind::ObjectStore))
-        && ctx.current(ChildKind::Secret, &namespace, render::backup::STORE_SECRET).is_none()
     {
-        let secret = render::backup::store_secret(&namespace, store);
-        let written = ctx
-            .api(ChildKind::Secret, &namespace)
-            .patch(render::backup::STORE_SECRET, &apply_params(), &Patch::Apply(&secret))
-            .await?;
-        writes += 1;
-        ctx.remember(
-            ChildKind::Secret,
-            &namespace,
-            render::backup::STORE_SECRET,
-            Some(serde_json::to_value(&written)?),
-        );
+        let name = render::backup::store_secret_name(&mi);
+        let current = ctx.current(ChildKind::Secret, &namespace, &name);
+        if let Some(written) = crate::store_access::ensure(&ctx.config, store, &mi, current.as_ref()).await? {
+            writes += 1;
+            ctx.remember(ChildKind::Secret, &namespace, &name, Some(written));
+        }
     }
     // A MongoDB replica set's members leave its configuration before their pods go.
     let members_removed = desired.iter().filter(|c| render::replset::is_replset_job(c)).all(|job| {
@@ -134,7 +128,8 @@ pub(super) async fn apply(mi: Arc<ManagedInstance>, ctx: &Context) -> Result<Act
             let name = object.name_any();
             let wanted = desired.iter().any(|c| c.kind == kind && c.name == name)
                 || (kind == ChildKind::Secret
-                    && render::secrets_made_once(&mi, "", "").iter().any(|s| s.name == name))
+                    && (render::secrets_made_once(&mi, "", "").iter().any(|s| s.name == name)
+                        || name == render::backup::store_secret_name(&mi)))
                 || (kind == ChildKind::Job
                     && [rotation.job.as_deref(), restore.job.as_deref()].contains(&Some(name.as_str())));
             if !wanted {

@@ -71,15 +71,20 @@ pub(super) async fn restore(mi: &ManagedInstance, ctx: &Context, writes: &mut u3
         let Some(job) = restore_job(mi, wanted, &target.location) else {
             return fail(format!("restores of {} instances are not built yet", mi.spec.service));
         };
-        let secrets = ctx.api(ChildKind::Secret, &namespace);
-        let secret = backup::store_secret(&namespace, store);
-        secrets.patch(backup::STORE_SECRET, &apply_params(), &Patch::Apply(&secret)).await?;
+        // Keys granted for this restore's source (the converge pass asked for them; a newer restore
+        // may ask again).
+        let secret_name = backup::store_secret_name(mi);
+        let current = ctx.current(ChildKind::Secret, &namespace, &secret_name);
+        if let Some(written) = crate::store_access::ensure(&ctx.config, store, mi, current.as_ref()).await? {
+            ctx.remember(ChildKind::Secret, &namespace, &secret_name, Some(written));
+            *writes += 1;
+        }
         let written = ctx
             .api(ChildKind::Job, &namespace)
             .patch(&job.name, &apply_params(), &Patch::Apply(&job.object))
             .await?;
         ctx.remember(ChildKind::Job, &namespace, &job.name, Some(serde_json::to_value(&written)?));
-        *writes += 2;
+        *writes += 1;
         return Ok(Restore { job: Some(name), ..waiting });
     };
     match job::outcome(&job) {

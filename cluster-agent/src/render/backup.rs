@@ -16,8 +16,9 @@ use crate::crd::ManagedInstance;
 
 /// The image that moves artifacts to and from the store.
 const AWS_CLI_IMAGE: &str = "amazon/aws-cli:2.22.35";
-/// Name of the Secret holding the backup store's location and keys in a project namespace.
-pub const STORE_SECRET: &str = "cp-backup-store";
+/// Annotation on an instance's store Secret: the restore source its keys were granted for
+/// (`<project>/<instance-id>`, empty without one; `crate::store_access`).
+pub const GRANT_ANNOTATION: &str = "cp.example.com/store-grant";
 /// Label on a backup's Job naming the backup.
 pub const BACKUP_LABEL: &str = "cp.example.com/backup-id";
 /// Label on a backup's Job naming the instance it backs up.
@@ -25,37 +26,40 @@ pub const BACKUP_OF_LABEL: &str = "cp.example.com/backup-of";
 /// Annotation recording that the Job's outcome was reported to the control plane.
 pub const REPORTED_ANNOTATION: &str = "cp.example.com/reported";
 
-/// Where backups go. The keys reach the cluster only as the [`STORE_SECRET`] Secret.
-#[derive(Clone, Deserialize)]
+/// Where backups go. No keys: each instance gets keys of its own from the control plane
+/// (`crate::store_access`), kept in its store Secret ([`store_secret`]).
+#[derive(Debug, Clone, Deserialize)]
 pub struct StoreTarget {
     /// S3 endpoint as the cluster's pods reach it
     pub endpoint: String,
     /// bucket
     pub bucket: String,
+}
+
+/// Keys of one instance's store identity. `Debug` does not print the secret.
+#[derive(Clone)]
+pub struct StoreKeys {
     /// access key id
     pub access_key_id: String,
     /// secret access key
     pub secret_access_key: String,
 }
 
-impl std::fmt::Debug for StoreTarget {
+impl std::fmt::Debug for StoreKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StoreTarget")
-            .field("endpoint", &self.endpoint)
-            .field("bucket", &self.bucket)
-            .finish_non_exhaustive()
+        f.debug_struct("StoreKeys").field("access_key_id", &self.access_key_id).finish_non_exhaustive()
     }
 }
 
 impl StoreTarget {
-    /// The same store as the backup-store client sees it.
-    pub fn store_config(&self) -> backup_store::StoreConfig {
+    /// The same store as the backup-store client sees it, with an instance's keys.
+    pub fn store_config(&self, keys: &StoreKeys) -> backup_store::StoreConfig {
         backup_store::StoreConfig {
             endpoint: self.endpoint.clone(),
             bucket: self.bucket.clone(),
             region: "us-east-1".into(),
-            access_key_id: self.access_key_id.clone(),
-            secret_access_key: self.secret_access_key.clone(),
+            access_key_id: keys.access_key_id.clone(),
+            secret_access_key: keys.secret_access_key.clone(),
         }
     }
 }
@@ -69,16 +73,26 @@ pub struct Uploaded {
     pub sha256: String,
 }
 
-/// The store Secret of a namespace.
-pub fn store_secret(namespace: &str, target: &StoreTarget) -> Value {
-    json!({
+/// Name of `mi`'s store Secret.
+pub fn store_secret_name(mi: &ManagedInstance) -> String {
+    format!("{}-backup-store", mi.name_any())
+}
+
+/// `mi`'s store Secret: where the store is and the instance's own keys, granted for the restore source
+/// `grant` (see [`GRANT_ANNOTATION`]). Labelled as the instance's, so it goes with the instance.
+pub fn store_secret(mi: &ManagedInstance, target: &StoreTarget, keys: &StoreKeys, grant: &str) -> Child {
+    let name = store_secret_name(mi);
+    let mut object = json!({
         "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": STORE_SECRET, "namespace": namespace,
-                     "labels": {"app.kubernetes.io/managed-by": "cp-cluster-agent", "app.kubernetes.io/part-of": "cp"}},
+        "metadata": super::metadata(mi, &name),
         "type": "Opaque",
         "stringData": {"endpoint": target.endpoint, "bucket": target.bucket,
-                       "access-key-id": target.access_key_id, "secret-access-key": target.secret_access_key},
-    })
+                       "access-key-id": keys.access_key_id, "secret-access-key": keys.secret_access_key},
+    });
+    // Written when asked for, not at every generation.
+    object["metadata"]["labels"].as_object_mut().map(|l| l.remove(super::GENERATION_LABEL));
+    object["metadata"]["annotations"] = json!({GRANT_ANNOTATION: grant});
+    Child { kind: ChildKind::Secret, name, object }
 }
 
 /// Name of a backup's Job.
@@ -184,7 +198,7 @@ pub fn mongo_reset_root_password(user: &str, uri: &str) -> String {
          const admin = db.getSiblingDB(\"admin\"); \
          if (admin.getUser(\"{user}\")) admin.changeUserPassword(\"{user}\", process.env.PASSWORD); \
          else admin.createUser({{ user: \"{user}\", pwd: process.env.PASSWORD, roles: [{{ role: \"root\", db: \"admin\" }}] }}); \
-         if (!new Mongo(\"{uri}\").getDB(\"admin\").auth(\"{user}\", process.env.PASSWORD)) throw new Error(\"the instance's password is refused after the restore\");"
+         if (!new Mongo(\"{uri}\").getDB(\"admin\").auth(\"{user}\", process.env.PASSWORD)) throw new Error(\"the password of the instance is refused after the restore\");"
     )
 }
 
@@ -243,7 +257,7 @@ pub fn job(mi: &ManagedInstance, backup_id: Uuid, key: &str) -> Option<Child> {
                     "containers": [{
                         "name": "upload", "image": AWS_CLI_IMAGE,
                         "command": ["/bin/sh", "-c", UPLOAD],
-                        "env": store_env(key),
+                        "env": store_env(mi, key),
                         "volumeMounts": [{"name": "backup", "mountPath": "/backup"}],
                     }],
                 },
@@ -277,10 +291,11 @@ pub const STATEFULSET_POD_NAME_LABEL: &str = "statefulset.kubernetes.io/pod-name
 /// Label on a restore's Job pod naming the instance (not the instance label: the pod is not a replica).
 pub const RESTORE_OF_LABEL: &str = "cp.example.com/restore-of";
 
-/// The environment of a container that moves `key` to or from the store: where the store is and its
-/// keys, all from the [`STORE_SECRET`] Secret.
-fn store_env(key: &str) -> Value {
-    let from_secret = |name: &str, item: &str| json!({"name": name, "valueFrom": {"secretKeyRef": {"name": STORE_SECRET, "key": item}}});
+/// The environment of a container that moves `key` to or from the store: where the store is and the
+/// instance's keys, all from its store Secret ([`store_secret`]).
+fn store_env(mi: &ManagedInstance, key: &str) -> Value {
+    let secret = store_secret_name(mi);
+    let from_secret = |name: &str, item: &str| json!({"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": item}}});
     json!([
         from_secret("ENDPOINT", "endpoint"),
         from_secret("BUCKET", "bucket"),
@@ -402,7 +417,7 @@ pub fn restore_job(mi: &ManagedInstance, generation: u64, key: &str) -> Option<C
                     "initContainers": [{
                         "name": "download", "image": AWS_CLI_IMAGE,
                         "command": ["/bin/sh", "-c", "aws s3 cp \"s3://$BUCKET/$KEY\" /backup/artifact --endpoint-url \"$ENDPOINT\" --only-show-errors"],
-                        "env": store_env(key),
+                        "env": store_env(mi, key),
                         "volumeMounts": [{"name": "backup", "mountPath": "/backup"}],
                     }],
                     "containers": [{
@@ -442,7 +457,7 @@ pub fn grafana_reset_admin_password(main: &Value) -> Value {
 /// starts (SQLite's database is one file; a copy made while Grafana runs could be overwritten by it).
 /// The pod template carries the generation, so asking for a restore rolls the pods. The file is handed to
 /// Grafana's user (uid 472, gid 0: Grafana docs, "Run Grafana Docker image").
-pub fn grafana_restore(generation: u64, key: &str) -> Value {
+pub fn grafana_restore(mi: &ManagedInstance, generation: u64, key: &str) -> Value {
     let script = format!(
         "set -eu\n\
          marker=/var/lib/grafana/.cp-restore-generation\n\
@@ -455,7 +470,7 @@ pub fn grafana_restore(generation: u64, key: &str) -> Value {
     );
     json!({
         "name": "restore", "image": AWS_CLI_IMAGE, "command": ["/bin/sh", "-c", script],
-        "env": store_env(key),
+        "env": store_env(mi, key),
         "volumeMounts": [{"name": "data", "mountPath": "/var/lib/grafana"}],
     })
 }

@@ -4,7 +4,8 @@
 //!
 //! - An `ObjectStore` (`barmancloud.cnpg.io/v1`, `api/v1/objectstore_types.go`) per instance names where
 //!   its base backups and WAL go: `s3://<bucket>/<project>/<instance-id>`, beside the other services'
-//!   backups, with the keys from the namespace's store Secret. Barman adds `<serverName>/base/<backup-id>/`
+//!   backups, with the instance's own keys from its store Secret (`crate::store_access`; a restore's
+//!   origin store reads with the same keys, granted read access to the source's prefix). Barman adds `<serverName>/base/<backup-id>/`
 //!   and `<serverName>/wals/` under it; the server name is the Cluster's name.
 //! - The Cluster names it in `spec.plugins` as its WAL archiver, so WAL is archived continuously and any
 //!   moment after the first base backup can be recovered.
@@ -18,7 +19,11 @@ use kube::ResourceExt as _;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::{Child, ChildKind, backup::STORE_SECRET, backup::StoreTarget, labels};
+use super::{
+    Child, ChildKind,
+    backup::{StoreTarget, store_secret_name},
+    labels,
+};
 use crate::crd::{ManagedInstance, RestoreTarget};
 
 /// The plugin's name, as a Cluster and a Backup refer to it.
@@ -44,8 +49,8 @@ fn object_store(mi: &ManagedInstance, name: &str, store: &StoreTarget, prefix: &
             "destinationPath": format!("s3://{}/{prefix}", store.bucket),
             "endpointURL": store.endpoint,
             "s3Credentials": {
-                "accessKeyId": {"name": STORE_SECRET, "key": "access-key-id"},
-                "secretAccessKey": {"name": STORE_SECRET, "key": "secret-access-key"},
+                "accessKeyId": {"name": store_secret_name(mi), "key": "access-key-id"},
+                "secretAccessKey": {"name": store_secret_name(mi), "key": "secret-access-key"},
             },
             "wal": {"compression": "gzip"},
         }},

@@ -16,7 +16,7 @@ use streams::CommandMetadata;
 async fn a_backup_s_job_is_removed_once_the_backup_s_deletion_is_asked_for(backend: Backend) {
     let s3 = testkit::S3Server::start();
     let mut world = World::without_agents(backend, &["c1"], Duration::from_millis(50)).await;
-    world.send_backups_to(&s3);
+    world.send_backups_to(&s3).await;
     world.start_agent(0).await;
     let id = world.provision("c1", "orders", ServiceType::Mongodb, "7.0").await;
     let cluster = &world.clusters[0];

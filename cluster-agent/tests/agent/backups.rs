@@ -12,7 +12,7 @@ use domain::ServiceType;
 async fn a_postgresql_backup_is_a_base_backup_in_the_instance_s_object_store(backend: Backend) {
     let s3 = testkit::S3Server::start();
     let mut world = World::without_agents(backend, &["c1"], Duration::from_millis(50)).await;
-    world.send_backups_to(&s3);
+    world.send_backups_to(&s3).await;
     world.start_agent(0).await;
     let id = world.provision("c1", "ledger", ServiceType::Postgresql, "16").await;
     let cluster = &world.clusters[0];
@@ -26,7 +26,11 @@ async fn a_postgresql_backup_is_a_base_backup_in_the_instance_s_object_store(bac
     let postgres = view.get("clusters.postgresql.cnpg.io", "ledger").expect("its Cluster");
     assert_eq!(postgres["spec"]["plugins"][0]["parameters"]["barmanObjectName"], "ledger-backups");
     assert_eq!(postgres["spec"]["plugins"][0]["isWALArchiver"], true);
-    assert!(view.get("secrets", "cp-backup-store").is_some(), "the keys reach the cluster as a Secret");
+    // The instance's own keys, not the control plane's, reach the cluster as its store Secret.
+    let secret = view.get("secrets", "ledger-backup-store").expect("the keys reach the cluster as a Secret");
+    let key_id = secret_item(&secret, "access-key-id");
+    assert_ne!(key_id, s3.access_key(), "the cluster holds the control plane's own keys");
+    assert_eq!(secret["metadata"]["labels"]["cp.example.com/instance-id"], id.to_string(), "{secret}");
 
     let mut observed =
         world.nats.subscribe(streams::instances::observed_cluster_filter("c1")).await.expect("subscribe");
@@ -60,8 +64,7 @@ async fn a_postgresql_backup_is_a_base_backup_in_the_instance_s_object_store(bac
     assert!(location.starts_with(&format!("acme/{id}/ledger/base/")), "{location}");
     assert!(data["sha256"].is_null(), "CloudNativePG reports no checksum: {data}");
     let size = data["size_bytes"].as_u64().expect("a size");
-    let client =
-        backup_store::BackupStore::new(&world.backup_store.as_ref().unwrap().store_config()).unwrap();
+    let client = backup_store::BackupStore::new(&world.store_admin.as_ref().unwrap().0).unwrap();
     assert_eq!(
         client.verify_prefix(location, size).await.unwrap(),
         backup_store::Verification::Matches,
@@ -73,3 +76,14 @@ async fn a_postgresql_backup_is_a_base_backup_in_the_instance_s_object_store(bac
     cluster.assert_permitted();
 }
 on_both_backends!(a_postgresql_backup_is_a_base_backup_in_the_instance_s_object_store);
+
+/// An item of a Secret as the cluster returns it (`data`, base64) or as written (`stringData`).
+fn secret_item(secret: &serde_json::Value, key: &str) -> String {
+    use base64::Engine as _;
+    if let Some(plain) = secret["stringData"][key].as_str() {
+        return plain.to_owned();
+    }
+    let encoded = secret["data"][key].as_str().unwrap_or_else(|| panic!("no {key} in {secret}"));
+    String::from_utf8(base64::engine::general_purpose::STANDARD.decode(encoded).expect("base64"))
+        .expect("utf-8")
+}

@@ -24,12 +24,7 @@ use kube::{
 use serde_json::{Value, json};
 
 fn store(endpoint: &str) -> backup::StoreTarget {
-    backup::StoreTarget {
-        endpoint: endpoint.into(),
-        bucket: "cp-backups".into(),
-        access_key_id: "id".into(),
-        secret_access_key: "secret".into(),
-    }
+    backup::StoreTarget { endpoint: endpoint.into(), bucket: "cp-backups".into() }
 }
 
 fn blocks(cidrs: &[&str]) -> Vec<IpNet> {

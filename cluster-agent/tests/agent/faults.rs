@@ -374,6 +374,8 @@ async fn an_agent_sigkilled_mid_backup_reports_the_backup_exactly_once_after_res
     let s3 = testkit::S3Server::start();
     // Workloads and Jobs take 1.5 s, so the agent can be killed while the Job runs.
     let mut world = World::without_agents(Backend::Sim, &["c1"], Duration::from_millis(1500)).await;
+    // The control plane's answers to the agent's requests for each instance's keys.
+    world.send_backups_to(&s3).await;
     let spawn = |world: &mut World| {
         let identity = world.agent_identity(0);
         let cluster = &world.clusters[0];
@@ -388,8 +390,6 @@ async fn an_agent_sigkilled_mid_backup_reports_the_backup_exactly_once_after_res
                 "--backup-store-bucket",
                 testkit::s3::BACKUP_BUCKET,
             ])
-            .env("CP_BACKUP_STORE_ACCESS_KEY_ID", s3.access_key())
-            .env("CP_BACKUP_STORE_SECRET_ACCESS_KEY", s3.secret_key())
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -94,7 +94,7 @@ fn a_granted_verb_nothing_used_is_named() {
 async fn every_verb_the_agent_s_role_grants_is_used_on_a_real_api_server() {
     let s3 = testkit::S3Server::start();
     let mut world = World::without_agents(Backend::Real, &["c1"], Duration::from_millis(50)).await;
-    world.send_backups_to(&s3);
+    world.send_backups_to(&s3).await;
     // `--install-crd` on a cluster without the CRD: the apply creates it (`create`, by name).
     let Kube::Real { admin, .. } = &world.clusters[0].kube else { unreachable!("the real backend") };
     let admin = admin.clone();

@@ -242,8 +242,6 @@ fn a_postgresql_fork_recovers_from_the_source_s_store_and_archives_to_its_own() 
     let store = render::backup::StoreTarget {
         endpoint: "http://s3.example:8333".into(),
         bucket: "cp-backups".into(),
-        access_key_id: "never-rendered".into(),
-        secret_access_key: "never-rendered".into(),
     };
     let mut objects: Vec<_> = render::render(&mi, Some(&store)).into_iter().map(|c| c.object).collect();
     let backup = uuid::Uuid::parse_str("0193a0b0-0000-7000-8000-0000000000b2").unwrap();

@@ -21,6 +21,7 @@ fn editor() -> String {
 async fn a_minutely_schedule_makes_backups_and_retention_keeps_exactly_the_last_two() {
     let api = TestApi::start().await;
     let s3 = system_tests::backups::BackupStoreRig::start();
+    let _keys = s3.serve_keys(&api).await;
     let (_sim, address) = system_tests::cluster::simulator(Duration::from_millis(50)).await;
     let target = s3.target();
     let _agent = system_tests::cluster::agent_with_backups(&api, "eu-1", address, Some(target)).await;

@@ -50,6 +50,7 @@ async fn backup_of(api: &TestApi, instance: Uuid) -> (Uuid, Value) {
 async fn a_backup_lands_in_the_store_as_reported_and_a_failed_one_says_why() {
     let api = TestApi::start().await;
     let s3 = system_tests::backups::BackupStoreRig::start();
+    let _keys = s3.serve_keys(&api).await;
     let (sim, address) = system_tests::cluster::simulator(Duration::from_millis(50)).await;
     let target = s3.target();
     let _agent = system_tests::cluster::agent_with_backups(&api, "eu-1", address, Some(target)).await;
@@ -202,6 +203,7 @@ async fn backup_facts(api: &TestApi, instance: Uuid) -> Vec<String> {
 async fn a_backup_asked_for_while_the_agent_was_down_runs_when_it_is_back_and_a_killed_agent_reports_once() {
     let api = TestApi::start().await;
     let s3 = system_tests::backups::BackupStoreRig::start();
+    let _keys = s3.serve_keys(&api).await;
     // Jobs take a while, so the agent can be killed while one runs.
     let (_sim, address) = system_tests::cluster::simulator(Duration::from_millis(1500)).await;
     let target = s3.target();
@@ -247,6 +249,7 @@ async fn a_backup_asked_for_while_the_agent_was_down_runs_when_it_is_back_and_a_
 async fn the_control_plane_verifies_each_reported_object_and_deletes_a_deleted_backup_s_object() {
     let api = TestApi::start().await;
     let s3 = system_tests::backups::BackupStoreRig::start();
+    let _keys = s3.serve_keys(&api).await;
     let (_sim, address) = system_tests::cluster::simulator(Duration::from_millis(50)).await;
     let target = s3.target();
     let _agent = system_tests::cluster::agent_with_backups(&api, "eu-1", address, Some(target)).await;

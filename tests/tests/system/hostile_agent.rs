@@ -181,6 +181,7 @@ async fn forged_facts_about_another_tenant_s_instance_change_nothing_and_are_cou
 async fn a_hostile_agent_cannot_empty_the_backup_bucket() {
     let api = TestApi::start().await;
     let s3 = BackupStoreRig::start();
+    let _keys = s3.serve_keys(&api).await;
     let store = s3.store();
     let control_plane = jetstream::new(api.nats_server.connect().await);
     let _worker = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(projections::backup_worker::run(

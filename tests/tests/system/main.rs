@@ -1,6 +1,7 @@
 //! The end-to-end suite as one test binary: each file was a binary of its own, and linking
 //! twenty-eight ~120 MB executables cost CI minutes and gigabytes of disk. Every test still starts
-//! its own nats-server, so sharing a process shares nothing but the harness code.
+//! its own nats-server, so sharing a process shares nothing but the harness code. `secrets.rs` stays a
+//! binary of its own: it installs the process's global log subscriber to read every log line.
 
 mod admin_identity;
 mod auth;
@@ -27,6 +28,5 @@ mod read_modify_write;
 mod read_your_writes;
 mod restore;
 mod roles;
-mod secrets;
 mod status;
 mod validation;

@@ -43,6 +43,7 @@ fn restore_health(api: &TestApi, instance: Uuid) -> Option<Health> {
 async fn a_backup_is_restored_in_place_and_into_new_instances_even_after_its_instance_is_gone() {
     let api = TestApi::start().await;
     let s3 = system_tests::backups::BackupStoreRig::start();
+    let _keys = s3.serve_keys(&api).await;
     let (sim, address) = system_tests::cluster::simulator(Duration::from_millis(50)).await;
     let target = s3.target();
     let agent = system_tests::cluster::agent_with_backups(&api, "eu-1", address, Some(target.clone())).await;

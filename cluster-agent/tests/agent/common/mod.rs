@@ -73,6 +73,8 @@ pub struct World {
     pub clusters: Vec<Cluster>,
     /// where the agents started from now on send backups
     pub backup_store: Option<cluster_agent::render::backup::StoreTarget>,
+    /// the control plane's view of that store (its admin keys), and its answers to agents' key requests
+    pub store_admin: Option<(backup_store::StoreConfig, tokio_util::task::AbortOnDropHandle<()>)>,
     /// the egress settings of the agents started from now on
     pub egress: cluster_agent::render::egress::EgressSettings,
 }
@@ -163,6 +165,7 @@ impl World {
             commands,
             clusters,
             backup_store: None,
+            store_admin: None,
             egress: Default::default(),
         }
     }
@@ -207,14 +210,31 @@ impl World {
         self.start_agent_with_resync(i, Duration::from_secs(300)).await;
     }
 
-    /// Agents started from now on send backups to `s3`'s backup bucket with its keys.
-    pub fn send_backups_to(&mut self, s3: &testkit::S3Server) {
+    /// Agents started from now on send backups to `s3`'s backup bucket, with the keys of each instance
+    /// that the control plane gives them (answered here as the leading projector does).
+    pub async fn send_backups_to(&mut self, s3: &testkit::S3Server) {
         self.backup_store = Some(cluster_agent::render::backup::StoreTarget {
             endpoint: s3.endpoint(),
             bucket: testkit::s3::BACKUP_BUCKET.into(),
+        });
+        let config = backup_store::StoreConfig {
+            endpoint: s3.endpoint(),
+            bucket: testkit::s3::BACKUP_BUCKET.into(),
+            region: "us-east-1".into(),
             access_key_id: s3.access_key().into(),
             secret_access_key: s3.secret_key().into(),
-        });
+        };
+        let admin = backup_store::access::AccessAdmin::new(&config).expect("an admin of the test store");
+        let responder = projections::store_access::Responder::subscribe(
+            self.nats_server.connect().await,
+            self.commands.clone(),
+            admin,
+            projections::store_access::StoreAccessMetrics::default(),
+        )
+        .await
+        .expect("subscribe to store key requests");
+        let task = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(responder.run()));
+        self.store_admin = Some((config, task));
     }
 
     /// Agents started from now on have a backup store at `endpoint` (which nothing serves: for what the
@@ -223,8 +243,6 @@ impl World {
         self.backup_store = Some(cluster_agent::render::backup::StoreTarget {
             endpoint: endpoint.into(),
             bucket: testkit::s3::BACKUP_BUCKET.into(),
-            access_key_id: "unused".into(),
-            secret_access_key: "unused".into(),
         });
     }
 

@@ -101,6 +101,7 @@ async fn no_token_password_or_key_reaches_the_stream_the_buckets_or_the_logs() {
 
     let api = TestApi::start().await;
     let s3 = system_tests::backups::BackupStoreRig::start();
+    let _keys = s3.serve_keys(&api).await;
     let (sim, address) = system_tests::cluster::simulator(Duration::from_millis(50)).await;
     let _agent = system_tests::cluster::agent_with_backups(&api, "eu-1", address, Some(s3.target())).await;
     let jetstream = async_nats::jetstream::new(api.nats_server.connect().await);
