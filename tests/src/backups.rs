@@ -42,6 +42,15 @@ impl BackupStoreRig {
     /// The control plane answering agents' requests for instances' keys, as the leading projector does
     /// (`projections::store_access`); stopped on drop.
     pub async fn serve_keys(&self, api: &crate::TestApi) -> tokio_util::task::AbortOnDropHandle<()> {
+        self.serve_keys_counted(api, projections::store_access::StoreAccessMetrics::default()).await
+    }
+
+    /// The same, counting into `metrics`.
+    pub async fn serve_keys_counted(
+        &self,
+        api: &crate::TestApi,
+        metrics: projections::store_access::StoreAccessMetrics,
+    ) -> tokio_util::task::AbortOnDropHandle<()> {
         let admin =
             backup_store::access::AccessAdmin::new(&self.config()).expect("an admin of the test store");
         // Subscribed before an agent asks: a request without responders fails at once.
@@ -49,7 +58,7 @@ impl BackupStoreRig {
             api.nats_server.connect().await,
             api.state.commands.clone(),
             admin,
-            projections::store_access::StoreAccessMetrics::default(),
+            metrics,
         )
         .await
         .expect("subscribe to store key requests");

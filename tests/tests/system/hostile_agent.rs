@@ -445,3 +445,89 @@ async fn an_agent_account_cannot_open_more_than_its_connections() {
     let other = api.agent_identity("eu-2").connect_options().connect(api.nats_server.address()).await;
     assert!(other.is_ok(), "eu-2's agent could not connect: {:?}", other.err());
 }
+
+/// Asks for `project`'s instance `id`'s store keys on `subject`, as an agent does; the answer opened.
+async fn ask_keys(
+    client: &async_nats::Client,
+    subject: String,
+    project: &str,
+    id: Uuid,
+) -> Result<streams::store_access::StoreAccessReply, String> {
+    let ours = nkeys::XKey::new();
+    let request = streams::store_access::StoreAccessRequest {
+        project: project.into(),
+        instance_id: id,
+        reply_key: ours.public_key(),
+    };
+    let asked = client.request(subject, serde_json::to_vec(&request).unwrap().into());
+    let answer = tokio::time::timeout(Duration::from_secs(10), asked)
+        .await
+        .map_err(|_| "no answer".to_owned())?
+        .map_err(|e| e.to_string())?;
+    match serde_json::from_slice::<streams::credentials::SealedReply>(&answer.payload) {
+        Ok(sealed) => sealed.open_as(&ours).map_err(|e| e.to_string()),
+        Err(_) => serde_json::from_slice(&answer.payload).map_err(|e| e.to_string()),
+    }
+}
+
+#[tokio::test]
+async fn a_taken_over_agent_gets_store_keys_for_its_own_cluster_s_instances_only_and_they_reach_nothing_else()
+{
+    let scene = Scene::set().await;
+    let api = &scene.api;
+    let s3 = BackupStoreRig::start();
+    let metrics = projections::store_access::StoreAccessMetrics::default();
+    let _keys = s3.serve_keys_counted(api, metrics.clone()).await;
+    // The victim's backups in the store (the victim is project other's instance on eu-2).
+    let admin_store = s3.store();
+    let victims_object = backup_store::object_key("other", scene.victim, Uuid::now_v7());
+    admin_store.put(&victims_object, b"the victim's dump".to_vec()).await.unwrap();
+    let own = provision(api, "acme", "eu-1", ACME_EDITOR_TOKEN).await;
+    let (client, _) = attacker(api).await;
+    let own_subject = streams::store_access::request_subject("eu-1");
+
+    // The victim's keys, asked on eu-1's own subject: refused, counted.
+    let refused = ask_keys(&client, own_subject.clone(), "other", scene.victim).await.expect("an answer");
+    assert!(
+        matches!(&refused, streams::store_access::StoreAccessReply::Refused { reason } if reason.contains("not placed on eu-1")),
+        "{refused:?}"
+    );
+    assert_eq!(
+        metrics
+            .refused
+            .get_or_create(&projections::store_access::RefusalLabels { reason: "not_placed_there".into() })
+            .get(),
+        1
+    );
+    // Asked on eu-2's subject, where the victim is: the account cannot even publish there.
+    let foreign =
+        ask_keys(&client, streams::store_access::request_subject("eu-2"), "other", scene.victim).await;
+    assert!(foreign.is_err(), "a request on another cluster's subject was answered: {foreign:?}");
+    assert_eq!(metrics.granted.get(), 0, "no keys were given for another cluster's instance");
+
+    // Its own instance's keys: given, and they reach that instance's prefix only.
+    let granted = ask_keys(&client, own_subject, "acme", own).await.expect("an answer");
+    let streams::store_access::StoreAccessReply::Granted { access_key_id, secret_access_key, read } = granted
+    else {
+        panic!("its own instance's keys were refused: {granted:?}");
+    };
+    assert!(read.is_empty(), "{read:?}");
+    let as_attacker = backup_store::BackupStore::new(&backup_store::StoreConfig {
+        access_key_id,
+        secret_access_key,
+        ..s3.config()
+    })
+    .unwrap();
+    as_attacker.list(&format!("acme/{own}/")).await.expect("its own prefix is reachable");
+    as_attacker
+        .list(&format!("other/{}/", scene.victim))
+        .await
+        .expect_err("the victim's backups are not listable");
+    as_attacker.list("").await.expect_err("the bucket is not listable");
+    as_attacker.delete(&victims_object).await.expect_err("the victim's backup cannot be deleted");
+    as_attacker
+        .verify(&victims_object, 17, &"0".repeat(64))
+        .await
+        .expect_err("the victim's backup cannot be read");
+    assert_eq!(admin_store.list(&format!("other/{}/", scene.victim)).await.unwrap().len(), 1, "untouched");
+}
