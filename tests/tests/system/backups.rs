@@ -297,3 +297,54 @@ async fn the_control_plane_verifies_each_reported_object_and_deletes_a_deleted_b
     assert_eq!(again.status, StatusCode::ACCEPTED);
     assert_eq!(again.body["id"], deleted.body["id"], "a repeated deletion answers the first operation");
 }
+
+/// An instance's store identity ends with it: once its deprovisioning is folded, the control plane's
+/// pass removes the identity and its keys reach nothing; an active instance's identity stays.
+#[tokio::test]
+async fn a_deprovisioned_instance_s_store_keys_are_revoked_and_an_active_one_s_kept() {
+    let api = TestApi::start().await;
+    let s3 = system_tests::backups::BackupStoreRig::start();
+    let admin = backup_store::access::AccessAdmin::new(&s3.config()).unwrap();
+    let (leaving, staying) = (provision(&api, "leaving").await, provision(&api, "staying").await);
+    let mut keys = Vec::new();
+    for id in [leaving, staying] {
+        let grant = backup_store::access::Grant { own: format!("acme/{id}"), read: vec![] };
+        admin.grant(id, &grant).await.unwrap();
+        keys.push(admin.issue_keys(id, &grant).await.unwrap());
+    }
+    let metrics = projections::store_access::StoreAccessMetrics::default();
+    let none =
+        projections::store_access::revoke_once(&api.state.read_models, &admin, &metrics).await.unwrap();
+    assert!(none.is_empty(), "active instances keep their identity: {none:?}");
+
+    let gone =
+        call(&api, Method::DELETE, &format!("/v1/projects/acme/instances/{leaving}"), ACME_EDITOR_TOKEN)
+            .await;
+    assert_eq!(gone.status, StatusCode::ACCEPTED, "{}", gone.body);
+    let folded = api
+        .state
+        .read_models
+        .wait_until(WAIT, |m| m.instance("acme", leaving).is_some_and(|v| v.deprovisioning.is_some()))
+        .await;
+    assert!(folded, "the deprovisioning was never folded");
+    let revoked =
+        projections::store_access::revoke_once(&api.state.read_models, &admin, &metrics).await.unwrap();
+    assert_eq!(revoked, vec![leaving]);
+    assert_eq!(metrics.revoked.get(), 1);
+    assert_eq!(admin.instances_with_access().await.unwrap(), vec![staying]);
+    let with = |keys: &backup_store::access::InstanceKeys| {
+        backup_store::BackupStore::new(&backup_store::StoreConfig {
+            access_key_id: keys.access_key_id.clone(),
+            secret_access_key: keys.secret_access_key.clone(),
+            ..s3.config()
+        })
+        .unwrap()
+    };
+    with(&keys[1]).list(&format!("acme/{staying}/")).await.expect("the active instance's keys still work");
+    // The store reloads identities on its own schedule: bounded wait for the refusal.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while with(&keys[0]).list(&format!("acme/{leaving}/")).await.is_ok() {
+        assert!(tokio::time::Instant::now() < deadline, "a revoked instance's keys still reach its prefix");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
