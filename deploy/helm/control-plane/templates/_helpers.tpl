@@ -17,6 +17,12 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
+{{/* Every label of one component's objects: `include "cp.componentLabels" (list $ "api")` */}}
+{{- define "cp.componentLabels" -}}
+{{ include "cp.labels" (index . 0) }}
+app.kubernetes.io/name: {{ index . 1 }}
+{{- end }}
+
 {{/* Selector labels of one component: `include "cp.selectorLabels" (list $ "api")` */}}
 {{- define "cp.selectorLabels" -}}
 {{- $ := index . 0 -}}
