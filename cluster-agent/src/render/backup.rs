@@ -143,9 +143,8 @@ fn dump(mi: &ManagedInstance, host: &str) -> Option<Dump> {
         // `influx backup` needs an operator token: the one the image's setup made for the admin user
         // (influxdata-docker influxdb/2.7/entrypoint.sh, `influx setup`), read through a session signed in
         // with the admin's password (`POST /api/v2/signin`, `GET /api/v2/authorizations?user=`). The image
-        // ships curl and the influx CLI (influxdb/2.7/Dockerfile). The token is kept beside the dump: a
-        // full restore brings back the backup's users and tokens, and the restore needs it to put the
-        // instance's own password back.
+        // ships curl and the influx CLI (influxdb/2.7/Dockerfile). No token is kept beside the dump: the
+        // restore keeps the instance's own users and tokens (below).
         "influxdb" => image(
             format!("influxdb:{}", mi.spec.version),
             format!(
@@ -155,7 +154,6 @@ fn dump(mi: &ManagedInstance, host: &str) -> Option<Dump> {
                  {token}\n\
                  export INFLUX_TOKEN=\"$token\"\n\
                  influx backup /backup/dump --host \"$base\"\n\
-                 printf '%s' \"$token\" > /backup/dump/cp-operator-token\n\
                  tar -czf /backup/artifact -C /backup dump\n",
                 signin = influx_signin(user),
                 token = influx_session_token(user),
@@ -360,33 +358,32 @@ pub fn restore_job(mi: &ManagedInstance, generation: u64, key: &str) -> Option<C
                 reset = mongo_reset_root_password(user, &super::replset::uri(mi, "admin", &[])),
             ),
         ),
-        // `influx restore --full` replaces the server's data and metadata with the backup's, users and
-        // tokens included (InfluxDB docs, "Restore data"): afterwards the instance's own admin password is
-        // set again (`POST /api/v2/users/{id}/password` with a token: influxdb tenant/http_server_user.go,
-        // handlePostUserPassword) through the backup's operator token, which the dump kept. A Job run
-        // again after the restore signs in with that token instead. The influx CLI takes its token from
-        // `INFLUX_TOKEN` (influx CLI docs, "Provide required authentication credentials"), and curl its
-        // header from a config file, so no token is on a command line.
+        // The backup's buckets replace the instance's, its users and tokens stay: the instance's own
+        // operator token (a session signed in with its password, as for the backup) deletes the org's
+        // buckets but the system ones (`_…`), then `influx restore` without `--full` recreates each of the
+        // backup's buckets with its data, creating the org if missing and skipping system buckets
+        // (influx-cli v2.7 clients/restore/restore.go `partialRestore`, `restoreOrg`; it cannot restore into
+        // an existing bucket: InfluxDB docs, "Restore data"). Without `--full` no KV store (users,
+        // tokens) is restored, so no token of the backup's is needed and none is kept with the dump; a
+        // rerun after a partial failure deletes what it restored and starts again. `influx bucket list`
+        // pads its columns with tabs (influx-cli pkg/tabwriter: `tabwriter.NewWriter(…, '\t', 0)`), so a
+        // name with spaces stays one field; the org is the project (`render::workload`,
+        // `DOCKER_INFLUXDB_INIT_ORG`).
         "influxdb" => (
             format!("influxdb:{}", mi.spec.version),
             format!(
                 "set -eu\n\
                  base='http://{host}:{port}'\n\
                  tar -xzf /backup/artifact -C /backup\n\
-                 source=$(cat /backup/dump/cp-operator-token)\n\
-                 printf 'header = \"Authorization: Token %s\"\\n' \"$source\" > /tmp/source.curl\n\
-                 if {signin}; then\n\
-                 \x20 {token}\n\
-                 else\n\
-                 \x20 token=$source\n\
-                 fi\n\
+                 {signin}\n\
+                 {token}\n\
                  export INFLUX_TOKEN=\"$token\"\n\
-                 influx restore /backup/dump --host \"$base\" --full\n\
-                 id=$(curl -fsS -K /tmp/source.curl \"$base/api/v2/users?name={user}\" | sed -n 's/.*\"id\": *\"\\([0-9a-f]*\\)\".*/\\1/p' | head -n1)\n\
-                 printf '{{\"password\":\"%s\"}}' \"$PASSWORD\" > /tmp/body\n\
-                 curl -fsS -o /dev/null -X POST -K /tmp/source.curl -H 'Content-Type: application/json' --data @/tmp/body \"$base/api/v2/users/$id/password\"\n",
+                 influx bucket list --host \"$base\" --org '{org}' --hide-headers | awk -F '\\t+' '$2 !~ /^_/ {{print $1}}' > /tmp/buckets\n\
+                 while read -r id; do influx bucket delete --host \"$base\" --id \"$id\" > /dev/null; done < /tmp/buckets\n\
+                 influx restore /backup/dump --host \"$base\"\n",
                 signin = influx_signin(user),
                 token = influx_session_token(user),
+                org = mi.spec.project,
             ),
         ),
         _ => return None,

@@ -96,3 +96,53 @@ fn a_grafana_restore_sets_the_instance_s_admin_password_again_before_grafana_sta
     let set = &plain.iter().find(|c| c.kind == ChildKind::StatefulSet).unwrap().object;
     assert!(set["spec"]["template"]["spec"].get("initContainers").is_none());
 }
+
+/// InfluxDB: `influx restore --full` would replace the instance's users and tokens with the backup's and
+/// needs the backup's operator token to put the instance's password back, which then had to be kept in
+/// clear beside the dump. A restore without `--full` restores buckets only (influx-cli
+/// clients/restore/restore.go `partialRestore`), into buckets that must not exist (InfluxDB docs,
+/// "Restore data"): the instance's own token deletes its org's buckets but the system ones, then
+/// restores. So no token is written with the dump, and the instance's password never changes.
+#[test]
+fn an_influxdb_restore_keeps_the_instance_s_users_and_no_token_is_kept_with_the_dump() {
+    let mi = restoring("influxdb", "2.7");
+    let backup = render::backup::job(&mi, uuid::Uuid::nil(), "acme/orders/b1").expect("a backup Job");
+    let dump = script(&backup.object["spec"]["template"]["spec"]["initContainers"][0]);
+    let writes: Vec<&str> =
+        dump.lines().filter(|l| l.contains("> /backup") || l.contains(">/backup")).collect();
+    assert!(writes.is_empty(), "nothing but the dump goes into the artifact: {writes:?}");
+    assert!(!dump.contains("cp-operator-token"), "{dump}");
+
+    let job = render::backup::restore_job(&mi, 6, "acme/orders/b1").expect("a restore Job");
+    let restore = script(&job.object["spec"]["template"]["spec"]["containers"][0]);
+    let line = restore.lines().find(|l| l.starts_with("influx restore")).expect("influx restore");
+    assert!(!line.contains("--full"), "a full restore replaces the instance's users and tokens: {line}");
+    assert!(!restore.contains("cp-operator-token"), "{restore}");
+    let lines: Vec<&str> = restore.lines().collect();
+    let restored_at = lines.iter().position(|l| l.starts_with("influx restore")).unwrap();
+    let deleted_at = lines.iter().position(|l| l.contains("influx bucket delete")).expect("buckets deleted");
+    assert!(deleted_at < restored_at, "buckets are deleted before the restore recreates them");
+    assert!(lines[restored_at + 1..].iter().all(|l| l.trim().is_empty()), "nothing after: {restore}");
+
+    // The bucket listing is parsed by awk as influx-cli prints it: columns padded with tabs
+    // (pkg/tabwriter, `tabwriter.NewWriter(w, 0, 8, 1, '\t', 0)`), ID first, then the name.
+    let list = lines.iter().find(|l| l.starts_with("influx bucket list")).unwrap();
+    let program = list.split("| ").nth(1).unwrap().split(" > ").next().unwrap();
+    let table = "0a1b2c3d4e5f6a7b\tdefault\t\tinfinite\t168h0m0s\t\t0f0e0d0c0b0a0908\timplicit\n\
+                 1a1b2c3d4e5f6a7b\t_monitoring\t\t168h0m0s\t24h0m0s\t\t0f0e0d0c0b0a0908\timplicit\n\
+                 2a1b2c3d4e5f6a7b\t_tasks\t\t\t72h0m0s\t24h0m0s\t\t0f0e0d0c0b0a0908\timplicit\n\
+                 3a1b2c3d4e5f6a7b\tsensor data 2026\tinfinite\t168h0m0s\t0f0e0d0c0b0a0908\timplicit\n";
+    let mut awk = std::process::Command::new("sh")
+        .args(["-c", program])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run awk");
+    std::io::Write::write_all(awk.stdin.as_mut().unwrap(), table.as_bytes()).unwrap();
+    let out = awk.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), "0a1b2c3d4e5f6a7b\n3a1b2c3d4e5f6a7b\n", "{program}");
+    for script in [dump, restore] {
+        let checked = std::process::Command::new("sh").args(["-n", "-c", script]).status().unwrap();
+        assert!(checked.success(), "not valid sh: {script}");
+    }
+}

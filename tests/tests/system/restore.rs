@@ -242,7 +242,7 @@ async fn a_postgresql_fork_to_a_time_between_two_backups_converges_and_records_t
     assert_eq!(refused.body["errors"][0]["rule"], "restore_in_place");
 }
 
-/// InfluxDB (`influx backup`, then a Job running `influx restore --full`) and Grafana (a copy of its
+/// InfluxDB (`influx backup`, then a Job replacing the buckets with `influx restore`) and Grafana (a copy of its
 /// SQLite database, loaded back by its StatefulSet's init container as the pods roll): backed up into the
 /// real store, verified, and restored in place; a Grafana restore whose object is gone fails.
 #[tokio::test]
