@@ -393,6 +393,93 @@ fn the_charts_refuse_what_would_not_work() {
     refused("control-plane", CONTROL_PLANE_NAMESPACE, &["nats.enabled=false"], "natsConnection.url");
 }
 
+/// The control plane's NetworkPolicies, judged by cyclonus's policy engine (`tests/netpol-eval`, built by
+/// `./dev` into `.tools/netpol-eval-v0.5.6`) on the pods the chart's templates label: each component
+/// reaches what it uses, and nothing else leaves.
+#[test]
+fn the_control_plane_s_network_policies_admit_what_each_component_uses_and_no_more() {
+    let evaluator = tool(
+        "CP_NETPOL_EVAL",
+        ".tools/netpol-eval-v0.5.6/netpol-eval",
+        "the NetworkPolicy evaluator (cyclonus, built by ./dev from the Go module proxy)",
+    );
+    let identities = Identities::new();
+    let values = chart("control-plane").join("ci/default-values.yaml");
+    let objects = objects(&template("control-plane", &values, &identities));
+    // In the release's namespace, as the API server stores them (`helm template` leaves it out).
+    let policies: Vec<Value> = objects
+        .iter()
+        .filter(|o| o["kind"] == "NetworkPolicy")
+        .map(|o| {
+            let mut policy = o.clone();
+            policy["metadata"]["namespace"] = Value::from(CONTROL_PLANE_NAMESPACE);
+            policy
+        })
+        .collect();
+    assert_eq!(policies.len(), 4);
+    let labels =
+        |kind: &str, name: &str| find(&objects, kind, name)["spec"]["template"]["metadata"]["labels"].clone();
+    let pod = |name: &str, labels: Value, ip: &str| serde_json::json!({"namespace": "cp", "name": name, "labels": labels, "ip": ip});
+    let pods = serde_json::json!([
+        pod("api-0", labels("Deployment", "cp-api"), "10.0.0.1"),
+        pod("projector-0", labels("Deployment", "cp-projector"), "10.0.0.2"),
+        pod("migrate-0", labels("Job", "cp-migrate-1"), "10.0.0.3"),
+        pod("nats-0", labels("StatefulSet", "cp-nats"), "10.0.0.4"),
+        pod("nats-1", labels("StatefulSet", "cp-nats"), "10.0.0.5"),
+        {"namespace": "kube-system", "name": "coredns-0", "labels": {"k8s-app": "kube-dns"}, "ip": "10.0.1.1"},
+    ]);
+    let namespaces = serde_json::json!([
+        {"name": "cp", "labels": {"kubernetes.io/metadata.name": "cp"}},
+        {"name": "kube-system", "labels": {"kubernetes.io/metadata.name": "kube-system"}},
+    ]);
+    let to_pod = |p: &str| serde_json::json!({"pod": format!("cp/{p}")});
+    let ip = |a: &str| serde_json::json!({"ip": a});
+    let dns = serde_json::json!({"pod": "kube-system/coredns-0"});
+    // (from, to, port, port name, protocol, allowed)
+    let cases = [
+        (to_pod("api-0"), to_pod("nats-0"), 4222, "nats", "TCP", true),
+        (to_pod("projector-0"), to_pod("nats-1"), 4222, "nats", "TCP", true),
+        (to_pod("migrate-0"), to_pod("nats-0"), 4222, "nats", "TCP", true),
+        (to_pod("nats-0"), to_pod("nats-1"), 6222, "cluster", "TCP", true),
+        (to_pod("api-0"), dns.clone(), 53, "", "UDP", true),
+        (to_pod("projector-0"), dns, 53, "", "TCP", true),
+        // Clients from anywhere reach the API; agents from outside reach NATS' client port.
+        (ip("203.0.113.7"), to_pod("api-0"), 8080, "http", "TCP", true),
+        (ip("203.0.113.7"), to_pod("nats-0"), 4222, "nats", "TCP", true),
+        // Not the routes between the NATS servers, from anyone else.
+        (to_pod("api-0"), to_pod("nats-0"), 6222, "cluster", "TCP", false),
+        (ip("203.0.113.7"), to_pod("nats-0"), 6222, "cluster", "TCP", false),
+        // Nothing leaves for elsewhere: the metadata service, the internet, the API from the migration.
+        (to_pod("api-0"), ip("169.254.169.254"), 80, "", "TCP", false),
+        (to_pod("projector-0"), ip("198.51.100.1"), 443, "", "TCP", false),
+        (to_pod("migrate-0"), to_pod("api-0"), 8080, "http", "TCP", false),
+        (to_pod("nats-0"), ip("198.51.100.1"), 443, "", "TCP", false),
+    ];
+    let queries: Vec<Value> = cases
+        .iter()
+        .map(|(from, to, port, name, protocol, _)| {
+            serde_json::json!({"from": from, "to": to, "port": port, "portName": name, "protocol": protocol})
+        })
+        .collect();
+    let input =
+        serde_json::json!({"policies": policies, "namespaces": namespaces, "pods": pods, "queries": queries});
+    let mut child = Command::new(&evaluator)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    serde_json::to_writer(child.stdin.take().unwrap(), &input).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "netpol-eval: {}", String::from_utf8_lossy(&output.stderr));
+    let answer: Value = serde_json::from_slice(&output.stdout).unwrap();
+    for ((from, to, port, _, protocol, allowed), result) in
+        cases.iter().zip(answer["results"].as_array().unwrap())
+    {
+        assert_eq!(result["allowed"].as_bool(), Some(*allowed), "{from} -> {to} {port}/{protocol}: {result}");
+    }
+}
+
 /// kube-controller-manager with the Deployment and ReplicaSet controllers (upstream's, from the same
 /// Go-built binary as the harness's), beside the harness's own; killed on drop.
 struct Controllers(std::process::Child);
