@@ -54,11 +54,14 @@ async fn an_update_writes_exactly_the_affected_objects_and_deprovision_removes_e
     // Installing the CRD is the agent's start, not this instance's.
     changed.retain(|k, _| !k.contains("customresourcedefinitions"));
     // The namespace and its egress policy (once per namespace), the ManagedInstance and its finalizer,
-    // the Secret, and four objects (StatefulSet, ConfigMap, headless Service, NetworkPolicy; no endpoint
-    // without an ACL); status as for any rollout.
+    // two Secrets (credentials, the replica set's keyfile), and five objects (StatefulSet, ConfigMap,
+    // headless Service, NetworkPolicy, the replica set's Job; no endpoint without an ACL); status as for
+    // any rollout.
     assert_eq!(changed.get("patch networkpolicies.networking.k8s.io"), Some(&2), "{changed:?}");
     assert_eq!(changed.get("patch services"), Some(&1), "no endpoint without an ACL: {changed:?}");
-    within_update_bound(&changed, 8, 0, 1, "provisioning");
+    assert_eq!(changed.get("create secrets"), Some(&2), "{changed:?}");
+    assert_eq!(changed.get("patch jobs.batch"), Some(&1), "{changed:?}");
+    within_update_bound(&changed, 10, 0, 1, "provisioning");
 
     let before = cluster.writes();
     let version =
@@ -68,7 +71,12 @@ async fn an_update_writes_exactly_the_affected_objects_and_deprovision_removes_e
     assert_eq!(changed.get("patch statefulsets.apps"), Some(&1), "{changed:?}");
     assert_eq!(changed.get("patch configmaps"), None, "{changed:?}");
     assert_eq!(changed.get("patch services"), None, "{changed:?}");
-    within_update_bound(&changed, 1, 0, 1, "an upgrade");
+    // The replica set's Job runs in the new image: a new Job (a Job's template cannot change), and the
+    // old one goes.
+    assert_eq!(changed.get("patch jobs.batch"), Some(&1), "{changed:?}");
+    assert_eq!(changed.get("delete jobs.batch"), Some(&1), "{changed:?}");
+    // The replica set's Job completing is one more observed step.
+    within_update_bound(&changed, 3, 0, 1 + 1, "an upgrade");
 
     let before = cluster.writes();
     let config = [("slow_op_threshold_ms".to_owned(), Some(ConfigValue::Int(250)))].into();
@@ -91,8 +99,8 @@ async fn an_update_writes_exactly_the_affected_objects_and_deprovision_removes_e
     let changed = delta(&before, &cluster.writes());
     assert_eq!(changed.get("patch statefulsets.apps"), Some(&1), "{changed:?}");
     assert_eq!(changed.get("patch configmaps"), None, "{changed:?}");
-    // standard's storage is larger: the claim is grown once, after it is bound. (No MongoDB plan has more
-    // than one replica until the agent builds replica sets: `domain/src/catalog/validate.rs`.)
+    // standard's storage is larger: the claim is grown once, after it is bound. The member list is the
+    // same, so the replica set's Job is too. (Scaling the replica set: `replica_set.rs`.)
     within_update_bound(&changed, 1, 1, 1, "a plan change to larger resources and storage");
     let view = cluster.view().await;
     let set = view.get("statefulsets.apps", "mongo").unwrap();
@@ -113,15 +121,16 @@ async fn an_update_writes_exactly_the_affected_objects_and_deprovision_removes_e
         "statefulsets.apps",
         "services",
         "configmaps",
-        "secrets",
         "networkpolicies.networking.k8s.io",
         "managedinstances.cp.example.com",
+        "jobs.batch",
     ] {
         assert_eq!(changed.get(&format!("delete {kind}")), Some(&1), "{kind}: {changed:?}");
     }
+    assert_eq!(changed.get("delete secrets"), Some(&2), "credentials and keyfile: {changed:?}");
     assert_eq!(changed.get("delete persistentvolumeclaims"), Some(&1), "one per replica: {changed:?}");
     assert!(changed.get("patch managedinstances.cp.example.com").is_some_and(|n| *n <= 1), "{changed:?}");
-    assert!(writes(&changed) <= 1 + 5 + 1 + 1, "deprovisioning wrote more than the bound: {changed:?}");
+    assert!(writes(&changed) <= 1 + 7 + 1 + 1, "deprovisioning wrote more than the bound: {changed:?}");
     let observed = world.observed("c1").await;
     assert!(
         observed.iter().any(|e| e["event"]["type"] == "InstanceRemoved"),

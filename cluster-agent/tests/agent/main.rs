@@ -17,6 +17,7 @@ mod netpol_cyclonus;
 mod network;
 mod pod_security;
 mod render;
+mod replica_set;
 mod restore_users;
 mod rotation;
 mod workloads;

@@ -52,6 +52,10 @@ fn rendered_pods(mi: &ManagedInstance) -> Vec<Pod> {
                 .collect();
             pods.push(pod_of(&format!("{service}-0"), &child.object["spec"]["template"], &claims));
         }
+        // The instance's own Jobs (MongoDB's replica set initiation).
+        if child.kind == ChildKind::Job {
+            pods.push(pod_of(&format!("{service}-{}", child.name), &child.object["spec"]["template"], &[]));
+        }
     }
     let backup_id = uuid::Uuid::nil();
     let jobs = [

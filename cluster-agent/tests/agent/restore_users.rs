@@ -25,33 +25,48 @@ fn script(container: &Value) -> &str {
     container["command"][2].as_str().expect("a shell script")
 }
 
-/// MongoDB Database Tools, mongorestore: with `--drop`, a dump that includes the `admin` database
-/// replaces every user with the dump's ("mongorestore drops all users … and replaces them with the users
-/// defined in the dump"), and a restore that then cannot authenticate fails "leaving an empty database".
-/// So the restore excludes the users' namespaces (`--nsExclude`), and afterwards signs in with the
-/// instance's own password and sets it again: a restore that lost it fails instead of succeeding.
+/// A MongoDB restore is one point in time: `mongorestore --oplogReplay` applies the oplog the dump
+/// captured (mongodb/mongo-tools 100.13.0 mongorestore/options.go). It refuses any `--nsExclude`
+/// (mongorestore/mongorestore.go: "cannot use --oplogReplay with excludes specified"), so the dump's users
+/// come back as they were, root's password of then included, and a restore signed in as root could be
+/// locked out by them ("leaving an empty database": Database Tools docs, mongorestore `--drop`); replaying
+/// the oplog also takes `anyAction`, which `root` lacks (*Required Access*). So the restore signs in as
+/// the set's internal user with the keyfile, then sets root's password to the instance's again and
+/// checks a fresh sign-in with it: a restore that lost it fails instead of succeeding. A backup made
+/// before instances were replica sets has no oplog ("no oplog file to replay") and is restored without.
 #[test]
-fn a_mongodb_restore_keeps_the_instance_s_users_and_checks_its_password() {
+fn a_mongodb_restore_replays_the_oplog_as_the_set_s_internal_user_and_sets_the_password_again() {
     let job = render::backup::restore_job(&restoring("mongodb", "7.0"), 6, "acme/orders/b1").expect("a Job");
     let container = &job.object["spec"]["template"]["spec"]["containers"][0];
     let script = script(container);
     let restore = script.lines().find(|l| l.contains("mongorestore")).expect("mongorestore");
     assert!(restore.contains("--drop"), "{restore}");
+    assert!(!restore.contains("--nsExclude"), "mongorestore refuses excludes with --oplogReplay: {restore}");
+    assert!(script.contains("restore --oplogReplay"), "the oplog is replayed: {script}");
+    assert!(restore.contains("replicaSet=rs0"), "restored through the set's primary: {restore}");
     assert!(
-        restore.contains("--nsExclude='admin.system.*'"),
-        "the dump's users must not replace the instance's: {restore}"
+        restore.contains("--username __system --authenticationDatabase local"),
+        "signed in with the keyfile, which no restored user can lock out: {restore}"
     );
+    assert!(script.contains("\"$KEYFILE\" > /tmp/mongo-tools.yaml"), "the keyfile is the password: {script}");
+    assert!(script.contains("grep -q 'no oplog file to replay'"), "older backups: {script}");
     let lines: Vec<&str> = script.lines().collect();
-    let at = lines.iter().position(|l| l.contains("mongorestore")).unwrap();
-    let after = lines[at + 1..].join("\n");
+    let at = lines.iter().rposition(|l| l.contains("restore")).unwrap();
+    let after = lines[at..].join("\n");
     assert!(
-        after.contains("auth(\"root\", process.env.PASSWORD)")
-            && after.contains("changeUserPassword(\"root\", process.env.PASSWORD)"),
-        "after the restore the instance's own password is checked and set: {after}"
+        after.contains("changeUserPassword(\"root\", process.env.PASSWORD)")
+            && after.contains(".auth(\"root\", process.env.PASSWORD)"),
+        "after the restore the instance's own password is set and checked: {after}"
     );
-    let password =
-        container["env"].as_array().unwrap().iter().find(|e| e["name"] == "PASSWORD").expect("PASSWORD");
-    assert_eq!(password["valueFrom"]["secretKeyRef"]["key"], "password", "the instance's current password");
+    let env = |name: &str| {
+        container["env"].as_array().unwrap().iter().find(|e| e["name"] == name).cloned().unwrap_or_default()
+    };
+    assert_eq!(
+        env("PASSWORD")["valueFrom"]["secretKeyRef"]["key"],
+        "password",
+        "the instance's current password"
+    );
+    assert_eq!(env("KEYFILE")["valueFrom"]["secretKeyRef"]["name"], "orders-keyfile", "the set's keyfile");
 }
 
 /// Grafana keeps its users in its database (`grafana.db`), so a restored database brings back the

@@ -37,8 +37,12 @@ async fn the_catalog_lists_versions_upgrade_paths_plans_and_each_parameter_s_app
     assert_eq!(mongo.body["upgrade_path"], "one_major_at_a_time");
     assert_eq!(mongo.body["versions"][0]["upgrades_to"], serde_json::json!(["7.0"]));
     assert!(
-        mongo.body["plans"].as_array().unwrap().iter().all(|p| p["resources"]["replicas"] == 1),
-        "no multi-replica MongoDB plan until replica sets exist (domain/src/catalog/validate.rs)"
+        mongo.body["plans"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "ha" && p["resources"]["replicas"] == 3),
+        "MongoDB's ha plan is a replica set of three members (cluster-agent render/replset.rs)"
     );
 
     let unknown = api.call(Method::GET, "/v1/catalog/oracle", None, &[]).await;
