@@ -86,7 +86,13 @@ fn each_image_unpacks_and_its_binary_answers_version_from_the_unpacked_root() {
         } else {
             Command::new(root.path().join(entrypoint.trim_start_matches('/')))
         };
-        let output = command.arg("--version").env_clear().output().unwrap();
+        // Nothing of this process's environment; PATH only to find `chroot`.
+        let output = command
+            .arg("--version")
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .output()
+            .unwrap_or_else(|e| panic!("{name}: starting {command:?}: {e}"));
         let stdout = String::from_utf8_lossy(&output.stdout);
         assert!(
             output.status.success() && stdout.trim() == format!("{name} {version}"),
