@@ -311,6 +311,49 @@ mod tests {
         assert_eq!(latest_due(&daily, at("2026-12-01T02:00:00Z"), at("2026-12-01T03:00:00Z")), None);
     }
 
+    fn completed(id: u128, requested_at: DateTime<Utc>) -> BackupView {
+        BackupView {
+            id: Uuid::from_u128(id),
+            source: BackupSource {
+                project: "acme".into(),
+                instance_id: Uuid::nil(),
+                instance_name: "orders".into(),
+                cluster: "eu-1".into(),
+                service: domain::ServiceType::Mongodb,
+                version: "7.0".into(),
+            },
+            trigger: BackupTrigger::Schedule { schedule_id: Uuid::nil() },
+            state: BackupState::Completed,
+            requested_at,
+            started_at: None,
+            finished_at: None,
+            location: None,
+            size_bytes: None,
+            sha256: None,
+            duration_ms: None,
+            reason: None,
+            verified: None,
+            verification_detail: None,
+            deletion_operation: None,
+            sequence: 1,
+        }
+    }
+
+    #[test]
+    fn max_age_days_keeps_a_backup_exactly_that_long_and_not_a_moment_longer() {
+        let mut weekly = schedule("0 3 * * *", "UTC");
+        weekly.retention = Retention { keep_last: None, max_age_days: Some(7) };
+        let now = at("2026-12-08T03:00:00Z");
+        let exactly = completed(1, now - TimeDelta::days(7));
+        let older = completed(2, now - TimeDelta::days(7) - TimeDelta::milliseconds(1));
+        let younger = completed(3, now - TimeDelta::days(7) + TimeDelta::milliseconds(1));
+        let mut running = completed(4, now - TimeDelta::days(30));
+        running.state = BackupState::Running;
+        let expired: Vec<Uuid> =
+            expired(&weekly, &[&younger, &exactly, &older, &running], now).iter().map(|b| b.id).collect();
+        assert_eq!(expired, [older.id], "only the one older than 7 days, and never one still being made");
+    }
+
     #[test]
     fn a_scheduled_backup_s_id_is_the_same_for_the_same_schedule_and_time_and_orders_by_time() {
         let (s, t) = (Uuid::now_v7(), at("2026-12-01T01:30:00Z"));

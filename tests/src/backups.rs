@@ -95,3 +95,71 @@ impl BackupStack {
         Self { api, s3, sim, agent, _worker, _keys }
     }
 }
+
+/// Every backup fact a cluster's agent publishes, counted as the agent publishes it: a core NATS
+/// subscription, in the control plane's account, on the cluster's intake subjects (where the agent's
+/// `cp.obs.<cluster>.…` lands, `streams::intake`). It sees each publish before JetStream's duplicate
+/// window can drop a repeat: backup facts carry a fixed `Nats-Msg-Id` (`obs-<backup>-<type>`), so a
+/// count taken from the streams says nothing about the agent's own guards, and one taken here does.
+pub struct AgentPublishes {
+    subscriber: async_nats::Subscriber,
+    seen: Vec<(String, uuid::Uuid)>,
+}
+
+impl AgentPublishes {
+    /// Subscribes to what `cluster`'s agent publishes (before the agent starts, to miss nothing).
+    pub async fn subscribe(api: &crate::TestApi, cluster: &str) -> Self {
+        let client = api.nats_server.connect().await;
+        let subscriber = client
+            .subscribe(streams::intake::cluster_filter(cluster))
+            .await
+            .expect("subscribe to the intake");
+        // The subscription is in place on the server once a round trip has been made after it.
+        client.flush().await.expect("flush");
+        Self { subscriber, seen: Vec::new() }
+    }
+
+    /// Reads publishes until `done` holds for the backup facts seen so far, or `timeout` passes;
+    /// whether it held.
+    pub async fn wait_until(
+        &mut self,
+        timeout: std::time::Duration,
+        done: impl Fn(&[(String, uuid::Uuid)]) -> bool,
+    ) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while !done(&self.seen) {
+            match tokio::time::timeout_at(deadline, futures::StreamExt::next(&mut self.subscriber)).await {
+                Ok(Some(message)) => self.note(&message),
+                _ => return false,
+            }
+        }
+        true
+    }
+
+    /// Takes in whatever else arrives within `window` (the agents' heartbeats keep the subjects busy, so
+    /// this is a fixed window, not a quiet period), and returns every backup fact seen: (event type,
+    /// backup id), in publish order.
+    pub async fn settled(&mut self, window: std::time::Duration) -> &[(String, uuid::Uuid)] {
+        let deadline = tokio::time::Instant::now() + window;
+        while let Ok(Some(message)) =
+            tokio::time::timeout_at(deadline, futures::StreamExt::next(&mut self.subscriber)).await
+        {
+            self.note(&message);
+        }
+        &self.seen
+    }
+
+    /// How often the agent published `event_type` about `backup`.
+    pub fn count(&self, event_type: &str, backup: uuid::Uuid) -> usize {
+        self.seen.iter().filter(|(t, b)| t == event_type && *b == backup).count()
+    }
+
+    fn note(&mut self, message: &async_nats::Message) {
+        let Ok(body) = serde_json::from_slice::<serde_json::Value>(&message.payload) else { return };
+        let kind = body["event"]["type"].as_str().unwrap_or_default();
+        let backup = body["event"]["data"]["backup_id"].as_str().and_then(|b| b.parse().ok());
+        if let (true, Some(backup)) = (kind.starts_with("Backup"), backup) {
+            self.seen.push((kind.to_owned(), backup));
+        }
+    }
+}

@@ -207,6 +207,9 @@ async fn a_backup_asked_for_while_the_agent_was_down_runs_when_it_is_back_and_a_
     // Jobs take a while, so the agent can be killed while one runs.
     let (_sim, address) = system_tests::cluster::simulator(Duration::from_millis(1500)).await;
     let target = s3.target();
+    // Every fact the agent publishes, counted before JetStream's duplicate window could drop a repeat:
+    // "once" is the agent's own doing (its Job annotation, its in-process guards), not the stream's.
+    let mut published = system_tests::backups::AgentPublishes::subscribe(&api, "eu-1").await;
     let agent = system_tests::cluster::agent_with_backups(&api, "eu-1", address, Some(target.clone())).await;
     let instance = provision(&api, "orders").await;
     assert!(api.wait_for_state(instance, Health::Healthy, WAIT).await, "never healthy");
@@ -243,6 +246,29 @@ async fn a_backup_asked_for_while_the_agent_was_down_runs_when_it_is_back_and_a_
         ["BackupStarted", "BackupCompleted", "BackupStarted", "BackupCompleted"],
         "each backup started and completed exactly once"
     );
+    // And the agents published each fact once: a restarted agent that reported a completed backup again
+    // (say, without reading its Job's `reported` annotation) would be hidden above by the `Nats-Msg-Id`.
+    let both = [while_down, killed_during];
+    let reported = published
+        .wait_until(WAIT, |seen| {
+            both.iter().all(|b| seen.iter().any(|(t, id)| t == "BackupCompleted" && id == b))
+        })
+        .await;
+    assert!(
+        reported,
+        "the agents' publishes of the outcomes never arrived: {:?}",
+        published.settled(Duration::ZERO).await
+    );
+    let seen = published.settled(Duration::from_secs(2)).await.to_vec();
+    for backup in both {
+        for fact in ["BackupStarted", "BackupCompleted"] {
+            assert_eq!(
+                published.count(fact, backup),
+                1,
+                "{fact} of {backup} published once by the agents: {seen:?}"
+            );
+        }
+    }
 }
 
 #[tokio::test]

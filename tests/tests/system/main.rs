@@ -5,6 +5,7 @@
 
 mod admin_identity;
 mod auth;
+mod backup_checks;
 mod backup_schedules;
 mod backups;
 mod catalog;

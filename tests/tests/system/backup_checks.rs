@@ -1,0 +1,216 @@
+//! The control plane's checks of backups, made to fail: a backup whose object in the real store is not
+//! what its cluster reported (another size, another checksum, gone) is shown `verified: false` with the
+//! reason and refused as a restore source; a schedule's `max_age_days` keeps a backup exactly that long
+//! and deletes it from the store a moment later.
+
+use std::time::Duration;
+
+use axum::http::{Method, StatusCode};
+use backup_store::Verification;
+use chrono::{DurationRound as _, TimeDelta, Utc};
+use projections::{BackupState, Health, backup_scheduler::Scheduler};
+use serde_json::{Value, json};
+use system_tests::{ACME_ADMIN_TOKEN, ACME_EDITOR_TOKEN, TestApi};
+use uuid::Uuid;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn call(api: &TestApi, method: Method, path: &str, body: Option<&Value>) -> system_tests::Reply {
+    api.call(method, path, body, &[("authorization", &format!("Bearer {ACME_EDITOR_TOKEN}"))]).await
+}
+
+/// A restore in place replaces data: the project's admin may.
+async fn restore_in_place(api: &TestApi, instance: Uuid, backup: Uuid) -> system_tests::Reply {
+    let path = format!("/v1/projects/acme/instances/{instance}/restore");
+    let body = json!({"backup_id": backup});
+    api.call(Method::POST, &path, Some(&body), &[("authorization", &format!("Bearer {ACME_ADMIN_TOKEN}"))])
+        .await
+}
+
+async fn mongodb(api: &TestApi, name: &str) -> Uuid {
+    let body =
+        json!({"name": name, "service": "mongodb", "version": "7.0", "plan": "starter", "cluster": "eu-1"});
+    let created = call(api, Method::POST, "/v1/projects/acme/instances", Some(&body)).await;
+    assert_eq!(created.status, StatusCode::ACCEPTED, "{}", created.body);
+    let id = created.body["instance_id"].as_str().unwrap().parse().unwrap();
+    assert!(api.wait_for_state(id, Health::Healthy, WAIT).await, "{name} never healthy");
+    id
+}
+
+async fn completed_backup(api: &TestApi, instance: Uuid) -> Uuid {
+    let asked =
+        call(api, Method::POST, &format!("/v1/projects/acme/instances/{instance}/backups"), None).await;
+    assert_eq!(asked.status, StatusCode::ACCEPTED, "{}", asked.body);
+    let id: Uuid = asked.body["backup_id"].as_str().unwrap().parse().unwrap();
+    assert!(api.wait_for_operation(id, "succeeded", WAIT).await, "the backup never completed");
+    id
+}
+
+/// Three backups are tampered with in the store after their cluster reported them and before the control
+/// plane looks: each is shown unverified with what differs, and refused as a restore source (in place and
+/// into a new instance) with that reason; an untouched one is verified and accepted. Fails when the
+/// backup worker answers `matches: true` whatever it finds, or when the API restores from a backup whose
+/// verification failed.
+#[tokio::test]
+async fn a_backup_whose_object_is_not_as_reported_is_shown_unverified_with_why_and_never_restored() {
+    let api = TestApi::start().await;
+    let s3 = system_tests::backups::BackupStoreRig::start();
+    let _keys = s3.serve_keys(&api).await;
+    let (_sim, address) = system_tests::cluster::simulator(Duration::from_millis(50)).await;
+    let _agent = system_tests::cluster::agent_with_backups(&api, "eu-1", address, Some(s3.target())).await;
+    let instance = mongodb(&api, "orders").await;
+    let [resized, rewritten, lost, intact] = [
+        completed_backup(&api, instance).await,
+        completed_backup(&api, instance).await,
+        completed_backup(&api, instance).await,
+        completed_backup(&api, instance).await,
+    ];
+    let view = |id| api.state.read_models.read().backups().get("acme", id).cloned().expect("its record");
+    let store = s3.store();
+    let reported_size = |id| view(id).size_bytes.expect("a reported size");
+    let location = |id| view(id).location.expect("a reported location");
+    // Another size; the same size with other bytes; gone.
+    store.put(&location(resized), vec![7; reported_size(resized) as usize + 1]).await.unwrap();
+    let (_, sha256) =
+        store.put(&location(rewritten), vec![7; reported_size(rewritten) as usize]).await.unwrap();
+    assert_ne!(Some(sha256), view(rewritten).sha256, "other bytes than the reported ones");
+    store.delete(&location(lost)).await.unwrap();
+    assert_eq!(
+        store
+            .verify(&location(intact), reported_size(intact), view(intact).sha256.as_deref().unwrap())
+            .await
+            .unwrap(),
+        Verification::Matches
+    );
+
+    // Only now does the control plane look.
+    let jetstream = async_nats::jetstream::new(api.nats_server.connect().await);
+    let _worker = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(projections::backup_worker::run(
+        api.state.read_models.clone(),
+        store.clone(),
+        jetstream,
+    )));
+    let all = [resized, rewritten, lost, intact];
+    let checked = api
+        .state
+        .read_models
+        .wait_until(WAIT, |m| {
+            all.iter().all(|id| m.backups().get("acme", *id).is_some_and(|b| b.verified.is_some()))
+        })
+        .await;
+    assert!(checked, "the control plane never checked them: {:?}", all.map(view));
+
+    let expected = [
+        (
+            resized,
+            format!("{} bytes, not the {} reported", reported_size(resized) + 1, reported_size(resized)),
+        ),
+        (rewritten, "SHA-256 ".to_owned()),
+        (lost, format!("no object at {}", location(lost))),
+    ];
+    for (backup, why) in &expected {
+        let shown = call(
+            &api,
+            Method::GET,
+            &format!("/v1/projects/acme/instances/{instance}/backups/{backup}"),
+            None,
+        )
+        .await;
+        assert_eq!(shown.status, StatusCode::OK, "{}", shown.body);
+        assert_eq!(shown.body["verified"], false, "{}", shown.body);
+        let detail = shown.body["verification_detail"].as_str().unwrap_or_default();
+        assert!(detail.contains(why.as_str()), "the reason says what differs ({why:?}): {}", shown.body);
+
+        let in_place = restore_in_place(&api, instance, *backup).await;
+        assert_eq!(
+            in_place.status,
+            StatusCode::CONFLICT,
+            "restored in place from {backup}: {}",
+            in_place.body
+        );
+        assert_eq!(in_place.body["code"], "backup_not_restorable");
+        let said = in_place.body["detail"].as_str().unwrap_or_default();
+        assert!(
+            said.contains("not as its cluster reported") && said.contains(why.as_str()),
+            "{}",
+            in_place.body
+        );
+
+        let body = json!({"name": format!("from-{}", &backup.to_string()[..8]), "service": "mongodb", "version": "7.0",
+                          "plan": "starter", "cluster": "eu-1", "restore_from": {"backup_id": backup}});
+        let into_new = call(&api, Method::POST, "/v1/projects/acme/instances", Some(&body)).await;
+        assert_eq!(into_new.status, StatusCode::CONFLICT, "a new instance from {backup}: {}", into_new.body);
+        assert_eq!(into_new.body["code"], "backup_not_restorable");
+    }
+    // The untouched one: verified, and a restore source.
+    assert_eq!(view(intact).verified, Some(true), "{:?}", view(intact));
+    let body = json!({"name": "from-intact", "service": "mongodb", "version": "7.0", "plan": "starter",
+                      "cluster": "eu-1", "restore_from": {"backup_id": intact}});
+    let accepted = call(&api, Method::POST, "/v1/projects/acme/instances", Some(&body)).await;
+    assert_eq!(accepted.status, StatusCode::ACCEPTED, "{}", accepted.body);
+}
+
+/// `max_age_days: 1` on the scheduler's clock: a backup is kept at exactly one day after it was asked
+/// for, and its deletion asked for (and its object deleted from the store) one millisecond later. Fails
+/// when the age comparison is off by its boundary (`<=`) or ignored.
+#[tokio::test]
+async fn max_age_days_keeps_a_backup_exactly_that_long() {
+    let stack = system_tests::backups::BackupStack::start(Duration::from_millis(50)).await;
+    let api = &stack.api;
+    let instance = mongodb(api, "orders").await;
+    let schedules = format!("/v1/projects/acme/instances/{instance}/backup-schedules");
+    let daily = json!({"name": "daily", "cron": "0 3 * * *", "retention": {"max_age_days": 1}});
+    let made = call(api, Method::POST, &schedules, Some(&daily)).await;
+    assert_eq!(made.status, StatusCode::ACCEPTED, "{}", made.body);
+    let seen = api
+        .state
+        .read_models
+        .wait_until(WAIT, |m| {
+            m.instance("acme", instance).is_some_and(|v| v.spec().backup_schedules.len() == 1)
+        })
+        .await;
+    assert!(seen, "the schedule never reached the read models");
+
+    // Its first backup, on the scheduler's clock (03:00 UTC on the first day after the schedule).
+    let start = Utc::now().duration_trunc(TimeDelta::days(1)).unwrap();
+    let mut scheduler = Scheduler::new(api.state.read_models.clone(), api.state.backups.clone(), start);
+    let first_due = start + TimeDelta::hours(3);
+    assert_eq!(scheduler.pass(first_due).await.requested, 1, "the 03:00 backup");
+    let made = api
+        .state
+        .read_models
+        .wait_until(WAIT, |m| {
+            m.backups().of_instance("acme", instance, Some(BackupState::Completed), None, 10).len() == 1
+        })
+        .await;
+    assert!(made, "the scheduled backup never completed");
+    let backup =
+        api.state.read_models.read().backups().of_instance("acme", instance, None, None, 10)[0].clone();
+    let asked_at = backup.requested_at;
+
+    // Exactly one day after it was asked for: kept.
+    let pass = scheduler.pass(asked_at + TimeDelta::days(1)).await;
+    assert_eq!(pass.expired, 0, "a backup exactly max_age_days old is kept: {pass:?}");
+    // One millisecond later: its deletion is asked for, and its object goes.
+    let pass = scheduler.pass(asked_at + TimeDelta::days(1) + TimeDelta::milliseconds(1)).await;
+    assert_eq!(pass.expired, 1, "a backup older than max_age_days is deleted: {pass:?}");
+    let deleted = api
+        .state
+        .read_models
+        .wait_until(WAIT, |m| {
+            m.backups().get("acme", backup.id).is_some_and(|b| b.state == BackupState::Deleted)
+        })
+        .await;
+    assert!(deleted, "never deleted: {:?}", api.state.read_models.read().backups().get("acme", backup.id));
+    let found = stack
+        .s3
+        .store()
+        .verify(
+            backup.location.as_deref().unwrap(),
+            backup.size_bytes.unwrap(),
+            backup.sha256.as_deref().unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(found, Verification::Missing, "its object is gone from the store");
+}
