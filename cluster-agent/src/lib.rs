@@ -18,6 +18,7 @@ mod credentials;
 pub mod dry_run;
 mod egress;
 mod heartbeat;
+pub mod leader;
 pub mod metrics;
 pub mod mirror;
 mod publish;
@@ -102,6 +103,8 @@ pub struct AgentConfig {
     /// how often the agent says it is alive (`heartbeat`); the control plane's silence before it marks
     /// the cluster unreachable should span several
     pub heartbeat: Duration,
+    /// the election among the cluster's agent replicas (`leader`); `None`: this is the only replica
+    pub election: Option<leader::Election>,
 }
 
 impl std::fmt::Debug for AgentConfig {
@@ -159,20 +162,53 @@ pub async fn run_with(config: AgentConfig, egress: render::egress::EgressSetting
         }
     }
     let config = Arc::new(config);
-    let desired = Arc::new(mirror::Desired::default());
-    // A JoinSet aborts its tasks when dropped: when one part stops, or when the caller drops or aborts
-    // this future, the others stop too instead of running on detached.
-    let mut halves = tokio::task::JoinSet::new();
-    halves.spawn(mirror::run(config.clone(), egress.clone(), desired.clone()));
-    halves.spawn(egress::run(config.clone(), egress, desired.clone()));
-    halves.spawn(controller::run(config.clone(), desired.clone()));
-    halves.spawn(credentials::run(config.clone()));
-    halves.spawn(backups::run(config.clone(), desired.clone()));
-    halves.spawn(heartbeat::run(config.clone()));
-    if let Some(stopped) = halves.join_next().await {
-        stopped??;
+    // Every replica answers credential reads (reads only); one at a time converges: the mirror, the
+    // controller, the egress policies, the backups and the heartbeat, started afresh each term.
+    let mut always = tokio::task::JoinSet::new();
+    always.spawn(credentials::run(config.clone()));
+    let converging = {
+        let config = config.clone();
+        move || {
+            let (config, egress) = (config.clone(), egress.clone());
+            async move {
+                let desired = Arc::new(mirror::Desired::default());
+                // A JoinSet aborts its tasks when dropped: when one part stops, when the term ends, or
+                // when the caller drops this future, the others stop too instead of running on detached.
+                let mut halves = tokio::task::JoinSet::new();
+                halves.spawn(mirror::run(config.clone(), egress.clone(), desired.clone()));
+                halves.spawn(egress::run(config.clone(), egress, desired.clone()));
+                halves.spawn(controller::run(config.clone(), desired.clone()));
+                halves.spawn(backups::run(config.clone(), desired.clone()));
+                halves.spawn(heartbeat::run(config.clone()));
+                if let Some(stopped) = halves.join_next().await {
+                    stopped??;
+                }
+                Ok(())
+            }
+        }
+    };
+    let leading = async {
+        match &config.election {
+            None => {
+                config.metrics.leading.set(1);
+                converging().await
+            }
+            Some(election) => {
+                let (leading, mut changes) = tokio::sync::watch::channel(false);
+                let gauge = config.metrics.leading.clone();
+                let _gauge = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
+                    while changes.changed().await.is_ok() {
+                        gauge.set(i64::from(*changes.borrow()));
+                    }
+                }));
+                election.lead(config.client.clone(), leading, converging).await
+            }
+        }
+    };
+    tokio::select! {
+        ended = leading => ended,
+        Some(stopped) = always.join_next() => stopped?,
     }
-    Ok(())
 }
 
 /// Backoff for retried reconciles.

@@ -37,6 +37,15 @@ struct Options {
     /// 60 s by default)
     #[arg(long, env = "CP_AGENT_HEARTBEAT_SECONDS", default_value_t = 10)]
     heartbeat_seconds: u64,
+    /// run as one of several replicas: elect the converging one through a Lease in this namespace (the
+    /// agent's own; in a pod, from the downward API's `metadata.namespace`). Without it this replica
+    /// converges alone.
+    #[arg(long, env = "CP_LEADER_ELECTION_NAMESPACE")]
+    leader_election_namespace: Option<String>,
+    /// seconds a standby waits after it last saw the Lease renewed before it takes over; the leader stops
+    /// converging two thirds of it after its last renewal
+    #[arg(long, env = "CP_LEASE_DURATION_SECONDS", default_value_t = 15)]
+    lease_duration_seconds: u64,
     /// install the ManagedInstance CRD at start (simulators, dev clusters)
     #[arg(long, env = "CP_INSTALL_CRD")]
     install_crd: bool,
@@ -123,6 +132,17 @@ async fn main() -> anyhow::Result<()> {
             "the backup store endpoint names a host: give its address blocks with --backup-store-cidr"
         );
     }
+    // The replica's identity: its pod's name (HOSTNAME in a pod) and process, unique among replicas.
+    let election = options.leader_election_namespace.map(|namespace| {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "cluster-agent".into());
+        let duration = Duration::from_secs(options.lease_duration_seconds.max(3));
+        cluster_agent::leader::Election {
+            lease_duration: duration,
+            renew_deadline: duration * 2 / 3,
+            retry_period: (duration / 7).max(Duration::from_millis(500)),
+            ..cluster_agent::leader::Election::new(namespace, format!("{host}-{}", std::process::id()))
+        }
+    });
     cluster_agent::run_with(
         AgentConfig {
             cluster: options.cluster,
@@ -135,6 +155,7 @@ async fn main() -> anyhow::Result<()> {
             metrics,
             backup_store,
             heartbeat: Duration::from_secs(options.heartbeat_seconds.max(1)),
+            election,
         },
         egress,
     )

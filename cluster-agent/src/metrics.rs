@@ -1,7 +1,7 @@
 //! Agent metrics (OpenMetrics text at `/metrics`).
 
 use prometheus_client::{
-    metrics::{counter::Counter, histogram::Histogram},
+    metrics::{counter::Counter, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
 
@@ -33,6 +33,8 @@ pub struct Metrics {
     pub drift_healed: Counter,
     /// ManagedInstances of active instances that were deleted and restored with their data untouched
     pub mirrors_restored: Counter,
+    /// 1 while this replica leads its cluster's agents and converges, else 0
+    pub leading: Gauge,
 }
 
 impl Default for Metrics {
@@ -50,6 +52,7 @@ impl Default for Metrics {
             undecodable_events: Counter::default(),
             drift_healed: Counter::default(),
             mirrors_restored: Counter::default(),
+            leading: Gauge::default(),
         }
     }
 }
@@ -88,6 +91,11 @@ impl Metrics {
             "mirrors_restored",
             "ManagedInstances of active instances deleted by hand and restored, data untouched",
             self.mirrors_restored.clone(),
+        );
+        r.register(
+            "leading",
+            "1 while this replica holds its cluster's agent Lease and converges, else 0",
+            self.leading.clone(),
         );
         self
     }

@@ -70,6 +70,14 @@ pub fn rules() -> Vec<PolicyRule> {
         // Pods are only read: the kubelet reports there why a container does not run, and a backup Job's
         // upload container its result (listed by the Job's label).
         rule("", &["pods"], &["list", "watch"]),
+        // Replicas elect the converging one through one Lease (`leader`, with `--leader-election-namespace`):
+        // read and renewed by name; created once, by whichever replica first finds none (a POST create
+        // cannot be restricted by name, RBAC docs above).
+        rule("coordination.k8s.io", &["leases"], &["create"]),
+        PolicyRule {
+            resource_names: Some(vec![crate::leader::LEASE_NAME.to_owned()]),
+            ..rule("coordination.k8s.io", &["leases"], &["get", "update"])
+        },
         // `--install-crd` applies the ManagedInstance CRD, and only that one: a CRD is cluster-wide, and
         // `patch` on every CRD would let the agent rewrite CloudNativePG's. Names can restrict the
         // `create` of an apply, since the apply's create check carries the name (patch.go above), though

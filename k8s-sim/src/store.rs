@@ -408,6 +408,21 @@ impl Store {
         subresource_status: bool,
     ) -> Result<Value, StatusError> {
         let (key, stored) = self.existing(ty, namespace, name)?;
+        // A PUT naming a resourceVersion is conditional on it (k8s.io/apiserver v0.36.1
+        // pkg/registry/generic/registry/store.go `Update`: the version is a precondition of
+        // `GuaranteedUpdate`; a stale one is 409 Conflict).
+        if let Some(version) = object["metadata"]["resourceVersion"].as_str().filter(|v| !v.is_empty())
+            && Some(version) != stored.object["metadata"]["resourceVersion"].as_str()
+        {
+            return Err(StatusError::new(
+                409,
+                "Conflict",
+                format!(
+                    "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
+                    ty.key()
+                ),
+            ));
+        }
         let mut new = Self::confine(&stored.object, object, subresource_status);
         new["metadata"]["name"] = json!(name);
         let managers = stored.applied.clone();

@@ -56,6 +56,7 @@ pub async fn agent_with_backups(
         backup_store,
         // Often, so that a test sees a silent cluster within seconds (`TestApi::start_with_cluster_silence`).
         heartbeat: Duration::from_millis(250),
+        election: None,
     };
     tokio::spawn(cluster_agent::run(config))
 }

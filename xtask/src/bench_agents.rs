@@ -125,6 +125,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
             metrics: agent_metrics.clone(),
             backup_store: None,
             heartbeat: Duration::from_secs(10),
+            election: None,
         };
         tokio::spawn(cluster_agent::run(config));
         sims.push(sim);

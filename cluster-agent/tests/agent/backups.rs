@@ -28,7 +28,7 @@ async fn a_postgresql_backup_is_a_base_backup_in_the_instance_s_object_store(bac
     assert_eq!(postgres["spec"]["plugins"][0]["isWALArchiver"], true);
     // The instance's own keys, not the control plane's, reach the cluster as its store Secret.
     let secret = view.get("secrets", "ledger-backup-store").expect("the keys reach the cluster as a Secret");
-    let key_id = secret_item(&secret, "access-key-id");
+    let key_id = secret_item(secret, "access-key-id");
     assert_ne!(key_id, s3.access_key(), "the cluster holds the control plane's own keys");
     assert_eq!(secret["metadata"]["labels"]["cp.example.com/instance-id"], id.to_string(), "{secret}");
 

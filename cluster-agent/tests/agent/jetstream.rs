@@ -40,6 +40,7 @@ fn agent_config(
         metrics,
         backup_store: None,
         heartbeat: Duration::from_secs(10),
+        election: None,
     }
 }
 

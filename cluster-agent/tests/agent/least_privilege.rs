@@ -112,6 +112,11 @@ async fn every_verb_the_agent_s_role_grants_is_used_on_a_real_api_server() {
     .await
     .expect("the CRD gone in time")
     .expect("watching the CRD");
+    // As one of several replicas: the Lease is made, read and renewed.
+    world.election = Some(cluster_agent::leader::Election {
+        retry_period: Duration::from_millis(500),
+        ..cluster_agent::leader::Election::new("default", "agent-0")
+    });
     world.start_agent_installing_crd(0).await;
     tokio::time::timeout(
         CONVERGE,

@@ -12,6 +12,7 @@ mod egress;
 mod faults;
 mod fixture;
 mod jetstream;
+mod leader;
 mod least_privilege;
 mod netpol_cyclonus;
 mod network;

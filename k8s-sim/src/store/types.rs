@@ -66,6 +66,7 @@ pub fn builtin_types() -> Vec<ResourceType> {
         ResourceType::new("postgresql.cnpg.io", "v1", "clusters", "Cluster", true),
         ResourceType::new("postgresql.cnpg.io", "v1", "backups", "Backup", true),
         ResourceType::new("barmancloud.cnpg.io", "v1", "objectstores", "ObjectStore", true),
+        ResourceType::new("coordination.k8s.io", "v1", "leases", "Lease", true),
     ]
 }
 

@@ -344,11 +344,16 @@ fn the_agent_chart_installs_exactly_the_agents_own_crd_and_rbac() {
             "the chart's {kind} differs from cluster_agent::rbac::manifests(); {regenerate}"
         );
     }
-    // The agent runs as that service account, one replica at a time.
+    // The agent runs as that service account, two replicas electing the converging one through a Lease
+    // in their own namespace (`cluster_agent::leader`), rolled one at a time.
     let deployment = find(&objects, "Deployment", "cp-cluster-agent");
     assert_eq!(deployment["spec"]["template"]["spec"]["serviceAccountName"], cluster_agent::rbac::NAME);
-    assert_eq!(deployment["spec"]["replicas"], 1);
-    assert_eq!(deployment["spec"]["strategy"]["type"], "Recreate");
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    assert_eq!(deployment["spec"]["strategy"]["type"], "RollingUpdate");
+    let env = deployment["spec"]["template"]["spec"]["containers"][0]["env"].as_array().unwrap();
+    let election =
+        env.iter().find(|e| e["name"] == "CP_LEADER_ELECTION_NAMESPACE").expect("leader election on");
+    assert_eq!(election["valueFrom"]["fieldRef"]["fieldPath"], "metadata.namespace");
 }
 
 #[test]
@@ -373,8 +378,8 @@ fn the_charts_refuse_what_would_not_work() {
             "{set:?}: expected {expected:?}, got {stderr}"
         );
     };
-    // Agents have no leader election: one replica.
-    refused("cluster-agent", AGENT_NAMESPACE, &["replicas=2"], "replicas");
+    // More replicas than a cluster's agent needs: refused by the schema.
+    refused("cluster-agent", AGENT_NAMESPACE, &["replicas=9"], "replicas");
     // The agent's RBAC binds its service account in cp-system.
     refused("cluster-agent", "default", &[], "install this chart into namespace cp-system");
     refused("control-plane", CONTROL_PLANE_NAMESPACE, &["api.commitMode=fast"], "commitMode");
@@ -626,7 +631,7 @@ async fn both_charts_install_into_a_real_api_server_and_upgrade_through_the_migr
             "jsonpath={.status.readyReplicas}",
         ],
     );
-    assert_eq!(agent, "1");
+    assert_eq!(agent, "2", "both agent replicas ready (one leads, one stands by)");
     // The agent's permissions as the API server holds them are the agent's code's.
     let role: Value =
         serde_json::from_str(&kubectl(&plane, &["get", "clusterrole/cp-cluster-agent", "-o", "json"]))

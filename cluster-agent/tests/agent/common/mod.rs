@@ -77,6 +77,8 @@ pub struct World {
     pub store_admin: Option<(backup_store::StoreConfig, tokio_util::task::AbortOnDropHandle<()>)>,
     /// the egress settings of the agents started from now on
     pub egress: cluster_agent::render::egress::EgressSettings,
+    /// the election the agents started from now on take part in (`None`: each converges alone)
+    pub election: Option<cluster_agent::leader::Election>,
 }
 
 impl World {
@@ -167,6 +169,7 @@ impl World {
             backup_store: None,
             store_admin: None,
             egress: Default::default(),
+            election: None,
         }
     }
 
@@ -294,6 +297,7 @@ impl World {
             metrics: cluster.metrics.clone(),
             backup_store: self.backup_store.clone(),
             heartbeat: Duration::from_secs(1),
+            election: self.election.clone(),
         };
         cluster.agent = Some(tokio::spawn(cluster_agent::run_with(config, self.egress.clone())));
     }
