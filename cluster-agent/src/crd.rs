@@ -240,8 +240,13 @@ pub fn desired_object(
         object["spec"]["restore"] =
             json!({"backupId": restore.backup_id.to_string(), "location": restore.location});
         if let Some(time) = restore.target_time {
+            // To the microsecond, PostgreSQL's precision: truncated to the second, a fork lost the commits
+            // of the target's second before it. A whole second still reads `…:00Z`. CloudNativePG parses
+            // RFC 3339 with or without a fraction (cloudnative-pg/machinery v0.5.0
+            // `pkg/postgres/time/time.go`, `ConvertToPostgresFormat`: RFC3339Micro, then RFC3339).
+            let time = chrono::SubsecRound::trunc_subsecs(time, 6);
             object["spec"]["restore"]["targetTime"] =
-                json!(time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+                json!(time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true));
         }
     }
     Ok(Some(object))

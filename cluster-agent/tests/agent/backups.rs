@@ -14,7 +14,7 @@ async fn a_postgresql_backup_is_a_base_backup_in_the_instance_s_object_store(bac
     let mut world = World::without_agents(backend, &["c1"], Duration::from_millis(50)).await;
     world.send_backups_to(&s3).await;
     world.start_agent(0).await;
-    let id = world.provision("c1", "ledger", ServiceType::Postgresql, "16").await;
+    let id = world.provision("c1", "ledger", ServiceType::Postgresql, "15").await;
     let cluster = &world.clusters[0];
     cluster.converges("the instance ready", |v| v.ready_at("ledger", 1)).await;
     let view = cluster.view().await;
@@ -35,7 +35,7 @@ async fn a_postgresql_backup_is_a_base_backup_in_the_instance_s_object_store(bac
     let mut observed =
         world.nats.subscribe(streams::instances::observed_cluster_filter("c1")).await.expect("subscribe");
     let backups = streams::backups::BackupCommands::new(&world.topology, 100);
-    let backup_id = request_backup(&backups, id, "ledger", ServiceType::Postgresql, "16").await;
+    let backup_id = request_backup(&backups, id, "ledger", ServiceType::Postgresql, "15").await;
     // The outcome, whichever it is: a failure shows its reason.
     let outcome = loop {
         use futures::StreamExt as _;

@@ -6,6 +6,7 @@ mod common;
 mod api_faults;
 mod backup_jobs;
 mod backups;
+mod barman;
 mod configuration;
 mod converge;
 mod egress;

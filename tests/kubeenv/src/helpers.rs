@@ -1,7 +1,7 @@
 //! Test-side stand-ins for what a real cluster runs besides the control plane: a volume provisioner and
 //! resizer for the default StorageClass (a CSI driver's external-provisioner and external-resizer), and
-//! the CloudNativePG operator's status reporting, and its Barman Cloud plugin's base backups (written for
-//! real into the object store the Cluster archives to), and a cloud's load-balancer controller
+//! the CloudNativePG operator's status reporting, and its Barman Cloud plugin's base backups and recovery
+//! (made by the real PostgreSQL and Barman, [`crate::barman`]), and a cloud's load-balancer controller
 //! ([`crate::load_balancer`]).
 
 use futures::StreamExt as _;
@@ -27,11 +27,14 @@ pub fn cnpg_cluster_resource() -> ApiResource {
     }
 }
 
-pub(crate) fn spawn_all(admin: Client) -> Vec<tokio::task::JoinHandle<()>> {
+pub(crate) fn spawn_all(
+    admin: Client,
+    postgres: std::sync::Arc<crate::barman::Servers>,
+) -> Vec<tokio::task::JoinHandle<()>> {
     vec![
         tokio::spawn(provision_volumes(admin.clone())),
-        tokio::spawn(report_cnpg_status(admin.clone())),
-        tokio::spawn(take_cnpg_backups(admin.clone())),
+        tokio::spawn(report_cnpg_status(admin.clone(), postgres.clone())),
+        tokio::spawn(take_cnpg_backups(admin.clone(), postgres)),
         tokio::spawn(crate::load_balancer::publish_load_balancers(admin)),
     ]
 }
@@ -143,8 +146,9 @@ pub fn healthy_cnpg_status(cluster: &Value) -> Value {
 }
 
 /// Plays the CloudNativePG operator's status reporting: every Cluster gets [`healthy_cnpg_status`] for
-/// its current spec. There is no PostgreSQL here; what the agent reads is the status.
-async fn report_cnpg_status(admin: Client) {
+/// its current spec. A Cluster bootstrapped by recovery is healthy only once its real PostgreSQL has
+/// recovered ([`crate::barman`]); other Clusters get a PostgreSQL when a backup or a test needs one.
+async fn report_cnpg_status(admin: Client, postgres: std::sync::Arc<crate::barman::Servers>) {
     let resource = cnpg_cluster_resource();
     let clusters: Api<DynamicObject> = Api::all_with(admin.clone(), &resource);
     let mut events =
@@ -162,6 +166,14 @@ async fn report_cnpg_status(admin: Client) {
         if unchanged {
             continue;
         }
+        if !object["spec"]["bootstrap"]["recovery"].is_null() {
+            let namespace = cluster.namespace().unwrap_or_default();
+            if let Err(e) = postgres.ensure(&admin, &namespace, &cluster.name_any()).await {
+                tracing::error!(error = format!("{e:#}"), cluster = %cluster.name_any(), "recovering a Cluster failed");
+                postgres.note_failure(&namespace, &cluster.name_any(), format!("{e:#}"));
+                continue;
+            }
+        }
         let api: Api<DynamicObject> =
             Api::namespaced_with(admin.clone(), &cluster.namespace().unwrap_or_default(), &resource);
         let patch = json!({"status": status});
@@ -174,10 +186,10 @@ async fn report_cnpg_status(admin: Client) {
 }
 
 /// Plays CloudNativePG with the Barman Cloud plugin (v0.14.0) for each new `Backup` with `method: plugin`:
-/// the base backup goes, in Barman's layout (`<destinationPath>/<serverName>/base/<backupId>/`), to the
-/// store the Cluster's WAL archiver `ObjectStore` names, with the keys of the Secret it refers to, and the
-/// `Backup`'s status is what CloudNativePG reports (v1.30.0 `api/v1/backup_types.go`, `BackupStatus`).
-async fn take_cnpg_backups(admin: Client) {
+/// `barman-cloud-backup` of the Cluster's real PostgreSQL to the store its WAL archiver `ObjectStore`
+/// names, with the keys of the Secret it refers to ([`crate::barman`]), and the `Backup`'s status is what
+/// CloudNativePG reports (v1.30.0 `api/v1/backup_types.go`, `BackupStatus`), read from Barman's catalogue.
+async fn take_cnpg_backups(admin: Client, postgres: std::sync::Arc<crate::barman::Servers>) {
     let resource = ApiResource {
         group: "postgresql.cnpg.io".into(),
         version: "v1".into(),
@@ -187,22 +199,24 @@ async fn take_cnpg_backups(admin: Client) {
     };
     let backups: Api<DynamicObject> = Api::all_with(admin.clone(), &resource);
     let mut events = watcher(backups, watcher::Config::default()).default_backoff().applied_objects().boxed();
+    // A Backup is taken once: the watch may show it again before its status is written.
+    let mut taken = std::collections::HashSet::new();
     while let Some(backup) = events.next().await {
         let Ok(backup) = backup else { continue };
         let object = serde_json::to_value(&backup).unwrap_or_default();
-        if !object["status"]["phase"].is_null() || object["spec"]["method"] != "plugin" {
+        if !object["status"]["phase"].is_null()
+            || object["spec"]["method"] != "plugin"
+            || !taken.insert(backup.uid().unwrap_or_default())
+        {
             continue;
         }
         let namespace = backup.namespace().unwrap_or_default();
-        let started = chrono::Utc::now();
-        let stamp = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-        let status = match base_backup(&admin, &namespace, &object).await {
-            Ok((server, id, destination)) => {
-                json!({"phase": "completed", "method": "plugin", "serverName": server,
-                "backupId": id, "destinationPath": destination, "startedAt": stamp(started),
-                "stoppedAt": stamp(chrono::Utc::now())})
+        let status = match postgres.take(&admin, &namespace, &object).await {
+            Ok(status) => status,
+            Err(error) => {
+                tracing::error!(error = format!("{error:#}"), "a base backup failed");
+                json!({"phase": "failed", "method": "plugin", "error": format!("{error:#}")})
             }
-            Err(error) => json!({"phase": "failed", "method": "plugin", "error": error.to_string()}),
         };
         let api: Api<DynamicObject> = Api::namespaced_with(admin.clone(), &namespace, &resource);
         let patch = json!({"status": status});
@@ -212,69 +226,4 @@ async fn take_cnpg_backups(admin: Client) {
             tracing::warn!(error = %e, "writing a CloudNativePG Backup status failed");
         }
     }
-}
-
-/// Writes the base backup `backup` asks for; its server name, Barman id and destination path.
-async fn base_backup(
-    admin: &Client,
-    namespace: &str,
-    backup: &Value,
-) -> anyhow::Result<(String, String, String)> {
-    use anyhow::Context as _;
-    let dynamic = |group: &str, kind: &str, plural: &str| ApiResource {
-        group: group.into(),
-        version: "v1".into(),
-        api_version: format!("{group}/v1"),
-        kind: kind.into(),
-        plural: plural.into(),
-    };
-    let server = backup["spec"]["cluster"]["name"].as_str().context("no cluster")?.to_owned();
-    let clusters: Api<DynamicObject> =
-        Api::namespaced_with(admin.clone(), namespace, &cnpg_cluster_resource());
-    let cluster = serde_json::to_value(clusters.get(&server).await?)?;
-    let store_name = cluster["spec"]["plugins"]
-        .as_array()
-        .and_then(|p| p.iter().find(|p| p["isWALArchiver"] == true))
-        .and_then(|p| p["parameters"]["barmanObjectName"].as_str())
-        .context("the Cluster has no WAL archiver")?
-        .to_owned();
-    let stores: Api<DynamicObject> = Api::namespaced_with(
-        admin.clone(),
-        namespace,
-        &dynamic("barmancloud.cnpg.io", "ObjectStore", "objectstores"),
-    );
-    let configuration =
-        serde_json::to_value(stores.get(&store_name).await?)?["spec"]["configuration"].clone();
-    let destination = configuration["destinationPath"].as_str().context("no destinationPath")?.to_owned();
-    let (bucket, prefix) = destination
-        .strip_prefix("s3://")
-        .and_then(|r| r.split_once('/'))
-        .context("not s3://<bucket>/<path>")?;
-    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(admin.clone(), namespace);
-    let key = async |field: &str| -> anyhow::Result<String> {
-        let reference = &configuration["s3Credentials"][field];
-        let secret = secrets.get(reference["name"].as_str().unwrap_or_default()).await?;
-        let data = secret.data.unwrap_or_default();
-        let value = data.get(reference["key"].as_str().unwrap_or_default()).context("no such key")?;
-        Ok(String::from_utf8(value.0.clone())?)
-    };
-    let store = backup_store::BackupStore::new(&backup_store::StoreConfig {
-        endpoint: configuration["endpointURL"].as_str().context("no endpointURL")?.to_owned(),
-        bucket: bucket.to_owned(),
-        region: "us-east-1".into(),
-        access_key_id: key("accessKeyId").await?,
-        secret_access_key: key("secretAccessKey").await?,
-    })?;
-    let id = format!("{}{:03}", chrono::Utc::now().format("%Y%m%dT%H%M%S"), millis_suffix());
-    let base = format!("{}/{server}/base/{id}", prefix.trim_end_matches('/'));
-    store
-        .put(&format!("{base}/data.tar"), format!("base backup {id} of {server}\n").repeat(64).into_bytes())
-        .await?;
-    store.put(&format!("{base}/backup.info"), format!("backup_id={id}\nstatus=DONE\n").into_bytes()).await?;
-    Ok((server, id, destination))
-}
-
-/// Milliseconds, so two backups within a second get distinct ids here (Barman's are per second).
-fn millis_suffix() -> u32 {
-    chrono::Utc::now().timestamp_subsec_millis()
 }

@@ -8,12 +8,14 @@
 //!
 //! What has no upstream process here is played by test-side helpers ([`helpers`]): a volume
 //! provisioner and resizer for the default StorageClass, and a stand-in for the CloudNativePG operator
-//! that writes each `Cluster`'s status the way CloudNativePG documents it.
+//! that writes each `Cluster`'s status the way CloudNativePG documents it, whose backups and recoveries
+//! are made by a real PostgreSQL and Barman's cloud tools ([`barman`]).
 //!
 //! Identities: `admin` (group `system:masters`) and the agent's service account
 //! `system:serviceaccount:cp-system:cp-cluster-agent`, which has exactly the permissions of
 //! `deploy/rbac/cluster-agent.yaml` (the API server runs with `--authorization-mode=RBAC`).
 
+pub mod barman;
 pub mod helpers;
 pub mod load_balancer;
 mod pki;
@@ -117,7 +119,8 @@ pub struct ControlPlane {
     dir: tempfile::TempDir,
     bin: PathBuf,
     processes: Vec<Process>,
-    helpers: Vec<tokio::task::JoinHandle<()>>,
+    helpers: Box<[tokio::task::JoinHandle<()>]>,
+    postgres: std::sync::Arc<barman::Servers>,
     url: String,
     /// how long [`ControlPlane::start`] took until every component was ready
     pub startup: Duration,
@@ -180,8 +183,15 @@ impl ControlPlane {
         for (identity, token) in [(Identity::Admin, &admin_token), (Identity::Agent, &agent_token)] {
             fs::write(path(identity.file()), kubeconfig(&url, &path("ca.crt"), token))?;
         }
-        let mut plane =
-            Self { dir, bin, processes: Vec::new(), helpers: Vec::new(), url, startup: Duration::ZERO };
+        let mut plane = Self {
+            dir,
+            bin,
+            processes: Vec::new(),
+            helpers: Box::default(),
+            postgres: std::sync::Arc::new(barman::Servers::new()?),
+            url,
+            startup: Duration::ZERO,
+        };
 
         let etcd_url = format!("http://127.0.0.1:{etcd_port}");
         let peer_url = format!("http://127.0.0.1:{peer_port}");
@@ -300,7 +310,7 @@ impl ControlPlane {
             "metadata": {"name": NODE, "annotations": {"kwok.x-k8s.io/node": "fake"}, "labels": {"type": "kwok"}},
         }))?;
         Api::<Node>::all(admin.clone()).create(&PostParams::default(), &node).await?;
-        plane.helpers = helpers::spawn_all(admin.clone());
+        plane.helpers = helpers::spawn_all(admin.clone(), plane.postgres.clone()).into_boxed_slice();
         plane.wait_node_ready(&admin).await?;
         plane.startup = begun.elapsed();
         tracing::info!(url = %plane.url, startup = ?plane.startup, "Kubernetes control plane ready");
@@ -461,6 +471,12 @@ impl ControlPlane {
         command
     }
 
+    /// The real PostgreSQL servers that play each CloudNativePG Cluster (started when a backup, a recovery
+    /// or a test needs one).
+    pub fn postgres(&self) -> &std::sync::Arc<barman::Servers> {
+        &self.postgres
+    }
+
     /// The control plane's directory (logs, kubeconfigs).
     pub fn dir(&self) -> &Path {
         self.dir.path()
@@ -472,6 +488,7 @@ impl Drop for ControlPlane {
         for helper in &self.helpers {
             helper.abort();
         }
+        self.postgres.stop_all();
         // Clients first, etcd last.
         for process in self.processes.iter_mut().rev() {
             let _ = process.child.kill();
