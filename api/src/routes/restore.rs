@@ -67,10 +67,22 @@ pub(super) fn start_from(
     }
 }
 
+/// How long WAL may wait on the source before it is archived: CloudNativePG's `archive_timeout` (v1.30.0
+/// `pkg/postgres/configuration.go`, `CnpgConfigurationSettings.GlobalDefaultSettings`: 5 min; the catalog
+/// does not offer the parameter, so no instance changes it). A segment is archived once full or once this
+/// has passed, so with archiving working every moment older than this is in the store.
+pub(super) const ARCHIVE_TIMEOUT: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
+
 /// A fork of `instance_id` at `at`: the newest completed base backup taken before `at` (the oldest, when
 /// `at` is before every one: the rules then refuse it, stating the window) and the source's recoverable
-/// window. The window opens when the oldest kept base backup ended (Barman's first recoverability point)
-/// and lasts to now, or to the instance's removal: WAL is archived continuously while it runs.
+/// window, the moments whose WAL Barman can reach. It opens when the oldest kept base backup ended
+/// (Barman's first recoverability point) and ends at the later of the newest base backup's end (a base
+/// backup ends once `pg_backup_stop` has waited for its WAL to be archived: PostgreSQL 15 docs,
+/// "Making a Base Backup Using the Low Level API") and [`ARCHIVE_TIMEOUT`] before now (or before the
+/// instance's removal). The plugin reports no last archived WAL (plugin-barman-cloud v0.14.0
+/// `api/v1/objectstore_types.go`, `RecoveryWindow`: first recoverability point and backup times only; the
+/// instance manager's `lastArchivedWALTime`, cloudnative-pg v1.30.0 `pkg/postgres/status.go`, is not in any
+/// Kubernetes object), so a moment after both is refused here rather than failing the fork's bootstrap.
 fn fork_source(
     state: &AppState,
     project: &str,
@@ -93,9 +105,11 @@ fn fork_source(
         .filter(|b| b.verified != Some(false) && b.finished_at.is_some())
         .collect();
     bases.sort_by_key(|b| b.finished_at);
-    let end =
+    let running_until =
         if source.removed { source.observed_at.unwrap_or_else(chrono::Utc::now) } else { chrono::Utc::now() };
-    let window = bases.first().and_then(|b| b.finished_at).map(|first| (first, end));
+    let newest_end = bases.last().and_then(|b| b.finished_at);
+    let end = newest_end.map(|newest| newest.max(running_until - ARCHIVE_TIMEOUT));
+    let window = bases.first().and_then(|b| b.finished_at).zip(end);
     let base = bases.iter().rev().find(|b| b.finished_at.is_some_and(|t| t <= at)).or(bases.first());
     Ok(domain::instance::restore::RestoreSource {
         backup_id: base.map_or(Uuid::nil(), |b| b.id),
@@ -128,7 +142,7 @@ fn fork_source(
         (status = 409, description = "the backup failed, was deleted, or has not completed; or the instance is being deprovisioned",
             body = Problem, content_type = "application/problem+json"),
         (status = 412, body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "no such backup in the project, another service's, or a newer version's",
+        (status = 422, description = "no such backup in the project, another service's, a newer version's, or (PostgreSQL) another major's",
             body = Problem, content_type = "application/problem+json"),
     )
 )]

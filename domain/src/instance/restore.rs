@@ -5,7 +5,8 @@
 //! PostgreSQL is restored only into a new instance: CloudNativePG restores by bootstrapping a new cluster
 //! from the object store, never into a running one. A new PostgreSQL instance may also be a fork: the
 //! source recovered to a point in time within its recoverable window, from the first moment a completed
-//! base backup covers to the present (WAL is archived continuously).
+//! base backup covers to the last moment whose WAL is surely archived (the API works it out:
+//! `api::routes::restore`). A PostgreSQL backup restores into its own major only.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
@@ -141,12 +142,33 @@ pub(super) fn check(
             ),
         ));
     }
+    // A PostgreSQL backup is physical (a base backup and WAL): it starts only on its own major, and WAL
+    // does not replay across majors (CloudNativePG v1.30.0 `docs/src/postgres_upgrades.md`, "Backup and WAL
+    // Archive Considerations": PITR is not supported across major version boundaries). A dump of the
+    // other services loads into a newer version; a PostgreSQL restore or fork keeps the major.
+    if service == ServiceType::Postgresql && major(&source.version) != major(version) {
+        return Err(super::rules::invalid(
+            "/version",
+            "restore_major",
+            format!(
+                "the backup is of PostgreSQL {}, a physical backup that starts only on its own major: make the \
+                 new instance {} and upgrade it afterwards",
+                source.version,
+                major(&source.version)
+            ),
+        ));
+    }
     Ok(RestoreSpec {
         backup_id: source.backup_id,
         source_instance_id: source.instance_id,
         location: location.clone(),
         target_time: source.point_in_time.as_ref().map(|p| p.at),
     })
+}
+
+/// A version's major: what comes before the first dot (PostgreSQL's versions in the catalog are majors).
+fn major(version: &str) -> &str {
+    version.split('.').next().unwrap_or(version)
 }
 
 /// A restore into the running instance: PostgreSQL's is refused (see the module's documentation).

@@ -189,8 +189,11 @@ async fn a_postgresql_fork_to_a_time_between_two_backups_converges_and_records_t
     let objects = s3.store().list(&location).await.unwrap();
     assert!(objects.iter().any(|o| o.key.ends_with("/data.tar")), "a base backup: {objects:?}");
 
-    // Outside the window: before the first backup ended, or in the future. The 422 states the window.
-    for at in [before_any, chrono::Utc::now() + chrono::TimeDelta::hours(1)] {
+    // Outside the window: before the first backup ended, in the future, or now: after the newest base
+    // backup's end and within CloudNativePG's archive_timeout of now, whose WAL may not be archived yet.
+    // The 422 states the window, which ends at the newest backup's end.
+    let newest_end = views[1].as_ref().and_then(|b| b.finished_at).expect("the second backup's end");
+    for at in [before_any, chrono::Utc::now() + chrono::TimeDelta::hours(1), chrono::Utc::now()] {
         let body = json!({"name": "too-early", "service": "postgresql", "version": "16", "plan": "starter",
             "cluster": "eu-1", "restore_from": {"instance_id": ledger, "point_in_time": at}});
         let refused = call(api, Method::POST, "/v1/projects/acme/instances", Some(&body)).await;
@@ -201,7 +204,15 @@ async fn a_postgresql_fork_to_a_time_between_two_backups_converges_and_records_t
             (Some("/restore_from/point_in_time"), Some("recovery_window"))
         );
         assert!(error["detail"].as_str().is_some_and(|d| d.contains("recoverable window, from ")), "{error}");
+        let to = format!("to {}", newest_end.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        assert!(error["detail"].as_str().is_some_and(|d| d.ends_with(&to)), "ends {to}: {error}");
     }
+    // Into another major: a base backup starts only on its own.
+    let body = json!({"name": "ledger-17", "service": "postgresql", "version": "17", "plan": "starter",
+        "cluster": "eu-1", "restore_from": {"instance_id": ledger, "point_in_time": between}});
+    let refused = call(api, Method::POST, "/v1/projects/acme/instances", Some(&body)).await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", refused.body);
+    assert_eq!(refused.body["errors"][0]["rule"], "restore_major", "{}", refused.body);
 
     // The fork: converges, records the source and the time, and its Cluster recovers the first backup.
     let (fork, _) = provision(

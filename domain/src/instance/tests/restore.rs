@@ -174,3 +174,28 @@ fn a_new_instance_restored_from_a_backup_records_its_source() {
         .when(InstanceCommand::Provision(cmd))
         .then_expect_events(vec![]);
 }
+
+#[test]
+fn a_postgresql_backup_or_fork_is_restored_into_its_own_major_only() {
+    // 16 into 17: a physical backup does not start on another major (a dump of MongoDB would load).
+    let mut cmd = provision(ServiceType::Postgresql, "17");
+    cmd.restore = Some(pg_source());
+    let refused = InstanceTest::with(services())
+        .given_no_previous_events()
+        .when(InstanceCommand::Provision(cmd.clone()))
+        .inspect_result();
+    let Err(InstanceError::Invalid { field, rule, message }) = refused else { panic!("{refused:?}") };
+    assert_eq!((field.as_str(), rule), ("/version", "restore_major"));
+    assert!(message.contains("PostgreSQL 16") && message.contains("make the new instance 16"), "{message}");
+    // A fork likewise.
+    let window = Some((at("2026-12-01T01:00:00Z"), at("2026-12-01T05:00:00Z")));
+    cmd.restore = Some(RestoreSource {
+        point_in_time: Some(PointInTime { at: at("2026-12-01T02:30:00Z"), window }),
+        ..pg_source()
+    });
+    let refused = InstanceTest::with(services())
+        .given_no_previous_events()
+        .when(InstanceCommand::Provision(cmd))
+        .inspect_result();
+    assert_eq!(rule_of(refused), ("/version".to_owned(), "restore_major"));
+}
