@@ -89,11 +89,18 @@ impl Convert<&InstanceView> for Instance {
                 replicas: spec.resources.replicas,
             },
             storage_gib: spec.storage_gib,
-            config: config_json(&spec.config),
+            // The configuration asked for: with what is held for the maintenance window (which
+            // `pending_maintenance` names), so a client reads back what it wrote.
+            config: config_json(
+                spec.pending_maintenance.configuration.as_ref().map_or(&spec.config, |held| &held.config),
+            ),
             description: spec.description.clone(),
             deletion_protection: spec.deletion_protection,
             cluster: spec.cluster.clone(),
             acl: spec.acl.iter().map(AclEntry::from).collect(),
+            maintenance_window: (&spec.maintenance_window).into(),
+            // Shown, never folded: when the window next opens depends on when one asks.
+            pending_maintenance: wire::PendingMaintenance::of(spec, chrono::Utc::now()),
             restored_from: spec.restore.as_ref().map(|r| RestoredFrom {
                 backup_id: r.backup_id,
                 source_instance_id: r.source_instance_id,
@@ -145,6 +152,7 @@ impl Convert<OperationKind> for OperationType {
             OperationKind::Backup => Self::Backup,
             OperationKind::DeleteBackup => Self::DeleteBackup,
             OperationKind::Restore => Self::Restore,
+            OperationKind::ApplyMaintenance => Self::ApplyMaintenance,
         }
     }
 }

@@ -8,6 +8,7 @@ mod feed;
 mod health;
 mod history;
 mod instances;
+mod maintenance;
 mod network;
 mod operations;
 mod restore;
@@ -44,6 +45,7 @@ pub fn router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(network::remove_acl_entry))
         .routes(routes!(credentials::get_credentials))
         .routes(routes!(credentials::rotate_credentials))
+        .routes(routes!(maintenance::apply_maintenance))
         .routes(routes!(backups::create_backup, backups::list_backups))
         .routes(routes!(backups::get_backup, backups::delete_backup))
         .routes(routes!(restore::restore_instance))

@@ -218,6 +218,7 @@ async fn instances(context: &Context, command: Instances) -> anyhow::Result<()> 
                 allow_public: false,
                 region,
                 restore_from: None,
+                maintenance_window: None,
             };
             context.write(Method::POST, &context.instances_path(), Some(&request), wait).await
         }

@@ -3,6 +3,7 @@
 mod aspects;
 mod commands;
 mod events;
+pub mod maintenance;
 mod network;
 pub mod restore;
 mod rules;
@@ -74,6 +75,12 @@ pub struct InstanceSpec {
     /// the latest restore asked for, if any
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore: Option<restore::RestoreSpec>,
+    /// the weekly maintenance window (the platform's default for instances that never named one)
+    #[serde(default)]
+    pub maintenance_window: maintenance::MaintenanceWindow,
+    /// what is held for the maintenance window; not part of what the cluster applies
+    #[serde(default, skip_serializing_if = "maintenance::PendingMaintenance::is_empty")]
+    pub pending_maintenance: maintenance::PendingMaintenance,
 }
 
 /// Where an instance is in its life.
@@ -241,6 +248,9 @@ impl Instance {
             Some(source) => Some(restore::check(source, cmd.service, &cmd.version)?),
             None => None,
         };
+        if let Some(window) = &cmd.maintenance_window {
+            window.check("/maintenance_window")?;
+        }
         let provisioned = InstanceProvisioned {
             instance_id: cmd.instance_id,
             project: cmd.project,
@@ -261,6 +271,8 @@ impl Instance {
             same.resources = existing.resources;
             same.acl = acl;
             same.restore = restore;
+            same.maintenance_window = cmd.maintenance_window.unwrap_or_default();
+            same.pending_maintenance = existing.pending_maintenance.clone();
             return if same == *existing { Ok(vec![]) } else { Err(InstanceError::AlreadyExists) };
         }
         services
@@ -279,6 +291,9 @@ impl Instance {
         }
         if let Some(restore) = restore {
             events.push(InstanceEvent::RestoreRequested { restore });
+        }
+        if let Some(window) = cmd.maintenance_window {
+            events.push(InstanceEvent::MaintenanceWindowChanged { window });
         }
         Ok(events)
     }
@@ -353,17 +368,23 @@ impl Instance {
             }
             events.push(InstanceEvent::StorageExpanded { from_gib: storage_gib, to_gib: requested });
         }
+        let window = match cmd.maintenance_window.filter(|w| *w != spec.maintenance_window) {
+            Some(window) => {
+                window.check("/maintenance_window")?;
+                events.push(InstanceEvent::MaintenanceWindowChanged { window: window.clone() });
+                window
+            }
+            None => spec.maintenance_window.clone(),
+        };
         if let Some(changes) = cmd.config {
-            let mut config = spec.config.clone();
-            let mut changed = Vec::new();
+            // The configuration asked for builds on what is held for the window, if anything is.
+            let held = spec.pending_maintenance.configuration.as_ref();
+            let mut config = held.map_or_else(|| spec.config.clone(), |p| p.config.clone());
             for (key, value) in changes {
-                let before = match value {
-                    Some(value) => config.insert(key.clone(), value),
+                match value {
+                    Some(value) => config.insert(key, value),
                     None => config.remove(&key),
                 };
-                if before.as_ref() != config.get(&key) {
-                    changed.push(key);
-                }
             }
             // Checked against the version the instance runs after this update.
             let version = events
@@ -374,14 +395,34 @@ impl Instance {
                 })
                 .unwrap_or(&spec.version);
             check_config(offering, version, &config, Some(&spec.config))?;
+            let needs_restart =
+                |k: &str| offering.config_key(k).is_some_and(|key| key.apply == ApplyMode::Restart);
+            let restart = config_diff(&spec.config, &config).into_iter().filter(|k| needs_restart(k));
+            let restart: Vec<String> = restart.collect();
+            let hold = !restart.is_empty() && cmd.now.is_some_and(|now| !window.is_open(now));
+            // What the cluster applies now: everything, or all but the held parameters, which keep the
+            // values the instance runs with.
+            let mut applied = config.clone();
+            let pending = if hold {
+                for key in &restart {
+                    match spec.config.get(key) {
+                        Some(value) => applied.insert(key.clone(), value.clone()),
+                        None => applied.remove(key),
+                    };
+                }
+                maintenance::PendingMaintenance {
+                    configuration: Some(maintenance::PendingConfiguration { config, parameters: restart }),
+                }
+            } else {
+                maintenance::PendingMaintenance::default()
+            };
+            if pending != spec.pending_maintenance {
+                events.push(InstanceEvent::PendingMaintenanceChanged { pending });
+            }
+            let changed = config_diff(&spec.config, &applied);
             if !changed.is_empty() {
-                // `changes` is a BTreeMap: `changed` is sorted, and so is `restart`.
-                let restart = changed
-                    .iter()
-                    .filter(|k| offering.config_key(k).is_some_and(|key| key.apply == ApplyMode::Restart))
-                    .cloned()
-                    .collect();
-                events.push(InstanceEvent::ConfigurationChanged { config, changed, restart });
+                let restart = changed.iter().filter(|k| needs_restart(k)).cloned().collect();
+                events.push(InstanceEvent::ConfigurationChanged { config: applied, changed, restart });
             }
         }
         if let Some(description) = cmd.description.filter(|d| *d != spec.description) {
@@ -390,6 +431,31 @@ impl Instance {
         }
         if let Some(enabled) = cmd.deletion_protection.filter(|e| *e != spec.deletion_protection) {
             events.push(InstanceEvent::DeletionProtectionChanged { enabled });
+        }
+        Ok(events)
+    }
+
+    /// Applies what is held for the window: the configuration it holds, with every parameter it changes
+    /// (so the restart ones are named in `restart`).
+    fn apply_maintenance(
+        &self,
+        trigger: maintenance::MaintenanceTrigger,
+    ) -> Result<Vec<InstanceEvent>, InstanceError> {
+        let spec = self.active_spec()?;
+        if spec.pending_maintenance.is_empty() {
+            return Ok(vec![]);
+        }
+        let mut events = vec![InstanceEvent::MaintenanceApplied { trigger }];
+        if let Some(held) = &spec.pending_maintenance.configuration {
+            let changed = config_diff(&spec.config, &held.config);
+            if !changed.is_empty() {
+                let restart = changed.iter().filter(|k| held.parameters.contains(k)).cloned().collect();
+                events.push(InstanceEvent::ConfigurationChanged {
+                    config: held.config.clone(),
+                    changed,
+                    restart,
+                });
+            }
         }
         Ok(events)
     }
@@ -429,6 +495,14 @@ fn offered(
     })
 }
 
+/// The keys whose value differs between `before` and `after`, sorted.
+fn config_diff(before: &Config, after: &Config) -> Vec<String> {
+    let mut keys: Vec<&String> = before.keys().chain(after.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter().filter(|k| before.get(*k) != after.get(*k)).cloned().collect()
+}
+
 fn spec_of(p: &InstanceProvisioned) -> InstanceSpec {
     InstanceSpec {
         id: p.instance_id,
@@ -446,6 +520,8 @@ fn spec_of(p: &InstanceProvisioned) -> InstanceSpec {
         acl: Vec::new(),
         backup_schedules: Vec::new(),
         restore: None,
+        maintenance_window: maintenance::MaintenanceWindow::default(),
+        pending_maintenance: maintenance::PendingMaintenance::default(),
     }
 }
 
@@ -498,6 +574,7 @@ impl Aggregate for Instance {
                 self.active_spec()?;
                 vec![InstanceEvent::CredentialsRotationRequested {}]
             }
+            InstanceCommand::ApplyMaintenance { trigger } => self.apply_maintenance(trigger)?,
             InstanceCommand::Deprovision => self.deprovision()?,
         };
         for event in events {
@@ -538,6 +615,11 @@ impl Aggregate for Instance {
             InstanceEvent::BackupSchedulesChanged { schedules } => spec.backup_schedules = schedules,
             InstanceEvent::RestoreRequested { restore } => spec.restore = Some(restore),
             InstanceEvent::DeprovisioningStarted {} => self.lifecycle = Lifecycle::Deprovisioning,
+            InstanceEvent::MaintenanceWindowChanged { window } => spec.maintenance_window = window,
+            InstanceEvent::PendingMaintenanceChanged { pending } => spec.pending_maintenance = pending,
+            InstanceEvent::MaintenanceApplied { .. } => {
+                spec.pending_maintenance = maintenance::PendingMaintenance::default()
+            }
         }
     }
 }

@@ -22,6 +22,8 @@ pub enum OperationKind {
     DeleteBackup,
     /// restores an instance from a backup
     Restore,
+    /// applies what was held for the maintenance window (the window opened, or the customer asked)
+    ApplyMaintenance,
 }
 
 impl OperationKind {
@@ -35,6 +37,7 @@ impl OperationKind {
             Self::Backup => "backup",
             Self::DeleteBackup => "delete_backup",
             Self::Restore => "restore",
+            Self::ApplyMaintenance => "apply_maintenance",
         }
     }
 }
@@ -53,6 +56,7 @@ mod tests {
             (OperationKind::Backup, "backup"),
             (OperationKind::DeleteBackup, "delete_backup"),
             (OperationKind::Restore, "restore"),
+            (OperationKind::ApplyMaintenance, "apply_maintenance"),
         ] {
             assert_eq!(kind.as_str(), wire);
             assert_eq!(serde_json::to_value(kind).unwrap(), wire);

@@ -96,6 +96,10 @@ pub struct ProvisionRequest {
     /// window (a fork)
     #[serde(default)]
     pub restore_from: Option<RestoreFrom>,
+    /// the weekly maintenance window, in which restart-mode configuration changes are applied; the
+    /// platform's default (Sunday 02:00 UTC, 240 minutes) when absent
+    #[serde(default)]
+    pub maintenance_window: Option<MaintenanceWindow>,
 }
 
 /// What a new instance starts from: `backup_id`, or `instance_id` with `point_in_time` (PostgreSQL).
@@ -158,6 +162,9 @@ pub struct UpdateRequest {
     /// new deletion protection
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deletion_protection: Option<bool>,
+    /// new maintenance window (the whole window)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance_window: Option<MaintenanceWindow>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(ignore)]
     name: Option<Value>,
@@ -275,7 +282,8 @@ pub struct Instance {
     pub resources: Resources,
     /// storage in GiB
     pub storage_gib: u32,
-    /// configuration
+    /// configuration, as asked for: parameters held for the maintenance window are listed in
+    /// `pending_maintenance` and run once it is applied (`observed.config` is what runs)
     #[schema(value_type = BTreeMap<String, Object>)]
     pub config: BTreeMap<String, Value>,
     /// description
@@ -286,6 +294,11 @@ pub struct Instance {
     pub cluster: String,
     /// network ACL, sorted by CIDR
     pub acl: Vec<AclEntry>,
+    /// the weekly maintenance window
+    pub maintenance_window: MaintenanceWindow,
+    /// what is held for the maintenance window and when it will be applied; absent when nothing is
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_maintenance: Option<PendingMaintenance>,
     /// the backup the instance was last restored from (at provisioning or in place)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restored_from: Option<RestoredFrom>,
@@ -318,4 +331,144 @@ pub struct InstanceList {
     /// pass as `page_token` to get the next page; absent on the last page
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_page_token: Option<String>,
+}
+
+/// A day of the week.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Weekday {
+    /// Monday
+    Monday,
+    /// Tuesday
+    Tuesday,
+    /// Wednesday
+    Wednesday,
+    /// Thursday
+    Thursday,
+    /// Friday
+    Friday,
+    /// Saturday
+    Saturday,
+    /// Sunday
+    Sunday,
+}
+
+impl From<Weekday> for domain::instance::maintenance::Weekday {
+    fn from(day: Weekday) -> Self {
+        match day {
+            Weekday::Monday => Self::Monday,
+            Weekday::Tuesday => Self::Tuesday,
+            Weekday::Wednesday => Self::Wednesday,
+            Weekday::Thursday => Self::Thursday,
+            Weekday::Friday => Self::Friday,
+            Weekday::Saturday => Self::Saturday,
+            Weekday::Sunday => Self::Sunday,
+        }
+    }
+}
+
+impl From<domain::instance::maintenance::Weekday> for Weekday {
+    fn from(day: domain::instance::maintenance::Weekday) -> Self {
+        use domain::instance::maintenance::Weekday as D;
+        match day {
+            D::Monday => Self::Monday,
+            D::Tuesday => Self::Tuesday,
+            D::Wednesday => Self::Wednesday,
+            D::Thursday => Self::Thursday,
+            D::Friday => Self::Friday,
+            D::Saturday => Self::Saturday,
+            D::Sunday => Self::Sunday,
+        }
+    }
+}
+
+/// A weekly maintenance window: restart-mode configuration changes asked outside it are held until it
+/// opens (or until `POST …/maintenance/apply`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MaintenanceWindow {
+    /// the day it opens
+    pub day: Weekday,
+    /// when it opens, `HH:MM` on a 24-hour clock, local time in `time_zone`
+    #[schema(example = "02:00", pattern = "^([01][0-9]|2[0-3]):[0-5][0-9]$")]
+    pub start: String,
+    /// how long it stays open, in minutes
+    #[schema(minimum = 30, maximum = 1440)]
+    pub duration_minutes: u32,
+    /// IANA time zone, e.g. `Europe/Berlin`; UTC when absent
+    #[serde(default = "utc")]
+    #[schema(example = "Europe/Berlin")]
+    pub time_zone: String,
+}
+
+fn utc() -> String {
+    "UTC".into()
+}
+
+impl From<MaintenanceWindow> for domain::instance::maintenance::MaintenanceWindow {
+    fn from(w: MaintenanceWindow) -> Self {
+        Self {
+            day: w.day.into(),
+            start: w.start,
+            duration_minutes: w.duration_minutes,
+            time_zone: w.time_zone,
+        }
+    }
+}
+
+impl From<&domain::instance::maintenance::MaintenanceWindow> for MaintenanceWindow {
+    fn from(w: &domain::instance::maintenance::MaintenanceWindow) -> Self {
+        Self {
+            day: w.day.into(),
+            start: w.start.clone(),
+            duration_minutes: w.duration_minutes,
+            time_zone: w.time_zone.clone(),
+        }
+    }
+}
+
+/// What is held for the maintenance window.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PendingMaintenance {
+    /// each change held
+    pub items: Vec<MaintenanceItem>,
+    /// when the window next opens (or opened, while it is open); the control plane applies the items
+    /// then
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_for: Option<DateTime<Utc>>,
+}
+
+/// One change held for the maintenance window.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum MaintenanceItem {
+    /// configuration parameters whose change needs a restart of the service
+    ConfigurationRestart {
+        /// the parameters, sorted
+        parameters: Vec<String>,
+        /// the values they will take (an absent parameter goes back to the service's default)
+        #[schema(value_type = BTreeMap<String, Object>)]
+        config: BTreeMap<String, Value>,
+    },
+}
+
+impl PendingMaintenance {
+    /// What `spec` holds, to be applied when its window next opens after `now`; `None` when nothing is
+    /// held.
+    pub fn of(spec: &domain::instance::InstanceSpec, now: DateTime<Utc>) -> Option<Self> {
+        let pending = &spec.pending_maintenance;
+        let configuration = pending.configuration.as_ref()?;
+        let config = configuration
+            .parameters
+            .iter()
+            .filter_map(|p| Some((p.clone(), configuration.config.get(p)?.clone())))
+            .collect();
+        Some(Self {
+            items: vec![MaintenanceItem::ConfigurationRestart {
+                parameters: configuration.parameters.clone(),
+                config: config_json(&config),
+            }],
+            scheduled_for: spec.maintenance_window.next_opening(now),
+        })
+    }
 }

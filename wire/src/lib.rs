@@ -31,8 +31,9 @@ pub use history::{
     HistorySource, InstanceDiff, InstanceParams, changes,
 };
 pub use instances::{
-    Instance, InstanceList, Lifecycle, ProvisionRequest, Resources, RestoreFrom, RestoreRequest,
-    RestoredFrom, Service, UpdateRequest, config_json, config_value,
+    Instance, InstanceList, Lifecycle, MaintenanceItem, MaintenanceWindow, PendingMaintenance,
+    ProvisionRequest, Resources, RestoreFrom, RestoreRequest, RestoredFrom, Service, UpdateRequest, Weekday,
+    config_json, config_value,
 };
 pub use network::{Acl, AclAddRequest, AclEntry, AclReplaceRequest, Connection};
 pub use operations::{Operation, OperationError, OperationStatus, OperationType};

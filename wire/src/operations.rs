@@ -23,6 +23,8 @@ pub enum OperationType {
     DeleteBackup,
     /// restores an instance from a backup
     Restore,
+    /// applies what was held for the maintenance window (the window opened, or the customer asked)
+    ApplyMaintenance,
 }
 
 /// Where an operation is.

@@ -49,6 +49,7 @@ pub const ROUTES: &[(&str, &str, Requirement)] = &[
     // Credentials let their holder into the database: more than a viewer may see.
     ("GET", "/v1/projects/{project}/instances/{id}/credentials", Project(Role::Editor)),
     ("POST", "/v1/projects/{project}/instances/{id}/credentials/rotate", Project(Role::Editor)),
+    ("POST", "/v1/projects/{project}/instances/{id}/maintenance/apply", Project(Role::Editor)),
     ("POST", "/v1/projects/{project}/instances/{id}/backups", Project(Role::Editor)),
     ("GET", "/v1/projects/{project}/instances/{id}/backups", Project(Role::Viewer)),
     ("GET", "/v1/projects/{project}/instances/{id}/backups/{backup_id}", Project(Role::Viewer)),

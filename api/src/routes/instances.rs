@@ -114,6 +114,7 @@ pub(super) async fn create_instance(
         acl: request.acl.into_iter().map(Into::into).collect(),
         allow_public: request.allow_public,
         restore,
+        maintenance_window: request.maintenance_window.map(Into::into),
     });
     let write = Write {
         project: &project,
@@ -325,6 +326,8 @@ pub(super) async fn update_instance(
         config,
         description: request.description,
         deletion_protection: request.deletion_protection,
+        maintenance_window: request.maintenance_window.map(Into::into),
+        now: Some(chrono::Utc::now()),
     });
     let write = Write {
         project: &project,

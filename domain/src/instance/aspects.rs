@@ -162,7 +162,11 @@ impl InstanceEvent {
             // Schedules are the control plane's to run: nothing in the cluster changes.
             Self::DescriptionChanged { .. }
             | Self::DeletionProtectionChanged { .. }
-            | Self::BackupSchedulesChanged { .. } => &[],
+            | Self::BackupSchedulesChanged { .. }
+            // Held and released by the control plane; the events that apply it change the aspects.
+            | Self::MaintenanceWindowChanged { .. }
+            | Self::PendingMaintenanceChanged { .. }
+            | Self::MaintenanceApplied { .. } => &[],
         }
     }
 }

@@ -46,6 +46,11 @@ pub enum InstanceCommand {
         /// its id
         id: Uuid,
     },
+    /// apply what is held for the maintenance window now
+    ApplyMaintenance {
+        /// the window opened, or the customer asked
+        trigger: super::maintenance::MaintenanceTrigger,
+    },
     /// start removing the instance
     Deprovision,
 }
@@ -81,6 +86,8 @@ pub struct ProvisionInstance {
     pub allow_public: bool,
     /// a backup to load into the new instance
     pub restore: Option<super::restore::RestoreSource>,
+    /// the weekly maintenance window; the platform's default when absent
+    pub maintenance_window: Option<super::maintenance::MaintenanceWindow>,
 }
 
 impl ProvisionInstance {
@@ -110,6 +117,7 @@ impl ProvisionInstance {
             acl: Vec::new(),
             allow_public: false,
             restore: None,
+            maintenance_window: None,
         }
     }
 }
@@ -130,4 +138,10 @@ pub struct UpdateInstance {
     pub description: Option<String>,
     /// new deletion protection
     pub deletion_protection: Option<bool>,
+    /// new maintenance window
+    pub maintenance_window: Option<super::maintenance::MaintenanceWindow>,
+    /// when the change is asked. A configuration change needing a restart asked while the maintenance
+    /// window is closed at this time is held for the window; `None` applies it at once (callers that
+    /// have no clock, such as tests of other rules)
+    pub now: Option<chrono::DateTime<chrono::Utc>>,
 }

@@ -85,6 +85,23 @@ pub enum InstanceEvent {
     CredentialsRotationRequested {},
     /// deprovisioning began; from now on only Deprovision is accepted
     DeprovisioningStarted {},
+    /// the weekly maintenance window changed; carries the whole resulting window
+    MaintenanceWindowChanged {
+        /// the window after the change
+        window: super::maintenance::MaintenanceWindow,
+    },
+    /// what is held for the maintenance window changed; carries the whole resulting set (empty: nothing
+    /// held). Changes nothing in the cluster
+    PendingMaintenanceChanged {
+        /// what is held after the change
+        pending: super::maintenance::PendingMaintenance,
+    },
+    /// what was held for the maintenance window is being applied (the events that apply it follow in the
+    /// same message, e.g. `ConfigurationChanged`); nothing is held afterwards
+    MaintenanceApplied {
+        /// the window opened, or the customer asked
+        trigger: super::maintenance::MaintenanceTrigger,
+    },
 }
 
 /// Payload of [`InstanceEvent::InstanceProvisioned`]: the whole desired state.
@@ -132,6 +149,9 @@ impl InstanceEvent {
             Self::BackupSchedulesChanged { .. } => "BackupSchedulesChanged",
             Self::RestoreRequested { .. } => "RestoreRequested",
             Self::DeprovisioningStarted {} => "DeprovisioningStarted",
+            Self::MaintenanceWindowChanged { .. } => "MaintenanceWindowChanged",
+            Self::PendingMaintenanceChanged { .. } => "PendingMaintenanceChanged",
+            Self::MaintenanceApplied { .. } => "MaintenanceApplied",
         }
     }
 
@@ -150,7 +170,10 @@ impl InstanceEvent {
             | Self::CredentialsRotationRequested {}
             | Self::BackupSchedulesChanged { .. }
             | Self::RestoreRequested { .. }
-            | Self::DeprovisioningStarted {} => "1",
+            | Self::DeprovisioningStarted {}
+            | Self::MaintenanceWindowChanged { .. }
+            | Self::PendingMaintenanceChanged { .. }
+            | Self::MaintenanceApplied { .. } => "1",
         }
     }
 }

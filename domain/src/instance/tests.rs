@@ -9,6 +9,7 @@ use super::*;
 use crate::{catalog::ConfigValue, names::InMemoryNameRegistry};
 
 mod credentials;
+mod maintenance;
 mod network;
 mod parameter_versions;
 mod restore;
@@ -40,6 +41,7 @@ pub(super) fn provision(service: ServiceType, version: &str) -> ProvisionInstanc
         acl: Vec::new(),
         allow_public: false,
         restore: None,
+        maintenance_window: None,
     }
 }
 
@@ -520,6 +522,53 @@ fn every_event_s_name_schema_and_wire_form_are_frozen() {
             InstanceEvent::DeprovisioningStarted {},
             "1",
             serde_json::json!({"type": "DeprovisioningStarted", "data": {}}),
+        ),
+        (
+            InstanceEvent::MaintenanceWindowChanged {
+                window: crate::instance::maintenance::MaintenanceWindow {
+                    day: crate::instance::maintenance::Weekday::Tuesday,
+                    start: "03:30".into(),
+                    duration_minutes: 120,
+                    time_zone: "Europe/Berlin".into(),
+                },
+            },
+            "1",
+            serde_json::json!({"type": "MaintenanceWindowChanged", "data": {"window": {"day": "tuesday",
+                "start": "03:30", "duration_minutes": 120, "time_zone": "Europe/Berlin"}}}),
+        ),
+        (
+            InstanceEvent::PendingMaintenanceChanged {
+                pending: crate::instance::maintenance::PendingMaintenance {
+                    configuration: Some(crate::instance::maintenance::PendingConfiguration {
+                        config: config([("max_connections", ConfigValue::Int(300))]),
+                        parameters: vec!["max_connections".into()],
+                    }),
+                },
+            },
+            "1",
+            serde_json::json!({"type": "PendingMaintenanceChanged", "data": {"pending": {"configuration":
+                {"config": {"max_connections": 300}, "parameters": ["max_connections"]}}}}),
+        ),
+        (
+            InstanceEvent::PendingMaintenanceChanged {
+                pending: crate::instance::maintenance::PendingMaintenance::default(),
+            },
+            "1",
+            serde_json::json!({"type": "PendingMaintenanceChanged", "data": {"pending": {}}}),
+        ),
+        (
+            InstanceEvent::MaintenanceApplied {
+                trigger: crate::instance::maintenance::MaintenanceTrigger::Window,
+            },
+            "1",
+            serde_json::json!({"type": "MaintenanceApplied", "data": {"trigger": "window"}}),
+        ),
+        (
+            InstanceEvent::MaintenanceApplied {
+                trigger: crate::instance::maintenance::MaintenanceTrigger::Customer,
+            },
+            "1",
+            serde_json::json!({"type": "MaintenanceApplied", "data": {"trigger": "customer"}}),
         ),
     ];
     for (event, schema, wire) in cases {

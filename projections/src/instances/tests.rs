@@ -407,3 +407,61 @@ fn a_failed_backup_fails_its_operation_with_the_cluster_s_reason() {
 }
 
 mod facts;
+
+#[test]
+fn a_held_change_keeps_the_instance_as_it_runs_until_applied_and_the_scheduler_sees_it_only_in_its_window() {
+    use domain::{
+        ConfigValue,
+        instance::maintenance::{MaintenanceTrigger, PendingConfiguration, PendingMaintenance},
+    };
+    let mut log = Log::new();
+    log.provision();
+    log.observe(Some(1), ObservedPhase::Ready);
+    let held_config: domain::catalog::Config = [("max_connections".to_owned(), ConfigValue::Int(300))].into();
+    let hold = log.command(
+        OperationKind::Update,
+        vec![InstanceEvent::PendingMaintenanceChanged {
+            pending: PendingMaintenance {
+                configuration: Some(PendingConfiguration {
+                    config: held_config.clone(),
+                    parameters: vec!["max_connections".into()],
+                }),
+            },
+        }],
+    );
+    let mut model = ReadModel::default();
+    log.fold(&mut model, 0, log.messages.len());
+    let view = model.instance("acme", log.id).unwrap();
+    assert_eq!(view.status.state, Health::Healthy, "nothing for the cluster to apply while it is held");
+    // Like any change of no aspect, it is done once the cluster has seen its generation.
+    log.observe(Some(2), ObservedPhase::Ready);
+    log.fold(&mut model, 3, log.messages.len());
+    let view = model.instance("acme", log.id).unwrap();
+    assert!(view.status.pending_restart.is_empty());
+    assert_eq!(model.operation("acme", hold).unwrap().state, OperationState::Succeeded);
+    assert!(!view.spec().pending_maintenance.is_empty());
+    // The default window: Sunday 02:00 UTC for four hours (2026-12-06 is a Sunday).
+    let inside = "2026-12-06T03:00:00Z".parse().unwrap();
+    let outside = "2026-12-07T03:00:00Z".parse().unwrap();
+    assert_eq!(crate::maintenance_scheduler::due(&model, outside), []);
+    assert_eq!(crate::maintenance_scheduler::due(&model, inside), [("acme".to_owned(), log.id, 2)]);
+
+    let applied = log.command(
+        OperationKind::ApplyMaintenance,
+        vec![
+            InstanceEvent::MaintenanceApplied { trigger: MaintenanceTrigger::Window },
+            InstanceEvent::ConfigurationChanged {
+                config: held_config,
+                changed: vec!["max_connections".into()],
+                restart: vec!["max_connections".into()],
+            },
+        ],
+    );
+    log.fold(&mut model, 4, log.messages.len());
+    let view = model.instance("acme", log.id).unwrap();
+    assert!(view.spec().pending_maintenance.is_empty());
+    assert_eq!(view.status.state, Health::Reconciling);
+    assert_eq!(view.status.pending_restart, ["max_connections"]);
+    assert_eq!(model.operation("acme", applied).unwrap().state, OperationState::InProgress);
+    assert_eq!(crate::maintenance_scheduler::due(&model, inside), [], "nothing held any more");
+}

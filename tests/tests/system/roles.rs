@@ -54,6 +54,7 @@ const TABLE: &[(&str, &str, Needs)] = &[
     ("DELETE", "/v1/projects/{project}/instances/{id}/acl/{cidr}", Editor),
     ("GET", "/v1/projects/{project}/instances/{id}/credentials", Editor),
     ("POST", "/v1/projects/{project}/instances/{id}/credentials/rotate", Editor),
+    ("POST", "/v1/projects/{project}/instances/{id}/maintenance/apply", Editor),
     ("POST", "/v1/projects/{project}/instances/{id}/backups", Editor),
     ("GET", "/v1/projects/{project}/instances/{id}/backups", Viewer),
     ("GET", "/v1/projects/{project}/instances/{id}/backups/{backup_id}", Viewer),
