@@ -16,7 +16,10 @@ use uuid::Uuid;
 
 const CONVERGE: Duration = Duration::from_secs(30);
 
-async fn provision(api: &TestApi, body: Value) -> (Uuid, String) {
+/// Provisions with a maintenance window open now, so restart-mode changes apply at once (holding them for
+/// the window is `maintenance.rs`'s subject).
+async fn provision(api: &TestApi, mut body: Value) -> (Uuid, String) {
+    body["maintenance_window"] = super::maintenance::open_now();
     let created = api.call(Method::POST, "/v1/projects/acme/instances", Some(&body), &[]).await;
     assert_eq!(created.status, StatusCode::ACCEPTED, "{}", created.body);
     let id: Uuid = created.body["instance_id"].as_str().unwrap().parse().unwrap();

@@ -23,6 +23,7 @@ mod history;
 mod hostile_agent;
 mod images;
 mod lifecycle;
+mod maintenance;
 mod network_access;
 mod oidc;
 mod openapi_conformance;
