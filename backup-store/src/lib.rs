@@ -88,9 +88,16 @@ pub enum Verification {
         /// what the content hashes to, hex
         found: String,
     },
+    /// a PostgreSQL base backup's own catalogue (Barman's `backup.info`, its WAL) does not back the report
+    CatalogueDiffers {
+        /// what is wrong
+        why: String,
+    },
 }
 
 pub use domain::backup::object_key;
+
+pub mod barman;
 
 /// A client of the backup bucket.
 #[derive(Clone)]
@@ -162,6 +169,33 @@ impl BackupStore {
             (false, true) => Verification::Matches,
             (false, false) => Verification::SizeDiffers { found: total },
         })
+    }
+
+    /// Checks a PostgreSQL base backup at `location` (`<project>/<instance-id>/<server>/base/<id>`) against
+    /// Barman's own catalogue rather than a listing: its `backup.info` says it is backup `<id>` and `DONE`,
+    /// and every WAL segment from its `begin_wal` to its `end_wal` (without which it cannot start) is in
+    /// the server's WAL archive; then its objects total `size`. See [`barman`].
+    pub async fn verify_base_backup(&self, location: &str, size: u64) -> Result<Verification, StoreError> {
+        let info = match self.store.get(&Path::from(format!("{location}/backup.info"))).await {
+            Ok(got) => got.bytes().await?,
+            Err(object_store::Error::NotFound { .. }) => {
+                let why = format!("Barman's catalogue has no backup.info at {location}");
+                return Ok(if self.list(location).await?.is_empty() {
+                    Verification::Missing
+                } else {
+                    Verification::CatalogueDiffers { why }
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let info = barman::BackupInfo::parse(&String::from_utf8_lossy(&info));
+        let id = location.rsplit('/').next().unwrap_or_default();
+        let server_prefix = location.rsplit_once("/base/").map(|(server, _)| server).unwrap_or(location);
+        let listed = |dir: String| async move { self.list(&dir).await };
+        if let Some(why) = barman::check(&info, id, server_prefix, listed).await? {
+            return Ok(Verification::CatalogueDiffers { why });
+        }
+        self.verify_prefix(location, size).await
     }
 
     /// Deletes every object under `prefix` (a backup of many objects); none left is not an error. A prefix

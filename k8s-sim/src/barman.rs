@@ -2,7 +2,8 @@
 //! writes a base backup into the object store its Cluster archives to (the Cluster's `spec.plugins`
 //! names the `ObjectStore`, whose `destinationPath`, `endpointURL` and `s3Credentials` say where and
 //! with which keys; plugin-barman-cloud v0.14.0 `api/v1/objectstore_types.go`), in Barman's layout
-//! `<destinationPath>/<serverName>/base/<backupId>/{data.tar,backup.info}`, and reports the status
+//! `<destinationPath>/<serverName>/base/<backupId>/{data.tar,backup.info}` with the WAL segment it needs
+//! under `<serverName>/wals/`, and reports the status
 //! CloudNativePG reports (v1.30.0 `api/v1/backup_types.go`, `BackupStatus`).
 
 use chrono::{SecondsFormat, TimeDelta, Utc};
@@ -41,17 +42,41 @@ pub(crate) async fn run(sim: &Simulator, namespace: &str, backup: &Value, fails:
             Err(e) => return failed(format!("can't list the object store: {e}")),
         }
     }
+    // The WAL segment the backup needs, archived as Barman archives it (`<server>/wals/<timeline and
+    // log>/<segment>`; Barman 3.19.1 `barman/cloud.py`): the one after the newest archived so far.
+    let wals = format!("{prefix}/{server}/wals/0000000100000000");
+    let next = match store.list(&wals).await {
+        Ok(found) => found
+            .iter()
+            .filter_map(|o| o.key.rsplit('/').next())
+            .filter(|name| name.len() == 24)
+            .filter_map(|name| u64::from_str_radix(&name[16..], 16).ok())
+            .max()
+            .map_or(2, |n| n + 1),
+        Err(e) => return failed(format!("can't list the object store: {e}")),
+    };
+    let wal = format!("0000000100000000{next:08X}");
     let base = format!("{prefix}/{server}/base/{id}");
     let data = format!("simulated base backup {id} of {namespace}/{server}\n").repeat(128).into_bytes();
-    let info = format!("backup_id={id}\nstatus=DONE\nserver_name={server}\n").into_bytes();
-    for (key, content) in [(format!("{base}/data.tar"), data), (format!("{base}/backup.info"), info)] {
+    // `backup.info` as Barman writes it (`barman/infofile.py`: `key=value` lines).
+    let info = format!(
+        "backup_id={id}\nbackup_name={}\nstatus=DONE\nserver_name={server}\nbegin_wal={wal}\nend_wal={wal}\ntimeline=1\n",
+        backup["metadata"]["name"].as_str().unwrap_or_default()
+    )
+    .into_bytes();
+    let segment = format!("simulated WAL {wal}\n").repeat(64).into_bytes();
+    for (key, content) in [
+        (format!("{wals}/{wal}"), segment),
+        (format!("{base}/data.tar"), data),
+        (format!("{base}/backup.info"), info),
+    ] {
         if let Err(e) = store.put(&key, content).await {
             return failed(format!("can't upload {key}: {e}"));
         }
     }
     json!({"phase": "completed", "method": "plugin", "serverName": server, "backupId": id,
            "destinationPath": destination, "startedAt": stamp(started), "stoppedAt": stamp(Utc::now()),
-           "beginWal": "000000010000000000000002", "endWal": "000000010000000000000002"})
+           "beginWal": wal, "endWal": wal})
 }
 
 /// The store, key prefix and `destinationPath` of the `ObjectStore` Cluster `cluster` archives to.

@@ -1,5 +1,6 @@
 //! The control plane's hands on the backup store: it checks every completed backup's object against what
-//! the cluster reported (size, SHA-256) and deletes the object of every backup whose deletion was asked
+//! the cluster reported (size, SHA-256; a PostgreSQL base backup against Barman's own catalogue, its
+//! `backup.info` and the WAL it needs, then the total size: `backup_store::barman`) and deletes the object of every backup whose deletion was asked
 //! for, and reports each as a fact (`BackupVerified`, `BackupDeleted`) on the control plane's own observed
 //! subject of the instance (`streams::observed::CONTROL_PLANE_SOURCE`), which no agent can publish on.
 //!
@@ -96,7 +97,8 @@ async fn act(
             let sha256 = view.sha256.as_deref().unwrap_or_default();
             let found = match &view.sha256 {
                 Some(sha256) => store.verify(location, size, sha256).await?,
-                None => store.verify_prefix(location, size).await?,
+                // A PostgreSQL base backup: against Barman's own catalogue, then the reported total.
+                None => store.verify_base_backup(location, size).await?,
             };
             let detail = match found {
                 Verification::Matches => None,
@@ -107,6 +109,7 @@ async fn act(
                 Verification::ChecksumDiffers { found } => {
                     Some(format!("SHA-256 {found}, not the {sha256} reported"))
                 }
+                Verification::CatalogueDiffers { why } => Some(why),
             };
             if let Some(detail) = &detail {
                 tracing::warn!(backup = %backup_id, %detail, "a backup's object is not as its cluster reported");

@@ -79,6 +79,13 @@ async fn a_postgresql_fork_recovers_exactly_the_rows_before_its_target_from_barm
     let objects = store.list(&location).await.unwrap();
     let names: Vec<&str> = objects.iter().map(|o| o.key.rsplit('/').next().unwrap()).collect();
     assert!(names.contains(&"backup.info") && names.contains(&"data.tar"), "Barman's layout: {names:?}");
+    // The control plane's check (`backup_store::barman`) reads Barman's real backup.info and WAL archive.
+    let size = reported["event"]["data"]["size_bytes"].as_u64().expect("a size");
+    assert_eq!(
+        store.verify_base_backup(&location, size).await.unwrap(),
+        backup_store::Verification::Matches,
+        "Barman's catalogue and WAL archive back the report"
+    );
 
     // Rows after it: one before the target time, one after; then a second base backup, whose end
     // (`pg_backup_stop` waits for its WAL to be archived) puts both rows' WAL in the store: the target

@@ -1,7 +1,8 @@
 //! The control plane's checks of backups, made to fail: a backup whose object in the real store is not
 //! what its cluster reported (another size, another checksum, gone) is shown `verified: false` with the
-//! reason and refused as a restore source; a schedule's `max_age_days` keeps a backup exactly that long
-//! and deletes it from the store a moment later.
+//! reason and refused as a restore source; a PostgreSQL base backup whose WAL is gone is found out through
+//! Barman's catalogue though a listing of its objects still matches; a schedule's `max_age_days` keeps a
+//! backup exactly that long and deletes it from the store a moment later.
 
 use std::time::Duration;
 
@@ -213,4 +214,68 @@ async fn max_age_days_keeps_a_backup_exactly_that_long() {
         .await
         .unwrap();
     assert_eq!(found, Verification::Missing, "its object is gone from the store");
+}
+
+/// A PostgreSQL base backup is checked against Barman's own catalogue, not against a listing of the same
+/// objects its cluster summed up for the size: with the WAL segment its `backup.info` says it needs gone
+/// from the archive (its own objects untouched, so their total still matches the report), it shows
+/// `verified: false` naming the segment and is refused as a restore source; an intact one is verified.
+/// Fails when the worker checks the listing only.
+#[tokio::test]
+async fn a_postgresql_base_backup_is_verified_against_barman_s_catalogue_and_its_wal() {
+    let api = TestApi::start().await;
+    let s3 = system_tests::backups::BackupStoreRig::start();
+    let _keys = s3.serve_keys(&api).await;
+    let (_sim, address) = system_tests::cluster::simulator(Duration::from_millis(50)).await;
+    let _agent = system_tests::cluster::agent_with_backups(&api, "eu-1", address, Some(s3.target())).await;
+    let body = json!({"name": "ledger", "service": "postgresql", "version": "16", "plan": "starter", "cluster": "eu-1"});
+    let created = call(&api, Method::POST, "/v1/projects/acme/instances", Some(&body)).await;
+    assert_eq!(created.status, StatusCode::ACCEPTED, "{}", created.body);
+    let instance: Uuid = created.body["instance_id"].as_str().unwrap().parse().unwrap();
+    assert!(api.wait_for_state(instance, Health::Healthy, WAIT).await, "never healthy");
+    let [broken, intact] = [completed_backup(&api, instance).await, completed_backup(&api, instance).await];
+    let view = |id| api.state.read_models.read().backups().get("acme", id).cloned().expect("its record");
+    let store = s3.store();
+    let location = view(broken).location.expect("a location");
+    let objects = store.list(&location).await.unwrap();
+    assert!(objects.iter().any(|o| o.key.ends_with("/backup.info")), "Barman's layout: {objects:?}");
+    let server = location.rsplit_once("/base/").unwrap().0.to_owned();
+    let wals = store.list(&format!("{server}/wals")).await.unwrap();
+    assert_eq!(wals.len(), 2, "one WAL segment per backup: {wals:?}");
+    // The first backup's segment (the lower name) goes; its base backup's own objects stay as reported.
+    let first_wal = wals.iter().map(|o| o.key.clone()).min().unwrap();
+    store.delete(&first_wal).await.unwrap();
+    assert_eq!(
+        store.verify_prefix(&location, view(broken).size_bytes.unwrap()).await.unwrap(),
+        Verification::Matches,
+        "a listing still matches the report"
+    );
+
+    let jetstream = async_nats::jetstream::new(api.nats_server.connect().await);
+    let _worker = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(projections::backup_worker::run(
+        api.state.read_models.clone(),
+        store.clone(),
+        jetstream,
+    )));
+    let checked = api
+        .state
+        .read_models
+        .wait_until(WAIT, |m| {
+            [broken, intact]
+                .iter()
+                .all(|id| m.backups().get("acme", *id).is_some_and(|b| b.verified.is_some()))
+        })
+        .await;
+    assert!(checked, "never checked: {:?}", [broken, intact].map(view));
+    assert_eq!(view(intact).verified, Some(true), "{:?}", view(intact));
+    let shown = view(broken);
+    assert_eq!(shown.verified, Some(false), "{shown:?}");
+    let segment = first_wal.rsplit('/').next().unwrap();
+    let detail = shown.verification_detail.unwrap_or_default();
+    assert!(detail.contains(&format!("WAL segment {segment}")), "names the missing segment: {detail}");
+    let body = json!({"name": "from-broken", "service": "postgresql", "version": "16", "plan": "starter",
+                      "cluster": "eu-1", "restore_from": {"backup_id": broken}});
+    let refused = call(&api, Method::POST, "/v1/projects/acme/instances", Some(&body)).await;
+    assert_eq!(refused.status, StatusCode::CONFLICT, "{}", refused.body);
+    assert!(refused.body["detail"].as_str().is_some_and(|d| d.contains(segment)), "{}", refused.body);
 }
