@@ -12,6 +12,7 @@
 //! * [`projector`]: folds the stream into the read-model bucket (the `cp-projector` process).
 //! * [`runner`]: the read models as an API replica sees them, following the bucket.
 //! * [`rebuild`]: folding the whole stream from scratch and comparing with the live read models.
+//! * [`singleton`]: the leading replica's work (fold, intake gate, liveness, backup scheduler and worker).
 //!
 //! Architecture invariant: folds are pure and idempotent per stream sequence (every record remembers the
 //! last sequence folded into it and ignores anything at or below it). Folding reuses the domain's own
@@ -31,6 +32,7 @@ pub mod maintenance_scheduler;
 pub mod projector;
 pub mod rebuild;
 pub mod runner;
+pub mod singleton;
 pub mod status;
 pub mod store_access;
 

@@ -5,7 +5,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use projections::{Projector, ProjectorMetrics, rebuild};
+use projections::{ProjectorMetrics, rebuild};
 use prometheus_client::registry::Registry;
 use streams::{Settings, read_models::ReadModelBucket};
 
@@ -170,88 +170,28 @@ async fn main() -> anyhow::Result<()> {
                 leading_gauge.clone(),
             );
             let clusters = streams::clusters::ClusterRegistry::open(&topology).await?;
-            let limits = projections::intake::IntakeLimits {
-                per_second: intake_facts_per_second,
-                burst: intake_burst,
-            };
             // The singleton's work, started anew each time this replica takes the lease: the fold, the
             // intake gate, the liveness watch, the backup scheduler and worker (`projections::leader`).
-            let work = {
-                let topology = topology.clone();
-                move || {
-                    let (topology, models, store, metrics, intake_metrics, clusters) = (
-                        topology.clone(),
-                        models.clone(),
-                        store.clone(),
-                        metrics.clone(),
-                        intake_metrics.clone(),
-                        clusters.clone(),
-                    );
-                    let (client, access_metrics) = (client.clone(), access_metrics.clone());
-                    async move {
-                        let mut tasks = tokio::task::JoinSet::new();
-                        let backups = streams::backups::BackupCommands::new(
-                            &topology,
-                            streams::instances::DEFAULT_CACHE_CAPACITY,
-                        );
-                        let scheduler = projections::backup_scheduler::Scheduler::new(
-                            models.clone(),
-                            backups,
-                            chrono::Utc::now(),
-                        )
-                        .retention_after_deprovision(chrono::TimeDelta::days(i64::from(
-                            backup_retention_after_deprovision_days,
-                        )));
-                        tasks.spawn(scheduler.run(Duration::from_secs(15)));
-                        if let Some((store, admin)) = store {
-                            // Agents' requests for an instance's keys, and the end of those keys.
-                            let instances = streams::instances::InstanceCommands::new(
-                                &topology,
-                                streams::instances::DEFAULT_CACHE_CAPACITY,
-                            );
-                            let serve = projections::store_access::serve(
-                                client,
-                                instances,
-                                admin.clone(),
-                                access_metrics.clone(),
-                            );
-                            tasks.spawn(async move {
-                                if let Err(e) = serve.await {
-                                    tracing::error!(error = %e, "answering backup store key requests failed");
-                                }
-                            });
-                            tasks.spawn(projections::store_access::revoke_inactive(
-                                models.clone(),
-                                admin,
-                                access_metrics,
-                            ));
-                            tasks.spawn(projections::backup_worker::run(
-                                models,
-                                store,
-                                topology.jetstream.clone(),
-                            ));
-                        }
-                        tasks.spawn(projections::intake::run(
-                            topology.jetstream.clone(),
-                            topology.settings.clone(),
-                            clusters,
-                            limits,
-                            intake_metrics,
-                        ));
-                        tasks.spawn(projections::liveness::watch(
-                            streams::liveness::LivenessBucket::new(&topology),
-                            Duration::from_secs(cluster_silence_seconds),
-                        ));
-                        let (checkpoint, _) = tokio::sync::watch::channel(0);
-                        tasks.spawn(
-                            Projector::new(topology.events.clone(), ReadModelBucket::new(&topology), metrics)
-                                .parking_skipped(topology.jetstream.clone())
-                                .run(checkpoint),
-                        );
-                        tasks.join_next().await;
-                    }
-                }
+            let singleton = projections::singleton::Singleton {
+                topology: topology.clone(),
+                models,
+                client,
+                store,
+                metrics,
+                intake_metrics,
+                access_metrics,
+                clusters,
+                limits: projections::intake::IntakeLimits {
+                    per_second: intake_facts_per_second,
+                    burst: intake_burst,
+                },
+                cluster_silence: Duration::from_secs(cluster_silence_seconds),
+                retention_after_deprovision: chrono::TimeDelta::days(i64::from(
+                    backup_retention_after_deprovision_days,
+                )),
+                scheduler_period: projections::singleton::SCHEDULER_PERIOD,
             };
+            let work = move || singleton.run();
             let holder = format!(
                 "{}-{}",
                 std::env::var("HOSTNAME").unwrap_or_else(|_| "projector".into()),
