@@ -31,7 +31,6 @@ pub async fn agent_with_backups(
     address: SocketAddr,
     backup_store: Option<cluster_agent::render::backup::StoreTarget>,
 ) -> tokio::task::JoinHandle<anyhow::Result<()>> {
-    let metrics = Metrics::default();
     // The agent's own identity in its own account, with only what `streams::accounts` imports for it.
     let identity = api.agent_identity(cluster);
     let nats = identity
@@ -40,6 +39,20 @@ pub async fn agent_with_backups(
         .connect(api.nats_server.address())
         .await
         .expect("connect as the agent");
+    agent_connected(nats, cluster, address, backup_store, streams::Settings::default())
+}
+
+/// Runs the agent of `cluster` against the API server at `address` on `nats` (a connection as the
+/// cluster's agent, with its inbox prefix), with the control plane's `settings`, until the returned task
+/// is aborted.
+pub fn agent_connected(
+    nats: async_nats::Client,
+    cluster: &str,
+    address: SocketAddr,
+    backup_store: Option<cluster_agent::render::backup::StoreTarget>,
+    settings: streams::Settings,
+) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+    let metrics = Metrics::default();
     let config = AgentConfig {
         cluster: cluster.into(),
         client: counting_client(
@@ -48,7 +61,7 @@ pub async fn agent_with_backups(
         )
         .expect("a client"),
         nats,
-        settings: streams::Settings::default(),
+        settings,
         concurrency: 8,
         resync: Duration::from_secs(300),
         install_crd: true,

@@ -3,6 +3,7 @@
 
 pub mod backups;
 pub mod cluster;
+pub mod parts;
 
 use std::time::Duration;
 
@@ -363,6 +364,11 @@ pub struct Replica {
 }
 
 impl Replica {
+    /// An API replica serving `state` (on NATS of the test's choosing).
+    pub fn new(state: AppState) -> Self {
+        Self { router: app(state) }
+    }
+
     /// Sends a request with optional JSON body and extra headers.
     pub async fn call(
         &self,

@@ -33,4 +33,5 @@ mod read_your_writes;
 mod restore;
 mod roles;
 mod status;
+mod three_nodes;
 mod validation;
