@@ -34,14 +34,15 @@ async fn an_instance_lives_through_create_get_update_list_and_delete() {
     assert_eq!(got.body["resources"]["replicas"], 1);
     assert!(["eu-1", "eu-2"].contains(&got.body["cluster"].as_str().unwrap()));
 
-    let patch = json!({"version": "17", "plan": "standard", "config": {"max_connections": 300}});
+    // A dynamic parameter: a restart one would be held for the maintenance window (`maintenance.rs`).
+    let patch = json!({"version": "17", "plan": "standard", "config": {"work_mem_kib": 8192}});
     let updated = api.call(Method::PATCH, &path, Some(&patch), &[("if-match", "\"1\"")]).await;
     assert_eq!(updated.status, StatusCode::ACCEPTED, "{:?}", updated.body);
     assert_eq!(updated.version(), 4);
     let got = api.get_after(&path, [&updated]).await;
     assert_eq!((got.body["version"].as_str(), got.body["plan"].as_str()), (Some("17"), Some("standard")));
     assert_eq!(got.body["storage_gib"], 50);
-    assert_eq!(got.body["config"]["max_connections"], 300);
+    assert_eq!(got.body["config"]["work_mem_kib"], 8192);
 
     let second = api.provision("acme", "metrics-db").await;
     assert_eq!(second.status, StatusCode::ACCEPTED);
