@@ -1,6 +1,6 @@
 //! The work of the leading projector replica (`cp-projector run` hands it to [`crate::leader::lead`]):
-//! the fold, the intake gate, the liveness watch, the backup scheduler, and with a backup store the
-//! backup worker and the store keys' service. Started anew each time the replica takes the lease; tests
+//! the fold, the intake gate, the liveness watch, the backup and maintenance schedulers, and with a backup
+//! store the backup worker and the store keys' service. Started anew each time the replica takes the lease; tests
 //! run the same work.
 
 use std::time::Duration;
@@ -90,6 +90,14 @@ impl Singleton {
                 crate::backup_scheduler::Scheduler::new(models.clone(), backups, Utc::now() - look_back)
                     .retention_after_deprovision(retention_after_deprovision);
             tasks.spawn(scheduler.run(scheduler_period));
+            // Held maintenance, applied once an instance's window is open (`maintenance_scheduler`).
+            let instances = streams::instances::InstanceCommands::new(
+                &topology,
+                streams::instances::DEFAULT_CACHE_CAPACITY,
+            );
+            tasks.spawn(
+                crate::maintenance_scheduler::Scheduler::new(models.clone(), instances).run(scheduler_period),
+            );
             if let Some((store, admin)) = store {
                 // Agents' requests for an instance's keys, and the end of those keys.
                 let instances = streams::instances::InstanceCommands::new(
