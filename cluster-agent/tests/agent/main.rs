@@ -13,6 +13,7 @@ mod egress;
 mod faults;
 mod fixture;
 mod jetstream;
+mod job_scripts;
 mod leader;
 mod least_privilege;
 mod netpol_cyclonus;
