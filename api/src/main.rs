@@ -209,12 +209,30 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
+    let shutdown = shutdown_signal();
     tracing::info!(address = %config.listen, "serving");
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-            tracing::info!("shutting down");
-        })
-        .await?;
+    axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await?;
     Ok(())
+}
+
+/// SIGTERM (what Kubernetes sends a pod it stops) or Ctrl-C: requests in flight finish, new connections
+/// are refused. The handler is installed when this is called (before the API says it serves), not when
+/// the future is first polled, so a SIGTERM right after start is not the default, fatal one.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    let terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+    async move {
+        match terminate {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot watch for SIGTERM; Ctrl-C only");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+        tracing::info!("shutting down");
+    }
 }

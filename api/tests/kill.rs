@@ -174,3 +174,29 @@ async fn a_write_whose_answer_was_lost_to_a_killed_api_is_stored_once_and_its_re
         "{lost_after_store} of {ROUNDS} attempts died after the command was stored and before its answer"
     );
 }
+
+/// Kubernetes stops a pod with SIGTERM: `cp-api` stops accepting connections, finishes what it serves
+/// and exits 0 (not killed by the signal), so a rolling update loses no answered request.
+#[tokio::test]
+async fn sigterm_shuts_the_api_down_gracefully() {
+    let server = NatsServer::start();
+    let setup = server.connect().await;
+    Settings::default().apply(&async_nats::jetstream::new(setup)).await.expect("topology");
+    let port = free_port();
+    let mut api = spawn_api(&server, port, false);
+    ready(&mut api).await;
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &api.0.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+    let deadline = std::time::Instant::now() + WAIT;
+    let exit = loop {
+        if let Some(exit) = api.0.try_wait().expect("wait for cp-api") {
+            break exit;
+        }
+        assert!(std::time::Instant::now() < deadline, "cp-api still running {WAIT:?} after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(exit.code(), Some(0), "cp-api did not shut down gracefully on SIGTERM: {exit}");
+}
