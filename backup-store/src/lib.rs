@@ -198,6 +198,48 @@ impl BackupStore {
         self.verify_prefix(location, size).await
     }
 
+    /// Deletes the WAL of a PostgreSQL server (`<project>/<instance-id>/<server>`) that no base backup left
+    /// there needs: every archived segment before the `begin_wal` of the oldest completed base backup
+    /// (Barman's `backup.info` under `<server>/base/`), which is what Barman's own retention removes with a
+    /// backup (`barman-cloud-backup-delete`: WALs older than the oldest remaining backup's begin WAL).
+    /// With no completed base backup left nothing is deleted: a backup under way may already need the
+    /// newest segments. Returns the keys deleted.
+    pub async fn prune_wal(&self, server_prefix: &str) -> Result<Vec<String>, StoreError> {
+        if server_prefix.split('/').filter(|segment| !segment.is_empty()).count() < 3 {
+            return Err(StoreError::PrefixTooShort(server_prefix.to_owned()));
+        }
+        let mut oldest: Option<String> = None;
+        for object in self.list(&format!("{server_prefix}/base")).await? {
+            if !object.key.ends_with("/backup.info") {
+                continue;
+            }
+            let got = match self.store.get(&Path::from(object.key.as_str())).await {
+                Ok(got) => got.bytes().await?,
+                Err(object_store::Error::NotFound { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let info = barman::BackupInfo::parse(&String::from_utf8_lossy(&got));
+            if info.get("status") == Some("DONE")
+                && let Some(begin) = info.get("begin_wal")
+                && oldest.as_deref().is_none_or(|o| begin < o)
+            {
+                oldest = Some(begin.to_owned());
+            }
+        }
+        let Some(oldest) = oldest else { return Ok(Vec::new()) };
+        let mut deleted = Vec::new();
+        for object in self.list(&format!("{server_prefix}/wals")).await? {
+            let name = object.key.rsplit('/').next().unwrap_or_default();
+            // Segments (`<24 hex>[.<compression>]`) and their backup labels; not timeline `.history` files.
+            let segment = name.get(..24).filter(|s| s.chars().all(|c| c.is_ascii_hexdigit()));
+            if segment.is_some_and(|s| s < oldest.as_str()) {
+                self.delete(&object.key).await?;
+                deleted.push(object.key);
+            }
+        }
+        Ok(deleted)
+    }
+
     /// Deletes every object under `prefix` (a backup of many objects); none left is not an error. A prefix
     /// of fewer than three non-empty segments (`<project>/<instance-id>/<backup…>`) is refused: at its
     /// shortest it names one instance's backups, at its emptiest the whole bucket.

@@ -119,7 +119,14 @@ async fn act(
         Action::Delete => {
             match (location, &view.sha256) {
                 (Some(location), Some(_)) => store.delete(location).await?,
-                (Some(prefix), None) => store.delete_prefix(prefix).await?,
+                (Some(prefix), None) => {
+                    store.delete_prefix(prefix).await?;
+                    // A PostgreSQL base backup: and the WAL no base backup left needs.
+                    if let Some((server, _)) = prefix.rsplit_once("/base/") {
+                        let pruned = store.prune_wal(server).await?;
+                        tracing::info!(backup = %backup_id, wal_segments = pruned.len(), "pruned WAL no kept base backup needs");
+                    }
+                }
                 (None, _) => {}
             }
             Ok(ObservedEvent::BackupDeleted { backup_id })

@@ -279,3 +279,69 @@ async fn a_postgresql_base_backup_is_verified_against_barman_s_catalogue_and_its
     assert_eq!(refused.status, StatusCode::CONFLICT, "{}", refused.body);
     assert!(refused.body["detail"].as_str().is_some_and(|d| d.contains(segment)), "{}", refused.body);
 }
+
+/// Deleting a PostgreSQL backup removes exactly its base backup's objects and the WAL no base backup left
+/// needs (Barman's retention rule: segments before the oldest remaining backup's `begin_wal`): deleting
+/// the oldest of three drops its base and its segment, deleting the newest drops its base only (its
+/// segment is on the way from the middle one to now, which a fork may need).
+#[tokio::test]
+async fn deleting_a_postgresql_backup_removes_its_base_and_the_wal_no_kept_backup_needs() {
+    let stack = system_tests::backups::BackupStack::start(Duration::from_millis(50)).await;
+    let api = &stack.api;
+    let body = json!({"name": "ledger", "service": "postgresql", "version": "16", "plan": "starter", "cluster": "eu-1"});
+    let created = call(api, Method::POST, "/v1/projects/acme/instances", Some(&body)).await;
+    assert_eq!(created.status, StatusCode::ACCEPTED, "{}", created.body);
+    let instance: Uuid = created.body["instance_id"].as_str().unwrap().parse().unwrap();
+    assert!(api.wait_for_state(instance, Health::Healthy, WAIT).await, "never healthy");
+    let backups = [
+        completed_backup(api, instance).await,
+        completed_backup(api, instance).await,
+        completed_backup(api, instance).await,
+    ];
+    let location = |id| {
+        api.state
+            .read_models
+            .read()
+            .backups()
+            .get("acme", id)
+            .and_then(|b| b.location.clone())
+            .expect("a location")
+    };
+    let store = stack.s3.store();
+    let server = location(backups[0]).rsplit_once("/base/").unwrap().0.to_owned();
+    let names = |objects: Vec<backup_store::StoredObject>| -> Vec<String> {
+        let mut names: Vec<String> =
+            objects.into_iter().map(|o| o.key.rsplit('/').next().unwrap().to_owned()).collect();
+        names.sort();
+        names
+    };
+    let wal = names(store.list(&format!("{server}/wals")).await.unwrap());
+    assert_eq!(wal.len(), 3, "a segment per backup: {wal:?}");
+    let delete = |backup: Uuid| async move {
+        let path = format!("/v1/projects/acme/instances/{instance}/backups/{backup}");
+        let deleted = api
+            .call(Method::DELETE, &path, None, &[("authorization", &format!("Bearer {ACME_ADMIN_TOKEN}"))])
+            .await;
+        assert_eq!(deleted.status, StatusCode::ACCEPTED, "{}", deleted.body);
+        assert!(
+            api.wait_for_operation(deleted.operation_id(), "succeeded", WAIT).await,
+            "{backup} never deleted"
+        );
+    };
+
+    delete(backups[0]).await;
+    assert!(store.list(&location(backups[0])).await.unwrap().is_empty(), "the oldest base backup is gone");
+    for kept in &backups[1..] {
+        assert!(!store.list(&location(*kept)).await.unwrap().is_empty(), "another backup's objects stay");
+    }
+    assert_eq!(names(store.list(&format!("{server}/wals")).await.unwrap()), wal[1..], "only its WAL went");
+
+    delete(backups[2]).await;
+    assert!(store.list(&location(backups[2])).await.unwrap().is_empty(), "the newest base backup is gone");
+    assert!(!store.list(&location(backups[1])).await.unwrap().is_empty(), "the middle one stays");
+    assert_eq!(
+        names(store.list(&format!("{server}/wals")).await.unwrap()),
+        wal[1..],
+        "WAL after the oldest kept backup stays (a fork from it replays it)"
+    );
+}
