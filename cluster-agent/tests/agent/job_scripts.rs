@@ -321,3 +321,125 @@ async fn the_grafana_backup_copies_a_live_sqlite_database_consistently() {
     assert_ne!(counts[0], "0", "it copied rows: {said}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The AWS CLI the backup Jobs' upload and restore steps run (`aws s3 cp`): `$CP_AWSCLI_BIN_DIR`, else
+/// `.tools/awscli-<version>/bin` (PyPI `awscli`, installed by `./dev`; the image is AWS CLI v2, whose
+/// `s3 cp` takes the same arguments).
+fn aws_cli_dir() -> std::path::PathBuf {
+    let dir = std::env::var_os("CP_AWSCLI_BIN_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.tools/awscli-1.46.3/bin")
+    });
+    assert!(
+        dir.join("aws").is_file(),
+        "{} not found: run `./dev test` or `./dev tools` (installs PyPI awscli), or set CP_AWSCLI_BIN_DIR",
+        dir.join("aws").display()
+    );
+    dir
+}
+
+/// Runs `script` under `sh` with `env` and the AWS CLI on the PATH; whether it succeeded, and its stderr.
+async fn run_with(script: &str, env: &[(&str, String)]) -> (bool, String) {
+    let path = format!("{}:{}", aws_cli_dir().display(), std::env::var("PATH").unwrap_or_default());
+    let output = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .env("PATH", path)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .await
+        .expect("sh runs");
+    (output.status.success(), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+/// Grafana's backup Job and restore init container, every step for real against a real S3 store: the
+/// dump (python3 sqlite3), the upload container (`aws s3 cp`, `stat`, `sha256sum`, the termination
+/// message the agent reads), then the restore init container (`aws s3 cp` down, the database swapped, the
+/// generation recorded), which a second run for the same generation leaves alone.
+#[tokio::test]
+async fn grafana_s_backup_upload_and_restore_run_for_real_against_the_store() {
+    let s3 = testkit::S3Server::start();
+    let dir = std::env::temp_dir().join(format!("cp-grafana-cycle-{}", uuid::Uuid::new_v4().simple()));
+    for sub in ["data", "backup", "restored"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    let db = dir.join("data/grafana.db");
+    let made = std::process::Command::new("python3")
+        .args(["-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute('create table dashboard (id integer primary key, title text)'); c.execute(\"insert into dashboard (title) values ('orders')\"); c.commit()", db.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let mi = fixture::instance("grafana", "11.6", json!({}));
+    let key = format!("acme/{}/{}", mi.spec.instance_id, uuid::Uuid::nil());
+    let job = cluster_agent::render::backup::job(&mi, uuid::Uuid::nil(), &key).expect("a backup Job").object;
+    let pod = &job["spec"]["template"]["spec"];
+    let paths = |script: &str| {
+        script
+            .replace("/var/lib/grafana/grafana.db", db.to_str().unwrap())
+            .replace("/backup/artifact", dir.join("backup/artifact").to_str().unwrap())
+            .replace("/dev/termination-log", dir.join("termination-log").to_str().unwrap())
+    };
+    // The store's variables as the Job's env names them (from the instance's store Secret).
+    let names: Vec<&str> =
+        pod["containers"][0]["env"].as_array().unwrap().iter().filter_map(|e| e["name"].as_str()).collect();
+    let env = vec![
+        ("ENDPOINT", s3.endpoint()),
+        ("BUCKET", testkit::s3::BACKUP_BUCKET.to_owned()),
+        ("AWS_ACCESS_KEY_ID", s3.access_key().to_owned()),
+        ("AWS_SECRET_ACCESS_KEY", s3.secret_key().to_owned()),
+        ("AWS_DEFAULT_REGION", "us-east-1".to_owned()),
+        ("KEY", key.clone()),
+    ];
+    for (name, _) in &env {
+        assert!(names.contains(name), "the upload container gets {name}: {names:?}");
+    }
+    let (ok, stderr) = run_with(&paths(pod["initContainers"][0]["command"][2].as_str().unwrap()), &[]).await;
+    assert!(ok, "the dump failed: {stderr}");
+    let (ok, stderr) = run_with(&paths(pod["containers"][0]["command"][2].as_str().unwrap()), &env).await;
+    assert!(ok, "the upload failed: {stderr}");
+    // What the agent reads from the termination message is what the store holds.
+    let said: cluster_agent::render::backup::Uploaded =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("termination-log")).unwrap())
+            .expect("its JSON");
+    let store = backup_store::BackupStore::new(&backup_store::StoreConfig {
+        endpoint: s3.endpoint(),
+        bucket: testkit::s3::BACKUP_BUCKET.to_owned(),
+        region: "us-east-1".into(),
+        access_key_id: s3.access_key().to_owned(),
+        secret_access_key: s3.secret_key().to_owned(),
+    })
+    .unwrap();
+    assert_eq!(
+        store.verify(&key, said.size, &said.sha256).await.unwrap(),
+        backup_store::Verification::Matches
+    );
+
+    // The restore init container, for generation 7, into an empty data directory.
+    let restore = cluster_agent::render::backup::grafana_restore(&mi, 7, &key);
+    let mut script = restore["command"][2]
+        .as_str()
+        .unwrap()
+        .replace("/var/lib/grafana", dir.join("restored").to_str().unwrap());
+    let root =
+        std::process::Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.trim_ascii() == b"0");
+    if !root {
+        // Only root may hand the file to Grafana's uid; the rest runs as is.
+        script = script.replace("chown 472:0", "true");
+    }
+    let (ok, stderr) = run_with(&script, &env).await;
+    assert!(ok, "the restore failed: {stderr}");
+    let rows = std::process::Command::new("python3")
+        .args(["-c", "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select title from dashboard').fetchall())", dir.join("restored/grafana.db").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&rows.stdout).trim(),
+        "[('orders',)]",
+        "the backed-up database is in place"
+    );
+    assert_eq!(std::fs::read_to_string(dir.join("restored/.cp-restore-generation")).unwrap().trim(), "7");
+    // Run again for the same generation (the pod restarted): it downloads nothing (the object is gone now).
+    store.delete(&key).await.unwrap();
+    let (ok, stderr) = run_with(&script, &env).await;
+    assert!(ok, "a restore already made is not made again: {stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
