@@ -65,6 +65,10 @@ async fn start_projector(name: &str, addresses: Vec<String>) -> ProjectorReplica
 /// An acknowledged command.
 #[derive(Debug, Clone)]
 struct Ack {
+    /// which writer
+    writer: usize,
+    /// when the acknowledged attempt was sent
+    sent: Instant,
     at: Instant,
     instance: Uuid,
     operation: Uuid,
@@ -159,6 +163,8 @@ async fn writer(
                     });
                     let sequence = reply.header("cp-stream-sequence").and_then(|s| s.parse().ok());
                     log.acks.lock().unwrap().push(Ack {
+                        writer: index,
+                        sent,
                         at: Instant::now(),
                         instance,
                         operation: reply.operation_id(),
@@ -314,6 +320,9 @@ async fn on_three_nats_servers_losing_a_server_the_leading_projector_and_an_api_
             }
         }))
     };
+    let feed = streams::cluster_feed::desired_stream_name(&topology.settings, "eu-1");
+    let mut feed_stream = jetstream.get_stream(&feed).await.expect("the agent's feed");
+    let feed_before = feed_stream.info().await.expect("feed info").state.last_sequence;
     let nats_killed = Instant::now();
     cluster.node(index).kill();
     // The event stream's new leader (the first election is usually another group's).
@@ -335,6 +344,13 @@ async fn on_three_nats_servers_losing_a_server_the_leading_projector_and_an_api_
     tokio::task::block_in_place(|| cluster.node(index).restart());
     let node_back = restarted.elapsed();
     let caught_up = wait_caught_up(&jetstream, &topology.settings).await.map(|()| nats_killed.elapsed());
+    // The agents' feed sources the event stream again (nats-server's sourcing recovers by itself).
+    let feed_sourcing = wait_sourcing(&mut feed_stream, feed_before).await.map(|()| nats_killed.elapsed());
+
+    // Recovered: every writer has had a command acknowledged that it sent after that (nothing sent
+    // during the election is still waiting).
+    let nats_recovered = Instant::now();
+    let writers_recovered = wait_all_writers_acked(&log, nats_recovered).await.map(|t| t - nats_killed);
 
     // 2. Kill the leading projector; the standby takes the lease over once it expired.
     // (Losing a server may have cost the leader its lease: then one of them leads again first.)
@@ -369,6 +385,9 @@ async fn on_three_nats_servers_losing_a_server_the_leading_projector_and_an_api_
     // A new replica (its Deployment's) stands by.
     projectors.push(start_projector(&format!("{}-2", killed.name), addresses.clone()).await);
     drop(killed);
+
+    let projector_recovered = Instant::now();
+    assert!(wait_all_writers_acked(&log, projector_recovered).await.is_some(), "writers stalled");
 
     // 3. Kill an API replica: its clients go to the other one; a new replica is ready from scratch.
     let api_killed = Instant::now();
@@ -539,10 +558,13 @@ async fn on_three_nats_servers_losing_a_server_the_leading_projector_and_an_api_
     );
     println!(
         "three_nodes: nats-server {leader} killed: new stream leader after {}, node restarted in {}, \
-         all replicas current after {}",
+         all replicas current after {}, the agents' feed sourcing again after {}, every writer acknowledged \
+         again after {}",
         stream_leader_after.map_or("never".into(), seconds),
         seconds(node_back),
-        caught_up.map_or("never".into(), seconds)
+        caught_up.map_or("never".into(), seconds),
+        feed_sourcing.map_or("never".into(), seconds),
+        writers_recovered.map_or("never".into(), seconds)
     );
     let elected: Vec<String> = elections
         .lock()
@@ -614,6 +636,8 @@ async fn on_three_nats_servers_losing_a_server_the_leading_projector_and_an_api_
     }
     assert!(stream_leader_after.is_some(), "the event stream elected no new leader");
     assert!(caught_up.is_some(), "the restarted node never caught up");
+    assert!(feed_sourcing.is_some(), "the agents' feed stopped sourcing the event stream");
+    assert!(writers_recovered.is_some(), "writers never recovered from the server's loss");
     assert!(standby_led.is_some(), "the standby projector never led");
     assert!(read_models_moving.is_some(), "the read models never moved after the projector was killed");
     assert!(replacement_current, "the new API replica's read models never reached the stream's end");
@@ -637,6 +661,26 @@ async fn on_three_nats_servers_losing_a_server_the_leading_projector_and_an_api_
     let api_window = window("3 API replica");
     assert!(api_window <= Duration::from_secs(1), "503 for {api_window:?} around an API replica's loss");
     let _ = &mut projectors;
+}
+
+/// Waits (at most [`STEP`]) until every writer has had an attempt sent at or after `since` acknowledged;
+/// returns when.
+async fn wait_all_writers_acked(log: &Log, since: Instant) -> Option<Instant> {
+    let mut last = log.last_ack.subscribe();
+    let all = || {
+        let acks = log.acks.lock().unwrap();
+        (0..WRITERS).all(|w| acks.iter().any(|a| a.writer == w && a.sent >= since))
+    };
+    tokio::time::timeout(STEP, async {
+        while !all() {
+            if last.changed().await.is_err() {
+                break;
+            }
+        }
+    })
+    .await
+    .ok()?;
+    all().then(Instant::now)
 }
 
 /// Waits (at most [`STEP`]) until a write is acknowledged after `since`; returns when the first was.
@@ -710,4 +754,22 @@ async fn consumers_report(jetstream: &async_nats::jetstream::Context, settings: 
         report.push(format!("{stream}: {state:?}; {consumer}: {consumer_info:?}"));
     }
     report.join("\n")
+}
+
+/// Waits (at most [`STEP`]) until the agents' feed holds a message past `before` and its source was
+/// active within the last two seconds (asked a few times a second: no event says so).
+async fn wait_sourcing(feed: &mut async_nats::jetstream::stream::Stream, before: u64) -> Option<()> {
+    let deadline = Instant::now() + STEP;
+    loop {
+        if let Ok(info) = feed.info().await {
+            let active = info.sources.iter().all(|s| s.active.is_some_and(|a| a < Duration::from_secs(2)));
+            if info.state.last_sequence > before && active {
+                return Some(());
+            }
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
