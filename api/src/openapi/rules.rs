@@ -93,6 +93,8 @@ fn provision_request(original: &Value, clusters: &[domain::Cluster], catalog: &C
                 "acl": described("acl", json!({"type": "array", "maxItems": MAX_ACL_ENTRIES,
                     "items": {"$ref": "#/components/schemas/AclEntry"}})),
                 "allow_public": described("allow_public", json!({"type": "boolean"})),
+                "maintenance_window": described("maintenance_window", json!({"oneOf": [
+                    {"$ref": "#/components/schemas/MaintenanceWindow"}, {"type": "null"}]})),
             });
             variants.push(json!({
                 "title": format!("{} on plan {}", offering.service, plan.name),
@@ -125,6 +127,11 @@ pub(super) fn apply(document: &mut Value, clusters: &[domain::Cluster], catalog:
     let schemas = &mut document["components"]["schemas"];
     if schemas["ProvisionRequest"].is_object() {
         schemas["ProvisionRequest"] = provision_request(&schemas["ProvisionRequest"], clusters, catalog);
+    }
+    if schemas["MaintenanceWindow"].is_object() {
+        // Every name the domain takes, so that a window the schema admits is one the API accepts.
+        let zones: Vec<&str> = domain::instance::maintenance::time_zone_names().collect();
+        schemas["MaintenanceWindow"]["properties"]["time_zone"]["enum"] = json!(zones);
     }
     if schemas["ClusterRequest"].is_object() {
         schemas["ClusterRequest"]["properties"]["region"] = dns_label();

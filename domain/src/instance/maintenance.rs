@@ -16,6 +16,11 @@ pub const MIN_WINDOW_MINUTES: u32 = 30;
 /// Longest window, in minutes (a day).
 pub const MAX_WINDOW_MINUTES: u32 = 24 * 60;
 
+/// Every IANA time zone name a window may be read in, as the OpenAPI document lists them.
+pub fn time_zone_names() -> impl Iterator<Item = &'static str> {
+    chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name())
+}
+
 /// A day of the week.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

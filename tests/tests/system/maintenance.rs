@@ -168,6 +168,23 @@ async fn a_restart_change_outside_the_window_waits_for_it_and_apply_now_applies_
 }
 
 #[tokio::test]
+async fn the_document_states_the_window_the_api_accepts_and_the_apply_route() {
+    let api = TestApi::start().await;
+    let document = api.call(Method::GET, "/openapi.json", None, &[]).await.body;
+    let window = &document["components"]["schemas"]["MaintenanceWindow"];
+    let zones =
+        window["properties"]["time_zone"]["enum"].as_array().expect("the time zones the domain takes");
+    assert!(zones.contains(&json!("Europe/Berlin")) && !zones.contains(&json!("Mars/Olympus")), "{window}");
+    assert_eq!(window["properties"]["duration_minutes"]["minimum"], 30, "{window}");
+    assert_eq!(window["properties"]["duration_minutes"]["maximum"], 1440, "{window}");
+    for variant in document["components"]["schemas"]["ProvisionRequest"]["oneOf"].as_array().unwrap() {
+        assert!(variant["properties"]["maintenance_window"].is_object(), "{}", variant["title"]);
+    }
+    let apply = &document["paths"]["/v1/projects/{project}/instances/{id}/maintenance/apply"]["post"];
+    assert!(apply["responses"]["202"].is_object(), "{apply}");
+}
+
+#[tokio::test]
 async fn inside_the_window_a_restart_change_is_applied_at_once() {
     let api = TestApi::start().await;
     let (_sim, address) = simulator(Duration::from_millis(50)).await;
