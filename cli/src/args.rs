@@ -57,6 +57,9 @@ pub(crate) enum Command {
     /// Service configuration of an instance
     #[command(subcommand)]
     Config(Config),
+    /// Maintenance window of an instance, and what is held for it
+    #[command(subcommand)]
+    Maintenance(Maintenance),
     /// What can be provisioned: services, versions, plans, parameters
     Catalog {
         /// only this service
@@ -323,6 +326,22 @@ pub(crate) enum Config {
         /// keys
         #[arg(required = true)]
         keys: Vec<String>,
+        #[command(flatten)]
+        wait: Wait,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Maintenance {
+    /// Show an instance's maintenance window and what is held for it (and when it will be applied)
+    Get {
+        /// instance name or id
+        instance: String,
+    },
+    /// Apply what is held for the window now (restart-mode configuration changes: the service restarts)
+    Apply {
+        /// instance name or id
+        instance: String,
         #[command(flatten)]
         wait: Wait,
     },

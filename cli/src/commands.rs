@@ -13,7 +13,7 @@ use wire::{
 };
 
 use crate::{
-    args::{Acl, Audit, Backups, Cli, Command, Config, Instances, Operations, Schedules, Wait},
+    args::{Acl, Audit, Backups, Cli, Command, Config, Instances, Maintenance, Operations, Schedules, Wait},
     client::{Client, segment},
     config,
     output::{Format, Rows, cell, or_dash, print, time, wire_name},
@@ -52,6 +52,40 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Schedules(command) => schedules(&context, command).await,
         Command::Acl(command) => acl(&context, command).await,
         Command::Config(command) => configuration(&context, command).await,
+        Command::Maintenance(Maintenance::Get { instance }) => {
+            let instance: Instance =
+                context.client.get(&context.instance_path(&instance).await?, &[]).await?;
+            let shown = json!({"maintenance_window": instance.maintenance_window,
+                "pending_maintenance": instance.pending_maintenance});
+            print(context.format, &shown, |shown| {
+                let window = &shown["maintenance_window"];
+                let pending = &shown["pending_maintenance"];
+                let held: Vec<String> = pending["items"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .flat_map(|item| item["parameters"].as_array().into_iter().flatten())
+                    .filter_map(|p| p.as_str().map(str::to_owned))
+                    .collect();
+                Rows::new(&["window", "held", "scheduled for"]).rows([()], |_| {
+                    vec![
+                        format!(
+                            "{} {} for {} min ({})",
+                            window["day"].as_str().unwrap_or_default(),
+                            window["start"].as_str().unwrap_or_default(),
+                            window["duration_minutes"],
+                            window["time_zone"].as_str().unwrap_or_default()
+                        ),
+                        if held.is_empty() { "-".to_owned() } else { held.join(", ") },
+                        pending["scheduled_for"].as_str().unwrap_or("-").to_owned(),
+                    ]
+                })
+            })
+        }
+        Command::Maintenance(Maintenance::Apply { instance, wait }) => {
+            let path = format!("{}/maintenance/apply", context.instance_path(&instance).await?);
+            context.write::<Value>(Method::POST, &path, None, wait).await
+        }
         Command::Catalog { service } => catalog(&context, service).await,
         Command::Operations(Operations::Get { operation, wait }) => {
             let path = format!("/v1/projects/{}/operations/{operation}", context.project);

@@ -88,6 +88,16 @@ async fn create_wait_returns_when_the_instance_is_healthy_and_json_parses() {
     let config: std::collections::BTreeMap<String, serde_json::Value> =
         json(&cpctl(&rig, &["config", "get", "orders", "-o", "json"]).await);
     assert_eq!(config.get("max_connections"), Some(&serde_json::json!(150)));
+    // A restart parameter: held for the maintenance window unless it is open now; applied now on request.
+    let shown: serde_json::Value = json(&cpctl(&rig, &["maintenance", "get", "orders", "-o", "json"]).await);
+    assert_eq!(shown["maintenance_window"]["day"], "sunday", "the platform default: {shown}");
+    let table = stdout(&cpctl(&rig, &["maintenance", "get", "orders"]).await);
+    assert!(table.contains("sunday 02:00 for 240 min (UTC)"), "{table}");
+    let applied: wire::Operation =
+        json(&cpctl(&rig, &["maintenance", "apply", "orders", "--wait", "-o", "json"]).await);
+    assert!(matches!(applied.state, wire::OperationStatus::Succeeded), "{applied:?}");
+    let shown: serde_json::Value = json(&cpctl(&rig, &["maintenance", "get", "orders", "-o", "json"]).await);
+    assert_eq!(shown["pending_maintenance"], serde_json::Value::Null, "nothing held after apply: {shown}");
     let _: wire::Operation =
         json(&cpctl(&rig, &["acl", "add", "orders", "10.0.0.0/8", "--wait", "-o", "json"]).await);
     let acl: wire::Acl = json(&cpctl(&rig, &["acl", "get", "orders", "-o", "json"]).await);
