@@ -265,3 +265,36 @@ fn a_window_opens_on_its_day_at_its_local_time_and_closes_after_its_duration() {
     let gap = window(Weekday::Sunday, "02:30", 60, "Europe/Berlin");
     assert_eq!(gap.next_opening(at("2027-03-27T00:00:00Z")), Some(at("2027-03-28T01:30:00Z")));
 }
+
+#[test]
+fn a_change_asked_inside_the_window_applies_what_was_held_with_it() {
+    InstanceTest::with(services())
+        .given(vec![pg16(), held(config([("max_connections", ConfigValue::Int(300))]), &["max_connections"])])
+        .when(set_config(inside(), &[("work_mem_kib", Some(ConfigValue::Int(8192)))]))
+        .then_expect_events(vec![
+            InstanceEvent::PendingMaintenanceChanged { pending: PendingMaintenance::default() },
+            changed(
+                config([
+                    ("max_connections", ConfigValue::Int(300)),
+                    ("work_mem_kib", ConfigValue::Int(8192)),
+                ]),
+                &["max_connections", "work_mem_kib"],
+                &["max_connections"],
+            ),
+        ]);
+}
+
+#[test]
+fn without_a_time_the_change_applies_at_once() {
+    // Callers with no clock (tests of other rules) keep the behaviour from before windows existed.
+    InstanceTest::with(services())
+        .given(vec![pg16()])
+        .when(update(|u| {
+            u.config = Some([("max_connections".to_owned(), Some(ConfigValue::Int(300)))].into());
+        }))
+        .then_expect_events(vec![changed(
+            config([("max_connections", ConfigValue::Int(300))]),
+            &["max_connections"],
+            &["max_connections"],
+        )]);
+}
