@@ -66,6 +66,10 @@ pub struct ManagedInstanceSpec {
     /// the backup the instance is to be restored from (the latest restore asked for)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore: Option<RestoreTarget>,
+    /// PostgreSQL: the Barman server name to archive under since an upgrade to another major; absent: the
+    /// instance's name (the plugin's default)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive_server: Option<String>,
 }
 
 /// A backup to load into an instance.
@@ -236,6 +240,9 @@ pub fn desired_object(
             "acl": spec.acl.iter().map(|e| e.cidr.as_str()).collect::<Vec<_>>(),
         },
     });
+    if let Some(server) = &spec.archive_server {
+        object["spec"]["archiveServer"] = json!(server);
+    }
     if let Some(restore) = &spec.restore {
         object["spec"]["restore"] =
             json!({"backupId": restore.backup_id.to_string(), "location": restore.location});

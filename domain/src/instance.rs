@@ -81,6 +81,20 @@ pub struct InstanceSpec {
     /// what is held for the maintenance window; not part of what the cluster applies
     #[serde(default, skip_serializing_if = "maintenance::PendingMaintenance::is_empty")]
     pub pending_maintenance: maintenance::PendingMaintenance,
+    /// PostgreSQL: the Barman server name its WAL and base backups go under since its last upgrade to
+    /// another major (`<name>-pg<major>`); `None`: the instance's name, as CloudNativePG's plugin defaults
+    /// it. A major upgrade must archive under a new name: `pg_upgrade` makes a new system with timeline 1,
+    /// whose WAL would overwrite the old major's (CloudNativePG v1.30.0 `docs/src/postgres_upgrades.md`,
+    /// "Backup and WAL Archive Considerations"). Derived from `VersionUpgraded`, so no new event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive_server: Option<String>,
+}
+
+/// The Barman server name a PostgreSQL instance called `name` archives under after an upgrade from
+/// `from` to `to`, when that crosses majors.
+pub fn archive_server_after_upgrade(name: &str, from: &str, to: &str) -> Option<String> {
+    let major = |v: &str| v.split('.').next().unwrap_or(v).to_owned();
+    (major(from) != major(to)).then(|| format!("{name}-pg{}", major(to)))
 }
 
 /// Where an instance is in its life.
@@ -522,6 +536,7 @@ fn spec_of(p: &InstanceProvisioned) -> InstanceSpec {
         restore: None,
         maintenance_window: maintenance::MaintenanceWindow::default(),
         pending_maintenance: maintenance::PendingMaintenance::default(),
+        archive_server: None,
     }
 }
 
@@ -599,7 +614,14 @@ impl Aggregate for Instance {
         };
         match event {
             InstanceEvent::InstanceProvisioned(_) => {}
-            InstanceEvent::VersionUpgraded { to, .. } => spec.version = to,
+            InstanceEvent::VersionUpgraded { from, to } => {
+                if spec.service == ServiceType::Postgresql
+                    && let Some(server) = archive_server_after_upgrade(&spec.name, &from, &to)
+                {
+                    spec.archive_server = Some(server);
+                }
+                spec.version = to;
+            }
             InstanceEvent::PlanChanged { to, resources, storage_gib, .. } => {
                 spec.plan = to;
                 spec.resources = resources;

@@ -103,6 +103,9 @@ fn fork_source(
         .of_instance(project, instance_id, Some(projections::BackupState::Completed), None, usize::MAX)
         .into_iter()
         .filter(|b| b.verified != Some(false) && b.finished_at.is_some())
+        // Only base backups of the major it runs now: an older major's cannot start a fork of this one and
+        // its WAL is archived under another server name (`domain::instance::archive_server_after_upgrade`).
+        .filter(|b| major(&b.source.version) == major(&spec.version))
         .collect();
     bases.sort_by_key(|b| b.finished_at);
     let running_until =
@@ -120,6 +123,10 @@ fn fork_source(
         unusable: None,
         point_in_time: Some(domain::instance::restore::PointInTime { at, window }),
     })
+}
+
+fn major(version: &str) -> &str {
+    version.split('.').next().unwrap_or(version)
 }
 
 /// Restores an instance in place from a backup: the backup's data replaces the instance's; its id, name

@@ -93,6 +93,13 @@ pub fn archive_and_recover(
     let own = object_store_name(mi);
     cluster["spec"]["plugins"] =
         json!([{"name": PLUGIN, "isWALArchiver": true, "parameters": {"barmanObjectName": own}}]);
+    // After an upgrade to another major, a server name of its own (CloudNativePG v1.30.0
+    // `docs/src/postgres_upgrades.md`, "Manual archive path separation with the Barman Cloud plugin": change
+    // `serverName` with the image); the plugin's default is the Cluster's name (plugin-barman-cloud v0.14.0
+    // `internal/cnpgi/operator/config/config.go`).
+    if let Some(server) = &mi.spec.archive_server {
+        cluster["spec"]["plugins"][0]["parameters"]["serverName"] = json!(server);
+    }
     children.push(object_store(mi, &own, store, &format!("{}/{}", mi.spec.project, mi.spec.instance_id)));
     if let Some(restore) = &mi.spec.restore
         && let Some(base) = base_backup(&restore.location)

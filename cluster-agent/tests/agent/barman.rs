@@ -153,3 +153,30 @@ async fn a_postgresql_fork_recovers_exactly_the_rows_before_its_target_from_barm
     cluster.converges("the fork ready", |v| v.phase("ledger-fork").as_deref() == Some("Ready")).await;
     cluster.assert_permitted();
 }
+
+/// After an upgrade to another major the Cluster archives under a server name of its own, so the new
+/// system's timeline-1 WAL cannot overwrite the old major's (CloudNativePG `docs/src/postgres_upgrades.md`);
+/// before one, under the plugin's default, the Cluster's name (no parameter: instances keep their archive).
+#[test]
+fn a_major_upgrade_archives_under_a_server_name_of_its_own() {
+    use cluster_agent::render;
+    let store =
+        render::backup::StoreTarget { endpoint: "http://store:8333".into(), bucket: "cp-backups".into() };
+    let server_of = |mi: &cluster_agent::crd::ManagedInstance| {
+        let children = render::render(mi, Some(&store));
+        let cluster =
+            children.iter().find(|c| c.object["kind"] == "Cluster").expect("its Cluster").object.clone();
+        cluster["spec"]["plugins"][0]["parameters"]["serverName"].as_str().map(str::to_owned)
+    };
+    let mut mi = crate::fixture::instance("postgresql", "16", serde_json::json!({}));
+    assert_eq!(server_of(&mi), None, "the plugin's default: the Cluster's name");
+    // What the domain records on VersionUpgraded 16 → 17, and the mirror carries.
+    mi.spec.version = "17".into();
+    mi.spec.archive_server = domain::instance::archive_server_after_upgrade("orders", "16", "17");
+    assert_eq!(server_of(&mi).as_deref(), Some("orders-pg17"));
+    assert_eq!(
+        domain::instance::archive_server_after_upgrade("orders", "16", "16.4"),
+        None,
+        "a minor keeps it"
+    );
+}

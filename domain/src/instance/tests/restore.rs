@@ -199,3 +199,16 @@ fn a_postgresql_backup_or_fork_is_restored_into_its_own_major_only() {
         .inspect_result();
     assert_eq!(rule_of(refused), ("/version".to_owned(), "restore_major"));
 }
+
+#[test]
+fn a_postgresql_major_upgrade_names_a_new_archive_server_and_a_minor_one_or_another_service_does_not() {
+    let fold = |service: ServiceType, from: &str, to: &str| {
+        let mut instance = Instance::default();
+        instance.apply(provisioned(service, from));
+        instance.apply(InstanceEvent::VersionUpgraded { from: from.into(), to: to.into() });
+        instance.spec().expect("provisioned").archive_server.clone()
+    };
+    assert_eq!(fold(ServiceType::Postgresql, "16", "17").as_deref(), Some("orders-db-pg17"));
+    assert_eq!(fold(ServiceType::Postgresql, "16", "16.4"), None);
+    assert_eq!(fold(ServiceType::Mongodb, "6.0", "7.0"), None);
+}
