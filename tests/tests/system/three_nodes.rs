@@ -454,8 +454,24 @@ async fn on_three_nats_servers_losing_a_server_the_leading_projector_and_an_api_
                 let model = api.state.read_models.read();
                 operations
                     .iter()
-                    .map(|op| (*op, model.operation("acme", *op).map(|v| v.state)))
-                    .filter(|(_, state)| {
+                    .map(|op| {
+                        let view = model.operation("acme", *op);
+                        let instance = view.as_ref().and_then(|v| model.instance("acme", v.instance_id));
+                        let detail = view.as_ref().map(|v| {
+                            format!(
+                                "{:?} {:?} of {} at version {}; the instance at version {:?}, observed {:?}, {:?}",
+                                v.state,
+                                v.kind,
+                                v.instance_id,
+                                v.instance_version,
+                                instance.as_ref().map(|i| i.version),
+                                instance.as_ref().and_then(|i| i.observed.as_ref().map(|o| o.observed_generation)),
+                                instance.as_ref().map(|i| i.status.state)
+                            )
+                        });
+                        (*op, (view.map(|v| v.state), detail))
+                    })
+                    .filter(|(_, (state, _))| {
                         state.as_ref().is_none_or(|s| *s == projections::OperationState::InProgress)
                     })
                     .take(5)
