@@ -83,6 +83,10 @@ pub struct Faults {
     /// extra latency of every API request (not watches), in milliseconds
     #[serde(default)]
     pub latency_ms: u64,
+    /// how late each watch delivers each change, in milliseconds (a watch cache lagging behind the writes
+    /// a client just made, as a busy API server's does)
+    #[serde(default)]
+    pub watch_delay_ms: u64,
     /// the storage class cannot expand volumes: growing a claim's request is refused with 403
     #[serde(default)]
     pub volume_expansion_refused: bool,

@@ -319,8 +319,14 @@ fn watch(sim: &Simulator, target: &Target, params: &Params) -> Response {
                         // Bookmarks carry the last resourceVersion this stream has passed, so resuming from
                         // one never skips a change still queued here.
                         last_seen = last_seen.max(change.rv);
-                        if matches(&change) && tx.send(Ok(change_line(&change))).await.is_err() {
-                            return;
+                        if matches(&change) {
+                            let delay = lock(&sim.inner.faults).watch_delay_ms;
+                            if delay > 0 {
+                                tokio::time::sleep(Duration::from_millis(delay)).await;
+                            }
+                            if tx.send(Ok(change_line(&change))).await.is_err() {
+                                return;
+                            }
                         }
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => {
