@@ -30,8 +30,9 @@ fn election(identity: &str) -> Election {
 }
 
 /// Instances converging while the leader dies (`CP_HA_INSTANCES` to choose): 200 on the simulator, 60 on
-/// the real API server, where 200 did not all converge within 400 s on two shared cores even with one
-/// leader and no kill (about half were never reconciled; open, ARCHITECTURE.md "Agent replicas").
+/// the real API server, where 200 do not all become ready within 400 s on two shared cores even with one
+/// agent, no election and no kill (the harness's controllers and kwok are the limit; ARCHITECTURE.md
+/// "Agent replicas").
 fn instances(backend: Backend) -> usize {
     let default = if matches!(backend, Backend::Sim) { 200 } else { 60 };
     std::env::var("CP_HA_INSTANCES").ok().and_then(|n| n.parse().ok()).unwrap_or(default)
