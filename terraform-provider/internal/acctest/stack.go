@@ -36,8 +36,11 @@ type Stack struct {
 	natsURL  string
 	binDir   string
 
-	// storeEnv gives agents and the projector the backup store (CP_BACKUP_STORE_*), when one runs.
-	storeEnv []string
+	// storeEnv gives the projector the backup store with its admin keys (CP_BACKUP_STORE_*), when one
+	// runs; agentStoreEnv gives agents its endpoint and bucket only: each instance's keys come from the
+	// projector (backup_store::access).
+	storeEnv      []string
+	agentStoreEnv []string
 
 	mu     sync.Mutex
 	procs  map[string]*proc
@@ -243,7 +246,7 @@ func (s *Stack) StartAgent(cluster string) error {
 	s.mu.Lock()
 	s.agents[cluster] = agentArgs{simURL: "http://" + simAddr}
 	s.mu.Unlock()
-	return s.spawn("agent-"+cluster, filepath.Join(s.binDir, "cluster-agent"), s.storeEnv, "--cluster", cluster,
+	return s.spawn("agent-"+cluster, filepath.Join(s.binDir, "cluster-agent"), s.agentStoreEnv, "--cluster", cluster,
 		"--nats-url", s.natsURL, "--nats-nkey", s.identity("agent-"+cluster), "--kube-url", "http://"+simAddr, "--install-crd")
 }
 
@@ -277,7 +280,8 @@ func (s *Stack) startStore(root string) error {
 		"volume.port.grpc", "filer.port", "filer.port.grpc", "admin.port", "admin.port.grpc"} {
 		args = append(args, fmt.Sprintf("-%s=%d", name, ports[i]))
 	}
-	args = append(args, "-s3.config="+filepath.Join(dir, "s3.json"), "-bucket=cp-backups")
+	// IAM writes on: the projector makes an identity per instance through the S3 port's IAM API.
+	args = append(args, "-s3.config="+filepath.Join(dir, "s3.json"), "-bucket=cp-backups", "-s3.iam.readOnly=false")
 	if err := s.spawn("s3", weed, nil, args...); err != nil {
 		return err
 	}
@@ -295,12 +299,14 @@ func (s *Stack) startStore(root string) error {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	s.storeEnv = []string{
+	s.agentStoreEnv = []string{
 		fmt.Sprintf("CP_BACKUP_STORE_ENDPOINT=http://127.0.0.1:%d", ports[0]),
 		"CP_BACKUP_STORE_BUCKET=cp-backups",
-		"CP_BACKUP_STORE_ACCESS_KEY_ID=" + access,
-		"CP_BACKUP_STORE_SECRET_ACCESS_KEY=" + secret,
 	}
+	s.storeEnv = append(append([]string{}, s.agentStoreEnv...),
+		"CP_BACKUP_STORE_ACCESS_KEY_ID="+access,
+		"CP_BACKUP_STORE_SECRET_ACCESS_KEY="+secret,
+	)
 	return nil
 }
 
