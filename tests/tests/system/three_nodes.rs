@@ -215,8 +215,8 @@ fn seconds(d: Duration) -> String {
 // eight of twenty-three runs some operations of the instances the agent was reconciling at the loss never
 // end. The cluster's ManagedInstance shows their generation observed (the agent writes that status only
 // after its InstanceObserved publish was acknowledged) and the intake gate has moved and acknowledged
-// everything, yet from the leading projector's kill on the event stream, as every reader sees it, takes
-// nothing more (BENCHMARKS.md). Run it with `cargo test -p system-tests --test system three_nodes --
+// everything, yet from some moment on those facts are not in the event stream as every reader sees it
+// (BENCHMARKS.md). Run it with `cargo test -p system-tests --test system three_nodes --
 // --ignored --nocapture`.
 #[ignore = "eight runs in twenty-three: acknowledged facts published after the server's loss never reach the event stream as read"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
