@@ -1,0 +1,110 @@
+//! The cqrs-es `Aggregate` of an instance: which command becomes which events, and how each event
+//! changes the state (`Instance`'s queries and rules stay in the parent module).
+
+use super::*;
+
+impl Aggregate for Instance {
+    const TYPE: &'static str = "instance";
+    type Command = InstanceCommand;
+    type Event = InstanceEvent;
+    type Error = InstanceError;
+    type Services = InstanceServices;
+
+    async fn handle(
+        &mut self,
+        command: InstanceCommand,
+        services: &InstanceServices,
+        sink: &EventSink<Self>,
+    ) -> Result<(), InstanceError> {
+        let events = match command {
+            InstanceCommand::Provision(cmd) => self.provision(cmd, services).await?,
+            InstanceCommand::Update(cmd) => self.update(cmd, &services.catalog)?,
+            InstanceCommand::ReplaceAcl { entries, allow_public } => {
+                self.replace_acl(&entries, allow_public)?
+            }
+            InstanceCommand::AddAclEntry { entry, allow_public } => {
+                self.add_acl_entry(entry, allow_public)?
+            }
+            InstanceCommand::RemoveAclEntry { cidr } => self.remove_acl_entry(&cidr)?,
+            InstanceCommand::PutBackupSchedule(schedule) => {
+                let spec = self.active_spec()?;
+                let schedules = schedules::put(&spec.backup_schedules, schedule)?;
+                if schedules == spec.backup_schedules {
+                    vec![]
+                } else {
+                    vec![InstanceEvent::BackupSchedulesChanged { schedules }]
+                }
+            }
+            InstanceCommand::RemoveBackupSchedule { id } => {
+                let spec = self.active_spec()?;
+                if !spec.backup_schedules.iter().any(|s| s.id == id) {
+                    return Err(InstanceError::ScheduleNotFound { id });
+                }
+                let schedules = spec.backup_schedules.iter().filter(|s| s.id != id).cloned().collect();
+                vec![InstanceEvent::BackupSchedulesChanged { schedules }]
+            }
+            InstanceCommand::Restore(source) => {
+                let spec = self.active_spec()?;
+                let restore = restore::check_in_place(&source, spec.service, &spec.version)?;
+                vec![InstanceEvent::RestoreRequested { restore }]
+            }
+            InstanceCommand::RotateCredentials => {
+                self.active_spec()?;
+                vec![InstanceEvent::CredentialsRotationRequested {}]
+            }
+            InstanceCommand::ApplyMaintenance { trigger } => self.apply_maintenance(trigger)?,
+            InstanceCommand::Deprovision => self.deprovision()?,
+        };
+        for event in events {
+            sink.write(event, self).await;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, event: InstanceEvent) {
+        self.generation += 1;
+        for aspect in event.aspects() {
+            self.generations.set(*aspect, self.generation);
+        }
+        if let InstanceEvent::InstanceProvisioned(p) = &event {
+            self.spec = Some(spec_of(p));
+            self.lifecycle = Lifecycle::Active;
+            return;
+        }
+        let Some(spec) = self.spec.as_mut() else {
+            // Events never precede provisioning in a stream the aggregate wrote; ignore rather than panic.
+            return;
+        };
+        match event {
+            InstanceEvent::InstanceProvisioned(_) => {}
+            InstanceEvent::VersionUpgraded { from, to } => {
+                if spec.service == ServiceType::Postgresql
+                    && let Some(server) = archive_server_after_upgrade(&spec.name, &from, &to)
+                {
+                    spec.archive_server = Some(server);
+                }
+                spec.version = to;
+            }
+            InstanceEvent::PlanChanged { to, resources, storage_gib, .. } => {
+                spec.plan = to;
+                spec.resources = resources;
+                spec.storage_gib = storage_gib;
+            }
+            InstanceEvent::StorageExpanded { to_gib, .. } => spec.storage_gib = to_gib,
+            InstanceEvent::ConfigurationChanged { config, .. } => spec.config = config,
+            InstanceEvent::NetworkAccessChanged { entries } => spec.acl = entries,
+            InstanceEvent::DescriptionChanged { description } => spec.description = description,
+            InstanceEvent::DeletionProtectionChanged { enabled } => spec.deletion_protection = enabled,
+            // the generation of the credentials aspect (set above) is all a rotation changes
+            InstanceEvent::CredentialsRotationRequested {} => {}
+            InstanceEvent::BackupSchedulesChanged { schedules } => spec.backup_schedules = schedules,
+            InstanceEvent::RestoreRequested { restore } => spec.restore = Some(restore),
+            InstanceEvent::DeprovisioningStarted {} => self.lifecycle = Lifecycle::Deprovisioning,
+            InstanceEvent::MaintenanceWindowChanged { window } => spec.maintenance_window = window,
+            InstanceEvent::PendingMaintenanceChanged { pending } => spec.pending_maintenance = pending,
+            InstanceEvent::MaintenanceApplied { .. } => {
+                spec.pending_maintenance = maintenance::PendingMaintenance::default()
+            }
+        }
+    }
+}
