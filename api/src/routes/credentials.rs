@@ -6,7 +6,7 @@ use std::time::Duration;
 use axum::{
     Extension, Json,
     extract::{Path, State},
-    http::{HeaderMap, Method, Uri, header},
+    http::{HeaderMap, Uri, header},
     response::{IntoResponse, Response},
 };
 use domain::{InstanceCommand, Lifecycle, OperationKind, instance::check_dns_label};
@@ -123,16 +123,15 @@ pub(super) async fn rotate_credentials(
 ) -> Result<Response, ApiError> {
     check_dns_label("project", &project)?;
     let id = instance_id(&id)?;
-    let fingerprint = [Method::POST.as_str().as_bytes(), uri.path().as_bytes(), b"".as_slice()];
     let command = InstanceCommand::RotateCredentials;
-    write::change(
+    write::action(
         &state,
         &principal,
         &project,
         id,
+        uri.path(),
         &headers,
         OperationKind::RotateCredentials,
-        fingerprint,
         command,
     )
     .await

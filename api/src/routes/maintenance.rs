@@ -5,7 +5,7 @@
 use axum::{
     Extension,
     extract::{Path, State},
-    http::{HeaderMap, Method, Uri},
+    http::{HeaderMap, Uri},
     response::Response,
 };
 use domain::{InstanceCommand, OperationKind, instance::check_dns_label};
@@ -41,18 +41,17 @@ pub(super) async fn apply_maintenance(
 ) -> Result<Response, ApiError> {
     check_dns_label("project", &project)?;
     let id = instance_id(&id)?;
-    let fingerprint = [Method::POST.as_str().as_bytes(), uri.path().as_bytes(), b"".as_slice()];
     let command = InstanceCommand::ApplyMaintenance {
         trigger: domain::instance::maintenance::MaintenanceTrigger::Customer,
     };
-    write::change(
+    write::action(
         &state,
         &principal,
         &project,
         id,
+        uri.path(),
         &headers,
         OperationKind::ApplyMaintenance,
-        fingerprint,
         command,
     )
     .await

@@ -102,6 +102,23 @@ pub(super) struct Write<'a> {
     pub(super) actor: &'a crate::auth::Principal,
 }
 
+/// A body-less `POST` action on an instance (rotate its credentials, apply its maintenance): the request
+/// is fingerprinted by method and path alone, then written as [`change`] writes any update.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn action(
+    state: &AppState,
+    principal: &crate::auth::Principal,
+    project: &str,
+    instance_id: Uuid,
+    path: &str,
+    headers: &HeaderMap,
+    kind: OperationKind,
+    command: InstanceCommand,
+) -> Result<Response, ApiError> {
+    let fingerprint = [axum::http::Method::POST.as_str().as_bytes(), path.as_bytes(), b"".as_slice()];
+    change(state, principal, project, instance_id, headers, kind, fingerprint, command).await
+}
+
 /// Runs `command` on an existing instance, guarded by its ETag (`If-Match`), as an operation of `kind`.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn change(
