@@ -90,7 +90,10 @@ async fn an_update_writes_exactly_the_affected_objects_and_deprovision_removes_e
         "the pod template's config hash rolls the pods: {changed:?}"
     );
     assert_eq!(changed.get("patch services"), None, "{changed:?}");
-    within_update_bound(&changed, 2, 0, 1, "a configuration change");
+    // The ready pods' configuration and the StatefulSet's status come through separate watches, so the
+    // new configuration running on a replica can be one more observed step before the set reports it
+    // ready (seen in CI: progressing, replica down, new configuration running, ready).
+    within_update_bound(&changed, 2, 0, 1 + 1, "a configuration change");
 
     let before = cluster.writes();
     let version =
@@ -143,12 +146,13 @@ on_both_backends!(an_update_writes_exactly_the_affected_objects_and_deprovision_
 
 /// ARCHITECTURE.md's bound of an update: the ManagedInstance, the affected objects, one patch per claim
 /// when storage grows, and a status write per observed step (progressing, each change of ready replicas
-/// as pods roll, ready): at most 2 + replicas.
+/// as pods roll, ready): at most 2 + `steps`, where `steps` counts the observed steps in between (a replica
+/// rolling, a Job completing, a replica running the new configuration).
 fn within_update_bound(
     changed: &std::collections::BTreeMap<String, u64>,
     affected: u64,
     grown_claims: u64,
-    replicas: u64,
+    steps: u64,
     what: &str,
 ) {
     let status = changed.get("patch managedinstances.cp.example.com/status").copied().unwrap_or(0);
@@ -159,7 +163,7 @@ fn within_update_bound(
     );
     let objects = writes(changed) - status - claims;
     assert!(objects <= 1 + affected, "{what} wrote more objects than 1 + {affected}: {changed:?}");
-    assert!(status <= 2 + replicas, "{what} wrote status more than 2 + {replicas} times: {changed:?}");
+    assert!(status <= 2 + steps, "{what} wrote status more than 2 + {steps} times: {changed:?}");
 }
 
 /// All writes in a delta of request counts.
