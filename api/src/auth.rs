@@ -106,7 +106,7 @@ pub async fn authorize(State(state): State<AppState>, mut request: Request, next
         let allow = routes::allowed_methods(&route);
         return (axum::http::StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, allow)]).into_response();
     };
-    if required == Requirement::Public {
+    if matches!(required, Requirement::Public | Requirement::Broker) {
         return next.run(request).await;
     }
     let principal = match authenticate(&state, request.headers().get(header::AUTHORIZATION)).await {
@@ -114,7 +114,7 @@ pub async fn authorize(State(state): State<AppState>, mut request: Request, next
         Err(why) => return unauthenticated(why),
     };
     let allowed = match required {
-        Requirement::Public | Requirement::Authenticated => Ok(()),
+        Requirement::Public | Requirement::Broker | Requirement::Authenticated => Ok(()),
         Requirement::PlatformAdmin if principal.platform_admin => Ok(()),
         Requirement::PlatformAdmin => Err(ApiError::Forbidden("this needs the platform-admin role".into())),
         Requirement::Project(role) => match project_of(&route, request.uri().path()) {
@@ -141,7 +141,11 @@ pub async fn authorize(State(state): State<AppState>, mut request: Request, next
 /// The caller an `Authorization` header names: a JWT (three dot-separated parts, RFC 7519 section 3) when
 /// an OIDC issuer is configured, an API token otherwise (they have no dots).
 async fn authenticate(state: &AppState, header: Option<&HeaderValue>) -> Result<Principal, Unauthenticated> {
-    let token = bearer_token(header)?;
+    principal_of(state, bearer_token(header)?).await
+}
+
+/// The caller a token names, however it came (the OSB facade takes it as HTTP Basic's password).
+pub(crate) async fn principal_of(state: &AppState, token: &str) -> Result<Principal, Unauthenticated> {
     match &state.oidc {
         Some(oidc) if token.split('.').count() == 3 => oidc.authenticate(token).await,
         _ => state.tokens.authenticate(token),

@@ -14,6 +14,7 @@ pub mod limits;
 pub mod liveness;
 pub mod metrics;
 pub mod openapi;
+pub mod osb;
 pub mod routes;
 pub mod state;
 

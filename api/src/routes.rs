@@ -14,7 +14,7 @@ mod operations;
 mod restore;
 mod schedules;
 mod ui;
-mod write;
+pub(crate) mod write;
 
 use axum::{
     Json, Router,
@@ -83,6 +83,7 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/metrics", axum::routing::get(crate::metrics::serve))
         .merge(ui::router())
+        .merge(crate::osb::router(state.clone()))
         // The UI reads the document as served (with the rules and the registered clusters), not the bare
         // generated one.
         .merge(SwaggerUi::new("/docs").config(utoipa_swagger_ui::Config::from("/openapi.json")))

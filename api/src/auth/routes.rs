@@ -16,9 +16,12 @@ pub enum Requirement {
     Project(Role),
     /// the platform-admin role
     PlatformAdmin,
+    /// what the OSB facade's own guard asks (`crate::osb::auth`: HTTP Basic with an API token as password,
+    /// then the role in the project of the instance addressed)
+    Broker,
 }
 
-use Requirement::{Authenticated, PlatformAdmin, Project, Public};
+use Requirement::{Authenticated, Broker, PlatformAdmin, Project, Public};
 
 /// Every route with its method and requirement. Documentation routes (`/openapi.json`, `/docs…`) are
 /// public too; see [`requirement`].
@@ -67,6 +70,17 @@ pub const ROUTES: &[(&str, &str, Requirement)] = &[
     ("DELETE", "/v1/projects/{project}/instances/{id}/backup-schedules/{schedule_id}", Project(Role::Editor)),
     ("GET", "/v1/projects/{project}/operations/{operation_id}", Project(Role::Viewer)),
     ("GET", "/v1/projects/{project}/events", Project(Role::Viewer)),
+    // The Open Service Broker API (`crate::osb`): its routes carry no project; its guard authenticates.
+    ("GET", "/v2/catalog", Broker),
+    ("GET", "/v2/service_instances/{instance_id}", Broker),
+    ("PUT", "/v2/service_instances/{instance_id}", Broker),
+    ("PATCH", "/v2/service_instances/{instance_id}", Broker),
+    ("DELETE", "/v2/service_instances/{instance_id}", Broker),
+    ("GET", "/v2/service_instances/{instance_id}/last_operation", Broker),
+    ("GET", "/v2/service_instances/{instance_id}/service_bindings/{binding_id}", Broker),
+    ("PUT", "/v2/service_instances/{instance_id}/service_bindings/{binding_id}", Broker),
+    ("DELETE", "/v2/service_instances/{instance_id}/service_bindings/{binding_id}", Broker),
+    ("GET", "/v2/service_instances/{instance_id}/service_bindings/{binding_id}/last_operation", Broker),
 ];
 
 /// What `method` on the route template `route` needs: `None` when the table has the route but not the

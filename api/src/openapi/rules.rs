@@ -179,7 +179,7 @@ fn security_rules(method: &str, path: &str, operation: &mut Value) {
             add("404", "not found, or in a project the token has no role in");
         }
         Requirement::PlatformAdmin => add("403", "the token is not a platform admin's"),
-        Requirement::Public | Requirement::Authenticated => {}
+        Requirement::Public | Requirement::Broker | Requirement::Authenticated => {}
     }
 }
 

@@ -71,7 +71,7 @@ async fn stream_end(state: &AppState) -> Result<u64, ApiError> {
 /// Waits until the read models include everything the stream holds now. A read runs this before it
 /// answers 404, so a client that just wrote (without passing the token back) is never told that what it
 /// created does not exist.
-pub(super) async fn catch_up(state: &AppState) -> Result<(), ApiError> {
+pub(crate) async fn catch_up(state: &AppState) -> Result<(), ApiError> {
     let last = stream_end(state).await?;
     wait_for(state, last, "at the end of the event stream").await
 }
@@ -89,17 +89,17 @@ async fn wait_for(state: &AppState, sequence: u64, what: &str) -> Result<(), Api
 }
 
 /// One write request.
-pub(super) struct Write<'a> {
-    pub(super) project: &'a str,
-    pub(super) kind: OperationKind,
+pub(crate) struct Write<'a> {
+    pub(crate) project: &'a str,
+    pub(crate) kind: OperationKind,
     /// the instance addressed; fresh for provisions
-    pub(super) instance_id: Uuid,
-    pub(super) expected_version: Option<u64>,
-    pub(super) headers: &'a HeaderMap,
+    pub(crate) instance_id: Uuid,
+    pub(crate) expected_version: Option<u64>,
+    pub(crate) headers: &'a HeaderMap,
     /// method, path and body: what an Idempotency-Key is bound to
-    pub(super) fingerprint: [&'a [u8]; 3],
+    pub(crate) fingerprint: [&'a [u8]; 3],
     /// who asked (recorded in the events)
-    pub(super) actor: &'a crate::auth::Principal,
+    pub(crate) actor: &'a crate::auth::Principal,
 }
 
 /// A body-less `POST` action on an instance (rotate its credentials, apply its maintenance): the request
@@ -176,8 +176,31 @@ pub(super) fn key_reused() -> ApiError {
 pub(super) async fn execute(
     state: &AppState,
     write: Write<'_>,
-    mut command: InstanceCommand,
+    command: InstanceCommand,
 ) -> Result<Response, ApiError> {
+    let project = write.project;
+    let written = run(state, write, command).await?;
+    Ok(accepted(project, written.operation, written.version, written.sequence))
+}
+
+/// What a write did, for an edge that answers in its own form (the OSB facade, `crate::osb`).
+#[derive(Debug, Clone)]
+pub(crate) struct Written {
+    /// the operation: this request's, or the first one's when its Idempotency-Key was replayed or the
+    /// instance was already deprovisioning; `succeeded` when the command changed nothing
+    pub(crate) operation: Operation,
+    /// the instance version it produced (or found)
+    pub(crate) version: u64,
+    /// the stream sequence of its events, when known
+    pub(crate) sequence: Option<u64>,
+}
+
+/// Runs `command` as `write` describes: the one path from a request to the event stream.
+pub(crate) async fn run(
+    state: &AppState,
+    write: Write<'_>,
+    mut command: InstanceCommand,
+) -> Result<Written, ApiError> {
     let Write { project, kind, mut instance_id, expected_version, headers, fingerprint, actor } = write;
     let mut operation_id = Uuid::now_v7();
     let mut claimed = None;
@@ -195,7 +218,7 @@ pub(super) async fn execute(
             Claim::Mismatch(_) => return Err(key_reused()),
             Claim::Replay(first) => {
                 if state.read_models.read().operation(project, first.operation_id).is_some() {
-                    return Ok(existing_operation(state, project, first.operation_id).into_response());
+                    return existing_operation(state, project, first.operation_id);
                 }
                 // The read models may only lag: the stream says whether the first request's command landed.
                 // Running it again would then emit nothing and answer a made-up success.
@@ -211,7 +234,7 @@ pub(super) async fn execute(
                         .wait_until(state.read_wait, |m| m.operation(project, first.operation_id).is_some())
                         .await;
                     if shown {
-                        return Ok(existing_operation(state, project, first.operation_id).into_response());
+                        return existing_operation(state, project, first.operation_id);
                     }
                     let operation = Operation {
                         id: first.operation_id,
@@ -223,7 +246,11 @@ pub(super) async fn execute(
                         created_at: landed.time,
                         error: None,
                     };
-                    return Ok(accepted(project, operation, landed.version, Some(landed.sequence)));
+                    return Ok(Written {
+                        operation,
+                        version: landed.version,
+                        sequence: Some(landed.sequence),
+                    });
                 }
                 // It has not landed (refused, lost before its publish, or still running in another
                 // request): run it again under the same ids. The command id is the message id, so a first
@@ -298,7 +325,7 @@ pub(super) async fn execute(
         // Nothing changed: the operation is done as of this version.
         no_op(operation_id, kind, instance_id, committed.version, created_at)
     };
-    Ok(accepted(project, operation, committed.version, committed.stream_sequence))
+    Ok(Written { operation, version: committed.version, sequence: committed.stream_sequence })
 }
 
 fn no_op(
@@ -320,11 +347,15 @@ fn no_op(
     }
 }
 
-fn existing_operation(state: &AppState, project: &str, id: Uuid) -> Response {
+fn existing_operation(state: &AppState, project: &str, id: Uuid) -> Result<Written, ApiError> {
     let operation = state.read_models.read().operation(project, id);
     match operation {
-        Some(op) => accepted(project, Operation::convert(&op), op.instance_version, Some(op.sequence)),
-        None => ApiError::NotFound("operation").into_response(),
+        Some(op) => Ok(Written {
+            operation: Operation::convert(&op),
+            version: op.instance_version,
+            sequence: Some(op.sequence),
+        }),
+        None => Err(ApiError::NotFound("operation")),
     }
 }
 

@@ -27,6 +27,7 @@ mod maintenance;
 mod network_access;
 mod oidc;
 mod openapi_conformance;
+mod osb;
 mod ownership;
 mod read_modify_write;
 mod read_your_writes;

@@ -1,0 +1,147 @@
+//! `GET /v2/catalog` (spec *Catalog Management*) from the catalog the API serves at `/v1/catalog`: one
+//! Service Offering per service, one Service Plan per plan, each plan's `maintenance_info` the newest
+//! offered version of its service (what a provision gets, and what an update carrying it upgrades to),
+//! and the parameters' JSON schemas made from the catalog's parameters.
+
+use axum::{Json, extract::State};
+use domain::catalog::{ApplyMode, ConfigKind, ServiceOffering};
+use serde_json::{Map, Value, json};
+
+use super::ids;
+use crate::AppState;
+
+/// Whether plans are bindable: bindings are the instance's users (issue 27), which this broker does not
+/// create yet, so it says so rather than accept binds it cannot honour.
+pub const BINDABLE: bool = false;
+
+/// The newest offered version of a service: what a provision without a `version` parameter gets.
+pub fn newest_version(offering: &ServiceOffering) -> &str {
+    offering.versions.last().map(String::as_str).unwrap_or_default()
+}
+
+/// The catalog (spec *Catalog Management*, *Body*).
+pub async fn get_catalog(State(state): State<AppState>) -> Json<Value> {
+    Json(catalog(state.catalog()))
+}
+
+/// The catalog document for `catalog`.
+pub fn catalog(catalog: &domain::Catalog) -> Value {
+    let services: Vec<Value> = catalog.offerings().iter().map(service).collect();
+    json!({ "services": services })
+}
+
+fn service(offering: &ServiceOffering) -> Value {
+    let service = offering.service;
+    let newest = newest_version(offering);
+    let plans: Vec<Value> = offering
+        .plans
+        .iter()
+        .map(|plan| {
+            let r = plan.resources;
+            json!({
+                "id": ids::plan_id(service, &plan.name),
+                "name": plan.name,
+                "description": format!(
+                    "{} mCPU, {} MiB memory, {} replica(s), {} GiB storage to start with",
+                    r.cpu_millis, r.memory_mib, r.replicas, plan.storage_gib
+                ),
+                "bindable": BINDABLE,
+                "binding_rotatable": BINDABLE,
+                "plan_updateable": true,
+                "maintenance_info": {
+                    "version": ids::maintenance_version(newest),
+                    "description": format!("{service} {newest}"),
+                },
+                "schemas": {
+                    "service_instance": {
+                        "create": {"parameters": parameters(offering, plan.storage_gib, true)},
+                        "update": {"parameters": parameters(offering, plan.storage_gib, false)},
+                    },
+                },
+            })
+        })
+        .collect();
+    json!({
+        "id": ids::service_id(service),
+        "name": service.as_str(),
+        "description": format!("{service}, managed: provisioned, upgraded and backed up by the control plane"),
+        "tags": [service.as_str()],
+        "bindable": BINDABLE,
+        "instances_retrievable": true,
+        "bindings_retrievable": BINDABLE,
+        "allow_context_updates": false,
+        "plan_updateable": true,
+        "metadata": {"displayName": display_name(service)},
+        "plans": plans,
+    })
+}
+
+fn display_name(service: domain::ServiceType) -> &'static str {
+    match service {
+        domain::ServiceType::Postgresql => "PostgreSQL",
+        domain::ServiceType::Mongodb => "MongoDB",
+        domain::ServiceType::Influxdb => "InfluxDB",
+        domain::ServiceType::Grafana => "Grafana",
+    }
+}
+
+/// The `parameters` a provision (`create`) or an update accepts: the service's configuration parameters
+/// (an update leaves out those set at provision only), `storage_gib` (at least the plan's), and on
+/// provision the `version` (the newest when absent). JSON Schema draft-04 with `$schema`, as the spec asks
+/// (*Input Parameters Schema Object*).
+pub fn parameters(offering: &ServiceOffering, plan_storage_gib: u32, create: bool) -> Value {
+    let mut properties = Map::new();
+    if create {
+        properties.insert(
+            "version".into(),
+            json!({"type": "string", "enum": offering.versions,
+                   "description": format!("{} version; the newest offered when absent", offering.service)}),
+        );
+    }
+    properties.insert(
+        "storage_gib".into(),
+        json!({"type": "integer", "minimum": plan_storage_gib, "maximum": domain::instance::MAX_STORAGE_GIB,
+               "description": "storage in GiB; the plan's when absent; it only grows"}),
+    );
+    for key in &offering.config_keys {
+        if !create && key.apply == ApplyMode::Immutable {
+            continue;
+        }
+        let mut schema = match &key.kind {
+            ConfigKind::Integer { min, max } => json!({"type": "integer", "minimum": min, "maximum": max}),
+            ConfigKind::Boolean => json!({"type": "boolean"}),
+            ConfigKind::OneOf { values } => json!({"type": "string", "enum": values}),
+        };
+        schema["description"] = Value::String(key.description.clone());
+        properties.insert(key.name.clone(), schema);
+    }
+    json!({
+        "$schema": "http://json-schema.org/draft-04/schema#",
+        "type": "object",
+        "additionalProperties": false,
+        "properties": properties,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_service_is_offered_with_its_plans_and_the_newest_version_as_maintenance_info() {
+        let document = catalog(domain::Catalog::builtin());
+        let services = document["services"].as_array().unwrap();
+        assert_eq!(services.len(), domain::Catalog::builtin().offerings().len());
+        let postgresql = services.iter().find(|s| s["name"] == "postgresql").unwrap();
+        let starter =
+            postgresql["plans"].as_array().unwrap().iter().find(|p| p["name"] == "starter").unwrap();
+        assert_eq!(starter["maintenance_info"]["version"], "17.0.0");
+        let create = &starter["schemas"]["service_instance"]["create"]["parameters"];
+        assert_eq!(create["$schema"], "http://json-schema.org/draft-04/schema#");
+        assert_eq!(create["properties"]["max_connections"]["maximum"], 5000);
+        assert!(create["properties"]["data_checksums"].is_object(), "set at provision");
+        let update = &starter["schemas"]["service_instance"]["update"]["parameters"];
+        assert!(update["properties"]["data_checksums"].is_null(), "immutable: not in an update");
+        assert!(update["properties"]["version"].is_null(), "a version changes through maintenance_info");
+    }
+}

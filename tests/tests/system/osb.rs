@@ -1,0 +1,402 @@
+//! The Open Service Broker API v2.17 facade as a platform sees it: through the real HTTP API, a real
+//! nats-server, and the agent on the simulator. One test per rule of the spec the broker follows; each
+//! names the section. `osb_conformance.rs` runs schemathesis against the spec's own `openapi.yaml`.
+
+use std::time::Duration;
+
+use axum::http::{Method, StatusCode};
+use base64::Engine as _;
+use serde_json::{Value, json};
+use system_tests::{Reply, TestApi};
+
+/// The platform's credentials: HTTP Basic with an API token as password (spec *Platform to Service Broker
+/// Authentication*).
+fn basic(token: &str) -> String {
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("platform:{token}")))
+}
+
+/// A control plane with the agent of each of its clusters on a simulator whose workloads take
+/// `ready_delay` to become ready (long enough that an operation is seen in progress).
+pub(crate) struct Stack {
+    pub(crate) api: TestApi,
+    _agents: Vec<(k8s_sim::Simulator, tokio::task::JoinHandle<anyhow::Result<()>>)>,
+}
+
+impl Stack {
+    pub(crate) async fn start(ready_delay: Duration) -> Self {
+        let api = TestApi::start().await;
+        let mut agents = Vec::new();
+        for cluster in ["eu-1", "eu-2"] {
+            let (sim, address) = system_tests::cluster::simulator(ready_delay).await;
+            agents.push((sim, system_tests::cluster::agent(&api, cluster, address).await));
+        }
+        Self { api, _agents: agents }
+    }
+
+    /// A broker request as the platform admin's token, API version 2.17.
+    async fn osb(&self, method: Method, path: &str, body: Option<&Value>) -> Reply {
+        self.osb_as(system_tests::ADMIN_TOKEN, method, path, body, &[]).await
+    }
+
+    async fn osb_as(
+        &self,
+        token: &str,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        extra: &[(&str, &str)],
+    ) -> Reply {
+        let auth = basic(token);
+        let mut headers = vec![("authorization", auth.as_str()), ("x-broker-api-version", "2.17")];
+        headers.extend_from_slice(extra);
+        self.api.call(method, path, body, &headers).await
+    }
+
+    /// Polls `last_operation` (bounded) until it is no longer `in progress`; the final reply.
+    async fn settle(&self, instance: &str, operation: &str) -> Reply {
+        let path = format!("/v2/service_instances/{instance}/last_operation?operation={operation}");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let reply = self.osb(Method::GET, &path, None).await;
+            let running = reply.status == StatusCode::OK && reply.body["state"] == "in progress";
+            if !running || tokio::time::Instant::now() > deadline {
+                return reply;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+fn catalog_ids(catalog: &Value, service: &str, plan: &str) -> (String, String, String) {
+    let offering = catalog["services"].as_array().unwrap().iter().find(|s| s["name"] == service).unwrap();
+    let plan = offering["plans"].as_array().unwrap().iter().find(|p| p["name"] == plan).unwrap();
+    (
+        offering["id"].as_str().unwrap().to_owned(),
+        plan["id"].as_str().unwrap().to_owned(),
+        plan["maintenance_info"]["version"].as_str().unwrap().to_owned(),
+    )
+}
+
+fn cf_context(space: &str) -> Value {
+    json!({"platform": "cloudfoundry", "organization_guid": "org-1", "space_guid": space})
+}
+
+#[tokio::test]
+async fn the_catalog_answers_the_platform_s_token_and_version_only() {
+    let stack = Stack::start(Duration::from_millis(20)).await;
+    let catalog = stack.osb(Method::GET, "/v2/catalog", None).await;
+    assert_eq!(catalog.status, StatusCode::OK, "{}", catalog.body);
+    let services = catalog.body["services"].as_array().unwrap();
+    let names: Vec<&str> = services.iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["postgresql", "mongodb", "influxdb", "grafana"], "one service per service type");
+    let postgresql = &services[0];
+    assert_eq!(postgresql["instances_retrievable"], true);
+    assert_eq!(postgresql["plan_updateable"], true);
+    // Bindings are the instance's users, not served yet: the catalog says so.
+    assert_eq!(postgresql["bindable"], false);
+    let starter = postgresql["plans"].as_array().unwrap().iter().find(|p| p["name"] == "starter").unwrap();
+    assert_eq!(starter["maintenance_info"]["version"], "17.0.0", "the newest offered version");
+    assert_eq!(starter["bindable"], false);
+    let create = &starter["schemas"]["service_instance"]["create"]["parameters"];
+    assert_eq!(create["$schema"], "http://json-schema.org/draft-04/schema#");
+    assert_eq!(
+        create["properties"]["max_connections"],
+        json!({"type": "integer", "minimum": 10, "maximum": 5000, "description": "maximum concurrent connections"})
+    );
+    // The ids stay the same across queries (spec *Catalog Management*).
+    let again = stack.osb(Method::GET, "/v2/catalog", None).await;
+    assert_eq!(again.body, catalog.body);
+
+    // Spec *Platform to Service Broker Authentication*: 401 when authentication fails.
+    let none = stack
+        .api
+        .call(Method::GET, "/v2/catalog", None, &[("authorization", ""), ("x-broker-api-version", "2.17")])
+        .await;
+    assert_eq!(none.status, StatusCode::UNAUTHORIZED);
+    assert!(none.header("www-authenticate").is_some_and(|c| c.starts_with("Basic")));
+    let wrong = stack.osb_as("cpat_nobody", Method::GET, "/v2/catalog", None, &[]).await;
+    assert_eq!(
+        (wrong.status, wrong.body["error"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("Unauthorized"))
+    );
+    // Spec *API Version Header*: 412 for a version the broker does not serve, 400 without the header.
+    let auth = basic(system_tests::ADMIN_TOKEN);
+    let old = stack
+        .api
+        .call(Method::GET, "/v2/catalog", None, &[("authorization", &auth), ("x-broker-api-version", "2.12")])
+        .await;
+    assert_eq!(old.status, StatusCode::PRECONDITION_FAILED, "{}", old.body);
+    assert!(old.body["description"].as_str().unwrap().contains("2.13"), "names the versions served");
+    let oldest = stack
+        .api
+        .call(Method::GET, "/v2/catalog", None, &[("authorization", &auth), ("x-broker-api-version", "2.13")])
+        .await;
+    assert_eq!(oldest.status, StatusCode::OK);
+    let missing = stack.api.call(Method::GET, "/v2/catalog", None, &[("authorization", &auth)]).await;
+    assert_eq!(missing.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn an_instance_is_provisioned_polled_re_put_updated_and_deprovisioned() {
+    let stack = Stack::start(Duration::from_secs(2)).await;
+    let catalog = stack.osb(Method::GET, "/v2/catalog", None).await.body;
+    let (service_id, plan_id, maintenance) = catalog_ids(&catalog, "postgresql", "starter");
+    let (_, standard_id, _) = catalog_ids(&catalog, "postgresql", "standard");
+    let instance = uuid::Uuid::new_v4().to_string();
+    let path = format!("/v2/service_instances/{instance}");
+    let provision = json!({
+        "service_id": service_id, "plan_id": plan_id, "context": cf_context("space-1"),
+        "organization_guid": "org-1", "space_guid": "space-1", "parameters": {"max_connections": 200},
+        "maintenance_info": {"version": maintenance},
+    });
+    let stored = stack.api.stream_messages().await;
+
+    // Spec *Asynchronous Operations*: without accepts_incomplete=true, 422 AsyncRequired, and a 4xx changes
+    // nothing (*Service Broker Errors*).
+    let sync = stack.osb(Method::PUT, &path, Some(&provision)).await;
+    assert_eq!(
+        (sync.status, sync.body["error"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("AsyncRequired"))
+    );
+    assert_eq!(stack.api.stream_messages().await, stored, "the refused provision stored nothing");
+
+    let async_path = format!("{path}?accepts_incomplete=true");
+    let created = stack.osb(Method::PUT, &async_path, Some(&provision)).await;
+    assert_eq!(created.status, StatusCode::ACCEPTED, "{}", created.body);
+    let operation = created.body["operation"].as_str().expect("an operation").to_owned();
+    // The platform's UUID is the instance id, in the project its space maps to.
+    let v1 = stack
+        .api
+        .call(Method::GET, &format!("/v1/projects/cf-space-1/instances/{instance}"), None, &[])
+        .await;
+    assert_eq!(v1.status, StatusCode::OK, "{}", v1.body);
+    assert_eq!(v1.body["config"]["max_connections"], 200);
+
+    // Spec *Provisioning*, 202: a re-sent PUT while provisioning answers with the same operation.
+    let resent = stack.osb(Method::PUT, &async_path, Some(&provision)).await;
+    assert_eq!(resent.status, StatusCode::ACCEPTED, "{}", resent.body);
+    assert_eq!(resent.body["operation"], operation.as_str());
+    // 409: the same id with other attributes; nothing stored.
+    let before = stack.api.stream_messages().await;
+    let mut other = provision.clone();
+    other["plan_id"] = json!(standard_id);
+    let conflict = stack.osb(Method::PUT, &async_path, Some(&other)).await;
+    assert_eq!(conflict.status, StatusCode::CONFLICT, "{}", conflict.body);
+    // While it is provisioning the instance cannot be fetched (spec *Fetching a Service Instance*, 404).
+    let early = stack.osb(Method::GET, &path, None).await;
+    assert_eq!(early.status, StatusCode::NOT_FOUND, "{}", early.body);
+    assert_eq!(stack.api.stream_messages().await, before, "the conflicting provision stored nothing");
+
+    let polled = stack.osb(Method::GET, &format!("{path}/last_operation?operation={operation}"), None).await;
+    assert_eq!((polled.status, polled.body["state"].as_str()), (StatusCode::OK, Some("in progress")));
+    assert!(polled.header("retry-after").is_some());
+    let done = stack.settle(&instance, &operation).await;
+    assert_eq!(done.body["state"], "succeeded", "{}", done.body);
+
+    // Spec *Provisioning*, 200: an identical PUT of a provisioned instance.
+    let again = stack.osb(Method::PUT, &async_path, Some(&provision)).await;
+    assert_eq!((again.status, &again.body), (StatusCode::OK, &json!({})));
+    let fetched = stack.osb(Method::GET, &path, None).await;
+    assert_eq!(fetched.status, StatusCode::OK, "{}", fetched.body);
+    assert_eq!(fetched.body["plan_id"], plan_id.as_str());
+    assert_eq!(fetched.body["maintenance_info"]["version"], "17.0.0");
+    assert_eq!(fetched.body["parameters"]["max_connections"], 200);
+
+    // Spec *Updating a Service Instance*: a change without accepts_incomplete is 422 AsyncRequired; a
+    // maintenance_info the catalog does not have is 422 MaintenanceInfoConflict; neither stores anything.
+    let before = stack.api.stream_messages().await;
+    let change = json!({"service_id": service_id, "plan_id": standard_id});
+    let sync = stack.osb(Method::PATCH, &path, Some(&change)).await;
+    assert_eq!(sync.body["error"], "AsyncRequired", "{}", sync.body);
+    let stale =
+        json!({"service_id": service_id, "plan_id": standard_id, "maintenance_info": {"version": "16.0.0"}});
+    let stale = stack.osb(Method::PATCH, &async_path, Some(&stale)).await;
+    assert_eq!(
+        (stale.status, stale.body["error"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("MaintenanceInfoConflict"))
+    );
+    assert_eq!(stack.api.stream_messages().await, before, "refused updates stored nothing");
+
+    let updated = stack.osb(Method::PATCH, &async_path, Some(&change)).await;
+    assert_eq!(updated.status, StatusCode::ACCEPTED, "{}", updated.body);
+    let update_operation = updated.body["operation"].as_str().unwrap().to_owned();
+    assert_ne!(update_operation, operation);
+    // Spec *Blocking Operations*: another change while it runs is 422 ConcurrencyError …
+    let another = json!({"service_id": service_id, "parameters": {"work_mem_kib": 8192}});
+    let blocked = stack.osb(Method::PATCH, &async_path, Some(&another)).await;
+    assert_eq!(
+        (blocked.status, blocked.body["error"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("ConcurrencyError"))
+    );
+    // … and the same PATCH again is 202 with the same operation (spec *Updating*, 202).
+    let resent = stack.osb(Method::PATCH, &async_path, Some(&change)).await;
+    assert_eq!(
+        (resent.status, resent.body["operation"].as_str()),
+        (StatusCode::ACCEPTED, Some(update_operation.as_str()))
+    );
+    // Fetching while it is being updated is 422 ConcurrencyError (spec *Fetching a Service Instance*).
+    let busy = stack.osb(Method::GET, &path, None).await;
+    assert_eq!(busy.body["error"], "ConcurrencyError", "{}", busy.body);
+    let done = stack.settle(&instance, &update_operation).await;
+    assert_eq!(done.body["state"], "succeeded", "{}", done.body);
+    // Without `operation`, the last one.
+    let last = stack.osb(Method::GET, &format!("{path}/last_operation"), None).await;
+    assert_eq!(last.body["state"], "succeeded");
+    let fetched = stack.osb(Method::GET, &path, None).await;
+    assert_eq!(fetched.body["plan_id"], standard_id.as_str());
+    // A request that changes nothing is 200 (spec *Updating*, 200).
+    let same = stack.osb(Method::PATCH, &path, Some(&change)).await;
+    assert_eq!((same.status, &same.body), (StatusCode::OK, &json!({})));
+
+    // Spec *Deprovisioning*: service_id and plan_id are required; then 202, the same operation for a
+    // repeated DELETE, 410 from last_operation once it is gone, and 410 for a DELETE after that.
+    let bare = stack.osb(Method::DELETE, &format!("{path}?accepts_incomplete=true"), None).await;
+    assert_eq!(bare.status, StatusCode::BAD_REQUEST, "{}", bare.body);
+    let delete = format!("{path}?accepts_incomplete=true&service_id={service_id}&plan_id={standard_id}");
+    let deleted = stack.osb(Method::DELETE, &delete, None).await;
+    assert_eq!(deleted.status, StatusCode::ACCEPTED, "{}", deleted.body);
+    let delete_operation = deleted.body["operation"].as_str().unwrap().to_owned();
+    let repeated = stack.osb(Method::DELETE, &delete, None).await;
+    assert_eq!(repeated.body["operation"], delete_operation.as_str(), "{}", repeated.body);
+    let gone = stack.settle(&instance, &delete_operation).await;
+    assert_eq!(gone.status, StatusCode::GONE, "{}", gone.body);
+    let again = stack.osb(Method::DELETE, &delete, None).await;
+    assert_eq!(again.status, StatusCode::GONE, "{}", again.body);
+}
+
+#[tokio::test]
+async fn deleting_an_unknown_instance_is_410_and_stores_nothing() {
+    let stack = Stack::start(Duration::from_millis(20)).await;
+    let stored = stack.api.stream_messages().await;
+    let path = "/v2/service_instances/never-provisioned?accepts_incomplete=true&service_id=s&plan_id=p";
+    let reply = stack.osb(Method::DELETE, path, None).await;
+    assert_eq!(reply.status, StatusCode::GONE, "{}", reply.body);
+    let polled = stack.osb(Method::GET, "/v2/service_instances/never-provisioned/last_operation", None).await;
+    assert_eq!(polled.status, StatusCode::NOT_FOUND);
+    assert_eq!(stack.api.stream_messages().await, stored);
+}
+
+#[tokio::test]
+async fn an_update_carrying_only_the_newer_maintenance_info_upgrades_the_version() {
+    let stack = Stack::start(Duration::from_millis(200)).await;
+    let catalog = stack.osb(Method::GET, "/v2/catalog", None).await.body;
+    let (service_id, plan_id, maintenance) = catalog_ids(&catalog, "postgresql", "starter");
+    // A platform id that is no UUID: the instance id is derived from it (UUIDv5).
+    let instance = "orders-db";
+    let path = format!("/v2/service_instances/{instance}?accepts_incomplete=true");
+    let context =
+        json!({"platform": "kubernetes", "namespace": "shop", "clusterid": "c1", "instance_name": "orders"});
+    let provision = json!({"service_id": service_id, "plan_id": plan_id, "context": context,
+                           "organization_guid": "o", "space_guid": "s", "parameters": {"version": "16"}});
+    let created = stack.osb(Method::PUT, &path, Some(&provision)).await;
+    assert_eq!(created.status, StatusCode::ACCEPTED, "{}", created.body);
+    let done = stack.settle(instance, created.body["operation"].as_str().unwrap()).await;
+    assert_eq!(done.body["state"], "succeeded", "{}", done.body);
+    let fetched = stack.osb(Method::GET, &format!("/v2/service_instances/{instance}"), None).await;
+    assert_eq!(fetched.body["maintenance_info"]["version"], "16.0.0", "{}", fetched.body);
+
+    // Originating identity (spec *Originating Identity*): the platform's user is the events' actor.
+    let user = base64::engine::general_purpose::STANDARD
+        .encode(r#"{"username": "duke", "uid": "u-1", "groups": []}"#);
+    let identity = format!("kubernetes {user}");
+    let upgrade = json!({"service_id": service_id, "maintenance_info": {"version": maintenance}});
+    let upgraded = stack
+        .osb_as(
+            system_tests::ADMIN_TOKEN,
+            Method::PATCH,
+            &path,
+            Some(&upgrade),
+            &[("x-broker-api-originating-identity", &identity)],
+        )
+        .await;
+    assert_eq!(upgraded.status, StatusCode::ACCEPTED, "{}", upgraded.body);
+    let done = stack.settle(instance, upgraded.body["operation"].as_str().unwrap()).await;
+    assert_eq!(done.body["state"], "succeeded", "{}", done.body);
+    let fetched = stack.osb(Method::GET, &format!("/v2/service_instances/{instance}"), None).await;
+    assert_eq!(fetched.body["maintenance_info"]["version"], "17.0.0");
+    assert_eq!(fetched.body["parameters"]["version"], "17");
+
+    // The instance lives in project k8s-shop under the derived id, and its upgrade names duke.
+    let id = api::osb::ids::instance_id(instance);
+    assert_eq!(id.get_version_num(), 5);
+    let history = stack
+        .api
+        .state
+        .commands
+        .store()
+        .history(&streams::instances::aggregate_id("k8s-shop", id))
+        .await
+        .expect("the instance's history");
+    let (_, _, metadata) = history.last().expect("events");
+    assert_eq!(metadata.actor, "kubernetes user duke via admin@tests (token admin)");
+}
+
+#[tokio::test]
+async fn a_token_acts_only_in_its_projects() {
+    let stack = Stack::start(Duration::from_millis(20)).await;
+    let catalog = stack.osb(Method::GET, "/v2/catalog", None).await.body;
+    let (service_id, plan_id, _) = catalog_ids(&catalog, "postgresql", "starter");
+    let provision = |namespace: &str| {
+        json!({"service_id": service_id, "plan_id": plan_id,
+               "context": {"platform": "kubernetes", "namespace": namespace, "clusterid": "c1"},
+               "organization_guid": "o", "space_guid": "s"})
+    };
+    // acme's editor names a namespace whose project (k8s-shop) it holds no role in: 403, nothing stored.
+    let stored = stack.api.stream_messages().await;
+    let path = "/v2/service_instances/9d6e2b8c-4f0a-4c1e-8a55-3f2b7c9d1e20?accepts_incomplete=true";
+    let refused =
+        stack.osb_as(system_tests::ACME_EDITOR_TOKEN, Method::PUT, path, Some(&provision("shop")), &[]).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.body);
+    assert_eq!(stack.api.stream_messages().await, stored);
+    // The platform's instance in k8s-shop is not there for acme's token.
+    let created = stack.osb(Method::PUT, path, Some(&provision("shop"))).await;
+    assert_eq!(created.status, StatusCode::ACCEPTED, "{}", created.body);
+    let polled = stack
+        .osb_as(
+            system_tests::ACME_EDITOR_TOKEN,
+            Method::GET,
+            "/v2/service_instances/9d6e2b8c-4f0a-4c1e-8a55-3f2b7c9d1e20/last_operation",
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(polled.status, StatusCode::NOT_FOUND, "{}", polled.body);
+    // A namespace that makes no project label is refused, naming the field.
+    let long = "n".repeat(60);
+    let bad = stack
+        .osb(Method::PUT, "/v2/service_instances/x?accepts_incomplete=true", Some(&provision(&long)))
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(bad.body["description"].as_str().unwrap().contains("context.namespace"), "{}", bad.body);
+}
+
+#[tokio::test]
+async fn of_two_concurrent_updates_one_is_a_concurrency_error() {
+    let stack = Stack::start(Duration::from_millis(500)).await;
+    let catalog = stack.osb(Method::GET, "/v2/catalog", None).await.body;
+    let (service_id, plan_id, _) = catalog_ids(&catalog, "postgresql", "starter");
+    let instance = uuid::Uuid::new_v4().to_string();
+    let path = format!("/v2/service_instances/{instance}?accepts_incomplete=true");
+    let provision = json!({"service_id": service_id, "plan_id": plan_id, "context": cf_context("space-2"),
+                           "organization_guid": "o", "space_guid": "space-2"});
+    let created = stack.osb(Method::PUT, &path, Some(&provision)).await;
+    let done = stack.settle(&instance, created.body["operation"].as_str().unwrap()).await;
+    assert_eq!(done.body["state"], "succeeded", "{}", done.body);
+
+    // Dynamic parameters: applied at once (a restart one would be held for the maintenance window).
+    let first = json!({"service_id": service_id, "parameters": {"work_mem_kib": 8192}});
+    let second = json!({"service_id": service_id, "parameters": {"work_mem_kib": 16384}});
+    let (a, b) = tokio::join!(
+        stack.osb(Method::PATCH, &path, Some(&first)),
+        stack.osb(Method::PATCH, &path, Some(&second)),
+    );
+    let mut statuses = [(a.status, a.body["error"].clone()), (b.status, b.body["error"].clone())];
+    statuses.sort_by_key(|(s, _)| s.as_u16());
+    assert_eq!(
+        statuses,
+        [(StatusCode::ACCEPTED, Value::Null), (StatusCode::UNPROCESSABLE_ENTITY, json!("ConcurrencyError"))],
+        "{} / {}",
+        a.body,
+        b.body
+    );
+}
