@@ -253,7 +253,21 @@ impl ReadModel {
             return Ok(false);
         }
         match message.event {
-            ObservedEvent::InstanceObserved(state) => view.observed = Some(*state),
+            ObservedEvent::InstanceObserved(state) => {
+                // A cluster's facts reach the stream in the order its intake gate moved them, and a gate's
+                // failover can put a report the agent made earlier after a later one (the dead gate's
+                // unacknowledged facts are delivered again after newer ones). A report about an older
+                // desired generation than the one held never replaces it: it would undo what the newer
+                // one showed done (operations back in progress, the status behind the cluster).
+                if view
+                    .observed
+                    .as_ref()
+                    .is_some_and(|held| held.desired_generation > state.desired_generation)
+                {
+                    return Ok(false);
+                }
+                view.observed = Some(*state)
+            }
             ObservedEvent::InstanceRemoved { .. } => view.removed = true,
             // Shown beside the status; it changes nothing the status is computed from.
             ObservedEvent::DriftHealed { objects, .. } => {

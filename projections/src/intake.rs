@@ -17,8 +17,10 @@
 //! are current facts, not history.
 //!
 //! One gate per cluster at a time: it handles its consumer's messages one after the other and
-//! acknowledges each only once the event stream has stored it, so after a crash the unacknowledged rest
-//! is delivered again, in order, and the event stream's duplicate window drops what was already stored.
+//! acknowledges each only once the event stream has stored it, so after a crash the unacknowledged one
+//! is delivered again, before any later one (the consumer has one outstanding at a time,
+//! `streams::intake::gate_consumer`), and the event stream's duplicate window drops it if it was already
+//! stored.
 
 use std::{collections::HashSet, num::NonZeroU32, sync::Arc, time::Duration};
 
@@ -68,6 +70,8 @@ pub struct IntakeMetrics {
     pub dropped: Family<ClusterLabels, Counter>,
     /// facts waiting in the cluster's intake, as of the last one handled
     pub waiting: Family<ClusterLabels, Gauge>,
+    /// facts the event stream had already stored (delivered again after a gate's restart)
+    pub duplicates: Family<ClusterLabels, Counter>,
 }
 
 impl IntakeMetrics {
@@ -86,6 +90,11 @@ impl IntakeMetrics {
             self.dropped.clone(),
         );
         r.register("waiting_facts", "Facts waiting in a cluster's intake", self.waiting.clone());
+        r.register(
+            "duplicate_facts",
+            "Facts the event stream had already stored when the gate moved them",
+            self.duplicates.clone(),
+        );
         self
     }
 
@@ -203,7 +212,21 @@ async fn move_facts(
             None => format!("intake-{cluster}-{sequence}"),
         };
         carried.insert(headers::MSG_ID, id.as_str());
-        store(jetstream, &settings.events_stream, subject, carried, message.payload.clone()).await;
+        let ack = store(jetstream, &settings.events_stream, &message, subject, carried).await;
+        tracing::debug!(
+            target: "cp_facts",
+            %cluster,
+            intake_sequence = sequence,
+            event_sequence = ack.sequence,
+            duplicate = ack.duplicate,
+            "fact moved"
+        );
+        if ack.duplicate {
+            // The same fact delivered again (the gate restarted before its acknowledgement) is expected;
+            // counted, because a duplicate of a fact never stored would be a fact lost.
+            metrics.duplicates.get_or_create(&label).inc();
+            tracing::info!(%cluster, id, intake_sequence = sequence, event_sequence = ack.sequence, "fact already stored");
+        }
         message.ack().await?;
         metrics.moved.get_or_create(&label).inc();
     }
@@ -211,23 +234,30 @@ async fn move_facts(
 }
 
 /// Publishes to the event stream until it is stored: the fact stays unacknowledged in the intake, and
-/// later facts of the cluster wait behind it, so none overtakes another.
+/// later facts of the cluster wait behind it, so none overtakes another. Returns the stream's
+/// acknowledgement.
 async fn store(
     jetstream: &jetstream::Context,
     events_stream: &str,
+    fact: &jetstream::Message,
     subject: String,
     headers: HeaderMap,
-    payload: bytes::Bytes,
-) {
+) -> jetstream::publish::PublishAck {
     let mut delay = Duration::from_millis(50);
     loop {
-        let stored =
-            match jetstream.publish_with_headers(subject.clone(), headers.clone(), payload.clone()).await {
-                Ok(ack) => ack.await.map(|_| ()).map_err(async_nats::Error::from),
-                Err(e) => Err(e.into()),
-            };
+        // Still working on it: the intake keeps the fact ours for another `GATE_ACK_WAIT` (a failed
+        // word is no reason to stop trying; at worst another gate gets the fact, and the event stream's
+        // duplicate window drops one of the two stores).
+        let _ = fact.ack_with(jetstream::AckKind::Progress).await;
+        let stored = match jetstream
+            .publish_with_headers(subject.clone(), headers.clone(), fact.payload.clone())
+            .await
+        {
+            Ok(ack) => ack.await.map_err(async_nats::Error::from),
+            Err(e) => Err(e.into()),
+        };
         match stored {
-            Ok(()) => return,
+            Ok(ack) => return ack,
             Err(error) => {
                 tracing::warn!(%subject, stream = events_stream, %error, "a fact could not be stored yet");
                 tokio::time::sleep(delay).await;

@@ -66,17 +66,28 @@ pub fn stream_config(settings: &Settings, cluster: &str) -> stream::Config {
     }
 }
 
-/// The gate's durable consumer on an intake: every message, acknowledged one by one once the event
-/// stream has stored it. The gate handles them one after the other and acknowledges in order, so facts
-/// keep their order; up to 256 wait on their way to it.
+/// How long the gate may hold a fact without a word before the intake gives it to another gate. The gate
+/// says it is still working (`AckKind::Progress`) before each attempt to store it, so this bounds only
+/// how long the facts of a cluster wait after a gate died holding one (its projector lost its lease or
+/// its process).
+pub const GATE_ACK_WAIT: Duration = Duration::from_secs(10);
+
+/// The gate's durable consumer on an intake: every message, one at a time, acknowledged once the event
+/// stream has stored it.
+///
+/// One at a time (`max_ack_pending: 1`) is what keeps a cluster's facts in order across a gate's
+/// failover: with more outstanding, the intake gives the next gate newer facts while the dead gate's are
+/// still pending, and delivers those again only after [`GATE_ACK_WAIT`], behind the newer ones (seen in
+/// `tests/tests/system/three_nodes.rs`: reports of older generations stored last). With one, the next
+/// gate gets nothing until the dead gate's fact is delivered to it again, first.
 pub fn gate_consumer() -> consumer::pull::Config {
     consumer::pull::Config {
         durable_name: Some(GATE_CONSUMER.to_owned()),
         description: Some("moves facts into the event stream (projections::intake)".to_owned()),
         deliver_policy: consumer::DeliverPolicy::All,
         ack_policy: consumer::AckPolicy::Explicit,
-        ack_wait: Duration::from_secs(30),
-        max_ack_pending: 256,
+        ack_wait: GATE_ACK_WAIT,
+        max_ack_pending: 1,
         ..Default::default()
     }
 }

@@ -138,7 +138,19 @@ impl ObservedMessage {
             .publish_with_headers(self.subject(), self.headers(), body.into())
             .await
             .map_err(|e| e.to_string())?;
-        ack.await.map(|_| ()).map_err(|e| e.to_string())
+        let ack = ack.await.map_err(|e| e.to_string())?;
+        // Which stream stored it and where: what an operator (or a test) matches against the event stream
+        // when a fact seems missing.
+        tracing::debug!(
+            target: "cp_facts",
+            subject = self.subject(),
+            desired_generation = self.desired_generation,
+            stream = ack.stream,
+            sequence = ack.sequence,
+            duplicate = ack.duplicate,
+            "fact acknowledged"
+        );
+        Ok(())
     }
 
     /// Parses a payload.

@@ -82,10 +82,21 @@ impl Log {
         phase: ObservedPhase,
         applied: Option<domain::instance::Generations>,
     ) {
+        self.report_on(self.version, observed, phase, applied);
+    }
+
+    /// A report the agent made while it worked towards `desired`.
+    fn report_on(
+        &mut self,
+        desired: u64,
+        observed: Option<u64>,
+        phase: ObservedPhase,
+        applied: Option<domain::instance::Generations>,
+    ) {
         let state = ObservedState {
             instance_id: self.id,
             observed_generation: observed,
-            desired_generation: self.version,
+            desired_generation: desired,
             phase,
             ready_replicas: 1,
             desired_replicas: 1,
@@ -101,7 +112,7 @@ impl Log {
             "eu-1",
             "acme",
             self.id,
-            self.version,
+            desired,
             ObservedEvent::InstanceObserved(Box::new(state)),
         );
         message.time = DateTime::from_timestamp(1_000 + self.messages.len() as i64, 0).unwrap();
@@ -217,6 +228,35 @@ fn an_operation_succeeds_once_its_generation_is_observed_and_fails_with_the_agen
     log.observe(Some(2), ObservedPhase::Ready);
     log.fold(&mut model, 3, 4);
     assert_eq!(model.operation("acme", change).unwrap().state, OperationState::Succeeded);
+}
+
+#[test]
+fn a_report_on_an_older_generation_arriving_late_changes_nothing() {
+    // After an intake gate's failover, a fact the agent made before a newer one can reach the stream
+    // after it (three_nodes.rs saw operations go back to "in progress" for good).
+    let mut log = Log::new();
+    log.provision();
+    let first = log.describe("x");
+    let second = log.describe("y");
+    log.observe(Some(3), ObservedPhase::Ready);
+    log.report_on(2, Some(1), ObservedPhase::Progressing, None);
+    let mut model = ReadModel::default();
+    log.fold(&mut model, 0, log.messages.len());
+    for op in [first, second] {
+        assert_eq!(model.operation("acme", op).unwrap().state, OperationState::Succeeded);
+    }
+    let view = model.instance("acme", log.id).unwrap();
+    assert_eq!(view.observed.as_ref().and_then(|o| o.observed_generation), Some(3));
+    assert_eq!(view.status.state, crate::Health::Healthy);
+    // The same report in its place (before the newer one) is folded as usual.
+    let mut in_order = Log::new();
+    in_order.provision();
+    in_order.describe("x");
+    in_order.report_on(2, Some(1), ObservedPhase::Progressing, None);
+    let mut model = ReadModel::default();
+    in_order.fold(&mut model, 0, in_order.messages.len());
+    let view = model.instance("acme", in_order.id).unwrap();
+    assert_eq!(view.observed.as_ref().map(|o| o.desired_generation), Some(2));
 }
 
 #[test]

@@ -221,7 +221,10 @@ fn seconds(d: Duration) -> String {
 #[ignore = "eight runs in twenty-three: acknowledged facts published after the server's loss never reach the event stream as read"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_three_nats_servers_losing_a_server_the_leading_projector_and_an_api_replica_loses_nothing() {
-    let _ = tracing_subscriber::fmt().with_env_filter("warn,async_nats=error").with_test_writer().try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("warn,async_nats=error,projections::intake=info,cp_facts=debug")
+        .with_test_writer()
+        .try_init();
     let test_started = Instant::now();
     let account = streams::accounts::agent_account(&settings(), "eu-1").to_value();
     let (mut cluster, identities) =
@@ -337,6 +340,7 @@ async fn on_three_nats_servers_losing_a_server_the_leading_projector_and_an_api_
         .await
         .map(|i| (i.state.first_sequence, i.state.last_sequence, i.cluster.clone().and_then(|c| c.leader)));
     let nats_killed = Instant::now();
+    println!("three_nodes: {} SIGKILL of {leader}", chrono::Utc::now());
     cluster.node(index).kill();
     // The event stream's new leader (the first election is usually another group's).
     let stream_leader_after = tokio::time::timeout(STEP, async {
@@ -387,6 +391,7 @@ async fn on_three_nats_servers_losing_a_server_the_leading_projector_and_an_api_
     .expect("a projector leads");
     let projector_led_again = nats_killed.elapsed();
     let projector_killed = Instant::now();
+    println!("three_nodes: {} kill of the leading projector", chrono::Utc::now());
     let mut killed = projectors.remove(leading);
     killed.part.kill();
     let standby_led = projectors[0].wait_until_leading(STEP).await.then(|| projector_killed.elapsed());
@@ -411,6 +416,7 @@ async fn on_three_nats_servers_losing_a_server_the_leading_projector_and_an_api_
 
     // 3. Kill an API replica: its clients go to the other one; a new replica is ready from scratch.
     let api_killed = Instant::now();
+    println!("three_nodes: {} kill of an API replica", chrono::Utc::now());
     let mut gone = apis.remove(1);
     endpoints.write().unwrap().retain(|(name, _)| *name != gone.name);
     gone.part.kill();
@@ -426,6 +432,7 @@ async fn on_three_nats_servers_losing_a_server_the_leading_projector_and_an_api_
     tokio::time::sleep(WINDOW).await; // measuring
     let after = log.acks_between(after_started, Instant::now()) as f64 / WINDOW.as_secs_f64();
     stop_tx.send(true).unwrap();
+    println!("three_nodes: {} load stopped", chrono::Utc::now());
     for writer in writers {
         writer.await.expect("a writer");
     }
