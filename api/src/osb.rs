@@ -7,9 +7,11 @@
 //! - `catalog.rs`: `GET /v2/catalog`
 //! - `instances.rs`: provision, fetch, update, deprovision
 //! - `last_operation.rs`: polling an instance's operation
+//! - `bindings.rs`: Service Bindings (not served yet: no plan is bindable)
 //! - `body.rs`, `lookup.rs`: reading requests; finding the instance an id names
 
 pub mod auth;
+mod bindings;
 mod body;
 pub mod catalog;
 pub mod error;
@@ -40,6 +42,14 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route(
             "/v2/service_instances/{instance_id}/last_operation",
             get(last_operation::instance_last_operation),
+        )
+        .route(
+            "/v2/service_instances/{instance_id}/service_bindings/{binding_id}",
+            put(bindings::bind).get(bindings::fetch).delete(bindings::unbind),
+        )
+        .route(
+            "/v2/service_instances/{instance_id}/service_bindings/{binding_id}/last_operation",
+            get(bindings::last_operation),
         )
         .route_layer(axum::middleware::from_fn_with_state(state, auth::guard))
 }

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 
 use axum::{
     body::Bytes,
-    http::{HeaderMap, header},
+    extract::{FromRequest, FromRequestParts, Path, Request as HttpRequest},
+    http::{HeaderMap, StatusCode, header, request::Parts},
 };
 use domain::{ConfigValue, catalog::ServiceOffering};
 use serde::{Deserialize, de::DeserializeOwned};
@@ -86,11 +87,56 @@ pub(super) fn json<T: DeserializeOwned>(
         .map_err(|e| OsbError::from_api(crate::extract::json_error(&e), request))
         .map_err(|mut e| {
             // A body that breaks the spec's own fields is malformed whatever the request (400).
-            e.status = axum::http::StatusCode::BAD_REQUEST;
+            e.status = StatusCode::BAD_REQUEST;
             e
         })?;
     deserializer.end().map_err(|e| OsbError::bad_request(format!("the body has trailing data: {e}")))?;
     Ok(value)
+}
+
+/// The route's path parameters; one that does not decode is 400 in the broker's error body.
+pub(super) struct OsbPath<T>(pub(super) T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for OsbPath<T> {
+    type Rejection = OsbError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, OsbError> {
+        let Path(value) = Path::<T>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| OsbError::bad_request(format!("the path does not decode: {}", e.body_text())))?;
+        Ok(Self(value))
+    }
+}
+
+/// The raw body; one larger than the API's limit is 413, one that cannot be read 400.
+pub(super) struct Raw(pub(super) Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for Raw {
+    type Rejection = OsbError;
+
+    async fn from_request(request: HttpRequest, state: &S) -> Result<Self, OsbError> {
+        let bytes = Bytes::from_request(request, state).await.map_err(|e| {
+            let mut refused = OsbError::bad_request(format!("the body cannot be read: {}", e.body_text()));
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                refused.status = StatusCode::PAYLOAD_TOO_LARGE;
+                refused.error = "PayloadTooLarge".into();
+            }
+            refused
+        })?;
+        Ok(Self(bytes))
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Query {
+    type Rejection = OsbError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, OsbError> {
+        let axum::extract::Query(query) =
+            axum::extract::Query::<Query>::try_from_uri(&parts.uri).map_err(|e| {
+                OsbError::bad_request(format!("the query string does not decode: {}", e.body_text()))
+            })?;
+        Ok(query)
+    }
 }
 
 /// `accepts_incomplete`, `service_id`, `plan_id` and `operation` of a query string (other fields are
@@ -154,7 +200,7 @@ pub(super) fn parameters(
     let invalid = |detail: String| {
         let mut e = OsbError::bad_request(detail);
         if !create {
-            e.status = axum::http::StatusCode::UNPROCESSABLE_ENTITY;
+            e.status = StatusCode::UNPROCESSABLE_ENTITY;
             e.error = "ValidationFailed".into();
         }
         e

@@ -8,8 +8,7 @@
 
 use axum::{
     Extension, Json,
-    body::Bytes,
-    extract::{Path, Query, State},
+    extract::State,
     http::{HeaderMap, HeaderValue, Method, StatusCode},
     response::{IntoResponse, Response},
 };
@@ -20,7 +19,7 @@ use uuid::Uuid;
 
 use super::{
     auth::{acting, require},
-    body::{self, Parameters, ProvisionBody, UpdateBody},
+    body::{self, OsbPath, Parameters, ProvisionBody, Raw, UpdateBody},
     catalog::newest_version,
     error::{OsbError, Request},
     ids,
@@ -119,10 +118,10 @@ fn ok() -> Response {
 pub(super) async fn provision(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    Path(platform_id): Path<String>,
-    Query(query): Query<body::Query>,
+    OsbPath(platform_id): OsbPath<String>,
+    query: body::Query,
     headers: HeaderMap,
-    raw: Bytes,
+    Raw(raw): Raw,
 ) -> Result<Response, OsbError> {
     let accepts_incomplete = query.accepts_incomplete()?;
     let request: ProvisionBody = body::json(&headers, &raw, Request::Provision)?;
@@ -244,7 +243,7 @@ fn provision_command(
 pub(super) async fn fetch(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    Path(platform_id): Path<String>,
+    OsbPath(platform_id): OsbPath<String>,
 ) -> Result<Response, OsbError> {
     let id = ids::instance_id(&platform_id);
     let found = lookup::find_for(&state, &principal, id, Role::Viewer).await?;
@@ -282,10 +281,10 @@ pub(super) async fn fetch(
 pub(super) async fn update(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    Path(platform_id): Path<String>,
-    Query(query): Query<body::Query>,
+    OsbPath(platform_id): OsbPath<String>,
+    query: body::Query,
     headers: HeaderMap,
-    raw: Bytes,
+    Raw(raw): Raw,
 ) -> Result<Response, OsbError> {
     let accepts_incomplete = query.accepts_incomplete()?;
     let request: UpdateBody = body::json(&headers, &raw, Request::Update)?;
@@ -374,8 +373,8 @@ pub(super) async fn update(
 pub(super) async fn deprovision(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    Path(platform_id): Path<String>,
-    Query(query): Query<body::Query>,
+    OsbPath(platform_id): OsbPath<String>,
+    query: body::Query,
     headers: HeaderMap,
 ) -> Result<Response, OsbError> {
     let accepts_incomplete = query.accepts_incomplete()?;

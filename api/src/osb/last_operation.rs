@@ -5,7 +5,7 @@
 
 use axum::{
     Extension, Json,
-    extract::{Path, Query, State},
+    extract::State,
     http::{HeaderValue, header},
     response::{IntoResponse, Response},
 };
@@ -14,7 +14,7 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use super::{
-    body,
+    body::{self, OsbPath},
     error::{OsbError, Request},
     ids, lookup,
 };
@@ -28,8 +28,8 @@ use crate::{
 pub(super) async fn instance_last_operation(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    Path(platform_id): Path<String>,
-    Query(query): Query<body::Query>,
+    OsbPath(platform_id): OsbPath<String>,
+    query: body::Query,
 ) -> Result<Response, OsbError> {
     let id = ids::instance_id(&platform_id);
     let Some(found) = lookup::find_for(&state, &principal, id, Role::Viewer).await? else {

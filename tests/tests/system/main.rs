@@ -28,6 +28,7 @@ mod network_access;
 mod oidc;
 mod openapi_conformance;
 mod osb;
+mod osb_conformance;
 mod ownership;
 mod read_modify_write;
 mod read_your_writes;

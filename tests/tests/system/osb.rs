@@ -400,3 +400,26 @@ async fn of_two_concurrent_updates_one_is_a_concurrency_error() {
         b.body
     );
 }
+
+#[tokio::test]
+async fn bind_requests_are_refused_while_no_plan_is_bindable() {
+    let stack = Stack::start(Duration::from_millis(20)).await;
+    let catalog = stack.osb(Method::GET, "/v2/catalog", None).await.body;
+    let (service_id, plan_id, _) = catalog_ids(&catalog, "postgresql", "starter");
+    let stored = stack.api.stream_messages().await;
+    let binding = "/v2/service_instances/i-1/service_bindings/b-1";
+    let body = json!({"service_id": service_id, "plan_id": plan_id, "bind_resource": {"app_guid": "app-1"}});
+    // Spec *Binding*: a platform must not bind a plan the catalog says is not bindable; the broker says why.
+    let bind = stack.osb(Method::PUT, &format!("{binding}?accepts_incomplete=true"), Some(&body)).await;
+    assert_eq!((bind.status, bind.body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("NotBindable")));
+    assert!(bind.body["description"].as_str().unwrap().contains("bindable: false"), "{}", bind.body);
+    // No binding exists to fetch (404), poll (404) or delete (410, spec *Unbinding*).
+    assert_eq!(stack.osb(Method::GET, binding, None).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        stack.osb(Method::GET, &format!("{binding}/last_operation"), None).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let unbind = format!("{binding}?service_id={service_id}&plan_id={plan_id}&accepts_incomplete=true");
+    assert_eq!(stack.osb(Method::DELETE, &unbind, None).await.status, StatusCode::GONE);
+    assert_eq!(stack.api.stream_messages().await, stored, "nothing was stored");
+}
