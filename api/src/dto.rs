@@ -153,6 +153,9 @@ impl Convert<OperationKind> for OperationType {
             OperationKind::DeleteBackup => Self::DeleteBackup,
             OperationKind::Restore => Self::Restore,
             OperationKind::ApplyMaintenance => Self::ApplyMaintenance,
+            OperationKind::CreateUser => Self::CreateUser,
+            OperationKind::DeleteUser => Self::DeleteUser,
+            OperationKind::RotateUserPassword => Self::RotateUserPassword,
         }
     }
 }

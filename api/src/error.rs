@@ -211,6 +211,17 @@ impl From<InstanceError> for ApiError {
             InstanceError::NotFound => Self::NotFound("instance"),
             InstanceError::AclEntryNotFound { .. } => Self::NotFound("ACL entry"),
             InstanceError::ScheduleNotFound { .. } => Self::NotFound("backup schedule"),
+            InstanceError::UserNotFound { .. } => Self::NotFound("user"),
+            InstanceError::UserExists { ref name } => Self::Conflict {
+                code: "user_exists",
+                detail: e.to_string(),
+                errors: vec![FieldError {
+                    field: "/name".into(),
+                    rule: "unique_user".into(),
+                    detail: format!("the instance already has a user {name:?}; delete it first"),
+                }],
+                retry_after: None,
+            },
             InstanceError::BackupNotRestorable { .. } => Self::Conflict {
                 code: "backup_not_restorable",
                 detail: e.to_string(),

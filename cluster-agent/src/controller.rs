@@ -128,13 +128,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Context {
-    fn api(&self, kind: ChildKind, namespace: &str) -> Api<DynamicObject> {
+    pub(crate) fn api(&self, kind: ChildKind, namespace: &str) -> Api<DynamicObject> {
         Api::namespaced_with(self.config.client.clone(), namespace, &api_resource(kind))
     }
 
     /// The current object: the watch cache, or our own newer write. A write the cache has caught up with
     /// is forgotten, so the agent does not keep a second copy of every object it applied.
-    fn current(&self, kind: ChildKind, namespace: &str, name: &str) -> Option<Value> {
+    pub(crate) fn current(&self, kind: ChildKind, namespace: &str, name: &str) -> Option<Value> {
         let cached = self.stores[&kind]
             .get(&ObjectRef::new_with(name, api_resource(kind)).within(namespace))
             .and_then(|o| serde_json::to_value(o.as_ref()).ok());
@@ -192,7 +192,7 @@ impl Context {
         }
     }
 
-    fn remember(&self, kind: ChildKind, namespace: &str, name: &str, object: Option<Value>) {
+    pub(crate) fn remember(&self, kind: ChildKind, namespace: &str, name: &str, object: Option<Value>) {
         let mut written = lock(&self.written);
         let key = (kind, namespace.to_owned(), name.to_owned());
         match object {

@@ -70,6 +70,22 @@ pub struct ManagedInstanceSpec {
     /// instance's name (the plugin's default)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archive_server: Option<String>,
+    /// the instance's per-application users, sorted by name (no passwords: the agent makes each in a
+    /// Secret of the cluster, see `users`)
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<UserTarget>,
+}
+
+/// One user of an instance.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UserTarget {
+    /// its name in the engine
+    pub name: String,
+    /// its role, from the service's catalog
+    pub role: String,
+    /// the instance version that last asked for it (its creation or its last password rotation)
+    pub generation: u64,
 }
 
 /// A backup to load into an instance.
@@ -95,6 +111,7 @@ impl ManagedInstanceSpec {
             network_access: self.generation,
             credentials: 0,
             restore: 0,
+            users: 0,
         })
     }
 }
@@ -117,6 +134,9 @@ pub struct AspectGenerations {
     /// restore (0: never restored)
     #[serde(default)]
     pub restore: u64,
+    /// users (0: none ever created)
+    #[serde(default)]
+    pub users: u64,
 }
 
 impl From<AspectGenerations> for domain::instance::Generations {
@@ -128,6 +148,7 @@ impl From<AspectGenerations> for domain::instance::Generations {
             network_access: g.network_access,
             credentials: g.credentials,
             restore: g.restore,
+            users: g.users,
         }
     }
 }
@@ -141,6 +162,7 @@ impl From<domain::instance::Generations> for AspectGenerations {
             network_access: g.network_access,
             credentials: g.credentials,
             restore: g.restore,
+            users: g.users,
         }
     }
 }
@@ -204,9 +226,25 @@ pub struct ManagedInstanceStatus {
     /// rendered form (`render::digest`)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rendered: Option<BTreeMap<String, String>>,
+    /// each user as the engine reports it
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub users: Option<Vec<UserStatus>>,
     /// conditions: Ready
     #[serde(default)]
     pub conditions: Vec<Condition>,
+}
+
+/// One user of an instance as its engine reports it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UserStatus {
+    /// its name
+    pub name: String,
+    /// the generation of it the engine has applied (0: not yet)
+    pub generation: u64,
+    /// why the engine cannot apply it
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// The ManagedInstance that stands for `instance` at `version` (its instance version, which is the
@@ -240,6 +278,14 @@ pub fn desired_object(
             "acl": spec.acl.iter().map(|e| e.cidr.as_str()).collect::<Vec<_>>(),
         },
     });
+    if !spec.users.is_empty() {
+        object["spec"]["users"] = json!(
+            spec.users
+                .iter()
+                .map(|u| json!({"name": u.name, "role": u.role, "generation": u.generation}))
+                .collect::<Vec<_>>()
+        );
+    }
     if let Some(server) = &spec.archive_server {
         object["spec"]["archiveServer"] = json!(server);
     }

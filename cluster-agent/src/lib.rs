@@ -25,6 +25,7 @@ mod publish;
 pub mod rbac;
 pub mod render;
 pub mod store_access;
+mod users;
 
 use std::{sync::Arc, time::Duration};
 

@@ -21,6 +21,7 @@ pub mod job;
 pub mod network;
 pub mod replset;
 pub mod rotation;
+pub mod users;
 pub mod workload;
 
 use crate::crd::{MANAGER, ManagedInstance};
@@ -207,6 +208,10 @@ pub fn render(mi: &ManagedInstance, store: Option<&backup::StoreTarget>) -> Vec<
             object["spec"]["bootstrap"] = json!({"initdb": {"dataChecksums": checksums}});
         }
         object["metadata"]["annotations"] = json!({CONFIG_HASH_ANNOTATION: hash});
+        let roles = users::postgres_roles(mi);
+        if !roles.is_empty() {
+            object["spec"]["managed"] = json!({"roles": roles});
+        }
         // Made from a backup, the recovery replaces the initdb bootstrap.
         let stores = barman::archive_and_recover(mi, &mut object, store);
         let mut children = vec![Child { kind: ChildKind::PostgresCluster, name, object }];

@@ -12,6 +12,7 @@ pub mod schedules;
 #[cfg(test)]
 mod tests;
 mod upcasters;
+pub mod users;
 
 use std::sync::Arc;
 
@@ -89,6 +90,9 @@ pub struct InstanceSpec {
     /// "Backup and WAL Archive Considerations"). Derived from `VersionUpgraded`, so no new event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archive_server: Option<String>,
+    /// the instance's users, sorted by name (see [`users`]); no passwords, which are the cluster's
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<users::User>,
 }
 
 /// The Barman server name a PostgreSQL instance called `name` archives under after an upgrade from
@@ -204,6 +208,18 @@ pub enum InstanceError {
         /// the id asked for
         id: Uuid,
     },
+    /// a user with this name exists
+    #[error("the instance already has a user {name:?}")]
+    UserExists {
+        /// the name asked for
+        name: String,
+    },
+    /// the instance has no user with this name
+    #[error("the instance has no user {name:?}")]
+    UserNotFound {
+        /// the name asked for
+        name: String,
+    },
     /// the name registry could not be reached; retryable
     #[error("name registry unavailable: {0}")]
     RegistryUnavailable(String),
@@ -288,6 +304,7 @@ impl Instance {
             same.restore = restore;
             same.maintenance_window = cmd.maintenance_window.unwrap_or_default();
             same.pending_maintenance = existing.pending_maintenance.clone();
+            same.users = existing.users.clone();
             return if same == *existing { Ok(vec![]) } else { Err(InstanceError::AlreadyExists) };
         }
         services
@@ -482,8 +499,33 @@ impl Instance {
             Lifecycle::Active if self.spec.as_ref().is_some_and(|s| s.deletion_protection) => {
                 Err(InstanceError::DeletionProtected)
             }
-            Lifecycle::Active => Ok(vec![InstanceEvent::DeprovisioningStarted {}]),
+            Lifecycle::Active => {
+                // Every user goes with the instance, each by its own event, so the history says so.
+                let users = self.spec.iter().flat_map(|s| &s.users);
+                let mut events: Vec<InstanceEvent> =
+                    users.map(|u| InstanceEvent::UserDeleted { name: u.name.clone() }).collect();
+                events.push(InstanceEvent::DeprovisioningStarted {});
+                Ok(events)
+            }
         }
+    }
+
+    fn create_user(&self, name: String, role: String) -> Result<Vec<InstanceEvent>, InstanceError> {
+        let spec = self.active_spec()?;
+        users::check_new(&spec.users, spec.service, &name, &role)?;
+        Ok(vec![InstanceEvent::UserCreated { name, role }])
+    }
+
+    fn delete_user(&self, name: String) -> Result<Vec<InstanceEvent>, InstanceError> {
+        let spec = self.active_spec()?;
+        users::find(&spec.users, &name)?;
+        Ok(vec![InstanceEvent::UserDeleted { name }])
+    }
+
+    fn rotate_user_password(&self, name: String) -> Result<Vec<InstanceEvent>, InstanceError> {
+        let spec = self.active_spec()?;
+        users::find(&spec.users, &name)?;
+        Ok(vec![InstanceEvent::UserPasswordRotationRequested { name }])
     }
 
     fn active_spec(&self) -> Result<&InstanceSpec, InstanceError> {
@@ -538,6 +580,7 @@ fn spec_of(p: &InstanceProvisioned) -> InstanceSpec {
         maintenance_window: maintenance::MaintenanceWindow::default(),
         pending_maintenance: maintenance::PendingMaintenance::default(),
         archive_server: None,
+        users: Vec::new(),
     }
 }
 

@@ -58,6 +58,23 @@ pub struct ObservedState {
     /// the objects it would change. Added to schema 1 with a default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rendered: Option<std::collections::BTreeMap<String, String>>,
+    /// each user of the instance as the engine reports it, sorted by name. Added to schema 1 with a
+    /// default: a report without it says nothing of users.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub users: Option<Vec<ObservedUser>>,
+}
+
+/// One user of an instance as its engine reports it (no password: that never leaves the cluster).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObservedUser {
+    /// its name
+    pub name: String,
+    /// the generation of the user (the instance version of its creation or last password rotation) the
+    /// engine has applied; 0: not yet
+    pub generation: u64,
+    /// why the engine cannot apply it, when it says so (CloudNativePG's `cannotReconcile`)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 impl ObservedState {

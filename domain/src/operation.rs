@@ -24,6 +24,12 @@ pub enum OperationKind {
     Restore,
     /// applies what was held for the maintenance window (the window opened, or the customer asked)
     ApplyMaintenance,
+    /// creates a user of the instance
+    CreateUser,
+    /// deletes a user of the instance
+    DeleteUser,
+    /// gives a user of the instance a new password
+    RotateUserPassword,
 }
 
 impl OperationKind {
@@ -38,6 +44,9 @@ impl OperationKind {
             Self::DeleteBackup => "delete_backup",
             Self::Restore => "restore",
             Self::ApplyMaintenance => "apply_maintenance",
+            Self::CreateUser => "create_user",
+            Self::DeleteUser => "delete_user",
+            Self::RotateUserPassword => "rotate_user_password",
         }
     }
 }
@@ -57,6 +66,9 @@ mod tests {
             (OperationKind::DeleteBackup, "delete_backup"),
             (OperationKind::Restore, "restore"),
             (OperationKind::ApplyMaintenance, "apply_maintenance"),
+            (OperationKind::CreateUser, "create_user"),
+            (OperationKind::DeleteUser, "delete_user"),
+            (OperationKind::RotateUserPassword, "rotate_user_password"),
         ] {
             assert_eq!(kind.as_str(), wire);
             assert_eq!(serde_json::to_value(kind).unwrap(), wire);

@@ -34,6 +34,9 @@ pub(crate) fn spawn(sim: Simulator) {
                 {
                     let name = change.value()["metadata"]["name"].as_str().unwrap_or_default().to_owned();
                     settle(&sim, &change.resource, &change.namespace, &name, false);
+                    if change.resource == CNPG_CLUSTERS {
+                        crate::roles::reconcile(&sim, &change.namespace, &name);
+                    }
                     schedule(sim.clone(), change.resource, change.namespace, name);
                 }
                 Ok(change) if change.kind != "DELETED" && change.resource == CLAIMS => {
@@ -91,6 +94,13 @@ pub(crate) fn spawn(sim: Simulator) {
                         && change.labels.get("cnpg.io/userType").is_some_and(|t| t == "app") =>
                 {
                     report_app_secret_version(&sim, &change.namespace, &change.value());
+                }
+                Ok(change)
+                    if change.kind != "DELETED"
+                        && change.resource == SECRETS
+                        && change.labels.contains_key(crate::roles::USER_LABEL) =>
+                {
+                    crate::roles::secret_changed(&sim, &change.namespace, &change.value());
                 }
                 Ok(change)
                     if change.kind != "DELETED" && change.resource == crate::load_balancer::SERVICES =>

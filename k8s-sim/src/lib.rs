@@ -12,6 +12,7 @@ mod backup_job;
 mod barman;
 pub mod controllers;
 pub mod load_balancer;
+mod roles;
 pub mod server;
 pub mod store;
 

@@ -181,6 +181,7 @@ mod tests {
             applied: None,
             network: None,
             rendered: None,
+            users: None,
             config: None,
         }
     }
@@ -197,6 +198,7 @@ mod tests {
                 network_access: 1,
                 credentials: 0,
                 restore: 0,
+                users: 0,
             },
             restart_pending: &NONE,
             deprovisioning: None,
@@ -218,7 +220,8 @@ mod tests {
                 (Aspect::Configuration, Health::Healthy),
                 (Aspect::NetworkAccess, Health::Healthy),
                 (Aspect::Credentials, Health::Healthy),
-                (Aspect::Restore, Health::Healthy)
+                (Aspect::Restore, Health::Healthy),
+                (Aspect::Users, Health::Healthy)
             ]
         );
     }

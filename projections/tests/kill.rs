@@ -156,6 +156,7 @@ async fn a_projector_killed_mid_stream_ends_equal_to_a_clean_rebuild() {
                                 applied: None,
                                 network: None,
                                 rendered: None,
+                                users: None,
                                 config: None,
                             };
                             let message = ObservedMessage::new(

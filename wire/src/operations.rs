@@ -25,6 +25,12 @@ pub enum OperationType {
     Restore,
     /// applies what was held for the maintenance window (the window opened, or the customer asked)
     ApplyMaintenance,
+    /// creates a user of an instance
+    CreateUser,
+    /// deletes a user of an instance (the engine revokes it)
+    DeleteUser,
+    /// gives a user of an instance a new password
+    RotateUserPassword,
 }
 
 /// Where an operation is.

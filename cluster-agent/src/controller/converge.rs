@@ -59,6 +59,8 @@ pub(super) async fn apply(mi: Arc<ManagedInstance>, ctx: &Context) -> Result<Act
             ctx.remember(ChildKind::Secret, &namespace, &name, Some(written));
         }
     }
+    // Users' password Secrets before the roles that name them.
+    crate::users::ensure_secrets(&mi, ctx, &mut writes).await?;
     // A MongoDB replica set's members leave its configuration before their pods go.
     let members_removed = desired.iter().filter(|c| render::replset::is_replset_job(c)).all(|job| {
         ctx.current(ChildKind::Job, &namespace, &job.name)
@@ -69,6 +71,7 @@ pub(super) async fn apply(mi: Arc<ManagedInstance>, ctx: &Context) -> Result<Act
         if let Some(current) = &current {
             render::keep_claim_templates(child, current);
             render::replset::hold_scale_down(child, current, members_removed);
+            render::users::keep_absent_roles(child, current);
         }
         let applied = current.as_ref().is_some_and(|c| is_applied(&child.object, c));
         // An owner reference left by an older agent goes with the next apply (this manager owns it).
@@ -129,7 +132,8 @@ pub(super) async fn apply(mi: Arc<ManagedInstance>, ctx: &Context) -> Result<Act
             let wanted = desired.iter().any(|c| c.kind == kind && c.name == name)
                 || (kind == ChildKind::Secret
                     && (render::secrets_made_once(&mi, "", "").iter().any(|s| s.name == name)
-                        || name == render::backup::store_secret_name(&mi)))
+                        || name == render::backup::store_secret_name(&mi)
+                        || crate::users::wanted_secret(&mi, &name)))
                 || (kind == ChildKind::Job
                     && [rotation.job.as_deref(), restore.job.as_deref()].contains(&Some(name.as_str())));
             if !wanted {
@@ -153,7 +157,9 @@ pub(super) async fn apply(mi: Arc<ManagedInstance>, ctx: &Context) -> Result<Act
     // nothing will trigger the retry: poll, slowly.
     let next =
         if storage_failure.is_some() { Action::requeue(EXPANSION_RETRY) } else { Action::await_change() };
-    let observed = observe::observe(&mi, ctx, &desired, rendered, storage_failure, &rotation, &restore);
+    let users = crate::users::observe(&mi, ctx);
+    let observed =
+        observe::observe(&mi, ctx, &desired, rendered, storage_failure, &rotation, &restore, &users);
     let status = observe::status_of(&mi, &observed);
     if last.as_ref().is_none_or(|s| !observe::same_status(s, &status)) {
         publish(&ctx.config, &ctx.jetstream, about(&mi), ObservedEvent::InstanceObserved(Box::new(observed)))

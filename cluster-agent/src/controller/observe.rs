@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::{Context, instance_uuid};
 use crate::{
-    crd::{AspectGenerations, Condition, ManagedInstance, ManagedInstanceStatus},
+    crd::{AspectGenerations, Condition, ManagedInstance, ManagedInstanceStatus, UserStatus},
     render::{self, ChildKind, is_applied, network},
 };
 
@@ -93,6 +93,7 @@ fn running_config_hash(pods: &[std::sync::Arc<Pod>]) -> Option<String> {
 }
 
 /// What the cluster shows for the instance, from the watch caches.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn observe(
     mi: &ManagedInstance,
     ctx: &Context,
@@ -101,6 +102,7 @@ pub(super) fn observe(
     storage_failure: Option<String>,
     rotation: &super::rotation::Rotation,
     restore: &super::restore::Restore,
+    users: &crate::users::Users,
 ) -> ObservedState {
     let namespace = mi.namespace().unwrap_or_default();
     let mut all_applied = true;
@@ -108,7 +110,10 @@ pub(super) fn observe(
     let mut network_applied = true;
     let mut ready_replicas = 0;
     let mut rolled_out = true;
-    let mut reason = storage_failure.or_else(|| rotation.failure.clone()).or_else(|| restore.failure.clone());
+    let mut reason = storage_failure
+        .or_else(|| rotation.failure.clone())
+        .or_else(|| restore.failure.clone())
+        .or_else(|| users.failure.clone());
     if render::expands_claims(mi) {
         // Storage is there once every replica's claim holds the wanted size.
         let expanded = ctx
@@ -207,6 +212,7 @@ pub(super) fn observe(
         network_access: if network_applied { wanted.network_access } else { before.network_access },
         credentials: rotation.applied,
         restore: restore.applied,
+        users: users.applied,
     };
     ObservedState {
         instance_id: instance_uuid(mi),
@@ -231,6 +237,7 @@ pub(super) fn observe(
             endpoint: endpoint.map(|(host, port)| Endpoint { host, port }),
         }),
         rendered: if ready { Some(rendered) } else { previous.rendered },
+        users: users.observed.clone(),
     }
 }
 
@@ -281,6 +288,16 @@ pub(super) fn status_of(mi: &ManagedInstance, observed: &ObservedState) -> Manag
             .and_then(|n| n.endpoint.as_ref())
             .map(|e| format!("{}:{}", e.host, e.port)),
         rendered: observed.rendered.clone(),
+        users: observed.users.as_ref().map(|users| {
+            users
+                .iter()
+                .map(|u| UserStatus {
+                    name: u.name.clone(),
+                    generation: u.generation,
+                    reason: u.reason.clone(),
+                })
+                .collect()
+        }),
         conditions: vec![Condition {
             type_: "Ready".into(),
             status: status.into(),

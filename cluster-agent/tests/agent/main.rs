@@ -23,4 +23,5 @@ mod render;
 mod replica_set;
 mod restore_users;
 mod rotation;
+mod users;
 mod workloads;

@@ -53,6 +53,9 @@ impl Aggregate for Instance {
                 vec![InstanceEvent::CredentialsRotationRequested {}]
             }
             InstanceCommand::ApplyMaintenance { trigger } => self.apply_maintenance(trigger)?,
+            InstanceCommand::CreateUser { name, role } => self.create_user(name, role)?,
+            InstanceCommand::DeleteUser { name } => self.delete_user(name)?,
+            InstanceCommand::RotateUserPassword { name } => self.rotate_user_password(name)?,
             InstanceCommand::Deprovision => self.deprovision()?,
         };
         for event in events {
@@ -104,6 +107,17 @@ impl Aggregate for Instance {
             InstanceEvent::PendingMaintenanceChanged { pending } => spec.pending_maintenance = pending,
             InstanceEvent::MaintenanceApplied { .. } => {
                 spec.pending_maintenance = maintenance::PendingMaintenance::default()
+            }
+            InstanceEvent::UserCreated { name, role } => {
+                let user = users::User { name, role, generation: self.generation };
+                let at = spec.users.partition_point(|u| u.name < user.name);
+                spec.users.insert(at, user);
+            }
+            InstanceEvent::UserDeleted { name } => spec.users.retain(|u| u.name != name),
+            InstanceEvent::UserPasswordRotationRequested { name } => {
+                if let Some(user) = spec.users.iter_mut().find(|u| u.name == name) {
+                    user.generation = self.generation;
+                }
             }
         }
     }

@@ -25,18 +25,21 @@ pub enum Aspect {
     Credentials,
     /// the data: a restore from a backup replaces it
     Restore,
+    /// the per-application users: created, deleted, or given a new password
+    Users,
     /// deprovisioning (tracked by the read side only; never applied to the cluster as a generation)
     Deletion,
 }
 
 /// The aspects a cluster applies, each with a generation.
-pub const APPLIED_ASPECTS: [Aspect; 6] = [
+pub const APPLIED_ASPECTS: [Aspect; 7] = [
     Aspect::Version,
     Aspect::Resources,
     Aspect::Configuration,
     Aspect::NetworkAccess,
     Aspect::Credentials,
     Aspect::Restore,
+    Aspect::Users,
 ];
 
 /// The aspects provisioning sets. Credentials are made with the instance and count as changed only by a
@@ -54,6 +57,7 @@ impl Aspect {
             Self::NetworkAccess => "NetworkAccessApplied",
             Self::Credentials => "CredentialsApplied",
             Self::Restore => "RestoreApplied",
+            Self::Users => "UsersApplied",
             Self::Deletion => "Deleted",
         }
     }
@@ -67,6 +71,7 @@ impl Aspect {
             Self::NetworkAccess => "network_access",
             Self::Credentials => "credentials",
             Self::Restore => "restore",
+            Self::Users => "users",
             Self::Deletion => "deletion",
         }
     }
@@ -90,6 +95,9 @@ pub struct Generations {
     /// restore (0 until the first restore). Added with a default, like `credentials`.
     #[serde(default)]
     pub restore: u64,
+    /// users (0 until the first user is created). Added with a default, like `credentials`.
+    #[serde(default)]
+    pub users: u64,
 }
 
 impl Generations {
@@ -104,6 +112,7 @@ impl Generations {
             network_access: generation,
             credentials: 0,
             restore: 0,
+            users: 0,
         }
     }
 
@@ -116,6 +125,7 @@ impl Generations {
             Aspect::NetworkAccess => Some(self.network_access),
             Aspect::Credentials => Some(self.credentials),
             Aspect::Restore => Some(self.restore),
+            Aspect::Users => Some(self.users),
             Aspect::Deletion => None,
         }
     }
@@ -129,6 +139,7 @@ impl Generations {
             Aspect::NetworkAccess => self.network_access = generation,
             Aspect::Credentials => self.credentials = generation,
             Aspect::Restore => self.restore = generation,
+            Aspect::Users => self.users = generation,
             Aspect::Deletion => {}
         }
     }
@@ -158,6 +169,9 @@ impl InstanceEvent {
             Self::NetworkAccessChanged { .. } => &[Aspect::NetworkAccess],
             Self::CredentialsRotationRequested {} => &[Aspect::Credentials],
             Self::RestoreRequested { .. } => &[Aspect::Restore],
+            Self::UserCreated { .. }
+            | Self::UserDeleted { .. }
+            | Self::UserPasswordRotationRequested { .. } => &[Aspect::Users],
             Self::DeprovisioningStarted {} => &[Aspect::Deletion],
             // Schedules are the control plane's to run: nothing in the cluster changes.
             Self::DescriptionChanged { .. }

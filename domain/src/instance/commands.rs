@@ -51,7 +51,25 @@ pub enum InstanceCommand {
         /// the window opened, or the customer asked
         trigger: super::maintenance::MaintenanceTrigger,
     },
-    /// start removing the instance
+    /// create a user with a role from the service's catalog (`users::user_roles`); its password is made
+    /// in the cluster
+    CreateUser {
+        /// its name (`users::check_name`)
+        name: String,
+        /// its role
+        role: String,
+    },
+    /// delete a user: the engine revokes it
+    DeleteUser {
+        /// its name
+        name: String,
+    },
+    /// give a user a new password (made in the cluster; the old one works until the new one is applied)
+    RotateUserPassword {
+        /// its name
+        name: String,
+    },
+    /// start removing the instance (and its users)
     Deprovision,
 }
 

@@ -85,6 +85,24 @@ pub enum InstanceEvent {
     CredentialsRotationRequested {},
     /// deprovisioning began; from now on only Deprovision is accepted
     DeprovisioningStarted {},
+    /// a user was created (the users aspect changes). No password: the cluster makes it and keeps it
+    UserCreated {
+        /// its name
+        name: String,
+        /// its role, from the service's catalog
+        role: String,
+    },
+    /// a user was deleted: the engine is to revoke it (the users aspect changes)
+    UserDeleted {
+        /// its name
+        name: String,
+    },
+    /// a new password was asked for a user. Records the request only: the password is made and kept in
+    /// the cluster, never in an event
+    UserPasswordRotationRequested {
+        /// its name
+        name: String,
+    },
     /// the weekly maintenance window changed; carries the whole resulting window
     MaintenanceWindowChanged {
         /// the window after the change
@@ -152,6 +170,9 @@ impl InstanceEvent {
             Self::MaintenanceWindowChanged { .. } => "MaintenanceWindowChanged",
             Self::PendingMaintenanceChanged { .. } => "PendingMaintenanceChanged",
             Self::MaintenanceApplied { .. } => "MaintenanceApplied",
+            Self::UserCreated { .. } => "UserCreated",
+            Self::UserDeleted { .. } => "UserDeleted",
+            Self::UserPasswordRotationRequested { .. } => "UserPasswordRotationRequested",
         }
     }
 
@@ -173,7 +194,10 @@ impl InstanceEvent {
             | Self::DeprovisioningStarted {}
             | Self::MaintenanceWindowChanged { .. }
             | Self::PendingMaintenanceChanged { .. }
-            | Self::MaintenanceApplied { .. } => "1",
+            | Self::MaintenanceApplied { .. }
+            | Self::UserCreated { .. }
+            | Self::UserDeleted { .. }
+            | Self::UserPasswordRotationRequested { .. } => "1",
         }
     }
 }

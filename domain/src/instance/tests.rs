@@ -14,6 +14,7 @@ mod network;
 mod parameter_versions;
 mod restore;
 mod schedules;
+mod users;
 mod wire_form;
 
 pub(super) type InstanceTest = TestFramework<Instance>;

@@ -35,6 +35,7 @@ pub(crate) fn spawn_all(
         tokio::spawn(provision_volumes(admin.clone())),
         tokio::spawn(report_cnpg_status(admin.clone(), postgres.clone())),
         tokio::spawn(take_cnpg_backups(admin.clone(), postgres)),
+        tokio::spawn(crate::roles::run(admin.clone())),
         tokio::spawn(crate::load_balancer::publish_load_balancers(admin)),
     ]
 }

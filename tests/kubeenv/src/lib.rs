@@ -19,6 +19,7 @@ pub mod barman;
 pub mod helpers;
 pub mod load_balancer;
 mod pki;
+mod roles;
 
 use std::{
     fs,

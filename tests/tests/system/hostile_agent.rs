@@ -132,6 +132,7 @@ fn failed_state(instance: Uuid, generation: u64) -> ObservedEvent {
         applied: None,
         network: None,
         rendered: None,
+        users: None,
     }))
 }
 

@@ -196,6 +196,21 @@ fn every_event_s_name_schema_and_wire_form_are_frozen() {
             "1",
             serde_json::json!({"type": "MaintenanceApplied", "data": {"trigger": "customer"}}),
         ),
+        (
+            InstanceEvent::UserCreated { name: "reporting".into(), role: "readonly".into() },
+            "1",
+            serde_json::json!({"type": "UserCreated", "data": {"name": "reporting", "role": "readonly"}}),
+        ),
+        (
+            InstanceEvent::UserDeleted { name: "reporting".into() },
+            "1",
+            serde_json::json!({"type": "UserDeleted", "data": {"name": "reporting"}}),
+        ),
+        (
+            InstanceEvent::UserPasswordRotationRequested { name: "reporting".into() },
+            "1",
+            serde_json::json!({"type": "UserPasswordRotationRequested", "data": {"name": "reporting"}}),
+        ),
     ];
     for (event, schema, wire) in cases {
         let name = wire["type"].as_str().unwrap().to_owned();
