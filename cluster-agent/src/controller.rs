@@ -284,12 +284,13 @@ pub(crate) async fn run(config: Arc<AgentConfig>, desired: Arc<Desired>) -> anyh
     let pods_index = InstanceIndex::default();
     let pod_events = reflector::reflector(
         pods_writer,
-        // Of a pod the agent reads its labels and why its containers wait (`observe::pod_failure`): the
-        // spec, the larger half, is dropped.
+        // Of a pod the agent reads its labels, why its containers wait (`observe::pod_failure`) and, for
+        // CloudNativePG's instances, each container's image and resources (`observe::cnpg`): the rest of
+        // the spec, the larger half, is dropped.
         watcher(Api::<Pod>::all(client.clone()), watcher::Config::default().labels(INSTANCE_LABEL)).modify(
             |pod: &mut Pod| {
                 pod.managed_fields_mut().clear();
-                pod.spec = None;
+                observe::cnpg::keep_containers(pod);
             },
         ),
     )

@@ -19,6 +19,7 @@ pub mod digest;
 pub mod egress;
 pub mod job;
 pub mod network;
+pub mod pg_settings;
 pub mod replset;
 pub mod rotation;
 pub mod users;
@@ -200,7 +201,7 @@ pub fn render(mi: &ManagedInstance, store: Option<&backup::StoreTarget>) -> Vec<
                 "imageName": format!("ghcr.io/cloudnative-pg/postgresql:{}", mi.spec.version),
                 "storage": {"size": format!("{}Gi", mi.spec.storage_gib)},
                 "resources": resources(mi),
-                "postgresql": {"parameters": parameters},
+                "postgresql": {"parameters": &parameters},
                 "inheritedMetadata": {"labels": selector(mi)},
             }
         });
@@ -215,6 +216,7 @@ pub fn render(mi: &ManagedInstance, store: Option<&backup::StoreTarget>) -> Vec<
         // Made from a backup, the recovery replaces the initdb bootstrap.
         let stores = barman::archive_and_recover(mi, &mut object, store);
         let mut children = vec![Child { kind: ChildKind::PostgresCluster, name, object }];
+        children.extend(pg_settings::job(mi, &parameters));
         children.extend(stores);
         children.extend(network::render(mi, POSTGRES_PORT));
         return children;

@@ -49,6 +49,10 @@ pub(crate) fn spawn(sim: Simulator) {
                 {
                     let name = change.value()["metadata"]["name"].as_str().unwrap_or_default().to_owned();
                     let sim = sim.clone();
+                    if crate::cnpg::is_verification(&change.value()) {
+                        tokio::spawn(crate::cnpg::verify(sim, change.namespace.clone(), name));
+                        continue;
+                    }
                     tokio::spawn(async move {
                         tokio::time::sleep(sim.inner.options.ready_delay).await;
                         // A backup Job's work is real: the artifact goes to the object store.
@@ -209,7 +213,7 @@ fn desired_status(resource: &str, object: &Value, failure: Option<&str>, settled
 /// A pod's status as the kubelet reports it: Running and Ready once settled; a failure in the container's
 /// `waiting` state (`CrashLoopBackOff` while Running, `ImagePullBackOff` while Pending); before that
 /// `ContainerCreating`.
-fn pod_status(template: &Value, failure: Option<&str>, settled: bool) -> Value {
+pub(crate) fn pod_status(template: &Value, failure: Option<&str>, settled: bool) -> Value {
     let containers = template["spec"]["containers"].as_array().cloned().unwrap_or_default();
     let (phase, state, ready) = match (settled, failure) {
         (true, None) => ("Running", json!({"running": {"startedAt": "2026-01-01T00:00:00Z"}}), true),
@@ -322,6 +326,20 @@ fn settle(sim: &Simulator, resource: &str, namespace: &str, name: &str, settled:
     if !object["metadata"]["deletionTimestamp"].is_null() {
         return;
     }
+    // CloudNativePG writes a Cluster's status from its own reconciliation (`RegisterPhase`,
+    // `pkg/resources/status/patch.go` `PatchWithOptimisticLock`, which writes nothing when the status is
+    // unchanged): until it has processed a change, the status it wrote before, a `Ready=True` included,
+    // stands. Held, it processes nothing; before the delay, nothing either once it has settled once.
+    if resource == CNPG_CLUSTERS {
+        let held =
+            sim.inner.faults.lock().unwrap_or_else(std::sync::PoisonError::into_inner).cnpg_holds(name);
+        let ready = object["status"]["conditions"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"));
+        if held || (!settled && ready) {
+            return;
+        }
+    }
     let generation = object["metadata"]["generation"].as_i64().unwrap_or(1);
     let current = &object["status"];
     // Before the delay, only mark a new generation as in progress; never undo a settled status of it.
@@ -345,12 +363,22 @@ fn settle(sim: &Simulator, resource: &str, namespace: &str, name: &str, settled:
     }
     if resource == CNPG_CLUSTERS {
         create_app_secret(&mut store, namespace, &object);
+        if settled {
+            crate::cnpg::sync_instances(&mut store, namespace, &object, failure);
+            drop(store);
+            crate::cnpg::settle_parameters(sim, namespace, &object);
+        }
     }
 }
 
 /// Ends a Job as the Job controller does once its pod exits: `Complete` (after `SuccessCriteriaMet`) with
 /// `succeeded: 1`, or `Failed` with reason `BackoffLimitExceeded` (batch/v1 JobStatus, Kubernetes 1.31+).
-fn finish_job(sim: &Simulator, namespace: &str, name: &str, uploaded: Option<Result<String, String>>) {
+pub(crate) fn finish_job(
+    sim: &Simulator,
+    namespace: &str,
+    name: &str,
+    uploaded: Option<Result<String, String>>,
+) {
     let fails = sim.inner.faults.lock().unwrap_or_else(std::sync::PoisonError::into_inner).job_fails(name);
     let mut store = sim.store();
     let Some(ty) = store.types().iter().find(|t| t.key() == JOBS).cloned() else { return };

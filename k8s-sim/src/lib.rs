@@ -10,6 +10,7 @@
 
 mod backup_job;
 mod barman;
+mod cnpg;
 pub mod controllers;
 pub mod load_balancer;
 mod roles;

@@ -20,7 +20,7 @@ use axum::{
     routing::{get, post},
 };
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
 use crate::store::{Change, Store};
@@ -93,6 +93,10 @@ pub struct Faults {
     /// Jobs whose name matches (`*` for all) fail (their pods exit non-zero until the backoff limit)
     #[serde(default)]
     pub failing_jobs: Vec<String>,
+    /// CloudNativePG `Cluster`s whose name matches (`*` for all) are not processed yet: their status, pods
+    /// and running parameters stay as they were, as while the operator has not reconciled a change
+    #[serde(default)]
+    pub cnpg_held: Vec<String>,
 }
 
 impl Faults {
@@ -100,6 +104,11 @@ impl Faults {
     /// Whether the Job (or CloudNativePG Backup) `name` is to fail.
     pub fn job_fails(&self, name: &str) -> bool {
         self.failing_jobs.iter().any(|p| p == "*" || p == name)
+    }
+
+    /// Whether CloudNativePG holds off processing the `Cluster` `name`.
+    pub fn cnpg_holds(&self, name: &str) -> bool {
+        self.cnpg_held.iter().any(|p| p == "*" || p == name)
     }
 
     /// Why the workload `name` does not run, if a fault says it does not.
@@ -125,6 +134,8 @@ pub(crate) struct Inner {
     pub(crate) settled: Mutex<std::collections::HashMap<(String, String, String), i64>>,
     /// StatefulSets whose `restore` init container fails, by (namespace, name)
     pub(crate) init_failures: Mutex<std::collections::HashSet<(String, String)>>,
+    /// the parameters each CloudNativePG Cluster's PostgreSQL runs, by (namespace, name)
+    pub(crate) live_parameters: Mutex<std::collections::HashMap<(String, String), Value>>,
     requests: std::sync::atomic::AtomicU64,
     watches: Mutex<std::collections::HashMap<String, u64>>,
     /// the most bookmarks any one watch has sent (one per interval per watch, so this counts intervals)
@@ -162,6 +173,7 @@ impl Simulator {
             options,
             settled: Mutex::default(),
             init_failures: Mutex::default(),
+            live_parameters: Mutex::default(),
             requests: Default::default(),
             watches: Default::default(),
             bookmark_rounds: tokio::sync::watch::Sender::new(0),

@@ -13,6 +13,8 @@ use crate::{
     render::{self, ChildKind, is_applied, network},
 };
 
+pub(super) mod cnpg;
+
 fn int(v: &Value) -> u32 {
     v.as_u64().unwrap_or(0).try_into().unwrap_or(u32::MAX)
 }
@@ -46,8 +48,7 @@ pub(super) fn pod_failure(pod: &Pod) -> Option<String> {
 /// `api/v1/cluster_types.go` and `pkg/resources/status/transactions.go`: the `Ready` condition is True
 /// exactly when `phase` is `PhaseHealthy`; phases that need someone's intervention are failures (there is
 /// no phase called `Failed`); every other phase is progress. CloudNativePG reports no observed
-/// generation, so the spec counts as rolled out when `status.image` is the spec's `imageName` and
-/// `status.instances` its `instances`.
+/// generation: when the spec runs is read elsewhere ([`cnpg`]).
 fn cnpg_failure(status: &Value) -> Option<String> {
     let phase = status["phase"].as_str().unwrap_or_default();
     let reason = match phase {
@@ -66,14 +67,6 @@ fn cnpg_failure(status: &Value) -> Option<String> {
         _ => return None,
     };
     Some(reason.to_owned())
-}
-
-fn cnpg_ready(status: &Value) -> bool {
-    status["conditions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|c| c["type"] == "Ready" && c["status"] == "True")
 }
 
 /// The configuration the instance's ready pods run: the [`render::CONFIG_HASH_ANNOTATION`] their pod
@@ -164,15 +157,27 @@ pub(super) fn observe(
                 running_hash = running_config_hash(&pods);
                 reason = reason.or_else(|| pods.iter().find_map(|pod| pod_failure(pod)));
             }
+            // The old `Ready=True` stands right after a change: what runs is read from the instance pods
+            // and, for the parameters, from the verification Job (`observe/cnpg.rs`).
             ChildKind::PostgresCluster => {
                 ready_replicas = int(&status["readyInstances"]);
-                rolled_out &= cnpg_ready(status)
-                    && status["image"] == current["spec"]["imageName"]
-                    && status["instances"] == current["spec"]["instances"];
+                rolled_out &= cnpg::rolled_out(&current, &ctx.pods(&namespace, &mi.spec.instance_id));
                 reason = reason.or_else(|| cnpg_failure(status));
-                running_hash = current["metadata"]["annotations"][render::CONFIG_HASH_ANNOTATION]
-                    .as_str()
-                    .map(str::to_owned);
+                if !desired.iter().any(render::pg_settings::is_verification_job) {
+                    running_hash = current["metadata"]["annotations"][render::CONFIG_HASH_ANNOTATION]
+                        .as_str()
+                        .map(str::to_owned);
+                }
+            }
+            // A PostgreSQL instance's parameters are live once its verification Job has completed.
+            ChildKind::Job if render::pg_settings::is_verification_job(child) => {
+                match render::job::outcome(&current) {
+                    Some(Ok(())) => running_hash = Some(render::config_hash(&mi.spec.config)),
+                    None => rolled_out = false,
+                    Some(Err(why)) => {
+                        reason = reason.or_else(|| Some(format!("ConfigurationNotApplied: {why}")))
+                    }
+                }
             }
             // A MongoDB replica set's initiation/membership Job: the instance is ready once it has
             // completed (the set has its members), failed once it failed for good.

@@ -8,12 +8,13 @@
 //!   the node rewrites it), so the NetworkPolicy below sees the real source.
 //! - a **NetworkPolicy** named `<instance>-access` on the instance's pods (networking.k8s.io/v1): the
 //!   instance's own pods may reach each other (replication), the ACL's blocks may reach the service port
-//!   (`ipBlock`), the agent's own Jobs that connect to the instance (rotation, backup, restore: their pods
-//!   carry `job::CLIENT_OF_LABEL`) may reach the service port, and nothing else may, inside the cluster
-//!   or through the endpoint (networking.k8s.io/v1 `NetworkPolicySpec`: a pod selected by a policy of
-//!   type Ingress admits only what some rule's peers and ports allow). For PostgreSQL the
-//!   CloudNativePG operator, in namespace `cnpg-system`, also reaches the instance manager's status port
-//!   8000 and PostgreSQL's 5432 (CloudNativePG v1.30.0 `pkg/management/url/url.go`: `StatusPort = 8000`).
+//!   (`ipBlock`), the agent's own Jobs that connect to the instance (rotation, backup, restore,
+//!   PostgreSQL's configuration check: their pods carry `job::CLIENT_OF_LABEL`) may reach the service
+//!   port, and nothing else may, inside the cluster or through the endpoint (networking.k8s.io/v1
+//!   `NetworkPolicySpec`: a pod selected by a policy of type Ingress admits only what some rule's peers
+//!   and ports allow). For PostgreSQL the CloudNativePG operator, in namespace `cnpg-system`, also
+//!   reaches the instance manager's status port 8000 and PostgreSQL's 5432 (CloudNativePG v1.30.0
+//!   `pkg/management/url/url.go`: `StatusPort = 8000`).
 
 use kube::ResourceExt as _;
 use serde_json::{Value, json};
@@ -46,13 +47,12 @@ fn endpoint_selector(mi: &ManagedInstance) -> Value {
 pub fn render(mi: &ManagedInstance, port: u16) -> Vec<Child> {
     let service_port = json!({"name": mi.spec.service, "protocol": "TCP", "port": port, "targetPort": port});
     let mut ingress = vec![json!({"from": [{"podSelector": {"matchLabels": selector(mi)}}]})];
-    if mi.spec.service != "postgresql" {
-        // PostgreSQL has no such Jobs: CloudNativePG rotates and backs it up.
-        ingress.push(json!({
-            "from": [{"podSelector": {"matchLabels": {super::job::CLIENT_OF_LABEL: mi.spec.instance_id}}}],
-            "ports": [{"protocol": "TCP", "port": port}],
-        }));
-    }
+    // For PostgreSQL, whose rotation and backups CloudNativePG makes, the one such Job is the
+    // configuration check (`pg_settings`).
+    ingress.push(json!({
+        "from": [{"podSelector": {"matchLabels": {super::job::CLIENT_OF_LABEL: mi.spec.instance_id}}}],
+        "ports": [{"protocol": "TCP", "port": port}],
+    }));
     if !mi.spec.acl.is_empty() {
         let blocks: Vec<Value> = mi.spec.acl.iter().map(|cidr| json!({"ipBlock": {"cidr": cidr}})).collect();
         ingress.push(json!({"from": blocks, "ports": [{"protocol": "TCP", "port": port}]}));

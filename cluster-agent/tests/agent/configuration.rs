@@ -8,8 +8,9 @@ use domain::{ConfigValue, ServiceType, UpdateInstance};
 
 /// PostgreSQL parameters go to CloudNativePG's `postgresql.parameters`, which reloads dynamic ones and
 /// restarts the instances itself for the others (CloudNativePG v1.30.0 docs, *PostgreSQL Configuration*).
-/// So a change writes the `Cluster` and nothing else: the agent never touches a pod or restarts one.
-async fn a_postgresql_parameter_change_writes_the_cluster_only(backend: Backend) {
+/// So a change writes the `Cluster` and the Job that checks the running PostgreSQL has the new values
+/// (`render/pg_settings.rs`; the previous check goes): the agent never touches a pod or restarts one.
+async fn a_postgresql_parameter_change_writes_the_cluster_and_its_check_only(backend: Backend) {
     let world = World::start(backend, &["c1"]).await;
     let cluster = world.cluster("c1");
     let id = world.provision("c1", "pg", ServiceType::Postgresql, "16").await;
@@ -20,20 +21,41 @@ async fn a_postgresql_parameter_change_writes_the_cluster_only(backend: Backend)
     cluster.converges("dynamic parameter applied", |v| v.ready_at("pg", version)).await;
     let changed = delta(&before, &cluster.writes());
     assert_eq!(changed.get("patch clusters.postgresql.cnpg.io"), Some(&1), "{changed:?}");
+    assert_eq!(changed.get("patch jobs.batch"), Some(&1), "the configuration check: {changed:?}");
     let objects: u64 = changed
         .iter()
         .filter(|(k, _)| !k.starts_with("patch managedinstances.cp.example.com"))
         .map(|(_, n)| n)
         .sum();
-    assert_eq!(objects, 1, "nothing but the Cluster: {changed:?}");
+    assert_eq!(objects, 2, "nothing but the Cluster and the check: {changed:?}");
+    // Another change: another check, and the previous one goes.
+    let before = cluster.writes();
+    let config = [("work_mem_kib".to_owned(), Some(ConfigValue::Int(16384)))].into();
+    let version = world.update(id, UpdateInstance { config: Some(config), ..Default::default() }).await;
+    cluster.converges("dynamic parameter applied again", |v| v.ready_at("pg", version)).await;
+    let changed = delta(&before, &cluster.writes());
+    assert_eq!(changed.get("patch clusters.postgresql.cnpg.io"), Some(&1), "{changed:?}");
+    assert_eq!(changed.get("patch jobs.batch"), Some(&1), "the new check: {changed:?}");
+    assert_eq!(changed.get("delete jobs.batch"), Some(&1), "the previous check: {changed:?}");
     let view = cluster.view().await;
     let pg = view.get("clusters.postgresql.cnpg.io", "pg").unwrap();
-    assert_eq!(pg["spec"]["postgresql"]["parameters"]["work_mem"], "8192kB");
+    assert_eq!(pg["spec"]["postgresql"]["parameters"]["work_mem"], "16384kB");
+    let checks: Vec<String> =
+        view.names("jobs.batch").into_iter().filter(|j| j.starts_with("pg-pgconf-")).collect();
+    assert_eq!(checks.len(), 1, "one configuration check: {checks:?}");
+    let check = view.get("jobs.batch", &checks[0]).unwrap();
+    let wanted = check["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .and_then(|env| env.iter().find(|e| e["name"] == "WANTED"))
+        .and_then(|e| e["value"].as_str())
+        .and_then(|w| serde_json::from_str::<serde_json::Value>(w).ok())
+        .unwrap_or_default();
+    assert_eq!(wanted["work_mem"], "16384kB", "the check asks for the new value: {check}");
     let mi = view.managed_instance("pg").unwrap();
-    assert_eq!(mi["status"]["config"]["work_mem_kib"], 8192, "the applied configuration is reported");
+    assert_eq!(mi["status"]["config"]["work_mem_kib"], 16384, "the applied configuration is reported");
     cluster.assert_permitted();
 }
-on_both_backends!(a_postgresql_parameter_change_writes_the_cluster_only);
+on_both_backends!(a_postgresql_parameter_change_writes_the_cluster_and_its_check_only);
 
 /// The configuration reported is what the running pods carry, never the desired one copied: each pod keeps
 /// the config-hash annotation of the template it was made from (the StatefulSet controller replaces pods

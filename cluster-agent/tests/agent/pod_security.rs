@@ -134,4 +134,40 @@ async fn a_project_namespace_refuses_a_privileged_pod_and_admits_every_rendered_
     for expected in ["mongodb-0", "mongodb-rotation", "mongodb-backup", "mongodb-restore", "grafana-backup"] {
         assert!(admitted.iter().any(|a| a == expected), "{expected} was checked: {admitted:?}");
     }
+
+    // PostgreSQL's configuration check runs in CloudNativePG's image as its own user (`render/
+    // pg_settings.rs`): its pod meets `restricted` (policy/check_runAsNonRoot.go,
+    // check_allowPrivilegeEscalation.go, check_capabilities_restricted.go, check_seccompProfile_restricted.go),
+    // which a pod without those settings does not.
+    let strict = "cp-restricted-check";
+    let labelled = json!({"metadata": {"name": strict, "labels": {POD_SECURITY_ENFORCE: "restricted"}}});
+    Api::<Namespace>::all(admin.clone())
+        .create(&PostParams::default(), &serde_json::from_value(labelled).unwrap())
+        .await
+        .expect("a namespace enforcing restricted");
+    let in_strict: Api<Pod> = Api::namespaced(admin.clone(), strict);
+    let mi = fixture::instance("postgresql", "16", json!({"work_mem_kib": 4096}));
+    let job = render::render(&mi, None)
+        .into_iter()
+        .find(render::pg_settings::is_verification_job)
+        .expect("PostgreSQL's configuration check Job");
+    let template = &job.object["spec"]["template"];
+    let pod = |spec: Value| -> Pod {
+        serde_json::from_value(
+            json!({"metadata": {"name": "pgconf", "labels": template["metadata"]["labels"]},
+            "spec": spec}),
+        )
+        .unwrap()
+    };
+    if let Err(e) = in_strict.create(&dry_run, &pod(template["spec"].clone())).await {
+        panic!("the configuration check's pod is refused under restricted: {e}");
+    }
+    let mut loose = template["spec"].clone();
+    loose["containers"][0].as_object_mut().unwrap().remove("securityContext");
+    match in_strict.create(&dry_run, &pod(loose)).await {
+        Err(kube::Error::Api(e)) => {
+            assert!(e.message.contains("violates PodSecurity \"restricted"), "{}", e.message)
+        }
+        other => panic!("a pod without the settings must be refused under restricted: {other:?}"),
+    }
 }

@@ -206,6 +206,16 @@ fn jobs(service: &str, version: &str) -> Vec<(String, Value)> {
         target_time: None,
     });
     jobs.extend(render::backup::restore_job(&mi, 6, &key).map(|j| ("restore".to_owned(), j.object)));
+    // PostgreSQL's configuration check (`render/pg_settings.rs`), made with the instance.
+    if service == "postgresql" {
+        mi.spec.config = [("work_mem_kib".to_owned(), json!(4096))].into();
+        mi.spec.restore = None;
+        let check = render::render(&mi, None).into_iter().find(render::pg_settings::is_verification_job);
+        jobs.push((
+            "configuration check".to_owned(),
+            check.expect("PostgreSQL's configuration check").object,
+        ));
+    }
     jobs
 }
 
@@ -233,9 +243,12 @@ fn admits(policy: &Value, labels: &Value, port: u16) -> bool {
 /// the service port only; another pod of the namespace reaches nothing.
 #[test]
 fn the_network_policy_admits_the_agent_s_jobs_and_the_acl_to_the_service_port_only() {
-    for (service, version, port) in
-        [("mongodb", "7.0", 27017), ("influxdb", "2.7", 8086), ("grafana", "11.6", 3000)]
-    {
+    for (service, version, port) in [
+        ("mongodb", "7.0", 27017),
+        ("influxdb", "2.7", 8086),
+        ("grafana", "11.6", 3000),
+        ("postgresql", "16", 5432),
+    ] {
         let children = rendered(service, version, json!({}));
         let policy = &children.iter().find(|c| c.kind == ChildKind::NetworkPolicy).unwrap().object;
         for (what, job) in jobs(service, version) {
@@ -257,7 +270,9 @@ fn the_network_policy_admits_the_agent_s_jobs_and_the_acl_to_the_service_port_on
 /// ended `Failed`, reason `DeadlineExceeded`, once it has been active that long).
 #[test]
 fn every_job_has_a_deadline() {
-    for (service, version) in [("mongodb", "7.0"), ("influxdb", "2.7"), ("grafana", "11.6")] {
+    for (service, version) in
+        [("mongodb", "7.0"), ("influxdb", "2.7"), ("grafana", "11.6"), ("postgresql", "16")]
+    {
         for (what, job) in jobs(service, version) {
             let deadline = job["spec"]["activeDeadlineSeconds"].as_u64();
             assert!(deadline.is_some_and(|d| d > 0), "{service} {what}: {deadline:?}");
@@ -283,7 +298,9 @@ fn secret_vars(job: &Value) -> Vec<String> {
 /// read) must be a shell builtin: `printf` into a file, `export`, or an assignment.
 #[test]
 fn no_secret_is_on_a_job_s_command_line() {
-    for (service, version) in [("mongodb", "7.0"), ("influxdb", "2.7"), ("grafana", "11.6")] {
+    for (service, version) in
+        [("mongodb", "7.0"), ("influxdb", "2.7"), ("grafana", "11.6"), ("postgresql", "16")]
+    {
         for (what, job) in jobs(service, version) {
             let mut secrets = secret_vars(&job);
             // The AWS CLI reads its keys from its environment; the store's endpoint and bucket come from

@@ -1,8 +1,8 @@
 //! Test-side stand-ins for what a real cluster runs besides the control plane: a volume provisioner and
 //! resizer for the default StorageClass (a CSI driver's external-provisioner and external-resizer), and
-//! the CloudNativePG operator's status reporting, and its Barman Cloud plugin's base backups and recovery
-//! (made by the real PostgreSQL and Barman, [`crate::barman`]), and a cloud's load-balancer controller
-//! ([`crate::load_balancer`]).
+//! the CloudNativePG operator's instances and status ([`crate::cnpg`]), and its Barman Cloud plugin's
+//! base backups and recovery (made by the real PostgreSQL and Barman, [`crate::barman`]), and a cloud's
+//! load-balancer controller ([`crate::load_balancer`]).
 
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
@@ -30,10 +30,11 @@ pub fn cnpg_cluster_resource() -> ApiResource {
 pub(crate) fn spawn_all(
     admin: Client,
     postgres: std::sync::Arc<crate::barman::Servers>,
+    cnpg: std::sync::Arc<crate::cnpg::Cnpg>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     vec![
         tokio::spawn(provision_volumes(admin.clone())),
-        tokio::spawn(report_cnpg_status(admin.clone(), postgres.clone())),
+        tokio::spawn(crate::cnpg::run(admin.clone(), cnpg, postgres.clone())),
         tokio::spawn(take_cnpg_backups(admin.clone(), postgres)),
         tokio::spawn(crate::roles::run(admin.clone())),
         tokio::spawn(crate::load_balancer::publish_load_balancers(admin)),
@@ -144,46 +145,6 @@ pub fn healthy_cnpg_status(cluster: &Value) -> Value {
         "conditions": [{"type": "Ready", "status": "True", "reason": "ClusterIsReady",
                         "message": "Cluster is Ready", "lastTransitionTime": since}],
     })
-}
-
-/// Plays the CloudNativePG operator's status reporting: every Cluster gets [`healthy_cnpg_status`] for
-/// its current spec. A Cluster bootstrapped by recovery is healthy only once its real PostgreSQL has
-/// recovered ([`crate::barman`]); other Clusters get a PostgreSQL when a backup or a test needs one.
-async fn report_cnpg_status(admin: Client, postgres: std::sync::Arc<crate::barman::Servers>) {
-    let resource = cnpg_cluster_resource();
-    let clusters: Api<DynamicObject> = Api::all_with(admin.clone(), &resource);
-    let mut events =
-        watcher(clusters, watcher::Config::default()).default_backoff().applied_objects().boxed();
-    while let Some(cluster) = events.next().await {
-        let Ok(cluster) = cluster else { continue };
-        if cluster.metadata.deletion_timestamp.is_some() {
-            continue;
-        }
-        let object = serde_json::to_value(&cluster).unwrap_or_default();
-        let status = healthy_cnpg_status(&object);
-        let current = &object["status"];
-        let unchanged =
-            ["instances", "readyInstances", "phase", "image"].iter().all(|k| current[k] == status[k]);
-        if unchanged {
-            continue;
-        }
-        if !object["spec"]["bootstrap"]["recovery"].is_null() {
-            let namespace = cluster.namespace().unwrap_or_default();
-            if let Err(e) = postgres.ensure(&admin, &namespace, &cluster.name_any()).await {
-                tracing::error!(error = format!("{e:#}"), cluster = %cluster.name_any(), "recovering a Cluster failed");
-                postgres.note_failure(&namespace, &cluster.name_any(), format!("{e:#}"));
-                continue;
-            }
-        }
-        let api: Api<DynamicObject> =
-            Api::namespaced_with(admin.clone(), &cluster.namespace().unwrap_or_default(), &resource);
-        let patch = json!({"status": status});
-        if let Err(e) =
-            api.patch_status(&cluster.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await
-        {
-            tracing::warn!(error = %e, "writing a CloudNativePG status failed");
-        }
-    }
 }
 
 /// Plays CloudNativePG with the Barman Cloud plugin (v0.14.0) for each new `Backup` with `method: plugin`:

@@ -16,6 +16,7 @@
 //! `deploy/rbac/cluster-agent.yaml` (the API server runs with `--authorization-mode=RBAC`).
 
 pub mod barman;
+pub mod cnpg;
 pub mod helpers;
 pub mod load_balancer;
 mod pki;
@@ -122,6 +123,7 @@ pub struct ControlPlane {
     processes: Vec<Process>,
     helpers: Box<[tokio::task::JoinHandle<()>]>,
     postgres: std::sync::Arc<barman::Servers>,
+    cnpg: std::sync::Arc<cnpg::Cnpg>,
     url: String,
     /// how long [`ControlPlane::start`] took until every component was ready
     pub startup: Duration,
@@ -190,6 +192,7 @@ impl ControlPlane {
             processes: Vec::new(),
             helpers: Box::default(),
             postgres: std::sync::Arc::new(barman::Servers::new()?),
+            cnpg: std::sync::Arc::default(),
             url,
             startup: Duration::ZERO,
         };
@@ -311,7 +314,8 @@ impl ControlPlane {
             "metadata": {"name": NODE, "annotations": {"kwok.x-k8s.io/node": "fake"}, "labels": {"type": "kwok"}},
         }))?;
         Api::<Node>::all(admin.clone()).create(&PostParams::default(), &node).await?;
-        plane.helpers = helpers::spawn_all(admin.clone(), plane.postgres.clone()).into_boxed_slice();
+        plane.helpers =
+            helpers::spawn_all(admin.clone(), plane.postgres.clone(), plane.cnpg.clone()).into_boxed_slice();
         plane.wait_node_ready(&admin).await?;
         plane.startup = begun.elapsed();
         tracing::info!(url = %plane.url, startup = ?plane.startup, "Kubernetes control plane ready");
@@ -476,6 +480,11 @@ impl ControlPlane {
     /// or a test needs one).
     pub fn postgres(&self) -> &std::sync::Arc<barman::Servers> {
         &self.postgres
+    }
+
+    /// The CloudNativePG operator's stand-in ([`cnpg`]), to hold a Cluster's processing.
+    pub fn cnpg(&self) -> &std::sync::Arc<cnpg::Cnpg> {
+        &self.cnpg
     }
 
     /// The control plane's directory (logs, kubeconfigs).

@@ -82,6 +82,7 @@ impl PodFault {
     }
 }
 
+#[allow(clippy::large_enum_variant, reason = "one per cluster of a test, never in a collection")]
 pub enum Kube {
     Sim { sim: Simulator, url: String },
     Real { plane: ControlPlane, admin: kube::Client },
@@ -281,6 +282,27 @@ impl Kube {
                     pods.delete(&pod, &Default::default()).await.expect("delete pod");
                 }
             }
+        }
+    }
+
+    /// From now on the CloudNativePG operator's stand-in does not process the `Cluster` `name` (its
+    /// status, instance pods and running parameters stay as they are), as while the operator has not yet
+    /// reconciled a change: the simulator through its fault injection, the real cluster's stand-in
+    /// (`kubeenv::cnpg`) directly.
+    pub async fn hold_cnpg(&self, name: &str) {
+        match self {
+            Self::Sim { sim, .. } => {
+                sim.set_faults(k8s_sim::server::Faults { cnpg_held: vec![name.into()], ..Default::default() })
+            }
+            Self::Real { plane, .. } => plane.cnpg().hold(NAMESPACE, name),
+        }
+    }
+
+    /// The stand-in processes the `Cluster` `name` again.
+    pub async fn release_cnpg(&self, name: &str) {
+        match self {
+            Self::Sim { sim, .. } => sim.set_faults(k8s_sim::server::Faults::default()),
+            Self::Real { plane, .. } => plane.cnpg().release(NAMESPACE, name),
         }
     }
 
