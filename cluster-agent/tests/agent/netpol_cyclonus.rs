@@ -2,10 +2,11 @@
 //! engine instead of our own reading: `tests/netpol-eval`, a small Go program around the matcher of
 //! github.com/mattfenwick/cyclonus v0.5.6 (`pkg/matcher/builder.go` `BuildNetworkPolicies`,
 //! `pkg/matcher/policy.go` `IsTrafficAllowed`), built by `./dev tools` into `.tools/netpol-eval-v0.5.6`.
-//! Two projects' instances are provisioned (acme: a MongoDB with an ACL and an InfluxDB; other: a
-//! MongoDB of the same name); the policies of both namespaces, the namespaces and the pods the agent's
+//! Two projects' instances are provisioned (acme: a MongoDB with an ACL, an InfluxDB and a PostgreSQL;
+//! other: a MongoDB of the same name); the policies of both namespaces, the namespaces and the pods the agent's
 //! objects make (its StatefulSets' templates as the API server holds them, and its rotation, backup and
-//! restore Jobs' templates rendered from the ManagedInstance read back) go to the evaluator, which
+//! restore Jobs' templates rendered from the ManagedInstance read back; CloudNativePG's instance pods and
+//! PostgreSQL's configuration check) go to the evaluator, which
 //! answers: every Job that connects to its instance (label `cp.example.com/client-of`) reaches its
 //! service port and nothing else of it; the ACL's block reaches the service port only; another instance's
 //! and another tenant's pods are refused; no pod reaches the cloud's metadata service; DNS is reachable.
@@ -188,10 +189,43 @@ fn job_pods(mi: &ManagedInstance) -> Vec<Pod> {
         .collect()
 }
 
-/// The pods of the StatefulSet of `mi` as the API server holds it (two replicas' worth, for the
-/// replication traffic between them).
+/// PostgreSQL's one Job that connects to it, its configuration check (`render/pg_settings.rs`), from its
+/// rendered template (the instance was provisioned without parameters to check, so with one here).
+fn check_job_pods(mi: &ManagedInstance) -> Vec<Pod> {
+    let namespace = mi.namespace().unwrap();
+    let mut mi = mi.clone();
+    mi.spec.config = [("work_mem_kib".to_owned(), json!(4096))].into();
+    let job = render::render(&mi, None)
+        .into_iter()
+        .find(render::pg_settings::is_verification_job)
+        .expect("PostgreSQL's configuration check");
+    let labels = job.object["spec"]["template"]["metadata"]["labels"].clone();
+    let what = format!("{namespace}/{}'s configuration check Job", mi.name_any());
+    vec![Pod { namespace, name: format!("{}-pgconf", mi.name_any()), labels, what }]
+}
+
+/// The pods of `mi`'s workload as the API server holds them, two replicas' worth, for the replication
+/// traffic between them: its StatefulSet's template, or, for PostgreSQL, the labels of CloudNativePG's
+/// instance pod (made by the operator's stand-in as CloudNativePG makes it, with the Cluster's
+/// `inheritedMetadata` labels: kubeenv `cnpg.rs`).
 async fn workload_pods(admin: &kube::Client, mi: &ManagedInstance) -> Vec<Pod> {
     let namespace = mi.namespace().unwrap();
+    if mi.spec.service == "postgresql" {
+        let api: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(admin.clone(), &namespace);
+        let selector = format!("cnpg.io/cluster={},cnpg.io/podRole=instance", mi.name_any());
+        let pods = api.list(&ListParams::default().labels(&selector)).await.expect("the instance pods");
+        let first =
+            pods.items.first().unwrap_or_else(|| panic!("{namespace}/{}: an instance pod", mi.name_any()));
+        let labels = serde_json::to_value(first.labels()).unwrap();
+        return (1..=2)
+            .map(|i| Pod {
+                namespace: namespace.clone(),
+                name: format!("{}-{i}", mi.name_any()),
+                labels: labels.clone(),
+                what: format!("{namespace}/{}-{i}", mi.name_any()),
+            })
+            .collect();
+    }
     let api: Api<StatefulSet> = Api::namespaced(admin.clone(), &namespace);
     let selector = format!("{}={}", render::INSTANCE_LABEL, mi.spec.instance_id);
     let sets = api.list(&ListParams::default().labels(&selector)).await.expect("the StatefulSets");
@@ -219,6 +253,7 @@ async fn an_upstream_policy_engine_admits_each_instances_clients_and_acl_and_not
     const ACL: &str = "203.0.113.0/24";
     let mongo = world.provision("c1", "mongo", ServiceType::Mongodb, "7.0").await;
     world.provision("c1", "metrics", ServiceType::Influxdb, "2.7").await;
+    world.provision("c1", "ledger", ServiceType::Postgresql, "16").await;
     provision_in(&world, "other", "mongo", ServiceType::Mongodb, "7.0").await;
     world
         .command(
@@ -228,6 +263,7 @@ async fn an_upstream_policy_engine_admits_each_instances_clients_and_acl_and_not
         .await;
     let acme_mongo = ready(admin, "cp-acme", "mongo", &[ACL]).await;
     let acme_influx = ready(admin, "cp-acme", "metrics", &[]).await;
+    let acme_postgres = ready(admin, "cp-acme", "ledger", &[]).await;
     let other_mongo = ready(admin, "cp-other", "mongo", &[]).await;
 
     // Everything as the API server holds it: the policies of both project namespaces (the instances'
@@ -244,6 +280,7 @@ async fn an_upstream_policy_engine_admits_each_instances_clients_and_acl_and_not
         names,
         [
             "cp-acme/cp-egress",
+            "cp-acme/ledger-access",
             "cp-acme/metrics-access",
             "cp-acme/mongo-access",
             "cp-other/cp-egress",
@@ -256,6 +293,11 @@ async fn an_upstream_policy_engine_admits_each_instances_clients_and_acl_and_not
     for mi in [&acme_mongo, &acme_influx, &other_mongo] {
         instances.push((mi, workload_pods(admin, mi).await, job_pods(mi)));
     }
+    instances.push((
+        &acme_postgres,
+        workload_pods(admin, &acme_postgres).await,
+        check_job_pods(&acme_postgres),
+    ));
     // CoreDNS's pods (labels of kubernetes `cluster/addons/dns/coredns`), and another kube-system pod.
     let dns = Pod {
         namespace: "kube-system".into(),
