@@ -20,6 +20,7 @@ use crate::error::{FieldError, Problem};
     components(schemas(Problem, FieldError)),
     tags(
         (name = "instances", description = "Managed-service instances"),
+        (name = "users", description = "Per-application database users of an instance, each with a role from the service's catalog"),
         (name = "operations", description = "Asynchronous operations"),
         (name = "catalog", description = "What may be provisioned: services, versions, plans, parameters"),
         (name = "admin", description = "Operator endpoints"),

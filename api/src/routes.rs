@@ -14,6 +14,7 @@ mod operations;
 mod restore;
 mod schedules;
 mod ui;
+mod users;
 pub(crate) mod write;
 
 use axum::{
@@ -46,6 +47,10 @@ pub fn router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(credentials::get_credentials))
         .routes(routes!(credentials::rotate_credentials))
         .routes(routes!(maintenance::apply_maintenance))
+        .routes(routes!(users::list_users, users::create_user))
+        .routes(routes!(users::get_user, users::delete_user))
+        .routes(routes!(users::rotate_user_password))
+        .routes(routes!(users::get_user_credentials))
         .routes(routes!(backups::create_backup, backups::list_backups))
         .routes(routes!(backups::get_backup, backups::delete_backup))
         .routes(routes!(restore::restore_instance))

@@ -12,7 +12,7 @@ use streams::credentials::{CredentialsReply, CredentialsRequest, RESPONDERS, req
 use crate::{
     AgentConfig,
     controller::api_resource,
-    render::{ChildKind, INSTANCE_LABEL, admin_user, namespace, rotation::connect_host, service_port},
+    render::{ChildKind, INSTANCE_LABEL, admin_user, namespace, rotation::connect_host, service_port, users},
 };
 
 /// Answers until cancelled. Agents of one cluster share the requests (a queue group).
@@ -42,6 +42,9 @@ pub(crate) async fn run(config: Arc<AgentConfig>) -> anyhow::Result<()> {
 }
 
 async fn answer(config: &AgentConfig, request: &CredentialsRequest) -> CredentialsReply {
+    if let Some(user) = &request.user {
+        return user_answer(config, request, user).await;
+    }
     let not_ready = |reason: String| CredentialsReply::NotReady { reason };
     let namespace = namespace(&request.project);
     let postgres = request.service == "postgresql";
@@ -101,4 +104,41 @@ async fn owned_by_instance_cluster(
             .owner_references()
             .iter()
             .any(|o| o.kind == "Cluster" && Some(&o.uid) == cluster.uid().as_ref())
+}
+
+/// The credentials of user `user` of the instance: its Secret (`render::users`), which must carry the
+/// instance's and the user's labels (a same-named Secret of another instance, or one someone else made,
+/// is not answered with).
+async fn user_answer(config: &AgentConfig, request: &CredentialsRequest, user: &str) -> CredentialsReply {
+    let not_ready = |reason: String| CredentialsReply::NotReady { reason };
+    let namespace = namespace(&request.project);
+    let secrets: Api<Secret> = Api::namespaced(config.client.clone(), &namespace);
+    let secret = match secrets.get_opt(&users::secret_name(&request.name, user)).await {
+        Ok(Some(secret)) => secret,
+        Ok(None) => return not_ready(format!("the password of user {user} is not made yet")),
+        Err(e) => return not_ready(format!("reading the user's credentials failed: {e}")),
+    };
+    let labels = secret.labels();
+    if labels.get(INSTANCE_LABEL) != Some(&request.instance_id.to_string())
+        || labels.get(users::USER_LABEL).map(String::as_str) != Some(user)
+    {
+        return not_ready("the credentials found belong to another instance or user".into());
+    }
+    let value = |key: &str| {
+        secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .and_then(|p| String::from_utf8(p.0.clone()).ok())
+            .or_else(|| secret.string_data.as_ref().and_then(|d| d.get(key)).cloned())
+    };
+    match (value("username"), value("password")) {
+        (Some(username), Some(password)) if username == user => CredentialsReply::Found {
+            username,
+            password,
+            host: connect_host(&request.service, &request.name, &namespace),
+            port: service_port(&request.service),
+        },
+        _ => not_ready("the user's Secret holds no user name or password".into()),
+    }
 }

@@ -1,6 +1,7 @@
 //! An instance's per-application users in its cluster (issue 27): each user's password Secret, made here
 //! with a random password and written again only to rotate it, and what the engine reports of each user.
-//! The roles themselves are rendered with the workload (`render::users`).
+//! The roles themselves are rendered with the workload (`render::users`); MongoDB's users are applied by
+//! a Job (see [`mongodb`]).
 //!
 //! PostgreSQL: CloudNativePG's declarative role management. A user counts as applied once the Cluster's
 //! status (v1.30.0 `api/v1/cluster_types.go`, `ManagedRoles`, written by the instance manager:
@@ -35,15 +36,17 @@ use crate::{
     controller::Context,
     crd::ManagedInstance,
     render::{
-        ChildKind,
-        users::{PASSWORD_GENERATION_ANNOTATION, absent_roles, secret, secret_name},
+        ChildKind, apply_params,
+        users::{
+            PASSWORD_GENERATION_ANNOTATION, absent_roles, mongodb_job, mongodb_job_name, secret, secret_name,
+        },
     },
 };
 
 /// The services whose users the agent makes (the domain refuses users of the others:
 /// `domain::instance::users::USER_SERVICES`).
 pub(crate) fn makes_users_of(service: &str) -> bool {
-    service == "postgresql"
+    service == "postgresql" || service == "mongodb"
 }
 
 /// Where an instance's users stand after a reconcile.
@@ -55,6 +58,8 @@ pub(crate) struct Users {
     pub failure: Option<String>,
     /// each user as the engine reports it; `None` for an instance that never had users
     pub observed: Option<Vec<ObservedUser>>,
+    /// the Job applying the users (MongoDB), kept by the pruning while it runs
+    pub job: Option<String>,
 }
 
 /// A new random password: letters and digits, 32 of them, as the instance's own.
@@ -117,8 +122,83 @@ pub(crate) fn wanted_secret(mi: &ManagedInstance, name: &str) -> bool {
     mi.spec.users.iter().any(|u| secret_name(&mi.name_any(), &u.name) == name)
 }
 
+/// Takes the next step for the instance's users (MongoDB: their Job) and reports what the engine says
+/// of them. Runs after the instance's objects are applied.
+pub(crate) async fn reconcile(mi: &ManagedInstance, ctx: &Context, writes: &mut u32) -> Result<Users> {
+    if mi.spec.service == "mongodb" { mongodb(mi, ctx, writes).await } else { Ok(observe(mi, ctx)) }
+}
+
+/// Each user of `mi`, at its generation when `applied`, with `reason` otherwise.
+fn every_user(mi: &ManagedInstance, applied: bool, reason: Option<&str>) -> Option<Vec<ObservedUser>> {
+    Some(
+        mi.spec
+            .users
+            .iter()
+            .map(|u| ObservedUser {
+                name: u.name.clone(),
+                generation: if applied { u.generation } else { 0 },
+                reason: reason.map(str::to_owned),
+            })
+            .collect(),
+    )
+}
+
+/// MongoDB's users, applied by a Job per users generation (`render::users::mongodb_job`), level-triggered
+/// as the credentials rotation is: the Job is made once the set serves and every user's Secret is there,
+/// and its outcome is the users' (its failure the operation's, `UsersNotApplied: …`).
+async fn mongodb(mi: &ManagedInstance, ctx: &Context, writes: &mut u32) -> Result<Users> {
+    let wanted = mi.spec.aspect_generations().users;
+    let reported = mi.status.as_ref().and_then(|s| s.applied).map_or(0, |a| a.users);
+    if wanted == 0 && mi.spec.users.is_empty() {
+        return Ok(Users { applied: wanted, ..Users::default() });
+    }
+    if reported >= wanted {
+        return Ok(Users { applied: wanted, observed: every_user(mi, true, None), ..Users::default() });
+    }
+    let namespace = mi.namespace().unwrap_or_default();
+    let job_name = mongodb_job_name(mi, wanted);
+    let waiting = Users {
+        applied: reported,
+        observed: every_user(mi, false, None),
+        job: Some(job_name.clone()),
+        ..Users::default()
+    };
+    let secrets_ready = mi.spec.users.iter().all(|u| {
+        ctx.current(ChildKind::Secret, &namespace, &secret_name(&mi.name_any(), &u.name))
+            .is_some_and(|s| password_generation(&s) >= u.generation)
+    });
+    let Some(job) = ctx.current(ChildKind::Job, &namespace, &job_name) else {
+        // The Job talks to the set: made once it serves.
+        let serving = mi.status.as_ref().is_some_and(|s| s.phase == "Ready");
+        if serving && secrets_ready {
+            let job = mongodb_job(mi, wanted);
+            let written = ctx
+                .api(ChildKind::Job, &namespace)
+                .patch(&job.name, &apply_params(), &Patch::Apply(&job.object))
+                .await?;
+            ctx.remember(ChildKind::Job, &namespace, &job.name, Some(serde_json::to_value(&written)?));
+            *writes += 1;
+        }
+        return Ok(waiting);
+    };
+    match crate::render::job::outcome(&job) {
+        None => Ok(waiting),
+        Some(Err(why)) => {
+            tracing::warn!(job = %job_name, reason = %why, "applying the users failed");
+            Ok(Users {
+                failure: Some(format!("UsersNotApplied: {why}")),
+                observed: every_user(mi, false, Some(&why)),
+                ..waiting
+            })
+        }
+        Some(Ok(())) => {
+            Ok(Users { applied: wanted, observed: every_user(mi, true, None), ..Users::default() })
+        }
+    }
+}
+
 /// What the engine reports of the instance's users.
-pub(crate) fn observe(mi: &ManagedInstance, ctx: &Context) -> Users {
+fn observe(mi: &ManagedInstance, ctx: &Context) -> Users {
     let wanted = mi.spec.aspect_generations().users;
     let before = mi.status.as_ref().and_then(|s| s.applied).map_or(0, |a| a.users);
     if !makes_users_of(&mi.spec.service) || (wanted == 0 && mi.spec.users.is_empty()) {
@@ -187,7 +267,7 @@ fn postgres_users(mi: &ManagedInstance, cluster: &Value, secret: impl Fn(&str) -
         }
         all_applied &= reconciled(&name) && cannot(&name).is_none();
     }
-    Report { users: Users { applied: 0, failure, observed: Some(observed) }, all_applied }
+    Report { users: Users { applied: 0, failure, observed: Some(observed), job: None }, all_applied }
 }
 
 #[cfg(test)]

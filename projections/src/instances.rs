@@ -24,7 +24,7 @@ mod view;
 
 pub use operations::{OperationKind, OperationRecord, OperationState, OperationView};
 use operations::{backup_operation_state, operation_state};
-pub use view::{DriftRecord, InstanceView};
+pub use view::{DriftRecord, InstanceView, UserState, UserView, user_views};
 
 use crate::{
     backups::{BackupView, Backups},

@@ -39,7 +39,7 @@ pub mod store_access;
 pub use backups::{BackupState, BackupView, Backups};
 pub use instances::{
     Checkpoint, DriftRecord, InstanceView, OperationKind, OperationRecord, OperationState, OperationView,
-    ReadModel,
+    ReadModel, UserState, UserView, user_views,
 };
 pub use projector::{Projector, ProjectorMetrics};
 pub use runner::{ProjectionError, ReadModels};

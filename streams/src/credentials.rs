@@ -37,6 +37,11 @@ pub struct CredentialsRequest {
     pub service: String,
     /// the asker's one-time public xkey (`X…`) the answer is sealed to
     pub reply_key: String,
+    /// a user of the instance (issue 27) whose credentials are asked for; absent: the instance's own.
+    /// Added with a default: an agent of an older build answers with the instance's credentials, which
+    /// the API refuses to pass off as the user's (the answer's `username` is not the user)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
 }
 
 /// An answer sealed to the asker's key: what travels.

@@ -1,6 +1,7 @@
 //! Secrets never leak: after a run that used each kind (API tokens, a wrong token, the control plane's
 //! NATS password, an agent's nkey seed, the database passwords generated in the cluster and read back
-//! through `GET …/credentials`, the backup store's keys with which the agent sent a backup of every service
+//! through `GET …/credentials`, a database user's passwords (made, rotated, read through
+//! `GET …/users/{name}/credentials`), the backup store's keys with which the agent sent a backup of every service
 //! and the control plane verified them), none of them is in the event stream, in any other stream or KV
 //! bucket, or in the logs of the API, the projector, the backup worker and the agent (all in this process,
 //! logging everything down to TRACE).
@@ -162,6 +163,39 @@ async fn no_token_password_or_key_reaches_the_stream_the_buckets_or_the_logs() {
         let again = api.call(Method::GET, &path, None, &[("authorization", &editor)]).await;
         assert_ne!(again.body["password"], read.body["password"], "a new password");
     }
+    // A user of the PostgreSQL instance (issue 27): created, its credentials read, its password rotated and
+    // read again; both of its passwords are searched for below.
+    let users = format!("/v1/projects/acme/instances/{}/users", ids[3]);
+    let created = api
+        .call(
+            Method::POST,
+            &users,
+            Some(&json!({"name": "reporting", "role": "readonly"})),
+            &[("authorization", &editor)],
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::ACCEPTED, "{}", created.body);
+    assert!(
+        api.wait_for_operation(created.operation_id(), "succeeded", Duration::from_secs(30)).await,
+        "the user was never applied"
+    );
+    let mut user_passwords = Vec::new();
+    for step in ["created", "rotated"] {
+        if step == "rotated" {
+            let rotate = format!("{users}/reporting/password/rotate");
+            let rotated = api.call(Method::POST, &rotate, None, &[("authorization", &editor)]).await;
+            assert_eq!(rotated.status, StatusCode::ACCEPTED, "{}", rotated.body);
+            assert!(
+                api.wait_for_operation(rotated.operation_id(), "succeeded", Duration::from_secs(30)).await,
+                "the user's rotation never succeeded"
+            );
+        }
+        let path = format!("{users}/reporting/credentials");
+        let read = api.call(Method::GET, &path, None, &[("authorization", &editor)]).await;
+        assert_eq!(read.status, StatusCode::OK, "{}", read.body);
+        user_passwords.push(read.body["password"].as_str().expect("the user's password").to_owned());
+    }
+    assert_ne!(user_passwords[0], user_passwords[1], "a new password");
     // A backup of each, sent to the store with its keys and verified there with the control plane's.
     for id in &ids {
         let path = format!("/v1/projects/acme/instances/{id}/backups");
@@ -203,7 +237,8 @@ async fn no_token_password_or_key_reaches_the_stream_the_buckets_or_the_logs() {
         }
     }
     passwords.extend(held());
-    assert_eq!(passwords.len(), 8);
+    passwords.extend(user_passwords);
+    assert_eq!(passwords.len(), 10);
     for password in &passwords {
         assert!(password.len() >= 16, "a generated password");
         secrets.push(base64::engine::general_purpose::STANDARD.encode(password));

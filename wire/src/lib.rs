@@ -18,6 +18,7 @@ mod operations;
 mod problem;
 mod schedules;
 mod status;
+mod users;
 
 pub use backups::{Backup, BackupList, BackupState};
 pub use catalog::{
@@ -40,3 +41,4 @@ pub use operations::{Operation, OperationError, OperationStatus, OperationType};
 pub use problem::{FieldError, Problem};
 pub use schedules::{BackupSchedule, BackupScheduleList, BackupScheduleRequest, Retention};
 pub use status::{Condition, Drift, Health, InstanceStatus, Observed};
+pub use users::{User, UserList, UserRequest, UserState};

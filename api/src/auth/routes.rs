@@ -53,6 +53,13 @@ pub const ROUTES: &[(&str, &str, Requirement)] = &[
     ("GET", "/v1/projects/{project}/instances/{id}/credentials", Project(Role::Editor)),
     ("POST", "/v1/projects/{project}/instances/{id}/credentials/rotate", Project(Role::Editor)),
     ("POST", "/v1/projects/{project}/instances/{id}/maintenance/apply", Project(Role::Editor)),
+    ("GET", "/v1/projects/{project}/instances/{id}/users", Project(Role::Viewer)),
+    ("POST", "/v1/projects/{project}/instances/{id}/users", Project(Role::Editor)),
+    ("GET", "/v1/projects/{project}/instances/{id}/users/{name}", Project(Role::Viewer)),
+    ("DELETE", "/v1/projects/{project}/instances/{id}/users/{name}", Project(Role::Editor)),
+    ("POST", "/v1/projects/{project}/instances/{id}/users/{name}/password/rotate", Project(Role::Editor)),
+    // A user's password lets its holder into the database, like the instance's credentials.
+    ("GET", "/v1/projects/{project}/instances/{id}/users/{name}/credentials", Project(Role::Editor)),
     ("POST", "/v1/projects/{project}/instances/{id}/backups", Project(Role::Editor)),
     ("GET", "/v1/projects/{project}/instances/{id}/backups", Project(Role::Viewer)),
     ("GET", "/v1/projects/{project}/instances/{id}/backups/{backup_id}", Project(Role::Viewer)),

@@ -55,14 +55,33 @@ pub(super) async fn get_credentials(
     if current.aggregate.lifecycle() != Lifecycle::Active {
         return Err(not_ready("the instance is being deprovisioned".into()));
     }
+    fetch(&state, &project, id, spec, None).await
+}
+
+/// Asks the agent of `spec`'s cluster for the credentials of instance `id` (of user `user`, when given),
+/// and answers them with `Cache-Control: no-store`: read from the cluster now, never kept or logged here.
+pub(crate) async fn fetch(
+    state: &AppState,
+    project: &str,
+    id: uuid::Uuid,
+    spec: &domain::instance::InstanceSpec,
+    user: Option<String>,
+) -> Result<Response, ApiError> {
+    let not_ready = |detail: String| ApiError::Conflict {
+        code: "credentials_not_ready",
+        detail,
+        errors: vec![],
+        retry_after: Some(5),
+    };
     // The answer comes sealed to a key made for this request only (`streams::credentials`).
     let reply_key = nkeys::XKey::new();
     let request = CredentialsRequest {
-        project: project.clone(),
+        project: project.to_owned(),
         instance_id: id,
         name: spec.name.clone(),
         service: spec.service.as_str().to_owned(),
         reply_key: reply_key.public_key(),
+        user: user.clone(),
     };
     let body = serde_json::to_vec(&request).map_err(|e| ApiError::Internal(e.to_string()))?;
     let unreachable = |why: &str| {
@@ -85,6 +104,11 @@ pub(super) async fn get_credentials(
         .map_err(|e| e.to_string())
         .and_then(|sealed| sealed.open(&reply_key).map_err(|e| e.to_string()));
     match opened {
+        // An agent of a build without users answers a user's request with the instance's own
+        // credentials: never passed off as the user's.
+        Ok(CredentialsReply::Found { username, .. }) if user.as_ref().is_some_and(|u| *u != username) => {
+            Err(not_ready("the cluster's agent does not know users yet; retry once it is upgraded".into()))
+        }
         Ok(CredentialsReply::Found { username, password, host, port }) => {
             let credentials = Credentials { username, password, host, port };
             Ok(([(header::CACHE_CONTROL, "no-store")], Json(credentials)).into_response())

@@ -124,6 +124,7 @@ pub(super) async fn apply(mi: Arc<ManagedInstance>, ctx: &Context) -> Result<Act
     }
     let rotation = rotation::rotate(&mi, ctx, &mut writes).await?;
     let restore = restore::restore(&mi, ctx, &mut writes).await?;
+    let users = crate::users::reconcile(&mi, ctx, &mut writes).await?;
     // Prune what the instance no longer needs (for example after a change of service layout, or a
     // rotation's Job once the rotation is done).
     for kind in CHILD_KINDS {
@@ -135,7 +136,8 @@ pub(super) async fn apply(mi: Arc<ManagedInstance>, ctx: &Context) -> Result<Act
                         || name == render::backup::store_secret_name(&mi)
                         || crate::users::wanted_secret(&mi, &name)))
                 || (kind == ChildKind::Job
-                    && [rotation.job.as_deref(), restore.job.as_deref()].contains(&Some(name.as_str())));
+                    && [rotation.job.as_deref(), restore.job.as_deref(), users.job.as_deref()]
+                        .contains(&Some(name.as_str())));
             if !wanted {
                 delete(ctx, kind, &namespace, &name).await?;
                 writes += 1;
@@ -157,7 +159,6 @@ pub(super) async fn apply(mi: Arc<ManagedInstance>, ctx: &Context) -> Result<Act
     // nothing will trigger the retry: poll, slowly.
     let next =
         if storage_failure.is_some() { Action::requeue(EXPANSION_RETRY) } else { Action::await_change() };
-    let users = crate::users::observe(&mi, ctx);
     let observed =
         observe::observe(&mi, ctx, &desired, rendered, storage_failure, &rotation, &restore, &users);
     let status = observe::status_of(&mi, &observed);

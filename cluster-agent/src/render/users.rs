@@ -1,6 +1,7 @@
 //! Rendering an instance's per-application users (issue 27): the Secret holding each user's password,
-//! made once by the agent in the cluster (like the instance's own credentials), and, for PostgreSQL, the
-//! Cluster's declarative roles.
+//! made once by the agent in the cluster (like the instance's own credentials); for PostgreSQL the
+//! Cluster's declarative roles, for MongoDB the Job that applies the users with mongosh
+//! ([`mongodb_job`]).
 //!
 //! PostgreSQL's users are CloudNativePG's managed roles (v1.30.0 `api/v1/cluster_types.go`,
 //! `ManagedConfiguration.Roles` of type `RoleConfiguration`): each user is a role with `login: true`,
@@ -123,6 +124,96 @@ pub fn absent_roles(cluster: &Value) -> Vec<String> {
         .filter_map(|r| r["name"].as_str().map(str::to_owned))
         .collect()
 }
+
+/// MongoDB's built-in role a catalog role grants, on the `admin` database: `readWrite` →
+/// `readWriteAnyDatabase`, `read` → `readAnyDatabase` (MongoDB manual, *Built-In Roles*, "All-Database
+/// Roles": every database but `local` and `config`), as PostgreSQL's roles cover every table.
+pub fn mongodb_role(role: &str) -> &'static str {
+    match role {
+        "readWrite" => "readWriteAnyDatabase",
+        _ => "readAnyDatabase",
+    }
+}
+
+/// Name of the Job that applies users generation `generation` of a MongoDB instance.
+pub fn mongodb_job_name(mi: &ManagedInstance, generation: u64) -> String {
+    super::job::name(mi, &format!("-users-{generation}"))
+}
+
+/// The Job that makes a MongoDB replica set's users what `mi` asks, for users generation `generation`:
+/// mongosh, authenticated as the instance's admin user (`root`), creates each user the set lacks
+/// (`db.createUser`), sets the password and role of each it has (`db.updateUser`: a rotation, or nothing
+/// new), and drops every user the control plane made that is no longer asked (`db.dropUser`); the users it
+/// made carry `customData: {cp: true}`, so the admin and the set's own users are never touched (MongoDB
+/// manual, *db.createUser()*, *db.updateUser()*, *db.dropUser()*, and the `usersInfo` command, whose
+/// `filter` matches the user documents and whose answer lists them in `users`). It
+/// connects to the replica set, so the change is made on the primary and replicates (users live in
+/// `admin.system.users`). Passwords come from the users' Secrets through the environment, never from the
+/// Job's definition or a command line; the whole set is applied each time, so a rerun is harmless.
+pub fn mongodb_job(mi: &ManagedInstance, generation: u64) -> Child {
+    let users: Vec<Value> = mi
+        .spec
+        .users
+        .iter()
+        .enumerate()
+        .map(|(i, u)| {
+            json!({"name": u.name, "env": format!("USER_PASSWORD_{i}"),
+                   "roles": [{"role": mongodb_role(&u.role), "db": "admin"}]})
+        })
+        .collect();
+    let script = format!(
+        "set -eu\n\
+         mongosh '{uri}' --quiet --eval '\n\
+         const admin = db.getSiblingDB(\"admin\");\n\
+         admin.auth(\"{admin}\", process.env.ADMIN_PASSWORD);\n\
+         const want = JSON.parse(process.env.USERS);\n\
+         const have = admin.runCommand({{usersInfo: 1, filter: {{\"customData.cp\": true}}}}).users.map(u => u.user);\n\
+         for (const u of want) {{\n\
+           const pwd = process.env[u.env];\n\
+           if (have.includes(u.name)) {{ admin.updateUser(u.name, {{pwd: pwd, roles: u.roles}}); }}\n\
+           else {{ admin.createUser({{user: u.name, pwd: pwd, roles: u.roles, customData: {{cp: true}}}}); }}\n\
+         }}\n\
+         for (const name of have) {{ if (!want.some(u => u.name === name)) {{ admin.dropUser(name); }} }}\n\
+         '\n",
+        uri = super::replset::uri(mi, "admin", &[]),
+        admin = super::admin_user("mongodb").unwrap_or("root"),
+    );
+    let mut env = vec![
+        json!({"name": "ADMIN_PASSWORD", "valueFrom": {"secretKeyRef": {"name": super::credentials_name(mi), "key": "password"}}}),
+        json!({"name": "USERS", "value": Value::Array(users).to_string()}),
+    ];
+    for (i, user) in mi.spec.users.iter().enumerate() {
+        let secret = secret_name(&mi.name_any(), &user.name);
+        env.push(json!({"name": format!("USER_PASSWORD_{i}"),
+                        "valueFrom": {"secretKeyRef": {"name": secret, "key": "password"}}}));
+    }
+    let name = mongodb_job_name(mi, generation);
+    let mut object = json!({
+        "apiVersion": "batch/v1", "kind": "Job", "metadata": metadata(mi, &name),
+        "spec": {
+            // A few tries for a set that is briefly without a primary; a refusal stays a refusal.
+            "backoffLimit": 3,
+            "activeDeadlineSeconds": super::job::ROTATION_DEADLINE_SECONDS,
+            "template": {
+                "metadata": {"labels": {super::job::CLIENT_OF_LABEL: mi.spec.instance_id}},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{
+                        "name": "users",
+                        "image": format!("mongo:{}", mi.spec.version),
+                        "command": ["/bin/sh", "-c", script],
+                        "env": env,
+                    }],
+                },
+            },
+        },
+    });
+    object["metadata"]["annotations"] = json!({USERS_GENERATION_ANNOTATION: generation.to_string()});
+    Child { kind: ChildKind::Job, name, object }
+}
+
+/// Annotation of a users Job: the users generation it applies.
+pub const USERS_GENERATION_ANNOTATION: &str = "cp.example.com/users-generation";
 
 #[cfg(test)]
 mod tests {

@@ -56,6 +56,7 @@ async fn credentials(world: &World, id: Uuid, name: &str, service: &str) -> Cred
         name: name.into(),
         service: service.into(),
         reply_key: key.public_key(),
+        user: None,
     };
     let answer = tokio::time::timeout(
         CONVERGE,

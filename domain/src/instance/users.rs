@@ -12,7 +12,7 @@
 //!
 //! | command | events | refusals |
 //! | --- | --- | --- |
-//! | `CreateUser { name, role }` | `UserCreated` | 422 `/name` `user_name` or `user_name_reserved`; 422 `/role` `offered_role`; 422 `` `users_supported` (a service whose users are not rendered yet); 422 `/name` `max_items`; 409 [`UserExists`](super::InstanceError::UserExists) |
+//! | `CreateUser { name, role }` | `UserCreated` | 422 `/name` `user_name` or `user_name_reserved`; 422 `/role` `offered_role`; 422 `` `users_supported` (InfluxDB and Grafana, whose users are not made yet); 422 `/name` `max_items`; 409 [`UserExists`](super::InstanceError::UserExists) |
 //! | `DeleteUser { name }` | `UserDeleted` | 404 [`UserNotFound`](super::InstanceError::UserNotFound) |
 //! | `RotateUserPassword { name }` | `UserPasswordRotationRequested` | 404 [`UserNotFound`](super::InstanceError::UserNotFound) |
 //!
@@ -52,15 +52,17 @@ pub const RESERVED_USER_NAMES: &[&str] = &[
 /// which CloudNativePG reports as `reserved` and never manages (v1.30.0 `pkg/postgres/roles.go`).
 pub const RESERVED_USER_PREFIXES: &[&str] = &["pg_", "cnpg_"];
 
-/// The services whose users the cluster agent renders. The others have roles in the catalog
-/// ([`user_roles`]) but a user of theirs is refused (rule `users_supported`) until the agent makes them.
-pub const USER_SERVICES: &[ServiceType] = &[ServiceType::Postgresql];
+/// The services whose users the cluster agent makes: PostgreSQL (CloudNativePG's managed roles) and
+/// MongoDB (a Job running mongosh's user commands). InfluxDB and Grafana have roles in the catalog
+/// ([`user_roles`]), but a user of theirs is refused (rule `users_supported`) until the agent makes them.
+pub const USER_SERVICES: &[ServiceType] = &[ServiceType::Postgresql, ServiceType::Mongodb];
 
 /// The roles a user of `service` may have, as the catalog offers them:
 ///
 /// - PostgreSQL: `readwrite` (membership of `pg_read_all_data` and `pg_write_all_data`) and `readonly`
 ///   (`pg_read_all_data`), PostgreSQL's predefined roles since 14 (PostgreSQL docs, *Predefined Roles*);
-/// - MongoDB: `readWrite` and `read` on the application database (MongoDB manual, *Built-In Roles*);
+/// - MongoDB: `readWrite` and `read`, granted on every database as `readWriteAnyDatabase` and
+///   `readAnyDatabase` (MongoDB manual, *Built-In Roles*);
 /// - InfluxDB: a `write` or `read` token on the instance's bucket (InfluxDB v2 API,
 ///   `POST /api/v2/authorizations`);
 /// - Grafana: a service account with the `Editor` or `Viewer` role (Grafana HTTP API,

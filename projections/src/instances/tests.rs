@@ -106,6 +106,7 @@ impl Log {
             applied,
             network: None,
             rendered: None,
+            users: None,
             config: None,
         };
         let mut message = ObservedMessage::new(
@@ -280,6 +281,7 @@ fn each_operation_completes_when_its_own_aspect_is_applied() {
             network_access: 4,
             credentials: 0,
             restore: 0,
+            users: 0,
         },
         false,
     );
@@ -306,6 +308,7 @@ fn each_operation_completes_when_its_own_aspect_is_applied() {
             network_access: 4,
             credentials: 0,
             restore: 0,
+            users: 0,
         },
         true,
     );
@@ -504,4 +507,52 @@ fn a_held_change_keeps_the_instance_as_it_runs_until_applied_and_the_scheduler_s
     assert_eq!(view.status.pending_restart, ["max_connections"]);
     assert_eq!(model.operation("acme", applied).unwrap().state, OperationState::InProgress);
     assert_eq!(crate::maintenance_scheduler::due(&model, inside), [], "nothing held any more");
+}
+
+#[test]
+fn a_user_is_applied_at_its_generation_pending_before_and_in_error_with_the_engine_s_reason() {
+    use domain::{
+        instance::users::User,
+        observed::{ObservedState, ObservedUser},
+    };
+    let users = [
+        User { name: "bi".into(), role: "readonly".into(), generation: 3 },
+        User { name: "etl".into(), role: "readwrite".into(), generation: 5 },
+        User { name: "new".into(), role: "readonly".into(), generation: 6 },
+    ];
+    let pending: Vec<_> = super::user_views(&users, None).into_iter().map(|u| u.state).collect();
+    assert_eq!(pending, [super::UserState::Pending; 3], "nothing reported yet");
+    let report = ObservedState {
+        instance_id: Uuid::nil(),
+        observed_generation: Some(6),
+        desired_generation: 6,
+        phase: ObservedPhase::Failed,
+        ready_replicas: 1,
+        desired_replicas: 1,
+        running_version: None,
+        config_hash: None,
+        config: None,
+        reason: None,
+        applied: None,
+        network: None,
+        rendered: None,
+        users: Some(vec![
+            ObservedUser { name: "bi".into(), generation: 3, reason: None },
+            ObservedUser {
+                name: "etl".into(),
+                generation: 0,
+                reason: Some("could not perform ALTER ROLE".into()),
+            },
+        ]),
+    };
+    let views = super::user_views(&users, Some(&report));
+    let states: Vec<_> = views.iter().map(|u| (u.name.as_str(), u.state, u.reason.as_deref())).collect();
+    assert_eq!(
+        states,
+        [
+            ("bi", super::UserState::Applied, None),
+            ("etl", super::UserState::Error, Some("could not perform ALTER ROLE")),
+            ("new", super::UserState::Pending, None),
+        ]
+    );
 }

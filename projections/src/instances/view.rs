@@ -120,6 +120,60 @@ impl InstanceView {
     }
 }
 
+/// Where a user of an instance stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UserState {
+    /// the engine has the user as last asked (created, or with its last new password)
+    Applied,
+    /// the engine has not reported the last change of it yet
+    Pending,
+    /// the engine reports it cannot apply it (see the reason)
+    Error,
+}
+
+/// One user of an instance as the read side shows it: desired (name, role) with what the engine reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserView {
+    /// its name
+    pub name: String,
+    /// its role
+    pub role: String,
+    /// applied, pending or error
+    pub state: UserState,
+    /// the engine's reason, in the error state
+    pub reason: Option<String>,
+}
+
+/// The users of an instance (`users`, as the aggregate keeps them) with their state from its cluster's
+/// last report (`observed`): applied once the report has the user at its generation (its creation or its
+/// last password rotation), error while the engine says it cannot apply it, pending otherwise.
+pub fn user_views(
+    users: &[domain::instance::users::User],
+    observed: Option<&ObservedState>,
+) -> Vec<UserView> {
+    let reported = observed.and_then(|o| o.users.as_ref());
+    users
+        .iter()
+        .map(|user| {
+            let seen = reported.into_iter().flatten().find(|u| u.name == user.name);
+            let (state, reason) = match seen {
+                Some(seen) if seen.generation >= user.generation => (UserState::Applied, None),
+                Some(seen) if seen.reason.is_some() => (UserState::Error, seen.reason.clone()),
+                _ => (UserState::Pending, None),
+            };
+            UserView { name: user.name.clone(), role: user.role.clone(), state, reason }
+        })
+        .collect()
+}
+
+impl InstanceView {
+    /// The instance's users with their state (see [`user_views`]).
+    pub fn users(&self) -> Vec<UserView> {
+        user_views(&self.spec().users, self.observed.as_ref())
+    }
+}
+
 impl InstanceView {
     pub(super) fn new(time: DateTime<Utc>) -> Self {
         let inputs = Inputs {

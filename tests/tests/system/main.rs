@@ -36,4 +36,5 @@ mod restore;
 mod roles;
 mod status;
 mod three_nodes;
+mod users;
 mod validation;

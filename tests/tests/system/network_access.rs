@@ -53,7 +53,8 @@ async fn an_acl_change_reconciles_the_network_aspect_until_the_agent_observes_it
     assert_eq!(
         got.body["status"]["aspects"],
         json!({"version": "healthy", "resources": "healthy", "configuration": "healthy",
-            "network_access": "reconciling", "credentials": "healthy", "restore": "healthy"}),
+            "network_access": "reconciling", "credentials": "healthy", "restore": "healthy",
+            "users": "healthy"}),
         "{}",
         got.body["status"]
     );

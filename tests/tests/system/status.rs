@@ -72,7 +72,7 @@ async fn status_goes_reconciling_healthy_error_healthy_and_a_plan_change_touches
     assert_eq!(
         got.body["status"]["aspects"],
         json!({"version": "healthy", "resources": "reconciling", "configuration": "healthy",
-            "network_access": "healthy", "credentials": "healthy", "restore": "healthy"})
+            "network_access": "healthy", "credentials": "healthy", "restore": "healthy", "users": "healthy"})
     );
     let _agent = system_tests::cluster::agent(&api, "eu-1", address).await;
     assert!(api.wait_for_state(id, Health::Healthy, CONVERGE).await, "plan change never observed");

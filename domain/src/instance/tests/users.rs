@@ -64,11 +64,9 @@ fn the_role_comes_from_the_service_s_catalog() {
 
 #[test]
 fn services_whose_users_the_agent_does_not_make_refuse_them_naming_the_rule() {
-    for (service, version, role) in [
-        (ServiceType::Mongodb, "7.0", "read"),
-        (ServiceType::Influxdb, "2.7", "read"),
-        (ServiceType::Grafana, "11.2", "Viewer"),
-    ] {
+    for (service, version, role) in
+        [(ServiceType::Influxdb, "2.7", "read"), (ServiceType::Grafana, "11.2", "Viewer")]
+    {
         let offering = Catalog::builtin().offering(service).unwrap();
         let version =
             offering.versions.iter().find(|v| v.as_str() == version).unwrap_or(&offering.versions[0]);
@@ -204,4 +202,17 @@ fn generations_and_specs_written_before_users_existed_read_without_any() {
     spec.as_object_mut().unwrap().remove("users");
     let spec: InstanceSpec = serde_json::from_value(spec).unwrap();
     assert!(spec.users.is_empty());
+}
+
+#[test]
+fn a_mongodb_user_takes_mongodb_s_roles() {
+    InstanceTest::with(services())
+        .given(vec![provisioned(ServiceType::Mongodb, "7.0")])
+        .when(create("orders_app", "readWrite"))
+        .then_expect_events(vec![created("orders_app", "readWrite")]);
+    let result = InstanceTest::with(services())
+        .given(vec![provisioned(ServiceType::Mongodb, "7.0")])
+        .when(create("orders_app", "readwrite"))
+        .inspect_result();
+    assert_eq!(rule_of(result), ("/role".into(), "offered_role"));
 }
