@@ -7,7 +7,7 @@
 //! - `catalog.rs`: `GET /v2/catalog`
 //! - `instances.rs`: provision, fetch, update, deprovision
 //! - `last_operation.rs`: polling an instance's operation
-//! - `bindings.rs`: Service Bindings (not served yet: no plan is bindable)
+//! - `bindings.rs`: Service Bindings, the instance's users
 //! - `body.rs`, `lookup.rs`: reading requests; finding the instance an id names
 
 pub mod auth;

@@ -3,7 +3,7 @@
 mod admin;
 mod backups;
 mod catalog;
-mod credentials;
+pub(crate) mod credentials;
 mod feed;
 mod health;
 mod history;

@@ -10,9 +10,12 @@ use serde_json::{Map, Value, json};
 use super::ids;
 use crate::AppState;
 
-/// Whether plans are bindable: bindings are the instance's users (issue 27), which this broker does not
-/// create yet, so it says so rather than accept binds it cannot honour.
-pub const BINDABLE: bool = false;
+/// Whether a service's plans are bindable: bindings are the instance's users (issue 27), which the cluster
+/// agent makes for `domain::instance::users::USER_SERVICES` only; the others say so rather than accept
+/// binds they cannot honour.
+pub fn bindable(service: domain::ServiceType) -> bool {
+    domain::instance::users::USER_SERVICES.contains(&service)
+}
 
 /// The newest offered version of a service: what a provision without a `version` parameter gets.
 pub fn newest_version(offering: &ServiceOffering) -> &str {
@@ -33,6 +36,7 @@ pub fn catalog(catalog: &domain::Catalog) -> Value {
 fn service(offering: &ServiceOffering) -> Value {
     let service = offering.service;
     let newest = newest_version(offering);
+    let bindable = bindable(service);
     let plans: Vec<Value> = offering
         .plans
         .iter()
@@ -45,19 +49,14 @@ fn service(offering: &ServiceOffering) -> Value {
                     "{} mCPU, {} MiB memory, {} replica(s), {} GiB storage to start with",
                     r.cpu_millis, r.memory_mib, r.replicas, plan.storage_gib
                 ),
-                "bindable": BINDABLE,
-                "binding_rotatable": BINDABLE,
+                "bindable": bindable,
+                "binding_rotatable": bindable,
                 "plan_updateable": true,
                 "maintenance_info": {
                     "version": ids::maintenance_version(newest),
                     "description": format!("{service} {newest}"),
                 },
-                "schemas": {
-                    "service_instance": {
-                        "create": {"parameters": parameters(offering, plan.storage_gib, true)},
-                        "update": {"parameters": parameters(offering, plan.storage_gib, false)},
-                    },
-                },
+                "schemas": schemas(offering, plan.storage_gib, bindable),
             })
         })
         .collect();
@@ -66,14 +65,34 @@ fn service(offering: &ServiceOffering) -> Value {
         "name": service.as_str(),
         "description": format!("{service}, managed: provisioned, upgraded and backed up by the control plane"),
         "tags": [service.as_str()],
-        "bindable": BINDABLE,
+        "bindable": bindable,
         "instances_retrievable": true,
-        "bindings_retrievable": BINDABLE,
+        "bindings_retrievable": bindable,
         "allow_context_updates": false,
         "plan_updateable": true,
         "metadata": {"displayName": display_name(service)},
         "plans": plans,
     })
+}
+
+fn schemas(offering: &ServiceOffering, plan_storage_gib: u32, bindable: bool) -> Value {
+    let mut schemas = json!({
+        "service_instance": {
+            "create": {"parameters": parameters(offering, plan_storage_gib, true)},
+            "update": {"parameters": parameters(offering, plan_storage_gib, false)},
+        },
+    });
+    if bindable {
+        let roles = domain::instance::users::user_roles(offering.service);
+        schemas["service_binding"] = json!({"create": {"parameters": {
+            "$schema": "http://json-schema.org/draft-04/schema#",
+            "type": "object",
+            "additionalProperties": false,
+            "properties": {"role": {"type": "string", "enum": roles,
+                "description": format!("the binding user's role; {} when absent", roles[0])}},
+        }}});
+    }
+    schemas
 }
 
 fn display_name(service: domain::ServiceType) -> &'static str {
@@ -143,5 +162,11 @@ mod tests {
         let update = &starter["schemas"]["service_instance"]["update"]["parameters"];
         assert!(update["properties"]["data_checksums"].is_null(), "immutable: not in an update");
         assert!(update["properties"]["version"].is_null(), "a version changes through maintenance_info");
+        assert_eq!(starter["bindable"], true, "PostgreSQL users are made");
+        let roles =
+            &starter["schemas"]["service_binding"]["create"]["parameters"]["properties"]["role"]["enum"];
+        assert_eq!(roles, &serde_json::json!(["readwrite", "readonly"]));
+        let grafana = services.iter().find(|s| s["name"] == "grafana").unwrap();
+        assert_eq!(grafana["bindable"], false, "Grafana's users are not made yet");
     }
 }

@@ -42,6 +42,16 @@ pub fn plan_id(service: ServiceType, plan: &str) -> String {
     namespace(&format!("urn:cp:osb:plan:{service}:{plan}")).to_string()
 }
 
+/// Name of the UUIDv5 namespace of platform binding ids.
+const BINDING_NAMESPACE_NAME: &str = "urn:cp:osb:binding";
+
+/// The user a platform's `:binding_id` is: `osb_` and the 32 hex digits of
+/// `UUIDv5(UUIDv5(NAMESPACE_URL, "urn:cp:osb:binding"), <the binding id's bytes>)`, a user name every engine
+/// takes (`domain::instance::users::check_name`), the same for the same binding id, whatever it is.
+pub fn binding_user(binding_id: &str) -> String {
+    format!("osb_{}", Uuid::new_v5(&namespace(BINDING_NAMESPACE_NAME), binding_id.as_bytes()).simple())
+}
+
 /// The name an instance provisioned through the broker gets: `osb-` and its id's 32 hex digits (a
 /// DNS-1123 label, unique in its project because the id is).
 pub fn instance_name(id: Uuid) -> String {
@@ -128,6 +138,14 @@ mod tests {
         assert_eq!(upper.get_version_num(), 5);
         assert_eq!(instance_id("my-db"), instance_id("my-db"), "stable");
         assert_ne!(instance_id("my-db"), instance_id("my-db2"));
+    }
+
+    #[test]
+    fn a_binding_is_a_user_named_after_its_id() {
+        let user = binding_user("b-1");
+        assert_eq!(user, binding_user("b-1"));
+        assert_ne!(user, binding_user("b-2"));
+        domain::instance::users::check_name("/name", &user).expect("a valid user name");
     }
 
     #[test]

@@ -19,7 +19,7 @@ fn basic(token: &str) -> String {
 /// `ready_delay` to become ready (long enough that an operation is seen in progress).
 pub(crate) struct Stack {
     pub(crate) api: TestApi,
-    _agents: Vec<(k8s_sim::Simulator, tokio::task::JoinHandle<anyhow::Result<()>>)>,
+    agents: Vec<(k8s_sim::Simulator, tokio::task::JoinHandle<anyhow::Result<()>>)>,
 }
 
 impl Stack {
@@ -30,7 +30,16 @@ impl Stack {
             let (sim, address) = system_tests::cluster::simulator(ready_delay).await;
             agents.push((sim, system_tests::cluster::agent(&api, cluster, address).await));
         }
-        Self { api, _agents: agents }
+        Self { api, agents }
+    }
+
+    /// An object as the simulators hold it, on whichever cluster it is.
+    fn object(&self, group: &str, kind: &str, namespace: &str, name: &str) -> Option<Value> {
+        self.agents.iter().find_map(|(sim, _)| {
+            let store = sim.store();
+            let resource = store.resource_type(group, "v1", kind)?;
+            store.get(&resource, namespace, name)
+        })
     }
 
     /// A broker request as the platform admin's token, API version 2.17.
@@ -92,11 +101,12 @@ async fn the_catalog_answers_the_platform_s_token_and_version_only() {
     let postgresql = &services[0];
     assert_eq!(postgresql["instances_retrievable"], true);
     assert_eq!(postgresql["plan_updateable"], true);
-    // Bindings are the instance's users, not served yet: the catalog says so.
-    assert_eq!(postgresql["bindable"], false);
+    // Bindings are the instance's users, which the agent makes for PostgreSQL.
+    assert_eq!(postgresql["bindable"], true);
+    assert_eq!(postgresql["bindings_retrievable"], true);
     let starter = postgresql["plans"].as_array().unwrap().iter().find(|p| p["name"] == "starter").unwrap();
     assert_eq!(starter["maintenance_info"]["version"], "17.0.0", "the newest offered version");
-    assert_eq!(starter["bindable"], false);
+    assert_eq!(starter["binding_rotatable"], true);
     let create = &starter["schemas"]["service_instance"]["create"]["parameters"];
     assert_eq!(create["$schema"], "http://json-schema.org/draft-04/schema#");
     assert_eq!(
@@ -402,24 +412,168 @@ async fn of_two_concurrent_updates_one_is_a_concurrency_error() {
 }
 
 #[tokio::test]
-async fn bind_requests_are_refused_while_no_plan_is_bindable() {
+async fn a_plan_whose_users_are_not_made_is_not_bindable() {
     let stack = Stack::start(Duration::from_millis(20)).await;
     let catalog = stack.osb(Method::GET, "/v2/catalog", None).await.body;
-    let (service_id, plan_id, _) = catalog_ids(&catalog, "postgresql", "starter");
+    let (service_id, plan_id, _) = catalog_ids(&catalog, "grafana", "starter");
+    let grafana = catalog["services"].as_array().unwrap().iter().find(|s| s["name"] == "grafana").unwrap();
+    assert_eq!(grafana["bindable"], false);
+    let instance = uuid::Uuid::new_v4().to_string();
+    let provision = json!({"service_id": service_id, "plan_id": plan_id, "context": cf_context("space-4"),
+                           "organization_guid": "o", "space_guid": "space-4"});
+    let created = stack
+        .osb(
+            Method::PUT,
+            &format!("/v2/service_instances/{instance}?accepts_incomplete=true"),
+            Some(&provision),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::ACCEPTED, "{}", created.body);
     let stored = stack.api.stream_messages().await;
-    let binding = "/v2/service_instances/i-1/service_bindings/b-1";
+    let binding = format!("/v2/service_instances/{instance}/service_bindings/b-1");
     let body = json!({"service_id": service_id, "plan_id": plan_id, "bind_resource": {"app_guid": "app-1"}});
     // Spec *Binding*: a platform must not bind a plan the catalog says is not bindable; the broker says why.
     let bind = stack.osb(Method::PUT, &format!("{binding}?accepts_incomplete=true"), Some(&body)).await;
     assert_eq!((bind.status, bind.body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("NotBindable")));
     assert!(bind.body["description"].as_str().unwrap().contains("bindable: false"), "{}", bind.body);
-    // No binding exists to fetch (404), poll (404) or delete (410, spec *Unbinding*).
-    assert_eq!(stack.osb(Method::GET, binding, None).await.status, StatusCode::NOT_FOUND);
-    assert_eq!(
-        stack.osb(Method::GET, &format!("{binding}/last_operation"), None).await.status,
-        StatusCode::NOT_FOUND
-    );
+    // No binding exists to fetch (404), poll (410: none, or unbound) or delete (410, spec *Unbinding*).
+    assert_eq!(stack.osb(Method::GET, &binding, None).await.status, StatusCode::NOT_FOUND);
     let unbind = format!("{binding}?service_id={service_id}&plan_id={plan_id}&accepts_incomplete=true");
     assert_eq!(stack.osb(Method::DELETE, &unbind, None).await.status, StatusCode::GONE);
     assert_eq!(stack.api.stream_messages().await, stored, "nothing was stored");
+}
+
+fn decoded(secret: &Value, key: &str) -> String {
+    let data = secret["data"][key].as_str().unwrap_or_else(|| panic!("no {key} in {secret}"));
+    String::from_utf8(base64::engine::general_purpose::STANDARD.decode(data).unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn a_binding_is_a_user_whose_credentials_come_only_from_fetching_it_and_rotation_keeps_the_old_one() {
+    let stack = Stack::start(Duration::from_millis(200)).await;
+    let catalog = stack.osb(Method::GET, "/v2/catalog", None).await.body;
+    let (service_id, plan_id, _) = catalog_ids(&catalog, "postgresql", "starter");
+    let instance = uuid::Uuid::new_v4().to_string();
+    let provision = json!({"service_id": service_id, "plan_id": plan_id, "context": cf_context("space-3"),
+                           "organization_guid": "o", "space_guid": "space-3"});
+    let created = stack
+        .osb(
+            Method::PUT,
+            &format!("/v2/service_instances/{instance}?accepts_incomplete=true"),
+            Some(&provision),
+        )
+        .await;
+    let done = stack.settle(&instance, created.body["operation"].as_str().unwrap()).await;
+    assert_eq!(done.body["state"], "succeeded", "{}", done.body);
+    let cluster_name = format!("osb-{}", instance.replace('-', ""));
+    let stored = stack.api.stream_messages().await;
+
+    // Spec *Binding*: asynchronous only; a bad role is refused naming it; neither stores anything.
+    let binding = format!("/v2/service_instances/{instance}/service_bindings/app-1");
+    let bind = json!({"service_id": service_id, "plan_id": plan_id, "bind_resource": {"app_guid": "app-1"},
+                      "parameters": {"role": "readonly"}});
+    let sync = stack.osb(Method::PUT, &binding, Some(&bind)).await;
+    assert_eq!(sync.body["error"], "AsyncRequired", "{}", sync.body);
+    let mut bad = bind.clone();
+    bad["parameters"]["role"] = json!("superuser");
+    let refused = stack.osb(Method::PUT, &format!("{binding}?accepts_incomplete=true"), Some(&bad)).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
+    assert!(refused.body["description"].as_str().unwrap().contains("parameters.role"), "{}", refused.body);
+    assert_eq!(stack.api.stream_messages().await, stored);
+
+    // 202 with an operation and no credentials; the binding cannot be fetched until it succeeded.
+    let bound = stack.osb(Method::PUT, &format!("{binding}?accepts_incomplete=true"), Some(&bind)).await;
+    assert_eq!(bound.status, StatusCode::ACCEPTED, "{}", bound.body);
+    assert_eq!(
+        bound.body.as_object().unwrap().keys().collect::<Vec<_>>(),
+        ["operation"],
+        "no credentials in a 202"
+    );
+    let operation = bound.body["operation"].as_str().unwrap().to_owned();
+    let resent = stack.osb(Method::PUT, &format!("{binding}?accepts_incomplete=true"), Some(&bind)).await;
+    assert_eq!(
+        resent.body["operation"],
+        operation.as_str(),
+        "a re-sent bind answers with the same operation"
+    );
+    let poll = format!("{binding}/last_operation?operation={operation}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let state = loop {
+        let reply = stack.osb(Method::GET, &poll, None).await;
+        if reply.body["state"] != "in progress" || tokio::time::Instant::now() > deadline {
+            break reply;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(state.body["state"], "succeeded", "{}", state.body);
+
+    // Fetching it gives the user's credentials: the password the engine has for the role it was told.
+    let fetched = stack.osb(Method::GET, &binding, None).await;
+    assert_eq!(fetched.status, StatusCode::OK, "{}", fetched.body);
+    let user = fetched.body["credentials"]["username"].as_str().unwrap().to_owned();
+    assert_eq!(user, api::osb::ids::binding_user("app-1"));
+    let namespace = "cp-cf-space-3";
+    let cluster =
+        stack.object("postgresql.cnpg.io", "clusters", namespace, &cluster_name).expect("the Cluster");
+    let role = cluster["spec"]["managed"]["roles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == user.as_str())
+        .cloned()
+        .unwrap();
+    assert_eq!(role["inRoles"], json!(["pg_read_all_data"]), "a readonly role: {role}");
+    let secret_name = role["passwordSecret"]["name"].as_str().unwrap();
+    let held = stack.object("", "secrets", namespace, secret_name).expect("the user's Secret");
+    assert_eq!(fetched.body["credentials"]["password"], decoded(&held, "password").as_str());
+    assert_eq!(fetched.header("cache-control"), Some("no-store"));
+    assert_eq!(fetched.body["endpoints"][0]["ports"], json!(["5432"]));
+
+    // Rotation (spec *Binding Rotation*): a new binding, a new user with the predecessor's role; both stay.
+    let successor = format!("/v2/service_instances/{instance}/service_bindings/app-1-next");
+    let rotate = json!({"predecessor_binding_id": "app-1"});
+    let rotated =
+        stack.osb(Method::PUT, &format!("{successor}?accepts_incomplete=true"), Some(&rotate)).await;
+    assert_eq!(rotated.status, StatusCode::ACCEPTED, "{}", rotated.body);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let fetched_next = loop {
+        let reply = stack.osb(Method::GET, &successor, None).await;
+        if reply.status == StatusCode::OK || tokio::time::Instant::now() > deadline {
+            break reply;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(fetched_next.status, StatusCode::OK, "{}", fetched_next.body);
+    assert_ne!(fetched_next.body["credentials"]["username"], user.as_str());
+    assert_eq!(fetched_next.body["parameters"]["role"], "readonly", "the predecessor's role");
+    assert_eq!(stack.osb(Method::GET, &binding, None).await.status, StatusCode::OK, "the old binding stays");
+
+    // Unbind: the user is deleted and revoked (`ensure: absent`); a second unbind is 410.
+    let unbind = format!("{binding}?accepts_incomplete=true&service_id={service_id}&plan_id={plan_id}");
+    let unbound = stack.osb(Method::DELETE, &unbind, None).await;
+    assert_eq!(unbound.status, StatusCode::ACCEPTED, "{}", unbound.body);
+    let poll = format!("{binding}/last_operation?operation={}", unbound.body["operation"].as_str().unwrap());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let gone = loop {
+        let reply = stack.osb(Method::GET, &poll, None).await;
+        if reply.status != StatusCode::OK
+            || reply.body["state"] != "in progress"
+            || tokio::time::Instant::now() > deadline
+        {
+            break reply;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(gone.status, StatusCode::GONE, "{}", gone.body);
+    let cluster = stack.object("postgresql.cnpg.io", "clusters", namespace, &cluster_name).unwrap();
+    let role = cluster["spec"]["managed"]["roles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == user.as_str())
+        .cloned();
+    assert_eq!(role.map(|r| r["ensure"].clone()), Some(json!("absent")), "revoked");
+    assert_eq!(stack.osb(Method::GET, &binding, None).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(stack.osb(Method::DELETE, &unbind, None).await.status, StatusCode::GONE);
+    assert_eq!(stack.osb(Method::GET, &successor, None).await.status, StatusCode::OK, "the successor stays");
 }
