@@ -243,4 +243,61 @@ async fn a_mongodb_user_is_made_by_a_job_and_its_password_is_the_secret_the_job_
     let deleted = call(&api, Method::DELETE, &format!("{users}/shop"), None, ACME_EDITOR_TOKEN).await;
     assert_eq!(deleted.status, StatusCode::ACCEPTED, "{}", deleted.body);
     assert!(api.wait_for_operation(deleted.operation_id(), "succeeded", Duration::from_secs(30)).await);
+
+    // Deprovisioning removes every user: each by its own event, and its Secret with the instance.
+    let again =
+        call(&api, Method::POST, &users, Some(&json!({"name": "audit", "role": "read"})), ACME_EDITOR_TOKEN)
+            .await;
+    assert!(api.wait_for_operation(again.operation_id(), "succeeded", Duration::from_secs(30)).await);
+    assert!(secret(&sim, "catalogue.user.audit").is_some());
+    let path = format!("/v1/projects/acme/instances/{id}");
+    let gone = call(&api, Method::DELETE, &path, None, ACME_EDITOR_TOKEN).await;
+    assert_eq!(gone.status, StatusCode::ACCEPTED, "{}", gone.body);
+    assert!(api.wait_for_operation(gone.operation_id(), "succeeded", Duration::from_secs(30)).await);
+    assert!(secret(&sim, "catalogue.user.audit").is_none(), "the user's Secret went with the instance");
+    let history = call(&api, Method::GET, &format!("{path}/history"), None, ACME_VIEWER_TOKEN).await;
+    assert!(history.body.to_string().contains("UserDeleted"), "{}", history.body);
+}
+
+#[tokio::test]
+async fn a_user_the_engine_cannot_reconcile_is_in_error_with_its_reason_and_its_operation_fails() {
+    let api = TestApi::start().await;
+    let (sim, address) = system_tests::cluster::simulator(Duration::from_millis(50)).await;
+    let _agent = system_tests::cluster::agent(&api, "eu-1", address).await;
+    let id = provision(&api, "orders", "postgresql", "16").await;
+    let users = format!("/v1/projects/acme/instances/{id}/users");
+    let created =
+        call(&api, Method::POST, &users, Some(&json!({"name": "bi", "role": "readonly"})), ACME_EDITOR_TOKEN)
+            .await;
+    assert!(api.wait_for_operation(created.operation_id(), "succeeded", Duration::from_secs(30)).await);
+    // Someone edits the user's Secret to name another user: CloudNativePG refuses to use it
+    // (`getPassword`: "the username in secret … does not match role …") and says so in cannotReconcile.
+    {
+        let mut store = sim.store();
+        let secrets = store.resource_type("", "v1", "secrets").expect("secrets");
+        let other = base64::engine::general_purpose::STANDARD.encode("someone");
+        store
+            .merge_patch(&secrets, "cp-acme", "orders.user.bi", &json!({"data": {"username": other}}), false)
+            .expect("the Secret edited");
+    }
+    let rotated =
+        call(&api, Method::POST, &format!("{users}/bi/password/rotate"), None, ACME_EDITOR_TOKEN).await;
+    assert_eq!(rotated.status, StatusCode::ACCEPTED, "{}", rotated.body);
+    assert!(
+        api.wait_for_operation(rotated.operation_id(), "failed", Duration::from_secs(30)).await,
+        "a rotation the engine cannot apply fails"
+    );
+    let operation = call(
+        &api,
+        Method::GET,
+        &format!("/v1/projects/acme/operations/{}", rotated.operation_id()),
+        None,
+        ACME_VIEWER_TOKEN,
+    )
+    .await;
+    let expected = "UserNotApplied: bi: the username in secret \"orders.user.bi\" does not match role \"bi\"";
+    assert!(operation.body.to_string().contains(&expected.replace('"', "\\\"")), "{}", operation.body);
+    let one = call(&api, Method::GET, &format!("{users}/bi"), None, ACME_VIEWER_TOKEN).await;
+    assert_eq!(one.body["state"], "error", "{}", one.body);
+    assert_eq!(one.body["reason"], "the username in secret \"orders.user.bi\" does not match role \"bi\"");
 }
