@@ -14,6 +14,8 @@
 //!   `postgresql.conf` and reloads (`internal/management/controller/instance_controller.go`,
 //!   `refreshConfigurationFiles`, `Reload`); only parameters that need a restart restart PostgreSQL.
 //!   Here the parameters a Cluster's PostgreSQL runs are those of the spec last settled.
+//! - Each instance's data volume is a claim named after it, grown when `spec.storage.size` grows
+//!   ([`data_volume`]).
 //! - The agent's verification Job (label [`VERIFIES_LABEL`]) asks that PostgreSQL for the parameters it
 //!   names (env `WANTED`) and completes once they are live; here, once the settled parameters hold them.
 
@@ -24,6 +26,7 @@ use crate::server::Simulator;
 /// Label on the pod template of the agent's PostgreSQL configuration verification Job.
 pub(crate) const VERIFIES_LABEL: &str = "cp.example.com/configuration-of";
 const PODS: &str = "pods";
+const CLAIMS: &str = "persistentvolumeclaims";
 const JOBS: &str = "jobs.batch";
 
 /// The instance pods of a settled Cluster, made or replaced to run its spec; pods beyond `instances` go.
@@ -32,17 +35,23 @@ pub(crate) fn sync_instances(
     namespace: &str,
     cluster: &Value,
     failure: Option<&str>,
+    expansion_refused: bool,
 ) {
     let Some(ty) = store.types().iter().find(|t| t.key() == PODS).cloned() else { return };
     let name = cluster["metadata"]["name"].as_str().unwrap_or_default();
     let instances = cluster["spec"]["instances"].as_u64().unwrap_or(1);
-    let spec = json!({"containers": [{"name": "postgres", "image": cluster["spec"]["imageName"],
-                                      "resources": cluster["spec"]["resources"]}]});
-    let pod_spec = spec.to_string();
-    let status = crate::controllers::pod_status(&json!({"spec": spec}), failure, true);
     // Replicas first (here: the highest serials), the primary (serial 1) last.
     for serial in (1..=instances).rev() {
         let pod = format!("{name}-{serial}");
+        data_volume(store, namespace, cluster, serial, expansion_refused);
+        let spec = json!({
+            "containers": [{"name": "postgres", "image": cluster["spec"]["imageName"],
+                            "resources": cluster["spec"]["resources"],
+                            "volumeMounts": [{"name": "pgdata", "mountPath": "/var/lib/postgresql/data"}]}],
+            "volumes": [{"name": "pgdata", "persistentVolumeClaim": {"claimName": pod}}],
+        });
+        let pod_spec = spec.to_string();
+        let status = crate::controllers::pod_status(&json!({"spec": spec}), failure, true);
         let outdated = store.get(&ty, namespace, &pod).is_some_and(|p| {
             p["metadata"]["annotations"]["cnpg.io/podSpec"].as_str() != Some(pod_spec.as_str())
         });
@@ -82,6 +91,59 @@ pub(crate) fn sync_instances(
         .collect();
     for pod in extra {
         let _ = store.delete(&ty, namespace, &pod);
+    }
+}
+
+/// Gibibytes of a `<n>Gi` size (the only form the agent writes).
+fn gib(size: &Value) -> Option<u64> {
+    size.as_str()?.strip_suffix("Gi")?.parse().ok()
+}
+
+/// The data volume's claim of instance `serial`, made as CloudNativePG makes it
+/// (`pkg/reconciler/persistentvolumeclaim/build.go`, `calculator.go` `pgDataCalculator`: named after the
+/// instance, labels `cnpg.io/instanceName`, `cnpg.io/pvcRole: PG_DATA` and `app.kubernetes.io/*`, plus the
+/// Cluster's inherited labels, owned by the Cluster), bound at its size; a claim smaller than
+/// `spec.storage.size` has its request grown (`existing.go`, `reconcilePVCQuantity`; never shrunk), which
+/// the simulated resizer then gives it (`controllers::resize`).
+fn data_volume(
+    store: &mut crate::store::Store,
+    namespace: &str,
+    cluster: &Value,
+    serial: u64,
+    expansion_refused: bool,
+) {
+    let Some(ty) = store.types().iter().find(|t| t.key() == CLAIMS).cloned() else { return };
+    let name = cluster["metadata"]["name"].as_str().unwrap_or_default();
+    let claim = format!("{name}-{serial}");
+    let size = &cluster["spec"]["storage"]["size"];
+    match store.get(&ty, namespace, &claim) {
+        Some(existing) => {
+            let request = &existing["spec"]["resources"]["requests"]["storage"];
+            // A storage class that cannot expand refuses the operator's patch as it refuses anyone's.
+            if gib(size) > gib(request) && !expansion_refused {
+                let grow = json!({"spec": {"resources": {"requests": {"storage": size}}}});
+                let _ = store.merge_patch(&ty, namespace, &claim, &grow, false);
+            }
+        }
+        None => {
+            let mut labels = json!({
+                "cnpg.io/instanceName": claim, "cnpg.io/pvcRole": "PG_DATA",
+                "app.kubernetes.io/name": "postgresql", "app.kubernetes.io/component": "database",
+                "app.kubernetes.io/managed-by": "cloudnative-pg",
+            });
+            crate::store::merge(&mut labels, &cluster["spec"]["inheritedMetadata"]["labels"]);
+            let object = json!({
+                "metadata": {"name": claim, "labels": labels,
+                    "annotations": {"cnpg.io/nodeSerial": serial.to_string(), "cnpg.io/pvcStatus": "ready"},
+                    "ownerReferences": [{"apiVersion": "postgresql.cnpg.io/v1", "kind": "Cluster", "name": name,
+                                         "uid": cluster["metadata"]["uid"], "controller": true}]},
+                "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": size}}},
+            });
+            if store.create(&ty, namespace, object).is_ok() {
+                let bound = json!({"status": {"phase": "Bound", "capacity": {"storage": size}}});
+                let _ = store.merge_patch(&ty, namespace, &claim, &bound, true);
+            }
+        }
     }
 }
 

@@ -311,8 +311,10 @@ fn sync_pods(
 }
 
 fn settle(sim: &Simulator, resource: &str, namespace: &str, name: &str, settled: bool) {
-    let failure =
-        sim.inner.faults.lock().unwrap_or_else(std::sync::PoisonError::into_inner).workload_failure(name);
+    let (failure, expansion_refused, held) = {
+        let faults = sim.inner.faults.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        (faults.workload_failure(name), faults.volume_expansion_refused, faults.cnpg_holds(name))
+    };
     let init_failed = sim
         .inner
         .init_failures
@@ -331,8 +333,6 @@ fn settle(sim: &Simulator, resource: &str, namespace: &str, name: &str, settled:
     // unchanged): until it has processed a change, the status it wrote before, a `Ready=True` included,
     // stands. Held, it processes nothing; before the delay, nothing either once it has settled once.
     if resource == CNPG_CLUSTERS {
-        let held =
-            sim.inner.faults.lock().unwrap_or_else(std::sync::PoisonError::into_inner).cnpg_holds(name);
         let ready = object["status"]["conditions"]
             .as_array()
             .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"));
@@ -364,7 +364,7 @@ fn settle(sim: &Simulator, resource: &str, namespace: &str, name: &str, settled:
     if resource == CNPG_CLUSTERS {
         create_app_secret(&mut store, namespace, &object);
         if settled {
-            crate::cnpg::sync_instances(&mut store, namespace, &object, failure);
+            crate::cnpg::sync_instances(&mut store, namespace, &object, failure, expansion_refused);
             drop(store);
             crate::cnpg::settle_parameters(sim, namespace, &object);
         }

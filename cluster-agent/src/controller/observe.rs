@@ -157,11 +157,15 @@ pub(super) fn observe(
                 running_hash = running_config_hash(&pods);
                 reason = reason.or_else(|| pods.iter().find_map(|pod| pod_failure(pod)));
             }
-            // The old `Ready=True` stands right after a change: what runs is read from the instance pods
-            // and, for the parameters, from the verification Job (`observe/cnpg.rs`).
+            // The old `Ready=True` stands right after a change: what runs is read from the instance pods,
+            // their claims and, for the parameters, the verification Job (`observe/cnpg.rs`).
             ChildKind::PostgresCluster => {
                 ready_replicas = int(&status["readyInstances"]);
-                rolled_out &= cnpg::rolled_out(&current, &ctx.pods(&namespace, &mi.spec.instance_id));
+                let (pods, claims) = (
+                    ctx.pods(&namespace, &mi.spec.instance_id),
+                    ctx.claims(&namespace, &mi.spec.instance_id),
+                );
+                rolled_out &= cnpg::rolled_out(mi, &current, &pods, &claims);
                 reason = reason.or_else(|| cnpg_failure(status));
                 if !desired.iter().any(render::pg_settings::is_verification_job) {
                     running_hash = current["metadata"]["annotations"][render::CONFIG_HASH_ANNOTATION]

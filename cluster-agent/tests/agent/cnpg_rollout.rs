@@ -129,6 +129,53 @@ async fn a_postgresql_resources_change_is_applied_once_the_instance_pods_run_it(
         "the pod runs them: {pod}"
     );
     assert_ne!(view.uid("pods", "pg-1"), Some(uid_before), "the instance pod was replaced");
+    let claim = view.get("persistentvolumeclaims", "pg-1").expect("CloudNativePG's claim pg-1");
+    assert_eq!(claim["status"]["capacity"]["storage"], "50Gi", "standard's storage: {claim}");
     cluster.assert_permitted();
 }
 on_both_backends!(a_postgresql_resources_change_is_applied_once_the_instance_pods_run_it);
+
+/// Storage: CloudNativePG grows each instance's claim (`existing.go`, `reconcilePVCQuantity`); the
+/// change runs once the claims report the size. With a storage class that refuses the expansion (the
+/// simulator's fault: here the operator's patch is refused as anyone's would be) the instance pods are
+/// replaced and the Cluster is healthy again, but the volumes stay small, and the change is not applied
+/// until they grow. Simulator only: the real API server's default StorageClass here always expands.
+#[tokio::test]
+async fn a_postgresql_storage_change_is_applied_once_the_volumes_have_grown() {
+    let world = World::start(Backend::Sim, &["c1"]).await;
+    let cluster = world.cluster("c1");
+    let id = world.provision("c1", "pg", ServiceType::Postgresql, "16").await;
+    cluster.converges("provisioned", |v| v.ready_at("pg", 1)).await;
+    let refused = k8s_sim::server::Faults { volume_expansion_refused: true, ..Default::default() };
+    cluster.kube.sim().set_faults(refused);
+    let version =
+        world.update(id, UpdateInstance { plan: Some("standard".into()), ..Default::default() }).await;
+    let pods_run_it = |v: &View| {
+        let cpu = v.get("pods", "pg-1").and_then(|p| {
+            p["spec"]["containers"][0]["resources"]["requests"]["cpu"].as_str().map(str::to_owned)
+        });
+        cpu.is_some_and(|cpu| cluster_agent::render::quantities_equal(&cpu, "2000m"))
+    };
+    cluster
+        .converges("the instance pods run the new resources", |v| change_seen(v, |_| true) && pods_run_it(v))
+        .await;
+    let early = cluster
+        .wait_until(HELD, |v| {
+            applied(v, "resources") >= Some(version) || observed_generation(v) >= Some(version)
+        })
+        .await;
+    let view = cluster.view().await;
+    let claim = view.get("persistentvolumeclaims", "pg-1").expect("CloudNativePG's claim pg-1");
+    assert_eq!(claim["status"]["capacity"]["storage"], "10Gi", "{claim}");
+    let mi = view.managed_instance("pg").unwrap();
+    assert!(!early, "the plan change is reported applied while the volume is 10Gi: {}", mi["status"]);
+    cluster.kube.sim().set_faults(k8s_sim::server::Faults::default());
+    cluster
+        .converges("the plan applied", |v| {
+            v.ready_at("pg", version) && applied(v, "resources") == Some(version)
+        })
+        .await;
+    let view = cluster.view().await;
+    let claim = view.get("persistentvolumeclaims", "pg-1").expect("CloudNativePG's claim pg-1");
+    assert_eq!(claim["status"]["capacity"]["storage"], "50Gi", "{claim}");
+}

@@ -8,6 +8,8 @@
 //!   cluster_create.go`, `utils.InheritLabels`), owned by the Cluster, its spec in the `cnpg.io/podSpec`
 //!   annotation (`NewInstance`); PostgreSQL runs in its container `postgres` with the Cluster's
 //!   `imageName` and `resources`. kwok makes the pods Running and Ready.
+//! - Each instance's data volume is a claim named after it, made before the pod (the default StorageClass
+//!   binds it once the pod is scheduled) and grown when `spec.storage.size` grows ([`data_volume`]).
 //! - A pod whose spec is not the one the Cluster asks for is deleted and made again under the same name,
 //!   replicas first, the primary last, in phase "Upgrading cluster" (`internal/controller/
 //!   cluster_upgrade.go`, `rolloutRequiredInstances`: `RegisterPhase(PhaseUpgrade)`, `upgradePod`); the
@@ -30,7 +32,7 @@ use std::{
 };
 
 use futures::StreamExt as _;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::{
     Api, Client, ResourceExt as _,
     api::{DeleteParams, DynamicObject, Patch, PatchParams, PostParams},
@@ -79,10 +81,78 @@ fn env(pod: &Pod, name: &str) -> Option<String> {
     pod.spec.as_ref()?.containers.first()?.env.as_ref()?.iter().find(|e| e.name == name)?.value.clone()
 }
 
-/// The spec of an instance pod for `cluster`, as it is stored in `cnpg.io/podSpec`.
-fn instance_spec(cluster: &Value) -> Value {
-    json!({"containers": [{"name": "postgres", "image": cluster["spec"]["imageName"],
-                           "resources": cluster["spec"]["resources"]}]})
+/// The spec of instance pod `pod` of `cluster`, as it is stored in `cnpg.io/podSpec`: PostgreSQL in its
+/// `postgres` container, its data volume the claim named after the instance.
+fn instance_spec(cluster: &Value, pod: &str) -> Value {
+    json!({
+        "containers": [{"name": "postgres", "image": cluster["spec"]["imageName"],
+                        "resources": cluster["spec"]["resources"],
+                        "volumeMounts": [{"name": "pgdata", "mountPath": "/var/lib/postgresql/data"}]}],
+        "volumes": [{"name": "pgdata", "persistentVolumeClaim": {"claimName": pod}}],
+    })
+}
+
+/// Gibibytes of a `<n>Gi` size (the only form the agent writes; the API server keeps it so).
+fn gib(size: &str) -> Option<u64> {
+    size.strip_suffix("Gi")?.parse().ok()
+}
+
+/// The data volume's claim of instance `pod`, made as CloudNativePG makes it
+/// (`pkg/reconciler/persistentvolumeclaim/build.go`, `calculator.go` `pgDataCalculator`: named after the
+/// instance, labels `cnpg.io/instanceName`, `cnpg.io/pvcRole: PG_DATA`, `app.kubernetes.io/*` and the
+/// Cluster's inherited labels, owned by the Cluster, the default StorageClass), or, when it is smaller
+/// than `spec.storage.size`, its request grown (`existing.go`, `reconcilePVCQuantity`; never shrunk; the
+/// volume resizer then grows it: `helpers::provision_volumes`). Whether it was there already.
+async fn data_volume(
+    admin: &Client,
+    cluster: &Value,
+    pod: &str,
+    serial: u64,
+    claims: &[Arc<PersistentVolumeClaim>],
+) -> anyhow::Result<bool> {
+    let namespace = cluster["metadata"]["namespace"].as_str().unwrap_or_default();
+    let name = cluster["metadata"]["name"].as_str().unwrap_or_default();
+    let size = cluster["spec"]["storage"]["size"].as_str().unwrap_or("1Gi");
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(admin.clone(), namespace);
+    let existing = claims.iter().find(|c| c.name_any() == pod && c.namespace().as_deref() == Some(namespace));
+    if let Some(claim) = existing {
+        let request = claim
+            .spec
+            .as_ref()
+            .and_then(|s| s.resources.as_ref())
+            .and_then(|r| r.requests.as_ref())
+            .and_then(|r| r.get("storage"))
+            .map(|q| q.0.clone())
+            .unwrap_or_default();
+        if gib(size) > gib(&request) {
+            let grow = json!({"spec": {"resources": {"requests": {"storage": size}}}});
+            api.patch(pod, &PatchParams::default(), &Patch::Merge(&grow)).await?;
+        }
+        return Ok(true);
+    }
+    let mut labels = json!({
+        "cnpg.io/instanceName": pod, "cnpg.io/pvcRole": "PG_DATA",
+        "app.kubernetes.io/name": "postgresql", "app.kubernetes.io/component": "database",
+        "app.kubernetes.io/managed-by": "cloudnative-pg",
+    });
+    if let (Some(labels), Some(inherited)) =
+        (labels.as_object_mut(), cluster["spec"]["inheritedMetadata"]["labels"].as_object())
+    {
+        labels.extend(inherited.clone());
+    }
+    let claim = serde_json::from_value(json!({
+        "metadata": {"name": pod, "labels": labels,
+            "annotations": {"cnpg.io/nodeSerial": serial.to_string(), "cnpg.io/pvcStatus": "ready"},
+            "ownerReferences": [{"apiVersion": "postgresql.cnpg.io/v1", "kind": "Cluster", "name": name,
+                                 "uid": cluster["metadata"]["uid"], "controller": true}]},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": size}}},
+    }))?;
+    match api.create(&PostParams::default(), &claim).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(false)
 }
 
 fn instance_pod(cluster: &Value, serial: u64, spec: &Value) -> Value {
@@ -112,18 +182,26 @@ fn instance_pod(cluster: &Value, serial: u64, spec: &Value) -> Value {
 
 /// Brings the instance pods one step towards the spec: the first missing pod is made, or the first
 /// outdated one (replicas first) deleted, or an extra one deleted. Whether every instance runs the spec.
-async fn roll_one(admin: &Client, cluster: &Value, pods: &[Arc<Pod>]) -> anyhow::Result<bool> {
+async fn roll_one(
+    admin: &Client,
+    cluster: &Value,
+    pods: &[Arc<Pod>],
+    claims: &[Arc<PersistentVolumeClaim>],
+) -> anyhow::Result<bool> {
     let namespace = cluster["metadata"]["namespace"].as_str().unwrap_or_default();
     let name = cluster["metadata"]["name"].as_str().unwrap_or_default();
     let instances = cluster["spec"]["instances"].as_u64().unwrap_or(1);
-    let spec = instance_spec(cluster);
-    let wanted = spec.to_string();
     let api: Api<Pod> = Api::namespaced(admin.clone(), namespace);
     let find = |pod: &str| {
         pods.iter().find(|p| p.name_any() == pod && p.namespace().as_deref() == Some(namespace)).cloned()
     };
     for serial in (1..=instances).rev() {
         let pod = format!("{name}-{serial}");
+        let spec = instance_spec(cluster, &pod);
+        let wanted = spec.to_string();
+        if !data_volume(admin, cluster, &pod, serial, claims).await? {
+            return Ok(false);
+        }
         match find(&pod) {
             None => {
                 let object = serde_json::from_value(instance_pod(cluster, serial, &spec))?;
@@ -176,6 +254,7 @@ async fn reconcile(
     postgres: &crate::barman::Servers,
     cluster: &Value,
     pods: &[Arc<Pod>],
+    claims: &[Arc<PersistentVolumeClaim>],
 ) -> anyhow::Result<()> {
     let namespace = cluster["metadata"]["namespace"].as_str().unwrap_or_default();
     let name = cluster["metadata"]["name"].as_str().unwrap_or_default();
@@ -198,7 +277,7 @@ async fn reconcile(
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .insert((namespace.to_owned(), name.to_owned()), cluster["spec"]["postgresql"]["parameters"].clone());
-    if !roll_one(admin, cluster, pods).await? {
+    if !roll_one(admin, cluster, pods, claims).await? {
         if had_status && current["phase"] != "Upgrading cluster" {
             let mut upgrading = healthy.clone();
             upgrading["phase"] = json!("Upgrading cluster");
@@ -268,14 +347,22 @@ pub(crate) async fn run(admin: Client, cnpg: Arc<Cnpg>, postgres: Arc<crate::bar
         reflector::reflector(writer, watcher(Api::<Pod>::all(admin.clone()), watcher::Config::default()))
             .default_backoff()
             .map(|_| ());
+    let (claim_store, writer) = reflector::store::<PersistentVolumeClaim>();
+    let claim_events = reflector::reflector(
+        writer,
+        watcher(Api::<PersistentVolumeClaim>::all(admin.clone()), watcher::Config::default()),
+    )
+    .default_backoff()
+    .map(|_| ());
     let ticks = tokio_stream_ticks(TICK);
-    let mut triggers =
-        futures::stream::select(futures::stream::select(cluster_events, pod_events), ticks).boxed();
+    let events = futures::stream::select(futures::stream::select(cluster_events, pod_events), claim_events);
+    let mut triggers = futures::stream::select(events, ticks).boxed();
     while triggers.next().await.is_some() {
         let pods = pod_store.state();
+        let claims = claim_store.state();
         for cluster in cluster_store.state() {
             let object = serde_json::to_value(&*cluster).unwrap_or_default();
-            if let Err(e) = reconcile(&admin, &cnpg, &postgres, &object, &pods).await {
+            if let Err(e) = reconcile(&admin, &cnpg, &postgres, &object, &pods, &claims).await {
                 tracing::warn!(error = format!("{e:#}"), cluster = %cluster.name_any(), "the CloudNativePG stand-in's step failed");
             }
         }

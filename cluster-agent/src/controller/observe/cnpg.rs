@@ -9,17 +9,18 @@
 //!   replicas first, the primary last (`internal/controller/cluster_upgrade.go`,
 //!   `rolloutRequiredInstances`, `checkPodSpecIsOutdated`, `checkPodImageIsOutdated`, `upgradePod`), so a
 //!   pod whose `postgres` container has the wanted image and resources runs them;
+//! - the storage from the data volumes' claims ([`storage_current`]);
 //! - the parameters from the running PostgreSQL, asked by the verification Job
 //!   (`render::pg_settings`): the instance manager reloads or the operator restarts without any status
 //!   of its own saying so.
 
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::ResourceExt as _;
 use serde_json::Value;
 
-use crate::render;
+use crate::{crd::ManagedInstance, render};
 
 /// Labels CloudNativePG puts on each instance pod (v1.30.0 `pkg/specs/pods.go`, `buildInstance`;
 /// names in `pkg/utils/labels_annotations.go`: `ClusterLabelName`, `PodRoleLabelName`,
@@ -29,6 +30,10 @@ const POD_ROLE_LABEL: &str = "cnpg.io/podRole";
 const POD_ROLE_INSTANCE: &str = "instance";
 /// The container running PostgreSQL in an instance pod (`pkg/specs/pods.go`, `PostgresContainerName`).
 const POSTGRES_CONTAINER: &str = "postgres";
+/// The role label of CloudNativePG's claims and the data volume's role (`pkg/utils/labels_annotations.go`:
+/// `PvcRoleLabelName`, `PVCRolePgData`).
+const PVC_ROLE_LABEL: &str = "cnpg.io/pvcRole";
+const PVC_ROLE_DATA: &str = "PG_DATA";
 
 /// CloudNativePG's `Ready` condition: True exactly in `PhaseHealthy` (`pkg/resources/status/transactions.go`).
 fn ready(status: &Value) -> bool {
@@ -85,14 +90,45 @@ pub(super) fn instances_current(cluster: &Value, pods: &[Arc<Pod>]) -> bool {
         })
 }
 
+/// Whether every instance's data volume holds the wanted size: CloudNativePG makes one claim per instance
+/// (`pkg/reconciler/persistentvolumeclaim/calculator.go`, `pgDataCalculator`: named after the instance,
+/// label `cnpg.io/pvcRole: PG_DATA`; `build.go` adds the Cluster's inherited labels, so the agent's claim
+/// watch has them) and grows its request to `spec.storage.size` (`existing.go`,
+/// `reconcilePVCQuantity`); the volume is that large once the claim's `status.capacity` says so.
+pub(super) fn storage_current(
+    mi: &ManagedInstance,
+    cluster: &Value,
+    claims: &[Arc<PersistentVolumeClaim>],
+) -> bool {
+    let data: Vec<&Arc<PersistentVolumeClaim>> = claims
+        .iter()
+        .filter(|c| c.labels().get(PVC_ROLE_LABEL).map(String::as_str) == Some(PVC_ROLE_DATA))
+        .filter(|c| c.metadata.deletion_timestamp.is_none())
+        .collect();
+    let wanted = cluster["spec"]["instances"].as_u64().unwrap_or(1);
+    (data.len() as u64) >= wanted
+        && data.iter().all(|claim| {
+            let capacity =
+                claim.status.as_ref().and_then(|s| s.capacity.as_ref()).and_then(|c| c.get("storage"));
+            render::claim_is_expanded(mi, capacity.map(|q| q.0.as_str()))
+        })
+}
+
 /// Whether the Cluster runs its spec, as far as Kubernetes shows it: Ready, the operator has taken the
-/// image and instance count (`status.image`, `status.instances`), and the instance pods run them.
-pub(super) fn rolled_out(cluster: &Value, pods: &[Arc<Pod>]) -> bool {
+/// image and instance count (`status.image`, `status.instances`), the instance pods run them, and the
+/// data volumes have the wanted size.
+pub(super) fn rolled_out(
+    mi: &ManagedInstance,
+    cluster: &Value,
+    pods: &[Arc<Pod>],
+    claims: &[Arc<PersistentVolumeClaim>],
+) -> bool {
     let (spec, status) = (&cluster["spec"], &cluster["status"]);
     ready(status)
         && status["image"] == spec["imageName"]
         && status["instances"] == spec["instances"]
         && instances_current(cluster, pods)
+        && storage_current(mi, cluster, claims)
 }
 
 /// What the agent keeps of a pod from its watch: its metadata and status, and of its spec only each
