@@ -1,8 +1,9 @@
 //! Secrets never leak: after a run that used each kind (API tokens, a wrong token, the control plane's
 //! NATS password, an agent's nkey seed, the database passwords generated in the cluster and read back
 //! through `GET …/credentials`, a database user's passwords (made, rotated, read through
-//! `GET …/users/{name}/credentials`), the backup store's keys with which the agent sent a backup of every service
-//! and the control plane verified them), none of them is in the event stream, in any other stream or KV
+//! `GET …/users/{name}/credentials`), an Open Service Broker binding's (read by fetching the binding) and
+//! the platform's Basic credentials, the backup store's keys with which the agent sent a backup of every
+//! service and the control plane verified them), none of them is in the event stream, in any other stream or KV
 //! bucket, or in the logs of the API, the projector, the backup worker and the agent (all in this process,
 //! logging everything down to TRACE).
 
@@ -196,6 +197,28 @@ async fn no_token_password_or_key_reaches_the_stream_the_buckets_or_the_logs() {
         user_passwords.push(read.body["password"].as_str().expect("the user's password").to_owned());
     }
     assert_ne!(user_passwords[0], user_passwords[1], "a new password");
+    // An Open Service Broker binding of the same instance (a user too), its credentials fetched through
+    // `/v2` with the platform's Basic credentials.
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("platform:{ACME_EDITOR_TOKEN}"))
+    );
+    let osb = [("authorization", basic.as_str()), ("x-broker-api-version", "2.17")];
+    let binding = format!("/v2/service_instances/{}/service_bindings/app-1", ids[3]);
+    let postgresql = domain::ServiceType::Postgresql;
+    let bind = json!({"service_id": api::osb::ids::service_id(postgresql),
+                      "plan_id": api::osb::ids::plan_id(postgresql, "starter")});
+    let bound = api.call(Method::PUT, &format!("{binding}?accepts_incomplete=true"), Some(&bind), &osb).await;
+    assert_eq!(bound.status, StatusCode::ACCEPTED, "{}", bound.body);
+    let operation: Uuid = bound.body["operation"].as_str().unwrap().parse().unwrap();
+    assert!(
+        api.wait_for_operation(operation, "succeeded", Duration::from_secs(30)).await,
+        "the binding was never applied"
+    );
+    let fetched = api.call(Method::GET, &binding, None, &osb).await;
+    assert_eq!(fetched.status, StatusCode::OK, "{}", fetched.body);
+    user_passwords
+        .push(fetched.body["credentials"]["password"].as_str().expect("the binding's password").to_owned());
     // A backup of each, sent to the store with its keys and verified there with the control plane's.
     for id in &ids {
         let path = format!("/v1/projects/acme/instances/{id}/backups");
@@ -219,6 +242,8 @@ async fn no_token_password_or_key_reaches_the_stream_the_buckets_or_the_logs() {
     let mut secrets =
         vec![ADMIN_TOKEN.to_owned(), ACME_EDITOR_TOKEN.to_owned(), "cpat_wrong_guess".to_owned()];
     secrets.extend(api.nats_server.client_secrets());
+    // The platform's Basic credentials as sent (the token inside them is searched for too).
+    secrets.push(basic.trim_start_matches("Basic ").to_owned());
     secrets.extend([s3.s3.access_key().to_owned(), s3.s3.secret_key().to_owned()]);
     // Each instance's own store keys, as its store Secret in the cluster holds them: given to the agent
     // sealed, so no log line or stored message shows them either.
@@ -238,7 +263,7 @@ async fn no_token_password_or_key_reaches_the_stream_the_buckets_or_the_logs() {
     }
     passwords.extend(held());
     passwords.extend(user_passwords);
-    assert_eq!(passwords.len(), 10);
+    assert_eq!(passwords.len(), 11);
     for password in &passwords {
         assert!(password.len() >= 16, "a generated password");
         secrets.push(base64::engine::general_purpose::STANDARD.encode(password));
