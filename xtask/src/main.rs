@@ -6,6 +6,7 @@ mod api_client;
 mod bench;
 mod bench_agent_process;
 mod bench_agents;
+mod bench_intake;
 mod bench_reads;
 mod bench_scale;
 mod measure;
@@ -31,6 +32,9 @@ enum Command {
     BenchCheck(bench::check::CheckOptions),
     /// Benchmark of the cluster agents: command acknowledged to objects applied.
     BenchAgents(bench_agents::Options),
+    /// The intake gate: how fast one cluster's facts reach the event stream, beside the configuration it
+    /// replaced.
+    BenchIntake(bench_intake::Options),
     /// The agent as a process: memory per instance, and what a restart in steady state costs.
     BenchAgentProcess(bench_agent_process::Options),
     /// Read-modify-write through the HTTP API (GET, then PATCH with its ETag) and what a GET costs.
@@ -48,6 +52,7 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(options) => runtime.block_on(bench::run(options)),
         Command::BenchCheck(options) => runtime.block_on(bench::check::run(options)),
         Command::BenchAgents(options) => runtime.block_on(bench_agents::run(options)),
+        Command::BenchIntake(options) => runtime.block_on(bench_intake::run(options)),
         Command::BenchReads(options) => runtime.block_on(bench_reads::run(options)),
         Command::BenchAgentProcess(options) => runtime.block_on(bench_agent_process::run(options)),
         Command::BenchScale(options) => runtime.block_on(bench_scale::run(options)),
