@@ -60,6 +60,9 @@ pub(crate) enum Command {
     /// Maintenance window of an instance, and what is held for it
     #[command(subcommand)]
     Maintenance(Maintenance),
+    /// Database users of an instance, each with a role from the service's catalog
+    #[command(subcommand)]
+    Users(Users),
     /// What can be provisioned: services, versions, plans, parameters
     Catalog {
         /// only this service
@@ -344,6 +347,54 @@ pub(crate) enum Maintenance {
         instance: String,
         #[command(flatten)]
         wait: Wait,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Users {
+    /// List an instance's users and whether the engine has applied them
+    #[command(visible_alias = "ls")]
+    List {
+        /// instance name or id
+        instance: String,
+    },
+    /// Create a user (its password is made in the cluster: read it with `users credentials`)
+    Create {
+        /// instance name or id
+        instance: String,
+        /// the user's name (1-63 of a-z, 0-9 and _, starting with a letter)
+        name: String,
+        /// its role: PostgreSQL readwrite or readonly, MongoDB readWrite or read
+        #[arg(long)]
+        role: String,
+        #[command(flatten)]
+        wait: Wait,
+    },
+    /// Delete a user: the engine revokes it
+    #[command(visible_alias = "rm")]
+    Delete {
+        /// instance name or id
+        instance: String,
+        /// the user's name
+        name: String,
+        #[command(flatten)]
+        wait: Wait,
+    },
+    /// Give a user a new password, made in the cluster
+    Rotate {
+        /// instance name or id
+        instance: String,
+        /// the user's name
+        name: String,
+        #[command(flatten)]
+        wait: Wait,
+    },
+    /// Print a user's credentials, read from the cluster now (editors only)
+    Credentials {
+        /// instance name or id
+        instance: String,
+        /// the user's name
+        name: String,
     },
 }
 

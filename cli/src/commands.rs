@@ -9,11 +9,13 @@ use uuid::Uuid;
 use wire::{
     Acl as AclView, AclAddRequest, AclEntry, Backup, BackupList, BackupSchedule, BackupScheduleList,
     BackupScheduleRequest, Catalog, ChainVerification, HistoryPage, Instance, InstanceDiff, InstanceList,
-    Operation, ProvisionRequest, Retention, Service, UpdateRequest,
+    Operation, ProvisionRequest, Retention, Service, UpdateRequest, UserList, UserRequest,
 };
 
 use crate::{
-    args::{Acl, Audit, Backups, Cli, Command, Config, Instances, Maintenance, Operations, Schedules, Wait},
+    args::{
+        Acl, Audit, Backups, Cli, Command, Config, Instances, Maintenance, Operations, Schedules, Users, Wait,
+    },
     client::{Client, segment},
     config,
     output::{Format, Rows, cell, or_dash, print, time, wire_name},
@@ -86,6 +88,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             let path = format!("{}/maintenance/apply", context.instance_path(&instance).await?);
             context.write::<Value>(Method::POST, &path, None, wait).await
         }
+        Command::Users(command) => users(&context, command).await,
         Command::Catalog { service } => catalog(&context, service).await,
         Command::Operations(Operations::Get { operation, wait }) => {
             let path = format!("/v1/projects/{}/operations/{operation}", context.project);
@@ -397,6 +400,46 @@ async fn acl(context: &Context, command: Acl) -> anyhow::Result<()> {
         Acl::Remove { instance, cidr, wait } => {
             let path = format!("{}/acl/{}", context.instance_path(&instance).await?, segment(&cidr));
             context.write::<()>(Method::DELETE, &path, None, wait).await
+        }
+    }
+}
+
+async fn users(context: &Context, command: Users) -> anyhow::Result<()> {
+    match command {
+        Users::List { instance } => {
+            let path = format!("{}/users", context.instance_path(&instance).await?);
+            let list: UserList = context.client.get(&path, &[]).await?;
+            print(context.format, &list.users, |users| {
+                Rows::new(&["name", "role", "state", "reason"]).rows(users, |u| {
+                    vec![u.name.clone(), u.role.clone(), wire_name(&u.state), or_dash(u.reason.as_deref())]
+                })
+            })
+        }
+        Users::Create { instance, name, role, wait } => {
+            let path = format!("{}/users", context.instance_path(&instance).await?);
+            context.write(Method::POST, &path, Some(&UserRequest { name, role }), wait).await
+        }
+        Users::Delete { instance, name, wait } => {
+            let path = format!("{}/users/{}", context.instance_path(&instance).await?, segment(&name));
+            context.write::<()>(Method::DELETE, &path, None, wait).await
+        }
+        Users::Rotate { instance, name, wait } => {
+            let path = format!(
+                "{}/users/{}/password/rotate",
+                context.instance_path(&instance).await?,
+                segment(&name)
+            );
+            context.write::<()>(Method::POST, &path, None, wait).await
+        }
+        Users::Credentials { instance, name } => {
+            let path =
+                format!("{}/users/{}/credentials", context.instance_path(&instance).await?, segment(&name));
+            let credentials: wire::Credentials = context.client.get(&path, &[]).await?;
+            print(context.format, &credentials, |c| {
+                Rows::new(&["username", "password", "host", "port"]).rows([()], |_| {
+                    vec![c.username.clone(), c.password.clone(), c.host.clone(), c.port.to_string()]
+                })
+            })
         }
     }
 }

@@ -201,3 +201,40 @@ async fn a_profile_names_the_api_and_project_and_completions_print() {
         Command::new(env!("CARGO_BIN_EXE_cpctl")).args(["completions", "bash"]).output().await.unwrap();
     assert!(output.status.success() && stdout(&output).contains("_cpctl"), "bash completions print");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn users_are_created_listed_read_rotated_and_deleted() {
+    let rig = rig().await;
+    let created = cpctl(&rig, &[&CREATE[..], &["-o", "json", "--cluster", "eu-1", "ledger"]].concat()).await;
+    let _: wire::Operation = json(&created);
+    let user = cpctl(
+        &rig,
+        &["users", "create", "ledger", "reporting", "--role", "readonly", "--wait", "-o", "json"],
+    )
+    .await;
+    let operation: wire::Operation = json(&user);
+    assert!(matches!(operation.state, wire::OperationStatus::Succeeded), "{operation:?}");
+    let users: Vec<wire::User> = json(&cpctl(&rig, &["users", "list", "ledger", "-o", "json"]).await);
+    assert_eq!(users.len(), 1);
+    assert_eq!((users[0].name.as_str(), users[0].role.as_str()), ("reporting", "readonly"));
+    assert_eq!(users[0].state, wire::UserState::Applied);
+    let table = stdout(&cpctl(&rig, &["users", "ls", "ledger"]).await);
+    assert!(table.contains("reporting") && table.contains("applied"), "{table}");
+    let credentials: wire::Credentials =
+        json(&cpctl(&rig, &["users", "credentials", "ledger", "reporting", "-o", "json"]).await);
+    assert_eq!(credentials.username, "reporting");
+    let viewer = cpctl_as(&rig, ACME_VIEWER_TOKEN, &["users", "credentials", "ledger", "reporting"]).await;
+    assert!(!viewer.status.success(), "a viewer may not read a user's credentials");
+    let _: wire::Operation =
+        json(&cpctl(&rig, &["users", "rotate", "ledger", "reporting", "--wait", "-o", "json"]).await);
+    let rotated: wire::Credentials =
+        json(&cpctl(&rig, &["users", "credentials", "ledger", "reporting", "-o", "json"]).await);
+    assert_ne!(rotated.password, credentials.password, "a new password");
+    let refused = cpctl(&rig, &["users", "create", "ledger", "postgres", "--role", "readonly"]).await;
+    assert!(!refused.status.success());
+    assert!(stderr(&refused).contains("user_name_reserved"), "the rule is named: {}", stderr(&refused));
+    let _: wire::Operation =
+        json(&cpctl(&rig, &["users", "rm", "ledger", "reporting", "--wait", "-o", "json"]).await);
+    let users: Vec<wire::User> = json(&cpctl(&rig, &["users", "list", "ledger", "-o", "json"]).await);
+    assert!(users.is_empty());
+}
