@@ -50,6 +50,10 @@ pub fn secret(mi: &ManagedInstance, user: &UserTarget, password: &str) -> Child 
     if let Some(labels) = object["metadata"]["labels"].as_object_mut() {
         labels.remove(GENERATION_LABEL);
         labels.insert(USER_LABEL.into(), json!(user.name));
+        // "Password changes in labeled Secrets are applied immediately, while changes in unlabeled
+        // Secrets are only applied at a subsequent reconciliation" (CloudNativePG v1.30.0
+        // docs/src/declarative_role_management.md, *Password management*): a rotation is not left waiting.
+        labels.insert("cnpg.io/reload".into(), json!("true"));
     }
     object["metadata"]["annotations"] = json!({PASSWORD_GENERATION_ANNOTATION: user.generation.to_string()});
     Child { kind: ChildKind::Secret, name, object }

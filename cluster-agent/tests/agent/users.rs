@@ -69,6 +69,7 @@ async fn a_postgresql_user_is_a_managed_role_applied_rotated_and_revoked(backend
     }
     let secret = view.get("secrets", SECRET).expect("the user's Secret");
     assert_eq!(secret["type"], "kubernetes.io/basic-auth");
+    assert_eq!(secret["metadata"]["labels"]["cnpg.io/reload"], "true", "a new password applies at once");
     assert_eq!(
         secret_value(&view, "username").as_deref(),
         Some("bi_reader"),
