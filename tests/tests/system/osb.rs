@@ -577,3 +577,47 @@ async fn a_binding_is_a_user_whose_credentials_come_only_from_fetching_it_and_ro
     assert_eq!(stack.osb(Method::DELETE, &unbind, None).await.status, StatusCode::GONE);
     assert_eq!(stack.osb(Method::GET, &successor, None).await.status, StatusCode::OK, "the successor stays");
 }
+
+#[tokio::test]
+async fn a_mongodb_binding_is_a_user_with_the_default_role_whose_password_is_the_secret_the_job_read() {
+    let stack = Stack::start(Duration::from_millis(50)).await;
+    let catalog = stack.osb(Method::GET, "/v2/catalog", None).await.body;
+    let (service_id, plan_id, _) = catalog_ids(&catalog, "mongodb", "starter");
+    let instance = uuid::Uuid::new_v4().to_string();
+    let context = json!({"platform": "kubernetes", "namespace": "shop", "clusterid": "c1"});
+    let provision = json!({"service_id": service_id, "plan_id": plan_id, "context": context,
+                           "organization_guid": "o", "space_guid": "s"});
+    let created = stack
+        .osb(
+            Method::PUT,
+            &format!("/v2/service_instances/{instance}?accepts_incomplete=true"),
+            Some(&provision),
+        )
+        .await;
+    let done = stack.settle(&instance, created.body["operation"].as_str().unwrap()).await;
+    assert_eq!(done.body["state"], "succeeded", "{}", done.body);
+
+    let binding = format!("/v2/service_instances/{instance}/service_bindings/catalogue-app");
+    let bind = json!({"service_id": service_id, "plan_id": plan_id});
+    let bound = stack.osb(Method::PUT, &format!("{binding}?accepts_incomplete=true"), Some(&bind)).await;
+    assert_eq!(bound.status, StatusCode::ACCEPTED, "{}", bound.body);
+    let poll = format!("{binding}/last_operation?operation={}", bound.body["operation"].as_str().unwrap());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let state = loop {
+        let reply = stack.osb(Method::GET, &poll, None).await;
+        if reply.body["state"] != "in progress" || tokio::time::Instant::now() > deadline {
+            break reply;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(state.body["state"], "succeeded", "{}", state.body);
+    let fetched = stack.osb(Method::GET, &binding, None).await;
+    assert_eq!(fetched.status, StatusCode::OK, "{}", fetched.body);
+    assert_eq!(fetched.body["parameters"]["role"], "readWrite", "the service's first role");
+    assert_eq!(fetched.body["credentials"]["port"], 27017);
+    let user = api::osb::ids::binding_user("catalogue-app");
+    // The Secret is named after the user with `_` as `-` (a DNS label).
+    let name = format!("osb-{}.user.{}", instance.replace('-', ""), user.replace('_', "-"));
+    let held = stack.object("", "secrets", "cp-k8s-shop", &name).expect("the user's Secret");
+    assert_eq!(fetched.body["credentials"]["password"], decoded(&held, "password").as_str());
+}
