@@ -310,10 +310,13 @@ pub(super) async fn update(
         .filter(|newest| *newest != spec.version);
     let parameters = body::parameters(request.parameters.as_ref(), offering, false)?;
     let plan = plan.map(|p| p.name.clone()).filter(|p| *p != spec.plan);
+    // A parameter needing a restart, changed outside the maintenance window, is held for it (its value is
+    // in the pending maintenance, not yet in the configuration): what the instance is to become.
+    let config = spec.pending_maintenance.configuration.as_ref().map_or(&spec.config, |held| &held.config);
     let changes = upgrade_to.is_some()
         || plan.is_some()
         || parameters.storage_gib.is_some_and(|s| s != spec.storage_gib)
-        || parameters.config.iter().any(|(k, v)| spec.config.get(k) != v.as_ref());
+        || parameters.config.iter().any(|(k, v)| config.get(k) != v.as_ref());
     if found.view.deprovisioning.is_some() {
         return Err(OsbError::concurrency("the service instance is being deleted"));
     }

@@ -60,7 +60,20 @@ pub(super) async fn instance_last_operation(
             "operation {operation} is no operation of this service instance"
         )));
     };
-    Ok(poll_answer(&view))
+    let mut answer = poll_answer(&view);
+    // An update whose restart parameters wait for the maintenance window is done as far as it goes: say
+    // what waits, and how to apply it now.
+    let held =
+        found.view.spec().pending_maintenance.configuration.as_ref().map(|held| held.parameters.join(", "));
+    if let (Some(held), OperationKind::Update, OperationState::Succeeded) = (held, view.kind, &view.state) {
+        let description = format!(
+            "update: done; held for the maintenance window (they need a restart): {held}; apply now with POST \
+             /v1/projects/{}/instances/{id}/maintenance/apply",
+            found.project
+        );
+        answer = Json(json!({"state": "succeeded", "description": description})).into_response();
+    }
+    Ok(answer)
 }
 
 /// The `LastOperationResource` of an operation, with `Retry-After` while it runs.

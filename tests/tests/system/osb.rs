@@ -621,3 +621,42 @@ async fn a_mongodb_binding_is_a_user_with_the_default_role_whose_password_is_the
     let held = stack.object("", "secrets", "cp-k8s-shop", &name).expect("the user's Secret");
     assert_eq!(fetched.body["credentials"]["password"], decoded(&held, "password").as_str());
 }
+
+#[tokio::test]
+async fn an_update_held_for_the_maintenance_window_says_so_and_a_re_sent_one_changes_nothing() {
+    let stack = Stack::start(Duration::from_millis(50)).await;
+    let catalog = stack.osb(Method::GET, "/v2/catalog", None).await.body;
+    let (service_id, plan_id, _) = catalog_ids(&catalog, "postgresql", "starter");
+    let instance = uuid::Uuid::new_v4().to_string();
+    let path = format!("/v2/service_instances/{instance}?accepts_incomplete=true");
+    let provision = json!({"service_id": service_id, "plan_id": plan_id, "context": cf_context("space-5"),
+                           "organization_guid": "o", "space_guid": "space-5"});
+    let created = stack.osb(Method::PUT, &path, Some(&provision)).await;
+    let done = stack.settle(&instance, created.body["operation"].as_str().unwrap()).await;
+    assert_eq!(done.body["state"], "succeeded", "{}", done.body);
+    // A window three days from now (the same instance under /v1), so now is outside it whenever this runs.
+    let day = (chrono::Utc::now() + chrono::TimeDelta::days(3)).format("%A").to_string().to_lowercase();
+    let window = json!({"maintenance_window": {"day": day, "start": "03:00", "duration_minutes": 30, "time_zone": "UTC"}});
+    let v1 = format!("/v1/projects/cf-space-5/instances/{instance}");
+    let windowed = stack.api.call(Method::PATCH, &v1, Some(&window), &[]).await;
+    assert_eq!(windowed.status, StatusCode::ACCEPTED, "{}", windowed.body);
+    let windowed = stack.settle(&instance, windowed.body["id"].as_str().unwrap()).await;
+    assert_eq!(windowed.body["state"], "succeeded", "{}", windowed.body);
+
+    // max_connections needs a restart: held for the window, and the platform is told so.
+    let change = json!({"service_id": service_id, "parameters": {"max_connections": 300}});
+    let updated = stack.osb(Method::PATCH, &path, Some(&change)).await;
+    assert_eq!(updated.status, StatusCode::ACCEPTED, "{}", updated.body);
+    let done = stack.settle(&instance, updated.body["operation"].as_str().unwrap()).await;
+    assert_eq!(done.body["state"], "succeeded", "{}", done.body);
+    let description = done.body["description"].as_str().unwrap();
+    assert!(
+        description.contains("max_connections") && description.contains("maintenance/apply"),
+        "{description}"
+    );
+    // Asking for it again changes nothing: 200, nothing stored.
+    let stored = stack.api.stream_messages().await;
+    let again = stack.osb(Method::PATCH, &path, Some(&change)).await;
+    assert_eq!((again.status, &again.body), (StatusCode::OK, &json!({})));
+    assert_eq!(stack.api.stream_messages().await, stored);
+}
