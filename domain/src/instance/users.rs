@@ -60,7 +60,9 @@ pub const USER_SERVICES: &[ServiceType] = &[ServiceType::Postgresql, ServiceType
 /// The roles a user of `service` may have, as the catalog offers them:
 ///
 /// - PostgreSQL: `readwrite` (membership of `pg_read_all_data` and `pg_write_all_data`) and `readonly`
-///   (`pg_read_all_data`), PostgreSQL's predefined roles since 14 (PostgreSQL docs, *Predefined Roles*);
+///   (`pg_read_all_data`), PostgreSQL's predefined roles since 14 (PostgreSQL docs, *Predefined Roles*):
+///   reading, and writing, every table, view and sequence; not creating objects, which stays with the
+///   application database's owner, the instance's own user;
 /// - MongoDB: `readWrite` and `read`, granted on every database as `readWriteAnyDatabase` and
 ///   `readAnyDatabase` (MongoDB manual, *Built-In Roles*);
 /// - InfluxDB: a `write` or `read` token on the instance's bucket (InfluxDB v2 API,
