@@ -76,6 +76,19 @@ const TABLE: &[(&str, &str, Needs)] = &[
     ("DELETE", "/v1/projects/{project}/instances/{id}/backup-schedules/{schedule_id}", Editor),
     ("GET", "/v1/projects/{project}/operations/{operation_id}", Viewer),
     ("GET", "/v1/projects/{project}/events", Viewer),
+    // The Open Service Broker API carries no project in its paths: its guard authenticates (401 without a
+    // token), and each handler checks the role in the project of the instance it finds
+    // (`tests/tests/system/osb.rs`, `a_token_acts_only_in_its_projects`).
+    ("GET", "/v2/catalog", AnyToken),
+    ("GET", "/v2/service_instances/{instance_id}", AnyToken),
+    ("PUT", "/v2/service_instances/{instance_id}", AnyToken),
+    ("PATCH", "/v2/service_instances/{instance_id}", AnyToken),
+    ("DELETE", "/v2/service_instances/{instance_id}", AnyToken),
+    ("GET", "/v2/service_instances/{instance_id}/last_operation", AnyToken),
+    ("GET", "/v2/service_instances/{instance_id}/service_bindings/{binding_id}", AnyToken),
+    ("PUT", "/v2/service_instances/{instance_id}/service_bindings/{binding_id}", AnyToken),
+    ("DELETE", "/v2/service_instances/{instance_id}/service_bindings/{binding_id}", AnyToken),
+    ("GET", "/v2/service_instances/{instance_id}/service_bindings/{binding_id}/last_operation", AnyToken),
 ];
 
 /// The callers: no token, then (token, role in acme, platform admin).
@@ -100,6 +113,8 @@ fn concrete(template: &str) -> String {
         ("{service}", "postgresql"),
         ("{name}", "zz-9"),
         ("{asset}", "app.js"),
+        ("{instance_id}", id),
+        ("{binding_id}", "b-1"),
     ]
     .iter()
     .fold(template.to_owned(), |path, (name, value)| path.replace(name, value))
