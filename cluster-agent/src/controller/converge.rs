@@ -66,8 +66,15 @@ pub(super) async fn apply(mi: Arc<ManagedInstance>, ctx: &Context) -> Result<Act
         ctx.current(ChildKind::Job, &namespace, &job.name)
             .is_some_and(|j| render::job::outcome(&j) == Some(Ok(())))
     });
+    // PostgreSQL's configuration check waits for changes, not for a bootstrap (a recovery may take hours).
+    let cluster_ready = desired.iter().filter(|c| c.kind == ChildKind::PostgresCluster).any(|c| {
+        ctx.current(c.kind, &namespace, &c.name).is_some_and(|c| render::pg_settings::cluster_ready(&c))
+    });
     for child in &mut desired {
         let current = ctx.current(child.kind, &namespace, &child.name);
+        if current.is_none() && render::pg_settings::is_verification_job(child) && !cluster_ready {
+            continue;
+        }
         if let Some(current) = &current {
             render::keep_claim_templates(child, current);
             render::replset::hold_scale_down(child, current, members_removed);

@@ -18,7 +18,8 @@
 //! the configuration once the Job has completed (`controller/observe/cnpg.rs`).
 //!
 //! One Job per set of wanted values and image, named after a digest of its template (a Job's template
-//! cannot change, batch/v1): a change of parameters is a new Job, and the old one goes.
+//! cannot change, batch/v1): a change of parameters is a new Job, and the old one goes. It is made once
+//! the Cluster has been Ready ([`cluster_ready`]), so its wait never includes a bootstrap.
 
 use serde_json::{Value, json};
 
@@ -153,6 +154,19 @@ pub fn job(mi: &ManagedInstance, parameters: &std::collections::BTreeMap<String,
         },
     });
     Some(Child { kind: ChildKind::Job, name: job_name, object })
+}
+
+/// Whether the Cluster has been Ready (CloudNativePG's `Ready` condition, True exactly in `PhaseHealthy`:
+/// v1.30.0 `pkg/resources/status/transactions.go`). The check Job is made only then (`controller/
+/// converge.rs`): a change to a running Cluster finds the old `Ready=True` standing, so its check starts
+/// at once, while a new Cluster's bootstrap (an initdb, or a recovery from a backup, which may take hours)
+/// is not counted against the check's wait.
+pub fn cluster_ready(cluster: &Value) -> bool {
+    cluster["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Ready" && c["status"] == "True")
 }
 
 /// Whether `child` is an instance's configuration verification Job.
