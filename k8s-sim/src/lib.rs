@@ -13,7 +13,7 @@ mod barman;
 mod cnpg;
 pub mod controllers;
 pub mod load_balancer;
-mod roles;
+pub mod roles;
 pub mod server;
 pub mod store;
 

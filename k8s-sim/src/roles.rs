@@ -15,6 +15,9 @@
 //! "engine's record" is that Secret at the resource version in `passwordStatus`), an absent one is
 //! dropped. Roles are processed only once the Cluster is ready, as the instance manager skips them before
 //! (`runnable.go`, `reconcile`: "database not ready, skipping roles reconciling").
+//!
+//! [`managed_roles_status`] and [`remove_missing`] are pure, and also serve the real-API-server harness's
+//! stand-in (`tests/kubeenv/src/roles.rs`), so both backends report roles by the same reading.
 
 use serde_json::{Map, Value, json};
 
@@ -60,7 +63,7 @@ pub(crate) fn reconcile(sim: &Simulator, namespace: &str, name: &str) {
 }
 
 /// Sets to null, in the merge patch `patch`, every key of `old` that `patch` lacks, at every depth.
-fn remove_missing(patch: &mut Value, old: &Value) {
+pub fn remove_missing(patch: &mut Value, old: &Value) {
     let (Some(patch), Some(old)) = (patch.as_object_mut(), old.as_object()) else { return };
     for (key, value) in old {
         match patch.get_mut(key) {
@@ -74,7 +77,7 @@ fn remove_missing(patch: &mut Value, old: &Value) {
 
 /// The `managedRolesStatus` CloudNativePG's instance manager writes for `cluster` once it has applied its
 /// roles, with the password Secrets `secret` finds by name (see the module's documentation).
-pub(crate) fn managed_roles_status(cluster: &Value, secret: impl Fn(&str) -> Option<Value>) -> Value {
+pub fn managed_roles_status(cluster: &Value, secret: impl Fn(&str) -> Option<Value>) -> Value {
     let roles = cluster["spec"]["managed"]["roles"].as_array().cloned().unwrap_or_default();
     let current = &cluster["status"]["managedRolesStatus"];
     let mut passwords = current["passwordStatus"].as_object().cloned().unwrap_or_default();

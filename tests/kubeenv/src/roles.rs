@@ -6,12 +6,13 @@
 
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::Secret;
+use k8s_sim::roles::{managed_roles_status, remove_missing};
 use kube::{
     Api, Client, ResourceExt as _,
     api::{DynamicObject, Patch, PatchParams},
     runtime::{WatchStreamExt as _, watcher},
 };
-use serde_json::{Map, Value, json};
+use serde_json::json;
 
 use crate::helpers::cnpg_cluster_resource;
 
@@ -92,99 +93,4 @@ async fn reconcile(admin: &Client, namespace: &str, name: &str) -> Result<(), ku
     )
     .await?;
     Ok(())
-}
-
-/// The `managedRolesStatus` CloudNativePG's instance manager writes for `cluster` once it has applied its
-/// roles, with the password Secrets `secret` finds by name (see the module's documentation).
-pub(crate) fn managed_roles_status(cluster: &Value, secret: impl Fn(&str) -> Option<Value>) -> Value {
-    let roles = cluster["spec"]["managed"]["roles"].as_array().cloned().unwrap_or_default();
-    let current = &cluster["status"]["managedRolesStatus"];
-    let mut passwords = current["passwordStatus"].as_object().cloned().unwrap_or_default();
-    let mut reconciled = Vec::new();
-    let mut pending = Vec::new();
-    let mut cannot = Map::new();
-    for role in &roles {
-        let Some(role_name) = role["name"].as_str() else { continue };
-        if role["ensure"] == "absent" {
-            reconciled.push(role_name.to_owned());
-            continue;
-        }
-        let secret_name = role["passwordSecret"]["name"].as_str().unwrap_or_default();
-        let secret = secret(secret_name);
-        let username = secret.as_ref().and_then(|s| decoded(s, "username"));
-        match (secret, username) {
-            (None, _) => {
-                pending.push(role_name.to_owned());
-                cannot.insert(
-                    role_name.into(),
-                    json!([format!(
-                        "failed to get password secret {secret_name}: secrets \"{secret_name}\" not found"
-                    )]),
-                );
-            }
-            (Some(_), username) if username.as_deref().map(str::trim) != Some(role_name) => {
-                pending.push(role_name.to_owned());
-                cannot.insert(
-                    role_name.into(),
-                    json!([format!(
-                        "the username in secret \"{secret_name}\" does not match role \"{role_name}\""
-                    )]),
-                );
-            }
-            (Some(secret), _) => {
-                let version = secret["metadata"]["resourceVersion"].clone();
-                let applied = &passwords.get(role_name).cloned().unwrap_or(Value::Null);
-                if applied["resourceVersion"] != version {
-                    // A CREATE or ALTER ROLE: a new transaction.
-                    let transaction = version.as_str().and_then(|v| v.parse::<i64>().ok()).unwrap_or(1);
-                    passwords.insert(
-                        role_name.into(),
-                        json!({"transactionID": transaction, "resourceVersion": version}),
-                    );
-                }
-                reconciled.push(role_name.to_owned());
-            }
-        }
-    }
-    reconciled.sort();
-    pending.sort();
-    let mut by_status = Map::new();
-    by_status.insert("not-managed".into(), json!(["app"]));
-    by_status.insert("reserved".into(), json!(["postgres", "streaming_replica"]));
-    if !reconciled.is_empty() {
-        by_status.insert("reconciled".into(), json!(reconciled));
-    }
-    if !pending.is_empty() {
-        by_status.insert("pending-reconciliation".into(), json!(pending));
-    }
-    let mut status = json!({"byStatus": by_status});
-    if !cannot.is_empty() {
-        status["cannotReconcile"] = Value::Object(cannot);
-    }
-    if !passwords.is_empty() {
-        status["passwordStatus"] = Value::Object(passwords);
-    }
-    status
-}
-
-/// Sets to null, in the merge patch `patch`, every key of `old` that `patch` lacks, at every depth.
-fn remove_missing(patch: &mut Value, old: &Value) {
-    let (Some(patch), Some(old)) = (patch.as_object_mut(), old.as_object()) else { return };
-    for (key, value) in old {
-        match patch.get_mut(key) {
-            None => {
-                patch.insert(key.clone(), Value::Null);
-            }
-            Some(new) => remove_missing(new, value),
-        }
-    }
-}
-
-/// A Secret's value, from `data` (base64) or `stringData`.
-fn decoded(secret: &Value, key: &str) -> Option<String> {
-    if let Some(text) = secret["stringData"][key].as_str() {
-        return Some(text.to_owned());
-    }
-    let bytes: k8s_openapi::ByteString = serde_json::from_value(secret["data"][key].clone()).ok()?;
-    String::from_utf8(bytes.0).ok()
 }
