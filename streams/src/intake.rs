@@ -78,7 +78,7 @@ pub const GATE_ACK_WAIT: Duration = Duration::from_secs(10);
 /// One at a time (`max_ack_pending: 1`) is what keeps a cluster's facts in order across a gate's
 /// failover: with more outstanding, the intake gives the next gate newer facts while the dead gate's are
 /// still pending, and delivers those again only after [`GATE_ACK_WAIT`], behind the newer ones (seen in
-/// `tests/tests/system/three_nodes.rs`: reports of older generations stored last). With one, the next
+/// `tests/tests/three_nodes.rs`: reports of older generations stored last). With one, the next
 /// gate gets nothing until the dead gate's fact is delivered to it again, first.
 pub fn gate_consumer() -> consumer::pull::Config {
     consumer::pull::Config {

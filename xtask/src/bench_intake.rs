@@ -3,7 +3,7 @@
 //! The gate's consumer has one fact outstanding at a time (`streams::intake::gate_consumer`), which keeps a
 //! cluster's facts in order across a gate's failover. The baseline, measured in the same run on the same
 //! servers, is the configuration it replaced: 256 outstanding (the order it could not keep is shown in
-//! `tests/tests/system/three_nodes.rs`). The rate limit is lifted for both, so the figure is the gate's own.
+//! `tests/tests/three_nodes.rs`). The rate limit is lifted for both, so the figure is the gate's own.
 
 use std::time::{Duration, Instant};
 

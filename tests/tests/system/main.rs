@@ -35,6 +35,5 @@ mod read_your_writes;
 mod restore;
 mod roles;
 mod status;
-mod three_nodes;
 mod users;
 mod validation;

@@ -13,6 +13,10 @@
 //! API replicas and projectors run in-process, each on a Tokio runtime of its own: killing one shuts its
 //! runtime down, so its connection, its lease renewals and everything else of it stop at once, as with a
 //! SIGKILLed process (nothing is released, the lease expires).
+//!
+//! A test binary of its own: cargo runs test binaries one after the other, so its three servers and its
+//! load run alone instead of beside the system tests (a maintenance test's 30 s wait ran out beside it once
+//! in CI; it passes alone and in a full local run).
 
 use std::{
     collections::BTreeMap,
