@@ -64,14 +64,25 @@ impl Stack {
     /// Polls `last_operation` (bounded) until it is no longer `in progress`; the final reply.
     async fn settle(&self, instance: &str, operation: &str) -> Reply {
         let path = format!("/v2/service_instances/{instance}/last_operation?operation={operation}");
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        self.poll_until(&path, Duration::from_secs(60), |reply| {
+            reply.status != StatusCode::OK || reply.body["state"] != "in progress"
+        })
+        .await
+    }
+
+    /// GETs `path` as the platform does until `done` holds or `timeout` passes; the last reply. Between
+    /// two asks it awaits the next message the API's read models fold (every answer here changes only
+    /// with them), rather than sleeping.
+    async fn poll_until(&self, path: &str, timeout: Duration, done: impl Fn(&Reply) -> bool) -> Reply {
+        let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let reply = self.osb(Method::GET, &path, None).await;
-            let running = reply.status == StatusCode::OK && reply.body["state"] == "in progress";
-            if !running || tokio::time::Instant::now() > deadline {
+            let seen = self.api.state.read_models.applied();
+            let reply = self.osb(Method::GET, path, None).await;
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if done(&reply) || left.is_zero() {
                 return reply;
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            self.api.state.read_models.wait_for(seen + 1, left).await;
         }
     }
 }
@@ -497,14 +508,8 @@ async fn a_binding_is_a_user_whose_credentials_come_only_from_fetching_it_and_ro
         "a re-sent bind answers with the same operation"
     );
     let poll = format!("{binding}/last_operation?operation={operation}");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let state = loop {
-        let reply = stack.osb(Method::GET, &poll, None).await;
-        if reply.body["state"] != "in progress" || tokio::time::Instant::now() > deadline {
-            break reply;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let state =
+        stack.poll_until(&poll, Duration::from_secs(30), |reply| reply.body["state"] != "in progress").await;
     assert_eq!(state.body["state"], "succeeded", "{}", state.body);
 
     // Fetching it gives the user's credentials: the password the engine has for the role it was told.
@@ -535,14 +540,8 @@ async fn a_binding_is_a_user_whose_credentials_come_only_from_fetching_it_and_ro
     let rotated =
         stack.osb(Method::PUT, &format!("{successor}?accepts_incomplete=true"), Some(&rotate)).await;
     assert_eq!(rotated.status, StatusCode::ACCEPTED, "{}", rotated.body);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let fetched_next = loop {
-        let reply = stack.osb(Method::GET, &successor, None).await;
-        if reply.status == StatusCode::OK || tokio::time::Instant::now() > deadline {
-            break reply;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let fetched_next =
+        stack.poll_until(&successor, Duration::from_secs(30), |reply| reply.status == StatusCode::OK).await;
     assert_eq!(fetched_next.status, StatusCode::OK, "{}", fetched_next.body);
     assert_ne!(fetched_next.body["credentials"]["username"], user.as_str());
     assert_eq!(fetched_next.body["parameters"]["role"], "readonly", "the predecessor's role");
@@ -553,17 +552,11 @@ async fn a_binding_is_a_user_whose_credentials_come_only_from_fetching_it_and_ro
     let unbound = stack.osb(Method::DELETE, &unbind, None).await;
     assert_eq!(unbound.status, StatusCode::ACCEPTED, "{}", unbound.body);
     let poll = format!("{binding}/last_operation?operation={}", unbound.body["operation"].as_str().unwrap());
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let gone = loop {
-        let reply = stack.osb(Method::GET, &poll, None).await;
-        if reply.status != StatusCode::OK
-            || reply.body["state"] != "in progress"
-            || tokio::time::Instant::now() > deadline
-        {
-            break reply;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let gone = stack
+        .poll_until(&poll, Duration::from_secs(30), |reply| {
+            reply.status != StatusCode::OK || reply.body["state"] != "in progress"
+        })
+        .await;
     assert_eq!(gone.status, StatusCode::GONE, "{}", gone.body);
     let cluster = stack.object("postgresql.cnpg.io", "clusters", namespace, &cluster_name).unwrap();
     let role = cluster["spec"]["managed"]["roles"]
@@ -602,14 +595,8 @@ async fn a_mongodb_binding_is_a_user_with_the_default_role_whose_password_is_the
     let bound = stack.osb(Method::PUT, &format!("{binding}?accepts_incomplete=true"), Some(&bind)).await;
     assert_eq!(bound.status, StatusCode::ACCEPTED, "{}", bound.body);
     let poll = format!("{binding}/last_operation?operation={}", bound.body["operation"].as_str().unwrap());
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let state = loop {
-        let reply = stack.osb(Method::GET, &poll, None).await;
-        if reply.body["state"] != "in progress" || tokio::time::Instant::now() > deadline {
-            break reply;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let state =
+        stack.poll_until(&poll, Duration::from_secs(30), |reply| reply.body["state"] != "in progress").await;
     assert_eq!(state.body["state"], "succeeded", "{}", state.body);
     let fetched = stack.osb(Method::GET, &binding, None).await;
     assert_eq!(fetched.status, StatusCode::OK, "{}", fetched.body);

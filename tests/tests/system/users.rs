@@ -153,11 +153,15 @@ async fn a_readonly_user_is_applied_its_password_is_the_engine_s_and_deletion_re
             .contains(&json!("bi")),
         "the engine reports the role gone"
     );
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while secret(&sim, "orders.user.bi").is_some() {
-        assert!(tokio::time::Instant::now() < deadline, "the user's Secret is never deleted");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // Awaits the simulator's changes (subscribed before the first look, so none is missed).
+    let mut changes = sim.changes();
+    let deleted = tokio::time::timeout(Duration::from_secs(30), async {
+        while secret(&sim, "orders.user.bi").is_some() {
+            let _ = changes.recv().await;
+        }
+    })
+    .await;
+    assert!(deleted.is_ok(), "the user's Secret is never deleted");
     let listed = call(&api, Method::GET, &users, None, ACME_VIEWER_TOKEN).await;
     assert_eq!(listed.body["users"], json!([]));
     let gone = call(&api, Method::GET, &path, None, ACME_EDITOR_TOKEN).await;
