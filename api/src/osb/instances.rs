@@ -144,40 +144,19 @@ pub(super) async fn provision(
     let path = format!("/v2/service_instances/{platform_id}");
     let key = format!("osb:{id}:provision");
 
-    if let Some(existing) = lookup::find(&state, id).await? {
-        if !same_instance(&existing, &project, offering, &plan.name, &parameters) {
+    let existing = lookup::find(&state, id).await?;
+    match &existing {
+        Some(existing) if !same_instance(existing, &project, offering, &plan.name, &parameters) => {
             return Err(OsbError::conflict(
                 "a service instance with this id exists (or is being provisioned or deleted) with other attributes",
             ));
         }
-        // The same request again: its first operation, as the idempotency record kept it.
-        let command = provision_command(&state, id, &project, offering, &plan.name, parameters)?;
-        let written = run(
-            &state,
-            &headers,
-            &project,
-            OperationKind::Provision,
-            id,
-            None,
-            Some(key),
-            [Method::PUT.as_str().as_bytes(), path.as_bytes(), fingerprint.as_bytes()],
-            &actor,
-            command,
-            Request::Provision,
-        )
-        .await;
-        return match written {
-            Ok(written) if matches!(written.operation.state, OperationStatus::Succeeded) => Ok(ok()),
-            Ok(written) if accepts_incomplete => Ok(accepted(written.operation.id)),
-            Ok(_) => Err(OsbError::async_required("provisioning this service instance")),
-            // The record is gone (it expires): the instance tells.
-            Err(e) if e.status == StatusCode::CONFLICT && existing.provisioned() => Ok(ok()),
-            Err(e) => Err(e),
-        };
+        None if !accepts_incomplete => {
+            return Err(OsbError::async_required("provisioning a service instance"));
+        }
+        _ => {}
     }
-    if !accepts_incomplete {
-        return Err(OsbError::async_required("provisioning a service instance"));
-    }
+    // A first request, or the same one again: then its first operation, as the idempotency record kept it.
     let command = provision_command(&state, id, &project, offering, &plan.name, parameters)?;
     let written = run(
         &state,
@@ -192,8 +171,16 @@ pub(super) async fn provision(
         command,
         Request::Provision,
     )
-    .await?;
-    Ok(accepted(written.operation.id))
+    .await;
+    let Some(existing) = existing else { return Ok(accepted(written?.operation.id)) };
+    match written {
+        Ok(written) if matches!(written.operation.state, OperationStatus::Succeeded) => Ok(ok()),
+        Ok(written) if accepts_incomplete => Ok(accepted(written.operation.id)),
+        Ok(_) => Err(OsbError::async_required("provisioning this service instance")),
+        // The record is gone (it expires): the instance tells.
+        Err(e) if e.status == StatusCode::CONFLICT && existing.provisioned() => Ok(ok()),
+        Err(e) => Err(e),
+    }
 }
 
 fn same_instance(
