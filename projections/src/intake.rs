@@ -245,10 +245,6 @@ async fn store(
 ) -> jetstream::publish::PublishAck {
     let mut delay = Duration::from_millis(50);
     loop {
-        // Still working on it: the intake keeps the fact ours for another `GATE_ACK_WAIT` (a failed
-        // word is no reason to stop trying; at worst another gate gets the fact, and the event stream's
-        // duplicate window drops one of the two stores).
-        let _ = fact.ack_with(jetstream::AckKind::Progress).await;
         let stored = match jetstream
             .publish_with_headers(subject.clone(), headers.clone(), fact.payload.clone())
             .await
@@ -262,6 +258,11 @@ async fn store(
                 tracing::warn!(%subject, stream = events_stream, %error, "a fact could not be stored yet");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(2));
+                // Still working on it: the intake keeps the fact ours for another `GATE_ACK_WAIT` before
+                // the next attempt (the first needs no word: it starts at delivery, and a publish times out
+                // in 5 s). A failed word is no reason to stop trying; at worst another gate gets the fact,
+                // and the event stream's duplicate window drops one of the two stores.
+                let _ = fact.ack_with(jetstream::AckKind::Progress).await;
             }
         }
     }

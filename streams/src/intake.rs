@@ -67,7 +67,7 @@ pub fn stream_config(settings: &Settings, cluster: &str) -> stream::Config {
 }
 
 /// How long the gate may hold a fact without a word before the intake gives it to another gate. The gate
-/// says it is still working (`AckKind::Progress`) before each attempt to store it, so this bounds only
+/// says it is still working (`AckKind::Progress`) before each new attempt to store it, so this bounds only
 /// how long the facts of a cluster wait after a gate died holding one (its projector lost its lease or
 /// its process).
 pub const GATE_ACK_WAIT: Duration = Duration::from_secs(10);
