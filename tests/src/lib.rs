@@ -351,10 +351,18 @@ impl TestApi {
             .await
     }
 
-    /// Number of messages in the event stream.
+    /// Number of messages the control plane itself stored: those on the instances' and backups' own
+    /// subjects (`cp.evt.>`). Facts agents report (`cp.obs.>`) land in the same stream whenever a
+    /// cluster observes something, so counting them would make "this request stored nothing" depend on
+    /// an agent's timing.
     pub async fn stream_messages(&self) -> u64 {
-        let mut events = self.state.events.clone();
-        events.info().await.expect("stream info").state.messages
+        use futures::TryStreamExt as _;
+        let filter = format!("{}.>", streams::topology::INSTANCE_EVENT_PREFIX);
+        let subjects = self.state.events.info_with_subjects(filter).await.expect("stream info");
+        subjects
+            .try_fold(0, |sum, (_, count)| async move { Ok(sum + count as u64) })
+            .await
+            .expect("subject counts")
     }
 }
 
