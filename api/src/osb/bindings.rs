@@ -268,6 +268,7 @@ pub(super) async fn last_operation(
     let exists = found.view.spec().users.iter().any(|u| u.name == name);
     let Some(operation) = query.operation.as_deref() else {
         return match user_state(&found, &name) {
+            None if !found.users_settled() => Ok(Json(json!({"state": "in progress"})).into_response()),
             None => Err(OsbError::gone("service binding")),
             Some(UserState::Applied) => Ok(Json(json!({"state": "succeeded"})).into_response()),
             Some(UserState::Pending) => Ok(Json(json!({"state": "in progress"})).into_response()),
@@ -318,7 +319,15 @@ pub(super) async fn unbind(
     };
     let name = ids::binding_user(&binding_id);
     if !found.view.spec().users.iter().any(|u| u.name == name) {
-        return Err(OsbError::gone("service binding"));
+        // Spec *Unbinding*, *Response*: 202 "Service Binding deletion is in progress", 410 once it does
+        // not exist. A binding whose user is deleted but maybe not yet revoked is still being unbound; its
+        // operation is not kept per user, so the answer carries none and the platform polls
+        // `last_operation` without one (answered the same way below).
+        return if found.users_settled() {
+            Err(OsbError::gone("service binding"))
+        } else {
+            Ok((StatusCode::ACCEPTED, Json(json!({}))).into_response())
+        };
     }
     if !accepts_incomplete {
         return Err(OsbError::async_required("unbinding (deleting the user)"));

@@ -28,6 +28,15 @@ impl Found {
         self.view.observed.as_ref().and_then(|o| o.observed_generation).is_some_and(|g| g >= 1)
     }
 
+    /// Whether the cluster has applied the last change of the instance's users. Until then a user just
+    /// deleted (an unbind) may still be in the database: the read model keeps no list of deleted names,
+    /// so this is the instance-wide answer (a user the instance never had also reads "unsettled" while
+    /// another user's change is under way).
+    pub(super) fn users_settled(&self) -> bool {
+        let changed = self.view.changed.get(projections::Aspect::Users).unwrap_or(0);
+        self.view.observed.as_ref().map_or(0, |o| o.applied(projections::Aspect::Users)) >= changed
+    }
+
     /// Whether an operation on it is under way (deprovisioning counts).
     pub(super) fn busy(&self) -> bool {
         self.view.deprovisioning.is_some() && !self.view.removed

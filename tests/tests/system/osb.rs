@@ -19,23 +19,51 @@ fn basic(token: &str) -> String {
 /// `ready_delay` to become ready (long enough that an operation is seen in progress).
 pub(crate) struct Stack {
     pub(crate) api: TestApi,
-    agents: Vec<(k8s_sim::Simulator, tokio::task::JoinHandle<anyhow::Result<()>>)>,
+    clusters: Vec<Cluster>,
+}
+
+/// A simulated cluster and its agent (none while stopped).
+struct Cluster {
+    name: &'static str,
+    sim: k8s_sim::Simulator,
+    address: std::net::SocketAddr,
+    agent: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
 impl Stack {
     pub(crate) async fn start(ready_delay: Duration) -> Self {
         let api = TestApi::start().await;
         let mut agents = Vec::new();
-        for cluster in ["eu-1", "eu-2"] {
+        for name in ["eu-1", "eu-2"] {
             let (sim, address) = system_tests::cluster::simulator(ready_delay).await;
-            agents.push((sim, system_tests::cluster::agent(&api, cluster, address).await));
+            let agent = Some(system_tests::cluster::agent(&api, name, address).await);
+            agents.push(Cluster { name, sim, address, agent });
         }
-        Self { api, agents }
+        Self { api, clusters: agents }
+    }
+
+    /// Stops every agent: nothing the clusters do is reported until [`Self::start_agents`].
+    fn stop_agents(&mut self) {
+        for cluster in &mut self.clusters {
+            if let Some(agent) = cluster.agent.take() {
+                agent.abort();
+            }
+        }
+    }
+
+    /// Starts the stopped agents again, on the same clusters.
+    async fn start_agents(&mut self) {
+        for cluster in &mut self.clusters {
+            if cluster.agent.is_none() {
+                cluster.agent =
+                    Some(system_tests::cluster::agent(&self.api, cluster.name, cluster.address).await);
+            }
+        }
     }
 
     /// An object as the simulators hold it, on whichever cluster it is.
     fn object(&self, group: &str, kind: &str, namespace: &str, name: &str) -> Option<Value> {
-        self.agents.iter().find_map(|(sim, _)| {
+        self.clusters.iter().find_map(|Cluster { sim, .. }| {
             let store = sim.store();
             let resource = store.resource_type(group, "v1", kind)?;
             store.get(&resource, namespace, name)
@@ -646,4 +674,45 @@ async fn an_update_held_for_the_maintenance_window_says_so_and_a_re_sent_one_cha
     let again = stack.osb(Method::PATCH, &path, Some(&change)).await;
     assert_eq!((again.status, &again.body), (StatusCode::OK, &json!({})));
     assert_eq!(stack.api.stream_messages().await, stored);
+}
+
+/// Spec *Unbinding*, *Response*: 202 while the deletion is in progress, 410 once the binding does not
+/// exist. A second unbind before the cluster has revoked the user is still in progress (its agents are
+/// stopped so the revocation cannot be reported in between); `last_operation` without an operation says
+/// so too, and both turn to 410 once the revocation is reported.
+#[tokio::test]
+async fn an_unbind_sent_again_before_the_user_is_revoked_is_in_progress_then_gone() {
+    let mut stack = Stack::start(Duration::from_millis(50)).await;
+    let catalog = stack.osb(Method::GET, "/v2/catalog", None).await.body;
+    let (service_id, plan_id, _) = catalog_ids(&catalog, "postgresql", "starter");
+    let instance = uuid::Uuid::new_v4().to_string();
+    let provision = json!({"service_id": service_id, "plan_id": plan_id, "context": cf_context("space-4"),
+                           "organization_guid": "o", "space_guid": "space-4"});
+    let path = format!("/v2/service_instances/{instance}?accepts_incomplete=true");
+    let created = stack.osb(Method::PUT, &path, Some(&provision)).await;
+    let done = stack.settle(&instance, created.body["operation"].as_str().unwrap()).await;
+    assert_eq!(done.body["state"], "succeeded", "{}", done.body);
+    let binding = format!("/v2/service_instances/{instance}/service_bindings/app-9");
+    let bind = json!({"service_id": service_id, "plan_id": plan_id});
+    let bound = stack.osb(Method::PUT, &format!("{binding}?accepts_incomplete=true"), Some(&bind)).await;
+    assert_eq!(bound.status, StatusCode::ACCEPTED, "{}", bound.body);
+    let poll = format!("{binding}/last_operation?operation={}", bound.body["operation"].as_str().unwrap());
+    let state =
+        stack.poll_until(&poll, Duration::from_secs(30), |reply| reply.body["state"] != "in progress").await;
+    assert_eq!(state.body["state"], "succeeded", "{}", state.body);
+
+    stack.stop_agents();
+    let unbind = format!("{binding}?accepts_incomplete=true&service_id={service_id}&plan_id={plan_id}");
+    let unbound = stack.osb(Method::DELETE, &unbind, None).await;
+    assert_eq!(unbound.status, StatusCode::ACCEPTED, "{}", unbound.body);
+    let again = stack.osb(Method::DELETE, &unbind, None).await;
+    assert_eq!((again.status, &again.body), (StatusCode::ACCEPTED, &json!({})), "still being unbound");
+    let last = format!("{binding}/last_operation");
+    let polled = stack.osb(Method::GET, &last, None).await;
+    assert_eq!((polled.status, polled.body["state"].as_str()), (StatusCode::OK, Some("in progress")));
+
+    stack.start_agents().await;
+    let gone = stack.poll_until(&last, Duration::from_secs(30), |reply| reply.status != StatusCode::OK).await;
+    assert_eq!(gone.status, StatusCode::GONE, "revoked: {}", gone.body);
+    assert_eq!(stack.osb(Method::DELETE, &unbind, None).await.status, StatusCode::GONE);
 }
