@@ -138,6 +138,7 @@ function onEvent(event) {
 // --- Views -------------------------------------------------------------------------------------------
 function route() {
   const hash = location.hash || "#/";
+  forgetSecrets(hash);
   for (const a of document.querySelectorAll("#nav a")) a.classList.toggle("active", a.getAttribute("href") === hash);
   if (hash.startsWith("#/instances/")) return instancePage(hash.slice("#/instances/".length));
   if (hash === "#/fleet") return fleetPage();
@@ -224,13 +225,15 @@ function fleetPage() {
 }
 
 async function instancePage(id) {
-  let instance, backups, history;
+  let instance, backups, history, userList, roles;
   try {
-    [instance, backups, history] = await Promise.all([
+    [instance, backups, history, userList] = await Promise.all([
       api(projectPath(`/instances/${id}`)),
       api(projectPath(`/instances/${id}/backups`)).catch(() => ({ items: [] })),
       api(projectPath(`/instances/${id}/history?limit=500`)),
+      api(projectPath(`/instances/${id}/users`)).catch((error) => ({ error })),
     ]);
+    roles = await userRoles(instance.service).catch(() => []);
   } catch (e) {
     main().replaceChildren(h("section", { class: "card error" }, `Instance ${id}: ${e.message}`));
     return;
@@ -265,6 +268,7 @@ async function instancePage(id) {
       h("section", { class: "card" }, h("h2", {}, "Aspects"), table(["Aspect", "Health"], aspects, "None.")),
       h("section", { class: "card" }, h("h2", {}, "Configuration"), table(["Key", "Value"], config, "Service defaults.")),
       h("section", { class: "card" }, h("h2", {}, "Network ACL"), table(["CIDR", "Description"], acl, "Nobody outside the instance."))),
+    usersPanel(instance, userList, roles),
     h("section", { class: "card" }, h("h2", {}, "Conditions"), table(["Type", "Status", "Reason", "Message"], conditions, "None yet.")),
     h("section", { class: "card" }, h("h2", {}, "Backups"), table(["Id", "State", "Trigger", "Requested", "Bytes"], backupRows, "No backups.")),
     h("section", { class: "card" }, h("h2", {}, `History (${history.items.length} events)`),
@@ -301,6 +305,7 @@ function start() {
   out.hidden = false;
   out.onclick = () => {
     sessionStorage.clear();
+    users.revealed = null;
     if (model.feed) model.feed.abort();
     session.token = null;
     setLive(false);

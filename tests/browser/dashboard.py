@@ -1,8 +1,10 @@
 """The dashboard in a real headless Chromium (Debian's, driven by Playwright; no browser is downloaded).
 
-Run by tests/tests/dashboard.rs against a control plane it serves: signs in, provisions an instance
+Run by tests/tests/system/dashboard.rs against a control plane it serves: signs in, provisions an instance
 through the API, watches it appear and turn healthy on the page without a reload (the SSE feed), opens
-its page (aspects, conditions, history timeline) and the fleet chart, and saves screenshots.
+its page (aspects, conditions, history timeline), creates a user through its Users panel (applied, its
+password shown once and equal to the API's credentials read, kept in no storage), rotates and deletes it,
+opens the fleet chart, and saves screenshots.
 Exits non-zero with the reason on the first expectation that fails.
 """
 
@@ -10,6 +12,7 @@ import argparse
 import json
 import pathlib
 import sys
+import urllib.error
 import urllib.request
 
 from playwright.sync_api import expect, sync_playwright
@@ -25,6 +28,16 @@ args = parser.parse_args()
 out = pathlib.Path(args.out)
 out.mkdir(parents=True, exist_ok=True)
 expect.set_options(timeout=60_000)
+
+
+def call(method, path):
+    request = urllib.request.Request(f"{args.url}/v1/projects/{args.project}{path}", method=method,
+                                     headers={"Authorization": f"Bearer {args.token}"})
+    try:
+        with urllib.request.urlopen(request) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as e:
+        return e.code, None
 
 
 def provision(name):
@@ -86,6 +99,58 @@ with sync_playwright() as playwright:
     # The observed side of the timeline: what the cluster's agent reported.
     expect(page.locator("li.observed").first).to_be_visible()
     page.screenshot(path=str(out / "instance-history.png"), full_page=True)
+
+    # Users: the form offers the catalog's roles for the service.
+    instance_id = instance.locator("dd").first.inner_text()
+    users_path = f"/instances/{instance_id}/users"
+    expect(page.get_by_test_id("user-role").locator("option")).to_have_text(["readwrite", "readonly"])
+    # A refusal shows the API's reason, naming the field and the rule.
+    page.get_by_test_id("user-name").fill("postgres")
+    page.get_by_test_id("user-create").click()
+    expect(page.get_by_test_id("user-message")).to_contain_text("/name: user_name_reserved")
+    page.get_by_test_id("user-name").fill("reporting")
+    page.get_by_test_id("user-role").select_option("readonly")
+    page.get_by_test_id("user-create").click()
+    user = page.locator("tr[data-user=reporting]")
+    expect(user).to_have_attribute("data-state", "applied")
+    expect(user.get_by_test_id("user-state")).to_have_text("applied")
+    expect(user).to_contain_text("readonly")
+    status, listed = call("GET", users_path)
+    assert status == 200 and listed["users"] == [{"name": "reporting", "role": "readonly", "state": "applied"}], listed
+    # The password, shown once, is the one the cluster holds for the user.
+    secret = page.get_by_test_id("user-secret")
+    expect(secret).to_have_attribute("data-user", "reporting")
+    shown = page.get_by_test_id("user-password").inner_text()
+    status, credentials = call("GET", f"{users_path}/reporting/credentials")
+    assert status == 200 and credentials["username"] == "reporting", (status, credentials)
+    assert shown == credentials["password"] and len(shown) >= 16, "the page shows another password than the API's"
+    stored = page.evaluate("JSON.stringify([Object.entries(sessionStorage), Object.entries(localStorage)])")
+    assert shown not in stored, "the password was put in the tab's storage"
+    page.screenshot(path=str(out / "users.png"), full_page=True)
+    page.get_by_test_id("user-secret-dismiss").click()
+    expect(secret).to_have_count(0)
+    assert shown not in page.content(), "the dismissed password is still on the page"
+
+    # A rotation shows the new password once.
+    user.get_by_test_id("user-rotate").click()
+    expect(page.get_by_test_id("user-message")).to_contain_text("rotating done")
+    rotated = page.get_by_test_id("user-password").inner_text()
+    status, credentials = call("GET", f"{users_path}/reporting/credentials")
+    assert rotated != shown and rotated == credentials["password"], "the rotated password is not the API's new one"
+    page.get_by_test_id("user-secret-dismiss").click()
+
+    # Deleting asks for a second click, then the user is gone from the page and from the API.
+    user.get_by_test_id("user-delete").click()
+    expect(user.get_by_test_id("user-delete-confirm")).to_be_visible()
+    status, listed = call("GET", users_path)
+    assert status == 200 and len(listed["users"]) == 1, "one click deleted the user"
+    user.get_by_test_id("user-delete-confirm").click()
+    expect(user).to_have_count(0)
+    expect(page.get_by_test_id("user-message")).to_contain_text("deleting done")
+    status, listed = call("GET", users_path)
+    assert status == 200 and listed["users"] == [], listed
+    status, _ = call("GET", f"{users_path}/reporting")
+    assert status == 404, f"the deleted user still answers {status}"
 
     page.get_by_test_id("nav-fleet").click()
     bar = page.locator(f"[data-testid=fleet-chart] rect[data-cluster={args.cluster}][data-state=healthy]")

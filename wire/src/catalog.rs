@@ -27,6 +27,10 @@ pub struct ServiceCatalog {
     pub plans: Vec<CatalogPlan>,
     /// configuration parameters an instance may set
     pub parameters: Vec<CatalogParameter>,
+    /// the roles a user of an instance of this service may have (`POST …/instances/{id}/users`, and an
+    /// Open Service Broker bind's `parameters.role`, whose default is the first)
+    #[serde(default)]
+    pub user_roles: Vec<String>,
 }
 
 /// An offered version.
@@ -179,6 +183,10 @@ impl From<&ServiceOffering> for ServiceCatalog {
             versions,
             plans,
             parameters,
+            user_roles: domain::instance::users::user_roles(offering.service)
+                .iter()
+                .map(|r| (*r).to_owned())
+                .collect(),
         }
     }
 }

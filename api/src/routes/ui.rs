@@ -13,6 +13,7 @@ use crate::{ApiError, AppState};
 
 const INDEX: &str = include_str!("../../ui/index.html");
 const SCRIPT: &str = include_str!("../../ui/app.js");
+const USERS_SCRIPT: &str = include_str!("../../ui/users.js");
 const STYLE: &str = include_str!("../../ui/app.css");
 
 /// Only this origin's scripts, styles and requests: the token the page holds cannot be sent elsewhere,
@@ -32,6 +33,7 @@ pub(super) fn router() -> Router<AppState> {
             get(|axum::extract::Path(name): axum::extract::Path<String>| async move {
                 match name.as_str() {
                     "app.js" => asset("text/javascript; charset=utf-8", SCRIPT),
+                    "users.js" => asset("text/javascript; charset=utf-8", USERS_SCRIPT),
                     "app.css" => asset("text/css; charset=utf-8", STYLE),
                     _ => ApiError::NotFound("asset").into_response(),
                 }

@@ -31,10 +31,13 @@ async fn the_catalog_lists_versions_upgrade_paths_plans_and_each_parameter_s_app
     assert_eq!(parameter(postgres, "wal_level")["values"], serde_json::json!(["replica", "logical"]));
     assert_eq!(postgres["versions"][1]["version"], "15");
     assert_eq!(postgres["versions"][1]["upgrades_to"], serde_json::json!(["16", "17"]));
+    // The roles a user may have, which the dashboard's and the provider's forms offer.
+    assert_eq!(postgres["user_roles"], serde_json::json!(["readwrite", "readonly"]));
 
     let mongo = api.call(Method::GET, "/v1/catalog/mongodb", None, &[]).await;
     assert_eq!(mongo.status, StatusCode::OK);
     assert_eq!(mongo.body["upgrade_path"], "one_major_at_a_time");
+    assert_eq!(mongo.body["user_roles"], serde_json::json!(["readWrite", "read"]));
     assert_eq!(mongo.body["versions"][0]["upgrades_to"], serde_json::json!(["7.0"]));
     assert!(
         mongo.body["plans"]

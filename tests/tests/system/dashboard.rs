@@ -1,7 +1,8 @@
 //! The dashboard end to end in a real headless Chromium: `tests/browser/dashboard.py` (Playwright from
 //! PyPI driving Debian's `chromium`, both installed by `./dev`) signs in, watches an instance it
-//! provisions turn healthy on the page through the live feed, opens its history timeline and the fleet
-//! chart. Screenshots land in `target/test-artifacts/dashboard/`.
+//! provisions turn healthy on the page through the live feed, opens its history timeline, creates,
+//! rotates and deletes a user through the instance's Users panel (the simulator's agent applies it), and
+//! opens the fleet chart. Screenshots land in `target/test-artifacts/dashboard/`.
 
 use std::{path::PathBuf, process::Stdio, time::Duration};
 
@@ -59,7 +60,7 @@ async fn an_instance_turns_healthy_live_on_the_dashboard_and_its_history_shows()
         .expect("run the browser test");
     let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     assert!(output.status.success(), "the browser test failed:\n{stdout}\n{stderr}");
-    for shot in ["instances-healthy.png", "instance-history.png", "fleet.png"] {
+    for shot in ["instances-healthy.png", "instance-history.png", "users.png", "fleet.png"] {
         let size = std::fs::metadata(out.join(shot)).map(|m| m.len()).unwrap_or(0);
         assert!(size > 10_000, "screenshot {shot} is missing or empty ({size} bytes)");
     }
