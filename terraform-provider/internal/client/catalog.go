@@ -22,6 +22,7 @@ type ServiceCatalog struct {
 	Versions    []CatalogVersion   `json:"versions"`
 	Plans       []CatalogPlan      `json:"plans"`
 	Parameters  []CatalogParameter `json:"parameters"`
+	UserRoles   []string           `json:"user_roles"`
 }
 
 // CatalogVersion is an offered version.

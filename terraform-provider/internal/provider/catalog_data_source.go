@@ -29,6 +29,7 @@ type catalogServiceModel struct {
 	Versions    []catalogVersionModel `tfsdk:"versions"`
 	Plans       []catalogPlanModel    `tfsdk:"plans"`
 	Parameters  []catalogParamModel   `tfsdk:"parameters"`
+	UserRoles   []types.String        `tfsdk:"user_roles"`
 }
 
 type catalogVersionModel struct {
@@ -80,6 +81,7 @@ func (d *catalogDataSource) Schema(_ context.Context, _ datasource.SchemaRequest
 				NestedObject: schema.NestedAttributeObject{Attributes: map[string]schema.Attribute{
 					"service":      str("The service."),
 					"upgrade_path": str("`any_newer` or `one_major_at_a_time`."),
+					"user_roles":   strs("Roles a `cp_instance_user` of this service may have."),
 					"versions": schema.ListNestedAttribute{Computed: true, MarkdownDescription: "Offered versions, oldest first.",
 						NestedObject: schema.NestedAttributeObject{Attributes: map[string]schema.Attribute{
 							"version":     str("The version."),
@@ -147,7 +149,8 @@ func (d *catalogDataSource) Read(ctx context.Context, req datasource.ReadRequest
 
 func serviceModel(s client.ServiceCatalog) catalogServiceModel {
 	out := catalogServiceModel{Service: types.StringValue(s.Service), UpgradePath: types.StringValue(s.UpgradePath),
-		Versions: []catalogVersionModel{}, Plans: []catalogPlanModel{}, Parameters: []catalogParamModel{}}
+		Versions: []catalogVersionModel{}, Plans: []catalogPlanModel{}, Parameters: []catalogParamModel{},
+		UserRoles: stringList(s.UserRoles)}
 	for _, v := range s.Versions {
 		out.Versions = append(out.Versions, catalogVersionModel{Version: types.StringValue(v.Version),
 			UpgradesTo: stringList(v.UpgradesTo), Parameters: stringList(v.Parameters)})

@@ -108,7 +108,7 @@ func (p *cpProvider) Configure(ctx context.Context, req provider.ConfigureReques
 }
 
 func (p *cpProvider) Resources(context.Context) []func() resource.Resource {
-	return []func() resource.Resource{NewInstanceResource, NewBackupScheduleResource, NewBackupResource}
+	return []func() resource.Resource{NewInstanceResource, NewBackupScheduleResource, NewBackupResource, NewInstanceUserResource}
 }
 
 func (p *cpProvider) DataSources(context.Context) []func() datasource.DataSource {
