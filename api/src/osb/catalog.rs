@@ -154,7 +154,7 @@ mod tests {
         let postgresql = services.iter().find(|s| s["name"] == "postgresql").unwrap();
         let starter =
             postgresql["plans"].as_array().unwrap().iter().find(|p| p["name"] == "starter").unwrap();
-        assert_eq!(starter["maintenance_info"]["version"], "17.0.0");
+        assert_eq!(starter["maintenance_info"]["version"], "18.0.0");
         let create = &starter["schemas"]["service_instance"]["create"]["parameters"];
         assert_eq!(create["$schema"], "http://json-schema.org/draft-04/schema#");
         assert_eq!(create["properties"]["max_connections"]["maximum"], 5000);

@@ -22,7 +22,7 @@ use uuid::Uuid;
 const MAJOR: &str = "15";
 
 /// The backup's outcome as the agent reported it (`BackupCompleted` or `BackupFailed`), within `CONVERGE`.
-async fn outcome(observed: &mut async_nats::Subscriber, backup_id: Uuid) -> serde_json::Value {
+pub(crate) async fn outcome(observed: &mut async_nats::Subscriber, backup_id: Uuid) -> serde_json::Value {
     use futures::StreamExt as _;
     let deadline = tokio::time::Instant::now() + CONVERGE * 3;
     loop {
@@ -40,7 +40,7 @@ async fn outcome(observed: &mut async_nats::Subscriber, backup_id: Uuid) -> serd
     }
 }
 
-fn rows(server: &kubeenv::barman::Server) -> Vec<String> {
+pub(crate) fn rows(server: &kubeenv::barman::Server) -> Vec<String> {
     server.sql("select n from ledger order by n").expect("read the rows").lines().map(str::to_owned).collect()
 }
 

@@ -19,6 +19,7 @@ mod leader;
 mod least_privilege;
 mod netpol_cyclonus;
 mod network;
+mod pg_major_upgrade;
 mod pg_settings_script;
 mod pod_security;
 mod render;

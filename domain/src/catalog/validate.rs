@@ -243,7 +243,7 @@ mod tests {
             error.problems,
             [
                 "format: is 2, this build reads 1",
-                "services[0].versions[4]: 15 is not newer than the one before",
+                "services[0].versions[5]: 15 is not newer than the one before",
                 "services[0].plans[1].name: starter is offered twice",
                 "services[1].parameters[0].kind: min 5 is above max 1",
                 "services[1].parameters[1].default: must be an integer from 0 to 3600000",

@@ -382,7 +382,7 @@ fn commands_on_an_unknown_instance_are_not_found() {
 #[test]
 fn upgrade_targets_follow_each_service_s_upgrade_path() {
     let postgres = Catalog::builtin().offering(ServiceType::Postgresql).unwrap();
-    assert_eq!(crate::instance::upgrade_targets(postgres, "15"), ["16", "17"]);
+    assert_eq!(crate::instance::upgrade_targets(postgres, "15"), ["16", "17", "18"]);
     let mongo = Catalog::builtin().offering(ServiceType::Mongodb).unwrap();
     assert_eq!(crate::instance::upgrade_targets(mongo, "6.0"), ["7.0"], "one major version at a time");
     assert!(crate::instance::upgrade_targets(mongo, "8.0").is_empty());

@@ -57,7 +57,7 @@ resource "cp_instance" "bad" {
 			{
 				Config:      cfg("13", "{}", "[]"),
 				PlanOnly:    true,
-				ExpectError: regexp.MustCompile(`postgresql 13 is not in the catalog; offered: 14, 15, 16, 17`),
+				ExpectError: regexp.MustCompile(`postgresql 13 is not in the catalog; offered: 14, 15, 16, 17, 18`),
 			},
 			{
 				// A good configuration plans a create.

@@ -39,6 +39,8 @@ use kube::{
 };
 use serde_json::Value;
 
+mod major_upgrade;
+
 /// The Barman version the Barman Cloud plugin's sidecar installs (plugin-barman-cloud v0.14.0
 /// `containers/sidecar-requirements.in`).
 pub const BARMAN_VERSION: &str = "3.19.1";
@@ -146,6 +148,16 @@ fn root() -> bool {
 
 /// Runs `program` as the `postgres` user when this process is root, with `env` added; its stdout.
 fn run_as_postgres(program: &Path, args: &[String], env: &[(String, String)]) -> anyhow::Result<String> {
+    run_as_postgres_in(None, program, args, env)
+}
+
+/// [`run_as_postgres`] in the working directory `dir`, if given.
+fn run_as_postgres_in(
+    dir: Option<&Path>,
+    program: &Path,
+    args: &[String],
+    env: &[(String, String)],
+) -> anyhow::Result<String> {
     let mut command = if root() {
         let mut command = Command::new("runuser");
         command.args(["-u", "postgres", "--", "env"]);
@@ -157,6 +169,9 @@ fn run_as_postgres(program: &Path, args: &[String], env: &[(String, String)]) ->
         command.envs(env.iter().map(|(k, v)| (k, v)));
         command
     };
+    if let Some(dir) = dir {
+        command.current_dir(dir);
+    }
     let output = command.args(args).output().with_context(|| format!("running {}", program.display()))?;
     if !output.status.success() {
         bail!(
@@ -328,13 +343,7 @@ impl Servers {
             .and_then(major_of_image)
             .context("the Cluster names no image with a major version")?;
         let bin = postgres_dir(&major).map_err(anyhow::Error::msg)?;
-        let plugin = cluster["spec"]["plugins"]
-            .as_array()
-            .and_then(|p| p.iter().find(|p| p["isWALArchiver"] == true))
-            .context("the Cluster has no WAL archiver")?;
-        let store = plugin["parameters"]["barmanObjectName"].as_str().context("no barmanObjectName")?;
-        let server_name = plugin["parameters"]["serverName"].as_str().unwrap_or(name);
-        let destination = destination(admin, namespace, store, server_name).await?;
+        let destination = archive_destination(admin, namespace, &cluster).await?;
         let dir = self.root.path().join(format!("{namespace}.{name}"));
         std::fs::create_dir_all(&dir)?;
         let server = Arc::new(Server { dir, bin, major, destination });
@@ -393,6 +402,23 @@ impl Servers {
             "startedAt": time("begin_time_iso"), "stoppedAt": time("end_time_iso"),
         }))
     }
+}
+
+/// Where the Cluster archives: its WAL archiver plugin's `ObjectStore`, under the plugin's `serverName`
+/// (default: the Cluster's name; plugin v0.14.0 `internal/cnpgi/operator/config/config.go`).
+async fn archive_destination(
+    admin: &Client,
+    namespace: &str,
+    cluster: &Value,
+) -> anyhow::Result<Destination> {
+    let plugin = cluster["spec"]["plugins"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["isWALArchiver"] == true))
+        .context("the Cluster has no WAL archiver")?;
+    let store = plugin["parameters"]["barmanObjectName"].as_str().context("no barmanObjectName")?;
+    let name = cluster["metadata"]["name"].as_str().unwrap_or_default();
+    let server_name = plugin["parameters"]["serverName"].as_str().unwrap_or(name);
+    destination(admin, namespace, store, server_name).await
 }
 
 /// The external cluster a recovering Cluster's bootstrap names: its `ObjectStore` and server name.

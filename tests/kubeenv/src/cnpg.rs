@@ -272,6 +272,12 @@ async fn reconcile(
         postgres.note_failure(namespace, name, format!("{e:#}"));
         return Err(e.context("recovering a Cluster failed"));
     }
+    // Another major in the image of a running server: CloudNativePG's in-place major upgrade, for real
+    // (`crate::barman::major_upgrade`).
+    if let Err(e) = postgres.follow_major(admin, cluster).await {
+        postgres.note_failure(namespace, name, format!("{e:#}"));
+        return Err(e.context("a major upgrade failed"));
+    }
     // The parameters are the instance manager's to load: live from the first look at this spec.
     cnpg.live
         .lock()

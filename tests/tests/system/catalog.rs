@@ -30,7 +30,7 @@ async fn the_catalog_lists_versions_upgrade_paths_plans_and_each_parameter_s_app
     assert_eq!(parameter(postgres, "max_connections")["minimum"], 10);
     assert_eq!(parameter(postgres, "wal_level")["values"], serde_json::json!(["replica", "logical"]));
     assert_eq!(postgres["versions"][1]["version"], "15");
-    assert_eq!(postgres["versions"][1]["upgrades_to"], serde_json::json!(["16", "17"]));
+    assert_eq!(postgres["versions"][1]["upgrades_to"], serde_json::json!(["16", "17", "18"]));
     // The roles a user may have, which the dashboard's and the provider's forms offer.
     assert_eq!(postgres["user_roles"], serde_json::json!(["readwrite", "readonly"]));
 

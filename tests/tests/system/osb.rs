@@ -144,7 +144,7 @@ async fn the_catalog_answers_the_platform_s_token_and_version_only() {
     assert_eq!(postgresql["bindable"], true);
     assert_eq!(postgresql["bindings_retrievable"], true);
     let starter = postgresql["plans"].as_array().unwrap().iter().find(|p| p["name"] == "starter").unwrap();
-    assert_eq!(starter["maintenance_info"]["version"], "17.0.0", "the newest offered version");
+    assert_eq!(starter["maintenance_info"]["version"], "18.0.0", "the newest offered version");
     assert_eq!(starter["binding_rotatable"], true);
     let create = &starter["schemas"]["service_instance"]["create"]["parameters"];
     assert_eq!(create["$schema"], "http://json-schema.org/draft-04/schema#");
@@ -248,7 +248,7 @@ async fn an_instance_is_provisioned_polled_re_put_updated_and_deprovisioned() {
     let fetched = stack.osb(Method::GET, &path, None).await;
     assert_eq!(fetched.status, StatusCode::OK, "{}", fetched.body);
     assert_eq!(fetched.body["plan_id"], plan_id.as_str());
-    assert_eq!(fetched.body["maintenance_info"]["version"], "17.0.0");
+    assert_eq!(fetched.body["maintenance_info"]["version"], "18.0.0");
     assert_eq!(fetched.body["parameters"]["max_connections"], 200);
 
     // Spec *Updating a Service Instance*: a change without accepts_incomplete is 422 AsyncRequired; a
@@ -362,8 +362,8 @@ async fn an_update_carrying_only_the_newer_maintenance_info_upgrades_the_version
     let done = stack.settle(instance, upgraded.body["operation"].as_str().unwrap()).await;
     assert_eq!(done.body["state"], "succeeded", "{}", done.body);
     let fetched = stack.osb(Method::GET, &format!("/v2/service_instances/{instance}"), None).await;
-    assert_eq!(fetched.body["maintenance_info"]["version"], "17.0.0");
-    assert_eq!(fetched.body["parameters"]["version"], "17");
+    assert_eq!(fetched.body["maintenance_info"]["version"], "18.0.0");
+    assert_eq!(fetched.body["parameters"]["version"], "18");
 
     // The instance lives in project k8s-shop under the derived id, and its upgrade names duke.
     let id = api::osb::ids::instance_id(instance);
