@@ -59,7 +59,8 @@ async function finished({ operation, sequence }) {
   while (op.state !== "succeeded") {
     if (op.state === "failed") {
       const e = op.error || {};
-      throw new Error(`${op.type} failed: ${e.detail || e.code || "no reason given"}${e.reason ? ` (${e.reason})` : ""}`);
+      const detail = e.detail || e.code || "no reason given";
+      throw new Error(`${op.type} failed: ${detail}${e.reason && !detail.includes(e.reason) ? ` (${e.reason})` : ""}`);
     }
     if (Date.now() > deadline) throw new Error(`${op.type} still ${op.state} after 10 minutes`);
     await new Promise((r) => setTimeout(r, 1000));
@@ -134,7 +135,7 @@ function usersPanel(instance, list, roles) {
         busy ? h("span", { class: "muted" }, ` ${busy}…`) : null),
       h("td", { class: "muted", "data-testid": "user-reason" }, u.reason || ""),
       h("td", { class: "actions" },
-        h("button", { "data-testid": "user-rotate", disabled: !!busy || u.state !== "applied",
+        h("button", { "data-testid": "user-rotate", disabled: !!busy || u.state === "pending",
           title: "a new password, shown once", onclick: () => rotateUser(id, u.name) }, "Rotate password"),
         deleteButton));
   });

@@ -9,6 +9,7 @@ Exits non-zero with the reason on the first expectation that fails.
 """
 
 import argparse
+import base64
 import json
 import pathlib
 import sys
@@ -24,6 +25,7 @@ parser.add_argument("--project", default="acme")
 parser.add_argument("--cluster", default="eu-1")
 parser.add_argument("--chromium", default="/usr/bin/chromium")
 parser.add_argument("--out", required=True)
+parser.add_argument("--kube-url", required=True, help="the simulated cluster's Kubernetes API")
 args = parser.parse_args()
 out = pathlib.Path(args.out)
 out.mkdir(parents=True, exist_ok=True)
@@ -138,6 +140,22 @@ with sync_playwright() as playwright:
     status, credentials = call("GET", f"{users_path}/reporting/credentials")
     assert rotated != shown and rotated == credentials["password"], "the rotated password is not the API's new one"
     page.get_by_test_id("user-secret-dismiss").click()
+
+    # Someone edits the user's Secret to name another user: CloudNativePG refuses it (v1.30 runnable.go
+    # getPassword), so the next rotation fails, and the page says why, on the row and in the message.
+    other = base64.b64encode(b"someone").decode()
+    patch = urllib.request.Request(f"{args.kube_url}/api/v1/namespaces/cp-{args.project}/secrets/orders.user.reporting",
+                                   data=json.dumps({"data": {"username": other}}).encode(), method="PATCH",
+                                   headers={"Content-Type": "application/merge-patch+json"})
+    with urllib.request.urlopen(patch) as response:
+        assert response.status == 200, response.status
+    user.get_by_test_id("user-rotate").click()
+    expect(page.get_by_test_id("user-message")).to_contain_text("rotate_user_password failed")
+    expect(user).to_have_attribute("data-state", "error")
+    expect(user.get_by_test_id("user-state")).to_have_text("failed")
+    expect(user.get_by_test_id("user-reason")).to_contain_text("does not match role")
+    expect(page.get_by_test_id("user-secret")).to_have_count(0)
+    page.screenshot(path=str(out / "users-failed.png"), full_page=True)
 
     # Deleting asks for a second click, then the user is gone from the page and from the API.
     user.get_by_test_id("user-delete").click()

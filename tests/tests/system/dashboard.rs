@@ -1,8 +1,8 @@
 //! The dashboard end to end in a real headless Chromium: `tests/browser/dashboard.py` (Playwright from
 //! PyPI driving Debian's `chromium`, both installed by `./dev`) signs in, watches an instance it
 //! provisions turn healthy on the page through the live feed, opens its history timeline, creates,
-//! rotates and deletes a user through the instance's Users panel (the simulator's agent applies it), and
-//! opens the fleet chart. Screenshots land in `target/test-artifacts/dashboard/`.
+//! rotates and deletes a user through the instance's Users panel (the simulator's agent applies it; a
+//! rotation CloudNativePG refuses shows as failed with its reason), and opens the fleet chart. Screenshots land in `target/test-artifacts/dashboard/`.
 
 use std::{path::PathBuf, process::Stdio, time::Duration};
 
@@ -46,7 +46,7 @@ async fn an_instance_turns_healthy_live_on_the_dashboard_and_its_history_shows()
     let _ = std::fs::remove_dir_all(&out);
     let run = tokio::process::Command::new(python())
         .arg(here.join("browser/dashboard.py"))
-        .args(["--url", &url, "--token", ADMIN_TOKEN, "--out"])
+        .args(["--url", &url, "--token", ADMIN_TOKEN, "--kube-url", &format!("http://{address}"), "--out"])
         .arg(&out)
         .arg("--chromium")
         .arg(chromium())
@@ -60,7 +60,9 @@ async fn an_instance_turns_healthy_live_on_the_dashboard_and_its_history_shows()
         .expect("run the browser test");
     let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     assert!(output.status.success(), "the browser test failed:\n{stdout}\n{stderr}");
-    for shot in ["instances-healthy.png", "instance-history.png", "users.png", "fleet.png"] {
+    for shot in
+        ["instances-healthy.png", "instance-history.png", "users.png", "users-failed.png", "fleet.png"]
+    {
         let size = std::fs::metadata(out.join(shot)).map(|m| m.len()).unwrap_or(0);
         assert!(size > 10_000, "screenshot {shot} is missing or empty ({size} bytes)");
     }
