@@ -92,7 +92,7 @@ const NAME_LABEL: &str = "app.kubernetes.io/instance";
 
 /// What reconciles share.
 pub struct Context {
-    config: Arc<AgentConfig>,
+    pub(crate) config: Arc<AgentConfig>,
     /// the control plane's desired state, as the mirror knows it
     desired: Arc<Desired>,
     stores: HashMap<ChildKind, Store<DynamicObject>>,
@@ -151,7 +151,7 @@ impl Context {
         }
     }
 
-    fn owned(&self, kind: ChildKind, instance_id: &str) -> Vec<Arc<DynamicObject>> {
+    pub(crate) fn owned(&self, kind: ChildKind, instance_id: &str) -> Vec<Arc<DynamicObject>> {
         let (store, resource) = (&self.stores[&kind], api_resource(kind));
         self.indexes[&kind]
             .candidates(instance_id)

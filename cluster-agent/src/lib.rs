@@ -25,6 +25,7 @@ mod publish;
 pub mod rbac;
 pub mod render;
 pub mod store_access;
+mod user_tokens;
 mod users;
 
 use std::{sync::Arc, time::Duration};

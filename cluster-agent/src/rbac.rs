@@ -67,6 +67,11 @@ pub fn rules() -> Vec<PolicyRule> {
         rule("networking.k8s.io", &["networkpolicies"], RENDERED),
         // Rotation, restore and backup Jobs; a backup's annotated once reported.
         rule("batch", &["jobs"], RENDERED),
+        // The users Job of an InfluxDB instance runs as an account of its own whose Role allows `get` and
+        // `patch` of the users' Secrets only (`render::user_tokens`): applied before the Job, deleted after
+        // it. Granting that Role takes holding its permissions, which the Secrets rule above does.
+        rule("", &["serviceaccounts"], &["create", "patch", "delete"]),
+        rule("rbac.authorization.k8s.io", &["roles", "rolebindings"], &["create", "patch", "delete"]),
         // Pods are only read: the kubelet reports there why a container does not run, and a backup Job's
         // upload container its result (listed by the Job's label).
         rule("", &["pods"], &["list", "watch"]),

@@ -36,9 +36,10 @@ use crate::{
     controller::Context,
     crd::ManagedInstance,
     render::{
-        ChildKind, apply_params,
+        ChildKind, apply_params, user_tokens,
         users::{
-            PASSWORD_GENERATION_ANNOTATION, absent_roles, mongodb_job, mongodb_job_name, secret, secret_name,
+            PASSWORD_GENERATION_ANNOTATION, USER_LABEL, absent_roles, mongodb_job, mongodb_job_name, secret,
+            secret_name,
         },
     },
 };
@@ -46,7 +47,7 @@ use crate::{
 /// The services whose users the agent makes (the domain refuses users of the others:
 /// `domain::instance::users::USER_SERVICES`).
 pub(crate) fn makes_users_of(service: &str) -> bool {
-    service == "postgresql" || service == "mongodb"
+    service == "postgresql" || service == "mongodb" || user_tokens::holds_token(service)
 }
 
 /// Where an instance's users stand after a reconcile.
@@ -58,8 +59,11 @@ pub(crate) struct Users {
     pub failure: Option<String>,
     /// each user as the engine reports it; `None` for an instance that never had users
     pub observed: Option<Vec<ObservedUser>>,
-    /// the Job applying the users (MongoDB), kept by the pruning while it runs
+    /// the Job applying the users (MongoDB, InfluxDB), kept by the pruning while it runs
     pub job: Option<String>,
+    /// Secrets of deleted users kept by the pruning until their Job revoked them (InfluxDB: the Job
+    /// reads each one's authorization id from it)
+    pub revoking: Vec<String>,
 }
 
 /// A new random password: letters and digits, 32 of them, as the instance's own.
@@ -67,7 +71,7 @@ fn new_password() -> String {
     rand::rng().sample_iter(rand::distr::Alphanumeric).take(32).map(char::from).collect()
 }
 
-fn password_generation(secret: &Value) -> u64 {
+pub(crate) fn password_generation(secret: &Value) -> u64 {
     secret["metadata"]["annotations"][PASSWORD_GENERATION_ANNOTATION]
         .as_str()
         .and_then(|g| g.parse().ok())
@@ -88,9 +92,19 @@ pub(crate) async fn ensure_secrets(mi: &ManagedInstance, ctx: &Context, writes: 
     let namespace = mi.namespace().unwrap_or_default();
     for user in &mi.spec.users {
         let name = secret_name(&mi.name_any(), &user.name);
+        let tokens = user_tokens::holds_token(&mi.spec.service);
         let written = match ctx.current(ChildKind::Secret, &namespace, &name) {
             None => {
-                let object: DynamicObject = serde_json::from_value(secret(mi, user, &new_password()).object)?;
+                let mut made = secret(mi, user, &new_password()).object;
+                if tokens {
+                    // The service makes the token: the users Job writes it here (`render::user_tokens`),
+                    // with the generation it answers; none yet.
+                    if let Some(data) = made["stringData"].as_object_mut() {
+                        data.remove("password");
+                    }
+                    made["metadata"]["annotations"][PASSWORD_GENERATION_ANNOTATION] = json!("0");
+                }
+                let object: DynamicObject = serde_json::from_value(made)?;
                 match ctx.api(ChildKind::Secret, &namespace).create(&PostParams::default(), &object).await {
                     Ok(created) => created,
                     // Made meanwhile (by an earlier reconcile whose answer was lost): fine.
@@ -98,7 +112,7 @@ pub(crate) async fn ensure_secrets(mi: &ManagedInstance, ctx: &Context, writes: 
                     Err(e) => return Err(e.into()),
                 }
             }
-            Some(current) if password_generation(&current) < user.generation => {
+            Some(current) if !tokens && password_generation(&current) < user.generation => {
                 // A rotation: the new password replaces the old in the Secret; the engine applies it on the
                 // Secret's new resource version, and the old one works until then.
                 let patch = json!({
@@ -125,11 +139,33 @@ pub(crate) fn wanted_secret(mi: &ManagedInstance, name: &str) -> bool {
 /// Takes the next step for the instance's users (MongoDB: their Job) and reports what the engine says
 /// of them. Runs after the instance's objects are applied.
 pub(crate) async fn reconcile(mi: &ManagedInstance, ctx: &Context, writes: &mut u32) -> Result<Users> {
-    if mi.spec.service == "mongodb" { mongodb(mi, ctx, writes).await } else { Ok(observe(mi, ctx)) }
+    if mi.spec.service == "mongodb" {
+        mongodb(mi, ctx, writes).await
+    } else if user_tokens::holds_token(&mi.spec.service) {
+        crate::user_tokens::reconcile(mi, ctx, writes).await
+    } else {
+        Ok(observe(mi, ctx))
+    }
+}
+
+/// The Secrets of users the instance no longer has (their labels name a user it lacks).
+pub(crate) fn deleted_users_secrets(mi: &ManagedInstance, ctx: &Context) -> Vec<String> {
+    let mut names: Vec<String> = ctx
+        .owned(ChildKind::Secret, &mi.spec.instance_id)
+        .into_iter()
+        .filter(|s| s.labels().get(USER_LABEL).is_some_and(|u| !mi.spec.users.iter().any(|w| &w.name == u)))
+        .map(|s| s.name_any())
+        .collect();
+    names.sort();
+    names
 }
 
 /// Each user of `mi`, at its generation when `applied`, with `reason` otherwise.
-fn every_user(mi: &ManagedInstance, applied: bool, reason: Option<&str>) -> Option<Vec<ObservedUser>> {
+pub(crate) fn every_user(
+    mi: &ManagedInstance,
+    applied: bool,
+    reason: Option<&str>,
+) -> Option<Vec<ObservedUser>> {
     Some(
         mi.spec
             .users
@@ -267,7 +303,10 @@ fn postgres_users(mi: &ManagedInstance, cluster: &Value, secret: impl Fn(&str) -
         }
         all_applied &= reconciled(&name) && cannot(&name).is_none();
     }
-    Report { users: Users { applied: 0, failure, observed: Some(observed), job: None }, all_applied }
+    Report {
+        users: Users { applied: 0, failure, observed: Some(observed), job: None, revoking: vec![] },
+        all_applied,
+    }
 }
 
 #[cfg(test)]

@@ -20,8 +20,9 @@ pub struct UserRequest {
     )]
     pub name: String,
     /// the user's role, from the service's catalog: PostgreSQL `readwrite` or `readonly`, MongoDB
-    /// `readWrite` or `read` (InfluxDB `write`/`read` and Grafana `Editor`/`Viewer` once their users are
-    /// made: until then a user of theirs is refused 422, rule `users_supported`)
+    /// `readWrite` or `read`, InfluxDB `write` or `read` (a token on the instance's bucket; Grafana
+    /// `Editor`/`Viewer` once its users are made: until then a user of its is refused 422, rule
+    /// `users_supported`)
     #[schema(example = "readonly")]
     pub role: String,
 }

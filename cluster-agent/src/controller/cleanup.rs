@@ -88,6 +88,8 @@ async fn remove(mi: Arc<ManagedInstance>, ctx: &Context) -> Result<Action> {
         // next cleanup; the error policy's requeue only guards a lost event.
         return Err(Error::Waiting(format!("{remaining} objects still present")));
     }
+    // The users Job's account (InfluxDB), which no watch of the agent's covers: deleted by name.
+    crate::user_tokens::remove_account(&mi, ctx).await?;
     publish(
         &ctx.config,
         &ctx.jetstream,

@@ -141,7 +141,8 @@ pub(super) async fn apply(mi: Arc<ManagedInstance>, ctx: &Context) -> Result<Act
                 || (kind == ChildKind::Secret
                     && (render::secrets_made_once(&mi, "", "").iter().any(|s| s.name == name)
                         || name == render::backup::store_secret_name(&mi)
-                        || crate::users::wanted_secret(&mi, &name)))
+                        || crate::users::wanted_secret(&mi, &name)
+                        || users.revoking.contains(&name)))
                 || (kind == ChildKind::Job
                     && [rotation.job.as_deref(), restore.job.as_deref(), users.job.as_deref()]
                         .contains(&Some(name.as_str())));

@@ -30,6 +30,11 @@
 //!   operator connects *to* the pods (status port 8000, PostgreSQL 5432: same document, *Exposed Ports*;
 //!   admitted by the instance's ingress policy), and the instances reach each other.
 //!
+//! - [`USERS_API_SERVER_POLICY_NAME`], on the pods of the users Jobs that write a token the service made
+//!   into its user's Secret (label `WRITES_SECRETS_LABEL`, `render/user_tokens.rs`), allowing the API server
+//!   likewise. Without the API server's blocks (`--api-server-cidr`) such a Job cannot hand its token over,
+//!   and fails.
+//!
 //! Nothing else: no rule names link-local addresses, and a configured block that overlaps them
 //! (`169.254.0.0/16`, `fe80::/10`) is refused ([`EgressSettings`]). Addresses are `ipBlock`s, so they
 //! must be the addresses the packets carry when the network plugin evaluates the policy: for the API
@@ -49,6 +54,9 @@ use super::{INSTANCE_LABEL, backup::StoreTarget};
 pub const POLICY_NAME: &str = "cp-egress";
 /// Name of the policy letting CloudNativePG's pods reach the API server.
 pub const API_SERVER_POLICY_NAME: &str = "cp-egress-api-server";
+/// Name of the egress policy letting the users Jobs (pods labelled
+/// [`super::user_tokens::WRITES_SECRETS_LABEL`]) reach the API server, when its blocks are known.
+pub const USERS_API_SERVER_POLICY_NAME: &str = "cp-egress-api-server-users";
 /// Label selector of the egress policies, for the agent's watch of them.
 pub const SELECTOR: &str = "app.kubernetes.io/managed-by=cp-cluster-agent,app.kubernetes.io/component=egress";
 /// The port kube-apiserver serves on unless told otherwise (`--secure-port`, default 6443).
@@ -202,6 +210,17 @@ impl Egress {
                 API_SERVER_POLICY_NAME,
                 json!({
                     "podSelector": {"matchExpressions": [{"key": "cnpg.io/cluster", "operator": "Exists"}]},
+                    "policyTypes": ["Egress"],
+                    "egress": [{"to": blocks(api_server), "ports": [tcp(*port)]}],
+                }),
+            ));
+            // The users Jobs that hand a service-made token to the cluster (`render::user_tokens`).
+            policies.push(policy(
+                namespace,
+                USERS_API_SERVER_POLICY_NAME,
+                json!({
+                    "podSelector": {"matchExpressions": [
+                        {"key": super::user_tokens::WRITES_SECRETS_LABEL, "operator": "Exists"}]},
                     "policyTypes": ["Egress"],
                     "egress": [{"to": blocks(api_server), "ports": [tcp(*port)]}],
                 }),

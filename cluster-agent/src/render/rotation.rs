@@ -174,7 +174,7 @@ pub fn job(mi: &ManagedInstance, generation: u64) -> Option<Child> {
 }
 
 /// A small image with a shell and curl, for the services whose password changes over HTTP.
-const CURL_IMAGE: &str = "curlimages/curl:8.11.1";
+pub(super) const CURL_IMAGE: &str = "curlimages/curl:8.11.1";
 
 /// A shell line writing a curl config file (`curl -K FILE`: each line a long option, curl's manual,
 /// `--config`) that sends `user` and the password in the environment variable `var` as Basic

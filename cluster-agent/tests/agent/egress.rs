@@ -274,7 +274,7 @@ async fn the_agent_makes_and_keeps_the_egress_policies_of_a_project_namespace() 
     let Kube::Real { admin, .. } = &cluster.kube else { unreachable!("a real API server") };
     let api: Api<NetworkPolicy> = Api::namespaced(admin.clone(), NAMESPACE);
     let wanted = Egress::new(&settings, world.backup_store.as_ref()).unwrap().policies(NAMESPACE);
-    assert_eq!(wanted.len(), 2);
+    assert_eq!(wanted.len(), 3, "the namespace's, CloudNativePG's to the API server, the users Jobs'");
     let kept = |name: &'static str| {
         let api = api.clone();
         let spec = wanted.iter().find(|p| p["metadata"]["name"] == name).unwrap()["spec"].clone();
@@ -293,6 +293,7 @@ async fn the_agent_makes_and_keeps_the_egress_policies_of_a_project_namespace() 
     };
     kept(POLICY_NAME).await;
     kept(API_SERVER_POLICY_NAME).await;
+    kept(cluster_agent::render::egress::USERS_API_SERVER_POLICY_NAME).await;
 
     api.delete(POLICY_NAME, &DeleteParams::default()).await.expect("deleting by hand");
     kept(POLICY_NAME).await;

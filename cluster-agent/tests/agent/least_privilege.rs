@@ -164,6 +164,18 @@ async fn every_verb_the_agent_s_role_grants_is_used_on_a_real_api_server() {
         })
         .await;
 
+    // An InfluxDB user: its Job's ServiceAccount, Role and RoleBinding applied, then deleted once it is done.
+    let influx = ids[2];
+    let user = world
+        .command(influx, InstanceCommand::CreateUser { name: "ingest".into(), role: "write".into() })
+        .await;
+    cluster
+        .converges("the InfluxDB user applied", |v| {
+            v.managed_instance("influx")
+                .is_some_and(|mi| mi["status"]["applied"]["users"].as_u64() == Some(user))
+        })
+        .await;
+
     // Credentials requests: the Secret read by name; for PostgreSQL, CloudNativePG's Secret (made here as
     // CloudNativePG would, owned by the Cluster) and the Cluster it must belong to.
     assert!(matches!(credentials(&world, mongo, "mongo", "mongodb").await, CredentialsReply::Found { .. }));

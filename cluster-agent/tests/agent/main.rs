@@ -26,5 +26,6 @@ mod render;
 mod replica_set;
 mod restore_users;
 mod rotation;
+mod user_jobs;
 mod users;
 mod workloads;

@@ -12,7 +12,7 @@
 //!
 //! | command | events | refusals |
 //! | --- | --- | --- |
-//! | `CreateUser { name, role }` | `UserCreated` | 422 `/name` `user_name` or `user_name_reserved`; 422 `/role` `offered_role`; 422 `` `users_supported` (InfluxDB and Grafana, whose users are not made yet); 422 `/name` `max_items`; 409 [`UserExists`](super::InstanceError::UserExists) |
+//! | `CreateUser { name, role }` | `UserCreated` | 422 `/name` `user_name` or `user_name_reserved`; 422 `/role` `offered_role`; 422 `` `users_supported` (Grafana, whose users are not made yet); 422 `/name` `max_items`; 409 [`UserExists`](super::InstanceError::UserExists) |
 //! | `DeleteUser { name }` | `UserDeleted` | 404 [`UserNotFound`](super::InstanceError::UserNotFound) |
 //! | `RotateUserPassword { name }` | `UserPasswordRotationRequested` | 404 [`UserNotFound`](super::InstanceError::UserNotFound) |
 //!
@@ -52,10 +52,12 @@ pub const RESERVED_USER_NAMES: &[&str] = &[
 /// which CloudNativePG reports as `reserved` and never manages (v1.30.0 `pkg/postgres/roles.go`).
 pub const RESERVED_USER_PREFIXES: &[&str] = &["pg_", "cnpg_"];
 
-/// The services whose users the cluster agent makes: PostgreSQL (CloudNativePG's managed roles) and
-/// MongoDB (a Job running mongosh's user commands). InfluxDB and Grafana have roles in the catalog
-/// ([`user_roles`]), but a user of theirs is refused (rule `users_supported`) until the agent makes them.
-pub const USER_SERVICES: &[ServiceType] = &[ServiceType::Postgresql, ServiceType::Mongodb];
+/// The services whose users the cluster agent makes: PostgreSQL (CloudNativePG's managed roles),
+/// MongoDB (a Job running mongosh's user commands) and InfluxDB (a Job making an authorization on the
+/// instance's bucket and handing its token to the user's Secret). Grafana has roles in the catalog
+/// ([`user_roles`]), but a user of its is refused (rule `users_supported`) until the agent makes them.
+pub const USER_SERVICES: &[ServiceType] =
+    &[ServiceType::Postgresql, ServiceType::Mongodb, ServiceType::Influxdb];
 
 /// The roles a user of `service` may have, as the catalog offers them:
 ///

@@ -21,8 +21,16 @@ pub struct ResourceType {
 
 impl ResourceType {
     pub(crate) fn new(group: &str, version: &str, plural: &str, kind: &str, namespaced: bool) -> Self {
-        let status =
-            !matches!(plural, "configmaps" | "secrets" | "customresourcedefinitions" | "networkpolicies");
+        let status = !matches!(
+            plural,
+            "configmaps"
+                | "secrets"
+                | "customresourcedefinitions"
+                | "networkpolicies"
+                | "serviceaccounts"
+                | "roles"
+                | "rolebindings"
+        );
         Self {
             group: group.into(),
             version: version.into(),
@@ -67,6 +75,10 @@ pub fn builtin_types() -> Vec<ResourceType> {
         ResourceType::new("postgresql.cnpg.io", "v1", "backups", "Backup", true),
         ResourceType::new("barmancloud.cnpg.io", "v1", "objectstores", "ObjectStore", true),
         ResourceType::new("coordination.k8s.io", "v1", "leases", "Lease", true),
+        // The account, Role and binding of the agent's users Jobs (InfluxDB tokens).
+        ResourceType::new("", "v1", "serviceaccounts", "ServiceAccount", true),
+        ResourceType::new("rbac.authorization.k8s.io", "v1", "roles", "Role", true),
+        ResourceType::new("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", true),
     ]
 }
 

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use super::{NAMESPACE, View};
 
 /// The resources a [`View`] holds: (group, version, plural).
-const VIEWED: [(&str, &str, &str); 12] = [
+const VIEWED: [(&str, &str, &str); 15] = [
     ("", "v1", "configmaps"),
     ("", "v1", "secrets"),
     ("", "v1", "services"),
@@ -31,6 +31,9 @@ const VIEWED: [(&str, &str, &str); 12] = [
     ("batch", "v1", "jobs"),
     ("barmancloud.cnpg.io", "v1", "objectstores"),
     ("postgresql.cnpg.io", "v1", "backups"),
+    ("", "v1", "serviceaccounts"),
+    ("rbac.authorization.k8s.io", "v1", "roles"),
+    ("rbac.authorization.k8s.io", "v1", "rolebindings"),
 ];
 
 fn resource_key(group: &str, plural: &str) -> String {

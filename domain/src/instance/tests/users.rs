@@ -64,24 +64,37 @@ fn the_role_comes_from_the_service_s_catalog() {
 
 #[test]
 fn services_whose_users_the_agent_does_not_make_refuse_them_naming_the_rule() {
-    for (service, version, role) in
-        [(ServiceType::Influxdb, "2.7", "read"), (ServiceType::Grafana, "11.2", "Viewer")]
-    {
-        let offering = Catalog::builtin().offering(service).unwrap();
-        let version =
-            offering.versions.iter().find(|v| v.as_str() == version).unwrap_or(&offering.versions[0]);
-        let result = InstanceTest::with(services())
-            .given(vec![provisioned(service, version)])
-            .when(create("etl", role))
-            .inspect_result();
-        assert_eq!(rule_of(result), ("".into(), "users_supported"), "{service}");
-        // A role from another service's catalog is named first.
-        let result = InstanceTest::with(services())
-            .given(vec![provisioned(service, version)])
-            .when(create("etl", "readonly"))
-            .inspect_result();
-        assert_eq!(rule_of(result), ("/role".into(), "offered_role"), "{service}");
+    let (service, role) = (ServiceType::Grafana, "Viewer");
+    let offering = Catalog::builtin().offering(service).unwrap();
+    let version = offering.versions[0].clone();
+    let result = InstanceTest::with(services())
+        .given(vec![provisioned(service, &version)])
+        .when(create("etl", role))
+        .inspect_result();
+    assert_eq!(rule_of(result), ("".into(), "users_supported"), "{service}");
+    // A role from another service's catalog is named first.
+    let result = InstanceTest::with(services())
+        .given(vec![provisioned(service, &version)])
+        .when(create("etl", "readonly"))
+        .inspect_result();
+    assert_eq!(rule_of(result), ("/role".into(), "offered_role"), "{service}");
+}
+
+#[test]
+fn an_influxdb_user_is_a_token_with_a_role_from_its_catalog() {
+    let offering = Catalog::builtin().offering(ServiceType::Influxdb).unwrap();
+    let version = offering.versions[0].clone();
+    for role in ["write", "read"] {
+        InstanceTest::with(services())
+            .given(vec![provisioned(ServiceType::Influxdb, &version)])
+            .when(create("ingest", role))
+            .then_expect_events(vec![created("ingest", role)]);
     }
+    let result = InstanceTest::with(services())
+        .given(vec![provisioned(ServiceType::Influxdb, &version)])
+        .when(create("ingest", "readWrite"))
+        .inspect_result();
+    assert_eq!(rule_of(result), ("/role".into(), "offered_role"));
 }
 
 #[test]
