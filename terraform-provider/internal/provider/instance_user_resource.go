@@ -154,8 +154,8 @@ func (m *instanceUserModel) fromAPI(u *client.User, creds *client.Credentials) {
 }
 
 // readCredentials reads the user's credentials from the cluster; with `keep` set, a cluster that cannot
-// answer now (its agent silent: 503, or the password not made yet: 409) leaves the last read value and
-// warns instead of failing the refresh.
+// answer now (its agent silent: 503, or the password not made yet: 409) leaves the last read value (none,
+// for a user whose creation failed) and warns instead of failing the refresh.
 func (r *instanceUserResource) readCredentials(ctx context.Context, m *instanceUserModel, keep bool, diags *diag.Diagnostics) *client.Credentials {
 	creds, err := r.data.client.GetUserCredentials(ctx, m.Project.ValueString(), m.InstanceID.ValueString(), m.Name.ValueString())
 	if err == nil {
@@ -238,7 +238,9 @@ func (r *instanceUserResource) Read(ctx context.Context, req resource.ReadReques
 		resp.Diagnostics.AddError("Could not read the user", err.Error())
 		return
 	}
-	creds := r.readCredentials(ctx, &state, !state.Password.IsNull(), &resp.Diagnostics)
+	// A cluster that cannot tell the password now never fails a refresh: a tainted user (its creation
+	// failed, no password read) must still be planned for replacement.
+	creds := r.readCredentials(ctx, &state, true, &resp.Diagnostics)
 	if resp.Diagnostics.HasError() {
 		return
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"regexp"
 	"testing"
 
 	"github.com/hashicorp/terraform-plugin-testing/helper/resource"
@@ -178,6 +179,35 @@ func TestAccInstanceUser_lifecycle(t *testing.T) {
 					}
 					return nil
 				},
+			},
+		},
+	})
+}
+
+// A name the API would refuse is refused at plan time; a reserved one by the API, naming the field and
+// the rule (checked before the instance is looked up, so no instance is needed).
+func TestAccInstanceUser_refusals(t *testing.T) {
+	dumpOnFailure(t)
+	config := func(name string) string {
+		return fmt.Sprintf(`
+resource "cp_instance_user" "bad" {
+  instance_id = "01939d3e-8c4f-7b7a-9a52-6f1d1c0e5a10"
+  name        = %q
+  role        = "readonly"
+}
+`, name)
+	}
+	resource.Test(t, resource.TestCase{
+		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
+		Steps: []resource.TestStep{
+			{
+				Config:      config("Bad-Name"),
+				PlanOnly:    true,
+				ExpectError: regexp.MustCompile(`1 to 63 of a-z, 0-9 and _, starting with a letter`),
+			},
+			{
+				Config:      config("postgres"),
+				ExpectError: regexp.MustCompile(`/name: .*reserved.*\(user_name_reserved\)`),
 			},
 		},
 	})
