@@ -394,6 +394,7 @@ pub(crate) fn finish_job(
         if let Some(Ok(message)) = &uploaded {
             crate::backup_job::completed_pod(&mut store, namespace, &job, message);
         }
+        crate::token_job::hand_over(&mut store, namespace, &job);
         json!({"succeeded": 1, "startTime": now, "completionTime": now, "conditions": [
             {"type": "SuccessCriteriaMet", "status": "True", "reason": "CompletionsReached"},
             {"type": "Complete", "status": "True", "reason": "CompletionsReached"}]})

@@ -16,5 +16,6 @@ pub mod load_balancer;
 pub mod roles;
 pub mod server;
 pub mod store;
+mod token_job;
 
 pub use server::{Simulator, SimulatorOptions};

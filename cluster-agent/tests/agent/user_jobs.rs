@@ -548,6 +548,18 @@ async fn influxdb_users_are_tokens_handed_over_by_a_job_with_an_account_of_its_o
         json!({"name": secret, "key": "id", "optional": true})
     );
     cluster.converges("the user applied", |v| applied(v) == Some(created)).await;
+    if cluster.kube.is_sim() {
+        // The simulator plays the Job's hand-over: the token and its id in the Secret, not in the status.
+        let view = cluster.view().await;
+        let data = &view.get("secrets", secret).unwrap()["data"];
+        let decode = |v: &Value| {
+            let bytes = base64::engine::general_purpose::STANDARD.decode(v.as_str()?).ok()?;
+            String::from_utf8(bytes).ok()
+        };
+        let token = decode(&data["password"]).unwrap_or_else(|| panic!("the token handed over: {data}"));
+        assert!(decode(&data["id"]).is_some(), "{data}");
+        assert!(!view.managed_instance("influx").unwrap().to_string().contains(&token));
+    }
     cluster
         .converges("the Job and its account gone", |v| {
             v.get("jobs.batch", &job_name).is_none() && v.get("serviceaccounts", "influx-users").is_none()
