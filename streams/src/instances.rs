@@ -60,6 +60,12 @@ pub fn instance_subject(cluster: &str, project: &str, instance_id: Uuid) -> Stri
     format!("{INSTANCE_EVENT_PREFIX}.{cluster}.{}", aggregate_id(project, instance_id))
 }
 
+/// Every instance's and backup's own subject on every cluster: what the control plane itself stores,
+/// without the facts agents report.
+pub fn desired_filter() -> String {
+    format!("{INSTANCE_EVENT_PREFIX}.>")
+}
+
 /// Subject filter of every instance event placed on `cluster` (what that cluster's agent consumes).
 pub fn cluster_filter(cluster: &str) -> String {
     format!("{INSTANCE_EVENT_PREFIX}.{cluster}.>")

@@ -357,8 +357,12 @@ impl TestApi {
     /// an agent's timing.
     pub async fn stream_messages(&self) -> u64 {
         use futures::TryStreamExt as _;
-        let filter = format!("{}.>", streams::topology::INSTANCE_EVENT_PREFIX);
-        let subjects = self.state.events.info_with_subjects(filter).await.expect("stream info");
+        let subjects = self
+            .state
+            .events
+            .info_with_subjects(streams::instances::desired_filter())
+            .await
+            .expect("stream info");
         subjects
             .try_fold(0, |sum, (_, count)| async move { Ok(sum + count as u64) })
             .await
