@@ -586,3 +586,29 @@ async fn influxdb_users_are_tokens_handed_over_by_a_job_with_an_account_of_its_o
     cluster.converges("the Secret gone", |v| v.get("secrets", secret).is_none()).await;
 }
 on_both_backends!(influxdb_users_are_tokens_handed_over_by_a_job_with_an_account_of_its_own);
+
+/// A users Job that fails (its pod exits non-zero until the backoff limit, as the simulator's fault
+/// makes it) fails the users with the Job's reason, and the users stay unapplied.
+#[tokio::test]
+async fn a_failed_influxdb_users_job_fails_the_users_with_its_reason() {
+    use domain::{InstanceCommand, ServiceType};
+    let world = World::start(Backend::Sim, &["c1"]).await;
+    let cluster = world.cluster("c1");
+    let id = world.provision("c1", "influx", ServiceType::Influxdb, "2.7").await;
+    cluster.converges("provisioned", |v| v.ready_at("influx", 1)).await;
+    cluster
+        .kube
+        .sim()
+        .set_faults(k8s_sim::server::Faults { failing_jobs: vec!["*".into()], ..Default::default() });
+    let created =
+        world.command(id, InstanceCommand::CreateUser { name: "ingest".into(), role: "read".into() }).await;
+    let reason =
+        |v: &View| v.managed_instance("influx")?["status"]["users"][0]["reason"].as_str().map(str::to_owned);
+    cluster.converges("the Job's failure reported", |v| reason(v).is_some()).await;
+    let view = cluster.view().await;
+    assert_eq!(reason(&view).as_deref(), Some("Job has reached the specified backoff limit"));
+    let mi = view.managed_instance("influx").unwrap();
+    assert_ne!(mi["status"]["applied"]["users"].as_u64(), Some(created), "not applied: {mi}");
+    assert_eq!(mi["status"]["users"][0]["generation"], 0);
+    assert!(mi.to_string().contains("UsersNotApplied: Job has reached the specified backoff limit"), "{mi}");
+}
