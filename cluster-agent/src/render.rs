@@ -22,6 +22,7 @@ pub mod network;
 pub mod pg_settings;
 pub mod replset;
 pub mod rotation;
+pub mod token_scripts;
 pub mod user_tokens;
 pub mod users;
 pub mod workload;

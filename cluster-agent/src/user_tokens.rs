@@ -1,4 +1,4 @@
-//! Users whose token the service makes (InfluxDB; `render::user_tokens`): one Job per users generation,
+//! Users whose token the service makes (InfluxDB, Grafana; `render::user_tokens`): one Job per users generation,
 //! level-triggered as MongoDB's users are (`users::mongodb`). The Job is made once the instance serves
 //! and every user's Secret is there, after the ServiceAccount, Role and RoleBinding it runs as; the users
 //! are applied when it succeeded, and fail with its reason otherwise (`UsersNotApplied: …`). A deleted
@@ -21,7 +21,7 @@ use crate::{
     crd::ManagedInstance,
     render::{
         ChildKind, apply_params,
-        user_tokens::{self, TokenUser, account_name, influxdb_job, job_name},
+        user_tokens::{self, TokenUser, account_name, job_name},
         users::secret_name,
     },
     users::{Users, deleted_users_secrets, every_user, password_generation},
@@ -119,7 +119,7 @@ pub(crate) async fn reconcile(mi: &ManagedInstance, ctx: &Context, writes: &mut 
             apply::<ServiceAccount>(ctx, &namespace, &user_tokens::service_account(mi)).await?;
             apply::<Role>(ctx, &namespace, &user_tokens::role(mi, &names)).await?;
             apply::<RoleBinding>(ctx, &namespace, &user_tokens::role_binding(mi)).await?;
-            let job = influxdb_job(mi, wanted, &users, &revoked);
+            let job = user_tokens::job(mi, wanted, &users, &revoked);
             let written = ctx
                 .api(ChildKind::Job, &namespace)
                 .patch(&job.name, &apply_params(), &Patch::Apply(&job.object))

@@ -197,41 +197,44 @@ async fn no_token_password_or_key_reaches_the_stream_the_buckets_or_the_logs() {
         user_passwords.push(read.body["password"].as_str().expect("the user's password").to_owned());
     }
     assert_ne!(user_passwords[0], user_passwords[1], "a new password");
-    // A user of the InfluxDB instance: a token InfluxDB made (on the simulator, the simulator's), handed to
-    // the user's Secret by the users Job; read, rotated (a new token), read again.
-    let influx_users = format!("/v1/projects/acme/instances/{}/users", ids[2]);
-    let created = api
-        .call(
-            Method::POST,
-            &influx_users,
-            Some(&json!({"name": "ingest", "role": "write"})),
-            &[("authorization", &editor)],
-        )
-        .await;
-    assert_eq!(created.status, StatusCode::ACCEPTED, "{}", created.body);
-    assert!(
-        api.wait_for_operation(created.operation_id(), "succeeded", Duration::from_secs(30)).await,
-        "the InfluxDB user was never applied"
-    );
-    let mut tokens = Vec::new();
-    for step in ["created", "rotated"] {
-        if step == "rotated" {
-            let rotate = format!("{influx_users}/ingest/password/rotate");
-            let rotated = api.call(Method::POST, &rotate, None, &[("authorization", &editor)]).await;
-            assert_eq!(rotated.status, StatusCode::ACCEPTED, "{}", rotated.body);
-            assert!(
-                api.wait_for_operation(rotated.operation_id(), "succeeded", Duration::from_secs(30)).await,
-                "the InfluxDB user's rotation never succeeded"
-            );
+    // A user of the InfluxDB and of the Grafana instance: a token the service made (on the simulator, the
+    // simulator's), handed to the user's Secret by the users Job; read, rotated (a new token), read again.
+    for (id, name, role) in [(ids[2], "ingest", "write"), (ids[1], "viewer_app", "Viewer")] {
+        let token_users = format!("/v1/projects/acme/instances/{id}/users");
+        let created = api
+            .call(
+                Method::POST,
+                &token_users,
+                Some(&json!({"name": name, "role": role})),
+                &[("authorization", &editor)],
+            )
+            .await;
+        assert_eq!(created.status, StatusCode::ACCEPTED, "{}", created.body);
+        assert!(
+            api.wait_for_operation(created.operation_id(), "succeeded", Duration::from_secs(30)).await,
+            "the user {name} was never applied"
+        );
+        let mut tokens = Vec::new();
+        for step in ["created", "rotated"] {
+            if step == "rotated" {
+                let rotate = format!("{token_users}/{name}/password/rotate");
+                let rotated = api.call(Method::POST, &rotate, None, &[("authorization", &editor)]).await;
+                assert_eq!(rotated.status, StatusCode::ACCEPTED, "{}", rotated.body);
+                assert!(
+                    api.wait_for_operation(rotated.operation_id(), "succeeded", Duration::from_secs(30))
+                        .await,
+                    "the rotation of {name} never succeeded"
+                );
+            }
+            let path = format!("{token_users}/{name}/credentials");
+            let read = api.call(Method::GET, &path, None, &[("authorization", &editor)]).await;
+            assert_eq!(read.status, StatusCode::OK, "{}", read.body);
+            assert_eq!(read.body["username"], name, "{}", read.body);
+            tokens.push(read.body["password"].as_str().expect("the user's token").to_owned());
         }
-        let path = format!("{influx_users}/ingest/credentials");
-        let read = api.call(Method::GET, &path, None, &[("authorization", &editor)]).await;
-        assert_eq!(read.status, StatusCode::OK, "{}", read.body);
-        assert_eq!(read.body["username"], "ingest", "{}", read.body);
-        tokens.push(read.body["password"].as_str().expect("the user's token").to_owned());
+        assert_ne!(tokens[0], tokens[1], "a new token");
+        user_passwords.extend(tokens);
     }
-    assert_ne!(tokens[0], tokens[1], "a new token");
-    user_passwords.extend(tokens);
     // An Open Service Broker binding of the same instance (a user too), its credentials fetched through
     // `/v2` with the platform's Basic credentials.
     let basic = format!(
@@ -298,7 +301,7 @@ async fn no_token_password_or_key_reaches_the_stream_the_buckets_or_the_logs() {
     }
     passwords.extend(held());
     passwords.extend(user_passwords);
-    assert_eq!(passwords.len(), 13);
+    assert_eq!(passwords.len(), 15);
     for password in &passwords {
         assert!(password.len() >= 16, "a generated password");
         secrets.push(base64::engine::general_purpose::STANDARD.encode(password));

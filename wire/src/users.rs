@@ -20,9 +20,8 @@ pub struct UserRequest {
     )]
     pub name: String,
     /// the user's role, from the service's catalog: PostgreSQL `readwrite` or `readonly`, MongoDB
-    /// `readWrite` or `read`, InfluxDB `write` or `read` (a token on the instance's bucket; Grafana
-    /// `Editor`/`Viewer` once its users are made: until then a user of its is refused 422, rule
-    /// `users_supported`)
+    /// `readWrite` or `read`, InfluxDB `write` or `read` (a token on the instance's bucket), Grafana
+    /// `Editor` or `Viewer` (a service account's token)
     #[schema(example = "readonly")]
     pub role: String,
 }

@@ -1,5 +1,6 @@
 //! Users whose secret the service generates (issue 27): an InfluxDB user is an authorization (a token) on
-//! the instance's bucket. The agent cannot choose such a token, so a Job asks the service for it and hands
+//! the instance's bucket; a Grafana user a service account with its role, and a token of it (the scripts:
+//! `render::token_scripts`). The agent cannot choose such a token, so a Job asks the service for it and hands
 //! it straight to the cluster: it PATCHes the token into the user's Secret (pre-made by the agent,
 //! `users::secret_name`, without a password) through the in-cluster API, so no log, event, KV bucket or
 //! Job definition ever holds it.
@@ -37,9 +38,7 @@ use kube::ResourceExt as _;
 use serde_json::{Value, json};
 
 use super::{
-    Child, ChildKind, admin_user, credentials_name, metadata,
-    rotation::connect_host,
-    service_port,
+    Child, ChildKind, credentials_name, metadata,
     users::{USERS_GENERATION_ANNOTATION, secret_name},
 };
 use crate::crd::{ManagedInstance, UserTarget};
@@ -63,7 +62,15 @@ const CURL_UID: u32 = 100;
 
 /// Whether the users of `service` hold a token the service made (rather than a password the agent made).
 pub fn holds_token(service: &str) -> bool {
-    service == "influxdb"
+    service == "influxdb" || service == "grafana"
+}
+
+/// Key of a Grafana user's Secret holding the id of its current token (what replacing it takes).
+pub const GRAFANA_TOKEN_ID_KEY: &str = "token-id";
+
+/// The Grafana organization role a catalog role is: `Editor` or `Viewer` (anything else is `Viewer`).
+pub fn grafana_role(role: &str) -> &'static str {
+    if role == "Editor" { "Editor" } else { "Viewer" }
 }
 
 /// Name of the ServiceAccount, Role and RoleBinding of an instance's users Job.
@@ -115,58 +122,13 @@ pub struct TokenUser<'a> {
     pub renew: bool,
 }
 
-/// The Job applying users generation `generation` of an InfluxDB instance: `users` as they stand,
-/// `revoked` the Secrets of deleted users whose authorizations go (see the module's documentation).
-pub fn influxdb_job(mi: &ManagedInstance, generation: u64, users: &[TokenUser], revoked: &[String]) -> Child {
-    let namespace = mi.namespace().unwrap_or_default();
-    let host = connect_host(&mi.spec.service, &mi.name_any(), &namespace);
-    let port = service_port(&mi.spec.service);
-    let admin = admin_user(&mi.spec.service).unwrap_or("admin");
-    let mut lines = vec![
-        "set -eu".to_owned(),
-        format!("base='http://{host}:{port}'"),
-        format!("api='{API_SERVER}'"),
-        format!("sa='{SERVICE_ACCOUNT_DIR}'"),
-        format!("namespace='{namespace}'"),
-        super::rotation::curl_credentials("/tmp/admin.curl", admin, "ADMIN_PASSWORD"),
-        // The bearer token, read by the shell's builtins into curl's config: on no command line.
-        // (`read` ends non-zero at a last line without a newline, as the token file has, having read it.)
-        "bearer=''; IFS= read -r bearer < \"$sa/token\" || true".to_owned(),
-        "printf 'header = \"Authorization: Bearer %s\"\\n' \"$bearer\" > /tmp/kube.curl".to_owned(),
-        "curl -fsS -c /tmp/session -o /dev/null -X POST -K /tmp/admin.curl \"$base/api/v2/signin\"".to_owned(),
-        // JSON's separators as line ends: each "key": value on a line of its own, whatever the layout.
-        format!(
-            "curl -fsS -b /tmp/session \"$base/api/v2/buckets?org={org}&name={INFLUXDB_BUCKET}\" | tr ',{{}}[]' '\\n\\n\\n\\n\\n' > /tmp/buckets",
-            org = mi.spec.project
-        ),
-        "bucket=$(sed -n 's/^ *\"id\": *\"\\([0-9a-f]*\\)\".*/\\1/p' /tmp/buckets | head -n1)".to_owned(),
-        "org=$(sed -n 's/^ *\"orgID\": *\"\\([0-9a-f]*\\)\".*/\\1/p' /tmp/buckets | head -n1)".to_owned(),
-        format!(
-            "if [ -z \"$bucket\" ] || [ -z \"$org\" ]; then echo 'bucket {INFLUXDB_BUCKET} of organization {org} not found' >&2; exit 1; fi",
-            org = mi.spec.project
-        ),
-        // revoke ID: deletes an authorization; one already gone is revoked.
-        "revoke() {\n\
-         \x20 [ -n \"$1\" ] || return 0\n\
-         \x20 code=$(curl -sS -o /dev/null -w '%{http_code}' -b /tmp/session -X DELETE \"$base/api/v2/authorizations/$1\")\n\
-         \x20 case \"$code\" in 204|404) ;; *) echo \"revoking authorization $1 failed: HTTP $code\" >&2; exit 1;; esac\n\
-         }"
-        .to_owned(),
-        // grant USER SECRET GENERATION OLD_ID PERMISSIONS: a new authorization, its token and id into the
-        // user's Secret, then the old authorization goes (the old token works until the new one is kept).
-        "grant() {\n\
-         \x20 printf '{\"orgID\":\"%s\",\"description\":\"cp user %s\",\"permissions\":[%s]}' \"$org\" \"$1\" \"$5\" > /tmp/body\n\
-         \x20 curl -fsS -b /tmp/session -X POST -H 'Content-Type: application/json' --data @/tmp/body \"$base/api/v2/authorizations\" | tr ',{}[]' '\\n\\n\\n\\n\\n' > /tmp/created\n\
-         \x20 id=$(sed -n 's/^ *\"id\": *\"\\([0-9a-f]*\\)\".*/\\1/p' /tmp/created | head -n1)\n\
-         \x20 token=$(sed -n 's/^ *\"token\": *\"\\([^\"]*\\)\".*/\\1/p' /tmp/created | head -n1)\n\
-         \x20 if [ -z \"$id\" ] || [ -z \"$token\" ]; then echo \"no authorization made for user $1\" >&2; exit 1; fi\n\
-         \x20 printf '{\"metadata\":{\"annotations\":{\"cp.example.com/password-generation\":\"%s\"}},\"stringData\":{\"password\":\"%s\",\"id\":\"%s\"}}' \"$3\" \"$token\" \"$id\" > /tmp/patch\n\
-         \x20 curl -fsS -o /dev/null -K /tmp/kube.curl --cacert \"$sa/ca.crt\" -X PATCH -H 'Content-Type: application/merge-patch+json' --data @/tmp/patch \"$api/api/v1/namespaces/$namespace/secrets/$2\" || { echo \"writing the token of user $1 into Secret $2 failed\" >&2; exit 1; }\n\
-         \x20 rm -f /tmp/patch /tmp/created\n\
-         \x20 if [ \"$4\" != \"$id\" ]; then revoke \"$4\"; fi\n\
-         }"
-        .to_owned(),
-    ];
+/// The Job applying users generation `generation` of an InfluxDB or Grafana instance: `users` as they
+/// stand, `revoked` the Secrets of deleted users whose authorizations (service accounts) go (see the
+/// module's documentation).
+pub fn job(mi: &ManagedInstance, generation: u64, users: &[TokenUser], revoked: &[String]) -> Child {
+    let grafana = mi.spec.service == "grafana";
+    let mut lines = super::token_scripts::prelude(mi);
+    lines.extend(if grafana { super::token_scripts::grafana() } else { super::token_scripts::influxdb(mi) });
     let mut env = vec![json!({"name": "ADMIN_PASSWORD",
         "valueFrom": {"secretKeyRef": {"name": credentials_name(mi), "key": "password"}}})];
     let key_ref = |name: String, secret: &str, key: &str| json!({"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": true}}});
@@ -174,22 +136,30 @@ pub fn influxdb_job(mi: &ManagedInstance, generation: u64, users: &[TokenUser], 
         let secret = secret_name(&mi.name_any(), &user.name);
         env.push(key_ref(format!("TOKEN_{i}"), &secret, "password"));
         env.push(key_ref(format!("TOKEN_ID_{i}"), &secret, TOKEN_ID_KEY));
-        let permissions = influxdb_actions(&user.role)
-            .iter()
-            .map(|action| {
-                format!(
-                    "{{\"action\":\"{action}\",\"resource\":{{\"type\":\"buckets\",\"id\":\"'\"$bucket\"'\",\"orgID\":\"'\"$org\"'\"}}}}"
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(",");
         // Kept: a user that has its token and asked for no new one.
         let condition = if *renew { "true".to_owned() } else { format!("[ -z \"${{TOKEN_{i}:-}}\" ]") };
-        lines.push(format!(
-            "if {condition}; then grant '{name}' '{secret}' '{generation}' \"${{TOKEN_ID_{i}:-}}\" '{permissions}'; fi",
-            name = user.name,
-            generation = user.generation,
-        ));
+        let (name, generation) = (&user.name, user.generation);
+        let line = if grafana {
+            env.push(key_ref(format!("TOKEN_KEY_ID_{i}"), &secret, GRAFANA_TOKEN_ID_KEY));
+            format!(
+                "if {condition}; then grant '{name}' '{secret}' '{generation}' \"${{TOKEN_ID_{i}:-}}\" \"${{TOKEN_KEY_ID_{i}:-}}\" '{role}'; fi",
+                role = grafana_role(&user.role),
+            )
+        } else {
+            let permissions = influxdb_actions(&user.role)
+                .iter()
+                .map(|action| {
+                    format!(
+                        "{{\"action\":\"{action}\",\"resource\":{{\"type\":\"buckets\",\"id\":\"'\"$bucket\"'\",\"orgID\":\"'\"$org\"'\"}}}}"
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(",");
+            format!(
+                "if {condition}; then grant '{name}' '{secret}' '{generation}' \"${{TOKEN_ID_{i}:-}}\" '{permissions}'; fi"
+            )
+        };
+        lines.push(line);
     }
     for (i, secret) in revoked.iter().enumerate() {
         env.push(key_ref(format!("REVOKED_ID_{i}"), secret, TOKEN_ID_KEY));

@@ -27,5 +27,6 @@ mod replica_set;
 mod restore_users;
 mod rotation;
 mod user_jobs;
+mod user_jobs_grafana;
 mod users;
 mod workloads;

@@ -35,7 +35,7 @@ use base64::Engine as _;
 use cluster_agent::{
     crd::UserTarget,
     render::{
-        user_tokens::{TokenUser, influxdb_job, role},
+        user_tokens::{TokenUser, job, role},
         users::secret_name,
     },
 };
@@ -46,12 +46,12 @@ use crate::{
     fixture,
 };
 
-const ADMIN_PASSWORD: &str = "admin-pass-1";
+pub(crate) const ADMIN_PASSWORD: &str = "admin-pass-1";
 const ORG_ID: &str = "0f00000000000001";
 const BUCKET_ID: &str = "0b00000000000001";
-const BEARER: &str = "sa-token-of-the-users-job";
+pub(crate) const BEARER: &str = "sa-token-of-the-users-job";
 
-fn basic(headers: &HeaderMap) -> Option<(String, String)> {
+pub(crate) fn basic(headers: &HeaderMap) -> Option<(String, String)> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Basic ")?;
     let decoded = base64::engine::general_purpose::STANDARD.decode(value).ok()?;
     String::from_utf8(decoded).ok()?.split_once(':').map(|(u, p)| (u.into(), p.into()))
@@ -196,16 +196,35 @@ fn influx_router(influx: Arc<Influx>) -> Router {
 }
 
 /// A Secret as the fake API server keeps it: its annotations and its data.
-type StoredSecret = (Value, BTreeMap<String, String>);
+pub(crate) type StoredSecret = (Value, BTreeMap<String, String>);
 
 /// The API server's Secrets of the namespace, as far as the users Job sees them.
-struct Kube {
-    namespace: String,
+pub(crate) struct Kube {
+    pub(crate) namespace: String,
     /// the names the Role lets the account `get` and `patch`
-    allowed: Vec<String>,
+    pub(crate) allowed: Vec<String>,
     /// name → (annotations, data)
-    secrets: Mutex<BTreeMap<String, StoredSecret>>,
-    refused: Mutex<Vec<String>>,
+    pub(crate) secrets: Mutex<BTreeMap<String, StoredSecret>>,
+    pub(crate) refused: Mutex<Vec<String>>,
+}
+
+impl Kube {
+    /// A fake API server holding the (empty) Secrets `secrets`, whose Role lets the Job's account at `allowed`.
+    pub(crate) async fn start(secrets: &[String], allowed: Vec<String>) -> (Arc<Self>, std::net::SocketAddr) {
+        let kube = Arc::new(Kube {
+            namespace: "cp-acme".into(),
+            allowed,
+            secrets: Mutex::new(secrets.iter().map(|s| (s.clone(), (json!({}), BTreeMap::new()))).collect()),
+            refused: Mutex::default(),
+        });
+        let address = serve(kube_router(kube.clone())).await;
+        (kube, address)
+    }
+
+    /// The value at `key` of Secret `secret`.
+    pub(crate) fn value(&self, secret: &str, key: &str) -> Option<String> {
+        self.secrets.lock().unwrap().get(secret).and_then(|(_, d)| d.get(key).cloned())
+    }
 }
 
 fn kube_router(kube: Arc<Kube>) -> Router {
@@ -257,7 +276,7 @@ fn kube_router(kube: Arc<Kube>) -> Router {
         .with_state(kube)
 }
 
-async fn serve(router: Router) -> std::net::SocketAddr {
+pub(crate) async fn serve(router: Router) -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
@@ -281,61 +300,68 @@ struct Setup {
 impl Setup {
     async fn new(secrets: &[String], allowed: Vec<String>) -> Self {
         let influx = Arc::new(Influx::default());
-        let kube = Arc::new(Kube {
-            namespace: "cp-acme".into(),
-            allowed,
-            secrets: Mutex::new(secrets.iter().map(|s| (s.clone(), (json!({}), BTreeMap::new()))).collect()),
-            refused: Mutex::default(),
-        });
+        let (kube, kube_address) = Kube::start(secrets, allowed).await;
         let influx_address = serve(influx_router(influx.clone())).await;
-        let kube_address = serve(kube_router(kube.clone())).await;
         Self { influx, kube, influx_address, kube_address }
     }
 
     fn value(&self, secret: &str, key: &str) -> Option<String> {
-        self.kube.secrets.lock().unwrap().get(secret).and_then(|(_, d)| d.get(key).cloned())
+        self.kube.value(secret, key)
     }
 
     /// Runs the Job's script as its pod would: the environment from the Secrets as the fake API server
     /// holds them (an optional key missing: unset), the account's token and CA in a directory of its own.
     async fn run(&self, job: &Value, bearer: &str) -> (bool, String) {
-        let container = &job["spec"]["template"]["spec"]["containers"][0];
-        let tmp = std::env::temp_dir().join(format!("cp-users-{}", uuid::Uuid::new_v4().simple()));
-        let sa = tmp.join("sa");
-        std::fs::create_dir_all(&sa).unwrap();
-        std::fs::write(sa.join("token"), bearer).unwrap();
-        std::fs::write(sa.join("ca.crt"), "-----BEGIN CERTIFICATE-----\n").unwrap();
-        let script = container["command"][2].as_str().expect("a /bin/sh -c script");
-        // The pod's own scratch files first: the account's directory given below lies under /tmp too.
-        let script = script.replace("/tmp/", &format!("{}/", tmp.display()));
-        let script = assign(&script, "base", &format!("http://{}", self.influx_address));
-        let script = assign(&script, "api", &format!("http://{}", self.kube_address));
-        let script = assign(&script, "sa", &sa.display().to_string());
-        let mut command = tokio::process::Command::new("sh");
-        command.arg("-c").arg(&script).env_clear().env("PATH", std::env::var("PATH").unwrap());
-        for e in container["env"].as_array().unwrap() {
-            let name = e["name"].as_str().unwrap();
-            let reference = &e["valueFrom"]["secretKeyRef"];
-            let value = match reference["name"].as_str() {
-                Some(secret) if secret.ends_with("-credentials") => Some(ADMIN_PASSWORD.to_owned()),
-                Some(secret) => {
-                    let value = self.value(secret, reference["key"].as_str().unwrap());
-                    assert!(
-                        value.is_some() || reference["optional"] == true,
-                        "{name} would keep the pod from starting"
-                    );
-                    value
-                }
-                None => e["value"].as_str().map(str::to_owned),
-            };
-            if let Some(value) = value {
-                command.env(name, value);
-            }
-        }
-        let output = command.output().await.expect("sh runs");
-        let _ = std::fs::remove_dir_all(&tmp);
-        (output.status.success(), String::from_utf8_lossy(&output.stderr).into_owned())
+        run_job(job, self.influx_address, &self.kube, self.kube_address, bearer).await
     }
+}
+
+/// Runs a users Job's script as its pod would, against the service at `service` and the fake API server
+/// `kube`: the environment from the Secrets as `kube` holds them (an optional key missing: unset), the
+/// account's token and CA in a directory of its own.
+pub(crate) async fn run_job(
+    job: &Value,
+    service: std::net::SocketAddr,
+    kube: &Kube,
+    kube_address: std::net::SocketAddr,
+    bearer: &str,
+) -> (bool, String) {
+    let container = &job["spec"]["template"]["spec"]["containers"][0];
+    let tmp = std::env::temp_dir().join(format!("cp-users-{}", uuid::Uuid::new_v4().simple()));
+    let sa = tmp.join("sa");
+    std::fs::create_dir_all(&sa).unwrap();
+    std::fs::write(sa.join("token"), bearer).unwrap();
+    std::fs::write(sa.join("ca.crt"), "-----BEGIN CERTIFICATE-----\n").unwrap();
+    let script = container["command"][2].as_str().expect("a /bin/sh -c script");
+    // The pod's own scratch files first: the account's directory given below lies under /tmp too.
+    let script = script.replace("/tmp/", &format!("{}/", tmp.display()));
+    let script = assign(&script, "base", &format!("http://{service}"));
+    let script = assign(&script, "api", &format!("http://{kube_address}"));
+    let script = assign(&script, "sa", &sa.display().to_string());
+    let mut command = tokio::process::Command::new("sh");
+    command.arg("-c").arg(&script).env_clear().env("PATH", std::env::var("PATH").unwrap());
+    for e in container["env"].as_array().unwrap() {
+        let name = e["name"].as_str().unwrap();
+        let reference = &e["valueFrom"]["secretKeyRef"];
+        let value = match reference["name"].as_str() {
+            Some(secret) if secret.ends_with("-credentials") => Some(ADMIN_PASSWORD.to_owned()),
+            Some(secret) => {
+                let value = kube.value(secret, reference["key"].as_str().unwrap());
+                assert!(
+                    value.is_some() || reference["optional"] == true,
+                    "{name} would keep the pod from starting"
+                );
+                value
+            }
+            None => e["value"].as_str().map(str::to_owned),
+        };
+        if let Some(value) = value {
+            command.env(name, value);
+        }
+    }
+    let output = command.output().await.expect("sh runs");
+    let _ = std::fs::remove_dir_all(&tmp);
+    (output.status.success(), String::from_utf8_lossy(&output.stderr).into_owned())
 }
 
 fn user(name: &str, role: &str, generation: u64) -> UserTarget {
@@ -356,7 +382,7 @@ fn render_job(
 ) -> Value {
     let users: Vec<TokenUser> =
         mi.spec.users.iter().zip(renew).map(|(user, renew)| TokenUser { user, renew: *renew }).collect();
-    influxdb_job(mi, generation, &users, revoked).object
+    job(mi, generation, &users, revoked).object
 }
 
 fn role_names(mi: &cluster_agent::crd::ManagedInstance, secrets: &[String]) -> Vec<String> {

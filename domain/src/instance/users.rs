@@ -12,7 +12,7 @@
 //!
 //! | command | events | refusals |
 //! | --- | --- | --- |
-//! | `CreateUser { name, role }` | `UserCreated` | 422 `/name` `user_name` or `user_name_reserved`; 422 `/role` `offered_role`; 422 `` `users_supported` (Grafana, whose users are not made yet); 422 `/name` `max_items`; 409 [`UserExists`](super::InstanceError::UserExists) |
+//! | `CreateUser { name, role }` | `UserCreated` | 422 `/name` `user_name` or `user_name_reserved`; 422 `/role` `offered_role`; 422 `` `users_supported` (a service whose users the agent does not make: none today); 422 `/name` `max_items`; 409 [`UserExists`](super::InstanceError::UserExists) |
 //! | `DeleteUser { name }` | `UserDeleted` | 404 [`UserNotFound`](super::InstanceError::UserNotFound) |
 //! | `RotateUserPassword { name }` | `UserPasswordRotationRequested` | 404 [`UserNotFound`](super::InstanceError::UserNotFound) |
 //!
@@ -53,11 +53,12 @@ pub const RESERVED_USER_NAMES: &[&str] = &[
 pub const RESERVED_USER_PREFIXES: &[&str] = &["pg_", "cnpg_"];
 
 /// The services whose users the cluster agent makes: PostgreSQL (CloudNativePG's managed roles),
-/// MongoDB (a Job running mongosh's user commands) and InfluxDB (a Job making an authorization on the
-/// instance's bucket and handing its token to the user's Secret). Grafana has roles in the catalog
-/// ([`user_roles`]), but a user of its is refused (rule `users_supported`) until the agent makes them.
+/// MongoDB (a Job running mongosh's user commands), InfluxDB (a Job making an authorization on the
+/// instance's bucket) and Grafana (a Job making a service account with the role, and a token of it); the
+/// last two hand the token the service made to the user's Secret. A service added to the catalog is
+/// refused users (rule `users_supported`) until the agent makes them.
 pub const USER_SERVICES: &[ServiceType] =
-    &[ServiceType::Postgresql, ServiceType::Mongodb, ServiceType::Influxdb];
+    &[ServiceType::Postgresql, ServiceType::Mongodb, ServiceType::Influxdb, ServiceType::Grafana];
 
 /// The roles a user of `service` may have, as the catalog offers them:
 ///

@@ -171,7 +171,7 @@ async fn a_readonly_user_is_applied_its_password_is_the_engine_s_and_deletion_re
 }
 
 #[tokio::test]
-async fn bad_names_and_roles_are_refused_naming_the_field_and_services_without_users_say_so() {
+async fn bad_names_and_roles_are_refused_naming_the_field() {
     let api = TestApi::start().await;
     let (_sim, address) = system_tests::cluster::simulator(Duration::from_millis(50)).await;
     let _agent = system_tests::cluster::agent(&api, "eu-1", address).await;
@@ -200,19 +200,30 @@ async fn bad_names_and_roles_are_refused_naming_the_field_and_services_without_u
     )
     .await;
     assert!(unknown_field.status.is_client_error(), "a password cannot be chosen: {}", unknown_field.body);
+}
 
-    // InfluxDB and Grafana users are not made yet: refused, naming the rule, not accepted silently.
+/// Grafana: a service account's token, made by Grafana (on the simulator, by the simulator playing the
+/// users Job) and handed to the user's Secret; the credentials read serves it, and deletion revokes it.
+#[tokio::test]
+async fn a_grafana_user_s_token_is_the_one_its_job_handed_to_its_secret() {
+    let api = TestApi::start().await;
+    let (sim, address) = system_tests::cluster::simulator(Duration::from_millis(50)).await;
+    let _agent = system_tests::cluster::agent(&api, "eu-1", address).await;
     let dash = provision(&api, "dash", "grafana", "11.6").await;
-    let refused = call(
-        &api,
-        Method::POST,
-        &format!("/v1/projects/acme/instances/{dash}/users"),
-        Some(&json!({"name": "viewer_app", "role": "Viewer"})),
-        ACME_EDITOR_TOKEN,
-    )
-    .await;
-    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", refused.body);
-    assert_eq!(refused.body["errors"][0]["rule"], "users_supported", "{}", refused.body);
+    let users = format!("/v1/projects/acme/instances/{dash}/users");
+    let body = json!({"name": "viewer_app", "role": "Viewer"});
+    let created = call(&api, Method::POST, &users, Some(&body), ACME_EDITOR_TOKEN).await;
+    assert_eq!(created.status, StatusCode::ACCEPTED, "{}", created.body);
+    assert!(api.wait_for_operation(created.operation_id(), "succeeded", Duration::from_secs(30)).await);
+    let read =
+        call(&api, Method::GET, &format!("{users}/viewer_app/credentials"), None, ACME_EDITOR_TOKEN).await;
+    assert_eq!(read.status, StatusCode::OK, "{}", read.body);
+    let held = secret(&sim, "dash.user.viewer-app").expect("the user's Secret");
+    assert_eq!(read.body["username"], "viewer_app");
+    assert_eq!(read.body["password"], decoded(&held, "password"), "the token the Job handed over");
+    let deleted = call(&api, Method::DELETE, &format!("{users}/viewer_app"), None, ACME_EDITOR_TOKEN).await;
+    assert_eq!(deleted.status, StatusCode::ACCEPTED, "{}", deleted.body);
+    assert!(api.wait_for_operation(deleted.operation_id(), "succeeded", Duration::from_secs(30)).await);
 }
 
 #[tokio::test]
