@@ -211,10 +211,16 @@ pub const MONGO_USERS_NAMESPACES: &str = "admin.system.*";
 const MONGO_TOOLS_CONFIG: &str = "printf 'password: \"%s\"\\n' \"$PASSWORD\" > /tmp/mongo-tools.yaml";
 
 /// InfluxDB 2: sets `token` to the admin's first token, the operator token the image's setup made, read
-/// through the signed-in session (`GET /api/v2/authorizations?user=`).
+/// through the signed-in session (`GET /api/v2/authorizations?user=`; the server indents its JSON, one
+/// field a line: influxdata/influxdb v2.7.12 kit/transport/http/api.go, `prettyJSON`). The answer goes
+/// to a file first: a pipeline's status is its last command's (POSIX Shell Command Language, 2.9.2
+/// *Pipelines*) and the images' `sh` is dash (0.5.12 refuses `set -o pipefail`), so a failed request on the left of a `|`
+/// would go unnoticed by `set -e`; and a missing token stops the script before any request without one.
 fn influx_session_token(user: &str) -> String {
     format!(
-        "token=$(curl -fsS -b /tmp/session \"$base/api/v2/authorizations?user={user}\" | sed -n 's/.*\"token\": *\"\\([^\"]*\\)\".*/\\1/p' | head -n1)"
+        "curl -fsS -b /tmp/session \"$base/api/v2/authorizations?user={user}\" > /tmp/authorizations\n\
+         token=$(sed -n 's/.*\"token\": *\"\\([^\"]*\\)\".*/\\1/p' /tmp/authorizations | head -n1)\n\
+         [ -n \"$token\" ] || {{ echo 'no token of {user} in GET /api/v2/authorizations' >&2; exit 1; }}"
     )
 }
 
@@ -368,7 +374,9 @@ pub fn restore_job(mi: &ManagedInstance, generation: u64, key: &str) -> Option<C
         // rerun after a partial failure deletes what it restored and starts again. `influx bucket list`
         // pads its columns with tabs (influx-cli pkg/tabwriter: `tabwriter.NewWriter(…, '\t', 0)`), so a
         // name with spaces stays one field; the org is the project (`render::workload`,
-        // `DOCKER_INFLUXDB_INIT_ORG`).
+        // `DOCKER_INFLUXDB_INIT_ORG`). The listing goes to a file before `awk` reads it, so a failed
+        // listing stops the script (`set -e` sees only a pipeline's last command; see
+        // `influx_session_token`) rather than restoring over buckets it did not delete.
         "influxdb" => (
             format!("influxdb:{}", mi.spec.version),
             format!(
@@ -378,7 +386,8 @@ pub fn restore_job(mi: &ManagedInstance, generation: u64, key: &str) -> Option<C
                  {signin}\n\
                  {token}\n\
                  export INFLUX_TOKEN=\"$token\"\n\
-                 influx bucket list --host \"$base\" --org '{org}' --hide-headers | awk -F '\\t+' '$2 !~ /^_/ {{print $1}}' > /tmp/buckets\n\
+                 influx bucket list --host \"$base\" --org '{org}' --hide-headers > /tmp/bucket-list\n\
+                 awk -F '\\t+' '$2 !~ /^_/ {{print $1}}' /tmp/bucket-list > /tmp/buckets\n\
                  while read -r id; do influx bucket delete --host \"$base\" --id \"$id\" > /dev/null; done < /tmp/buckets\n\
                  influx restore /backup/dump --host \"$base\"\n",
                 signin = influx_signin(user),

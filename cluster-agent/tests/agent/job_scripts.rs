@@ -325,7 +325,7 @@ async fn the_grafana_backup_copies_a_live_sqlite_database_consistently() {
 /// The AWS CLI the backup Jobs' upload and restore steps run (`aws s3 cp`): `$CP_AWSCLI_BIN_DIR`, else
 /// `.tools/awscli-<version>/bin` (PyPI `awscli`, installed by `./dev`; the image is AWS CLI v2, whose
 /// `s3 cp` takes the same arguments).
-fn aws_cli_dir() -> std::path::PathBuf {
+pub(crate) fn aws_cli_dir() -> std::path::PathBuf {
     let dir = std::env::var_os("CP_AWSCLI_BIN_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.tools/awscli-1.46.3/bin")
     });

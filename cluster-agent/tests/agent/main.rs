@@ -5,6 +5,7 @@
 mod common;
 mod api_faults;
 mod backup_jobs;
+mod backup_scripts;
 mod backups;
 mod barman;
 mod cnpg_rollout;
