@@ -167,6 +167,9 @@ mod tests {
             &starter["schemas"]["service_binding"]["create"]["parameters"]["properties"]["role"]["enum"];
         assert_eq!(roles, &serde_json::json!(["readwrite", "readonly"]));
         let grafana = services.iter().find(|s| s["name"] == "grafana").unwrap();
-        assert_eq!(grafana["bindable"], false, "Grafana's users are not made yet");
+        assert_eq!(grafana["bindable"], true, "Grafana's users (service accounts) are made");
+        let plan = &grafana["plans"][0];
+        let roles = &plan["schemas"]["service_binding"]["create"]["parameters"]["properties"]["role"]["enum"];
+        assert_eq!(roles, &serde_json::json!(["Editor", "Viewer"]));
     }
 }
