@@ -29,5 +29,6 @@ mod restore_users;
 mod rotation;
 mod user_jobs;
 mod user_jobs_grafana;
+mod user_jobs_rbac;
 mod users;
 mod workloads;
