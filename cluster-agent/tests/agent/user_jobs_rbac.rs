@@ -1,7 +1,7 @@
 //! The users Job's account on a real API server (RBAC as kube-apiserver enforces it): the rendered
 //! ServiceAccount, Role and RoleBinding (`render::user_tokens`) let the account `get` and merge-`patch`
 //! the users' Secrets, with the body the Job's `hand_over` sends, and nothing else: not another Secret,
-//! not a list, not a delete.
+//! not a list, not a delete. And the Jobs' pods meet Pod Security `restricted`.
 
 use std::time::Duration;
 
@@ -93,4 +93,55 @@ async fn the_users_job_s_account_may_get_and_patch_the_users_secrets_and_nothing
     );
     forbidden(account.list(&ListParams::default()).await, "list of Secrets");
     forbidden(account.delete("orders.user.ingest", &DeleteParams::default()).await, "delete of its Secret");
+}
+
+/// The users Jobs' pods meet Pod Security `restricted` (k8s.io/pod-security-admission v0.36.1, the
+/// `PodSecurity` plugin of kube-apiserver: `policy/check_runAsNonRoot.go`,
+/// `check_allowPrivilegeEscalation.go`, `check_capabilities_restricted.go`,
+/// `check_seccompProfile_restricted.go`), stricter than the `baseline` the project namespaces enforce;
+/// without their security context they do not.
+#[tokio::test]
+async fn the_users_jobs_pods_are_admitted_under_pod_security_restricted() {
+    use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
+    use user_tokens::TokenUser;
+    let plane = ControlPlane::start().await;
+    let admin = plane.client(Identity::Admin).await.expect("admin client");
+    let strict = "cp-acme";
+    let labelled =
+        json!({"metadata": {"name": strict, "labels": {"pod-security.kubernetes.io/enforce": "restricted"}}});
+    Api::<Namespace>::all(admin.clone())
+        .create(&PostParams::default(), &serde_json::from_value(labelled).unwrap())
+        .await
+        .expect("a namespace enforcing restricted");
+    let account: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "orders-users"}})).unwrap();
+    Api::<ServiceAccount>::namespaced(admin.clone(), strict)
+        .create(&PostParams::default(), &account)
+        .await
+        .unwrap();
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), strict);
+    let dry_run = PostParams { dry_run: true, ..Default::default() };
+    for (service, version, role) in [("influxdb", "2.7", "write"), ("grafana", "11.6", "Viewer")] {
+        let mut mi = fixture::instance(service, version, json!({}));
+        mi.spec.users = vec![UserTarget { name: "app".into(), role: role.into(), generation: 3 }];
+        let users = [TokenUser { user: &mi.spec.users[0], renew: true }];
+        let job = user_tokens::job(&mi, 3, &users, &[]).object;
+        let template = &job["spec"]["template"];
+        let pod = |spec: serde_json::Value| -> Pod {
+            serde_json::from_value(json!({"metadata": {"name": format!("{service}-users"),
+                "labels": template["metadata"]["labels"]}, "spec": spec}))
+            .unwrap()
+        };
+        if let Err(e) = pods.create(&dry_run, &pod(template["spec"].clone())).await {
+            panic!("the {service} users Job's pod is refused under restricted: {e}");
+        }
+        let mut loose = template["spec"].clone();
+        loose["containers"][0].as_object_mut().unwrap().remove("securityContext");
+        match pods.create(&dry_run, &pod(loose)).await {
+            Err(kube::Error::Api(e)) => {
+                assert!(e.message.contains("violates PodSecurity \"restricted"), "{}", e.message)
+            }
+            other => panic!("a pod without the settings must be refused under restricted: {other:?}"),
+        }
+    }
 }
