@@ -361,3 +361,33 @@ async fn grafana_users_are_service_account_tokens_handed_over_by_a_job(backend: 
     cluster.converges("the Secret gone", |v| v.get("secrets", secret).is_none()).await;
 }
 on_both_backends!(grafana_users_are_service_account_tokens_handed_over_by_a_job);
+
+/// Deprovisioning an instance whose users Job is under way removes everything of its users with the
+/// instance: their Secrets, the Job, and the Job's ServiceAccount, Role and RoleBinding (which no watch of
+/// the agent's covers: deleted by name).
+async fn deprovisioning_removes_the_users_secrets_and_the_job_s_account(backend: crate::common::Backend) {
+    use crate::common::World;
+    use domain::{InstanceCommand, ServiceType};
+    let world = World::start(backend, &["c1"]).await;
+    let cluster = world.cluster("c1");
+    let id = world.provision("c1", "dash", ServiceType::Grafana, "11.6").await;
+    cluster.converges("provisioned", |v| v.ready_at("dash", 1)).await;
+    world.command(id, InstanceCommand::CreateUser { name: "viewer_app".into(), role: "Viewer".into() }).await;
+    cluster
+        .converges("the Job's account and the user's Secret", |v| {
+            v.get("rolebindings.rbac.authorization.k8s.io", "dash-users").is_some()
+                && v.get("secrets", "dash.user.viewer-app").is_some()
+        })
+        .await;
+    world.deprovision(id).await;
+    cluster
+        .converges("everything removed", |v| {
+            v.owned(id).is_empty()
+                && v.get("serviceaccounts", "dash-users").is_none()
+                && v.get("roles.rbac.authorization.k8s.io", "dash-users").is_none()
+                && v.get("rolebindings.rbac.authorization.k8s.io", "dash-users").is_none()
+                && v.get("secrets", "dash.user.viewer-app").is_none()
+        })
+        .await;
+}
+on_both_backends!(deprovisioning_removes_the_users_secrets_and_the_job_s_account);
