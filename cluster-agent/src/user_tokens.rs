@@ -22,7 +22,7 @@ use crate::{
     render::{
         ChildKind, apply_params,
         user_tokens::{self, TokenUser, account_name, job_name},
-        users::secret_name,
+        users::{USERS_GENERATION_ANNOTATION, secret_name},
     },
     users::{Users, deleted_users_secrets, every_user, password_generation},
 };
@@ -100,9 +100,19 @@ pub(crate) async fn reconcile(mi: &ManagedInstance, ctx: &Context, writes: &mut 
         .iter()
         .map(|u| ctx.current(ChildKind::Secret, &namespace, &secret_name(&mi.name_any(), &u.name)))
         .collect();
+    // An earlier generation's Job still running (a user deleted or rotated while its token was being
+    // made): the next waits for it, so it reads what that one handed over and two never race.
+    let running: Vec<String> = ctx
+        .owned(ChildKind::Job, &mi.spec.instance_id)
+        .into_iter()
+        .filter(|j| j.name_any() != job_name && j.annotations().contains_key(USERS_GENERATION_ANNOTATION))
+        .filter(|j| serde_json::to_value(j.as_ref()).is_ok_and(|j| crate::render::job::outcome(&j).is_none()))
+        .map(|j| j.name_any())
+        .collect();
+    let waiting = Users { running: running.clone(), ..waiting };
     let Some(job) = ctx.current(ChildKind::Job, &namespace, &job_name) else {
         let serving = mi.status.as_ref().is_some_and(|s| s.phase == "Ready");
-        if serving && secrets.iter().all(Option::is_some) {
+        if serving && running.is_empty() && secrets.iter().all(Option::is_some) {
             let users: Vec<TokenUser> = mi
                 .spec
                 .users

@@ -64,6 +64,9 @@ pub(crate) struct Users {
     /// Secrets of deleted users kept by the pruning until their Job revoked them (InfluxDB: the Job
     /// reads each one's authorization id from it)
     pub revoking: Vec<String>,
+    /// earlier users Jobs still running (InfluxDB, Grafana), kept by the pruning until they end: the next
+    /// one waits for them, so two never hand over or revoke the same user's token at once
+    pub running: Vec<String>,
 }
 
 /// A new random password: letters and digits, 32 of them, as the instance's own.
@@ -304,7 +307,14 @@ fn postgres_users(mi: &ManagedInstance, cluster: &Value, secret: impl Fn(&str) -
         all_applied &= reconciled(&name) && cannot(&name).is_none();
     }
     Report {
-        users: Users { applied: 0, failure, observed: Some(observed), job: None, revoking: vec![] },
+        users: Users {
+            applied: 0,
+            failure,
+            observed: Some(observed),
+            job: None,
+            revoking: vec![],
+            running: vec![],
+        },
         all_applied,
     }
 }

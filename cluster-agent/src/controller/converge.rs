@@ -144,8 +144,9 @@ pub(super) async fn apply(mi: Arc<ManagedInstance>, ctx: &Context) -> Result<Act
                         || crate::users::wanted_secret(&mi, &name)
                         || users.revoking.contains(&name)))
                 || (kind == ChildKind::Job
-                    && [rotation.job.as_deref(), restore.job.as_deref(), users.job.as_deref()]
-                        .contains(&Some(name.as_str())));
+                    && ([rotation.job.as_deref(), restore.job.as_deref(), users.job.as_deref()]
+                        .contains(&Some(name.as_str()))
+                        || users.running.contains(&name)));
             if !wanted {
                 delete(ctx, kind, &namespace, &name).await?;
                 writes += 1;

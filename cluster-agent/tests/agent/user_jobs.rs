@@ -22,6 +22,7 @@
 use std::{
     collections::{BTreeMap, HashSet},
     sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use axum::{
@@ -637,4 +638,47 @@ async fn a_failed_influxdb_users_job_fails_the_users_with_its_reason() {
     assert_ne!(mi["status"]["applied"]["users"].as_u64(), Some(created), "not applied: {mi}");
     assert_eq!(mi["status"]["users"][0]["generation"], 0);
     assert!(mi.to_string().contains("UsersNotApplied: Job has reached the specified backoff limit"), "{mi}");
+}
+
+/// A user deleted while the Job making its token still runs: the revoking Job waits for that one to end,
+/// so it reads the authorization id the first handed over (two Jobs never race on one user's token).
+/// On the simulator, whose Jobs take the ready delay to finish.
+#[tokio::test]
+async fn the_next_users_job_waits_for_the_one_still_running() {
+    use domain::{InstanceCommand, ServiceType};
+    let world = World::start_with(Backend::Sim, &["c1"], Duration::from_secs(2)).await;
+    let cluster = world.cluster("c1");
+    let id = world.provision("c1", "influx", ServiceType::Influxdb, "2.7").await;
+    cluster.converges("provisioned", |v| v.ready_at("influx", 1)).await;
+    let created =
+        world.command(id, InstanceCommand::CreateUser { name: "ingest".into(), role: "read".into() }).await;
+    let first = format!("influx-users-{created}");
+    cluster.converges("the first Job", |v| v.get("jobs.batch", &first).is_some()).await;
+    let deleted = world.command(id, InstanceCommand::DeleteUser { name: "ingest".into() }).await;
+    let second = format!("influx-users-{deleted}");
+    let done = |v: &View| {
+        v.get("jobs.batch", &first).is_none_or(|j| cluster_agent::render::job::outcome(j).is_some())
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut looks = 0;
+    loop {
+        let view = cluster.view().await;
+        looks += 1;
+        assert!(
+            view.get("jobs.batch", &second).is_none() || done(&view),
+            "the revoking Job started while the first still ran"
+        );
+        if done(&view) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the first Job never ended");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(looks > 1, "the first Job was seen running");
+    cluster
+        .converges("the user revoked", |v| {
+            v.managed_instance("influx").and_then(|mi| mi["status"]["applied"]["users"].as_u64())
+                == Some(deleted)
+        })
+        .await;
 }
