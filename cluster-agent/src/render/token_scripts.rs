@@ -5,7 +5,9 @@
 //!
 //! JSON is read without a JSON tool (the curl image has none): `tr` makes each of JSON's separators a line
 //! end, so every `"key": value` pair is a line of its own, whatever the answer's layout, and `sed` picks the
-//! first pair of a key.
+//! first pair of a key, whatever white space surrounds it (InfluxDB indents with tabs:
+//! influxdata/influxdb v2.7.12 `kit/transport/http/api.go`, `Respond`, `json.MarshalIndent(v, "", "\t")`;
+//! Grafana writes compact JSON).
 
 use kube::ResourceExt as _;
 
@@ -57,7 +59,11 @@ fn patch_line(arguments: &[(&str, &str)]) -> String {
 }
 
 /// InfluxDB 2.7's `revoke ID` and `grant USER SECRET GENERATION OLD_ID PERMISSIONS`, after signing in
-/// and finding the bucket (see `render::user_tokens`).
+/// and finding the bucket (see `render::user_tokens`). After the hand-over, `grant` revokes every other
+/// authorization of the user (its description is `cp user <name>`), listed with `GET
+/// /api/v2/authorizations?orgID=` (`authorization/http_server.go`, `handleGetAuthorizations`; each
+/// `authResponse` has its `id` before its `description`, and its permissions' resource ids after): the
+/// previous one, and one an earlier run made but never handed over.
 pub fn influxdb(mi: &ManagedInstance) -> Vec<String> {
     let org = &mi.spec.project;
     vec![
@@ -65,8 +71,8 @@ pub fn influxdb(mi: &ManagedInstance) -> Vec<String> {
         format!(
             "curl -fsS -b /tmp/session \"$base/api/v2/buckets?org={org}&name={INFLUXDB_BUCKET}\" | tr ',{{}}[]' '\\n\\n\\n\\n\\n' > /tmp/buckets"
         ),
-        "bucket=$(sed -n 's/^ *\"id\": *\"\\([0-9a-f]*\\)\".*/\\1/p' /tmp/buckets | head -n1)".to_owned(),
-        "org=$(sed -n 's/^ *\"orgID\": *\"\\([0-9a-f]*\\)\".*/\\1/p' /tmp/buckets | head -n1)".to_owned(),
+        "bucket=$(sed -n 's/^[[:space:]]*\"id\":[[:space:]]*\"\\([0-9a-f]*\\)\".*/\\1/p' /tmp/buckets | head -n1)".to_owned(),
+        "org=$(sed -n 's/^[[:space:]]*\"orgID\":[[:space:]]*\"\\([0-9a-f]*\\)\".*/\\1/p' /tmp/buckets | head -n1)".to_owned(),
         format!(
             "if [ -z \"$bucket\" ] || [ -z \"$org\" ]; then echo 'bucket {INFLUXDB_BUCKET} of organization {org} not found' >&2; exit 1; fi"
         ),
@@ -83,12 +89,14 @@ pub fn influxdb(mi: &ManagedInstance) -> Vec<String> {
             "grant() {{\n\
              \x20 printf '{{\"orgID\":\"%s\",\"description\":\"cp user %s\",\"permissions\":[%s]}}' \"$org\" \"$1\" \"$5\" > /tmp/body\n\
              \x20 curl -fsS -b /tmp/session -X POST -H 'Content-Type: application/json' --data @/tmp/body \"$base/api/v2/authorizations\" | tr ',{{}}[]' '\\n\\n\\n\\n\\n' > /tmp/created\n\
-             \x20 id=$(sed -n 's/^ *\"id\": *\"\\([0-9a-f]*\\)\".*/\\1/p' /tmp/created | head -n1)\n\
-             \x20 token=$(sed -n 's/^ *\"token\": *\"\\([^\"]*\\)\".*/\\1/p' /tmp/created | head -n1)\n\
+             \x20 id=$(sed -n 's/^[[:space:]]*\"id\":[[:space:]]*\"\\([0-9a-f]*\\)\".*/\\1/p' /tmp/created | head -n1)\n\
+             \x20 token=$(sed -n 's/^[[:space:]]*\"token\":[[:space:]]*\"\\([^\"]*\\)\".*/\\1/p' /tmp/created | head -n1)\n\
              \x20 if [ -z \"$id\" ] || [ -z \"$token\" ]; then echo \"no authorization made for user $1\" >&2; exit 1; fi\n\
              {patch}\
              \x20 hand_over \"$1\" \"$2\"\n\
              \x20 if [ \"$4\" != \"$id\" ]; then revoke \"$4\"; fi\n\
+             \x20 curl -fsS -b /tmp/session \"$base/api/v2/authorizations?orgID=$org\" | tr ',{{}}[]' '\\n\\n\\n\\n\\n' | awk -v user=\"$1\" '/^[[:space:]]*\"id\":/ {{ id = $0; sub(/^[^:]*:[[:space:]]*\"/, \"\", id); sub(/\".*/, \"\", id) }} /^[[:space:]]*\"description\":/ {{ d = $0; sub(/^[^:]*:[[:space:]]*\"/, \"\", d); sub(/\".*/, \"\", d); if (d == \"cp user \" user) print id }}' > /tmp/mine\n\
+             \x20 while read -r old; do if [ \"$old\" != \"$id\" ]; then revoke \"$old\"; fi; done < /tmp/mine\n\
              }}",
             patch = patch_line(&[("password", "\"$token\""), ("id", "\"$id\"")]),
         ),
@@ -120,8 +128,8 @@ pub fn grafana() -> Vec<String> {
          \x20 printf '{\"name\":\"%s\",\"role\":\"%s\",\"isDisabled\":false}' \"$1\" \"$2\" > /tmp/body\n\
          \x20 code=$(curl -sS -o /tmp/account -w '%{http_code}' -K /tmp/admin.curl -X POST -H 'Content-Type: application/json' --data @/tmp/body \"$base/api/serviceaccounts\")\n\
          \x20 case \"$code\" in\n\
-         \x20   201) tr ',{}[]' '\\n\\n\\n\\n\\n' < /tmp/account | sed -n 's/^ *\"id\": *\\([0-9]*\\).*/\\1/p' | head -n1 ;;\n\
-         \x20   400) curl -fsS -K /tmp/admin.curl \"$base/api/serviceaccounts/search?query=$1\" | tr ',{}[]' '\\n\\n\\n\\n\\n' | awk -v name=\"\\\"name\\\":\\\"$1\\\"\" '/^ *\"id\":/ { sub(/^ *\"id\": */, \"\"); id = $0 } $0 == name { print id; exit }' ;;\n\
+         \x20   201) tr ',{}[]' '\\n\\n\\n\\n\\n' < /tmp/account | sed -n 's/^[[:space:]]*\"id\":[[:space:]]*\\([0-9]*\\).*/\\1/p' | head -n1 ;;\n\
+         \x20   400) curl -fsS -K /tmp/admin.curl \"$base/api/serviceaccounts/search?query=$1\" | tr ',{}[]' '\\n\\n\\n\\n\\n' | awk -v name=\"\\\"name\\\":\\\"$1\\\"\" '/^[[:space:]]*\"id\":/ { sub(/^[[:space:]]*\"id\":[[:space:]]*/, \"\"); id = $0 } $0 == name { print id; exit }' ;;\n\
          \x20   *) echo \"making the service account of user $1 failed: HTTP $code\" >&2; exit 1 ;;\n\
          \x20 esac\n\
          }"
@@ -132,8 +140,8 @@ pub fn grafana() -> Vec<String> {
              \x20 if [ -z \"$id\" ]; then echo \"no service account for user $1\" >&2; exit 1; fi\n\
              \x20 printf '{{\"name\":\"%s-%s-%s\",\"secondsToLive\":0}}' \"$1\" \"$3\" \"$(date +%s)\" > /tmp/body\n\
              \x20 curl -fsS -K /tmp/admin.curl -X POST -H 'Content-Type: application/json' --data @/tmp/body \"$base/api/serviceaccounts/$id/tokens\" | tr ',{{}}[]' '\\n\\n\\n\\n\\n' > /tmp/created\n\
-             \x20 token_id=$(sed -n 's/^ *\"id\": *\\([0-9]*\\).*/\\1/p' /tmp/created | head -n1)\n\
-             \x20 key=$(sed -n 's/^ *\"key\": *\"\\([^\"]*\\)\".*/\\1/p' /tmp/created | head -n1)\n\
+             \x20 token_id=$(sed -n 's/^[[:space:]]*\"id\":[[:space:]]*\\([0-9]*\\).*/\\1/p' /tmp/created | head -n1)\n\
+             \x20 key=$(sed -n 's/^[[:space:]]*\"key\":[[:space:]]*\"\\([^\"]*\\)\".*/\\1/p' /tmp/created | head -n1)\n\
              \x20 if [ -z \"$token_id\" ] || [ -z \"$key\" ]; then echo \"no token made for user $1\" >&2; exit 1; fi\n\
              {patch}\
              \x20 hand_over \"$1\" \"$2\"\n\

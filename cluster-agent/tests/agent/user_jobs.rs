@@ -84,6 +84,40 @@ impl Influx {
     }
 }
 
+/// JSON as InfluxDB's `kit/transport/http/api.go` `Respond` writes it: `json.MarshalIndent(v, "", "\t")`.
+fn tabbed(value: &Value) -> String {
+    use serde::Serialize as _;
+    let mut out = Vec::new();
+    let mut serializer = serde_json::Serializer::with_formatter(
+        &mut out,
+        serde_json::ser::PrettyFormatter::with_indent(b"\t"),
+    );
+    value.serialize(&mut serializer).unwrap();
+    String::from_utf8(out).unwrap()
+}
+
+/// An `authResponse` (`authorization/http_server.go`) as InfluxDB writes it: its fields in the struct's
+/// order (`id`, `token`, `status`, `description`, `orgID`, `org`, `userID`, `user`, `permissions`,
+/// `links`), tab-indented (`kit/transport/http/api.go`); the permissions' resources carry ids of their own.
+fn auth_response(id: &str, token: &str, description: &str, permissions: &Value) -> String {
+    let permissions: Vec<String> = permissions
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            format!(
+                "{{\"action\": {}, \"resource\": {{\"type\": \"buckets\", \"id\": {}, \"orgID\": {}, \"name\": \"default\", \"org\": \"acme\"}}}}",
+                p["action"], p["resource"]["id"], p["resource"]["orgID"]
+            )
+        })
+        .collect();
+    format!(
+        "{{\n\t\"id\": \"{id}\",\n\t\"token\": \"{token}\",\n\t\"status\": \"active\",\n\t\"description\": {description},\n\t\"orgID\": \"{ORG_ID}\",\n\t\"org\": \"acme\",\n\t\"userID\": \"0c00000000000001\",\n\t\"user\": \"admin\",\n\t\"permissions\": [{}],\n\t\"links\": {{\"self\": \"/api/v2/authorizations/{id}\"}}\n}}",
+        permissions.join(", "),
+        description = Value::from(description),
+    )
+}
+
 fn influx_router(influx: Arc<Influx>) -> Router {
     Router::new()
         .route(
@@ -123,19 +157,38 @@ fn influx_router(influx: Arc<Influx>) -> Router {
                     } else {
                         vec![]
                     };
-                    let body = serde_json::to_string_pretty(
-                        &json!({"links": {"self": "/api/v2/buckets"}, "buckets": buckets}),
-                    )
-                    .unwrap();
+                    let body = tabbed(&json!({"links": {"self": "/api/v2/buckets"}, "buckets": buckets}));
                     (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response()
                 },
             ),
         )
         .route(
             "/api/v2/authorizations",
-            any(|State(s): State<Arc<Influx>>, method: Method, headers: HeaderMap, body: String| async move {
+            any(|State(s): State<Arc<Influx>>,
+                 method: Method,
+                 headers: HeaderMap,
+                 Query(q): Query<BTreeMap<String, String>>,
+                 body: String| async move {
                 if !s.session(&headers) {
                     return s.refuse(StatusCode::UNAUTHORIZED, "authorizations without a session or token");
+                }
+                if method == Method::GET {
+                    // `handleGetAuthorizations`: the org's authorizations, in `authsResponse`.
+                    if q.get("orgID").is_some_and(|o| o != ORG_ID) {
+                        return s.refuse(StatusCode::NOT_FOUND, "organization not found");
+                    }
+                    let listed: Vec<String> = s
+                        .authorizations
+                        .lock()
+                        .unwrap()
+                        .iter()
+                        .map(|(id, (token, description, permissions))| auth_response(id, token, description, permissions))
+                        .collect();
+                    let body = format!(
+                        "{{\n\t\"links\": {{\n\t\t\"self\": \"/api/v2/authorizations\"\n\t}},\n\t\"authorizations\": [{}]\n}}",
+                        listed.join(",")
+                    );
+                    return (StatusCode::OK, body).into_response();
                 }
                 if method != Method::POST {
                     return s.refuse(StatusCode::METHOD_NOT_ALLOWED, "authorizations: not a POST");
@@ -168,11 +221,7 @@ fn influx_router(influx: Arc<Influx>) -> Router {
                     .lock()
                     .unwrap()
                     .insert(id.clone(), (token.clone(), description.clone(), json!(permissions)));
-                let answer = json!({"id": id, "token": token, "status": "active", "description": description,
-                    "orgID": ORG_ID, "org": "acme", "userID": "0c00000000000001", "user": "admin",
-                    "permissions": permissions,
-                    "links": {"self": format!("/api/v2/authorizations/{id}")}});
-                (StatusCode::CREATED, serde_json::to_string_pretty(&answer).unwrap()).into_response()
+                (StatusCode::CREATED, auth_response(&id, &token, &description, &json!(permissions))).into_response()
             }),
         )
         .route(
@@ -681,4 +730,33 @@ async fn the_next_users_job_waits_for_the_one_still_running() {
                 == Some(deleted)
         })
         .await;
+}
+
+/// An authorization an earlier run made but never handed over (its Job ended between InfluxDB's answer
+/// and the PATCH) is revoked when the user is granted again; other users' and others' authorizations stay.
+#[tokio::test]
+async fn an_authorization_never_handed_over_is_revoked_by_the_next_grant() {
+    let mi = influx_instance(vec![user("ingest", "write", 7)]);
+    let secrets = [secret_name("orders", "ingest")];
+    let setup = Setup::new(&secrets, role_names(&mi, &secrets)).await;
+    let bucket =
+        json!([{"action": "read", "resource": {"type": "buckets", "id": BUCKET_ID, "orgID": ORG_ID}}]);
+    {
+        let mut authorizations = setup.influx.authorizations.lock().unwrap();
+        authorizations
+            .insert("0aff000000000001".into(), ("orphan==".into(), "cp user ingest".into(), bucket.clone()));
+        authorizations.insert(
+            "0aff000000000002".into(),
+            ("other==".into(), "cp user ingest_old".into(), bucket.clone()),
+        );
+        authorizations
+            .insert("0aff000000000003".into(), ("mine==".into(), "a token of the tenant's".into(), bucket));
+    }
+    let (ok, stderr) = setup.run(&render_job(&mi, 7, &[true], &[]), BEARER).await;
+    assert!(ok, "{stderr}; refused {:?}", setup.influx.refused);
+    let id = setup.value(&secrets[0], "id").unwrap();
+    let left: Vec<String> = setup.influx.authorizations.lock().unwrap().keys().cloned().collect();
+    let mut expected = vec!["0aff000000000002".to_owned(), "0aff000000000003".to_owned(), id];
+    expected.sort();
+    assert_eq!(left, expected, "the orphan revoked, nothing else");
 }
