@@ -91,7 +91,7 @@ pub(crate) async fn reconcile(mi: &ManagedInstance, ctx: &Context, writes: &mut 
         applied: reported,
         observed: every_user(mi, false, None),
         job: Some(job_name.clone()),
-        revoking: revoked.clone(),
+        revoking: revoked.iter().map(|(secret, _)| secret.clone()).collect(),
         ..Users::default()
     };
     let secrets: Vec<_> = mi
@@ -125,7 +125,7 @@ pub(crate) async fn reconcile(mi: &ManagedInstance, ctx: &Context, writes: &mut 
                 .collect();
             let mut names: Vec<String> =
                 mi.spec.users.iter().map(|u| secret_name(&mi.name_any(), &u.name)).collect();
-            names.extend(revoked.iter().cloned());
+            names.extend(revoked.iter().map(|(secret, _)| secret.clone()));
             apply::<ServiceAccount>(ctx, &namespace, &user_tokens::service_account(mi)).await?;
             apply::<Role>(ctx, &namespace, &user_tokens::role(mi, &names)).await?;
             apply::<RoleBinding>(ctx, &namespace, &user_tokens::role_binding(mi)).await?;

@@ -151,16 +151,19 @@ pub(crate) async fn reconcile(mi: &ManagedInstance, ctx: &Context, writes: &mut 
     }
 }
 
-/// The Secrets of users the instance no longer has (their labels name a user it lacks).
-pub(crate) fn deleted_users_secrets(mi: &ManagedInstance, ctx: &Context) -> Vec<String> {
-    let mut names: Vec<String> = ctx
+/// The Secrets of users the instance no longer has (their labels name a user it lacks), each with that
+/// user's name.
+pub(crate) fn deleted_users_secrets(mi: &ManagedInstance, ctx: &Context) -> Vec<(String, String)> {
+    let mut found: Vec<(String, String)> = ctx
         .owned(ChildKind::Secret, &mi.spec.instance_id)
         .into_iter()
-        .filter(|s| s.labels().get(USER_LABEL).is_some_and(|u| !mi.spec.users.iter().any(|w| &w.name == u)))
-        .map(|s| s.name_any())
+        .filter_map(|s| {
+            let user = s.labels().get(USER_LABEL)?.clone();
+            (!mi.spec.users.iter().any(|w| w.name == user)).then(|| (s.name_any(), user))
+        })
         .collect();
-    names.sort();
-    names
+    found.sort();
+    found
 }
 
 /// Each user of `mi`, at its generation when `applied`, with `reason` otherwise.

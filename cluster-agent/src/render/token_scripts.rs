@@ -83,6 +83,18 @@ pub fn influxdb(mi: &ManagedInstance) -> Vec<String> {
          \x20 case \"$code\" in 204|404) ;; *) echo \"revoking authorization $1 failed: HTTP $code\" >&2; exit 1;; esac\n\
          }"
         .to_owned(),
+        // sweep USER KEEP_ID: revokes every authorization of the user (description `cp user USER`) but KEEP_ID.
+        "sweep() {\n\
+             \x20 curl -fsS -b /tmp/session \"$base/api/v2/authorizations?orgID=$org\" | tr ',{}[]' '\\n\\n\\n\\n\\n' | awk -v user=\"$1\" '/^[[:space:]]*\"id\":/ { id = $0; sub(/^[^:]*:[[:space:]]*\"/, \"\", id); sub(/\".*/, \"\", id) } /^[[:space:]]*\"description\":/ { d = $0; sub(/^[^:]*:[[:space:]]*\"/, \"\", d); sub(/\".*/, \"\", d); if (d == \"cp user \" user) print id }' > /tmp/mine\n\
+             \x20 while read -r old; do if [ \"$old\" != \"$2\" ]; then revoke \"$old\"; fi; done < /tmp/mine\n\
+         }"
+        .to_owned(),
+        // revoke_user USER ID: a deleted user's authorization, and any other of its.
+        "revoke_user() {\n\
+         \x20 revoke \"$2\"\n\
+         \x20 sweep \"$1\" \"\"\n\
+         }"
+        .to_owned(),
         // A new authorization, its token and id into the user's Secret, then the old authorization goes
         // (the old token works until the new one is kept).
         format!(
@@ -95,8 +107,7 @@ pub fn influxdb(mi: &ManagedInstance) -> Vec<String> {
              {patch}\
              \x20 hand_over \"$1\" \"$2\"\n\
              \x20 if [ \"$4\" != \"$id\" ]; then revoke \"$4\"; fi\n\
-             \x20 curl -fsS -b /tmp/session \"$base/api/v2/authorizations?orgID=$org\" | tr ',{{}}[]' '\\n\\n\\n\\n\\n' | awk -v user=\"$1\" '/^[[:space:]]*\"id\":/ {{ id = $0; sub(/^[^:]*:[[:space:]]*\"/, \"\", id); sub(/\".*/, \"\", id) }} /^[[:space:]]*\"description\":/ {{ d = $0; sub(/^[^:]*:[[:space:]]*\"/, \"\", d); sub(/\".*/, \"\", d); if (d == \"cp user \" user) print id }}' > /tmp/mine\n\
-             \x20 while read -r old; do if [ \"$old\" != \"$id\" ]; then revoke \"$old\"; fi; done < /tmp/mine\n\
+             \x20 sweep \"$1\" \"$id\"\n\
              }}",
             patch = patch_line(&[("password", "\"$token\""), ("id", "\"$id\"")]),
         ),
@@ -123,13 +134,24 @@ pub fn grafana() -> Vec<String> {
          \x20 case \"$code\" in 200|404) ;; *) echo \"revoking service account $1 failed: HTTP $code\" >&2; exit 1;; esac\n\
          }"
         .to_owned(),
+        // find_account NAME: the id of the service account called NAME (none: nothing).
+        "find_account() {\n\
+         \x20 curl -fsS -K /tmp/admin.curl \"$base/api/serviceaccounts/search?query=$1\" | tr ',{}[]' '\\n\\n\\n\\n\\n' | awk -v name=\"\\\"name\\\":\\\"$1\\\"\" '/^[[:space:]]*\"id\":/ { sub(/^[[:space:]]*\"id\":[[:space:]]*/, \"\"); id = $0 } $0 == name { print id; exit }'\n\
+         }"
+        .to_owned(),
+        // revoke_user NAME ID: a deleted user's service account, found by its name when its Secret has no
+        // id (a run that died before its hand-over).
+        "revoke_user() {\n\
+         \x20 if [ -n \"$2\" ]; then revoke \"$2\"; else revoke \"$(find_account \"$1\")\"; fi\n\
+         }"
+        .to_owned(),
         "account() {\n\
          \x20 if [ -n \"$3\" ]; then echo \"$3\"; return 0; fi\n\
          \x20 printf '{\"name\":\"%s\",\"role\":\"%s\",\"isDisabled\":false}' \"$1\" \"$2\" > /tmp/body\n\
          \x20 code=$(curl -sS -o /tmp/account -w '%{http_code}' -K /tmp/admin.curl -X POST -H 'Content-Type: application/json' --data @/tmp/body \"$base/api/serviceaccounts\")\n\
          \x20 case \"$code\" in\n\
          \x20   201) tr ',{}[]' '\\n\\n\\n\\n\\n' < /tmp/account | sed -n 's/^[[:space:]]*\"id\":[[:space:]]*\\([0-9]*\\).*/\\1/p' | head -n1 ;;\n\
-         \x20   400) curl -fsS -K /tmp/admin.curl \"$base/api/serviceaccounts/search?query=$1\" | tr ',{}[]' '\\n\\n\\n\\n\\n' | awk -v name=\"\\\"name\\\":\\\"$1\\\"\" '/^[[:space:]]*\"id\":/ { sub(/^[[:space:]]*\"id\":[[:space:]]*/, \"\"); id = $0 } $0 == name { print id; exit }' ;;\n\
+         \x20   400) find_account \"$1\" ;;\n\
          \x20   *) echo \"making the service account of user $1 failed: HTTP $code\" >&2; exit 1 ;;\n\
          \x20 esac\n\
          }"

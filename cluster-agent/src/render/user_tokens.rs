@@ -123,9 +123,15 @@ pub struct TokenUser<'a> {
 }
 
 /// The Job applying users generation `generation` of an InfluxDB or Grafana instance: `users` as they
-/// stand, `revoked` the Secrets of deleted users whose authorizations (service accounts) go (see the
+/// stand, `revoked` the Secrets of deleted users (with each user's name) whose authorizations (service
+/// accounts) go (see the
 /// module's documentation).
-pub fn job(mi: &ManagedInstance, generation: u64, users: &[TokenUser], revoked: &[String]) -> Child {
+pub fn job(
+    mi: &ManagedInstance,
+    generation: u64,
+    users: &[TokenUser],
+    revoked: &[(String, String)],
+) -> Child {
     let grafana = mi.spec.service == "grafana";
     let mut lines = super::token_scripts::prelude(mi);
     lines.extend(if grafana { super::token_scripts::grafana() } else { super::token_scripts::influxdb(mi) });
@@ -161,9 +167,9 @@ pub fn job(mi: &ManagedInstance, generation: u64, users: &[TokenUser], revoked: 
         };
         lines.push(line);
     }
-    for (i, secret) in revoked.iter().enumerate() {
+    for (i, (secret, user)) in revoked.iter().enumerate() {
         env.push(key_ref(format!("REVOKED_ID_{i}"), secret, TOKEN_ID_KEY));
-        lines.push(format!("revoke \"${{REVOKED_ID_{i}:-}}\""));
+        lines.push(format!("revoke_user '{user}' \"${{REVOKED_ID_{i}:-}}\""));
     }
     lines.push("exit 0".to_owned());
     let script = lines.join("\n") + "\n";

@@ -428,7 +428,7 @@ fn render_job(
     mi: &cluster_agent::crd::ManagedInstance,
     generation: u64,
     renew: &[bool],
-    revoked: &[String],
+    revoked: &[(String, String)],
 ) -> Value {
     let users: Vec<TokenUser> =
         mi.spec.users.iter().zip(renew).map(|(user, renew)| TokenUser { user, renew: *renew }).collect();
@@ -497,7 +497,8 @@ async fn a_rotation_replaces_the_token_and_a_deletion_revokes_it_even_when_alrea
     // Deleted: its authorization goes; a rerun after it went (404) still succeeds.
     let mi = influx_instance(vec![]);
     for _ in 0..2 {
-        let (ok, stderr) = setup.run(&render_job(&mi, 10, &[], &secrets), BEARER).await;
+        let revoked = [(secrets[0].clone(), "ingest".to_owned())];
+        let (ok, stderr) = setup.run(&render_job(&mi, 10, &[], &revoked), BEARER).await;
         assert!(ok, "{stderr}");
         assert!(setup.influx.authorizations.lock().unwrap().is_empty(), "revoked for real");
     }
@@ -759,4 +760,27 @@ async fn an_authorization_never_handed_over_is_revoked_by_the_next_grant() {
     let mut expected = vec!["0aff000000000002".to_owned(), "0aff000000000003".to_owned(), id];
     expected.sort();
     assert_eq!(left, expected, "the orphan revoked, nothing else");
+}
+
+/// A user deleted whose Secret never got its authorization's id (the run that made it died before the
+/// hand-over): the revoking Job finds the authorization by its description and revokes it.
+#[tokio::test]
+async fn a_deleted_user_s_authorization_is_revoked_even_when_its_id_never_reached_the_secret() {
+    let mi = influx_instance(vec![]);
+    let secrets = [secret_name("orders", "gone")];
+    let setup = Setup::new(&secrets, role_names(&mi, &secrets)).await;
+    let bucket =
+        json!([{"action": "read", "resource": {"type": "buckets", "id": BUCKET_ID, "orgID": ORG_ID}}]);
+    {
+        let mut authorizations = setup.influx.authorizations.lock().unwrap();
+        authorizations
+            .insert("0aff000000000001".into(), ("orphan==".into(), "cp user gone".into(), bucket.clone()));
+        authorizations
+            .insert("0aff000000000003".into(), ("mine==".into(), "a token of the tenant's".into(), bucket));
+    }
+    let revoked = [(secrets[0].clone(), "gone".to_owned())];
+    let (ok, stderr) = setup.run(&render_job(&mi, 9, &[], &revoked), BEARER).await;
+    assert!(ok, "{stderr}; refused {:?}", setup.influx.refused);
+    let left: Vec<String> = setup.influx.authorizations.lock().unwrap().keys().cloned().collect();
+    assert_eq!(left, ["0aff000000000003"], "the deleted user's authorization revoked, nothing else");
 }

@@ -187,7 +187,7 @@ fn instance(users: &[(&str, &str, u64)]) -> ManagedInstance {
     mi
 }
 
-fn render(mi: &ManagedInstance, generation: u64, renew: &[bool], revoked: &[String]) -> Value {
+fn render(mi: &ManagedInstance, generation: u64, renew: &[bool], revoked: &[(String, String)]) -> Value {
     let users: Vec<TokenUser> =
         mi.spec.users.iter().zip(renew).map(|(user, renew)| TokenUser { user, renew: *renew }).collect();
     job(mi, generation, &users, revoked).object
@@ -271,7 +271,7 @@ async fn a_grafana_rotation_replaces_the_token_and_a_deletion_removes_the_servic
 
     let mi = instance(&[]);
     for _ in 0..2 {
-        let (ok, stderr) = rig.run(&render(&mi, 10, &[], &secrets)).await;
+        let (ok, stderr) = rig.run(&render(&mi, 10, &[], &[(secrets[0].clone(), "dash".to_owned())])).await;
         assert!(ok, "{stderr}");
         assert!(rig.accounts().is_empty(), "the service account deleted, also when already gone");
     }
@@ -299,6 +299,26 @@ async fn a_service_account_an_earlier_run_made_is_found_by_its_name() {
     assert_eq!(rig.kube.value(&secrets[0], "id").as_deref(), Some("41"), "the account of that exact name");
     assert_eq!(rig.accounts()[&41].tokens.len(), 1);
     assert!(rig.grafana.refused.lock().unwrap().iter().any(|r| r == "service account already exists"));
+}
+
+/// A user deleted whose Secret never got its service account's id: the revoking Job finds the account by
+/// the user's name and deletes it, and no other.
+#[tokio::test]
+async fn a_deleted_user_s_service_account_is_found_by_name_when_its_id_never_reached_the_secret() {
+    let mi = instance(&[]);
+    let secrets = [secret_name("orders", "gone")];
+    let rig = Rig::start(&mi, &secrets).await;
+    for (id, name) in [(41, "gone"), (42, "gone_too"), (43, "kept")] {
+        let account = Account { name: name.into(), role: "Viewer".into(), tokens: BTreeMap::new() };
+        rig.grafana.accounts.lock().unwrap().insert(id, account);
+    }
+    let (ok, stderr) = rig.run(&render(&mi, 9, &[], &[(secrets[0].clone(), "gone".to_owned())])).await;
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        rig.accounts().keys().copied().collect::<Vec<_>>(),
+        [42, 43],
+        "only the deleted user's account"
+    );
 }
 
 #[tokio::test]
