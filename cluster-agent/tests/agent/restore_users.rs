@@ -142,7 +142,9 @@ fn an_influxdb_restore_keeps_the_instance_s_users_and_no_token_is_kept_with_the_
     // The bucket listing is parsed by awk as influx-cli prints it: columns padded with tabs
     // (pkg/tabwriter, `tabwriter.NewWriter(w, 0, 8, 1, '\t', 0)`), ID first, then the name.
     let list = lines.iter().find(|l| l.starts_with("influx bucket list")).unwrap();
-    let program = list.split("| ").nth(1).unwrap().split(" > ").next().unwrap();
+    assert!(list.ends_with("> /tmp/bucket-list"), "the listing goes to a file first: {list}");
+    let parse = lines.iter().find(|l| l.starts_with("awk ") && l.contains("/tmp/bucket-list")).unwrap();
+    let program = parse.split(" /tmp/bucket-list").next().unwrap();
     let table = "0a1b2c3d4e5f6a7b\tdefault\t\tinfinite\t168h0m0s\t\t0f0e0d0c0b0a0908\timplicit\n\
                  1a1b2c3d4e5f6a7b\t_monitoring\t\t168h0m0s\t24h0m0s\t\t0f0e0d0c0b0a0908\timplicit\n\
                  2a1b2c3d4e5f6a7b\t_tasks\t\t\t72h0m0s\t24h0m0s\t\t0f0e0d0c0b0a0908\timplicit\n\
