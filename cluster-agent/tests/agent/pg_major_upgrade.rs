@@ -45,8 +45,11 @@ async fn a_major_upgrade_keeps_the_rows_archives_under_a_new_server_name_and_lea
     // The upgrade: the domain names the new archive server; the stand-in runs pg_upgrade for real.
     let generation =
         world.update(id, UpdateInstance { version: Some("18".into()), ..Default::default() }).await;
-    cluster.converges("the upgrade applied", |v| v.ready_at("ledger", generation)).await;
+    // A stop, an initdb, pg_upgrade (which starts both majors in turn) and a start: more than a
+    // converge takes on a loaded machine, so the same bound as the fork's recovery.
+    let upgraded = cluster.wait_until(CONVERGE * 3, |v| v.ready_at("ledger", generation)).await;
     assert_eq!(plane.postgres().failure("cp-acme", "ledger"), None, "the upgrade failed");
+    assert!(upgraded, "the upgrade not applied within {:?}", CONVERGE * 3);
     let new = plane.postgres().get("cp-acme", "ledger").expect("the upgraded PostgreSQL");
     assert_eq!(new.major, "18");
     assert!(new.sql("select version()").unwrap().starts_with("PostgreSQL 18"), "running 18");
