@@ -24,7 +24,7 @@ use crate::{
         user_tokens::{self, TokenUser, account_name, job_name},
         users::{USERS_GENERATION_ANNOTATION, secret_name},
     },
-    users::{Users, deleted_users_secrets, every_user, password_generation},
+    users::{Users, apply_job, deleted_users_secrets, every_user, job_failed, password_generation},
 };
 
 /// Applies `object` (a namespaced object of type `K`) with the agent's field manager.
@@ -129,26 +129,14 @@ pub(crate) async fn reconcile(mi: &ManagedInstance, ctx: &Context, writes: &mut 
             apply::<ServiceAccount>(ctx, &namespace, &user_tokens::service_account(mi)).await?;
             apply::<Role>(ctx, &namespace, &user_tokens::role(mi, &names)).await?;
             apply::<RoleBinding>(ctx, &namespace, &user_tokens::role_binding(mi)).await?;
-            let job = user_tokens::job(mi, wanted, &users, &revoked);
-            let written = ctx
-                .api(ChildKind::Job, &namespace)
-                .patch(&job.name, &apply_params(), &Patch::Apply(&job.object))
-                .await?;
-            ctx.remember(ChildKind::Job, &namespace, &job.name, Some(serde_json::to_value(&written)?));
+            apply_job(ctx, &namespace, &user_tokens::job(mi, wanted, &users, &revoked)).await?;
             *writes += 4;
         }
         return Ok(waiting);
     };
     match crate::render::job::outcome(&job) {
         None => Ok(waiting),
-        Some(Err(why)) => {
-            tracing::warn!(job = %job_name, reason = %why, "applying the users failed");
-            Ok(Users {
-                failure: Some(format!("UsersNotApplied: {why}")),
-                observed: every_user(mi, false, Some(&why)),
-                ..waiting
-            })
-        }
+        Some(Err(why)) => Ok(job_failed(mi, &job_name, &why, waiting)),
         Some(Ok(())) => Ok(Users {
             applied: wanted,
             observed: every_user(mi, true, None),

@@ -213,29 +213,37 @@ async fn mongodb(mi: &ManagedInstance, ctx: &Context, writes: &mut u32) -> Resul
         // The Job talks to the set: made once it serves.
         let serving = mi.status.as_ref().is_some_and(|s| s.phase == "Ready");
         if serving && secrets_ready {
-            let job = mongodb_job(mi, wanted);
-            let written = ctx
-                .api(ChildKind::Job, &namespace)
-                .patch(&job.name, &apply_params(), &Patch::Apply(&job.object))
-                .await?;
-            ctx.remember(ChildKind::Job, &namespace, &job.name, Some(serde_json::to_value(&written)?));
+            apply_job(ctx, &namespace, &mongodb_job(mi, wanted)).await?;
             *writes += 1;
         }
         return Ok(waiting);
     };
     match crate::render::job::outcome(&job) {
         None => Ok(waiting),
-        Some(Err(why)) => {
-            tracing::warn!(job = %job_name, reason = %why, "applying the users failed");
-            Ok(Users {
-                failure: Some(format!("UsersNotApplied: {why}")),
-                observed: every_user(mi, false, Some(&why)),
-                ..waiting
-            })
-        }
+        Some(Err(why)) => Ok(job_failed(mi, &job_name, &why, waiting)),
         Some(Ok(())) => {
             Ok(Users { applied: wanted, observed: every_user(mi, true, None), ..Users::default() })
         }
+    }
+}
+
+/// Applies a users Job (MongoDB's, or a token service's) and remembers what the API server made of it.
+pub(crate) async fn apply_job(ctx: &Context, namespace: &str, job: &crate::render::Child) -> Result<()> {
+    let written = ctx
+        .api(ChildKind::Job, namespace)
+        .patch(&job.name, &apply_params(), &Patch::Apply(&job.object))
+        .await?;
+    ctx.remember(ChildKind::Job, namespace, &job.name, Some(serde_json::to_value(&written)?));
+    Ok(())
+}
+
+/// The users as a failed users Job leaves them: none applied, each with the Job's reason.
+pub(crate) fn job_failed(mi: &ManagedInstance, job_name: &str, why: &str, waiting: Users) -> Users {
+    tracing::warn!(job = %job_name, reason = %why, "applying the users failed");
+    Users {
+        failure: Some(format!("UsersNotApplied: {why}")),
+        observed: every_user(mi, false, Some(why)),
+        ..waiting
     }
 }
 
