@@ -12,10 +12,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use common::*;
 use domain::{
-    InstanceCommand, ProvisionInstance, ServiceType,
+    ProvisionInstance, ServiceType,
     instance::restore::{PointInTime, RestoreSource},
 };
-use streams::CommandMetadata;
 use uuid::Uuid;
 
 /// The PostgreSQL major the machine has (Debian 12's `postgresql` is 15); CloudNativePG's image for it.
@@ -120,17 +119,7 @@ async fn a_postgresql_fork_recovers_exactly_the_rows_before_its_target_from_barm
             window: Some((target - chrono::TimeDelta::hours(1), Utc::now())),
         }),
     });
-    world
-        .commands
-        .execute(
-            "acme",
-            fork,
-            InstanceCommand::Provision(provision),
-            None,
-            CommandMetadata::new(domain::OperationKind::Provision, "test"),
-        )
-        .await
-        .expect("the fork provisioned");
+    world.provision_as_asked(provision).await.expect("the fork provisioned");
     let recovered = async {
         let deadline = tokio::time::Instant::now() + CONVERGE * 3;
         loop {

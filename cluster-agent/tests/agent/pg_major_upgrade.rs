@@ -10,10 +10,7 @@ use crate::common;
 use std::time::Duration;
 
 use common::*;
-use domain::{
-    InstanceCommand, ProvisionInstance, ServiceType, UpdateInstance, instance::restore::RestoreSource,
-};
-use streams::CommandMetadata;
+use domain::{ProvisionInstance, ServiceType, UpdateInstance, instance::restore::RestoreSource};
 use uuid::Uuid;
 
 use crate::barman::{outcome, rows};
@@ -89,17 +86,7 @@ async fn a_major_upgrade_keeps_the_rows_archives_under_a_new_server_name_and_lea
         unusable: None,
         point_in_time: None,
     });
-    let refused = world
-        .commands
-        .execute(
-            "acme",
-            fork,
-            InstanceCommand::Provision(provision),
-            None,
-            CommandMetadata::new(domain::OperationKind::Provision, "test"),
-        )
-        .await
-        .expect_err("a fork of a 15 backup into 18");
+    let refused = world.provision_as_asked(provision).await.expect_err("a fork of a 15 backup into 18");
     let refused = refused.to_string();
     assert!(
         refused.starts_with("/version:") && refused.contains("starts only on its own major"),

@@ -310,6 +310,18 @@ impl World {
         provision(&self.commands, cluster, name, service, version).await
     }
 
+    /// Runs `provision` (a fork, say) in project `acme` as the API would: the domain's answer.
+    pub async fn provision_as_asked(
+        &self,
+        provision: domain::ProvisionInstance,
+    ) -> Result<u64, streams::ExecuteError<domain::InstanceError>> {
+        let metadata = CommandMetadata::new(domain::OperationKind::Provision, "test");
+        let id = provision.instance_id;
+        let committed =
+            self.commands.execute("acme", id, InstanceCommand::Provision(provision), None, metadata).await?;
+        Ok(committed.version)
+    }
+
     pub async fn update(&self, id: Uuid, update: UpdateInstance) -> u64 {
         self.command(id, InstanceCommand::Update(update)).await
     }
