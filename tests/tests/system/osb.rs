@@ -89,6 +89,27 @@ impl Stack {
         self.api.call(method, path, body, &headers).await
     }
 
+    /// Provisions `instance` (asynchronously) and awaits its operation's success.
+    async fn provisioned(&self, instance: &str, provision: &Value) {
+        let path = format!("/v2/service_instances/{instance}?accepts_incomplete=true");
+        let created = self.osb(Method::PUT, &path, Some(provision)).await;
+        assert_eq!(created.status, StatusCode::ACCEPTED, "{}", created.body);
+        let done = self.settle(instance, created.body["operation"].as_str().unwrap()).await;
+        assert_eq!(done.body["state"], "succeeded", "{}", done.body);
+    }
+
+    /// Binds `binding` (a binding's path) with `bind` and awaits the bind's success.
+    async fn bound(&self, binding: &str, bind: &Value) {
+        let bound = self.osb(Method::PUT, &format!("{binding}?accepts_incomplete=true"), Some(bind)).await;
+        assert_eq!(bound.status, StatusCode::ACCEPTED, "{}", bound.body);
+        let poll =
+            format!("{binding}/last_operation?operation={}", bound.body["operation"].as_str().unwrap());
+        let state = self
+            .poll_until(&poll, Duration::from_secs(30), |reply| reply.body["state"] != "in progress")
+            .await;
+        assert_eq!(state.body["state"], "succeeded", "{}", state.body);
+    }
+
     /// Polls `last_operation` (bounded) until it is no longer `in progress`; the final reply.
     async fn settle(&self, instance: &str, operation: &str) -> Reply {
         let path = format!("/v2/service_instances/{instance}/last_operation?operation={operation}");
@@ -428,9 +449,7 @@ async fn of_two_concurrent_updates_one_is_a_concurrency_error() {
     let path = format!("/v2/service_instances/{instance}?accepts_incomplete=true");
     let provision = json!({"service_id": service_id, "plan_id": plan_id, "context": cf_context("space-2"),
                            "organization_guid": "o", "space_guid": "space-2"});
-    let created = stack.osb(Method::PUT, &path, Some(&provision)).await;
-    let done = stack.settle(&instance, created.body["operation"].as_str().unwrap()).await;
-    assert_eq!(done.body["state"], "succeeded", "{}", done.body);
+    stack.provisioned(&instance, &provision).await;
 
     // Dynamic parameters: applied at once (a restart one would be held for the maintenance window).
     let first = json!({"service_id": service_id, "parameters": {"work_mem_kib": 8192}});
@@ -472,15 +491,7 @@ async fn a_binding_is_a_user_whose_credentials_come_only_from_fetching_it_and_ro
     let instance = uuid::Uuid::new_v4().to_string();
     let provision = json!({"service_id": service_id, "plan_id": plan_id, "context": cf_context("space-3"),
                            "organization_guid": "o", "space_guid": "space-3"});
-    let created = stack
-        .osb(
-            Method::PUT,
-            &format!("/v2/service_instances/{instance}?accepts_incomplete=true"),
-            Some(&provision),
-        )
-        .await;
-    let done = stack.settle(&instance, created.body["operation"].as_str().unwrap()).await;
-    assert_eq!(done.body["state"], "succeeded", "{}", done.body);
+    stack.provisioned(&instance, &provision).await;
     let cluster_name = format!("osb-{}", instance.replace('-', ""));
     let stored = stack.api.stream_messages().await;
 
@@ -585,24 +596,11 @@ async fn a_mongodb_binding_is_a_user_with_the_default_role_whose_password_is_the
     let context = json!({"platform": "kubernetes", "namespace": "shop", "clusterid": "c1"});
     let provision = json!({"service_id": service_id, "plan_id": plan_id, "context": context,
                            "organization_guid": "o", "space_guid": "s"});
-    let created = stack
-        .osb(
-            Method::PUT,
-            &format!("/v2/service_instances/{instance}?accepts_incomplete=true"),
-            Some(&provision),
-        )
-        .await;
-    let done = stack.settle(&instance, created.body["operation"].as_str().unwrap()).await;
-    assert_eq!(done.body["state"], "succeeded", "{}", done.body);
+    stack.provisioned(&instance, &provision).await;
 
     let binding = format!("/v2/service_instances/{instance}/service_bindings/catalogue-app");
     let bind = json!({"service_id": service_id, "plan_id": plan_id});
-    let bound = stack.osb(Method::PUT, &format!("{binding}?accepts_incomplete=true"), Some(&bind)).await;
-    assert_eq!(bound.status, StatusCode::ACCEPTED, "{}", bound.body);
-    let poll = format!("{binding}/last_operation?operation={}", bound.body["operation"].as_str().unwrap());
-    let state =
-        stack.poll_until(&poll, Duration::from_secs(30), |reply| reply.body["state"] != "in progress").await;
-    assert_eq!(state.body["state"], "succeeded", "{}", state.body);
+    stack.bound(&binding, &bind).await;
     let fetched = stack.osb(Method::GET, &binding, None).await;
     assert_eq!(fetched.status, StatusCode::OK, "{}", fetched.body);
     assert_eq!(fetched.body["parameters"]["role"], "readWrite", "the service's first role");
@@ -623,9 +621,7 @@ async fn an_update_held_for_the_maintenance_window_says_so_and_a_re_sent_one_cha
     let path = format!("/v2/service_instances/{instance}?accepts_incomplete=true");
     let provision = json!({"service_id": service_id, "plan_id": plan_id, "context": cf_context("space-5"),
                            "organization_guid": "o", "space_guid": "space-5"});
-    let created = stack.osb(Method::PUT, &path, Some(&provision)).await;
-    let done = stack.settle(&instance, created.body["operation"].as_str().unwrap()).await;
-    assert_eq!(done.body["state"], "succeeded", "{}", done.body);
+    stack.provisioned(&instance, &provision).await;
     // A window three days from now (the same instance under /v1), so now is outside it whenever this runs.
     let day = (chrono::Utc::now() + chrono::TimeDelta::days(3)).format("%A").to_string().to_lowercase();
     let window = json!({"maintenance_window": {"day": day, "start": "03:00", "duration_minutes": 30, "time_zone": "UTC"}});
@@ -665,18 +661,10 @@ async fn an_unbind_sent_again_before_the_user_is_revoked_is_in_progress_then_gon
     let instance = uuid::Uuid::new_v4().to_string();
     let provision = json!({"service_id": service_id, "plan_id": plan_id, "context": cf_context("space-4"),
                            "organization_guid": "o", "space_guid": "space-4"});
-    let path = format!("/v2/service_instances/{instance}?accepts_incomplete=true");
-    let created = stack.osb(Method::PUT, &path, Some(&provision)).await;
-    let done = stack.settle(&instance, created.body["operation"].as_str().unwrap()).await;
-    assert_eq!(done.body["state"], "succeeded", "{}", done.body);
+    stack.provisioned(&instance, &provision).await;
     let binding = format!("/v2/service_instances/{instance}/service_bindings/app-9");
     let bind = json!({"service_id": service_id, "plan_id": plan_id});
-    let bound = stack.osb(Method::PUT, &format!("{binding}?accepts_incomplete=true"), Some(&bind)).await;
-    assert_eq!(bound.status, StatusCode::ACCEPTED, "{}", bound.body);
-    let poll = format!("{binding}/last_operation?operation={}", bound.body["operation"].as_str().unwrap());
-    let state =
-        stack.poll_until(&poll, Duration::from_secs(30), |reply| reply.body["state"] != "in progress").await;
-    assert_eq!(state.body["state"], "succeeded", "{}", state.body);
+    stack.bound(&binding, &bind).await;
 
     stack.stop_agents();
     let unbind = format!("{binding}?accepts_incomplete=true&service_id={service_id}&plan_id={plan_id}");
