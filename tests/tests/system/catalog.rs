@@ -87,7 +87,7 @@ async fn provisioning_accepts_exactly_what_the_catalog_serves() {
 async fn an_operator_s_catalog_file_extends_what_is_offered() {
     let mut catalog: Value = serde_json::to_value(domain::Catalog::builtin()).unwrap();
     let postgres = &mut catalog["services"][0];
-    postgres["versions"].as_array_mut().unwrap().push("18".into());
+    postgres["versions"].as_array_mut().unwrap().push("19".into());
     postgres["plans"].as_array_mut().unwrap().push(serde_json::json!(
         {"name": "xl", "cpu_millis": 16000, "memory_mib": 65536, "replicas": 3, "storage_gib": 1000}));
     postgres["parameters"].as_array_mut().unwrap().push(serde_json::json!(
@@ -103,7 +103,7 @@ async fn an_operator_s_catalog_file_extends_what_is_offered() {
     let api = TestApi::start_with_catalog(loaded).await;
 
     let served = api.call(Method::GET, "/v1/catalog/postgresql", None, &[]).await;
-    assert_eq!(served.body["versions"].as_array().unwrap().last().unwrap()["version"], "18");
+    assert_eq!(served.body["versions"].as_array().unwrap().last().unwrap()["version"], "19");
     assert_eq!(parameter(&served.body, "random_page_cost")["default"], 4);
     assert_eq!(parameter(&served.body, "summarize_wal")["since"], "17");
     let version = |v: &str| {
@@ -116,7 +116,7 @@ async fn an_operator_s_catalog_file_extends_what_is_offered() {
     let refused = api.call(Method::POST, "/v1/projects/acme/instances", Some(&too_early), &[]).await;
     assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", refused.body);
     assert_eq!(refused.body["errors"][0]["rule"], "parameter_version", "{}", refused.body);
-    let body = serde_json::json!({"name": "big", "service": "postgresql", "version": "18", "plan": "xl",
+    let body = serde_json::json!({"name": "big", "service": "postgresql", "version": "19", "plan": "xl",
         "config": {"random_page_cost": 2}});
     let created = api.call(Method::POST, "/v1/projects/acme/instances", Some(&body), &[]).await;
     assert_eq!(created.status, StatusCode::ACCEPTED, "{}", created.body);
@@ -124,7 +124,7 @@ async fn an_operator_s_catalog_file_extends_what_is_offered() {
     let variants = document.body["components"]["schemas"]["ProvisionRequest"]["oneOf"].as_array().unwrap();
     assert!(
         variants.iter().any(|v| v["properties"]["plan"]["const"] == "xl"
-            && v["properties"]["version"]["enum"].as_array().unwrap().contains(&"18".into())),
+            && v["properties"]["version"]["enum"].as_array().unwrap().contains(&"19".into())),
         "the document offers what the catalog does"
     );
 
