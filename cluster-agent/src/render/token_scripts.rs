@@ -84,8 +84,11 @@ pub fn influxdb(mi: &ManagedInstance) -> Vec<String> {
          }"
         .to_owned(),
         // sweep USER KEEP_ID: revokes every authorization of the user (description `cp user USER`) but KEEP_ID.
+        // The listing goes to a file first: the images' `sh` (dash) has no `pipefail`, so a failed listing on
+        // the left of a pipe would revoke nothing and succeed.
         "sweep() {\n\
-             \x20 curl -fsS -b /tmp/session \"$base/api/v2/authorizations?orgID=$org\" | tr ',{}[]' '\\n\\n\\n\\n\\n' | awk -v user=\"$1\" '/^[[:space:]]*\"id\":/ { id = $0; sub(/^[^:]*:[[:space:]]*\"/, \"\", id); sub(/\".*/, \"\", id) } /^[[:space:]]*\"description\":/ { d = $0; sub(/^[^:]*:[[:space:]]*\"/, \"\", d); sub(/\".*/, \"\", d); if (d == \"cp user \" user) print id }' > /tmp/mine\n\
+             \x20 curl -fsS -o /tmp/authorizations -b /tmp/session \"$base/api/v2/authorizations?orgID=$org\" || { echo \"listing the authorizations of user $1 failed\" >&2; exit 1; }\n\
+             \x20 tr ',{}[]' '\\n\\n\\n\\n\\n' < /tmp/authorizations | awk -v user=\"$1\" '/^[[:space:]]*\"id\":/ { id = $0; sub(/^[^:]*:[[:space:]]*\"/, \"\", id); sub(/\".*/, \"\", id) } /^[[:space:]]*\"description\":/ { d = $0; sub(/^[^:]*:[[:space:]]*\"/, \"\", d); sub(/\".*/, \"\", d); if (d == \"cp user \" user) print id }' > /tmp/mine\n\
              \x20 while read -r old; do if [ \"$old\" != \"$2\" ]; then revoke \"$old\"; fi; done < /tmp/mine\n\
          }"
         .to_owned(),
@@ -134,15 +137,18 @@ pub fn grafana() -> Vec<String> {
          \x20 case \"$code\" in 200|404) ;; *) echo \"revoking service account $1 failed: HTTP $code\" >&2; exit 1;; esac\n\
          }"
         .to_owned(),
-        // find_account NAME: the id of the service account called NAME (none: nothing).
+        // find_account NAME: the id of the service account called NAME (none: nothing); fails when the
+        // search does (to a file first: dash has no `pipefail`). It runs in a command substitution, whose
+        // `exit` ends only that subshell, so callers check its status.
         "find_account() {\n\
-         \x20 curl -fsS -K /tmp/admin.curl \"$base/api/serviceaccounts/search?query=$1\" | tr ',{}[]' '\\n\\n\\n\\n\\n' | awk -v name=\"\\\"name\\\":\\\"$1\\\"\" '/^[[:space:]]*\"id\":/ { sub(/^[[:space:]]*\"id\":[[:space:]]*/, \"\"); id = $0 } $0 == name { print id; exit }'\n\
+         \x20 curl -fsS -o /tmp/search -K /tmp/admin.curl \"$base/api/serviceaccounts/search?query=$1\" || { echo \"searching the service account of user $1 failed\" >&2; exit 1; }\n\
+         \x20 tr ',{}[]' '\\n\\n\\n\\n\\n' < /tmp/search | awk -v name=\"\\\"name\\\":\\\"$1\\\"\" '/^[[:space:]]*\"id\":/ { sub(/^[[:space:]]*\"id\":[[:space:]]*/, \"\"); id = $0 } $0 == name { print id; exit }'\n\
          }"
         .to_owned(),
         // revoke_user NAME ID: a deleted user's service account, found by its name when its Secret has no
         // id (a run that died before its hand-over).
         "revoke_user() {\n\
-         \x20 if [ -n \"$2\" ]; then revoke \"$2\"; else revoke \"$(find_account \"$1\")\"; fi\n\
+         \x20 if [ -n \"$2\" ]; then revoke \"$2\"; else found=$(find_account \"$1\") || exit 1; revoke \"$found\"; fi\n\
          }"
         .to_owned(),
         "account() {\n\

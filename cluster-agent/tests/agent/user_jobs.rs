@@ -65,6 +65,8 @@ struct Influx {
     authorizations: Mutex<BTreeMap<String, (String, String, Value)>>,
     refused: Mutex<Vec<String>>,
     next: Mutex<u64>,
+    /// listing the authorizations answers 500 (an InfluxDB whose store is away)
+    listing_fails: std::sync::atomic::AtomicBool,
 }
 
 impl Influx {
@@ -171,6 +173,9 @@ fn influx_router(influx: Arc<Influx>) -> Router {
                  body: String| async move {
                 if !s.session(&headers) {
                     return s.refuse(StatusCode::UNAUTHORIZED, "authorizations without a session or token");
+                }
+                if method == Method::GET && s.listing_fails.load(std::sync::atomic::Ordering::SeqCst) {
+                    return s.refuse(StatusCode::INTERNAL_SERVER_ERROR, "listing authorizations failed");
                 }
                 if method == Method::GET {
                     // `handleGetAuthorizations`: the org's authorizations, in `authsResponse`.
@@ -783,4 +788,26 @@ async fn a_deleted_user_s_authorization_is_revoked_even_when_its_id_never_reache
     assert!(ok, "{stderr}; refused {:?}", setup.influx.refused);
     let left: Vec<String> = setup.influx.authorizations.lock().unwrap().keys().cloned().collect();
     assert_eq!(left, ["0aff000000000003"], "the deleted user's authorization revoked, nothing else");
+}
+
+/// The same deletion while InfluxDB cannot list its authorizations: the Job fails saying so, rather than
+/// revoking nothing and succeeding (the images' `sh` has no `pipefail`, so the listing's failure must not
+/// be lost on the left of a pipe).
+#[tokio::test]
+async fn a_deleted_user_s_revocation_fails_the_job_when_the_authorizations_cannot_be_listed() {
+    let mi = influx_instance(vec![]);
+    let secrets = [secret_name("orders", "gone")];
+    let setup = Setup::new(&secrets, role_names(&mi, &secrets)).await;
+    let bucket =
+        json!([{"action": "read", "resource": {"type": "buckets", "id": BUCKET_ID, "orgID": ORG_ID}}]);
+    setup
+        .influx
+        .authorizations
+        .lock()
+        .unwrap()
+        .insert("0aff000000000001".into(), ("orphan==".into(), "cp user gone".into(), bucket));
+    setup.influx.listing_fails.store(true, std::sync::atomic::Ordering::SeqCst);
+    let revoked = [(secrets[0].clone(), "gone".to_owned())];
+    let (ok, stderr) = setup.run(&render_job(&mi, 9, &[], &revoked), BEARER).await;
+    assert!(!ok && stderr.contains("listing the authorizations of user gone failed"), "{stderr}");
 }

@@ -50,6 +50,8 @@ struct Grafana {
     accounts: Mutex<BTreeMap<u64, Account>>,
     next: Mutex<u64>,
     refused: Mutex<Vec<String>>,
+    /// the search answers 500 (a Grafana whose database is away)
+    search_fails: std::sync::atomic::AtomicBool,
 }
 
 impl Grafana {
@@ -104,6 +106,9 @@ fn grafana_router(grafana: Arc<Grafana>) -> Router {
             get(|State(g): State<Arc<Grafana>>, headers: HeaderMap, Query(q): Query<BTreeMap<String, String>>| async move {
                 if !Grafana::admin(&headers) {
                     return g.refuse(StatusCode::UNAUTHORIZED, "search without the admin's credentials");
+                }
+                if g.search_fails.load(std::sync::atomic::Ordering::SeqCst) {
+                    return g.refuse(StatusCode::INTERNAL_SERVER_ERROR, "Failed to get service accounts");
                 }
                 let query = q.get("query").cloned().unwrap_or_default();
                 let found: Vec<Value> = g.accounts.lock().unwrap().iter()
@@ -319,6 +324,22 @@ async fn a_deleted_user_s_service_account_is_found_by_name_when_its_id_never_rea
         [42, 43],
         "only the deleted user's account"
     );
+}
+
+/// The same deletion while Grafana cannot search its accounts: the Job fails saying so, rather than
+/// revoking nothing and succeeding (the images' `sh` has no `pipefail`; the search's failure must not be
+/// lost on the left of a pipe or inside a command substitution).
+#[tokio::test]
+async fn a_deleted_user_s_revocation_fails_the_job_when_its_account_cannot_be_searched() {
+    let mi = instance(&[]);
+    let secrets = [secret_name("orders", "gone")];
+    let rig = Rig::start(&mi, &secrets).await;
+    let account = Account { name: "gone".into(), role: "Viewer".into(), tokens: BTreeMap::new() };
+    rig.grafana.accounts.lock().unwrap().insert(41, account);
+    rig.grafana.search_fails.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (ok, stderr) = rig.run(&render(&mi, 9, &[], &[(secrets[0].clone(), "gone".to_owned())])).await;
+    assert!(!ok && stderr.contains("searching the service account of user gone failed"), "{stderr}");
+    assert_eq!(rig.accounts().keys().copied().collect::<Vec<_>>(), [41], "nothing else deleted meanwhile");
 }
 
 #[tokio::test]
