@@ -714,22 +714,22 @@ async fn the_next_users_job_waits_for_the_one_still_running() {
     let done = |v: &View| {
         v.get("jobs.batch", &first).is_none_or(|j| cluster_agent::render::job::outcome(j).is_some())
     };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let mut looks = 0;
-    loop {
-        let view = cluster.view().await;
-        looks += 1;
-        assert!(
-            view.get("jobs.batch", &second).is_none() || done(&view),
-            "the revoking Job started while the first still ran"
-        );
-        if done(&view) {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the first Job never ended");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(looks > 1, "the first Job was seen running");
+    // Every state of the cluster until the first Job ends, looked at after each change (no polling):
+    // none may hold the second Job while the first still runs.
+    let looks = std::sync::atomic::AtomicUsize::new(0);
+    let overlapped = std::sync::atomic::AtomicBool::new(false);
+    let ended = cluster
+        .wait_until(Duration::from_secs(30), |view| {
+            looks.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if view.get("jobs.batch", &second).is_some() && !done(view) {
+                overlapped.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+            done(view)
+        })
+        .await;
+    assert!(!overlapped.into_inner(), "the revoking Job started while the first still ran");
+    assert!(ended, "the first Job never ended");
+    assert!(looks.into_inner() > 1, "the first Job was seen running");
     cluster
         .converges("the user revoked", |v| {
             v.managed_instance("influx").and_then(|mi| mi["status"]["applied"]["users"].as_u64())
