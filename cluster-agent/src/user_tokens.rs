@@ -94,12 +94,8 @@ pub(crate) async fn reconcile(mi: &ManagedInstance, ctx: &Context, writes: &mut 
         revoking: revoked.iter().map(|(secret, _)| secret.clone()).collect(),
         ..Users::default()
     };
-    let secrets: Vec<_> = mi
-        .spec
-        .users
-        .iter()
-        .map(|u| ctx.current(ChildKind::Secret, &namespace, &secret_name(&mi.name_any(), &u.name)))
-        .collect();
+    let names: Vec<String> = mi.spec.users.iter().map(|u| secret_name(&mi.name_any(), &u.name)).collect();
+    let secrets: Vec<_> = names.iter().map(|name| ctx.current(ChildKind::Secret, &namespace, name)).collect();
     // An earlier generation's Job still running (a user deleted or rotated while its token was being
     // made): the next waits for it, so it reads what that one handed over and two never race.
     let running: Vec<String> = ctx
@@ -123,11 +119,10 @@ pub(crate) async fn reconcile(mi: &ManagedInstance, ctx: &Context, writes: &mut 
                     renew: secret.as_ref().is_none_or(|s| password_generation(s) < user.generation),
                 })
                 .collect();
-            let mut names: Vec<String> =
-                mi.spec.users.iter().map(|u| secret_name(&mi.name_any(), &u.name)).collect();
-            names.extend(revoked.iter().map(|(secret, _)| secret.clone()));
+            let reachable: Vec<String> =
+                names.iter().cloned().chain(revoked.iter().map(|(secret, _)| secret.clone())).collect();
             apply::<ServiceAccount>(ctx, &namespace, &user_tokens::service_account(mi)).await?;
-            apply::<Role>(ctx, &namespace, &user_tokens::role(mi, &names)).await?;
+            apply::<Role>(ctx, &namespace, &user_tokens::role(mi, &reachable)).await?;
             apply::<RoleBinding>(ctx, &namespace, &user_tokens::role_binding(mi)).await?;
             apply_job(ctx, &namespace, &user_tokens::job(mi, wanted, &users, &revoked)).await?;
             *writes += 4;

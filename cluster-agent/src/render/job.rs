@@ -2,7 +2,7 @@
 //! is read.
 
 use kube::ResourceExt as _;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::crd::ManagedInstance;
 
@@ -19,6 +19,23 @@ pub const CLIENT_OF_LABEL: &str = "cp.example.com/client-of";
 pub const ROTATION_DEADLINE_SECONDS: u32 = 15 * 60;
 /// The same for a backup's or a restore's Job, whose work grows with the data: six hours.
 pub const DATA_DEADLINE_SECONDS: u32 = 6 * 60 * 60;
+
+/// A Job pod's security context under Pod Security `restricted` (k8s.io/pod-security-admission v0.36.1
+/// `policy/check_runAsNonRoot.go`, `check_seccompProfile_restricted.go`).
+pub fn restricted_pod() -> Value {
+    json!({"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}})
+}
+
+/// Its container's, as the image's user `uid` (the same policy's `check_runAsNonRoot.go`,
+/// `check_allowPrivilegeEscalation.go`, `check_capabilities_restricted.go`,
+/// `check_seccompProfile_restricted.go`).
+pub fn restricted_container(uid: u32) -> Value {
+    json!({
+        "runAsNonRoot": true, "runAsUser": uid, "runAsGroup": uid,
+        "allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    })
+}
 
 /// A Job of `mi`: its name with `suffix`, at most 63 characters (Kubernetes puts a Job's name in the
 /// `job-name` label of its pods, and label values are limited to 63).

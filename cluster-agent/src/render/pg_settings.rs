@@ -96,17 +96,6 @@ pub fn script() -> String {
     lines.join("\n") + "\n"
 }
 
-/// The container's security context: what Pod Security `restricted` asks (k8s.io/pod-security-admission
-/// v0.36.1 `policy/check_runAsNonRoot.go`, `check_allowPrivilegeEscalation.go`,
-/// `check_capabilities_restricted.go`, `check_seccompProfile_restricted.go`), as the image's own user.
-fn restricted() -> Value {
-    json!({
-        "runAsNonRoot": true, "runAsUser": POSTGRES_UID, "runAsGroup": POSTGRES_UID,
-        "allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]},
-        "seccompProfile": {"type": "RuntimeDefault"},
-    })
-}
-
 /// The verification Job for `parameters` (as written into the Cluster's `postgresql.parameters`), or
 /// none when there are none to check.
 pub fn job(mi: &ManagedInstance, parameters: &std::collections::BTreeMap<String, String>) -> Option<Child> {
@@ -123,12 +112,13 @@ pub fn job(mi: &ManagedInstance, parameters: &std::collections::BTreeMap<String,
         }},
         "spec": {
             "restartPolicy": "Never",
-            "securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
+            "securityContext": super::job::restricted_pod(),
             "containers": [{
                 "name": "verify",
                 "image": format!("ghcr.io/cloudnative-pg/postgresql:{}", mi.spec.version),
                 "command": ["/bin/sh", "-c", script()],
-                "securityContext": restricted(),
+                // Pod Security `restricted`, as the image's own user.
+                "securityContext": super::job::restricted_container(POSTGRES_UID),
                 "env": [
                     {"name": "PGHOST", "value": format!("{name}-rw")},
                     {"name": "PGPORT", "value": service_port("postgresql").to_string()},
