@@ -205,26 +205,22 @@ impl Egress {
             json!({"podSelector": {}, "policyTypes": ["Egress"], "egress": egress}),
         )];
         if let Some((api_server, port)) = &self.api_server {
-            policies.push(policy(
-                namespace,
-                API_SERVER_POLICY_NAME,
-                json!({
-                    "podSelector": {"matchExpressions": [{"key": "cnpg.io/cluster", "operator": "Exists"}]},
-                    "policyTypes": ["Egress"],
-                    "egress": [{"to": blocks(api_server), "ports": [tcp(*port)]}],
-                }),
-            ));
-            // The users Jobs that hand a service-made token to the cluster (`render::user_tokens`).
-            policies.push(policy(
-                namespace,
-                USERS_API_SERVER_POLICY_NAME,
-                json!({
-                    "podSelector": {"matchExpressions": [
-                        {"key": super::user_tokens::WRITES_SECRETS_LABEL, "operator": "Exists"}]},
-                    "policyTypes": ["Egress"],
-                    "egress": [{"to": blocks(api_server), "ports": [tcp(*port)]}],
-                }),
-            ));
+            // To the API server, for the pods carrying `label`: CloudNativePG's, and the users Jobs that hand
+            // a service-made token to the cluster (`render::user_tokens`).
+            for (name, label) in [
+                (API_SERVER_POLICY_NAME, "cnpg.io/cluster"),
+                (USERS_API_SERVER_POLICY_NAME, super::user_tokens::WRITES_SECRETS_LABEL),
+            ] {
+                policies.push(policy(
+                    namespace,
+                    name,
+                    json!({
+                        "podSelector": {"matchExpressions": [{"key": label, "operator": "Exists"}]},
+                        "policyTypes": ["Egress"],
+                        "egress": [{"to": blocks(api_server), "ports": [tcp(*port)]}],
+                    }),
+                ));
+            }
         }
         policies
     }
