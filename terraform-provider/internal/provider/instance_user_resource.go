@@ -207,17 +207,26 @@ func (r *instanceUserResource) Create(ctx context.Context, req resource.CreateRe
 		resp.Diagnostics.AddError("User not applied", explainDeadline(err).Error())
 		return
 	}
+	if !r.readApplied(ctx, &plan, project, instance, name, &resp.Diagnostics) {
+		return
+	}
+	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
+}
+
+// readApplied fills m with the user as the API shows it once its operation succeeded, and its password
+// as the cluster tells it now; false when either cannot be read (the error is in diags).
+func (r *instanceUserResource) readApplied(ctx context.Context, m *instanceUserModel, project, instance, name string, diags *diag.Diagnostics) bool {
 	u, err := r.data.client.GetUser(ctx, project, instance, name)
 	if err != nil {
-		resp.Diagnostics.AddError("Could not read the user", err.Error())
-		return
+		diags.AddError("Could not read the user", err.Error())
+		return false
 	}
-	creds := r.readCredentials(ctx, &plan, false, &resp.Diagnostics)
+	creds := r.readCredentials(ctx, m, false, diags)
 	if creds == nil {
-		return
+		return false
 	}
-	plan.fromAPI(u, creds)
-	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
+	m.fromAPI(u, creds)
+	return true
 }
 
 func (r *instanceUserResource) Read(ctx context.Context, req resource.ReadRequest, resp *resource.ReadResponse) {
@@ -277,16 +286,9 @@ func (r *instanceUserResource) Update(ctx context.Context, req resource.UpdateRe
 			resp.Diagnostics.AddError("Password rotation failed", explainDeadline(err).Error())
 			return
 		}
-		u, err := r.data.client.GetUser(ctx, project, instance, name)
-		if err != nil {
-			resp.Diagnostics.AddError("Could not read the user", err.Error())
+		if !r.readApplied(ctx, &plan, project, instance, name, &resp.Diagnostics) {
 			return
 		}
-		creds := r.readCredentials(ctx, &plan, false, &resp.Diagnostics)
-		if creds == nil {
-			return
-		}
-		plan.fromAPI(u, creds)
 	}
 	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
 }
