@@ -185,5 +185,21 @@ fn all_succeeded(ran: &[(String, bool, String)], names: &[&str]) {
     assert_eq!(got, names, "the containers that ran");
 }
 
+/// Asserts the backup's upload, as the Job reported it in its termination message (written in `dir`),
+/// is what the store holds at `key`, and the one object under the instance's prefix.
+async fn assert_uploaded_alone(store: &Store, dir: &std::path::Path, instance_id: &str, key: &str) {
+    let said: cluster_agent::render::backup::Uploaded =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("termination-log")).unwrap()).unwrap();
+    let client = store.client();
+    assert_eq!(
+        client.verify(key, said.size, &said.sha256).await.unwrap(),
+        backup_store::Verification::Matches,
+        "the store holds what the termination message reports"
+    );
+    let listed: Vec<String> =
+        client.list(&format!("acme/{instance_id}/")).await.unwrap().into_iter().map(|o| o.key).collect();
+    assert_eq!(listed, vec![key.to_owned()], "one object, under the instance's prefix");
+}
+
 mod influxdb;
 mod mongodb;

@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, sync::Arc};
 use serde_json::json;
 
 use super::{
-    Pod, Store, all_succeeded,
+    Pod, Store, all_succeeded, assert_uploaded_alone,
     influx_fake::{self, Influx},
 };
 use crate::fixture;
@@ -65,21 +65,7 @@ async fn influxdb_backup_and_restore_run_for_real_through_the_store() {
     let job = cluster_agent::render::backup::job(&mi, backup_id, &key).expect("a backup Job").object;
     let ran = pod.run(&job["spec"]["template"]["spec"], &secrets(&store, &mi), Some(address), &env).await;
     all_succeeded(&ran, &["dump", "upload"]);
-    let said: cluster_agent::render::backup::Uploaded =
-        serde_json::from_str(&std::fs::read_to_string(pod.dir.join("termination-log")).unwrap()).unwrap();
-    let client = store.client();
-    assert_eq!(
-        client.verify(&key, said.size, &said.sha256).await.unwrap(),
-        backup_store::Verification::Matches
-    );
-    let listed: Vec<String> = client
-        .list(&format!("acme/{}/", mi.spec.instance_id))
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|o| o.key)
-        .collect();
-    assert_eq!(listed, vec![key.clone()], "one object, under the instance's prefix");
+    assert_uploaded_alone(&store, &pod.dir, &mi.spec.instance_id, &key).await;
     let tar =
         std::process::Command::new("tar").arg("-tzf").arg(pod.dir.join("backup/artifact")).output().unwrap();
     let files = String::from_utf8_lossy(&tar.stdout).into_owned();

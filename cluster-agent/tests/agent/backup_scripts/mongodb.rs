@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use super::{Pod, Store, all_succeeded};
+use super::{Pod, Store, all_succeeded, assert_uploaded_alone};
 use crate::fixture;
 
 const KEYFILE: &str = "the-replica-set-keyfile-0123456789";
@@ -92,23 +92,7 @@ async fn mongodb_backup_and_restore_run_for_real_through_the_store() {
     let pod = &job["spec"]["template"]["spec"];
     let ran = mongo.pod.run(pod, &secrets(&store, &mi, AT_BACKUP), None, &mongo.env()).await;
     all_succeeded(&ran, &["dump", "upload"]);
-    let said: cluster_agent::render::backup::Uploaded =
-        serde_json::from_str(&std::fs::read_to_string(mongo.pod.dir.join("termination-log")).unwrap())
-            .unwrap();
-    let client = store.client();
-    assert_eq!(
-        client.verify(&key, said.size, &said.sha256).await.unwrap(),
-        backup_store::Verification::Matches,
-        "the store holds what the termination message reports"
-    );
-    let listed: Vec<String> = client
-        .list(&format!("acme/{}/", mi.spec.instance_id))
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|o| o.key)
-        .collect();
-    assert_eq!(listed, vec![key.clone()], "one object, under the instance's prefix");
+    assert_uploaded_alone(&store, &mongo.pod.dir, &mi.spec.instance_id, &key).await;
     let dumped = &mongo.calls()[0];
     assert!(dumped.contains(&"--oplog".to_owned()) && dumped.contains(&"--gzip".to_owned()), "{dumped:?}");
 
