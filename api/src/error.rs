@@ -250,6 +250,18 @@ impl From<InstanceError> for ApiError {
                 }],
                 retry_after: None,
             },
+            InstanceError::Migrating { .. } => Self::Conflict {
+                code: "instance_migrating",
+                detail: e.to_string(),
+                errors: vec![],
+                retry_after: None,
+            },
+            InstanceError::NoSuchMigration { .. } => Self::Conflict {
+                code: "no_such_migration",
+                detail: e.to_string(),
+                errors: vec![],
+                retry_after: None,
+            },
             InstanceError::RegistryUnavailable(why) => Self::Unavailable(why),
         }
     }

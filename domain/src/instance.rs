@@ -5,6 +5,7 @@ mod aspects;
 mod commands;
 mod events;
 pub mod maintenance;
+pub mod migration;
 mod network;
 pub mod restore;
 mod rules;
@@ -93,6 +94,9 @@ pub struct InstanceSpec {
     /// the instance's users, sorted by name (see [`users`]); no passwords, which are the cluster's
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub users: Vec<users::User>,
+    /// a move to another cluster in progress
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration: Option<migration::Migration>,
 }
 
 /// The Barman server name a PostgreSQL instance called `name` archives under after an upgrade from
@@ -219,6 +223,18 @@ pub enum InstanceError {
     UserNotFound {
         /// the name asked for
         name: String,
+    },
+    /// the instance is moving to another cluster; changes wait until the move ended
+    #[error("the instance is moving to cluster {to}; changes are accepted once the move ended")]
+    Migrating {
+        /// where it moves
+        to: String,
+    },
+    /// no move with this id is in progress
+    #[error("no migration {id} is in progress")]
+    NoSuchMigration {
+        /// the id asked for
+        id: Uuid,
     },
     /// the name registry could not be reached; retryable
     #[error("name registry unavailable: {0}")]
@@ -581,6 +597,7 @@ fn spec_of(p: &InstanceProvisioned) -> InstanceSpec {
         pending_maintenance: maintenance::PendingMaintenance::default(),
         archive_server: None,
         users: Vec::new(),
+        migration: None,
     }
 }
 

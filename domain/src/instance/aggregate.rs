@@ -16,6 +16,12 @@ impl Aggregate for Instance {
         services: &InstanceServices,
         sink: &EventSink<Self>,
     ) -> Result<(), InstanceError> {
+        if let Some(moving) = self.migration()
+            && !command.is_migration_step()
+            && !matches!(command, InstanceCommand::Provision(_))
+        {
+            return Err(InstanceError::Migrating { to: moving.to.clone() });
+        }
         let events = match command {
             InstanceCommand::Provision(cmd) => self.provision(cmd, services).await?,
             InstanceCommand::Update(cmd) => self.update(cmd, &services.catalog)?,
@@ -57,6 +63,16 @@ impl Aggregate for Instance {
             InstanceCommand::DeleteUser { name } => self.delete_user(name)?,
             InstanceCommand::RotateUserPassword { name } => self.rotate_user_password(name)?,
             InstanceCommand::Deprovision => self.deprovision()?,
+            InstanceCommand::StartMigration { migration_id, to, backup_id } => {
+                self.start_migration(migration_id, to, backup_id)?
+            }
+            InstanceCommand::PlaceMigrationTarget { migration_id, source } => {
+                self.place_migration_target(migration_id, &source)?
+            }
+            InstanceCommand::CompleteMigration { migration_id } => self.complete_migration(migration_id)?,
+            InstanceCommand::FailMigration { migration_id, reason } => {
+                self.fail_migration(migration_id, reason)?
+            }
         };
         for event in events {
             sink.write(event, self).await;
@@ -119,6 +135,10 @@ impl Aggregate for Instance {
                     user.generation = self.generation;
                 }
             }
+            InstanceEvent::MigrationStarted { .. }
+            | InstanceEvent::MigrationTargetPlaced { .. }
+            | InstanceEvent::MigrationCompleted { .. }
+            | InstanceEvent::MigrationFailed { .. } => self.apply_migration(event),
         }
     }
 }

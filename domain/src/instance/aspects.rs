@@ -180,7 +180,13 @@ impl InstanceEvent {
             // Held and released by the control plane; the events that apply it change the aspects.
             | Self::MaintenanceWindowChanged { .. }
             | Self::PendingMaintenanceChanged { .. }
-            | Self::MaintenanceApplied { .. } => &[],
+            | Self::MaintenanceApplied { .. }
+            // A move changes where the instance runs, not what runs: the target's copy is applied from
+            // scratch, its restore generation is the placing version (`migration.rs`).
+            | Self::MigrationStarted { .. }
+            | Self::MigrationTargetPlaced { .. }
+            | Self::MigrationCompleted { .. }
+            | Self::MigrationFailed { .. } => &[],
         }
     }
 }

@@ -71,6 +71,48 @@ pub enum InstanceCommand {
     },
     /// start removing the instance (and its users)
     Deprovision,
+    /// begin moving the instance to another cluster of its region (`migration.rs`)
+    StartMigration {
+        /// the move's id
+        migration_id: Uuid,
+        /// the cluster it moves to (the caller checked it is registered, of the instance's region and
+        /// not cordoned)
+        to: String,
+        /// the backup the copy is to be restored from (asked for by the caller under this id)
+        backup_id: Uuid,
+    },
+    /// place the copy on the target, restored from the move's backup
+    PlaceMigrationTarget {
+        /// the move's id
+        migration_id: Uuid,
+        /// the move's backup, as the read side knows it
+        source: super::restore::RestoreSource,
+    },
+    /// the copy serves: the instance lives on the target from now on
+    CompleteMigration {
+        /// the move's id
+        migration_id: Uuid,
+    },
+    /// give the move up; the instance keeps serving where it was
+    FailMigration {
+        /// the move's id
+        migration_id: Uuid,
+        /// why
+        reason: String,
+    },
+}
+
+impl InstanceCommand {
+    /// Whether the command is a step of a move (every other command waits until the move ended).
+    pub fn is_migration_step(&self) -> bool {
+        matches!(
+            self,
+            Self::StartMigration { .. }
+                | Self::PlaceMigrationTarget { .. }
+                | Self::CompleteMigration { .. }
+                | Self::FailMigration { .. }
+        )
+    }
 }
 
 /// Create an instance. Its id is assigned by the caller (the API) so retries address the same aggregate.

@@ -120,6 +120,52 @@ pub enum InstanceEvent {
         /// the window opened, or the customer asked
         trigger: super::maintenance::MaintenanceTrigger,
     },
+    /// a move to another cluster began; the instance keeps serving where it is until it completes
+    MigrationStarted {
+        /// the move's id
+        migration_id: Uuid,
+        /// the cluster it serves on
+        from: String,
+        /// the cluster it moves to
+        to: String,
+        /// the backup the copy on `to` is restored from
+        backup_id: Uuid,
+    },
+    /// the copy on the target cluster was placed, restored from the move's backup (published on the
+    /// target's subject, see `migration.rs`)
+    MigrationTargetPlaced {
+        /// the move's id
+        migration_id: Uuid,
+        /// what the copy is restored from
+        restore: super::restore::RestoreSpec,
+        /// PostgreSQL: the server name the copy archives under
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        archive_server: Option<String>,
+    },
+    /// the copy serves: the instance now lives on `to`, and `from` removes its objects (published on the
+    /// source's subject)
+    MigrationCompleted {
+        /// the move's id
+        migration_id: Uuid,
+        /// where it served
+        from: String,
+        /// where it serves now
+        to: String,
+    },
+    /// the move was given up: the instance keeps serving on `from`, and a placed copy is removed
+    /// (published on the target's subject once one was placed)
+    MigrationFailed {
+        /// the move's id
+        migration_id: Uuid,
+        /// where it keeps serving
+        from: String,
+        /// where it was going
+        to: String,
+        /// why
+        reason: String,
+        /// whether a copy had been placed on `to`
+        target_placed: bool,
+    },
 }
 
 /// Payload of [`InstanceEvent::InstanceProvisioned`]: the whole desired state.
@@ -173,6 +219,10 @@ impl InstanceEvent {
             Self::UserCreated { .. } => "UserCreated",
             Self::UserDeleted { .. } => "UserDeleted",
             Self::UserPasswordRotationRequested { .. } => "UserPasswordRotationRequested",
+            Self::MigrationStarted { .. } => "MigrationStarted",
+            Self::MigrationTargetPlaced { .. } => "MigrationTargetPlaced",
+            Self::MigrationCompleted { .. } => "MigrationCompleted",
+            Self::MigrationFailed { .. } => "MigrationFailed",
         }
     }
 
@@ -197,7 +247,11 @@ impl InstanceEvent {
             | Self::MaintenanceApplied { .. }
             | Self::UserCreated { .. }
             | Self::UserDeleted { .. }
-            | Self::UserPasswordRotationRequested { .. } => "1",
+            | Self::UserPasswordRotationRequested { .. }
+            | Self::MigrationStarted { .. }
+            | Self::MigrationTargetPlaced { .. }
+            | Self::MigrationCompleted { .. }
+            | Self::MigrationFailed { .. } => "1",
         }
     }
 }

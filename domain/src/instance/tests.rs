@@ -10,6 +10,7 @@ use crate::{catalog::ConfigValue, names::InMemoryNameRegistry};
 
 mod credentials;
 mod maintenance;
+mod migration;
 mod network;
 mod parameter_versions;
 mod restore;
