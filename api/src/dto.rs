@@ -156,6 +156,7 @@ impl Convert<OperationKind> for OperationType {
             OperationKind::CreateUser => Self::CreateUser,
             OperationKind::DeleteUser => Self::DeleteUser,
             OperationKind::RotateUserPassword => Self::RotateUserPassword,
+            OperationKind::Migrate => Self::Migrate,
         }
     }
 }

@@ -30,6 +30,8 @@ pub enum OperationKind {
     DeleteUser,
     /// gives a user of the instance a new password
     RotateUserPassword,
+    /// a step of moving the instance to another cluster (`instance::migration`)
+    Migrate,
 }
 
 impl OperationKind {
@@ -47,6 +49,7 @@ impl OperationKind {
             Self::CreateUser => "create_user",
             Self::DeleteUser => "delete_user",
             Self::RotateUserPassword => "rotate_user_password",
+            Self::Migrate => "migrate",
         }
     }
 }
@@ -69,6 +72,7 @@ mod tests {
             (OperationKind::CreateUser, "create_user"),
             (OperationKind::DeleteUser, "delete_user"),
             (OperationKind::RotateUserPassword, "rotate_user_password"),
+            (OperationKind::Migrate, "migrate"),
         ] {
             assert_eq!(kind.as_str(), wire);
             assert_eq!(serde_json::to_value(kind).unwrap(), wire);

@@ -1,7 +1,8 @@
 //! The tamper-evident audit chain of the event store's subjects.
 //!
 //! Every message the store writes carries [`headers::CHAIN`](crate::headers::CHAIN): the SHA-256 of the
-//! previous message's chain value on the same subject, the subject and the payload (which holds the events,
+//! previous message's chain value of the same aggregate (on the same subject, unless the aggregate moved
+//! partition: see `aggregate_key`), the subject and the payload (which holds the events,
 //! the command's metadata — actor, time, operation, correlation — and the snapshot). [`verify`] walks a
 //! stream and recomputes every link; the first message whose value does not match is named. An edited
 //! message fails its own link; a removed or reordered one fails the next message's.
@@ -93,13 +94,21 @@ impl std::fmt::Display for Break {
 pub struct Verified {
     /// messages whose link was checked
     pub messages: u64,
-    /// subjects walked
+    /// aggregates walked (one subject each, unless one moved partition)
     pub subjects: usize,
     /// messages without a chain value; each is a break ([`BreakReason::Missing`]), so the walk stops at
     /// the first
     pub unchained: u64,
     /// the first break, if any; the walk stops there
     pub broken: Option<Break>,
+}
+
+/// What a chain is kept per: an aggregate, whatever partition its message is on
+/// (`<prefix>.<partition>.<aggregate-id>` → `<aggregate-id>`). An instance that moved to another cluster
+/// continues its chain on the new cluster's subject (`domain::instance::migration`); an aggregate that
+/// never moved has one subject, so this is the chain of its subject.
+fn aggregate_key(subject: &str) -> &str {
+    subject.splitn(4, '.').nth(3).unwrap_or(subject)
 }
 
 /// Walks every message of `stream` on `filter_subjects` (event-store subjects only: see the module's
@@ -110,7 +119,7 @@ pub async fn verify(stream: &Stream, filter_subjects: Vec<String>) -> Result<Ver
     let everything = HistoryRange { after: 0, until: None, limit: usize::MAX };
     visit_history(stream, filter_subjects, everything, |message| {
         let value = message.headers.as_ref().and_then(|h| h.get(headers::CHAIN)).map(|v| v.as_str());
-        let head = heads.entry(message.subject.clone()).or_default();
+        let head = heads.entry(aggregate_key(&message.subject).to_owned()).or_default();
         let broken =
             |reason| Some(Break { subject: message.subject.clone(), sequence: message.sequence, reason });
         match (value, head.as_deref()) {

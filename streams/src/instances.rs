@@ -37,6 +37,14 @@ impl StreamAggregate for Instance {
     fn partition(&self) -> Option<&str> {
         self.spec().map(|spec| spec.cluster.as_str())
     }
+
+    fn message_partition<'a>(&'a self, events: &'a [InstanceEvent]) -> Option<&'a str> {
+        self.message_cluster(events)
+    }
+
+    fn spans_partitions(&self) -> bool {
+        self.has_moved()
+    }
 }
 
 /// The event store of instances.

@@ -69,8 +69,24 @@ pub trait StreamAggregate: Aggregate + Clone + 'static {
     }
 
     /// Subject token the aggregate's events are partitioned by (for instances, the cluster). Known once
-    /// the aggregate's first event is applied; it must never change afterwards.
+    /// the aggregate's first event is applied.
     fn partition(&self) -> Option<&str>;
+
+    /// The partition of the message carrying `events` (already applied to `self`): [`Self::partition`]
+    /// unless the aggregate addresses some messages elsewhere (an instance's migration, see
+    /// `domain::instance::migration`). A message on another partition's subject than the aggregate's
+    /// last is still checked against the aggregate's last sequence, over all its partitions.
+    fn message_partition<'a>(&'a self, events: &'a [Self::Event]) -> Option<&'a str> {
+        let _ = events;
+        self.partition()
+    }
+
+    /// Whether the aggregate's messages may be on several partitions' subjects (it moved, or began to):
+    /// its writes are then checked against its last message on any of them, which costs the server a
+    /// wildcard lookup per write.
+    fn spans_partitions(&self) -> bool {
+        false
+    }
 }
 
 /// The result of a command that went through [`JetStreamStore::execute`].
@@ -234,6 +250,11 @@ impl<A: StreamAggregate> JetStreamStore<A> {
     /// Subject of an aggregate in a partition.
     pub fn subject(&self, partition: &str, aggregate_id: &str) -> String {
         format!("{}.{partition}.{aggregate_id}", self.inner.prefix)
+    }
+
+    /// The subjects of an aggregate on every partition: what its loads read the last message of.
+    pub(crate) fn subject_pattern(&self, aggregate_id: &str) -> String {
+        format!("{}.*.{aggregate_id}", self.inner.prefix)
     }
 
     fn ensure_connected(&self) -> Result<(), StoreError<A>> {
@@ -404,13 +425,19 @@ impl<A: StreamAggregate> JetStreamStore<A> {
     ) -> Result<(u64, bool, Arc<A>), StoreError<A>> {
         let partition = context
             .aggregate
-            .partition()
+            .message_partition(events)
             .ok_or_else(|| {
                 AggregateError::UnexpectedError("aggregate has no partition after its events".into())
             })?
             .to_owned();
-        let subject =
-            context.subject.clone().unwrap_or_else(|| self.subject(&partition, &context.aggregate_id));
+        let subject = self.subject(&partition, &context.aggregate_id);
+        // A message on another subject than the aggregate's last, or of an aggregate whose messages are
+        // on several subjects: its expected sequence is the aggregate's over every partition
+        // (`subject_pattern`), not that subject's own, or a write made on another subject since would
+        // go unnoticed.
+        let moved = context.subject.as_ref().is_some_and(|last| *last != subject)
+            || context.aggregate.spans_partitions();
+        let moved_from = moved.then(|| self.subject_pattern(&context.aggregate_id));
         let (command_id, time) = (metadata.command_id, metadata.time);
         let (payload, headers) = EventBatch::encode(
             &context.aggregate_id,
@@ -421,7 +448,10 @@ impl<A: StreamAggregate> JetStreamStore<A> {
         )
         .map_err(corrupt::<A>)?;
         let chain = crate::chain::link(context.chain.as_deref(), &subject, &payload);
-        let headers = headers.with_chain(chain.clone());
+        let mut headers = headers.with_chain(chain.clone());
+        if let Some(pattern) = &moved_from {
+            headers = headers.with_expected_subjects(pattern.clone());
+        }
         let last_version = context.version + events.len() as u64;
         let append = Append {
             subject: subject.clone(),
@@ -481,7 +511,14 @@ impl<A: StreamAggregate> JetStreamStore<A> {
         expected: u64,
         command_id: uuid::Uuid,
     ) -> Result<Option<u64>, StoreError<A>> {
-        let Some(message) = self.next_message(subject, expected + 1, Replica::Leader).await? else {
+        // The aggregate's next message on any partition: a message that moved it is on another subject
+        // than the one before.
+        let pattern = subject
+            .strip_prefix(self.inner.prefix.as_str())
+            .and_then(|rest| rest.strip_prefix('.'))
+            .and_then(|rest| rest.split_once('.'))
+            .map_or_else(|| subject.to_owned(), |(_, id)| self.subject_pattern(id));
+        let Some(message) = self.next_message(&pattern, expected + 1, Replica::Leader).await? else {
             return Ok(None);
         };
         let batch = EventBatch::from_slice(&message.payload).map_err(corrupt::<A>)?;

@@ -31,6 +31,9 @@ pub enum OperationType {
     DeleteUser,
     /// gives a user of an instance a new password
     RotateUserPassword,
+    /// a step of moving an instance to another cluster of its region (started by a platform admin or a
+    /// drain; the later steps by the control plane's migrator)
+    Migrate,
 }
 
 /// Where an operation is.

@@ -164,6 +164,12 @@ impl Instance {
         }])
     }
 
+    /// Whether a move ever began: the instance's messages may then be on several clusters' subjects, so
+    /// a write must be checked against its last message on any of them.
+    pub fn has_moved(&self) -> bool {
+        self.migrations > 0
+    }
+
     /// The move in progress, if any.
     pub fn migration(&self) -> Option<&Migration> {
         self.spec.as_ref().and_then(|s| s.migration.as_ref())
@@ -219,6 +225,7 @@ impl Instance {
         let Some(spec) = self.spec.as_mut() else { return };
         match event {
             InstanceEvent::MigrationStarted { migration_id, from, to, backup_id } => {
+                self.migrations += 1;
                 spec.migration = Some(Migration { id: migration_id, from, to, backup_id, target: None });
             }
             InstanceEvent::MigrationTargetPlaced { restore, archive_server, .. } => {

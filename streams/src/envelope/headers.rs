@@ -29,6 +29,8 @@ pub const CAUSATION_ID: &str = "Cp-Causation-Id";
 pub const ACTOR: &str = "Cp-Actor";
 /// when the command was committed, RFC 3339
 pub const TIME: &str = "Cp-Time";
+/// the subjects the expected last subject sequence is checked against, when not the message's own
+pub const EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT: &str = "Nats-Expected-Last-Subject-Sequence-Subject";
 /// the message's link in its subject's audit chain (hex SHA-256; see [`crate::chain`])
 pub const CHAIN: &str = "Cp-Chain";
 
@@ -42,11 +44,21 @@ pub struct MessageHeaders {
     types: String,
     schemas: String,
     chain: Option<String>,
+    expected_subjects: Option<String>,
 }
 
 impl MessageHeaders {
     pub(super) fn new(metadata: CommandMetadata, last_version: u64, types: String, schemas: String) -> Self {
-        Self { metadata, last_version, types, schemas, chain: None }
+        Self { metadata, last_version, types, schemas, chain: None, expected_subjects: None }
+    }
+
+    /// Makes the expected last sequence apply to every subject matching `filter` rather than to the
+    /// message's own subject only: for the message of an aggregate that moves to a subject of another
+    /// partition (`Nats-Expected-Last-Subject-Sequence-Subject`, nats-server 2.11+,
+    /// `server/stream.go` `JSExpectedLastSubjSeqSubj`).
+    pub fn with_expected_subjects(mut self, filter: String) -> Self {
+        self.expected_subjects = Some(filter);
+        self
     }
 
     /// The headers describing the message.
@@ -55,6 +67,10 @@ impl MessageHeaders {
         if let Some(chain) = &self.chain {
             const NAME: HeaderName = HeaderName::from_static(self::CHAIN);
             map.insert(NAME, chain.as_str());
+        }
+        if let Some(filter) = &self.expected_subjects {
+            const NAME: HeaderName = HeaderName::from_static(EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT);
+            map.insert(NAME, filter.as_str());
         }
         map
     }
