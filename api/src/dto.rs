@@ -57,6 +57,7 @@ impl Convert<&BackupView> for Backup {
             trigger: match &view.trigger {
                 domain::BackupTrigger::Manual => "manual".to_owned(),
                 domain::BackupTrigger::Schedule { schedule_id } => format!("schedule/{schedule_id}"),
+                domain::BackupTrigger::Migration { migration_id } => format!("migration/{migration_id}"),
             },
             state: BackupState::convert(view.state),
             requested_at: view.requested_at,
@@ -105,6 +106,13 @@ impl Convert<&InstanceView> for Instance {
                 backup_id: r.backup_id,
                 source_instance_id: r.source_instance_id,
                 point_in_time: r.target_time,
+            }),
+            migration: spec.migration.as_ref().map(|m| Migration {
+                id: m.id,
+                from: m.from.clone(),
+                to: m.to.clone(),
+                backup_id: m.backup_id,
+                phase: if m.target.is_some() { "restoring" } else { "backing_up" }.to_owned(),
             }),
             connection: view
                 .observed

@@ -5,6 +5,7 @@ mod backups;
 mod catalog;
 pub(crate) mod credentials;
 mod feed;
+mod fleet;
 mod health;
 mod history;
 mod instances;
@@ -65,6 +66,10 @@ pub fn router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(catalog::get_service_catalog))
         .routes(routes!(admin::list_clusters))
         .routes(routes!(admin::register_cluster))
+        .routes(routes!(fleet::cordon))
+        .routes(routes!(fleet::uncordon))
+        .routes(routes!(fleet::drain))
+        .routes(routes!(fleet::migrate))
         .routes(routes!(admin::dead_letters))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))

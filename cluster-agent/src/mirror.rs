@@ -83,7 +83,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Desired {
     /// Takes a batch's resulting state if it is newer than what is known. Returns the instance id, for a
     /// batch of an instance (a backup's is handed to the backup runner).
-    fn learn(&self, batch: &EventBatch) -> Result<Option<Uuid>> {
+    ///
+    /// What is learned is the instance as this cluster must run it (`Instance::part_on`): itself, the copy a
+    /// migration placed here, or (moved away, or a failed migration's copy) to be removed.
+    fn learn(&self, batch: &EventBatch, cluster: &str) -> Result<Option<Uuid>> {
         if batch.aggregate_type == <domain::Backup as cqrs_es::Aggregate>::TYPE {
             self.learn_backup(batch)?;
             return Ok(None);
@@ -98,6 +101,7 @@ impl Desired {
             })??;
         let Some(spec) = instance.spec() else { return Ok(None) };
         let id = spec.id;
+        let instance = instance.part_on(cluster);
         let mut instances = lock(&self.instances);
         if instances.get(&id).is_none_or(|(_, known)| *known < version) {
             instances.insert(id, (instance, version));
@@ -217,8 +221,9 @@ pub(crate) async fn run(
         .map(|message| {
             let message = message?;
             config.metrics.events_received.inc();
-            let learned =
-                EventBatch::from_slice(&message.payload).map_err(Error::from).and_then(|b| desired.learn(&b));
+            let learned = EventBatch::from_slice(&message.payload)
+                .map_err(Error::from)
+                .and_then(|b| desired.learn(&b, &config.cluster));
             if !desired.rebuilt.load(Ordering::Acquire)
                 && message.info().is_ok_and(|info| info.stream_sequence >= rebuilt_at)
             {

@@ -34,6 +34,11 @@ pub enum BackupTrigger {
         /// the schedule
         schedule_id: Uuid,
     },
+    /// made for a move to another cluster: the copy there is restored from it
+    Migration {
+        /// the move
+        migration_id: Uuid,
+    },
 }
 
 /// The instance a backup is of, as it was when the backup was asked for.

@@ -130,14 +130,10 @@ pub struct Instance {
     /// the version that last changed each applied aspect
     #[serde(default)]
     generations: Generations,
-    /// moves to another cluster begun: once one has, the instance's messages may be on the subjects of
-    /// several clusters (`migration.rs`)
-    #[serde(default, skip_serializing_if = "is_zero")]
-    migrations: u32,
-}
-
-fn is_zero(n: &u32) -> bool {
-    *n == 0
+    /// every cluster a move involved, sorted (empty until the first move begins): the instance's messages
+    /// may be on the subjects of any of them (`migration.rs`)
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    clusters_moved_between: Vec<String>,
 }
 
 /// What the aggregate needs from outside: the name registry and the catalog commands are checked

@@ -242,6 +242,36 @@ impl Backups {
     }
 
     /// One backup.
+    /// Backup `id` of `project` as a restore's rules need it (`None`: the project has no such backup):
+    /// unusable when it failed, is deleted, or its object is not as its cluster reported.
+    pub fn restore_source(
+        &self,
+        project: &str,
+        id: Uuid,
+    ) -> Option<domain::instance::restore::RestoreSource> {
+        let view = self.get(project, id)?;
+        let unusable = match view.state {
+            BackupState::Failed => {
+                Some(format!("it failed: {}", view.reason.as_deref().unwrap_or("no reason given")))
+            }
+            BackupState::Deleting | BackupState::Deleted => Some("it was deleted".to_owned()),
+            _ if view.verified == Some(false) => Some(format!(
+                "its object is not as its cluster reported ({})",
+                view.verification_detail.as_deref().unwrap_or("checked")
+            )),
+            _ => None,
+        };
+        Some(domain::instance::restore::RestoreSource {
+            backup_id: id,
+            instance_id: view.source.instance_id,
+            service: view.source.service,
+            version: view.source.version.clone(),
+            location: view.location.clone(),
+            unusable,
+            point_in_time: None,
+        })
+    }
+
     pub fn get(&self, project: &str, id: Uuid) -> Option<&BackupView> {
         self.views.get(&(project.to_owned(), id))
     }

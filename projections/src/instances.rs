@@ -24,7 +24,7 @@ mod view;
 
 pub use operations::{OperationKind, OperationRecord, OperationState, OperationView};
 use operations::{backup_operation_state, operation_state};
-pub use view::{DriftRecord, InstanceView, UserState, UserView, user_views};
+pub use view::{DriftRecord, InstanceView, LeftCluster, UserState, UserView, user_views};
 
 use crate::{
     backups::{BackupView, Backups},
@@ -240,17 +240,27 @@ impl ReadModel {
         let Some(view) = self.instances.get_mut(&key) else {
             return Err(FactRefused::UnknownInstance(format!("{}/{}", key.0, key.1)).into());
         };
-        let placed = &view.spec().cluster;
-        if placed != bound.source {
-            return Err(FactRefused::NotPlacedThere {
-                instance: format!("{}/{}", key.0, key.1),
-                placed: placed.clone(),
-                reporter: bound.source.to_owned(),
-            }
-            .into());
-        }
         if view.sequence >= sequence {
             return Ok(false);
+        }
+        let placed = view.spec().cluster.clone();
+        if placed != bound.source {
+            return match migration_fact(view, bound.source, message.event) {
+                Some(folded) => {
+                    if folded {
+                        view.sequence = sequence;
+                        view.messages += 1;
+                        self.changed.insert(RecordKey::Instance { project: key.0, id: key.1 });
+                    }
+                    Ok(folded)
+                }
+                None => Err(FactRefused::NotPlacedThere {
+                    instance: format!("{}/{}", key.0, key.1),
+                    placed,
+                    reporter: bound.source.to_owned(),
+                }
+                .into()),
+            };
         }
         match message.event {
             ObservedEvent::InstanceObserved(state) => {
@@ -437,3 +447,29 @@ impl ReadModel {
 
 #[cfg(test)]
 mod tests;
+
+/// A fact about an instance from a cluster it is not placed on, which a migration involves: the copy on
+/// the target (kept apart until the migration completes), or the cluster a migration took it off
+/// reporting its objects gone. `Some(folded)` when the fact is one of those, `None` when the cluster has
+/// no business with the instance (refused).
+fn migration_fact(view: &mut InstanceView, reporter: &str, event: ObservedEvent) -> Option<bool> {
+    let target = view.instance.migration().is_some_and(|m| m.to == reporter && m.target.is_some());
+    if target {
+        let ObservedEvent::InstanceObserved(state) = event else { return Some(false) };
+        // As for the instance's own reports: an older desired generation never replaces a newer one.
+        if view
+            .migration_target
+            .as_ref()
+            .is_some_and(|held| held.desired_generation > state.desired_generation)
+        {
+            return Some(false);
+        }
+        view.migration_target = Some(*state);
+        return Some(true);
+    }
+    let left = view.left.as_mut().filter(|left| left.cluster == reporter)?;
+    // Late reports of what it ran are history; only "every object gone" is news.
+    let removed = matches!(event, ObservedEvent::InstanceRemoved { .. }) && !left.removed;
+    left.removed |= removed;
+    Some(removed)
+}

@@ -18,6 +18,10 @@ use crate::{
 /// How often, by default, the backup scheduler looks at the schedules.
 pub const SCHEDULER_PERIOD: Duration = Duration::from_secs(15);
 
+/// How often the migrator takes the moves in progress a step further: each step waits for a backup or
+/// a copy that takes minutes, so seconds of delay cost nothing.
+pub const MIGRATOR_PERIOD: Duration = Duration::from_secs(5);
+
 /// Everything the leader's work needs; cloned into each term of leadership.
 #[derive(Clone)]
 pub struct Singleton {
@@ -96,8 +100,19 @@ impl Singleton {
                 streams::instances::DEFAULT_CACHE_CAPACITY,
             );
             tasks.spawn(
-                crate::maintenance_scheduler::Scheduler::new(models.clone(), instances).run(scheduler_period),
+                crate::maintenance_scheduler::Scheduler::new(models.clone(), instances.clone())
+                    .run(scheduler_period),
             );
+            // Moves between clusters, and the drains that start them (`migrations`).
+            let migration_backups =
+                streams::backups::BackupCommands::new(&topology, streams::instances::DEFAULT_CACHE_CAPACITY);
+            let migrator = crate::migrations::Migrator::new(
+                models.clone(),
+                clusters.clone(),
+                instances,
+                migration_backups,
+            );
+            tasks.spawn(migrator.run(MIGRATOR_PERIOD));
             if let Some((store, admin)) = store {
                 // Agents' requests for an instance's keys, and the end of those keys.
                 let instances = streams::instances::InstanceCommands::new(

@@ -96,11 +96,9 @@ async fn grant_for(
         reason: format!("instance {project}/{id} is not placed on {cluster}"),
     };
     let Some(current) = current else { return Err(not_here()) };
-    let instance = &current.aggregate;
+    // Where it serves, or where a migration placed its copy (`Instance::on_cluster`).
+    let Some(instance) = current.aggregate.on_cluster(cluster) else { return Err(not_here()) };
     let Some(spec) = instance.spec() else { return Err(not_here()) };
-    if spec.cluster != cluster {
-        return Err(not_here());
-    }
     if instance.lifecycle() != Lifecycle::Active {
         return Err(Refusal {
             label: "not_active",

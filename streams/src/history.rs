@@ -15,16 +15,19 @@ use crate::instances::{instance_subject, observed_subject};
 /// How long to wait for the next message of a history that is known not to have ended.
 const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// The subjects of an instance's history: its desired events and its backups', what its cluster
-/// observed, and what the control plane stated about its backups.
-pub fn instance_history_filters(cluster: &str, project: &str, instance_id: Uuid) -> Vec<String> {
-    let desired = instance_subject(cluster, project, instance_id);
-    vec![
-        desired.clone(),
-        format!("{desired}.bak.>"),
-        observed_subject(cluster, project, instance_id),
-        observed_subject(crate::observed::CONTROL_PLANE_SOURCE, project, instance_id),
-    ]
+/// The subjects of an instance's history on `clusters` (where it runs, and every cluster a move involved:
+/// `Instance::clusters_involved`): its desired events and its backups', what those clusters observed, and
+/// what the control plane stated about its backups. Another cluster's claims about it are not its history.
+pub fn instance_history_filters(clusters: &[String], project: &str, instance_id: Uuid) -> Vec<String> {
+    let mut filters = Vec::new();
+    for cluster in clusters {
+        let desired = instance_subject(cluster, project, instance_id);
+        filters.push(format!("{desired}.bak.>"));
+        filters.push(desired);
+        filters.push(observed_subject(cluster, project, instance_id));
+    }
+    filters.push(observed_subject(crate::observed::CONTROL_PLANE_SOURCE, project, instance_id));
+    filters
 }
 
 /// When the stream stored a message: the server's clock, which no publisher can set (facts from
@@ -63,12 +66,12 @@ pub struct HistoryRange {
 /// the read begins. The error says what failed.
 pub async fn read_instance_history(
     events: &Stream,
-    cluster: &str,
+    clusters: &[String],
     project: &str,
     instance_id: Uuid,
     range: HistoryRange,
 ) -> Result<Vec<HistoryMessage>, String> {
-    read_history(events, instance_history_filters(cluster, project, instance_id), range).await
+    read_history(events, instance_history_filters(clusters, project, instance_id), range).await
 }
 
 /// The subjects of a project's history: its instances' and backups' events and its observed facts.

@@ -66,4 +66,31 @@ pub struct ClusterStatus {
     pub agent: Option<AgentReport>,
     /// instances placed on it, deprovisioned ones excepted
     pub instances: usize,
+    /// no new instance is placed on it (`POST …/cordon`; a drain cordons too)
+    #[serde(default)]
+    pub cordoned: bool,
+    /// while its instances are moved off it (`POST …/drain`): how many move at once
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draining: Option<u32>,
+    /// of its instances, those moving to another cluster now
+    #[serde(default)]
+    pub migrating: usize,
+}
+
+/// A drain: move every instance of a cluster to other clusters of its region.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DrainRequest {
+    /// how many instances move at once (1 to 16; 1 when absent)
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 16)]
+    pub parallel: Option<u32>,
+}
+
+/// A move of one instance to another cluster of its region.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MigrateRequest {
+    /// the cluster to move to: registered, of the instance's region, not cordoned
+    pub cluster: String,
 }

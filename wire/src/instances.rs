@@ -299,9 +299,12 @@ pub struct Instance {
     /// what is held for the maintenance window and when it will be applied; absent when nothing is
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_maintenance: Option<PendingMaintenance>,
-    /// the backup the instance was last restored from (at provisioning or in place)
+    /// the backup the instance was last restored from (at provisioning, in place, or by a move)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restored_from: Option<RestoredFrom>,
+    /// a move to another cluster in progress (it serves on `cluster` until the move completes)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration: Option<Migration>,
     /// where clients connect, once the cluster published an address (only while the ACL is not empty)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connection: Option<Connection>,
@@ -321,6 +324,21 @@ pub struct Instance {
     pub created_at: DateTime<Utc>,
     /// when it last changed
     pub updated_at: DateTime<Utc>,
+}
+
+/// A move of an instance to another cluster of its region.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Migration {
+    /// the move's id
+    pub id: Uuid,
+    /// where it serves until the move completes
+    pub from: String,
+    /// where it moves
+    pub to: String,
+    /// the backup the copy on `to` is restored from
+    pub backup_id: Uuid,
+    /// `backing_up` until the copy is placed, then `restoring` until it serves
+    pub phase: String,
 }
 
 /// A page of instances.

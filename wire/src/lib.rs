@@ -24,7 +24,9 @@ pub use backups::{Backup, BackupList, BackupState};
 pub use catalog::{
     Apply, Catalog, CatalogParameter, CatalogPlan, CatalogVersion, ParameterType, ServiceCatalog,
 };
-pub use clusters::{AgentReport, Cluster, ClusterRequest, ClusterState, ClusterStatus};
+pub use clusters::{
+    AgentReport, Cluster, ClusterRequest, ClusterState, ClusterStatus, DrainRequest, MigrateRequest,
+};
 pub use credentials::Credentials;
 pub use dead_letters::{DeadLetter, DeadLetterPage};
 pub use history::{
@@ -32,7 +34,7 @@ pub use history::{
     HistorySource, InstanceDiff, InstanceParams, changes,
 };
 pub use instances::{
-    Instance, InstanceList, Lifecycle, MaintenanceItem, MaintenanceWindow, PendingMaintenance,
+    Instance, InstanceList, Lifecycle, MaintenanceItem, MaintenanceWindow, Migration, PendingMaintenance,
     ProvisionRequest, Resources, RestoreFrom, RestoreRequest, RestoredFrom, Service, UpdateRequest, Weekday,
     config_json, config_value,
 };

@@ -39,6 +39,11 @@ pub const ROUTES: &[(&str, &str, Requirement)] = &[
     ("GET", "/v1/catalog/{service}", Authenticated),
     ("GET", "/v1/admin/clusters", PlatformAdmin),
     ("PUT", "/v1/admin/clusters/{name}", PlatformAdmin),
+    ("POST", "/v1/admin/clusters/{name}/cordon", PlatformAdmin),
+    ("POST", "/v1/admin/clusters/{name}/uncordon", PlatformAdmin),
+    ("POST", "/v1/admin/clusters/{name}/drain", PlatformAdmin),
+    // Where an instance runs is the platform's to decide, not the project's.
+    ("POST", "/v1/projects/{project}/instances/{id}/migrate", PlatformAdmin),
     ("GET", "/v1/admin/dead-letters", PlatformAdmin),
     ("GET", "/v1/projects/{project}/instances", Project(Role::Viewer)),
     ("POST", "/v1/projects/{project}/instances", Project(Role::Editor)),

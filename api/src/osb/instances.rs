@@ -209,7 +209,7 @@ fn provision_command(
     parameters: Parameters,
 ) -> Result<InstanceCommand, OsbError> {
     let name = ids::instance_name(id);
-    let clusters = state.clusters.list();
+    let clusters = state.clusters.placeable();
     let cluster = placement::place(&clusters, None, project, &name).ok_or_else(|| {
         OsbError::from_api(
             ApiError::Unavailable("no cluster is registered; ask an operator to register one".into()),

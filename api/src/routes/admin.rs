@@ -4,6 +4,8 @@ use axum::{
     Json,
     extract::{Path, Query, State, rejection::QueryRejection},
 };
+use std::collections::HashMap;
+
 use domain::instance::check_dns_label;
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -19,38 +21,48 @@ use crate::{
 /// said of itself (version, lag, last reconcile) and how many instances are placed on it.
 #[utoipa::path(get, path = "/v1/admin/clusters", tag = "admin", responses((status = 200, body = Vec<ClusterStatus>)))]
 pub(super) async fn list_clusters(State(state): State<AppState>) -> Json<Vec<ClusterStatus>> {
-    let mut instances = std::collections::HashMap::<String, usize>::new();
+    Json(cluster_statuses(&state))
+}
+
+/// Every registered cluster's status, sorted by name.
+pub(super) fn cluster_statuses(state: &AppState) -> Vec<ClusterStatus> {
+    let (mut instances, mut migrating) = (HashMap::<String, usize>::new(), HashMap::<String, usize>::new());
     for view in state.read_models.read().all_instances().filter(|v| !v.removed) {
         *instances.entry(view.spec().cluster.clone()).or_default() += 1;
+        if view.instance.migration().is_some() {
+            *migrating.entry(view.spec().cluster.clone()).or_default() += 1;
+        }
     }
-    Json(
-        state
-            .clusters
-            .list()
-            .into_iter()
-            .map(|c| {
-                let record = state.liveness.get(&c.name);
-                ClusterStatus {
-                    instances: instances.get(&c.name).copied().unwrap_or_default(),
-                    state: match record.as_ref().map(|r| r.state) {
-                        Some(streams::liveness::ClusterState::Reachable) => ClusterState::Reachable,
-                        Some(streams::liveness::ClusterState::Unreachable) => ClusterState::Unreachable,
-                        None => ClusterState::NeverSeen,
-                    },
-                    since: record.as_ref().map(|r| r.since),
-                    agent: record.map(|r| AgentReport {
-                        agent: r.heartbeat.agent,
-                        version: r.heartbeat.version,
-                        lag: r.heartbeat.lag,
-                        last_reconcile: r.heartbeat.last_reconcile,
-                        last_heartbeat: r.last_heartbeat,
-                    }),
-                    name: c.name,
-                    region: c.region,
-                }
-            })
-            .collect(),
-    )
+    state
+        .clusters
+        .list()
+        .into_iter()
+        .map(|c| {
+            let record = state.liveness.get(&c.name);
+            let fleet = state.clusters.fleet_state(&c.name);
+            ClusterStatus {
+                instances: instances.get(&c.name).copied().unwrap_or_default(),
+                state: match record.as_ref().map(|r| r.state) {
+                    Some(streams::liveness::ClusterState::Reachable) => ClusterState::Reachable,
+                    Some(streams::liveness::ClusterState::Unreachable) => ClusterState::Unreachable,
+                    None => ClusterState::NeverSeen,
+                },
+                since: record.as_ref().map(|r| r.since),
+                agent: record.map(|r| AgentReport {
+                    agent: r.heartbeat.agent,
+                    version: r.heartbeat.version,
+                    lag: r.heartbeat.lag,
+                    last_reconcile: r.heartbeat.last_reconcile,
+                    last_heartbeat: r.last_heartbeat,
+                }),
+                cordoned: fleet.cordoned || fleet.drain.is_some(),
+                draining: fleet.drain.map(|d| d.parallel),
+                migrating: migrating.get(&c.name).copied().unwrap_or_default(),
+                name: c.name,
+                region: c.region,
+            }
+        })
+        .collect()
 }
 
 /// Registers a cluster (or changes its region). New instances may be placed on it at once.

@@ -37,11 +37,12 @@ fn unavailable(e: String) -> ApiError {
     ApiError::Unavailable(format!("event stream unavailable: {e}"))
 }
 
-/// The cluster an instance's subjects are under (from its aggregate, which outlives deprovisioning).
-async fn located(state: &AppState, project: &str, id: &str) -> Result<(Uuid, String), ApiError> {
+/// The clusters an instance's subjects are under: where it runs and every cluster a move involved (from
+/// its aggregate, which outlives deprovisioning).
+async fn located(state: &AppState, project: &str, id: &str) -> Result<(Uuid, Vec<String>), ApiError> {
     let (instance_id, current) = current_instance(state, project, id).await?;
-    let spec = current.aggregate.spec().ok_or(ApiError::NotFound("instance"))?;
-    Ok((instance_id, spec.cluster.clone()))
+    current.aggregate.spec().ok_or(ApiError::NotFound("instance"))?;
+    Ok((instance_id, current.aggregate.clusters_involved()))
 }
 
 /// The entries of one message.
@@ -133,7 +134,7 @@ pub(super) async fn history(
 ) -> Result<Json<HistoryPage>, ApiError> {
     let _reading = state.limits.history_reads.acquire(&principal)?;
     let Query(params) = query.map_err(bad_query)?;
-    let (instance_id, cluster) = located(&state, &project, &id).await?;
+    let (instance_id, clusters) = located(&state, &project, &id).await?;
     let limit = crate::extract::page_limit(params.limit)?;
     let after = params.page_token.unwrap_or(0);
     // Stream sequences stay below 2^63, the bound the document states.
@@ -149,7 +150,7 @@ pub(super) async fn history(
         });
     }
     let range = HistoryRange { after, until: None, limit: limit + 1 };
-    let mut messages = read_instance_history(&state.events, &cluster, &project, instance_id, range)
+    let mut messages = read_instance_history(&state.events, &clusters, &project, instance_id, range)
         .await
         .map_err(unavailable)?;
     let next_page_token = (messages.len() > limit).then(|| {
@@ -178,10 +179,10 @@ async fn states_at<const N: usize>(
     id: &str,
     moments: [DateTime<Utc>; N],
 ) -> Result<[Option<Instance>; N], ApiError> {
-    let (instance_id, cluster) = located(state, project, id).await?;
+    let (instance_id, clusters) = located(state, project, id).await?;
     let until = moments.iter().max().copied();
     let range = HistoryRange { after: 0, until, limit: usize::MAX };
-    let messages = read_instance_history(&state.events, &cluster, project, instance_id, range)
+    let messages = read_instance_history(&state.events, &clusters, project, instance_id, range)
         .await
         .map_err(unavailable)?;
     let mut order: Vec<usize> = (0..N).collect();

@@ -76,17 +76,30 @@ pub(super) async fn create_instance(
         .iter()
         .map(|(k, v)| Ok((k.clone(), config_value(k, v)?)))
         .collect::<Result<_, ApiError>>()?;
-    let clusters = state.clusters.list();
+    // Cordoned and draining clusters take no new instance (`streams::clusters`).
+    let clusters = state.clusters.placeable();
     let cluster = match &request.cluster {
         Some(name) => clusters.iter().find(|c| c.name == *name).ok_or_else(|| {
-            ApiError::field("/cluster", "registered_cluster", format!("no cluster {name:?} is registered"))
+            if state.clusters.list().iter().any(|c| c.name == *name) {
+                ApiError::field(
+                    "/cluster",
+                    "cluster_not_cordoned",
+                    format!("cluster {name:?} is cordoned: it takes no new instances"),
+                )
+            } else {
+                ApiError::field(
+                    "/cluster",
+                    "registered_cluster",
+                    format!("no cluster {name:?} is registered"),
+                )
+            }
         })?,
         None => placement::place(&clusters, request.region.as_deref(), &project, &request.name).ok_or_else(
             || match &request.region {
                 Some(region) => ApiError::field(
                     "/region",
                     "registered_region",
-                    format!("no cluster is registered in {region:?}"),
+                    format!("no cluster taking new instances is registered in {region:?}"),
                 ),
                 None => {
                     ApiError::Unavailable("no cluster is registered; ask an operator to register one".into())

@@ -21,31 +21,8 @@ pub(super) fn restore_source(
     backup_id: Uuid,
     field: &str,
 ) -> Result<domain::instance::restore::RestoreSource, ApiError> {
-    let model = state.read_models.read();
-    let view = model.backups().get(project, backup_id).ok_or_else(|| {
+    state.read_models.read().backups().restore_source(project, backup_id).ok_or_else(|| {
         ApiError::field(field, "existing_backup", format!("the project has no backup {backup_id}"))
-    })?;
-    let unusable = match view.state {
-        projections::BackupState::Failed => {
-            Some(format!("it failed: {}", view.reason.as_deref().unwrap_or("no reason given")))
-        }
-        projections::BackupState::Deleting | projections::BackupState::Deleted => {
-            Some("it was deleted".to_owned())
-        }
-        _ if view.verified == Some(false) => Some(format!(
-            "its object is not as its cluster reported ({})",
-            view.verification_detail.as_deref().unwrap_or("checked")
-        )),
-        _ => None,
-    };
-    Ok(domain::instance::restore::RestoreSource {
-        backup_id,
-        instance_id: view.source.instance_id,
-        service: view.source.service,
-        version: view.source.version.clone(),
-        location: view.location.clone(),
-        unusable,
-        point_in_time: None,
     })
 }
 

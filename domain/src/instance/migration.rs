@@ -167,7 +167,19 @@ impl Instance {
     /// Whether a move ever began: the instance's messages may then be on several clusters' subjects, so
     /// a write must be checked against its last message on any of them.
     pub fn has_moved(&self) -> bool {
-        self.migrations > 0
+        !self.clusters_moved_between.is_empty()
+    }
+
+    /// Every cluster the instance's messages and its clusters' facts about it may be on: where it runs and
+    /// every cluster a move involved, sorted.
+    pub fn clusters_involved(&self) -> Vec<String> {
+        let mut clusters = self.clusters_moved_between.clone();
+        if let Some(spec) = &self.spec {
+            clusters.push(spec.cluster.clone());
+        }
+        clusters.sort();
+        clusters.dedup();
+        clusters
     }
 
     /// The move in progress, if any.
@@ -206,6 +218,19 @@ impl Instance {
         Some(Cow::Owned(copy))
     }
 
+    /// [`Self::on_cluster`], with what `cluster` holds of an instance it no longer runs to be removed: the
+    /// instance as being deprovisioned there.
+    pub fn part_on(&self, cluster: &str) -> Instance {
+        match self.on_cluster(cluster) {
+            Some(part) => part.into_owned(),
+            None => {
+                let mut leaving = self.clone();
+                leaving.lifecycle = super::Lifecycle::Deprovisioning;
+                leaving
+            }
+        }
+    }
+
     /// Makes this the copy of `target` on `cluster`: what a completed move leaves, and what the target's
     /// agent runs before.
     fn place_target(&mut self, target: &MigrationTarget, cluster: &str) {
@@ -225,7 +250,11 @@ impl Instance {
         let Some(spec) = self.spec.as_mut() else { return };
         match event {
             InstanceEvent::MigrationStarted { migration_id, from, to, backup_id } => {
-                self.migrations += 1;
+                for cluster in [&from, &to] {
+                    if let Err(at) = self.clusters_moved_between.binary_search(cluster) {
+                        self.clusters_moved_between.insert(at, cluster.clone());
+                    }
+                }
                 spec.migration = Some(Migration { id: migration_id, from, to, backup_id, target: None });
             }
             InstanceEvent::MigrationTargetPlaced { restore, archive_server, .. } => {

@@ -59,6 +59,23 @@ pub struct InstanceView {
     pub last_drift: Option<DriftRecord>,
     /// desired compared with observed
     pub status: Status,
+    /// the copy a migration placed on its target cluster, as that cluster last reported it; it becomes
+    /// `observed` when the migration completes
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration_target: Option<ObservedState>,
+    /// the cluster the instance's objects were last removed from by a migration (the source of a completed
+    /// one, the target of a failed one), and whether its agent reported them gone
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub left: Option<LeftCluster>,
+}
+
+/// A cluster a migration took an instance's objects off.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeftCluster {
+    /// the cluster
+    pub cluster: String,
+    /// its agent reported every object of the instance gone
+    pub removed: bool,
 }
 
 impl InstanceView {
@@ -200,7 +217,30 @@ impl InstanceView {
             observed_at: None,
             last_drift: None,
             status: status::compute(inputs, None, time),
+            migration_target: None,
+            left: None,
         }
+    }
+
+    /// What a migration event changes beside the aggregate; whether it completed one.
+    fn fold_migration(&mut self, event: &InstanceEvent) -> bool {
+        match event {
+            InstanceEvent::MigrationStarted { .. } => self.migration_target = None,
+            InstanceEvent::MigrationCompleted { from, .. } => {
+                // The copy serves: what its cluster reported is the instance's observed state now.
+                self.observed = self.migration_target.take().or(self.observed.take());
+                self.left = Some(LeftCluster { cluster: from.clone(), removed: false });
+                return true;
+            }
+            InstanceEvent::MigrationFailed { to, target_placed, .. } => {
+                self.migration_target = None;
+                if *target_placed {
+                    self.left = Some(LeftCluster { cluster: to.clone(), removed: false });
+                }
+            }
+            _ => {}
+        }
+        false
     }
 
     pub(super) fn fold_events(&mut self, events: Vec<InstanceEvent>, batch: &EventBatch, sequence: u64) {
@@ -216,7 +256,12 @@ impl InstanceView {
                 self.deprovision_operation = Some(batch.metadata.command_id);
                 self.deprovisioning = Some(generation);
             }
+            let completed = self.fold_migration(&event);
             self.instance.apply(event);
+            if completed {
+                // The copy's restore, at the version that placed it, is what the target reports applied.
+                self.changed.restore = self.instance.generations().restore;
+            }
         }
         let time = batch.metadata.time;
         self.version = generation;

@@ -321,7 +321,7 @@ async fn a_pull_with_a_foreign_reply_subject_delivers_into_the_agent_s_own_accou
     let after = events.info().await.unwrap().state.last_sequence;
     let stored = streams::history::read_instance_history(
         &api.state.events,
-        "eu-2",
+        &["eu-2".to_owned()],
         "other",
         victim,
         streams::history::HistoryRange { after: before, until: None, limit: 100 },

@@ -24,6 +24,7 @@ mod hostile_agent;
 mod images;
 mod lifecycle;
 mod maintenance;
+mod migration;
 mod network_access;
 mod oidc;
 mod openapi_conformance;
