@@ -255,3 +255,52 @@ async fn a_move_whose_backup_fails_leaves_the_instance_serving_where_it_was() {
     .await;
     assert_eq!(patch.status, StatusCode::ACCEPTED, "{}", patch.body);
 }
+
+#[tokio::test]
+async fn a_move_whose_copy_fails_removes_the_copy_and_leaves_the_instance_serving_where_it_was() {
+    // eu-1 backs up into the store; eu-2's agent has no store, so its copy cannot load the backup.
+    let stack = system_tests::backups::BackupStack::start(Duration::from_millis(50)).await;
+    let api = &stack.api;
+    let (target_sim, address) = system_tests::cluster::simulator(Duration::from_millis(50)).await;
+    let _target = system_tests::cluster::agent(api, "eu-2", address).await;
+    let _migrator = migrator(api);
+    let body = json!({"name": "orders", "service": "mongodb", "version": "7.0", "plan": "starter", "cluster": "eu-1"});
+    let created = admin(api, Method::POST, "/v1/projects/acme/instances", Some(&body)).await;
+    let id: Uuid = created.body["instance_id"].as_str().unwrap().parse().unwrap();
+    assert!(api.wait_for_state(id, Health::Healthy, WAIT).await, "never healthy");
+
+    let path = format!("/v1/projects/acme/instances/{id}/migrate");
+    let asked = admin(api, Method::POST, &path, Some(&json!({"cluster": "eu-2"}))).await;
+    assert_eq!(asked.status, StatusCode::ACCEPTED, "{}", asked.body);
+    let ids = BTreeSet::from([id.to_string()]);
+    let given_up = api
+        .state
+        .read_models
+        .wait_until(WAIT, |m| {
+            m.instance("acme", id).is_some_and(|v| {
+                v.instance.migration().is_none()
+                    && v.left.as_ref().is_some_and(|l| l.cluster == "eu-2" && l.removed)
+            })
+        })
+        .await;
+    assert!(given_up, "the copy's failure never ended the move with the copy removed");
+    assert_eq!(objects_of(&target_sim, &ids), Vec::<String>::new(), "eu-2 still holds the failed copy");
+    assert!(!objects_of(&stack.sim, &ids).is_empty(), "the source still serves it");
+    let shown = admin(api, Method::GET, &format!("/v1/projects/acme/instances/{id}"), None).await;
+    assert_eq!(
+        (shown.body["cluster"].as_str(), shown.body["status"]["state"].as_str()),
+        (Some("eu-1"), Some("healthy"))
+    );
+    let history =
+        admin(api, Method::GET, &format!("/v1/projects/acme/instances/{id}/history?limit=200"), None).await;
+    let items = history.body["items"].as_array().unwrap();
+    let failed =
+        items.iter().find(|e| e["type"] == "MigrationFailed").expect("MigrationFailed in the history");
+    assert_eq!(failed["data"]["target_placed"], true, "{failed}");
+    assert!(failed["data"]["reason"].as_str().unwrap().contains("no backup store"), "{failed}");
+    // What eu-2 reported of the copy is in the history, beside the source's reports.
+    assert!(
+        items.iter().any(|e| e["actor"] == "cluster-agent/eu-2"),
+        "the copy's reports are not in the history"
+    );
+}
