@@ -282,6 +282,14 @@ impl ControlPlane {
                 persistentvolumeclaim-protection-controller,persistentvolume-protection-controller,namespace-controller,\
                 serviceaccount-controller,serviceaccount-token-controller,persistentvolume-expander-controller",
             "--pvclaimbinder-sync-period", "1s",
+            // Hundreds of instances at once (cluster-agent/tests/agent/leader.rs). At kube-controller-
+            // manager's own client limits, 20 requests/s in bursts of 30 (k8s.io/kubernetes v1.36.1
+            // pkg/controller/apis/config/v1alpha1/defaults.go), and five StatefulSets synced at a time
+            // (pkg/controller/statefulset/config/v1alpha1/defaults.go), each sync of an OrderedReady set
+            // creating at most one pod (stateful_set_control.go, processReplica), 200 instances took
+            // ~45 s to become ready after the agent's takeover; with these, ~18 s.
+            "--kube-api-qps", "200", "--kube-api-burst", "400",
+            "--concurrent-statefulset-syncs", "20",
             "--service-account-private-key-file", &file("service-account.key"),
             "--root-ca-file", &file("ca.crt"),
         ])?;

@@ -1,7 +1,11 @@
 //! One cluster's API server, simulated or real, behind the few operations the scenarios need: a view of
 //! namespace `cp-acme`, hand edits and deletions as a person would make them, and pod faults.
 
-use std::{process::Command, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    process::Command,
+    time::Duration,
+};
 
 use futures::{FutureExt as _, StreamExt as _};
 
@@ -10,7 +14,7 @@ use k8s_sim::Simulator;
 use kube::{
     Api,
     api::{ApiResource, DynamicObject, ListParams, Patch, PatchParams},
-    runtime::{WatchStreamExt as _, reflector, watcher},
+    runtime::{WatchStreamExt as _, watcher},
 };
 use kubeenv::{ControlPlane, Identity};
 use serde_json::{Value, json};
@@ -65,6 +69,47 @@ fn sim_view(store: &k8s_sim::store::Store) -> View {
         }
     }
     view
+}
+
+/// A [`View`] kept from the watches' events, as a reflector keeps its store: a (re)list's objects replace
+/// the resource's once the list is complete.
+#[derive(Default)]
+struct Watched {
+    view: View,
+    /// the objects of each list under way, by resource
+    listing: HashMap<String, Vec<(String, Value)>>,
+    /// the resources whose initial list is complete
+    listed: HashSet<String>,
+}
+
+impl Watched {
+    fn apply(&mut self, key: String, event: Result<watcher::Event<DynamicObject>, watcher::Error>) {
+        // A failed watch is retried by the stream itself (with backoff); the view keeps what it saw.
+        let Ok(event) = event else { return };
+        let entry = |object: &DynamicObject| {
+            (object.metadata.name.clone().unwrap_or_default(), serde_json::to_value(object).unwrap())
+        };
+        match event {
+            watcher::Event::Apply(object) => {
+                let (name, value) = entry(&object);
+                self.view.objects.insert((key, name), value);
+            }
+            watcher::Event::Delete(object) => {
+                self.view.objects.remove(&(key, object.metadata.name.unwrap_or_default()));
+            }
+            watcher::Event::Init => {
+                self.listing.insert(key, Vec::new());
+            }
+            watcher::Event::InitApply(object) => self.listing.entry(key).or_default().push(entry(&object)),
+            watcher::Event::InitDone => {
+                self.view.objects.retain(|(resource, _), _| *resource != key);
+                for (name, value) in self.listing.remove(&key).unwrap_or_default() {
+                    self.view.objects.insert((key.clone(), name), value);
+                }
+                self.listed.insert(key);
+            }
+        }
+    }
 }
 
 /// A pod fault the kubelet would report.
@@ -145,45 +190,38 @@ impl Kube {
     }
 
     /// Waits until `ready` holds, re-checking after every change the API server reports: the
-    /// simulator's change feed, or watches (reflectors) on every viewed resource of the real server.
+    /// simulator's change feed, or watches on every viewed resource of the real server.
     pub(super) async fn wait_until(&self, timeout: Duration, ready: impl Fn(&View) -> bool) -> bool {
         match self {
             Self::Sim { sim, .. } => sim.wait_until(timeout, |store| ready(&sim_view(store))).await,
             Self::Real { admin, .. } => {
-                let mut stores = Vec::new();
-                let mut changes = Vec::new();
-                for (group, _, plural) in VIEWED {
+                let changes = VIEWED.iter().map(|(group, _, plural)| {
                     let key = resource_key(group, plural);
-                    let resource = api_resource(&key);
-                    let writer = reflector::store::Writer::new(resource.clone());
-                    stores.push((key, writer.as_reader()));
-                    let api: Api<DynamicObject> = Api::namespaced_with(admin.clone(), NAMESPACE, &resource);
-                    let events = reflector::reflector(writer, watcher(api, watcher::Config::default()));
-                    changes.push(events.default_backoff().boxed());
-                }
+                    let api: Api<DynamicObject> =
+                        Api::namespaced_with(admin.clone(), NAMESPACE, &api_resource(&key));
+                    let events = watcher(api, watcher::Config::default()).default_backoff();
+                    events.map(move |event| (key.clone(), event)).boxed()
+                });
                 let mut changes = futures::stream::select_all(changes);
                 let deadline = tokio::time::Instant::now() + timeout;
-                // The watches advance only while their stream is polled: drive it until every store has
-                // its initial list.
-                while !stores.iter().all(|(_, store)| store.wait_until_ready().now_or_never().is_some()) {
-                    if tokio::time::timeout_at(deadline, changes.next()).await.is_err() {
-                        return false;
-                    }
-                }
+                // The view is kept current one changed object at a time. Rebuilt from every object after
+                // each change, it cost the whole test thread, which the agent under test shares, once a
+                // few hundred instances converged (leader.rs).
+                let mut watched = Watched::default();
                 loop {
-                    let mut view = View::default();
-                    for (key, store) in &stores {
-                        for object in store.state() {
-                            let name = object.metadata.name.clone().unwrap_or_default();
-                            view.objects
-                                .insert((key.clone(), name), serde_json::to_value(object.as_ref()).unwrap());
-                        }
-                    }
-                    if ready(&view) {
+                    // `ready` is asked only once every watch has its initial list.
+                    if watched.listed.len() == VIEWED.len() && ready(&watched.view) {
                         return true;
                     }
-                    if tokio::time::timeout_at(deadline, changes.next()).await.is_err() {
+                    // The watches advance only while their stream is polled.
+                    let Ok(Some((key, event))) = tokio::time::timeout_at(deadline, changes.next()).await
+                    else {
                         return false;
+                    };
+                    watched.apply(key, event);
+                    // Changes that have already arrived are taken in before `ready` is asked again.
+                    while let Some(Some((key, event))) = changes.next().now_or_never() {
+                        watched.apply(key, event);
                     }
                 }
             }
