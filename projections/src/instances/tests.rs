@@ -450,6 +450,7 @@ fn a_failed_backup_fails_its_operation_with_the_cluster_s_reason() {
 }
 
 mod facts;
+mod migration;
 
 #[test]
 fn a_held_change_keeps_the_instance_as_it_runs_until_applied_and_the_scheduler_sees_it_only_in_its_window() {

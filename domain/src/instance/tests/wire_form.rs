@@ -211,6 +211,51 @@ fn every_event_s_name_schema_and_wire_form_are_frozen() {
             "1",
             serde_json::json!({"type": "UserPasswordRotationRequested", "data": {"name": "reporting"}}),
         ),
+        (
+            InstanceEvent::MigrationStarted {
+                migration_id: id,
+                from: "eu-1".into(),
+                to: "eu-2".into(),
+                backup_id: id,
+            },
+            "1",
+            serde_json::json!({"type": "MigrationStarted", "data": {
+                "migration_id": id, "from": "eu-1", "to": "eu-2", "backup_id": id}}),
+        ),
+        (
+            InstanceEvent::MigrationTargetPlaced {
+                migration_id: id,
+                restore: crate::instance::restore::RestoreSpec {
+                    backup_id: id,
+                    source_instance_id: id,
+                    location: "acme/x/db/base/20261206T000000".into(),
+                    target_time: None,
+                },
+                archive_server: Some("db-m00000000".into()),
+            },
+            "1",
+            serde_json::json!({"type": "MigrationTargetPlaced", "data": {
+                "migration_id": id,
+                "restore": {"backup_id": id, "source_instance_id": id, "location": "acme/x/db/base/20261206T000000"},
+                "archive_server": "db-m00000000"}}),
+        ),
+        (
+            InstanceEvent::MigrationCompleted { migration_id: id, from: "eu-1".into(), to: "eu-2".into() },
+            "1",
+            serde_json::json!({"type": "MigrationCompleted", "data": {"migration_id": id, "from": "eu-1", "to": "eu-2"}}),
+        ),
+        (
+            InstanceEvent::MigrationFailed {
+                migration_id: id,
+                from: "eu-1".into(),
+                to: "eu-2".into(),
+                reason: "the copy failed".into(),
+                target_placed: true,
+            },
+            "1",
+            serde_json::json!({"type": "MigrationFailed", "data": {
+                "migration_id": id, "from": "eu-1", "to": "eu-2", "reason": "the copy failed", "target_placed": true}}),
+        ),
     ];
     for (event, schema, wire) in cases {
         let name = wire["type"].as_str().unwrap().to_owned();

@@ -5,11 +5,11 @@ use super::*;
 
 impl Log {
     /// A fact as published on `subject`, whatever its payload says.
-    fn fact_on(&mut self, subject: String, message: &ObservedMessage) {
+    pub(super) fn fact_on(&mut self, subject: String, message: &ObservedMessage) {
         self.messages.push((subject, message.to_vec().unwrap()));
     }
 
-    fn folded(&self) -> (ReadModel, Vec<Result<bool, String>>) {
+    pub(super) fn folded(&self) -> (ReadModel, Vec<Result<bool, String>>) {
         let mut model = ReadModel::default();
         let results = self
             .messages
