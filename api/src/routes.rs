@@ -70,6 +70,7 @@ pub fn router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(fleet::uncordon))
         .routes(routes!(fleet::drain))
         .routes(routes!(fleet::migrate))
+        .routes(routes!(fleet::cancel_migration))
         .routes(routes!(admin::dead_letters))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))

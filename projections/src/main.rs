@@ -53,6 +53,11 @@ enum Command {
         #[arg(long, env = "CP_BACKUP_RETENTION_AFTER_DEPROVISION_DAYS",
               default_value_t = projections::backup_scheduler::RETENTION_AFTER_DEPROVISION_DAYS)]
         backup_retention_after_deprovision_days: u32,
+        /// minutes a move between clusters may take before it is given up (the instance then keeps
+        /// serving where it was; `projections::migrations`)
+        #[arg(long, env = "CP_MIGRATION_TIMEOUT_MINUTES",
+              default_value_t = projections::migrations::DEFAULT_TIMEOUT.as_secs() / 60)]
+        migration_timeout_minutes: u64,
         /// bucket of the backup store
         #[arg(long, env = "CP_BACKUP_STORE_BUCKET")]
         backup_store_bucket: Option<String>,
@@ -127,6 +132,7 @@ async fn main() -> anyhow::Result<()> {
             backup_store_access_key_id,
             backup_store_secret_access_key,
             backup_retention_after_deprovision_days,
+            migration_timeout_minutes,
         } => {
             // The backup scheduler and worker read the read models as an API replica does.
             let models = projections::ReadModels::start(bucket.clone(), Duration::from_secs(30)).await?;
@@ -190,6 +196,7 @@ async fn main() -> anyhow::Result<()> {
                     backup_retention_after_deprovision_days,
                 )),
                 scheduler_period: projections::singleton::SCHEDULER_PERIOD,
+                migration_timeout: Duration::from_secs(migration_timeout_minutes.saturating_mul(60)),
             };
             let work = move || singleton.run();
             let holder = format!(

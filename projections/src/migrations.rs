@@ -12,10 +12,17 @@
 //! * the copy reported ready with the backup loaded at the placing version: complete; the copy failed:
 //!   give the move up. The source serves all along.
 //!
+//! A move not completed [`DEFAULT_TIMEOUT`] (`cp-projector run --migration-timeout-minutes`) after it began
+//! is given up, as is one a platform admin cancels (`DELETE …/instances/{id}/migration`): a silent target
+//! must not hold the instance from every change for ever.
+//!
 //! A draining cluster's active instances that are not moving are started towards the placeable cluster
 //! of their region that placement picks for them (`domain::placement`, the drained cluster excluded), as
 //! many at a time as the drain allows.
 
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
 use domain::{
     BackupCommand, BackupSource, BackupTrigger, InstanceCommand, Lifecycle, backup::InstanceFacts,
     instance::migration::Migration, observed::ObservedPhase, placement,
@@ -52,8 +59,25 @@ enum Step {
     GiveUp(String),
 }
 
-/// The step `view`'s move takes next, if any (`None`: waiting for its backup or its copy).
-fn next_step(model: &ReadModel, view: &InstanceView, migration: &Migration) -> Option<Step> {
+/// How long a move may take, by default, before the migrator gives it up: a backup and a restore of the
+/// largest plan, with room; a move stuck longer (its target silent, its copy never ready) would keep the
+/// instance from every change.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
+
+/// The step `view`'s move takes next at `now`, if any (`None`: waiting for its backup or its copy).
+fn next_step(
+    model: &ReadModel,
+    view: &InstanceView,
+    migration: &Migration,
+    deadline: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Option<Step> {
+    if deadline.is_some_and(|d| now >= d) {
+        return Some(Step::GiveUp(format!(
+            "the move did not complete within its time limit (started {})",
+            view.migration_started_at.map_or_else(|| "at an unknown time".into(), |t| t.to_rfc3339())
+        )));
+    }
     let spec = view.spec();
     let Some(target) = &migration.target else {
         let Some(backup) = model.backups().get(&spec.project, migration.backup_id) else {
@@ -109,6 +133,7 @@ pub struct Migrator {
     clusters: ClusterRegistry,
     instances: InstanceCommands,
     backups: BackupCommands,
+    timeout: Duration,
 }
 
 impl Migrator {
@@ -119,11 +144,18 @@ impl Migrator {
         instances: InstanceCommands,
         backups: BackupCommands,
     ) -> Self {
-        Self { models, clusters, instances, backups }
+        Self { models, clusters, instances, backups, timeout: DEFAULT_TIMEOUT }
     }
 
-    /// One pass: every move in progress one step further, then the drains' new moves.
-    pub async fn pass(&self) -> Pass {
+    /// Gives up moves not completed `timeout` after they started instead of [`DEFAULT_TIMEOUT`].
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// One pass at `now`: every move in progress one step further, then the drains' new moves.
+    pub async fn pass(&self, now: DateTime<Utc>) -> Pass {
+        let timeout = TimeDelta::from_std(self.timeout).unwrap_or(TimeDelta::MAX);
         let mut pass = Pass::default();
         let steps: Vec<(String, Uuid, u64, Migration, Step)> = {
             let model = self.models.read();
@@ -131,7 +163,8 @@ impl Migrator {
                 .all_instances()
                 .filter_map(|view| {
                     let migration = view.instance.migration()?.clone();
-                    let step = next_step(&model, view, &migration)?;
+                    let deadline = view.migration_started_at.and_then(|t| t.checked_add_signed(timeout));
+                    let step = next_step(&model, view, &migration, deadline, now)?;
                     Some((view.spec().project.clone(), view.spec().id, view.version, migration, step))
                 })
                 .collect()
@@ -248,7 +281,7 @@ impl Migrator {
     /// Passes every `period` until cancelled.
     pub async fn run(self, period: std::time::Duration) {
         loop {
-            let pass = self.pass().await;
+            let pass = self.pass(Utc::now()).await;
             if pass != Pass::default() {
                 tracing::info!(?pass, "migrations");
             }

@@ -50,6 +50,8 @@ pub struct Singleton {
     pub retention_after_deprovision: TimeDelta,
     /// how often the scheduler looks at the schedules
     pub scheduler_period: Duration,
+    /// how long a move between clusters may take before the migrator gives it up
+    pub migration_timeout: Duration,
 }
 
 impl std::fmt::Debug for Singleton {
@@ -85,6 +87,7 @@ impl Singleton {
                 cluster_silence,
                 retention_after_deprovision,
                 scheduler_period,
+                migration_timeout,
             } = this.clone();
             let mut tasks = tokio::task::JoinSet::new();
             let backups =
@@ -111,7 +114,8 @@ impl Singleton {
                 clusters.clone(),
                 instances,
                 migration_backups,
-            );
+            )
+            .timeout(migration_timeout);
             tasks.spawn(migrator.run(MIGRATOR_PERIOD));
             if let Some((store, admin)) = store {
                 // Agents' requests for an instance's keys, and the end of those keys.

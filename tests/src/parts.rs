@@ -139,6 +139,7 @@ impl ProjectorReplica {
                         projections::backup_scheduler::RETENTION_AFTER_DEPROVISION_DAYS,
                     )),
                     scheduler_period,
+                    migration_timeout: projections::migrations::DEFAULT_TIMEOUT,
                 };
                 let lease = streams::lease::Lease::new(&topology, "projector", &holder);
                 let (tx, rx) = watch::channel(false);

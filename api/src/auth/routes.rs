@@ -44,6 +44,7 @@ pub const ROUTES: &[(&str, &str, Requirement)] = &[
     ("POST", "/v1/admin/clusters/{name}/drain", PlatformAdmin),
     // Where an instance runs is the platform's to decide, not the project's.
     ("POST", "/v1/projects/{project}/instances/{id}/migrate", PlatformAdmin),
+    ("DELETE", "/v1/projects/{project}/instances/{id}/migration", PlatformAdmin),
     ("GET", "/v1/admin/dead-letters", PlatformAdmin),
     ("GET", "/v1/projects/{project}/instances", Project(Role::Viewer)),
     ("POST", "/v1/projects/{project}/instances", Project(Role::Editor)),

@@ -171,3 +171,45 @@ pub(super) async fn migrate(
     write::action(&state, &principal, &project, id, uri.path(), &headers, OperationKind::Migrate, command)
         .await
 }
+
+/// Cancels the move in progress: the copy on the target (if placed) is removed and the instance keeps
+/// serving where it was.
+#[utoipa::path(
+    delete,
+    path = "/v1/projects/{project}/instances/{id}/migration",
+    tag = "instances",
+    params(
+        ("project" = String, Path, description = "project"),
+        ("id" = String, Path, description = "instance id"),
+        ("If-Match" = Option<String>, Header, description = "ETag the cancellation is based on"),
+        ("Idempotency-Key" = Option<String>, Header, description = "makes retries safe"),
+    ),
+    responses(
+        (status = 202, body = Operation, headers(("Location" = String), ("ETag" = String), ("Retry-After" = u32))),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "no move is in progress", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn cancel_migration(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path((project, id)): Path<(String, String)>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    check_dns_label("project", &project)?;
+    let id = instance_id(&id)?;
+    let current = state.commands.read_current(&project, id).await?.ok_or(ApiError::NotFound("instance"))?;
+    let Some(migration) = current.aggregate.migration() else {
+        return Err(ApiError::Conflict {
+            code: "no_migration",
+            detail: "the instance is not moving to another cluster".into(),
+            errors: vec![],
+            retry_after: None,
+        });
+    };
+    let reason = format!("cancelled by {}", principal.actor());
+    let command = InstanceCommand::FailMigration { migration_id: migration.id, reason };
+    write::action(&state, &principal, &project, id, uri.path(), &headers, OperationKind::Migrate, command)
+        .await
+}

@@ -63,6 +63,9 @@ pub struct InstanceView {
     /// `observed` when the migration completes
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub migration_target: Option<ObservedState>,
+    /// when the move in progress began (the time of its `MigrationStarted`)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration_started_at: Option<DateTime<Utc>>,
     /// the cluster the instance's objects were last removed from by a migration (the source of a completed
     /// one, the target of a failed one), and whether its agent reported them gone
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -218,15 +221,20 @@ impl InstanceView {
             last_drift: None,
             status: status::compute(inputs, None, time),
             migration_target: None,
+            migration_started_at: None,
             left: None,
         }
     }
 
     /// What a migration event changes beside the aggregate; whether it completed one.
-    fn fold_migration(&mut self, event: &InstanceEvent) -> bool {
+    fn fold_migration(&mut self, event: &InstanceEvent, time: DateTime<Utc>) -> bool {
         match event {
-            InstanceEvent::MigrationStarted { .. } => self.migration_target = None,
+            InstanceEvent::MigrationStarted { .. } => {
+                self.migration_target = None;
+                self.migration_started_at = Some(time);
+            }
             InstanceEvent::MigrationCompleted { from, .. } => {
+                self.migration_started_at = None;
                 // The copy serves: what its cluster reported is the instance's observed state now.
                 self.observed = self.migration_target.take().or(self.observed.take());
                 self.left = Some(LeftCluster { cluster: from.clone(), removed: false });
@@ -234,6 +242,7 @@ impl InstanceView {
             }
             InstanceEvent::MigrationFailed { to, target_placed, .. } => {
                 self.migration_target = None;
+                self.migration_started_at = None;
                 if *target_placed {
                     self.left = Some(LeftCluster { cluster: to.clone(), removed: false });
                 }
@@ -256,7 +265,7 @@ impl InstanceView {
                 self.deprovision_operation = Some(batch.metadata.command_id);
                 self.deprovisioning = Some(generation);
             }
-            let completed = self.fold_migration(&event);
+            let completed = self.fold_migration(&event, batch.metadata.time);
             self.instance.apply(event);
             if completed {
                 // The copy's restore, at the version that placed it, is what the target reports applied.

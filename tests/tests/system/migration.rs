@@ -304,3 +304,78 @@ async fn a_move_whose_copy_fails_removes_the_copy_and_leaves_the_instance_servin
         "the copy's reports are not in the history"
     );
 }
+
+#[tokio::test]
+async fn a_move_that_never_completes_is_given_up_at_its_time_limit_and_one_can_be_cancelled() {
+    // eu-2 has no agent: its copy never reports.
+    let stack = system_tests::backups::BackupStack::start(Duration::from_millis(50)).await;
+    let api = &stack.api;
+    let migrator = projections::migrations::Migrator::new(
+        api.state.read_models.clone(),
+        api.state.clusters.clone(),
+        api.state.commands.clone(),
+        api.state.backups.clone(),
+    )
+    .timeout(Duration::from_secs(4));
+    let _migrator =
+        tokio_util::task::AbortOnDropHandle::new(tokio::spawn(migrator.run(Duration::from_millis(100))));
+    let mut ids = Vec::new();
+    for name in ["orders", "ledger"] {
+        let body = json!({"name": name, "service": "mongodb", "version": "7.0", "plan": "starter", "cluster": "eu-1"});
+        let created = admin(api, Method::POST, "/v1/projects/acme/instances", Some(&body)).await;
+        let id: Uuid = created.body["instance_id"].as_str().unwrap().parse().unwrap();
+        assert!(api.wait_for_state(id, Health::Healthy, WAIT).await, "{name} never healthy");
+        let asked = admin(
+            api,
+            Method::POST,
+            &format!("/v1/projects/acme/instances/{id}/migrate"),
+            Some(&json!({"cluster": "eu-2"})),
+        )
+        .await;
+        assert_eq!(asked.status, StatusCode::ACCEPTED, "{}", asked.body);
+        ids.push(id);
+    }
+    // One is cancelled by the admin at once.
+    let cancelled =
+        admin(api, Method::DELETE, &format!("/v1/projects/acme/instances/{}/migration", ids[1]), None).await;
+    assert_eq!(cancelled.status, StatusCode::ACCEPTED, "{}", cancelled.body);
+    let again =
+        admin(api, Method::DELETE, &format!("/v1/projects/acme/instances/{}/migration", ids[1]), None).await;
+    assert_eq!(
+        (again.status, again.body["code"].as_str()),
+        (StatusCode::CONFLICT, Some("no_migration")),
+        "{}",
+        again.body
+    );
+    // The other is given up at its time limit, its copy placed on the silent cluster and never ready.
+    for (id, why) in
+        [(ids[0], "did not complete within its time limit"), (ids[1], "cancelled by admin@tests")]
+    {
+        let ended = api
+            .state
+            .read_models
+            .wait_until(WAIT, |m| {
+                m.instance("acme", id).is_some_and(|v| v.instance.migration().is_none() && v.version > 2)
+            })
+            .await;
+        assert!(ended, "the move of {id} never ended");
+        let history =
+            admin(api, Method::GET, &format!("/v1/projects/acme/instances/{id}/history?limit=200"), None)
+                .await;
+        let items = history.body["items"].as_array().unwrap();
+        let failed =
+            items.iter().find(|e| e["type"] == "MigrationFailed").expect("MigrationFailed in the history");
+        assert!(failed["data"]["reason"].as_str().unwrap().contains(why), "{failed}");
+        let shown = admin(api, Method::GET, &format!("/v1/projects/acme/instances/{id}"), None).await;
+        assert_eq!(
+            (shown.body["cluster"].as_str(), shown.body["status"]["state"].as_str()),
+            (Some("eu-1"), Some("healthy"))
+        );
+    }
+    let history =
+        admin(api, Method::GET, &format!("/v1/projects/acme/instances/{}/history?limit=200", ids[0]), None)
+            .await;
+    let placed =
+        history.body["items"].as_array().unwrap().iter().any(|e| e["type"] == "MigrationTargetPlaced");
+    assert!(placed, "the timed-out move had placed its copy: it waited for it, not for its backup");
+}
