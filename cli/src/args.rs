@@ -71,6 +71,9 @@ pub(crate) enum Command {
     /// An operation
     #[command(subcommand)]
     Operations(Operations),
+    /// Clusters (platform admins): list, cordon, drain; move an instance to another cluster
+    #[command(subcommand)]
+    Fleet(Fleet),
     /// Every event of an instance, decided and observed, in order
     History {
         /// instance name or id
@@ -331,6 +334,44 @@ pub(crate) enum Config {
         keys: Vec<String>,
         #[command(flatten)]
         wait: Wait,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Fleet {
+    /// Every registered cluster: its agent's state, instances, cordon and drain
+    Clusters,
+    /// Place no new instance on a cluster
+    Cordon {
+        /// cluster name
+        cluster: String,
+    },
+    /// Take new instances on a cluster again (a drain of it stops starting moves)
+    Uncordon {
+        /// cluster name
+        cluster: String,
+    },
+    /// Cordon a cluster and move every instance on it to another cluster of its region
+    Drain {
+        /// cluster name
+        cluster: String,
+        /// how many instances move at once (1 to 16)
+        #[arg(long, default_value_t = 1)]
+        parallel: u32,
+    },
+    /// Move an instance to another cluster of its region (from a fresh backup; it serves where it is until
+    /// the switch)
+    Migrate {
+        /// instance name or id
+        instance: String,
+        /// the cluster to move to
+        #[arg(long)]
+        to: String,
+    },
+    /// Give up an instance's move in progress (it keeps serving where it was)
+    CancelMigration {
+        /// instance name or id
+        instance: String,
     },
 }
 

@@ -21,6 +21,8 @@ use crate::{
     output::{Format, Rows, cell, or_dash, print, time, wire_name},
 };
 
+mod fleet;
+
 /// The API's largest page (`limit`).
 const MAX_PAGE: usize = 500;
 
@@ -89,6 +91,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             context.write::<Value>(Method::POST, &path, None, wait).await
         }
         Command::Users(command) => users(&context, command).await,
+        Command::Fleet(command) => fleet::fleet(&context, command).await,
         Command::Catalog { service } => catalog(&context, service).await,
         Command::Operations(Operations::Get { operation, wait }) => {
             let path = format!("/v1/projects/{}/operations/{operation}", context.project);

@@ -238,3 +238,38 @@ async fn users_are_created_listed_read_rotated_and_deleted() {
     let users: Vec<wire::User> = json(&cpctl(&rig, &["users", "list", "ledger", "-o", "json"]).await);
     assert!(users.is_empty());
 }
+
+#[tokio::test]
+async fn the_fleet_is_listed_cordoned_drained_and_an_instance_s_move_asked_and_cancelled() {
+    let rig = rig().await;
+    let clusters: Vec<wire::ClusterStatus> = json(&cpctl(&rig, &["fleet", "clusters", "-o", "json"]).await);
+    let names: Vec<&str> = clusters.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["eu-1", "eu-2"]);
+    assert!(clusters.iter().all(|c| !c.cordoned));
+    let cordoned: wire::ClusterStatus = json(&cpctl(&rig, &["fleet", "cordon", "eu-2", "-o", "json"]).await);
+    assert!(cordoned.cordoned && cordoned.draining.is_none(), "{cordoned:?}");
+    let refused = cpctl(&rig, &["fleet", "drain", "eu-2", "--parallel", "0"]).await;
+    assert!(!refused.status.success());
+    assert!(stderr(&refused).contains("drain_parallel"), "the rule is named: {}", stderr(&refused));
+    let drained: wire::ClusterStatus =
+        json(&cpctl(&rig, &["fleet", "drain", "eu-2", "--parallel", "3", "-o", "json"]).await);
+    assert_eq!((drained.cordoned, drained.draining), (true, Some(3)));
+    let viewer = cpctl_as(&rig, ACME_VIEWER_TOKEN, &["fleet", "uncordon", "eu-2"]).await;
+    assert!(!viewer.status.success(), "only a platform admin changes the fleet");
+    let open: wire::ClusterStatus = json(&cpctl(&rig, &["fleet", "uncordon", "eu-2", "-o", "json"]).await);
+    assert_eq!((open.cordoned, open.draining), (false, None));
+    let table = stdout(&cpctl(&rig, &["fleet", "clusters"]).await);
+    assert!(table.contains("eu-2") && table.contains("CORDONED"), "{table}");
+
+    let created =
+        cpctl(&rig, &[&CREATE[..], &["-o", "json", "--cluster", "eu-1", "ledger"]].concat()).await;
+    let _: wire::Operation = json(&created);
+    let moving: wire::Operation =
+        json(&cpctl(&rig, &["fleet", "migrate", "ledger", "--to", "eu-2", "-o", "json"]).await);
+    assert!(matches!(moving.operation_type, wire::OperationType::Migrate), "{moving:?}");
+    let shown: wire::Instance = json(&cpctl(&rig, &["instances", "get", "ledger", "-o", "json"]).await);
+    assert_eq!(shown.migration.as_ref().map(|m| m.to.as_str()), Some("eu-2"), "{shown:?}");
+    let _: wire::Operation = json(&cpctl(&rig, &["fleet", "cancel-migration", "ledger", "-o", "json"]).await);
+    let shown: wire::Instance = json(&cpctl(&rig, &["instances", "get", "ledger", "-o", "json"]).await);
+    assert!(shown.migration.is_none() && shown.cluster == "eu-1", "{shown:?}");
+}
