@@ -58,6 +58,20 @@ pub struct BackupSource {
     pub version: String,
 }
 
+impl BackupSource {
+    /// A backup of the instance `spec` describes, as it is now.
+    pub fn of(spec: &crate::instance::InstanceSpec) -> Self {
+        Self {
+            project: spec.project.clone(),
+            instance_id: spec.id,
+            instance_name: spec.name.clone(),
+            cluster: spec.cluster.clone(),
+            service: spec.service,
+            version: spec.version.clone(),
+        }
+    }
+}
+
 /// What the caller knows of the instance when it asks for a backup: the rules need it, and it comes from
 /// the instance's aggregate and its observed state, which this aggregate does not hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -176,14 +176,7 @@ fn plan(
             let after = looked.get(&schedule.id).copied().unwrap_or(started);
             if let Some(at) = latest_due(schedule, after, now) {
                 due.push(Due {
-                    source: BackupSource {
-                        project: spec.project.clone(),
-                        instance_id: spec.id,
-                        instance_name: spec.name.clone(),
-                        cluster: spec.cluster.clone(),
-                        service: spec.service,
-                        version: spec.version.clone(),
-                    },
+                    source: BackupSource::of(spec),
                     facts: InstanceFacts {
                         lifecycle: view.instance.lifecycle(),
                         ever_ready: view.observed.as_ref().is_some_and(|o| o.observed_generation.is_some()),

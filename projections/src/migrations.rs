@@ -82,14 +82,7 @@ fn next_step(
     let Some(target) = &migration.target else {
         let Some(backup) = model.backups().get(&spec.project, migration.backup_id) else {
             return Some(Step::AskBackup(
-                BackupSource {
-                    project: spec.project.clone(),
-                    instance_id: spec.id,
-                    instance_name: spec.name.clone(),
-                    cluster: spec.cluster.clone(),
-                    service: spec.service,
-                    version: spec.version.clone(),
-                },
+                BackupSource::of(spec),
                 InstanceFacts {
                     lifecycle: view.instance.lifecycle(),
                     ever_ready: view.observed.as_ref().is_some_and(|o| o.observed_generation.is_some()),

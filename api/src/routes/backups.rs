@@ -125,14 +125,7 @@ pub(super) async fn create_backup(
         }
     };
     let command = BackupCommand::Request {
-        source: BackupSource {
-            project: project.clone(),
-            instance_id,
-            instance_name: spec.name.clone(),
-            cluster: spec.cluster.clone(),
-            service: spec.service,
-            version: spec.version.clone(),
-        },
+        source: BackupSource::of(spec),
         trigger: BackupTrigger::Manual,
         instance: InstanceFacts { lifecycle: current.aggregate.lifecycle(), ever_ready },
     };

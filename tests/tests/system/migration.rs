@@ -19,6 +19,21 @@ async fn admin(api: &TestApi, method: Method, path: &str, body: Option<&Value>) 
     api.call(method, path, body, &[("authorization", &format!("Bearer {ADMIN_TOKEN}"))]).await
 }
 
+/// Every entry of the instance's history (one page holds the few a test makes).
+async fn history(api: &TestApi, id: Uuid) -> Vec<Value> {
+    let path = format!("/v1/projects/acme/instances/{id}/history?limit=200");
+    let page = admin(api, Method::GET, &path, None).await;
+    page.body["items"].as_array().unwrap_or_else(|| panic!("a history page: {}", page.body)).clone()
+}
+
+/// The first entry of `event_type` in the instance's history.
+async fn first_of(api: &TestApi, id: Uuid, event_type: &str) -> Value {
+    let items = history(api, id).await;
+    let types: Vec<&str> = items.iter().map(|e| e["type"].as_str().unwrap_or("?")).collect();
+    let found = items.iter().find(|e| e["type"] == event_type).cloned();
+    found.unwrap_or_else(|| panic!("no {event_type} in the history of {id}: {types:?}"))
+}
+
 /// The control plane's migrator, as the leading projector runs it, passing often; stopped on drop.
 fn migrator(api: &TestApi) -> tokio_util::task::AbortOnDropHandle<()> {
     let migrator = projections::migrations::Migrator::new(
@@ -160,22 +175,14 @@ async fn a_drain_moves_twenty_instances_of_four_services_with_their_own_backups_
             assert_eq!(view.source.cluster, "eu-1", "{name}: the backup was taken where it served");
         }
         // Its history shows the move with who asked and both clusters.
-        let history =
-            admin(api, Method::GET, &format!("/v1/projects/acme/instances/{id}/history?limit=200"), None)
-                .await;
-        let items = history.body["items"].as_array().expect("history items");
-        let types: Vec<&str> = items.iter().map(|e| e["type"].as_str().unwrap_or("?")).collect();
-        let started = items
-            .iter()
-            .find(|e| e["type"] == "MigrationStarted")
-            .unwrap_or_else(|| panic!("{name}: no MigrationStarted in its history: {types:?}"));
+        let started = first_of(api, *id, "MigrationStarted").await;
         assert_eq!(started["actor"], "admin@tests (token admin)", "{started}");
         assert_eq!(
             (started["data"]["from"].as_str(), started["data"]["to"].as_str()),
             (Some("eu-1"), Some("eu-2"))
         );
         for step in ["MigrationTargetPlaced", "MigrationCompleted"] {
-            assert!(items.iter().any(|e| e["type"] == step), "{name}: no {step} in its history");
+            first_of(api, *id, step).await;
         }
     }
     assert_eq!(
@@ -236,11 +243,7 @@ async fn a_move_whose_backup_fails_leaves_the_instance_serving_where_it_was() {
     let shown = admin(&api, Method::GET, &format!("/v1/projects/acme/instances/{id}"), None).await;
     assert_eq!(shown.body["cluster"], "eu-1", "{}", shown.body);
     assert_eq!(shown.body["status"]["state"], "healthy", "{}", shown.body);
-    let history =
-        admin(&api, Method::GET, &format!("/v1/projects/acme/instances/{id}/history?limit=200"), None).await;
-    let failed =
-        history.body["items"].as_array().unwrap().iter().find(|e| e["type"] == "MigrationFailed").cloned();
-    let failed = failed.unwrap_or_else(|| panic!("MigrationFailed in the history: {}", history.body));
+    let failed = first_of(&api, id, "MigrationFailed").await;
     assert!(failed["data"]["reason"].as_str().unwrap().contains("backup"), "{failed}");
     assert_eq!(failed["data"]["target_placed"], false);
     let ids = BTreeSet::from([id.to_string()]);
@@ -291,11 +294,8 @@ async fn a_move_whose_copy_fails_removes_the_copy_and_leaves_the_instance_servin
         (shown.body["cluster"].as_str(), shown.body["status"]["state"].as_str()),
         (Some("eu-1"), Some("healthy"))
     );
-    let history =
-        admin(api, Method::GET, &format!("/v1/projects/acme/instances/{id}/history?limit=200"), None).await;
-    let items = history.body["items"].as_array().unwrap();
-    let failed =
-        items.iter().find(|e| e["type"] == "MigrationFailed").expect("MigrationFailed in the history");
+    let items = history(api, id).await;
+    let failed = first_of(api, id, "MigrationFailed").await;
     assert_eq!(failed["data"]["target_placed"], true, "{failed}");
     assert!(failed["data"]["reason"].as_str().unwrap().contains("no backup store"), "{failed}");
     // What eu-2 reported of the copy is in the history, beside the source's reports.
@@ -359,12 +359,7 @@ async fn a_move_that_never_completes_is_given_up_at_its_time_limit_and_one_can_b
             })
             .await;
         assert!(ended, "the move of {id} never ended");
-        let history =
-            admin(api, Method::GET, &format!("/v1/projects/acme/instances/{id}/history?limit=200"), None)
-                .await;
-        let items = history.body["items"].as_array().unwrap();
-        let failed =
-            items.iter().find(|e| e["type"] == "MigrationFailed").expect("MigrationFailed in the history");
+        let failed = first_of(api, id, "MigrationFailed").await;
         assert!(failed["data"]["reason"].as_str().unwrap().contains(why), "{failed}");
         let shown = admin(api, Method::GET, &format!("/v1/projects/acme/instances/{id}"), None).await;
         assert_eq!(
@@ -372,10 +367,6 @@ async fn a_move_that_never_completes_is_given_up_at_its_time_limit_and_one_can_b
             (Some("eu-1"), Some("healthy"))
         );
     }
-    let history =
-        admin(api, Method::GET, &format!("/v1/projects/acme/instances/{}/history?limit=200", ids[0]), None)
-            .await;
-    let placed =
-        history.body["items"].as_array().unwrap().iter().any(|e| e["type"] == "MigrationTargetPlaced");
-    assert!(placed, "the timed-out move had placed its copy: it waited for it, not for its backup");
+    // The timed-out move had placed its copy: it waited for the copy, not for its backup.
+    first_of(api, ids[0], "MigrationTargetPlaced").await;
 }
