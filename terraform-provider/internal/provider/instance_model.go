@@ -26,6 +26,7 @@ type instanceModel struct {
 	Description         types.String   `tfsdk:"description"`
 	DeletionProtection  types.Bool     `tfsdk:"deletion_protection"`
 	Cluster             types.String   `tfsdk:"cluster"`
+	RunningCluster      types.String   `tfsdk:"running_cluster"`
 	Region              types.String   `tfsdk:"region"`
 	ACL                 types.Set      `tfsdk:"acl"`
 	AllowPublic         types.Bool     `tfsdk:"allow_public"`
@@ -96,7 +97,13 @@ func (m *instanceModel) fromAPI(ctx context.Context, inst *client.Instance) diag
 	m.StorageGiB = types.Int64Value(inst.StorageGiB)
 	m.Description = types.StringValue(inst.Description)
 	m.DeletionProtection = types.BoolValue(inst.DeletionProtection)
-	m.Cluster = types.StringValue(inst.Cluster)
+	// `cluster` is where the instance was placed; a platform admin may move it later (a drain, a
+	// migration), which is no change of the configuration: replacing the instance over it would destroy
+	// its data. So a placement once read is kept, and where it runs now is `running_cluster`.
+	if m.Cluster.IsNull() || m.Cluster.IsUnknown() {
+		m.Cluster = types.StringValue(inst.Cluster)
+	}
+	m.RunningCluster = types.StringValue(inst.Cluster)
 	m.InstanceVersion = types.Int64Value(int64(inst.InstanceVersion))
 	m.Status = types.StringValue(inst.Status.State)
 	m.CreatedAt = types.StringValue(inst.CreatedAt)
@@ -191,7 +198,7 @@ func (m *instanceModel) nullUnknowns() {
 			*v = types.StringNull()
 		}
 	}
-	for _, v := range []*types.String{&m.Project, &m.Cluster, &m.Region, &m.CredentialsRotation, &m.RestoredFromBackup, &m.Description, &m.Status, &m.CreatedAt, &m.Version, &m.Plan} {
+	for _, v := range []*types.String{&m.Project, &m.Cluster, &m.RunningCluster, &m.Region, &m.CredentialsRotation, &m.RestoredFromBackup, &m.Description, &m.Status, &m.CreatedAt, &m.Version, &m.Plan} {
 		s(v)
 	}
 	if m.StorageGiB.IsUnknown() {

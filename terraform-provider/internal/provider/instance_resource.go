@@ -134,10 +134,16 @@ func (r *instanceResource) Schema(ctx context.Context, _ resource.SchemaRequest,
 				Default:             booldefault.StaticBool(false),
 			},
 			"cluster": schema.StringAttribute{
-				MarkdownDescription: "Cluster to place the instance on; chosen by the placement rule when absent. Changing it replaces the instance.",
-				Optional:            true,
+				MarkdownDescription: "Cluster to place the instance on; chosen by the placement rule when absent. Changing it replaces the instance. " +
+					"A platform admin may move the instance to another cluster of its region later (a drain, a migration): that is not a change " +
+					"of this attribute, which keeps the placement; `running_cluster` says where it runs.",
+				Optional:      true,
+				Computed:      true,
+				PlanModifiers: []planmodifier.String{stringplanmodifier.UseStateForUnknown(), stringplanmodifier.RequiresReplaceIfConfigured()},
+			},
+			"running_cluster": schema.StringAttribute{
+				MarkdownDescription: "The cluster the instance runs on now, as last read: `cluster` unless the platform moved it.",
 				Computed:            true,
-				PlanModifiers:       []planmodifier.String{stringplanmodifier.UseStateForUnknown(), stringplanmodifier.RequiresReplaceIfConfigured()},
 			},
 			"region": schema.StringAttribute{
 				MarkdownDescription: "Region to place the instance in when `cluster` is absent (used at creation only; not read back, so not set by an import). Changing it replaces the instance.",
