@@ -13,6 +13,7 @@ mod maintenance;
 mod network;
 mod operations;
 mod restore;
+mod rollouts;
 mod schedules;
 mod ui;
 mod users;
@@ -72,6 +73,8 @@ pub fn router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(fleet::migrate))
         .routes(routes!(fleet::cancel_migration))
         .routes(routes!(admin::dead_letters))
+        .routes(routes!(rollouts::create_rollout, rollouts::list_rollouts))
+        .routes(routes!(rollouts::get_rollout))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .split_for_parts()

@@ -60,6 +60,8 @@ pub struct Shared {
     pub limits: crate::limits::CallerLimits,
     /// whether each cluster's agent is heard from (instances of a silent one show `unknown`)
     pub liveness: streams::liveness::LivenessView,
+    /// version rollouts platform admins announced
+    pub rollouts: streams::rollouts::Rollouts,
 }
 
 /// Why the API could not start.
@@ -101,6 +103,7 @@ impl AppState {
         let liveness = streams::liveness::LivenessView::follow(&topology).await?;
         Ok(Self(Arc::new(Shared {
             liveness,
+            rollouts: streams::rollouts::Rollouts::new(&topology),
             backups: streams::backups::BackupCommands::new(&topology, DEFAULT_CACHE_CAPACITY),
             commands,
             read_models,

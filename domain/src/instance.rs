@@ -97,6 +97,11 @@ pub struct InstanceSpec {
     /// a move to another cluster in progress
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub migration: Option<migration::Migration>,
+    /// the rollout whose upgrade gave the instance the version it runs, until another version change;
+    /// derived from `MaintenanceApplied` (what it released), so no new event. A rollout's progress reads
+    /// it once nothing is held any more.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_out: Option<maintenance::PendingVersion>,
 }
 
 /// The Barman server name a PostgreSQL instance called `name` archives under after an upgrade from
@@ -325,6 +330,7 @@ impl Instance {
             same.maintenance_window = cmd.maintenance_window.unwrap_or_default();
             same.pending_maintenance = existing.pending_maintenance.clone();
             same.users = existing.users.clone();
+            same.rolled_out = existing.rolled_out.clone();
             return if same == *existing { Ok(vec![]) } else { Err(InstanceError::AlreadyExists) };
         }
         services
@@ -420,6 +426,11 @@ impl Instance {
             }
             events.push(InstanceEvent::StorageExpanded { from_gib: storage_gib, to_gib: requested });
         }
+        // A version the customer picks replaces one a rollout holds.
+        let mut pending = spec.pending_maintenance.clone();
+        if events.iter().any(|e| matches!(e, InstanceEvent::VersionUpgraded { .. })) {
+            pending.version = None;
+        }
         let window = match cmd.maintenance_window.filter(|w| *w != spec.maintenance_window) {
             Some(window) => {
                 window.check("/maintenance_window")?;
@@ -455,27 +466,30 @@ impl Instance {
             // What the cluster applies now: everything, or all but the held parameters, which keep the
             // values the instance runs with.
             let mut applied = config.clone();
-            let pending = if hold {
+            pending.configuration = if hold {
                 for key in &restart {
                     match spec.config.get(key) {
                         Some(value) => applied.insert(key.clone(), value.clone()),
                         None => applied.remove(key),
                     };
                 }
-                maintenance::PendingMaintenance {
-                    configuration: Some(maintenance::PendingConfiguration { config, parameters: restart }),
-                }
+                Some(maintenance::PendingConfiguration { config, parameters: restart })
             } else {
-                maintenance::PendingMaintenance::default()
+                None
             };
             if pending != spec.pending_maintenance {
-                events.push(InstanceEvent::PendingMaintenanceChanged { pending });
+                events.push(InstanceEvent::PendingMaintenanceChanged { pending: pending.clone() });
             }
             let changed = config_diff(&spec.config, &applied);
             if !changed.is_empty() {
                 let restart = changed.iter().filter(|k| needs_restart(k)).cloned().collect();
                 events.push(InstanceEvent::ConfigurationChanged { config: applied, changed, restart });
             }
+        }
+        if pending != spec.pending_maintenance
+            && !events.iter().any(|e| matches!(e, InstanceEvent::PendingMaintenanceChanged { .. }))
+        {
+            events.push(InstanceEvent::PendingMaintenanceChanged { pending });
         }
         if let Some(description) = cmd.description.filter(|d| *d != spec.description) {
             check_description(&description)?;
@@ -487,8 +501,8 @@ impl Instance {
         Ok(events)
     }
 
-    /// Applies what is held for the window: the configuration it holds, with every parameter it changes
-    /// (so the restart ones are named in `restart`).
+    /// Applies what is held for the window: the version it holds, then the configuration it holds, with
+    /// every parameter it changes (so the restart ones are named in `restart`).
     fn apply_maintenance(
         &self,
         trigger: maintenance::MaintenanceTrigger,
@@ -498,6 +512,9 @@ impl Instance {
             return Ok(vec![]);
         }
         let mut events = vec![InstanceEvent::MaintenanceApplied { trigger }];
+        if let Some(held) = spec.pending_maintenance.version.as_ref().filter(|v| v.to != spec.version) {
+            events.push(InstanceEvent::VersionUpgraded { from: spec.version.clone(), to: held.to.clone() });
+        }
         if let Some(held) = &spec.pending_maintenance.configuration {
             let changed = config_diff(&spec.config, &held.config);
             if !changed.is_empty() {
@@ -602,6 +619,7 @@ fn spec_of(p: &InstanceProvisioned) -> InstanceSpec {
         archive_server: None,
         users: Vec::new(),
         migration: None,
+        rolled_out: None,
     }
 }
 

@@ -8,6 +8,7 @@
 //! * [`leader`]: runs the singleton's work in exactly one replica at a time, through a lease.
 //! * [`liveness`]: marks clusters whose agents fell silent unreachable.
 //! * [`maintenance_scheduler`]: applies what is held for an instance's maintenance window once it opens.
+//! * [`rollouts`]: holds each announced version rollout's upgrade for the instances it moves.
 //! * [`migrations`]: takes moves between clusters step by step, and starts the moves drains call for.
 //! * [`intake`]: moves each cluster's facts from its bounded intake onto the event stream, at a bounded rate.
 //! * [`projector`]: folds the stream into the read-model bucket (the `cp-projector` process).
@@ -33,6 +34,7 @@ pub mod maintenance_scheduler;
 pub mod migrations;
 pub mod projector;
 pub mod rebuild;
+pub mod rollouts;
 pub mod runner;
 pub mod singleton;
 pub mod status;

@@ -106,6 +106,10 @@ impl Singleton {
                 crate::maintenance_scheduler::Scheduler::new(models.clone(), instances.clone())
                     .run(scheduler_period),
             );
+            // Version rollouts, held for each instance's window (`rollouts`).
+            let rollouts = streams::rollouts::Rollouts::new(&topology);
+            let roller = crate::rollouts::Roller::new(models.clone(), instances.clone(), rollouts);
+            tasks.spawn(roller.run(scheduler_period));
             // Moves between clusters, and the drains that start them (`migrations`).
             let migration_backups =
                 streams::backups::BackupCommands::new(&topology, streams::instances::DEFAULT_CACHE_CAPACITY);

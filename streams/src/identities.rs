@@ -82,6 +82,7 @@ pub fn control_plane_permissions(settings: &Settings) -> Value {
         &settings.read_models_bucket,
         &settings.liveness_bucket,
         &settings.leases_bucket,
+        &settings.rollouts_bucket,
     ];
     let owned = [settings.events_stream.clone(), crate::dead_letters::DEAD_LETTERS_STREAM.to_owned()]
         .into_iter()

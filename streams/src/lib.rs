@@ -32,6 +32,7 @@ pub mod liveness;
 pub mod names;
 pub mod observed;
 pub mod read_models;
+pub mod rollouts;
 pub mod store;
 pub mod store_access;
 pub mod topology;

@@ -43,6 +43,8 @@ pub struct Settings {
     pub liveness_bucket: String,
     /// name of the bucket holding the leases of singleton processes ([`crate::lease`])
     pub leases_bucket: String,
+    /// name of the bucket holding the version rollouts platform admins announced ([`crate::rollouts`])
+    pub rollouts_bucket: String,
     /// how long a lease lasts unless renewed: a standby takes over at most this long after its holder
     /// died (the bucket's `max_age`)
     pub lease_ttl: Duration,
@@ -69,6 +71,7 @@ impl Default for Settings {
             read_models_bucket: "cp-read-models".to_owned(),
             liveness_bucket: "cp-cluster-liveness".to_owned(),
             leases_bucket: "cp-leases".to_owned(),
+            rollouts_bucket: "cp-rollouts".to_owned(),
             lease_ttl: Duration::from_secs(10),
             commit_mode: CommitMode::default(),
             // A thousand instances reporting ten facts each at once fit; a flood stops here.
@@ -130,6 +133,8 @@ pub struct Topology {
     pub liveness: kv::Store,
     /// leases of singleton processes ([`crate::lease`])
     pub leases: kv::Store,
+    /// version rollouts ([`crate::rollouts`])
+    pub rollouts: kv::Store,
 }
 
 impl Settings {
@@ -254,6 +259,12 @@ impl Settings {
             self.lease_ttl,
         )
         .await?;
+        let rollouts = bucket(
+            &self.rollouts_bucket,
+            "Version rollouts platform admins announced (their progress is read from the instances)",
+            Duration::ZERO,
+        )
+        .await?;
         let read_models_stream = jetstream
             .get_stream(format!("KV_{}", self.read_models_bucket))
             .await
@@ -269,6 +280,7 @@ impl Settings {
             read_models_stream,
             liveness,
             leases,
+            rollouts,
         })
     }
 }

@@ -468,6 +468,15 @@ pub enum MaintenanceItem {
         #[schema(value_type = BTreeMap<String, Object>)]
         config: BTreeMap<String, Value>,
     },
+    /// a version upgrade the platform rolls out (`/v1/admin/rollouts`)
+    VersionUpgrade {
+        /// the version the instance runs until then
+        from: String,
+        /// the version it runs afterwards
+        to: String,
+        /// the rollout asking for it
+        rollout: uuid::Uuid,
+    },
 }
 
 impl PendingMaintenance {
@@ -475,18 +484,28 @@ impl PendingMaintenance {
     /// held.
     pub fn of(spec: &domain::instance::InstanceSpec, now: DateTime<Utc>) -> Option<Self> {
         let pending = &spec.pending_maintenance;
-        let configuration = pending.configuration.as_ref()?;
-        let config = configuration
-            .parameters
-            .iter()
-            .filter_map(|p| Some((p.clone(), configuration.config.get(p)?.clone())))
-            .collect();
-        Some(Self {
-            items: vec![MaintenanceItem::ConfigurationRestart {
+        let mut items = Vec::new();
+        if let Some(version) = &pending.version {
+            items.push(MaintenanceItem::VersionUpgrade {
+                from: version.from.clone(),
+                to: version.to.clone(),
+                rollout: version.rollout,
+            });
+        }
+        if let Some(configuration) = &pending.configuration {
+            let config = configuration
+                .parameters
+                .iter()
+                .filter_map(|p| Some((p.clone(), configuration.config.get(p)?.clone())))
+                .collect();
+            items.push(MaintenanceItem::ConfigurationRestart {
                 parameters: configuration.parameters.clone(),
                 config: config_json(&config),
-            }],
-            scheduled_for: spec.maintenance_window.next_opening(now),
-        })
+            });
+        }
+        if items.is_empty() {
+            return None;
+        }
+        Some(Self { items, scheduled_for: spec.maintenance_window.next_opening(now) })
     }
 }

@@ -16,6 +16,7 @@ mod instances;
 mod network;
 mod operations;
 mod problem;
+mod rollouts;
 mod schedules;
 mod status;
 mod users;
@@ -41,6 +42,7 @@ pub use instances::{
 pub use network::{Acl, AclAddRequest, AclEntry, AclReplaceRequest, Connection};
 pub use operations::{Operation, OperationError, OperationStatus, OperationType};
 pub use problem::{FieldError, Problem};
+pub use rollouts::{Rollout, RolloutList, RolloutProgress, RolloutRequest, RolloutStep, RolloutTarget};
 pub use schedules::{BackupSchedule, BackupScheduleList, BackupScheduleRequest, Retention};
 pub use status::{Condition, Drift, Health, InstanceStatus, Observed};
 pub use users::{User, UserList, UserRequest, UserState};

@@ -59,6 +59,10 @@ impl Aggregate for Instance {
                 vec![InstanceEvent::CredentialsRotationRequested {}]
             }
             InstanceCommand::ApplyMaintenance { trigger } => self.apply_maintenance(trigger)?,
+            InstanceCommand::HoldVersionUpgrade { to, rollout } => {
+                let spec = self.active_spec()?;
+                maintenance::hold_version(spec, offered(&services.catalog, spec.service)?, to, rollout)?
+            }
             InstanceCommand::CreateUser { name, role } => self.create_user(name, role)?,
             InstanceCommand::DeleteUser { name } => self.delete_user(name)?,
             InstanceCommand::RotateUserPassword { name } => self.rotate_user_password(name)?,
@@ -97,6 +101,9 @@ impl Aggregate for Instance {
         match event {
             InstanceEvent::InstanceProvisioned(_) => {}
             InstanceEvent::VersionUpgraded { from, to } => {
+                if spec.rolled_out.as_ref().is_some_and(|r| r.to != to) {
+                    spec.rolled_out = None;
+                }
                 if spec.service == ServiceType::Postgresql
                     && let Some(server) = archive_server_after_upgrade(&spec.name, &from, &to)
                 {
@@ -122,7 +129,10 @@ impl Aggregate for Instance {
             InstanceEvent::MaintenanceWindowChanged { window } => spec.maintenance_window = window,
             InstanceEvent::PendingMaintenanceChanged { pending } => spec.pending_maintenance = pending,
             InstanceEvent::MaintenanceApplied { .. } => {
-                spec.pending_maintenance = maintenance::PendingMaintenance::default()
+                let applied = std::mem::take(&mut spec.pending_maintenance);
+                if let Some(version) = applied.version {
+                    spec.rolled_out = Some(version);
+                }
             }
             InstanceEvent::UserCreated { name, role } => {
                 let user = users::User { name, role, generation: self.generation };

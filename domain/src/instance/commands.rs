@@ -51,6 +51,14 @@ pub enum InstanceCommand {
         /// the window opened, or the customer asked
         trigger: super::maintenance::MaintenanceTrigger,
     },
+    /// hold a version upgrade the platform rolls out for the maintenance window (an admin's rollout;
+    /// `maintenance::check_rollout`): applied by `ApplyMaintenance`
+    HoldVersionUpgrade {
+        /// the version to run
+        to: String,
+        /// the rollout asking for it
+        rollout: Uuid,
+    },
     /// create a user with a role from the service's catalog (`users::user_roles`); its password is made
     /// in the cluster
     CreateUser {

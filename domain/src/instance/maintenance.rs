@@ -8,8 +8,10 @@
 use chrono::{DateTime, Datelike as _, Duration as TimeDelta, NaiveTime, TimeZone as _, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{InstanceError, Violation, schedules::time_zone};
-use crate::catalog::Config;
+use uuid::Uuid;
+
+use super::{InstanceError, Violation, rules::check_upgrade, rules::invalid, schedules::time_zone};
+use crate::catalog::{Config, ServiceOffering};
 
 /// Shortest window, in minutes.
 pub const MIN_WINDOW_MINUTES: u32 = 30;
@@ -167,19 +169,75 @@ pub struct PendingConfiguration {
     pub parameters: Vec<String>,
 }
 
+/// A version upgrade the platform rolls out (an admin's rollout), held for the window.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingVersion {
+    /// the version the instance ran when the upgrade was held
+    pub from: String,
+    /// the version it runs once applied
+    pub to: String,
+    /// the rollout that asked for it
+    pub rollout: Uuid,
+}
+
 /// What is held for the maintenance window.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PendingMaintenance {
     /// a configuration change needing a restart, if one is held
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub configuration: Option<PendingConfiguration>,
+    /// a version upgrade the platform rolls out, if one is held (absent from what was stored before
+    /// rollouts existed, so it reads as none)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<PendingVersion>,
 }
 
 impl PendingMaintenance {
     /// Whether nothing is held.
     pub fn is_empty(&self) -> bool {
-        self.configuration.is_none()
+        self.configuration.is_none() && self.version.is_none()
     }
+}
+
+/// The major of a catalog version: what precedes its first dot (`16` → `16`, `2.7` → `2`).
+pub fn major(version: &str) -> &str {
+    version.split('.').next().unwrap_or(version)
+}
+
+/// Checks that the platform may roll `from` → `to` out to instances of `offering` without asking their
+/// owners: an upgrade the catalog allows (`check_upgrade`) within one major. A move to another major
+/// changes the data format or the API (`pg_upgrade`, a MongoDB feature compatibility version, Grafana's
+/// breaking changes) and stays the customer's decision, by `PATCH`. Fields are the rollout request's.
+pub fn check_rollout(offering: &ServiceOffering, from: &str, to: &str) -> Result<(), InstanceError> {
+    if !offering.offers_version(from) {
+        return Err(invalid(
+            "/from_version",
+            "offered_version",
+            format!("{} offers versions {}, not {from:?}", offering.service, offering.versions.join(", ")),
+        ));
+    }
+    if from == to {
+        return Err(invalid("/to_version", "newer_version", format!("instances at {from} already run it")));
+    }
+    check_upgrade(offering, from, to).map_err(|e| match e {
+        InstanceError::Invalid { rule, message, .. } => {
+            InstanceError::Invalid { field: "/to_version".into(), rule, message }
+        }
+        other => other,
+    })?;
+    if major(from) != major(to) {
+        return Err(invalid(
+            "/to_version",
+            "same_major",
+            format!(
+                "a rollout stays within a major version ({from} → {to} changes major {} to {}); \
+                 a major upgrade is each customer's, by PATCH",
+                major(from),
+                major(to)
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Who applied pending maintenance.
@@ -190,4 +248,22 @@ pub enum MaintenanceTrigger {
     Window,
     /// the customer asked to apply it now
     Customer,
+}
+
+/// The events holding `to` for the window of the instance `spec` describes, asked by `rollout`: none when
+/// it runs `to` or holds it already. The upgrade is held even while the window is open (the maintenance
+/// scheduler applies it at its next pass), so every instance of a rollout goes through the same steps.
+pub(super) fn hold_version(
+    spec: &super::InstanceSpec,
+    offering: &ServiceOffering,
+    to: String,
+    rollout: Uuid,
+) -> Result<Vec<super::InstanceEvent>, InstanceError> {
+    if spec.version == to || spec.pending_maintenance.version.as_ref().is_some_and(|v| v.to == to) {
+        return Ok(vec![]);
+    }
+    check_rollout(offering, &spec.version, &to)?;
+    let version = PendingVersion { from: spec.version.clone(), to, rollout };
+    let pending = PendingMaintenance { version: Some(version), ..spec.pending_maintenance.clone() };
+    Ok(vec![super::InstanceEvent::PendingMaintenanceChanged { pending }])
 }

@@ -14,6 +14,7 @@ mod migration;
 mod network;
 mod parameter_versions;
 mod restore;
+mod rollout;
 mod schedules;
 mod users;
 mod wire_form;

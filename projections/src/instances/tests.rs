@@ -470,6 +470,7 @@ fn a_held_change_keeps_the_instance_as_it_runs_until_applied_and_the_scheduler_s
                     config: held_config.clone(),
                     parameters: vec!["max_connections".into()],
                 }),
+                version: None,
             },
         }],
     );

@@ -39,6 +39,7 @@ impl Settings {
             read_models_stream: stream(format!("KV_{}", self.read_models_bucket)).await?,
             liveness: bucket(self.liveness_bucket.clone()).await?,
             leases: bucket(self.leases_bucket.clone()).await?,
+            rollouts: bucket(self.rollouts_bucket.clone()).await?,
         })
     }
 }

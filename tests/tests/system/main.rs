@@ -35,6 +35,7 @@ mod read_modify_write;
 mod read_your_writes;
 mod restore;
 mod roles;
+mod rollouts;
 mod status;
 mod users;
 mod validation;

@@ -35,6 +35,7 @@ fn held(config: Config, parameters: &[&str]) -> InstanceEvent {
                 config,
                 parameters: parameters.iter().map(|p| (*p).to_owned()).collect(),
             }),
+            version: None,
         },
     }
 }

@@ -169,11 +169,27 @@ fn every_event_s_name_schema_and_wire_form_are_frozen() {
                         config: config([("max_connections", ConfigValue::Int(300))]),
                         parameters: vec!["max_connections".into()],
                     }),
+                    version: None,
                 },
             },
             "1",
             serde_json::json!({"type": "PendingMaintenanceChanged", "data": {"pending": {"configuration":
                 {"config": {"max_connections": 300}, "parameters": ["max_connections"]}}}}),
+        ),
+        (
+            InstanceEvent::PendingMaintenanceChanged {
+                pending: crate::instance::maintenance::PendingMaintenance {
+                    configuration: None,
+                    version: Some(crate::instance::maintenance::PendingVersion {
+                        from: "2.6".into(),
+                        to: "2.7".into(),
+                        rollout: Uuid::from_u128(0x42),
+                    }),
+                },
+            },
+            "1",
+            serde_json::json!({"type": "PendingMaintenanceChanged", "data": {"pending": {"version":
+                {"from": "2.6", "to": "2.7", "rollout": "00000000-0000-0000-0000-000000000042"}}}}),
         ),
         (
             InstanceEvent::PendingMaintenanceChanged {
