@@ -17,11 +17,13 @@ struct Log {
     id: Uuid,
     version: u64,
     messages: Vec<(String, Vec<u8>)>,
+    /// the version the agent's reports say runs
+    running: Option<String>,
 }
 
 impl Log {
     fn new() -> Self {
-        Self { id: Uuid::now_v7(), version: 0, messages: Vec::new() }
+        Self { id: Uuid::now_v7(), version: 0, messages: Vec::new(), running: None }
     }
 
     fn command(&mut self, operation: OperationKind, events: Vec<InstanceEvent>) -> Uuid {
@@ -42,12 +44,16 @@ impl Log {
     }
 
     fn provision(&mut self) -> Uuid {
+        self.provision_as(ServiceType::Postgresql, "16")
+    }
+
+    fn provision_as(&mut self, service: ServiceType, version: &str) -> Uuid {
         let provisioned = InstanceProvisioned {
             instance_id: self.id,
             project: "acme".into(),
             name: "db".into(),
-            service: ServiceType::Postgresql,
-            version: "16".into(),
+            service,
+            version: version.into(),
             plan: "starter".into(),
             resources: Resources { cpu_millis: 500, memory_mib: 1024, replicas: 1 },
             storage_gib: 10,
@@ -100,7 +106,7 @@ impl Log {
             phase,
             ready_replicas: 1,
             desired_replicas: 1,
-            running_version: None,
+            running_version: self.running.clone(),
             config_hash: None,
             reason: (phase == ObservedPhase::Failed).then(|| "CrashLoopBackOff".into()),
             applied,
@@ -557,4 +563,70 @@ fn a_user_is_applied_at_its_generation_pending_before_and_in_error_with_the_engi
             ("new", super::UserState::Pending, None),
         ]
     );
+}
+
+#[test]
+fn a_rollout_s_instance_is_waiting_then_held_then_upgrading_then_failed_or_applied_as_its_cluster_reports() {
+    use domain::instance::maintenance::{MaintenanceTrigger, PendingMaintenance, PendingVersion};
+
+    use crate::rollouts::{Step, progress};
+    let rollout = streams::rollouts::Rollout {
+        id: Uuid::now_v7(),
+        service: ServiceType::Influxdb,
+        from_version: "2.6".into(),
+        to_version: "2.7".into(),
+        created_at: DateTime::from_timestamp(1_000, 0).unwrap(),
+        actor: "admin".into(),
+    };
+    // The default window: Sunday 02:00 UTC for four hours (2026-12-07 is a Monday).
+    let now = "2026-12-07T10:00:00Z".parse().unwrap();
+    let steps = |model: &ReadModel| -> Vec<(Step, Option<String>)> {
+        progress(model, &rollout, now)
+            .into_iter()
+            .map(|t| (t.step, t.scheduled_for.map(|s| s.to_rfc3339())))
+            .collect()
+    };
+    let mut log = Log::new();
+    log.running = Some("2.6".into());
+    log.provision_as(ServiceType::Influxdb, "2.6");
+    log.observe(Some(1), ObservedPhase::Ready);
+    let mut other = Log::new();
+    other.provision_as(ServiceType::Influxdb, "2.7");
+    // One stream: the other instance's provision after this one's messages.
+    log.messages.append(&mut other.messages);
+    let mut model = ReadModel::default();
+    log.fold(&mut model, 0, log.messages.len());
+    assert_eq!(steps(&model), [(Step::Waiting, None)], "only the instance at from_version");
+
+    let held = PendingVersion { from: "2.6".into(), to: "2.7".into(), rollout: rollout.id };
+    log.command(
+        OperationKind::Update,
+        vec![InstanceEvent::PendingMaintenanceChanged {
+            pending: PendingMaintenance { configuration: None, version: Some(held) },
+        }],
+    );
+    log.observe(Some(2), ObservedPhase::Ready);
+    let folded = log.messages.len();
+    log.fold(&mut model, 3, folded);
+    assert_eq!(steps(&model), [(Step::Held, Some("2026-12-13T02:00:00+00:00".into()))]);
+
+    log.command(
+        OperationKind::ApplyMaintenance,
+        vec![
+            InstanceEvent::MaintenanceApplied { trigger: MaintenanceTrigger::Window },
+            InstanceEvent::VersionUpgraded { from: "2.6".into(), to: "2.7".into() },
+        ],
+    );
+    log.fold(&mut model, folded, log.messages.len());
+    assert_eq!(steps(&model), [(Step::Upgrading, None)], "released; the cluster still runs 2.6");
+    let folded = log.messages.len();
+    log.observe(None, ObservedPhase::Failed);
+    log.fold(&mut model, folded, log.messages.len());
+    let targets = progress(&model, &rollout, now);
+    assert_eq!((targets[0].step, targets[0].reason.as_deref()), (Step::Failed, Some("CrashLoopBackOff")));
+    let folded = log.messages.len();
+    log.running = Some("2.7".into());
+    log.observe(Some(4), ObservedPhase::Ready);
+    log.fold(&mut model, folded, log.messages.len());
+    assert_eq!(steps(&model), [(Step::Applied, None)]);
 }
