@@ -6,6 +6,7 @@
 //! prunes, [`rotation`] replaces a service's password, [`observe`] reads what the cluster reports, [`cleanup`] removes a deprovisioned instance (or
 //! lets a deleted mirror go without touching its data).
 
+mod cached;
 mod cleanup;
 mod converge;
 mod index;
@@ -18,6 +19,7 @@ use std::{
     sync::{Arc, Mutex, PoisonError},
 };
 
+use cached::Cached;
 use futures::{StreamExt as _, TryStreamExt as _};
 use index::InstanceIndex;
 use k8s_openapi::{
@@ -95,7 +97,8 @@ pub struct Context {
     pub(crate) config: Arc<AgentConfig>,
     /// the control plane's desired state, as the mirror knows it
     desired: Arc<Desired>,
-    stores: HashMap<ChildKind, Store<DynamicObject>>,
+    /// each child kind's watch cache, in the compact form of [`cached`]
+    stores: HashMap<ChildKind, Store<Cached>>,
     /// each cache's objects by instance
     indexes: HashMap<ChildKind, InstanceIndex>,
     /// responses of our own writes, newer than the watch caches until the watch catches up
@@ -135,9 +138,8 @@ impl Context {
     /// The current object: the watch cache, or our own newer write. A write the cache has caught up with
     /// is forgotten, so the agent does not keep a second copy of every object it applied.
     pub(crate) fn current(&self, kind: ChildKind, namespace: &str, name: &str) -> Option<Value> {
-        let cached = self.stores[&kind]
-            .get(&ObjectRef::new_with(name, api_resource(kind)).within(namespace))
-            .and_then(|o| serde_json::to_value(o.as_ref()).ok());
+        let cached =
+            self.stores[&kind].get(&ObjectRef::new_with(name, kind).within(namespace)).map(|o| o.value());
         let mut written = lock(&self.written);
         let key = (kind, namespace.to_owned(), name.to_owned());
         match (cached, written.get(&key)) {
@@ -151,14 +153,12 @@ impl Context {
         }
     }
 
-    pub(crate) fn owned(&self, kind: ChildKind, instance_id: &str) -> Vec<Arc<DynamicObject>> {
-        let (store, resource) = (&self.stores[&kind], api_resource(kind));
+    pub(crate) fn owned(&self, kind: ChildKind, instance_id: &str) -> Vec<Arc<Cached>> {
+        let store = &self.stores[&kind];
         self.indexes[&kind]
             .candidates(instance_id)
             .into_iter()
-            .filter_map(|(namespace, name)| {
-                store.get(&ObjectRef::new_with(&name, resource.clone()).within(&namespace))
-            })
+            .filter_map(|(namespace, name)| store.get(&ObjectRef::new_with(&name, kind).within(&namespace)))
             .filter(|o| o.labels().get(INSTANCE_LABEL).map(String::as_str) == Some(instance_id))
             .collect()
     }
@@ -246,20 +246,20 @@ pub(crate) async fn run(config: Arc<AgentConfig>, desired: Arc<Desired>) -> anyh
     let mut triggers = Vec::new();
     for kind in CHILD_KINDS {
         let resource = api_resource(kind);
-        let writer = reflector::store::Writer::new(resource.clone());
+        let writer = reflector::store::Writer::new(kind);
         stores.insert(kind, writer.as_reader());
         let api = Api::<DynamicObject>::all_with(client.clone(), &resource);
-        // Managed fields are about half of an object's metadata and the agent never reads them (kube-rs,
-        // `reflector` docs: "managed fields typically constitutes around half the size of ObjectMeta").
-        let watch = watcher(api, watcher::Config::default().labels(MANAGED_SELECTOR))
-            .modify(|object: &mut DynamicObject| object.managed_fields_mut().clear());
+        // Kept as `Cached`: without managed fields, about half of an object's metadata, which the agent
+        // never reads (kube-rs, `reflector` docs: "managed fields typically constitutes around half the
+        // size of ObjectMeta"), and the rest as text.
+        let watch = watcher(api, watcher::Config::default().labels(MANAGED_SELECTOR)).map_ok(cached::event);
         let index = InstanceIndex::default();
         indexes.insert(kind, index.clone());
         let stream = reflector::reflector(writer, watch)
             .inspect_ok(move |event| index.observe(event))
             .default_backoff()
             .touched_objects();
-        triggers.push((stream, resource));
+        triggers.push((stream, kind));
     }
     // Claims and pods carry the StatefulSet's selector, hence the instance label.
     let claims_writer = reflector::store::Writer::default();
@@ -316,7 +316,19 @@ pub(crate) async fn run(config: Arc<AgentConfig>, desired: Arc<Desired>) -> anyh
         deleting: Mutex::default(),
         jetstream,
     });
-    let mut controller = Controller::new(Api::<ManagedInstance>::all(client), watcher::Config::default())
+    // The ManagedInstances' own cache, as `Controller::new` makes it (kube-runtime 5.0.0
+    // `controller/mod.rs`, `new_with`: a reflector over a watcher, its applied objects the triggers) but
+    // without managed fields: the mirror's apply, the status apply and the finalizer patch each own a
+    // tree of fields as large as what they wrote, and nothing reads them.
+    let instances_writer = reflector::store::Writer::<ManagedInstance>::default();
+    let instances = instances_writer.as_reader();
+    let instance_events = reflector::reflector(
+        instances_writer,
+        watcher(Api::<ManagedInstance>::all(client), watcher::Config::default())
+            .modify(|mi: &mut ManagedInstance| mi.managed_fields_mut().clear()),
+    )
+    .applied_objects();
+    let mut controller = Controller::for_stream(instance_events, instances)
         .with_config(controller::Config::default().concurrency(config.concurrency));
     // Level-triggered safety net: re-check every instance periodically. Reconciles read the watch caches,
     // so a converged cluster sees no requests from it.
@@ -326,13 +338,13 @@ pub(crate) async fn run(config: Arc<AgentConfig>, desired: Arc<Desired>) -> anyh
         Some(((), ()))
     });
     controller = controller.reconcile_all_on(resync);
-    for (stream, resource) in triggers {
+    for (stream, kind) in triggers {
         // Triggers come from the reflected streams, so a reconcile always sees the change that caused it.
         // Objects name their instance by label (they have no owner reference, see `render`).
         controller = controller.watches_stream_with(
             stream,
-            |object: DynamicObject| instance_of(object.labels(), object.namespace()),
-            resource,
+            |object: Cached| instance_of(object.labels(), object.namespace()),
+            kind,
         );
     }
     controller = controller

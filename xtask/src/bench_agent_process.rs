@@ -108,6 +108,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
         ready.len()
     });
     let provisioning = Instant::now();
+    let idle_cpu = crate::measure::cpu_seconds(Some(agent_pid));
     let interval = Duration::from_secs_f64(1.0 / options.rate);
     for i in 0..options.instances {
         let (service, version, _) = crate::bench_agents::SERVICES[i % crate::bench_agents::SERVICES.len()];
@@ -143,6 +144,10 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
     let all_ready = provisioning.elapsed();
     quiet(&http, std::slice::from_ref(&agent.metrics)).await?;
     let loaded_kib = rss_kib(agent_pid)?;
+    let provisioning_cpu = crate::measure::cpu_seconds(Some(agent_pid)) - idle_cpu;
+    // Every write from the start to all healthy (namespaces, egress policies, ManagedInstances, their
+    // finalizers, objects, Secrets, statuses), the CRD install excepted.
+    let provisioning_writes = counter(&http, &agent.metrics, "cp_agent_kube_writes").await?.saturating_sub(1);
 
     // Restart in steady state.
     agent.process.start_kill()?;
@@ -160,6 +165,9 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let caught_up = restarted.elapsed();
+    // The restarted agent's CPU until it caught up: its start, the caches' LISTs and one reconcile of every
+    // instance (what the periodic resync costs, less the LISTs).
+    let restart_cpu = crate::measure::cpu_seconds(agent.process.id());
     quiet(&http, std::slice::from_ref(&agent.metrics)).await?;
     // The CRD is installed at every start here (`--install-crd`); production installs it from deploy/.
     let writes = counter(&http, &agent.metrics, "cp_agent_kube_writes").await?.saturating_sub(1);
@@ -180,8 +188,22 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
         per_instance(loaded_kib)
     );
     println!(
+        "  Kubernetes writes until all ready: {provisioning_writes}, {:.2} per instance",
+        provisioning_writes as f64 / options.instances as f64
+    );
+    println!(
+        "  agent CPU until all ready: {:.2} s, {:.0} µs per instance",
+        provisioning_cpu,
+        provisioning_cpu * 1e6 / options.instances as f64
+    );
+    println!(
         "  restart (SIGKILL) in steady state: every instance reconciled again after {:.2} s",
         caught_up.as_secs_f64()
+    );
+    println!(
+        "  restarted agent CPU until caught up: {:.2} s, {:.0} µs per instance",
+        restart_cpu,
+        restart_cpu * 1e6 / options.instances as f64
     );
     println!("  Kubernetes writes caused by the restart: {writes} (the CRD install excepted)");
     println!(

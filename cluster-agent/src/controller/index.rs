@@ -4,7 +4,7 @@
 //! instances per cluster that scan was most of the agent's CPU, and it grew with every instance.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     sync::{Arc, Mutex, PoisonError},
 };
 
@@ -15,9 +15,11 @@ use crate::render::INSTANCE_LABEL;
 /// Namespace and name of an object.
 type Key = (String, String);
 
-/// Namespace and name of the objects labelled with each instance id.
+/// Namespace and name of the objects labelled with each instance id. An instance has a handful of objects
+/// of a kind (most have one), so they are a list: a hash set's smallest table is four slots and their
+/// control bytes, for every instance and kind.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct InstanceIndex(Arc<Mutex<HashMap<String, HashSet<Key>>>>);
+pub(crate) struct InstanceIndex(Arc<Mutex<HashMap<String, Vec<Key>>>>);
 
 impl InstanceIndex {
     /// Follows a watch event, after the reflector has applied it to the cache (so an object the index
@@ -26,14 +28,19 @@ impl InstanceIndex {
         match event {
             Event::Apply(object) | Event::InitApply(object) => {
                 if let Some((id, key)) = entry(object) {
-                    self.lock().entry(id).or_default().insert(key);
+                    let mut index = self.lock();
+                    let keys = index.entry(id).or_default();
+                    if !keys.contains(&key) {
+                        keys.push(key);
+                        keys.shrink_to_fit();
+                    }
                 }
             }
             Event::Delete(object) => {
                 if let Some((id, key)) = entry(object) {
                     let mut index = self.lock();
                     if let Some(keys) = index.get_mut(&id) {
-                        keys.remove(&key);
+                        keys.retain(|k| *k != key);
                         if keys.is_empty() {
                             index.remove(&id);
                         }
@@ -48,10 +55,10 @@ impl InstanceIndex {
     /// only: the caller reads it from the cache and checks the label, because an object relabelled, or
     /// deleted while the watch was down (its re-list sends no delete), keeps its entry here.
     pub(crate) fn candidates(&self, instance_id: &str) -> Vec<Key> {
-        self.lock().get(instance_id).map(|keys| keys.iter().cloned().collect()).unwrap_or_default()
+        self.lock().get(instance_id).cloned().unwrap_or_default()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, HashSet<Key>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Key>>> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
