@@ -161,7 +161,7 @@ mod tests {
                 "name": "db", "namespace": "cp-a", "uid": "u1", "resourceVersion": "7",
                 "labels": {"cp.example.com/instance-id": "i1"},
                 "annotations": {"cp.example.com/config-hash": "abc"},
-                "managedFields": [{"manager": "cp-agent", "operation": "Apply", "fieldsV1": {"f:spec": {}}}]
+                "managedFields": [{"manager": "kubectl-client-side-apply", "operation": "Apply", "fieldsV1": {"f:spec": {}}}]
             },
             "spec": {"replicas": 3, "template": {"spec": {"containers": [{"name": "db", "image": "x:1"}]}}},
             "status": {"readyReplicas": 2, "observedGeneration": 4}
