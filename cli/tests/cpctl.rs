@@ -261,8 +261,7 @@ async fn the_fleet_is_listed_cordoned_drained_and_an_instance_s_move_asked_and_c
     let table = stdout(&cpctl(&rig, &["fleet", "clusters"]).await);
     assert!(table.contains("eu-2") && table.contains("CORDONED"), "{table}");
 
-    let created =
-        cpctl(&rig, &[&CREATE[..], &["-o", "json", "--cluster", "eu-1", "ledger"]].concat()).await;
+    let created = cpctl(&rig, &[&CREATE[..], &["-o", "json", "--cluster", "eu-1", "ledger"]].concat()).await;
     let _: wire::Operation = json(&created);
     let moving: wire::Operation =
         json(&cpctl(&rig, &["fleet", "migrate", "ledger", "--to", "eu-2", "-o", "json"]).await);
