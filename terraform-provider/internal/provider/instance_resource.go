@@ -144,6 +144,8 @@ func (r *instanceResource) Schema(ctx context.Context, _ resource.SchemaRequest,
 			"running_cluster": schema.StringAttribute{
 				MarkdownDescription: "The cluster the instance runs on now, as last read: `cluster` unless the platform moved it.",
 				Computed:            true,
+				// Known from the last read: a plan changes nothing of where the instance runs.
+				PlanModifiers: []planmodifier.String{stringplanmodifier.UseStateForUnknown()},
 			},
 			"region": schema.StringAttribute{
 				MarkdownDescription: "Region to place the instance in when `cluster` is absent (used at creation only; not read back, so not set by an import). Changing it replaces the instance.",
