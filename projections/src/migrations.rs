@@ -46,6 +46,8 @@ pub struct Pass {
     pub stepped: usize,
     /// instances on a draining cluster with no other placeable cluster in their region
     pub stuck: usize,
+    /// instances on a draining cluster whose last move was given up less than [`DRAIN_RETRY_AFTER`] ago
+    pub backing_off: usize,
     /// steps refused or lost to a concurrent change (taken again next pass)
     pub failed: usize,
 }
@@ -63,6 +65,11 @@ enum Step {
 /// largest plan, with room; a move stuck longer (its target silent, its copy never ready) would keep the
 /// instance from every change.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
+
+/// How long a drain leaves an instance whose move was given up before it starts another: a move that fails
+/// for a lasting reason (its backups fail) would otherwise be started again at every pass, each attempt
+/// a few events in the instance's history.
+pub const DRAIN_RETRY_AFTER: Duration = Duration::from_secs(15 * 60);
 
 /// The step `view`'s move takes next at `now`, if any (`None`: waiting for its backup or its copy).
 fn next_step(
@@ -166,7 +173,7 @@ impl Migrator {
             let ok = self.take(&project, instance, version, &migration, step).await;
             if ok { pass.stepped += 1 } else { pass.failed += 1 }
         }
-        self.drain(&mut pass).await;
+        self.drain(&mut pass, now).await;
         pass
     }
 
@@ -222,7 +229,9 @@ impl Migrator {
     }
 
     /// Starts the moves draining clusters call for, up to each drain's parallelism.
-    async fn drain(&self, pass: &mut Pass) {
+    async fn drain(&self, pass: &mut Pass, now: DateTime<Utc>) {
+        let retry_after = TimeDelta::from_std(DRAIN_RETRY_AFTER).unwrap_or(TimeDelta::MAX);
+        let backing_off = |v: &InstanceView| v.migration_failed_at.is_some_and(|at| now < at + retry_after);
         let all = self.clusters.list();
         let placeable = self.clusters.placeable();
         for cluster in &all {
@@ -241,9 +250,11 @@ impl Migrator {
                     })
                     .collect();
                 let moving = on_it.iter().filter(|v| v.instance.migration().is_some()).count();
+                pass.backing_off +=
+                    on_it.iter().filter(|v| v.instance.migration().is_none() && backing_off(v)).count();
                 let waiting: Vec<(String, Uuid, String, u64)> = on_it
                     .iter()
-                    .filter(|v| v.instance.migration().is_none())
+                    .filter(|v| v.instance.migration().is_none() && !backing_off(v))
                     .map(|v| (v.spec().project.clone(), v.spec().id, v.spec().name.clone(), v.version))
                     .collect();
                 (moving, waiting)

@@ -66,6 +66,9 @@ pub struct InstanceView {
     /// when the move in progress began (the time of its `MigrationStarted`)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub migration_started_at: Option<DateTime<Utc>>,
+    /// when its last move was given up (a drain waits before it tries that instance again)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration_failed_at: Option<DateTime<Utc>>,
     /// the cluster the instance's objects were last removed from by a migration (the source of a completed
     /// one, the target of a failed one), and whether its agent reported them gone
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -222,6 +225,7 @@ impl InstanceView {
             status: status::compute(inputs, None, time),
             migration_target: None,
             migration_started_at: None,
+            migration_failed_at: None,
             left: None,
         }
     }
@@ -243,6 +247,7 @@ impl InstanceView {
             InstanceEvent::MigrationFailed { to, target_placed, .. } => {
                 self.migration_target = None;
                 self.migration_started_at = None;
+                self.migration_failed_at = Some(time);
                 if *target_placed {
                     self.left = Some(LeftCluster { cluster: to.clone(), removed: false });
                 }

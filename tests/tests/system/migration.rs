@@ -370,3 +370,62 @@ async fn a_move_that_never_completes_is_given_up_at_its_time_limit_and_one_can_b
     // The timed-out move had placed its copy: it waited for the copy, not for its backup.
     first_of(api, ids[0], "MigrationTargetPlaced").await;
 }
+
+#[tokio::test]
+async fn a_drain_does_not_start_a_failed_move_again_before_its_retry_time() {
+    // eu-1's agent has no backup store: every move off it fails at its backup.
+    let api = TestApi::start().await;
+    let (_source_sim, address) = system_tests::cluster::simulator(Duration::from_millis(50)).await;
+    let _source = system_tests::cluster::agent(&api, "eu-1", address).await;
+    let migrator = projections::migrations::Migrator::new(
+        api.state.read_models.clone(),
+        api.state.clusters.clone(),
+        api.state.commands.clone(),
+        api.state.backups.clone(),
+    );
+    let body = json!({"name": "orders", "service": "mongodb", "version": "7.0", "plan": "starter", "cluster": "eu-1"});
+    let created = admin(&api, Method::POST, "/v1/projects/acme/instances", Some(&body)).await;
+    let id: Uuid = created.body["instance_id"].as_str().unwrap().parse().unwrap();
+    assert!(api.wait_for_state(id, Health::Healthy, WAIT).await, "never healthy");
+    let drained = admin(&api, Method::POST, "/v1/admin/clusters/eu-1/drain", Some(&json!({}))).await;
+    assert_eq!(drained.status, StatusCode::OK, "{}", drained.body);
+
+    // Passes at the present until the first move failed.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut started = 0;
+    loop {
+        let pass = migrator.pass(chrono::Utc::now()).await;
+        started += pass.started;
+        let failed = api
+            .state
+            .read_models
+            .read()
+            .instance("acme", id)
+            .is_some_and(|v| v.migration_failed_at.is_some());
+        if failed {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the move off eu-1 never failed");
+        let version = api.state.read_models.read().instance("acme", id).map_or(0, |v| v.sequence);
+        api.state
+            .read_models
+            .wait_until(Duration::from_secs(1), |m| {
+                m.instance("acme", id).is_some_and(|v| v.sequence > version)
+            })
+            .await;
+    }
+    assert_eq!(started, 1, "one move started");
+    // At once, and just before the retry time: nothing is started again.
+    let failed_at =
+        api.state.read_models.read().instance("acme", id).and_then(|v| v.migration_failed_at).unwrap();
+    let retry = chrono::TimeDelta::from_std(projections::migrations::DRAIN_RETRY_AFTER).unwrap();
+    for now in [chrono::Utc::now(), failed_at + retry - chrono::TimeDelta::seconds(1)] {
+        let pass = migrator.pass(now).await;
+        assert_eq!((pass.started, pass.backing_off), (0, 1), "at {now}: {pass:?}");
+    }
+    let starts = history(&api, id).await.iter().filter(|e| e["type"] == "MigrationStarted").count();
+    assert_eq!(starts, 1, "the failed move was started again before its retry time");
+    // Once the retry time passed, the drain tries again.
+    let pass = migrator.pass(failed_at + retry).await;
+    assert_eq!(pass.started, 1, "{pass:?}");
+}
