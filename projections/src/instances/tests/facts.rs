@@ -1,7 +1,7 @@
 //! Facts from clusters are bound to their subject: a fact is applied only when its subject, its payload
 //! and the desired state agree (see `crate::facts`); each refusal names its reason.
 
-use super::*;
+use super::{backups::requested, *};
 
 impl Log {
     /// A fact as published on `subject`, whatever its payload says.
