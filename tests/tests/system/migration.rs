@@ -19,6 +19,23 @@ async fn admin(api: &TestApi, method: Method, path: &str, body: Option<&Value>) 
     api.call(method, path, body, &[("authorization", &format!("Bearer {ADMIN_TOKEN}"))]).await
 }
 
+/// A MongoDB instance `name` on eu-1, once it serves.
+async fn serving_on_eu1(api: &TestApi, name: &str) -> Uuid {
+    let body =
+        json!({"name": name, "service": "mongodb", "version": "7.0", "plan": "starter", "cluster": "eu-1"});
+    let created = admin(api, Method::POST, "/v1/projects/acme/instances", Some(&body)).await;
+    assert_eq!(created.status, StatusCode::ACCEPTED, "{}", created.body);
+    let id: Uuid = created.body["instance_id"].as_str().unwrap().parse().unwrap();
+    assert!(api.wait_for_state(id, Health::Healthy, WAIT).await, "{name} never healthy");
+    id
+}
+
+/// A change of the instance's description: what a customer asks while the instance moves, or after.
+async fn describe(api: &TestApi, id: Uuid) -> system_tests::Reply {
+    let path = format!("/v1/projects/acme/instances/{id}");
+    admin(api, Method::PATCH, &path, Some(&json!({"description": "x"}))).await
+}
+
 /// Every entry of the instance's history (one page holds the few a test makes).
 async fn history(api: &TestApi, id: Uuid) -> Vec<Value> {
     let path = format!("/v1/projects/acme/instances/{id}/history?limit=200");
@@ -206,10 +223,7 @@ async fn a_move_whose_backup_fails_leaves_the_instance_serving_where_it_was() {
     let (_target_sim, address) = system_tests::cluster::simulator(Duration::from_millis(50)).await;
     let _target = system_tests::cluster::agent(&api, "eu-2", address).await;
     let _migrator = migrator(&api);
-    let body = json!({"name": "orders", "service": "mongodb", "version": "7.0", "plan": "starter", "cluster": "eu-1"});
-    let created = admin(&api, Method::POST, "/v1/projects/acme/instances", Some(&body)).await;
-    let id: Uuid = created.body["instance_id"].as_str().unwrap().parse().unwrap();
-    assert!(api.wait_for_state(id, Health::Healthy, WAIT).await, "never healthy");
+    let id = serving_on_eu1(&api, "orders").await;
 
     // Refused: another region's cluster, the cluster it is on, an unknown one.
     for (cluster, rule) in [("eu-1", "other_cluster"), ("mars-1", "registered_cluster")] {
@@ -222,13 +236,7 @@ async fn a_move_whose_backup_fails_leaves_the_instance_serving_where_it_was() {
     let asked = admin(&api, Method::POST, &path, Some(&json!({"cluster": "eu-2"}))).await;
     assert_eq!(asked.status, StatusCode::ACCEPTED, "{}", asked.body);
     // While it moves, other changes wait.
-    let patch = admin(
-        &api,
-        Method::PATCH,
-        &format!("/v1/projects/acme/instances/{id}"),
-        Some(&json!({"description": "x"})),
-    )
-    .await;
+    let patch = describe(&api, id).await;
     assert_eq!(patch.status, StatusCode::CONFLICT, "{}", patch.body);
     assert_eq!(patch.body["code"], "instance_migrating", "{}", patch.body);
 
@@ -249,13 +257,7 @@ async fn a_move_whose_backup_fails_leaves_the_instance_serving_where_it_was() {
     let ids = BTreeSet::from([id.to_string()]);
     assert!(!objects_of(&source_sim, &ids).is_empty(), "the source still serves it");
     // And it takes changes again.
-    let patch = admin(
-        &api,
-        Method::PATCH,
-        &format!("/v1/projects/acme/instances/{id}"),
-        Some(&json!({"description": "x"})),
-    )
-    .await;
+    let patch = describe(&api, id).await;
     assert_eq!(patch.status, StatusCode::ACCEPTED, "{}", patch.body);
 }
 
@@ -267,10 +269,7 @@ async fn a_move_whose_copy_fails_removes_the_copy_and_leaves_the_instance_servin
     let (target_sim, address) = system_tests::cluster::simulator(Duration::from_millis(50)).await;
     let _target = system_tests::cluster::agent(api, "eu-2", address).await;
     let _migrator = migrator(api);
-    let body = json!({"name": "orders", "service": "mongodb", "version": "7.0", "plan": "starter", "cluster": "eu-1"});
-    let created = admin(api, Method::POST, "/v1/projects/acme/instances", Some(&body)).await;
-    let id: Uuid = created.body["instance_id"].as_str().unwrap().parse().unwrap();
-    assert!(api.wait_for_state(id, Health::Healthy, WAIT).await, "never healthy");
+    let id = serving_on_eu1(api, "orders").await;
 
     let path = format!("/v1/projects/acme/instances/{id}/migrate");
     let asked = admin(api, Method::POST, &path, Some(&json!({"cluster": "eu-2"}))).await;
@@ -321,10 +320,7 @@ async fn a_move_that_never_completes_is_given_up_at_its_time_limit_and_one_can_b
         tokio_util::task::AbortOnDropHandle::new(tokio::spawn(migrator.run(Duration::from_millis(100))));
     let mut ids = Vec::new();
     for name in ["orders", "ledger"] {
-        let body = json!({"name": name, "service": "mongodb", "version": "7.0", "plan": "starter", "cluster": "eu-1"});
-        let created = admin(api, Method::POST, "/v1/projects/acme/instances", Some(&body)).await;
-        let id: Uuid = created.body["instance_id"].as_str().unwrap().parse().unwrap();
-        assert!(api.wait_for_state(id, Health::Healthy, WAIT).await, "{name} never healthy");
+        let id = serving_on_eu1(api, name).await;
         let asked = admin(
             api,
             Method::POST,
@@ -383,10 +379,7 @@ async fn a_drain_does_not_start_a_failed_move_again_before_its_retry_time() {
         api.state.commands.clone(),
         api.state.backups.clone(),
     );
-    let body = json!({"name": "orders", "service": "mongodb", "version": "7.0", "plan": "starter", "cluster": "eu-1"});
-    let created = admin(&api, Method::POST, "/v1/projects/acme/instances", Some(&body)).await;
-    let id: Uuid = created.body["instance_id"].as_str().unwrap().parse().unwrap();
-    assert!(api.wait_for_state(id, Health::Healthy, WAIT).await, "never healthy");
+    let id = serving_on_eu1(&api, "orders").await;
     let drained = admin(&api, Method::POST, "/v1/admin/clusters/eu-1/drain", Some(&json!({}))).await;
     assert_eq!(drained.status, StatusCode::OK, "{}", drained.body);
 
